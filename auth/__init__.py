@@ -1,0 +1,1 @@
+"""auth service (see ../shared DESIGN: built in a later issue)."""

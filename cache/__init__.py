@@ -1,0 +1,1 @@
+"""cache service (see ../shared DESIGN: built in a later issue)."""

@@ -1,0 +1,1 @@
+"""gateway service (see ../shared DESIGN: built in a later issue)."""

@@ -1,0 +1,1 @@
+"""router service (see ../shared DESIGN: built in a later issue)."""

@@ -1,0 +1,1 @@
+"""telemetry service (see ../shared DESIGN: built in a later issue)."""
