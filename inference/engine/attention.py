@@ -1,0 +1,58 @@
+"""The attention backend interface and the metadata the runner builds for it each step.
+
+KV pool layout (one tensor per engine): `[num_layers, 2, num_blocks, block_size, kv_heads,
+head_dim]`; a layer's backend sees `kv[layer]` (`[2, num_blocks, block_size, kv_heads,
+head_dim]`). Token slot `s = block_id * block_size + offset`.
+
+A step is a flat batch of T new tokens from B sequences (decodes and prefill chunks mixed).
+Sequence b owns query rows `query_start_loc[b]:query_start_loc[b+1]`; after this step it has
+`seq_lens[b]` tokens of context, so its i-th new token sits at position
+`seq_lens[b] - q_len_b + i` and attends to positions `0..that position` of its own blocks
+(`block_tables[b]`). Contract of `forward`: write the new K/V at `slot_mapping`, then return
+that causal attention. Backends may precompute per-step state in `begin_step`, which the runner
+calls once before the model's forward.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # [T] int64
+    query_start_loc: torch.Tensor  # [B+1] int32
+    seq_lens: torch.Tensor  # [B] int32, context length after this step
+    block_tables: torch.Tensor  # [B, max_blocks] int32; padding entries point at block 0
+    max_query_len: int
+    max_seq_len: int
+
+    @property
+    def num_seqs(self) -> int:
+        return self.seq_lens.shape[0]
+
+    @property
+    def is_decode(self) -> bool:
+        return self.max_query_len == 1
+
+
+class AttentionBackend(ABC):
+    """Paged attention for one device kind. Implementations keep the contract above."""
+
+    def begin_step(self, meta: AttentionMetadata) -> None:  # noqa: B027 - optional hook
+        """Precompute per-step state shared by every layer."""
+
+    @abstractmethod
+    def forward(
+        self,
+        q: torch.Tensor,  # [T, heads, head_dim]
+        k: torch.Tensor,  # [T, kv_heads, head_dim]
+        v: torch.Tensor,  # [T, kv_heads, head_dim]
+        kv_layer: torch.Tensor,  # [2, num_blocks, block_size, kv_heads, head_dim]
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # [T, heads, head_dim]
+        ...

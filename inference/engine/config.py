@@ -1,0 +1,126 @@
+"""Typed configuration of the engine: the model's shape and the engine's budgets.
+
+`ModelConfig` is read from a Hugging Face `config.json` dict (or built from GGUF metadata by the
+loader); `EngineConfig` holds everything an operator tunes. Both are frozen: one object flows
+from the loader to the scheduler, the KV cache and the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Llama-3 style frequency scaling; `kind == "llama3"` is the only one applied."""
+
+    kind: str = "none"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    name: str = "model"
+
+    @classmethod
+    def from_hf(cls, cfg: dict[str, Any], name: str = "model") -> ModelConfig:
+        """Build from a Hugging Face Llama-family `config.json` dict."""
+        heads = cfg["num_attention_heads"]
+        rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+        kind = rs.get("rope_type", rs.get("type", "none")) if rs else "none"
+        scaling = RopeScaling(
+            kind=kind if kind == "llama3" else "none",
+            factor=float(rs.get("factor", 1.0)),
+            low_freq_factor=float(rs.get("low_freq_factor", 1.0)),
+            high_freq_factor=float(rs.get("high_freq_factor", 4.0)),
+            original_max_position=int(rs.get("original_max_position_embeddings", 8192)),
+        )
+        theta = cfg.get("rope_theta", rs.get("rope_theta", 10000.0) if rs else 10000.0)
+        eos = cfg.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads", heads),
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+            max_position=cfg.get("max_position_embeddings", 2048),
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
+            rope_theta=float(theta),
+            rope_scaling=scaling,
+            tie_word_embeddings=cfg.get("tie_word_embeddings", False),
+            bos_token_id=cfg.get("bos_token_id"),
+            eos_token_ids=eos_ids,
+            name=name,
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        """The equivalent Hugging Face `LlamaConfig` kwargs (tests build the reference from it)."""
+        out: dict[str, Any] = {
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": False,
+            "mlp_bias": False,
+        }
+        if self.rope_scaling.kind == "llama3":
+            out["rope_scaling"] = {
+                "rope_type": "llama3",
+                "factor": self.rope_scaling.factor,
+                "low_freq_factor": self.rope_scaling.low_freq_factor,
+                "high_freq_factor": self.rope_scaling.high_freq_factor,
+                "original_max_position_embeddings": self.rope_scaling.original_max_position,
+            }
+        return out
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Operator knobs. Budgets are per engine step.
+
+    - `max_num_batched_tokens`: tokens (prefill chunks + one per decode) computed in one step.
+    - `max_num_seqs`: sequences in one step.
+    - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
+      `gpu_memory_utilization` of the device on CUDA).
+    """
+
+    block_size: int = 16
+    num_kv_blocks: int | None = None
+    kv_cache_memory: int = 512 * 2**20
+    gpu_memory_utilization: float = 0.9
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 64
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
+    enforce_eager: bool = False
+    seed: int = 0

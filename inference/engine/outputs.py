@@ -1,0 +1,54 @@
+"""What the engine hands back: per-step deltas for streaming, and whole results for `LLM`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass
+class StepOutput:
+    """One choice's progress in one engine step.
+
+    `text` is the new, safe-to-show text: never half a UTF-8 character, never part of a stop
+    string. `finish_reason` is None while running, else "stop", "length" or "abort"; `usage`
+    is set on the step that finishes the last choice of a request.
+    """
+
+    request_id: str
+    index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass
+class Completion:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[Completion]
+    usage: Usage

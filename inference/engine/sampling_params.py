@@ -1,0 +1,63 @@
+"""Per-request sampling parameters, validated where they are made.
+
+Every bad value raises `ValueError` naming the field, so the gateway can turn it into a 400
+with `param` set and the engine never sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingParams:
+    """How to sample one request. `temperature == 0` means greedy.
+
+    `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` makes sampling
+    reproducible whatever else is in the batch; choice i uses seed + i. `priority`: a higher
+    value is admitted first and preempted last.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(param: str, why: str) -> ValueError:
+            return ValueError(f"{param}: {why}")
+
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise bad("max_tokens", f"must be a positive integer, got {self.max_tokens!r}")
+        if not 0.0 <= float(self.temperature) <= 100.0:
+            raise bad("temperature", f"must be in [0, 100], got {self.temperature!r}")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
+            raise bad("top_k", f"must be -1 (off) or a positive integer, got {self.top_k!r}")
+        if not isinstance(self.n, int) or not 1 <= self.n <= 128:
+            raise bad("n", f"must be an integer in [1, 128], got {self.n!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise bad("seed", f"must be an integer, got {self.seed!r}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise bad("logprobs", f"must be in [0, 20], got {self.logprobs!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
+            raise bad("stop", "must be at most 16 non-empty strings")
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise bad("stop_token_ids", "must be non-negative integers")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
