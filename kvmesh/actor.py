@@ -1,0 +1,219 @@
+"""The actor base every mesh service stands on: one NATS connection and its handlers.
+
+Contract:
+- `connect` retries until the server answers, then keeps reconnecting forever on loss.
+- `serve(subject, kinds, handler)` subscribes (in a queue group when `queue` is given) and runs
+  at most `max_concurrency` handlers at once; further messages wait in NATS' pending buffer.
+  A frame that does not decode gets an `ErrorReply` (400, `invalid_frame`) when it has a reply
+  subject, and a log line; it never kills the actor. A handler that raises gets a 500 reply.
+  A handler's return value, if not None, is sent to the message's reply subject.
+- `publish` and `request` refuse a frame over the server's max payload with `PayloadTooLarge`
+  before sending it. `request` turns a timeout into `RequestTimeout`, no subscriber into
+  `NoResponders`, and an `ErrorReply` answer into `RemoteError`.
+- `run_until_stopped` waits for SIGTERM/SIGINT, then drains: unsubscribes (no new work), waits
+  for in-flight handlers up to the grace period, runs `on_drain` hooks, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from kvmesh import wire
+from kvmesh.wire import ErrorReply, Message, WireError
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
+Handler = Callable[[Message, Msg], Awaitable[Message | None]]
+
+
+class MeshError(Exception):
+    """A request across the mesh that did not get a good answer."""
+
+
+class RequestTimeout(MeshError):
+    pass
+
+
+class NoResponders(MeshError):
+    pass
+
+
+class PayloadTooLarge(MeshError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the NATS max payload of {limit} bytes")
+        self.size, self.limit = size, limit
+
+
+class RemoteError(MeshError):
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.status} {reply.type}: {reply.message}")
+        self.reply = reply
+
+
+class Actor:
+    """One service's NATS presence. Subclasses add handlers in `start` and state of their own."""
+
+    def __init__(self, name: str, nats_url: str, grace_period: float = 30.0) -> None:
+        self.name = name
+        self.nats_url = nats_url
+        self.grace_period = grace_period
+        self.nc: Client | None = None
+        self._subs: list[Subscription] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self.draining = False
+        self.on_drain: list[Callable[[], Awaitable[None]]] = []
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def connect(self, attempts: int = 60) -> Client:
+        async def on_error(exc: Exception) -> None:
+            log.warning("%s: nats error: %s", self.name, exc)
+
+        async def on_disconnect() -> None:
+            log.warning("%s: disconnected from nats", self.name)
+
+        async def on_reconnect() -> None:
+            log.info("%s: reconnected to nats", self.name)
+
+        last: Exception | None = None
+        for _ in range(attempts):
+            try:
+                self.nc = await nats.connect(
+                    self.nats_url, name=self.name, max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5, connect_timeout=2, error_cb=on_error,
+                    disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+                )
+                return self.nc
+            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
+                last = exc
+                await asyncio.sleep(0.5)
+        raise MeshError(f"{self.name}: cannot reach nats at {self.nats_url}: {last}")
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def _client(self) -> Client:
+        if self.nc is None:
+            raise MeshError(f"{self.name}: not connected")
+        return self.nc
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _frame(self, msg: Message) -> bytes:
+        data = wire.encode(msg)
+        limit = self._client().max_payload
+        if limit and len(data) > limit:
+            raise PayloadTooLarge(len(data), limit)
+        return data
+
+    async def publish(self, subject: str, msg: Message,
+                      headers: dict[str, str] | None = None) -> None:
+        await self._client().publish(subject, self._frame(msg), headers=headers)
+
+    async def request(self, subject: str, msg: Message, timeout: float, *expected: type[M],
+                      headers: dict[str, str] | None = None) -> M:
+        """Send `msg`, wait for one reply of a kind in `expected`; typed errors as above."""
+        try:
+            reply = await self._client().request(
+                subject, self._frame(msg), timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(f"no service listens on {subject}") from None
+        except nats.errors.TimeoutError:
+            raise RequestTimeout(f"no reply on {subject} within {timeout:g}s") from None
+        answer = wire.decode(reply.data, *expected, ErrorReply)
+        if isinstance(answer, ErrorReply):
+            raise RemoteError(answer)
+        return answer  # type: ignore[return-value]
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self, subject: str, kinds: tuple[type[Message], ...], handler: Handler,
+                    queue: str = "", max_concurrency: int = 64) -> Subscription:
+        """Run `handler(message, raw)` for each frame on `subject`, at most N at once."""
+        limit = asyncio.Semaphore(max_concurrency)
+
+        async def on_msg(raw: Msg) -> None:
+            try:
+                message = wire.decode(raw.data, *kinds)
+            except WireError as exc:
+                log.warning("%s: bad frame on %s: %s", self.name, raw.subject, exc)
+                await self._reply(raw, ErrorReply(400, "invalid_request_error",
+                                                  f"undecodable frame: {exc}",
+                                                  code="invalid_frame"))
+                return
+            await limit.acquire()
+            task = asyncio.create_task(self._handle(handler, message, raw, limit))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+        sub = await self._client().subscribe(subject, queue=queue, cb=on_msg,
+                                             pending_msgs_limit=65536)
+        self._subs.append(sub)
+        return sub
+
+    async def _handle(self, handler: Handler, message: Message, raw: Msg,
+                      limit: asyncio.Semaphore) -> None:
+        try:
+            answer = await handler(message, raw)
+        except Exception as exc:
+            log.exception("%s: handler failed on %s", self.name, raw.subject)
+            answer = ErrorReply(500, "internal_error", f"{self.name}: {exc}")
+        finally:
+            limit.release()
+        if answer is not None:
+            await self._reply(raw, answer)
+
+    async def _reply(self, raw: Msg, answer: Message) -> None:
+        if not raw.reply:
+            return
+        try:
+            await self._client().publish(raw.reply, self._frame(answer))
+        except PayloadTooLarge as exc:
+            await self._client().publish(raw.reply, wire.encode(
+                ErrorReply(413, "invalid_request_error", str(exc), code="payload_too_large")))
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`), then drain as the module doc says."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        await self._stop.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        self.draining = True
+        log.info("%s: draining (%d in flight)", self.name, len(self._inflight))
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=self.grace_period)
+        for hook in self.on_drain:
+            try:
+                await asyncio.wait_for(hook(), timeout=self.grace_period)
+            except Exception:
+                log.exception("%s: drain hook failed", self.name)
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            with contextlib.suppress(Exception):
+                await self.nc.close()

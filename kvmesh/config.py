@@ -1,0 +1,145 @@
+"""Typed configuration of each mesh service, read from `KVMESH_*` environment variables and flags.
+
+One frozen dataclass per service. Field `foo` of a service whose `SERVICE` is `gateway` is read,
+first match wins, from the flag `--foo`, then `KVMESH_GATEWAY_FOO`, then `KVMESH_FOO`, then the
+field's default. So `KVMESH_NATS_URL` reaches every service and `KVMESH_GATEWAY_PORT` only the
+gateway. Values are converted to the field's type (bool accepts 1/0/true/false/yes/no);
+a value that does not convert raises `ConfigError` naming the variable or flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, Union
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A setting that does not convert to its field's type."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    SERVICE: ClassVar[str] = "gateway"
+    nats_url: str = "nats://127.0.0.1:4222"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1 << 20
+    router_timeout: float = 10.0  # seconds for the router to route and a worker to accept
+    chunk_timeout: float = 60.0  # seconds with no chunk before the request fails with 504
+    worker_dead_after: float = 3.0  # seconds without a heartbeat before a worker counts as dead
+    retry_after: int = 1  # seconds, sent with 503
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    SERVICE: ClassVar[str] = "router"
+    nats_url: str = "nats://127.0.0.1:4222"
+    model: str | None = None  # tokenizer source; None = the default model
+    accept_timeout: float = 5.0  # seconds for a worker to accept before trying the next
+    worker_dead_after: float = 3.0
+    max_attempts: int = 3
+    max_concurrency: int = 256
+    retry_after: int = 1
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    SERVICE: ClassVar[str] = "worker"
+    nats_url: str = "nats://127.0.0.1:4222"
+    worker_id: str = ""  # "" = a fresh random id
+    model: str | None = None  # engine spec; None = the default SmolLM2 GGUF
+    served_name: str = ""  # name clients use; "" = the model config's name
+    heartbeat_interval: float = 0.5
+    num_kv_blocks: int | None = None
+    max_num_seqs: int = 64
+    max_model_len: int | None = None
+    torch_threads: int = 0  # 0 = torch's default
+    grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """`kvmesh up`: ports of everything it starts, and how many workers."""
+
+    SERVICE: ClassVar[str] = "up"
+    port: int = 8000
+    host: str = "127.0.0.1"
+    nats_port: int = 4222
+    redis_port: int = 6379
+    workers: int = 1
+    model: str | None = None
+    state_dir: str = "~/.cache/kvmesh"
+    ready_timeout: float = 300.0
+    log_level: str = "INFO"
+
+
+def load(cls: type[C], argv: Sequence[str] | None = None,
+         env: Mapping[str, str] | None = None, prog: str | None = None) -> C:
+    """Build `cls` from flags in `argv` (None = no flags), then the environment, then defaults."""
+    env = os.environ if env is None else env
+    service = getattr(cls, "SERVICE", "")
+    parser = argparse.ArgumentParser(prog=prog or f"kvmesh serve {service}")
+    add_flags(parser, cls)
+    args = parser.parse_args(list(argv or []))
+    return from_namespace(cls, args, env)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add `--field-name` for each field of `cls` (values stay strings until `from_namespace`)."""
+    service = getattr(cls, "SERVICE", "")
+    for f in dataclasses.fields(cls):
+        env_name = f"KVMESH_{service.upper()}_{f.name.upper()}"
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                            help=f"{_type_name(f.type)}; env {env_name} or KVMESH_{f.name.upper()}"
+                                 f" (default {f.default!r})")
+
+
+def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str]) -> C:
+    service = getattr(cls, "SERVICE", "")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sources = [
+            (f"--{f.name.replace('_', '-')}", getattr(args, f.name, None)),
+            (f"KVMESH_{service.upper()}_{f.name.upper()}",
+             env.get(f"KVMESH_{service.upper()}_{f.name.upper()}")),
+            (f"KVMESH_{f.name.upper()}", env.get(f"KVMESH_{f.name.upper()}")),
+        ]
+        for name, raw in sources:
+            if raw is not None:
+                values[f.name] = _parse(hints[f.name], raw, name)
+                break
+    return cls(**values)
+
+
+def _parse(tp: Any, raw: str, name: str) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        if raw.strip().lower() in ("", "none", "null"):
+            return None
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    try:
+        if tp is bool:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("not a boolean")
+        return tp(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: expected {_type_name(tp)} ({exc})") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))

@@ -1,0 +1,296 @@
+"""The wire contract: every message a kvmesh service sends over NATS, and the subjects.
+
+Frames are msgpack maps `{"v": SCHEMA_VERSION, "t": <kind>, <field>: <value>, ...}`. Every
+message is a dataclass below; `encode` writes one, `decode` reads and validates one and raises
+`WireError` (never anything else) for a frame that is not msgpack, has another schema version,
+an unknown kind, a missing field or a field of the wrong type. Unknown fields are ignored so an
+older reader accepts a newer writer's additions within one schema version.
+
+Request path (see DESIGN.md): the gateway sends `GenerateRequest` to `ROUTER_GENERATE` and
+gets `Accepted` (or `ErrorReply`); the router forwards it, with `prompt_token_ids` set, to
+`worker_generate(id)`; the worker publishes `Chunk`s (or one `ErrorReply`) straight to the
+request's `reply_to`. `Cancel` goes to `CANCEL`, which every worker hears.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar, Union
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+# Subjects. Workers: one subject each for generate and stats; the rest are broadcasts.
+ROUTER_GENERATE = "kvmesh.router.generate"
+ROUTER_PING = "kvmesh.router.ping"
+HEARTBEAT = "kvmesh.worker.heartbeat"
+KV_EVENTS = "kvmesh.worker.kv_events"
+CANCEL = "kvmesh.cancel"
+REQUEST_ID_HEADER = "Kvmesh-Request-Id"
+
+
+def worker_generate(worker_id: str) -> str:
+    return f"kvmesh.worker.{worker_id}.generate"
+
+
+def worker_stats(worker_id: str) -> str:
+    return f"kvmesh.worker.{worker_id}.stats"
+
+
+class WireError(ValueError):
+    """A frame that does not decode or validate; the message says what is wrong."""
+
+
+@dataclass
+class Message:
+    """Base of every wire message; `KIND` is the frame's `t` tag."""
+
+    KIND: ClassVar[str] = ""
+
+
+@dataclass
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass
+class GenerateRequest(Message):
+    """One generation. Exactly one of `prompt`, `messages`, `prompt_token_ids` is set by the
+    gateway; the router sets `prompt_token_ids` (tokenising the others) before the worker sees
+    it. `max_tokens` None means "the rest of the context"."""
+
+    KIND: ClassVar[str] = "generate"
+    request_id: str
+    model: str
+    reply_to: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    prompt_token_ids: list[int] | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    priority: int = 0
+    tenant: str = ""
+
+
+@dataclass
+class Accepted(Message):
+    """A worker admitted the request; chunks will follow on its `reply_to`."""
+
+    KIND: ClassVar[str] = "accepted"
+    request_id: str
+    worker_id: str
+    prompt_tokens: int
+
+
+@dataclass
+class TopLogprob:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass
+class Logprob:
+    token_id: int
+    token: str
+    logprob: float
+    top: list[TopLogprob] = field(default_factory=list)
+
+
+@dataclass
+class UsageInfo:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+@dataclass
+class Chunk(Message):
+    """One choice's delta. `seq` counts 0, 1, 2... per request across all choices, so a
+    reader can restore the order; the chunk that finishes the last choice carries `usage`."""
+
+    KIND: ClassVar[str] = "chunk"
+    request_id: str
+    seq: int
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[Logprob] | None = None
+    finish_reason: str | None = None
+    usage: UsageInfo | None = None
+
+
+@dataclass
+class Cancel(Message):
+    KIND: ClassVar[str] = "cancel"
+    request_id: str
+
+
+@dataclass
+class Ping(Message):
+    KIND: ClassVar[str] = "ping"
+
+
+@dataclass
+class Heartbeat(Message):
+    """A worker's load, published every heartbeat interval and answered on its stats subject.
+    `kv_usage` is used_blocks / num_blocks in [0, 1]."""
+
+    KIND: ClassVar[str] = "heartbeat"
+    worker_id: str
+    model: str
+    running: int
+    waiting: int
+    kv_usage: float
+    num_blocks: int
+    free_blocks: int
+    used_blocks: int = 0
+    cached_blocks: int = 0
+    max_model_len: int = 0
+    block_size: int = 16
+    draining: bool = False
+    sent_at: float = 0.0
+
+
+@dataclass
+class KVEvent(Message):
+    """Block hashes a worker stored or evicted since its last event."""
+
+    KIND: ClassVar[str] = "kv_event"
+    worker_id: str
+    stored: list[int]
+    evicted: list[int]
+
+
+@dataclass
+class ErrorReply(Message):
+    """An error a user may see, already in the OpenAI error shape's terms and an HTTP status."""
+
+    KIND: ClassVar[str] = "error"
+    status: int
+    type: str
+    message: str
+    param: str | None = None
+    code: str | None = None
+    retry_after: float | None = None
+
+
+KINDS: dict[str, type[Message]] = {
+    cls.KIND: cls
+    for cls in (
+        GenerateRequest, Accepted, Chunk, Cancel, Ping, Heartbeat, KVEvent, ErrorReply,
+    )
+}
+M = TypeVar("M", bound=Message)
+
+
+def encode(msg: Message) -> bytes:
+    """msgpack frame of `msg` with its schema version and kind."""
+    body = _to_plain(msg)
+    body["v"] = SCHEMA_VERSION
+    body["t"] = msg.KIND
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(data: bytes, *expected: type[M]) -> M:
+    """Decode one frame; with `expected` given, its kind must be one of them. Raises WireError."""
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise WireError(f"frame is not msgpack: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError("frame is not a map")
+    if body.get("v") != SCHEMA_VERSION:
+        raise WireError(f"schema version {body.get('v')!r}, expected {SCHEMA_VERSION}")
+    cls = KINDS.get(body.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise WireError(f"unknown message kind {body.get('t')!r}")
+    if expected and cls not in expected:
+        names = ", ".join(e.KIND for e in expected)
+        raise WireError(f"expected a {names} message, got {cls.KIND}")
+    return typing.cast(M, _from_plain(cls, body, cls.KIND))
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(x) for x in obj]
+    return obj
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = hints
+    return hints
+
+
+def _from_plain(cls: type, body: Any, where: str) -> Any:
+    if not isinstance(body, dict):
+        raise WireError(f"{where}: expected a map")
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise WireError(f"{where}.{f.name}: missing")
+            continue
+        kwargs[f.name] = _convert(hints[f.name], body[f.name], f"{where}.{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`, building nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except WireError:
+                continue
+        raise WireError(f"{where}: {type(value).__name__} does not fit {tp}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise WireError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        if item is int:  # hot path: token id lists
+            if not all(type(x) is int for x in value):
+                raise WireError(f"{where}: expected a list of ints")
+            return value
+        return [_convert(item, x, f"{where}[{i}]") for i, x in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _from_plain(tp, value, where)  # type: ignore[arg-type]
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise WireError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
