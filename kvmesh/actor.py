@@ -96,7 +96,7 @@ class Actor:
                     disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
                 )
                 return self.nc
-            except (OSError, nats.errors.NoServersError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
                 last = exc
                 await asyncio.sleep(0.5)
         raise MeshError(f"{self.name}: cannot reach nats at {self.nats_url}: {last}")
