@@ -1,0 +1,35 @@
+"""Prompt to token ids, exactly as the worker's engine would tokenise it.
+
+Chat messages go through the model's chat template with the generation prompt appended, then
+the same `encode` as plain text. The tokenizer is the engine's own class, loaded from the same
+model files, so router and engine agree token for token (which KV-block hashing relies on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvmesh.wire import GenerateRequest
+
+
+@dataclass
+class PromptTokenizer:
+    tokenizer: Any  # inference.engine.tokenizer.Tokenizer
+
+    @classmethod
+    def load(cls, spec: str | None) -> PromptTokenizer:
+        """Load the tokenizer of model `spec` (None = the default model) without its weights."""
+        from inference.engine.tokenizer import load_tokenizer
+
+        return cls(load_tokenizer(spec))
+
+    def encode(self, req: GenerateRequest) -> list[int]:
+        """Token ids of `req`'s prompt; ValueError when it has none."""
+        if req.messages is not None:
+            messages = [{"role": m.role, "content": m.content} for m in req.messages]
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            return list(self.tokenizer.encode(text))
+        if req.prompt is not None:
+            return list(self.tokenizer.encode(req.prompt))
+        raise ValueError("request has neither messages nor a prompt")
