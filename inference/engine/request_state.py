@@ -1,0 +1,76 @@
+"""Per-request and per-choice bookkeeping between sampled tokens and `StepOutput`s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .detokenizer import IncrementalDetokenizer
+from .outputs import StepOutput, TokenLogprob, Usage
+from .sampling_params import SamplingParams
+from .sequence import Sequence
+from .stop_strings import StopStringFilter
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class ChoiceState:
+    """Turns one choice's sampled tokens into safe text deltas and a finish reason."""
+
+    seq: Sequence
+    detok: IncrementalDetokenizer | None
+    stops: StopStringFilter
+    finish_reason: str | None = None
+
+    def on_token(
+        self, token: int, logprob: TokenLogprob | None, eos_ids: frozenset[int], max_len: int
+    ) -> StepOutput:
+        seq, params = self.seq, self.seq.params
+        seq.token_ids.append(token)
+        reason = None
+        if (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            reason = "stop"
+        elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= max_len:
+            reason = "length"
+        text = ""
+        if self.detok is not None:
+            delta = "" if reason == "stop" else self.detok.push([token])
+            if reason is not None:
+                delta += self.detok.flush()
+            text = self.stops.feed(delta, final=reason is not None)
+            if self.stops.stopped:
+                reason = "stop"
+        self.finish_reason = reason
+        return StepOutput(
+            request_id=seq.request_id,
+            index=seq.index,
+            token_ids=[token],
+            text=text,
+            logprobs=None if logprob is None else [logprob],
+            finish_reason=reason,
+        )
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    params: SamplingParams
+    prompt_len: int
+    choices: list[ChoiceState] = field(default_factory=list)
+    forked: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return len(self.choices) == self.params.n and all(c.finish_reason for c in self.choices)
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_len,
+            completion_tokens=sum(c.seq.num_output_tokens for c in self.choices),
+            cached_tokens=self.choices[0].seq.num_cached_tokens,
+        )
+
+    def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None) -> ChoiceState:
+        detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop))
+        self.choices.append(choice)
+        return choice

@@ -1,0 +1,102 @@
+"""The model runner: turns a scheduled batch into tensors, runs the model, returns logits.
+
+It owns the KV pool tensor `[layers, 2, blocks, block_size, kv_heads, head_dim]` and applies
+the KV manager's pending copy-on-write copies before each forward. Only the last token of a
+sequence whose known tokens are all computed after this step is sent through the LM head.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import AttentionBackend, AttentionMetadata
+from .config import ModelConfig
+from .model import LlamaForCausalLM
+from .scheduler import ScheduledBatch
+
+
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    elem = torch.tensor([], dtype=dtype).element_size()
+    return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        backend: AttentionBackend,
+        num_blocks: int,
+        block_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        cfg = model.config
+        self.model = model
+        self.backend = backend
+        self.block_size = block_size
+        self.device = device
+        # Zeroed, not empty: masked-out pool entries still enter the matmuls of the CPU path,
+        # and a NaN there would poison the row.
+        self.kv_cache = torch.zeros(
+            cfg.num_layers,
+            2,
+            num_blocks,
+            block_size,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            dtype=dtype,
+            device=device,
+        )
+        self.decode_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        if copies:
+            src = torch.tensor([s for s, _ in copies], device=self.device)
+            dst = torch.tensor([d for _, d in copies], device=self.device)
+            self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
+
+    def prepare(
+        self, batch: ScheduledBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
+        """Flat inputs for the batch, and the row of each sequence's last new token."""
+        bs = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        starts = [0]
+        seq_lens: list[int] = []
+        for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
+            start, table = seq.num_computed_tokens, seq.block_table
+            ids.extend(seq.token_ids[start : start + n])
+            positions.extend(range(start, start + n))
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            starts.append(starts[-1] + n)
+            seq_lens.append(start + n)
+        width = max(len(s.block_table) for s in batch.seqs)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            max_query_len=max(batch.num_tokens),
+            max_seq_len=max(seq_lens),
+        )
+        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)
+        pos = torch.tensor(positions, dtype=torch.long, device=dev)
+        return input_ids, pos, meta, [e - 1 for e in starts[1:]]
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch, sample_rows: list[int]) -> torch.Tensor:
+        """Run one step; logits `[len(sample_rows), vocab]` (float32) for the given batch rows."""
+        input_ids, positions, meta, last_rows = self.prepare(batch)
+        if self.decode_hook is not None and meta.is_decode:
+            hidden = self.decode_hook(input_ids, positions, meta)
+        else:
+            self.backend.begin_step(meta)
+            hidden = self.model(input_ids, positions, self.kv_cache, meta)
+        if not sample_rows:
+            return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
+        rows = torch.tensor([last_rows[i] for i in sample_rows], device=self.device)
+        return self.model.compute_logits(hidden[rows])

@@ -1,0 +1,152 @@
+"""Continuous batching: which sequences compute how many tokens in the next step.
+
+Budget rules, per step:
+- At most `max_num_batched_tokens` tokens and `max_num_seqs` sequences.
+- Running decodes go first (one token each), then running prefills continue in chunks, then
+  waiting sequences are admitted, highest priority first, then oldest first; a prefill takes
+  whatever budget is left (chunked prefill), so a long prompt never stalls the decodes.
+- When the pool cannot hold a running sequence's next tokens, the running sequence of lowest
+  priority (newest among equals) is preempted: its blocks are freed and it goes back to the
+  waiting queue to be recomputed (its full blocks usually come back as prefix-cache hits). A
+  waiting sequence may preempt only running sequences of strictly lower priority.
+- Admission is in order: if the head of the queue does not fit, nothing behind it is admitted
+  (no starvation of long prompts by short ones of the same class).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from .config import EngineConfig
+from .kv_cache import KVCacheManager
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class ScheduledBatch:
+    seqs: list[Sequence] = field(default_factory=list)
+    num_tokens: list[int] = field(default_factory=list)  # new tokens per sequence this step
+
+    def add(self, seq: Sequence, n: int) -> None:
+        self.seqs.append(seq)
+        self.num_tokens.append(n)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.num_tokens)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+def _queue_key(seq: Sequence) -> tuple[int, float, int]:
+    return (-seq.priority, seq.arrival, seq.seq_id)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, kv: KVCacheManager):
+        self.max_tokens = config.max_num_batched_tokens
+        self.max_seqs = config.max_num_seqs
+        self.kv = kv
+        self.waiting: list[Sequence] = []  # sorted by _queue_key
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        keys = [_queue_key(s) for s in self.waiting]
+        self.waiting.insert(bisect.bisect(keys, _queue_key(seq)), seq)
+
+    def add_running(self, seq: Sequence) -> None:
+        """A forked child joins the running set with the blocks it shares."""
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
+
+    def remove(self, seq: Sequence) -> None:
+        """Drop a finished or aborted sequence and free its blocks."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif seq.status is SequenceStatus.WAITING and seq in self.waiting:
+            self.waiting.remove(seq)
+        self.kv.free(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self.max_tokens
+        # Decodes first, then unfinished prefills; within each, higher priority first.
+        order = sorted(self.running, key=lambda s: (s.is_prefilling, _queue_key(s)))
+        for seq in order:
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            if budget == 0 or len(batch) == self.max_seqs:
+                break
+            n = min(seq.num_new_tokens, budget)
+            if self._make_room(seq, n, batch, strictly_lower=False):
+                self.kv.reserve(seq, n)
+                batch.add(seq, n)
+                budget -= n
+        while self.waiting and budget > 0 and len(batch) < self.max_seqs:
+            seq = self.waiting[0]
+            n = min(seq.num_new_tokens, budget)
+            if not self._make_room_to_admit(seq, n, batch):
+                break
+            self.waiting.pop(0)
+            cached = self.kv.admit(seq)
+            if seq.num_cached_tokens == 0:
+                seq.num_cached_tokens = cached
+            n = min(seq.num_new_tokens, budget)
+            self.kv.reserve(seq, n)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            batch.add(seq, n)
+            budget -= n
+        return batch
+
+    def _make_room(
+        self, seq: Sequence, n: int, batch: ScheduledBatch, strictly_lower: bool
+    ) -> bool:
+        """Preempt victims until `seq` can reserve `n` tokens. False if `seq` was preempted."""
+        while not self.kv.can_reserve(seq, n):
+            victim = self._pick_victim(seq, batch, strictly_lower)
+            if victim is None:
+                if not strictly_lower:
+                    self._preempt(seq)
+                return False
+            self._preempt(victim)
+        return True
+
+    def _make_room_to_admit(self, seq: Sequence, n: int, batch: ScheduledBatch) -> bool:
+        while not self.kv.can_admit(seq, n):
+            victim = self._pick_victim(seq, batch, strictly_lower=True)
+            if victim is None:
+                return False
+            self._preempt(victim)
+        return True
+
+    def _pick_victim(
+        self, seq: Sequence, batch: ScheduledBatch, strictly_lower: bool
+    ) -> Sequence | None:
+        """Lowest priority, newest first; never one already in this step's batch."""
+        scheduled = set(map(id, batch.seqs))
+        candidates = [
+            s
+            for s in self.running
+            if s is not seq
+            and id(s) not in scheduled
+            and (s.priority < seq.priority or (not strictly_lower and s.priority == seq.priority))
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=_queue_key)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.kv.free(seq)
+        seq.reset_for_recompute()
+        self.num_preemptions += 1
+        self.add(seq)

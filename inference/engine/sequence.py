@@ -1,0 +1,70 @@
+"""One generation stream (one choice of one request) as the scheduler and KV cache see it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from kvmesh.block_hash import BlockHash
+
+from .sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Tokens so far and where their KV lives.
+
+    `token_ids` holds prompt then generated tokens. The first `num_computed_tokens` of them
+    have K/V in the blocks of `block_table`; the rest are computed by coming steps.
+    `block_hashes[i]` is the chained key of full block i, known once that block is computed.
+    """
+
+    seq_id: int
+    request_id: str
+    index: int
+    token_ids: list[int]
+    num_prompt_tokens: int
+    params: SamplingParams
+    arrival: float
+    generator: torch.Generator | None = None
+    status: SequenceStatus = SequenceStatus.WAITING
+    block_table: list[int] = field(default_factory=list)
+    block_hashes: list[BlockHash] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = 0
+
+    @property
+    def priority(self) -> int:
+        return self.params.priority
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_new_tokens(self) -> int:
+        """Tokens whose K/V is not computed yet (1 for a decoding sequence)."""
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_new_tokens > 1
+
+    def reset_for_recompute(self) -> None:
+        """After preemption: every token, generated ones too, is recomputed as a prompt."""
+        self.num_computed_tokens = 0
+        self.block_table = []
+        self.block_hashes = []
+        self.status = SequenceStatus.WAITING

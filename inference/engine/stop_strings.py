@@ -1,0 +1,44 @@
+"""Stop strings over streamed text: found across token boundaries, never emitted.
+
+`StopStringFilter.feed(text)` returns what is safe to show now. It holds back the longest
+tail that could still grow into a stop string; when a stop string appears, everything from
+its start on is dropped and `stopped` is set.
+"""
+
+from __future__ import annotations
+
+
+class StopStringFilter:
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self._text = ""
+        self._emitted = 0
+        self.stopped = False
+
+    def feed(self, delta: str, final: bool = False) -> str:
+        if self.stopped:
+            return ""
+        self._text += delta
+        if not self.stops:
+            return self._release(len(self._text))
+        # A new match must end inside the new text, so it starts after this point.
+        longest = max(map(len, self.stops))
+        lo = max(0, len(self._text) - len(delta) - longest + 1)
+        hits = [i for i in (self._text.find(s, lo) for s in self.stops) if i != -1]
+        if hits:
+            self.stopped = True
+            return self._release(min(hits))
+        return self._release(len(self._text) if final else len(self._text) - self._held_tail())
+
+    def _held_tail(self) -> int:
+        text = self._text
+        for n in range(min(len(text), max(map(len, self.stops)) - 1), 0, -1):
+            if any(s.startswith(text[-n:]) for s in self.stops):
+                return n
+        return 0
+
+    def _release(self, end: int) -> str:
+        end = max(end, self._emitted)
+        out = self._text[self._emitted : end]
+        self._emitted = end
+        return out
