@@ -329,9 +329,9 @@ def sampling_params(req: GenerateRequest, max_tokens: int) -> Any:
 def build_engine(cfg: WorkerConfig) -> Any:
     """Load the model named by `cfg.model` into a fresh engine."""
     import torch
-    from inference.engine.engine import LLMEngine
 
     from inference.engine.config import EngineConfig
+    from inference.engine.engine import LLMEngine
 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)

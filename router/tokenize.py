@@ -20,9 +20,10 @@ class PromptTokenizer:
     @classmethod
     def load(cls, spec: str | None) -> PromptTokenizer:
         """Load the tokenizer of model `spec` (None = the default model) without its weights."""
-        from inference.engine.tokenizer import load_tokenizer
+        from inference.engine.loader import load_checkpoint
+        from inference.engine.model_store import resolve_model
 
-        return cls(load_tokenizer(spec))
+        return cls(load_checkpoint(resolve_model(spec)).tokenizer)
 
     def encode(self, req: GenerateRequest) -> list[int]:
         """Token ids of `req`'s prompt; ValueError when it has none."""

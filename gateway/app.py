@@ -1,0 +1,171 @@
+"""The gateway's HTTP surface: OpenAI-compatible routes, health and readiness.
+
+Contract:
+- `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
+  model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
+  body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+- A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
+  own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
+- A client that disconnects (the handler is cancelled, or a write fails) cancels its request
+  at the worker.
+- `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
+  runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
+- Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import ApiError, no_worker
+from gateway.mesh_client import ChunkStream, MeshClient, wait_first
+from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
+from gateway.openai_response import Gather, StreamShape
+from gateway.sse import SseWriter
+
+log = logging.getLogger("kvmesh.gateway")
+MESH = web.AppKey("mesh", MeshClient)
+
+
+def build_app(mesh: MeshClient) -> web.Application:
+    app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
+                          middlewares=[error_middleware])
+    app[MESH] = mesh
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    return app
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return err.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return ApiError(exc.status, exc.reason or "error", code=str(exc.status)).response()
+    except Exception as exc:
+        log.exception("unhandled error on %s", request.path)
+        return ApiError(500, f"internal error: {exc}", "internal_error").response()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    checks = {"nats": mesh.connected, "router": mesh.connected and await mesh.router_ready(),
+              "workers": sorted(mesh.models())}
+    ok = bool(checks["nats"] and checks["router"] and checks["workers"])
+    return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
+             "max_model_len": n} for name, n in sorted(mesh.models().items())]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, parse_chat(await _read_json(request)))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, parse_completion(await _read_json(request)))
+
+
+async def _read_json(request: web.Request) -> Any:
+    limit = request.app[MESH].cfg.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(request.content_length, limit)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(None, limit) from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _too_large(size: int | None, limit: int) -> ApiError:
+    got = f"{size} bytes" if size is not None else "more"
+    return ApiError(413, f"request body is {got}; the limit is {limit} bytes",
+                    code="body_too_large")
+
+
+async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamResponse:
+    mesh = request.app[MESH]
+    models = mesh.models()
+    if req.model not in models:
+        if not models:
+            raise no_worker("no inference worker is running", mesh.cfg.retry_after)
+        raise ApiError(404, f"the model {req.model!r} does not exist", param="model",
+                       code="model_not_found")
+    prefix = "chatcmpl-" if req.kind == "chat" else "cmpl-"
+    rid = prefix + uuid.uuid4().hex
+    stream: ChunkStream | None = None
+    try:
+        stream = await mesh.generate(req, rid)
+        if req.stream:
+            return await _stream(request, req, rid, stream)
+        return await _gather(req, rid, stream)
+    except (asyncio.CancelledError, ConnectionResetError):
+        if stream is None or not stream.done:
+            log.info("client left; cancelling %s", rid)
+            mesh.cancel_soon(rid)
+        raise
+    finally:
+        if stream is not None:
+            await stream.close()
+
+
+async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream) -> web.Response:
+    gather = Gather(req.n, req.logprobs is not None)
+    async for chunk in stream:
+        gather.add(chunk)
+    created = int(time.time())
+    body = gather.chat(rid, created, req.model) if req.kind == "chat" \
+        else gather.completion(rid, created, req.model)
+    return web.json_response(body)
+
+
+async def _stream(request: web.Request, req: ParsedRequest, rid: str,
+                  stream: ChunkStream) -> web.StreamResponse:
+    first = await wait_first(stream)  # errors before this keep their HTTP status
+    shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
+    sse = SseWriter(request)
+    await sse.start()
+    try:
+        if req.kind == "chat":
+            for i in range(req.n):
+                await sse.send(shape.role(i))
+        usage = None
+        chunk = first
+        while chunk is not None:
+            payload = shape.delta(chunk)
+            if payload is not None:
+                await sse.send(payload)
+            usage = chunk.usage or usage
+            chunk = await wait_first(stream)
+        if req.include_usage:
+            await sse.send(shape.usage(usage))
+    except ApiError as err:
+        log.warning("stream %s failed: %s", rid, err)
+        await sse.send(err.body())
+    await sse.done()
+    return sse.response

@@ -1,0 +1,188 @@
+"""The gateway's side of the mesh: send a request to the router, then read its chunks.
+
+Contract:
+- `generate` subscribes a fresh inbox, sends the request to the router and returns a
+  `ChunkStream` once a worker accepted, or raises `ApiError`: the router's or worker's
+  `ErrorReply` as is, 503 when no router listens, 504 when the router does not answer in time,
+  413 when the request exceeds the NATS max payload.
+- A `ChunkStream` yields the request's chunks in `seq` order and ends after the chunk that
+  carries usage. It raises `ApiError` 502 when the worker stops heartbeating (it died), 504
+  when no chunk came for `chunk_timeout` seconds, or the worker's `ErrorReply`.
+- The gateway tracks workers from their heartbeats: which models are served (for 404 and
+  /v1/models) and whether the worker of a running request is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.subscription import Subscription
+
+from gateway.errors import ApiError, no_worker
+from gateway.openai_request import ParsedRequest
+from kvmesh import wire
+from kvmesh.actor import (
+    Actor,
+    NoResponders,
+    PayloadTooLarge,
+    RemoteError,
+    RequestTimeout,
+)
+from kvmesh.config import GatewayConfig
+from kvmesh.wire import Accepted, Cancel, Chunk, ErrorReply, Heartbeat, Message, Ping
+
+POLL_S = 0.25
+
+
+@dataclass
+class SeenWorker:
+    model: str
+    max_model_len: int
+    seen_at: float
+    draining: bool
+
+
+class MeshClient(Actor):
+    def __init__(self, cfg: GatewayConfig) -> None:
+        super().__init__("gateway", cfg.nats_url)
+        self.cfg = cfg
+        self.workers: dict[str, SeenWorker] = {}
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        await self.connect()
+        await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+
+    async def _on_heartbeat(self, msg: Message, raw: object) -> None:
+        assert isinstance(msg, Heartbeat)
+        self.workers[msg.worker_id] = SeenWorker(msg.model, msg.max_model_len,
+                                                 time.monotonic(), msg.draining)
+
+    def worker_alive(self, worker_id: str) -> bool:
+        w = self.workers.get(worker_id)
+        return w is not None and time.monotonic() - w.seen_at <= self.cfg.worker_dead_after
+
+    def models(self) -> dict[str, int]:
+        """Models with a live worker -> their context length."""
+        out: dict[str, int] = {}
+        for wid, w in list(self.workers.items()):
+            if self.worker_alive(wid) and not w.draining:
+                out[w.model] = max(out.get(w.model, 0), w.max_model_len)
+        return out
+
+    async def router_ready(self) -> bool:
+        try:
+            await self.request(wire.ROUTER_PING, Ping(), 1.0, Ping)
+            return True
+        except Exception:
+            return False
+
+    async def generate(self, req: ParsedRequest, request_id: str) -> ChunkStream:
+        nc = self._client()
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, pending_msgs_limit=65536)
+        try:
+            accepted = await self.request(
+                wire.ROUTER_GENERATE, req.to_wire(request_id, inbox), self.cfg.router_timeout,
+                Accepted, headers={wire.REQUEST_ID_HEADER: request_id})
+        except RemoteError as exc:
+            await sub.unsubscribe()
+            raise ApiError.from_reply(exc.reply) from None
+        except NoResponders:
+            await sub.unsubscribe()
+            raise no_worker("no router is running", self.cfg.retry_after) from None
+        except RequestTimeout:
+            await sub.unsubscribe()
+            raise ApiError(504, "the router did not answer in time", "timeout",
+                           code="router_timeout") from None
+        except PayloadTooLarge as exc:
+            await sub.unsubscribe()
+            raise ApiError(413, f"request too large: {exc}", code="payload_too_large") from None
+        except BaseException:
+            await sub.unsubscribe()
+            raise
+        return ChunkStream(self, sub, accepted, req.n)
+
+    async def cancel(self, request_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.publish(wire.CANCEL, Cancel(request_id))
+
+    def cancel_soon(self, request_id: str) -> None:
+        """Publish a cancel from a handler that is itself being cancelled."""
+        task = asyncio.ensure_future(self.cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class ChunkStream:
+    """The ordered chunks of one accepted request (see the module contract)."""
+
+    def __init__(self, mesh: MeshClient, sub: Subscription, accepted: Accepted, n: int) -> None:
+        self.mesh = mesh
+        self.sub = sub
+        self.accepted = accepted
+        self.worker_id = accepted.worker_id
+        self.done = False
+        self._next = 0
+        self._held: dict[int, Chunk] = {}
+
+    def __aiter__(self) -> ChunkStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self.done:
+            raise StopAsyncIteration
+        while self._next not in self._held:
+            self._hold(await self._receive())
+        chunk = self._held.pop(self._next)
+        self._next += 1
+        if chunk.usage is not None:
+            self.done = True
+        return chunk
+
+    def _hold(self, msg: Message) -> None:
+        if isinstance(msg, ErrorReply):
+            self.done = True
+            raise ApiError.from_reply(msg)
+        assert isinstance(msg, Chunk)
+        self._held[msg.seq] = msg
+
+    async def _receive(self) -> Message:
+        """Next frame on the inbox; watches the worker's heartbeat while waiting."""
+        cfg = self.mesh.cfg
+        deadline = time.monotonic() + cfg.chunk_timeout
+        while True:
+            try:
+                raw = await self.sub.next_msg(timeout=POLL_S)
+                return wire.decode(raw.data, Chunk, ErrorReply)
+            except nats.errors.TimeoutError:
+                pass
+            except wire.WireError as exc:
+                self.done = True
+                raise ApiError(502, f"worker sent a bad frame: {exc}", "bad_gateway",
+                               code="bad_frame") from None
+            if not self.mesh.worker_alive(self.worker_id):
+                self.done = True
+                raise ApiError(502, f"worker {self.worker_id} died while serving the request",
+                               "bad_gateway", code="worker_died")
+            if time.monotonic() > deadline:
+                self.done = True
+                raise ApiError(504, f"worker {self.worker_id} sent nothing for "
+                               f"{cfg.chunk_timeout:g}s", "timeout", code="worker_timeout")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
+
+
+async def wait_first(stream: ChunkStream) -> Chunk | None:
+    """The first chunk, or None if the stream is already over."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+

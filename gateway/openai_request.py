@@ -1,0 +1,222 @@
+"""OpenAI request bodies (chat and completions) validated into a `ParsedRequest`.
+
+Every bad field raises `ApiError(400)` naming the field (`param`) and why. Fields we do not
+use (`user`, `frequency_penalty`...) are accepted and ignored, as OpenAI-compatible servers do;
+unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_ids`, `priority`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import ApiError, bad_field
+from kvmesh.wire import ChatMessage, GenerateRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_MISSING = object()
+
+
+@dataclass
+class ParsedRequest:
+    kind: str  # "chat" or "completion"
+    model: str
+    stream: bool = False
+    include_usage: bool = False
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None  # how many top alternatives; None = no logprobs
+    priority: int = 0
+
+    def to_wire(self, request_id: str, reply_to: str, tenant: str = "") -> GenerateRequest:
+        return GenerateRequest(
+            request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
+            messages=self.messages, prompt_token_ids=self.prompt_token_ids,
+            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+            top_k=self.top_k, seed=self.seed, n=self.n, stop=self.stop,
+            stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
+            logprobs=self.logprobs, priority=self.priority, tenant=tenant,
+        )
+
+
+def parse_chat(body: Any) -> ParsedRequest:
+    body = _object(body)
+    req = ParsedRequest("chat", _model(body))
+    _common(body, req)
+    req.messages = _messages(body)
+    req.max_tokens = _opt_int(body, "max_completion_tokens", 1)
+    if req.max_tokens is None:
+        req.max_tokens = _opt_int(body, "max_tokens", 1)
+    if _get(body, "logprobs", bool, False):
+        req.logprobs = _opt_int(body, "top_logprobs", 0, 20) or 0
+    elif body.get("top_logprobs") is not None:
+        raise bad_field("top_logprobs", "requires logprobs to be true")
+    return req
+
+
+def parse_completion(body: Any) -> ParsedRequest:
+    body = _object(body)
+    req = ParsedRequest("completion", _model(body))
+    _common(body, req)
+    _prompt(body, req)
+    max_tokens = _opt_int(body, "max_tokens", 1)
+    req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
+    req.logprobs = _opt_int(body, "logprobs", 0, 20)
+    if _get(body, "echo", bool, False):
+        raise bad_field("echo", "echo is not supported")
+    return req
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_field("model", "required, a non-empty string")
+    return model
+
+
+def _common(body: dict[str, Any], req: ParsedRequest) -> None:
+    req.stream = _get(body, "stream", bool, False)
+    opts = body.get("stream_options")
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise bad_field("stream_options", "must be an object")
+        if not req.stream:
+            raise bad_field("stream_options", "only allowed when stream is true")
+        req.include_usage = _get(opts, "include_usage", bool, False, "stream_options.include_usage")
+    req.temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    req.top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if req.top_p == 0.0:
+        raise bad_field("top_p", "must be greater than 0")
+    req.top_k = _get(body, "top_k", int, -1)
+    if req.top_k == 0 or req.top_k < -1:
+        raise bad_field("top_k", "must be -1 (off) or a positive integer")
+    req.seed = _opt_int(body, "seed")
+    req.n = _opt_int(body, "n", 1, 128) or 1
+    req.stop = _stop(body.get("stop"))
+    ids = _get(body, "stop_token_ids", list, [])
+    if any(type(t) is not int or t < 0 for t in ids):
+        raise bad_field("stop_token_ids", "must be a list of non-negative integers")
+    req.stop_token_ids = ids
+    req.ignore_eos = _get(body, "ignore_eos", bool, False)
+    req.priority = _get(body, "priority", int, 0)
+    for name in ("frequency_penalty", "presence_penalty"):
+        _number(body, name, 0.0, -2.0, 2.0)
+
+
+def _messages(body: dict[str, Any]) -> list[ChatMessage]:
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad_field("messages", "required, a non-empty array of messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise bad_field(where, "must be an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise bad_field(f"{where}.role", f"must be one of {sorted(ROLES)}")
+        out.append(ChatMessage(role, _content(m.get("content"), f"{where}.content")))
+    return out
+
+
+def _content(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" \
+                    or not isinstance(part.get("text"), str):
+                raise bad_field(f"{where}[{j}]", "only text parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise bad_field(where, "must be a string or an array of text parts")
+
+
+def _prompt(body: dict[str, Any], req: ParsedRequest) -> None:
+    p = body.get("prompt", _MISSING)
+    if p is _MISSING or p is None:
+        raise bad_field("prompt", "required")
+    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str | list):
+        p = p[0]  # a batch of one
+    if isinstance(p, str):
+        if not p:
+            raise bad_field("prompt", "must not be empty")
+        req.prompt = p
+    elif isinstance(p, list) and p and all(type(t) is int and t >= 0 for t in p):
+        req.prompt_token_ids = list(p)
+    elif isinstance(p, list) and len(p) > 1:
+        raise bad_field("prompt", "one prompt per request (batches are not supported)")
+    else:
+        raise bad_field("prompt", "must be a non-empty string or array of token ids")
+
+
+def _stop(stop: Any) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > 16 \
+            or not all(isinstance(s, str) and s for s in stop):
+        raise bad_field("stop", "must be a non-empty string or up to 16 of them")
+    return stop
+
+
+def _get(body: dict[str, Any], name: str, tp: type, default: Any, param: str = "") -> Any:
+    value = body.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if not ok:
+        raise bad_field(param or name, f"must be {_type_word(tp)}, got {_json_type(value)}")
+    return value
+
+
+def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_field(name, f"must be a number, got {_json_type(value)}")
+    if not lo <= value <= hi:
+        raise bad_field(name, f"must be in [{lo:g}, {hi:g}], got {value}")
+    return float(value)
+
+
+def _opt_int(body: dict[str, Any], name: str, lo: int | None = None,
+             hi: int | None = None) -> int | None:
+    value = _get(body, name, int, None)
+    if value is None:
+        return None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"at least {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise bad_field(name, f"must be {bounds}, got {value}")
+    return value
+
+
+def _type_word(tp: type) -> str:
+    return {bool: "a boolean", int: "an integer", str: "a string", list: "an array",
+            dict: "an object"}.get(tp, tp.__name__)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
