@@ -1,0 +1,68 @@
+"""Paged attention on CUDA through Triton kernels (`triton_kernels/`).
+
+Keeps the `AttentionBackend` contract (see `attention.py`): write the step's new K/V at
+`slot_mapping`, then causal attention of every new token over its sequence's blocks.
+
+- A pure-decode step (`max_query_len == 1`, one row per sequence) runs split-K decode
+  attention; its number of splits depends only on the batch size, the head counts and
+  `meta.max_seq_len`, which the CUDA-graph decoder pins to the model's maximum length, so the
+  launch is the same on every replay. No host sync, no host value read from a device tensor.
+- Any other step (prefill chunks, prefix-cache hits, mixed prefill + decode) runs the varlen
+  prefill kernel over the cached prefix.
+- Slots < 0 are padding: nothing is written (graph padding rows use them).
+
+Hot path: the split-K workspace is allocated once per step (first layer) and reused by every
+layer; `begin_step` drops it so a new step (or a graph capture) allocates its own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from inference.engine.attention import AttentionBackend, AttentionMetadata
+from inference.engine.triton_kernels.decode_attention import (
+    decode_attention,
+    decode_num_splits,
+    decode_workspace,
+)
+from inference.engine.triton_kernels.kv_write import reshape_and_cache
+from inference.engine.triton_kernels.prefill_attention import prefill_attention
+
+
+class TritonAttentionBackend(AttentionBackend):
+    def __init__(self, num_sms: int | None = None) -> None:
+        if num_sms is None and torch.cuda.is_available():
+            num_sms = torch.cuda.get_device_properties(0).multi_processor_count
+        self.num_sms = num_sms or 132
+        self._workspace: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def begin_step(self, meta: AttentionMetadata) -> None:
+        self._workspace = None
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_layer: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:
+        reshape_and_cache(k, v, kv_layer, meta.slot_mapping)
+        num_tokens, num_heads, head_dim = q.shape
+        out = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=q.device)
+        num_seqs = meta.seq_lens.shape[0]
+        if meta.max_query_len == 1 and num_tokens == num_seqs:
+            kv_heads = kv_layer.shape[3]
+            splits = decode_num_splits(num_seqs, kv_heads, meta.max_seq_len, head_dim,
+                                       self.num_sms)
+            ws = None
+            if splits > 1:
+                ws = self._workspace
+                if ws is None or ws[1].shape != (num_seqs, num_heads, splits):
+                    ws = decode_workspace(num_seqs, num_heads, head_dim, splits, q.device)
+                    self._workspace = ws
+            return decode_attention(q, kv_layer, meta.block_tables, meta.seq_lens, scale,
+                                    splits, out=out, workspace=ws)
+        return prefill_attention(q, kv_layer, meta.block_tables, meta.seq_lens,
+                                 meta.query_start_loc, meta.max_query_len, scale, out=out)

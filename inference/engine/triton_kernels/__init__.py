@@ -1,0 +1,13 @@
+"""Triton kernels for the CUDA path of the engine, one kernel (family) per file.
+
+Importing this package needs `triton`, which only CUDA builds of PyTorch bring: the engine
+imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
+
+- `kv_write.reshape_and_cache`: write a step's new K/V into the paged pool.
+- `decode_attention.decode_attention`: one query token per sequence over its block table,
+  split-K (flash-decoding), all query heads of a KV head in one program.
+- `prefill_attention.prefill_attention`: varlen causal attention of new tokens over a cached
+  prefix, reading every key (prefix and new) from the pool.
+- `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`, `rope.apply_rope`:
+  the cheap fusions on the model's hot path.
+"""

@@ -1,0 +1,71 @@
+"""Rotary position embedding (rotate-half / NeoX layout, as Hugging Face Llama) applied in
+place to the query and key heads of one step, one program per token.
+
+`cos`, `sin`: float32 tables `[max_position, head_dim // 2]` (Llama-3 scaling already folded
+into the frequencies). They are rounded to the activation dtype and each product rounded as
+transformers does (`q * cos + rotate_half(q) * sin` in that dtype). `q` and `k` may be strided
+views of the fused QKV output (last dim contiguous).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rope_kernel(
+    Q, K, Pos, Cos, Sin,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_cos,
+    Q_HEADS: tl.constexpr, K_HEADS: tl.constexpr, BLOCK_H: tl.constexpr,
+    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
+):
+    t = tl.program_id(0).to(tl.int64)
+    pos = tl.load(Pos + t).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)[:, None]
+    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
+    d_mask = offs_d < HALF
+    dt = Q.dtype.element_ty
+    c = tl.load(Cos + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
+    s = tl.load(Sin + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
+
+    q_mask = (offs_h < Q_HEADS) & d_mask
+    qp = Q + t * stride_qt + offs_h * stride_qh + offs_d
+    x1 = tl.load(qp, mask=q_mask, other=0.0).to(tl.float32)
+    x2 = tl.load(qp + HALF, mask=q_mask, other=0.0).to(tl.float32)
+    o1 = (x1 * c).to(dt).to(tl.float32) - (x2 * s).to(dt).to(tl.float32)
+    o2 = (x2 * c).to(dt).to(tl.float32) + (x1 * s).to(dt).to(tl.float32)
+    tl.store(qp, o1.to(dt), mask=q_mask)
+    tl.store(qp + HALF, o2.to(dt), mask=q_mask)
+
+    k_mask = (offs_h < K_HEADS) & d_mask
+    kp = K + t * stride_kt + offs_h * stride_kh + offs_d
+    y1 = tl.load(kp, mask=k_mask, other=0.0).to(tl.float32)
+    y2 = tl.load(kp + HALF, mask=k_mask, other=0.0).to(tl.float32)
+    p1 = (y1 * c).to(dt).to(tl.float32) - (y2 * s).to(dt).to(tl.float32)
+    p2 = (y2 * c).to(dt).to(tl.float32) + (y1 * s).to(dt).to(tl.float32)
+    tl.store(kp, p1.to(dt), mask=k_mask)
+    tl.store(kp + HALF, p2.to(dt), mask=k_mask)
+
+
+def apply_rope(
+    q: torch.Tensor,  # [T, heads, head_dim]
+    k: torch.Tensor,  # [T, kv_heads, head_dim]
+    positions: torch.Tensor,  # [T] int
+    cos: torch.Tensor,  # [max_position, head_dim // 2] float32
+    sin: torch.Tensor,  # [max_position, head_dim // 2] float32
+) -> None:
+    num_tokens, q_heads, head_dim = q.shape
+    k_heads = k.shape[1]
+    if num_tokens == 0:
+        return
+    assert q.stride(-1) == 1 and k.stride(-1) == 1 and cos.stride() == sin.stride()
+    half = head_dim // 2
+    _rope_kernel[(num_tokens,)](
+        q, k, positions, cos, sin,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0),
+        Q_HEADS=q_heads, K_HEADS=k_heads, BLOCK_H=triton.next_power_of_2(max(q_heads, k_heads)),
+        HALF=half, BLOCK_HALF=triton.next_power_of_2(half),
+        num_warps=4,
+    )

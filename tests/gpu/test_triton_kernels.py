@@ -1,0 +1,232 @@
+"""Each Triton kernel against a float32 PyTorch reference on fresh random inputs.
+
+Covers batch sizes, context lengths that end mid-block, GQA ratios 1/3/4/8, shuffled and padded
+block tables, and outputs poisoned with NaN before every run (an unwritten element fails).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+if not torch.cuda.is_available() and not INTERPRET:
+    pytest.skip("needs CUDA (or TRITON_INTERPRET=1)", allow_module_level=True)
+pytest.importorskip("triton")
+
+from inference.engine.attention import AttentionMetadata  # noqa: E402
+from inference.engine.triton_attention import TritonAttentionBackend  # noqa: E402
+from inference.engine.triton_kernels.activation import silu_and_mul  # noqa: E402
+from inference.engine.triton_kernels.decode_attention import decode_attention  # noqa: E402
+from inference.engine.triton_kernels.kv_write import reshape_and_cache  # noqa: E402
+from inference.engine.triton_kernels.norm import fused_add_rms_norm, rms_norm  # noqa: E402
+from inference.engine.triton_kernels.prefill_attention import prefill_attention  # noqa: E402
+from inference.engine.triton_kernels.rope import apply_rope  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])
+TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+PAGE = 16
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN output"
+    return ((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30)).item()
+
+
+def make_paged(seq_lens, kv_heads, head_dim, dtype, device, gen, spare_blocks=3):
+    """A random pool and a shuffled block table with padding columns pointing at block 0."""
+    need = [(n + PAGE - 1) // PAGE for n in seq_lens]
+    num_blocks = sum(need) + spare_blocks + 1
+    pool = torch.randn(2, num_blocks, PAGE, kv_heads, head_dim, generator=gen).to(dtype)
+    perm = torch.randperm(num_blocks - 1, generator=gen) + 1  # block 0 is never owned
+    width = max(need) + 2
+    tables = torch.zeros(len(seq_lens), width, dtype=torch.int32)
+    i = 0
+    for b, n in enumerate(need):
+        tables[b, :n] = perm[i:i + n].to(torch.int32)
+        i += n
+    return pool.to(device), tables.to(device)
+
+
+def gather_kv(pool, table, n):
+    """Keys and values of positions 0..n-1 of one sequence, float32: [n, kv_heads, D]."""
+    pos = torch.arange(n, device=pool.device)
+    blocks = table.long()[pos // PAGE]
+    return pool[0, blocks, pos % PAGE].float(), pool[1, blocks, pos % PAGE].float()
+
+
+def ref_attention(q, pool, tables, seq_lens, q_lens, scale):
+    """Float32 causal attention of each sequence's new rows over its paged context."""
+    heads = q.shape[1]
+    outs, row = [], 0
+    for b, (n, ql) in enumerate(zip(seq_lens, q_lens)):
+        k, v = gather_kv(pool, tables[b], n)
+        group = heads // k.shape[1]
+        k = k.repeat_interleave(group, 1)
+        v = v.repeat_interleave(group, 1)
+        qb = q[row:row + ql].float()
+        s = torch.einsum("qhd,khd->hqk", qb, k) * scale
+        pos_q = torch.arange(n - ql, n, device=q.device)[:, None]
+        s = s.masked_fill(torch.arange(n, device=q.device)[None, :] > pos_q, float("-inf"))
+        outs.append(torch.einsum("hqk,khd->qhd", s.softmax(-1), v))
+        row += ql
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kv_write_puts_each_token_at_its_slot_and_skips_padding(dtype, device):
+    gen = torch.Generator().manual_seed(1)
+    kv_heads, head_dim, blocks, t = 3, 64, 9, 20
+    pool = torch.randn(2, blocks, PAGE, kv_heads, head_dim, generator=gen).to(dtype).to(device)
+    before = pool.clone()
+    slots = torch.randperm(blocks * PAGE, generator=gen)[:t]
+    slots[[3, 11]] = -1
+    qkv = torch.randn(t, 2 * kv_heads + 4, head_dim, generator=gen).to(dtype).to(device)
+    k, v = qkv[:, 4:4 + kv_heads], qkv[:, 4 + kv_heads:]  # strided views, as the model has
+    reshape_and_cache(k, v, pool, slots.to(device))
+    expect = before.clone().view(2, blocks * PAGE, kv_heads, head_dim)
+    keep = slots >= 0
+    expect[0, slots[keep]] = k[keep.to(device)]
+    expect[1, slots[keep]] = v[keep.to(device)]
+    assert torch.equal(pool.view_as(expect), expect)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [1, 3, 4, 8])
+@pytest.mark.parametrize("splits", [1, 4, 13])
+def test_decode_attention_matches_reference(dtype, group, splits, device):
+    gen = torch.Generator().manual_seed(group * 100 + splits)
+    kv_heads, head_dim = (2, 64) if group != 3 else (3, 64)
+    for batch in ([1, 3, 8] if not INTERPRET else [1, 5]):
+        seq_lens = torch.randint(1, 300, (batch,), generator=gen).tolist()
+        seq_lens[0] = 16 * 5 + 7  # ends mid-block
+        pool, tables = make_paged(seq_lens, kv_heads, head_dim, dtype, device, gen)
+        q = torch.randn(batch, kv_heads * group, head_dim, generator=gen).to(dtype).to(device)
+        out = torch.full_like(q, float("nan"))
+        lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+        decode_attention(q, pool, tables, lens, head_dim**-0.5, splits, out=out)
+        ref = ref_attention(q, pool, tables, seq_lens, [1] * batch, head_dim**-0.5)
+        assert rel_err(out, ref) < TOL[dtype]
+
+
+def test_decode_attention_zero_length_rows_give_zeros(device):
+    gen = torch.Generator().manual_seed(7)
+    pool, tables = make_paged([40, 1], 2, 64, torch.float32, device, gen)
+    q = torch.randn(3, 8, 64, generator=gen).to(device)
+    tables = torch.cat([tables, tables[:1]])
+    lens = torch.tensor([40, 1, 0], dtype=torch.int32, device=device)
+    for splits in (1, 4):
+        out = torch.full_like(q, float("nan"))
+        decode_attention(q, pool, tables, lens, 0.125, splits, out=out)
+        assert torch.equal(out[2], torch.zeros_like(out[2]))
+        ref = ref_attention(q[:2], pool, tables, [40, 1], [1, 1], 0.125)
+        assert rel_err(out[:2], ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [1, 3, 4, 8])
+def test_prefill_over_cached_prefix_matches_reference(dtype, group, device):
+    gen = torch.Generator().manual_seed(group)
+    kv_heads = 3 if group == 3 else 2
+    head_dim = 64 if group != 8 else 128
+    # (cached prefix, new tokens): cold prompts, prefix hits ending mid-block, decode rows
+    cases = [(0, 37), (32, 70), (45, 1), (0, 1), (100, 16), (7, 130)]
+    if INTERPRET:
+        cases = [(0, 37), (45, 1), (19, 20)]
+    seq_lens = [c + n for c, n in cases]
+    q_lens = [n for _, n in cases]
+    pool, tables = make_paged(seq_lens, kv_heads, head_dim, dtype, device, gen)
+    q = torch.randn(sum(q_lens), kv_heads * group, head_dim, generator=gen).to(dtype).to(device)
+    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    out = torch.full_like(q, float("nan"))
+    prefill_attention(q, pool, tables, torch.tensor(seq_lens, dtype=torch.int32, device=device),
+                      qsl.to(device), max(q_lens), head_dim**-0.5, out=out)
+    ref = ref_attention(q, pool, tables, seq_lens, q_lens, head_dim**-0.5)
+    assert rel_err(out, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backend_writes_then_attends_for_prefill_and_decode(dtype, device):
+    gen = torch.Generator().manual_seed(3)
+    heads, kv_heads, head_dim = 8, 2, 64
+    backend = TritonAttentionBackend(num_sms=8)
+    prompt = [21, 50, 3]
+    pool, tables = make_paged([n + 4 for n in prompt], kv_heads, head_dim, dtype, device, gen)
+    pool.fill_(float("nan"))  # the backend must only read what it wrote
+    slot_of = lambda b, p: tables[b, p // PAGE].item() * PAGE + p % PAGE  # noqa: E731
+    lens = list(prompt)
+    q_lens = list(prompt)
+    start = [0] * 3
+    for step in range(3):
+        t = sum(q_lens)
+        q = torch.randn(t, heads, head_dim, generator=gen).to(dtype).to(device)
+        k = torch.randn(t, kv_heads, head_dim, generator=gen).to(dtype).to(device)
+        v = torch.randn(t, kv_heads, head_dim, generator=gen).to(dtype).to(device)
+        slots = [slot_of(b, start[b] + i) for b in range(3) for i in range(q_lens[b])]
+        qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+            query_start_loc=qsl.to(device),
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=device),
+            block_tables=tables, max_query_len=max(q_lens), max_seq_len=max(lens))
+        backend.begin_step(meta)
+        out = backend.forward(q, k, v, pool, meta, head_dim**-0.5)
+        ref = ref_attention(q, pool, tables, lens, q_lens, head_dim**-0.5)
+        assert rel_err(out, ref) < TOL[dtype], f"step {step}"
+        start = list(lens)
+        lens = [n + 1 for n in lens]
+        q_lens = [1, 1, 1]
+
+
+def hf_rms_norm(x, w, eps):
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * y.to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [576, 1024])
+def test_rms_norm_and_fused_residual_match_transformers_rounding(dtype, hidden, device):
+    gen = torch.Generator().manual_seed(hidden)
+    x = torch.randn(7, hidden, generator=gen).to(dtype).to(device)
+    r = torch.randn(7, hidden, generator=gen).to(dtype).to(device)
+    w = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(dtype).to(device)
+    torch.testing.assert_close(rms_norm(x, w, 1e-5), hf_rms_norm(x, w, 1e-5), atol=0, rtol=TOL[dtype])
+    out, res = fused_add_rms_norm(x, r, w, 1e-5)
+    torch.testing.assert_close(res, x + r, atol=0, rtol=0)
+    torch.testing.assert_close(out, hf_rms_norm(x + r, w, 1e-5), atol=0, rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_and_mul_matches_torch(dtype, device):
+    gen = torch.Generator().manual_seed(5)
+    x = (3 * torch.randn(5, 2 * 1536, generator=gen)).to(dtype).to(device)
+    ref = torch.nn.functional.silu(x[:, :1536]) * x[:, 1536:]
+    torch.testing.assert_close(silu_and_mul(x), ref, atol=1e-6, rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (32, 8, 128)])
+def test_rope_matches_transformers_rotate_half(dtype, heads, kv_heads, head_dim, device):
+    gen = torch.Generator().manual_seed(heads)
+    t, max_pos = 11, 4096
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_pos).float(), inv_freq)
+    cos, sin = freqs.cos().to(device), freqs.sin().to(device)
+    qkv = torch.randn(t, heads + 2 * kv_heads, head_dim, generator=gen).to(dtype).to(device)
+    pos = torch.randint(0, max_pos, (t,), generator=gen).to(device)
+    q, k = qkv[:, :heads], qkv[:, heads:heads + kv_heads]
+
+    def ref(x):
+        c = torch.cat([cos[pos], cos[pos]], -1)[:, None].to(dtype)
+        s = torch.cat([sin[pos], sin[pos]], -1)[:, None].to(dtype)
+        x1, x2 = x[..., : head_dim // 2], x[..., head_dim // 2:]
+        return x * c + torch.cat([-x2, x1], -1) * s
+
+    q_ref, k_ref, v_before = ref(q), ref(k), qkv[:, heads + kv_heads:].clone()
+    apply_rope(q, k, pos, cos, sin)
+    torch.testing.assert_close(q, q_ref, atol=1e-5, rtol=TOL[dtype])
+    torch.testing.assert_close(k, k_ref, atol=1e-5, rtol=TOL[dtype])
+    assert torch.equal(qkv[:, heads + kv_heads:], v_before)
