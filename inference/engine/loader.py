@@ -1,0 +1,126 @@
+"""Load a checkpoint from disk: a Hugging Face safetensors folder or a llama.cpp GGUF file.
+
+`load_checkpoint(path)` reads the config and tokenizer at once and checks every weight file's
+header, so a broken checkpoint fails here, not halfway through building the model. The weights
+themselves stream lazily: `Checkpoint.weights()` yields `(hf_name, tensor)` one at a time, in
+Hugging Face names and layout (`model.layers.{i}.self_attn.q_proj.weight`, [out, in]). The model
+fuses QKV and gate-up itself and casts to its own dtype.
+
+Errors: a missing path raises ModelNotFoundError; a corrupt or truncated file, a folder without
+config.json or weights, or an unsupported architecture raises ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from inference.engine.config import ModelConfig
+from inference.engine.model_store import ModelNotFoundError
+from inference.engine.tokenizer import Tokenizer
+
+WeightStream = Callable[[], Iterator[tuple[str, torch.Tensor]]]
+
+# model_type values whose HF checkpoints are plain Llama-family decoders.
+SUPPORTED_HF_MODEL_TYPES = ("llama", "mistral")
+
+
+@dataclass
+class Checkpoint:
+    """What the engine needs from a checkpoint; `weights` may be called more than once."""
+
+    config: ModelConfig
+    tokenizer: Tokenizer | None
+    weights: WeightStream
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a GGUF file or an HF folder (see the module docstring for errors)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelNotFoundError(
+            f"model {str(path)!r} not found; run `kvmesh models pull` for the default model"
+        )
+    if p.is_dir():
+        return _load_hf_folder(p)
+    return _load_gguf(p)
+
+
+def _load_gguf(path: Path) -> Checkpoint:
+    from inference.engine.gguf_loader import gguf_config, iter_gguf_weights, metadata_of, open_gguf
+
+    reader = open_gguf(path)
+    meta = metadata_of(reader)
+    tokenizer = Tokenizer.from_gguf_metadata(meta) if "tokenizer.ggml.model" in meta else None
+    names = {t.name for t in reader.tensors}
+    config = gguf_config(path, meta, names, tokenizer)
+    return Checkpoint(config, tokenizer, lambda: iter_gguf_weights(path, reader, config))
+
+
+def _load_hf_folder(folder: Path) -> Checkpoint:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg_path}: invalid JSON ({e})") from e
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_HF_MODEL_TYPES:
+        raise ValueError(
+            f"{cfg_path}: unsupported model_type {model_type!r}; "
+            f"supported: {SUPPORTED_HF_MODEL_TYPES}"
+        )
+    try:
+        config = ModelConfig.from_hf(cfg, name=folder.name)
+    except KeyError as e:
+        raise ValueError(f"{cfg_path}: missing field {e}") from e
+    tokenizer = Tokenizer.from_hf_folder(folder) if (folder / "tokenizer.json").is_file() else None
+    if tokenizer is not None:
+        config = _with_eos(config, tokenizer)
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise ValueError(f"{folder}: no *.safetensors weights")
+    for shard in shards:
+        _check_safetensors(shard)
+    return Checkpoint(config, tokenizer, lambda: _iter_safetensors(shards))
+
+
+def _with_eos(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
+    """config.json's eos plus the tokenizer's (generation_config.json, the turn-end token)."""
+    eos = tuple(dict.fromkeys(config.eos_token_ids + tokenizer.eos_token_ids))
+    return replace(config, eos_token_ids=eos)
+
+
+def _check_safetensors(shard: Path) -> None:
+    """Parse the header (cheap): catches garbage and truncated files before any weight loads."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(shard), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # SafetensorError, OSError: both mean an unusable file
+        raise ValueError(
+            f"{shard}: not a valid safetensors file, corrupt or truncated ({e})"
+        ) from e
+
+
+def _iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of every shard, in file order; rotary caches of old checkpoints skipped."""
+    from safetensors import safe_open
+
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    if name.endswith("rotary_emb.inv_freq"):
+                        continue
+                    yield name, f.get_tensor(name)
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(f"{shard}: cannot read tensors ({e})") from e

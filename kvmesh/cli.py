@@ -1,0 +1,72 @@
+"""The `kvmesh` command: a small dispatcher, one function per subcommand.
+
+Adding a subcommand: write `_cmd_<name>(args) -> int`, register its parser in `_build_parser`
+with `set_defaults(func=...)`. Heavy imports (torch, engine modules) stay inside the command
+functions so that `kvmesh --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_models_pull(args: argparse.Namespace) -> int:
+    """Fetch the default model into the local cache (no-op when present)."""
+    from inference.engine.model_store import pull_default_model
+
+    try:
+        pull_default_model()
+    except RuntimeError as e:
+        print(f"kvmesh: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    """Print the cache directory and every model in it."""
+    from inference.engine.model_store import list_models, model_dir
+
+    models = list_models()
+    print(f"model cache: {model_dir()}")
+    if not models:
+        print("  (empty; run `kvmesh models pull`)")
+    for path in models:
+        size = path.stat().st_size if path.is_file() else 0
+        print(f"  {path.name}" + (f"  {size / 2**20:.0f} MiB" if size else "  (HF folder)"))
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvmesh", description="kvmesh LLM serving mesh")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = sub.add_parser("models", help="manage the local model cache")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    pull = models_sub.add_parser("pull", help="fetch the default model (SmolLM2-135M-Instruct)")
+    pull.set_defaults(func=_cmd_models_pull)
+    ls = models_sub.add_parser("list", help="list cached models")
+    ls.set_defaults(func=_cmd_models_list)
+    models.set_defaults(func=lambda _args: _usage(models))
+
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kvmesh` console script; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        return _usage(parser)
+    return int(func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
