@@ -48,7 +48,7 @@ class SeenWorker:
 
 class MeshClient(Actor):
     def __init__(self, cfg: GatewayConfig) -> None:
-        super().__init__("gateway", cfg.nats_url)
+        super().__init__("gateway", cfg.nats_url, cfg.grace_period)
         self.cfg = cfg
         self.workers: dict[str, SeenWorker] = {}
         self._background: set[asyncio.Future[None]] = set()

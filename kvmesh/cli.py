@@ -50,6 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_models_list)
     models.set_defaults(func=lambda _args: _usage(models))
 
+    from kvmesh.launcher import add_commands  # `kvmesh up` and `kvmesh serve`
+
+    add_commands(sub)
+
     return parser
 
 

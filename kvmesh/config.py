@@ -36,6 +36,7 @@ class GatewayConfig:
     chunk_timeout: float = 60.0  # seconds with no chunk before the request fails with 504
     worker_dead_after: float = 3.0  # seconds without a heartbeat before a worker counts as dead
     retry_after: int = 1  # seconds, sent with 503
+    grace_period: float = 10.0  # seconds for open requests on SIGTERM
     log_level: str = "INFO"
 
 
@@ -49,6 +50,7 @@ class RouterConfig:
     max_attempts: int = 3
     max_concurrency: int = 256
     retry_after: int = 1
+    grace_period: float = 10.0
     log_level: str = "INFO"
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger("kvmesh.router")
 
 class Router(Actor):
     def __init__(self, cfg: RouterConfig, tokenizer: PromptTokenizer) -> None:
-        super().__init__("router", cfg.nats_url)
+        super().__init__("router", cfg.nats_url, cfg.grace_period)
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.workers = WorkerRegistry(cfg.worker_dead_after)

@@ -1,0 +1,207 @@
+"""`kvmesh up`: the whole mesh on this machine, for development and a first try.
+
+Contract:
+- Starts nats-server, redis-server, the router, `--workers` inference workers and the gateway
+  as child processes (each in its own process group, logs under `<state_dir>/logs/`), waits
+  until the gateway's /ready answers 200, then prints the URL with a curl and an openai example.
+- Pulls the default model first when it is missing.
+- Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
+  group), so no process is left behind. If a child dies on its own, everything stops and the
+  tail of its log is printed.
+- Only one `kvmesh up` runs per state dir: an exclusive lock on `<state_dir>/up.lock`, which
+  the OS releases if we die. A second one says who holds it and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from kvmesh import procs
+from kvmesh.config import LaunchConfig, add_flags, from_namespace
+
+STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register `kvmesh up` and `kvmesh serve` on the CLI's subparsers."""
+    up = sub.add_parser("up", help="run the whole mesh on this machine")
+    add_flags(up, LaunchConfig)
+    up.set_defaults(func=lambda args: run_up(from_namespace(LaunchConfig, args, os.environ)))
+    serve = sub.add_parser("serve", help="run one service: gateway, router or worker",
+                           add_help=False)
+    serve.add_argument("service_args", nargs=argparse.REMAINDER)
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kvmesh.serve import main
+
+    return main(args.service_args)
+
+
+@contextlib.contextmanager
+def single_instance(state: Path) -> Iterator[None]:
+    """Hold `<state>/up.lock` for the block; raise RuntimeError if another process holds it."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "up.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise RuntimeError(f"kvmesh up is already running ({holder}); "
+                               f"stop it first (Ctrl-C in its terminal)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_up(cfg: LaunchConfig) -> int:
+    state = Path(cfg.state_dir).expanduser()
+    try:
+        with single_instance(state):
+            return _up(cfg, state)
+    except RuntimeError as exc:
+        print(f"kvmesh: {exc}", file=sys.stderr)
+        return 1
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _up(cfg: LaunchConfig, state: Path) -> int:
+    for name, port in (("gateway", cfg.port), ("nats", cfg.nats_port),
+                       ("redis", cfg.redis_port)):
+        if procs.port_open(port):
+            raise RuntimeError(f"port {port} ({name}) is already in use; pick another with "
+                               f"--{'port' if name == 'gateway' else name + '-port'}")
+    if cfg.model is None:
+        from inference.engine.model_store import pull_default_model
+
+        pull_default_model()
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children: list[procs.Child] = []
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _start_all(cfg, logs, children)
+        url = f"http://{cfg.host}:{cfg.port}"
+        _wait_ready(url, cfg.ready_timeout, children, logs)
+        print(_banner(url, cfg), flush=True)
+        while all(c.alive for c in children):
+            time.sleep(0.5)
+        dead = next(c for c in children if not c.alive)
+        print(f"kvmesh: {dead.name} exited ({dead.proc.returncode}); stopping.\n"
+              + _tail(logs / f"{dead.name}.log"), file=sys.stderr)
+        return 1
+    except Interrupted:
+        print("\nkvmesh: stopping...", file=sys.stderr, flush=True)
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"kvmesh: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        _stop_all(children)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> None:
+    nats_url = f"nats://127.0.0.1:{cfg.nats_port}"
+    env = {"KVMESH_NATS_URL": nats_url,
+           "KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
+           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5"}
+    if cfg.model is not None:
+        env["KVMESH_MODEL"] = cfg.model
+
+    def log(name: str) -> IO[bytes]:
+        return open(logs / f"{name}.log", "wb")
+
+    children.append(procs.start_nats(cfg.nats_port, log("nats")))
+    children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
+    children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
+    for i in range(cfg.workers):
+        wid = f"w{i}"
+        children.append(procs.start(wid, procs.service_argv("worker"), {
+            **env, "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+        }, log(wid)))
+    children.append(procs.start("gateway", procs.service_argv(
+        "gateway", "--host", cfg.host, "--port", str(cfg.port)), env, log("gateway")))
+
+
+def _wait_ready(url: str, timeout: float, children: list[procs.Child], logs: Path) -> None:
+    print(f"kvmesh: starting (logs in {logs}) ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for c in children:
+            if not c.alive:
+                raise RuntimeError(f"{c.name} exited ({c.proc.returncode}) during start-up\n"
+                                   + _tail(logs / f"{c.name}.log"))
+        with contextlib.suppress(urllib.error.URLError, OSError), \
+                urllib.request.urlopen(url + "/ready", timeout=2) as resp:
+            if resp.status == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"the mesh was not ready within {timeout:g}s; logs in {logs}")
+
+
+def _stop_all(children: list[procs.Child]) -> None:
+    """Stop services first (in parallel), then redis and nats; each group ends up killed."""
+    services = [c for c in children if c.name not in ("nats", "redis")]
+    infra = [c for c in children if c.name in ("nats", "redis")]
+    for group, budget in ((services, STOP_BUDGET_S - 1.5), (infra, 1.0)):
+        for c in group:
+            if c.alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + budget
+        while any(c.alive for c in group) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for c in group:
+            c.stop(timeout=0.0, sig=signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def _banner(url: str, cfg: LaunchConfig) -> str:
+    from inference.worker import served_name
+
+    model = served_name(cfg.model)
+    return f"""
+kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
+
+  curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  python -c "from openai import OpenAI
+c = OpenAI(base_url='{url}/v1', api_key='none')
+r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
+print(r.choices[0].message.content)"
+
+Ctrl-C stops everything.
+"""
