@@ -1,0 +1,39 @@
+"""Drive an `LLMEngine` the way the worker does, with requests arriving mid-flight."""
+
+from __future__ import annotations
+
+from inference.engine.config import EngineConfig
+from inference.engine.engine import LLMEngine
+from inference.engine.presets import preset_config
+from inference.engine.sampling_params import SamplingParams
+
+
+def tiny_engine(**overrides) -> LLMEngine:
+    cfg = EngineConfig(**{"block_size": 4, "num_kv_blocks": 256, "device": "cpu", **overrides})
+    return LLMEngine(preset_config("tiny"), cfg, None, lambda m: m.init_dummy(seed=11))
+
+
+def run(
+    engine: LLMEngine,
+    requests: list[tuple[int, list[int], SamplingParams]],
+    check=None,
+) -> dict[str, dict[int, list[int]]]:
+    """`requests`: (step at which it arrives, prompt ids, params). Returns the token ids of
+    every choice by request id ("r0", "r1", ...). `check(engine)` runs after every step."""
+    tokens: dict[str, dict[int, list[int]]] = {f"r{i}": {} for i in range(len(requests))}
+    step = 0
+    pending = sorted(enumerate(requests), key=lambda x: x[1][0])
+    while pending or engine.has_unfinished():
+        while pending and pending[0][1][0] <= step:
+            i, (_, prompt, params) = pending.pop(0)
+            engine.add_request(f"r{i}", prompt, params)
+        for out in engine.step():
+            tokens[out.request_id].setdefault(out.index, []).extend(out.token_ids)
+        if check is not None:
+            check(engine)
+        step += 1
+    return tokens
+
+
+def greedy(max_tokens: int = 12, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, **kw)

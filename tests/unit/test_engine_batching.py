@@ -1,0 +1,129 @@
+"""Batched generation equals one-at-a-time generation, whatever the scheduler does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from .engine_driver import greedy, run, tiny_engine
+
+
+def _workload(seed: int, n: int = 8) -> list[tuple[int, list[int], object]]:
+    rng = random.Random(seed)
+    shared = [rng.randrange(3, 512) for _ in range(20)]
+    reqs = []
+    for i in range(n):
+        head = shared if i % 2 else []
+        prompt = head + [rng.randrange(3, 512) for _ in range(rng.randrange(1, 30))]
+        reqs.append((rng.randrange(0, 10), prompt, greedy(rng.randrange(4, 16))))
+    return reqs
+
+
+def _alone(reqs) -> dict[str, dict[int, list[int]]]:
+    out = {}
+    for i, (_, prompt, params) in enumerate(reqs):
+        out[f"r{i}"] = run(tiny_engine(enable_prefix_caching=False), [(0, prompt, params)])["r0"]
+    return out
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"max_num_batched_tokens": 7},  # chunked prefill
+        {"num_kv_blocks": 17},  # preemption by recompute; the longest request needs 16
+        {"max_num_seqs": 2},
+    ],
+    ids=["continuous", "chunked-prefill", "preemption", "few-seqs"],
+)
+def test_batched_greedy_equals_one_at_a_time(overrides):
+    reqs = _workload(seed=1)
+    engine = tiny_engine(**overrides)
+    got = run(engine, reqs, check=lambda e: e.kv.check_invariants())
+    assert got == _alone(reqs)
+    if "num_kv_blocks" in overrides:
+        assert engine.stats().preemptions > 0, "the tiny pool should have forced preemption"
+    assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
+def test_shared_prefix_reuses_blocks_and_matches_a_cold_run():
+    prefix = list(range(10, 50))  # 40 tokens = 10 full blocks of 4
+    engine = tiny_engine()
+    first = run(engine, [(0, [*prefix, 7, 8], greedy())])
+    before = engine.stats()
+    second = run(engine, [(0, [*prefix, 9], greedy())])
+    after = engine.stats()
+    assert after.prefix_hit_tokens - before.prefix_hit_tokens == 40
+    cold = run(tiny_engine(enable_prefix_caching=False), [(0, [*prefix, 9], greedy())])
+    assert second == cold
+    assert first != second
+
+
+def test_n_choices_fork_the_prompt_and_greedy_choices_agree():
+    engine = tiny_engine()
+    got = run(engine, [(0, list(range(3, 17)), greedy(8, n=3))])["r0"]
+    assert got[0] == got[1] == got[2]
+    assert engine.stats().free_blocks == engine.stats().num_blocks
+    engine.kv.check_invariants()
+
+
+def test_abort_frees_blocks_at_once_and_others_keep_going():
+    engine = tiny_engine()
+    engine.add_request("a", list(range(3, 40)), greedy(50))
+    engine.add_request("b", list(range(5, 20)), greedy(6))
+    engine.step()
+    engine.step()
+    used = engine.stats().used_blocks
+    engine.abort("a")
+    assert engine.stats().used_blocks < used
+    outs = []
+    while engine.has_unfinished():
+        outs.extend(engine.step())
+    assert [o.finish_reason for o in outs if o.request_id == "a"] == ["abort"]
+    b = [o for o in outs if o.request_id == "b"]
+    assert b[-1].finish_reason == "length" and b[-1].usage.completion_tokens == 6
+    assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
+def test_higher_priority_is_admitted_first_and_preempted_last():
+    engine = tiny_engine(num_kv_blocks=14, max_num_seqs=8)
+    preempted: list[int] = []
+    real_preempt = engine.scheduler._preempt
+
+    def recording_preempt(seq):
+        preempted.append(seq.priority)
+        real_preempt(seq)
+
+    engine.scheduler._preempt = recording_preempt
+    lows = [(0, list(range(3 + i, 15 + i)), greedy(20, priority=0)) for i in range(4)]
+    # Both high-priority requests fit the pool together (6 blocks each of 14).
+    highs = [(1, list(range(100 + i, 112 + i)), greedy(12, priority=5)) for i in range(2)]
+    got = run(engine, lows + highs)
+    assert [len(v[0]) for v in got.values()] == [20] * 4 + [12] * 2
+    assert preempted and set(preempted) == {0}, "only low-priority sequences are preempted"
+
+
+def test_waiting_high_priority_requests_are_admitted_before_older_low_ones():
+    engine = tiny_engine(max_num_seqs=2)
+    admitted: list[str] = []
+
+    def check(e):
+        admitted.extend(s.request_id for s in e.scheduler.running if s.request_id not in admitted)
+
+    lows = [(0, list(range(3 + i, 15 + i)), greedy(6, priority=0)) for i in range(4)]
+    highs = [(1, list(range(100 + i, 112 + i)), greedy(6, priority=5)) for i in range(2)]
+    run(engine, lows + highs, check=check)
+    assert admitted == ["r0", "r1", "r4", "r5", "r2", "r3"]
+
+
+def test_request_larger_than_the_pool_ends_with_length_instead_of_spinning():
+    engine = tiny_engine(num_kv_blocks=4)  # 16 tokens of KV
+    engine.add_request("big", list(range(3, 13)), greedy(30))
+    outs = []
+    for _ in range(100):
+        outs.extend(engine.step())
+        if not engine.has_unfinished():
+            break
+    assert outs[-1].finish_reason == "length"
+    assert not engine.has_unfinished()

@@ -1,0 +1,124 @@
+"""The KV cache manager keeps its invariants under long random sequences of operations."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from inference.engine.kv_cache import KVCacheManager
+from inference.engine.sampling_params import SamplingParams
+from inference.engine.sequence import Sequence
+
+BS = 4
+
+
+def _seq(i: int, tokens: list[int]) -> Sequence:
+    return Sequence(i, f"r{i}", 0, list(tokens), len(tokens), SamplingParams(), float(i))
+
+
+class ShadowPool:
+    """Writes a marker per (block, slot) so a test can see a write into a shared block."""
+
+    def __init__(self, kv: KVCacheManager):
+        self.kv = kv
+        self.content: dict[int, list[int | None]] = {}
+
+    def write(self, seq: Sequence, n: int) -> None:
+        for src, dst in self.kv.take_copies():
+            assert self.kv._ref_count[dst] == 1
+            self.content[dst] = list(self.content.get(src, [None] * BS))
+        for p in range(seq.num_computed_tokens, seq.num_computed_tokens + n):
+            block = seq.block_table[p // BS]
+            assert self.kv._ref_count[block] == 1, "copy-on-write broken: wrote a shared block"
+            assert self.kv._block_hash[block] is None, "wrote into a keyed (full, cached) block"
+            self.content.setdefault(block, [None] * BS)[p % BS] = seq.token_ids[p]
+        seq.num_computed_tokens += n
+        self.kv.commit(seq)
+
+    def assert_holds(self, seq: Sequence) -> None:
+        for p in range(seq.num_computed_tokens):
+            assert self.content[seq.block_table[p // BS]][p % BS] == seq.token_ids[p]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_invariants_hold_under_random_allocate_fork_append_free(seed):
+    rng = random.Random(seed)
+    kv = KVCacheManager(num_blocks=40, block_size=BS)
+    pool = ShadowPool(kv)
+    live: list[Sequence] = []
+    prefixes = [[rng.randrange(50) for _ in range(rng.randrange(1, 14))] for _ in range(4)]
+    for step in range(600):
+        op = rng.random()
+        if op < 0.3:  # allocate a new sequence, often sharing a prefix
+            tokens = rng.choice(prefixes) + [rng.randrange(50) for _ in range(rng.randrange(0, 6))]
+            seq = _seq(step, tokens)
+            if kv.can_admit(seq, seq.num_tokens):
+                kv.admit(seq)
+                n = seq.num_new_tokens
+                kv.reserve(seq, n)
+                pool.write(seq, n)
+                live.append(seq)
+        elif op < 0.45 and live:  # fork
+            parent = rng.choice(live)
+            child = _seq(step, parent.token_ids)
+            kv.fork(parent, child)
+            live.append(child)
+        elif op < 0.8 and live:  # append a decoded token
+            seq = rng.choice(live)
+            seq.token_ids.append(rng.randrange(50))
+            if kv.can_reserve(seq, 1):
+                kv.reserve(seq, 1)
+                pool.write(seq, 1)
+            else:
+                seq.token_ids.pop()
+        elif live:  # free
+            seq = live.pop(rng.randrange(len(live)))
+            kv.free(seq)
+        kv.check_invariants()
+        for seq in live:
+            pool.assert_holds(seq)
+    for seq in live:
+        kv.free(seq)
+    kv.check_invariants()
+    assert kv.num_free_blocks == kv.num_blocks, "the pool is not whole at the end"
+
+
+def test_prefix_hit_reuses_blocks_and_keeps_last_token_computed():
+    kv = KVCacheManager(num_blocks=16, block_size=BS)
+    a = _seq(0, list(range(12)))
+    kv.admit(a)
+    kv.reserve(a, 12)
+    a.num_computed_tokens = 12
+    kv.commit(a)
+    kv.free(a)
+    b = _seq(1, list(range(12)))  # identical prompt: two of three blocks reused
+    assert kv.admit(b) == 8
+    c = _seq(2, [*range(8), 99, 98])
+    assert kv.admit(c) == 8
+    assert c.block_table == b.block_table[:2]
+    assert kv._ref_count[b.block_table[0]] == 2
+
+
+def test_cached_free_blocks_are_evicted_lru_and_only_when_needed():
+    kv = KVCacheManager(num_blocks=4, block_size=BS)
+    old, new = _seq(0, [1] * 5), _seq(1, [2] * 5)
+    for s in (old, new):
+        kv.admit(s)
+        kv.reserve(s, 5)
+        s.num_computed_tokens = 5
+        kv.commit(s)
+        kv.free(s)
+    assert kv.stats().cached_blocks == 2
+    grab = _seq(2, [3] * 8)  # two blocks: the two keyless ones first, no eviction
+    kv.admit(grab)
+    kv.reserve(grab, 8)
+    assert kv.take_events()[1] == []
+    more = _seq(3, [4] * 4)
+    kv.admit(more)
+    kv.reserve(more, 4)  # must evict: the least recently freed cached block goes
+    _, evicted = kv.take_events()
+    assert len(evicted) == 1
+    assert kv.admit(_seq(5, [1] * 5)) == 0, "the older cached prefix was evicted"
+    assert kv.admit(_seq(4, [2] * 5)) == 4, "the newer cached prefix survives"
+    kv.check_invariants()
