@@ -1,0 +1,75 @@
+"""Sampling: seeds reproduce across batch compositions; top-k / top-p stay in their sets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference.engine.sampler import SampleRow, sample
+from inference.engine.sampling_params import SamplingParams
+
+from .engine_driver import run, tiny_engine
+
+
+def _rows(n: int, **kw) -> list[SampleRow]:
+    return [SampleRow(SamplingParams(**kw), None) for _ in range(n)]
+
+
+def test_top_k_never_samples_outside_the_k_most_likely():
+    logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))
+    allowed = logits.topk(5, dim=-1).indices
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        tokens, _ = sample(logits, _rows(64, top_k=5, temperature=2.0), gen)
+        assert all(t in allowed[i].tolist() for i, t in enumerate(tokens))
+
+
+def test_top_p_never_samples_outside_the_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]]).repeat(32, 1)
+    logits = probs.log()
+    gen = torch.Generator().manual_seed(2)
+    seen = set()
+    for _ in range(50):
+        tokens, _ = sample(logits, _rows(32, top_p=0.75), gen)
+        seen.update(tokens)
+    assert seen == {0, 1}, "0.5 + 0.3 reaches 0.75: exactly the first two tokens"
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0]]).repeat(4000, 1)
+    tokens, _ = sample(logits, _rows(4000), torch.Generator().manual_seed(3))
+    freq = torch.bincount(torch.tensor(tokens), minlength=3).float() / 4000
+    assert torch.allclose(freq, logits[0].softmax(-1), atol=0.03)
+
+
+def test_greedy_and_logprobs_with_top_alternatives():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    tokens, lps = sample(logits, _rows(1, temperature=0.0, logprobs=2), torch.Generator())
+    assert tokens == [1]
+    ref = logits.log_softmax(-1)[0]
+    assert lps[0].logprob == pytest.approx(ref[1].item())
+    assert [t for t, _ in lps[0].top] == [1, 2]
+
+
+def test_same_seed_same_output_whatever_else_is_in_the_batch():
+    prompt = list(range(20, 35))
+    seeded = SamplingParams(max_tokens=10, temperature=1.0, seed=1234, ignore_eos=True)
+    alone = run(tiny_engine(), [(0, prompt, seeded)])["r0"]
+    noise = [
+        (
+            s,
+            list(range(40 + s, 60 + s)),
+            SamplingParams(max_tokens=8, temperature=1.0, ignore_eos=True),
+        )
+        for s in range(4)
+    ]
+    crowded = run(tiny_engine(), [*noise, (2, prompt, seeded)])["r4"]
+    assert alone == crowded
+    other = SamplingParams(max_tokens=10, temperature=1.0, seed=99, ignore_eos=True)
+    assert run(tiny_engine(), [(0, prompt, other)])["r0"] != alone
+
+
+def test_seeded_choices_differ_from_each_other():
+    params = SamplingParams(max_tokens=10, temperature=1.0, seed=5, n=3, ignore_eos=True)
+    got = run(tiny_engine(), [(0, list(range(20, 35)), params)])["r0"]
+    assert len({tuple(v) for v in got.values()}) == 3
