@@ -97,8 +97,12 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
           log: IO[bytes] | int | None = None) -> Child:
-    """Start `argv` in a new process group with `env` added to ours."""
+    """Start `argv` in a new process group with `env` added to ours. The source tree that
+    holds this package leads PYTHONPATH, so `python -m kvmesh.serve` works uninstalled."""
     full_env = {**os.environ, **(env or {})}
+    root = str(Path(__file__).resolve().parent.parent)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, full_env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(list(argv), env=full_env, stdout=log, stderr=subprocess.STDOUT
                             if log is not None else None, stdin=subprocess.DEVNULL,
                             start_new_session=True)
