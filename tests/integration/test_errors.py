@@ -1,0 +1,103 @@
+"""Each error status the gateway owns, from real HTTP requests, in the OpenAI error shape."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kvmesh import procs
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
+from tests.integration.helpers import post
+
+CHAT = "/v1/chat/completions"
+HELLO = [{"role": "user", "content": "hi"}]
+
+
+def assert_openai_error(body: dict, param: str | None = None) -> None:
+    err = body["error"]
+    assert set(err) >= {"message", "type", "param", "code"}
+    assert err["message"]
+    if param is not None:
+        assert err["param"] == param
+
+
+def test_malformed_json_is_400(mesh: Mesh) -> None:
+    status, body, _ = post(mesh.base_url + CHAT, b'{"model": ')
+    assert status == 400
+    assert_openai_error(body)
+    assert "JSON" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_tokens", "ten"), ("temperature", "hot"), ("n", 1.5), ("stream", "yes"),
+    ("messages", "hello"), ("top_p", 3), ("stop", 5), ("seed", True),
+])
+def test_wrong_type_is_400_naming_the_field(mesh: Mesh, field: str, value: object) -> None:
+    body = {"model": MODEL, "messages": HELLO, field: value}
+    status, resp, _ = post(mesh.base_url + CHAT, body)
+    assert status == 400, resp
+    assert_openai_error(resp, field)
+
+
+def test_unknown_model_is_404(mesh: Mesh) -> None:
+    status, body, _ = post(mesh.base_url + CHAT, {"model": "no-such-model", "messages": HELLO})
+    assert status == 404
+    assert_openai_error(body, "model")
+    assert body["error"]["code"] == "model_not_found"
+
+
+def test_prompt_over_context_is_422(mesh: Mesh) -> None:
+    long = "hello " * (MAX_MODEL_LEN + 50)
+    status, body, _ = post(mesh.base_url + CHAT, {"model": MODEL, "messages": [
+        {"role": "user", "content": long}]})
+    assert status == 422, body
+    assert body["error"]["code"] == "context_length_exceeded"
+
+
+def test_max_tokens_past_context_is_422(mesh: Mesh) -> None:
+    status, body, _ = post(mesh.base_url + "/v1/completions",
+                           {"model": MODEL, "prompt": "hi", "max_tokens": MAX_MODEL_LEN})
+    assert status == 422, body
+    assert_openai_error(body, "max_tokens")
+
+
+def test_oversize_body_is_413(mesh: Mesh) -> None:
+    big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
+    status, body, _ = post(mesh.base_url + CHAT, big)
+    assert status == 413
+    assert_openai_error(body)
+
+
+def test_unknown_route_is_404_in_openai_shape(mesh: Mesh) -> None:
+    status, body, _ = post(mesh.base_url + "/v1/nothing", {})
+    assert status == 404
+    assert_openai_error(body)
+
+
+def test_health_ready_and_models(mesh: Mesh) -> None:
+    for path in ("/health", "/ready"):
+        with urllib.request.urlopen(mesh.base_url + path, timeout=5) as resp:
+            assert resp.status == 200
+    with urllib.request.urlopen(mesh.base_url + "/v1/models", timeout=5) as resp:
+        models = json.loads(resp.read())
+    assert [m["id"] for m in models["data"]] == [MODEL]
+
+
+def test_no_worker_is_503_with_retry_after(logs_dir: Path) -> None:
+    port = procs.free_port()
+    nats_child = procs.start_nats(port, log=open(logs_dir / "nats-empty.log", "ab"))  # noqa: SIM115
+    gateway, url = start_gateway(f"nats://127.0.0.1:{port}", logs_dir, "gateway-empty")
+    try:
+        status, body, headers = post(url + CHAT, {"model": MODEL, "messages": HELLO})
+        assert status == 503
+        assert_openai_error(body)
+        assert int(headers["Retry-After"]) >= 1
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + "/ready", timeout=5)
+        assert info.value.code == 503
+    finally:
+        gateway.stop()
+        nats_child.stop()
