@@ -95,6 +95,16 @@ class LLMEngine:
         self.runner = ModelRunner(
             model, backend, num_blocks, config.block_size, self.device, self.dtype
         )
+        self.graph_decoder = None
+        if self.device.type == "cuda" and not config.enforce_eager:
+            from .cuda_graphs import CudaGraphDecoder
+
+            self.graph_decoder = CudaGraphDecoder(
+                model, backend, self.runner.kv_cache, config.max_num_seqs,
+                self.max_model_len, config.block_size,
+            )
+            self.graph_decoder.capture()
+            self.runner.decode_hook = self.graph_decoder.run
         eos = set(model_config.eos_token_ids)
         if tokenizer is not None:
             eos |= set(tokenizer.eos_token_ids)

@@ -19,6 +19,11 @@ from .attention import AttentionBackend, AttentionMetadata
 from .config import ModelConfig
 from .rotary import RotaryEmbedding
 
+try:  # CUDA builds of PyTorch bring Triton; the fused kernels run on CUDA tensors only.
+    from .triton_kernels import fused as _fused
+except ImportError:  # CPU-only install: the plain PyTorch code below computes the same
+    _fused = None
+
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
@@ -30,6 +35,10 @@ class RMSNorm(nn.Module):
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Adds `residual` first when given; returns (normed, the new residual stream)."""
+        if _fused is not None and x.is_cuda:  # hot path: one kernel, same rounding
+            if residual is None:
+                return _fused.rms_norm(x, self.weight, self.eps), x
+            return _fused.fused_add_rms_norm(x, residual, self.weight, self.eps)
         if residual is not None:
             x = x + residual
         xf = x.float()
@@ -70,6 +79,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _fused is not None and x.is_cuda:  # hot path: SiLU·mul in one kernel
+            return self.down_proj(_fused.silu_and_mul(self.gate_up_proj(x)))
         gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 

@@ -9,6 +9,11 @@ from torch import nn
 
 from .config import ModelConfig, RopeScaling
 
+try:  # Triton comes with CUDA builds of PyTorch; used on CUDA tensors only
+    from .triton_kernels.rope import apply_rope as _apply_rope
+except ImportError:
+    _apply_rope = None
+
 
 def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> torch.Tensor:
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -40,6 +45,9 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if _apply_rope is not None and q.is_cuda:  # hot path: q and k in place, one kernel
+            _apply_rope(q, k, positions, self.cos, self.sin)
+            return q, k
         cos = self.cos[positions].unsqueeze(1)  # [T, 1, D/2]
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

@@ -30,7 +30,8 @@ from inference.engine.triton_kernels.prefill_attention import prefill_attention
 
 
 class TritonAttentionBackend(AttentionBackend):
-    def __init__(self, num_sms: int | None = None) -> None:
+    def __init__(self, block_size: int = 16, num_sms: int | None = None) -> None:
+        self.block_size = block_size  # the pool's shape carries it too; kept for symmetry
         if num_sms is None and torch.cuda.is_available():
             num_sms = torch.cuda.get_device_properties(0).multi_processor_count
         self.num_sms = num_sms or 132

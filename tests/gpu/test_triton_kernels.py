@@ -151,7 +151,7 @@ def test_prefill_over_cached_prefix_matches_reference(dtype, group, device):
 def test_backend_writes_then_attends_for_prefill_and_decode(dtype, device):
     gen = torch.Generator().manual_seed(3)
     heads, kv_heads, head_dim = 8, 2, 64
-    backend = TritonAttentionBackend(num_sms=8)
+    backend = TritonAttentionBackend(PAGE, num_sms=8)
     prompt = [21, 50, 3]
     pool, tables = make_paged([n + 4 for n in prompt], kv_heads, head_dim, dtype, device, gen)
     pool.fill_(float("nan"))  # the backend must only read what it wrote

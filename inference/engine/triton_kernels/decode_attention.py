@@ -34,16 +34,17 @@ def _decode_split_kernel(
     stride_ot, stride_oh,
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
+    num_splits,
     KV_GROUP: tl.constexpr, BLOCK_H: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DIRECT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(SeqLens + b)
     # Tokens per split, rounded up to whole tiles so splits never share a tile.
-    split_len = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    split_len = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
     start = split * split_len
     end = tl.minimum(start + split_len, seq_len)
 
@@ -84,7 +85,7 @@ def _decode_split_kernel(
     safe_l = tl.where(l_i > 0, l_i, 1.0)
     out = acc / safe_l[:, None]
     out_mask = h_mask[:, None] & d_mask[None, :]
-    if NUM_SPLITS == 1:
+    if DIRECT:  # one split: this program's result is final
         tl.store(
             Out + b * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
             out.to(Out.dtype.element_ty), mask=out_mask,
@@ -105,14 +106,14 @@ def _decode_merge_kernel(
     stride_pb, stride_ph, stride_ps,
     stride_lb, stride_lh,
     stride_ot, stride_oh,
-    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+    num_splits, BLOCK_S: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < NUM_SPLITS
+    s_mask = offs_s < num_splits
     lse = tl.load(PartLse + b * stride_lb + h * stride_lh + offs_s, mask=s_mask,
                   other=float("-inf"))
     m = tl.max(lse, 0)
@@ -182,9 +183,10 @@ def decode_attention(
         out.stride(0), out.stride(1),
         part_out.stride(0), part_out.stride(1), part_out.stride(2) if num_splits > 1 else 0,
         part_lse.stride(0), part_lse.stride(1),
+        num_splits,
         KV_GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), PAGE=page,
         BLOCK_N=decode_block_n(head_dim), HEAD_DIM=head_dim, BLOCK_D=block_d,
-        NUM_SPLITS=num_splits,
+        DIRECT=num_splits == 1,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4, num_stages=2,
     )
@@ -194,7 +196,7 @@ def decode_attention(
             part_out.stride(0), part_out.stride(1), part_out.stride(2),
             part_lse.stride(0), part_lse.stride(1),
             out.stride(0), out.stride(1),
-            NUM_SPLITS=num_splits, BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
+            num_splits, BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
             HEAD_DIM=head_dim, BLOCK_D=block_d, num_warps=1 if head_dim <= 64 else 2,
         )
     return out

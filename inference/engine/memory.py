@@ -1,0 +1,121 @@
+"""Sizing the KV pool on CUDA from free memory after a profiling forward pass.
+
+`profile_kv_memory` runs the model once on `max_num_batched_tokens` tokens (prefill, split into
+sequences no longer than the model's context) plus the LM head on `max_num_seqs` rows and a
+softmax like the sampler's, against a one-block dummy pool whose slots are all "skip" (-1).
+The peak that forward allocates above the resident weights is the activation reserve. Then
+
+    kv_bytes = total * gpu_memory_utilization - (memory in use now) - activation peak
+
+where "in use now" (read from the driver after emptying the allocator's cache) counts the
+weights, the CUDA context and other processes on the GPU. The pool gets
+`kv_bytes // bytes_per_block` blocks; the plan is logged and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .attention import AttentionMetadata
+from .config import EngineConfig
+
+log = logging.getLogger("kvmesh.engine.memory")
+
+
+@dataclass(frozen=True)
+class KVMemoryPlan:
+    num_blocks: int
+    block_size: int
+    bytes_per_block: int
+    total_bytes: int  # the device's memory
+    in_use_bytes: int  # weights, context, other processes, before the pool
+    activation_peak_bytes: int
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.num_blocks * self.bytes_per_block
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    def describe(self) -> str:
+        gib = 2**30
+        return (
+            f"KV pool: {self.num_blocks} blocks x {self.block_size} tokens = {self.kv_tokens} "
+            f"tokens, {self.kv_bytes / gib:.2f} GiB ({self.kv_bytes / self.total_bytes:.1%} of "
+            f"{self.total_bytes / gib:.1f} GiB; in use before: {self.in_use_bytes / gib:.2f} "
+            f"GiB, activation peak {self.activation_peak_bytes / gib:.2f} GiB)"
+        )
+
+
+@torch.inference_mode()
+def _profile_forward(model, config: EngineConfig, max_len: int) -> None:
+    cfg = model.config
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    bs = config.block_size
+    tokens = max(1, config.max_num_batched_tokens)
+    seq_len = min(tokens, max_len)
+    lens = [seq_len] * (tokens // seq_len) + ([tokens % seq_len] if tokens % seq_len else [])
+    starts = [0]
+    for n in lens:
+        starts.append(starts[-1] + n)
+    kv = torch.zeros(cfg.num_layers, 2, 1, bs, cfg.num_kv_heads, cfg.head_dim, dtype=dtype,
+                     device=device)
+    meta = AttentionMetadata(
+        slot_mapping=torch.full((tokens,), -1, dtype=torch.long, device=device),
+        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+        seq_lens=torch.tensor(lens, dtype=torch.int32, device=device),
+        block_tables=torch.zeros(len(lens), math.ceil(seq_len / bs), dtype=torch.int32,
+                                 device=device),
+        max_query_len=seq_len,
+        max_seq_len=seq_len,
+    )
+    ids = torch.randint(0, cfg.vocab_size, (tokens,), device=device)
+    positions = torch.cat([torch.arange(n, device=device) for n in lens])
+    model.layers[0].self_attn.backend.begin_step(meta)
+    hidden = model(ids, positions, kv, meta)
+    rows = min(tokens, config.max_num_seqs)
+    logits = model.compute_logits(hidden[:rows])
+    logits.softmax(-1).argmax(-1)
+    torch.cuda.synchronize(device)
+
+
+def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int) -> KVMemoryPlan:
+    device = next(model.parameters()).device
+    max_len = min(model.config.max_position, config.max_model_len or 1 << 62)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    _profile_forward(model, config, max_len)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    in_use = total - free
+    budget = int(total * config.gpu_memory_utilization) - in_use - peak
+    num_blocks = max(0, budget // bytes_per_block)
+    if num_blocks == 0:
+        raise RuntimeError(
+            f"no memory left for the KV cache: {in_use / 2**30:.2f} GiB in use and "
+            f"{peak / 2**30:.2f} GiB of activations exceed gpu_memory_utilization="
+            f"{config.gpu_memory_utilization} of {total / 2**30:.1f} GiB"
+        )
+    return KVMemoryPlan(num_blocks, config.block_size, bytes_per_block, total, in_use, peak)
+
+
+def profile_num_blocks(model, config: EngineConfig, bytes_per_block: int) -> int:
+    """The engine's entry point: size the pool and log the plan."""
+    plan = profile_kv_memory(model, config, bytes_per_block)
+    log.info(plan.describe())
+    global last_plan
+    last_plan = plan
+    return plan.num_blocks
+
+
+last_plan: KVMemoryPlan | None = None  # the most recent plan, for benchmarks and stats
