@@ -61,7 +61,7 @@ def ref_attention(q, pool, tables, seq_lens, q_lens, scale):
     """Float32 causal attention of each sequence's new rows over its paged context."""
     heads = q.shape[1]
     outs, row = [], 0
-    for b, (n, ql) in enumerate(zip(seq_lens, q_lens)):
+    for b, (n, ql) in enumerate(zip(seq_lens, q_lens, strict=False)):
         k, v = gather_kv(pool, tables[b], n)
         group = heads // k.shape[1]
         k = k.repeat_interleave(group, 1)
@@ -193,7 +193,8 @@ def test_rms_norm_and_fused_residual_match_transformers_rounding(dtype, hidden, 
     x = torch.randn(7, hidden, generator=gen).to(dtype).to(device)
     r = torch.randn(7, hidden, generator=gen).to(dtype).to(device)
     w = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(dtype).to(device)
-    torch.testing.assert_close(rms_norm(x, w, 1e-5), hf_rms_norm(x, w, 1e-5), atol=0, rtol=TOL[dtype])
+    ref = hf_rms_norm(x, w, 1e-5)
+    torch.testing.assert_close(rms_norm(x, w, 1e-5), ref, atol=0, rtol=TOL[dtype])
     out, res = fused_add_rms_norm(x, r, w, 1e-5)
     torch.testing.assert_close(res, x + r, atol=0, rtol=0)
     torch.testing.assert_close(out, hf_rms_norm(x + r, w, 1e-5), atol=0, rtol=TOL[dtype])
