@@ -29,6 +29,7 @@ from router.tokenize import PromptTokenizer
 from router.workers import WorkerRegistry
 
 log = logging.getLogger("kvmesh.router")
+INLINE_TOKENIZE_CHARS = 4096
 
 
 class Router(Actor):
@@ -68,7 +69,7 @@ class Router(Actor):
             return self._unavailable(f"no live worker serves {req.model!r}")
         if req.prompt_token_ids is None:
             try:
-                req.prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, req)
+                req.prompt_token_ids = await self._encode(req)
             except ValueError as exc:
                 return ErrorReply(400, "invalid_request_error", str(exc), "messages")
             req.prompt = None
@@ -80,6 +81,13 @@ class Router(Actor):
                               f"prompt has {n} tokens; this model's context is {limit}",
                               "messages", "context_length_exceeded")
         return await self._forward(req, candidates, raw.headers)
+
+    async def _encode(self, req: GenerateRequest) -> list[int]:
+        """Short prompts inline (a thread hop costs more than they do), long ones off the loop."""
+        size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or [])
+        if size < INLINE_TOKENIZE_CHARS:
+            return self.tokenizer.encode(req)
+        return await asyncio.to_thread(self.tokenizer.encode, req)
 
     async def _forward(self, req: GenerateRequest, candidates: list[Any],
                        headers: dict[str, str] | None) -> Message:
