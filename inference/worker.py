@@ -176,8 +176,9 @@ class Worker(Actor):
         self._tasks = [asyncio.create_task(self._publisher()),
                        asyncio.create_task(self._heartbeats())]
         await self.serve(wire.worker_generate(self.worker_id), (GenerateRequest,), self._generate)
-        await self.serve(wire.worker_stats(self.worker_id), (wire.Ping,), self._stats)
-        await self.serve(wire.CANCEL, (Cancel,), self._cancel)
+        await self.serve(wire.worker_stats(self.worker_id), (wire.Ping,), self._stats,
+                         through_drain=True)
+        await self.serve(wire.CANCEL, (Cancel,), self._cancel, through_drain=True)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
         log.info("worker %s serving %s", self.worker_id, self.model_name)
 

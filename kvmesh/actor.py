@@ -141,8 +141,10 @@ class Actor:
     # -- serving ---------------------------------------------------------------------------
 
     async def serve(self, subject: str, kinds: tuple[type[Message], ...], handler: Handler,
-                    queue: str = "", max_concurrency: int = 64) -> Subscription:
-        """Run `handler(message, raw)` for each frame on `subject`, at most N at once."""
+                    queue: str = "", max_concurrency: int = 64,
+                    through_drain: bool = False) -> Subscription:
+        """Run `handler(message, raw)` for each frame on `subject`, at most N at once.
+        `through_drain`: keep listening while draining (cancels, stats), until close."""
         limit = asyncio.Semaphore(max_concurrency)
 
         async def on_msg(raw: Msg) -> None:
@@ -161,7 +163,8 @@ class Actor:
 
         sub = await self._client().subscribe(subject, queue=queue, cb=on_msg,
                                              pending_msgs_limit=65536)
-        self._subs.append(sub)
+        if not through_drain:
+            self._subs.append(sub)
         return sub
 
     async def _handle(self, handler: Handler, message: Message, raw: Msg,

@@ -1,0 +1,42 @@
+"""The actor base against a real nats-server: bad frames get a clear error and never kill the
+actor; oversize payloads are refused before publishing; timeouts and no-responders are typed."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+
+from kvmesh import wire
+from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RequestTimeout
+from kvmesh.wire import Cancel, ErrorReply, Ping
+from tests.integration.conftest import Mesh
+
+
+async def test_undecodable_frame_gets_error_reply_and_router_survives(mesh: Mesh) -> None:
+    nc = await nats.connect(mesh.nats_url)
+    try:
+        reply = await nc.request(wire.ROUTER_GENERATE, b"\xc1 not msgpack", timeout=5)
+        err = wire.decode(reply.data, ErrorReply)
+        assert err.status == 400 and err.code == "invalid_frame"
+        wrong_kind = await nc.request(wire.ROUTER_GENERATE, wire.encode(Cancel("x")), timeout=5)
+        assert "expected a generate message" in wire.decode(wrong_kind.data, ErrorReply).message
+        pong = await nc.request(wire.ROUTER_PING, wire.encode(Ping()), timeout=5)
+        assert isinstance(wire.decode(pong.data), Ping)
+    finally:
+        await nc.close()
+
+
+async def test_request_errors_are_typed(nats_url: str) -> None:
+    actor = Actor("probe", nats_url)
+    await actor.connect()
+    try:
+        with pytest.raises(NoResponders):
+            await actor.request("kvmesh.nobody.home", Ping(), 1.0, Ping)
+        await actor._client().subscribe("kvmesh.test.silent")  # hears, never answers
+        with pytest.raises(RequestTimeout):
+            await actor.request("kvmesh.test.silent", Ping(), 0.3, Ping)
+        big = Cancel("x" * (actor._client().max_payload + 1))
+        with pytest.raises(PayloadTooLarge):
+            await actor.publish("kvmesh.test.big", big)
+    finally:
+        await actor.nc.close()
