@@ -111,8 +111,9 @@ def ours_throughput(llm: LLM, out_dir: str | None) -> dict:
     for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
         eng.add_request(f"r{i}", p, sp)
     out_tokens = steps = 0
-    host_s = 0.0
     prof_text = None
+    split = {"schedule": 0.0, "prepare": 0.0, "execute_launch": 0.0, "sample_and_wait": 0.0}
+    restore = _time_step_parts(eng, split)
     t0 = sync_time()
     while eng.has_unfinished():
         if steps == 400 and out_dir is not None:  # a kernel profile of a few mid-run steps
@@ -124,12 +125,11 @@ def ours_throughput(llm: LLM, out_dir: str | None) -> dict:
                     steps += 1
             prof_text = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
             continue
-        s0 = time.perf_counter()
         outs = eng.step()
-        host_s += time.perf_counter() - s0
         out_tokens += sum(len(o.token_ids) for o in outs)
         steps += 1
     elapsed = sync_time() - t0
+    restore()
     if prof_text and out_dir:
         with open(os.path.join(out_dir, "profile_8b.txt"), "w") as f:
             f.write(prof_text)
@@ -142,7 +142,40 @@ def ours_throughput(llm: LLM, out_dir: str | None) -> dict:
         "out_tok_per_s": out_tokens / elapsed,
         "total_tok_per_s": (out_tokens + sum(len(p) for p in prompts)) / elapsed,
         "mean_step_ms": elapsed / steps * 1e3,
+        # Host time per step (ms): scheduling, building the inputs, launching; the sampler's
+        # share includes waiting for the GPU (its .tolist() syncs). "other" = the rest of
+        # step(): committing blocks, stop checks, outputs. Host work is not overlapped with
+        # the GPU, so schedule + prepare + other is time the GPU sits idle.
+        "host_ms_per_step": {k: v / steps * 1e3 for k, v in split.items()}
+        | {"other": (elapsed - sum(split.values())) / steps * 1e3},
     }
+
+
+def _time_step_parts(eng, acc: dict) -> callable:
+    import inference.engine.engine as engine_mod
+
+    sched, prep, execute, sample = (eng.scheduler.schedule, eng.runner.prepare,
+                                    eng.runner.execute, engine_mod.sample)
+
+    def timed(fn, key, minus=None):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            before = acc[minus] if minus else 0.0
+            out = fn(*a, **k)
+            acc[key] += time.perf_counter() - t - ((acc[minus] - before) if minus else 0.0)
+            return out
+        return wrapper
+
+    eng.scheduler.schedule = timed(sched, "schedule")
+    eng.runner.prepare = timed(prep, "prepare")
+    eng.runner.execute = timed(execute, "execute_launch", minus="prepare")
+    engine_mod.sample = timed(sample, "sample_and_wait")
+
+    def restore():
+        del eng.scheduler.schedule, eng.runner.prepare, eng.runner.execute
+        engine_mod.sample = sample
+
+    return restore
 
 
 def bench_smol(skip_hf: bool) -> None:

@@ -7,6 +7,7 @@ sequence whose known tokens are all computed after this step is sent through the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .attention import AttentionBackend, AttentionMetadata
@@ -72,19 +73,29 @@ class ModelRunner:
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
             starts.append(starts[-1] + n)
             seq_lens.append(start + n)
+        # Hot path: every index array goes into one host buffer and crosses to the device in
+        # one copy (not five); the block table is filled row by row in numpy, not from a
+        # nested Python list.
+        n_tok, n_seq = len(ids), len(batch.seqs)
         width = max(len(s.block_table) for s in batch.seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
-        dev = self.device
+        tables = np.zeros((n_seq, width), dtype=np.int64)
+        for i, s in enumerate(batch.seqs):
+            tables[i, : len(s.block_table)] = s.block_table
+        host = np.concatenate(
+            [np.asarray(a, dtype=np.int64) for a in (ids, positions, slots, starts, seq_lens)]
+            + [tables.ravel()]
+        )
+        buf = torch.from_numpy(host).to(self.device)
+        cut = np.cumsum([0, n_tok, n_tok, n_tok, n_seq + 1, n_seq]).tolist()
+        input_ids, pos, slot_mapping = (buf[cut[i] : cut[i + 1]] for i in range(3))
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
-            query_start_loc=torch.tensor(starts, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            slot_mapping=slot_mapping,
+            query_start_loc=buf[cut[3] : cut[4]].to(torch.int32),
+            seq_lens=buf[cut[4] : cut[5]].to(torch.int32),
+            block_tables=buf[cut[5] :].view(n_seq, width).to(torch.int32),
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
         )
-        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)
-        pos = torch.tensor(positions, dtype=torch.long, device=dev)
         return input_ids, pos, meta, [e - 1 for e in starts[1:]]
 
     @torch.inference_mode()

@@ -228,6 +228,7 @@ def test_rope_matches_transformers_rotate_half(dtype, heads, kv_heads, head_dim,
 
     q_ref, k_ref, v_before = ref(q), ref(k), qkv[:, heads + kv_heads:].clone()
     apply_rope(q, k, pos, cos, sin)
-    torch.testing.assert_close(q, q_ref, atol=1e-5, rtol=TOL[dtype])
-    torch.testing.assert_close(k, k_ref, atol=1e-5, rtol=TOL[dtype])
+    # Per-op rounding as transformers; the GPU may still differ by an ulp here and there.
+    assert rel_err(q, q_ref) < TOL[dtype] / 4
+    assert rel_err(k, k_ref) < TOL[dtype] / 4
     assert torch.equal(qkv[:, heads + kv_heads:], v_before)
