@@ -1,9 +1,11 @@
 """The reference attention backend: plain PyTorch, any device, used on CPU.
 
-Per step (`begin_step`) it builds, once for all layers: the gather index of every sequence's
-context slots, a padded layout for the queries, and the causal mask. Each layer then writes
-its new K/V, gathers the context into a padded `[B, kv_heads, max_seq_len, head_dim]` batch
-and runs one `scaled_dot_product_attention` call for the whole batch.
+Per step (`begin_step`) it builds, once for all layers: the flat list of every sequence's
+blocks, a padded layout for the queries, and the causal mask. Each layer then writes its new
+K/V, gathers whole blocks (`index_select`, several times faster on CPU than per-token advanced
+indexing) into a padded `[B, kv_heads, max_seq_len, head_dim]` batch and runs one
+`scaled_dot_product_attention` call for the whole batch, in float32: PyTorch's CPU kernel is
+several times slower in bfloat16 than the casts cost.
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ from .attention import AttentionBackend, AttentionMetadata
 class TorchAttentionBackend(AttentionBackend):
     def __init__(self, block_size: int):
         self.block_size = block_size
-        self._ctx_slots: torch.Tensor | None = None  # [B, max_seq_len] int64
+        self._blocks: torch.Tensor | None = None  # [B * max_blocks] int64
         self._q_index: torch.Tensor | None = None  # [T] int64 into the padded [B*max_q] rows
         self._mask: torch.Tensor | None = None  # [B, 1, max_q, max_seq_len] bool
 
     def begin_step(self, meta: AttentionMetadata) -> None:
         device = meta.seq_lens.device
         b, max_q, max_kv = meta.num_seqs, meta.max_query_len, meta.max_seq_len
-        offsets = torch.arange(self.block_size, device=device)
-        slots = meta.block_tables.long()[:, :, None] * self.block_size + offsets
-        self._ctx_slots = slots.reshape(b, -1)[:, :max_kv]
+        self._blocks = meta.block_tables.long().reshape(-1)
 
         starts = meta.query_start_loc[:-1].long()
         q_lens = meta.query_start_loc[1:].long() - starts
@@ -55,16 +55,15 @@ class TorchAttentionBackend(AttentionBackend):
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
-        assert self._ctx_slots is not None and self._mask is not None, "begin_step not called"
+        assert self._blocks is not None and self._mask is not None, "begin_step not called"
         kv_heads, head_dim = k.shape[1], k.shape[2]
-        k_pool = kv_layer[0].view(-1, kv_heads, head_dim)
-        v_pool = kv_layer[1].view(-1, kv_heads, head_dim)
-        k_pool.index_copy_(0, meta.slot_mapping, k)
-        v_pool.index_copy_(0, meta.slot_mapping, v)
+        kv_layer[0].view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
+        kv_layer[1].view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
 
-        b, max_q, heads = meta.num_seqs, meta.max_query_len, q.shape[1]
-        keys = k_pool[self._ctx_slots].transpose(1, 2)  # [B, kv_heads, L, D]
-        values = v_pool[self._ctx_slots].transpose(1, 2)
+        b, max_q, heads, max_kv = meta.num_seqs, meta.max_query_len, q.shape[1], meta.max_seq_len
+        keys = self._context(kv_layer[0], b, max_kv)  # [B, kv_heads, L, D]
+        values = self._context(kv_layer[1], b, max_kv)
+        dtype, q = q.dtype, q.float()
         if self._q_index is None:
             qp = q.view(b, 1, heads, head_dim)
         else:
@@ -78,5 +77,10 @@ class TorchAttentionBackend(AttentionBackend):
             scale=scale,
             enable_gqa=heads != kv_heads,
         ).transpose(1, 2)  # [B, max_q, heads, D]
-        out = out.reshape(b * max_q, heads, head_dim)
+        out = out.reshape(b * max_q, heads, head_dim).to(dtype)
         return out if self._q_index is None else out[self._q_index]
+
+    def _context(self, pool: torch.Tensor, b: int, max_kv: int) -> torch.Tensor:
+        """Every sequence's context from `pool` ([blocks, block_size, kv_heads, D])."""
+        ctx = pool.index_select(0, self._blocks).view(b, -1, *pool.shape[2:])[:, :max_kv]
+        return ctx.float().transpose(1, 2)
