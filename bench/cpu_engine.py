@@ -6,7 +6,10 @@ the first token, so prefill is not counted. Each side runs `--repeats` times, in
 the best run is reported (the machine is shared and noisy). Prints a table; `--json` writes
 the raw numbers.
 
-    python -m bench.cpu_engine --dtypes float32 bfloat16
+    python -m bench.cpu_engine --configs float32 bfloat16 int4
+
+`int4` is our engine with 4-bit weight-only projections (bfloat16 activations); transformers
+runs the same GGUF in bfloat16 beside it.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def theirs(model, vocab: int, batch: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--configs", nargs="+", default=["float32", "bfloat16", "int4"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", default=None)
@@ -72,8 +75,10 @@ def main() -> None:
 
     path = resolve_model(None)
     rows = []
-    for dtype in args.dtypes:
-        llm = LLM(str(path), dtype=dtype, max_num_seqs=64)
+    for name in args.configs:
+        dtype = "bfloat16" if name == "int4" else name
+        quant = "int4" if name == "int4" else None
+        llm = LLM(str(path), dtype=dtype, quantization=quant, max_num_seqs=64)
         hf = AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
         ).eval()
@@ -87,7 +92,7 @@ def main() -> None:
                 best["transformers"] = max(best["transformers"], rate / theirs(hf, vocab, batch)[1])
             rows.append(
                 {
-                    "dtype": dtype,
+                    "config": name,
                     "batch": batch,
                     **best,
                     "ratio": best["kvmesh"] / best["transformers"],
@@ -102,10 +107,10 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
     }
-    print(f"\n{'dtype':9} {'batch':>5} {'kvmesh tok/s':>13} {'transformers':>13} {'ratio':>6}")
+    print(f"\n{'config':9} {'batch':>5} {'kvmesh tok/s':>13} {'transformers':>13} {'ratio':>6}")
     for r in rows:
         print(
-            f"{r['dtype']:9} {r['batch']:5d} {r['kvmesh']:13.1f} {r['transformers']:13.1f} "
+            f"{r['config']:9} {r['batch']:5d} {r['kvmesh']:13.1f} {r['transformers']:13.1f} "
             f"{r['ratio']:6.2f}"
         )
     print(meta)

@@ -110,6 +110,7 @@ class EngineConfig:
     - `max_num_seqs`: sequences in one step.
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
       `gpu_memory_utilization` of the device on CUDA).
+    - `quantization`: None, or "int4" (CPU only): 4-bit weight-only projections, see quant.py.
     """
 
     block_size: int = 16
@@ -123,4 +124,5 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     enforce_eager: bool = False
+    quantization: str | None = None
     seed: int = 0

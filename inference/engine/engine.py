@@ -69,6 +69,18 @@ def make_backend(device: torch.device, block_size: int) -> AttentionBackend:
     return TorchAttentionBackend(block_size)
 
 
+def _quantize(model: LlamaForCausalLM, method: str | None, device: torch.device) -> None:
+    if method is None:
+        return
+    if method != "int4" or device.type != "cpu":
+        raise ValueError(
+            f"quantization: {method!r} is not supported on {device.type}; use int4 on cpu"
+        )
+    from .quant import quantize_int4
+
+    quantize_int4(model)
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -89,6 +101,7 @@ class LLMEngine:
         model.to(self.dtype)
         load_weights(model)
         model.eval()
+        _quantize(model, config.quantization, self.device)
         num_blocks = self._num_blocks(model)
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)
@@ -100,8 +113,12 @@ class LLMEngine:
             from .cuda_graphs import CudaGraphDecoder
 
             self.graph_decoder = CudaGraphDecoder(
-                model, backend, self.runner.kv_cache, config.max_num_seqs,
-                self.max_model_len, config.block_size,
+                model,
+                backend,
+                self.runner.kv_cache,
+                config.max_num_seqs,
+                self.max_model_len,
+                config.block_size,
             )
             self.graph_decoder.capture()
             self.runner.decode_hook = self.graph_decoder.run

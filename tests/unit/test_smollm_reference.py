@@ -75,3 +75,12 @@ def test_streamed_pieces_join_to_the_full_text(llm):
     text = "".join(pieces)
     assert text == llm.tokenizer.decode(tokens)
     assert "\ufffd" not in text
+
+
+def test_int4_weights_still_answer(smollm_gguf):
+    llm = LLM(str(smollm_gguf), dtype="bfloat16", quantization="int4")
+    out = llm.chat(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        SamplingParams(max_tokens=24, temperature=0),
+    )
+    assert "Paris" in out.outputs[0].text
