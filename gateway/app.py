@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.admin import add_admin_routes
+from gateway.auth_client import AUTH, STREAM_KEY, Authenticator
 from gateway.errors import ApiError, no_worker
 from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
@@ -38,6 +40,9 @@ def build_app(mesh: MeshClient) -> web.Application:
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
                           middlewares=[error_middleware])
     app[MESH] = mesh
+    app[AUTH] = Authenticator(mesh)
+    app.on_startup.append(app[AUTH].start)
+    add_admin_routes(app)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
@@ -75,17 +80,25 @@ async def ready(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
+    ident = await request.app[AUTH].identify(request)  # only the models it may use
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
-             "max_model_len": n} for name, n in sorted(mesh.models().items())]
+             "max_model_len": n} for name, n in sorted(mesh.models().items())
+            if ident is None or "*" in ident.models or name in ident.models]
     return web.json_response({"object": "list", "data": data})
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, parse_chat(await _read_json(request)))
+    auth = request.app[AUTH]
+    ident = await auth.identify(request)  # 401 before the body is read
+    return await auth.authorized(request, ident, parse_chat(await _read_json(request)),
+                                 _generate)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, parse_completion(await _read_json(request)))
+    auth = request.app[AUTH]
+    ident = await auth.identify(request)
+    return await auth.authorized(request, ident, parse_completion(await _read_json(request)),
+                                 _generate)
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -121,6 +134,7 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
     stream: ChunkStream | None = None
     try:
         stream = await mesh.generate(req, rid)
+        request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
         if req.stream:
             return await _stream(request, req, rid, stream)
         return await _gather(req, rid, stream)

@@ -37,6 +37,7 @@ class ParsedRequest:
     ignore_eos: bool = False
     logprobs: int | None = None  # how many top alternatives; None = no logprobs
     priority: int = 0
+    tenant: str = ""  # set by auth from the caller's key
 
     def to_wire(self, request_id: str, reply_to: str, tenant: str = "") -> GenerateRequest:
         return GenerateRequest(
@@ -45,7 +46,7 @@ class ParsedRequest:
             max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
             top_k=self.top_k, seed=self.seed, n=self.n, stop=self.stop,
             stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
-            logprobs=self.logprobs, priority=self.priority, tenant=tenant,
+            logprobs=self.logprobs, priority=self.priority, tenant=tenant or self.tenant,
         )
 
 

@@ -54,6 +54,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
+    from auth.cli import add_commands as add_key_commands  # `kvmesh keys`
+
+    add_key_commands(sub)
+
     return parser
 
 

@@ -32,6 +32,10 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1 << 20
+    auth: bool = True  # off only for local development: every caller is anonymous
+    admin_key: str = ""  # bearer key for /admin/*, besides keys of admin tenants
+    auth_timeout: float = 2.0  # seconds for the auth actor to answer
+    auth_cache_ttl: float = 5.0  # seconds a verified key is trusted without asking again
     router_timeout: float = 10.0  # seconds for the router to route and a worker to accept
     chunk_timeout: float = 60.0  # seconds with no chunk before the request fails with 504
     worker_dead_after: float = 3.0  # seconds without a heartbeat before a worker counts as dead
@@ -67,6 +71,20 @@ class WorkerConfig:
     max_model_len: int | None = None
     torch_threads: int = 0  # 0 = torch's default
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The auth actor (auth/service.py): keys, tenants and rate limits in Redis."""
+
+    SERVICE: ClassVar[str] = "auth"
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rate_window: float = 60.0  # seconds that rpm/tpm limits span ("per minute")
+    concurrency_lease: float = 600.0  # seconds before a lost request's slot frees itself
+    max_concurrency: int = 256
+    grace_period: float = 5.0
     log_level: str = "INFO"
 
 

@@ -4,6 +4,8 @@ Contract:
 - Starts nats-server, redis-server, the router, `--workers` inference workers and the gateway
   as child processes (each in its own process group, logs under `<state_dir>/logs/`), waits
   until the gateway's /ready answers 200, then prints the URL with a curl and an openai example.
+- Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
+  admin, no limits) that the banner prints once, in the examples.
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
   group), so no process is left behind. If a child dies on its own, everything stops and the
@@ -106,7 +108,7 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         _start_all(cfg, logs, children)
         url = f"http://{cfg.host}:{cfg.port}"
         _wait_ready(url, cfg.ready_timeout, children, logs)
-        print(_banner(url, cfg), flush=True)
+        print(_banner(url, cfg, _dev_key(cfg)), flush=True)
         while all(c.alive for c in children):
             time.sleep(0.5)
         dead = next(c for c in children if not c.alive)
@@ -140,6 +142,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
     children.append(procs.start_nats(cfg.nats_port, log("nats")))
     children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
     children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
+    children.append(procs.start("auth", procs.service_argv("auth"), env, log("auth")))
     threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     for i in range(cfg.workers):
         wid = f"w{i}"
@@ -188,18 +191,32 @@ def _tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
-def _banner(url: str, cfg: LaunchConfig) -> str:
+def _dev_key(cfg: LaunchConfig) -> str:
+    """A fresh key of the development tenant `dev` (every model, admin, no limits)."""
+    import asyncio
+
+    from auth.cli import create_key
+
+    plain, _ = asyncio.run(create_key(f"redis://127.0.0.1:{cfg.redis_port}/0", {
+        "name": "dev", "models": ["*"], "admin": True}, "kvmesh up"))
+    return plain
+
+
+def _banner(url: str, cfg: LaunchConfig, key: str) -> str:
     from inference.worker import served_name
 
     model = served_name(cfg.model)
     return f"""
 kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
 
+  API key (tenant 'dev', admin; shown once): {key}
+
   curl {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -H 'Authorization: Bearer {key}' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
   python -c "from openai import OpenAI
-c = OpenAI(base_url='{url}/v1', api_key='none')
+c = OpenAI(base_url='{url}/v1', api_key='{key}')
 r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
 print(r.choices[0].message.content)"
 

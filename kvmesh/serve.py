@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-SERVICES = ("gateway", "router", "worker")
+SERVICES = ("gateway", "router", "worker", "auth")
 
 
 def _entry(service: str) -> Callable[[Sequence[str]], int]:
@@ -17,6 +17,8 @@ def _entry(service: str) -> Callable[[Sequence[str]], int]:
         from gateway.server import main
     elif service == "router":
         from router.service import main
+    elif service == "auth":
+        from auth.service import main
     else:
         from inference.worker import main
     return main

@@ -294,3 +294,94 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     elif isinstance(value, tp):
         return value
     raise WireError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+
+
+# -- auth: gateways ask the auth actor (auth/service.py), queue group "auth" ------------------
+
+AUTH_VERIFY = "kvmesh.auth.verify"  # VerifyKey -> Identity | ErrorReply(401)
+AUTH_ADMIT = "kvmesh.auth.admit"  # Admit -> AuthOk | ErrorReply(429, retry_after)
+AUTH_SETTLE = "kvmesh.auth.settle"  # Settle -> AuthOk
+AUTH_ADMIN = "kvmesh.auth.admin"  # AdminRequest -> AdminReply | ErrorReply
+AUTH_REVOKED = "kvmesh.auth.revoked"  # Revoked, a broadcast every gateway hears
+
+
+@dataclass
+class VerifyKey(Message):
+    """Who holds this API key? (The plain key; the auth actor never stores or logs it.)"""
+
+    KIND: ClassVar[str] = "auth_verify"
+    key: str
+
+
+@dataclass
+class Identity(Message):
+    """A verified caller: its tenant's scopes, priority (the engine's number) and limits;
+    0 = unlimited. A gateway may cache it briefly and must drop it on `Revoked`."""
+
+    KIND: ClassVar[str] = "identity"
+    tenant: str
+    key_id: str
+    models: list[str]
+    admin: bool = False
+    priority: int = 0
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+    max_tokens: int = 0
+
+
+@dataclass
+class Admit(Message):
+    """Take one request from the tenant's rate limits (and a concurrency slot)."""
+
+    KIND: ClassVar[str] = "auth_admit"
+    tenant: str
+    request_id: str
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+
+
+@dataclass
+class Settle(Message):
+    """An admitted request ended: charge its real token usage, free its concurrency slot."""
+
+    KIND: ClassVar[str] = "auth_settle"
+    tenant: str
+    request_id: str
+    tokens: int
+    tpm: int = 0
+    max_concurrency: int = 0
+
+
+@dataclass
+class AuthOk(Message):
+    KIND: ClassVar[str] = "auth_ok"
+
+
+@dataclass
+class AdminRequest(Message):
+    """An admin operation (`op`: tenant.put, tenant.list, key.create, key.list, key.revoke)."""
+
+    KIND: ClassVar[str] = "auth_admin"
+    op: str
+    args: Any = None
+
+
+@dataclass
+class AdminReply(Message):
+    KIND: ClassVar[str] = "auth_admin_reply"
+    result: Any = None
+
+
+@dataclass
+class Revoked(Message):
+    """Keys revoked, or (`tenant` set) a tenant changed: gateways drop cached identities."""
+
+    KIND: ClassVar[str] = "auth_revoked"
+    key_ids: list[str] = field(default_factory=list)
+    tenant: str = ""
+
+
+KINDS.update({cls.KIND: cls for cls in (
+    VerifyKey, Identity, Admit, Settle, AuthOk, AdminRequest, AdminReply, Revoked)})

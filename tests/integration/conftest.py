@@ -113,6 +113,7 @@ def start_gateway(nats_url: str, logs: Path, name: str = "gateway",
     port = procs.free_port()
     env = {"KVMESH_NATS_URL": nats_url, "KVMESH_GATEWAY_PORT": str(port),
            "KVMESH_GATEWAY_CHUNK_TIMEOUT": "20", "KVMESH_GATEWAY_WORKER_DEAD_AFTER": "2",
+           "KVMESH_GATEWAY_AUTH": "0",  # these tests call without keys; test_auth turns it on
            **{f"KVMESH_GATEWAY_{k.upper()}": v for k, v in extra.items()}}
     child = procs.start(name, procs.service_argv("gateway"), env=env,
                         log=open(logs / f"{name}.log", "ab"))  # noqa: SIM115

@@ -55,7 +55,8 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
             cwd=Path(__file__).resolve().parents[2])
         assert second.returncode == 1 and "already running" in second.stderr
 
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         resp = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=5)
         assert resp.choices[0].message.content

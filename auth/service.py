@@ -1,0 +1,183 @@
+"""The auth actor: `kvmesh serve auth`. Verifies keys, enforces rate limits, runs admin ops.
+
+Contract (every subject in queue group "auth", so replicas share the work; state is in Redis):
+- `AUTH_VERIFY` VerifyKey -> Identity, or ErrorReply 401 with code `invalid_api_key` saying
+  whether the key is malformed, unknown or revoked.
+- `AUTH_ADMIT` Admit -> AuthOk, or ErrorReply 429 (`rate_limit_exceeded`) with `retry_after`.
+- `AUTH_SETTLE` Settle -> AuthOk: charges real token usage, frees the concurrency slot.
+- `AUTH_ADMIN` AdminRequest -> AdminReply; a bad argument is a 400 naming it, an unknown tenant
+  or key a 404. `key.revoke` and `tenant.put` publish `Revoked` on `AUTH_REVOKED` after Redis
+  holds the change, so every gateway drops its cached identities within milliseconds.
+- Plain keys are never logged; log lines name key ids only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from auth.ratelimit import Limits, RateLimiter
+from auth.store import AuthStore, VerifyError
+from auth.tenant import Tenant, TenantError
+from kvmesh import wire
+from kvmesh.actor import Actor
+from kvmesh.config import AuthConfig, load
+from kvmesh.wire import (
+    AdminReply,
+    AdminRequest,
+    Admit,
+    AuthOk,
+    ErrorReply,
+    Identity,
+    Message,
+    Revoked,
+    Settle,
+    VerifyKey,
+)
+
+log = logging.getLogger("kvmesh.auth")
+
+
+def identity(key_id: str, tenant: Tenant) -> Identity:
+    return Identity(
+        tenant=tenant.name,
+        key_id=key_id,
+        models=list(tenant.models),
+        admin=tenant.admin,
+        priority=tenant.priority_value,
+        rpm=tenant.rpm,
+        tpm=tenant.tpm,
+        max_concurrency=tenant.max_concurrency,
+        max_tokens=tenant.max_tokens,
+    )
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+class AuthService(Actor):
+    def __init__(self, cfg: AuthConfig, store: AuthStore) -> None:
+        super().__init__("auth", cfg.nats_url, cfg.grace_period)
+        self.cfg = cfg
+        self.store = store
+        self.limiter = RateLimiter(store.redis, cfg.rate_window, cfg.concurrency_lease)
+
+    async def start(self) -> None:
+        await self.connect()
+        n = self.cfg.max_concurrency
+        await self.serve(wire.AUTH_VERIFY, (VerifyKey,), self._verify, "auth", n)
+        await self.serve(wire.AUTH_ADMIT, (Admit,), self._admit, "auth", n)
+        await self.serve(wire.AUTH_SETTLE, (Settle,), self._settle, "auth", n)
+        await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._admin, "auth", 8)
+        log.info("auth serving (rate window %gs)", self.cfg.rate_window)
+
+    async def _verify(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, VerifyKey)
+        try:
+            rec, tenant = await self.store.verify(msg.key)
+        except VerifyError as exc:
+            return ErrorReply(401, "invalid_request_error", str(exc), code="invalid_api_key")
+        return identity(rec.key_id, tenant)
+
+    async def _admit(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, Admit)
+        refusal = await self.limiter.admit(
+            msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency)
+        )
+        if refusal is None:
+            return AuthOk()
+        what = {
+            "requests": f"requests per window ({msg.rpm})",
+            "tokens": f"tokens per window ({msg.tpm})",
+            "concurrency": f"concurrent requests ({msg.max_concurrency})",
+        }[refusal.limit]
+        return ErrorReply(
+            429,
+            "rate_limit_error",
+            f"rate limit reached for tenant {msg.tenant!r}: {what}; "
+            f"retry after {max(1.0, refusal.retry_after):.0f}s",
+            code="rate_limit_exceeded",
+            retry_after=refusal.retry_after,
+        )
+
+    async def _settle(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, Settle)
+        await self.limiter.settle(
+            msg.tenant, msg.request_id, Limits(0, msg.tpm, msg.max_concurrency), msg.tokens
+        )
+        return AuthOk()
+
+    async def _admin(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, AdminRequest)
+        args = msg.args if isinstance(msg.args, dict) else {}
+        try:
+            return AdminReply(await self._run_admin(msg.op, args))
+        except AdminError as exc:
+            return ErrorReply(exc.status, "invalid_request_error", str(exc), exc.param)
+
+    async def _run_admin(self, op: str, args: dict[str, Any]) -> Any:
+        store = self.store
+        if op == "tenant.put":
+            try:
+                tenant = Tenant.from_dict(args)
+            except TenantError as exc:
+                raise AdminError(400, str(exc), exc.param) from None
+            await store.put_tenant(tenant)
+            await self.publish(wire.AUTH_REVOKED, Revoked(tenant=tenant.name))
+            log.info("tenant %s saved", tenant.name)
+            return tenant.to_dict()
+        if op == "tenant.list":
+            return [t.to_dict() for t in await store.list_tenants()]
+        if op == "tenant.get":
+            tenant = await store.get_tenant(str(args.get("name")))
+            if tenant is None:
+                raise AdminError(404, f"no tenant {args.get('name')!r}", "name")
+            return tenant.to_dict()
+        if op == "key.create":
+            name = args.get("tenant")
+            if not isinstance(name, str) or await store.get_tenant(name) is None:
+                raise AdminError(404, f"no tenant {name!r}; create it first", "tenant")
+            plain, rec = await store.create_key(name, str(args.get("name") or ""))
+            log.info("key %s created for tenant %s", rec.key_id, name)
+            return {**rec.public(), "key": plain}
+        if op == "key.list":
+            tenant_name = args.get("tenant")
+            return [
+                r.public()
+                for r in await store.list_keys(
+                    tenant_name if isinstance(tenant_name, str) else None
+                )
+            ]
+        if op == "key.revoke":
+            rec = await store.revoke_key(str(args.get("id")))
+            if rec is None:
+                raise AdminError(404, f"no key {args.get('id')!r}", "id")
+            await self.publish(wire.AUTH_REVOKED, Revoked(key_ids=[rec.key_id]))
+            log.info("key %s of tenant %s revoked", rec.key_id, rec.tenant)
+            return rec.public()
+        raise AdminError(400, f"unknown admin operation {op!r}", "op")
+
+
+async def serve(cfg: AuthConfig) -> None:
+    store = AuthStore.from_url(cfg.redis_url)
+    service = AuthService(cfg, store)
+    service.on_drain.append(store.close)
+    await service.start()
+    await service.run_until_stopped()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Tenants: who may call which models, at which priority, how much.
+
+A tenant is a named customer of the mesh; every API key belongs to one. Its fields:
+- `models`: model names it may call; `["*"]` means every model.
+- `admin`: may use the admin API (`/admin/...`).
+- `priority`: a class name from `PRIORITY_CLASSES`; the class's number travels with each
+  request as `GenerateRequest.priority`, and the engine admits higher numbers first and
+  preempts lower numbers first.
+- `rpm`, `tpm`: requests and tokens (prompt + completion) per rate window (a minute in
+  production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
+- `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
+  0 = no cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+PRIORITY_CLASSES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class TenantError(ValueError):
+    """A tenant field with a bad value; the message names the field."""
+
+    def __init__(self, param: str, why: str) -> None:
+        super().__init__(f"{param}: {why}")
+        self.param = param
+
+
+@dataclass
+class Tenant:
+    name: str
+    models: list[str] = field(default_factory=lambda: ["*"])
+    admin: bool = False
+    priority: str = "normal"
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+    max_tokens: int = 0
+
+    @property
+    def priority_value(self) -> int:
+        return PRIORITY_CLASSES[self.priority]
+
+    def allows(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, body: Any) -> Tenant:
+        """Validate a JSON object into a Tenant; TenantError names the bad field."""
+        if not isinstance(body, dict):
+            raise TenantError("body", "expected a JSON object")
+        name = body.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise TenantError("name", "1-64 characters of letters, digits, '.', '_' or '-'")
+        t = cls(name)
+        models = body.get("models", t.models)
+        if isinstance(models, str):
+            models = [m for m in models.split(",") if m]
+        if (
+            not isinstance(models, list)
+            or not models
+            or not all(isinstance(m, str) and m for m in models)
+        ):
+            raise TenantError("models", "a non-empty list of model names, or ['*']")
+        t.models = list(models)
+        admin = body.get("admin", False)
+        if not isinstance(admin, bool):
+            raise TenantError("admin", "must be true or false")
+        t.admin = admin
+        priority = body.get("priority", t.priority)
+        if priority not in PRIORITY_CLASSES:
+            raise TenantError("priority", f"one of {', '.join(PRIORITY_CLASSES)}")
+        t.priority = priority
+        for name_ in ("rpm", "tpm", "max_concurrency", "max_tokens"):
+            value = body.get(name_, 0)
+            if value is None:
+                value = 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TenantError(name_, "a whole number >= 0 (0 = unlimited)")
+            setattr(t, name_, value)
+        return t

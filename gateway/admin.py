@@ -1,0 +1,83 @@
+"""The admin API: tenants and API keys, guarded by the admin key or an admin tenant's key.
+
+Routes (JSON in and out, errors in the OpenAI shape):
+- `POST /admin/tenants` {name, models, admin, priority, rpm, tpm, max_concurrency,
+  max_tokens}: create or replace a tenant (gateways drop its cached identities at once).
+- `GET /admin/tenants`, `GET /admin/tenants/{name}`.
+- `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
+  only time the key is ever shown.
+- `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
+- `DELETE /admin/keys/{id}` (or `POST /admin/keys/{id}/revoke`): revoke; every gateway
+  refuses the key within a second.
+A missing or bad key is 401; a valid key of a tenant that is not admin is 403.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth_client import AUTH, Authenticator
+from gateway.errors import ApiError
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_post("/admin/tenants", put_tenant)
+    app.router.add_get("/admin/tenants", list_tenants)
+    app.router.add_get("/admin/tenants/{name}", get_tenant)
+    app.router.add_post("/admin/keys", create_key)
+    app.router.add_get("/admin/keys", list_keys)
+    app.router.add_delete("/admin/keys/{id}", revoke_key)
+    app.router.add_post("/admin/keys/{id}/revoke", revoke_key)
+
+
+async def _admin(request: web.Request) -> Authenticator:
+    auth = request.app[AUTH]
+    await auth.require_admin(request)
+    return auth
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _list(items: Any) -> web.Response:
+    return web.json_response({"object": "list", "data": items})
+
+
+async def put_tenant(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return web.json_response(await auth.admin("tenant.put", await _body(request)))
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return _list(await auth.admin("tenant.list", {}))
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return web.json_response(await auth.admin("tenant.get", {"name": request.match_info["name"]}))
+
+
+async def create_key(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return web.json_response(await auth.admin("key.create", await _body(request)), status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return _list(await auth.admin("key.list", {"tenant": request.query.get("tenant")}))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    auth = await _admin(request)
+    return web.json_response(await auth.admin("key.revoke", {"id": request.match_info["id"]}))

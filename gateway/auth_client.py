@@ -1,0 +1,217 @@
+"""The gateway's side of auth: who is calling, may they, and how much (see auth/service.py).
+
+Contract:
+- With `cfg.auth` off every caller is anonymous and nothing is limited; start-up logs a loud
+  warning. That is for local development only, and only by explicit setting.
+- `identify(request)` reads `Authorization: Bearer <key>`: 401 (`invalid_api_key`) when it is
+  missing, not Bearer, malformed, unknown or revoked. It asks the auth actor (`AUTH_VERIFY`) and
+  caches the `Identity` for `auth_cache_ttl` seconds under a hash of the key (never the key).
+  A `Revoked` broadcast drops the matching entries at once (by key id, or every key of a
+  changed tenant), and a verification in flight while one arrives is not cached, so a revoked
+  key fails on every gateway as soon as the broadcast lands.
+- `authorized(request, ident, req, handler)` wraps a generation of `ident`: 403 for a model outside
+  the tenant's scopes, the tenant's priority class and tenant name onto the request, its
+  `max_tokens` lowered to the tenant's cap, then admission (`AUTH_ADMIT`: 429 with
+  Retry-After when over a limit); after the handler, whatever the outcome, the real token
+  usage is settled (`AUTH_SETTLE`) in the background. The handler records its `ChunkStream`
+  under `request[STREAM_KEY]` so the usage can be read from it.
+- 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
+  because auth is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from auth.keys import MalformedKey, fingerprint, parse
+from gateway.errors import ApiError
+from gateway.mesh_client import ChunkStream, MeshClient
+from gateway.openai_request import ParsedRequest
+from kvmesh import wire
+from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
+from kvmesh.wire import Admit, AuthOk, Identity, Message, Revoked, Settle, VerifyKey
+
+log = logging.getLogger("kvmesh.gateway.auth")
+STREAM_KEY = "kvmesh.stream"
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_api_key")
+
+
+class Authenticator:
+    def __init__(self, mesh: MeshClient) -> None:
+        self.mesh = mesh
+        self.cfg = mesh.cfg
+        self.enabled = mesh.cfg.auth
+        self._cache: dict[str, tuple[Identity, float]] = {}
+        self._generation = 0  # bumped by every revocation
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self, app: web.Application | None = None) -> None:
+        if not self.enabled:
+            log.warning("*" * 72)
+            log.warning(
+                "AUTH IS DISABLED (auth=false): every caller is anonymous, unlimited,"
+                " and may call every model. Local development only."
+            )
+            log.warning("*" * 72)
+            return
+        await self.mesh.serve(wire.AUTH_REVOKED, (Revoked,), self._on_revoked, through_drain=True)
+
+    async def _on_revoked(self, msg: Message, raw: Any) -> None:
+        assert isinstance(msg, Revoked)
+        self._generation += 1
+        ids = set(msg.key_ids)
+        for fp, (ident, _) in list(self._cache.items()):
+            if ident.key_id in ids or (msg.tenant and ident.tenant == msg.tenant):
+                self._cache.pop(fp, None)
+
+    # -- who is calling --------------------------------------------------------------------
+
+    @staticmethod
+    def bearer(request: web.Request) -> str:
+        header = request.headers.get("Authorization")
+        if not header:
+            raise unauthorized("no API key: send it as 'Authorization: Bearer <key>'")
+        scheme, _, key = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise unauthorized("the Authorization header is malformed; expected 'Bearer <key>'")
+        return key.strip()
+
+    async def identify(self, request: web.Request) -> Identity | None:
+        """The caller's identity (None when auth is off); ApiError 401/503 as above."""
+        if not self.enabled:
+            return None
+        return await self.verify(self.bearer(request))
+
+    async def verify(self, key: str) -> Identity:
+        try:
+            parse(key)
+        except MalformedKey:
+            raise unauthorized("the API key is malformed") from None
+        fp = fingerprint(key)
+        hit = self._cache.get(fp)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        generation = self._generation
+        ident = await self._ask(wire.AUTH_VERIFY, VerifyKey(key), Identity)
+        assert isinstance(ident, Identity)
+        if generation == self._generation and self.cfg.auth_cache_ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[fp] = (ident, now + self.cfg.auth_cache_ttl)
+        return ident
+
+    async def _ask(self, subject: str, msg: Message, *expected: type[Message]) -> Message:
+        try:
+            return await self.mesh.request(subject, msg, self.cfg.auth_timeout, *expected)
+        except RemoteError as exc:
+            raise ApiError.from_reply(exc.reply) from None
+        except (NoResponders, RequestTimeout) as exc:
+            log.warning("auth unavailable: %s", exc)
+            raise ApiError(
+                503,
+                "the auth service is unavailable",
+                "service_unavailable",
+                code="auth_unavailable",
+                retry_after=self.cfg.retry_after,
+            ) from None
+
+    async def require_admin(self, request: web.Request) -> None:
+        """Pass the configured admin key or a key of an admin tenant; else 401/403."""
+        key = self.bearer(request)
+        admin_key = self.cfg.admin_key
+        if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
+            return
+        ident = await self.verify(key)
+        if not ident.admin:
+            raise ApiError(
+                403,
+                f"tenant {ident.tenant!r} may not use the admin API",
+                "permission_error",
+                code="not_admin",
+            )
+
+    async def admin(self, op: str, args: dict[str, Any]) -> Any:
+        reply = await self._ask(wire.AUTH_ADMIN, wire.AdminRequest(op, args), wire.AdminReply)
+        assert isinstance(reply, wire.AdminReply)
+        return reply.result
+
+    # -- may they, and how much ------------------------------------------------------------
+
+    async def authorized(
+        self,
+        request: web.Request,
+        ident: Identity | None,
+        req: ParsedRequest,
+        handler: Callable[[web.Request, ParsedRequest], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Run `handler` for `ident` (from `identify`, before the body was read)."""
+        if ident is None:
+            return await handler(request, req)
+        if "*" not in ident.models and req.model not in ident.models:
+            raise ApiError(
+                403,
+                f"tenant {ident.tenant!r} may not use the model {req.model!r}",
+                "permission_error",
+                "model",
+                "model_not_allowed",
+            )
+        req.priority = ident.priority
+        req.tenant = ident.tenant
+        if ident.max_tokens and (req.max_tokens is None or req.max_tokens > ident.max_tokens):
+            req.max_tokens = ident.max_tokens
+        ticket = uuid.uuid4().hex
+        limited = bool(ident.rpm or ident.tpm or ident.max_concurrency)
+        if limited:
+            await self._ask(
+                wire.AUTH_ADMIT,
+                Admit(ident.tenant, ticket, ident.rpm, ident.tpm, ident.max_concurrency),
+                AuthOk,
+            )
+        try:
+            return await handler(request, req)
+        finally:
+            if ident.tpm or ident.max_concurrency:
+                self._settle_soon(
+                    Settle(
+                        ident.tenant, ticket, used_tokens(request), ident.tpm, ident.max_concurrency
+                    )
+                )
+
+    def _settle_soon(self, msg: Settle) -> None:
+        async def settle() -> None:
+            with contextlib.suppress(Exception):
+                await self.mesh.request(wire.AUTH_SETTLE, msg, self.cfg.auth_timeout, AuthOk)
+
+        task = asyncio.ensure_future(settle())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+AUTH = web.AppKey("auth", Authenticator)
+
+
+def used_tokens(request: web.Request) -> int:
+    """Prompt + completion tokens of the request's stream: its usage when it finished, else
+    the prompt and every token delivered before it stopped. 0 when nothing was generated
+    (a refusal, or an answer from the result cache)."""
+    stream = request.get(STREAM_KEY)
+    if not isinstance(stream, ChunkStream):  # none, or a result-cache replay
+        return 0
+    chunks = getattr(stream, "chunks", [])
+    for chunk in reversed(chunks):
+        if chunk.usage is not None:
+            return chunk.usage.prompt_tokens + chunk.usage.completion_tokens
+    return stream.accepted.prompt_tokens + sum(len(c.token_ids) for c in chunks)
