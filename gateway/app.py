@@ -31,6 +31,7 @@ from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.sse import SseWriter
+from telemetry import http as telemetry_http
 
 log = logging.getLogger("kvmesh.gateway")
 MESH = web.AppKey("mesh", MeshClient)
@@ -38,7 +39,7 @@ MESH = web.AppKey("mesh", MeshClient)
 
 def build_app(mesh: MeshClient) -> web.Application:
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
-                          middlewares=[error_middleware])
+                          middlewares=[telemetry_http.middleware, error_middleware])
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
     app.on_startup.append(app[AUTH].start)
@@ -48,6 +49,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", telemetry_http.metrics_handler)
     return app
 
 
@@ -131,9 +133,12 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
                        code="model_not_found")
     prefix = "chatcmpl-" if req.kind == "chat" else "cmpl-"
     rid = prefix + uuid.uuid4().hex
+    rec = telemetry_http.record(request)  # span attributes and metrics of this request
+    rec.set_request(rid, req.model)
     stream: ChunkStream | None = None
     try:
         stream = await mesh.generate(req, rid)
+        stream.on_chunk = rec.on_chunk
         request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
         if req.stream:
             return await _stream(request, req, rid, stream)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -129,6 +130,7 @@ class ChunkStream:
         self.done = False
         self._next = 0
         self._held: dict[int, Chunk] = {}
+        self.on_chunk: Callable[[Chunk], None] | None = None  # telemetry's per-chunk hook
 
     def __aiter__(self) -> ChunkStream:
         return self
@@ -142,6 +144,8 @@ class ChunkStream:
         self._next += 1
         if chunk.usage is not None:
             self.done = True
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
         return chunk
 
     def _hold(self, msg: Message) -> None:

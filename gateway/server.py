@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
+import telemetry
 from gateway.app import build_app
 from gateway.mesh_client import MeshClient
 from kvmesh.config import GatewayConfig, load
@@ -44,8 +46,11 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(GatewayConfig, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(cfg))
+    telemetry.setup("gateway", f"gateway-{cfg.port}-{os.getpid()}", cfg.log_level)
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        telemetry.shutdown()
     return 0
 
 

@@ -47,6 +47,9 @@ from kvmesh.wire import (
     TopLogprob,
     UsageInfo,
 )
+from telemetry import generation as gen_telemetry
+from telemetry import setup as setup_telemetry
+from telemetry import shutdown as shutdown_telemetry
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -165,6 +168,8 @@ class Worker(Actor):
         self._out: asyncio.Queue[Message | tuple[str, Message]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.thread = EngineThread(engine, self._from_thread)
+        self.telemetry = gen_telemetry.GenerationTelemetry(  # spans, metrics; probes the engine
+            self.model_name, worker_id, engine, lambda: self.thread.stats)
         self.on_drain.append(self._finish_inflight)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -192,11 +197,13 @@ class Worker(Actor):
             await self.publish(st.reply_to, ErrorReply(
                 503, "service_unavailable", "worker shut down before finishing", code="draining"))
         self.active.clear()
+        self.telemetry.abort_all("worker shut down before finishing")
         await self._out.join()
         self.thread.stop()
 
     # -- handlers --------------------------------------------------------------------------
 
+    @gen_telemetry.admission
     async def _generate(self, msg: Message, raw: Any) -> Message:
         req = msg  # type: ignore[assignment]
         assert isinstance(req, GenerateRequest)
@@ -238,6 +245,7 @@ class Worker(Actor):
         rid = msg.request_id  # type: ignore[attr-defined]
         if self.active.pop(rid, None) is not None:
             self.thread.abort(rid)
+            self.telemetry.cancelled(rid)
             log.info("cancelled %s", rid)
             return
         now = time.monotonic()
@@ -255,6 +263,7 @@ class Worker(Actor):
 
     def _on_step(self, result: StepResult) -> None:
         """Hot path, once per engine step: outputs become chunks, in order, for the publisher."""
+        self.telemetry.on_step(result)
         for rid, err in result.failed:
             if rid == "*":
                 for other, st in self.active.items():
@@ -367,8 +376,12 @@ async def serve(cfg: WorkerConfig, engine: Any | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(WorkerConfig, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(cfg))
+    setup_telemetry("worker", cfg.worker_id or f"worker-{uuid.uuid4().hex[:8]}", cfg.log_level,
+                    cfg.metrics_port)
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        shutdown_telemetry()
     return 0
 
 

@@ -10,6 +10,10 @@ Contract:
 - `publish` and `request` refuse a frame over the server's max payload with `PayloadTooLarge`
   before sending it. `request` turns a timeout into `RequestTimeout`, no subscriber into
   `NoResponders`, and an `ErrorReply` answer into `RemoteError`.
+- Trace context: `publish` and `request` add the current span's W3C `traceparent`/`tracestate`
+  to the NATS headers; a handler runs inside the context its message's headers carry (and its
+  `Kvmesh-Request-Id`), so the spans it opens join the caller's trace and its logs name the
+  request (`telemetry.propagation`).
 - `run_until_stopped` waits for SIGTERM/SIGINT, then drains: unsubscribes (no new work), waits
   for in-flight handlers up to the grace period, runs `on_drain` hooks, and closes.
 """
@@ -31,6 +35,7 @@ from nats.aio.subscription import Subscription
 
 from kvmesh import wire
 from kvmesh.wire import ErrorReply, Message, WireError
+from telemetry import propagation
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
@@ -121,14 +126,16 @@ class Actor:
 
     async def publish(self, subject: str, msg: Message,
                       headers: dict[str, str] | None = None) -> None:
-        await self._client().publish(subject, self._frame(msg), headers=headers)
+        await self._client().publish(subject, self._frame(msg),
+                                     headers=propagation.inject(headers))
 
     async def request(self, subject: str, msg: Message, timeout: float, *expected: type[M],
                       headers: dict[str, str] | None = None) -> M:
         """Send `msg`, wait for one reply of a kind in `expected`; typed errors as above."""
         try:
             reply = await self._client().request(
-                subject, self._frame(msg), timeout=timeout, headers=headers)
+                subject, self._frame(msg), timeout=timeout,
+                headers=propagation.inject(headers))
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no service listens on {subject}") from None
         except nats.errors.TimeoutError:
@@ -170,7 +177,8 @@ class Actor:
     async def _handle(self, handler: Handler, message: Message, raw: Msg,
                       limit: asyncio.Semaphore) -> None:
         try:
-            answer = await handler(message, raw)
+            with propagation.attach(raw.headers):
+                answer = await handler(message, raw)
         except Exception as exc:
             log.exception("%s: handler failed on %s", self.name, raw.subject)
             answer = ErrorReply(500, "internal_error", f"{self.name}: {exc}")

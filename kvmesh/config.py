@@ -54,6 +54,7 @@ class RouterConfig:
     max_attempts: int = 3
     max_concurrency: int = 256
     retry_after: int = 1
+    metrics_port: int = 9101  # Prometheus /metrics; 0 = off (docs/OBSERVABILITY.md)
     grace_period: float = 10.0
     log_level: str = "INFO"
 
@@ -70,6 +71,7 @@ class WorkerConfig:
     max_num_seqs: int = 64
     max_model_len: int | None = None
     torch_threads: int = 0  # 0 = torch's default
+    metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
 
@@ -101,6 +103,8 @@ class LaunchConfig:
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0
+    metrics_port: int = 9101  # router's /metrics; worker i takes metrics_port + 1 + i
+    otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
 
 

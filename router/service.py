@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,10 @@ from kvmesh.wire import Accepted, ErrorReply, GenerateRequest, Heartbeat, Messag
 from router.policy import rank
 from router.tokenize import PromptTokenizer
 from router.workers import WorkerRegistry
+from telemetry import routing as route_telemetry
+from telemetry import setup as setup_telemetry
+from telemetry import shutdown as shutdown_telemetry
+from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.router")
 INLINE_TOKENIZE_CHARS = 4096
@@ -57,10 +62,12 @@ class Router(Actor):
         return ErrorReply(503, "service_unavailable", why, code="no_worker",
                           retry_after=float(self.cfg.retry_after))
 
+    @traced("router.route", observe=route_telemetry.observe_route)
     async def _generate(self, msg: Message, raw: Any) -> Message:
         req = msg
         assert isinstance(req, GenerateRequest)
         candidates = self.workers.live(req.model)
+        route_telemetry.candidates(req, candidates)
         if not candidates:
             if self.workers.live() and req.model not in self.workers.models():
                 return ErrorReply(404, "invalid_request_error",
@@ -96,6 +103,7 @@ class Router(Actor):
             if tried >= self.cfg.max_attempts:
                 break
             tried += 1
+            route_telemetry.attempt(req.model, tried)
             wid = view.beat.worker_id
             self.workers.sent(wid)
             try:
@@ -120,8 +128,11 @@ async def serve(cfg: RouterConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(RouterConfig, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(cfg))
+    setup_telemetry("router", f"router-{os.getpid()}", cfg.log_level, cfg.metrics_port)
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        shutdown_telemetry()
     return 0
 
 

@@ -1,1 +1,51 @@
-"""telemetry service (see ../shared DESIGN: built in a later issue)."""
+"""Telemetry for every kvmesh service: OpenTelemetry traces, Prometheus metrics, JSON logs.
+
+One call per service at start-up, one at exit:
+
+    telemetry.setup("router", instance_id, log_level=cfg.log_level, metrics_port=9101)
+    ...
+    telemetry.shutdown()   # flushes queued spans
+
+Files: `tracing.py` (SDK set-up, span helpers), `propagation.py` (trace context over NATS and
+HTTP), `metrics.py` (Prometheus families per service), `logs.py` (JSON lines), `http.py` (the
+gateway's server span and request metrics), `generation.py` (the worker's per-request span and
+engine-step spans), `jaeger.py` (the `kvmesh trace` query and renderer).
+Nothing under `inference/engine/` imports this package: the engine stays free of it.
+"""
+
+from __future__ import annotations
+
+from telemetry.logs import setup_logging
+from telemetry.metrics import serve_metrics
+from telemetry.propagation import attach, inject, request_id_var
+from telemetry.tracing import (
+    enabled,
+    mark_error,
+    set_attributes,
+    setup_tracing,
+    shutdown_tracing,
+    span,
+    start_span,
+    traced,
+)
+
+__all__ = ["attach", "enabled", "inject", "mark_error", "request_id_var", "set_attributes",
+           "setup", "shutdown", "span", "start_span", "traced"]
+
+
+def setup(service: str, instance_id: str, log_level: str = "INFO",
+          metrics_port: int = 0) -> None:
+    """JSON logs at `log_level`, tracing as the OTEL_* variables say, /metrics on
+    `metrics_port` (0 = none; the gateway serves its own)."""
+    import logging
+
+    setup_logging(service, log_level)
+    on = setup_tracing(service, instance_id)
+    logging.getLogger("kvmesh.telemetry").info(
+        "%s %s: tracing %s", service, instance_id, "on (OTLP)" if on else "off")
+    serve_metrics(metrics_port)
+
+
+def shutdown() -> None:
+    """Flush and stop the exporter."""
+    shutdown_tracing()

@@ -209,15 +209,15 @@ class LLMEngine:
         state = self._requests.pop(request_id, None)
         if state is None:
             return
+        outs = []
         for choice in state.choices:
             if choice.finish_reason is None:
                 self.scheduler.remove(choice.seq)
                 choice.finish_reason = "abort"
-                self._pending.append(
-                    StepOutput(request_id, choice.seq.index, [], "", finish_reason="abort")
-                )
-        if self._pending and self._pending[-1].request_id == request_id:
-            self._pending[-1].usage = state.usage()
+                outs.append(StepOutput(request_id, choice.seq.index, [], "", finish_reason="abort"))
+        if outs:
+            outs[-1].usage = state.usage()
+        self._pending.extend(outs)
 
     def has_unfinished(self) -> bool:
         return bool(self._requests) or bool(self._pending)

@@ -1,0 +1,264 @@
+"""The worker's telemetry: one `inference.generate` span per request, engine-step spans, metrics.
+
+Contract:
+- `GenerationTelemetry(model, worker_id, engine, stats)` is made once by the worker. It wraps
+  the engine's `step` and its scheduler's `schedule` *on that engine instance* (the engine
+  itself imports nothing from here) so that each step leaves a `StepRecord`: wall-clock start,
+  duration, and the (request id, new tokens, prefill?) of each scheduled sequence.
+- `@admission` decorates the worker's generate handler: it opens `inference.generate` in the
+  caller's trace (the actor attached it) and keeps it current for the handler; a returned
+  `ErrorReply` ends it as an error, an `Accepted` leaves it open until the request ends.
+- `on_step(result)` (loop thread, once per delivered engine step) consumes step records and
+  outputs: queue time (admission to the first step that scheduled the request), time to first
+  token, inter-token latency per choice, finish reasons, usage; it ends a request's span when
+  its usage arrives, or as an error when the step reports it failed. A step that served a
+  traced request becomes an `engine.step` span: child of the first such request's span, linked
+  to every traced request it served, with batch size and prefill/decode token counts.
+- `cancelled(rid)` and `abort_all(why)` end spans of requests that will never finish.
+- When tracing is off the spans are non-recording and no step span is built; metrics still
+  count (a handful of dict and histogram operations per step, nothing per token beyond ITL).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from telemetry import metrics, tracing
+
+
+@dataclass
+class StepRecord:
+    start_ns: int  # wall clock, for the span
+    start: float  # time.monotonic()
+    seconds: float
+    seqs: list[tuple[str, int, bool]]  # (request id, new tokens, is prefill)
+
+
+@dataclass
+class RequestTrace:
+    span: Any
+    admitted: float  # time.monotonic()
+    prompt_tokens: int
+    scheduled_at: float | None = None
+    first_token_at: float | None = None
+    last_token: dict[int, float] = field(default_factory=dict)
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+class GenerationTelemetry:
+    def __init__(self, model: str, worker_id: str, engine: Any,
+                 stats: Callable[[], Any]) -> None:
+        self.model = model
+        self.worker_id = worker_id
+        self.requests: dict[str, RequestTrace] = {}
+        self.steps: collections.deque[StepRecord] = collections.deque(maxlen=4096)
+        self.metrics = metrics.worker()
+        with contextlib.suppress(ValueError):  # a 2nd worker in one process: keep the 1st's
+            self.metrics.watch_engine(model, stats)
+        self._probe(engine)
+
+    # -- engine probes (engine thread) -----------------------------------------------------
+
+    def _probe(self, engine: Any) -> None:
+        scheduler = getattr(engine, "scheduler", None)
+        step = getattr(engine, "step", None)
+        if scheduler is None or step is None or not hasattr(scheduler, "schedule"):
+            return
+        schedule = scheduler.schedule
+        last: list[list[tuple[str, int, bool]]] = [[]]
+
+        @functools.wraps(schedule)
+        def probing_schedule(*args: Any, **kwargs: Any) -> Any:
+            batch = schedule(*args, **kwargs)
+            seqs = getattr(batch, "seqs", None) or []
+            last[0] = [(s.request_id, n, s.num_computed_tokens < s.num_prompt_tokens)
+                       for s, n in zip(seqs, batch.num_tokens, strict=False)]
+            return batch
+
+        @functools.wraps(step)
+        def timed_step(*args: Any, **kwargs: Any) -> Any:
+            last[0] = []
+            start_ns, t0 = time.time_ns(), time.monotonic()
+            try:
+                return step(*args, **kwargs)
+            finally:
+                if last[0]:
+                    self.steps.append(StepRecord(start_ns, t0, time.monotonic() - t0, last[0]))
+
+        scheduler.schedule = probing_schedule
+        engine.step = timed_step
+
+    # -- admission (loop thread) -----------------------------------------------------------
+
+    def start(self, req: Any) -> Any:
+        return tracing.tracer().start_span("inference.generate", kind=SpanKind.SERVER,
+                                           attributes=_request_attrs(req, self))
+
+    def admitted(self, req: Any, span: Any) -> None:
+        self.requests[req.request_id] = RequestTrace(span, time.monotonic(),
+                                                     len(req.prompt_token_ids or ()))
+        self.metrics.prompt_tokens.labels(self.model).inc(len(req.prompt_token_ids or ()))
+
+    def refused(self, span: Any, reply: Any) -> None:
+        self.metrics.requests.labels(self.model, str(reply.status)).inc()
+        tracing.mark_error_reply(span, reply)
+        span.end()
+
+    # -- per step (loop thread) ------------------------------------------------------------
+
+    def on_step(self, result: Any) -> None:
+        """Hot path: once per delivered step. See the module contract."""
+        now = time.monotonic()
+        while self.steps:
+            self._on_record(self.steps.popleft())
+        m = self.metrics
+        for rid, err in result.failed:
+            for r in (list(self.requests) if rid == "*" else [rid]):
+                rt = self.requests.pop(r, None)
+                if rt is not None:
+                    m.requests.labels(self.model, str(err.status)).inc()
+                    tracing.mark_error_reply(rt.span, err)
+                    rt.span.end()
+        for out in result.outputs:
+            rt = self.requests.get(out.request_id)
+            if rt is None:
+                continue
+            if out.token_ids:
+                m.generation_tokens.labels(self.model).inc(len(out.token_ids))
+                if rt.first_token_at is None:
+                    rt.first_token_at = now
+                    m.ttft.labels(self.model).observe(now - rt.admitted)
+                last = rt.last_token.get(out.index)
+                if last is not None:
+                    m.itl.labels(self.model).observe((now - last) / len(out.token_ids))
+                rt.last_token[out.index] = now
+            if out.finish_reason:
+                rt.finish_reasons.append(out.finish_reason)
+                m.finish.labels(self.model, out.finish_reason).inc()
+            if out.usage is not None:
+                del self.requests[out.request_id]
+                self._finish(rt, out.usage, now)
+
+    def _on_record(self, rec: StepRecord) -> None:
+        m = self.metrics
+        m.step_time.labels(self.model).observe(rec.seconds)
+        m.batch_size.labels(self.model).observe(len(rec.seqs))
+        traced: list[Any] = []
+        for rid, _, _ in rec.seqs:
+            rt = self.requests.get(rid)
+            if rt is None:
+                continue
+            if rt.scheduled_at is None:
+                rt.scheduled_at = rec.start
+                m.queue_time.labels(self.model).observe(max(0.0, rt.scheduled_at - rt.admitted))
+            if rt.span.is_recording():
+                traced.append(rt.span.get_span_context())
+        if not traced:
+            return
+        prefill = sum(n for _, n, p in rec.seqs if p)
+        decode = sum(n for _, n, p in rec.seqs if not p)
+        span = tracing.tracer().start_span(
+            "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(traced[0])),
+            links=[Link(c) for c in traced], start_time=rec.start_ns,
+            attributes={"kvmesh.engine.batch_size": len(rec.seqs),
+                        "kvmesh.engine.prefill_tokens": prefill,
+                        "kvmesh.engine.decode_tokens": decode,
+                        "kvmesh.engine.prefill_seqs": sum(1 for s in rec.seqs if s[2]),
+                        "kvmesh.worker_id": self.worker_id})
+        span.end(end_time=rec.start_ns + int(rec.seconds * 1e9))
+
+    def _finish(self, rt: RequestTrace, usage: Any, now: float) -> None:
+        m = self.metrics
+        m.requests.labels(self.model, "200").inc()
+        m.e2e.labels(self.model).observe(now - rt.admitted)
+        s = rt.span
+        if not s.is_recording():
+            s.end()
+            return
+        attrs: dict[str, Any] = {
+            "gen_ai.usage.input_tokens": usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": usage.completion_tokens,
+            "kvmesh.usage.cached_tokens": usage.cached_tokens,
+            "gen_ai.response.finish_reasons": rt.finish_reasons,
+        }
+        if rt.scheduled_at is not None:
+            attrs["kvmesh.queue_time_ms"] = (rt.scheduled_at - rt.admitted) * 1e3
+        if rt.first_token_at is not None:
+            attrs["kvmesh.ttft_ms"] = (rt.first_token_at - rt.admitted) * 1e3
+        s.set_attributes(attrs)
+        s.end()
+
+    # -- requests that will not finish -----------------------------------------------------
+
+    def cancelled(self, rid: str) -> None:
+        rt = self.requests.pop(rid, None)
+        if rt is not None:
+            self.metrics.requests.labels(self.model, "499").inc()
+            if rt.span.is_recording():
+                rt.span.set_attributes({"kvmesh.cancelled": True, "error.type": "cancelled"})
+            rt.span.end()
+
+    def abort_all(self, why: str) -> None:
+        for rt in self.requests.values():
+            self.metrics.requests.labels(self.model, "503").inc()
+            if rt.span.is_recording():
+                rt.span.set_status(Status(StatusCode.ERROR, why))
+            rt.span.end()
+        self.requests.clear()
+
+
+def _request_attrs(req: Any, gt: GenerationTelemetry) -> dict[str, Any]:
+    attrs = {
+        "gen_ai.system": "kvmesh",
+        "gen_ai.operation.name": "chat" if req.request_id.startswith("chatcmpl") else
+        "text_completion",
+        "gen_ai.request.model": req.model,
+        "gen_ai.response.model": gt.model,
+        "gen_ai.response.id": req.request_id,
+        "gen_ai.request.temperature": req.temperature,
+        "gen_ai.request.top_p": req.top_p,
+        "gen_ai.request.max_tokens": req.max_tokens,
+        "gen_ai.request.seed": req.seed,
+        "gen_ai.request.choice.count": req.n,
+        "kvmesh.request_id": req.request_id,
+        "kvmesh.worker_id": gt.worker_id,
+        "kvmesh.priority": req.priority,
+        "kvmesh.tenant": req.tenant or None,
+    }
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def admission(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate the worker's `_generate(self, msg, raw)`; `self.telemetry` is the
+    `GenerationTelemetry`. See the module contract."""
+    from kvmesh.wire import Accepted, ErrorReply
+
+    @functools.wraps(handler)
+    async def inner(self: Any, msg: Any, raw: Any) -> Any:
+        gt: GenerationTelemetry = self.telemetry
+        span = gt.start(msg)
+        with trace.use_span(span, end_on_exit=False, record_exception=True,
+                            set_status_on_exception=True):
+            try:
+                result = await handler(self, msg, raw)
+            except BaseException:
+                span.end()
+                raise
+        if isinstance(result, ErrorReply):
+            gt.refused(span, result)
+        elif isinstance(result, Accepted):
+            gt.admitted(msg, span)
+        else:
+            span.end()
+        return result
+
+    return inner

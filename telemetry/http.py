@@ -1,0 +1,171 @@
+"""The gateway's telemetry: one server span and one metrics record per HTTP request.
+
+Contract:
+- `middleware` (put it first, outside the error middleware, so it sees final statuses) opens a
+  SERVER span `"<METHOD> <route>"` for every API request, in the trace of an incoming W3C
+  `traceparent` header when there is one. It sets `http.request.method`, `http.route`,
+  `url.path`, `http.response.status_code`, and for an error response `error.type` (the OpenAI
+  error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
+  HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
+- Handlers annotate the request through `record(request)`: `model`, `tenant`, `request_id`,
+  and `on_chunk(chunk)` for every chunk from a worker, which observes time to first token,
+  inter-token latency (per choice), finish reasons and token usage.
+- When the response is done the record feeds the gateway's Prometheus metrics (requests by
+  route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
+- `metrics_handler` answers `GET /metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from telemetry import metrics, propagation, tracing
+
+log = logging.getLogger("kvmesh.gateway.access")
+RECORD = "kvmesh.telemetry"  # key of the RequestRecord in the aiohttp request
+UNTRACED = frozenset({"/metrics", "/health", "/ready"})
+
+
+class RequestRecord:
+    """What the gateway learns about one request while serving it (see the module contract)."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.model = ""
+        self.tenant = ""
+        self.request_id = ""
+        self.start = time.monotonic()
+        self.first_token_at: float | None = None
+        self._last: dict[int, float] = {}
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.finish_reasons: list[str] = []
+
+    def set_request(self, request_id: str, model: str, tenant: str = "") -> None:
+        self.request_id, self.model = request_id, model
+        self.tenant = tenant or self.tenant
+        propagation.request_id_var.set(request_id)
+        tracing.set_attributes(kvmesh__request_id=request_id, gen_ai__request__model=model,
+                               gen_ai__operation__name="chat" if "chat" in self.route
+                               else "text_completion", kvmesh__tenant=self.tenant or None)
+
+    def on_chunk(self, chunk: Any) -> None:
+        """Per chunk from the worker (hot path: a few float ops and dict lookups)."""
+        now = time.monotonic()
+        m = metrics.gateway()
+        if chunk.token_ids:
+            if self.first_token_at is None:
+                self.first_token_at = now
+                m.ttft.labels(self.model).observe(now - self.start)
+            last = self._last.get(chunk.index)
+            if last is not None:
+                m.itl.labels(self.model).observe((now - last) / len(chunk.token_ids))
+            self._last[chunk.index] = now
+        if chunk.finish_reason:
+            self.finish_reasons.append(chunk.finish_reason)
+            m.finish.labels(self.model, chunk.finish_reason).inc()
+        if chunk.usage is not None:
+            u = chunk.usage
+            self.prompt_tokens, self.completion_tokens = u.prompt_tokens, u.completion_tokens
+            self.cached_tokens = u.cached_tokens
+
+    def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
+        m = metrics.gateway()
+        tenant = self.tenant or "none"
+        model = self.model or "none"
+        m.requests.labels(self.route, str(status), model, tenant).inc()
+        m.e2e.labels(self.route, model).observe(time.monotonic() - self.start)
+        if self.completion_tokens or self.prompt_tokens:
+            m.prompt_tokens.labels(model, tenant).inc(self.prompt_tokens)
+            m.generation_tokens.labels(model, tenant).inc(self.completion_tokens)
+        if not span.is_recording():
+            return
+        span.set_attribute("http.response.status_code", status)
+        if self.tenant:
+            span.set_attribute("kvmesh.tenant", self.tenant)
+        if self.first_token_at is not None:
+            span.set_attribute("kvmesh.ttft_ms", (self.first_token_at - self.start) * 1e3)
+        if self.completion_tokens or self.prompt_tokens:
+            span.set_attributes({"gen_ai.usage.input_tokens": self.prompt_tokens,
+                                 "gen_ai.usage.output_tokens": self.completion_tokens,
+                                 "kvmesh.usage.cached_tokens": self.cached_tokens})
+        if self.finish_reasons:
+            span.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+        if error is not None:
+            span.set_attributes({"error.type": error[0], "kvmesh.error.message": error[1]})
+        if status >= 500 or status == 499:
+            span.set_status(Status(StatusCode.ERROR, error[1] if error else str(status)))
+
+
+def record(request: web.Request) -> RequestRecord:
+    """The request's record (a detached one for a request the middleware did not see)."""
+    rec = request.get(RECORD)
+    if rec is None:
+        rec = RequestRecord(request.path)
+        request[RECORD] = rec
+    return rec
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _error_of(resp: web.StreamResponse) -> tuple[str, str] | None:
+    body = getattr(resp, "body", None)
+    if resp.status < 400 or not isinstance(body, bytes | bytearray):
+        return None
+    try:
+        err = json.loads(body)["error"]
+        return str(err.get("code") or err.get("type") or resp.status), str(err.get("message"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return str(resp.status), ""
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path in UNTRACED:
+        return await handler(request)
+    route = _route(request)
+    rec = RequestRecord(route)
+    request[RECORD] = rec
+    ctx = propagation.extract(request.headers) if "traceparent" in request.headers else None
+    m = metrics.gateway()
+    m.in_flight.inc()
+    status, error = 500, None
+    with tracing.tracer().start_as_current_span(
+            f"{request.method} {route}", context=ctx, kind=SpanKind.SERVER,
+            record_exception=True, set_status_on_exception=True,
+            attributes={"http.request.method": request.method, "http.route": route,
+                        "url.path": request.path}) as span:
+        try:
+            resp = await handler(request)
+            status, error = resp.status, _error_of(resp)
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionResetError):
+            status, error = 499, ("client_closed", "the client closed the connection")
+            raise
+        finally:
+            m.in_flight.dec()
+            rec.finish(span, status, error)
+            log.info("%s %s %d %.1f ms", request.method, request.path, status,
+                     (time.monotonic() - rec.start) * 1e3)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body, content_type = metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+__all__ = ["RECORD", "RequestRecord", "metrics_handler", "middleware", "record"]

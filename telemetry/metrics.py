@@ -1,0 +1,195 @@
+"""Prometheus metrics of each kvmesh service, in the process's default registry.
+
+Contract:
+- Each service's metrics are one object, made on first use by `gateway()`, `router()` or
+  `worker()`, so a process exposes only its own service's families (plus the client's process
+  and platform collectors). Names start with `kvmesh_<service>_`; latencies are histograms in
+  seconds; counters end in `_total`.
+- Labels: `model` (bounded: served model names) everywhere it applies; `tenant` only on the
+  gateway's request and token counters (one series per tenant, bounded by the tenant table);
+  never a request id or a prompt.
+- `serve_metrics(port)` exposes `/metrics` on its own port (router and workers; 0 = off); a port
+  that is taken logs a warning instead of killing the service. The gateway serves `render()`
+  at its own `/metrics` route.
+- `record_cache_lookup(hit)`: the result cache's hit/miss counter and ratio (gateway side).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("kvmesh.telemetry")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+TTFT_BUCKETS = (.005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2.5, 5, 10, 20, 40)
+ITL_BUCKETS = (.001, .0025, .005, .01, .015, .02, .025, .03, .04, .05, .075, .1, .25, .5, 1)
+E2E_BUCKETS = (.05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+STEP_BUCKETS = (.001, .0025, .005, .01, .02, .03, .05, .075, .1, .2, .5, 1, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_gateway_"
+        self.requests = Counter(p + "requests", "HTTP requests by route, status code, model, "
+                                "tenant", ["route", "status", "model", "tenant"])
+        self.in_flight = Gauge(p + "requests_in_flight", "HTTP requests being served")
+        self.e2e = Histogram(p + "e2e_request_latency_seconds", "Request start to last byte",
+                             ["route", "model"], buckets=E2E_BUCKETS)
+        self.ttft = Histogram(p + "time_to_first_token_seconds", "Request start to the first "
+                              "token at the gateway", ["model"], buckets=TTFT_BUCKETS)
+        self.itl = Histogram(p + "inter_token_latency_seconds", "Time between tokens of one "
+                             "choice, as the gateway receives them", ["model"],
+                             buckets=ITL_BUCKETS)
+        self.finish = Counter(p + "finish_reason", "Finished choices by finish reason",
+                              ["model", "reason"])
+        self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens of served requests",
+                                     ["model", "tenant"])
+        self.generation_tokens = Counter(p + "generation_tokens", "Generated tokens",
+                                         ["model", "tenant"])
+        self.cache_lookups = Counter(p + "result_cache_lookups", "Result-cache lookups",
+                                     ["result"])
+        self._hits = self.cache_lookups.labels("hit")
+        self._misses = self.cache_lookups.labels("miss")
+        self.cache_hit_ratio = Gauge(p + "result_cache_hit_ratio",
+                                     "Result-cache hits / lookups since start")
+        self.cache_hit_ratio.set_function(self._hit_ratio)
+
+    def _hit_ratio(self) -> float:
+        hits, misses = self._hits._value.get(), self._misses._value.get()
+        return hits / (hits + misses) if hits + misses else 0.0
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_router_"
+        self.requests = Counter(p + "requests", "Routed requests by outcome status",
+                                ["model", "status"])
+        self.route_latency = Histogram(p + "route_latency_seconds", "Request arrival to a "
+                                       "worker's acceptance", ["model"], buckets=TTFT_BUCKETS)
+        self.retries = Counter(p + "retries", "Workers tried after the first", ["model"])
+        self.live_workers = Gauge(p + "live_workers", "Workers with a fresh heartbeat")
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_worker_"
+        self.requests = Counter(p + "requests", "Requests by outcome status (200 finished, 4xx "
+                                "refused, 499 cancelled, 5xx failed)", ["model", "status"])
+        self.finish = Counter(p + "finish_reason", "Finished choices by finish reason",
+                              ["model", "reason"])
+        self.queue_time = Histogram(p + "queue_time_seconds", "Admission to first scheduled "
+                                    "step", ["model"], buckets=TTFT_BUCKETS)
+        self.ttft = Histogram(p + "time_to_first_token_seconds", "Admission to first token",
+                              ["model"], buckets=TTFT_BUCKETS)
+        self.itl = Histogram(p + "inter_token_latency_seconds", "Time between tokens of one "
+                             "choice", ["model"], buckets=ITL_BUCKETS)
+        self.e2e = Histogram(p + "e2e_request_latency_seconds", "Admission to the last token",
+                             ["model"], buckets=E2E_BUCKETS)
+        self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens admitted", ["model"])
+        self.generation_tokens = Counter(p + "generation_tokens", "Tokens generated", ["model"])
+        self.step_time = Histogram(p + "engine_step_seconds", "Engine step wall time",
+                                   ["model"], buckets=STEP_BUCKETS)
+        self.batch_size = Histogram(p + "engine_batch_size", "Sequences per engine step",
+                                    ["model"], buckets=BATCH_BUCKETS)
+
+    def watch_engine(self, model: str, stats: Callable[[], Any]) -> None:
+        """Export the engine's live counters (`EngineStats`), read at scrape time."""
+        REGISTRY.register(EngineCollector(model, stats))
+
+
+class EngineCollector(Collector):
+    """Running/waiting, KV usage and prefix-cache counters from the engine's last stats."""
+
+    def __init__(self, model: str, stats: Callable[[], Any]) -> None:
+        self.model = model
+        self.stats = stats
+
+    def collect(self) -> Iterable[Any]:
+        s = self.stats()
+        p = "kvmesh_worker_"
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(p + name, doc, labels=["model"])
+            g.add_metric([self.model], value)
+            return g
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            c = CounterMetricFamily(p + name, doc, labels=["model"])
+            c.add_metric([self.model], value)
+            return c
+
+        yield gauge("num_requests_running", "Sequences running in the engine", s.running)
+        yield gauge("num_requests_waiting", "Sequences waiting for the engine", s.waiting)
+        yield gauge("kv_cache_usage_ratio", "Used KV blocks / all KV blocks",
+                    s.used_blocks / max(1, s.num_blocks))
+        yield gauge("kv_cache_blocks", "KV blocks in the pool", s.num_blocks)
+        yield gauge("kv_cache_free_blocks", "Free KV blocks", s.free_blocks)
+        yield gauge("kv_cache_cached_blocks", "Blocks holding a reusable prefix",
+                    s.cached_blocks)
+        yield gauge("prefix_cache_hit_ratio", "Prompt tokens served from cached KV blocks / "
+                    "prompt tokens looked up, since start",
+                    s.prefix_hit_tokens / s.prompt_tokens if s.prompt_tokens else 0.0)
+        yield counter("prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache",
+                      s.prefix_hit_tokens)
+        yield counter("prefix_cache_query_tokens", "Prompt tokens looked up in the prefix "
+                      "cache", s.prompt_tokens)
+        yield counter("preemptions", "Sequences preempted for KV space", s.preemptions)
+
+
+_made: dict[str, Any] = {}
+
+
+def gateway() -> GatewayMetrics:
+    if "gateway" not in _made:
+        _made["gateway"] = GatewayMetrics()
+    return _made["gateway"]
+
+
+def router() -> RouterMetrics:
+    if "router" not in _made:
+        _made["router"] = RouterMetrics()
+    return _made["router"]
+
+
+def worker() -> WorkerMetrics:
+    if "worker" not in _made:
+        _made["worker"] = WorkerMetrics()
+    return _made["worker"]
+
+
+def record_cache_lookup(hit: bool) -> None:
+    """Count one result-cache lookup (gateway side); feeds the hit ratio."""
+    gateway().cache_lookups.labels("hit" if hit else "miss").inc()
+
+
+def render() -> tuple[bytes, str]:
+    """The default registry in the Prometheus text format, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> bool:
+    """Start the `/metrics` HTTP server on `port` (0 = off). False if it could not bind."""
+    if port <= 0:
+        return False
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        log.warning("metrics: cannot listen on %s:%d (%s); /metrics is off", host, port, exc)
+        return False
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return True

@@ -1,0 +1,163 @@
+"""OpenTelemetry tracing for one kvmesh service, and the one-line span helpers every service uses.
+
+Contract:
+- `setup_tracing(service, instance_id)` configures the SDK once per process: a resource with
+  `service.name` (`kvmesh-<service>`, or `OTEL_SERVICE_NAME`), `service.version`,
+  `service.instance.id` (plus `OTEL_RESOURCE_ATTRIBUTES`), a `BatchSpanProcessor` and the OTLP/HTTP
+  exporter, which reads its endpoint, headers, timeout and compression from the standard
+  `OTEL_EXPORTER_OTLP_*` / `OTEL_EXPORTER_OTLP_TRACES_*` variables. Sampling follows
+  `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default: parent-based, always on).
+- Tracing is ON only when an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and neither `OTEL_SDK_DISABLED=true` nor
+  `OTEL_TRACES_EXPORTER=none` says otherwise. When it is off, no SDK is installed: the API's
+  no-op tracer hands out non-recording spans, so every helper below costs a function call.
+- `shutdown_tracing()` flushes what is queued and stops the exporter; call it on exit.
+- `span(name, **attrs)` (context manager) and `traced(name)` (decorator for async handlers) are
+  the helpers other code uses: one line opens a span that is current inside, records an
+  exception (status ERROR) and, for `traced`, marks a returned `ErrorReply` as an error too.
+  Attribute keys given as keyword arguments use `__` for dots: `gen_ai__request__model=...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+VERSION = "0.1.0"
+_provider: Any = None  # the SDK TracerProvider, when tracing is on
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def tracing_wanted(env: dict[str, str] | os._Environ[str] | None = None) -> bool:
+    """True when the standard variables ask for trace export (see the module contract)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def setup_tracing(service: str, instance_id: str) -> bool:
+    """Install the SDK for `service` if tracing is wanted; returns whether it is on."""
+    global _provider
+    if _provider is not None:
+        return True
+    if not tracing_wanted():
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({
+        "service.name": os.environ.get("OTEL_SERVICE_NAME") or f"kvmesh-{service}",
+        "service.namespace": "kvmesh",
+        "service.version": VERSION,
+        "service.instance.id": instance_id,
+    })
+    provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush queued spans and stop the exporter (no-op when tracing is off)."""
+    global _provider
+    if _provider is not None:
+        with contextlib.suppress(Exception):
+            _provider.force_flush(5000)
+            _provider.shutdown()
+        _provider = None
+
+
+def enabled() -> bool:
+    return _provider is not None
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("kvmesh", VERSION)
+
+
+def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k.replace("__", "."): v for k, v in attrs.items() if v is not None}
+
+
+def start_span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attrs: Any) -> Span:
+    """A span the caller ends (`span.end()`), child of the current one; not made current."""
+    return tracer().start_span(name, kind=kind, attributes=_attrs(attrs))
+
+
+@contextlib.contextmanager
+def span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attrs: Any) -> Iterator[Span]:
+    """`with span("cache.lookup", kvmesh__request_id=rid) as s: ... s.set_attribute(...)`."""
+    with tracer().start_as_current_span(name, kind=kind, attributes=_attrs(attrs)) as s:
+        yield s
+
+
+def set_attributes(**attrs: Any) -> None:
+    """Set attributes on the current span (no-op when none records)."""
+    s = trace.get_current_span()
+    if s.is_recording():
+        s.set_attributes(_attrs(attrs))
+
+
+def mark_error(s: Span, message: str, **attrs: Any) -> None:
+    """Status ERROR with `message` on `s`, plus attributes (e.g. the HTTP status)."""
+    if s.is_recording():
+        s.set_status(Status(StatusCode.ERROR, message))
+        s.set_attributes(_attrs(attrs))
+
+
+def mark_error_reply(s: Span, reply: Any) -> None:
+    """Record a wire `ErrorReply` on `s` as the span's error."""
+    mark_error(s, f"{reply.status} {reply.type}: {reply.message}",
+               kvmesh__error__status=reply.status, kvmesh__error__code=reply.code,
+               error__type=reply.code or reply.type)
+
+
+def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
+           observe: Callable[[Any, Any, float], None] | None = None) -> Callable[[F], F]:
+    """Decorate an async handler `(self, msg, raw)`: its call runs in span `name`; a returned
+    `ErrorReply` marks the span as failed (the reply still goes back unchanged), a returned
+    `Accepted` records the worker that took the request. `observe(msg, result, seconds)`, if
+    given, is called after each call (metrics)."""
+    from kvmesh.wire import Accepted, ErrorReply
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.monotonic()
+            with tracer().start_as_current_span(name, kind=kind) as s:
+                result = await fn(*args, **kwargs)
+                if isinstance(result, ErrorReply):
+                    mark_error_reply(s, result)
+                elif isinstance(result, Accepted) and s.is_recording():
+                    s.set_attributes(_attrs({
+                        "kvmesh.worker_id": result.worker_id,
+                        "gen_ai.usage.input_tokens": result.prompt_tokens,
+                        "kvmesh.router.prefix_overlap_blocks":
+                            getattr(result, "prefix_overlap", None)}))
+                if observe is not None:
+                    observe(args[1] if len(args) > 1 else None, result, time.monotonic() - t0)
+                return result
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def current_ids() -> tuple[str, str]:
+    """(trace id, span id) of the current span as hex, or ("", "") when there is none."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")

@@ -1,0 +1,258 @@
+"""Telemetry across the running mesh: one trace per request over gateway -> router -> worker,
+exported over OTLP/HTTP to a receiver started here; an incoming traceparent is honoured; errors
+are on the spans; /metrics of every service moves with traffic; logs are JSON with trace ids.
+
+This module runs its own small mesh (NATS, router, gateway, one worker) with the OTLP exporter
+pointed at the receiver, so the shared mesh of the other tests stays untraced.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kvmesh import procs
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL
+from tests.integration.helpers import post
+from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
+
+SERVER, INTERNAL = 2, 1  # OTLP span kinds
+
+
+@dataclass
+class TracedMesh:
+    base_url: str
+    metrics: dict[str, str]  # service -> its /metrics URL
+    logs: Path
+    otlp: OtlpReceiver
+
+
+@pytest.fixture(scope="module")
+def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh]:
+    logs = tmp_path_factory.mktemp("traced-mesh")
+    otlp = OtlpReceiver(procs.free_port()).start()
+    nats_port, gw_port = procs.free_port(), procs.free_port()
+    router_mport, worker_mport = procs.free_port(), procs.free_port()
+    env = {"KVMESH_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "KVMESH_LOG_LEVEL": "INFO", "KVMESH_LOG_FORMAT": "json"}
+
+    def log(name: str):  # noqa: ANN202
+        return open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+
+    children = [procs.start_nats(nats_port, log("nats"))]
+    try:
+        children.append(procs.start("router", procs.service_argv("router"), env={
+            **env, "KVMESH_ROUTER_METRICS_PORT": str(router_mport)}, log=log("router")))
+        children.append(procs.start("worker", procs.service_argv("worker"), env={
+            **env, "KVMESH_WORKER_WORKER_ID": "tw1", "KVMESH_WORKER_TORCH_THREADS": "1",
+            "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+            "KVMESH_WORKER_NUM_KV_BLOCKS": "256",
+            "KVMESH_WORKER_METRICS_PORT": str(worker_mport)}, log=log("worker")))
+        children.append(procs.start("gateway", procs.service_argv("gateway"), env={
+            **env, "KVMESH_GATEWAY_PORT": str(gw_port), "KVMESH_GATEWAY_AUTH": "0",
+            "KVMESH_GATEWAY_RESULT_CACHE": "0"}, log=log("gateway")))
+        base = f"http://127.0.0.1:{gw_port}"
+        _wait_ready(base, children, logs)
+        yield TracedMesh(base, {
+            "gateway": base + "/metrics",
+            "router": f"http://127.0.0.1:{router_mport}/metrics",
+            "worker": f"http://127.0.0.1:{worker_mport}/metrics"}, logs, otlp)
+    finally:
+        for c in reversed(children):
+            c.stop()
+        otlp.stop()
+
+
+def _wait_ready(base: str, children: list[procs.Child], logs: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for c in children:
+            if not c.alive:
+                raise RuntimeError(f"{c.name} exited; see {logs}")
+        try:
+            with urllib.request.urlopen(base + "/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"traced mesh not ready; logs in {logs}")
+
+
+def _chat(mesh: TracedMesh, content: str = "Say hi.", max_tokens: int = 4,
+          headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens, "temperature": 0}
+    req = urllib.request.Request(mesh.base_url + "/v1/chat/completions",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _trace_of(mesh: TracedMesh, request_id: str, *names: str) -> list[ReceivedSpan]:
+    """The spans of the trace of `request_id`, once spans named `names` all arrived."""
+    def done(spans: list[ReceivedSpan]) -> bool:
+        tids = {s.trace_id for s in spans if s.attrs.get("kvmesh.request_id") == request_id}
+        return len(tids) == 1 and set(names) <= {s.name for s in spans
+                                                  if s.trace_id in tids}
+    spans = mesh.otlp.wait_for(done)
+    (tid,) = {s.trace_id for s in spans if s.attrs.get("kvmesh.request_id") == request_id}
+    return [s for s in spans if s.trace_id == tid]
+
+
+def _one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, f"{len(found)} spans named {name}"
+    return found[0]
+
+
+def test_one_request_is_one_trace_across_gateway_router_worker(traced_mesh: TracedMesh) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=traced_mesh.base_url + "/v1", api_key="x", max_retries=0)
+    resp = client.chat.completions.create(model=MODEL, max_tokens=4, temperature=0,
+                                          messages=[{"role": "user", "content": "Hello!"}])
+    spans = _trace_of(traced_mesh, resp.id, "POST /v1/chat/completions", "router.route",
+                      "inference.generate", "engine.step")
+    gw = _one(spans, "POST /v1/chat/completions")
+    route = _one(spans, "router.route")
+    gen = _one(spans, "inference.generate")
+    steps = [s for s in spans if s.name == "engine.step"]
+
+    assert (gw.service, route.service, gen.service) == ("kvmesh-gateway", "kvmesh-router",
+                                                         "kvmesh-worker")
+    assert gw.parent_id == "" and gw.kind == SERVER
+    assert route.parent_id == gw.span_id and gen.parent_id == route.span_id
+    assert all(s.parent_id == gen.span_id for s in steps)
+    assert all((gen.trace_id, gen.span_id) in s.links for s in steps)
+    assert gw.attrs["http.route"] == "/v1/chat/completions"
+    assert gw.attrs["http.response.status_code"] == 200
+    assert gw.attrs["gen_ai.usage.output_tokens"] == resp.usage.completion_tokens
+    assert route.attrs["kvmesh.worker_id"] == "tw1"
+    assert route.attrs["kvmesh.router.candidates"] == ["tw1"]
+    assert route.attrs["kvmesh.router.attempts"] == 1
+    assert gen.attrs["gen_ai.request.model"] == MODEL
+    assert gen.attrs["gen_ai.usage.input_tokens"] == resp.usage.prompt_tokens
+    assert gen.attrs["gen_ai.usage.output_tokens"] == resp.usage.completion_tokens
+    assert gen.attrs["gen_ai.response.finish_reasons"] == [resp.choices[0].finish_reason]
+    assert 0 <= gen.attrs["kvmesh.queue_time_ms"] <= gen.attrs["kvmesh.ttft_ms"]
+    assert gen.resource["service.instance.id"] == "tw1"
+    assert sum(s.attrs["kvmesh.engine.prefill_tokens"] for s in steps) >= 1
+    assert steps[0].attrs["kvmesh.engine.batch_size"] >= 1
+    assert gw.start_ns <= route.start_ns <= gen.start_ns and gen.end_ns <= gw.end_ns
+
+
+def test_incoming_traceparent_is_honoured(traced_mesh: TracedMesh) -> None:
+    trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
+    status, body = _chat(traced_mesh, headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+    assert status == 200
+    spans = _trace_of(traced_mesh, body["id"], "POST /v1/chat/completions",
+                      "inference.generate")
+    gw = _one(spans, "POST /v1/chat/completions")
+    assert gw.trace_id == trace_id and gw.parent_id == parent
+
+
+def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
+    status, body = _chat(traced_mesh, content="word " * (MAX_MODEL_LEN + 50))
+    assert status == 422
+
+    def done(spans: list[ReceivedSpan]) -> bool:
+        return any(s.name == "router.route" and s.status_code == 2 for s in spans)
+    spans = traced_mesh.otlp.wait_for(done)
+    route = next(s for s in spans if s.name == "router.route" and s.status_code == 2)
+    assert route.attrs["kvmesh.error.status"] == 422
+    assert "context" in route.status_message
+    gw = next(s for s in traced_mesh.otlp.trace(route.trace_id) if s.kind == SERVER)
+    assert gw.attrs["http.response.status_code"] == 422
+    assert gw.attrs["error.type"] == "context_length_exceeded"
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Sample name + sorted labels -> value."""
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "le")
+            if "le" not in s.labels:
+                out[f"{s.name}{{{labels}}}"] = s.value
+    return out
+
+
+def _value(samples: dict[str, float], prefix: str) -> float:
+    """Sum of the samples whose key starts with `prefix`."""
+    return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+
+def test_metrics_move_with_traffic(traced_mesh: TracedMesh) -> None:
+    before = {svc: _scrape(url) for svc, url in traced_mesh.metrics.items()}
+    for _ in range(2):
+        assert _chat(traced_mesh, max_tokens=3)[0] == 200
+    time.sleep(0.6)  # the worker's engine gauges refresh every step; counters already moved
+    after = {svc: _scrape(url) for svc, url in traced_mesh.metrics.items()}
+
+    def moved(svc: str, prefix: str) -> float:
+        return _value(after[svc], prefix) - _value(before[svc], prefix)
+
+    assert moved("gateway", "kvmesh_gateway_time_to_first_token_seconds_count") == 2
+    assert moved("gateway", "kvmesh_gateway_e2e_request_latency_seconds_count") == 2
+    assert moved("gateway", "kvmesh_gateway_inter_token_latency_seconds_count") >= 2
+    assert moved("gateway", 'kvmesh_gateway_requests_total{model=' + MODEL) == 2
+    assert moved("gateway", "kvmesh_gateway_generation_tokens_total") >= 2
+    assert "kvmesh_gateway_result_cache_hit_ratio{}" in after["gateway"]
+    assert moved("router", "kvmesh_router_requests_total{model=" + MODEL + ",status=200}") == 2
+    assert moved("router", "kvmesh_router_route_latency_seconds_count") == 2
+    assert moved("worker", "kvmesh_worker_requests_total{model=" + MODEL + ",status=200}") == 2
+    for name in ("queue_time_seconds_count", "time_to_first_token_seconds_count",
+                 "e2e_request_latency_seconds_count"):
+        assert moved("worker", "kvmesh_worker_" + name) == 2, name
+    assert moved("worker", "kvmesh_worker_prompt_tokens_total") > 2
+    assert moved("worker", "kvmesh_worker_generation_tokens_total") >= 2
+    assert moved("worker", "kvmesh_worker_engine_step_seconds_count") >= 2
+    assert moved("worker", "kvmesh_worker_prefix_cache_query_tokens_total") > 0
+    w = after["worker"]
+    assert w[f"kvmesh_worker_kv_cache_blocks{{model={MODEL}}}"] == 256
+    assert 0 <= w[f"kvmesh_worker_kv_cache_usage_ratio{{model={MODEL}}}"] <= 1
+    assert 0 < w[f"kvmesh_worker_prefix_cache_hit_ratio{{model={MODEL}}}"] <= 1  # same prompt
+    assert w[f"kvmesh_worker_num_requests_running{{model={MODEL}}}"] == 0
+
+
+def test_log_lines_are_json_with_trace_ids(traced_mesh: TracedMesh) -> None:
+    status, body = _chat(traced_mesh)
+    assert status == 200
+    spans = _trace_of(traced_mesh, body["id"], "POST /v1/chat/completions")
+    trace_id = spans[0].trace_id
+    lines = [ln for ln in (traced_mesh.logs / "gateway.log").read_text().splitlines()
+             if ln.startswith("{")]
+    records = [json.loads(ln) for ln in lines]
+    assert records and all({"ts", "level", "msg", "trace_id", "span_id", "request_id"}
+                           <= r.keys() for r in records)
+    mine = [r for r in records if r["trace_id"] == trace_id]
+    assert mine and mine[-1]["request_id"] == body["id"] and len(mine[-1]["span_id"]) == 16
+    worker_lines = (traced_mesh.logs / "worker.log").read_text().splitlines()
+    assert all(json.loads(ln)["service"] == "worker" for ln in worker_lines
+               if ln.startswith("{"))
+
+
+def test_health_and_metrics_routes_are_not_traced(traced_mesh: TracedMesh) -> None:
+    assert post  # helpers stay importable for raw calls
+    for path in ("/health", "/metrics"):
+        with urllib.request.urlopen(traced_mesh.base_url + path, timeout=5) as resp:
+            assert resp.status == 200
+    time.sleep(0.3)
+    assert not [s for s in traced_mesh.otlp.spans if s.attrs.get("url.path") in
+                ("/health", "/metrics")]
