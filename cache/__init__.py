@@ -1,1 +1,5 @@
-"""cache service (see ../shared DESIGN: built in a later issue)."""
+"""The result cache: whole answers of deterministic requests in Redis, with single-flight.
+
+`cache/key.py` decides what is cacheable and its key, `cache/service.py` is the actor over
+Redis (`kvmesh.cache.get` / `kvmesh.cache.put`), `cache/client.py` is the gateway's side.
+"""

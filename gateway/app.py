@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cache.client import ReplayStream, ResultCacheClient, route_headers
+from cache.key import cache_key, cacheable
 from gateway.admin import add_admin_routes
 from gateway.auth_client import AUTH, STREAM_KEY, Authenticator
 from gateway.errors import ApiError, no_worker
@@ -31,10 +33,13 @@ from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.sse import SseWriter
+from kvmesh.wire import CacheHit
 from telemetry import http as telemetry_http
 
 log = logging.getLogger("kvmesh.gateway")
 MESH = web.AppKey("mesh", MeshClient)
+RESULT_CACHE = web.AppKey("result_cache", ResultCacheClient)
+SESSION_HEADER = "x-kvmesh-session"  # session-affinity hint; overrides the body's `user`
 
 
 def build_app(mesh: MeshClient) -> web.Application:
@@ -44,6 +49,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app[AUTH] = Authenticator(mesh)
     app.on_startup.append(app[AUTH].start)
     add_admin_routes(app)
+    app[RESULT_CACHE] = ResultCacheClient(mesh, mesh.cfg.cache_lookup_timeout,
+                                          mesh.cfg.cache_lead_wait)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
@@ -135,14 +142,18 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
     rid = prefix + uuid.uuid4().hex
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model)
-    stream: ChunkStream | None = None
+    stream: ChunkStream | ReplayStream | None = None
+    req.session = request.headers.get(SESSION_HEADER, req.session)
+    lead_key: str | None = None
     try:
-        stream = await mesh.generate(req, rid)
-        stream.on_chunk = rec.on_chunk
+        hit, lead_key, cache_state = await _cache_lookup(request, req)
+        stream = ReplayStream(hit, rid) if hit is not None else await mesh.generate(req, rid)
         request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
+        headers = {**route_headers(stream), **cache_state}
+        stream.on_chunk = rec.on_chunk
         if req.stream:
-            return await _stream(request, req, rid, stream)
-        return await _gather(req, rid, stream)
+            return await _stream(request, req, rid, stream, headers)  # type: ignore[arg-type]
+        return await _gather(req, rid, stream, headers)  # type: ignore[arg-type]
     except (asyncio.CancelledError, ConnectionResetError):
         if stream is None or not stream.done:
             log.info("client left; cancelling %s", rid)
@@ -151,23 +162,49 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
     finally:
         if stream is not None:
             await stream.close()
+        if lead_key is not None:  # this request computed the key: store it, or let go
+            rc = request.app[RESULT_CACHE]
+            if stream is not None and stream.completed:
+                rc.store_soon(lead_key, stream.chunks)
+            else:
+                rc.release_soon(lead_key)
 
 
-async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream) -> web.Response:
+async def _cache_lookup(request: web.Request, req: ParsedRequest
+                        ) -> tuple[CacheHit | None, str | None, dict[str, str]]:
+    """(a cached answer, the key this request must store as single-flight leader, headers).
+    Only deterministic requests are looked up (cache/key.py)."""
+    mesh = request.app[MESH]
+    if not mesh.cfg.result_cache or not cacheable(req):
+        return None, None, {}
+    tenant = str(request.get("tenant") or getattr(req, "tenant", "") or "")
+    key = cache_key(req, tenant, mesh.revision(req.model))
+    found = await request.app[RESULT_CACHE].lookup(key)
+    if isinstance(found, CacheHit):
+        return found, None, {"x-kvmesh-cache": "hit"}
+    return None, key if found.lead else None, {"x-kvmesh-cache": "miss"}
+
+
+async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream,
+                  headers: dict[str, str] | None = None) -> web.Response:
     gather = Gather(req.n, req.logprobs is not None)
     async for chunk in stream:
         gather.add(chunk)
     created = int(time.time())
     body = gather.chat(rid, created, req.model) if req.kind == "chat" \
         else gather.completion(rid, created, req.model)
-    return web.json_response(body)
+    if isinstance(stream, ReplayStream) and body.get("usage"):
+        body["usage"]["kvmesh_cache"] = "hit"
+    return web.json_response(body, headers=headers)
 
 
 async def _stream(request: web.Request, req: ParsedRequest, rid: str,
-                  stream: ChunkStream) -> web.StreamResponse:
+                  stream: ChunkStream, headers: dict[str, str] | None = None
+                  ) -> web.StreamResponse:
     first = await wait_first(stream)  # errors before this keep their HTTP status
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
     sse = SseWriter(request)
+    sse.response.headers.update(headers or {})
     await sse.start()
     try:
         if req.kind == "chat":
@@ -182,7 +219,10 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
             usage = chunk.usage or usage
             chunk = await wait_first(stream)
         if req.include_usage:
-            await sse.send(shape.usage(usage))
+            payload = shape.usage(usage)
+            if isinstance(stream, ReplayStream) and payload.get("usage"):
+                payload["usage"]["kvmesh_cache"] = "hit"
+            await sse.send(payload)
     except ApiError as err:
         log.warning("stream %s failed: %s", rid, err)
         await sse.send(err.body())

@@ -10,6 +10,11 @@ Contract:
   when no chunk came for `chunk_timeout` seconds, or the worker's `ErrorReply`.
 - The gateway tracks workers from their heartbeats: which models are served (for 404 and
   /v1/models) and whether the worker of a running request is still alive.
+- A worker that dies before the request's first chunk is not the client's problem: the stream
+  re-routes the request (a fresh inbox, that worker excluded) up to `retry_before_first_token`
+  times. After a chunk was delivered, its death is an `ApiError` 502 as above.
+- `ChunkStream.chunks` keeps every chunk delivered (for the result cache); `completed` is True
+  once the chunk with usage arrived.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class SeenWorker:
     max_model_len: int
     seen_at: float
     draining: bool
+    revision: str = ""
 
 
 class MeshClient(Actor):
@@ -61,7 +67,12 @@ class MeshClient(Actor):
     async def _on_heartbeat(self, msg: Message, raw: object) -> None:
         assert isinstance(msg, Heartbeat)
         self.workers[msg.worker_id] = SeenWorker(msg.model, msg.max_model_len,
-                                                 time.monotonic(), msg.draining)
+                                                 time.monotonic(), msg.draining, msg.revision)
+
+    def revision(self, model: str) -> str:
+        """The revisions live workers serve `model` at, joined (for result-cache keys)."""
+        return ",".join(sorted({w.revision for wid, w in list(self.workers.items())
+                                if w.model == model and self.worker_alive(wid)}))
 
     def worker_alive(self, worker_id: str) -> bool:
         w = self.workers.get(worker_id)
@@ -83,12 +94,21 @@ class MeshClient(Actor):
             return False
 
     async def generate(self, req: ParsedRequest, request_id: str) -> ChunkStream:
+        sub, wreq, accepted = await self.route(req.to_wire(request_id, ""))
+        return ChunkStream(self, sub, accepted, req.n, wreq)
+
+    async def route(self, wreq: wire.GenerateRequest
+                    ) -> tuple[Subscription, wire.GenerateRequest, Accepted]:
+        """Send `wreq` (with a fresh inbox as its reply subject) to the router; errors as in
+        the module contract."""
         nc = self._client()
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, pending_msgs_limit=65536)
+        wreq.reply_to = inbox
+        request_id = wreq.request_id
         try:
             accepted = await self.request(
-                wire.ROUTER_GENERATE, req.to_wire(request_id, inbox), self.cfg.router_timeout,
+                wire.ROUTER_GENERATE, wreq, self.cfg.router_timeout,
                 Accepted, headers={wire.REQUEST_ID_HEADER: request_id})
         except RemoteError as exc:
             await sub.unsubscribe()
@@ -106,7 +126,7 @@ class MeshClient(Actor):
         except BaseException:
             await sub.unsubscribe()
             raise
-        return ChunkStream(self, sub, accepted, req.n)
+        return sub, wreq, accepted
 
     async def cancel(self, request_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -122,12 +142,17 @@ class MeshClient(Actor):
 class ChunkStream:
     """The ordered chunks of one accepted request (see the module contract)."""
 
-    def __init__(self, mesh: MeshClient, sub: Subscription, accepted: Accepted, n: int) -> None:
+    def __init__(self, mesh: MeshClient, sub: Subscription, accepted: Accepted, n: int,
+                 wreq: wire.GenerateRequest | None = None) -> None:
         self.mesh = mesh
         self.sub = sub
         self.accepted = accepted
         self.worker_id = accepted.worker_id
         self.done = False
+        self.completed = False
+        self.chunks: list[Chunk] = []
+        self._wreq = wreq
+        self._reroutes = mesh.cfg.retry_before_first_token if wreq is not None else 0
         self._next = 0
         self._held: dict[int, Chunk] = {}
         self.on_chunk: Callable[[Chunk], None] | None = None  # telemetry's per-chunk hook
@@ -139,14 +164,30 @@ class ChunkStream:
         if self.done:
             raise StopAsyncIteration
         while self._next not in self._held:
-            self._hold(await self._receive())
+            try:
+                self._hold(await self._receive())
+            except ApiError as err:
+                if err.code != "worker_died" or self._next or self._held or self._reroutes < 1:
+                    raise
+                await self._reroute()
         chunk = self._held.pop(self._next)
         self._next += 1
-        if chunk.usage is not None:
-            self.done = True
+        self.chunks.append(chunk)
         if self.on_chunk is not None:
             self.on_chunk(chunk)
+        if chunk.usage is not None:
+            self.done = self.completed = True
         return chunk
+
+    async def _reroute(self) -> None:
+        """The worker died before sending anything: route the request again, without it."""
+        assert self._wreq is not None
+        self._reroutes -= 1
+        self._wreq.exclude_workers = [*self._wreq.exclude_workers, self.worker_id]
+        await self.close()
+        self.sub, self._wreq, self.accepted = await self.mesh.route(self._wreq)
+        self.worker_id = self.accepted.worker_id
+        self.done = False
 
     def _hold(self, msg: Message) -> None:
         if isinstance(msg, ErrorReply):

@@ -38,6 +38,7 @@ class ParsedRequest:
     logprobs: int | None = None  # how many top alternatives; None = no logprobs
     priority: int = 0
     tenant: str = ""  # set by auth from the caller's key
+    session: str = ""  # session-affinity hint: the `user` field (or the x-kvmesh-session header)
 
     def to_wire(self, request_id: str, reply_to: str, tenant: str = "") -> GenerateRequest:
         return GenerateRequest(
@@ -47,6 +48,7 @@ class ParsedRequest:
             top_k=self.top_k, seed=self.seed, n=self.n, stop=self.stop,
             stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
             logprobs=self.logprobs, priority=self.priority, tenant=tenant or self.tenant,
+            session=self.session,
         )
 
 
@@ -116,6 +118,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.stop_token_ids = ids
     req.ignore_eos = _get(body, "ignore_eos", bool, False)
     req.priority = _get(body, "priority", int, 0)
+    req.session = _get(body, "user", str, "")
     for name in ("frequency_penalty", "presence_penalty"):
         _number(body, name, 0.0, -2.0, 2.0)
 

@@ -9,7 +9,9 @@ Contract:
 - A `Cancel` on `CANCEL` aborts the request in the engine (its KV blocks are freed at once);
   a cancel that overtakes its request is remembered for a while and honoured on arrival.
 - Publishes a `Heartbeat` every `heartbeat_interval` on `HEARTBEAT`, answers the same on
-  `worker_stats(worker_id)`, and publishes `KVEvent`s on `KV_EVENTS` when blocks change.
+  `worker_stats(worker_id)`, and publishes `KVEvent`s on `KV_EVENTS` when blocks change
+  (numbered by `seq`); a `KVResync` for it (or for all) is answered with one `full` KVEvent
+  holding every cached key, taken on the engine thread after the step's own events.
 - The engine is not thread-safe: one `EngineThread` owns it and runs every step, so the event
   loop never blocks on the model. Commands go in through a queue; outputs come back through
   `loop.call_soon_threadsafe`.
@@ -42,6 +44,7 @@ from kvmesh.wire import (
     GenerateRequest,
     Heartbeat,
     KVEvent,
+    KVResync,
     Logprob,
     Message,
     TopLogprob,
@@ -64,6 +67,7 @@ class StepResult:
     stats: Any
     stored: list[int]
     evicted: list[int]
+    snapshot: list[int] | None = None  # every cached key, when a resync asked for it
 
 
 class EngineThread:
@@ -74,6 +78,7 @@ class EngineThread:
         self._deliver = deliver
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._stopped = False
+        self._want_snapshot = False
         self.stats = engine.stats()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
 
@@ -88,6 +93,10 @@ class EngineThread:
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(("abort", request_id))
+
+    def snapshot(self) -> None:
+        """Deliver every cached block key after this step's events (for a router's resync)."""
+        self._inbox.put(("snapshot", None))
 
     def stop(self) -> None:
         self._stopped = True
@@ -106,8 +115,12 @@ class EngineThread:
                     failed += self._abort_all(exc)
             self.stats = self.engine.stats()
             stored, evicted = self.engine.take_kv_events()
-            if outputs or failed or stored or evicted:
-                self._deliver(StepResult(outputs, failed, self.stats, stored, evicted))
+            snapshot = None
+            if self._want_snapshot:
+                self._want_snapshot = False
+                snapshot = list(self.engine.kv.cached_hashes())
+            if outputs or failed or stored or evicted or snapshot is not None:
+                self._deliver(StepResult(outputs, failed, self.stats, stored, evicted, snapshot))
 
     def _take_commands(self, block: bool) -> list[tuple[str, ErrorReply]]:
         failed: list[tuple[str, ErrorReply]] = []
@@ -124,6 +137,8 @@ class EngineThread:
                     failed.append((arg[0], prompt_error(str(exc))))
             elif kind == "abort":
                 self.engine.abort(arg)
+            elif kind == "snapshot":
+                self._want_snapshot = True
             try:
                 cmd = self._inbox.get_nowait()
             except queue.Empty:
@@ -162,11 +177,13 @@ class Worker(Actor):
         self.worker_id = worker_id
         self.engine = engine
         self.model_name = cfg.served_name or served_name(cfg.model)
+        self.revision = model_revision(cfg.model)
         self.tokenizer = engine.tokenizer
         self.active: dict[str, Active] = {}
         self.cancelled: dict[str, float] = {}
         self._out: asyncio.Queue[Message | tuple[str, Message]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._kv_seq = 0  # KVEvent.seq of the last event sent
         self.thread = EngineThread(engine, self._from_thread)
         self.telemetry = gen_telemetry.GenerationTelemetry(  # spans, metrics; probes the engine
             self.model_name, worker_id, engine, lambda: self.thread.stats)
@@ -184,6 +201,7 @@ class Worker(Actor):
         await self.serve(wire.worker_stats(self.worker_id), (wire.Ping,), self._stats,
                          through_drain=True)
         await self.serve(wire.CANCEL, (Cancel,), self._cancel, through_drain=True)
+        await self.serve(wire.KV_RESYNC, (KVResync,), self._resync)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
         log.info("worker %s serving %s", self.worker_id, self.model_name)
 
@@ -238,6 +256,10 @@ class Worker(Actor):
         self.thread.add(req.request_id, ids, params)
         return Accepted(req.request_id, self.worker_id, len(ids))
 
+    async def _resync(self, msg: Message, raw: Any) -> None:
+        if msg.worker_id in ("", self.worker_id):  # type: ignore[attr-defined]
+            self.thread.snapshot()
+
     async def _stats(self, msg: Message, raw: Any) -> Message:
         return self.heartbeat()
 
@@ -288,8 +310,13 @@ class Worker(Actor):
                 del self.active[out.request_id]
             self._out.put_nowait((st.reply_to, chunk))
         if result.stored or result.evicted:
+            self._kv_seq += 1
             self._out.put_nowait((wire.KV_EVENTS, KVEvent(self.worker_id, result.stored,
-                                                          result.evicted)))
+                                                          result.evicted, seq=self._kv_seq)))
+        if result.snapshot is not None:
+            self._kv_seq += 1
+            self._out.put_nowait((wire.KV_EVENTS, KVEvent(self.worker_id, result.snapshot, [],
+                                                          full=True, seq=self._kv_seq)))
 
     def _logprobs(self, lps: Sequence[Any] | None) -> list[Logprob] | None:
         if lps is None:
@@ -325,7 +352,7 @@ class Worker(Actor):
             num_blocks=s.num_blocks, free_blocks=s.free_blocks, used_blocks=s.used_blocks,
             cached_blocks=s.cached_blocks, max_model_len=self.engine.max_model_len,
             block_size=getattr(getattr(self.engine, "config", None), "block_size", 16),
-            draining=self.draining, sent_at=time.time(),
+            draining=self.draining, sent_at=time.time(), revision=self.revision,
         )
 
 
@@ -336,6 +363,19 @@ def served_name(spec: str | None) -> str:
     if spec is None:
         return DEFAULT_MODEL_NAME
     return Path(spec.removeprefix("dummy:")).name.removesuffix(".gguf")
+
+
+def model_revision(spec: str | None) -> str:
+    """Identity of the model files behind `spec` (name, size, mtime): a new file is a new
+    revision, so the result cache never serves one model's answer for another's."""
+    from inference.engine.model_store import resolve_model
+
+    try:
+        path = resolve_model(spec)
+        st = path.stat()
+    except Exception:
+        return spec or ""
+    return f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
 
 
 def sampling_params(req: GenerateRequest, max_tokens: int) -> Any:

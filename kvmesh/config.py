@@ -42,6 +42,10 @@ class GatewayConfig:
     retry_after: int = 1  # seconds, sent with 503
     grace_period: float = 10.0  # seconds for open requests on SIGTERM
     log_level: str = "INFO"
+    result_cache: bool = True  # ask the cache actor for deterministic requests
+    cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
+    cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
+    retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,29 @@ class RouterConfig:
     retry_after: int = 1
     metrics_port: int = 9101  # Prometheus /metrics; 0 = off (docs/OBSERVABILITY.md)
     grace_period: float = 10.0
+    log_level: str = "INFO"
+    policy: str = "kv"  # kv | least-loaded | round-robin (router/policy.py)
+    kv_load_weight: float = 4.0  # kv policy: one queued sequence costs this many prefill blocks
+    overload_queue: int = 16  # running + waiting + pending at which a worker is overloaded
+    overload_kv_usage: float = 0.95  # KV usage at which a worker is overloaded
+    affinity_bonus: float = 8.0  # kv policy: blocks of credit for the session's home worker
+    retry_backoff: float = 0.05  # seconds before the 2nd attempt; doubles, with jitter
+    breaker_failures: int = 3  # consecutive failures that open a worker's circuit
+    breaker_cooldown: float = 5.0  # seconds an open circuit stays open before a trial
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The result-cache actor (cache/service.py)."""
+
+    SERVICE: ClassVar[str] = "cache"
+    nats_url: str = "nats://127.0.0.1:4222"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    ttl: float = 3600.0  # seconds a result stays cached
+    lease: float = 120.0  # seconds a single-flight leader may take before others compute too
+    redis_timeout: float = 0.5  # seconds per Redis call; slower counts as down (a miss)
+    max_concurrency: int = 256
+    grace_period: float = 5.0
     log_level: str = "INFO"
 
 

@@ -143,6 +143,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
     children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
     children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
     children.append(procs.start("auth", procs.service_argv("auth"), env, log("auth")))
+    children.append(procs.start("cache", procs.service_argv("cache"), env, log("cache")))
     threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     for i in range(cfg.workers):
         wid = f"w{i}"

@@ -9,12 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-SERVICES = ("gateway", "router", "worker", "auth")
+SERVICES = ("gateway", "router", "worker", "auth", "cache")
 
 
 def _entry(service: str) -> Callable[[Sequence[str]], int]:
     if service == "gateway":
         from gateway.server import main
+    elif service == "cache":
+        from cache.service import main
     elif service == "router":
         from router.service import main
     elif service == "auth":

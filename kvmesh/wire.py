@@ -30,6 +30,10 @@ ROUTER_PING = "kvmesh.router.ping"
 HEARTBEAT = "kvmesh.worker.heartbeat"
 KV_EVENTS = "kvmesh.worker.kv_events"
 CANCEL = "kvmesh.cancel"
+KV_RESYNC = "kvmesh.worker.kv_resync"  # a router asks workers to resend their whole KV set
+CACHE_GET = "kvmesh.cache.get"
+CACHE_PUT = "kvmesh.cache.put"
+CACHE_STATS = "kvmesh.cache.stats"
 REQUEST_ID_HEADER = "Kvmesh-Request-Id"
 
 
@@ -83,16 +87,20 @@ class GenerateRequest(Message):
     logprobs: int | None = None
     priority: int = 0
     tenant: str = ""
+    session: str = ""  # session-affinity hint (the OpenAI `user` field or a header)
+    exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
 
 
 @dataclass
 class Accepted(Message):
-    """A worker admitted the request; chunks will follow on its `reply_to`."""
+    """A worker admitted the request; chunks will follow on its `reply_to`. The router adds
+    `prefix_overlap`: full prompt blocks it expected the worker to hold in its KV cache."""
 
     KIND: ClassVar[str] = "accepted"
     request_id: str
     worker_id: str
     prompt_tokens: int
+    prefix_overlap: int = 0
 
 
 @dataclass
@@ -163,16 +171,75 @@ class Heartbeat(Message):
     block_size: int = 16
     draining: bool = False
     sent_at: float = 0.0
+    revision: str = ""  # the model files' identity (name, size, mtime), for result-cache keys
 
 
 @dataclass
 class KVEvent(Message):
-    """Block hashes a worker stored or evicted since its last event."""
+    """Block hashes a worker stored or evicted since its last event. `full`: `stored` is the
+    worker's whole set (an answer to `KVResync`) and replaces what a router knew. `seq` counts
+    a worker's events 1, 2, 3...; a router that sees a gap asks for a resync."""
 
     KIND: ClassVar[str] = "kv_event"
     worker_id: str
     stored: list[int]
     evicted: list[int]
+    full: bool = False
+    seq: int = 0
+
+
+@dataclass
+class KVResync(Message):
+    """Ask a worker ("" = every worker) to publish its whole KV set as a `full` KVEvent."""
+
+    KIND: ClassVar[str] = "kv_resync"
+    worker_id: str = ""
+
+
+@dataclass
+class CacheGet(Message):
+    """Result-cache lookup. With `lead_wait` > 0 a miss whose key another caller is computing
+    waits up to that long for its result (single-flight)."""
+
+    KIND: ClassVar[str] = "cache_get"
+    key: str
+    lead_wait: float = 0.0
+
+
+@dataclass
+class CacheHit(Message):
+    KIND: ClassVar[str] = "cache_hit"
+    key: str
+    chunks: list[Chunk]
+
+
+@dataclass
+class CacheMiss(Message):
+    """`lead`: the caller holds the key's single-flight lease and should compute and put."""
+
+    KIND: ClassVar[str] = "cache_miss"
+    key: str
+    lead: bool = False
+
+
+@dataclass
+class CachePut(Message):
+    """Store a finished result (`chunks` empty: give the lease up without storing)."""
+
+    KIND: ClassVar[str] = "cache_put"
+    key: str
+    chunks: list[Chunk]
+
+
+@dataclass
+class CacheStats(Message):
+    KIND: ClassVar[str] = "cache_stats"
+    hits: int = 0
+    misses: int = 0
+    leads: int = 0
+    waited_hits: int = 0
+    puts: int = 0
+    errors: int = 0
 
 
 @dataclass
@@ -192,6 +259,7 @@ KINDS: dict[str, type[Message]] = {
     cls.KIND: cls
     for cls in (
         GenerateRequest, Accepted, Chunk, Cancel, Ping, Heartbeat, KVEvent, ErrorReply,
+        KVResync, CacheGet, CacheHit, CacheMiss, CachePut, CacheStats,
     )
 }
 M = TypeVar("M", bound=Message)

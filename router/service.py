@@ -4,9 +4,13 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
 - The prompt (chat messages through the model's chat template, or text) becomes token ids
   with the same tokenizer the worker's engine uses; a request that already has ids keeps them.
 - A prompt longer than the model's context is answered 422 here, without a worker round trip.
-- Workers serving the model are ranked by `router.policy.rank`; the router asks each in turn
-  to accept (`accept_timeout`), moving on when a worker has no responders or times out. A
-  worker's own refusal (an `ErrorReply` other than 503) goes back to the caller unchanged.
+- Workers serving the model (live by heartbeat, circuit closed, not in `exclude_workers`) are
+  ranked by the configured `router.policy` using the KV index (`router.kv_index`, fed by the
+  workers' KV events; a fresh router and a reappearing worker trigger a `KVResync`). The router
+  asks each in turn to accept (`accept_timeout`), with backoff and jitter between tries, moving
+  on when a worker has no responders, times out or refuses with 503 (each counts against its
+  circuit breaker, `router.health`). Another refusal goes back to the caller unchanged.
+- `Accepted.prefix_overlap` carries the cached prefix blocks the router counted on.
 - The reply is the worker's `Accepted` (which names the worker, for cancels), or an
   `ErrorReply`: 404 for a model no worker serves, 503 with `retry_after` when no worker is
   live or none accepted.
@@ -18,16 +22,29 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from kvmesh import wire
 from kvmesh.actor import Actor, NoResponders, RemoteError, RequestTimeout
+from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
-from kvmesh.wire import Accepted, ErrorReply, GenerateRequest, Heartbeat, Message, Ping
-from router.policy import rank
+from kvmesh.wire import (
+    Accepted,
+    ErrorReply,
+    GenerateRequest,
+    Heartbeat,
+    KVEvent,
+    KVResync,
+    Message,
+    Ping,
+)
+from router.health import Breakers, backoff
+from router.kv_index import KVIndex
+from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
-from router.workers import WorkerRegistry
+from router.workers import WorkerRegistry, WorkerView
 from telemetry import routing as route_telemetry
 from telemetry import setup as setup_telemetry
 from telemetry import shutdown as shutdown_telemetry
@@ -43,17 +60,44 @@ class Router(Actor):
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.workers = WorkerRegistry(cfg.worker_dead_after)
+        self.policy = Policy(cfg.policy, PolicyParams(
+            cfg.kv_load_weight, cfg.overload_queue, cfg.overload_kv_usage, cfg.affinity_bonus))
+        self.kv_index = KVIndex()
+        self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown)
+        self._resync_asked: dict[str, float] = {}
 
     async def start(self) -> None:
         await self.connect()
+        await self.serve(wire.KV_EVENTS, (KVEvent,), self._on_kv_event)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+        await self.publish(wire.KV_RESYNC, KVResync())  # a fresh router rebuilds its index
         await self.serve(wire.ROUTER_GENERATE, (GenerateRequest,), self._generate,
                          queue="router", max_concurrency=self.cfg.max_concurrency)
         await self.serve(wire.ROUTER_PING, (Ping,), self._ping, queue="router")
 
     async def _on_heartbeat(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, Heartbeat)
+        wid = msg.worker_id
+        if not self.workers.is_live(wid):  # new, or back from the dead: rebuild from scratch
+            self.kv_index.drop(wid)
+            self.kv_index.mark_stale(wid)
         self.workers.observe(msg)
+        if self.kv_index.needs_resync(wid):
+            await self._ask_resync(wid)
+
+    async def _on_kv_event(self, msg: Message, raw: Any) -> None:
+        assert isinstance(msg, KVEvent)
+        self.kv_index.apply(msg)
+        if self.kv_index.needs_resync(msg.worker_id):
+            await self._ask_resync(msg.worker_id)
+
+    async def _ask_resync(self, worker_id: str) -> None:
+        """Ask one worker for its whole KV set, at most once a second."""
+        now = time.monotonic()
+        if now - self._resync_asked.get(worker_id, -1e9) < 1.0:
+            return
+        self._resync_asked[worker_id] = now
+        await self.publish(wire.KV_RESYNC, KVResync(worker_id))
 
     async def _ping(self, msg: Message, raw: Any) -> Message:
         return Ping()
@@ -66,7 +110,8 @@ class Router(Actor):
     async def _generate(self, msg: Message, raw: Any) -> Message:
         req = msg
         assert isinstance(req, GenerateRequest)
-        candidates = self.workers.live(req.model)
+        candidates = [v for v in self.workers.live(req.model)
+                      if v.beat.worker_id not in req.exclude_workers]
         route_telemetry.candidates(req, candidates)
         if not candidates:
             if self.workers.live() and req.model not in self.workers.models():
@@ -96,26 +141,62 @@ class Router(Actor):
             return self.tokenizer.encode(req)
         return await asyncio.to_thread(self.tokenizer.encode, req)
 
-    async def _forward(self, req: GenerateRequest, candidates: list[Any],
+    def candidates(self, req: GenerateRequest, views: list[WorkerView]) -> list[Candidate]:
+        """Workers whose circuit allows a request, with the prompt's cached overlap on each.
+        The last prompt token is left out of the hash, as the engine's prefix match does."""
+        ids = req.prompt_token_ids or []
+        chains: dict[int, list[BlockHash]] = {}
+        out = []
+        for v in views:
+            wid = v.beat.worker_id
+            if not self.breakers.allows(wid):
+                continue
+            bs = v.beat.block_size
+            keys = chains.get(bs)
+            if keys is None:
+                keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs)
+            out.append(Candidate(v, self.kv_index.overlap(wid, keys), len(keys),
+                                 is_overloaded(v, self.policy.params)))
+        return out
+
+    async def _forward(self, req: GenerateRequest, views: list[WorkerView],
                        headers: dict[str, str] | None) -> Message:
+        """Try the ranked workers in turn (backoff with jitter between tries) until one
+        accepts; no responders, a timeout or a 503 moves on and counts against the breaker."""
+        ranked = self.policy.rank(self.candidates(req, views), req.session)
+        if not ranked:
+            return self._unavailable("every live worker's circuit is open")
         tried = 0
-        for view in rank(candidates):
+        for cand in ranked:
             if tried >= self.cfg.max_attempts:
                 break
+            if tried:
+                await asyncio.sleep(backoff(tried, self.cfg.retry_backoff))
             tried += 1
             route_telemetry.attempt(req.model, tried)
-            wid = view.beat.worker_id
+            wid = cand.worker_id
             self.workers.sent(wid)
+            self.breakers.attempt(wid)
             try:
-                return await self.request(wire.worker_generate(wid), req,
-                                          self.cfg.accept_timeout, Accepted, headers=headers)
+                accepted = await self.request(wire.worker_generate(wid), req,
+                                              self.cfg.accept_timeout, Accepted, headers=headers)
             except RemoteError as exc:
                 if exc.reply.status != 503:
+                    self.breakers.success(wid)  # it answered: the request is at fault
                     return exc.reply
                 log.info("worker %s refused %s: %s", wid, req.request_id, exc)
+                self.breakers.failure(wid)
+                continue
             except (NoResponders, RequestTimeout) as exc:
                 log.warning("worker %s did not accept %s: %s", wid, req.request_id, exc)
+                self.breakers.failure(wid)
                 self.workers.forget(wid)
+                continue
+            self.breakers.success(wid)
+            accepted.prefix_overlap = cand.overlap
+            log.debug("%s -> %s (%s, overlap %d/%d blocks)", req.request_id, wid,
+                      self.policy.name, cand.overlap, cand.prompt_blocks)
+            return accepted
         return self._unavailable(f"no worker accepted the request after {tried} attempt(s)")
 
 

@@ -1,0 +1,50 @@
+"""Which requests the result cache may answer, and their keys.
+
+Contract:
+- Only deterministic requests are cacheable: temperature 0 (greedy), or an explicit `seed`.
+  Anything else (sampling without a seed) is never looked up or stored.
+- The key is a SHA-256 over a canonical JSON of everything that can change the answer: the
+  model name and revision, the tenant (tenants never share entries), the request kind, the
+  prompt (messages as role/content pairs, text, or token ids) and every sampling parameter
+  (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
+  logprobs). Delivery options (`stream`, `include_usage`) and scheduling hints (`priority`,
+  the session) are not in the key: the same answer is served streamed or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+KEY_VERSION = 1  # bump when the cached entry's meaning changes
+
+
+def cacheable(req: Any) -> bool:
+    """`req` is a gateway ParsedRequest (or anything with the same sampling fields)."""
+    return req.temperature == 0.0 or req.seed is not None
+
+
+def cache_key(req: Any, tenant: str, revision: str) -> str:
+    parts: dict[str, Any] = {
+        "v": KEY_VERSION,
+        "model": req.model,
+        "revision": revision,
+        "tenant": tenant,
+        "kind": req.kind,
+        "messages": None if req.messages is None else [[m.role, m.content] for m in req.messages],
+        "prompt": req.prompt,
+        "prompt_token_ids": req.prompt_token_ids,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "top_k": req.top_k,
+        "seed": req.seed,
+        "n": req.n,
+        "stop": req.stop,
+        "stop_token_ids": req.stop_token_ids,
+        "ignore_eos": req.ignore_eos,
+        "logprobs": req.logprobs,
+    }
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,114 @@
+"""Routing policy, KV index, circuit breaker and result-cache keys, without a mesh."""
+
+from __future__ import annotations
+
+import time
+
+from cache.key import cache_key, cacheable
+from gateway.openai_request import parse_chat
+from kvmesh.block_hash import hash_prefix_blocks
+from kvmesh.wire import Heartbeat, KVEvent
+from router.health import Breakers, backoff
+from router.kv_index import KVIndex
+from router.policy import Candidate, Policy, PolicyParams, home_worker, is_overloaded
+from router.workers import WorkerView
+
+PROMPT = list(range(1000, 1000 + 16 * 8 + 5))  # 8 full blocks and a partial one
+KEYS = hash_prefix_blocks(PROMPT, 16)
+
+
+def view(wid: str, running: int = 0, waiting: int = 0, kv_usage: float = 0.1) -> WorkerView:
+    return WorkerView(Heartbeat(wid, "m", running, waiting, kv_usage, 100, 90), time.monotonic())
+
+
+def cands(index: KVIndex, views: list[WorkerView], p: PolicyParams) -> list[Candidate]:
+    return [Candidate(v, index.overlap(v.beat.worker_id, KEYS), len(KEYS), is_overloaded(v, p))
+            for v in views]
+
+
+def ids(ranked: list[Candidate]) -> list[str]:
+    return [c.worker_id for c in ranked]
+
+
+def test_kv_policy_prefers_the_worker_holding_the_prefix() -> None:
+    index = KVIndex()
+    index.apply(KVEvent("b", KEYS[:6], [], seq=1))
+    p = PolicyParams()
+    assert ids(Policy("kv", p).rank(cands(index, [view("a"), view("b")], p), "")) == ["b", "a"]
+
+
+def test_kv_policy_weighs_load_against_overlap() -> None:
+    index = KVIndex()
+    index.apply(KVEvent("b", KEYS[:2], [], seq=1))  # saves 2 blocks; 1 queued costs 4
+    p = PolicyParams(kv_load_weight=4.0)
+    ranked = Policy("kv", p).rank(cands(index, [view("a"), view("b", running=1)], p), "")
+    assert ids(ranked) == ["a", "b"]
+
+
+def test_overloaded_holder_is_passed_over() -> None:
+    index = KVIndex()
+    index.apply(KVEvent("b", KEYS, [], seq=1))
+    p = PolicyParams(overload_queue=4)
+    views = [view("a", running=3), view("b", running=2, waiting=2)]
+    assert ids(Policy("kv", p).rank(cands(index, views, p), "")) == ["a", "b"]
+    full_kv = [view("a", running=3), view("b", kv_usage=0.99)]
+    assert ids(Policy("kv", p).rank(cands(index, full_kv, p), "")) == ["a", "b"]
+
+
+def test_session_goes_home_when_caches_are_equal() -> None:
+    p = PolicyParams()
+    views = [view("a"), view("b"), view("c")]
+    for session in ("alice", "bob", "carol"):
+        home = home_worker(session, ["a", "b", "c"])
+        assert ids(Policy("kv", p).rank(cands(KVIndex(), views, p), session))[0] == home
+
+
+def test_round_robin_cycles_and_least_loaded_picks_idle() -> None:
+    p = PolicyParams()
+    rr = Policy("round-robin", p)
+    views = [view("a"), view("b")]
+    firsts = [ids(rr.rank(cands(KVIndex(), views, p), ""))[0] for _ in range(4)]
+    assert firsts == ["a", "b", "a", "b"]
+    ll = Policy("least-loaded", p)
+    assert ids(ll.rank(cands(KVIndex(), [view("a", 3), view("b", 1)], p), ""))[0] == "b"
+
+
+def test_kv_index_evicts_replaces_and_detects_lost_events() -> None:
+    index = KVIndex()
+    assert index.needs_resync("a")
+    index.apply(KVEvent("a", KEYS[:4], [], full=True, seq=1))
+    assert not index.needs_resync("a") and index.overlap("a", KEYS) == 4
+    index.apply(KVEvent("a", [], [KEYS[1]], seq=2))
+    assert index.overlap("a", KEYS) == 1  # the chain breaks at the evicted block
+    index.apply(KVEvent("a", KEYS[4:6], [], seq=4))  # seq 3 was lost
+    assert index.needs_resync("a")
+    index.apply(KVEvent("a", KEYS, [], full=True, seq=5))
+    assert not index.needs_resync("a") and index.overlap("a", KEYS) == len(KEYS)
+
+
+def test_circuit_opens_after_failures_and_half_opens_after_cooldown() -> None:
+    b = Breakers(failures=2, cooldown=0.05)
+    b.failure("w")
+    assert b.allows("w")
+    b.failure("w")
+    assert not b.allows("w") and b.state("w") == "open"
+    time.sleep(0.06)
+    assert b.allows("w") and b.state("w") == "half-open"
+    b.attempt("w")
+    assert not b.allows("w")  # one trial at a time
+    b.success("w")
+    assert b.state("w") == "closed"
+    assert all(0 < backoff(i, 0.05) <= 2.0 for i in range(1, 10))
+
+
+def test_cache_key_covers_tenant_revision_and_sampling() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    req = parse_chat(body)
+    assert cacheable(req)
+    base = cache_key(req, "t1", "r1")
+    assert cache_key(req, "t2", "r1") != base
+    assert cache_key(req, "t1", "r2") != base
+    assert cache_key(parse_chat({**body, "max_tokens": 5}), "t1", "r1") != base
+    assert cache_key(parse_chat({**body, "stream": True}), "t1", "r1") == base
+    assert not cacheable(parse_chat({**body, "temperature": 0.5}))
+    assert cacheable(parse_chat({**body, "temperature": 0.5, "seed": 3}))
