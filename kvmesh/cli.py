@@ -38,6 +38,13 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    """Find a trace in Jaeger by request id or trace id and print its span tree."""
+    from telemetry.jaeger import main
+
+    return main(args.id, args.jaeger_url)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvmesh", description="kvmesh LLM serving mesh")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -57,6 +64,13 @@ def _build_parser() -> argparse.ArgumentParser:
     from auth.cli import add_commands as add_key_commands  # `kvmesh keys`
 
     add_key_commands(sub)
+
+    trace = sub.add_parser("trace", help="print a request's trace from Jaeger as a tree")
+    trace.add_argument("id", help="a request id (chatcmpl-..., cmpl-...) or a 32-hex trace id")
+    trace.add_argument("--jaeger-url", default=None,
+                       help="Jaeger query URL; env KVMESH_JAEGER_URL (default "
+                            "http://localhost:16686)")
+    trace.set_defaults(func=_cmd_trace)
 
     return parser
 
