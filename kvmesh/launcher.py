@@ -135,6 +135,11 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5"}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
+    from telemetry.launch import telemetry_env
+
+    tel_env, where = telemetry_env(cfg.otlp_endpoint, cfg.metrics_port)
+    env.update(tel_env)
+    print(where, flush=True)
 
     def log(name: str) -> IO[bytes]:
         return open(logs / f"{name}.log", "wb")
@@ -149,6 +154,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
         wid = f"w{i}"
         children.append(procs.start(wid, procs.service_argv("worker"), {
             **env, "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i),
         }, log(wid)))
     children.append(procs.start("gateway", procs.service_argv(
         "gateway", "--host", cfg.host, "--port", str(cfg.port)), env, log("gateway")))
@@ -220,6 +226,9 @@ kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
 c = OpenAI(base_url='{url}/v1', api_key='{key}')
 r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
 print(r.choices[0].message.content)"
+
+  metrics: {url}/metrics, router :{cfg.metrics_port}/metrics, workers \
+:{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics
 
 Ctrl-C stops everything.
 """
