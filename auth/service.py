@@ -37,6 +37,9 @@ from kvmesh.wire import (
     Settle,
     VerifyKey,
 )
+from telemetry import setup as setup_telemetry
+from telemetry import shutdown as shutdown_telemetry
+from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.auth")
 
@@ -77,6 +80,7 @@ class AuthService(Actor):
         await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._admin, "auth", 8)
         log.info("auth serving (rate window %gs)", self.cfg.rate_window)
 
+    @traced("auth.lookup_key")
     async def _verify(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, VerifyKey)
         try:
@@ -85,6 +89,7 @@ class AuthService(Actor):
             return ErrorReply(401, "invalid_request_error", str(exc), code="invalid_api_key")
         return identity(rec.key_id, tenant)
 
+    @traced("auth.admit")
     async def _admit(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, Admit)
         refusal = await self.limiter.admit(
@@ -174,8 +179,11 @@ async def serve(cfg: AuthConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(cfg))
+    setup_telemetry("auth", f"auth-{os.getpid()}", cfg.log_level)
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        shutdown_telemetry()
     return 0
 
 

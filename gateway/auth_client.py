@@ -39,6 +39,8 @@ from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
 from kvmesh.wire import Admit, AuthOk, Identity, Message, Revoked, Settle, VerifyKey
+from telemetry.services import auth_verified
+from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.auth")
 STREAM_KEY = "kvmesh.stream"
@@ -94,6 +96,7 @@ class Authenticator:
             return None
         return await self.verify(self.bearer(request))
 
+    @traced("auth.verify", observe=auth_verified)
     async def verify(self, key: str) -> Identity:
         try:
             parse(key)
