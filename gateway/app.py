@@ -33,7 +33,6 @@ from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.sse import SseWriter
-from telemetry import http as telemetry_http
 from kvmesh.wire import CacheHit
 from telemetry import http as telemetry_http
 
@@ -57,7 +56,6 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", telemetry_http.metrics_handler)
     app.router.add_get("/metrics", telemetry_http.metrics_handler)
     return app
 
@@ -143,9 +141,7 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
     prefix = "chatcmpl-" if req.kind == "chat" else "cmpl-"
     rid = prefix + uuid.uuid4().hex
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
-    rec.set_request(rid, req.model)
-    rec = telemetry_http.record(request)  # span attributes and metrics of this request
-    rec.set_request(rid, req.model)
+    rec.set_request(rid, req.model, req.tenant)
     stream: ChunkStream | ReplayStream | None = None
     req.session = request.headers.get(SESSION_HEADER, req.session)
     lead_key: str | None = None
