@@ -45,8 +45,8 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
            "KVMESH_LOG_LEVEL": "INFO", "KVMESH_LOG_FORMAT": "json"}
 
-    def log(name: str):  # noqa: ANN202
-        return open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    def log(name: str):  # the child owns the file
+        return open(logs / f"{name}.log", "ab")
 
     children = [procs.start_nats(nats_port, log("nats"))]
     try:
@@ -166,7 +166,7 @@ def test_incoming_traceparent_is_honoured(traced_mesh: TracedMesh) -> None:
 
 
 def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
-    status, body = _chat(traced_mesh, content="word " * (MAX_MODEL_LEN + 50))
+    status, _ = _chat(traced_mesh, content="word " * (MAX_MODEL_LEN + 50))
     assert status == 422
 
     def done(spans: list[ReceivedSpan]) -> bool:

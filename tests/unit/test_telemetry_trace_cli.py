@@ -52,10 +52,7 @@ TRACE = {
 
 
 class _Jaeger(BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.seen.append(self.path)
+    def do_GET(self) -> None:  # http.server's name
         url = urllib.parse.urlparse(self.path)
         q = urllib.parse.parse_qs(url.query)
         if url.path == f"/api/traces/{TRACE_ID}":
