@@ -85,8 +85,15 @@ def enabled() -> bool:
     return _provider is not None
 
 
+_tracer: trace.Tracer | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("kvmesh", VERSION)
+    """kvmesh's tracer (a proxy until the SDK is installed, so caching it is safe)."""
+    global _tracer
+    if _tracer is None:
+        _tracer = trace.get_tracer("kvmesh", VERSION)
+    return _tracer
 
 
 def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
