@@ -20,6 +20,8 @@ from typing import Any
 from kvmesh import wire
 from kvmesh.actor import Actor, MeshError
 from kvmesh.wire import Accepted, CacheGet, CacheHit, CacheMiss, CachePut, Chunk
+from telemetry.services import cache_looked_up
+from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.cache")
 
@@ -31,6 +33,7 @@ class ResultCacheClient:
         self.lead_wait = lead_wait
         self._background: set[asyncio.Future[None]] = set()
 
+    @traced("cache.lookup", observe=cache_looked_up)
     async def lookup(self, key: str) -> CacheHit | CacheMiss:
         try:
             return await self.actor.request(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
+from telemetry import setup as setup_telemetry
+from telemetry import shutdown as shutdown_telemetry
+from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
 POLL_S = 0.05  # how often a waiter checks Redis for a leader's put made on another replica
@@ -145,6 +149,7 @@ class ResultCache(Actor):
                 await asyncio.wait_for(event.wait(), POLL_S)
             waited = True
 
+    @traced("cache.store")
     async def _put(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, CachePut)
         key = msg.key
@@ -173,8 +178,11 @@ async def serve(cfg: CacheConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(CacheConfig, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(cfg))
+    setup_telemetry("cache", f"cache-{os.getpid()}", cfg.log_level)
+    try:
+        asyncio.run(serve(cfg))
+    finally:
+        shutdown_telemetry()
     return 0
 
 
