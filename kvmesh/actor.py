@@ -38,6 +38,7 @@ from kvmesh.wire import ErrorReply, Message, WireError
 from telemetry import propagation
 
 log = logging.getLogger(__name__)
+HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
 
@@ -219,8 +220,8 @@ class Actor:
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.grace_period)
         for hook in self.on_drain:
-            try:
-                await asyncio.wait_for(hook(), timeout=self.grace_period)
+            try:  # a hook may wait out the grace period itself: leave it time to clean up after
+                await asyncio.wait_for(hook(), timeout=self.grace_period + HOOK_SLACK_S)
             except Exception:
                 log.exception("%s: drain hook failed", self.name)
         if self.nc is not None and not self.nc.is_closed:
