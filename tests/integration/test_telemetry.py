@@ -48,8 +48,13 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
     def log(name: str):  # the child owns the file
         return open(logs / f"{name}.log", "ab")
 
-    children = [procs.start_nats(nats_port, log("nats"))]
+    redis_port = procs.free_port()
+    children = [procs.start_nats(nats_port, log("nats")),
+                procs.start_redis(redis_port, str(logs), log("redis"))]
+    env["KVMESH_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
     try:
+        children.append(procs.start("cache", procs.service_argv("cache"), env=env,
+                                    log=log("cache")))
         children.append(procs.start("router", procs.service_argv("router"), env={
             **env, "KVMESH_ROUTER_METRICS_PORT": str(router_mport)}, log=log("router")))
         children.append(procs.start("worker", procs.service_argv("worker"), env={
@@ -58,8 +63,8 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
             "KVMESH_WORKER_NUM_KV_BLOCKS": "256",
             "KVMESH_WORKER_METRICS_PORT": str(worker_mport)}, log=log("worker")))
         children.append(procs.start("gateway", procs.service_argv("gateway"), env={
-            **env, "KVMESH_GATEWAY_PORT": str(gw_port), "KVMESH_GATEWAY_AUTH": "0",
-            "KVMESH_GATEWAY_RESULT_CACHE": "0"}, log=log("gateway")))
+            **env, "KVMESH_GATEWAY_PORT": str(gw_port), "KVMESH_GATEWAY_AUTH": "0"},
+            log=log("gateway")))
         base = f"http://127.0.0.1:{gw_port}"
         _wait_ready(base, children, logs)
         yield TracedMesh(base, {
@@ -89,7 +94,10 @@ def _wait_ready(base: str, children: list[procs.Child], logs: Path) -> None:
 
 
 def _chat(mesh: TracedMesh, content: str = "Say hi.", max_tokens: int = 4,
-          headers: dict[str, str] | None = None) -> tuple[int, dict]:
+          headers: dict[str, str] | None = None, unique: bool = True) -> tuple[int, dict]:
+    """A greedy chat request; `unique` adds a nonce so the result cache never answers it."""
+    if unique:
+        content = f"{content} ({secrets.token_hex(4)})"
     body = {"model": MODEL, "messages": [{"role": "user", "content": content}],
             "max_tokens": max_tokens, "temperature": 0}
     req = urllib.request.Request(mesh.base_url + "/v1/chat/completions",
@@ -123,8 +131,9 @@ def test_one_request_is_one_trace_across_gateway_router_worker(traced_mesh: Trac
     from openai import OpenAI
 
     client = OpenAI(base_url=traced_mesh.base_url + "/v1", api_key="x", max_retries=0)
+    hello = f"Hello {secrets.token_hex(4)}!"  # never a result-cache hit
     resp = client.chat.completions.create(model=MODEL, max_tokens=4, temperature=0,
-                                          messages=[{"role": "user", "content": "Hello!"}])
+                                          messages=[{"role": "user", "content": hello}])
     spans = _trace_of(traced_mesh, resp.id, "POST /v1/chat/completions", "router.route",
                       "inference.generate", "engine.step")
     gw = _one(spans, "POST /v1/chat/completions")
@@ -229,6 +238,30 @@ def test_metrics_move_with_traffic(traced_mesh: TracedMesh) -> None:
     assert 0 <= w[f"kvmesh_worker_kv_cache_usage_ratio{{model={MODEL}}}"] <= 1
     assert 0 < w[f"kvmesh_worker_prefix_cache_hit_ratio{{model={MODEL}}}"] <= 1  # same prompt
     assert w[f"kvmesh_worker_num_requests_running{{model={MODEL}}}"] == 0
+
+
+def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> None:
+    prompt = f"Count to three. {secrets.token_hex(4)}"
+    before = _scrape(traced_mesh.metrics["gateway"])
+    status, first = _chat(traced_mesh, content=prompt, unique=False)
+    assert status == 200
+    spans = _trace_of(traced_mesh, first["id"], "cache.lookup", "cache.store",
+                      "inference.generate")
+    gw = next(s for s in spans if s.kind == SERVER and s.service == "kvmesh-gateway")
+    lookup, store = _one(spans, "cache.lookup"), _one(spans, "cache.store")
+    assert lookup.attrs["kvmesh.cache.hit"] is False and lookup.parent_id == gw.span_id
+    assert store.service == "kvmesh-cache" and store.parent_id == gw.span_id
+
+    status, second = _chat(traced_mesh, content=prompt, unique=False)
+    assert status == 200 and second["choices"] == first["choices"]
+    spans = _trace_of(traced_mesh, second["id"], "cache.lookup")
+    assert _one(spans, "cache.lookup").attrs["kvmesh.cache.hit"] is True
+    assert not [s for s in spans if s.name == "router.route"]
+    after = _scrape(traced_mesh.metrics["gateway"])
+    key = "kvmesh_gateway_result_cache_lookups_total{result=%s}"
+    assert after[key % "hit"] - before.get(key % "hit", 0) == 1
+    assert after[key % "miss"] - before.get(key % "miss", 0) == 1
+    assert 0 < after["kvmesh_gateway_result_cache_hit_ratio{}"] <= 1
 
 
 def test_log_lines_are_json_with_trace_ids(traced_mesh: TracedMesh) -> None:
