@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ class AuthService(Actor):
         )
         if refusal is None:
             return AuthOk()
+        wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
         what = {
             "requests": f"requests per window ({msg.rpm})",
             "tokens": f"tokens per window ({msg.tpm})",
@@ -106,10 +108,9 @@ class AuthService(Actor):
         return ErrorReply(
             429,
             "rate_limit_error",
-            f"rate limit reached for tenant {msg.tenant!r}: {what}; "
-            f"retry after {max(1.0, refusal.retry_after):.0f}s",
+            f"rate limit reached for tenant {msg.tenant!r}: {what}; retry after {wait:.0f}s",
             code="rate_limit_exceeded",
-            retry_after=refusal.retry_after,
+            retry_after=wait,
         )
 
     async def _settle(self, msg: Message, raw: Any) -> Message:

@@ -1,0 +1,321 @@
+"""Auth through real gateways: keys, scopes, rate limits shared by replicas, revocation,
+the admin API, keys never stored or logged in plain text, and priority classes.
+
+Two auth actors (one queue group) and two gateways with auth on join the session's mesh. The
+rate window is 4 s instead of a minute, so "per minute" limits refill within a test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from kvmesh import procs
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
+from tests.integration.helpers import sse_events
+
+ADMIN_KEY = "admin-" + uuid.uuid4().hex
+WINDOW_S = 4
+PRIO_MODEL = "smol-prio"
+
+
+@dataclass
+class AuthMesh:
+    a: str  # base URLs of the two gateways with auth on
+    b: str
+    redis_url: str
+    logs: Path
+
+
+def call(
+    method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 60
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """(status, JSON body, headers) whatever the status."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = key if " " in key else f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def complete(
+    base: str, key: str | None, model: str = MODEL, **extra: Any
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    body = {"model": model, "prompt": "Hello", "max_tokens": 1, **extra}
+    return call("POST", base + "/v1/completions", body, key)
+
+
+def new_tenant(base: str, **fields: Any) -> tuple[str, str]:
+    """Create a tenant through the admin API and a key for it: (tenant name, plain key)."""
+    name = "t-" + uuid.uuid4().hex[:8]
+    status, body, _ = call("POST", base + "/admin/tenants", {"name": name, **fields}, ADMIN_KEY)
+    assert status == 200, body
+    status, body, _ = call("POST", base + "/admin/keys", {"tenant": name}, ADMIN_KEY)
+    assert status == 201, body
+    return name, body["key"]
+
+
+@pytest.fixture(scope="module")
+def auth_mesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[AuthMesh]:
+    env = {
+        "KVMESH_NATS_URL": mesh.nats_url,
+        "KVMESH_REDIS_URL": redis_url,
+        "KVMESH_AUTH_RATE_WINDOW": str(WINDOW_S),
+    }
+    actors = [
+        procs.start(
+            f"auth{i}",
+            procs.service_argv("auth"),
+            env=env,
+            log=open(logs_dir / f"auth{i}.log", "ab"),  # noqa: SIM115 - the child owns it
+        )
+        for i in (1, 2)
+    ]
+    gw_a, url_a = start_gateway(
+        mesh.nats_url, logs_dir, "gateway-auth-a", auth="1", admin_key=ADMIN_KEY
+    )
+    gw_b, url_b = start_gateway(
+        mesh.nats_url, logs_dir, "gateway-auth-b", auth="1", admin_key=ADMIN_KEY
+    )
+    children = [*actors, gw_a, gw_b]
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            call("GET", url_a + "/admin/tenants", key=ADMIN_KEY)[0] != 200
+            or call("GET", url_b + "/admin/tenants", key=ADMIN_KEY)[0] != 200
+        ):
+            assert time.monotonic() < deadline, "auth did not come up"
+            time.sleep(0.2)
+        mesh.wait_ready(2)
+        yield AuthMesh(url_a, url_b, redis_url, logs_dir)
+    finally:
+        for child in children:
+            child.stop()
+
+
+def test_missing_malformed_unknown_and_revoked_keys_get_401(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a)
+    unknown = "kvm_" + "0" * 12 + "_" + "A" * 43
+    for bad in (None, "Basic abc", "Bearer", "not-a-kvmesh-key", unknown):
+        status, body, _ = complete(auth_mesh.a, bad)
+        assert status == 401, (bad, body)
+        assert body["error"]["code"] == "invalid_api_key" and body["error"]["message"]
+    assert complete(auth_mesh.a, key)[0] == 200
+    key_id = key.split("_")[1]
+    assert call("DELETE", f"{auth_mesh.a}/admin/keys/{key_id}", key=ADMIN_KEY)[0] == 200
+    status, body, _ = complete(auth_mesh.a, key)
+    assert status == 401 and "revoked" in body["error"]["message"]
+
+
+def test_openai_client_with_a_key_and_without(auth_mesh: AuthMesh) -> None:
+    import openai
+
+    _, key = new_tenant(auth_mesh.a)
+    client = openai.OpenAI(base_url=auth_mesh.a + "/v1", api_key=key, max_retries=0)
+    resp = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert resp.choices[0].message.content is not None
+    bad = openai.OpenAI(base_url=auth_mesh.a + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_model_outside_scopes_gets_403_and_is_not_listed(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, models=["some-other-model"])
+    status, body, _ = complete(auth_mesh.a, key)
+    assert status == 403
+    assert body["error"]["param"] == "model" and body["error"]["code"] == "model_not_allowed"
+    status, listed, _ = call("GET", auth_mesh.a + "/v1/models", key=key)
+    assert status == 200 and MODEL not in [m["id"] for m in listed["data"]]
+
+
+def test_max_tokens_is_capped_by_the_tenant(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, max_tokens=3)
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=40, ignore_eos=True)
+    assert status == 200 and body["usage"]["completion_tokens"] == 3
+
+
+def test_requests_over_the_limit_get_429_then_pass_after_the_window(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, rpm=2)
+    assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 200]
+    status, body, headers = complete(auth_mesh.a, key)
+    assert status == 429
+    assert body["error"]["code"] == "rate_limit_exceeded" and body["error"]["type"]
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    retry_after = int(headers["Retry-After"])
+    assert 1 <= retry_after <= WINDOW_S
+    time.sleep(retry_after + 0.2)
+    assert complete(auth_mesh.a, key)[0] == 200
+
+
+def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, tpm=10)
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=16, ignore_eos=True)
+    assert status == 200 and body["usage"]["total_tokens"] > 16  # overdraws 10
+    time.sleep(0.3)  # usage is settled just after the answer
+    status, body, headers = complete(auth_mesh.a, key)
+    assert status == 429 and "tokens" in body["error"]["message"]
+    time.sleep(int(headers["Retry-After"]) + 0.2)
+    assert complete(auth_mesh.a, key)[0] == 200
+
+
+def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, rpm=3)
+    statuses = [
+        complete(base, key)[0]
+        for base in (auth_mesh.a, auth_mesh.b, auth_mesh.a, auth_mesh.b, auth_mesh.a)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_concurrency_cap_refuses_a_second_request_in_flight(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, max_concurrency=1)
+    body = {
+        "model": MODEL,
+        "prompt": "Count:",
+        "max_tokens": 40,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    req = urllib.request.Request(
+        auth_mesh.a + "/v1/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        next(sse_events(resp))  # the first token: the request is in flight
+        status, err, _ = complete(auth_mesh.b, key)
+        assert status == 429 and "concurrent" in err["error"]["message"]
+        for _ in sse_events(resp):
+            pass
+    time.sleep(0.3)
+    assert complete(auth_mesh.b, key)[0] == 200
+
+
+def test_revocation_reaches_every_gateway_within_a_second(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a)
+    for base in (auth_mesh.a, auth_mesh.b):  # both gateways now hold it in their cache
+        assert call("GET", base + "/v1/models", key=key)[0] == 200
+    key_id = key.split("_")[1]
+    assert call("POST", f"{auth_mesh.a}/admin/keys/{key_id}/revoke", {}, ADMIN_KEY)[0] == 200
+    revoked_at = time.monotonic()
+    while call("GET", auth_mesh.b + "/v1/models", key=key)[0] != 401:
+        assert time.monotonic() - revoked_at < 1.0, "gateway b still accepts a revoked key"
+        time.sleep(0.02)
+    assert call("GET", auth_mesh.a + "/v1/models", key=key)[0] == 401
+
+
+def test_admin_api_refuses_non_admin_keys(auth_mesh: AuthMesh) -> None:
+    _, user_key = new_tenant(auth_mesh.a)
+    _, admin_tenant_key = new_tenant(auth_mesh.a, admin=True)
+    url = auth_mesh.b + "/admin/keys"
+    assert call("GET", url)[0] == 401
+    assert call("GET", url, key="Bearer wrong-admin-key")[0] == 401
+    status, body, _ = call("GET", url, key=user_key)
+    assert status == 403 and body["error"]["code"] == "not_admin"
+    assert call("POST", url, {"tenant": "x"}, user_key)[0] == 403
+    assert (
+        call("POST", auth_mesh.b + "/admin/tenants", {"name": "evil", "admin": True}, user_key)[0]
+        == 403
+    )
+    status, listed, _ = call("GET", url, key=admin_tenant_key)
+    assert status == 200 and all("hash" not in k and "key" not in k for k in listed["data"])
+    assert call("GET", url, key=ADMIN_KEY)[0] == 200
+
+
+def test_keys_never_appear_in_plain_text_in_redis_or_logs(auth_mesh: AuthMesh) -> None:
+    plain = [new_tenant(auth_mesh.a)[1] for _ in range(2)]
+    for key in plain:
+        assert complete(auth_mesh.b, key)[0] == 200
+    complete(auth_mesh.b, plain[0][:-2] + "zz")  # a wrong secret gets logged, if anything
+    secrets = [k.split("_", 2)[2] for k in plain]
+    r = redis.Redis.from_url(auth_mesh.redis_url)
+    dumped = b""
+    for name in r.scan_iter(count=1000):
+        dumped += name + (r.dump(name) or b"")
+    assert dumped and not any(s.encode() in dumped for s in secrets)
+    for log in auth_mesh.logs.glob("*.log"):
+        text = log.read_bytes()
+        assert not any(s.encode() in text for s in secrets), log
+
+
+def test_high_priority_ttft_stays_low_under_a_low_priority_flood(
+    mesh: Mesh, auth_mesh: AuthMesh
+) -> None:
+    """A worker that runs two sequences at once is flooded by a low-priority tenant; a
+    high-priority request jumps the queue, a low-priority one sent with it waits its turn."""
+    worker = procs.start(
+        "wprio",
+        procs.service_argv("worker"),
+        env={
+            "KVMESH_NATS_URL": mesh.nats_url,
+            "KVMESH_WORKER_WORKER_ID": "wprio",
+            "KVMESH_WORKER_SERVED_NAME": PRIO_MODEL,
+            "KVMESH_WORKER_TORCH_THREADS": "1",
+            "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+            "KVMESH_WORKER_MAX_NUM_SEQS": "2",
+            "KVMESH_WORKER_NUM_KV_BLOCKS": "64",
+        },
+        log=open(auth_mesh.logs / "wprio.log", "ab"),  # noqa: SIM115
+    )
+    try:
+        deadline = time.monotonic() + 120
+        _, low = new_tenant(auth_mesh.a, priority="low")
+        _, high = new_tenant(auth_mesh.a, priority="high")
+        while complete(auth_mesh.a, low, PRIO_MODEL)[0] != 200:
+            assert worker.alive and time.monotonic() < deadline, "priority worker not up"
+            time.sleep(0.5)
+        ttft: dict[str, float] = {}
+
+        def stream(name: str, key: str, max_tokens: int) -> None:
+            body = {
+                "model": PRIO_MODEL,
+                "prompt": f"Story {name}:",
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
+                "stream": True,
+            }
+            req = urllib.request.Request(
+                auth_mesh.b + "/v1/completions",
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+            )
+            start = time.monotonic()
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                for i, _ in enumerate(sse_events(resp)):
+                    if i == 0:
+                        ttft[name] = time.monotonic() - start
+
+        flood = [threading.Thread(target=stream, args=(f"flood{i}", low, 24)) for i in range(6)]
+        for t in flood:
+            t.start()
+        time.sleep(1.0)  # two run, four wait
+        probes = [
+            threading.Thread(target=stream, args=("high", high, 4)),
+            threading.Thread(target=stream, args=("low", low, 4)),
+        ]
+        for t in probes:
+            t.start()
+        for t in [*flood, *probes]:
+            t.join(timeout=120)
+        assert {"high", "low"} <= set(ttft), ttft
+        assert ttft["high"] < ttft["low"] / 2, ttft
+    finally:
+        worker.stop()
