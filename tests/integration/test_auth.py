@@ -319,3 +319,39 @@ def test_high_priority_ttft_stays_low_under_a_low_priority_flood(
         assert ttft["high"] < ttft["low"] / 2, ttft
     finally:
         worker.stop()
+
+
+def test_cli_creates_lists_and_revokes_keys(mesh: Mesh, auth_mesh: AuthMesh) -> None:
+    import subprocess
+    import sys
+
+    def kvmesh(*args: str) -> str:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kvmesh.cli",
+                "keys",
+                "--redis-url",
+                auth_mesh.redis_url,
+                "--nats-url",
+                mesh.nats_url,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return out.stdout
+
+    tenant = "cli-" + uuid.uuid4().hex[:6]
+    printed = kvmesh("create", "--tenant", tenant, "--models", MODEL, "--priority", "high")
+    key = printed.strip().splitlines()[-1]
+    key_id = key.split("_")[1]
+    assert complete(auth_mesh.a, key)[0] == 200
+    listed = kvmesh("list", "--tenant", tenant)
+    assert key_id in listed and "active" in listed and key not in listed
+    kvmesh("revoke", key_id)
+    time.sleep(0.2)
+    assert complete(auth_mesh.b, key)[0] == 401
