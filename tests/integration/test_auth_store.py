@@ -26,8 +26,10 @@ async def test_key_verifies_until_revoked_and_is_stored_only_hashed(redis_url: s
     assert got.key_id == rec.key_id and tenant.priority == "high"
     raw = await store.redis.hgetall(f"kvmesh:auth:key:{rec.key_id}")
     assert plain.split("_", 2)[2] not in str(raw) and rec.hash == raw["hash"]
-    for bad, reason in [("nope", "malformed"), (plain[:-1] + ("x" if plain[-1] != "x" else "y"),
-                                                "unknown")]:
+    for bad, reason in [
+        ("nope", "malformed"),
+        (plain[:-1] + ("x" if plain[-1] != "x" else "y"), "unknown"),
+    ]:
         try:
             await store.verify(bad)
             raise AssertionError("verified a bad key")
@@ -46,8 +48,9 @@ async def test_request_bucket_is_shared_and_atomic_across_clients(redis_url: str
     clients = [aioredis.Redis.from_url(redis_url, decode_responses=True) for _ in range(3)]
     limiters = [RateLimiter(c, window_s=60) for c in clients]
     tenant, limits = _tenant(), Limits(rpm=10)
-    results = await asyncio.gather(*(
-        limiters[i % 3].admit(tenant, uuid.uuid4().hex, limits) for i in range(30)))
+    results = await asyncio.gather(
+        *(limiters[i % 3].admit(tenant, uuid.uuid4().hex, limits) for i in range(30))
+    )
     assert sum(r is None for r in results) == 10
     refused = [r for r in results if r is not None]
     assert all(r.limit == "requests" and 0 < r.retry_after <= 6.1 for r in refused)

@@ -14,8 +14,9 @@ def test_generated_key_parses_to_its_id_and_secret() -> None:
     assert plain.startswith("kvm_") and secret not in key_id
 
 
-@pytest.mark.parametrize("bad", ["", "sk-abc", "kvm_xyz_abc", "kvm_0123456789ab_short",
-                                 "kvm_0123456789AB_" + "a" * 43])
+@pytest.mark.parametrize(
+    "bad", ["", "sk-abc", "kvm_xyz_abc", "kvm_0123456789ab_short", "kvm_0123456789AB_" + "a" * 43]
+)
 def test_malformed_keys_are_refused(bad: str) -> None:
     with pytest.raises(keys.MalformedKey):
         keys.parse(bad)
@@ -36,10 +37,13 @@ def test_tenant_defaults_and_validation() -> None:
     assert t.models == ["a", "b"] and t.priority_value == PRIORITY_CLASSES["high"]
     assert t.allows("a") and not t.allows("c")
     assert Tenant.from_dict({"name": "all"}).allows("anything")
-    for body, param in [({"name": "bad name"}, "name"), ({"name": "x", "rpm": -1}, "rpm"),
-                        ({"name": "x", "priority": "urgent"}, "priority"),
-                        ({"name": "x", "models": []}, "models"),
-                        ({"name": "x", "admin": "yes"}, "admin")]:
+    for body, param in [
+        ({"name": "bad name"}, "name"),
+        ({"name": "x", "rpm": -1}, "rpm"),
+        ({"name": "x", "priority": "urgent"}, "priority"),
+        ({"name": "x", "models": []}, "models"),
+        ({"name": "x", "admin": "yes"}, "admin"),
+    ]:
         with pytest.raises(TenantError) as err:
             Tenant.from_dict(body)
         assert err.value.param == param
