@@ -129,18 +129,23 @@ class ResultCache(Actor):
         deadline = time.monotonic() + msg.lead_wait
         waited = False
         while True:
-            if await self._call(
-                "set", "kvmesh:rc:lease:" + key, b"1", nx=True, px=int(self.cfg.lease * 1000)
-            ):
-                self.stats.misses += 1
-                self.stats.leads += 1
-                return CacheMiss(key, lead=True)
-            if waited:  # the lease was taken: is the answer there now?
+            if waited:  # is the leader's answer there now?
                 hit = await self._load(key)
                 if hit is not None:
                     self.stats.hits += 1
                     self.stats.waited_hits += 1
                     return hit
+            lease = "kvmesh:rc:lease:" + key
+            if await self._call("set", lease, b"1", nx=True, px=int(self.cfg.lease * 1000)):
+                hit = await self._load(key)  # a leader may have put and let go just now
+                if hit is not None:
+                    await self._call("delete", lease)
+                    self.stats.hits += 1
+                    self.stats.waited_hits += waited
+                    return hit
+                self.stats.misses += 1
+                self.stats.leads += 1
+                return CacheMiss(key, lead=True)
             if time.monotonic() > deadline:
                 self.stats.misses += 1
                 return CacheMiss(key, lead=False)

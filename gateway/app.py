@@ -149,7 +149,7 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
         hit, lead_key, cache_state = await _cache_lookup(request, req)
         stream = ReplayStream(hit, rid) if hit is not None else await mesh.generate(req, rid)
         request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
-        headers = {**route_headers(stream), **cache_state}
+        headers = cache_state  # + route_headers(stream) once the first chunk came
         stream.on_chunk = rec.on_chunk
         if req.stream:
             return await _stream(request, req, rid, stream, headers)  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream,
         else gather.completion(rid, created, req.model)
     if isinstance(stream, ReplayStream) and body.get("usage"):
         body["usage"]["kvmesh_cache"] = "hit"
-    return web.json_response(body, headers=headers)
+    return web.json_response(body, headers={**route_headers(stream), **(headers or {})})
 
 
 async def _stream(request: web.Request, req: ParsedRequest, rid: str,
@@ -204,7 +204,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
     first = await wait_first(stream)  # errors before this keep their HTTP status
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
     sse = SseWriter(request)
-    sse.response.headers.update(headers or {})
+    sse.response.headers.update({**route_headers(stream), **(headers or {})})
     await sse.start()
     try:
         if req.kind == "chat":

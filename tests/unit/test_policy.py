@@ -22,8 +22,10 @@ def view(wid: str, running: int = 0, waiting: int = 0, kv_usage: float = 0.1) ->
 
 
 def cands(index: KVIndex, views: list[WorkerView], p: PolicyParams) -> list[Candidate]:
-    return [Candidate(v, index.overlap(v.beat.worker_id, KEYS), len(KEYS), is_overloaded(v, p))
-            for v in views]
+    return [
+        Candidate(v, index.overlap(v.beat.worker_id, KEYS), len(KEYS), is_overloaded(v, p))
+        for v in views
+    ]
 
 
 def ids(ranked: list[Candidate]) -> list[str]:

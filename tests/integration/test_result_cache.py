@@ -1,0 +1,119 @@
+"""The Redis result cache on a mesh of its own (one worker): a hit returns exactly the fresh
+answer, streamed or not; identical concurrent requests run once; sampled requests are never
+cached; with Redis stopped, requests still succeed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import nats
+import pytest
+
+from kvmesh import procs, wire
+from kvmesh.wire import CacheStats, Ping
+from tests.integration.conftest import MODEL, Mesh
+from tests.integration.routing_mesh import own_mesh
+
+
+@pytest.fixture(scope="module")
+def cmesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, procs.Child]]:
+    logs: Path = tmp_path_factory.mktemp("cache-mesh")
+    with own_mesh(logs, workers=("c1",)) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def cclient(cmesh):
+    from openai import OpenAI
+
+    return OpenAI(base_url=cmesh[0].base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def cache_stats(mesh: Mesh) -> CacheStats:
+    async def ask() -> CacheStats:
+        nc = await nats.connect(mesh.nats_url)
+        try:
+            msg = await nc.request(wire.CACHE_STATS, wire.encode(Ping()), timeout=2)
+            return wire.decode(msg.data, CacheStats)
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def chat(client, content: str, stream: bool = False, **extra):
+    """(x-kvmesh-cache header, answer text, usage dict) of one chat request."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        max_tokens=12,
+        messages=[{"role": "user", "content": content}],
+        stream=stream,
+        **({"temperature": 0} | extra),
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    header = raw.headers.get("x-kvmesh-cache")
+    parsed = raw.parse()
+    if not stream:
+        return header, parsed.choices[0].message.content, parsed.usage.model_dump()
+    text, usage = [], None
+    for ev in parsed:
+        if ev.choices:
+            text.append(ev.choices[0].delta.content or "")
+        if ev.usage is not None:
+            usage = ev.usage.model_dump()
+    return header, "".join(text), usage
+
+
+def test_hit_returns_the_fresh_answer(cmesh, cclient) -> None:
+    fresh = chat(cclient, "Name three colours.")
+    again = chat(cclient, "Name three colours.")
+    assert fresh[0] == "miss" and again[0] == "hit"
+    assert again[1] == fresh[1]
+    assert again[2]["completion_tokens"] == fresh[2]["completion_tokens"]
+    assert again[2].get("kvmesh_cache") == "hit"
+
+
+def test_hit_streams_like_a_fresh_answer(cmesh, cclient) -> None:
+    fresh_stream = chat(cclient, "Name two animals.", stream=True)
+    plain_hit = chat(cclient, "Name two animals.")
+    stream_hit = chat(cclient, "Name two animals.", stream=True)
+    assert fresh_stream[0] == "miss"
+    assert plain_hit[0] == stream_hit[0] == "hit"
+    assert fresh_stream[1] == plain_hit[1] == stream_hit[1]
+    assert stream_hit[2]["completion_tokens"] == fresh_stream[2]["completion_tokens"]
+
+
+def test_seeded_requests_are_cached_and_sampled_ones_never(cmesh, cclient) -> None:
+    seeded = [chat(cclient, "Say a word.", temperature=0.9, seed=7) for _ in range(2)]
+    assert [s[0] for s in seeded] == ["miss", "hit"] and seeded[0][1] == seeded[1][1]
+    before = cache_stats(cmesh[0])
+    sampled = [chat(cclient, "Say a word.", temperature=0.9) for _ in range(2)]
+    assert [s[0] for s in sampled] == [None, None]
+    after = cache_stats(cmesh[0])
+    assert (after.hits, after.misses) == (before.hits, before.misses)
+
+
+def test_identical_concurrent_requests_compute_once(cmesh, cclient) -> None:
+    before = cache_stats(cmesh[0])
+    n = 6
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(lambda _: chat(cclient, "Count from one to five."), range(n)))
+    headers = sorted(r[0] for r in results)
+    assert headers == ["hit"] * (n - 1) + ["miss"], headers
+    assert len({r[1] for r in results}) == 1
+    after = cache_stats(cmesh[0])
+    assert after.leads - before.leads == 1
+    assert after.waited_hits - before.waited_hits >= 1
+
+
+def test_redis_stopped_requests_still_succeed(cmesh, cclient) -> None:
+    """Last: it stops Redis."""
+    mesh, redis = cmesh
+    redis.stop(timeout=2)
+    for content in ("Name three colours.", "A brand new question?"):
+        header, text, usage = chat(cclient, content)
+        assert header == "miss" and text and usage["completion_tokens"] > 0
+    assert cache_stats(mesh).errors >= 1
