@@ -4,6 +4,7 @@ Contract:
 - Starts nats-server, redis-server, the router, `--workers` inference workers and the gateway
   as child processes (each in its own process group, logs under `<state_dir>/logs/`), waits
   until the gateway's /ready answers 200, then prints the URL with a curl and an openai example.
+- Starts the result-cache actor (cache/service.py, on the same Redis).
 - Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
   admin, no limits) that the banner prints once, in the examples.
 - Pulls the default model first when it is missing.
