@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from inference import LLM, SamplingParams  # noqa: E402
 from inference.engine.attention import AttentionMetadata  # noqa: E402
+from tests.unit.hf_reference import hf_twin  # noqa: E402
 
 MODEL = "dummy:smollm2-135m"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
@@ -32,31 +33,6 @@ def make_llm(dtype: str = "float32", **kw) -> LLM:
                 max_num_seqs=8, max_num_batched_tokens=512, seed=3)
     opts.update(kw)
     return LLM(MODEL, **opts)
-
-
-def hf_twin(model) -> transformers.LlamaForCausalLM:
-    """transformers' Llama holding exactly our model's weights (split back out of the fusions)."""
-    cfg = model.config
-    hf_cfg = transformers.LlamaConfig(**cfg.to_hf())
-    hf_cfg._attn_implementation = "eager"
-    dtype = next(model.parameters()).dtype
-    hf = transformers.LlamaForCausalLM(hf_cfg).to(dtype=dtype, device="cuda").eval()
-    q, kv, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, \
-        cfg.intermediate_size
-    state = {}
-    for name, p in model.state_dict().items():
-        if "qkv_proj" in name:
-            for part, t in zip("qkv", p.split([q, kv, kv]), strict=True):
-                state["model." + name.replace("qkv_proj", f"{part}_proj")] = t
-        elif "gate_up_proj" in name:
-            for part, t in zip(("gate", "up"), p.split([inter, inter]), strict=True):
-                state["model." + name.replace("gate_up_proj", f"{part}_proj")] = t
-        elif name == "lm_head.weight":
-            state[name] = p
-        else:
-            state["model." + name] = p
-    hf.load_state_dict(state, strict=False)
-    return hf
 
 
 def token_ids(outputs) -> list[list[int]]:

@@ -9,10 +9,12 @@ from inference.engine.model import LlamaForCausalLM as OurLlama
 
 
 def hf_twin(model: OurLlama) -> LlamaForCausalLM:
+    """On our model's device and in its dtype, with the fused weights split back out."""
     cfg = model.config
     hf_cfg = LlamaConfig(**cfg.to_hf())
     hf_cfg._attn_implementation = "eager"
-    hf = LlamaForCausalLM(hf_cfg).float().eval()
+    param = next(model.parameters())
+    hf = LlamaForCausalLM(hf_cfg).to(dtype=param.dtype, device=param.device).eval()
     q, kv, inter = (
         cfg.num_heads * cfg.head_dim,
         cfg.num_kv_heads * cfg.head_dim,
@@ -20,7 +22,7 @@ def hf_twin(model: OurLlama) -> LlamaForCausalLM:
     )
     state = {}
     for name, p in model.state_dict().items():
-        p = p.detach().float().cpu()
+        p = p.detach()
         if "qkv_proj" in name:
             for part, t in zip("qkv", p.split([q, kv, kv]), strict=True):
                 state["model." + name.replace("qkv_proj", f"{part}_proj")] = t
@@ -41,4 +43,4 @@ def hf_twin(model: OurLlama) -> LlamaForCausalLM:
 
 @torch.no_grad()
 def hf_logits(hf: LlamaForCausalLM, ids: list[int]) -> torch.Tensor:
-    return hf(torch.tensor([ids])).logits[0].float()
+    return hf(torch.tensor([ids], device=hf.device)).logits[0].float()
