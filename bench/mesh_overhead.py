@@ -87,7 +87,10 @@ async def run_mesh(session: aiohttp.ClientSession, url: str, prompt: str,
 def start_mesh(threads: int, logs: Path) -> tuple[list[procs.Child], str]:
     nats_port, http_port = procs.free_port(), procs.free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
-    env = {"KVMESH_NATS_URL": nats_url, "KVMESH_LOG_LEVEL": "WARNING"}
+    env = {"KVMESH_NATS_URL": nats_url, "KVMESH_LOG_LEVEL": "WARNING",
+           # the bare request path: no auth actor, no result-cache lookup, no metrics ports
+           "KVMESH_GATEWAY_AUTH": "0", "KVMESH_GATEWAY_RESULT_CACHE": "0",
+           "KVMESH_ROUTER_METRICS_PORT": "0", "KVMESH_WORKER_METRICS_PORT": "0"}
 
     def log(name: str) -> Any:
         return open(logs / f"{name}.log", "wb")
