@@ -398,7 +398,14 @@ def build_engine(cfg: WorkerConfig) -> Any:
 
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    kwargs: dict[str, Any] = {"max_num_seqs": cfg.max_num_seqs}
+    kwargs: dict[str, Any] = {
+        "max_num_seqs": cfg.max_num_seqs,
+        "device": cfg.device,
+        "dtype": cfg.dtype,
+        "quantization": cfg.quantization,
+        "enforce_eager": cfg.enforce_eager,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+    }
     if cfg.num_kv_blocks is not None:
         kwargs["num_kv_blocks"] = cfg.num_kv_blocks
     if cfg.max_model_len is not None:

@@ -38,6 +38,7 @@ class GatewayConfig:
     auth_cache_ttl: float = 5.0  # seconds a verified key is trusted without asking again
     router_timeout: float = 10.0  # seconds for the router to route and a worker to accept
     chunk_timeout: float = 60.0  # seconds with no chunk before the request fails with 504
+    stream_write_timeout: float = 30.0  # seconds an SSE write may wait on a non-reading client
     worker_dead_after: float = 3.0  # seconds without a heartbeat before a worker counts as dead
     retry_after: int = 1  # seconds, sent with 503
     grace_period: float = 10.0  # seconds for open requests on SIGTERM
@@ -97,6 +98,11 @@ class WorkerConfig:
     num_kv_blocks: int | None = None
     max_num_seqs: int = 64
     max_model_len: int | None = None
+    device: str = "auto"  # auto = cuda when present, else cpu
+    dtype: str = "auto"  # auto = bfloat16 on cuda, float32 on cpu
+    quantization: str | None = None  # "int4": 4-bit weights on cpu (about 2x single-stream)
+    enforce_eager: bool = False  # no CUDA graphs
+    gpu_memory_utilization: float = 0.9
     torch_threads: int = 0  # 0 = torch's default
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
@@ -115,6 +121,8 @@ class AuthConfig:
     max_concurrency: int = 256
     grace_period: float = 5.0
     log_level: str = "INFO"
+    redis_timeout: float = 1.0  # seconds per Redis call; slower counts as Redis down
+    fail_open: bool = False  # Redis down: admit without rate limits (True) or refuse with 503
 
 
 @dataclass(frozen=True)
