@@ -355,3 +355,14 @@ def test_cli_creates_lists_and_revokes_keys(mesh: Mesh, auth_mesh: AuthMesh) -> 
     kvmesh("revoke", key_id)
     time.sleep(0.2)
     assert complete(auth_mesh.b, key)[0] == 401
+
+
+def test_auth_is_on_by_default_and_off_only_loudly(mesh: Mesh, logs_dir: Path) -> None:
+    from kvmesh.config import GatewayConfig, load
+
+    assert GatewayConfig().auth and load(GatewayConfig, env={}).auth
+    assert not load(GatewayConfig, env={"KVMESH_GATEWAY_AUTH": "0"}).auth
+    # the session's keyless gateway runs with auth=0 and says so at start-up
+    assert b"AUTH IS DISABLED" in (logs_dir / "gateway.log").read_bytes()
+    status, _, _ = call("GET", mesh.base_url + "/v1/models")
+    assert status == 200
