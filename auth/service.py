@@ -9,6 +9,9 @@ Contract (every subject in queue group "auth", so replicas share the work; state
   or key a 404. `key.revoke` and `tenant.put` publish `Revoked` on `AUTH_REVOKED` after Redis
   holds the change, so every gateway drops its cached identities within milliseconds.
 - Plain keys are never logged; log lines name key ids only.
+- Redis down or slower than `redis_timeout`: verification and admin ops answer 503
+  `auth_unavailable` with `retry_after` (a key is never accepted unchecked). Admission fails
+  closed the same way, unless `fail_open` is set: then it admits without limits and logs it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import redis.exceptions
 
 from auth.ratelimit import Limits, RateLimiter
 from auth.store import AuthStore, VerifyError
@@ -76,11 +81,33 @@ class AuthService(Actor):
     async def start(self) -> None:
         await self.connect()
         n = self.cfg.max_concurrency
-        await self.serve(wire.AUTH_VERIFY, (VerifyKey,), self._verify, "auth", n)
-        await self.serve(wire.AUTH_ADMIT, (Admit,), self._admit, "auth", n)
-        await self.serve(wire.AUTH_SETTLE, (Settle,), self._settle, "auth", n)
-        await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._admin, "auth", 8)
+        await self.serve(wire.AUTH_VERIFY, (VerifyKey,), self._redis_down(self._verify), "auth", n)
+        await self.serve(wire.AUTH_ADMIT, (Admit,), self._redis_down(self._admit, True), "auth", n)
+        await self.serve(wire.AUTH_SETTLE, (Settle,), self._redis_down(self._settle), "auth", n)
+        await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._redis_down(self._admin), "auth", 8)
         log.info("auth serving (rate window %gs)", self.cfg.rate_window)
+
+    def _redis_down(self, handler: Any, rate_limit: bool = False) -> Any:
+        """`handler`, answering 503 (or, for admission with `fail_open`, AuthOk) when Redis
+        fails or times out."""
+
+        async def guarded(msg: Message, raw: Any) -> Message:
+            try:
+                return await handler(msg, raw)
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                if rate_limit and self.cfg.fail_open:
+                    log.warning("redis unavailable (%s): admitting without rate limits", exc)
+                    return AuthOk()
+                log.warning("redis unavailable (%s): refusing with 503", exc)
+                return ErrorReply(
+                    503,
+                    "service_unavailable",
+                    "the auth store (Redis) is unavailable",
+                    code="auth_unavailable",
+                    retry_after=1.0,
+                )
+
+        return guarded
 
     @traced("auth.lookup_key")
     async def _verify(self, msg: Message, raw: Any) -> Message:
@@ -172,7 +199,7 @@ class AuthService(Actor):
 
 
 async def serve(cfg: AuthConfig) -> None:
-    store = AuthStore.from_url(cfg.redis_url)
+    store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout)
     service = AuthService(cfg, store)
     service.on_drain.append(store.close)
     await service.start()

@@ -50,8 +50,13 @@ class AuthStore:
         self.redis = redis  # decode_responses=True
 
     @classmethod
-    def from_url(cls, url: str) -> AuthStore:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True))
+    def from_url(cls, url: str, timeout: float | None = None) -> AuthStore:
+        """`timeout`: seconds per Redis call and per connect (None = wait forever)."""
+        return cls(
+            aioredis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()

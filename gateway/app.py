@@ -32,6 +32,7 @@ from gateway.errors import ApiError, no_worker
 from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
+from gateway.openapi import openapi_document
 from gateway.sse import SseWriter
 from kvmesh.wire import CacheHit
 from telemetry import http as telemetry_http
@@ -57,6 +58,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", telemetry_http.metrics_handler)
+    app.router.add_get("/openapi.json", openapi_document)
     return app
 
 
@@ -119,9 +121,19 @@ async def _read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "body is not valid JSON: nested too deeply",
+                       code="invalid_json") from None
+    if b"\\ud" in raw.lower():  # \ud800-\udfff escapes may leave lone surrogates behind
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ApiError(400, "body is not valid JSON: a string holds a lone UTF-16 "
+                           "surrogate", code="invalid_json") from None
+    return body
 
 
 def _too_large(size: int | None, limit: int) -> ApiError:
@@ -203,7 +215,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
                   ) -> web.StreamResponse:
     first = await wait_first(stream)  # errors before this keep their HTTP status
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
-    sse = SseWriter(request)
+    sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **(headers or {})})
     await sse.start()
     try:

@@ -15,6 +15,7 @@ from kvmesh.wire import ChatMessage, GenerateRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _MISSING = object()
+INT_LIMIT = 1 << 63
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.n = _opt_int(body, "n", 1, 128) or 1
     req.stop = _stop(body.get("stop"))
     ids = _get(body, "stop_token_ids", list, [])
-    if any(type(t) is not int or t < 0 for t in ids):
+    if any(type(t) is not int or not 0 <= t < INT_LIMIT for t in ids):
         raise bad_field("stop_token_ids", "must be a list of non-negative integers")
     req.stop_token_ids = ids
     req.ignore_eos = _get(body, "ignore_eos", bool, False)
@@ -165,7 +166,7 @@ def _prompt(body: dict[str, Any], req: ParsedRequest) -> None:
         if not p:
             raise bad_field("prompt", "must not be empty")
         req.prompt = p
-    elif isinstance(p, list) and p and all(type(t) is int and t >= 0 for t in p):
+    elif isinstance(p, list) and p and all(type(t) is int and 0 <= t < INT_LIMIT for t in p):
         req.prompt_token_ids = list(p)
     elif isinstance(p, list) and len(p) > 1:
         raise bad_field("prompt", "one prompt per request (batches are not supported)")
@@ -191,6 +192,8 @@ def _get(body: dict[str, Any], name: str, tp: type, default: Any, param: str = "
     ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
     if not ok:
         raise bad_field(param or name, f"must be {_type_word(tp)}, got {_json_type(value)}")
+    if tp is int and not -INT_LIMIT <= value < INT_LIMIT:  # the wire (msgpack) holds int64
+        raise bad_field(param or name, f"must be in [-2^63, 2^63), got {value}")
     return value
 
 

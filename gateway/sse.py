@@ -4,6 +4,7 @@ as they are made."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,8 +12,9 @@ from aiohttp import web
 
 
 class SseWriter:
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, write_timeout: float = 30.0) -> None:
         self.request = request
+        self.write_timeout = write_timeout
         self.response = web.StreamResponse(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
@@ -25,8 +27,18 @@ class SseWriter:
     async def send(self, payload: dict[str, Any]) -> None:
         """One event. Raises ConnectionResetError when the client has gone."""
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        await self.response.write(b"data: " + data.encode() + b"\n\n")
+        await self._write(b"data: " + data.encode() + b"\n\n")
 
     async def done(self) -> None:
-        await self.response.write(b"data: [DONE]\n\n")
+        await self._write(b"data: [DONE]\n\n")
         await self.response.write_eof()
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.response.write(data), self.write_timeout)
+        except TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            raise ConnectionResetError(
+                f"client read nothing for {self.write_timeout:g}s; stream dropped") from None

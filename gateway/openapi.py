@@ -1,0 +1,232 @@
+"""The gateway's OpenAPI 3.0 document, served at `GET /openapi.json`.
+
+It is written from the validators in `gateway/openai_request.py` and must stay in step with
+them: every bound here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py
+fuzzes a live gateway against this document, and tests/fuzz/test_validators_hypothesis.py
+checks that bodies valid by this document pass the validators). Fields the validators ignore
+(`user` aside) are allowed by `additionalProperties`, as OpenAI-compatible servers accept them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> dict[str, Any]:
+    out = dict(INT64)
+    if lo is not None:
+        out["minimum"] = lo
+    if hi is not None:
+        out["maximum"] = hi
+    return out
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+_STOP = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 16,
+            "items": {"type": "string", "minLength": 1},
+        },
+    ],
+    "nullable": True,
+}
+
+_COMMON: dict[str, Any] = {
+    "model": {"type": "string", "minLength": 1},
+    "stream": _nullable({"type": "boolean"}),
+    "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
+    "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1, "exclusiveMinimum": True}),
+    "top_k": _nullable({"oneOf": [{"type": "integer", "enum": [-1]}, _int(1)]}),
+    "seed": _nullable(_int()),
+    "n": _nullable(_int(1, 128)),
+    "stop": _STOP,
+    "stop_token_ids": _nullable({"type": "array", "items": _int(0)}),
+    "ignore_eos": _nullable({"type": "boolean"}),
+    "priority": _nullable(_int()),
+    "user": _nullable({"type": "string"}),
+    "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+    "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+    "max_tokens": _nullable(_int(1)),
+}
+
+_TEXT_PART = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+}
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+        "content": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}],
+            "nullable": True,
+        },
+    },
+}
+
+CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        **_COMMON,
+        "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+        "max_completion_tokens": _nullable(_int(1)),
+        "logprobs": _nullable({"type": "boolean"}),
+        "top_logprobs": _nullable(_int(0, 20)),
+        "stream_options": _nullable(
+            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
+        ),
+    },
+    "description": "stream_options only with stream true; top_logprobs only with logprobs true.",
+}
+
+COMPLETION_REQUEST = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        **_COMMON,
+        "prompt": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": _int(0)},
+            ]
+        },
+        "logprobs": _nullable(_int(0, 20)),
+        "echo": _nullable({"type": "boolean", "enum": [False]}),
+        "stream_options": _nullable(
+            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
+        ),
+    },
+    "description": "stream_options only with stream true. max_tokens defaults to 16.",
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": "string", "nullable": True},
+                "code": {"type": "string", "nullable": True},
+            },
+        }
+    },
+}
+
+_ERR = {
+    "description": "error, OpenAI shape",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_RETRY = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+_GENERATION_ERRORS = {
+    "400": {**_ERR, "description": "bad JSON or a bad field (param names it)"},
+    "401": {**_ERR, "description": "missing or unknown API key"},
+    "403": {**_ERR, "description": "model outside the key's scopes"},
+    "404": {**_ERR, "description": "unknown model"},
+    "413": {**_ERR, "description": "body or prompt too large"},
+    "422": {**_ERR, "description": "prompt (plus max_tokens) longer than the context"},
+    "429": {**_ERR, "description": "rate limit or quota", "headers": _RETRY},
+    "502": {**_ERR, "description": "the worker died"},
+    "503": {**_ERR, "description": "no worker, overloaded or auth down", "headers": _RETRY},
+    "504": {**_ERR, "description": "the router or worker timed out"},
+}
+
+
+def _generation(schema_ref: str, summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "the answer: JSON, or SSE (`data: {...}` events, then "
+                    "`data: [DONE]`) when stream is true",
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **_GENERATION_ERRORS,
+            },
+        }
+    }
+
+
+def _get(summary: str, codes: tuple[str, ...] = ()) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "ok",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }
+    for code in codes:
+        responses[code] = _ERR
+    return {"get": {"summary": summary, "responses": responses}}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "kvmesh gateway",
+        "version": "1",
+        "description": "OpenAI-compatible completions over the kvmesh mesh.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "ChatCompletionRequest": CHAT_REQUEST,
+            "CompletionRequest": COMPLETION_REQUEST,
+            "Error": ERROR,
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/chat/completions": _generation("ChatCompletionRequest", "chat completion"),
+        "/v1/completions": _generation("CompletionRequest", "text completion"),
+        "/v1/models": _get("models with a live worker", ("401", "503")),
+        "/health": {
+            "get": {
+                "summary": "liveness",
+                "security": [],
+                "responses": {"200": {"description": "the process runs"}},
+            }
+        },
+        "/ready": {
+            "get": {
+                "summary": "readiness",
+                "security": [],
+                "responses": {
+                    "200": {"description": "nats, a router and a worker answer"},
+                    "503": {"description": "not ready"},
+                },
+            }
+        },
+    },
+}
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)

@@ -1,0 +1,139 @@
+"""A scripted router + worker on a real nats-server, for fault tests that need a backend which
+misbehaves on cue (or answers at once, for fuzzing the gateway without a model on the CPU).
+
+It runs in its own thread and event loop, heartbeats as worker `fake` serving `FAKE_MODEL`, and
+answers `kvmesh.router.generate` itself (accepting for worker `fake`). What it does with a request
+depends on a marker in the prompt or the last message:
+
+- `fake:silent`  accepts, then never sends a chunk (the gateway's chunk timeout must fire);
+- `fake:no-accept`  never answers the router request (the gateway's router timeout must fire);
+- `fake:flood`  accepts, then sends `FLOOD_CHUNKS` chunks of 8 KiB text as fast as it can;
+- anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
+
+Cancels are recorded in `cancelled`, so a test can see that a dropped client was cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import nats
+
+from kvmesh import wire
+from kvmesh.wire import (
+    Accepted,
+    Cancel,
+    Chunk,
+    GenerateRequest,
+    Heartbeat,
+    Ping,
+    UsageInfo,
+)
+
+FAKE_MODEL = "fake-model"
+FAKE_WORKER = "fake"
+FLOOD_CHUNKS = 4000
+FLOOD_TEXT = "x" * 8192
+
+
+class FakeBackend:
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.cancelled: set[str] = set()
+        self.flooding = 0  # floods still sending
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="fake-backend", daemon=True)
+
+    def start(self) -> FakeBackend:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError("fake backend did not connect to nats")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def on_generate(msg) -> None:  # type: ignore[no-untyped-def]
+            req = wire.decode(msg.data, GenerateRequest)
+            text = req.prompt or (req.messages[-1].content if req.messages else "")
+            if "fake:no-accept" in text:
+                return
+            await msg.respond(wire.encode(Accepted(req.request_id, FAKE_WORKER, 3)))
+            if "fake:silent" in text:
+                return
+            task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def on_cancel(msg) -> None:  # type: ignore[no-untyped-def]
+            self.cancelled.add(wire.decode(msg.data, Cancel).request_id)
+
+        async def on_ping(msg) -> None:  # type: ignore[no-untyped-def]
+            await msg.respond(wire.encode(Ping()))
+
+        await nc.subscribe(wire.ROUTER_GENERATE, queue="router", cb=on_generate)
+        await nc.subscribe(wire.ROUTER_PING, queue="router", cb=on_ping)
+        await nc.subscribe(wire.CANCEL, cb=on_cancel)
+        beat = asyncio.create_task(self._heartbeats(nc))
+        self._ready.set()
+        await self._stop.wait()
+        beat.cancel()
+        await nc.close()
+
+    async def _heartbeats(self, nc: nats.NATS) -> None:
+        while True:
+            hb = Heartbeat(
+                FAKE_WORKER, FAKE_MODEL, 0, 0, 0.0, 64, 64, max_model_len=1024, sent_at=time.time()
+            )
+            await nc.publish(wire.HEARTBEAT, wire.encode(hb))
+            await asyncio.sleep(0.3)
+
+    async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
+        rid = req.request_id
+        if not flood:
+            await nc.publish(req.reply_to, wire.encode(Chunk(rid, 0, 0, "Hello", [1])))
+            await nc.publish(
+                req.reply_to,
+                wire.encode(
+                    Chunk(rid, 1, 0, "!", [2], finish_reason="stop", usage=UsageInfo(3, 2))
+                ),
+            )
+            return
+        self.flooding += 1
+        try:
+            for seq in range(FLOOD_CHUNKS):
+                if rid in self.cancelled:
+                    return
+                last = seq == FLOOD_CHUNKS - 1
+                await nc.publish(
+                    req.reply_to,
+                    wire.encode(
+                        Chunk(
+                            rid,
+                            seq,
+                            0,
+                            FLOOD_TEXT,
+                            [1],
+                            finish_reason="length" if last else None,
+                            usage=UsageInfo(3, FLOOD_CHUNKS) if last else None,
+                        )
+                    ),
+                )
+                if seq % 50 == 0:
+                    await asyncio.sleep(0.005)  # let the loop breathe (and cancels in)
+        finally:
+            self.flooding -= 1
