@@ -66,6 +66,7 @@ def test_shared_prefix_goes_to_the_worker_that_holds_it(rmesh: Mesh, rclient) ->
 
 def test_overloaded_holder_is_passed_over(rmesh: Mesh, rclient) -> None:
     holder, _ = ask(rclient, SYSTEM_A, "Where is book 1?")
+    time.sleep(0.6)  # a heartbeat clears the router's count of requests sent (overload 1)
     stream = rclient.chat.completions.create(
         model=MODEL,
         max_tokens=400,
@@ -76,9 +77,19 @@ def test_overloaded_holder_is_passed_over(rmesh: Mesh, rclient) -> None:
     )
     try:
         next(iter(stream))
-        time.sleep(0.6)  # a heartbeat shows it running
-        worker, _ = ask(rclient, SYSTEM_A, "Where is book 2?")
-        assert worker != holder
+        # The stream usually lands on the holder; if the router still counted the first
+        # request as pending (until the next heartbeat), the other worker holds it now. Either
+        # way the busy one is the one to pass over.
+        busy = stream.response.headers["x-kvmesh-worker"]
+        assert busy == holder or stream.response.headers["x-kvmesh-prefix-overlap"] == "0"
+        # Once a heartbeat shows it running (0.5 s apart, later on a loaded machine),
+        # requests for the prefix must go to the other worker; before that they may not.
+        deadline = time.monotonic() + 8.0
+        worker = busy
+        while worker == busy and time.monotonic() < deadline:
+            time.sleep(0.3)
+            worker, _ = ask(rclient, SYSTEM_A, "Where is book 2?")
+        assert worker != busy, "the overloaded worker kept getting its prefix's requests"
     finally:
         stream.close()
 
@@ -98,13 +109,13 @@ def test_paused_worker_receives_nothing_until_it_returns(rmesh: Mesh, rclient) -
     child = rmesh.workers[holder]
     child.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(3.0)  # > worker_dead_after (2 s): the router drops it
-        for q in ("How big is wave 6?", "How big is wave 7?"):
-            time.sleep(0.6)
-            t0 = time.monotonic()
-            worker, _ = ask(rclient, SYSTEM_B, q)
-            assert worker != holder
-            assert time.monotonic() - t0 < 2.0  # no accept timeout spent on the paused one
+        time.sleep(4.0)  # > worker_dead_after (2 s), with room for a slow router: it drops it
+        with SubjectCounter(rmesh.nats_url, f"kvmesh.worker.{holder}.generate") as sent:
+            for q in ("How big is wave 6?", "How big is wave 7?"):
+                time.sleep(0.6)
+                worker, _ = ask(rclient, SYSTEM_B, q)
+                assert worker != holder
+        assert sent.count == 0, "the router still offered work to the paused worker"
     finally:
         child.proc.send_signal(signal.SIGCONT)
     time.sleep(1.5)
@@ -113,6 +124,40 @@ def test_paused_worker_receives_nothing_until_it_returns(rmesh: Mesh, rclient) -
         seen.add(ask(rclient, f"Session {i}. " + SYSTEM_A, "hi", user=f"s{i}")[0])
         time.sleep(0.6)
     assert holder in seen  # back in rotation
+
+
+class SubjectCounter:
+    """Counts the messages published on one NATS subject while the `with` block runs."""
+
+    def __init__(self, nats_url: str, subject: str):
+        self.nats_url, self.subject, self.count = nats_url, subject, 0
+        self._subscribed, self._stop = threading.Event(), threading.Event()
+
+    def __enter__(self) -> SubjectCounter:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+        self._thread.start()
+        assert self._subscribed.wait(10), "could not subscribe"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    async def _watch(self) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+
+            async def seen(_msg) -> None:
+                self.count += 1
+
+            await nc.subscribe(self.subject, cb=seen)
+            await nc.flush()
+            self._subscribed.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+            await nc.flush()
+        finally:
+            await nc.close()
 
 
 def first_worker_asked(nats_url: str, timeout: float = 30.0) -> str:
