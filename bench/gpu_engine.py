@@ -8,6 +8,8 @@
    on 256 sequences with input and output lengths uniform in 100..1024, ignore_eos,
    temperature 0.6 (nano-vllm's workload); transformers at batch 64, 512 in / 128 out as the
    peer; the KV pool's share of GPU memory; a kernel profile of decode steps mid-run.
+3. The same 8B decode and throughput with an fp8 KV pool (`kv_cache_dtype="fp8"`), and the
+   greedy-token agreement of fp8 vs bf16 KV on SmolLM2-135M shapes (fraction of equal tokens).
 
 Decode ms/token = (time for 1 + N tokens - time for 1 token) / N: prefill is taken out. Every
 time is end to end through the engine (scheduler, runner, sampler), after a warm-up. Writes
@@ -104,7 +106,7 @@ def throughput_workload(num=256, lo=100, hi=1024, seed=0):
     return prompts, params
 
 
-def ours_throughput(llm: LLM, out_dir: str | None) -> dict:
+def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_8b.txt") -> dict:
     prompts, params = throughput_workload()
     llm.generate(prompts[:8], [SamplingParams(max_tokens=16, ignore_eos=True)] * 8)  # warm-up
     eng = llm.engine
@@ -131,7 +133,7 @@ def ours_throughput(llm: LLM, out_dir: str | None) -> dict:
     elapsed = sync_time() - t0
     restore()
     if prof_text and out_dir:
-        with open(os.path.join(out_dir, "profile_8b.txt"), "w") as f:
+        with open(os.path.join(out_dir, profile_name), "w") as f:
             f.write(prof_text)
     return {
         "seconds": elapsed,
@@ -231,9 +233,56 @@ def bench_8b(skip_hf: bool, out_dir: str | None) -> None:
         free()
 
 
+def bench_8b_fp8_kv(out_dir: str | None) -> None:
+    """Graphs on, the bf16 run's settings, an fp8 KV pool: decode, pool size, throughput."""
+    r = RESULTS.setdefault("llama-3.1-8b", {}).setdefault("fp8_kv", {})
+    total = torch.cuda.mem_get_info()[1]
+    llm = LLM("dummy:llama-3.1-8b", dtype="bfloat16", max_num_seqs=256,
+              max_num_batched_tokens=16384, max_model_len=4096, kv_cache_dtype="fp8")
+    r["ours_graphs_ms_per_token"] = ours_decode_ms(llm, 1)
+    r["ours_graphs_b64_ms_per_step"] = ours_decode_ms(llm, 64, n=128)
+    plan = memory.last_plan
+    r["kv_blocks"] = plan.num_blocks
+    r["kv_tokens"] = plan.kv_tokens
+    r["kv_gib"] = plan.kv_bytes / 2**30
+    r["kv_share_of_gpu"] = plan.kv_bytes / total
+    r["throughput"] = ours_throughput(llm, out_dir, "profile_8b_fp8.txt")
+    print(json.dumps(r, indent=1), flush=True)
+    del llm
+    free()
+
+
+def fp8_kv_agreement(num_prompts: int = 8, max_tokens: int = 64) -> None:
+    """Greedy tokens with fp8 vs bf16 KV, SmolLM2-135M shapes, bf16 weights (dummy)."""
+    gen = random.Random(7)
+    ps = [[gen.randrange(0, 49152) for _ in range(gen.randint(16, 400))]
+          for _ in range(num_prompts)]
+    greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    toks = {}
+    for kv in ("auto", "fp8"):
+        llm = LLM("dummy:smollm2-135m", dtype="bfloat16", max_num_seqs=16, max_model_len=1024,
+                  num_kv_blocks=2048, kv_cache_dtype=kv, seed=0)
+        toks[kv] = [o.outputs[0].token_ids for o in llm.generate(ps, greedy)]
+        del llm
+        free()
+    pairs = list(zip(toks["auto"], toks["fp8"], strict=True))
+    same = sum(a == b for x, y in pairs for a, b in zip(x, y, strict=True))
+    prefix = [next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), len(x))
+              for x, y in pairs]
+    RESULTS["fp8_kv_agreement"] = {
+        "prompts": num_prompts, "tokens_each": max_tokens,
+        "token_match_fraction": same / (num_prompts * max_tokens),
+        "identical_sequences": sum(p == max_tokens for p in prefix),
+        "mean_tokens_before_first_divergence": sum(prefix) / num_prompts,
+    }
+    print(json.dumps(RESULTS["fp8_kv_agreement"], indent=1), flush=True)
+
+
 def table() -> str:
     s, b = RESULTS.get("smollm2-135m", {}), RESULTS.get("llama-3.1-8b", {})
     t = b.get("throughput", {})
+    q = b.get("fp8_kv", {})
+    qt, a = q.get("throughput", {}), RESULTS.get("fp8_kv_agreement", {})
     f = lambda v, fmt="{:.2f}": "-" if v is None else fmt.format(v)  # noqa: E731
     hf_tp = b.get("hf_b64_512in_128out_tok_per_s")
     rows = [
@@ -254,6 +303,16 @@ def table() -> str:
         ("ours / transformers", f(t["out_tok_per_s"] / hf_tp) if t and hf_tp else "-", "≥ 4"),
         ("KV pool share of GPU memory", f(b.get("kv_share_of_gpu"), "{:.1%}"), ""),
         ("KV pool tokens / GiB", f"{b.get('kv_tokens', '-')} / {f(b.get('kv_gib'))}", ""),
+        ("8B fp8 KV: b1 ms/token / b64 ms/step",
+         f"{f(q.get('ours_graphs_ms_per_token'))} / {f(q.get('ours_graphs_b64_ms_per_step'))}",
+         ""),
+        ("8B fp8 KV: 256-seq throughput, out tok/s", f(qt.get("out_tok_per_s"), "{:.0f}"),
+         "≥ 10,000"),
+        ("8B fp8 KV: pool tokens / GiB",
+         f"{q.get('kv_tokens', '-')} / {f(q.get('kv_gib'))}", ""),
+        ("fp8 vs bf16 KV greedy tokens equal (SmolLM2)",
+         f(a.get("token_match_fraction"), "{:.1%}"),
+         f"{a.get('identical_sequences', '-')}/{a.get('prompts', '-')} sequences identical"),
         ("graph capture s (smol / 8B)",
          f"{f(s.get('graph_capture_s'))} / {f(b.get('graph_capture_s'))}", ""),
     ]
@@ -266,6 +325,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT"))
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--only", choices=["smol", "8b"])
+    ap.add_argument("--skip-fp8", action="store_true", help="no fp8-KV rows")
     args = ap.parse_args()
     RESULTS["device"] = torch.cuda.get_device_name()
     RESULTS["torch"] = torch.__version__
@@ -273,6 +333,10 @@ def main() -> None:
         bench_smol(args.skip_hf)
     if args.only != "smol":
         bench_8b(args.skip_hf, args.out)
+    if not args.skip_fp8:
+        fp8_kv_agreement()
+        if args.only != "smol":
+            bench_8b_fp8_kv(args.out)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "gpu_engine.json"), "w") as fh:

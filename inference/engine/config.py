@@ -111,6 +111,9 @@ class EngineConfig:
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
       `gpu_memory_utilization` of the device on CUDA).
     - `quantization`: None, or "int4" (CPU only): 4-bit weight-only projections, see quant.py.
+    - `kv_cache_dtype`: "auto" (the model's dtype) or "fp8" (CUDA only): the KV pool is stored
+      as float8 e4m3 (per-tensor scale 1.0, values saturated to +-448), half the bytes per
+      block, so twice the blocks; the attention kernels upcast on load.
     """
 
     block_size: int = 16
@@ -125,4 +128,5 @@ class EngineConfig:
     dtype: str = "auto"
     enforce_eager: bool = False
     quantization: str | None = None
+    kv_cache_dtype: str = "auto"
     seed: int = 0

@@ -61,6 +61,18 @@ def pick_device(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+def pick_kv_dtype(cfg: EngineConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The KV pool's dtype: the model's ("auto"), or float8 e4m3 ("fp8", CUDA only)."""
+    if cfg.kv_cache_dtype == "auto":
+        return dtype
+    if cfg.kv_cache_dtype == "fp8":
+        if device.type != "cuda":
+            raise ValueError(f"kv_cache_dtype: 'fp8' needs CUDA (device is {device.type}); "
+                             "use 'auto'")
+        return torch.float8_e4m3fn
+    raise ValueError(f"kv_cache_dtype: unknown {cfg.kv_cache_dtype!r}; use auto or fp8")
+
+
 def make_backend(device: torch.device, block_size: int) -> AttentionBackend:
     if device.type == "cuda":
         from .triton_attention import TritonAttentionBackend
@@ -94,6 +106,7 @@ class LLMEngine:
         self.config = config
         self.tokenizer = tokenizer
         self.device, self.dtype = pick_device(config)
+        self.kv_dtype = pick_kv_dtype(config, self.device, self.dtype)
         self.max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
         backend = make_backend(self.device, config.block_size)
         with torch.device(self.device):
@@ -106,7 +119,7 @@ class LLMEngine:
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)
         self.runner = ModelRunner(
-            model, backend, num_blocks, config.block_size, self.device, self.dtype
+            model, backend, num_blocks, config.block_size, self.device, self.kv_dtype
         )
         self.graph_decoder = None
         if self.device.type == "cuda" and not config.enforce_eager:
@@ -149,11 +162,11 @@ class LLMEngine:
     def _num_blocks(self, model: LlamaForCausalLM) -> int:
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
-        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.dtype)
+        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype)
         if self.device.type == "cuda":
             from .memory import profile_num_blocks
 
-            return profile_num_blocks(model, self.config, per_block)
+            return profile_num_blocks(model, self.config, per_block, self.kv_dtype)
         return max(1, self.config.kv_cache_memory // per_block)
 
     # ---- the streaming interface ---------------------------------------------------------

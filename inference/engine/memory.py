@@ -54,10 +54,11 @@ class KVMemoryPlan:
 
 
 @torch.inference_mode()
-def _profile_forward(model, config: EngineConfig, max_len: int) -> None:
+def _profile_forward(model, config: EngineConfig, max_len: int,
+                     kv_dtype: torch.dtype | None) -> None:
     cfg = model.config
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    dtype = kv_dtype or next(model.parameters()).dtype
     bs = config.block_size
     tokens = max(1, config.max_num_batched_tokens)
     seq_len = min(tokens, max_len)
@@ -86,14 +87,17 @@ def _profile_forward(model, config: EngineConfig, max_len: int) -> None:
     torch.cuda.synchronize(device)
 
 
-def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int) -> KVMemoryPlan:
+def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int,
+                      kv_dtype: torch.dtype | None = None) -> KVMemoryPlan:
+    """`bytes_per_block` already reflects the pool's dtype (an fp8 pool gets twice the blocks);
+    `kv_dtype` (None = the model's) is the dummy pool's: the profiled kernels are the real ones."""
     device = next(model.parameters()).device
     max_len = min(model.config.max_position, config.max_model_len or 1 << 62)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    _profile_forward(model, config, max_len)
+    _profile_forward(model, config, max_len, kv_dtype)
     peak = torch.cuda.max_memory_allocated(device) - base
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
@@ -109,9 +113,10 @@ def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int) -> KVMe
     return KVMemoryPlan(num_blocks, config.block_size, bytes_per_block, total, in_use, peak)
 
 
-def profile_num_blocks(model, config: EngineConfig, bytes_per_block: int) -> int:
+def profile_num_blocks(model, config: EngineConfig, bytes_per_block: int,
+                       kv_dtype: torch.dtype | None = None) -> int:
     """The engine's entry point: size the pool and log the plan."""
-    plan = profile_kv_memory(model, config, bytes_per_block)
+    plan = profile_kv_memory(model, config, bytes_per_block, kv_dtype)
     log.info(plan.describe())
     global last_plan
     last_plan = plan

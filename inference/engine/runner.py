@@ -36,6 +36,7 @@ class ModelRunner:
         self.backend = backend
         self.block_size = block_size
         self.device = device
+        # `dtype` is the pool's (float8 e4m3 for kv_cache_dtype="fp8"), not always the model's.
         # Zeroed, not empty: masked-out pool entries still enter the matmuls of the CPU path,
         # and a NaN there would poison the row.
         self.kv_cache = torch.zeros(
@@ -54,7 +55,10 @@ class ModelRunner:
         if copies:
             src = torch.tensor([s for s, _ in copies], device=self.device)
             dst = torch.tensor([d for _, d in copies], device=self.device)
-            self.kv_cache[:, :, dst] = self.kv_cache[:, :, src]
+            # fp8 pools are copied as bytes: indexing kernels need not support float8.
+            pool = self.kv_cache.view(torch.uint8) if self.kv_cache.element_size() == 1 \
+                else self.kv_cache
+            pool[:, :, dst] = pool[:, :, src]
 
     def prepare(
         self, batch: ScheduledBatch

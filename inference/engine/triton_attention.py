@@ -10,6 +10,8 @@ Keeps the `AttentionBackend` contract (see `attention.py`): write the step's new
 - Any other step (prefill chunks, prefix-cache hits, mixed prefill + decode) runs the varlen
   prefill kernel over the cached prefix.
 - Slots < 0 are padding: nothing is written (graph padding rows use them).
+- The pool's dtype is the model's or float8 e4m3 (`kv_cache_dtype="fp8"`): the write kernel
+  converts on store, the attention kernels upcast on load; nothing else here depends on it.
 
 Hot path: the split-K workspace is allocated once per step (first layer) and reused by every
 layer; `begin_step` drops it so a new step (or a graph capture) allocates its own.

@@ -11,6 +11,9 @@ CUDA-graph safe: the grid depends only on static shapes (`num_seqs`, `kv_heads`)
 `num_splits` fixed by the caller from an upper bound on the context length; each program reads
 its real context length from `seq_lens` on the device. A sequence with `seq_len == 0` (graph
 padding) gets a zero output.
+
+The pool may be float8 e4m3 (`kv_cache_dtype="fp8"`, scale 1.0): keys and values are upcast to
+the query's dtype on load (exact), so an fp8 pool halves the bytes read and nothing else changes.
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ def _decode_split_kernel(
         blk = tl.load(bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
         row = blk * stride_cb + (offs_n % PAGE) * stride_cs + kvh * stride_ch
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        # An fp8 pool is upcast to the query's dtype (exact), dots accumulate in float32.
+        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask,
+                    other=0.0).to(Q.dtype.element_ty)
+        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask,
+                    other=0.0).to(Q.dtype.element_ty)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))

@@ -9,7 +9,8 @@ Grid `(cdiv(max_query_len, BLOCK_M), num_seqs, heads)`. Sequence b's rows are
 `ctx = seq_lens[b] - q_len`, so row i sits at position `ctx + i` and sees keys `0..ctx + i`.
 A program only walks keys up to the last position of its own row tile (causal early exit);
 tiles past a sequence's rows do no work. `max_query_len` sizes the grid, so this path is for
-eager steps (decode steps use `decode_attention`, which graphs can capture).
+eager steps (decode steps use `decode_attention`, which graphs can capture). A float8 pool is
+upcast to the query's dtype on load, as in decode.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def _prefill_kernel(
         blk = tl.load(bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
         row = blk * stride_cb + (offs_n % PAGE) * stride_cs + kvh * stride_ch
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
-        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask, other=0.0)
+        # An fp8 pool is upcast to the query's dtype (exact), dots accumulate in float32.
+        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask,
+                    other=0.0).to(Q.dtype.element_ty)
+        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask,
+                    other=0.0).to(Q.dtype.element_ty)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
         visible = n_mask[None, :] & (offs_n[None, :] <= pos_m[:, None])
         s = tl.where(visible, s, float("-inf"))
