@@ -15,6 +15,9 @@ Contract:
 - The engine is not thread-safe: one `EngineThread` owns it and runs every step, so the event
   loop never blocks on the model. Commands go in through a queue; outputs come back through
   `loop.call_soon_threadsafe`.
+- Admission is bounded: with `max_num_seqs + max_waiting` requests running or waiting, a new
+  one is refused with 503 `overloaded` (retry_after), which the router passes on to the next
+  worker, so a flood ends in 503s with Retry-After, not in a queue that outlives its timeouts.
 - SIGTERM drains: heartbeats say `draining`, no new requests, in-flight ones finish within the
   grace period (then they are aborted with a 503 error), then exit.
 """
@@ -252,6 +255,11 @@ class Worker(Actor):
             return ErrorReply(400, "invalid_request_error", str(exc), param[0].strip() or None)
         if self.cancelled.pop(req.request_id, None) is not None:
             return ErrorReply(499, "cancelled", "request was cancelled", code="cancelled")
+        full = self.cfg.max_num_seqs + self.cfg.max_waiting
+        if self.cfg.max_waiting > 0 and len(self.active) >= full:  # a queue that never drains
+            return ErrorReply(503, "service_unavailable",  # times out anyway: refuse it now
+                              f"worker is full ({full} requests running or waiting)",
+                              code="overloaded", retry_after=1.0)
         self.active[req.request_id] = Active(req.reply_to, req.logprobs is not None)
         self.thread.add(req.request_id, ids, params)
         return Accepted(req.request_id, self.worker_id, len(ids))

@@ -97,6 +97,7 @@ class WorkerConfig:
     heartbeat_interval: float = 0.5
     num_kv_blocks: int | None = None
     max_num_seqs: int = 64
+    max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
     max_model_len: int | None = None
     device: str = "auto"  # auto = cuda when present, else cpu
     dtype: str = "auto"  # auto = bfloat16 on cuda, float32 on cpu

@@ -185,7 +185,8 @@ class Router(Actor):
                     self.breakers.success(wid)  # it answered: the request is at fault
                     return exc.reply
                 log.info("worker %s refused %s: %s", wid, req.request_id, exc)
-                self.breakers.failure(wid)
+                if exc.reply.code != "overloaded":  # a full worker is healthy, just busy
+                    self.breakers.failure(wid)
                 continue
             except (NoResponders, RequestTimeout) as exc:
                 log.warning("worker %s did not accept %s: %s", wid, req.request_id, exc)

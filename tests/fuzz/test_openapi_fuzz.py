@@ -22,7 +22,7 @@ from schemathesis import GenerationMode  # noqa: E402
 from tests.faults.fake_backend import FAKE_MODEL  # noqa: E402
 from tests.faults.fake_mesh import FakeMesh, fake_mesh  # noqa: E402
 
-EXAMPLES = 100  # per operation and mode; about a minute on two busy cores
+EXAMPLES = 300  # per operation and mode: about 40 s of fuzzing on two busy cores
 CALL_TIMEOUT_S = 10.0
 
 
