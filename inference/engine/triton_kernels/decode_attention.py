@@ -140,6 +140,21 @@ def decode_block_n(head_dim: int) -> int:
     return 64 if head_dim <= 128 else 32
 
 
+# (BLOCK_N, num_stages, num_warps) for an fp8 pool; None = the bf16 tile. The upcast between
+# load and dot changes how Triton pipelines the loads, so fp8 gets its own tile;
+# bench/gpu_engine.py measures the candidates (`FP8_TILE_CANDIDATES`) and may set this.
+FP8_TILE: tuple[int, int, int] | None = (128, 3, 4)
+FP8_TILE_CANDIDATES = [(n, st, w) for n in (64, 128) for st in (2, 3, 4) for w in (4, 8)]
+
+
+def decode_tile(head_dim: int, kv_dtype: torch.dtype, q_dtype: torch.dtype
+                ) -> tuple[int, int, int]:
+    """(BLOCK_N, num_stages, num_warps). A float32 query (tests) keeps the small tile."""
+    if kv_dtype == torch.float8_e4m3fn and FP8_TILE is not None and q_dtype != torch.float32:
+        return FP8_TILE
+    return decode_block_n(head_dim), 2, 4
+
+
 def decode_num_splits(num_seqs: int, kv_heads: int, max_seq_len: int, head_dim: int,
                       num_sms: int = 132) -> int:
     """Splits so that about two programs run per multiprocessor, never more than there are
@@ -180,6 +195,7 @@ def decode_attention(
     part_out, part_lse = workspace if num_splits > 1 else (out, out)
     block_d = max(16, triton.next_power_of_2(head_dim))
     k_cache, v_cache = kv_layer[0], kv_layer[1]
+    block_n, stages, warps = decode_tile(head_dim, kv_layer.dtype, q.dtype)
     _decode_split_kernel[(num_seqs, kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse,
         scale * _LOG2E,
@@ -191,10 +207,10 @@ def decode_attention(
         part_lse.stride(0), part_lse.stride(1),
         num_splits,
         KV_GROUP=group, BLOCK_H=max(16, triton.next_power_of_2(group)), PAGE=page,
-        BLOCK_N=decode_block_n(head_dim), HEAD_DIM=head_dim, BLOCK_D=block_d,
+        BLOCK_N=block_n, HEAD_DIM=head_dim, BLOCK_D=block_d,
         DIRECT=num_splits == 1,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=2,
+        num_warps=warps, num_stages=stages,
     )
     if num_splits > 1:
         _decode_merge_kernel[(num_seqs, num_heads)](
