@@ -1,7 +1,7 @@
 """Faults on a mesh of real services (nats-server, router, gateway, two SmolLM2 workers): garbage
 on the router's and workers' subjects, prompts at the edge of the context, 100 concurrent
-streams, nats-server restarted under load, and a rolling SIGTERM restart of both workers under
-load with zero failed requests. One private mesh for the module (tests/integration/private_mesh);
+streams, nats-server restarted under load, a rolling SIGTERM restart of both workers under
+load with zero failed requests, and full workers refusing with 503 instead of queueing. One private mesh for the module (tests/integration/private_mesh);
 the tests run in file order and the last two replace parts of it.
 
 A worker killed mid-stream and a single worker's drain are proven elsewhere
@@ -213,3 +213,24 @@ def test_rolling_sigterm_restart_of_both_workers_loses_no_request(fm) -> None:
     served = [r for r in load.results if r[1] == 200 and not r[2]]
     assert not load.failures(), load.failures()
     assert len(served) >= 10, len(served)
+
+
+# -- full workers refuse instead of queueing past every timeout -------------------------------
+
+def test_full_workers_refuse_with_503_and_retry_after(fm, monkeypatch) -> None:
+    """Workers with one batch slot and one queue slot each (KVMESH_WORKER_MAX_NUM_SEQS=1,
+    KVMESH_WORKER_MAX_WAITING=1): of 12 concurrent streams, 4 fit; the rest get 503 with
+    Retry-After at once, never a 504 from a queue that outlived the gateway's chunk timeout."""
+    m, _ = fm
+    monkeypatch.setenv("KVMESH_WORKER_MAX_NUM_SEQS", "1")
+    monkeypatch.setenv("KVMESH_WORKER_MAX_WAITING", "1")
+    for old, new in (("a2", "c1"), ("b2", "c2")):
+        m.workers.pop(old).stop(timeout=GRACE)
+        start_worker(m, new, GRACE)
+    m.wait_ready(2)
+    time.sleep(1)  # the router has seen both
+    result = asyncio.run(run_soak(m.base_url, 12, max_tokens=16, timeout=120, retries=0,
+                                  settle_s=0))
+    print(result.summary())
+    assert result.bad == {}, result.summary()
+    assert result.outcomes["ok"] >= 2 and result.outcomes["refused"] >= 4, result.summary()
