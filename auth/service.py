@@ -16,7 +16,6 @@ Contract (every subject in queue group "auth", so replicas share the work; state
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -44,8 +43,7 @@ from kvmesh.wire import (
     Settle,
     VerifyKey,
 )
-from telemetry import setup as setup_telemetry
-from telemetry import shutdown as shutdown_telemetry
+from telemetry import run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.auth")
@@ -208,12 +206,7 @@ async def serve(cfg: AuthConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
-    setup_telemetry("auth", f"auth-{os.getpid()}", cfg.log_level)
-    try:
-        asyncio.run(serve(cfg))
-    finally:
-        shutdown_telemetry()
-    return 0
+    return run_service("auth", f"auth-{os.getpid()}", serve(cfg), cfg.log_level)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
-from telemetry import setup as setup_telemetry
-from telemetry import shutdown as shutdown_telemetry
+from telemetry import run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
@@ -183,12 +182,7 @@ async def serve(cfg: CacheConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(CacheConfig, sys.argv[1:] if argv is None else argv)
-    setup_telemetry("cache", f"cache-{os.getpid()}", cfg.log_level)
-    try:
-        asyncio.run(serve(cfg))
-    finally:
-        shutdown_telemetry()
-    return 0
+    return run_service("cache", f"cache-{os.getpid()}", serve(cfg), cfg.log_level)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,7 @@ from kvmesh.wire import (
     UsageInfo,
 )
 from telemetry import generation as gen_telemetry
-from telemetry import setup as setup_telemetry
-from telemetry import shutdown as shutdown_telemetry
+from telemetry import run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -431,13 +430,9 @@ async def serve(cfg: WorkerConfig, engine: Any | None = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(WorkerConfig, sys.argv[1:] if argv is None else argv)
-    setup_telemetry("worker", cfg.worker_id or f"worker-{uuid.uuid4().hex[:8]}", cfg.log_level,
-                    cfg.metrics_port)
-    try:
-        asyncio.run(serve(cfg))
-    finally:
-        shutdown_telemetry()
-    return 0
+    # One id for the worker's subjects, its heartbeats and its telemetry instance.
+    cfg = replace(cfg, worker_id=cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}")
+    return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port)
 
 
 if __name__ == "__main__":

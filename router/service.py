@@ -46,8 +46,7 @@ from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
 from router.workers import WorkerRegistry, WorkerView
 from telemetry import routing as route_telemetry
-from telemetry import setup as setup_telemetry
-from telemetry import shutdown as shutdown_telemetry
+from telemetry import run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.router")
@@ -210,12 +209,8 @@ async def serve(cfg: RouterConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(RouterConfig, sys.argv[1:] if argv is None else argv)
-    setup_telemetry("router", f"router-{os.getpid()}", cfg.log_level, cfg.metrics_port)
-    try:
-        asyncio.run(serve(cfg))
-    finally:
-        shutdown_telemetry()
-    return 0
+    instance = f"router-{os.getpid()}"
+    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port)
 
 
 if __name__ == "__main__":

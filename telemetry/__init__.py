@@ -15,6 +15,10 @@ Nothing under `inference/engine/` imports this package: the engine stays free of
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
 from telemetry.logs import setup_logging
 from telemetry.metrics import serve_metrics
 from telemetry.propagation import attach, inject, request_id_var
@@ -29,8 +33,8 @@ from telemetry.tracing import (
     traced,
 )
 
-__all__ = ["attach", "enabled", "inject", "mark_error", "request_id_var", "set_attributes",
-           "setup", "shutdown", "span", "start_span", "traced"]
+__all__ = ["attach", "enabled", "inject", "mark_error", "request_id_var", "run_service",
+           "set_attributes", "setup", "shutdown", "span", "start_span", "traced"]
 
 
 def setup(service: str, instance_id: str, log_level: str = "INFO",
@@ -44,6 +48,19 @@ def setup(service: str, instance_id: str, log_level: str = "INFO",
     logging.getLogger("kvmesh.telemetry").info(
         "%s %s: tracing %s", service, instance_id, "on (OTLP)" if on else "off")
     serve_metrics(metrics_port)
+
+
+def run_service(
+    service: str, instance_id: str, main: Coroutine[Any, Any, None], log_level: str,
+    metrics_port: int = 0,
+) -> int:
+    """A service process: telemetry up, `main` to the end, telemetry flushed whatever happens."""
+    setup(service, instance_id, log_level, metrics_port)
+    try:
+        asyncio.run(main)
+    finally:
+        shutdown()
+    return 0
 
 
 def shutdown() -> None:
