@@ -1,8 +1,9 @@
 """Faults on a mesh of real services (nats-server, router, gateway, two SmolLM2 workers): garbage
 on the router's and workers' subjects, prompts at the edge of the context, 100 concurrent
 streams, nats-server restarted under load, a rolling SIGTERM restart of both workers under
-load with zero failed requests, and full workers refusing with 503 instead of queueing. One private mesh for the module (tests/integration/private_mesh);
-the tests run in file order and the last two replace parts of it.
+load with zero failed requests, and full workers refusing with 503 instead of queueing. One
+private mesh for the module (tests/integration/private_mesh); the tests run in file order and
+the last two replace parts of it.
 
 A worker killed mid-stream and a single worker's drain are proven elsewhere
 (tests/integration/test_worker_failure.py, test_drain.py); docs/RELIABILITY.md lists them all.
