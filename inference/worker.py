@@ -411,6 +411,7 @@ def build_engine(cfg: WorkerConfig) -> Any:
         "dtype": cfg.dtype,
         "quantization": cfg.quantization,
         "enforce_eager": cfg.enforce_eager,
+        "kv_cache_dtype": cfg.kv_cache_dtype,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,
     }
     if cfg.num_kv_blocks is not None:

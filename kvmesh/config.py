@@ -103,6 +103,7 @@ class WorkerConfig:
     dtype: str = "auto"  # auto = bfloat16 on cuda, float32 on cpu
     quantization: str | None = None  # "int4": 4-bit weights on cpu (about 2x single-stream)
     enforce_eager: bool = False  # no CUDA graphs
+    kv_cache_dtype: str = "auto"  # auto = the model's dtype; "fp8" on cuda: twice the KV tokens
     gpu_memory_utilization: float = 0.9
     torch_threads: int = 0  # 0 = torch's default
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
