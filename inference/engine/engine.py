@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import AttentionBackend
 from .config import EngineConfig, ModelConfig
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
+from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .request_state import RequestState
 from .runner import ModelRunner, kv_bytes_per_block
 from .sampler import SampleRow, sample
@@ -26,7 +26,6 @@ from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
 from .tokenizer import Tokenizer
-from .torch_attention import TorchAttentionBackend
 
 
 @dataclass
@@ -44,53 +43,6 @@ class EngineStats:
     @property
     def kv_usage(self) -> float:
         return self.used_blocks / self.num_blocks
-
-
-def pick_device(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
-    name = cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if cfg.dtype == "auto":
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    elif cfg.dtype in dtypes:
-        dtype = dtypes[cfg.dtype]
-    else:
-        raise ValueError(f"dtype: unknown {cfg.dtype!r}; use auto, {', '.join(dtypes)}")
-    return device, dtype
-
-
-def pick_kv_dtype(cfg: EngineConfig, device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The KV pool's dtype: the model's ("auto"), or float8 e4m3 ("fp8", CUDA only)."""
-    if cfg.kv_cache_dtype == "auto":
-        return dtype
-    if cfg.kv_cache_dtype == "fp8":
-        if device.type != "cuda":
-            raise ValueError(f"kv_cache_dtype: 'fp8' needs CUDA (device is {device.type}); "
-                             "use 'auto'")
-        return torch.float8_e4m3fn
-    raise ValueError(f"kv_cache_dtype: unknown {cfg.kv_cache_dtype!r}; use auto or fp8")
-
-
-def make_backend(device: torch.device, block_size: int) -> AttentionBackend:
-    if device.type == "cuda":
-        from .triton_attention import TritonAttentionBackend
-
-        return TritonAttentionBackend(block_size)
-    return TorchAttentionBackend(block_size)
-
-
-def _quantize(model: LlamaForCausalLM, method: str | None, device: torch.device) -> None:
-    if method is None:
-        return
-    if method != "int4" or device.type != "cpu":
-        raise ValueError(
-            f"quantization: {method!r} is not supported on {device.type}; use int4 on cpu"
-        )
-    from .quant import quantize_int4
-
-    quantize_int4(model)
 
 
 class LLMEngine:
@@ -114,7 +66,7 @@ class LLMEngine:
         model.to(self.dtype)
         load_weights(model)
         model.eval()
-        _quantize(model, config.quantization, self.device)
+        quantize(model, config.quantization, self.device)
         num_blocks = self._num_blocks(model)
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inference.engine.config import EngineConfig
-from inference.engine.engine import pick_kv_dtype
+from inference.engine.placement import pick_kv_dtype
 from inference.engine.presets import preset_config
 from inference.engine.runner import kv_bytes_per_block
 
