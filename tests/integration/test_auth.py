@@ -366,3 +366,33 @@ def test_auth_is_on_by_default_and_off_only_loudly(mesh: Mesh, logs_dir: Path) -
     assert b"AUTH IS DISABLED" in (logs_dir / "gateway.log").read_bytes()
     status, _, _ = call("GET", mesh.base_url + "/v1/models")
     assert status == 200
+
+
+def test_tenants_never_share_result_cache_entries(mesh: Mesh, auth_mesh: AuthMesh) -> None:
+    """The same deterministic request from two tenants: each computes its own answer once,
+    and the second tenant never gets the first one's cached entry."""
+    cache = procs.start(
+        "cache-tenants",
+        procs.service_argv("cache"),
+        env={"KVMESH_NATS_URL": mesh.nats_url, "KVMESH_CACHE_REDIS_URL": auth_mesh.redis_url},
+        log=open(auth_mesh.logs / "cache-tenants.log", "ab"),  # noqa: SIM115 - the child owns it
+    )
+    try:
+        _, key_a = new_tenant(auth_mesh.a)
+        _, key_b = new_tenant(auth_mesh.a)
+        body = {"prompt": f"Tenant isolation {uuid.uuid4().hex}", "temperature": 0, "max_tokens": 4}
+        deadline = time.monotonic() + 30
+        while True:  # the cache actor subscribes a moment after it starts
+            status, first, headers = complete(auth_mesh.a, key_a, **body)
+            assert status == 200, first
+            status, again, headers = complete(auth_mesh.a, key_a, **body)
+            if headers.get("x-kvmesh-cache") == "hit" or time.monotonic() > deadline:
+                break
+        assert headers.get("x-kvmesh-cache") == "hit", "tenant A's repeat was not cached"
+        assert again["choices"][0]["text"] == first["choices"][0]["text"]
+        status, other, headers = complete(auth_mesh.a, key_b, **body)
+        assert status == 200, other
+        assert headers.get("x-kvmesh-cache") == "miss", "tenant B was served tenant A's entry"
+        assert other["choices"][0]["text"] == first["choices"][0]["text"]  # greedy: same text
+    finally:
+        cache.stop()
