@@ -10,11 +10,13 @@ rate is cached prompt tokens / prompt tokens from `usage`. Then the result cache
 greedy request fresh (a miss) and again (a hit), whole-answer latency.
 
     python -m bench.routing [--prompts 4] [--users 8] [--concurrency 2] [--max-tokens 4]
+                            [--kv-blocks 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -71,6 +73,9 @@ def run_policy(client: OpenAI, tag: str, args: argparse.Namespace) -> dict[str, 
         for u in range(args.users)
         for i in range(args.prompts)
     ]
+    # Arrivals in a fixed random order: in prompt order, round-robin over an even number of
+    # workers would send each prompt to the same worker every time, by accident.
+    random.Random(0).shuffle(work)
     with ThreadPoolExecutor(args.concurrency) as pool:
         results = list(pool.map(lambda w: one(client, w[0], w[1], args.max_tokens), work))
     ttfts = [r[0] for r in results]
@@ -100,10 +105,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=4)
     ap.add_argument("--cache-requests", type=int, default=10)
+    ap.add_argument("--kv-blocks", type=int, default=256, help="each worker's KV pool, blocks")
     args = ap.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="kvmesh-bench-routing-"))
     rows = {}
-    with own_mesh(logs) as (mesh, _redis):
+    with own_mesh(logs, num_kv_blocks=args.kv_blocks) as (mesh, _redis):
         client = OpenAI(
             base_url=mesh.base_url + "/v1", api_key="unused", max_retries=0, timeout=120
         )

@@ -36,13 +36,13 @@ class Mesh:
     workers: dict[str, procs.Child] = field(default_factory=dict)
     others: list[procs.Child] = field(default_factory=list)
 
-    def start_worker(self, worker_id: str) -> None:
+    def start_worker(self, worker_id: str, num_kv_blocks: int = 256) -> None:
         log = open(self.logs / f"{worker_id}.log", "ab")  # noqa: SIM115 - the child owns it
         self.workers[worker_id] = procs.start(worker_id, procs.service_argv("worker"), env={
             "KVMESH_NATS_URL": self.nats_url, "KVMESH_WORKER_WORKER_ID": worker_id,
             "KVMESH_WORKER_TORCH_THREADS": "1",
             "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
-            "KVMESH_WORKER_NUM_KV_BLOCKS": "256",
+            "KVMESH_WORKER_NUM_KV_BLOCKS": str(num_kv_blocks),
         }, log=log)
 
     def stats(self, worker_id: str) -> Heartbeat:

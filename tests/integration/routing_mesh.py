@@ -20,7 +20,10 @@ def _log(path: Path) -> IO[bytes]:
 
 @contextmanager
 def own_mesh(
-    logs: Path, router_env: dict[str, str] | None = None, workers: tuple[str, ...] = ("a", "b")
+    logs: Path,
+    router_env: dict[str, str] | None = None,
+    workers: tuple[str, ...] = ("a", "b"),
+    num_kv_blocks: int = 256,
 ) -> Iterator[tuple[Mesh, procs.Child]]:
     """Yield (the mesh, its redis-server); `mesh.others` holds router, cache and gateway."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ def own_mesh(
     gateway, base_url = start_gateway(nats_url, logs)
     m = Mesh(nats_url, base_url, logs, others=[router, cache, gateway])
     for w in workers:
-        m.start_worker(w)
+        m.start_worker(w, num_kv_blocks)
     try:
         m.wait_ready(len(workers))
         yield m, redis
