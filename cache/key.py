@@ -17,6 +17,8 @@ import hashlib
 import json
 from typing import Any
 
+from kvmesh.wire import sampling_of
+
 KEY_VERSION = 1  # bump when the cached entry's meaning changes
 
 
@@ -35,16 +37,9 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
         "messages": None if req.messages is None else [[m.role, m.content] for m in req.messages],
         "prompt": req.prompt,
         "prompt_token_ids": req.prompt_token_ids,
-        "max_tokens": req.max_tokens,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "top_k": req.top_k,
-        "seed": req.seed,
-        "n": req.n,
-        "stop": req.stop,
-        "stop_token_ids": req.stop_token_ids,
-        "ignore_eos": req.ignore_eos,
-        "logprobs": req.logprobs,
+        # Every sampling field, so one added to the wire is in the key without an edit here;
+        # priority only orders the work, the answer is the same.
+        **{k: v for k, v in sampling_of(req).items() if k != "priority"},
     }
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -7,11 +7,11 @@ unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ApiError, bad_field
-from kvmesh.wire import ChatMessage, GenerateRequest
+from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, sampling_of
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _MISSING = object()
@@ -19,7 +19,10 @@ INT_LIMIT = 1 << 63
 
 
 @dataclass
-class ParsedRequest:
+class ParsedRequest(SamplingFields):
+    """A validated request; its sampling fields (`logprobs`: how many top alternatives, None
+    for none) are the wire's own, so `to_wire` copies them without naming them."""
+
     kind: str  # "chat" or "completion"
     model: str
     stream: bool = False
@@ -27,17 +30,6 @@ class ParsedRequest:
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    seed: int | None = None
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
-    ignore_eos: bool = False
-    logprobs: int | None = None  # how many top alternatives; None = no logprobs
-    priority: int = 0
     tenant: str = ""  # set by auth from the caller's key
     session: str = ""  # session-affinity hint: the `user` field (or the x-kvmesh-session header)
 
@@ -45,11 +37,7 @@ class ParsedRequest:
         return GenerateRequest(
             request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
             messages=self.messages, prompt_token_ids=self.prompt_token_ids,
-            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
-            top_k=self.top_k, seed=self.seed, n=self.n, stop=self.stop,
-            stop_token_ids=self.stop_token_ids, ignore_eos=self.ignore_eos,
-            logprobs=self.logprobs, priority=self.priority, tenant=tenant or self.tenant,
-            session=self.session,
+            tenant=tenant or self.tenant, session=self.session, **sampling_of(self),
         )
 
 

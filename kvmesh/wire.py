@@ -62,8 +62,33 @@ class ChatMessage:
     content: str
 
 
+@dataclass(kw_only=True)
+class SamplingFields:
+    """The sampling parameters, declared once for every hop that carries them: the gateway's
+    parsed request, `GenerateRequest` on the wire, and the result-cache key (`sampling_of`).
+    The engine's `SamplingParams` validates the same names; it cannot import this module
+    (the GPU machine has no msgpack)."""
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    priority: int = 0  # a scheduling hint: higher is admitted first, preempted last
+
+
+def sampling_of(obj: SamplingFields) -> dict[str, Any]:
+    """Every sampling field of `obj`, by name."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(SamplingFields)}
+
+
 @dataclass
-class GenerateRequest(Message):
+class GenerateRequest(Message, SamplingFields):
     """One generation. Exactly one of `prompt`, `messages`, `prompt_token_ids` is set by the
     gateway; the router sets `prompt_token_ids` (tokenising the others) before the worker sees
     it. `max_tokens` None means "the rest of the context"."""
@@ -75,17 +100,6 @@ class GenerateRequest(Message):
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     prompt_token_ids: list[int] | None = None
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    seed: int | None = None
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
-    ignore_eos: bool = False
-    logprobs: int | None = None
-    priority: int = 0
     tenant: str = ""
     session: str = ""  # session-affinity hint (the OpenAI `user` field or a header)
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these

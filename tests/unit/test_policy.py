@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from cache.key import cache_key, cacheable
 from gateway.openai_request import parse_chat
 from kvmesh.block_hash import hash_prefix_blocks
-from kvmesh.wire import Heartbeat, KVEvent
+from kvmesh.wire import Heartbeat, KVEvent, SamplingFields
 from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, home_worker, is_overloaded
@@ -114,3 +115,25 @@ def test_cache_key_covers_tenant_revision_and_sampling() -> None:
     assert cache_key(parse_chat({**body, "stream": True}), "t1", "r1") == base
     assert not cacheable(parse_chat({**body, "temperature": 0.5}))
     assert cacheable(parse_chat({**body, "temperature": 0.5, "seed": 3}))
+
+
+def test_every_sampling_field_but_priority_changes_the_cache_key() -> None:
+    req = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    base = cache_key(req, "t", "r")
+    changed = {
+        "max_tokens": 7,
+        "temperature": 0.5,
+        "top_p": 0.5,
+        "top_k": 3,
+        "seed": 1,
+        "n": 2,
+        "stop": ["x"],
+        "stop_token_ids": [9],
+        "ignore_eos": True,
+        "logprobs": 2,
+        "priority": 5,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
+    for name, value in changed.items():
+        key = cache_key(dataclasses.replace(req, **{name: value}), "t", "r")
+        assert (key == base) == (name == "priority"), name
