@@ -33,6 +33,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from telemetry import metrics, tracing
+from telemetry.token_clock import TokenClock
 
 
 @dataclass
@@ -49,9 +50,11 @@ class RequestTrace:
     admitted: float  # time.monotonic()
     prompt_tokens: int
     scheduled_at: float | None = None
-    first_token_at: float | None = None
-    last_token: dict[int, float] = field(default_factory=dict)
+    clock: TokenClock = field(init=False)
     finish_reasons: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.clock = TokenClock(self.admitted)
 
 
 class GenerationTelemetry:
@@ -134,13 +137,8 @@ class GenerationTelemetry:
                 continue
             if out.token_ids:
                 m.generation_tokens.labels(self.model).inc(len(out.token_ids))
-                if rt.first_token_at is None:
-                    rt.first_token_at = now
-                    m.ttft.labels(self.model).observe(now - rt.admitted)
-                last = rt.last_token.get(out.index)
-                if last is not None:
-                    m.itl.labels(self.model).observe((now - last) / len(out.token_ids))
-                rt.last_token[out.index] = now
+                rt.clock.tokens(out.index, len(out.token_ids), now,
+                                m.ttft.labels(self.model), m.itl.labels(self.model))
             if out.finish_reason:
                 rt.finish_reasons.append(out.finish_reason)
                 m.finish.labels(self.model, out.finish_reason).inc()
@@ -192,8 +190,8 @@ class GenerationTelemetry:
         }
         if rt.scheduled_at is not None:
             attrs["kvmesh.queue_time_ms"] = (rt.scheduled_at - rt.admitted) * 1e3
-        if rt.first_token_at is not None:
-            attrs["kvmesh.ttft_ms"] = (rt.first_token_at - rt.admitted) * 1e3
+        if rt.clock.ttft_ms is not None:
+            attrs["kvmesh.ttft_ms"] = rt.clock.ttft_ms
         s.set_attributes(attrs)
         s.end()
 

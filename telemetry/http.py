@@ -27,6 +27,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from telemetry import metrics, propagation, tracing
+from telemetry.token_clock import TokenClock
 
 log = logging.getLogger("kvmesh.gateway.access")
 RECORD = "kvmesh.telemetry"  # key of the RequestRecord in the aiohttp request
@@ -42,8 +43,7 @@ class RequestRecord:
         self.tenant = ""
         self.request_id = ""
         self.start = time.monotonic()
-        self.first_token_at: float | None = None
-        self._last: dict[int, float] = {}
+        self.clock = TokenClock(self.start)
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_tokens = 0
@@ -62,13 +62,8 @@ class RequestRecord:
         now = time.monotonic()
         m = metrics.gateway()
         if chunk.token_ids:
-            if self.first_token_at is None:
-                self.first_token_at = now
-                m.ttft.labels(self.model).observe(now - self.start)
-            last = self._last.get(chunk.index)
-            if last is not None:
-                m.itl.labels(self.model).observe((now - last) / len(chunk.token_ids))
-            self._last[chunk.index] = now
+            self.clock.tokens(chunk.index, len(chunk.token_ids), now,
+                              m.ttft.labels(self.model), m.itl.labels(self.model))
         if chunk.finish_reason:
             self.finish_reasons.append(chunk.finish_reason)
             m.finish.labels(self.model, chunk.finish_reason).inc()
@@ -91,8 +86,8 @@ class RequestRecord:
         span.set_attribute("http.response.status_code", status)
         if self.tenant:
             span.set_attribute("kvmesh.tenant", self.tenant)
-        if self.first_token_at is not None:
-            span.set_attribute("kvmesh.ttft_ms", (self.first_token_at - self.start) * 1e3)
+        if self.clock.ttft_ms is not None:
+            span.set_attribute("kvmesh.ttft_ms", self.clock.ttft_ms)
         if self.completion_tokens or self.prompt_tokens:
             span.set_attributes({"gen_ai.usage.input_tokens": self.prompt_tokens,
                                  "gen_ai.usage.output_tokens": self.completion_tokens,
