@@ -178,13 +178,19 @@ def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
     status, _ = _chat(traced_mesh, content="word " * (MAX_MODEL_LEN + 50))
     assert status == 422
 
+    def failed_route(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
+        return next((s for s in spans if s.name == "router.route" and s.status_code == 2), None)
+
     def done(spans: list[ReceivedSpan]) -> bool:
-        return any(s.name == "router.route" and s.status_code == 2 for s in spans)
+        # Each service exports on its own schedule: wait for the gateway's span of that trace too.
+        route = failed_route(spans)
+        return route is not None and any(
+            s.kind == SERVER and s.trace_id == route.trace_id for s in spans)
     spans = traced_mesh.otlp.wait_for(done)
-    route = next(s for s in spans if s.name == "router.route" and s.status_code == 2)
+    route = failed_route(spans)
     assert route.attrs["kvmesh.error.status"] == 422
     assert "context" in route.status_message
-    gw = next(s for s in traced_mesh.otlp.trace(route.trace_id) if s.kind == SERVER)
+    gw = next(s for s in spans if s.kind == SERVER and s.trace_id == route.trace_id)
     assert gw.attrs["http.response.status_code"] == 422
     assert gw.attrs["error.type"] == "context_length_exceeded"
 
