@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -43,7 +43,7 @@ from kvmesh.wire import (
     Settle,
     VerifyKey,
 )
-from telemetry import run_service
+from telemetry import metrics, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.auth")
@@ -78,22 +78,30 @@ class AuthService(Actor):
 
     async def start(self) -> None:
         await self.connect()
-        n = self.cfg.max_concurrency
-        await self.serve(wire.AUTH_VERIFY, (VerifyKey,), self._redis_down(self._verify), "auth", n)
-        await self.serve(wire.AUTH_ADMIT, (Admit,), self._redis_down(self._admit, True), "auth", n)
+        n, m = self.cfg.max_concurrency, metrics.auth()
+        verify = self._redis_down(self._verify, m.verifications.labels("unavailable").inc)
+        await self.serve(wire.AUTH_VERIFY, (VerifyKey,), verify, "auth", n)
+        admit = self._redis_down(self._admit, admission=True)
+        await self.serve(wire.AUTH_ADMIT, (Admit,), admit, "auth", n)
         await self.serve(wire.AUTH_SETTLE, (Settle,), self._redis_down(self._settle), "auth", n)
         await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._redis_down(self._admin), "auth", 8)
         log.info("auth serving (rate window %gs)", self.cfg.rate_window)
 
-    def _redis_down(self, handler: Any, rate_limit: bool = False) -> Any:
+    def _redis_down(self, handler: Any, count: Callable[[], None] | None = None,
+                    admission: bool = False) -> Any:
         """`handler`, answering 503 (or, for admission with `fail_open`, AuthOk) when Redis
-        fails or times out."""
+        fails or times out; `count` is called for each such failure."""
 
         async def guarded(msg: Message, raw: Any) -> Message:
             try:
                 return await handler(msg, raw)
             except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-                if rate_limit and self.cfg.fail_open:
+                if count is not None:
+                    count()
+                if admission:
+                    result = "fail_open" if self.cfg.fail_open else "unavailable"
+                    metrics.auth().admissions.labels(result, "").inc()
+                if admission and self.cfg.fail_open:
                     log.warning("redis unavailable (%s): admitting without rate limits", exc)
                     return AuthOk()
                 log.warning("redis unavailable (%s): refusing with 503", exc)
@@ -113,7 +121,9 @@ class AuthService(Actor):
         try:
             rec, tenant = await self.store.verify(msg.key)
         except VerifyError as exc:
+            metrics.auth().verifications.labels("invalid").inc()
             return ErrorReply(401, "invalid_request_error", str(exc), code="invalid_api_key")
+        metrics.auth().verifications.labels("ok").inc()
         return identity(rec.key_id, tenant)
 
     @traced("auth.admit")
@@ -123,7 +133,9 @@ class AuthService(Actor):
             msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency)
         )
         if refusal is None:
+            metrics.auth().admissions.labels("ok", "").inc()
             return AuthOk()
+        metrics.auth().admissions.labels("rate_limited", refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
         what = {
             "requests": f"requests per window ({msg.rpm})",
@@ -206,7 +218,8 @@ async def serve(cfg: AuthConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
-    return run_service("auth", f"auth-{os.getpid()}", serve(cfg), cfg.log_level)
+    return run_service("auth", f"auth-{os.getpid()}", serve(cfg), cfg.log_level,
+                       cfg.metrics_port)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
-from telemetry import run_service
+from telemetry import metrics, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
@@ -76,6 +76,7 @@ class ResultCache(Actor):
         )
         await self.serve(wire.CACHE_STATS, (Ping,), self._stats, queue="cache")
         self.on_drain.append(self._close_redis)
+        metrics.cache().watch(lambda: self.stats)
         log.info("result cache on %s (ttl %gs)", self.cfg.redis_url, self.cfg.ttl)
 
     async def _close_redis(self) -> None:
@@ -110,11 +111,15 @@ class ResultCache(Actor):
 
     async def _get(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, CacheGet)
+        start = time.perf_counter()
         try:
-            return await self._lookup(msg)
+            reply = await self._lookup(msg)
         except RedisDown:
             self.stats.misses += 1
-            return CacheMiss(msg.key, lead=False)
+            reply = CacheMiss(msg.key, lead=False)
+        result = "hit" if isinstance(reply, CacheHit) else "miss"
+        metrics.cache().lookup_latency.labels(result).observe(time.perf_counter() - start)
+        return reply
 
     async def _lookup(self, msg: CacheGet) -> Message:
         key = msg.key
@@ -182,7 +187,8 @@ async def serve(cfg: CacheConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(CacheConfig, sys.argv[1:] if argv is None else argv)
-    return run_service("cache", f"cache-{os.getpid()}", serve(cfg), cfg.log_level)
+    return run_service("cache", f"cache-{os.getpid()}", serve(cfg), cfg.log_level,
+                       cfg.metrics_port)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,7 @@ class CacheConfig:
     max_concurrency: int = 256
     grace_period: float = 5.0
     log_level: str = "INFO"
+    metrics_port: int = 9104  # Prometheus /metrics; 0 = off
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class AuthConfig:
     log_level: str = "INFO"
     redis_timeout: float = 1.0  # seconds per Redis call; slower counts as Redis down
     fail_open: bool = False  # Redis down: admit without rate limits (True) or refuse with 503
+    metrics_port: int = 9103  # Prometheus /metrics; 0 = off
 
 
 @dataclass(frozen=True)

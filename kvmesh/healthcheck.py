@@ -10,8 +10,8 @@ What "healthy" means, per service:
 - router: its `/metrics` answers (when `metrics_port` is on) and it holds a NATS connection.
 - worker: its `/metrics` shows the engine's KV pool (the model is loaded; when
   `metrics_port` is on) and it holds a NATS connection.
-- auth, cache: the service process holds an established TCP connection to NATS (they have
-  no HTTP port; the actor base reconnects forever, so a lost connection shows here).
+- auth, cache: their `/metrics` answers (when `metrics_port` is on) and the process holds a
+  NATS connection (the actor base reconnects forever, so a lost connection shows here).
 
 "Holds a NATS connection" is read from /proc: a socket of process `KVMESH_HEALTHCHECK_PID`
 (default 1, the service in its container) that is ESTABLISHED to the port of `nats_url`.
@@ -106,20 +106,17 @@ def check(service: str, argv: Sequence[str] = ()) -> None:
     if service == "gateway":
         gw = load(GatewayConfig, argv)
         _get(gw.port, "/health")
-    elif service == "router":
-        rt = load(RouterConfig, argv)
-        if rt.metrics_port > 0:
-            _get(rt.metrics_port, "/metrics")
-        _check_nats(rt.nats_url)
+    elif service in ("router", "auth", "cache"):
+        cls = {"router": RouterConfig, "auth": AuthConfig, "cache": CacheConfig}[service]
+        cfg = load(cls, argv)
+        if cfg.metrics_port > 0:
+            _get(cfg.metrics_port, "/metrics")
+        _check_nats(cfg.nats_url)
     elif service == "worker":
         wk = load(WorkerConfig, argv)
         if wk.metrics_port > 0 and KV_METRIC not in _get(wk.metrics_port, "/metrics"):
             raise Unhealthy("the engine is not loaded yet (no KV pool on /metrics)")
         _check_nats(wk.nats_url)
-    elif service == "auth":
-        _check_nats(load(AuthConfig, argv).nats_url)
-    elif service == "cache":
-        _check_nats(load(CacheConfig, argv).nats_url)
     else:
         raise Unhealthy(f"unknown service {service!r}")
 

@@ -148,8 +148,11 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
     children.append(procs.start_nats(cfg.nats_port, log("nats")))
     children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
     children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
-    children.append(procs.start("auth", procs.service_argv("auth"), env, log("auth")))
-    children.append(procs.start("cache", procs.service_argv("cache"), env, log("cache")))
+    auth_port, cache_port = _auxiliary_metrics_ports(cfg)
+    children.append(procs.start("auth", procs.service_argv("auth"), {
+        **env, "KVMESH_AUTH_METRICS_PORT": str(auth_port)}, log("auth")))
+    children.append(procs.start("cache", procs.service_argv("cache"), {
+        **env, "KVMESH_CACHE_METRICS_PORT": str(cache_port)}, log("cache")))
     threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     for i in range(cfg.workers):
         wid = f"w{i}"
@@ -159,6 +162,12 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
         }, log(wid)))
     children.append(procs.start("gateway", procs.service_argv(
         "gateway", "--host", cfg.host, "--port", str(cfg.port)), env, log("gateway")))
+
+
+def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
+    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache)."""
+    after_workers = cfg.metrics_port + cfg.workers + 1
+    return after_workers, after_workers + 1
 
 
 def _wait_ready(url: str, timeout: float, children: list[procs.Child], logs: Path) -> None:
@@ -214,6 +223,7 @@ def _banner(url: str, cfg: LaunchConfig, key: str) -> str:
     from inference.worker import served_name
 
     model = served_name(cfg.model)
+    auth_port, cache_port = _auxiliary_metrics_ports(cfg)
     return f"""
 kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
 
@@ -229,7 +239,8 @@ r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'cont
 print(r.choices[0].message.content)"
 
   metrics: {url}/metrics, router :{cfg.metrics_port}/metrics, workers \
-:{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics
+:{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
+cache :{cache_port}/metrics
 
 Ctrl-C stops everything.
 """

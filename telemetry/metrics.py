@@ -1,16 +1,16 @@
 """Prometheus metrics of each kvmesh service, in the process's default registry.
 
 Contract:
-- Each service's metrics are one object, made on first use by `gateway()`, `router()` or
-  `worker()`, so a process exposes only its own service's families (plus the client's process
-  and platform collectors). Names start with `kvmesh_<service>_`; latencies are histograms in
-  seconds; counters end in `_total`.
+- Each service's metrics are one object, made on first use by `gateway()`, `router()`,
+  `worker()`, `auth()` or `cache()`, so a process exposes only its own service's families
+  (plus the client's process and platform collectors). Names start with `kvmesh_<service>_`;
+  latencies are histograms in seconds; counters end in `_total`.
 - Labels: `model` (bounded: served model names) everywhere it applies; `tenant` only on the
   gateway's request and token counters (one series per tenant, bounded by the tenant table);
   never a request id or a prompt.
-- `serve_metrics(port)` exposes `/metrics` on its own port (router and workers; 0 = off); a port
-  that is taken logs a warning instead of killing the service. The gateway serves `render()`
-  at its own `/metrics` route.
+- `serve_metrics(port)` exposes `/metrics` on its own port (every service but the gateway;
+  0 = off); a port that is taken logs a warning instead of killing the service. The gateway
+  serves `render()` at its own `/metrics` route.
 - `record_cache_lookup(hit)`: the result cache's hit/miss counter and ratio (gateway side).
 """
 
@@ -112,6 +112,49 @@ class WorkerMetrics:
         REGISTRY.register(EngineCollector(model, stats))
 
 
+class AuthMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_auth_"
+        self.verifications = Counter(p + "verifications", "Key verifications by result (ok, "
+                                     "invalid, unavailable)", ["result"])
+        self.admissions = Counter(p + "admissions", "Admission decisions by result (ok, "
+                                  "rate_limited, unavailable, fail_open) and the limit hit",
+                                  ["result", "limit"])
+
+
+class CacheMetrics:
+    def __init__(self) -> None:
+        self.lookup_latency = Histogram("kvmesh_cache_lookup_seconds", "Result-cache lookup "
+                                        "time, single-flight waits included", ["result"],
+                                        buckets=TTFT_BUCKETS)
+
+    def watch(self, stats: Callable[[], Any]) -> None:
+        """Export this replica's `CacheStats` counters, read at scrape time."""
+        REGISTRY.register(CacheStatsCollector(stats))
+
+
+class CacheStatsCollector(Collector):
+    """Hits, misses, leads, waits, puts and Redis errors of one result-cache replica."""
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[Any]:
+        s = self.stats()
+        p = "kvmesh_cache_"
+        for name, doc in (("hits", "Lookups answered from Redis"),
+                          ("misses", "Lookups that found nothing (or Redis down)"),
+                          ("leads", "Misses whose caller took the single-flight lease"),
+                          ("waited_hits", "Hits served after waiting for another caller"),
+                          ("puts", "Answers stored"),
+                          ("redis_errors", "Redis calls that failed or timed out")):
+            value = s.errors if name == "redis_errors" else getattr(s, name)
+            yield CounterMetricFamily(p + name, doc, value=value)
+        looked = s.hits + s.misses
+        yield GaugeMetricFamily(p + "hit_ratio", "Hits / lookups since start",
+                                value=s.hits / looked if looked else 0.0)
+
+
 class EngineCollector(Collector):
     """Running/waiting, KV usage and prefix-cache counters from the engine's last stats."""
 
@@ -154,22 +197,31 @@ class EngineCollector(Collector):
 _made: dict[str, Any] = {}
 
 
+def _once(service: str, make: Callable[[], Any]) -> Any:
+    """The service's metrics object, made on first use (registering twice would raise)."""
+    if service not in _made:
+        _made[service] = make()
+    return _made[service]
+
+
 def gateway() -> GatewayMetrics:
-    if "gateway" not in _made:
-        _made["gateway"] = GatewayMetrics()
-    return _made["gateway"]
+    return _once("gateway", GatewayMetrics)
 
 
 def router() -> RouterMetrics:
-    if "router" not in _made:
-        _made["router"] = RouterMetrics()
-    return _made["router"]
+    return _once("router", RouterMetrics)
 
 
 def worker() -> WorkerMetrics:
-    if "worker" not in _made:
-        _made["worker"] = WorkerMetrics()
-    return _made["worker"]
+    return _once("worker", WorkerMetrics)
+
+
+def auth() -> AuthMetrics:
+    return _once("auth", AuthMetrics)
+
+
+def cache() -> CacheMetrics:
+    return _once("cache", CacheMetrics)
 
 
 def record_cache_lookup(hit: bool) -> None:

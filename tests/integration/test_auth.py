@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
@@ -36,6 +37,7 @@ class AuthMesh:
     b: str
     redis_url: str
     logs: Path
+    metrics: list[str]  # the auth actors' /metrics URLs
 
 
 def call(
@@ -78,14 +80,15 @@ def auth_mesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[AuthMesh]:
         "KVMESH_REDIS_URL": redis_url,
         "KVMESH_AUTH_RATE_WINDOW": str(WINDOW_S),
     }
+    metrics_ports = [procs.free_port(), procs.free_port()]
     actors = [
         procs.start(
             f"auth{i}",
             procs.service_argv("auth"),
-            env=env,
+            env={**env, "KVMESH_AUTH_METRICS_PORT": str(port)},
             log=open(logs_dir / f"auth{i}.log", "ab"),  # noqa: SIM115 - the child owns it
         )
-        for i in (1, 2)
+        for i, port in zip((1, 2), metrics_ports, strict=True)
     ]
     gw_a, url_a = start_gateway(
         mesh.nats_url, logs_dir, "gateway-auth-a", auth="1", admin_key=ADMIN_KEY
@@ -103,7 +106,8 @@ def auth_mesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[AuthMesh]:
             assert time.monotonic() < deadline, "auth did not come up"
             time.sleep(0.2)
         mesh.wait_ready(2)
-        yield AuthMesh(url_a, url_b, redis_url, logs_dir)
+        yield AuthMesh(url_a, url_b, redis_url, logs_dir,
+                       [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports])
     finally:
         for child in children:
             child.stop()
@@ -169,11 +173,45 @@ def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
     _, key = new_tenant(auth_mesh.a, tpm=10)
     status, body, _ = complete(auth_mesh.a, key, max_tokens=16, ignore_eos=True)
     assert status == 200 and body["usage"]["total_tokens"] > 16  # overdraws 10
-    time.sleep(0.3)  # usage is settled just after the answer
-    status, body, headers = complete(auth_mesh.a, key)
+    deadline = time.monotonic() + 10  # usage is settled just after the answer
+    while (reply := complete(auth_mesh.a, key))[0] == 200:
+        assert time.monotonic() < deadline, "the overdrawn token budget never refused"
+        time.sleep(0.1)
+    status, body, headers = reply
     assert status == 429 and "tokens" in body["error"]["message"]
     time.sleep(int(headers["Retry-After"]) + 0.2)
     assert complete(auth_mesh.a, key)[0] == 200
+
+
+def _auth_counters(mesh: AuthMesh) -> dict[str, float]:
+    """kvmesh_auth_* counter samples summed over both auth actors, by name and labels."""
+    total: dict[str, float] = {}
+    for url in mesh.metrics:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            for fam in text_string_to_metric_families(resp.read().decode()):
+                for s in fam.samples:
+                    if s.name.startswith("kvmesh_auth_") and s.name.endswith("_total"):
+                        key = s.name + str(sorted(s.labels.items()))
+                        total[key] = total.get(key, 0) + s.value
+    return total
+
+
+def test_auth_metrics_count_verifications_and_admissions(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, rpm=1)
+    unknown = "kvm_" + "1" * 12 + "_" + "B" * 43
+    before = _auth_counters(auth_mesh)
+    assert complete(auth_mesh.a, unknown)[0] == 401
+    assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 429]
+    after = _auth_counters(auth_mesh)
+
+    def moved(name: str, **labels: str) -> float:
+        k = name + str(sorted(labels.items()))
+        return after.get(k, 0) - before.get(k, 0)
+    assert moved("kvmesh_auth_verifications_total", result="invalid") == 1
+    # then cached by the gateway (twice only if its cache expired between the two requests)
+    assert 1 <= moved("kvmesh_auth_verifications_total", result="ok") <= 2
+    assert moved("kvmesh_auth_admissions_total", result="ok", limit="") == 1
+    assert moved("kvmesh_auth_admissions_total", result="rate_limited", limit="requests") == 1
 
 
 def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:

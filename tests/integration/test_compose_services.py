@@ -60,8 +60,8 @@ class ComposeHere:
         env["KVMESH_MODEL_DIR"] = str(model_dir())
         if "KVMESH_GATEWAY_PORT" in env:
             env["KVMESH_GATEWAY_PORT"] = str(self.gateway_port)
-        for key in ("KVMESH_ROUTER_METRICS_PORT", "KVMESH_WORKER_METRICS_PORT"):
-            if key in env:
+        for key in env:
+            if key.endswith("_METRICS_PORT"):
                 env[key] = str(procs.free_port())
         if name == "inference":
             env.update(CPU_BUDGET)

@@ -41,6 +41,7 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
     otlp = OtlpReceiver(procs.free_port()).start()
     nats_port, gw_port = procs.free_port(), procs.free_port()
     router_mport, worker_mport = procs.free_port(), procs.free_port()
+    cache_mport = procs.free_port()
     env = {"KVMESH_NATS_URL": f"nats://127.0.0.1:{nats_port}",
            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
            "KVMESH_LOG_LEVEL": "INFO", "KVMESH_LOG_FORMAT": "json"}
@@ -53,8 +54,8 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
                 procs.start_redis(redis_port, str(logs), log("redis"))]
     env["KVMESH_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
     try:
-        children.append(procs.start("cache", procs.service_argv("cache"), env=env,
-                                    log=log("cache")))
+        children.append(procs.start("cache", procs.service_argv("cache"), env={
+            **env, "KVMESH_CACHE_METRICS_PORT": str(cache_mport)}, log=log("cache")))
         children.append(procs.start("router", procs.service_argv("router"), env={
             **env, "KVMESH_ROUTER_METRICS_PORT": str(router_mport)}, log=log("router")))
         children.append(procs.start("worker", procs.service_argv("worker"), env={
@@ -70,7 +71,8 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
         yield TracedMesh(base, {
             "gateway": base + "/metrics",
             "router": f"http://127.0.0.1:{router_mport}/metrics",
-            "worker": f"http://127.0.0.1:{worker_mport}/metrics"}, logs, otlp)
+            "worker": f"http://127.0.0.1:{worker_mport}/metrics",
+            "cache": f"http://127.0.0.1:{cache_mport}/metrics"}, logs, otlp)
     finally:
         for c in reversed(children):
             c.stop()
@@ -249,6 +251,7 @@ def test_metrics_move_with_traffic(traced_mesh: TracedMesh) -> None:
 def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> None:
     prompt = f"Count to three. {secrets.token_hex(4)}"
     before = _scrape(traced_mesh.metrics["gateway"])
+    cache_before = _scrape(traced_mesh.metrics["cache"])
     status, first = _chat(traced_mesh, content=prompt, unique=False)
     assert status == 200
     spans = _trace_of(traced_mesh, first["id"], "cache.lookup", "cache.store",
@@ -268,6 +271,17 @@ def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> Non
     assert after[key % "hit"] - before.get(key % "hit", 0) == 1
     assert after[key % "miss"] - before.get(key % "miss", 0) == 1
     assert 0 < after["kvmesh_gateway_result_cache_hit_ratio{}"] <= 1
+
+    cache_after = _scrape(traced_mesh.metrics["cache"])
+
+    def moved(name: str) -> float:
+        return cache_after[name + "{}"] - cache_before.get(name + "{}", 0)
+    assert moved("kvmesh_cache_hits_total") == 1 and moved("kvmesh_cache_misses_total") == 1
+    assert moved("kvmesh_cache_leads_total") == 1 and moved("kvmesh_cache_puts_total") == 1
+    assert moved("kvmesh_cache_redis_errors_total") == 0
+    assert 0 < cache_after["kvmesh_cache_hit_ratio{}"] <= 1
+    assert _value(cache_after, "kvmesh_cache_lookup_seconds_count") - _value(
+        cache_before, "kvmesh_cache_lookup_seconds_count") == 2
 
 
 def test_log_lines_are_json_with_trace_ids(traced_mesh: TracedMesh) -> None:
