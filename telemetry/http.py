@@ -30,7 +30,6 @@ from telemetry import metrics, propagation, tracing
 from telemetry.token_clock import TokenClock
 
 log = logging.getLogger("kvmesh.gateway.access")
-RECORD = "kvmesh.telemetry"  # key of the RequestRecord in the aiohttp request
 UNTRACED = frozenset({"/metrics", "/health", "/ready"})
 
 
@@ -98,6 +97,9 @@ class RequestRecord:
             span.set_attributes({"error.type": error[0], "kvmesh.error.message": error[1]})
         if status >= 500 or status == 499:
             span.set_status(Status(StatusCode.ERROR, error[1] if error else str(status)))
+
+
+RECORD = web.RequestKey("kvmesh.telemetry", RequestRecord)  # the record in the aiohttp request
 
 
 def record(request: web.Request) -> RequestRecord:

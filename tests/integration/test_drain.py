@@ -45,7 +45,10 @@ def test_sigterm_finishes_inflight_stream_and_exits(drain_mesh: Mesh) -> None:
 
     # It stops taking work: a new request, sent while the stream is still running there,
     # is served by the other worker (or refused with a clean 503, never a hang or a 5xx).
-    time.sleep(0.5)  # the signal has been handled; the victim has left its queue
+    deadline = time.monotonic() + 10
+    while not m.stats(victim).draining:  # the signal has been handled
+        assert time.monotonic() < deadline, "the worker never started draining"
+        time.sleep(0.05)
     status, answer, headers = post(m.base_url + "/v1/chat/completions", {
         "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         timeout=30)
