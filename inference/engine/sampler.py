@@ -27,9 +27,12 @@ def sample(
     logits: torch.Tensor, rows: list[SampleRow], default_generator: torch.Generator
 ) -> tuple[list[int], list[TokenLogprob | None]]:
     """`logits`: [N, vocab] float32, one row per entry of `rows`."""
-    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
     greedy = [i for i, r in enumerate(rows) if r.params.greedy]
     random = [i for i, r in enumerate(rows) if not r.params.greedy]
+    if not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
+        token_list = logits.argmax(dim=-1).tolist()
+        return token_list, _logprobs(logits, rows, token_list)
+    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
     if greedy:
         idx = torch.tensor(greedy, device=logits.device)
         tokens[idx] = logits[idx].argmax(dim=-1)
