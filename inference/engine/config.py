@@ -24,6 +24,12 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The decoder's shape. Two flags turn the Llama layer into Qwen's; both off is Llama:
+
+    - `attention_bias`: q/k/v projections carry a bias (Qwen2); o_proj never does.
+    - `qk_norm`: per-head RMSNorm on q and k before RoPE (Qwen3), weights `[head_dim]`.
+    """
+
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -39,10 +45,26 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     name: str = "model"
+    attention_bias: bool = False
+    qk_norm: bool = False
+
+    @property
+    def hf_model_type(self) -> str:
+        """The Hugging Face `model_type` whose layer this config describes."""
+        if self.qk_norm:
+            return "qwen3"
+        return "qwen2" if self.attention_bias else "llama"
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], name: str = "model") -> ModelConfig:
-        """Build from a Hugging Face Llama-family `config.json` dict."""
+        """Build from a Hugging Face `config.json` dict (`model_type` llama, mistral, qwen2 or
+        qwen3; absent means llama). ValueError for an output-projection bias, which no
+        supported layer has, and for Qwen's sliding window; KeyError for a missing field."""
+        model_type = cfg.get("model_type", "llama")
+        if model_type != "qwen2" and cfg.get("attention_bias"):
+            raise ValueError(f"{model_type}: attention_bias (an o_proj bias) is not supported")
+        if model_type in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
+            raise ValueError(f"{model_type}: use_sliding_window is not supported")
         heads = cfg["num_attention_heads"]
         rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
         kind = rs.get("rope_type", rs.get("type", "none")) if rs else "none"
@@ -72,10 +94,13 @@ class ModelConfig:
             bos_token_id=cfg.get("bos_token_id"),
             eos_token_ids=eos_ids,
             name=name,
+            attention_bias=model_type == "qwen2",
+            qk_norm=model_type == "qwen3",
         )
 
     def to_hf(self) -> dict[str, Any]:
-        """The equivalent Hugging Face `LlamaConfig` kwargs (tests build the reference from it)."""
+        """The equivalent Hugging Face config kwargs for `hf_model_type` (tests build the
+        reference from them): `LlamaConfig`'s, or `Qwen2Config`'s / `Qwen3Config`'s."""
         out: dict[str, Any] = {
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -88,9 +113,11 @@ class ModelConfig:
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "attention_bias": False,
-            "mlp_bias": False,
         }
+        if self.hf_model_type == "llama":
+            out["mlp_bias"] = False
+        if self.hf_model_type != "qwen2":  # Qwen2's q/k/v bias is implied, not configured
+            out["attention_bias"] = False
         if self.rope_scaling.kind == "llama3":
             out["rope_scaling"] = {
                 "rope_type": "llama3",

@@ -4,10 +4,12 @@ Contract:
 - `open_gguf` turns every way a file can be broken (bad magic, truncated header or data) into a
   ValueError that names the file.
 - `gguf_config` supports the `llama` architecture (Llama 2/3 without rope scaling, SmolLM2,
-  Mistral as llama.cpp writes it) and raises ValueError for anything it would get wrong.
-- `iter_gguf_weights` yields `(hf_name, float32 tensor)` in HF layout ([out, in] matrices,
-  Q/K rows un-permuted back from llama.cpp's rotary order), one tensor at a time, so peak
-  memory is one dequantised tensor on top of the memory-mapped file.
+  Mistral as llama.cpp writes it), `qwen2` (q/k/v biases) and `qwen3` (q/k norms), and
+  raises ValueError for anything it would get wrong.
+- `iter_gguf_weights` yields `(hf_name, float32 tensor)` in HF layout ([out, in] matrices;
+  for `llama` only, Q/K rows un-permuted back from llama.cpp's rotary order: its converter
+  permutes Llama's and leaves Qwen's in HF order), one tensor at a time, so peak memory is
+  one dequantised tensor on top of the memory-mapped file.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from inference.engine.config import ModelConfig
 from inference.engine.tokenizer import Tokenizer
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -37,11 +39,13 @@ _LAYER_NAMES = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-_LAYER_RE = re.compile(r"blk\.(\d+)\.(\w+)\.weight")
+_LAYER_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
 def open_gguf(path: Path) -> Any:
@@ -108,6 +112,8 @@ def gguf_config(
         bos_token_id=tokenizer.bos_token_id if tokenizer else None,
         eos_token_ids=tokenizer.eos_token_ids if tokenizer else (),
         name=str(meta.get("general.name") or path.stem),
+        attention_bias=arch == "qwen2",
+        qk_norm=arch == "qwen3",
     )
 
 
@@ -117,8 +123,8 @@ def hf_name(path: Path, gguf_name: str) -> str:
         return _GLOBAL_NAMES[gguf_name]
     m = _LAYER_RE.fullmatch(gguf_name)
     if m and m.group(2) in _LAYER_NAMES:
-        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.weight"
-    raise ValueError(f"{path}: unexpected tensor {gguf_name!r} for a llama model")
+        return f"model.layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+    raise ValueError(f"{path}: unexpected tensor {gguf_name!r} for a llama-family model")
 
 
 def unpermute_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -132,11 +138,14 @@ def unpermute_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     )
 
 
-def iter_gguf_weights(path: Path, reader: Any, config: ModelConfig) -> Iterator[
-    tuple[str, torch.Tensor]
-]:
-    """Yield every tensor of `reader` as `(hf_name, float32 tensor in HF layout)`."""
+def iter_gguf_weights(
+    path: Path, reader: Any, config: ModelConfig, arch: str = "llama"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield every tensor of `reader` as `(hf_name, float32 tensor in HF layout)`; `arch` is
+    the file's `general.architecture` (only `llama` stores Q/K rows permuted)."""
     from gguf.quants import dequantize
+
+    permuted = arch == "llama"
 
     for t in reader.tensors:
         name = hf_name(path, t.name)
@@ -148,8 +157,8 @@ def iter_gguf_weights(path: Path, reader: Any, config: ModelConfig) -> Iterator[
             w = torch.from_numpy(np.ascontiguousarray(array).reshape(shape))
         except Exception as e:
             raise ValueError(f"{path}: cannot dequantise {t.name} ({e})") from e
-        if name.endswith("q_proj.weight"):
+        if permuted and name.endswith("q_proj.weight"):
             w = unpermute_rotary(w, config.num_heads)
-        elif name.endswith("k_proj.weight"):
+        elif permuted and name.endswith("k_proj.weight"):
             w = unpermute_rotary(w, config.num_kv_heads)
         yield name, w

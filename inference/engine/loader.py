@@ -25,8 +25,8 @@ from inference.engine.tokenizer import Tokenizer
 
 WeightStream = Callable[[], Iterator[tuple[str, torch.Tensor]]]
 
-# model_type values whose HF checkpoints are plain Llama-family decoders.
-SUPPORTED_HF_MODEL_TYPES = ("llama", "mistral")
+# model_type values whose HF checkpoints our decoder runs (Qwen via ModelConfig's flags).
+SUPPORTED_HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 @dataclass
@@ -58,7 +58,8 @@ def _load_gguf(path: Path) -> Checkpoint:
     tokenizer = Tokenizer.from_gguf_metadata(meta) if "tokenizer.ggml.model" in meta else None
     names = {t.name for t in reader.tensors}
     config = gguf_config(path, meta, names, tokenizer)
-    return Checkpoint(config, tokenizer, lambda: iter_gguf_weights(path, reader, config))
+    arch = str(meta["general.architecture"])
+    return Checkpoint(config, tokenizer, lambda: iter_gguf_weights(path, reader, config, arch))
 
 
 def _load_hf_folder(folder: Path) -> Checkpoint:
@@ -79,6 +80,8 @@ def _load_hf_folder(folder: Path) -> Checkpoint:
         config = ModelConfig.from_hf(cfg, name=folder.name)
     except KeyError as e:
         raise ValueError(f"{cfg_path}: missing field {e}") from e
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from e
     tokenizer = Tokenizer.from_hf_folder(folder) if (folder / "tokenizer.json").is_file() else None
     if tokenizer is not None:
         config = _with_eos(config, tokenizer)

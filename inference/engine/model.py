@@ -1,10 +1,13 @@
-"""Llama-family decoder (Llama 2/3, SmolLM2, Mistral) with fused QKV and gate-up projections.
+"""Llama-family decoder (Llama 2/3, SmolLM2, Mistral, Qwen2, Qwen3) with fused QKV and gate-up
+projections. Qwen2 adds a q/k/v bias (`ModelConfig.attention_bias`), Qwen3 a per-head RMSNorm
+of q and k before RoPE (`ModelConfig.qk_norm`); with both flags off the layer is Llama's,
+parameter for parameter.
 
 `forward(input_ids, positions, kv_cache, meta)` takes a flat batch of T new tokens and returns
 their final hidden states `[T, hidden]`; `compute_logits` applies the LM head only to the rows
 the runner samples from. Attention goes through the backend given at construction, so the
 model code is the same on every device. `load_weights` takes Hugging Face names and layouts
-and fuses q/k/v and gate/up itself.
+and fuses q/k/v (weights and biases) and gate/up itself.
 """
 
 from __future__ import annotations
@@ -53,8 +56,14 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=False)
+        self.qkv_proj = nn.Linear(
+            cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias
+        )
         self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:  # registered only for Qwen3, so a Llama state dict stays exactly Llama's
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.backend = backend
         self.rope = rope
         self.scale = self.head_dim**-0.5
@@ -65,10 +74,23 @@ class Attention(nn.Module):
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.heads, self.head_dim)
         k = k.view(-1, self.kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = _norm_heads(self.q_norm, q), _norm_heads(self.k_norm, k)
         q, k = self.rope(positions, q, k)
         v = v.view(-1, self.kv_heads, self.head_dim)
         out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
         return self.o_proj(out.reshape(-1, self.q_size))
+
+
+def _norm_heads(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm over the last dim of `x` [T, heads, head_dim]; a new tensor of that shape.
+
+    The fused CUDA kernel steps from row to row by `stride(-2)`, so it must see one dense
+    [T * heads, head_dim] matrix, never a strided view of the QKV output: `reshape` gives
+    exactly that (a copy when the view cannot be flattened).
+    """
+    t, h, d = x.shape
+    return norm(x.reshape(t * h, d))[0].view(t, h, d)
 
 
 class MLP(nn.Module):
@@ -150,7 +172,9 @@ class LlamaForCausalLM(nn.Module):
             if target not in params:
                 if "rotary_emb" in name:
                     continue
-                raise ValueError(f"unexpected weight {name!r} for a Llama model")
+                raise ValueError(
+                    f"unexpected weight {name!r} for a {self.config.hf_model_type} model"
+                )
             param = params[target]
             if shard is None:
                 if param.shape != tensor.shape:
@@ -176,10 +200,9 @@ class LlamaForCausalLM(nn.Module):
             "gate": (0, inter),
             "up": (inter, inter),
         }[shard]
-        if t.shape != (size, param.shape[1]):
-            raise ValueError(
-                f"{target}/{shard}: shape {tuple(t.shape)}, want {(size, param.shape[1])}"
-            )
+        want = (size, *param.shape[1:])  # a weight [rows, in] or a bias [rows]
+        if t.shape != want:
+            raise ValueError(f"{target}/{shard}: shape {tuple(t.shape)}, want {want}")
         param[start : start + size].copy_(t)
 
     def init_dummy(self, seed: int = 0) -> None:
@@ -188,7 +211,7 @@ class LlamaForCausalLM(nn.Module):
         gen = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             for name, p in self.named_parameters():
-                if name.endswith("layernorm.weight") or name == "norm.weight":
+                if name.endswith(_NORM_WEIGHTS) or name == "norm.weight":
                     p.copy_(
                         1.0
                         + 0.1 * torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
@@ -199,6 +222,7 @@ class LlamaForCausalLM(nn.Module):
                     )
 
 
+_NORM_WEIGHTS = ("layernorm.weight", "q_norm.weight", "k_norm.weight")
 _SHARDS = {
     "self_attn.q_proj": ("self_attn.qkv_proj", "q"),
     "self_attn.k_proj": ("self_attn.qkv_proj", "k"),

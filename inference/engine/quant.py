@@ -33,13 +33,16 @@ class Int4Linear(nn.Module):
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         scales_zeros = torch.stack([step.t(), (lo + 8 * step).t()], dim=-1)
         self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16).contiguous())
+        # A Qwen2 q/k/v bias stays in the model's dtype: it is tiny and added after the matmul.
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(
             flat, self.packed, self.group, self.scales_zeros
         )
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        out = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return out if self.bias is None else out + self.bias
 
 
 _QUANTIZED = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")

@@ -134,6 +134,14 @@ def test_unsupported_hf_architecture(tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
 
 
+def test_an_output_projection_bias_is_refused_naming_the_file(tmp_path: Path) -> None:
+    _tiny_hf_folder(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "attention_bias": True}))
+    with pytest.raises(ValueError, match=r"config\.json: llama: attention_bias"):
+        load_checkpoint(tmp_path)
+
+
 def _tiny_hf_folder(folder: Path) -> None:
     from safetensors.torch import save_file
 

@@ -1,5 +1,6 @@
 """Our model's logits equal transformers' on the same random fp32 weights: for a whole
-prefill, for prefill in chunks over the paged cache, and for every decode step."""
+prefill, for prefill in chunks over the paged cache, and for every decode step; for Llama
+shapes and for Qwen2's q/k/v bias and Qwen3's q/k norms (with a head_dim of its own)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from inference.engine.sampling_params import SamplingParams
 from inference.engine.scheduler import ScheduledBatch
 from inference.engine.sequence import Sequence
 
-from .hf_reference import hf_logits, hf_twin
-
-TOL = 1e-4
+from .hf_reference import TOL, assert_logits_match, hf_logits, hf_twin, run_tokens
 
 
 def _configs() -> dict[str, ModelConfig]:
@@ -31,6 +30,8 @@ def _configs() -> dict[str, ModelConfig]:
             rope_theta=500000.0,
             rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 64),
         ),
+        "qwen2": dataclasses.replace(tiny, attention_bias=True, tie_word_embeddings=True),
+        "qwen3": dataclasses.replace(tiny, qk_norm=True, head_dim=32, rope_theta=1e6),
     }
 
 
@@ -39,36 +40,13 @@ def _engine(mcfg: ModelConfig, block_size: int = 4) -> LLMEngine:
     return LLMEngine(mcfg, cfg, None, lambda m: m.init_dummy(seed=7))
 
 
-def _run(engine: LLMEngine, seq: Sequence, n: int) -> torch.Tensor:
-    """Compute the next `n` tokens of `seq` in one step; logits of every new token."""
-    engine.kv.reserve(seq, n)
-    batch = ScheduledBatch()
-    batch.add(seq, n)
-    runner = engine.runner
-    ids, pos, meta, _ = runner.prepare(batch)
-    runner.backend.begin_step(meta)
-    with torch.inference_mode():
-        hidden = runner.model(ids, pos, runner.kv_cache, meta)
-        logits = runner.model.compute_logits(hidden)
-    seq.num_computed_tokens += n
-    return logits
-
-
 @pytest.mark.parametrize("name", list(_configs()))
 @pytest.mark.parametrize("chunks", [[23], [5, 11, 7]], ids=["whole", "chunked"])
 def test_logits_match_transformers_for_prefill_and_each_decode_step(name, chunks):
     engine = _engine(_configs()[name])
     hf = hf_twin(engine.runner.model)
     prompt = torch.randint(0, engine.model_config.vocab_size, (sum(chunks),)).tolist()
-    seq = Sequence(0, "r", 0, list(prompt), len(prompt), SamplingParams(), 0.0)
-    got = torch.cat([_run(engine, seq, n) for n in chunks])
-    want = hf_logits(hf, prompt)
-    assert (got - want).abs().max().item() <= TOL
-    for _ in range(12):
-        seq.token_ids.append(int(got[-1].argmax()))
-        got = _run(engine, seq, 1)
-        want = hf_logits(hf, seq.token_ids)[-1:]
-        assert (got - want).abs().max().item() <= TOL
+    assert_logits_match(engine, hf, prompt, chunks, decodes=12)
 
 
 def test_batched_mixed_prefill_and_decode_rows_match_transformers():
@@ -80,7 +58,7 @@ def test_batched_mixed_prefill_and_decode_rows_match_transformers():
         Sequence(i, f"r{i}", 0, list(p), len(p), SamplingParams(), 0.0)
         for i, p in enumerate(prompts)
     ]
-    _run(engine, seqs[0], 9)  # seq 0 decodes in the mixed step; 1 and 2 prefill there
+    run_tokens(engine, seqs[0], 9)  # seq 0 decodes in the mixed step; 1 and 2 prefill there
     seqs[0].token_ids.append(5)
     batch = ScheduledBatch()
     for s in seqs:

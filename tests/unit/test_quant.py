@@ -27,6 +27,16 @@ def test_q4_1_shaped_weights_are_reproduced_up_to_bf16_rounding():
     assert (got - want).abs().max().item() <= 0.02 * want.abs().max().item()
 
 
+def test_a_qwen2_qkv_bias_survives_quantization():
+    torch.manual_seed(0)
+    dense = nn.Linear(64, 32, bias=True)
+    no_bias = nn.Linear(64, 32, bias=False)
+    no_bias.weight = dense.weight
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.allclose(Int4Linear(dense)(x), Int4Linear(no_bias)(x) + dense.bias)
+
+
 def test_int4_engine_generates_and_refuses_other_methods():
     engine = tiny_engine(dtype="bfloat16", quantization="int4")
     got = run(engine, [(0, list(range(3, 20)), greedy(6))])
