@@ -36,7 +36,7 @@ def service(url: str, fail_open: bool) -> AuthService:
 async def test_hung_redis_is_bounded_and_fails_by_the_setting(blackhole: str,
                                                               fail_open: bool) -> None:
     svc = service(blackhole, fail_open)
-    admit = svc._redis_down(svc._admit, rate_limit=True)
+    admit = svc._redis_down(svc._admit, admission=True)
     verify = svc._redis_down(svc._verify)
     started = time.monotonic()
     answer = await asyncio.wait_for(admit(Admit("t", "r1", 10, 0, 0), None), 5)
@@ -58,6 +58,6 @@ async def test_stopped_redis_fails_closed_at_once() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens once closed
     svc = service(f"redis://127.0.0.1:{port}/0", fail_open=False)
-    answer = await svc._redis_down(svc._admit, rate_limit=True)(Admit("t", "r", 10, 0, 0), None)
+    answer = await svc._redis_down(svc._admit, admission=True)(Admit("t", "r", 10, 0, 0), None)
     assert isinstance(answer, ErrorReply) and answer.status == 503
     await svc.store.close()
