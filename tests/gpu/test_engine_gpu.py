@@ -94,3 +94,38 @@ def test_prefix_cache_hits_return_the_same_tokens_as_cold_runs():
     assert token_ids(warm.generate([b], GREEDY)) == cold_b
     assert token_ids(warm.generate([a, b], GREEDY)) == cold_a + cold_b
     assert warm.engine.stats().prefix_hit_tokens >= hits_before + 64 + 48
+
+
+def _qwen_folder(model_type: str, folder) -> transformers.PreTrainedModel:
+    """A random float32 Qwen2 or Qwen3 (SmolLM2-like head_dim 64, GQA 2:1) saved to `folder`,
+    with its biases and norm weights made non-trivial; the transformers model, on CUDA."""
+    shape = dict(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                 initializer_range=0.1)
+    if model_type == "qwen2":
+        cfg, cls = transformers.Qwen2Config(**shape), transformers.Qwen2ForCausalLM
+    else:
+        cfg, cls = transformers.Qwen3Config(**shape, head_dim=64), transformers.Qwen3ForCausalLM
+    torch.manual_seed(0)
+    hf = cls(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith(("bias", "norm.weight")):
+                p.add_(0.1 * torch.randn_like(p))
+    hf.save_pretrained(folder, safe_serialization=True)
+    return hf.cuda()
+
+
+@pytest.mark.parametrize("model_type", ["qwen2", "qwen3"])
+def test_qwen_greedy_output_equals_transformers_with_graphs_and_eager(model_type, tmp_path):
+    hf = _qwen_folder(model_type, tmp_path)
+    ps = [[3, 17, 99, 42, 5, 200, 7], list(range(40, 113))]
+    opts = dict(device="cuda", dtype="float32", max_model_len=512, num_kv_blocks=64,
+                max_num_seqs=4)
+    for eager in (False, True):
+        ours = token_ids(LLM(str(tmp_path), enforce_eager=eager, **opts).generate(ps, GREEDY))
+        for p, got in zip(ps, ours, strict=True):
+            with torch.no_grad():
+                ref = hf.generate(torch.tensor([p], device="cuda"), max_new_tokens=24,
+                                  min_new_tokens=24, do_sample=False)[0, len(p):].tolist()
+            assert got == ref, (model_type, eager)
