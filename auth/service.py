@@ -81,7 +81,8 @@ class AuthService(Actor):
         n, m = self.cfg.max_concurrency, metrics.auth()
         verify = self._redis_down(self._verify, m.verifications.labels("unavailable").inc)
         await self.serve(wire.AUTH_VERIFY, (VerifyKey,), verify, "auth", n)
-        admit = self._redis_down(self._admit, admission=True)
+        down = "fail_open" if self.cfg.fail_open else "unavailable"
+        admit = self._redis_down(self._admit, m.admissions.labels(down, "").inc, admission=True)
         await self.serve(wire.AUTH_ADMIT, (Admit,), admit, "auth", n)
         await self.serve(wire.AUTH_SETTLE, (Settle,), self._redis_down(self._settle), "auth", n)
         await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._redis_down(self._admin), "auth", 8)
@@ -98,9 +99,6 @@ class AuthService(Actor):
             except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                 if count is not None:
                     count()
-                if admission:
-                    result = "fail_open" if self.cfg.fail_open else "unavailable"
-                    metrics.auth().admissions.labels(result, "").inc()
                 if admission and self.cfg.fail_open:
                     log.warning("redis unavailable (%s): admitting without rate limits", exc)
                     return AuthOk()
