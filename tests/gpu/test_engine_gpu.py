@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from inference import LLM, SamplingParams  # noqa: E402
 from inference.engine.attention import AttentionMetadata  # noqa: E402
-from tests.unit.hf_reference import hf_twin  # noqa: E402
+from tests.unit.hf_reference import hf_greedy, hf_twin  # noqa: E402
 
 MODEL = "dummy:smollm2-135m"
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
@@ -45,10 +45,7 @@ def test_greedy_output_equals_transformers_on_the_same_weights():
     ours = token_ids(llm.generate(ps, GREEDY))
     hf = hf_twin(llm.engine.runner.model)
     for p, got in zip(ps, ours, strict=True):
-        with torch.no_grad():
-            ref = hf.generate(torch.tensor([p], device="cuda"), max_new_tokens=24,
-                              min_new_tokens=24, do_sample=False)[0, len(p):].tolist()
-        assert got == ref
+        assert got == hf_greedy(hf, p, GREEDY.max_tokens)
 
 
 def test_graph_replay_equals_eager():
@@ -125,7 +122,4 @@ def test_qwen_greedy_output_equals_transformers_with_graphs_and_eager(model_type
     for eager in (False, True):
         ours = token_ids(LLM(str(tmp_path), enforce_eager=eager, **opts).generate(ps, GREEDY))
         for p, got in zip(ps, ours, strict=True):
-            with torch.no_grad():
-                ref = hf.generate(torch.tensor([p], device="cuda"), max_new_tokens=24,
-                                  min_new_tokens=24, do_sample=False)[0, len(p):].tolist()
-            assert got == ref, (model_type, eager)
+            assert got == hf_greedy(hf, p, GREEDY.max_tokens), (model_type, eager)

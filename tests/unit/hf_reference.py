@@ -54,6 +54,14 @@ def hf_logits(hf: PreTrainedModel, ids: list[int]) -> torch.Tensor:
     return hf(torch.tensor([ids], device=hf.device)).logits[0].float()
 
 
+@torch.no_grad()
+def hf_greedy(hf: PreTrainedModel, prompt: list[int], n: int) -> list[int]:
+    """transformers' greedy continuation of `prompt`: exactly `n` new tokens (EOS ignored)."""
+    out = hf.generate(torch.tensor([prompt], device=hf.device), max_new_tokens=n,
+                      min_new_tokens=n, do_sample=False)
+    return out[0, len(prompt):].tolist()
+
+
 def run_tokens(engine: LLMEngine, seq: Sequence, n: int) -> torch.Tensor:
     """Compute the next `n` tokens of `seq` in one step; logits of every new token."""
     engine.kv.reserve(seq, n)

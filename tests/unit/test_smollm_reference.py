@@ -8,6 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from inference import LLM, SamplingParams
 
+from .hf_reference import hf_greedy
+
 pytestmark = pytest.mark.slow
 
 MESSAGES = [{"role": "user", "content": "Write a short poem about the sea and the wind."}]
@@ -30,15 +32,8 @@ def test_greedy_chat_continuation_equals_transformers(llm, hf):
     prompt = llm.tokenizer.encode(llm.tokenizer.apply_chat_template(MESSAGES))
     params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
     ours = llm.generate([prompt], params)[0].outputs[0].token_ids
-    with torch.no_grad():
-        ref = hf.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=NEW_TOKENS,
-            do_sample=False,
-            min_new_tokens=NEW_TOKENS,
-        )[0, len(prompt) :].tolist()
     assert len(ours) == NEW_TOKENS >= 32
-    assert ours == ref
+    assert ours == hf_greedy(hf, prompt, NEW_TOKENS)
 
 
 def test_default_model_chats_and_stops_at_end_of_turn(llm):
