@@ -10,7 +10,6 @@ can stop, starve and flood its parts.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kvmesh import procs
 from tests.faults.fake_backend import FakeBackend
@@ -48,21 +46,6 @@ class FakeMesh:
 
     def alive(self) -> dict[str, bool]:
         return {name: c.alive for name, c in self.children.items()}
-
-
-def call(method: str, url: str, body: Any = None, key: str | None = None,
-         timeout: float = 30) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """(status, JSON body, headers) whatever the status; `key` goes in as a bearer token."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read()), dict(err.headers)
 
 
 def _service(m: FakeMesh, name: str, env: dict[str, str]) -> None:

@@ -20,8 +20,8 @@ import pytest
 from kvmesh import wire
 from kvmesh.wire import ErrorReply, Ping
 from tests.faults.fake_backend import FAKE_MODEL
-from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, call, fake_mesh
-from tests.integration.helpers import open_stream, post, sse_events
+from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, fake_mesh
+from tests.integration.helpers import call, open_stream, post, sse_events
 
 CHAT = "/v1/chat/completions"
 

@@ -8,16 +8,27 @@ import urllib.request
 from typing import Any
 
 
-def post(url: str, body: bytes | dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, Any],
-                                                                             dict[str, str]]:
-    """POST and return (status, JSON body, headers), whatever the status."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+def call(method: str, url: str, body: bytes | dict[str, Any] | None = None,
+         key: str | None = None, timeout: float = 60) -> tuple[int, dict[str, Any],
+                                                            dict[str, str]]:
+    """(status, JSON body, headers), whatever the status. `key` goes in as a bearer token, or
+    as the whole Authorization header when it holds a space ("Basic abc")."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = key if " " in key else f"Bearer {key}"
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def post(url: str, body: bytes | dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, Any],
+                                                                             dict[str, str]]:
+    """POST and return (status, JSON body, headers), whatever the status."""
+    return call("POST", url, body, timeout=timeout)
 
 
 def open_stream(url: str, body: dict[str, Any], timeout: float = 60) -> Any:

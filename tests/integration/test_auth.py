@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
-from tests.integration.helpers import sse_events
+from tests.integration.helpers import call, sse_events
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 WINDOW_S = 4
@@ -38,22 +38,6 @@ class AuthMesh:
     redis_url: str
     logs: Path
     metrics: list[str]  # the auth actors' /metrics URLs
-
-
-def call(
-    method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 60
-) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """(status, JSON body, headers) whatever the status."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = key if " " in key else f"Bearer {key}"
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read()), dict(resp.headers)
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read()), dict(err.headers)
 
 
 def complete(
