@@ -89,6 +89,7 @@ def fake_mesh(logs: Path) -> Iterator[FakeMesh]:
                                        admin_key=ADMIN_KEY, auth_cache_ttl="0.5")
         m.children["gateway-auth"] = gw
         _wait_200(m.open_url + "/ready")
+        _wait_200(m.auth_url + "/ready")
         yield m
     finally:
         m.backend.stop()

@@ -82,14 +82,13 @@ def auth_mesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[AuthMesh]:
     )
     children = [*actors, gw_a, gw_b]
     try:
-        deadline = time.monotonic() + 60
-        while (
-            call("GET", url_a + "/admin/tenants", key=ADMIN_KEY)[0] != 200
-            or call("GET", url_b + "/admin/tenants", key=ADMIN_KEY)[0] != 200
-        ):
-            assert time.monotonic() < deadline, "auth did not come up"
-            time.sleep(0.2)
         mesh.wait_ready(2)
+        deadline = time.monotonic() + 60
+        # Auth answers, and each new gateway has heard a worker's heartbeat (else: 503).
+        while not all(call("GET", url + "/admin/tenants", key=ADMIN_KEY)[0] == 200
+                      and call("GET", url + "/ready")[0] == 200 for url in (url_a, url_b)):
+            assert time.monotonic() < deadline, "auth or the gateways did not come up"
+            time.sleep(0.2)
         yield AuthMesh(url_a, url_b, redis_url, logs_dir,
                        [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports])
     finally:
