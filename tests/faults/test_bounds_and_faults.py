@@ -14,13 +14,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import nats
 import pytest
 
 from kvmesh import wire
-from kvmesh.wire import ErrorReply, Ping
 from tests.faults.fake_backend import FAKE_MODEL
 from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, fake_mesh
+from tests.faults.garbage import send_garbage
 from tests.integration.helpers import call, open_stream, post, sse_events
 
 CHAT = "/v1/chat/completions"
@@ -143,35 +142,15 @@ def test_client_that_never_reads_is_dropped_and_others_keep_streaming(fmesh: Fak
 
 # -- garbage on every service subject ---------------------------------------------------------
 
-GARBAGE = [b"\xc1 not msgpack", b"", b"\x93\x01\x02\x03", wire.encode(Ping()) + b"\xff"]
 REQUEST_SUBJECTS = [wire.AUTH_VERIFY, wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_ADMIN,
                     wire.CACHE_GET, wire.CACHE_STATS]
 BROADCASTS = [wire.AUTH_REVOKED, wire.HEARTBEAT, wire.CACHE_PUT, wire.CANCEL]
 
 
-async def _garbage(nats_url: str) -> list[str]:
-    nc = await nats.connect(nats_url)
-    problems = []
-    try:
-        for subject in REQUEST_SUBJECTS:
-            for frame in GARBAGE:
-                reply = await nc.request(subject, frame, timeout=5)
-                err = wire.decode(reply.data, ErrorReply)
-                if err.status != 400 or err.code != "invalid_frame":
-                    problems.append(f"{subject}: {err}")
-        for subject in BROADCASTS:  # no reply subject: logged and dropped
-            for frame in GARBAGE:
-                await nc.publish(subject, frame)
-        await nc.flush()
-    finally:
-        await nc.close()
-    return problems
-
-
 def test_garbage_frames_on_auth_cache_and_broadcast_subjects_get_errors(
         fmesh: FakeMesh) -> None:
     """Router and worker subjects: test_mesh_faults.py (they need the real services)."""
-    assert asyncio.run(_garbage(fmesh.nats_url)) == []
+    assert asyncio.run(send_garbage(fmesh.nats_url, REQUEST_SUBJECTS, BROADCASTS)) == []
     time.sleep(0.5)
     assert all(fmesh.alive().values()), fmesh.alive()
     status, body, _ = post(fmesh.open_url + CHAT, chat("hi", temperature=0))

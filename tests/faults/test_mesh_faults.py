@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from bench.soak import run_soak
 from kvmesh import procs, wire
-from kvmesh.wire import ErrorReply, Ping
+from kvmesh.wire import ErrorReply
+from tests.faults.garbage import GARBAGE, send_garbage
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh
 from tests.integration.helpers import open_stream, post, sse_events
 from tests.integration.private_mesh import private_mesh, start_worker
@@ -51,33 +51,18 @@ def hello(i: int = 0, **extra: Any) -> dict[str, Any]:
 
 # -- garbage on every router and worker subject -----------------------------------------------
 
-async def _garbage(nats_url: str, worker_ids: list[str]) -> list[str]:
-    frames = [b"\xc1 not msgpack", b"", b"\x93\x01\x02\x03", wire.encode(Ping()) + b"\xff",
-              wire.encode(ErrorReply(500, "x", "y"))]
+def _garbage(nats_url: str, worker_ids: list[str]) -> list[str]:
     request_subjects = [wire.ROUTER_GENERATE, wire.ROUTER_PING]
     for w in worker_ids:
         request_subjects += [wire.worker_generate(w), wire.worker_stats(w)]
     broadcasts = [wire.HEARTBEAT, wire.KV_EVENTS, wire.KV_RESYNC, wire.CANCEL]
-    nc = await nats.connect(nats_url)
-    problems = []
-    try:
-        for subject in request_subjects:
-            for frame in frames:
-                err = wire.decode((await nc.request(subject, frame, timeout=5)).data, ErrorReply)
-                if err.status != 400 or err.code != "invalid_frame":
-                    problems.append(f"{subject} {frame!r}: {err}")
-        for subject in broadcasts:
-            for frame in frames:
-                await nc.publish(subject, frame)
-        await nc.flush()
-    finally:
-        await nc.close()
-    return problems
+    frames = [*GARBAGE, wire.encode(ErrorReply(500, "x", "y"))]
+    return asyncio.run(send_garbage(nats_url, request_subjects, broadcasts, frames))
 
 
 def test_garbage_on_router_and_worker_subjects_gets_errors_and_kills_nothing(fm) -> None:
     m, _ = fm
-    assert asyncio.run(_garbage(m.nats_url, sorted(m.workers))) == []
+    assert _garbage(m.nats_url, sorted(m.workers)) == []
     time.sleep(1)
     assert all(c.alive for c in [*m.workers.values(), *m.others])
     status, body, _ = post(m.base_url + CHAT, hello())

@@ -8,14 +8,20 @@ import urllib.request
 from typing import Any
 
 
-def call(method: str, url: str, body: bytes | dict[str, Any] | None = None,
-         key: str | None = None, timeout: float = 60) -> tuple[int, dict[str, Any],
-                                                            dict[str, str]]:
-    """(status, JSON body, headers), whatever the status. `key` goes in as a bearer token, or
-    as the whole Authorization header when it holds a space ("Basic abc")."""
+def _headers(key: str | None) -> dict[str, str]:
+    """JSON content type, and `key` as a bearer token, or as the whole Authorization header
+    when it holds a space ("Basic abc")."""
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = key if " " in key else f"Bearer {key}"
+    return headers
+
+
+def call(method: str, url: str, body: bytes | dict[str, Any] | None = None,
+         key: str | None = None, timeout: float = 60) -> tuple[int, dict[str, Any],
+                                                            dict[str, str]]:
+    """(status, JSON body, headers), whatever the status; `key` as `_headers` sends it."""
+    headers = _headers(key)
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
@@ -31,10 +37,11 @@ def post(url: str, body: bytes | dict[str, Any], timeout: float = 60) -> tuple[i
     return call("POST", url, body, timeout=timeout)
 
 
-def open_stream(url: str, body: dict[str, Any], timeout: float = 60) -> Any:
+def open_stream(url: str, body: dict[str, Any], timeout: float = 60,
+                key: str | None = None) -> Any:
     """Start a streaming POST; the caller reads lines and closes it."""
     req = urllib.request.Request(url, data=json.dumps({**body, "stream": True}).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers=_headers(key))
     return urllib.request.urlopen(req, timeout=timeout)
 
 

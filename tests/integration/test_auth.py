@@ -7,7 +7,6 @@ rate window is 4 s instead of a minute, so "per minute" limits refill within a t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import urllib.error
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, sse_events
+from tests.integration.helpers import call, open_stream, sse_events
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 WINDOW_S = 4
@@ -208,26 +207,18 @@ def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
 
 def test_concurrency_cap_refuses_a_second_request_in_flight(auth_mesh: AuthMesh) -> None:
     _, key = new_tenant(auth_mesh.a, max_concurrency=1)
-    body = {
-        "model": MODEL,
-        "prompt": "Count:",
-        "max_tokens": 40,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    req = urllib.request.Request(
-        auth_mesh.a + "/v1/completions",
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as resp:
+    body = {"model": MODEL, "prompt": "Count:", "max_tokens": 40, "ignore_eos": True}
+    with open_stream(auth_mesh.a + "/v1/completions", body, key=key) as resp:
         next(sse_events(resp))  # the first token: the request is in flight
         status, err, _ = complete(auth_mesh.b, key)
         assert status == 429 and "concurrent" in err["error"]["message"]
         for _ in sse_events(resp):
             pass
-    time.sleep(0.3)
-    assert complete(auth_mesh.b, key)[0] == 200
+    deadline = time.monotonic() + 10  # the slot is freed just after the stream ends
+    while (status := complete(auth_mesh.b, key)[0]) == 429:
+        assert time.monotonic() < deadline, "the concurrency slot was never freed"
+        time.sleep(0.1)
+    assert status == 200
 
 
 def test_revocation_reaches_every_gateway_within_a_second(auth_mesh: AuthMesh) -> None:
@@ -306,20 +297,10 @@ def test_high_priority_ttft_stays_low_under_a_low_priority_flood(
         ttft: dict[str, float] = {}
 
         def stream(name: str, key: str, max_tokens: int) -> None:
-            body = {
-                "model": PRIO_MODEL,
-                "prompt": f"Story {name}:",
-                "max_tokens": max_tokens,
-                "ignore_eos": True,
-                "stream": True,
-            }
-            req = urllib.request.Request(
-                auth_mesh.b + "/v1/completions",
-                json.dumps(body).encode(),
-                {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-            )
+            body = {"model": PRIO_MODEL, "prompt": f"Story {name}:", "max_tokens": max_tokens,
+                    "ignore_eos": True}
             start = time.monotonic()
-            with urllib.request.urlopen(req, timeout=120) as resp:
+            with open_stream(auth_mesh.b + "/v1/completions", body, 120, key) as resp:
                 for i, _ in enumerate(sse_events(resp)):
                     if i == 0:
                         ttft[name] = time.monotonic() - start
