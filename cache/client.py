@@ -6,7 +6,7 @@ Contract:
 - `store_soon` / `release_soon` publish a `CachePut` without waiting; only the leader of a key
   stores (it is the one the actor expects a put from), and a leader that did not finish
   releases the lease so a waiter computes instead.
-- `ReplayStream` serves a cached answer through the same interface as a `ChunkStream`, so the
+- `ReplayStream` serves a cached answer through the same interface as a `RequestStream`, so the
   gateway writes it exactly as it would write a fresh one (JSON or SSE).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from kvmesh import wire
@@ -64,41 +65,26 @@ class ResultCacheClient:
 
 
 class ReplayStream:
-    """A cached answer's chunks, read like a live `ChunkStream`."""
+    """A cached answer's chunks, read like a live `RequestStream`: one batch holding them all."""
 
     worker_id = "cache"
 
     def __init__(self, hit: CacheHit, request_id: str) -> None:
-        self._chunks = [self._renamed(c, request_id) for c in hit.chunks]
-        prompt = next((c.usage.prompt_tokens for c in hit.chunks if c.usage), 0)
-        self.accepted = Accepted(request_id, "cache", prompt)
-        self.chunks: list[Chunk] = []
+        self._chunks = [replace(c, request_id=request_id) for c in hit.chunks]
+        self.usage = next((c.usage for c in hit.chunks if c.usage is not None), None)
+        self.accepted = Accepted(request_id, "cache", self.usage.prompt_tokens if self.usage else 0)
+        self.chunks: list[Chunk] | None = None
+        self.tokens = sum(len(c.token_ids) for c in self._chunks)
         self.done = not self._chunks
         self.completed = False
-        self.on_chunk: Any = None  # the same per-chunk hook a ChunkStream has (telemetry)
 
-    @staticmethod
-    def _renamed(c: Chunk, request_id: str) -> Chunk:
-        return Chunk(
-            request_id, c.seq, c.index, c.text, c.token_ids, c.logprobs, c.finish_reason, c.usage
-        )
+    async def batch(self) -> list[Chunk]:
+        out, self._chunks = self._chunks, []
+        self.done = True
+        self.completed = self.completed or bool(out)
+        return out
 
-    def __aiter__(self) -> ReplayStream:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        if not self._chunks:
-            self.done = True
-            raise StopAsyncIteration
-        chunk = self._chunks.pop(0)
-        self.chunks.append(chunk)
-        if self.on_chunk is not None:
-            self.on_chunk(chunk)
-        if not self._chunks:
-            self.done = self.completed = True
-        return chunk
-
-    async def close(self) -> None:
+    def close(self) -> None:
         pass
 
 

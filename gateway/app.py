@@ -15,7 +15,6 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -28,8 +27,9 @@ from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
 from gateway.admin import add_admin_routes
 from gateway.auth_client import AUTH, STREAM_KEY, Authenticator
+from gateway.coalesce import coalesce
 from gateway.errors import ApiError, no_worker
-from gateway.mesh_client import ChunkStream, MeshClient, wait_first
+from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.openapi import openapi_document
@@ -142,44 +142,49 @@ def _too_large(size: int | None, limit: int) -> ApiError:
                     code="body_too_large")
 
 
-async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamResponse:
-    mesh = request.app[MESH]
+def _check_model(mesh: MeshClient, model: str) -> None:
+    """The model check, in one place: 404 for a model no live worker serves."""
     models = mesh.models()
-    if req.model not in models:
+    if model not in models:
         if not models:
             raise no_worker("no inference worker is running", mesh.cfg.retry_after)
-        raise ApiError(404, f"the model {req.model!r} does not exist", param="model",
+        raise ApiError(404, f"the model {model!r} does not exist", param="model",
                        code="model_not_found")
-    prefix = "chatcmpl-" if req.kind == "chat" else "cmpl-"
-    rid = prefix + uuid.uuid4().hex
+
+
+async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamResponse:
+    mesh = request.app[MESH]
+    _check_model(mesh, req.model)
+    rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
-    stream: ChunkStream | ReplayStream | None = None
     req.session = request.headers.get(SESSION_HEADER, req.session)
-    lead_key: str | None = None
+    hit, lead_key, headers = await _cache_lookup(request, req)
+    stream: RequestStream | ReplayStream | None = None
     try:
-        hit, lead_key, cache_state = await _cache_lookup(request, req)
-        stream = ReplayStream(hit, rid) if hit is not None else await mesh.generate(req, rid)
+        stream = ReplayStream(hit, rid) if hit is not None \
+            else await mesh.generate(req, rid, keep=lead_key is not None)
         request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
-        headers = cache_state  # + route_headers(stream) once the first chunk came
-        stream.on_chunk = rec.on_chunk
         if req.stream:
-            return await _stream(request, req, rid, stream, headers)  # type: ignore[arg-type]
-        return await _gather(req, rid, stream, headers)  # type: ignore[arg-type]
-    except (asyncio.CancelledError, ConnectionResetError):
-        if stream is None or not stream.done:
-            log.info("client left; cancelling %s", rid)
-            mesh.cancel_soon(rid)
-        raise
+            return await _stream(request, req, rid, stream, headers)
+        return await _gather(req, rid, stream, headers, rec)
     finally:
         if stream is not None:
-            await stream.close()
+            stream.close()
+            if not stream.done:  # an error, a timeout or a client that left: free the worker
+                log.info("%s ended early; cancelling it at the worker", rid)
+                mesh.cancel_soon(rid)
         if lead_key is not None:  # this request computed the key: store it, or let go
-            rc = request.app[RESULT_CACHE]
-            if stream is not None and stream.completed:
-                rc.store_soon(lead_key, stream.chunks)
-            else:
-                rc.release_soon(lead_key)
+            _store_or_release(request, lead_key, stream)
+
+
+def _store_or_release(request: web.Request, key: str,
+                      stream: RequestStream | ReplayStream | None) -> None:
+    rc = request.app[RESULT_CACHE]
+    if stream is not None and stream.completed and stream.chunks is not None:
+        rc.store_soon(key, stream.chunks)
+    else:
+        rc.release_soon(key)
 
 
 async def _cache_lookup(request: web.Request, req: ParsedRequest
@@ -197,41 +202,39 @@ async def _cache_lookup(request: web.Request, req: ParsedRequest
     return None, key if found.lead else None, {"x-kvmesh-cache": "miss"}
 
 
-async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream,
-                  headers: dict[str, str] | None = None) -> web.Response:
+async def _gather(req: ParsedRequest, rid: str, stream: RequestStream | ReplayStream,
+                  headers: dict[str, str], rec: telemetry_http.RequestRecord) -> web.Response:
     gather = Gather(req.n, req.logprobs is not None)
-    async for chunk in stream:
-        gather.add(chunk)
+    while batch := await stream.batch():
+        rec.on_chunks(batch)
+        for chunk in batch:
+            gather.add(chunk)
     created = int(time.time())
     body = gather.chat(rid, created, req.model) if req.kind == "chat" \
         else gather.completion(rid, created, req.model)
     if isinstance(stream, ReplayStream) and body.get("usage"):
         body["usage"]["kvmesh_cache"] = "hit"
-    return web.json_response(body, headers={**route_headers(stream), **(headers or {})})
+    return web.json_response(body, headers={**route_headers(stream), **headers})
 
 
 async def _stream(request: web.Request, req: ParsedRequest, rid: str,
-                  stream: ChunkStream, headers: dict[str, str] | None = None
+                  stream: RequestStream | ReplayStream, headers: dict[str, str]
                   ) -> web.StreamResponse:
-    first = await wait_first(stream)  # errors before this keep their HTTP status
+    batch = await stream.batch()  # errors before the first chunk keep their HTTP status
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
-    sse.response.headers.update({**route_headers(stream), **(headers or {})})
+    sse.response.headers.update({**route_headers(stream), **headers})
     await sse.start()
+    rec = telemetry_http.record(request)
     try:
         if req.kind == "chat":
-            for i in range(req.n):
-                await sse.send(shape.role(i))
-        usage = None
-        chunk = first
-        while chunk is not None:
-            payload = shape.delta(chunk)
-            if payload is not None:
-                await sse.send(payload)
-            usage = chunk.usage or usage
-            chunk = await wait_first(stream)
+            await sse.send(*(shape.role(i) for i in range(req.n)))
+        while batch:
+            rec.on_chunks(batch)
+            await sse.send(*filter(None, map(shape.delta, coalesce(batch))))
+            batch = await stream.batch()
         if req.include_usage:
-            payload = shape.usage(usage)
+            payload = shape.usage(stream.usage)
             if isinstance(stream, ReplayStream) and payload.get("usage"):
                 payload["usage"]["kvmesh_cache"] = "hit"
             await sse.send(payload)

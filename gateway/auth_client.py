@@ -13,7 +13,7 @@ Contract:
   the tenant's scopes, the tenant's priority class and tenant name onto the request, its
   `max_tokens` lowered to the tenant's cap, then admission (`AUTH_ADMIT`: 429 with
   Retry-After when over a limit); after the handler, whatever the outcome, the real token
-  usage is settled (`AUTH_SETTLE`) in the background. The handler records its `ChunkStream`
+  usage is settled (`AUTH_SETTLE`) in the background. The handler records its `RequestStream`
   under `request[STREAM_KEY]` so the usage can be read from it.
 - 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
   because auth is down.
@@ -34,7 +34,7 @@ from aiohttp import web
 
 from auth.keys import MalformedKey, fingerprint, parse
 from gateway.errors import ApiError
-from gateway.mesh_client import ChunkStream, MeshClient
+from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
@@ -211,10 +211,8 @@ def used_tokens(request: web.Request) -> int:
     the prompt and every token delivered before it stopped. 0 when nothing was generated
     (a refusal, or an answer from the result cache)."""
     stream = request.get(STREAM_KEY)
-    if not isinstance(stream, ChunkStream):  # none, or a result-cache replay
+    if not isinstance(stream, RequestStream):  # none, or a result-cache replay
         return 0
-    chunks = getattr(stream, "chunks", [])
-    for chunk in reversed(chunks):
-        if chunk.usage is not None:
-            return chunk.usage.prompt_tokens + chunk.usage.completion_tokens
-    return stream.accepted.prompt_tokens + sum(len(c.token_ids) for c in chunks)
+    if stream.usage is not None:
+        return stream.usage.prompt_tokens + stream.usage.completion_tokens
+    return stream.accepted.prompt_tokens + stream.tokens

@@ -1,90 +1,103 @@
-"""The gateway's side of the mesh: send a request to the router, then read its chunks.
+"""The gateway's side of the mesh: send a request to the router, then read its deltas.
 
 Contract:
-- `generate` subscribes a fresh inbox, sends the request to the router and returns a
-  `ChunkStream` once a worker accepted, or raises `ApiError`: the router's or worker's
-  `ErrorReply` as is, 503 when no router listens, 504 when the router does not answer in time,
-  413 when the request exceeds the NATS max payload.
-- A `ChunkStream` yields the request's chunks in `seq` order and ends after the chunk that
-  carries usage. It raises `ApiError` 502 when the worker stops heartbeating (it died), 504
-  when no chunk came for `chunk_timeout` seconds, or the worker's `ErrorReply`.
-- The gateway tracks workers from their heartbeats: which models are served (for 404 and
-  /v1/models) and whether the worker of a running request is still alive.
+- One NATS subscription per gateway process (`inbox`) receives every worker's `Deltas` frames
+  for this process's requests; they are demultiplexed by request id into `RequestStream`s. A
+  stream is registered before its request is sent, so a delta that overtakes the router's
+  `Accepted` is kept, not lost.
+- `generate` sends the request to the router and returns a `RequestStream` once a worker
+  accepted, or raises `ApiError`: the router's or worker's `ErrorReply` as is, 503 when no
+  router listens (or NATS is down), 504 when the router does not answer in time, 413 when the
+  request exceeds the NATS max payload.
+- `RequestStream.batch()` returns every chunk that arrived since the last call, in `seq` order
+  (waiting for at least one), and `[]` once the chunk with usage was returned. It raises
+  `ApiError`: the worker's error, 502 when the worker stops heartbeating (it died), 504 when
+  nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
+  (no timer per request or per chunk).
 - A worker that dies before the request's first chunk is not the client's problem: the stream
-  re-routes the request (a fresh inbox, that worker excluded) up to `retry_before_first_token`
-  times. After a chunk was delivered, its death is an `ApiError` 502 as above.
-- `ChunkStream.chunks` keeps every chunk delivered (for the result cache); `completed` is True
-  once the chunk with usage arrived.
+  re-routes the request (that worker excluded) up to `retry_before_first_token` times.
+- Per-request state is bounded: a stream keeps its chunks only when asked to (`keep`: the
+  result cache stores them); otherwise it keeps the usage and a token count.
+- The registry of workers (`kvmesh.worker_registry`, fed by heartbeats) answers which models
+  are served (404, /v1/models) and whether a request's worker is alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import nats.errors
-from nats.aio.subscription import Subscription
+from typing import Any
 
 from gateway.errors import ApiError, no_worker
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
-from kvmesh.actor import (
-    Actor,
-    NoResponders,
-    PayloadTooLarge,
-    RemoteError,
-    RequestTimeout,
-)
+from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, RequestTimeout
 from kvmesh.config import GatewayConfig
-from kvmesh.wire import Accepted, Cancel, Chunk, ErrorReply, Heartbeat, Message, Ping
+from kvmesh.wire import Accepted, Cancel, Chunk, Deltas, Heartbeat, Message, Ping, UsageInfo
+from kvmesh.worker_registry import WorkerRegistry
 
-POLL_S = 0.25
-
-
-@dataclass
-class SeenWorker:
-    model: str
-    max_model_len: int
-    seen_at: float
-    draining: bool
-    revision: str = ""
+log = logging.getLogger("kvmesh.gateway.mesh")
+WATCH_S = 0.25
 
 
 class MeshClient(Actor):
     def __init__(self, cfg: GatewayConfig) -> None:
         super().__init__("gateway", cfg.nats_url, cfg.grace_period)
         self.cfg = cfg
-        self.workers: dict[str, SeenWorker] = {}
-        self._background: set[asyncio.Future[None]] = set()
+        self.workers = WorkerRegistry(cfg.worker_dead_after)
+        self.streams: dict[str, RequestStream] = {}
+        self.inbox = ""
+        self._background: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
-        await self.connect()
+        nc = await self.connect()
+        self.inbox = nc.new_inbox()
+        await nc.subscribe(self.inbox, cb=self._on_deltas, pending_msgs_limit=1 << 20)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+        self._spawn(self._watchdog())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _on_heartbeat(self, msg: Message, raw: object) -> None:
         assert isinstance(msg, Heartbeat)
-        self.workers[msg.worker_id] = SeenWorker(msg.model, msg.max_model_len,
-                                                 time.monotonic(), msg.draining, msg.revision)
+        self.workers.observe(msg)
 
-    def revision(self, model: str) -> str:
-        """The revisions live workers serve `model` at, joined (for result-cache keys)."""
-        return ",".join(sorted({w.revision for wid, w in list(self.workers.items())
-                                if w.model == model and self.worker_alive(wid)}))
+    async def _on_deltas(self, raw: Any) -> None:
+        """Hot path: one frame per worker step; each chunk goes to its request's stream."""
+        try:
+            frame = wire.decode(raw.data, Deltas)
+        except wire.WireError as exc:
+            log.warning("bad deltas frame: %s", exc)
+            return
+        streams = self.streams
+        for chunk in frame.chunks:
+            stream = streams.get(chunk.request_id)
+            if stream is not None:
+                stream.push(chunk)
+        for err in frame.errors:
+            stream = streams.get(err.request_id)
+            if stream is not None:
+                stream.fail(ApiError.from_reply(err.error))
 
-    def worker_alive(self, worker_id: str) -> bool:
-        w = self.workers.get(worker_id)
-        return w is not None and time.monotonic() - w.seen_at <= self.cfg.worker_dead_after
+    async def _watchdog(self) -> None:
+        """Fail streams whose worker died or went quiet (one task for every stream)."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            now = time.monotonic()
+            for stream in list(self.streams.values()):
+                stream.check(now)
 
     def models(self) -> dict[str, int]:
-        """Models with a live worker -> their context length."""
-        out: dict[str, int] = {}
-        for wid, w in list(self.workers.items()):
-            if self.worker_alive(wid) and not w.draining:
-                out[w.model] = max(out.get(w.model, 0), w.max_model_len)
-        return out
+        """Models with a live worker -> their largest context length."""
+        return self.workers.models()
+
+    def revision(self, model: str) -> str:
+        return self.workers.revision(model)
 
     async def router_ready(self) -> bool:
         try:
@@ -93,40 +106,28 @@ class MeshClient(Actor):
         except Exception:
             return False
 
-    async def generate(self, req: ParsedRequest, request_id: str) -> ChunkStream:
-        sub, wreq, accepted = await self.route(req.to_wire(request_id, ""))
-        return ChunkStream(self, sub, accepted, req.n, wreq)
+    async def generate(self, req: ParsedRequest, request_id: str,
+                       keep: bool = False) -> RequestStream:
+        stream = RequestStream(self, req.to_wire(request_id, self.inbox), keep)
+        await stream.route()
+        return stream
 
-    async def route(self, wreq: wire.GenerateRequest
-                    ) -> tuple[Subscription, wire.GenerateRequest, Accepted]:
-        """Send `wreq` (with a fresh inbox as its reply subject) to the router; errors as in
-        the module contract."""
-        nc = self._client()
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, pending_msgs_limit=65536)
-        wreq.reply_to = inbox
-        request_id = wreq.request_id
+    async def route(self, wreq: wire.GenerateRequest) -> Accepted:
+        """Send `wreq` to the router; errors as in the module contract."""
+        if not self.connected:
+            raise no_worker("the mesh (NATS) is unreachable", self.cfg.retry_after)
         try:
-            accepted = await self.request(
-                wire.ROUTER_GENERATE, wreq, self.cfg.router_timeout,
-                Accepted, headers={wire.REQUEST_ID_HEADER: request_id})
+            return await self.request(wire.ROUTER_GENERATE, wreq, self.cfg.router_timeout,
+                                      Accepted, headers={wire.REQUEST_ID_HEADER: wreq.request_id})
         except RemoteError as exc:
-            await sub.unsubscribe()
             raise ApiError.from_reply(exc.reply) from None
         except NoResponders:
-            await sub.unsubscribe()
             raise no_worker("no router is running", self.cfg.retry_after) from None
         except RequestTimeout:
-            await sub.unsubscribe()
             raise ApiError(504, "the router did not answer in time", "timeout",
                            code="router_timeout") from None
         except PayloadTooLarge as exc:
-            await sub.unsubscribe()
             raise ApiError(413, f"request too large: {exc}", code="payload_too_large") from None
-        except BaseException:
-            await sub.unsubscribe()
-            raise
-        return sub, wreq, accepted
 
     async def cancel(self, request_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -134,100 +135,127 @@ class MeshClient(Actor):
 
     def cancel_soon(self, request_id: str) -> None:
         """Publish a cancel from a handler that is itself being cancelled."""
-        task = asyncio.ensure_future(self.cancel(request_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.cancel(request_id))
 
 
-class ChunkStream:
-    """The ordered chunks of one accepted request (see the module contract)."""
+class RequestStream:
+    """The chunks of one request, as its worker sends them (see the module contract)."""
 
-    def __init__(self, mesh: MeshClient, sub: Subscription, accepted: Accepted, n: int,
-                 wreq: wire.GenerateRequest | None = None) -> None:
+    def __init__(self, mesh: MeshClient, wreq: wire.GenerateRequest, keep: bool) -> None:
         self.mesh = mesh
-        self.sub = sub
-        self.accepted = accepted
-        self.worker_id = accepted.worker_id
-        self.done = False
-        self.completed = False
-        self.chunks: list[Chunk] = []
-        self._wreq = wreq
-        self._reroutes = mesh.cfg.retry_before_first_token if wreq is not None else 0
-        self._next = 0
-        self._held: dict[int, Chunk] = {}
-        self.on_chunk: Callable[[Chunk], None] | None = None  # telemetry's per-chunk hook
+        self.wreq = wreq
+        self.request_id = wreq.request_id
+        self.accepted = Accepted(wreq.request_id, "", 0)
+        self.chunks: list[Chunk] | None = [] if keep else None
+        self.usage: UsageInfo | None = None
+        self.tokens = 0  # completion tokens delivered so far
+        self.done = self.completed = False
+        self._pending: list[Chunk] = []
+        self._next = 0  # the seq expected next
+        self._held: dict[int, Chunk] = {}  # out-of-order arrivals (not seen in practice)
+        self._error: ApiError | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._heard = time.monotonic()
+        self._reroutes = mesh.cfg.retry_before_first_token
 
-    def __aiter__(self) -> ChunkStream:
-        return self
+    @property
+    def worker_id(self) -> str:
+        return self.accepted.worker_id
 
-    async def __anext__(self) -> Chunk:
-        if self.done:
-            raise StopAsyncIteration
-        while self._next not in self._held:
-            try:
-                self._hold(await self._receive())
-            except ApiError as err:
-                if err.code != "worker_died" or self._next or self._held or self._reroutes < 1:
-                    raise
-                await self._reroute()
-        chunk = self._held.pop(self._next)
+    async def route(self) -> None:
+        """Register, then ask the router; unregistered again if it refuses."""
+        self.mesh.streams[self.request_id] = self
+        try:
+            self.accepted = await self.mesh.route(self.wreq)
+        except BaseException:
+            self.close()
+            raise
+        self._heard = time.monotonic()
+
+    # -- filled by the mesh client (loop thread) -------------------------------------------
+
+    def push(self, chunk: Chunk) -> None:
+        self._heard = time.monotonic()
+        if chunk.seq != self._next:
+            self._held[chunk.seq] = chunk
+            return
+        self._take(chunk)
+        while self._next in self._held:
+            self._take(self._held.pop(self._next))
+        self._wakeup()
+
+    def _take(self, chunk: Chunk) -> None:
         self._next += 1
-        self.chunks.append(chunk)
-        if self.on_chunk is not None:
-            self.on_chunk(chunk)
-        if chunk.usage is not None:
-            self.done = self.completed = True
-        return chunk
+        self._pending.append(chunk)
 
-    async def _reroute(self) -> None:
-        """The worker died before sending anything: route the request again, without it."""
-        assert self._wreq is not None
-        self._reroutes -= 1
-        self._wreq.exclude_workers = [*self._wreq.exclude_workers, self.worker_id]
-        await self.close()
-        self.sub, self._wreq, self.accepted = await self.mesh.route(self._wreq)
-        self.worker_id = self.accepted.worker_id
-        self.done = False
+    def fail(self, err: ApiError) -> None:
+        if self._error is None:
+            self._error = err
+        self._wakeup()
 
-    def _hold(self, msg: Message) -> None:
-        if isinstance(msg, ErrorReply):
-            self.done = True
-            raise ApiError.from_reply(msg)
-        assert isinstance(msg, Chunk)
-        self._held[msg.seq] = msg
+    def check(self, now: float) -> None:
+        """The watchdog's look: is the worker alive, and has it said anything lately?"""
+        if self.done or self._error is not None or not self.worker_id:
+            return
+        if not self.mesh.workers.is_live(self.worker_id):
+            self.fail(ApiError(502, f"worker {self.worker_id} died while serving the request",
+                               "bad_gateway", code="worker_died"))
+        elif now - self._heard > self.mesh.cfg.chunk_timeout:
+            self.fail(ApiError(504, f"worker {self.worker_id} sent nothing for "
+                               f"{self.mesh.cfg.chunk_timeout:g}s", "timeout",
+                               code="worker_timeout"))
 
-    async def _receive(self) -> Message:
-        """Next frame on the inbox; watches the worker's heartbeat while waiting."""
-        cfg = self.mesh.cfg
-        deadline = time.monotonic() + cfg.chunk_timeout
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    # -- read by the handler ---------------------------------------------------------------
+
+    async def batch(self) -> list[Chunk]:
+        """Every chunk since the last call (at least one), or [] at the end."""
         while True:
-            try:
-                raw = await self.sub.next_msg(timeout=POLL_S)
-                return wire.decode(raw.data, Chunk, ErrorReply)
-            except nats.errors.TimeoutError:
-                pass
-            except wire.WireError as exc:
-                self.done = True
-                raise ApiError(502, f"worker sent a bad frame: {exc}", "bad_gateway",
-                               code="bad_frame") from None
-            if not self.mesh.worker_alive(self.worker_id):
-                self.done = True
-                raise ApiError(502, f"worker {self.worker_id} died while serving the request",
-                               "bad_gateway", code="worker_died")
-            if time.monotonic() > deadline:
-                self.done = True
-                raise ApiError(504, f"worker {self.worker_id} sent nothing for "
-                               f"{cfg.chunk_timeout:g}s", "timeout", code="worker_timeout")
+            if self.done:
+                return []
+            if self._pending:
+                return self._deliver()
+            if self._error is not None:
+                await self._on_error()
+                continue
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+            self._wake = None
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.sub.unsubscribe()
+    def _deliver(self) -> list[Chunk]:
+        out, self._pending = self._pending, []
+        for chunk in out:
+            self.tokens += len(chunk.token_ids)
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+                self.done = self.completed = True
+        if self.chunks is not None:
+            self.chunks.extend(out)
+        if self.done:
+            self.close()
+        return out
 
+    async def _on_error(self) -> None:
+        """Re-route when the worker died before anything was delivered; else raise."""
+        err = self._error
+        assert err is not None
+        if err.code != "worker_died" or self._next or self._reroutes < 1:
+            self.done = True
+            self.close()
+            raise err
+        self._reroutes -= 1
+        self.wreq.exclude_workers = [*self.wreq.exclude_workers, self.worker_id]
+        log.info("worker %s died before %s's first token; routing it again",
+                 self.worker_id, self.request_id)
+        self._error = None
+        self.accepted = Accepted(self.request_id, "", 0)
+        await self.route()
 
-async def wait_first(stream: ChunkStream) -> Chunk | None:
-    """The first chunk, or None if the stream is already over."""
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
-
+    def close(self) -> None:
+        """Stop receiving (idempotent)."""
+        if self.mesh.streams.get(self.request_id) is self:
+            del self.mesh.streams[self.request_id]

@@ -137,12 +137,12 @@ _ERR = {
 }
 _RETRY = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 _GENERATION_ERRORS = {
-    "400": {**_ERR, "description": "bad JSON or a bad field (param names it)"},
+    "400": {**_ERR, "description": "bad JSON, a bad field (param names it), or a prompt (plus "
+                   "max_tokens) longer than the context (code context_length_exceeded)"},
     "401": {**_ERR, "description": "missing or unknown API key"},
     "403": {**_ERR, "description": "model outside the key's scopes"},
     "404": {**_ERR, "description": "unknown model"},
     "413": {**_ERR, "description": "body or prompt too large"},
-    "422": {**_ERR, "description": "prompt (plus max_tokens) longer than the context"},
     "429": {**_ERR, "description": "rate limit or quota", "headers": _RETRY},
     "502": {**_ERR, "description": "the worker died"},
     "503": {**_ERR, "description": "no worker, overloaded or auth down", "headers": _RETRY},

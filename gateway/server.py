@@ -1,8 +1,17 @@
 """Run the gateway: `kvmesh serve gateway` (or `python -m gateway.server`).
 
-Starts the NATS client, then the HTTP server with handler cancellation on, so a client that
-disconnects cancels its handler (and with it the request at the worker). SIGTERM/SIGINT stop
-taking connections, let open requests finish within the grace period, and exit.
+Contract:
+- One gateway process starts its NATS client, then the HTTP server with handler cancellation
+  on, so a client that disconnects cancels its handler (and with it the request at the worker).
+  The listening socket is opened with SO_REUSEPORT: any number of gateway processes (this
+  command run N times, or `--processes N`) share one port and the kernel spreads connections
+  across them. Each has its own NATS connection and inbox, so they share nothing else.
+- `--processes N` (N > 1; 0 = one per core) makes this process a small supervisor: it starts
+  N gateway processes, restarts one that dies (at most once a second), and passes SIGTERM or
+  SIGINT on to all of them.
+- SIGTERM/SIGINT: stop accepting connections, let open requests finish within the grace
+  period; a stream still open then ends with a 503 error event and `[DONE]` (never a cut
+  connection); then exit.
 """
 
 from __future__ import annotations
@@ -12,17 +21,23 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
 import telemetry
 from gateway.app import build_app
+from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
+from kvmesh import eventloop
 from kvmesh.config import GatewayConfig, load
 
 log = logging.getLogger("kvmesh.gateway")
+RESTART_AFTER_S = 1.0
 
 
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
@@ -31,24 +46,76 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     await mesh.start()
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period)
+    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
+                       reuse_port=True)
     await site.start()
-    log.info("gateway listening on http://%s:%d", cfg.host, cfg.port)
+    log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await site.stop()  # no new connections; open ones go on
+    await _finish_streams(mesh, cfg.grace_period)
     await runner.cleanup()
     await mesh.drain()
 
 
+async def _finish_streams(mesh: MeshClient, grace: float) -> None:
+    """Wait for open requests; past `grace`, end each with a 503 its handler writes out."""
+    deadline = time.monotonic() + grace
+    while mesh.streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if not mesh.streams:
+        return
+    log.warning("ending %d open requests: the gateway is shutting down", len(mesh.streams))
+    for stream in list(mesh.streams.values()):
+        stream.fail(ApiError(503, "the gateway is shutting down", "service_unavailable",
+                             code="gateway_shutdown", retry_after=mesh.cfg.retry_after))
+    for _ in range(40):  # the handlers write their error events and [DONE]
+        if not mesh.streams:
+            break
+        await asyncio.sleep(0.05)
+
+
+def supervise(argv: Sequence[str], n: int) -> int:
+    """Run `n` single-process gateways with `argv`; restart any that dies until signalled."""
+    cmd = [sys.executable, "-m", "gateway.server", *argv, "--processes", "1"]  # last flag wins
+    env = dict(os.environ)
+    children = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            with contextlib.suppress(ProcessLookupError):
+                c.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log.info("gateway supervisor: %d processes", n)
+    while not stopping:
+        time.sleep(RESTART_AFTER_S)
+        for i, c in enumerate(children):
+            if c.poll() is not None and not stopping:
+                log.warning("gateway process %d exited (%s); restarting it", c.pid, c.returncode)
+                children[i] = subprocess.Popen(cmd, env=env)
+    for c in children:
+        c.wait()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = load(GatewayConfig, sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    cfg = load(GatewayConfig, args)
+    n = cfg.processes if cfg.processes > 0 else (os.cpu_count() or 1)
     telemetry.setup("gateway", f"gateway-{cfg.port}-{os.getpid()}", cfg.log_level)
+    if n > 1:
+        return supervise(args, n)
     try:
-        asyncio.run(serve(cfg))
+        eventloop.run(serve(replace(cfg, processes=1)))
     finally:
         telemetry.shutdown()
     return 0

@@ -1,10 +1,14 @@
 """Typed configuration of each mesh service, read from `KVMESH_*` environment variables and flags.
 
-One frozen dataclass per service. Field `foo` of a service whose `SERVICE` is `gateway` is read,
-first match wins, from the flag `--foo`, then `KVMESH_GATEWAY_FOO`, then `KVMESH_FOO`, then the
-field's default. So `KVMESH_NATS_URL` reaches every service and `KVMESH_GATEWAY_PORT` only the
-gateway. Values are converted to the field's type (bool accepts 1/0/true/false/yes/no);
-a value that does not convert raises `ConfigError` naming the variable or flag.
+One frozen dataclass per service (the worker's, which holds the engine's, lives beside the
+worker: `inference/worker_config.py`). Field `foo` of a service whose `SERVICE` is `gateway` is
+read, first match wins, from the flag `--foo`, then `KVMESH_GATEWAY_FOO`, then `KVMESH_FOO`, then
+the field's default. So `KVMESH_NATS_URL` reaches every service and `KVMESH_GATEWAY_PORT` only the
+gateway. A field whose type is itself a frozen dataclass (the worker's `engine`) contributes its
+own fields under their own names (`--max-num-batched-tokens`, `KVMESH_WORKER_BLOCK_SIZE`): leaf
+names are unique per service. Values are converted to the field's type (bool accepts
+1/0/true/false/yes/no); a value that does not convert raises `ConfigError` naming the variable or
+flag.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class GatewayConfig:
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
+    processes: int = 1  # gateway processes sharing the port (SO_REUSEPORT); 0 = one per core
 
 
 @dataclass(frozen=True)
@@ -86,30 +91,6 @@ class CacheConfig:
     grace_period: float = 5.0
     log_level: str = "INFO"
     metrics_port: int = 9104  # Prometheus /metrics; 0 = off
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    SERVICE: ClassVar[str] = "worker"
-    nats_url: str = "nats://127.0.0.1:4222"
-    worker_id: str = ""  # "" = a fresh random id
-    model: str | None = None  # engine spec; None = the default SmolLM2 GGUF
-    served_name: str = ""  # name clients use; "" = the model config's name
-    heartbeat_interval: float = 0.5
-    num_kv_blocks: int | None = None
-    max_num_seqs: int = 64
-    max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
-    max_model_len: int | None = None
-    device: str = "auto"  # auto = cuda when present, else cpu
-    dtype: str = "auto"  # auto = bfloat16 on cuda, float32 on cpu
-    quantization: str | None = None  # "int4": 4-bit weights on cpu (about 2x single-stream)
-    enforce_eager: bool = False  # no CUDA graphs
-    kv_cache_dtype: str = "auto"  # auto = the model's dtype; "fp8" on cuda: twice the KV tokens
-    gpu_memory_utilization: float = 0.9
-    torch_threads: int = 0  # 0 = torch's default
-    metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
-    grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
-    log_level: str = "INFO"
 
 
 @dataclass(frozen=True)
@@ -158,21 +139,41 @@ def load(cls: type[C], argv: Sequence[str] | None = None,
     return from_namespace(cls, args, env)
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add `--field-name` for each field of `cls` (values stay strings until `from_namespace`)."""
-    service = getattr(cls, "SERVICE", "")
+def flat_fields(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, dataclass field, resolved type) of every leaf setting of `cls`, nested included."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Any, Any]] = []
     for f in dataclasses.fields(cls):
-        env_name = f"KVMESH_{service.upper()}_{f.name.upper()}"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=f"{_type_name(f.type)}; env {env_name} or KVMESH_{f.name.upper()}"
-                                 f" (default {f.default!r})")
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(flat_fields(tp))  # type: ignore[arg-type]
+        else:
+            out.append((f.name, f, tp))
+    return out
 
 
-def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str]) -> C:
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add `--field-name` for each leaf field of `cls` (values stay strings until
+    `from_namespace`)."""
     service = getattr(cls, "SERVICE", "")
+    for name, f, tp in flat_fields(cls):
+        env_name = f"KVMESH_{service.upper()}_{name.upper()}"
+        default = f.default if f.default is not dataclasses.MISSING else None
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                            help=f"{_type_name(tp)}; env {env_name} or KVMESH_{name.upper()}"
+                                 f" (default {default!r})")
+
+
+def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str],
+                   service: str | None = None) -> C:
+    service = getattr(cls, "SERVICE", "") if service is None else service
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            values[f.name] = from_namespace(tp, args, env, service)  # type: ignore[type-var]
+            continue
         sources = [
             (f"--{f.name.replace('_', '-')}", getattr(args, f.name, None)),
             (f"KVMESH_{service.upper()}_{f.name.upper()}",
@@ -181,7 +182,7 @@ def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str
         ]
         for name, raw in sources:
             if raw is not None:
-                values[f.name] = _parse(hints[f.name], raw, name)
+                values[f.name] = _parse(tp, raw, name)
                 break
     return cls(**values)
 

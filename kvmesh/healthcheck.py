@@ -32,7 +32,6 @@ from kvmesh.config import (
     CacheConfig,
     GatewayConfig,
     RouterConfig,
-    WorkerConfig,
     load,
 )
 
@@ -113,6 +112,8 @@ def check(service: str, argv: Sequence[str] = ()) -> None:
             _get(cfg.metrics_port, "/metrics")
         _check_nats(cfg.nats_url)
     elif service == "worker":
+        from inference.worker_config import WorkerConfig  # the worker's, with the engine's
+
         wk = load(WorkerConfig, argv)
         if wk.metrics_port > 0 and KV_METRIC not in _get(wk.metrics_port, "/metrics"):
             raise Unhealthy("the engine is not loaded yet (no KV pool on /metrics)")

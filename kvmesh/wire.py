@@ -1,28 +1,26 @@
 """The wire contract: every message a kvmesh service sends over NATS, and the subjects.
 
-Frames are msgpack maps `{"v": SCHEMA_VERSION, "t": <kind>, <field>: <value>, ...}`. Every
-message is a dataclass below; `encode` writes one, `decode` reads and validates one and raises
-`WireError` (never anything else) for a frame that is not msgpack, has another schema version,
-an unknown kind, a missing field or a field of the wrong type. Unknown fields are ignored so an
-older reader accepts a newer writer's additions within one schema version.
+Every message is a dataclass below, framed by `kvmesh.codec` (`encode`, `decode`, `WireError`
+are re-exported here): msgpack, versioned, validated on decode.
 
-Request path (see DESIGN.md): the gateway sends `GenerateRequest` to `ROUTER_GENERATE` and
-gets `Accepted` (or `ErrorReply`); the router forwards it, with `prompt_token_ids` set, to
-`worker_generate(id)`; the worker publishes `Chunk`s (or one `ErrorReply`) straight to the
-request's `reply_to`. `Cancel` goes to `CANCEL`, which every worker hears.
+Request path (see DESIGN.md): the gateway sends a `GenerateRequest` to `ROUTER_GENERATE` and
+gets `Accepted` (or `ErrorReply`); the router tokenises it into a `TokenizedRequest` for
+`worker_generate(id)`. The worker publishes to the request's `reply_to` (one subject per
+gateway process) one `Deltas` frame per engine step, carrying the chunks and errors of every
+request of that gateway it served in the step. `Cancel` goes to `CANCEL`, which every worker
+hears.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, Union
+from typing import Any, ClassVar
 
-import msgpack
+from kvmesh import codec
+from kvmesh.codec import SCHEMA_VERSION, WireError, decode, encode
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "WireError", "decode", "encode"]  # and the messages below
 
 # Subjects. Workers: one subject each for generate and stats; the rest are broadcasts.
 ROUTER_GENERATE = "kvmesh.router.generate"
@@ -43,10 +41,6 @@ def worker_generate(worker_id: str) -> str:
 
 def worker_stats(worker_id: str) -> str:
     return f"kvmesh.worker.{worker_id}.stats"
-
-
-class WireError(ValueError):
-    """A frame that does not decode or validate; the message says what is wrong."""
 
 
 @dataclass
@@ -89,9 +83,8 @@ def sampling_of(obj: SamplingFields) -> dict[str, Any]:
 
 @dataclass
 class GenerateRequest(Message, SamplingFields):
-    """One generation. Exactly one of `prompt`, `messages`, `prompt_token_ids` is set by the
-    gateway; the router sets `prompt_token_ids` (tokenising the others) before the worker sees
-    it. `max_tokens` None means "the rest of the context"."""
+    """One generation, gateway -> router. Exactly one of `prompt`, `messages`,
+    `prompt_token_ids` is set. `max_tokens` None means "the rest of the context"."""
 
     KIND: ClassVar[str] = "generate"
     request_id: str
@@ -103,6 +96,23 @@ class GenerateRequest(Message, SamplingFields):
     tenant: str = ""
     session: str = ""  # session-affinity hint (the OpenAI `user` field or a header)
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
+
+
+@dataclass
+class TokenizedRequest(Message, SamplingFields):
+    """One generation, router -> worker: the prompt as the model's token ids."""
+
+    KIND: ClassVar[str] = "tokenized"
+    request_id: str
+    model: str
+    reply_to: str
+    prompt_token_ids: list[int]
+    tenant: str = ""
+
+    @classmethod
+    def of(cls, req: GenerateRequest, prompt_token_ids: list[int]) -> TokenizedRequest:
+        return cls(request_id=req.request_id, model=req.model, reply_to=req.reply_to,
+                   prompt_token_ids=prompt_token_ids, tenant=req.tenant, **sampling_of(req))
 
 
 @dataclass
@@ -153,6 +163,26 @@ class Chunk(Message):
     logprobs: list[Logprob] | None = None
     finish_reason: str | None = None
     usage: UsageInfo | None = None
+
+
+@dataclass
+class StreamError:
+    """An accepted request that failed; nothing more follows for it."""
+
+    request_id: str
+    error: ErrorReply
+
+
+@dataclass
+class Deltas(Message):
+    """What one worker made in one engine step for the requests of one gateway process: one
+    frame per step per gateway, not one message per token. Chunks of one request keep their
+    `seq` order within and across frames."""
+
+    KIND: ClassVar[str] = "deltas"
+    worker_id: str
+    chunks: list[Chunk] = field(default_factory=list)
+    errors: list[StreamError] = field(default_factory=list)
 
 
 @dataclass
@@ -269,113 +299,10 @@ class ErrorReply(Message):
     retry_after: float | None = None
 
 
-KINDS: dict[str, type[Message]] = {
-    cls.KIND: cls
-    for cls in (
-        GenerateRequest, Accepted, Chunk, Cancel, Ping, Heartbeat, KVEvent, ErrorReply,
-        KVResync, CacheGet, CacheHit, CacheMiss, CachePut, CacheStats,
-    )
-}
-M = TypeVar("M", bound=Message)
-
-
-def encode(msg: Message) -> bytes:
-    """msgpack frame of `msg` with its schema version and kind."""
-    body = _to_plain(msg)
-    body["v"] = SCHEMA_VERSION
-    body["t"] = msg.KIND
-    return msgpack.packb(body, use_bin_type=True)
-
-
-def decode(data: bytes, *expected: type[M]) -> M:
-    """Decode one frame; with `expected` given, its kind must be one of them. Raises WireError."""
-    try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise WireError(f"frame is not msgpack: {exc}") from None
-    if not isinstance(body, dict):
-        raise WireError("frame is not a map")
-    if body.get("v") != SCHEMA_VERSION:
-        raise WireError(f"schema version {body.get('v')!r}, expected {SCHEMA_VERSION}")
-    cls = KINDS.get(body.get("t"))  # type: ignore[arg-type]
-    if cls is None:
-        raise WireError(f"unknown message kind {body.get('t')!r}")
-    if expected and cls not in expected:
-        names = ", ".join(e.KIND for e in expected)
-        raise WireError(f"expected a {names} message, got {cls.KIND}")
-    return typing.cast(M, _from_plain(cls, body, cls.KIND))
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, list | tuple):
-        return [_to_plain(x) for x in obj]
-    return obj
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = typing.get_type_hints(cls)
-        _HINTS[cls] = hints
-    return hints
-
-
-def _from_plain(cls: type, body: Any, where: str) -> Any:
-    if not isinstance(body, dict):
-        raise WireError(f"{where}: expected a map")
-    hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise WireError(f"{where}.{f.name}: missing")
-            continue
-        kwargs[f.name] = _convert(hints[f.name], body[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against annotation `tp`, building nested dataclasses."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, where)
-            except WireError:
-                continue
-        raise WireError(f"{where}: {type(value).__name__} does not fit {tp}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise WireError(f"{where}: expected a list, got {type(value).__name__}")
-        (item,) = typing.get_args(tp)
-        if item is int:  # hot path: token id lists
-            if not all(type(x) is int for x in value):
-                raise WireError(f"{where}: expected a list of ints")
-            return value
-        return [_convert(item, x, f"{where}[{i}]") for i, x in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return _from_plain(tp, value, where)  # type: ignore[arg-type]
-    if tp is Any:
-        return value
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise WireError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
+codec.register(
+    GenerateRequest, TokenizedRequest, Accepted, Chunk, Deltas, Cancel, Ping, Heartbeat,
+    KVEvent, ErrorReply, KVResync, CacheGet, CacheHit, CacheMiss, CachePut, CacheStats,
+)
 
 
 # -- auth: gateways ask the auth actor (auth/service.py), queue group "auth" ------------------
@@ -465,5 +392,4 @@ class Revoked(Message):
     tenant: str = ""
 
 
-KINDS.update({cls.KIND: cls for cls in (
-    VerifyKey, Identity, Admit, Settle, AuthOk, AdminRequest, AdminReply, Revoked)})
+codec.register(VerifyKey, Identity, Admit, Settle, AuthOk, AdminRequest, AdminReply, Revoked)

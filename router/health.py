@@ -6,8 +6,8 @@ Circuit breaker contract (per worker id):
 - open: the worker is not offered to the policy for `cooldown` seconds.
 - half-open: after the cool-down one trial request may go; success closes the circuit,
   failure opens it for another cool-down.
-Heartbeat liveness (router/workers.py) is separate: a worker that stops heartbeating is dropped
-whatever its circuit says; a breaker catches a worker that heartbeats but does not serve.
+Heartbeat liveness (kvmesh/worker_registry.py) is separate: a worker that stops heartbeating is
+dropped whatever its circuit says; a breaker catches a worker that heartbeats but does not serve.
 """
 
 from __future__ import annotations

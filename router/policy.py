@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 
-from router.workers import WorkerView
+from kvmesh.worker_registry import WorkerView
 
 POLICIES = ("kv", "least-loaded", "round-robin")
 

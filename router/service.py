@@ -3,7 +3,10 @@
 Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router"):
 - The prompt (chat messages through the model's chat template, or text) becomes token ids
   with the same tokenizer the worker's engine uses; a request that already has ids keeps them.
-- A prompt longer than the model's context is answered 422 here, without a worker round trip.
+  Workers get a `TokenizedRequest`.
+- The context check lives here: only workers whose own context holds the prompt (plus
+  `max_tokens`, when given) are candidates; when none does, the answer is 400
+  `context_length_exceeded`, without a worker round trip.
 - Workers serving the model (live by heartbeat, circuit closed, not in `exclude_workers`) are
   ranked by the configured `router.policy` using the KV index (`router.kv_index`, fed by the
   workers' KV events; a fresh router and a reappearing worker trigger a `KVResync`). The router
@@ -39,12 +42,13 @@ from kvmesh.wire import (
     KVResync,
     Message,
     Ping,
+    TokenizedRequest,
 )
+from kvmesh.worker_registry import WorkerRegistry, WorkerView
 from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
-from router.workers import WorkerRegistry, WorkerView
 from telemetry import routing as route_telemetry
 from telemetry import run_service
 from telemetry.tracing import traced
@@ -77,10 +81,12 @@ class Router(Actor):
     async def _on_heartbeat(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, Heartbeat)
         wid = msg.worker_id
-        if not self.workers.is_live(wid):  # new, or back from the dead: rebuild from scratch
+        was_live = self.workers.is_live(wid)
+        if not self.workers.observe(msg):
+            return
+        if not was_live:  # new, or back from the dead: rebuild from scratch
             self.kv_index.drop(wid)
             self.kv_index.mark_stale(wid)
-        self.workers.observe(msg)
         if self.kv_index.needs_resync(wid):
             await self._ask_resync(wid)
 
@@ -118,20 +124,18 @@ class Router(Actor):
                                   f"the model {req.model!r} does not exist", "model",
                                   "model_not_found")
             return self._unavailable(f"no live worker serves {req.model!r}")
-        if req.prompt_token_ids is None:
+        ids = req.prompt_token_ids
+        if ids is None:
             try:
-                req.prompt_token_ids = await self._encode(req)
+                ids = await self._encode(req)
             except ValueError as exc:
                 return ErrorReply(400, "invalid_request_error", str(exc), "messages")
-            req.prompt = None
-            req.messages = None
-        limit = min(v.beat.max_model_len for v in candidates)
-        n = len(req.prompt_token_ids)
-        if limit and n >= limit:
-            return ErrorReply(422, "invalid_request_error",
-                              f"prompt has {n} tokens; this model's context is {limit}",
-                              "messages", "context_length_exceeded")
-        return await self._forward(req, candidates, raw.headers)
+        fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
+        if not fitting:
+            return _context_exceeded(len(ids), req.max_tokens,
+                                     max(v.beat.max_model_len for v in candidates))
+        return await self._forward(TokenizedRequest.of(req, ids), fitting, req.session,
+                                   raw.headers)
 
     async def _encode(self, req: GenerateRequest) -> list[int]:
         """Short prompts inline (a thread hop costs more than they do), long ones off the loop."""
@@ -140,10 +144,10 @@ class Router(Actor):
             return self.tokenizer.encode(req)
         return await asyncio.to_thread(self.tokenizer.encode, req)
 
-    def candidates(self, req: GenerateRequest, views: list[WorkerView]) -> list[Candidate]:
+    def candidates(self, req: TokenizedRequest, views: list[WorkerView]) -> list[Candidate]:
         """Workers whose circuit allows a request, with the prompt's cached overlap on each.
         The last prompt token is left out of the hash, as the engine's prefix match does."""
-        ids = req.prompt_token_ids or []
+        ids = req.prompt_token_ids
         chains: dict[int, list[BlockHash]] = {}
         out = []
         for v in views:
@@ -158,11 +162,11 @@ class Router(Actor):
                                  is_overloaded(v, self.policy.params)))
         return out
 
-    async def _forward(self, req: GenerateRequest, views: list[WorkerView],
+    async def _forward(self, req: TokenizedRequest, views: list[WorkerView], session: str,
                        headers: dict[str, str] | None) -> Message:
         """Try the ranked workers in turn (backoff with jitter between tries) until one
         accepts; no responders, a timeout or a 503 moves on and counts against the breaker."""
-        ranked = self.policy.rank(self.candidates(req, views), req.session)
+        ranked = self.policy.rank(self.candidates(req, views), session)
         if not ranked:
             return self._unavailable("every live worker's circuit is open")
         tried = 0
@@ -198,6 +202,16 @@ class Router(Actor):
                       self.policy.name, cand.overlap, cand.prompt_blocks)
             return accepted
         return self._unavailable(f"no worker accepted the request after {tried} attempt(s)")
+
+
+def _context_exceeded(n: int, max_tokens: int | None, largest: int) -> ErrorReply:
+    if n >= largest or max_tokens is None:
+        why, param = f"the prompt has {n} tokens; this model's context is {largest}", "messages"
+    else:
+        why = (f"the prompt ({n} tokens) plus max_tokens ({max_tokens}) exceeds this model's "
+               f"context of {largest} tokens")
+        param = "max_tokens"
+    return ErrorReply(400, "invalid_request_error", why, param, "context_length_exceeded")
 
 
 async def serve(cfg: RouterConfig) -> None:

@@ -15,7 +15,6 @@ Nothing under `inference/engine/` imports this package: the engine stays free of
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
@@ -55,9 +54,11 @@ def run_service(
     metrics_port: int = 0,
 ) -> int:
     """A service process: telemetry up, `main` to the end, telemetry flushed whatever happens."""
+    from kvmesh import eventloop
+
     setup(service, instance_id, log_level, metrics_port)
     try:
-        asyncio.run(main)
+        eventloop.run(main)
     finally:
         shutdown()
     return 0

@@ -1,14 +1,13 @@
 """The worker's telemetry: one `inference.generate` span per request, engine-step spans, metrics.
 
 Contract:
-- `GenerationTelemetry(model, worker_id, engine, stats)` is made once by the worker. It wraps
-  the engine's `step` and its scheduler's `schedule` *on that engine instance* (the engine
-  itself imports nothing from here) so that each step leaves a `StepRecord`: wall-clock start,
-  duration, and the (request id, new tokens, prefill?) of each scheduled sequence.
+- `GenerationTelemetry(model, worker_id, stats)` is made once by the worker; `stats()` returns
+  the engine's latest counters (for the gauges). It reads what the engine reports: each
+  `EngineStep` carries its wall-clock start, duration and the sequences it ran.
 - `@admission` decorates the worker's generate handler: it opens `inference.generate` in the
   caller's trace (the actor attached it) and keeps it current for the handler; a returned
   `ErrorReply` ends it as an error, an `Accepted` leaves it open until the request ends.
-- `on_step(result)` (loop thread, once per delivered engine step) consumes step records and
+- `on_step(step)` (loop thread, once per delivered engine step) reads the step's record and
   outputs: queue time (admission to the first step that scheduled the request), time to first
   token, inter-token latency per choice, finish reasons, usage; it ends a request's span when
   its usage arrives, or as an error when the step reports it failed. A step that served a
@@ -21,13 +20,12 @@ Contract:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -35,13 +33,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from telemetry import metrics, tracing
 from telemetry.token_clock import TokenClock
 
-
-@dataclass
-class StepRecord:
-    start_ns: int  # wall clock, for the span
-    start: float  # time.monotonic()
-    seconds: float
-    seqs: list[tuple[str, int, bool]]  # (request id, new tokens, is prefill)
+if TYPE_CHECKING:
+    from inference.engine_protocol import EngineStep
 
 
 @dataclass
@@ -58,47 +51,13 @@ class RequestTrace:
 
 
 class GenerationTelemetry:
-    def __init__(self, model: str, worker_id: str, engine: Any,
-                 stats: Callable[[], Any]) -> None:
+    def __init__(self, model: str, worker_id: str, stats: Callable[[], Any]) -> None:
         self.model = model
         self.worker_id = worker_id
         self.requests: dict[str, RequestTrace] = {}
-        self.steps: collections.deque[StepRecord] = collections.deque(maxlen=4096)
         self.metrics = metrics.worker()
         with contextlib.suppress(ValueError):  # a 2nd worker in one process: keep the 1st's
             self.metrics.watch_engine(model, stats)
-        self._probe(engine)
-
-    # -- engine probes (engine thread) -----------------------------------------------------
-
-    def _probe(self, engine: Any) -> None:
-        scheduler = getattr(engine, "scheduler", None)
-        step = getattr(engine, "step", None)
-        if scheduler is None or step is None or not hasattr(scheduler, "schedule"):
-            return
-        schedule = scheduler.schedule
-        last: list[list[tuple[str, int, bool]]] = [[]]
-
-        @functools.wraps(schedule)
-        def probing_schedule(*args: Any, **kwargs: Any) -> Any:
-            batch = schedule(*args, **kwargs)
-            seqs = getattr(batch, "seqs", None) or []
-            last[0] = [(s.request_id, n, s.num_computed_tokens < s.num_prompt_tokens)
-                       for s, n in zip(seqs, batch.num_tokens, strict=False)]
-            return batch
-
-        @functools.wraps(step)
-        def timed_step(*args: Any, **kwargs: Any) -> Any:
-            last[0] = []
-            start_ns, t0 = time.time_ns(), time.monotonic()
-            try:
-                return step(*args, **kwargs)
-            finally:
-                if last[0]:
-                    self.steps.append(StepRecord(start_ns, t0, time.monotonic() - t0, last[0]))
-
-        scheduler.schedule = probing_schedule
-        engine.step = timed_step
 
     # -- admission (loop thread) -----------------------------------------------------------
 
@@ -118,20 +77,24 @@ class GenerationTelemetry:
 
     # -- per step (loop thread) ------------------------------------------------------------
 
-    def on_step(self, result: Any) -> None:
+    def on_step(self, step: EngineStep) -> None:
         """Hot path: once per delivered step. See the module contract."""
         now = time.monotonic()
-        while self.steps:
-            self._on_record(self.steps.popleft())
+        if step.scheduled:
+            self._on_record(step, now)
         m = self.metrics
-        for rid, err in result.failed:
-            for r in (list(self.requests) if rid == "*" else [rid]):
-                rt = self.requests.pop(r, None)
-                if rt is not None:
-                    m.requests.labels(self.model, str(err.status)).inc()
-                    tracing.mark_error_reply(rt.span, err)
-                    rt.span.end()
-        for out in result.outputs:
+        failed = [rid for rid, _ in step.rejected]
+        if step.crashed is not None:
+            failed = list(self.requests)
+        for rid in failed:
+            rt = self.requests.pop(rid, None)
+            if rt is not None:
+                status = "500" if step.crashed is not None else "400"
+                m.requests.labels(self.model, status).inc()
+                if rt.span.is_recording():
+                    rt.span.set_status(Status(StatusCode.ERROR, step.crashed or "rejected"))
+                rt.span.end()
+        for out in step.outputs:
             rt = self.requests.get(out.request_id)
             if rt is None:
                 continue
@@ -146,33 +109,34 @@ class GenerationTelemetry:
                 del self.requests[out.request_id]
                 self._finish(rt, out.usage, now)
 
-    def _on_record(self, rec: StepRecord) -> None:
+    def _on_record(self, step: EngineStep, now: float) -> None:
         m = self.metrics
-        m.step_time.labels(self.model).observe(rec.seconds)
-        m.batch_size.labels(self.model).observe(len(rec.seqs))
+        m.step_time.labels(self.model).observe(step.seconds)
+        m.batch_size.labels(self.model).observe(len(step.scheduled))
+        started = now - step.seconds  # close enough for queue time: the step just ended
         traced: list[Any] = []
-        for rid, _, _ in rec.seqs:
-            rt = self.requests.get(rid)
+        for s in step.scheduled:
+            rt = self.requests.get(s.request_id)
             if rt is None:
                 continue
             if rt.scheduled_at is None:
-                rt.scheduled_at = rec.start
-                m.queue_time.labels(self.model).observe(max(0.0, rt.scheduled_at - rt.admitted))
+                rt.scheduled_at = started
+                m.queue_time.labels(self.model).observe(max(0.0, started - rt.admitted))
             if rt.span.is_recording():
                 traced.append(rt.span.get_span_context())
         if not traced:
             return
-        prefill = sum(n for _, n, p in rec.seqs if p)
-        decode = sum(n for _, n, p in rec.seqs if not p)
+        prefill = sum(s.tokens for s in step.scheduled if s.prefill)
+        decode = sum(s.tokens for s in step.scheduled if not s.prefill)
         span = tracing.tracer().start_span(
             "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(traced[0])),
-            links=[Link(c) for c in traced], start_time=rec.start_ns,
-            attributes={"kvmesh.engine.batch_size": len(rec.seqs),
+            links=[Link(c) for c in traced], start_time=step.start_ns,
+            attributes={"kvmesh.engine.batch_size": len(step.scheduled),
                         "kvmesh.engine.prefill_tokens": prefill,
                         "kvmesh.engine.decode_tokens": decode,
-                        "kvmesh.engine.prefill_seqs": sum(1 for s in rec.seqs if s[2]),
+                        "kvmesh.engine.prefill_seqs": sum(1 for s in step.scheduled if s.prefill),
                         "kvmesh.worker_id": self.worker_id})
-        span.end(end_time=rec.start_ns + int(rec.seconds * 1e9))
+        span.end(end_time=step.start_ns + int(step.seconds * 1e9))
 
     def _finish(self, rt: RequestTrace, usage: Any, now: float) -> None:
         m = self.metrics

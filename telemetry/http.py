@@ -8,8 +8,8 @@ Contract:
   error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
 - Handlers annotate the request through `record(request)`: `model`, `tenant`, `request_id`,
-  and `on_chunk(chunk)` for every chunk from a worker, which observes time to first token,
-  inter-token latency (per choice), finish reasons and token usage.
+  and `on_chunks(chunks)` for every batch of chunks from a worker, which observes time to
+  first token, inter-token latency (per choice), finish reasons and token usage.
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
   route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
 - `metrics_handler` answers `GET /metrics`.
@@ -47,6 +47,8 @@ class RequestRecord:
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.finish_reasons: list[str] = []
+        self._ttft: Any = None
+        self._itl: Any = None
 
     def set_request(self, request_id: str, model: str, tenant: str = "") -> None:
         self.request_id, self.model = request_id, model
@@ -56,20 +58,23 @@ class RequestRecord:
                                gen_ai__operation__name="chat" if "chat" in self.route
                                else "text_completion", kvmesh__tenant=self.tenant or None)
 
-    def on_chunk(self, chunk: Any) -> None:
-        """Per chunk from the worker (hot path: a few float ops and dict lookups)."""
+    def on_chunks(self, chunks: list[Any]) -> None:
+        """Per batch of chunks from the worker (hot path: a few float ops and dict lookups a
+        chunk; the labelled histograms are looked up once per request)."""
         now = time.monotonic()
-        m = metrics.gateway()
-        if chunk.token_ids:
-            self.clock.tokens(chunk.index, len(chunk.token_ids), now,
-                              m.ttft.labels(self.model), m.itl.labels(self.model))
-        if chunk.finish_reason:
-            self.finish_reasons.append(chunk.finish_reason)
-            m.finish.labels(self.model, chunk.finish_reason).inc()
-        if chunk.usage is not None:
-            u = chunk.usage
-            self.prompt_tokens, self.completion_tokens = u.prompt_tokens, u.completion_tokens
-            self.cached_tokens = u.cached_tokens
+        if self._ttft is None:
+            m = metrics.gateway()
+            self._ttft, self._itl = m.ttft.labels(self.model), m.itl.labels(self.model)
+        for chunk in chunks:
+            if chunk.token_ids:
+                self.clock.tokens(chunk.index, len(chunk.token_ids), now, self._ttft, self._itl)
+            if chunk.finish_reason:
+                self.finish_reasons.append(chunk.finish_reason)
+                metrics.gateway().finish.labels(self.model, chunk.finish_reason).inc()
+            if chunk.usage is not None:
+                u = chunk.usage
+                self.prompt_tokens, self.completion_tokens = u.prompt_tokens, u.completion_tokens
+                self.cached_tokens = u.cached_tokens
 
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
         m = metrics.gateway()

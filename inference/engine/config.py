@@ -141,6 +141,9 @@ class EngineConfig:
     - `kv_cache_dtype`: "auto" (the model's dtype) or "fp8" (CUDA only): the KV pool is stored
       as float8 e4m3 (per-tensor scale 1.0, values saturated to +-448), half the bytes per
       block, so twice the blocks; the attention kernels upcast on load.
+    - `load_format`: "auto" (weights from the checkpoint) or "dummy" (vLLM's name): the model's
+      config and tokenizer from the checkpoint (an HF folder needs no weight files), random
+      weights seeded by `seed`, for serving any shape through the whole mesh.
     """
 
     block_size: int = 16
@@ -156,4 +159,5 @@ class EngineConfig:
     enforce_eager: bool = False
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
+    load_format: str = "auto"
     seed: int = 0

@@ -15,15 +15,17 @@ from dataclasses import dataclass
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .errors import DuplicateRequest
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
+from .prompt_check import PromptLimits, check_prompt
 from .request_state import RequestState
 from .runner import ModelRunner, kv_bytes_per_block
 from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
-from .scheduler import Scheduler
+from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence
 from .tokenizer import Tokenizer
 
@@ -95,10 +97,13 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
+        self.last_batch: ScheduledBatch | None = None
 
     @classmethod
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
-        """`spec`: None (the default model), an HF folder, a GGUF file, or `dummy:<preset>`."""
+        """`spec`: None (the default model), an HF folder, a GGUF file, or `dummy:<preset>`;
+        `config.load_format == "dummy"` keeps the checkpoint's shape and tokenizer and draws
+        random weights."""
         config = config or EngineConfig()
         if spec is not None and spec.startswith("dummy:"):
             from .presets import preset_config
@@ -108,7 +113,12 @@ class LLMEngine:
         from .loader import load_checkpoint
         from .model_store import resolve_model
 
-        ckpt = load_checkpoint(resolve_model(spec))
+        if config.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format: unknown {config.load_format!r}; use auto or dummy")
+        dummy = config.load_format == "dummy"
+        ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
+        if dummy:  # the checkpoint's shape and tokenizer, random weights
+            return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.init_dummy(config.seed))
         return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.load_weights(ckpt.weights()))
 
     def _num_blocks(self, model: LlamaForCausalLM) -> int:
@@ -126,10 +136,11 @@ class LLMEngine:
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
     ) -> None:
-        """Queue a request. Raises ValueError (naming the field) for a prompt it cannot serve."""
+        """Queue a request. Raises a typed `RequestRejected` (a ValueError naming the field)
+        for a request it cannot serve."""
         if request_id in self._requests:
-            raise ValueError(f"request_id: {request_id!r} is already running")
-        self._check_prompt(prompt_token_ids)
+            raise DuplicateRequest("request_id", f"{request_id!r} is already running")
+        check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
@@ -137,20 +148,10 @@ class LLMEngine:
         state.new_choice(seq, self.tokenizer)
         self.scheduler.add(seq)
 
-    def _check_prompt(self, ids: list[int]) -> None:
-        if not ids:
-            raise ValueError("prompt: must not be empty")
-        if len(ids) >= self.max_model_len:
-            raise ValueError(
-                f"prompt: {len(ids)} tokens leave no room to generate within the context of "
-                f"{self.max_model_len} tokens"
-            )
-        pool_tokens = self.kv.num_blocks * self.config.block_size
-        if len(ids) + 1 > pool_tokens:
-            raise ValueError(f"prompt: {len(ids)} tokens exceed the KV pool ({pool_tokens} tokens)")
-        vocab = self.model_config.vocab_size
-        if any(not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt: token ids must be in [0, {vocab})")
+    @property
+    def limits(self) -> PromptLimits:
+        return PromptLimits(self.max_model_len, self.kv.num_blocks * self.config.block_size,
+                            self.model_config.vocab_size)
 
     def _new_seq(
         self, request_id: str, index: int, ids: list[int], params: SamplingParams
@@ -184,12 +185,18 @@ class LLMEngine:
             outs[-1].usage = state.usage()
         self._pending.extend(outs)
 
+    def abort_all(self) -> None:
+        """Abort every request (after a failed step: nothing running can be trusted)."""
+        for request_id in list(self._requests):
+            self.abort(request_id)
+
     def has_unfinished(self) -> bool:
         return bool(self._requests) or bool(self._pending)
 
     def step(self) -> list[StepOutput]:
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
+        self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
         if not batch:
             outputs.extend(self._fail_unschedulable())
             return outputs

@@ -38,15 +38,17 @@ class Checkpoint:
     weights: WeightStream
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a GGUF file or an HF folder (see the module docstring for errors)."""
+def load_checkpoint(path: str | Path, need_weights: bool = True) -> Checkpoint:
+    """Open a GGUF file or an HF folder (see the module docstring for errors). With
+    `need_weights` False an HF folder may hold only config and tokenizer files (for random
+    weights: `load_format="dummy"`); its `weights()` then yields nothing."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelNotFoundError(
             f"model {str(path)!r} not found; run `kvmesh models pull` for the default model"
         )
     if p.is_dir():
-        return _load_hf_folder(p)
+        return _load_hf_folder(p, need_weights)
     return _load_gguf(p)
 
 
@@ -62,7 +64,7 @@ def _load_gguf(path: Path) -> Checkpoint:
     return Checkpoint(config, tokenizer, lambda: iter_gguf_weights(path, reader, config, arch))
 
 
-def _load_hf_folder(folder: Path) -> Checkpoint:
+def _load_hf_folder(folder: Path, need_weights: bool = True) -> Checkpoint:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise ValueError(f"{folder}: not a Hugging Face model folder (no config.json)")
@@ -86,7 +88,7 @@ def _load_hf_folder(folder: Path) -> Checkpoint:
     if tokenizer is not None:
         config = _with_eos(config, tokenizer)
     shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
+    if not shards and need_weights:
         raise ValueError(f"{folder}: no *.safetensors weights")
     for shard in shards:
         _check_safetensors(shard)

@@ -1,12 +1,14 @@
 """Per-request sampling parameters, validated where they are made.
 
-Every bad value raises `ValueError` naming the field, so the gateway can turn it into a 400
-with `param` set and the engine never sees it.
+Every bad value raises `InvalidParameter` (a ValueError) naming the field, so the worker
+refuses it with a 400 whose `param` is set and the engine never sees it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .errors import InvalidParameter
 
 
 @dataclass
@@ -36,8 +38,8 @@ class SamplingParams:
         self.validate()
 
     def validate(self) -> None:
-        def bad(param: str, why: str) -> ValueError:
-            return ValueError(f"{param}: {why}")
+        def bad(param: str, why: str) -> InvalidParameter:
+            return InvalidParameter(param, why)
 
         if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
             raise bad("max_tokens", f"must be a positive integer, got {self.max_tokens!r}")

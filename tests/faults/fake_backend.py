@@ -10,6 +10,8 @@ depends on a marker in the prompt or the last message:
 - `fake:flood`  accepts, then sends `FLOOD_CHUNKS` chunks of 8 KiB text as fast as it can;
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
+Chunks travel as a real worker sends them: `Deltas` frames to the request's `reply_to`.
+
 Cancels are recorded in `cancelled`, so a test can see that a dropped client was cancelled.
 """
 
@@ -26,6 +28,7 @@ from kvmesh.wire import (
     Accepted,
     Cancel,
     Chunk,
+    Deltas,
     GenerateRequest,
     Heartbeat,
     Ping,
@@ -104,14 +107,13 @@ class FakeBackend:
 
     async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
         rid = req.request_id
+
+        async def send(chunk: Chunk) -> None:
+            await nc.publish(req.reply_to, wire.encode(Deltas(FAKE_WORKER, [chunk])))
+
         if not flood:
-            await nc.publish(req.reply_to, wire.encode(Chunk(rid, 0, 0, "Hello", [1])))
-            await nc.publish(
-                req.reply_to,
-                wire.encode(
-                    Chunk(rid, 1, 0, "!", [2], finish_reason="stop", usage=UsageInfo(3, 2))
-                ),
-            )
+            await send(Chunk(rid, 0, 0, "Hello", [1]))
+            await send(Chunk(rid, 1, 0, "!", [2], finish_reason="stop", usage=UsageInfo(3, 2)))
             return
         self.flooding += 1
         try:
@@ -119,20 +121,9 @@ class FakeBackend:
                 if rid in self.cancelled:
                     return
                 last = seq == FLOOD_CHUNKS - 1
-                await nc.publish(
-                    req.reply_to,
-                    wire.encode(
-                        Chunk(
-                            rid,
-                            seq,
-                            0,
-                            FLOOD_TEXT,
-                            [1],
-                            finish_reason="length" if last else None,
-                            usage=UsageInfo(3, FLOOD_CHUNKS) if last else None,
-                        )
-                    ),
-                )
+                await send(Chunk(rid, seq, 0, FLOOD_TEXT, [1],
+                                 finish_reason="length" if last else None,
+                                 usage=UsageInfo(3, FLOOD_CHUNKS) if last else None))
                 if seq % 50 == 0:
                     await asyncio.sleep(0.005)  # let the loop breathe (and cancels in)
         finally:

@@ -71,18 +71,18 @@ def test_garbage_on_router_and_worker_subjects_gets_errors_and_kills_nothing(fm)
 
 # -- prompts at the edge of the context -------------------------------------------------------
 
-def test_prompt_just_over_the_context_is_422_and_just_under_is_served(fm) -> None:
+def test_prompt_just_over_the_context_is_400_and_just_under_is_served(fm) -> None:
     m, _ = fm
     url = m.base_url + "/v1/completions"
     status, body, _ = post(url, {"model": MODEL, "prompt": [42] * MAX_MODEL_LEN, "max_tokens": 1})
-    assert status == 422, body
+    assert status == 400, body
     assert body["error"]["code"] == "context_length_exceeded"
     status, body, _ = post(url, {"model": MODEL, "prompt": [42] * (MAX_MODEL_LEN - 1),
                                  "max_tokens": 1})
     assert status == 200, body
     status, body, _ = post(url, {"model": MODEL, "prompt": [42] * (MAX_MODEL_LEN - 1),
                                  "max_tokens": 2})
-    assert status == 422, body
+    assert status == 400, body
     assert body["error"]["param"] == "max_tokens"
 
 

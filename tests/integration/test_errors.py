@@ -49,18 +49,18 @@ def test_unknown_model_is_404(mesh: Mesh) -> None:
     assert body["error"]["code"] == "model_not_found"
 
 
-def test_prompt_over_context_is_422(mesh: Mesh) -> None:
+def test_prompt_over_context_is_400_context_length_exceeded(mesh: Mesh) -> None:
     long = "hello " * (MAX_MODEL_LEN + 50)
     status, body, _ = post(mesh.base_url + CHAT, {"model": MODEL, "messages": [
         {"role": "user", "content": long}]})
-    assert status == 422, body
+    assert status == 400, body
     assert body["error"]["code"] == "context_length_exceeded"
 
 
-def test_max_tokens_past_context_is_422(mesh: Mesh) -> None:
+def test_max_tokens_past_context_is_400_context_length_exceeded(mesh: Mesh) -> None:
     status, body, _ = post(mesh.base_url + "/v1/completions",
                            {"model": MODEL, "prompt": "hi", "max_tokens": MAX_MODEL_LEN})
-    assert status == 422, body
+    assert status == 400, body
     assert_openai_error(body, "max_tokens")
 
 

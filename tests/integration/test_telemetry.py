@@ -178,7 +178,7 @@ def test_incoming_traceparent_is_honoured(traced_mesh: TracedMesh) -> None:
 
 def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
     status, _ = _chat(traced_mesh, content="word " * (MAX_MODEL_LEN + 50))
-    assert status == 422
+    assert status == 400
 
     def failed_route(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
         return next((s for s in spans if s.name == "router.route" and s.status_code == 2), None)
@@ -190,10 +190,10 @@ def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
             s.kind == SERVER and s.trace_id == route.trace_id for s in spans)
     spans = traced_mesh.otlp.wait_for(done)
     route = failed_route(spans)
-    assert route.attrs["kvmesh.error.status"] == 422
+    assert route.attrs["kvmesh.error.status"] == 400
     assert "context" in route.status_message
     gw = next(s for s in spans if s.kind == SERVER and s.trace_id == route.trace_id)
-    assert gw.attrs["http.response.status_code"] == 422
+    assert gw.attrs["http.response.status_code"] == 400
     assert gw.attrs["error.type"] == "context_length_exceeded"
 
 

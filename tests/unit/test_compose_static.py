@@ -5,7 +5,6 @@ services read against the docs, and the NATS permissions against the wire contra
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import re
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from inference.worker_config import WorkerConfig
 from kvmesh import config, healthcheck, nats_permissions, serve, wire
 from kvmesh.cli import _build_parser
 from tests.deploy import compose_file
@@ -25,7 +25,7 @@ SCHEMA = ROOT / "tests" / "deploy" / "compose-spec.json"
 OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
 SERVICE_CONFIGS = {"gateway": config.GatewayConfig, "auth": config.AuthConfig,
                    "cache": config.CacheConfig, "router": config.RouterConfig,
-                   "worker": config.WorkerConfig}
+                   "worker": WorkerConfig}
 # Tools the third-party images ship, for their health checks (alpine: busybox wget).
 IMAGE_TOOLS = {"nats:": {"wget"}, "redis:": {"redis-cli"}, "jaegertracing/all-in-one:": {"wget"}}
 
@@ -197,17 +197,22 @@ def _variables_read_in_source() -> set[str]:
 
 def _config_variables() -> dict[str, set[str]]:
     """Per service: every variable its config reads (the service's and the shared form)."""
-    return {svc: {f"KVMESH_{svc.upper()}_{f.name.upper()}" for f in dataclasses.fields(cls)}
-            | {f"KVMESH_{f.name.upper()}" for f in dataclasses.fields(cls)}
+    return {svc: {f"KVMESH_{svc.upper()}_{name.upper()}" for name in _names(cls)}
+            | {f"KVMESH_{name.upper()}" for name in _names(cls)}
             for svc, cls in SERVICE_CONFIGS.items()}
+
+
+def _names(cls: type) -> list[str]:
+    """Every setting of `cls`, the fields of nested configs (the worker's engine) included."""
+    return [name for name, _, _ in config.flat_fields(cls)]
 
 
 def test_every_variable_the_services_read_is_documented() -> None:
     docs = OPERATIONS.read_text() + compose_file.ENV_EXAMPLE.read_text()
-    per_service = {f"KVMESH_{svc.upper()}_{f.name.upper()}"
-                   for svc, cls in SERVICE_CONFIGS.items() for f in dataclasses.fields(cls)}
-    shared = {f"KVMESH_{f.name.upper()}" for cls in SERVICE_CONFIGS.values()
-              for f in dataclasses.fields(cls)}
+    per_service = {f"KVMESH_{svc.upper()}_{name.upper()}"
+                   for svc, cls in SERVICE_CONFIGS.items() for name in _names(cls)}
+    shared = {f"KVMESH_{name.upper()}" for cls in SERVICE_CONFIGS.values()
+              for name in _names(cls)}
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SDK_DISABLED",
             "OTEL_TRACES_EXPORTER", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"}

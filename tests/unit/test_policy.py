@@ -9,10 +9,10 @@ from cache.key import cache_key, cacheable
 from gateway.openai_request import parse_chat
 from kvmesh.block_hash import hash_prefix_blocks
 from kvmesh.wire import Heartbeat, KVEvent, SamplingFields
+from kvmesh.worker_registry import WorkerView
 from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, home_worker, is_overloaded
-from router.workers import WorkerView
 
 PROMPT = list(range(1000, 1000 + 16 * 8 + 5))  # 8 full blocks and a partial one
 KEYS = hash_prefix_blocks(PROMPT, 16)

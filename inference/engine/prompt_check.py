@@ -1,0 +1,41 @@
+"""The one check of a prompt against what an engine can hold, shared by the engine (on
+`add_request`) and the worker (before it accepts, so a refusal is a reply, not a stream error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import ContextLengthExceeded, InvalidParameter
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """What bounds a prompt: the context, the KV pool and the vocabulary."""
+
+    max_model_len: int
+    pool_tokens: int  # num_blocks * block_size
+    vocab_size: int
+
+
+def check_prompt(ids: Sequence[int], max_tokens: int | None, limits: PromptLimits) -> None:
+    """Raise a typed `RequestRejected` unless `ids` (plus `max_tokens`, when given) fits."""
+    n = len(ids)
+    if not n:
+        raise InvalidParameter("prompt", "must not be empty")
+    ctx = limits.max_model_len
+    if n >= ctx:
+        raise ContextLengthExceeded(
+            "messages", f"the prompt has {n} tokens; this model's context is {ctx} tokens, "
+            "which leaves no room to generate")
+    if max_tokens is not None and n + max_tokens > ctx:
+        raise ContextLengthExceeded(
+            "max_tokens", f"the prompt ({n} tokens) plus max_tokens ({max_tokens}) exceeds "
+            f"this model's context of {ctx} tokens")
+    if n + 1 > limits.pool_tokens:
+        raise ContextLengthExceeded(
+            "messages", f"the prompt has {n} tokens; the KV pool holds {limits.pool_tokens}")
+    vocab = limits.vocab_size
+    if min(ids) < 0 or max(ids) >= vocab:
+        raise InvalidParameter("prompt", f"token ids must be in [0, {vocab})")

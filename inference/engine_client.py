@@ -1,0 +1,146 @@
+"""The worker's typed door to its engine: the engine runs in a child process (`engine_loop`),
+so the model's steps and the worker's publishing never share a GIL.
+
+Contract:
+- `await EngineClient.start(spec, config, torch_threads, on_step, on_exit)` spawns the engine
+  process and returns once it reports `EngineReady` (`client.ready`); it raises `EngineStartError`
+  when the engine reports `EngineFailed` or dies while loading.
+- `add`, `abort` and `snapshot` never block the event loop: a sender thread writes commands to
+  the pipe in order, so a slow engine step cannot stall the worker's publishing.
+- `on_step(step)` runs on the event loop for every `EngineStep`, in order, after `stats` took
+  the step's counters. The pipe is read with `loop.add_reader`: no thread hop per step.
+- `on_exit(why)` runs once, on the loop, when the engine process is gone (crashed, killed, or
+  stopped): the worker must then fail what it holds and report itself down.
+- `stop()` asks the engine to exit and waits for it (killing it after `timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import queue
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+from inference.engine.config import EngineConfig
+from inference.engine.sampling_params import SamplingParams
+from inference.engine_loop import run as run_engine
+from inference.engine_protocol import (
+    Abort,
+    AddRequest,
+    Command,
+    EngineFailed,
+    EngineReady,
+    EngineStep,
+    Snapshot,
+    Stop,
+)
+
+log = logging.getLogger("kvmesh.worker.engine")
+
+
+class EngineStartError(RuntimeError):
+    """The engine process could not load the model."""
+
+
+class EngineClient:
+    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection,
+                 ready: EngineReady, on_step: Callable[[EngineStep], None],
+                 on_exit: Callable[[str], None]) -> None:
+        self.proc = proc
+        self.ready = ready
+        self.stats = ready.stats  # the engine's counters as of its last step
+        self._conn = conn
+        self._on_step = on_step
+        self._on_exit = on_exit
+        self._exited = False
+        self._outbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send_loop, name="engine-sender", daemon=True)
+        self._loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def start(cls, spec: str | None, config: EngineConfig, torch_threads: int,
+                    on_step: Callable[[EngineStep], None],
+                    on_exit: Callable[[str], None]) -> EngineClient:
+        ctx = multiprocessing.get_context("spawn")  # no forked CUDA or event-loop state
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(target=run_engine, args=(spec, config, torch_threads, child),
+                           name="kvmesh-engine", daemon=True)
+        proc.start()
+        child.close()
+        first = await asyncio.to_thread(_first_message, parent, proc)
+        if isinstance(first, EngineFailed):
+            proc.join(5)
+            raise EngineStartError(first.message)
+        client = cls(proc, parent, first, on_step, on_exit)
+        client._loop.add_reader(parent.fileno(), client._readable)
+        client._sender.start()
+        return client
+
+    # -- commands (loop thread; never block) -----------------------------------------------
+
+    def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        self._outbox.put(AddRequest(request_id, prompt_token_ids, params))
+
+    def abort(self, request_id: str) -> None:
+        self._outbox.put(Abort(request_id))
+
+    def snapshot(self) -> None:
+        self._outbox.put(Snapshot())
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        self._outbox.put(Stop())
+        self._outbox.put(None)
+        await asyncio.to_thread(self.proc.join, timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.join, 5)
+        self._gone("stopped")
+
+    def _send_loop(self) -> None:
+        while (cmd := self._outbox.get()) is not None:
+            try:
+                self._conn.send(cmd)
+            except (OSError, ValueError):
+                return  # the engine is gone; `_readable` reports it
+
+    # -- steps (loop thread) ----------------------------------------------------------------
+
+    def _readable(self) -> None:
+        """Hot path: every step the engine has sent since the last wake-up, in order."""
+        try:
+            while self._conn.poll():
+                step = self._conn.recv()
+                self.stats = step.stats
+                self._on_step(step)
+        except (EOFError, OSError):
+            code = self.proc.exitcode
+            self._gone(f"the engine process exited (code {code})" if code is not None
+                       else "the engine process closed its pipe")
+
+    def _gone(self, why: str) -> None:
+        if self._exited:
+            return
+        self._exited = True
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self._conn.fileno())
+        self._outbox.put(None)
+        self._on_exit(why)
+
+
+def _first_message(conn: Connection,
+                   proc: multiprocessing.process.BaseProcess) -> EngineReady | EngineFailed:
+    """Wait for the engine's first word, watching that it does not die while loading."""
+    while not conn.poll(0.5):
+        if not proc.is_alive():
+            return EngineFailed(f"the engine process died while loading (code {proc.exitcode})")
+    try:
+        msg = conn.recv()
+    except EOFError:
+        return EngineFailed(f"the engine process died while loading (code {proc.exitcode})")
+    if not isinstance(msg, EngineReady | EngineFailed):
+        return EngineFailed(f"the engine process sent {type(msg).__name__} before ready")
+    return msg

@@ -1,0 +1,142 @@
+"""The engine process: one `LLMEngine`, driven by commands from its worker over a pipe.
+
+Contract:
+- `run(spec, config, torch_threads, conn)` is the process's target. It loads the model, sends
+  `EngineReady` (or `EngineFailed` and returns), then loops: take every pending command, run one
+  step when any request is unfinished, send one `EngineStep` when the step produced anything.
+  With nothing to do it blocks on the pipe, so an idle engine costs no CPU.
+- The worker owns this process's life: the loop ends on `Stop` or when the pipe closes (the
+  worker exited or was killed), never on a signal; SIGINT and SIGTERM sent to the worker's
+  process group are ignored here so a draining worker can still finish its requests.
+- A step that raises aborts every request and reports `crashed`; the loop goes on serving.
+- Hot path: between two steps this process does only the work the worker cannot do without the
+  engine (token text of logprobs); chunk building, encoding and publishing happen in the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from multiprocessing.connection import Connection
+
+from inference.engine.config import EngineConfig
+from inference.engine.engine import LLMEngine
+from inference.engine.errors import RequestRejected
+from inference.engine_protocol import (
+    Abort,
+    AddRequest,
+    EngineFailed,
+    EngineReady,
+    EngineStep,
+    ScheduledSeq,
+    Snapshot,
+    Stop,
+)
+
+log = logging.getLogger("kvmesh.engine")
+
+
+def run(spec: str | None, config: EngineConfig, torch_threads: int, conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        engine = _load(spec, config, torch_threads)
+    except Exception as exc:  # reported to the worker, which exits with it
+        conn.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(EngineReady(engine.limits, engine.config.block_size, engine.stats()))
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
+        EngineLoop(engine, conn).run()  # until Stop, or the worker is gone
+
+
+def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:
+    import torch
+
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    return LLMEngine.from_model(spec, config)
+
+
+class EngineLoop:
+    def __init__(self, engine: LLMEngine, conn: Connection) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.stopped = False
+        self.want_snapshot = False
+
+    def run(self) -> None:
+        engine = self.engine
+        while not self.stopped:
+            busy = engine.has_unfinished()
+            rejected = self._take_commands(block=not busy)
+            if self.stopped:
+                return
+            step = self._step() if engine.has_unfinished() else EngineStep([], engine.stats())
+            step.rejected = rejected
+            step.stored, step.evicted = engine.take_kv_events()
+            if self.want_snapshot:
+                self.want_snapshot = False
+                step.snapshot = list(engine.kv.cached_hashes())
+            if (step.outputs or step.rejected or step.crashed or step.stored or step.evicted
+                    or step.snapshot is not None):
+                self.conn.send(step)
+
+    def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
+        """Apply every pending command; wait for one first when `block` (idle)."""
+        rejected: list[tuple[str, RequestRejected]] = []
+        if not block and not self.conn.poll():
+            return rejected
+        while True:
+            cmd = self.conn.recv()
+            if isinstance(cmd, AddRequest):
+                try:
+                    self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
+                except RequestRejected as exc:
+                    rejected.append((cmd.request_id, exc))
+            elif isinstance(cmd, Abort):
+                self.engine.abort(cmd.request_id)
+            elif isinstance(cmd, Snapshot):
+                self.want_snapshot = True
+            elif isinstance(cmd, Stop):
+                self.stopped = True
+                return rejected
+            if not self.conn.poll():
+                return rejected
+
+    def _step(self) -> EngineStep:
+        engine = self.engine
+        start_ns, t0 = time.time_ns(), time.perf_counter()
+        try:
+            outputs = engine.step()
+        except Exception as exc:  # an engine bug must not hang every client
+            log.exception("engine step failed")
+            engine.abort_all()  # the worker fails every request it holds on `crashed`
+            return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
+        step = EngineStep(outputs, engine.stats(), _scheduled(engine), start_ns,
+                          time.perf_counter() - t0)
+        if any(o.logprobs for o in outputs):
+            step.token_text = _token_text(engine, outputs)
+        return step
+
+
+def _scheduled(engine: LLMEngine) -> list[ScheduledSeq]:
+    """What the step ran; a sequence was in prefill if its prompt was not yet computed before."""
+    batch = engine.last_batch
+    if not batch:
+        return []
+    return [ScheduledSeq(s.request_id, n, s.num_computed_tokens - n < s.num_prompt_tokens)
+            for s, n in zip(batch.seqs, batch.num_tokens, strict=True)]
+
+
+def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:
+    ids: set[int] = set()
+    for o in outputs:
+        for lp in o.logprobs or ():
+            ids.add(lp.token_id)
+            ids.update(t for t, _ in lp.top)
+    tok = engine.tokenizer
+    if tok is None:
+        return {i: f"<{i}>" for i in ids}
+    return {i: tok.decode([i]) for i in ids}

@@ -1,0 +1,29 @@
+"""The inference worker's configuration: the actor's settings and, inside, the engine's.
+
+`kvmesh.config.load(WorkerConfig, argv)` reads every field of both from flags and `KVMESH_*`
+variables (`--max-num-batched-tokens`, `KVMESH_WORKER_BLOCK_SIZE`, ...), so every engine
+setting can be set on a served worker, and the one object flows from the flag to the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from inference.engine.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    SERVICE: ClassVar[str] = "worker"
+    nats_url: str = "nats://127.0.0.1:4222"
+    worker_id: str = ""  # "" = a fresh random id
+    model: str | None = None  # engine spec; None = the default SmolLM2 GGUF
+    served_name: str = ""  # name clients use; "" = the model config's name
+    heartbeat_interval: float = 0.5
+    max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
+    torch_threads: int = 0  # 0 = torch's default (set in the engine process)
+    metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
+    grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
+    log_level: str = "INFO"
+    engine: EngineConfig = field(default_factory=EngineConfig)
