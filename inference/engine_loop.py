@@ -30,9 +30,10 @@ from inference.engine_protocol import (
     EngineFailed,
     EngineReady,
     EngineStep,
-    ScheduledSeq,
+    ScheduledRow,
     Snapshot,
     Stop,
+    output_row,
 )
 
 log = logging.getLogger("kvmesh.engine")
@@ -114,19 +115,19 @@ class EngineLoop:
             log.exception("engine step failed")
             engine.abort_all()  # the worker fails every request it holds on `crashed`
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
-        step = EngineStep(outputs, engine.stats(), _scheduled(engine), start_ns,
-                          time.perf_counter() - t0)
+        step = EngineStep([output_row(o) for o in outputs], engine.stats(), _scheduled(engine),
+                          start_ns, time.perf_counter() - t0)
         if any(o.logprobs for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
 
 
-def _scheduled(engine: LLMEngine) -> list[ScheduledSeq]:
+def _scheduled(engine: LLMEngine) -> list[ScheduledRow]:
     """What the step ran; a sequence was in prefill if its prompt was not yet computed before."""
     batch = engine.last_batch
     if not batch:
         return []
-    return [ScheduledSeq(s.request_id, n, s.num_computed_tokens - n < s.num_prompt_tokens)
+    return [(s.request_id, n, s.num_computed_tokens - n < s.num_prompt_tokens)
             for s, n in zip(batch.seqs, batch.num_tokens, strict=True)]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from inference.engine.engine import EngineStats
 from inference.engine.errors import RequestRejected
-from inference.engine.outputs import StepOutput
+from inference.engine.outputs import StepOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import PromptLimits
 from inference.engine.sampling_params import SamplingParams
 
@@ -60,13 +60,16 @@ class EngineFailed:
     message: str
 
 
-@dataclass
-class ScheduledSeq:
-    """One sequence an engine step ran: `tokens` new tokens, part of its prompt or not."""
+# Rows, not dataclasses: a step's rows are pickled on the engine's critical path, and tuples
+# pickle about five times faster (256 outputs: 0.1 ms instead of 0.5 ms).
+OutputRow = tuple[str, int, list[int], str, list[TokenLogprob] | None, str | None, Usage | None]
+"""One `StepOutput`: (request_id, index, token_ids, text, logprobs, finish_reason, usage)."""
+ScheduledRow = tuple[str, int, bool]
+"""One sequence an engine step ran: (request_id, new tokens, part of its prompt?)."""
 
-    request_id: str
-    tokens: int
-    prefill: bool
+
+def output_row(o: StepOutput) -> OutputRow:
+    return (o.request_id, o.index, o.token_ids, o.text, o.logprobs, o.finish_reason, o.usage)
 
 
 @dataclass
@@ -75,9 +78,9 @@ class EngineStep:
     `crashed`: the step raised, every running request was aborted (the message says why);
     `token_text`: the text of every token id in this step's logprobs."""
 
-    outputs: list[StepOutput]
+    outputs: list[OutputRow]
     stats: EngineStats
-    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    scheduled: list[ScheduledRow] = field(default_factory=list)
     start_ns: int = 0  # wall clock, for the engine-step span
     seconds: float = 0.0
     rejected: list[tuple[str, RequestRejected]] = field(default_factory=list)

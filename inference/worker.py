@@ -225,18 +225,18 @@ class Worker(Actor):
             st = self.active.pop(rid, None)
             if st is not None:
                 frame(st.reply_to).errors.append(StreamError(rid, error_table.rejected(exc)))
-        for out in step.outputs:
-            st = self.active.get(out.request_id)
+        active = self.active
+        for rid, index, token_ids, text, logprobs, finish, usage in step.outputs:
+            st = active.get(rid)
             if st is None:
                 continue  # cancelled
-            lps = _logprobs(out.logprobs, step.token_text) if st.want_logprobs else None
-            chunk = Chunk(out.request_id, st.seq, out.index, out.text, out.token_ids, lps,
-                          out.finish_reason)
+            lps = _logprobs(logprobs, step.token_text) if st.want_logprobs else None
+            chunk = Chunk(rid, st.seq, index, text, token_ids, lps, finish)
             st.seq += 1
-            if out.usage is not None:
-                u = out.usage
-                chunk.usage = UsageInfo(u.prompt_tokens, u.completion_tokens, u.cached_tokens)
-                del self.active[out.request_id]
+            if usage is not None:
+                chunk.usage = UsageInfo(usage.prompt_tokens, usage.completion_tokens,
+                                        usage.cached_tokens)
+                del active[rid]
             frame(st.reply_to).chunks.append(chunk)
         for subject, f in frames.items():
             self._out.put_nowait((subject, f))

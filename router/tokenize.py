@@ -23,7 +23,7 @@ class PromptTokenizer:
         from inference.engine.loader import load_checkpoint
         from inference.engine.model_store import resolve_model
 
-        return cls(load_checkpoint(resolve_model(spec)).tokenizer)
+        return cls(load_checkpoint(resolve_model(spec), need_weights=False).tokenizer)
 
     def encode(self, req: GenerateRequest) -> list[int]:
         """Token ids of `req`'s prompt; ValueError when it has none."""

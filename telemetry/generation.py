@@ -58,6 +58,9 @@ class GenerationTelemetry:
         self.metrics = metrics.worker()
         with contextlib.suppress(ValueError):  # a 2nd worker in one process: keep the 1st's
             self.metrics.watch_engine(model, stats)
+        m = self.metrics  # the per-token children, labelled once
+        self._tokens, self._ttft, self._itl = (m.generation_tokens.labels(model),
+                                               m.ttft.labels(model), m.itl.labels(model))
 
     # -- admission (loop thread) -----------------------------------------------------------
 
@@ -94,20 +97,22 @@ class GenerationTelemetry:
                 if rt.span.is_recording():
                     rt.span.set_status(Status(StatusCode.ERROR, step.crashed or "rejected"))
                 rt.span.end()
-        for out in step.outputs:
-            rt = self.requests.get(out.request_id)
+        tokens = 0
+        for rid, index, token_ids, _, _, finish, usage in step.outputs:
+            rt = self.requests.get(rid)
             if rt is None:
                 continue
-            if out.token_ids:
-                m.generation_tokens.labels(self.model).inc(len(out.token_ids))
-                rt.clock.tokens(out.index, len(out.token_ids), now,
-                                m.ttft.labels(self.model), m.itl.labels(self.model))
-            if out.finish_reason:
-                rt.finish_reasons.append(out.finish_reason)
-                m.finish.labels(self.model, out.finish_reason).inc()
-            if out.usage is not None:
-                del self.requests[out.request_id]
-                self._finish(rt, out.usage, now)
+            if token_ids:
+                tokens += len(token_ids)
+                rt.clock.tokens(index, len(token_ids), now, self._ttft, self._itl)
+            if finish:
+                rt.finish_reasons.append(finish)
+                m.finish.labels(self.model, finish).inc()
+            if usage is not None:
+                del self.requests[rid]
+                self._finish(rt, usage, now)
+        if tokens:
+            self._tokens.inc(tokens)
 
     def _on_record(self, step: EngineStep, now: float) -> None:
         m = self.metrics
@@ -115,8 +120,8 @@ class GenerationTelemetry:
         m.batch_size.labels(self.model).observe(len(step.scheduled))
         started = now - step.seconds  # close enough for queue time: the step just ended
         traced: list[Any] = []
-        for s in step.scheduled:
-            rt = self.requests.get(s.request_id)
+        for rid, _, _ in step.scheduled:
+            rt = self.requests.get(rid)
             if rt is None:
                 continue
             if rt.scheduled_at is None:
@@ -126,15 +131,15 @@ class GenerationTelemetry:
                 traced.append(rt.span.get_span_context())
         if not traced:
             return
-        prefill = sum(s.tokens for s in step.scheduled if s.prefill)
-        decode = sum(s.tokens for s in step.scheduled if not s.prefill)
+        prefill = sum(n for _, n, p in step.scheduled if p)
+        decode = sum(n for _, n, p in step.scheduled if not p)
         span = tracing.tracer().start_span(
             "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(traced[0])),
             links=[Link(c) for c in traced], start_time=step.start_ns,
             attributes={"kvmesh.engine.batch_size": len(step.scheduled),
                         "kvmesh.engine.prefill_tokens": prefill,
                         "kvmesh.engine.decode_tokens": decode,
-                        "kvmesh.engine.prefill_seqs": sum(1 for s in step.scheduled if s.prefill),
+                        "kvmesh.engine.prefill_seqs": sum(1 for s in step.scheduled if s[2]),
                         "kvmesh.worker_id": self.worker_id})
         span.end(end_time=step.start_ns + int(step.seconds * 1e9))
 

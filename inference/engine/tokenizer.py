@@ -113,6 +113,17 @@ class Tokenizer:
         eos += _turn_end_ids(tok, template)
         return cls(tok, chat_template=template, bos_token_id=bos_id, eos_token_ids=eos)
 
+    def save_hf_folder(self, path: str | Path) -> None:
+        """Write `tokenizer.json` and `tokenizer_config.json` (template, bos, eos) into `path`,
+        so that `from_hf_folder` reads back this tokenizer (for a GGUF's tokenizer beside an
+        HF config: `load_format="dummy"` serving of any shape)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(folder / "tokenizer.json"))
+        cfg = {"chat_template": self.chat_template, "bos_token": self.bos_token or None,
+               "eos_token": self.eos_token or None}
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+
     @classmethod
     def from_gguf_metadata(cls, fields: Mapping[str, Any]) -> Tokenizer:
         """Build a byte-level BPE tokenizer from GGUF `tokenizer.*` metadata values.

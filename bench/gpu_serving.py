@@ -1,0 +1,377 @@
+"""Serving through the mesh against the engine in-process, on the same model and prompts.
+
+One run: (1) the engine alone in a fresh process (`LLM.generate` of `--engine-prompts`
+prompts, batch up to `max_num_seqs`; then one prompt alone for TTFT and the decode step);
+(2) `kvmesh up` in fresh processes (auth and result cache on, `--gateways` gateway processes)
+and closed-loop streamed `/v1/completions` at each `--levels` concurrency from `--clients`
+client processes (never the bottleneck: each parses only what it must). Per level: output
+tok/s, requests, errors, TTFT and ITL P50/P99, and each mesh process's CPU share. Prompts are
+`--prompt-words` random words (unique per request, so neither cache answers), `max_tokens`
+tokens each with `ignore_eos`, greedy.
+
+    python bench/gpu_serving.py --model /tmp/smollm2 --load-format dummy --out $OUT
+    python bench/gpu_serving.py --model /tmp/llama-8b --load-format dummy --levels 1,256
+
+ITL here is the time per output token after the first, per request ((end - first token) /
+(tokens - 1)): with coalesced deltas one SSE event may carry several tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WORDS = ("time person year way day thing man world life hand part child eye woman place work "  # noqa: SIM905
+         "week case point government company number group problem fact water room mother area "
+         "money story month lot right study book job word business issue side kind head house "
+         "service friend father power hour game line end member law car city community name "
+         "president team minute idea kid body information back parent face others level office "
+         "door health art war history party result change morning reason research girl guy "
+         "moment air teacher force education").split()
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def prompt(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+# -- the engine alone ---------------------------------------------------------------------------
+
+def engine_main(args: argparse.Namespace) -> None:
+    """In its own process: throughput over many prompts, then one prompt alone."""
+    from inference import LLM, SamplingParams
+
+    llm = LLM(args.model, load_format=args.load_format, max_num_seqs=args.max_num_seqs,
+              max_num_batched_tokens=args.max_num_batched_tokens,
+              max_model_len=args.max_model_len)
+    rng = random.Random(1)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True)
+    llm.generate([prompt(rng, args.prompt_words) for _ in range(32)], params)  # warm-up
+    prompts = [prompt(rng, args.prompt_words) for _ in range(args.engine_prompts)]
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    elapsed = time.perf_counter() - t0
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    engine = llm.engine
+    ttfts, steps = [], []
+    for i in range(5):
+        ids = llm.tokenizer.encode(prompt(rng, args.prompt_words))
+        engine.add_request(f"single-{i}", ids, SamplingParams(
+            max_tokens=args.max_tokens, temperature=0, ignore_eos=True))
+        start = time.perf_counter()
+        first = last = None
+        n = 0
+        while engine.has_unfinished():
+            for out in engine.step():
+                now = time.perf_counter()
+                n += len(out.token_ids)
+                first = first or now
+                last = now
+        ttfts.append(first - start)
+        steps.append((last - first) / max(1, n - 1))
+    print("ENGINE " + json.dumps({
+        "out_tok_s": tokens / elapsed, "prompts": len(prompts), "seconds": elapsed,
+        "ttft_ms": pct(ttfts, 0.5) * 1e3, "decode_step_ms": pct(steps, 0.5) * 1e3}), flush=True)
+
+
+def run_engine(args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--engine-only", *sys.argv[1:]]
+    out = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("ENGINE "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"engine run failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+
+
+# -- the mesh -----------------------------------------------------------------------------------
+
+def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ,
+           "KVMESH_WORKER_MAX_NUM_SEQS": str(args.max_num_seqs),
+           "KVMESH_WORKER_MAX_NUM_BATCHED_TOKENS": str(args.max_num_batched_tokens),
+           "KVMESH_WORKER_MAX_MODEL_LEN": str(args.max_model_len),
+           "KVMESH_WORKER_MAX_WAITING": "4096",
+           "KVMESH_WORKER_LOAD_FORMAT": args.load_format,
+           "KVMESH_GATEWAY_PROCESSES": str(args.gateways),
+           "KVMESH_ROUTER_MAX_CONCURRENCY": "2048",
+           "KVMESH_LOG_LEVEL": "WARNING"}
+    if args.model:
+        env["KVMESH_MODEL"] = args.model
+    from kvmesh.procs import free_port
+
+    argv = [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(args.port),
+            "--state-dir", str(logs), "--nats-port", str(free_port()),
+            "--redis-port", str(free_port()), "--metrics-port", str(free_port())]
+    if otlp:
+        argv += ["--otlp-endpoint", otlp]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 600
+    assert proc.stdout is not None
+    said = []
+    for line in proc.stdout:
+        said.append(line)
+        m = re.search(r"API key .*: (kvm_\S+)", line)
+        if m:
+            return proc, m.group(1)
+        if time.monotonic() > deadline:
+            break
+    stop_mesh(proc)
+    raise RuntimeError(f"kvmesh up did not come up; logs in {logs}:\n{''.join(said[-30:])}")
+
+
+def stop_mesh(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def process_tree(root: int) -> dict[int, str]:
+    """Every descendant of `root`, named by what it runs."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid:
+                frontier.append(child)
+                tree[child] = _name(child)
+    return tree
+
+
+def _name(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    words = [c.decode(errors="replace") for c in cmd if c]
+    if any("spawn_main" in w for w in words):
+        return "engine"
+    for svc in ("gateway", "router", "worker", "auth", "cache"):
+        if svc in words or "gateway.server" in words:
+            return svc if svc in words else "gateway"
+    base = Path(words[0]).name if words else "?"
+    if base.startswith(("redis", "nats")):
+        return base[:5].rstrip("-")
+    return "gateway-supervisor" if base.startswith("python") else base
+
+
+def cpu_seconds(pids: dict[int, str]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[pid] = (int(f[11]) + int(f[12])) / TICK
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+# -- the load -----------------------------------------------------------------------------------
+
+def client_main(url: str, key: str, model: str, streams: int, seed: int, args_json: str,
+                start_at: float, stop_at: float, queue: Any) -> None:
+    asyncio.run(_client(url, key, model, streams, seed, json.loads(args_json), start_at,
+                        stop_at, queue))
+
+
+async def _client(url: str, key: str, model: str, streams: int, seed: int, a: dict[str, Any],
+                  start_at: float, stop_at: float, queue: Any) -> None:
+    import aiohttp
+
+    rng = random.Random(seed)
+    results: list[tuple[float, float | None, float, int, bool]] = []
+    body = {"model": model, "max_tokens": a["max_tokens"], "temperature": 0,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    headers = {"Authorization": f"Bearer {key}"}
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(600)) as s:
+        async def one_stream() -> None:
+            while time.time() < stop_at:
+                t0 = time.time()
+                first, tokens, ok = None, 0, False
+                try:
+                    async with s.post(url + "/v1/completions", headers=headers,
+                                      json={**body, "prompt": prompt(rng, a["prompt_words"])}
+                                      ) as r:
+                        if r.status != 200:
+                            await r.read()
+                        else:
+                            async for line in r.content:
+                                if not line.startswith(b"data: "):
+                                    continue
+                                if first is None:
+                                    first = time.time()
+                                if b'"usage":{' in line:
+                                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+                                if line.startswith(b"data: [DONE]"):
+                                    ok = tokens > 0
+                except aiohttp.ClientError:
+                    ok = False
+                results.append((t0, first, time.time(), tokens, ok))
+
+        await asyncio.gather(*(one_stream() for _ in range(streams)))
+    queue.put(results)
+
+
+def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespace,
+              pids: dict[int, str]) -> dict[str, Any]:
+    n_clients = max(1, min(args.clients, level))
+    per = [level // n_clients + (1 if i < level % n_clients else 0) for i in range(n_clients)]
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    now = time.time()
+    start_at, stop_at = now + 3 + args.warmup, now + 3 + args.warmup + args.duration
+    a = json.dumps({"max_tokens": args.max_tokens, "prompt_words": args.prompt_words})
+    procs = [ctx.Process(target=client_main, args=(url, key, model, k, 1000 * level + i, a,
+                                                   start_at, stop_at, q)) for i, k in
+             enumerate(per)]
+    for p in procs:
+        p.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu0 = cpu_seconds(pids)
+    time.sleep(max(0.0, stop_at - time.time()))
+    cpu1 = cpu_seconds(pids)
+    results = [r for _ in procs for r in q.get()]
+    for p in procs:
+        p.join()
+    window = [r for r in results if start_at <= r[2] <= stop_at]
+    good = [r for r in window if r[4]]
+    shares: dict[str, float] = {}
+    for pid, name in pids.items():
+        if pid in cpu0 and pid in cpu1:
+            shares[name] = shares.get(name, 0.0) + (cpu1[pid] - cpu0[pid]) / args.duration
+    return {
+        "streams": level, "out_tok_s": sum(r[3] for r in good) / args.duration,
+        "requests": len(good), "errors": len(window) - len(good),
+        "ttft_p50_ms": pct([(r[1] - r[0]) * 1e3 for r in good if r[1]], 0.5),
+        "ttft_p99_ms": pct([(r[1] - r[0]) * 1e3 for r in good if r[1]], 0.99),
+        "itl_p50_ms": pct([(r[2] - r[1]) * 1e3 / (r[3] - 1) for r in good if r[1] and r[3] > 1],
+                          0.5),
+        "itl_p99_ms": pct([(r[2] - r[1]) * 1e3 / (r[3] - 1) for r in good if r[1] and r[3] > 1],
+                          0.99),
+        "cpu_cores": {k: round(v, 2) for k, v in sorted(shares.items())},
+    }
+
+
+def served_model(url: str, key: str) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["data"][0]["id"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--load-format", default="auto")
+    ap.add_argument("--levels", default="1,32,128,256,512")
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--gateways", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--prompt-words", type=int, default=150)
+    ap.add_argument("--engine-prompts", type=int, default=512)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--port", type=int, default=0, help="the gateway's; 0 = a free one")
+    ap.add_argument("--tracing", action="store_true", help="sample every request, export OTLP")
+    ap.add_argument("--skip-engine", action="store_true")
+    ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    if args.engine_only:
+        engine_main(args)
+        return
+    label = f"{Path(args.model or 'default').name}, {args.gateways} gateway(s), " \
+            f"tracing {'on' if args.tracing else 'off'}"
+    report: dict[str, Any] = {"label": label, "args": vars(args)}
+    if not args.skip_engine:
+        report["engine"] = run_engine(args)
+        print(f"engine: {json.dumps(report['engine'])}", flush=True)
+    receiver = None
+    otlp = ""
+    if args.tracing:
+        sys.path.insert(0, str(ROOT))
+        from kvmesh.procs import free_port
+        from tests.integration.otlp_receiver import OtlpReceiver
+
+        receiver = OtlpReceiver(free_port()).start()
+        otlp = receiver.endpoint
+    logs = Path(tempfile.mkdtemp(prefix="kvmesh-serving-"))
+    if not args.port:
+        from kvmesh.procs import free_port
+
+        args.port = free_port()
+    proc, key = start_mesh(args, logs, otlp)
+    url = f"http://127.0.0.1:{args.port}"
+    try:
+        model = served_model(url, key)
+        pids = process_tree(proc.pid)
+        report["levels"] = []
+        for level in [int(x) for x in args.levels.split(",")]:
+            row = run_level(url, key, model, level, args, pids)
+            report["levels"].append(row)
+            print(json.dumps(row), flush=True)
+        if receiver is not None:
+            time.sleep(6)  # the services' batch exporters flush every few seconds
+            report["spans_received"] = len(receiver.spans)
+            report["span_names"] = sorted({f"{s.service}:{s.name}" for s in receiver.spans})
+    finally:
+        stop_mesh(proc)
+    print_table(report)
+    if args.out:
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:60]
+        Path(args.out, f"serving-{name}.json").write_text(json.dumps(report, indent=1))
+
+
+def print_table(report: dict[str, Any]) -> None:
+    eng = report.get("engine", {})
+    base = eng.get("out_tok_s")
+    print(f"\n{report['label']}; engine in-process: "
+          + (f"{base:,.0f} out tok/s, TTFT {eng['ttft_ms']:.1f} ms, decode step "
+             f"{eng['decode_step_ms']:.2f} ms" if base else "not run"))
+    print("| streams | out tok/s | % engine | req | err | TTFT p50/p99 ms | ITL p50/p99 ms | "
+          "CPU cores |")
+    for r in report.get("levels", []):
+        share = f"{100 * r['out_tok_s'] / base:.0f} %" if base else "-"
+        cores = ", ".join(f"{k} {v}" for k, v in r["cpu_cores"].items())
+        print(f"| {r['streams']} | {r['out_tok_s']:,.0f} | {share} | {r['requests']} | "
+              f"{r['errors']} | {r['ttft_p50_ms']:.1f} / {r['ttft_p99_ms']:.1f} | "
+              f"{r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f} | {cores} |")
+
+
+if __name__ == "__main__":
+    main()
