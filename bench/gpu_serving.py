@@ -210,6 +210,7 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
 
     rng = random.Random(seed)
     results: list[tuple[float, float | None, float, int, bool]] = []
+    errors: dict[str, int] = {}
     body = {"model": model, "max_tokens": a["max_tokens"], "temperature": 0,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     headers = {"Authorization": f"Bearer {key}"}
@@ -224,7 +225,8 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
                                       json={**body, "prompt": prompt(rng, a["prompt_words"])}
                                       ) as r:
                         if r.status != 200:
-                            await r.read()
+                            why = f"{r.status} {(await r.read())[:200]!r}"
+                            errors[why] = errors.get(why, 0) + 1
                         else:
                             async for line in r.content:
                                 if not line.startswith(b"data: "):
@@ -235,12 +237,12 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
                                     tokens = json.loads(line[6:])["usage"]["completion_tokens"]
                                 if line.startswith(b"data: [DONE]"):
                                     ok = tokens > 0
-                except aiohttp.ClientError:
-                    ok = False
+                except aiohttp.ClientError as exc:
+                    errors[repr(exc)[:200]] = errors.get(repr(exc)[:200], 0) + 1
                 results.append((t0, first, time.time(), tokens, ok))
 
         await asyncio.gather(*(one_stream() for _ in range(streams)))
-    queue.put(results)
+    queue.put((results, errors))
 
 
 def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespace,
@@ -261,7 +263,12 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
     cpu0 = cpu_seconds(pids)
     time.sleep(max(0.0, stop_at - time.time()))
     cpu1 = cpu_seconds(pids)
-    results = [r for _ in procs for r in q.get()]
+    results, errors = [], {}
+    for _ in procs:
+        got, errs = q.get()
+        results += got
+        for k, v in errs.items():
+            errors[k] = errors.get(k, 0) + v
     for p in procs:
         p.join()
     window = [r for r in results if start_at <= r[2] <= stop_at]
@@ -280,6 +287,7 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
         "itl_p99_ms": pct([(r[2] - r[1]) * 1e3 / (r[3] - 1) for r in good if r[1] and r[3] > 1],
                           0.99),
         "cpu_cores": {k: round(v, 2) for k, v in sorted(shares.items())},
+        "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     }
 
 
@@ -351,6 +359,11 @@ def main() -> None:
             report["span_names"] = sorted({f"{s.service}:{s.name}" for s in receiver.spans})
     finally:
         stop_mesh(proc)
+        if args.out:  # what the services said, for a run that went wrong
+            tails = [f"== {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-60:])
+                     for f in sorted((logs / "logs").glob("*.log"))]
+            Path(args.out, f"logs-{Path(args.model or 'default').name}.txt").write_text(
+                "\n".join(tails))
     print_table(report)
     if args.out:
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", label)[:60]

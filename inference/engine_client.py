@@ -5,10 +5,13 @@ Contract:
 - `await EngineClient.start(spec, config, torch_threads, on_step, on_exit)` spawns the engine
   process and returns once it reports `EngineReady` (`client.ready`); it raises `EngineStartError`
   when the engine reports `EngineFailed` or dies while loading.
-- `add`, `abort` and `snapshot` never block the event loop: a sender thread writes commands to
-  the pipe in order, so a slow engine step cannot stall the worker's publishing.
+- Two one-way pipes, each owned by one thread of this process and kept blocking: a sender
+  thread writes commands in order (so `add`, `abort` and `snapshot` never block the event loop
+  and a slow engine step cannot stall the worker's publishing), and a reader thread reads and
+  unpickles steps. No pipe is registered with the event loop: an event loop makes its file
+  descriptors non-blocking, and a pickled message read half-way then fails.
 - `on_step(step)` runs on the event loop for every `EngineStep`, in order, after `stats` took
-  the step's counters. The pipe is read with `loop.add_reader`: no thread hop per step.
+  the step's counters (one `call_soon_threadsafe` per step).
 - `on_exit(why)` runs once, on the loop, when the engine process is gone (crashed, killed, or
   stopped): the worker must then fail what it holds and report itself down.
 - `stop()` asks the engine to exit and waits for it (killing it after `timeout`).
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -47,37 +51,45 @@ class EngineStartError(RuntimeError):
 
 
 class EngineClient:
-    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection,
-                 ready: EngineReady, on_step: Callable[[EngineStep], None],
+    def __init__(self, proc: multiprocessing.process.BaseProcess, commands: Connection,
+                 steps: Connection, ready: EngineReady, on_step: Callable[[EngineStep], None],
                  on_exit: Callable[[str], None]) -> None:
         self.proc = proc
         self.ready = ready
         self.stats = ready.stats  # the engine's counters as of its last step
-        self._conn = conn
+        self._commands = commands
+        self._steps = steps
         self._on_step = on_step
         self._on_exit = on_exit
         self._exited = False
         self._outbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_loop, name="engine-sender", daemon=True)
         self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._send_loop, name="engine-sender", daemon=True),
+            threading.Thread(target=self._read_loop, name="engine-reader", daemon=True)]
 
     @classmethod
     async def start(cls, spec: str | None, config: EngineConfig, torch_threads: int,
                     on_step: Callable[[EngineStep], None],
                     on_exit: Callable[[str], None]) -> EngineClient:
         ctx = multiprocessing.get_context("spawn")  # no forked CUDA or event-loop state
-        parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=run_engine, args=(spec, config, torch_threads, child),
+        cmd_r, cmd_w = ctx.Pipe(duplex=False)
+        step_r, step_w = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=run_engine, args=(spec, config, torch_threads, cmd_r, step_w),
                            name="kvmesh-engine", daemon=True)
         proc.start()
-        child.close()
-        first = await asyncio.to_thread(_first_message, parent, proc)
+        cmd_r.close()
+        step_w.close()
+        first = await asyncio.to_thread(_first_message, step_r, proc)
         if isinstance(first, EngineFailed):
             proc.join(5)
             raise EngineStartError(first.message)
-        client = cls(proc, parent, first, on_step, on_exit)
-        client._loop.add_reader(parent.fileno(), client._readable)
-        client._sender.start()
+        client = cls(proc, cmd_w, step_r, first, on_step, on_exit)
+        # Three threads share this process's GIL: a step waiting on the reader thread must not
+        # wait out the default 5 ms switch interval behind the loop's work.
+        sys.setswitchinterval(0.0005)
+        for t in client._threads:
+            t.start()
         return client
 
     # -- commands (loop thread; never block) -----------------------------------------------
@@ -103,30 +115,36 @@ class EngineClient:
     def _send_loop(self) -> None:
         while (cmd := self._outbox.get()) is not None:
             try:
-                self._conn.send(cmd)
-            except (OSError, ValueError):
-                return  # the engine is gone; `_readable` reports it
+                self._commands.send(cmd)
+            except (OSError, ValueError) as exc:
+                log.warning("cannot send to the engine process: %s", exc)
+                return  # the engine is gone; the reader reports it
 
-    # -- steps (loop thread) ----------------------------------------------------------------
+    # -- steps ------------------------------------------------------------------------------
 
-    def _readable(self) -> None:
-        """Hot path: every step the engine has sent since the last wake-up, in order."""
+    def _read_loop(self) -> None:
+        """Reader thread: each step, unpickled here, is handed to the loop in order."""
         try:
-            while self._conn.poll():
-                step = self._conn.recv()
-                self.stats = step.stats
-                self._on_step(step)
+            while True:
+                step = self._steps.recv()
+                self._loop.call_soon_threadsafe(self._deliver, step)
         except (EOFError, OSError):
+            self.proc.join(1)
             code = self.proc.exitcode
-            self._gone(f"the engine process exited (code {code})" if code is not None
-                       else "the engine process closed its pipe")
+            why = (f"the engine process exited (code {code})" if code is not None
+                   else "the engine process closed its pipe")
+            with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
+                self._loop.call_soon_threadsafe(self._gone, why)
+
+    def _deliver(self, step: EngineStep) -> None:
+        """Hot path (loop thread): once per engine step."""
+        self.stats = step.stats
+        self._on_step(step)
 
     def _gone(self, why: str) -> None:
         if self._exited:
             return
         self._exited = True
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self._conn.fileno())
         self._outbox.put(None)
         self._on_exit(why)
 

@@ -1,7 +1,8 @@
 """The engine process: one `LLMEngine`, driven by commands from its worker over a pipe.
 
 Contract:
-- `run(spec, config, torch_threads, conn)` is the process's target. It loads the model, sends
+- `run(spec, config, torch_threads, commands, steps)` is the process's target: commands come in
+  on one pipe, steps go out on the other. It loads the model, sends
   `EngineReady` (or `EngineFailed` and returns), then loops: take every pending command, run one
   step when any request is unfinished, send one `EngineStep` when the step produced anything.
   With nothing to do it blocks on the pipe, so an idle engine costs no CPU.
@@ -39,17 +40,18 @@ from inference.engine_protocol import (
 log = logging.getLogger("kvmesh.engine")
 
 
-def run(spec: str | None, config: EngineConfig, torch_threads: int, conn: Connection) -> None:
+def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Connection,
+        steps: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         engine = _load(spec, config, torch_threads)
     except Exception as exc:  # reported to the worker, which exits with it
-        conn.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
+        steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(EngineReady(engine.limits, engine.config.block_size, engine.stats()))
+    steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats()))
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
-        EngineLoop(engine, conn).run()  # until Stop, or the worker is gone
+        EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
 
 
 def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:
@@ -61,9 +63,10 @@ def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngi
 
 
 class EngineLoop:
-    def __init__(self, engine: LLMEngine, conn: Connection) -> None:
+    def __init__(self, engine: LLMEngine, commands: Connection, steps: Connection) -> None:
         self.engine = engine
-        self.conn = conn
+        self.commands = commands
+        self.steps = steps
         self.stopped = False
         self.want_snapshot = False
 
@@ -82,15 +85,15 @@ class EngineLoop:
                 step.snapshot = list(engine.kv.cached_hashes())
             if (step.outputs or step.rejected or step.crashed or step.stored or step.evicted
                     or step.snapshot is not None):
-                self.conn.send(step)
+                self.steps.send(step)
 
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
         """Apply every pending command; wait for one first when `block` (idle)."""
         rejected: list[tuple[str, RequestRejected]] = []
-        if not block and not self.conn.poll():
+        if not block and not self.commands.poll():
             return rejected
         while True:
-            cmd = self.conn.recv()
+            cmd = self.commands.recv()
             if isinstance(cmd, AddRequest):
                 try:
                     self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
@@ -103,7 +106,7 @@ class EngineLoop:
             elif isinstance(cmd, Stop):
                 self.stopped = True
                 return rejected
-            if not self.conn.poll():
+            if not self.commands.poll():
                 return rejected
 
     def _step(self) -> EngineStep:
