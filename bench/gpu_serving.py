@@ -1,7 +1,7 @@
 """Serving through the mesh against the engine in-process, on the same model and prompts.
 
-One run: (1) the engine alone in a fresh process (`LLM.generate` of `--engine-prompts`
-prompts, batch up to `max_num_seqs`; then one prompt alone for TTFT and the decode step);
+One run: (1) the engine alone in a fresh process, as a worker runs it (one prompt alone for
+TTFT and the decode step; then a closed loop at each level for `--engine-duration` seconds);
 (2) `kvmesh up` in fresh processes (auth and result cache on, `--gateways` gateway processes)
 and closed-loop streamed `/v1/completions` at each `--levels` concurrency from `--clients`
 client processes (never the bottleneck: each parses only what it must). Per level: output
@@ -58,40 +58,62 @@ def pct(xs: list[float], q: float) -> float:
 # -- the engine alone ---------------------------------------------------------------------------
 
 def engine_main(args: argparse.Namespace) -> None:
-    """In its own process: throughput over many prompts, then one prompt alone."""
+    """In its own process, as a worker's engine runs: one prompt alone (TTFT, decode step),
+    then a closed loop at each level (a finished request is replaced at once) for
+    `--engine-duration` seconds: the steady state the mesh's closed loop is compared with."""
     from inference import LLM, SamplingParams
 
     llm = LLM(args.model, load_format=args.load_format, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens,
               max_model_len=args.max_model_len)
+    engine = llm.engine
     rng = random.Random(1)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True)
     llm.generate([prompt(rng, args.prompt_words) for _ in range(32)], params)  # warm-up
-    prompts = [prompt(rng, args.prompt_words) for _ in range(args.engine_prompts)]
-    t0 = time.perf_counter()
-    outs = llm.generate(prompts, params)
-    elapsed = time.perf_counter() - t0
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-    engine = llm.engine
     ttfts, steps = [], []
     for i in range(5):
-        ids = llm.tokenizer.encode(prompt(rng, args.prompt_words))
-        engine.add_request(f"single-{i}", ids, SamplingParams(
-            max_tokens=args.max_tokens, temperature=0, ignore_eos=True))
+        engine.add_request(f"single-{i}", llm.tokenizer.encode(prompt(rng, args.prompt_words)),
+                           params)
         start = time.perf_counter()
-        first = last = None
+        first = last = 0.0
         n = 0
         while engine.has_unfinished():
             for out in engine.step():
-                now = time.perf_counter()
+                last = time.perf_counter()
                 n += len(out.token_ids)
-                first = first or now
-                last = now
+                first = first or last
         ttfts.append(first - start)
         steps.append((last - first) / max(1, n - 1))
+    levels = {}
+    for level in [int(x) for x in args.levels.split(",")]:
+        levels[level] = _closed_loop(llm, level, params, rng, args)
     print("ENGINE " + json.dumps({
-        "out_tok_s": tokens / elapsed, "prompts": len(prompts), "seconds": elapsed,
-        "ttft_ms": pct(ttfts, 0.5) * 1e3, "decode_step_ms": pct(steps, 0.5) * 1e3}), flush=True)
+        "ttft_ms": pct(ttfts, 0.5) * 1e3, "decode_step_ms": pct(steps, 0.5) * 1e3,
+        "out_tok_s": levels}), flush=True)
+
+
+def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
+                 args: argparse.Namespace) -> float:
+    """Output tok/s with `level` requests always in flight (tokens of the window's steps)."""
+    engine, tok = llm.engine, llm.tokenizer
+    ids = iter(range(1 << 30))
+    for _ in range(level):
+        engine.add_request(f"c{next(ids)}", tok.encode(prompt(rng, args.prompt_words)), params)
+    t0 = time.perf_counter()
+    start, stop = t0 + args.warmup, t0 + args.warmup + args.engine_duration
+    tokens = 0
+    while (now := time.perf_counter()) < stop:
+        for out in engine.step():
+            if start <= now:
+                tokens += len(out.token_ids)
+            if out.usage is not None:
+                engine.add_request(f"c{next(ids)}", tok.encode(prompt(rng, args.prompt_words)),
+                                   params)
+    for rid in list(engine._requests):
+        engine.abort(rid)
+    while engine.has_unfinished():
+        engine.step()
+    return tokens / args.engine_duration
 
 
 def run_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,7 +332,7 @@ def main() -> None:
     ap.add_argument("--gateways", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--prompt-words", type=int, default=150)
-    ap.add_argument("--engine-prompts", type=int, default=512)
+    ap.add_argument("--engine-duration", type=float, default=10.0)
     ap.add_argument("--max-num-seqs", type=int, default=256)
     ap.add_argument("--max-num-batched-tokens", type=int, default=16384)
     ap.add_argument("--max-model-len", type=int, default=4096)
@@ -372,18 +394,20 @@ def main() -> None:
 
 def print_table(report: dict[str, Any]) -> None:
     eng = report.get("engine", {})
-    base = eng.get("out_tok_s")
     print(f"\n{report['label']}; engine in-process: "
-          + (f"{base:,.0f} out tok/s, TTFT {eng['ttft_ms']:.1f} ms, decode step "
-             f"{eng['decode_step_ms']:.2f} ms" if base else "not run"))
-    print("| streams | out tok/s | % engine | req | err | TTFT p50/p99 ms | ITL p50/p99 ms | "
-          "CPU cores |")
+          + (f"TTFT {eng['ttft_ms']:.1f} ms, decode step {eng['decode_step_ms']:.2f} ms"
+             if eng else "not run"))
+    print("| streams | out tok/s | engine tok/s | mesh / engine | req | err | TTFT p50/p99 ms | "
+          "ITL p50/p99 ms | CPU cores |")
     for r in report.get("levels", []):
+        base = eng.get("out_tok_s", {}).get(str(r["streams"])) or \
+            eng.get("out_tok_s", {}).get(r["streams"])
         share = f"{100 * r['out_tok_s'] / base:.0f} %" if base else "-"
         cores = ", ".join(f"{k} {v}" for k, v in r["cpu_cores"].items())
-        print(f"| {r['streams']} | {r['out_tok_s']:,.0f} | {share} | {r['requests']} | "
-              f"{r['errors']} | {r['ttft_p50_ms']:.1f} / {r['ttft_p99_ms']:.1f} | "
-              f"{r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f} | {cores} |")
+        print(f"| {r['streams']} | {r['out_tok_s']:,.0f} | {base or 0:,.0f} | {share} | "
+              f"{r['requests']} | {r['errors']} | {r['ttft_p50_ms']:.1f} / "
+              f"{r['ttft_p99_ms']:.1f} | {r['itl_p50_ms']:.2f} / {r['itl_p99_ms']:.2f} | "
+              f"{cores} |")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ class OtlpReceiver:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        app = web.Application()
+        app = web.Application(client_max_size=64 << 20)  # engine-step span batches are big
         app.router.add_post("/v1/traces", self._traces)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
