@@ -1,0 +1,198 @@
+"""compose.yaml for real: the images built from the repository's Dockerfile (and local NATS
+and Redis images) run as containers under podman, with the cpu profile, on the test's own
+podman network. Every service must become healthy by its own health check; a key made inside
+the auth container streams a chat answer through the gateway's port published on 127.0.0.1;
+a trace reaches the test's OTLP receiver (in Jaeger's place); `--scale inference=2` serves
+from both workers; `down` leaves nothing behind.
+
+Slow (it builds the images on first use, then starts the whole mesh) and needs root: it runs
+only when KVMESH_COMPOSE_TEST=1 (`scripts/compose-test.sh` sets it). It sets the engine up
+with the project's own scripts (deploy/podman/engine.sh, deploy/podman/images.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from kvmesh import procs
+from tests.deploy import compose_file
+from tests.deploy.podman_stack import PodmanStack, run
+from tests.integration.otlp_receiver import OtlpReceiver
+
+PROJECT = "kvmesh-test"
+MODEL = "SmolLM2-135M-Instruct"
+HEALTH_TIMEOUT_S = {"inference": 420.0, "router": 180.0}  # the rest: 120 s
+SERVICES = ("nats", "redis", "auth", "cache", "router", "gateway", "inference")
+ROLES = ("GATEWAY", "ROUTER", "WORKER", "AUTH", "CACHE", "OPS")
+
+
+def _why_not() -> str | None:
+    if os.environ.get("KVMESH_COMPOSE_TEST") != "1":
+        return ("runs compose.yaml in podman containers (builds images, minutes): set "
+                "KVMESH_COMPOSE_TEST=1, or run scripts/compose-test.sh")
+    if os.geteuid() != 0:
+        return "podman here needs root (storage vfs, runc, cgroupfs: deploy/podman/engine.sh)"
+    if shutil.which("podman") is None and shutil.which("apt-get") is None:
+        return "no podman and no apt-get to install it"
+    return None
+
+
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600),
+              pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
+
+
+def _settings(publish_port: int, otlp: str) -> dict[str, str]:
+    """.env.example with fresh passwords, the cpu profile, the gateway published on
+    127.0.0.1 only, traces to the test's receiver, and a worker sized for two cores."""
+    env = compose_file.env_example()
+    env.update({f"KVMESH_NATS_{r}_PASSWORD": secrets.token_urlsafe(18) for r in ROLES})
+    env.update({
+        "COMPOSE_PROFILES": "cpu",
+        "KVMESH_IMAGE": "localhost/kvmesh:latest",
+        "KVMESH_GATEWAY_PUBLISH_PORT": f"127.0.0.1:{publish_port}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+        "KVMESH_WORKER_TORCH_THREADS": "1",
+        "KVMESH_WORKER_MAX_MODEL_LEN": "1024",
+        "KVMESH_WORKER_NUM_KV_BLOCKS": "256",
+    })
+    return env
+
+
+def _prepare_engine(logs: Path) -> None:
+    """The project's own scripts: engine settings, then the images (kept when present)."""
+    env = {**os.environ, "KVMESH_PYTHON": sys.executable}
+    for script in ("engine.sh", "images.sh"):
+        run(["bash", str(compose_file.ROOT / "deploy" / "podman" / script)], 3000, env,
+            logs / "setup.log")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanStack]:
+    logs = tmp_path_factory.mktemp("compose-podman")
+    _prepare_engine(logs)
+    probe = PodmanStack(PROJECT, {}, logs)
+    if probe.containers(all_states=True):  # a run that was killed left its stack
+        probe.compose("down", "-v", timeout=300)
+    subprocess.run(["podman", "network", "rm", "-f", probe.network], capture_output=True)
+    gateway_ip = probe.create_network()
+    otlp = OtlpReceiver(procs.free_port(), host=gateway_ip).start()
+    publish = procs.free_port()
+    stack = PodmanStack(PROJECT, _settings(publish, f"http://{gateway_ip}:{otlp.port}"), logs)
+    stack.otlp = otlp  # type: ignore[attr-defined]
+    stack.gateway_url = f"http://127.0.0.1:{publish}/v1"  # type: ignore[attr-defined]
+    try:
+        stack.compose("up", "-d", "--no-build")
+        yield stack
+    finally:
+        if stack.containers(all_states=True):
+            subprocess.run(["podman", "logs", "--tail", "200", *stack.containers(all_states=True)],
+                           stdout=(logs / "containers.log").open("w"), stderr=subprocess.STDOUT)
+            stack.compose("down", "-v", timeout=300)
+        subprocess.run(["podman", "network", "rm", "-f", stack.network], capture_output=True)
+        otlp.stop()
+
+
+def _one(stack: PodmanStack, service: str) -> str:
+    names = stack.containers(service)
+    assert len(names) == 1, f"{service}: {names}"
+    return names[0]
+
+
+def _api_key(stack: PodmanStack) -> str:
+    out = stack.exec(_one(stack, "auth"), "kvmesh", "keys", "create", "--tenant", "compose-test")
+    return out.strip().splitlines()[-1]
+
+
+def _chat(client, content: str) -> str:  # type: ignore[no-untyped-def]
+    stream = client.chat.completions.create(
+        model=MODEL, max_tokens=8, temperature=0, stream=True,
+        messages=[{"role": "user", "content": content}])
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_every_service_becomes_healthy_by_its_own_check(stack: PodmanStack) -> None:
+    models = stack.containers("models", all_states=True)
+    assert len(models) == 1 and stack.wait_exited(models[0], 600) == 0
+    took = {s: stack.wait_healthy(_one(stack, s), HEALTH_TIMEOUT_S.get(s, 120.0))
+            for s in SERVICES}
+    print("seconds to healthy:", {s: round(t, 1) for s, t in took.items()})
+    for service in SERVICES:
+        state = stack.inspect(_one(stack, service))["State"]
+        assert state["Health"]["Status"] == "healthy", (service, state["Health"])
+
+
+def test_chat_streams_through_the_published_port_with_a_key_from_auth(stack: PodmanStack
+                                                                       ) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=stack.gateway_url, api_key=_api_key(stack),  # type: ignore[attr-defined]
+                    max_retries=0, timeout=120)
+    deadline = time.monotonic() + 60
+    while MODEL not in {m.id for m in client.models.list().data}:  # the worker's heartbeat
+        assert time.monotonic() < deadline, "the gateway never listed the model"
+        time.sleep(0.5)
+    assert _chat(client, "Say hello.").strip()
+
+
+def test_a_wrong_key_is_refused(stack: PodmanStack) -> None:
+    from openai import AuthenticationError, OpenAI
+
+    client = OpenAI(base_url=stack.gateway_url, api_key="sk-not-a-key",  # type: ignore[attr-defined]
+                    max_retries=0, timeout=30)
+    with pytest.raises(AuthenticationError):
+        _chat(client, "Say hello.")
+
+
+def test_a_trace_reaches_the_otlp_receiver(stack: PodmanStack) -> None:
+    spans = stack.otlp.wait_for(  # type: ignore[attr-defined]
+        lambda ss: {("kvmesh-gateway", "POST /v1/chat/completions"),
+                    ("kvmesh-router", "router.route"), ("kvmesh-worker", "inference.generate")}
+        <= {(s.service, s.name) for s in ss}, timeout=60)
+    gen = next(s for s in spans if s.name == "inference.generate")
+    assert {s.service for s in stack.otlp.trace(gen.trace_id)} >= {  # type: ignore[attr-defined]
+        "kvmesh-gateway", "kvmesh-router", "kvmesh-worker"}
+
+
+def test_scaled_to_two_workers_both_serve(stack: PodmanStack) -> None:
+    from openai import OpenAI
+
+    stack.compose("up", "-d", "--no-build", "--scale", "inference=2")
+    workers = stack.containers("inference")
+    assert len(workers) == 2, workers
+    for name in workers:
+        stack.wait_healthy(name, HEALTH_TIMEOUT_S["inference"])
+    client = OpenAI(base_url=stack.gateway_url, api_key=_api_key(stack),  # type: ignore[attr-defined]
+                    max_retries=0, timeout=120)
+
+    first = len(stack.otlp.spans)  # type: ignore[attr-defined]
+
+    def served_by() -> set[str]:  # workers that served a request since the scale-up
+        spans = stack.otlp.spans[first:]  # type: ignore[attr-defined]
+        return {s.attrs["kvmesh.worker_id"] for s in spans if s.name == "inference.generate"}
+
+    deadline = time.monotonic() + 240
+    round_ = 0
+    with ThreadPoolExecutor(4) as pool:  # concurrent requests: load-aware routing spreads them
+        while len(served_by()) < 2:
+            assert time.monotonic() < deadline, f"served by {served_by()} only"
+            prompts = [f"Count to {round_ * 4 + i}." for i in range(4)]
+            assert all(pool.map(lambda p: _chat(client, p).strip(), prompts))
+            round_ += 1
+            time.sleep(1.0)  # spans leave the workers in batches; the loop checks again
+
+
+def test_down_leaves_nothing(stack: PodmanStack) -> None:
+    stack.compose("down", "-v", timeout=300)
+    subprocess.run(["podman", "network", "rm", "-f", stack.network], capture_output=True)
+    assert stack.leftovers() == {}
+    assert stack.containers(all_states=True) == []
