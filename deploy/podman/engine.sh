@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prepare a container engine on a machine of this kind (Debian bookworm, root, no systemd, no
-# Docker daemon): Debian's podman with runc, storage driver vfs, cgroup manager cgroupfs, and
-# no default ulimits. Idempotent: safe to run twice.
+# Docker daemon): Debian's podman with runc, storage driver overlay (vfs where overlay cannot
+# mount), cgroup manager cgroupfs, and no default ulimits. Idempotent: safe to run twice.
 #
 # Why these settings: crun and podman's default ulimits are refused by this kernel's sandbox;
-# overlay storage is not available inside it; there is no systemd to manage cgroups. podman
-# 4.3 (bookworm) has no `podman compose`, so podman-compose comes from PyPI (into .venv).
+# there is no systemd to manage cgroups (nor to run health checks: see docs/OPERATIONS.md).
+# podman 4.3 (bookworm) has no `podman compose`, so podman-compose comes from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,20 +29,31 @@ events_logger = "file"
 [network]
 network_backend = "netavark"
 CONF
-if ! grep -qs 'driver = "vfs"' /etc/containers/storage.conf; then
-    if podman images -q 2>/dev/null | grep -q .; then
-        echo "engine.sh: podman already has images under another storage driver;" \
-             "not switching to vfs" >&2
+# Storage: overlay where this kernel mounts it (checked: a real overlay mount in a scratch
+# folder), vfs otherwise; KVMESH_PODMAN_DRIVER=vfs|overlay forces one. vfs works everywhere
+# but copies every layer in full, so builds, container starts and removals are many times
+# slower. Each driver gets its own folder, so switching never meets a store of the other.
+driver=${KVMESH_PODMAN_DRIVER:-}
+if [ -z "$driver" ]; then
+    probe=$(mktemp -d)
+    mkdir -p "$probe"/{lower,upper,work,merged}
+    if mount -t overlay overlay \
+        -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" "$probe/merged" \
+        2>/dev/null; then
+        umount "$probe/merged"
+        driver=overlay
     else
-        cat > /etc/containers/storage.conf <<'CONF'
+        driver=vfs
+    fi
+    rm -rf "$probe"
+fi
+cat > /etc/containers/storage.conf <<CONF
 # Written by deploy/podman/engine.sh (kvmesh).
 [storage]
-driver = "vfs"
-runroot = "/run/containers/storage"
-graphroot = "/var/lib/containers/storage"
+driver = "$driver"
+runroot = "/run/containers/storage-$driver"
+graphroot = "/var/lib/containers/storage-$driver"
 CONF
-    fi
-fi
 
 # podman-compose goes into the Python that runs the tests (default: the project's .venv).
 PY=${KVMESH_PYTHON:-.venv/bin/python}

