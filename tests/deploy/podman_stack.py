@@ -138,3 +138,14 @@ class PodmanStack:
             "pods": self.podman("pod", "ps", "--format", "{{.Name}}", "--filter", label),
         }
         return {k: v.split() for k, v in found.items() if v.split()}
+
+    def remove_leftovers(self) -> None:
+        """Force-remove what a killed run of this project left (containers, then volumes and
+        the network), without compose: its settings may be gone with the run."""
+        left = self.leftovers()
+        for name in left.get("containers", []):
+            self.podman("rm", "-f", name, timeout=300)
+        for name in left.get("volumes", []):
+            self.podman("volume", "rm", "-f", name)
+        subprocess.run(["podman", "network", "rm", "-f", self.network], capture_output=True,
+                       timeout=60)

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,15 @@ def _settings(publish_port: int, otlp: str) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Deployed:
+    """The running stack, the test's OTLP receiver, and the gateway's URL on 127.0.0.1."""
+
+    stack: PodmanStack
+    otlp: OtlpReceiver
+    gateway_url: str
+
+
 def _prepare_engine(logs: Path) -> None:
     """The project's own scripts: engine settings, then the images (kept when present)."""
     env = {**os.environ, "KVMESH_PYTHON": sys.executable}
@@ -77,31 +87,27 @@ def _prepare_engine(logs: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanStack]:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     logs = tmp_path_factory.mktemp("compose-podman")
     _prepare_engine(logs)
     probe = PodmanStack(PROJECT, {}, logs)
-    if probe.containers(all_states=True):  # a run that was killed left its stack
-        probe.compose("down", "-v", timeout=300)
-    subprocess.run(["podman", "network", "rm", "-f", probe.network], capture_output=True)
+    probe.remove_leftovers()  # of a run that was killed
     gateway_ip = probe.create_network()
     # The receiver listens on the host's side of the network, which exists once a container
     # has joined: it starts after `up` (spans wait in the services' exporters until then).
     otlp = OtlpReceiver(procs.free_port(), host=gateway_ip)
     publish = procs.free_port()
     stack = PodmanStack(PROJECT, _settings(publish, f"http://{gateway_ip}:{otlp.port}"), logs)
-    stack.otlp = otlp  # type: ignore[attr-defined]
-    stack.gateway_url = f"http://127.0.0.1:{publish}/v1"  # type: ignore[attr-defined]
     try:
         stack.compose("up", "-d", "--no-build")
         otlp.start()
-        yield stack
+        yield Deployed(stack, otlp, f"http://127.0.0.1:{publish}/v1")
     finally:
         if stack.containers(all_states=True):
             subprocess.run(["podman", "logs", "--tail", "200", *stack.containers(all_states=True)],
                            stdout=(logs / "containers.log").open("w"), stderr=subprocess.STDOUT)
             stack.compose("down", "-v", timeout=300)
-        subprocess.run(["podman", "network", "rm", "-f", stack.network], capture_output=True)
+        stack.remove_leftovers()
         otlp.stop()
 
 
@@ -123,7 +129,8 @@ def _chat(client, content: str) -> str:  # type: ignore[no-untyped-def]
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
-def test_every_service_becomes_healthy_by_its_own_check(stack: PodmanStack) -> None:
+def test_every_service_becomes_healthy_by_its_own_check(deployed: Deployed) -> None:
+    stack = deployed.stack
     models = stack.containers("models", all_states=True)
     assert len(models) == 1 and stack.wait_exited(models[0], 600) == 0
     took = {s: stack.wait_healthy(_one(stack, s), HEALTH_TIMEOUT_S.get(s, 120.0))
@@ -134,11 +141,11 @@ def test_every_service_becomes_healthy_by_its_own_check(stack: PodmanStack) -> N
         assert state["Health"]["Status"] == "healthy", (service, state["Health"])
 
 
-def test_chat_streams_through_the_published_port_with_a_key_from_auth(stack: PodmanStack
+def test_chat_streams_through_the_published_port_with_a_key_from_auth(deployed: Deployed
                                                                        ) -> None:
     from openai import OpenAI
 
-    client = OpenAI(base_url=stack.gateway_url, api_key=_api_key(stack),  # type: ignore[attr-defined]
+    client = OpenAI(base_url=deployed.gateway_url, api_key=_api_key(deployed.stack),
                     max_retries=0, timeout=120)
     deadline = time.monotonic() + 60
     while MODEL not in {m.id for m in client.models.list().data}:  # the worker's heartbeat
@@ -147,40 +154,40 @@ def test_chat_streams_through_the_published_port_with_a_key_from_auth(stack: Pod
     assert _chat(client, "Say hello.").strip()
 
 
-def test_a_wrong_key_is_refused(stack: PodmanStack) -> None:
+def test_a_wrong_key_is_refused(deployed: Deployed) -> None:
     from openai import AuthenticationError, OpenAI
 
-    client = OpenAI(base_url=stack.gateway_url, api_key="sk-not-a-key",  # type: ignore[attr-defined]
-                    max_retries=0, timeout=30)
+    client = OpenAI(base_url=deployed.gateway_url, api_key="sk-not-a-key", max_retries=0,
+                    timeout=30)
     with pytest.raises(AuthenticationError):
         _chat(client, "Say hello.")
 
 
-def test_a_trace_reaches_the_otlp_receiver(stack: PodmanStack) -> None:
-    spans = stack.otlp.wait_for(  # type: ignore[attr-defined]
+def test_a_trace_reaches_the_otlp_receiver(deployed: Deployed) -> None:
+    spans = deployed.otlp.wait_for(
         lambda ss: {("kvmesh-gateway", "POST /v1/chat/completions"),
                     ("kvmesh-router", "router.route"), ("kvmesh-worker", "inference.generate")}
         <= {(s.service, s.name) for s in ss}, timeout=60)
     gen = next(s for s in spans if s.name == "inference.generate")
-    assert {s.service for s in stack.otlp.trace(gen.trace_id)} >= {  # type: ignore[attr-defined]
+    assert {s.service for s in deployed.otlp.trace(gen.trace_id)} >= {
         "kvmesh-gateway", "kvmesh-router", "kvmesh-worker"}
 
 
-def test_scaled_to_two_workers_both_serve(stack: PodmanStack) -> None:
+def test_scaled_to_two_workers_both_serve(deployed: Deployed) -> None:
     from openai import OpenAI
 
+    stack = deployed.stack
     stack.compose("up", "-d", "--no-build", "--scale", "inference=2")
     workers = stack.containers("inference")
     assert len(workers) == 2, workers
     for name in workers:
         stack.wait_healthy(name, HEALTH_TIMEOUT_S["inference"])
-    client = OpenAI(base_url=stack.gateway_url, api_key=_api_key(stack),  # type: ignore[attr-defined]
-                    max_retries=0, timeout=120)
-
-    first = len(stack.otlp.spans)  # type: ignore[attr-defined]
+    client = OpenAI(base_url=deployed.gateway_url, api_key=_api_key(stack), max_retries=0,
+                    timeout=120)
+    first = len(deployed.otlp.spans)
 
     def served_by() -> set[str]:  # workers that served a request since the scale-up
-        spans = stack.otlp.spans[first:]  # type: ignore[attr-defined]
+        spans = deployed.otlp.spans[first:]
         return {s.attrs["kvmesh.worker_id"] for s in spans if s.name == "inference.generate"}
 
     deadline = time.monotonic() + 240
@@ -194,8 +201,10 @@ def test_scaled_to_two_workers_both_serve(stack: PodmanStack) -> None:
             time.sleep(1.0)  # spans leave the workers in batches; the loop checks again
 
 
-def test_down_leaves_nothing(stack: PodmanStack) -> None:
+def test_down_leaves_nothing(deployed: Deployed) -> None:
+    stack = deployed.stack
     stack.compose("down", "-v", timeout=300)
+    # the test made the network itself (for its receiver); compose leaves a network it found
     subprocess.run(["podman", "network", "rm", "-f", stack.network], capture_output=True)
     assert stack.leftovers() == {}
     assert stack.containers(all_states=True) == []
