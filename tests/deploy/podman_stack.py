@@ -143,8 +143,8 @@ class PodmanStack:
         """Force-remove what a killed run of this project left (containers, then volumes and
         the network), without compose: its settings may be gone with the run."""
         left = self.leftovers()
-        for name in left.get("containers", []):
-            self.podman("rm", "-f", name, timeout=300)
+        if left.get("containers"):  # --depend: podman-compose links containers (--requires)
+            self.podman("rm", "-f", "--depend", "--ignore", *left["containers"], timeout=300)
         for name in left.get("volumes", []):
             self.podman("volume", "rm", "-f", name)
         subprocess.run(["podman", "network", "rm", "-f", self.network], capture_output=True,
