@@ -149,3 +149,11 @@ class PodmanStack:
             self.podman("volume", "rm", "-f", name)
         subprocess.run(["podman", "network", "rm", "-f", self.network], capture_output=True,
                        timeout=60)
+
+    def save_logs(self, path: Path) -> None:
+        """Append every container's log (the last 300 lines each) to `path`."""
+        with path.open("a") as f:
+            for name in self.containers(all_states=True):
+                done = subprocess.run(["podman", "logs", "--tail", "300", name],
+                                      capture_output=True, text=True, timeout=60)
+                f.write(f"===== {name}\n{done.stdout}{done.stderr}")

@@ -105,8 +105,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         yield Deployed(stack, otlp, f"http://127.0.0.1:{publish}/v1")
     finally:
         if stack.containers(all_states=True):
-            subprocess.run(["podman", "logs", "--tail", "200", *stack.containers(all_states=True)],
-                           stdout=(logs / "containers.log").open("w"), stderr=subprocess.STDOUT)
+            stack.save_logs(logs / "containers.log")
             stack.compose("down", "-v", timeout=300)
         stack.remove_leftovers()
         otlp.stop()
@@ -119,7 +118,16 @@ def _one(stack: PodmanStack, service: str) -> str:
 
 
 def _api_key(stack: PodmanStack) -> str:
-    out = stack.exec(_one(stack, "auth"), "kvmesh", "keys", "create", "--tenant", "compose-test")
+    auth = _one(stack, "auth")
+    # Once seen here: the first lookup of `redis` from a fresh container failed with "Temporary
+    # failure in name resolution" (podman's aardvark-dns on a loaded machine). The key is made
+    # once the name resolves, so that a lasting DNS failure still fails the test, by name.
+    deadline = time.monotonic() + 30
+    while subprocess.run(["podman", "exec", auth, "getent", "hosts", "redis"],
+                         capture_output=True, timeout=60).returncode != 0:
+        assert time.monotonic() < deadline, "`redis` does not resolve in the auth container"
+        time.sleep(0.5)
+    out = stack.exec(auth, "kvmesh", "keys", "create", "--tenant", "compose-test")
     return out.strip().splitlines()[-1]
 
 
@@ -204,6 +212,7 @@ def test_scaled_to_two_workers_both_serve(deployed: Deployed) -> None:
 
 def test_down_leaves_nothing(deployed: Deployed) -> None:
     stack = deployed.stack
+    stack.save_logs(stack.logs / "containers.log")
     stack.compose("down", "-v", timeout=300)
     # podman-compose (1.6) removes only the replicas the file declares: the worker that
     # `--scale` added survives `down` and, through podman's links (--requires), so do the
