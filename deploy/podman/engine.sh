@@ -9,12 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need=()
-for cmd in podman runc debootstrap; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
-if [ ${#need[@]} -gt 0 ]; then
+# netavark (podman's network stack) needs iptables, which a minimal Debian lacks ("netavark:
+# No such file or directory"); aardvark-dns resolves service names on compose networks.
+missing=0
+for cmd in podman runc debootstrap iptables; do command -v "$cmd" >/dev/null || missing=1; done
+[ -x /usr/lib/podman/aardvark-dns ] || missing=1
+if [ "$missing" = 1 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap netavark aardvark-dns iptables uidmap ca-certificates >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        podman runc debootstrap netavark aardvark-dns iptables ca-certificates >/dev/null
 fi
 
 mkdir -p /etc/containers
