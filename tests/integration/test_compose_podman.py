@@ -3,7 +3,8 @@ and Redis images) run as containers under podman, with the cpu profile, on the t
 podman network. Every service must become healthy by its own health check; a key made inside
 the auth container streams a chat answer through the gateway's port published on 127.0.0.1;
 a trace reaches the test's OTLP receiver (in Jaeger's place); `--scale inference=2` serves
-from both workers; `down` leaves nothing behind.
+from both workers; `down` (with podman's own clean-up of what podman-compose leaves after a
+scale-up, as docs/OPERATIONS.md gives it) leaves nothing behind.
 
 Slow (it builds the images on first use, then starts the whole mesh) and needs root: it runs
 only when KVMESH_COMPOSE_TEST=1 (`scripts/compose-test.sh` sets it). It sets the engine up
@@ -42,14 +43,15 @@ def _why_not() -> str | None:
         return ("runs compose.yaml in podman containers (builds images, minutes): set "
                 "KVMESH_COMPOSE_TEST=1, or run scripts/compose-test.sh")
     if os.geteuid() != 0:
-        return "podman here needs root (storage vfs, runc, cgroupfs: deploy/podman/engine.sh)"
+        return "needs root: deploy/podman/engine.sh sets up rootful podman (apt, /etc/containers)"
     if shutil.which("podman") is None and shutil.which("apt-get") is None:
         return "no podman and no apt-get to install it"
     return None
 
 
+WHY_NOT = _why_not()
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600),
-              pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
+              pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
 
 
 def _settings(publish_port: int, otlp: str) -> dict[str, str]:
@@ -173,6 +175,7 @@ def test_a_wrong_key_is_refused(deployed: Deployed) -> None:
 
 
 def test_a_trace_reaches_the_otlp_receiver(deployed: Deployed) -> None:
+    # the chat of the test above made it: one trace across gateway, router and worker
     spans = deployed.otlp.wait_for(
         lambda ss: {("kvmesh-gateway", "POST /v1/chat/completions"),
                     ("kvmesh-router", "router.route"), ("kvmesh-worker", "inference.generate")}
