@@ -20,7 +20,14 @@ if [ "$missing" = 1 ]; then
         podman runc debootstrap netavark aardvark-dns iptables ca-certificates >/dev/null
 fi
 
+# Our own files are rewritten on every run; a file someone else wrote is kept, with a note.
+MARK="# Written by deploy/podman/engine.sh (kvmesh)."
+ours() { [ ! -e "$1" ] || grep -qxF "$MARK" "$1"; }
 mkdir -p /etc/containers
+if ! ours /etc/containers/containers.conf; then
+    echo "engine.sh: keeping /etc/containers/containers.conf (not ours); this machine needs" \
+         "runtime runc, cgroup_manager cgroupfs, default_ulimits = []" >&2
+else
 cat > /etc/containers/containers.conf <<'CONF'
 # Written by deploy/podman/engine.sh (kvmesh).
 [containers]
@@ -32,6 +39,7 @@ events_logger = "file"
 [network]
 network_backend = "netavark"
 CONF
+fi
 # Storage: overlay where this kernel mounts it (checked: a real overlay mount in a scratch
 # folder), vfs otherwise; KVMESH_PODMAN_DRIVER=vfs|overlay forces one. vfs works everywhere
 # but copies every layer in full, so builds, container starts and removals are many times
@@ -50,6 +58,9 @@ if [ -z "$driver" ]; then
     fi
     rm -rf "$probe"
 fi
+if ! ours /etc/containers/storage.conf; then
+    echo "engine.sh: keeping /etc/containers/storage.conf (not ours)" >&2
+else
 cat > /etc/containers/storage.conf <<CONF
 # Written by deploy/podman/engine.sh (kvmesh).
 [storage]
@@ -57,6 +68,7 @@ driver = "$driver"
 runroot = "/run/containers/storage-$driver"
 graphroot = "/var/lib/containers/storage-$driver"
 CONF
+fi
 
 # podman-compose goes into the Python that runs the tests (default: the project's .venv).
 PY=${KVMESH_PYTHON:-.venv/bin/python}
