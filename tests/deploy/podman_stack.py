@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.deploy.compose_file import COMPOSE, ROOT
 
@@ -87,7 +88,7 @@ class PodmanStack:
             argv.append("--all")
         return sorted(self.podman(*argv).split())
 
-    def inspect(self, container: str) -> dict:
+    def inspect(self, container: str) -> dict[str, Any]:
         return json.loads(self.podman("inspect", container))[0]
 
     def exec(self, container: str, *argv: str, timeout: float = 120) -> str:
@@ -110,7 +111,7 @@ class PodmanStack:
 
     def wait_healthy(self, container: str, timeout: float) -> float:
         """Run the check until it passes; seconds it took. StackError, with the check's last
-        words and the container's log tail, when the container stops or `timeout` passes."""
+        words and the container's log tail, when `timeout` passes first."""
         start = time.monotonic()
         said = ""
         while time.monotonic() - start < timeout:
