@@ -51,8 +51,9 @@ def _attrs(kvs: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host  # the address it listens on (containers reach it on their network)
         self.spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -61,14 +62,17 @@ class OtlpReceiver:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> OtlpReceiver:
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(10):
+            raise RuntimeError(f"OTLP receiver did not start on {self.host}:{self.port}")
         return self
 
     def stop(self) -> None:
+        if not self._thread.is_alive():  # never started, or failed to bind
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
@@ -78,7 +82,7 @@ class OtlpReceiver:
         app.router.add_post("/v1/traces", self._traces)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())
         self._ready.set()
         self._loop.run_forever()
 
