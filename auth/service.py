@@ -134,6 +134,7 @@ class AuthService(Actor):
             metrics.auth().admissions.labels("ok", "").inc()
             return AuthOk()
         metrics.auth().admissions.labels("rate_limited", refusal.limit).inc()
+        metrics.auth().rate_limited.labels(msg.tenant, refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
         what = {
             "requests": f"requests per window ({msg.rpm})",

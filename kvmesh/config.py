@@ -108,6 +108,7 @@ class WorkerConfig:
     gpu_memory_utilization: float = 0.9
     torch_threads: int = 0  # 0 = torch's default
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
+    vllm_metrics: bool = True  # also export vLLM's metric names (telemetry/vllm_names.py)
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
 
