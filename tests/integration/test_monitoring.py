@@ -34,6 +34,7 @@ class UpMesh:
     base_url: str
     key: str
     nats_url: str
+    redis_url: str
     metrics_port: int  # router; the worker is +1, auth +2, cache +3
 
     def scrape(self, port: int) -> Samples:
@@ -71,7 +72,8 @@ def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
             banner += line
             assert time.monotonic() < deadline, banner
         key = next(ln.split(": ")[-1] for ln in banner.splitlines() if "API key" in ln)
-        yield UpMesh(f"http://127.0.0.1:{port}", key, f"nats://127.0.0.1:{nats_port}", mport)
+        yield UpMesh(f"http://127.0.0.1:{port}", key, f"nats://127.0.0.1:{nats_port}",
+                     f"redis://127.0.0.1:{redis_port}/0", mport)
     finally:
         up.terminate()
         try:
@@ -80,10 +82,10 @@ def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
             up.kill()
 
 
-def _chat(mesh: UpMesh, content: str, max_tokens: int = 4) -> None:
+def _chat(mesh: UpMesh, content: str, max_tokens: int = 4, key: str = "") -> None:
     from openai import OpenAI
 
-    client = OpenAI(base_url=mesh.base_url + "/v1", api_key=mesh.key, max_retries=0)
+    client = OpenAI(base_url=mesh.base_url + "/v1", api_key=key or mesh.key, max_retries=0)
     resp = client.chat.completions.create(model=MODEL, max_tokens=max_tokens, temperature=0.7,
                                           messages=[{"role": "user", "content": content}])
     assert resp.usage.completion_tokens > 0
@@ -134,6 +136,27 @@ def test_router_counts_why_it_chose_and_the_prefix_it_expected(up_mesh: UpMesh) 
     assert "only_worker" in reasons  # one worker: it is chosen because it is the only one
     assert _one(s, "kvmesh_router_routed_prompt_tokens_total", model=MODEL) >= \
         _one(s, "kvmesh_router_predicted_prefix_tokens_total", model=MODEL)
+
+
+def test_a_throttled_tenant_counts_under_its_name_everywhere(up_mesh: UpMesh) -> None:
+    import asyncio
+
+    from openai import RateLimitError
+
+    from auth.cli import create_key
+
+    key, _ = asyncio.run(create_key(up_mesh.redis_url, {"name": "tiny", "models": ["*"],
+                                                        "rpm": 1}, "monitoring test"))
+    _chat(up_mesh, "Hi.", max_tokens=1, key=key)  # the bucket's one request
+    with pytest.raises(RateLimitError):
+        _chat(up_mesh, "Hi again.", max_tokens=1, key=key)
+    gateway = parse(urllib.request.urlopen(up_mesh.base_url + "/metrics", timeout=5)
+                    .read().decode())
+    refused = sum(v for k, v in gateway["kvmesh_gateway_requests_total"].items()
+                  if dict(k)["tenant"] == "tiny" and dict(k)["status"] == "429")
+    assert refused == 1  # under its tenant and model, not "none"
+    auth = up_mesh.scrape(up_mesh.metrics_port + 2)
+    assert _one(auth, "kvmesh_auth_rate_limited_total", tenant="tiny", limit="requests") == 1
 
 
 def _read_until(fd: int, want: list[bytes], timeout: float, seen: bytearray) -> bool:
