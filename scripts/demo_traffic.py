@@ -49,7 +49,7 @@ def client_loop(url: str, key: str, model: str, label: str, greedy: bool, until:
         q = rng.choice(QUESTIONS)
         try:
             stream = client.chat.completions.create(
-                model=model, stream=True, max_tokens=rng.randint(8, 32),
+                model=model, stream=True, max_tokens=16 if greedy else rng.randint(8, 32),
                 temperature=0 if greedy else 0.8,
                 messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}])
             for _ in stream:
