@@ -77,6 +77,10 @@ def overview() -> dict[str, Any]:
             q(f"sum by (tenant, limit) (rate(kvmesh_auth_rate_limited_total{RI}))",
               "{{tenant}} ({{limit}})")], "reqps",
               "429s from auth, by the limit that refused (requests, tokens, concurrency)."),
+        panel("Tenant headroom", [
+            q("min by (tenant, limit) (kvmesh_auth_tenant_headroom_ratio)",
+              "{{tenant}} ({{limit}})")], "percentunit",
+              "Share of each tenant limit left at the tenant's last admission (0: refused)."),
         panel("Time to first token (gateway)",
               pct("kvmesh_gateway_time_to_first_token_seconds", ""), "s"),
         panel("Inter-token latency (gateway)",

@@ -9,8 +9,9 @@ Contract:
 - `MeshView` holds the endpoints and the last heartbeat of each worker (`beat(hb, now)`).
   `render(now, width)` returns the screen as lines: workers (model, state, running/waiting, KV
   usage, tokens/s, prefix-cache hit rate over the last interval), gateways, routers, tenants
-  (requests/s, tokens/s, refusals/s with the limit that refused; a tenant refused in the last
-  interval is marked AT LIMIT), and endpoints that do not answer.
+  (requests/s, tokens/s, refusals/s; the least headroom among its limits at its last
+  admission; AT LIMIT with the limit when it was refused in the last interval, NEAR LIMIT when
+  it sent requests with under 20% of a limit left), and endpoints that do not answer.
 - Endpoints marked `optional` (ports scanned for `kvmesh up`'s services) are listed as not
   answering only once they have answered.
 - A worker is joined to its endpoint by `kvmesh_service_info{instance}` = its worker id; a
@@ -30,6 +31,7 @@ from kvmesh.wire import Heartbeat
 
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]  # sample name -> sorted labels -> value
+NEAR_LIMIT = 0.2  # a tenant with less than this share of a limit left is near it
 STALE_AFTER_S = 3.0  # a heartbeat older than this: the worker counts as gone (router default)
 
 
@@ -179,6 +181,7 @@ class MeshView:
         tok: dict[str, float] = defaultdict(float)
         refused: dict[str, float] = defaultdict(float)
         limits: dict[str, set[str]] = defaultdict(set)
+        left: dict[str, tuple[float, str]] = {}  # tenant -> (least headroom, of which limit)
         for e in self._of("gateway"):
             for t in e.label_values("kvmesh_gateway_requests_total", "tenant"):
                 req[t] += e.rate("kvmesh_gateway_requests_total", tenant=t) or 0.0
@@ -190,11 +193,21 @@ class MeshView:
                 refused[t] += r
                 if r > 0:
                     limits[t].add(limit)
-        rows = [f"{'TENANT':<24}{'REQ/S':>8}{'TOK/S':>8}{'429/S':>8}  LIMITS"]
+            for labels, value in e.now.get("kvmesh_auth_tenant_headroom_ratio", {}).items():
+                t, limit = dict(labels)["tenant"], dict(labels)["limit"]
+                if t not in left or value < left[t][0]:
+                    left[t] = (value, limit)
+        rows = [f"{'TENANT':<24}{'REQ/S':>8}{'TOK/S':>8}{'429/S':>8}  {'HEADROOM':<18}LIMITS"]
         for t in sorted(set(req) | set(refused), key=lambda t: (-refused[t], -req[t], t)):
-            flag = "AT LIMIT (" + ", ".join(sorted(limits[t])) + ")" if limits[t] else ""
+            room = f"{left[t][1]} {100 * left[t][0]:.0f}%" if t in left else "-"
+            if limits[t]:
+                flag = "AT LIMIT (" + ", ".join(sorted(limits[t])) + ")"
+            elif t in left and left[t][0] < NEAR_LIMIT and req[t] > 0:
+                flag = "NEAR LIMIT"
+            else:
+                flag = ""
             rows.append(f"{(t or '(no auth)')[:23]:<24}{req[t]:>8.1f}{tok[t]:>8.1f}"
-                        f"{refused[t]:>8.1f}  {flag}")
+                        f"{refused[t]:>8.1f}  {room:<18}{flag}")
         return rows
 
 

@@ -9,8 +9,8 @@ Contract:
   telemetry/vllm_names.py), observed at the same calls; `worker(vllm_names=False)` turns them
   off (`WorkerConfig.vllm_metrics`).
 - Labels: `model` (bounded: served model names) everywhere it applies; `tenant` only on the
-  gateway's request and token counters and auth's rate-limit refusals (one series per tenant,
-  bounded by the tenant table); never a request id or a prompt.
+  gateway's request and token counters and auth's rate-limit refusals and headroom (one series
+  per tenant, bounded by the tenant table); never a request id or a prompt.
 - `describe_instance(service, instance)` exports `kvmesh_service_info{service, instance}`
   (telemetry.setup calls it), which joins a scrape target to a worker's heartbeats.
 - `serve_metrics(port)` exposes `/metrics` on its own port (every service but the gateway;
@@ -150,6 +150,8 @@ class AuthMetrics:
                                   ["result", "limit"])
         self.rate_limited = Counter(p + "rate_limited", "Admissions refused by a tenant's limit",
                                     ["tenant", "limit"])
+        self.headroom = Gauge(p + "tenant_headroom_ratio", "Share of a tenant's limit left at "
+                              "its last admission (0 = refused by it)", ["tenant", "limit"])
 
 
 class CacheMetrics:
@@ -274,6 +276,19 @@ def cache() -> CacheMetrics:
 def describe_instance(service: str, instance: str) -> None:
     """Export `kvmesh_service_info` for this process (once; later calls are ignored)."""
     _once("instance", lambda: REGISTRY.register(InstanceInfo(service, instance)) or True)
+
+
+def record_headroom(tenant: str, refused_by: str | None, headroom: Any) -> None:
+    """After an admission: what is left of each of the tenant's limits (`auth.ratelimit.
+    Headroom`), or 0 for the limit that refused it."""
+    g = auth().headroom
+    if refused_by is not None:
+        g.labels(tenant, refused_by).set(0.0)
+        return
+    for limit in ("requests", "tokens", "concurrency"):
+        left = getattr(headroom, limit)
+        if left is not None:
+            g.labels(tenant, limit).set(left)
 
 
 def record_cache_lookup(hit: bool) -> None:

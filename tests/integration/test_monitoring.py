@@ -157,6 +157,7 @@ def test_a_throttled_tenant_counts_under_its_name_everywhere(up_mesh: UpMesh) ->
     assert refused == 1  # under its tenant and model, not "none"
     auth = up_mesh.scrape(up_mesh.metrics_port + 2)
     assert _one(auth, "kvmesh_auth_rate_limited_total", tenant="tiny", limit="requests") == 1
+    assert _one(auth, "kvmesh_auth_tenant_headroom_ratio", tenant="tiny", limit="requests") == 0
 
 
 def _read_until(fd: int, want: list[bytes], timeout: float, seen: bytearray) -> bool:

@@ -473,6 +473,7 @@ def test_dashboards_cover_what_an_operator_asks_first() -> None:
                    "inter_token_latency", "e2e_request_latency", "num_requests_waiting",
                    "num_requests_running", "kv_cache_usage_ratio", "prefix_cache_hit_tokens",
                    "result_cache_lookups", "kvmesh_auth_rate_limited_total",
+                   "kvmesh_auth_tenant_headroom_ratio",
                    "kvmesh_router_decisions_total", "predicted_prefix_tokens"):
         assert needle in exprs, needle
 

@@ -16,11 +16,16 @@ GATEWAY = """
 kvmesh_service_info{{service="gateway",instance="gateway-8000-1"}} 1
 kvmesh_gateway_requests_total{{route="/v1/completions",status="200",model="m",tenant="acme"}} {ok}
 kvmesh_gateway_requests_total{{route="/v1/completions",status="503",model="m",tenant="acme"}} {err}
+kvmesh_gateway_requests_total{{route="/v1/completions",status="200",model="m",tenant="globex"}} {ok}
 kvmesh_gateway_requests_in_flight 3
 """
 AUTH = """
 kvmesh_service_info{{service="auth",instance="auth-1"}} 1
 kvmesh_auth_rate_limited_total{{tenant="acme",limit="tokens"}} {refused}
+kvmesh_auth_tenant_headroom_ratio{{tenant="acme",limit="tokens"}} 0
+kvmesh_auth_tenant_headroom_ratio{{tenant="acme",limit="requests"}} 0.5
+kvmesh_auth_tenant_headroom_ratio{{tenant="globex",limit="requests"}} 0.1
+kvmesh_auth_tenant_headroom_ratio{{tenant="globex",limit="concurrency"}} 0.75
 """
 
 
@@ -60,14 +65,16 @@ def test_a_worker_row_joins_its_heartbeat_and_its_endpoint() -> None:
     assert "gone" in w9  # 11 s without a heartbeat
 
 
-def test_gateway_errors_and_a_tenant_at_its_limit() -> None:
+def test_gateway_errors_and_tenants_at_and_near_their_limits() -> None:
     gw = endpoint("g", GATEWAY.format(ok=10, err=0), GATEWAY.format(ok=30, err=4))
     auth = endpoint("a", AUTH.format(refused=5), AUTH.format(refused=9))
     text = "\n".join(MeshView([gw, auth]).render(now=0.0, width=200))
     (row,) = [ln for ln in text.splitlines() if ln.startswith("gateway-8000-1")]
-    assert row.split()[1:4] == ["12.0", "2.0", "3"]  # req/s, 5xx/s, in flight
-    (tenant,) = [ln for ln in text.splitlines() if ln.startswith("acme")]
-    assert tenant.split()[1:] == ["12.0", "0.0", "2.0", "AT", "LIMIT", "(tokens)"]
+    assert row.split()[1:4] == ["22.0", "2.0", "3"]  # req/s, 5xx/s, in flight
+    (acme,) = [ln for ln in text.splitlines() if ln.startswith("acme")]
+    assert acme.split()[1:] == ["12.0", "0.0", "2.0", "tokens", "0%", "AT", "LIMIT", "(tokens)"]
+    (globex,) = [ln for ln in text.splitlines() if ln.startswith("globex")]
+    assert globex.split()[1:] == ["10.0", "0.0", "0.0", "requests", "10%", "NEAR", "LIMIT"]
 
 
 def test_an_endpoint_that_stops_answering_is_listed() -> None:
