@@ -72,7 +72,7 @@ def draw(board: dict[str, Any], prom: str, minutes: float, rate: str, out: Path)
         ax.set_xlabel("minutes before now", fontsize=8)
     fig.suptitle(f"{board['title']}  (Grafana dashboard {board['uid']}, drawn from "
                  f"Prometheus)", fontsize=12, x=0.01, ha="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     fig.savefig(out, dpi=80)
     plt.close(fig)
 
