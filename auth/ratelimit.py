@@ -43,23 +43,28 @@ _ADMIT = (
     _PRELUDE
     + """
 local rpm, tpm, conc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local req = 0
+local req, tok, inflight = 0, 0, 0
 if rpm > 0 then
   req = level(KEYS[1], rpm)
   if req < 1 then return {'requests', tostring((1 - req) * window / rpm)} end
 end
 if tpm > 0 then
-  local tok = level(KEYS[2], tpm)
+  tok = level(KEYS[2], tpm)
   if tok <= 0 then return {'tokens', tostring(-tok * window / tpm)} end
 end
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= conc then return {'concurrency', '1'} end
+  inflight = redis.call('ZCARD', KEYS[3])
+  if inflight >= conc then return {'concurrency', '1'} end
   redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
   redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[6]) * 1000))
 end
 if rpm > 0 then store(KEYS[1], req - 1, rpm) end
-return {'ok', '0'}
+local function left(v, cap)
+  if cap > 0 then return tostring(v / cap) end
+  return '-1'
+end
+return {'ok', '0', left(req - 1, rpm), left(tok, tpm), left(conc - inflight - 1, conc)}
 """
 )
 
@@ -80,6 +85,17 @@ class Limits:
     rpm: int = 0
     tpm: int = 0
     max_concurrency: int = 0
+
+
+@dataclass
+class Headroom:
+    """Share of each of a tenant's limits left right after an admission, in [0, 1] (None: the
+    tenant has no such limit). Tokens count what was left before this request's usage, which
+    `settle` charges later."""
+
+    requests: float | None = None
+    tokens: float | None = None
+    concurrency: float | None = None
 
 
 @dataclass
@@ -106,9 +122,15 @@ class RateLimiter:
 
     async def admit(self, tenant: str, request_id: str, limits: Limits) -> Refusal | None:
         """Take one request from the tenant's budget, or say which limit refuses it."""
+        return (await self.admit_with_headroom(tenant, request_id, limits))[0]
+
+    async def admit_with_headroom(self, tenant: str, request_id: str,
+                                  limits: Limits) -> tuple[Refusal | None, Headroom]:
+        """`admit`, and what is left of each limit afterwards (for metrics: tenants near
+        their limits)."""
         if not (limits.rpm or limits.tpm or limits.max_concurrency):
-            return None
-        which, wait = await self._admit(
+            return None, Headroom()
+        which, wait, *left = await self._admit(
             keys=list(_keys(tenant)),
             args=[
                 self.window_s,
@@ -120,8 +142,9 @@ class RateLimiter:
             ],
         )
         if which == "ok":
-            return None
-        return Refusal(which, float(wait))
+            req, tok, conc = (None if float(v) < 0 else max(0.0, float(v)) for v in left)
+            return None, Headroom(req, tok, conc)
+        return Refusal(which, float(wait)), Headroom()
 
     async def settle(self, tenant: str, request_id: str, limits: Limits, tokens: int) -> None:
         """Charge the request's real token usage and free its concurrency slot."""

@@ -127,13 +127,15 @@ class AuthService(Actor):
     @traced("auth.admit")
     async def _admit(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, Admit)
-        refusal = await self.limiter.admit(
+        refusal, headroom = await self.limiter.admit_with_headroom(
             msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency)
         )
+        metrics.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
         if refusal is None:
             metrics.auth().admissions.labels("ok", "").inc()
             return AuthOk()
         metrics.auth().admissions.labels("rate_limited", refusal.limit).inc()
+        metrics.auth().rate_limited.labels(msg.tenant, refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
         what = {
             "requests": f"requests per window ({msg.rpm})",

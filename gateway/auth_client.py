@@ -39,6 +39,7 @@ from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
 from kvmesh.wire import Admit, AuthOk, Identity, Message, Revoked, Settle, VerifyKey
+from telemetry import http as telemetry_http
 from telemetry.services import auth_verified
 from telemetry.tracing import traced
 
@@ -163,6 +164,7 @@ class Authenticator:
         """Run `handler` for `ident` (from `identify`, before the body was read)."""
         if ident is None:
             return await handler(request, req)
+        telemetry_http.identified(request, ident.tenant, req.model)
         if "*" not in ident.models and req.model not in ident.models:
             raise ApiError(
                 403,

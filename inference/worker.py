@@ -66,7 +66,7 @@ from kvmesh.wire import (
     UsageInfo,
 )
 from telemetry import generation as gen_telemetry
-from telemetry import run_service
+from telemetry import metrics, run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -346,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(WorkerConfig, sys.argv[1:] if argv is None else argv)
     # One id for the worker's subjects, its heartbeats and its telemetry instance.
     cfg = replace(cfg, worker_id=cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}")
+    metrics.worker(vllm_names=cfg.vllm_metrics)  # before anything observes
     return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port)
 
 

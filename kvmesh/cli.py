@@ -45,6 +45,33 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return main(args.id, args.jaeger_url)
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    """Live view of a running mesh (telemetry/top.py)."""
+    import asyncio
+
+    from telemetry.top import run
+
+    return asyncio.run(run(args))
+
+
+def _add_top(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    import os
+
+    top = sub.add_parser("top", help="live view of a running mesh (q quits)")
+    top.add_argument("--nats-url", default=os.environ.get("KVMESH_NATS_URL",
+                                                         "nats://127.0.0.1:4222"),
+                     help="NATS, for heartbeats; env KVMESH_NATS_URL (default %(default)s)")
+    top.add_argument("--metrics", action="append", default=[], metavar="URL",
+                     help="a /metrics URL to scrape (repeat it); default: kvmesh up's ports")
+    top.add_argument("--host", default="127.0.0.1", help="host of kvmesh up's services")
+    top.add_argument("--port", type=int, default=8000, help="the gateway's port")
+    top.add_argument("--metrics-ports", default="9101-9116", metavar="FIRST-LAST",
+                     help="ports to scan for router, worker, auth and cache /metrics")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.set_defaults(func=_cmd_top)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvmesh", description="kvmesh LLM serving mesh")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -72,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             "http://localhost:16686)")
     trace.set_defaults(func=_cmd_trace)
 
+    _add_top(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from telemetry.logs import setup_logging
-from telemetry.metrics import serve_metrics
+from telemetry.metrics import describe_instance, serve_metrics
 from telemetry.propagation import attach, inject, request_id_var
 from telemetry.tracing import (
     enabled,
@@ -46,6 +46,7 @@ def setup(service: str, instance_id: str, log_level: str = "INFO",
     on = setup_tracing(service, instance_id)
     logging.getLogger("kvmesh.telemetry").info(
         "%s %s: tracing %s", service, instance_id, "on (OTLP)" if on else "off")
+    describe_instance(service, instance_id)
     serve_metrics(metrics_port)
 
 

@@ -7,9 +7,11 @@ Contract:
   `url.path`, `http.response.status_code`, and for an error response `error.type` (the OpenAI
   error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
-- Handlers annotate the request through `record(request)`: `model`, `tenant`, `request_id`,
-  and `on_chunks(chunks)` for every batch of chunks from a worker, which observes time to
-  first token, inter-token latency (per choice), finish reasons and token usage.
+- Auth calls `identified(request, tenant, model)` once it knows the caller, so refusals (403,
+  429) count under their tenant. Handlers annotate the request through `record(request)`:
+  `model`, `tenant`, `request_id`, and `on_chunks(chunks)` for every batch of chunks from a
+  worker, which observes time to first token, inter-token latency (per choice), finish reasons
+  and token usage.
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
   route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
 - `metrics_handler` answers `GET /metrics`.
@@ -105,6 +107,13 @@ class RequestRecord:
 
 
 RECORD = web.RequestKey("kvmesh.telemetry", RequestRecord)  # the record in the aiohttp request
+
+
+def identified(request: web.Request, tenant: str, model: str) -> None:
+    """Auth knows who asks: a request refused from here on (403, 429) counts for its tenant
+    and model, not as `none`."""
+    rec = record(request)
+    rec.tenant, rec.model = tenant, rec.model or model
 
 
 def record(request: web.Request) -> RequestRecord:

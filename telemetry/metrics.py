@@ -5,9 +5,14 @@ Contract:
   `worker()`, `auth()` or `cache()`, so a process exposes only its own service's families
   (plus the client's process and platform collectors). Names start with `kvmesh_<service>_`;
   latencies are histograms in seconds; counters end in `_total`.
+- Workers also export vLLM's names for what vLLM also measures (`vllm:*`, label `model_name`;
+  telemetry/vllm_names.py), observed at the same calls; `worker(vllm_names=False)` turns them
+  off (`WorkerConfig.vllm_metrics`).
 - Labels: `model` (bounded: served model names) everywhere it applies; `tenant` only on the
-  gateway's request and token counters (one series per tenant, bounded by the tenant table);
-  never a request id or a prompt.
+  gateway's request and token counters and auth's rate-limit refusals and headroom (one series
+  per tenant, bounded by the tenant table); never a request id or a prompt.
+- `describe_instance(service, instance)` exports `kvmesh_service_info{service, instance}`
+  (telemetry.setup calls it), which joins a scrape target to a worker's heartbeats.
 - `serve_metrics(port)` exposes `/metrics` on its own port (every service but the gateway;
   0 = off); a port that is taken logs a warning instead of killing the service. The gateway
   serves `render()` at its own `/metrics` route.
@@ -31,6 +36,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from telemetry.vllm_names import VLLM_NAMES, Twin, vllm_labels
 
 log = logging.getLogger("kvmesh.telemetry")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -83,33 +90,54 @@ class RouterMetrics:
                                        "worker's acceptance", ["model"], buckets=TTFT_BUCKETS)
         self.retries = Counter(p + "retries", "Workers tried after the first", ["model"])
         self.live_workers = Gauge(p + "live_workers", "Workers with a fresh heartbeat")
+        self.decisions = Counter(p + "decisions", "Requests a worker accepted, by why that "
+                                 "worker: prefix_hit (it held part of the prompt), no_prefix "
+                                 "(chosen for load), only_worker, after_retry",
+                                 ["model", "reason"])
+        self.routed_prompt_tokens = Counter(p + "routed_prompt_tokens", "Prompt tokens of "
+                                            "accepted requests", ["model"])
+        self.predicted_prefix_tokens = Counter(p + "predicted_prefix_tokens", "Prompt tokens "
+                                               "the router expected the chosen worker to hold "
+                                               "in its prefix cache", ["model"])
 
 
 class WorkerMetrics:
-    def __init__(self) -> None:
+    """The worker's families; with `vllm_names` each measurement vLLM also exports is observed
+    under vLLM's name too (telemetry/vllm_names.py), at the same call."""
+
+    def __init__(self, vllm_names: bool = True) -> None:
+        self.vllm_names = vllm_names
         p = "kvmesh_worker_"
+        twin = self._twin
         self.requests = Counter(p + "requests", "Requests by outcome status (200 finished, 4xx "
                                 "refused, 499 cancelled, 5xx failed)", ["model", "status"])
-        self.finish = Counter(p + "finish_reason", "Finished choices by finish reason",
-                              ["model", "reason"])
-        self.queue_time = Histogram(p + "queue_time_seconds", "Admission to first scheduled "
-                                    "step", ["model"], buckets=TTFT_BUCKETS)
-        self.ttft = Histogram(p + "time_to_first_token_seconds", "Admission to first token",
-                              ["model"], buckets=TTFT_BUCKETS)
-        self.itl = Histogram(p + "inter_token_latency_seconds", "Time between tokens of one "
-                             "choice", ["model"], buckets=ITL_BUCKETS)
-        self.e2e = Histogram(p + "e2e_request_latency_seconds", "Admission to the last token",
-                             ["model"], buckets=E2E_BUCKETS)
-        self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens admitted", ["model"])
-        self.generation_tokens = Counter(p + "generation_tokens", "Tokens generated", ["model"])
+        self.finish = twin(Counter, "finish_reason", "Finished choices by finish reason",
+                           ["model", "reason"])
+        self.queue_time = twin(Histogram, "queue_time_seconds", "Admission to first scheduled "
+                               "step", ["model"], buckets=TTFT_BUCKETS)
+        self.ttft = twin(Histogram, "time_to_first_token_seconds", "Admission to first token",
+                         ["model"], buckets=TTFT_BUCKETS)
+        self.itl = twin(Histogram, "inter_token_latency_seconds", "Time between tokens of one "
+                        "choice", ["model"], buckets=ITL_BUCKETS)
+        self.e2e = twin(Histogram, "e2e_request_latency_seconds", "Admission to the last token",
+                        ["model"], buckets=E2E_BUCKETS)
+        self.prompt_tokens = twin(Counter, "prompt_tokens", "Prompt tokens admitted", ["model"])
+        self.generation_tokens = twin(Counter, "generation_tokens", "Tokens generated",
+                                      ["model"])
         self.step_time = Histogram(p + "engine_step_seconds", "Engine step wall time",
                                    ["model"], buckets=STEP_BUCKETS)
         self.batch_size = Histogram(p + "engine_batch_size", "Sequences per engine step",
                                     ["model"], buckets=BATCH_BUCKETS)
 
+    def _twin(self, kind: Any, name: str, doc: str, labels: list[str], **kw: Any) -> Twin:
+        ours = kind("kvmesh_worker_" + name, doc, labels, **kw)
+        theirs = kind(VLLM_NAMES[name], doc, vllm_labels(labels), **kw) \
+            if self.vllm_names else None
+        return Twin(ours, theirs)
+
     def watch_engine(self, model: str, stats: Callable[[], Any]) -> None:
         """Export the engine's live counters (`EngineStats`), read at scrape time."""
-        REGISTRY.register(EngineCollector(model, stats))
+        REGISTRY.register(EngineCollector(model, stats, self.vllm_names))
 
 
 class AuthMetrics:
@@ -120,6 +148,10 @@ class AuthMetrics:
         self.admissions = Counter(p + "admissions", "Admission decisions by result (ok, "
                                   "rate_limited, unavailable, fail_open) and the limit hit",
                                   ["result", "limit"])
+        self.rate_limited = Counter(p + "rate_limited", "Admissions refused by a tenant's limit",
+                                    ["tenant", "limit"])
+        self.headroom = Gauge(p + "tenant_headroom_ratio", "Share of a tenant's limit left at "
+                              "its last admission (0 = refused by it)", ["tenant", "limit"])
 
 
 class CacheMetrics:
@@ -156,42 +188,58 @@ class CacheStatsCollector(Collector):
 
 
 class EngineCollector(Collector):
-    """Running/waiting, KV usage and prefix-cache counters from the engine's last stats."""
+    """Running/waiting, KV usage and prefix-cache counters from the engine's last stats; each
+    family that vLLM also exports is yielded under vLLM's name too when `vllm_names`."""
 
-    def __init__(self, model: str, stats: Callable[[], Any]) -> None:
+    def __init__(self, model: str, stats: Callable[[], Any], vllm_names: bool = True) -> None:
         self.model = model
         self.stats = stats
+        self.vllm_names = vllm_names
+
+    def _family(self, kind: Any, name: str, doc: str, value: float) -> Iterable[Any]:
+        names = [("kvmesh_worker_" + name, "model")]
+        if self.vllm_names and name in VLLM_NAMES:
+            names.append((VLLM_NAMES[name], "model_name"))
+        for full, label in names:
+            f = kind(full, doc, labels=[label])
+            f.add_metric([self.model], value)
+            yield f
 
     def collect(self) -> Iterable[Any]:
         s = self.stats()
-        p = "kvmesh_worker_"
+        g, c = GaugeMetricFamily, CounterMetricFamily
+        for kind, name, doc, value in (
+            (g, "num_requests_running", "Sequences running in the engine", s.running),
+            (g, "num_requests_waiting", "Sequences waiting for the engine", s.waiting),
+            (g, "kv_cache_usage_ratio", "Used KV blocks / all KV blocks (a fraction in [0, 1])",
+             s.used_blocks / max(1, s.num_blocks)),
+            (g, "kv_cache_blocks", "KV blocks in the pool", s.num_blocks),
+            (g, "kv_cache_free_blocks", "Free KV blocks", s.free_blocks),
+            (g, "kv_cache_cached_blocks", "Blocks holding a reusable prefix", s.cached_blocks),
+            (g, "prefix_cache_hit_ratio", "Prompt tokens served from cached KV blocks / prompt "
+             "tokens looked up, since start",
+             s.prefix_hit_tokens / s.prompt_tokens if s.prompt_tokens else 0.0),
+            (c, "prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache",
+             s.prefix_hit_tokens),
+            (c, "prefix_cache_query_tokens", "Prompt tokens looked up in the prefix cache",
+             s.prompt_tokens),
+            (c, "preemptions", "Sequences preempted for KV space", s.preemptions),
+        ):
+            yield from self._family(kind, name, doc, value)
 
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            g = GaugeMetricFamily(p + name, doc, labels=["model"])
-            g.add_metric([self.model], value)
-            return g
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            c = CounterMetricFamily(p + name, doc, labels=["model"])
-            c.add_metric([self.model], value)
-            return c
+class InstanceInfo(Collector):
+    """`kvmesh_service_info{service, instance} 1`: which service and instance (a worker's id)
+    a scrape target is, so a dashboard or `kvmesh top` can join an endpoint to its heartbeats."""
 
-        yield gauge("num_requests_running", "Sequences running in the engine", s.running)
-        yield gauge("num_requests_waiting", "Sequences waiting for the engine", s.waiting)
-        yield gauge("kv_cache_usage_ratio", "Used KV blocks / all KV blocks",
-                    s.used_blocks / max(1, s.num_blocks))
-        yield gauge("kv_cache_blocks", "KV blocks in the pool", s.num_blocks)
-        yield gauge("kv_cache_free_blocks", "Free KV blocks", s.free_blocks)
-        yield gauge("kv_cache_cached_blocks", "Blocks holding a reusable prefix",
-                    s.cached_blocks)
-        yield gauge("prefix_cache_hit_ratio", "Prompt tokens served from cached KV blocks / "
-                    "prompt tokens looked up, since start",
-                    s.prefix_hit_tokens / s.prompt_tokens if s.prompt_tokens else 0.0)
-        yield counter("prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache",
-                      s.prefix_hit_tokens)
-        yield counter("prefix_cache_query_tokens", "Prompt tokens looked up in the prefix "
-                      "cache", s.prompt_tokens)
-        yield counter("preemptions", "Sequences preempted for KV space", s.preemptions)
+    def __init__(self, service: str, instance: str) -> None:
+        self.service, self.instance = service, instance
+
+    def collect(self) -> Iterable[Any]:
+        f = GaugeMetricFamily("kvmesh_service_info", "This process: service and instance id",
+                              labels=["service", "instance"])
+        f.add_metric([self.service, self.instance], 1)
+        yield f
 
 
 _made: dict[str, Any] = {}
@@ -212,8 +260,9 @@ def router() -> RouterMetrics:
     return _once("router", RouterMetrics)
 
 
-def worker() -> WorkerMetrics:
-    return _once("worker", WorkerMetrics)
+def worker(vllm_names: bool = True) -> WorkerMetrics:
+    """The worker's metrics; the first call decides whether vLLM's names are exported too."""
+    return _once("worker", lambda: WorkerMetrics(vllm_names))
 
 
 def auth() -> AuthMetrics:
@@ -222,6 +271,24 @@ def auth() -> AuthMetrics:
 
 def cache() -> CacheMetrics:
     return _once("cache", CacheMetrics)
+
+
+def describe_instance(service: str, instance: str) -> None:
+    """Export `kvmesh_service_info` for this process (once; later calls are ignored)."""
+    _once("instance", lambda: REGISTRY.register(InstanceInfo(service, instance)) or True)
+
+
+def record_headroom(tenant: str, refused_by: str | None, headroom: Any) -> None:
+    """After an admission: what is left of each of the tenant's limits (`auth.ratelimit.
+    Headroom`), or 0 for the limit that refused it."""
+    g = auth().headroom
+    if refused_by is not None:
+        g.labels(tenant, refused_by).set(0.0)
+        return
+    for limit in ("requests", "tokens", "concurrency"):
+        left = getattr(headroom, limit)
+        if left is not None:
+            g.labels(tenant, limit).set(left)
 
 
 def record_cache_lookup(hit: bool) -> None:

@@ -83,3 +83,19 @@ async def test_concurrency_cap_frees_on_settle(redis_url: str) -> None:
     await limiter.settle(tenant, "a", limits, 0)
     assert await limiter.admit(tenant, "c", limits) is None
     await r.aclose()
+
+
+async def test_an_admission_reports_the_headroom_left_of_each_limit(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, window_s=600)  # slow refill: the levels barely move while we look
+    tenant, limits = _tenant(), Limits(rpm=10, tpm=1000, max_concurrency=4)
+    refusal, room = await limiter.admit_with_headroom(tenant, "a", limits)
+    assert refusal is None
+    assert abs(room.requests - 0.9) < 0.01 and abs(room.tokens - 1.0) < 0.01
+    assert room.concurrency == 0.75  # 3 of 4 slots free
+    await limiter.settle(tenant, "a", limits, 800)
+    _, room = await limiter.admit_with_headroom(tenant, "b", limits)
+    assert abs(room.requests - 0.8) < 0.01 and abs(room.tokens - 0.2) < 0.01
+    _, room = await limiter.admit_with_headroom(_tenant(), "c", Limits(rpm=5))
+    assert room.tokens is None and room.concurrency is None  # limits the tenant does not have
+    await r.aclose()

