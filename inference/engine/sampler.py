@@ -4,7 +4,11 @@ Greedy rows take the argmax. Other rows apply temperature, then top-k and top-p 
 then draw by the exponential race (argmax of p / Exp(1)), which equals multinomial sampling.
 A row with its own generator (a seeded request) draws its noise from that generator alone, so
 its tokens do not depend on what else is in the batch. Logprobs are of the model's
-distribution (before temperature and truncation), as OpenAI reports them.
+distribution (before temperature and truncation), as OpenAI reports them; a constrained row's
+logprobs are of its masked distribution (tokens the grammar forbids are -inf).
+
+Grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf
+before anything else, in place and for those rows only; the other rows are untouched.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .grammar import GrammarMask
 from .outputs import TokenLogprob
 from .sampling_params import SamplingParams
+
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
 
 
 @dataclass
@@ -24,9 +31,14 @@ class SampleRow:
 
 
 def sample(
-    logits: torch.Tensor, rows: list[SampleRow], default_generator: torch.Generator
+    logits: torch.Tensor,
+    rows: list[SampleRow],
+    default_generator: torch.Generator,
+    grammar: GrammarMask | None = None,
 ) -> tuple[list[int], list[TokenLogprob | None]]:
-    """`logits`: [N, vocab] float32, one row per entry of `rows`."""
+    """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows."""
+    if grammar is not None:
+        apply_grammar(logits, grammar)
     greedy = [i for i, r in enumerate(rows) if r.params.greedy]
     random = [i for i, r in enumerate(rows) if not r.params.greedy]
     if not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
@@ -42,6 +54,20 @@ def sample(
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
     token_list = tokens.tolist()
     return token_list, _logprobs(logits, rows, token_list)
+
+
+@torch.inference_mode()  # the runner's logits are inference tensors: written in place here
+def apply_grammar(logits: torch.Tensor, mask: GrammarMask) -> None:
+    """Set the tokens each constrained row's bitmask forbids to -inf, in place."""
+    device = logits.device
+    shifts = _SHIFTS.get(device)
+    if shifts is None:
+        shifts = _SHIFTS[device] = torch.arange(32, dtype=torch.int32, device=device)
+    bits = mask.bits.to(device, non_blocking=True)
+    # One shift-and-and over [rows, words, 32] unpacks every bit at once (no per-token loop).
+    allowed = ((bits.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)[:, : logits.shape[1]]
+    idx = mask.rows.to(device, non_blocking=True)
+    logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
 
 
 def _truncated_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""What a grammar spec is: the plain data a constrained request carries, and how it is checked.
+
+A request is constrained by two strings in its sampling fields: `grammar_kind` (one of `KINDS`,
+"" for none) and `grammar` (its source). They travel as plain data (msgpack on the wire, pickle
+to the engine process); only the engine compiles them (inference/engine/grammar.py).
+
+| kind          | source                                   | made from (gateway)                  |
+|---------------|------------------------------------------|--------------------------------------|
+| `json_schema` | a JSON Schema, as JSON text              | `response_format`, `guided_json`     |
+| `regex`       | a regular expression (Rust `regex`)      | `guided_regex`                       |
+| `choice`      | a JSON array of strings                  | `guided_choice`                      |
+| `lark`        | llguidance's Lark dialect (may `%json`)  | `tools` with `tool_choice` required/named |
+
+The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
+`grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a
+bad schema with a 400 naming the user's field before the request travels. This module imports
+nothing heavy at import time (the engine machine imports it without the service stack).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+KINDS = ("json_schema", "regex", "choice", "lark")
+MAX_SOURCE_BYTES = 64 * 1024  # a bigger grammar is refused: it would stall a worker's step
+
+# Tool calls as Hermes/Qwen templates write them; the grammar drives any model to this form.
+COMPACT_JSON: dict[str, Any] = {"whitespace_flexible": False}
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+
+
+def to_llguidance(kind: str, source: str) -> str:
+    """The llguidance grammar text of a spec. Raises ValueError for an unknown kind."""
+    import llguidance
+
+    if kind == "json_schema":
+        # Compact JSON unless the schema's "x-guidance" says otherwise: free whitespace lets
+        # a small model loop on newlines and spaces until max_tokens.
+        return llguidance.LLMatcher.grammar_from_json_schema(source, defaults=COMPACT_JSON)
+    if kind == "regex":
+        return llguidance.LLMatcher.grammar_from_regex(source)
+    if kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(source)
+    if kind == "choice":
+        return llguidance.grammar_from("choice", source)
+    raise ValueError(f"grammar_kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def limits() -> Any:
+    """Parser limits: a grammar that would take too long per token errors instead of hanging
+    the worker (llguidance counts lexer "fuel" per step and caps the grammar's size)."""
+    import llguidance
+
+    return llguidance.LLParserLimits(step_lexer_fuel=1_000_000, initial_lexer_fuel=1_000_000,
+                                     max_grammar_size=500_000)
+
+
+def grammar_error(kind: str, source: str) -> str:
+    """Why the spec cannot be used ("" when it can). No tokenizer needed."""
+    if not kind:
+        return "" if not source else "a grammar needs a grammar_kind"
+    if kind not in KINDS:
+        return f"must be one of {', '.join(KINDS)}, got {kind!r}"
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        return f"is {len(source.encode())} bytes; the limit is {MAX_SOURCE_BYTES}"
+    if kind in ("json_schema", "choice"):
+        try:
+            value = json.loads(source)
+        except ValueError as exc:
+            return f"is not valid JSON: {exc}"
+        if kind == "choice" and (not isinstance(value, list) or not value
+                                 or not all(isinstance(v, str) for v in value)):
+            return "must be a non-empty array of strings"
+    import llguidance
+
+    try:
+        err = llguidance.LLMatcher.validate_grammar(to_llguidance(kind, source), None,
+                                                    limits=limits())
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return "" if err.startswith("WARNING") else err
+
+
+def tool_call_schema(tools: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """JSON Schema of one call `{"name": ..., "arguments": {...}}` to any of `tools`
+    (name, parameters schema)."""
+    options = [{"type": "object",
+                "properties": {"name": {"const": name}, "arguments": params or {"type": "object"}},
+                "required": ["name", "arguments"], "additionalProperties": False}
+               for name, params in tools]
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "x-guidance": COMPACT_JSON}
+
+
+def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool) -> str:
+    """A Lark grammar for one (or, with `parallel`, one or more) Hermes-form tool calls."""
+    schema = json.dumps(tool_call_schema(tools), separators=(",", ":"))
+    call = f'call: "{TOOL_CALL_OPEN}" %json {schema} "{TOOL_CALL_CLOSE}"'
+    start = 'start: call ("\\n" call)*' if parallel else "start: call"
+    return f"{start}\n{call}\n"
