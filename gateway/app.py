@@ -199,7 +199,7 @@ async def _cache_lookup(request: web.Request, req: ParsedRequest
 
 async def _gather(req: ParsedRequest, rid: str, stream: ChunkStream,
                   headers: dict[str, str] | None = None) -> web.Response:
-    gather = Gather(req.n, req.logprobs is not None)
+    gather = Gather(req.n, req.logprobs is not None, req.tool_names)
     async for chunk in stream:
         gather.add(chunk)
     created = int(time.time())
@@ -214,7 +214,8 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
                   stream: ChunkStream, headers: dict[str, str] | None = None
                   ) -> web.StreamResponse:
     first = await wait_first(stream)  # errors before this keep their HTTP status
-    shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
+    shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage,
+                        req.tool_names)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **(headers or {})})
     await sse.start()
@@ -225,8 +226,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
         usage = None
         chunk = first
         while chunk is not None:
-            payload = shape.delta(chunk)
-            if payload is not None:
+            for payload in shape.payloads(chunk):
                 await sse.send(payload)
             usage = chunk.usage or usage
             chunk = await wait_first(stream)

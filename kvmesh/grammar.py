@@ -4,12 +4,13 @@ A request is constrained by two strings in its sampling fields: `grammar_kind` (
 "" for none) and `grammar` (its source). They travel as plain data (msgpack on the wire, pickle
 to the engine process); only the engine compiles them (inference/engine/grammar.py).
 
-| kind          | source                                   | made from (gateway)                  |
-|---------------|------------------------------------------|--------------------------------------|
-| `json_schema` | a JSON Schema, as JSON text              | `response_format`, `guided_json`     |
-| `regex`       | a regular expression (Rust `regex`)      | `guided_regex`                       |
-| `choice`      | a JSON array of strings                  | `guided_choice`                      |
-| `lark`        | llguidance's Lark dialect (may `%json`)  | `tools` with `tool_choice` required/named |
+| kind          | source                                  | made from (gateway)               |
+|---------------|-----------------------------------------|-----------------------------------|
+| `json_schema` | a JSON Schema, as JSON text             | `response_format`, `guided_json`  |
+| `regex`       | a regular expression (Rust `regex`)     | `guided_regex`                    |
+| `choice`      | a JSON array of strings                 | `guided_choice`                   |
+| `lark`        | llguidance's Lark dialect (may `%json`) | `guided_grammar`; `tools` with    |
+|               |                                         | `tool_choice` required or named   |
 
 The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
 `grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a

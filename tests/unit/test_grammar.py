@@ -126,12 +126,12 @@ def test_compiled_grammars_are_cached_by_source(engine) -> None:
     ("xml", "<a/>", "grammar"),
 ])
 def test_a_bad_grammar_is_refused_naming_the_field(kind, source, param) -> None:
-    with pytest.raises(ValueError, match=f"^{param}: "):
+    with pytest.raises(ValueError, match=rf"^{param}: "):
         SamplingParams(grammar_kind=kind, grammar=source)
 
 
 def test_a_grammar_with_ignore_eos_is_refused() -> None:
-    with pytest.raises(ValueError, match="^ignore_eos: "):
+    with pytest.raises(ValueError, match=r"^ignore_eos: "):
         SamplingParams(grammar_kind="regex", grammar="a+", ignore_eos=True)
 
 
