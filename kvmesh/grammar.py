@@ -39,7 +39,8 @@ def to_llguidance(kind: str, source: str) -> str:
     if kind == "json_schema":
         # Compact JSON unless the schema's "x-guidance" says otherwise: free whitespace lets
         # a small model loop on newlines and spaces until max_tokens.
-        return llguidance.LLMatcher.grammar_from_json_schema(source, defaults=COMPACT_JSON)
+        schema = closed_objects(json.loads(source))
+        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=COMPACT_JSON)
     if kind == "regex":
         return llguidance.LLMatcher.grammar_from_regex(source)
     if kind == "lark":
@@ -47,6 +48,33 @@ def to_llguidance(kind: str, source: str) -> str:
     if kind == "choice":
         return llguidance.grammar_from("choice", source)
     raise ValueError(f"grammar_kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+
+
+def closed_objects(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists
+    `properties` and says nothing of extra ones: OpenAI's strict subset requires it, and
+    xgrammar (vLLM's default) assumes it. Without it a small model invents keys until
+    max_tokens. A schema that allows extra properties says so and keeps them."""
+    if isinstance(schema, list):
+        return [closed_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: closed_objects(v) for k, v in out[key].items()}
+    for key in (*_SCHEMA_LISTS, *_SCHEMA_ONE):
+        if key in out:
+            out[key] = closed_objects(out[key])
+    if "properties" in out and "additionalProperties" not in out \
+            and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 def limits() -> Any:
