@@ -4,7 +4,7 @@ and the real SmolLM2: constrained decoding makes even this tiny model's answers 
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 
 import jsonschema
 import openai
@@ -27,7 +27,7 @@ CLOCK = {"type": "function", "function": {
 TOOLS = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, CLOCK)}
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     admin = "admin"
     user = "user"
 
