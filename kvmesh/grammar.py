@@ -107,8 +107,8 @@ def grammar_error(kind: str, source: str) -> str:
     try:
         err = llguidance.LLMatcher.validate_grammar(to_llguidance(kind, source), None,
                                                     limits=limits())
-    except (ValueError, TypeError) as exc:
-        return str(exc)
+    except Exception as exc:  # llguidance raises several types for a schema it cannot read
+        return str(exc) or type(exc).__name__
     return "" if err.startswith("WARNING") else err
 
 
