@@ -11,9 +11,9 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs CUDA", allow_module_level=True)
 
-from inference.engine.grammar import GrammarMask  # noqa: E402
-from inference.engine.sampler import apply_grammar  # noqa: E402
-from inference.engine.sampling_params import SamplingParams  # noqa: E402
+from inference.engine.grammar import GrammarMask
+from inference.engine.sampler import apply_grammar
+from inference.engine.sampling_params import SamplingParams
 
 SCHEMA = {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"},
