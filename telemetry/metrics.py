@@ -192,6 +192,15 @@ class EngineCollector(Collector):
         yield counter("prefix_cache_query_tokens", "Prompt tokens looked up in the prefix "
                       "cache", s.prompt_tokens)
         yield counter("preemptions", "Sequences preempted for KV space", s.preemptions)
+        g = getattr(s, "grammar", None)  # constrained decoding (inference/engine/grammar.py)
+        if g is not None:
+            yield counter("grammar_compiles", "Grammars compiled (cache misses)", g.compiles)
+            yield counter("grammar_cache_hits", "Constrained sequences served a cached "
+                          "compiled grammar", g.cache_hits)
+            yield counter("grammar_compile_seconds", "Time spent compiling grammars",
+                          g.compile_seconds)
+            yield counter("constrained_tokens", "Tokens sampled under a grammar mask",
+                          g.constrained_tokens)
 
 
 _made: dict[str, Any] = {}

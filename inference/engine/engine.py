@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
-from .grammar import Grammars
+from .grammar import Grammars, GrammarStats
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
@@ -40,6 +40,7 @@ class EngineStats:
     prefix_hit_tokens: int
     prompt_tokens: int
     preemptions: int
+    grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
 
     @property
     def kv_usage(self) -> float:
@@ -279,6 +280,7 @@ class LLMEngine:
             prefix_hit_tokens=kv.prefix_hit_tokens,
             prompt_tokens=kv.prefix_query_tokens,
             preemptions=self.scheduler.num_preemptions,
+            grammar=replace(self.grammars.stats),
         )
 
     def take_kv_events(self) -> tuple[list[int], list[int]]:

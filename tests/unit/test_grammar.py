@@ -142,3 +142,17 @@ def test_the_bitmask_masks_only_its_rows() -> None:
     apply_grammar(logits, GrammarMask(torch.tensor([1]), bits))
     assert torch.isinf(logits[1]).sum() == 69 and logits[1, 37] == 0
     assert not torch.isinf(logits[0]).any() and not torch.isinf(logits[2]).any()
+
+
+def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
+    from telemetry.metrics import EngineCollector
+
+    ids = _prompt(engine, "Yes or no?")
+    _run(engine, {"r": (ids, SamplingParams(max_tokens=5, grammar_kind="choice",
+                                            grammar='["yes", "no"]'))})
+    stats = engine.stats()
+    assert stats.grammar.compiles >= 1 and stats.grammar.constrained_tokens >= 1
+    families = {f.name: f for f in EngineCollector("m", engine.stats).collect()}
+    assert families["kvmesh_worker_grammar_compiles"].samples[0].value == stats.grammar.compiles
+    assert families["kvmesh_worker_constrained_tokens"].samples[0].value \
+        == stats.grammar.constrained_tokens
