@@ -5,14 +5,17 @@ Shapes follow the OpenAI API exactly (`chat.completion`, `chat.completion.chunk`
 non-streaming request; `StreamShape` makes the SSE payloads of a streaming one. With tools
 (`tool_names` not empty) a chat answer's tool calls are parsed out of its text
 (gateway/tool_calls.py) into `message.tool_calls`, or streamed as tool-call deltas (id and name
-first, then the arguments), and `finish_reason` is `tool_calls`.
+first, then the arguments), and `finish_reason` is `tool_calls`. A reasoning model's leading
+`<think>...</think>` goes to `reasoning_content` (gateway/reasoning.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.reasoning import ReasoningSplit, split_reasoning
 from gateway.tool_calls import ToolCallStream, call_json, split_tool_calls
 from kvmesh.wire import Chunk, Logprob, ToolCall, UsageInfo
 
@@ -90,12 +93,13 @@ class Gather:
                 "choices": choices, "usage": usage_json(self.usage)}
 
     def _message(self, c: Choice) -> dict[str, Any]:
-        text = "".join(c.text)
+        reasoning, text = split_reasoning("".join(c.text))
+        extra = {} if reasoning is None else {"reasoning_content": reasoning}
         if not self.tool_names:
-            return {"message": {"role": "assistant", "content": text},
+            return {"message": {"role": "assistant", "content": text, **extra},
                     "finish_reason": c.finish_reason}
         content, calls = split_tool_calls(text, self.tool_names)
-        message: dict[str, Any] = {"role": "assistant", "content": content}
+        message: dict[str, Any] = {"role": "assistant", "content": content, **extra}
         if calls:
             message["tool_calls"] = [call_json(t) for t in calls]
         reason = "tool_calls" if calls and c.finish_reason == "stop" else c.finish_reason
@@ -123,6 +127,7 @@ class StreamShape:
     text_len: dict[int, int] = field(default_factory=dict)
     tool_streams: dict[int, ToolCallStream] = field(default_factory=dict)
     calls_sent: dict[int, int] = field(default_factory=dict)  # tool calls streamed, by choice
+    reasoning: dict[int, ReasoningSplit] = field(default_factory=dict)
 
     def _wrap(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
@@ -154,14 +159,22 @@ class StreamShape:
 
     def payloads(self, c: Chunk) -> list[dict[str, Any]]:
         """Every payload for chunk `c` (none when it carries nothing to show)."""
-        if self.kind != "chat" or not self.tool_names:
+        if self.kind != "chat":
             payload = self.delta(c)
             return [] if payload is None else [payload]
+        split = self.reasoning.setdefault(c.index, ReasoningSplit())
+        reasoning, text = split.feed(c.text)
+        if c.finish_reason is not None:
+            more = split.finish()
+            reasoning, text = reasoning + more[0], text + more[1]
+        out = [self._choice(c.index, {"reasoning_content": reasoning}, None)] if reasoning else []
+        if not self.tool_names:
+            payload = self.delta(dataclasses.replace(c, text=text))
+            return out if payload is None else [*out, payload]
         stream = self.tool_streams.setdefault(c.index, ToolCallStream(self.tool_names))
-        events = stream.feed(c.text)
+        events = stream.feed(text)
         if c.finish_reason is not None:
             events += stream.finish()
-        out = []
         for e in events:
             if isinstance(e, ToolCall):
                 k = self.calls_sent.get(c.index, 0)

@@ -195,3 +195,42 @@ def test_a_tool_template_gets_tools_natively() -> None:
     messages, extra = template_inputs(req.messages, req.tools, template)
     out = _compile_template(template).render(messages=messages, **extra)
     assert out == "T:get_weather;user:hi;assistant:C:Oslo;"
+
+
+@pytest.mark.parametrize(("text", "reasoning", "content"), [
+    ("<think>\nLet me see.\n</think>\n\nIt is 4.", "\nLet me see.\n", "It is 4."),
+    ("It is 4.", None, "It is 4."),
+    ("<thinking is fun", None, "<thinking is fun"),
+    ("<think>cut off by max_tokens", "cut off by max_tokens", ""),
+    ("  <think>a</think>b <think>c</think>", "a", "b <think>c</think>"),
+])
+def test_reasoning_is_split_off_a_leading_think_block(text, reasoning, content) -> None:
+    from gateway.reasoning import split_reasoning
+
+    assert split_reasoning(text) == (reasoning, content)
+
+
+@pytest.mark.parametrize("size", [1, 4, 1000])
+def test_streamed_reasoning_matches_the_gathered_answer(size) -> None:
+    text = ('<think>\nThe user wants weather.\n</think>\n\n'
+            '<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>')
+    for names in (NAMES, frozenset()):
+        gather = Gather(1, False, names)
+        shape = StreamShape("chat", "r", 0, "m", False, names)
+        deltas = []
+        for c in _chunks(text, size):
+            gather.add(c)
+            deltas += [p["choices"][0]["delta"] for p in shape.payloads(c)]
+        message = gather.chat("r", 0, "m")["choices"][0]["message"]
+        assert message["reasoning_content"] == "\nThe user wants weather.\n"
+        assert "".join(d.get("reasoning_content", "") for d in deltas) \
+            == message["reasoning_content"]
+        assert "".join(d.get("content") or "" for d in deltas) == (message["content"] or "")
+        assert bool(message.get("tool_calls")) == bool(names)
+
+
+def test_answers_without_think_stream_as_before() -> None:
+    shape = StreamShape("chat", "r", 0, "m", False)
+    chunks = _chunks("Hello <b>there</b>", 3)
+    assert [shape.payloads(c) for c in chunks] == [
+        [StreamShape("chat", "r", 0, "m", False).delta(c)] for c in chunks]
