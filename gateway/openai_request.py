@@ -63,9 +63,9 @@ def parse_chat(body: Any) -> ParsedRequest:
     req.messages = _messages(body)
     parse_grammar(body, req)
     req.tools, req.tool_choice, req.tool_name, req.parallel_tool_calls = parse_tools(body)
-    if req.tools and (lark := tool_grammar(req.tools, req.tool_choice, req.tool_name,
-                                           req.parallel_tool_calls)):
-        req.grammar_kind, req.grammar = "lark", lark
+    if req.tools and (calls := tool_grammar(req.tools, req.tool_choice, req.tool_name,
+                                            req.parallel_tool_calls)):
+        req.grammar_kind, req.grammar = "tool_calls", calls
     req.max_tokens = _opt_int(body, "max_completion_tokens", 1)
     if req.max_tokens is None:
         req.max_tokens = _opt_int(body, "max_tokens", 1)

@@ -9,10 +9,11 @@ Fields (chat and completions unless said):
   `required` or `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
 
 At most one of `response_format` (other than text) and the `guided_*` fields may be set.
-`tool_choice` `required` or a named function constrains the answer to tool calls (the tool
-grammar replaces any other); `auto` leaves the answer free and the gateway parses any calls
-(gateway/tool_calls.py). Every schema and grammar is compiled here (llguidance, no tokenizer)
-so a bad one is a 400 naming the user's field, never a worker error.
+`tool_choice` `required` or a named function constrains the answer to tool calls (a
+`tool_calls` grammar, which replaces any other); `auto` leaves the answer free and the
+gateway parses any calls (gateway/tool_calls.py). Every schema and grammar is compiled here
+(llguidance, no tokenizer) so a bad one is a 400 naming the user's field, never a worker
+error.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 from typing import Any
 
 from gateway.errors import bad_field
-from kvmesh.grammar import grammar_error, tool_call_lark
+from kvmesh.grammar import grammar_error, tool_calls_source
 from kvmesh.wire import SamplingFields, ToolDef
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -145,9 +146,10 @@ def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None
 
 def tool_grammar(tools: list[ToolDef], choice: str, name: str | None,
                  parallel: bool) -> str | None:
-    """The Lark grammar forcing tool calls (`required` or a named function), else None."""
+    """The `tool_calls` grammar source forcing calls (`required` or a named function), else
+    None. The engine picks the calls' form from the model's template."""
     if choice not in ("required", "function"):
         return None
     chosen = [t for t in tools if choice == "required" or t.name == name]
     pairs = [(t.name, json.loads(t.parameters) if t.parameters else {}) for t in chosen]
-    return tool_call_lark(pairs, parallel and choice == "required")
+    return tool_calls_source(pairs, parallel and choice == "required")

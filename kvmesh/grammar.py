@@ -9,8 +9,13 @@ to the engine process); only the engine compiles them (inference/engine/grammar.
 | `json_schema` | a JSON Schema, as JSON text             | `response_format`, `guided_json`  |
 | `regex`       | a regular expression (Rust `regex`)     | `guided_regex`                    |
 | `choice`      | a JSON array of strings                 | `guided_choice`                   |
-| `lark`        | llguidance's Lark dialect (may `%json`) | `guided_grammar`; `tools` with    |
-|               |                                         | `tool_choice` required or named   |
+| `lark`        | llguidance's Lark dialect (may `%json`) | `guided_grammar`                  |
+| `tool_calls`  | `{"tools": [[name, parameters], ...],   | `tools` with `tool_choice`        |
+|               | "parallel": bool}` as JSON              | `required` or a named function    |
+
+A `tool_calls` spec becomes a grammar only where the chat template is known (the engine): the
+calls take the form that template teaches (`tool_call_form`), Hermes `<tool_call>` blocks by
+default, or Llama 3.1's bare `{"name", "parameters"}` JSON.
 
 The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
 `grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-KINDS = ("json_schema", "regex", "choice", "lark")
+KINDS = ("json_schema", "regex", "choice", "lark", "tool_calls")
 MAX_SOURCE_BYTES = 64 * 1024  # a bigger grammar is refused: it would stall a worker's step
 
 # Tool calls as Hermes/Qwen templates write them; the grammar drives any model to this form.
@@ -32,10 +37,16 @@ TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
 
-def to_llguidance(kind: str, source: str) -> str:
-    """The llguidance grammar text of a spec. Raises ValueError for an unknown kind."""
+def to_llguidance(kind: str, source: str, template: str | None = None) -> str:
+    """The llguidance grammar text of a spec; `template` (the model's chat template) picks
+    the form of tool calls. Raises ValueError for an unknown kind."""
     import llguidance
 
+    if kind == "tool_calls":
+        spec = json.loads(source)
+        tools = [(name, params) for name, params in spec["tools"]]
+        return llguidance.LLMatcher.grammar_from_lark(
+            tool_call_lark(tools, bool(spec.get("parallel")), tool_call_form(template)))
     if kind == "json_schema":
         # Compact JSON unless the schema's "x-guidance" says otherwise: free whitespace lets
         # a small model loop on newlines and spaces until max_tokens.
@@ -102,6 +113,9 @@ def grammar_error(kind: str, source: str) -> str:
         if kind == "choice" and (not isinstance(value, list) or not value
                                  or not all(isinstance(v, str) for v in value)):
             return "must be a non-empty array of strings"
+    if kind == "tool_calls" and not _tool_calls_ok(json.loads(source)):
+        return 'must be {"tools": [[name, parameters object], ...], "parallel": bool}'
+
     import llguidance
 
     try:
@@ -112,23 +126,50 @@ def grammar_error(kind: str, source: str) -> str:
     return "" if err.startswith("WARNING") else err
 
 
-def tool_call_schema(tools: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """JSON Schema of one call `{"name": ..., "arguments": {...}}` to any of `tools`
-    (name, parameters schema)."""
+def _tool_calls_ok(spec: Any) -> bool:
+    return isinstance(spec, dict) and isinstance(spec.get("tools"), list) and bool(spec["tools"]) \
+        and all(isinstance(t, list) and len(t) == 2 and isinstance(t[0], str)
+                and isinstance(t[1], dict) for t in spec["tools"])
+
+
+def tool_calls_source(tools: list[tuple[str, dict[str, Any]]], parallel: bool) -> str:
+    """The `grammar` of a `tool_calls` spec: calls to any of `tools` (name, parameters)."""
+    return json.dumps({"tools": [list(t) for t in tools], "parallel": parallel})
+
+
+def tool_call_form(template: str | None) -> str:
+    """How a chat template teaches tool calls: "llama3_json" for Llama 3.1's (a bare JSON
+    object with `parameters`), else "hermes" (`<tool_call>` blocks with `arguments`, Qwen and
+    Hermes templates, and the fallback prompt for templates without tools)."""
+    if template and ("<|python_tag|>" in template or '"parameters": dictionary' in template):
+        return "llama3_json"
+    return "hermes"
+
+
+def tool_call_schema(tools: list[tuple[str, dict[str, Any]]],
+                     args_key: str = "arguments") -> dict[str, Any]:
+    """JSON Schema of one call `{"name": ..., "<args_key>": {...}}` to any of `tools`
+    (name, parameters schema); parameter objects are closed as in `closed_objects`."""
     options = [{"type": "object",
-                "properties": {"name": {"const": name}, "arguments": params or {"type": "object"}},
-                "required": ["name", "arguments"], "additionalProperties": False}
+                "properties": {"name": {"const": name},
+                               args_key: closed_objects(params) or {"type": "object"}},
+                "required": ["name", args_key], "additionalProperties": False}
                for name, params in tools]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return {**schema, "x-guidance": COMPACT_JSON}
 
 
-def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool) -> str:
-    """A Lark grammar for one (or, with `parallel`, one or more) Hermes-form tool calls.
+def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
+                   form: str = "hermes") -> str:
+    """A Lark grammar for one (or, with `parallel`, one or more) tool calls in `form`.
 
-    Parallel calls follow each other with no separator: after `</tool_call>` the model
+    Hermes parallel calls follow each other with no separator: after `</tool_call>` the model
     chooses between ending and `<tool_call>`. With a newline allowed there, a small model
-    takes the newline and then repeats the same call until max_tokens."""
+    takes the newline and then repeats the same call until max_tokens. The Llama 3.1 form
+    has one call per answer."""
+    if form == "llama3_json":
+        schema = json.dumps(tool_call_schema(tools, "parameters"), separators=(",", ":"))
+        return f"start: %json {schema}\n"
     schema = json.dumps(tool_call_schema(tools), separators=(",", ":"))
     call = f'call: "{TOOL_CALL_OPEN}" %json {schema} "{TOOL_CALL_CLOSE}"'
     start = "start: call+" if parallel else "start: call"

@@ -97,7 +97,8 @@ class Grammars:
         import llguidance
 
         start = time.perf_counter()
-        matcher = llguidance.LLMatcher(self._ll_tokenizer(), to_llguidance(kind, source),
+        template = None if self._tokenizer is None else self._tokenizer.chat_template
+        matcher = llguidance.LLMatcher(self._ll_tokenizer(), to_llguidance(kind, source, template),
                                        limits=limits())
         if not matcher.is_error():
             matcher.compute_bitmask()  # llguidance compiles lazily: pay it now, not mid-batch

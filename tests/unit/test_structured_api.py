@@ -82,7 +82,7 @@ def test_tool_choice_sets_the_tool_grammar() -> None:
     assert chat(tools=[WEATHER]).tool_names == {"get_weather"}
     assert chat(tools=[WEATHER], tool_choice="none").tool_names == frozenset()
     required = chat(tools=[WEATHER, TIME], tool_choice="required")
-    assert required.grammar_kind == "lark" and "get_time" in required.grammar
+    assert required.grammar_kind == "tool_calls" and "get_time" in required.grammar
     named = chat(tools=[WEATHER, TIME],
                  tool_choice={"type": "function", "function": {"name": "get_time"}})
     assert "get_time" in named.grammar and "get_weather" not in named.grammar
@@ -234,3 +234,29 @@ def test_answers_without_think_stream_as_before() -> None:
     chunks = _chunks("Hello <b>there</b>", 3)
     assert [shape.payloads(c) for c in chunks] == [
         [StreamShape("chat", "r", 0, "m", False).delta(c)] for c in chunks]
+
+
+LLAMA31 = ('{{- "Respond in the format {"name": function name, "parameters": dictionary of '
+           'argument name and its value}." }}{{- "<|python_tag|>" }}')
+
+
+@pytest.mark.parametrize(("template", "form"), [
+    (None, "hermes"), ("{{ messages }}", "hermes"), (LLAMA31, "llama3_json")])
+def test_the_forced_call_form_follows_the_template(template, form, smollm_gguf) -> None:
+    import llguidance
+
+    from kvmesh.grammar import to_llguidance, tool_call_form
+    from router.tokenize import PromptTokenizer
+
+    assert tool_call_form(template) == form
+    req = chat(tools=[WEATHER], tool_choice="required")
+    tok = PromptTokenizer.load(str(smollm_gguf)).tokenizer
+    matcher = llguidance.LLMatcher(llguidance.LLTokenizer(tok.to_json()),
+                                   to_llguidance(req.grammar_kind, req.grammar, template))
+    # the grammar accepts the form the parser reads, and the parser reads it back
+    args_key = "parameters" if form == "llama3_json" else "arguments"
+    call = json.dumps({"name": "get_weather", args_key: {"city": "Oslo"}}, separators=(",", ":"))
+    text = call if form == "llama3_json" else f"<tool_call>{call}</tool_call>"
+    assert matcher.consume_tokens(tok.encode(text)) and matcher.is_accepting(), \
+        matcher.get_error()
+    assert split_tool_calls(text, NAMES)[1][0].name == "get_weather"
