@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .grammar import GrammarMask
@@ -59,15 +60,32 @@ def sample(
 @torch.inference_mode()  # the runner's logits are inference tensors: written in place here
 def apply_grammar(logits: torch.Tensor, mask: GrammarMask) -> None:
     """Set the tokens each constrained row's bitmask forbids to -inf, in place."""
-    device = logits.device
-    shifts = _SHIFTS.get(device)
+    vocab = logits.shape[1]
+    if logits.device.type == "cpu":
+        forbidden = forbidden_cpu(mask.bits, vocab)
+    else:
+        forbidden = forbidden_on(mask.bits.to(logits.device, non_blocking=True), vocab)
+    if len(mask.rows) == logits.shape[0]:  # every row constrained: no gather and scatter
+        logits.masked_fill_(forbidden, float("-inf"))
+        return
+    idx = mask.rows.to(logits.device, non_blocking=True)
+    logits[idx] = logits[idx].masked_fill(forbidden, float("-inf"))
+
+
+def forbidden_cpu(bits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[rows, vocab] bool, True where the bitmask forbids the token. numpy's unpackbits is one
+    C pass (the shifts of `forbidden_on` are ~15x slower on a CPU); little-endian int32 words
+    read as bytes keep token 32*w + j at bit j of word w."""
+    unpacked = np.unpackbits(bits.numpy().view(np.uint8), axis=1, bitorder="little")
+    return torch.from_numpy(unpacked[:, :vocab]) == 0
+
+
+def forbidden_on(bits: torch.Tensor, vocab: int) -> torch.Tensor:
+    """As `forbidden_cpu`, on `bits`' device: one shift-and-and over [rows, words, 32]."""
+    shifts = _SHIFTS.get(bits.device)
     if shifts is None:
-        shifts = _SHIFTS[device] = torch.arange(32, dtype=torch.int32, device=device)
-    bits = mask.bits.to(device, non_blocking=True)
-    # One shift-and-and over [rows, words, 32] unpacks every bit at once (no per-token loop).
-    allowed = ((bits.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)[:, : logits.shape[1]]
-    idx = mask.rows.to(device, non_blocking=True)
-    logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        shifts = _SHIFTS[bits.device] = torch.arange(32, dtype=torch.int32, device=bits.device)
+    return ((bits.unsqueeze(-1) >> shifts) & 1).flatten(1)[:, :vocab] == 0
 
 
 def _truncated_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

@@ -156,3 +156,12 @@ def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
     assert families["kvmesh_worker_grammar_compiles"].samples[0].value == stats.grammar.compiles
     assert families["kvmesh_worker_constrained_tokens"].samples[0].value \
         == stats.grammar.constrained_tokens
+
+
+def test_both_bitmask_unpackers_agree() -> None:
+    from inference.engine.sampler import forbidden_cpu, forbidden_on
+
+    bits = torch.randint(-(2**31), 2**31 - 1, (5, 40), dtype=torch.int32)
+    assert torch.equal(forbidden_cpu(bits, 1270), forbidden_on(bits, 1270))
+    word, bit = divmod(1000, 32)
+    assert bool(forbidden_cpu(bits, 1270)[0, 1000]) == (not (int(bits[0, word]) >> bit) & 1)
