@@ -69,7 +69,12 @@ class SamplingParams:
 
         if self.ignore_eos:
             raise ValueError("ignore_eos: cannot be combined with a grammar (it ends the answer)")
-        if err := grammar_error(self.grammar_kind, self.grammar):
+        try:
+            err = grammar_error(self.grammar_kind, self.grammar)
+        except ImportError:
+            raise ValueError("grammar: constrained decoding needs the llguidance package, "
+                             "which this worker lacks") from None
+        if err:
             raise ValueError(f"grammar: {err}")
 
     @property

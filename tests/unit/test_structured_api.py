@@ -260,3 +260,14 @@ def test_the_forced_call_form_follows_the_template(template, form, smollm_gguf) 
     assert matcher.consume_tokens(tok.encode(text)) and matcher.is_accepting(), \
         matcher.get_error()
     assert split_tool_calls(text, NAMES)[1][0].name == "get_weather"
+
+
+def test_a_grammar_too_big_is_refused_naming_the_field() -> None:
+    from kvmesh.grammar import MAX_SOURCE_BYTES
+
+    props = {f"p{i}": {"type": "string"} for i in range(MAX_SOURCE_BYTES // 20)}
+    with pytest.raises(ApiError) as err:
+        chat(response_format={"type": "json_schema", "json_schema": {
+            "name": "big", "schema": {"type": "object", "properties": props}}})
+    assert err.value.param == "response_format.json_schema.schema"
+    assert "limit" in err.value.message
