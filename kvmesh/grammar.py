@@ -25,6 +25,7 @@ nothing heavy at import time (the engine machine imports it without the service 
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -97,6 +98,7 @@ def limits() -> Any:
                                      max_grammar_size=500_000)
 
 
+@functools.lru_cache(maxsize=512)  # a request's spec is checked at each hop; ~0.5 ms each
 def grammar_error(kind: str, source: str) -> str:
     """Why the spec cannot be used ("" when it can). No tokenizer needed."""
     if not kind:
