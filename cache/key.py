@@ -5,21 +5,24 @@ Contract:
   Anything else (sampling without a seed) is never looked up or stored.
 - The key is a SHA-256 over a canonical JSON of everything that can change the answer: the
   model name and revision, the tenant (tenants never share entries), the request kind, the
-  prompt (messages as role/content pairs, text, or token ids) and every sampling parameter
+  prompt (messages with their tool calls, text, or token ids), the tools and `tool_choice`
+  (they change the prompt and how the answer is parsed) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
-  logprobs). Delivery options (`stream`, `include_usage`) and scheduling hints (`priority`,
-  the session) are not in the key: the same answer is served streamed or not.
+  logprobs, and the grammar of `response_format`/`guided_*`/a forced tool call). Delivery
+  options (`stream`, `include_usage`) and scheduling hints (`priority`, the session) are not
+  in the key: the same answer is served streamed or not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Any
 
 from kvmesh.wire import sampling_of
 
-KEY_VERSION = 1  # bump when the cached entry's meaning changes
+KEY_VERSION = 2  # bump when the cached entry's meaning changes
 
 
 def cacheable(req: Any) -> bool:
@@ -34,12 +37,26 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
         "revision": revision,
         "tenant": tenant,
         "kind": req.kind,
-        "messages": None if req.messages is None else [[m.role, m.content] for m in req.messages],
+        "messages": None if req.messages is None else [_message(m) for m in req.messages],
         "prompt": req.prompt,
         "prompt_token_ids": req.prompt_token_ids,
+        "tools": None if not getattr(req, "tools", None) else [
+            dataclasses.astuple(t) for t in req.tools],
+        "tool_choice": [getattr(req, "tool_choice", "none"), getattr(req, "tool_name", None),
+                        getattr(req, "parallel_tool_calls", True)],
         # Every sampling field, so one added to the wire is in the key without an edit here;
         # priority only orders the work, the answer is the same.
         **{k: v for k, v in sampling_of(req).items() if k != "priority"},
     }
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _message(m: Any) -> list[Any]:
+    """A chat message's key part: role and content, plus tool fields only when set (so a
+    plain conversation keys as it always did within this key version)."""
+    out: list[Any] = [m.role, m.content]
+    calls = getattr(m, "tool_calls", None)
+    if calls or getattr(m, "tool_call_id", None) or getattr(m, "name", None):
+        out += [[dataclasses.astuple(c) for c in calls or []], m.tool_call_id, m.name]
+    return out

@@ -204,7 +204,7 @@ async def _cache_lookup(request: web.Request, req: ParsedRequest
 
 async def _gather(req: ParsedRequest, rid: str, stream: RequestStream | ReplayStream,
                   headers: dict[str, str], rec: telemetry_http.RequestRecord) -> web.Response:
-    gather = Gather(req.n, req.logprobs is not None)
+    gather = Gather(req.n, req.logprobs is not None, req.tool_names)
     while batch := await stream.batch():
         rec.on_chunks(batch)
         for chunk in batch:
@@ -221,7 +221,8 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
                   stream: RequestStream | ReplayStream, headers: dict[str, str]
                   ) -> web.StreamResponse:
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status
-    shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage)
+    shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage,
+                        req.tool_names)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **headers})
     await sse.start()
@@ -231,7 +232,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str,
             await sse.send(*(shape.role(i) for i in range(req.n)))
         while batch:
             rec.on_chunks(batch)
-            await sse.send(*filter(None, map(shape.delta, coalesce(batch))))
+            await sse.send(*(p for c in coalesce(batch) for p in shape.payloads(c)))
             batch = await stream.batch()
         if req.include_usage:
             payload = shape.usage(stream.usage)

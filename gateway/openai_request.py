@@ -3,6 +3,8 @@
 Every bad field raises `ApiError(400)` naming the field (`param`) and why. Fields we do not
 use (`user`, `frequency_penalty`...) are accepted and ignored, as OpenAI-compatible servers do;
 unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_ids`, `priority`.
+Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
+`parallel_tool_calls`) are parsed in gateway/structured_request.py.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ApiError, bad_field
-from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, sampling_of
+from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
+from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolCall, ToolDef, sampling_of
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _MISSING = object()
@@ -32,12 +35,24 @@ class ParsedRequest(SamplingFields):
     prompt_token_ids: list[int] | None = None
     tenant: str = ""  # set by auth from the caller's key
     session: str = ""  # session-affinity hint: the `user` field (or the x-kvmesh-session header)
+    tools: list[ToolDef] | None = None
+    tool_choice: str = "none"  # none, auto, required, or "function" (named by `tool_name`)
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
+
+    @property
+    def tool_names(self) -> frozenset[str]:
+        """Functions whose calls are parsed out of the answer (empty: none are)."""
+        if not self.tools or self.tool_choice == "none":
+            return frozenset()
+        return frozenset(t.name for t in self.tools)
 
     def to_wire(self, request_id: str, reply_to: str, tenant: str = "") -> GenerateRequest:
         return GenerateRequest(
             request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
             messages=self.messages, prompt_token_ids=self.prompt_token_ids,
-            tenant=tenant or self.tenant, session=self.session, **sampling_of(self),
+            tenant=tenant or self.tenant, session=self.session, tools=self.tools,
+            **sampling_of(self),
         )
 
 
@@ -46,6 +61,11 @@ def parse_chat(body: Any) -> ParsedRequest:
     req = ParsedRequest("chat", _model(body))
     _common(body, req)
     req.messages = _messages(body)
+    parse_grammar(body, req)
+    req.tools, req.tool_choice, req.tool_name, req.parallel_tool_calls = parse_tools(body)
+    if req.tools and (calls := tool_grammar(req.tools, req.tool_choice, req.tool_name,
+                                            req.parallel_tool_calls)):
+        req.grammar_kind, req.grammar = "tool_calls", calls
     req.max_tokens = _opt_int(body, "max_completion_tokens", 1)
     if req.max_tokens is None:
         req.max_tokens = _opt_int(body, "max_tokens", 1)
@@ -61,6 +81,10 @@ def parse_completion(body: Any) -> ParsedRequest:
     req = ParsedRequest("completion", _model(body))
     _common(body, req)
     _prompt(body, req)
+    parse_grammar(body, req)
+    for name in ("tools", "tool_choice"):
+        if body.get(name) is not None:
+            raise bad_field(name, "only supported on /v1/chat/completions")
     max_tokens = _opt_int(body, "max_tokens", 1)
     req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
@@ -124,8 +148,31 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         role = m.get("role")
         if role not in ROLES:
             raise bad_field(f"{where}.role", f"must be one of {sorted(ROLES)}")
-        out.append(ChatMessage(role, _content(m.get("content"), f"{where}.content")))
+        msg = ChatMessage(role, _content(m.get("content"), f"{where}.content"))
+        if role == "assistant" and m.get("tool_calls") is not None:
+            msg.tool_calls = _tool_calls(m["tool_calls"], f"{where}.tool_calls")
+        if role == "tool":
+            msg.tool_call_id = _get(m, "tool_call_id", str, None, f"{where}.tool_call_id")
+            if msg.tool_call_id is None:
+                raise bad_field(f"{where}.tool_call_id", "required in a tool message")
+        msg.name = _get(m, "name", str, None, f"{where}.name")
+        out.append(msg)
     return out
+
+
+def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
+    if not isinstance(raw, list):
+        raise bad_field(where, "must be an array")
+    calls = []
+    for j, c in enumerate(raw):
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
+                or not isinstance(fn.get("arguments", ""), str):
+            raise bad_field(f"{where}[{j}]", 'must be {"id", "type": "function", '
+                            '"function": {"name", "arguments": a JSON string}}')
+        calls.append(ToolCall(str(c.get("id") or f"call_{j}"), fn["name"],
+                              fn.get("arguments") or "{}"))
+    return calls
 
 
 def _content(content: Any, where: str) -> str:

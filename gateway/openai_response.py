@@ -2,15 +2,22 @@
 
 Shapes follow the OpenAI API exactly (`chat.completion`, `chat.completion.chunk`,
 `text_completion`), so official clients parse them. `Gather` accumulates the chunks of a
-non-streaming request; the `*_chunk` helpers make one SSE payload each.
+non-streaming request; `StreamShape` makes the SSE payloads of a streaming one. With tools
+(`tool_names` not empty) a chat answer's tool calls are parsed out of its text
+(gateway/tool_calls.py) into `message.tool_calls`, or streamed as tool-call deltas (id and name
+first, then the arguments), and `finish_reason` is `tool_calls`. A reasoning model's leading
+`<think>...</think>` goes to `reasoning_content` (gateway/reasoning.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvmesh.wire import Chunk, Logprob, UsageInfo
+from gateway.reasoning import ReasoningSplit, split_reasoning
+from gateway.tool_calls import ToolCallStream, call_json, split_tool_calls
+from kvmesh.wire import Chunk, Logprob, ToolCall, UsageInfo
 
 
 def usage_json(u: UsageInfo | None) -> dict[str, Any] | None:
@@ -65,6 +72,7 @@ class Gather:
 
     n: int
     want_logprobs: bool
+    tool_names: frozenset[str] = frozenset()
     choices: dict[int, Choice] = field(default_factory=dict)
     usage: UsageInfo | None = None
 
@@ -79,11 +87,23 @@ class Gather:
             self.usage = c.usage
 
     def chat(self, rid: str, created: int, model: str) -> dict[str, Any]:
-        choices = [{"index": i, "message": {"role": "assistant", "content": "".join(c.text)},
-                    "logprobs": chat_logprobs(c.logprobs), "finish_reason": c.finish_reason}
+        choices = [{"index": i, **self._message(c), "logprobs": chat_logprobs(c.logprobs)}
                    for i, c in sorted(self.choices.items())]
         return {"id": rid, "object": "chat.completion", "created": created, "model": model,
                 "choices": choices, "usage": usage_json(self.usage)}
+
+    def _message(self, c: Choice) -> dict[str, Any]:
+        reasoning, text = split_reasoning("".join(c.text))
+        extra = {} if reasoning is None else {"reasoning_content": reasoning}
+        if not self.tool_names:
+            return {"message": {"role": "assistant", "content": text, **extra},
+                    "finish_reason": c.finish_reason}
+        content, calls = split_tool_calls(text, self.tool_names)
+        message: dict[str, Any] = {"role": "assistant", "content": content, **extra}
+        if calls:
+            message["tool_calls"] = [call_json(t) for t in calls]
+        reason = "tool_calls" if calls and c.finish_reason == "stop" else c.finish_reason
+        return {"message": message, "finish_reason": reason}
 
     def completion(self, rid: str, created: int, model: str) -> dict[str, Any]:
         choices = [{"index": i, "text": "".join(c.text),
@@ -103,7 +123,11 @@ class StreamShape:
     created: int
     model: str
     include_usage: bool
+    tool_names: frozenset[str] = frozenset()
     text_len: dict[int, int] = field(default_factory=dict)
+    tool_streams: dict[int, ToolCallStream] = field(default_factory=dict)
+    calls_sent: dict[int, int] = field(default_factory=dict)  # tool calls streamed, by choice
+    reasoning: dict[int, ReasoningSplit] = field(default_factory=dict)
 
     def _wrap(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
@@ -132,6 +156,55 @@ class StreamShape:
         return self._wrap([{"index": c.index, "text": c.text,
                             "logprobs": completion_logprobs(c.logprobs, offset),
                             "finish_reason": reason}])
+
+    def payloads(self, c: Chunk) -> list[dict[str, Any]]:
+        """Every payload for chunk `c` (none when it carries nothing to show)."""
+        if self.kind != "chat":
+            payload = self.delta(c)
+            return [] if payload is None else [payload]
+        split = self.reasoning.setdefault(c.index, ReasoningSplit())
+        reasoning, text = split.feed(c.text)
+        if c.finish_reason is not None:
+            more = split.finish()
+            reasoning, text = reasoning + more[0], text + more[1]
+        out = [self._choice(c.index, {"reasoning_content": reasoning}, None)] if reasoning else []
+        if not self.tool_names:
+            payload = self.delta(dataclasses.replace(c, text=text))
+            return out if payload is None else [*out, payload]
+        stream = self.tool_streams.setdefault(c.index, ToolCallStream(self.tool_names))
+        events = stream.feed(text)
+        if c.finish_reason is not None:
+            events += stream.finish()
+        for e in events:
+            if isinstance(e, ToolCall):
+                k = self.calls_sent.get(c.index, 0)
+                self.calls_sent[c.index] = k + 1
+                out.extend(self._tool_call_deltas(c.index, k, e))
+            elif e:
+                out.append(self._choice(c.index, {"content": e}, None))
+        if c.logprobs:
+            out.append(self._wrap([{"index": c.index, "delta": {},
+                                    "logprobs": chat_logprobs(c.logprobs),
+                                    "finish_reason": None}]))
+        if c.finish_reason is not None:
+            reason = finish_reason(c.finish_reason)
+            if self.calls_sent.get(c.index) and reason == "stop":
+                reason = "tool_calls"
+            out.append(self._choice(c.index, {}, reason))
+        return out
+
+    def _choice(self, index: int, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        return self._wrap([{"index": index, "delta": delta, "logprobs": None,
+                            "finish_reason": reason}])
+
+    def _tool_call_deltas(self, index: int, k: int, call: ToolCall) -> list[dict[str, Any]]:
+        """As OpenAI streams a call: its id, type and name with empty arguments, then the
+        arguments (in one piece: the call is parsed whole before it is sent)."""
+        head = {"index": k, "id": call.id, "type": "function",
+                "function": {"name": call.name, "arguments": ""}}
+        body = {"index": k, "function": {"arguments": call.arguments}}
+        return [self._choice(index, {"tool_calls": [head]}, None),
+                self._choice(index, {"tool_calls": [body]}, None)]
 
     def usage(self, u: UsageInfo | None) -> dict[str, Any]:
         out = self._wrap([])

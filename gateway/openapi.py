@@ -60,6 +60,48 @@ _COMMON: dict[str, Any] = {
     "max_tokens": _nullable(_int(1)),
 }
 
+_SCHEMA_OBJECT = {"type": "object", "description": "a JSON Schema; compiled at once, 400 "
+                  "naming the field when it does not compile"}
+_RESPONSE_FORMAT = _nullable({
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+        "json_schema": {"type": "object", "properties": {
+            "name": {"type": "string"}, "strict": _nullable({"type": "boolean"}),
+            "schema": _SCHEMA_OBJECT}},
+    },
+    "description": "json_schema requires json_schema.schema; see docs/STRUCTURED.md",
+})
+_GUIDED: dict[str, Any] = {
+    "response_format": _RESPONSE_FORMAT,
+    "guided_json": _nullable(_SCHEMA_OBJECT),
+    "guided_regex": _nullable({"type": "string"}),
+    "guided_choice": _nullable({"type": "array", "minItems": 1, "items": {"type": "string"}}),
+    "guided_grammar": _nullable({"type": "string", "description": "llguidance Lark"}),
+}
+_TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "properties": {
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+            "description": _nullable({"type": "string"}),
+            "parameters": _nullable(_SCHEMA_OBJECT),
+            "strict": _nullable({"type": "boolean"})}},
+    },
+}
+_TOOL_CALL = {
+    "type": "object",
+    "required": ["function"],
+    "properties": {
+        "id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
+        "function": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+}
+
 _TEXT_PART = {
     "type": "object",
     "required": ["type", "text"],
@@ -75,7 +117,11 @@ _MESSAGE = {
             "oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}],
             "nullable": True,
         },
+        "tool_calls": _nullable({"type": "array", "items": _TOOL_CALL}),
+        "tool_call_id": _nullable({"type": "string"}),
+        "name": _nullable({"type": "string"}),
     },
+    "description": "a tool message needs tool_call_id",
 }
 
 CHAT_REQUEST = {
@@ -90,8 +136,19 @@ CHAT_REQUEST = {
         "stream_options": _nullable(
             {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
         ),
+        **_GUIDED,
+        "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL}),
+        "tool_choice": _nullable({"oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            {"type": "object", "required": ["type", "function"], "properties": {
+                "type": {"type": "string", "enum": ["function"]},
+                "function": {"type": "object", "required": ["name"],
+                             "properties": {"name": {"type": "string"}}}}}]}),
+        "parallel_tool_calls": _nullable({"type": "boolean"}),
     },
-    "description": "stream_options only with stream true; top_logprobs only with logprobs true.",
+    "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
+                   "tool_choice only with tools (a named one must be among them); at most one "
+                   "of response_format (not text) and guided_*.",
 }
 
 COMPLETION_REQUEST = {
@@ -107,6 +164,7 @@ COMPLETION_REQUEST = {
         },
         "logprobs": _nullable(_int(0, 20)),
         "echo": _nullable({"type": "boolean", "enum": [False]}),
+        **_GUIDED,
         "stream_options": _nullable(
             {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
         ),

@@ -51,9 +51,34 @@ class Message:
 
 
 @dataclass
+class ToolCall:
+    """A function call the assistant made; `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ToolDef:
+    """A function the model may call; `parameters` is its JSON Schema as JSON text ("" for
+    none), kept as text so the wire stays typed whatever the schema holds."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""
+
+
+@dataclass
 class ChatMessage:
+    """One chat turn. An assistant turn may carry `tool_calls`; a `tool` turn answers the
+    call `tool_call_id`."""
+
     role: str
     content: str
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -74,6 +99,8 @@ class SamplingFields:
     ignore_eos: bool = False
     logprobs: int | None = None
     priority: int = 0  # a scheduling hint: higher is admitted first, preempted last
+    grammar_kind: str = ""  # constrained decoding: "" or one of kvmesh.grammar.KINDS
+    grammar: str = ""  # the grammar's source; see kvmesh/grammar.py
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:
@@ -96,6 +123,7 @@ class GenerateRequest(Message, SamplingFields):
     tenant: str = ""
     session: str = ""  # session-affinity hint (the OpenAI `user` field or a header)
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
+    tools: list[ToolDef] | None = None  # reach the chat template (router/tool_prompt.py)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Prompt to token ids, exactly as the worker's engine would tokenise it.
 
-Chat messages go through the model's chat template with the generation prompt appended, then
-the same `encode` as plain text. The tokenizer is the engine's own class, loaded from the same
-model files, so router and engine agree token for token (which KV-block hashing relies on).
+Chat messages (and tools, see router/tool_prompt.py) go through the model's chat template with
+the generation prompt appended, then the same `encode` as plain text. The tokenizer is the
+engine's own class, loaded from the same model files, so router and engine agree token for
+token (which KV-block hashing relies on).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmesh.wire import GenerateRequest
+from router.tool_prompt import template_inputs
 
 
 @dataclass
@@ -28,8 +30,10 @@ class PromptTokenizer:
     def encode(self, req: GenerateRequest) -> list[int]:
         """Token ids of `req`'s prompt; ValueError when it has none."""
         if req.messages is not None:
-            messages = [{"role": m.role, "content": m.content} for m in req.messages]
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            messages, extra = template_inputs(req.messages, req.tools,
+                                              self.tokenizer.chat_template)
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                      **extra)
             return list(self.tokenizer.encode(text))
         if req.prompt is not None:
             return list(self.tokenizer.encode(req.prompt))

@@ -226,6 +226,17 @@ class EngineCollector(Collector):
             (c, "preemptions", "Sequences preempted for KV space", s.preemptions),
         ):
             yield from self._family(kind, name, doc, value)
+        gs = getattr(s, "grammar", None)  # constrained decoding (inference/engine/grammar.py)
+        if gs is not None:
+            for name, doc, value in (
+                ("grammar_compiles", "Grammars compiled (cache misses)", gs.compiles),
+                ("grammar_cache_hits", "Constrained sequences served a cached compiled grammar",
+                 gs.cache_hits),
+                ("grammar_compile_seconds", "Time spent compiling grammars", gs.compile_seconds),
+                ("constrained_tokens", "Tokens sampled under a grammar mask",
+                 gs.constrained_tokens),
+            ):
+                yield from self._family(c, name, doc, value)
 
 
 class InstanceInfo(Collector):

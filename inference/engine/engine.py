@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
 from .errors import DuplicateRequest
+from .grammar import Grammars, GrammarStats
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
@@ -41,6 +42,7 @@ class EngineStats:
     prefix_hit_tokens: int
     prompt_tokens: int
     preemptions: int
+    grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
 
     @property
     def kv_usage(self) -> float:
@@ -93,6 +95,7 @@ class LLMEngine:
         if tokenizer is not None:
             eos |= set(tokenizer.eos_token_ids)
         self.eos_ids = frozenset(eos)
+        self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
         self._requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -142,9 +145,9 @@ class LLMEngine:
             raise DuplicateRequest("request_id", f"{request_id!r} is already running")
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
+        seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
-        seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)
         state.new_choice(seq, self.tokenizer)
         self.scheduler.add(seq)
 
@@ -168,6 +171,7 @@ class LLMEngine:
             params=params,
             arrival=time.monotonic(),
             generator=gen,
+            matcher=self.grammars.new_matcher(params),
         )
 
     def abort(self, request_id: str) -> None:
@@ -213,7 +217,8 @@ class LLMEngine:
         seqs = [batch.seqs[i] for i in sampled]
         seqs, logits = self._fork_new_choices(seqs, logits)
         rows = [SampleRow(s.params, s.generator) for s in seqs]
-        tokens, logprobs = sample(logits, rows, self._generator)
+        # Built after the forward pass is launched: on CUDA the CPU mask overlaps the GPU.
+        tokens, logprobs = sample(logits, rows, self._generator, self.grammars.masks(seqs))
         for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
             outputs.append(self._on_token(seq, token, lp))
         return outputs
@@ -245,7 +250,8 @@ class LLMEngine:
     def _on_token(self, seq: Sequence, token: int, logprob) -> StepOutput:
         state = self._requests[seq.request_id]
         choice = state.choices[seq.index]
-        out = choice.on_token(token, logprob, self.eos_ids, self.max_model_len)
+        done = self.grammars.advance(seq, token)
+        out = choice.on_token(token, logprob, self.eos_ids, self.max_model_len, done)
         if out.finish_reason is not None:
             self.scheduler.remove(seq)
             if state.finished:
@@ -281,6 +287,7 @@ class LLMEngine:
             prefix_hit_tokens=kv.prefix_hit_tokens,
             prompt_tokens=kv.prefix_query_tokens,
             preemptions=self.scheduler.num_preemptions,
+            grammar=replace(self.grammars.stats),
         )
 
     def take_kv_events(self) -> tuple[list[int], list[int]]:

@@ -22,18 +22,26 @@ class ChoiceState:
     finish_reason: str | None = None
 
     def on_token(
-        self, token: int, logprob: TokenLogprob | None, eos_ids: frozenset[int], max_len: int
+        self,
+        token: int,
+        logprob: TokenLogprob | None,
+        eos_ids: frozenset[int],
+        max_len: int,
+        grammar_done: bool = False,
     ) -> StepOutput:
+        """`grammar_done`: the sequence's grammar is complete, so this token ends it ("stop");
+        an eos token that completes it is not shown, any other token is."""
         seq, params = self.seq, self.seq.params
         seq.token_ids.append(token)
         reason = None
-        if (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+        hidden = (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids
+        if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
             reason = "stop"
         elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= max_len:
             reason = "length"
         text = ""
         if self.detok is not None:
-            delta = "" if reason == "stop" else self.detok.push([token])
+            delta = "" if hidden else self.detok.push([token])
             if reason is not None:
                 delta += self.detok.flush()
             text = self.stops.feed(delta, final=reason is not None)

@@ -106,6 +106,9 @@ class ModelRunner:
     def execute(self, batch: ScheduledBatch, sample_rows: list[int]) -> torch.Tensor:
         """Run one step; logits `[len(sample_rows), vocab]` (float32) for the given batch rows."""
         input_ids, positions, meta, last_rows = self.prepare(batch)
+        # Copied before the forward is queued: a blocking host-to-device copy after it would
+        # wait for it, and the engine builds grammar masks on the CPU while the GPU computes.
+        rows = torch.tensor([last_rows[i] for i in sample_rows], device=self.device)
         if self.decode_hook is not None and meta.is_decode:
             hidden = self.decode_hook(input_ids, positions, meta)
         else:
@@ -113,5 +116,4 @@ class ModelRunner:
             hidden = self.model(input_ids, positions, self.kv_cache, meta)
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
-        rows = torch.tensor([last_rows[i] for i in sample_rows], device=self.device)
         return self.model.compute_logits(hidden[rows])

@@ -17,7 +17,9 @@ class SamplingParams:
 
     `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` makes sampling
     reproducible whatever else is in the batch; choice i uses seed + i. `priority`: a higher
-    value is admitted first and preempted last.
+    value is admitted first and preempted last. `grammar_kind`/`grammar` constrain decoding
+    (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
+    pickle across processes, and the engine compiles them.
     """
 
     max_tokens: int = 16
@@ -31,6 +33,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None
     priority: int = 0
+    grammar_kind: str = ""  # "" (free), or one of kvmesh.grammar.KINDS
+    grammar: str = ""  # the grammar's source (a JSON schema, a regex, ...)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -59,6 +63,22 @@ class SamplingParams:
             raise bad("stop", "must be at most 16 non-empty strings")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if self.grammar_kind or self.grammar:
+            self._validate_grammar()
+
+    def _validate_grammar(self) -> None:
+        from kvmesh.grammar import grammar_error
+
+        if self.ignore_eos:
+            raise InvalidParameter("ignore_eos", "cannot be combined with a grammar (it ends the "
+                                   "answer)")
+        try:
+            err = grammar_error(self.grammar_kind, self.grammar)
+        except ImportError:
+            raise InvalidParameter("grammar", "constrained decoding needs the llguidance "
+                                   "package, which this worker lacks") from None
+        if err:
+            raise InvalidParameter("grammar", err)
 
     @property
     def greedy(self) -> bool:

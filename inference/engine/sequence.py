@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -25,6 +26,8 @@ class Sequence:
     `token_ids` holds prompt then generated tokens. The first `num_computed_tokens` of them
     have K/V in the blocks of `block_table`; the rest are computed by coming steps.
     `block_hashes[i]` is the chained key of full block i, known once that block is computed.
+    `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
+    constrained sequence; None when it is unconstrained.
     """
 
     seq_id: int
@@ -40,6 +43,7 @@ class Sequence:
     block_hashes: list[BlockHash] = field(default_factory=list)
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
+    matcher: Any = None
 
     @property
     def priority(self) -> int:

@@ -182,6 +182,10 @@ class Tokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
+    def to_json(self) -> str:
+        """The tokenizer as Hugging Face `tokenizer.json` text (the grammar engine reads it)."""
+        return self._tok.to_str()
+
     # ---- chat -----------------------------------------------------------------------------
 
     def apply_chat_template(

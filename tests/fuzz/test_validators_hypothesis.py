@@ -24,7 +24,9 @@ from kvmesh.config import GatewayConfig
 FIELDS = ["model", "messages", "prompt", "stream", "stream_options", "temperature", "top_p",
           "top_k", "seed", "n", "stop", "stop_token_ids", "ignore_eos", "priority", "user",
           "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs", "echo",
-          "frequency_penalty", "presence_penalty", "unknown_field"]
+          "frequency_penalty", "presence_penalty", "unknown_field", "response_format", "tools",
+          "tool_choice", "parallel_tool_calls", "guided_json", "guided_regex", "guided_choice",
+          "guided_grammar", "functions"]
 NUMBERS = st.one_of(st.integers(), st.integers(min_value=-(1 << 70), max_value=1 << 70),
                     st.floats(allow_nan=True, allow_infinity=True), st.just(1 << 64),
                     st.just(-1), st.just(0))
@@ -32,7 +34,11 @@ JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), NUMBERS, st.text(max_size=20)),
     lambda inner: st.one_of(st.lists(inner, max_size=4),
                             st.dictionaries(st.sampled_from(["role", "content", "type", "text",
-                                                             "include_usage", "x"]) | st.text(
+                                                             "include_usage", "x", "json_schema",
+                                                             "schema", "function", "name",
+                                                             "parameters", "tool_calls",
+                                                             "tool_call_id", "arguments",
+                                                             "properties"]) | st.text(
                                 max_size=5), inner, max_size=4)),
     max_leaves=12,
 )
@@ -106,7 +112,7 @@ CASES: dict[str, bytes] = {
     "NaN": b'{"model": "m", "prompt": "hi", "temperature": NaN}',
     "negative": b'{"model": "m", "prompt": "hi", "max_tokens": -1, "n": -5}',
     "unknown fields": b'{"model": "m", "prompt": "hi", "messages": [{"role": "user"}], '
-                      b'"zzz": {"deep": [1, 2]}, "tools": []}',
+                      b'"zzz": {"deep": [1, 2]}, "yyy": []}',
     "not an object": b'[1, 2, 3]',
     "empty": b"",
     "nul bytes": b'\x00\x00{"model": "m"}',

@@ -132,6 +132,8 @@ def test_every_sampling_field_but_priority_changes_the_cache_key() -> None:
         "ignore_eos": True,
         "logprobs": 2,
         "priority": 5,
+        "grammar_kind": "regex",
+        "grammar": "a+",
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():

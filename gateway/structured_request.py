@@ -1,0 +1,155 @@
+"""Structured output and tool fields of a request, validated into a grammar spec and tools.
+
+Fields (chat and completions unless said):
+- `response_format`: `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
+  `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`.
+- vLLM's extensions (sent through `extra_body`): `guided_json` (a schema), `guided_regex`,
+  `guided_choice` (a list of strings), `guided_grammar` (llguidance Lark).
+- chat only: `tools` (functions with JSON-Schema `parameters`), `tool_choice` (`none`, `auto`,
+  `required` or `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
+
+At most one of `response_format` (other than text) and the `guided_*` fields may be set.
+`tool_choice` `required` or a named function constrains the answer to tool calls (a
+`tool_calls` grammar, which replaces any other); `auto` leaves the answer free and the
+gateway parses any calls (gateway/tool_calls.py). Every schema and grammar is compiled here
+(llguidance, no tokenizer) so a bad one is a 400 naming the user's field, never a worker
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gateway.errors import bad_field
+from kvmesh.grammar import grammar_error, tool_calls_source
+from kvmesh.wire import SamplingFields, ToolDef
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_GUIDED = {"guided_json": "json_schema", "guided_regex": "regex", "guided_choice": "choice",
+           "guided_grammar": "lark"}
+
+
+def parse_grammar(body: dict[str, Any], req: SamplingFields) -> None:
+    """Set `req.grammar_kind`/`req.grammar` from `response_format` or a `guided_*` field."""
+    specs: list[tuple[str, str, str]] = []  # (param, kind, source)
+    if (rf := _response_format(body.get("response_format"))) is not None:
+        specs.append(rf)
+    for name, kind in _GUIDED.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if kind in ("regex", "lark") and not isinstance(value, str):
+            raise bad_field(name, "must be a string")
+        if kind == "json_schema" and not isinstance(value, dict | str):
+            raise bad_field(name, "must be a JSON Schema object")
+        source = value if isinstance(value, str) else json.dumps(value)
+        specs.append((name, kind, source))
+    if len(specs) > 1:
+        raise bad_field(specs[1][0], f"cannot be combined with {specs[0][0]}")
+    if specs:
+        param, kind, source = specs[0]
+        _check(param, kind, source)
+        req.grammar_kind, req.grammar = kind, source
+
+
+def _response_format(rf: Any) -> tuple[str, str, str] | None:
+    if rf is None:
+        return None
+    if not isinstance(rf, dict):
+        raise bad_field("response_format", "must be an object")
+    kind = rf.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "response_format", "json_schema", '{"type": "object"}'
+    if kind != "json_schema":
+        raise bad_field("response_format.type", "must be text, json_object or json_schema")
+    spec = rf.get("json_schema")
+    if not isinstance(spec, dict):
+        raise bad_field("response_format.json_schema", "required, an object")
+    if not isinstance(spec.get("name", ""), str):
+        raise bad_field("response_format.json_schema.name", "must be a string")
+    if not isinstance(spec.get("strict", False), bool | None):
+        raise bad_field("response_format.json_schema.strict", "must be a boolean")
+    schema = spec.get("schema", {})
+    if not isinstance(schema, dict):
+        raise bad_field("response_format.json_schema.schema", "must be a JSON Schema object")
+    return "response_format.json_schema.schema", "json_schema", json.dumps(schema)
+
+
+def _check(param: str, kind: str, source: str) -> None:
+    if err := grammar_error(kind, source):
+        raise bad_field(param, err)
+
+
+def parse_tools(body: dict[str, Any]) -> tuple[list[ToolDef] | None, str, str | None, bool]:
+    """(tools, tool_choice, the named function or None, parallel_tool_calls)."""
+    raw = body.get("tools")
+    for legacy in ("functions", "function_call"):
+        if body.get(legacy) is not None:
+            raise bad_field(legacy, "deprecated and not supported; use tools and tool_choice")
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise bad_field("parallel_tool_calls", "must be a boolean")
+    tools = None if raw is None else _tools(raw)
+    choice, name = _tool_choice(body.get("tool_choice"), tools)
+    return tools, choice, name, parallel
+
+
+def _tools(raw: Any) -> list[ToolDef]:
+    if not isinstance(raw, list) or not raw or len(raw) > 128:
+        raise bad_field("tools", "must be a non-empty array of at most 128 tools")
+    out: list[ToolDef] = []
+    for i, t in enumerate(raw):
+        where = f"tools[{i}]"
+        if not isinstance(t, dict) or t.get("type") != "function":
+            raise bad_field(f"{where}.type", "must be 'function'")
+        fn = t.get("function")
+        if not isinstance(fn, dict):
+            raise bad_field(f"{where}.function", "required, an object")
+        name = fn.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise bad_field(f"{where}.function.name", "must match ^[a-zA-Z0-9_-]{1,64}$")
+        if any(d.name == name for d in out):
+            raise bad_field(f"{where}.function.name", f"duplicate function name {name!r}")
+        desc = fn.get("description", "")
+        if not isinstance(desc, str | None):
+            raise bad_field(f"{where}.function.description", "must be a string")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise bad_field(f"{where}.function.parameters", "must be a JSON Schema object")
+        source = "" if params is None else json.dumps(params)
+        if source:
+            _check(f"{where}.function.parameters", "json_schema", source)
+        out.append(ToolDef(name, desc or "", source))
+    return out
+
+
+def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None]:
+    if raw is None:
+        return ("auto" if tools else "none"), None
+    if tools is None:
+        raise bad_field("tool_choice", "only allowed when tools are given")
+    if raw in ("none", "auto", "required"):
+        return raw, None
+    if isinstance(raw, dict) and raw.get("type") == "function" \
+            and isinstance(raw.get("function"), dict):
+        name = raw["function"].get("name")
+        if any(t.name == name for t in tools):
+            return "function", name
+        raise bad_field("tool_choice.function.name", f"no tool is named {name!r}")
+    raise bad_field("tool_choice", "must be none, auto, required or "
+                    '{"type": "function", "function": {"name": ...}}')
+
+
+def tool_grammar(tools: list[ToolDef], choice: str, name: str | None,
+                 parallel: bool) -> str | None:
+    """The `tool_calls` grammar source forcing calls (`required` or a named function), else
+    None. The engine picks the calls' form from the model's template."""
+    if choice not in ("required", "function"):
+        return None
+    chosen = [t for t in tools if choice == "required" or t.name == name]
+    pairs = [(t.name, json.loads(t.parameters) if t.parameters else {}) for t in chosen]
+    return tool_calls_source(pairs, parallel and choice == "required")

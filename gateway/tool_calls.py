@@ -1,0 +1,150 @@
+"""Tool calls parsed out of the model's text, whole (`split_tool_calls`) or as it streams
+(`ToolCallStream`).
+
+Two forms are recognised:
+- Hermes/Qwen: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, any number, with
+  text around them (the text is the message's content). The tool grammar (kvmesh/grammar.py)
+  drives any model, the default one included, to this form.
+- Llama 3.1: the whole answer is one JSON object `{"name": ..., "parameters": {...}}`
+  (optionally after `<|python_tag|>`).
+A call is only taken when its name is one of the request's tools and its arguments are a JSON
+object; anything else stays content, so a model that writes about tools is not misread.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvmesh.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from kvmesh.wire import ToolCall
+
+_PYTHON_TAG = "<|python_tag|>"
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def parse_call(text: str, names: frozenset[str]) -> ToolCall | None:
+    """One call from its JSON text, or None when it is not a call to one of `names`."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("name") not in names:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):  # some models write the arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return ToolCall(new_call_id(), obj["name"], json.dumps(args, ensure_ascii=False))
+
+
+def split_tool_calls(text: str, names: frozenset[str]) -> tuple[str | None, list[ToolCall]]:
+    """(the content left, the calls) of a whole answer; content None when nothing is left."""
+    stream = ToolCallStream(names)
+    events = [*stream.feed(text), *stream.finish()]
+    content = "".join(e for e in events if isinstance(e, str))
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    if calls:
+        return (content if content.strip() else None), calls
+    return content, calls
+
+
+@dataclass
+class ToolCallStream:
+    """Feeds text pieces in, gets content pieces (str) and complete `ToolCall`s out, in order.
+
+    Content is held back only while it could be the start of `<tool_call>`, or, at the start
+    of the answer, while it could be a Llama-3.1 JSON call (then until the answer ends).
+    Whitespace is held until text follows it: whitespace around calls is dropped.
+    """
+
+    names: frozenset[str]
+    _buf: str = ""
+    _in_call: bool = False
+    _started: bool = False  # some content was released
+    _whole_json: bool = False  # the answer opened like a bare JSON call: hold it all
+    _ws: str = ""  # whitespace not yet known to be content
+    calls: int = field(default=0)
+
+    def feed(self, text: str) -> list[str | ToolCall]:
+        self._buf += text
+        out: list[str | ToolCall] = []
+        while True:
+            if self._whole_json:
+                return out
+            if self._in_call:
+                end = self._buf.find(TOOL_CALL_CLOSE)
+                if end < 0:
+                    return out
+                body, self._buf = self._buf[:end], self._buf[end + len(TOOL_CALL_CLOSE):]
+                self._in_call = False
+                call = parse_call(body.strip(), self.names)
+                if call is None:
+                    self._emit(out, TOOL_CALL_OPEN + body + TOOL_CALL_CLOSE)
+                else:
+                    self._ws = ""
+                    out.append(call)
+                    self.calls += 1
+                continue
+            if not self._started and not self.calls:
+                head = self._buf.lstrip()
+                if head.startswith(("{", _PYTHON_TAG)):
+                    self._whole_json = True
+                    return out
+                if not head or _PYTHON_TAG.startswith(head):
+                    return out
+            start = self._buf.find(TOOL_CALL_OPEN)
+            if start >= 0:
+                self._emit(out, self._buf[:start])
+                self._buf = self._buf[start + len(TOOL_CALL_OPEN):]
+                self._in_call = True
+                continue
+            keep = _partial_suffix(self._buf, TOOL_CALL_OPEN)
+            self._emit(out, self._buf[: len(self._buf) - keep])
+            self._buf = self._buf[len(self._buf) - keep:]
+            return out
+
+    def _emit(self, out: list[str | ToolCall], text: str) -> None:
+        if not text.strip():
+            self._ws += text
+            return
+        body = text.rstrip()
+        out.append(self._ws + body)
+        self._ws = text[len(body):]
+        self._started = True
+
+    def finish(self) -> list[str | ToolCall]:
+        """Everything still held, at the end of the answer."""
+        buf, self._buf = self._buf, ""
+        if not self.calls:
+            buf, self._ws = self._ws + buf, ""
+        if self._whole_json:
+            call = parse_call(buf.strip().removeprefix(_PYTHON_TAG).strip(), self.names)
+            if call is not None:
+                self.calls += 1
+                return [call]
+        elif self._in_call:  # cut off inside a call (max_tokens): show what was written
+            return [TOOL_CALL_OPEN + buf]
+        return [buf] if buf else []
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `tag`."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def call_json(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments}}

@@ -1,0 +1,167 @@
+"""Grammar-constrained decoding in the engine, on the real SmolLM2 (llguidance masks)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+import torch
+
+from inference.engine.grammar import GrammarMask
+from inference.engine.sampler import apply_grammar
+from inference.engine.sampling_params import SamplingParams
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer"},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24}},
+                    "required": ["city"], "additionalProperties": False},
+    },
+    "required": ["name", "age", "role", "address"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def engine(smollm_gguf):
+    from inference.engine.config import EngineConfig
+    from inference.engine.engine import LLMEngine
+
+    torch.set_num_threads(1)
+    return LLMEngine.from_model(str(smollm_gguf), EngineConfig(
+        device="cpu", num_kv_blocks=128, max_model_len=512))
+
+
+def _prompt(engine, text: str) -> list[int]:
+    tok = engine.tokenizer
+    return tok.encode(tok.apply_chat_template([{"role": "user", "content": text}]))
+
+
+def _run(engine, requests: dict[str, tuple[list[int], SamplingParams]]):
+    for rid, (ids, params) in requests.items():
+        engine.add_request(rid, ids, params)
+    texts: dict[str, str] = dict.fromkeys(requests, "")
+    tokens: dict[str, list[int]] = {rid: [] for rid in requests}
+    reasons: dict[str, str] = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            texts[out.request_id] += out.text
+            tokens[out.request_id] += out.token_ids
+            if out.finish_reason:
+                reasons[out.request_id] = out.finish_reason
+    return texts, tokens, reasons
+
+
+def _schema_params(seed: int, schema=PERSON, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=120, temperature=1.0, seed=seed,
+                          grammar_kind="json_schema", grammar=json.dumps(schema), **kw)
+
+
+def test_sampled_constrained_answers_validate_against_their_schema(engine) -> None:
+    ids = _prompt(engine, "Describe a person as JSON.")
+    texts, _, reasons = _run(engine, {f"r{i}": (ids, _schema_params(i)) for i in range(8)})
+    for rid, text in texts.items():
+        assert reasons[rid] == "stop", text
+        jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_free_rows_get_the_same_tokens_beside_constrained_ones(engine) -> None:
+    free = SamplingParams(max_tokens=16, temperature=0.8, seed=7)
+    ids = _prompt(engine, "Write a haiku about the sea.")
+    _, alone, _ = _run(engine, {"free": (ids, free)})
+    mixed = {"free": (ids, free), "c0": (ids, _schema_params(1)), "c1": (ids, _schema_params(2))}
+    _, together, _ = _run(engine, mixed)
+    assert together["free"] == alone["free"]
+
+
+def test_preempted_constrained_sequences_stay_valid(smollm_gguf) -> None:
+    from inference.engine.config import EngineConfig
+    from inference.engine.engine import LLMEngine
+
+    # 8 blocks of 16 tokens: four 36-token prompts plus answers cannot all fit, so the
+    # scheduler preempts and recomputes while the matchers keep their state.
+    small = LLMEngine.from_model(str(smollm_gguf), EngineConfig(
+        device="cpu", num_kv_blocks=8, max_model_len=512, enable_prefix_caching=False))
+    ids = _prompt(small, "Describe a person as JSON.")
+    texts, _, reasons = _run(small, {f"r{i}": (ids, _schema_params(i)) for i in range(4)})
+    assert small.stats().preemptions > 0
+    for rid, text in texts.items():
+        if reasons[rid] == "stop":
+            jsonschema.validate(json.loads(text), PERSON)
+        else:  # cut by the pool, not by the grammar: still a prefix the grammar allows
+            assert reasons[rid] == "length" and text.startswith("{")
+
+
+def test_regex_and_choice_constrain_the_text(engine) -> None:
+    ids = _prompt(engine, "What is your phone number?")
+    regex = SamplingParams(max_tokens=30, temperature=1.0, seed=3, grammar_kind="regex",
+                           grammar=r"\+1-[0-9]{3}-[0-9]{4}")
+    choice = SamplingParams(max_tokens=30, temperature=1.0, seed=4, grammar_kind="choice",
+                            grammar=json.dumps(["yes", "no", "maybe later"]))
+    texts, _, reasons = _run(engine, {"regex": (ids, regex), "choice": (ids, choice)})
+    assert re.fullmatch(r"\+1-[0-9]{3}-[0-9]{4}", texts["regex"])
+    assert texts["choice"] in ("yes", "no", "maybe later")
+    assert reasons == {"regex": "stop", "choice": "stop"}
+
+
+def test_compiled_grammars_are_cached_by_source(engine) -> None:
+    before = engine.grammars.stats.compiles, engine.grammars.stats.cache_hits
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    ids = _prompt(engine, "Are you ok?")
+    _run(engine, {f"r{i}": (ids, _schema_params(i, schema)) for i in range(3)})
+    assert engine.grammars.stats.compiles == before[0] + 1
+    assert engine.grammars.stats.cache_hits == before[1] + 2
+
+
+@pytest.mark.parametrize(("kind", "source", "param"), [
+    ("json_schema", '{"type": "nonsense"}', "grammar"),
+    ("json_schema", "{not json", "grammar"),
+    ("regex", "a(", "grammar"),
+    ("choice", "[]", "grammar"),
+    ("xml", "<a/>", "grammar"),
+])
+def test_a_bad_grammar_is_refused_naming_the_field(kind, source, param) -> None:
+    with pytest.raises(ValueError, match=rf"^{param}: "):
+        SamplingParams(grammar_kind=kind, grammar=source)
+
+
+def test_a_grammar_with_ignore_eos_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^ignore_eos: "):
+        SamplingParams(grammar_kind="regex", grammar="a+", ignore_eos=True)
+
+
+def test_the_bitmask_masks_only_its_rows() -> None:
+    logits = torch.zeros(3, 70)
+    bits = torch.zeros(1, 3, dtype=torch.int32)
+    bits[0, 1] = 1 << 5  # allow token 37 only
+    apply_grammar(logits, GrammarMask(torch.tensor([1]), bits))
+    assert torch.isinf(logits[1]).sum() == 69 and logits[1, 37] == 0
+    assert not torch.isinf(logits[0]).any() and not torch.isinf(logits[2]).any()
+
+
+def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
+    from telemetry.metrics import EngineCollector
+
+    ids = _prompt(engine, "Yes or no?")
+    _run(engine, {"r": (ids, SamplingParams(max_tokens=5, grammar_kind="choice",
+                                            grammar='["yes", "no"]'))})
+    stats = engine.stats()
+    assert stats.grammar.compiles >= 1 and stats.grammar.constrained_tokens >= 1
+    families = {f.name: f for f in EngineCollector("m", engine.stats).collect()}
+    assert families["kvmesh_worker_grammar_compiles"].samples[0].value == stats.grammar.compiles
+    assert families["kvmesh_worker_constrained_tokens"].samples[0].value \
+        == stats.grammar.constrained_tokens
+
+
+def test_both_bitmask_unpackers_agree() -> None:
+    from inference.engine.sampler import forbidden_cpu, forbidden_on
+
+    bits = torch.randint(-(2**31), 2**31 - 1, (5, 40), dtype=torch.int32)
+    assert torch.equal(forbidden_cpu(bits, 1270), forbidden_on(bits, 1270))
+    word, bit = divmod(1000, 32)
+    assert bool(forbidden_cpu(bits, 1270)[0, 1000]) == (not (int(bits[0, word]) >> bit) & 1)
