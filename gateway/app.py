@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +28,7 @@ from aiohttp import web
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
 from gateway.admin import add_admin_routes
-from gateway.auth_client import AUTH, STREAM_KEY, Authenticator
+from gateway.auth_client import AUTH, STREAM_KEY, Authenticator, used_tokens
 from gateway.errors import ApiError, no_worker
 from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
@@ -99,17 +100,23 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    auth = request.app[AUTH]
-    ident = await auth.identify(request)  # 401 before the body is read
-    return await auth.authorized(request, ident, parse_chat(await _read_json(request)),
-                                 _generate)
+    return await _serve_generation(request, parse_chat)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    return await _serve_generation(request, parse_completion)
+
+
+async def _serve_generation(request: web.Request,
+                            parse: Callable[[Any], ParsedRequest]) -> web.StreamResponse:
     auth = request.app[AUTH]
-    ident = await auth.identify(request)
-    return await auth.authorized(request, ident, parse_completion(await _read_json(request)),
-                                 _generate)
+    ident = await auth.identify(request)  # 401 before the body is read
+    req = parse(await _read_json(request))
+    async with auth.admission(ident, req) as ticket:  # 403/429; released however it ends
+        try:
+            return await _generate(request, req)
+        finally:
+            ticket.settle(used_tokens(request))  # until _generate settles the real usage
 
 
 async def _read_json(request: web.Request) -> Any:

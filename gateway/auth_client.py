@@ -9,36 +9,32 @@ Contract:
   A `Revoked` broadcast drops the matching entries at once (by key id, or every key of a
   changed tenant), and a verification in flight while one arrives is not cached, so a revoked
   key fails on every gateway as soon as the broadcast lands.
-- `authorized(request, ident, req, handler)` wraps a generation of `ident`: 403 for a model outside
-  the tenant's scopes, the tenant's priority class and tenant name onto the request, its
-  `max_tokens` lowered to the tenant's cap, then admission (`AUTH_ADMIT`: 429 with
-  Retry-After when over a limit); after the handler, whatever the outcome, the real token
-  usage is settled (`AUTH_SETTLE`) in the background. The handler records its `ChunkStream`
-  under `request[STREAM_KEY]` so the usage can be read from it.
+- `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 403 for a
+  model outside the tenant's scopes, the tenant's priority class, name and `max_tokens` cap
+  onto the request, then admission (429 with Retry-After when over a limit), renewal and
+  release as gateway/admission.py says; the handler reports usage with `ticket.settle`.
 - 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
   because auth is down.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from auth.keys import MalformedKey, fingerprint, parse
+from gateway.admission import Admission, Ticket, reservation
 from gateway.errors import ApiError
 from gateway.mesh_client import ChunkStream, MeshClient
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
-from kvmesh.wire import Admit, AuthOk, Identity, Message, Revoked, Settle, VerifyKey
+from kvmesh.wire import AuthOk, Identity, Message, Revoked, VerifyKey
 from telemetry.services import auth_verified
 from telemetry.tracing import traced
 
@@ -57,7 +53,8 @@ class Authenticator:
         self.enabled = mesh.cfg.auth
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._generation = 0  # bumped by every revocation
-        self._background: set[asyncio.Task[None]] = set()
+        self._admission = Admission(lambda subject, msg: self._ask(subject, msg, AuthOk),
+                                    self.cfg.auth_timeout)
 
     async def start(self, app: web.Application | None = None) -> None:
         if not self.enabled:
@@ -153,16 +150,15 @@ class Authenticator:
 
     # -- may they, and how much ------------------------------------------------------------
 
-    async def authorized(
-        self,
-        request: web.Request,
-        ident: Identity | None,
-        req: ParsedRequest,
-        handler: Callable[[web.Request, ParsedRequest], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Run `handler` for `ident` (from `identify`, before the body was read)."""
+    def admission(self, ident: Identity | None,
+                  req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
+        """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
+        (from `identify`, before the body was read): 403 for a model outside the tenant's
+        scopes; the tenant's name, priority class and `max_tokens` cap onto `req`; then the
+        tenant's limits held for the block (gateway/admission.py). The handler reports the
+        real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
         if ident is None:
-            return await handler(request, req)
+            return self._admission.hold(Ticket())
         if "*" not in ident.models and req.model not in ident.models:
             raise ApiError(
                 403,
@@ -175,32 +171,9 @@ class Authenticator:
         req.tenant = ident.tenant
         if ident.max_tokens and (req.max_tokens is None or req.max_tokens > ident.max_tokens):
             req.max_tokens = ident.max_tokens
-        ticket = uuid.uuid4().hex
-        limited = bool(ident.rpm or ident.tpm or ident.max_concurrency)
-        if limited:
-            await self._ask(
-                wire.AUTH_ADMIT,
-                Admit(ident.tenant, ticket, ident.rpm, ident.tpm, ident.max_concurrency),
-                AuthOk,
-            )
-        try:
-            return await handler(request, req)
-        finally:
-            if ident.tpm or ident.max_concurrency:
-                self._settle_soon(
-                    Settle(
-                        ident.tenant, ticket, used_tokens(request), ident.tpm, ident.max_concurrency
-                    )
-                )
-
-    def _settle_soon(self, msg: Settle) -> None:
-        async def settle() -> None:
-            with contextlib.suppress(Exception):
-                await self.mesh.request(wire.AUTH_SETTLE, msg, self.cfg.auth_timeout, AuthOk)
-
-        task = asyncio.ensure_future(settle())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        return self._admission.hold(Ticket(
+            ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
+            reserved=reservation(req, ident)))
 
 
 AUTH = web.AppKey("auth", Authenticator)

@@ -120,7 +120,8 @@ class AuthConfig:
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
     rate_window: float = 60.0  # seconds that rpm/tpm limits span ("per minute")
-    concurrency_lease: float = 600.0  # seconds before a lost request's slot frees itself
+    concurrency_lease: float = 30.0  # seconds a slot is held without a renewal (a lost
+    # request's slot frees itself this long after its gateway last renewed it)
     max_concurrency: int = 256
     grace_period: float = 5.0
     log_level: str = "INFO"

@@ -383,6 +383,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 AUTH_VERIFY = "kvmesh.auth.verify"  # VerifyKey -> Identity | ErrorReply(401)
 AUTH_ADMIT = "kvmesh.auth.admit"  # Admit -> AuthOk | ErrorReply(429, retry_after)
 AUTH_SETTLE = "kvmesh.auth.settle"  # Settle -> AuthOk
+AUTH_RENEW = "kvmesh.auth.renew"  # Renew -> AuthOk (the slot's lease pushed ahead)
 AUTH_ADMIN = "kvmesh.auth.admin"  # AdminRequest -> AdminReply | ErrorReply
 AUTH_REVOKED = "kvmesh.auth.revoked"  # Revoked, a broadcast every gateway hears
 
@@ -414,7 +415,8 @@ class Identity(Message):
 
 @dataclass
 class Admit(Message):
-    """Take one request from the tenant's rate limits (and a concurrency slot)."""
+    """Take one request from the tenant's rate limits, reserve `tokens` (its worst case:
+    prompt estimate + max_tokens) from the token budget, and take a concurrency slot."""
 
     KIND: ClassVar[str] = "auth_admit"
     tenant: str
@@ -422,11 +424,22 @@ class Admit(Message):
     rpm: int = 0
     tpm: int = 0
     max_concurrency: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class Renew(Message):
+    """An admitted request still lives: push its concurrency slot's lease ahead."""
+
+    KIND: ClassVar[str] = "auth_renew"
+    tenant: str
+    request_id: str
 
 
 @dataclass
 class Settle(Message):
-    """An admitted request ended: charge its real token usage, free its concurrency slot."""
+    """An admitted request ended: give back its reservation, charge its real token usage,
+    free its concurrency slot. Idempotent, so a gateway may retry it."""
 
     KIND: ClassVar[str] = "auth_settle"
     tenant: str
@@ -438,7 +451,11 @@ class Settle(Message):
 
 @dataclass
 class AuthOk(Message):
+    """Yes. To an `Admit` that took a concurrency slot, `lease` is the seconds the slot is
+    held without a `Renew`."""
+
     KIND: ClassVar[str] = "auth_ok"
+    lease: float = 0.0
 
 
 @dataclass
@@ -466,4 +483,4 @@ class Revoked(Message):
 
 
 KINDS.update({cls.KIND: cls for cls in (
-    VerifyKey, Identity, Admit, Settle, AuthOk, AdminRequest, AdminReply, Revoked)})
+    VerifyKey, Identity, Admit, Renew, Settle, AuthOk, AdminRequest, AdminReply, Revoked)})

@@ -8,6 +8,7 @@ depends on a marker in the prompt or the last message:
 - `fake:silent`  accepts, then never sends a chunk (the gateway's chunk timeout must fire);
 - `fake:no-accept`  never answers the router request (the gateway's router timeout must fire);
 - `fake:flood`  accepts, then sends `FLOOD_CHUNKS` chunks of 8 KiB text as fast as it can;
+- `fake:slow`  accepts, then sends `SLOW_CHUNKS` one-token chunks `SLOW_PAUSE_S` apart;
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
 Cancels are recorded in `cancelled`, so a test can see that a dropped client was cancelled.
@@ -36,6 +37,8 @@ FAKE_MODEL = "fake-model"
 FAKE_WORKER = "fake"
 FLOOD_CHUNKS = 4000
 FLOOD_TEXT = "x" * 8192
+SLOW_CHUNKS = 20
+SLOW_PAUSE_S = 0.1
 
 
 class FakeBackend:
@@ -75,7 +78,10 @@ class FakeBackend:
             await msg.respond(wire.encode(Accepted(req.request_id, FAKE_WORKER, 3)))
             if "fake:silent" in text:
                 return
-            task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
+            if "fake:slow" in text:
+                task = asyncio.create_task(self._slow(nc, req))
+            else:
+                task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -101,6 +107,16 @@ class FakeBackend:
             )
             await nc.publish(wire.HEARTBEAT, wire.encode(hb))
             await asyncio.sleep(0.3)
+
+    async def _slow(self, nc: nats.NATS, req: GenerateRequest) -> None:
+        for seq in range(SLOW_CHUNKS):
+            if req.request_id in self.cancelled:
+                return
+            last = seq == SLOW_CHUNKS - 1
+            await nc.publish(req.reply_to, wire.encode(Chunk(
+                req.request_id, seq, 0, "x", [1], finish_reason="length" if last else None,
+                usage=UsageInfo(3, SLOW_CHUNKS) if last else None)))
+            await asyncio.sleep(SLOW_PAUSE_S)
 
     async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
         rid = req.request_id

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kvmesh import procs
 from tests.faults.fake_backend import FakeBackend
 from tests.integration.conftest import start_gateway
+from tests.integration.helpers import call
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 BOUND_S = 2.0  # the open gateway's router, chunk and SSE-write timeouts
@@ -64,6 +66,17 @@ def _wait_200(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not 200 within {timeout:g}s")
+
+
+def new_key(m: FakeMesh, **limits: Any) -> str:
+    """A key of a fresh tenant with `limits` (tenant fields), made through the admin API."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    status, body, _ = call("POST", m.auth_url + "/admin/tenants", {"name": name, **limits},
+                           ADMIN_KEY)
+    assert status == 200, body
+    status, body, _ = call("POST", m.auth_url + "/admin/keys", {"tenant": name}, ADMIN_KEY)
+    assert status == 201, body
+    return str(body["key"])
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,18 @@ def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
     assert status == 429 and "tokens" in body["error"]["message"]
     time.sleep(int(headers["Retry-After"]) + 0.2)
     assert complete(auth_mesh.a, key)[0] == 200
+
+
+def test_ten_parallel_requests_stay_within_a_small_tpm(auth_mesh: AuthMesh) -> None:
+    """Each admission reserves its prompt estimate + max_tokens, so 10 parallel requests of up
+    to 31 tokens against tpm=100 serve at most 100 tokens (issue 13: 910 were served)."""
+    _, key = new_tenant(auth_mesh.a, tpm=100)
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: complete(auth_mesh.a, key, max_tokens=30,
+                                                   ignore_eos=True), range(10)))
+    served = [body["usage"]["total_tokens"] for status, body, _ in replies if status == 200]
+    assert served and all(status in (200, 429) for status, _, _ in replies)
+    assert sum(served) <= 100, served
 
 
 def _auth_counters(mesh: AuthMesh) -> dict[str, float]:
