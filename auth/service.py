@@ -65,6 +65,7 @@ def identity(key_id: str, tenant: Tenant) -> Identity:
         tpm=tenant.tpm,
         max_concurrency=tenant.max_concurrency,
         max_tokens=tenant.max_tokens,
+        cache_salt=tenant.cache_salt,
     )
 
 

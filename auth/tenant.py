@@ -10,6 +10,9 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
   production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
 - `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
   0 = no cap.
+- `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
+  no other tenant can tell what it asked (kvmesh/block_hash.py); tenants that set the same
+  group name share cached prefixes (e.g. a common system prompt) with each other only.
 """
 
 from __future__ import annotations
@@ -41,10 +44,18 @@ class Tenant:
     tpm: int = 0
     max_concurrency: int = 0
     max_tokens: int = 0
+    prefix_cache_group: str = ""
 
     @property
     def priority_value(self) -> int:
         return PRIORITY_CLASSES[self.priority]
+
+    @property
+    def cache_salt(self) -> str:
+        """The salt at the root of this tenant's prefix-cache chain."""
+        if self.prefix_cache_group:
+            return "group:" + self.prefix_cache_group
+        return "tenant:" + self.name
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -86,4 +97,9 @@ class Tenant:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise TenantError(name_, "a whole number >= 0 (0 = unlimited)")
             setattr(t, name_, value)
+        group = body.get("prefix_cache_group") or ""
+        if not isinstance(group, str) or (group and not _NAME.fullmatch(group)):
+            raise TenantError("prefix_cache_group",
+                              "empty (private), or 1-64 letters, digits, '.', '_' or '-'")
+        t.prefix_cache_group = group
         return t

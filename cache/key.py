@@ -7,8 +7,9 @@ Contract:
   model name and revision, the tenant (tenants never share entries), the request kind, the
   prompt (messages as role/content pairs, text, or token ids) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
-  logprobs). Delivery options (`stream`, `include_usage`) and scheduling hints (`priority`,
-  the session) are not in the key: the same answer is served streamed or not.
+  logprobs). Delivery options (`stream`, `include_usage`), scheduling hints (`priority`,
+  the session) and the prefix-cache salt are not in the key: the same answer is served
+  streamed or not, however it was scheduled and whatever KV blocks it reused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from kvmesh.wire import sampling_of
 
 KEY_VERSION = 1  # bump when the cached entry's meaning changes
+ANSWER_NEUTRAL = frozenset({"priority", "cache_salt"})  # sampling fields that leave it alone
 
 
 def cacheable(req: Any) -> bool:
@@ -38,8 +40,8 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
         "prompt": req.prompt,
         "prompt_token_ids": req.prompt_token_ids,
         # Every sampling field, so one added to the wire is in the key without an edit here;
-        # priority only orders the work, the answer is the same.
-        **{k: v for k, v in sampling_of(req).items() if k != "priority"},
+        # priority only orders the work and the salt only picks KV blocks: same answer.
+        **{k: v for k, v in sampling_of(req).items() if k not in ANSWER_NEUTRAL},
     }
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()

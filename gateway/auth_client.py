@@ -154,7 +154,8 @@ class Authenticator:
                   req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
         """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
         (from `identify`, before the body was read): 403 for a model outside the tenant's
-        scopes; the tenant's name, priority class and `max_tokens` cap onto `req`; then the
+        scopes; the tenant's name, priority class, prefix-cache salt and `max_tokens` cap onto
+        `req`; then the
         tenant's limits held for the block (gateway/admission.py). The handler reports the
         real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
         if ident is None:
@@ -169,6 +170,7 @@ class Authenticator:
             )
         req.priority = ident.priority
         req.tenant = ident.tenant
+        req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
         if ident.max_tokens and (req.max_tokens is None or req.max_tokens > ident.max_tokens):
             req.max_tokens = ident.max_tokens
         return self._admission.hold(Ticket(

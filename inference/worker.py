@@ -393,6 +393,7 @@ def sampling_params(req: GenerateRequest, max_tokens: int) -> Any:
         max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
         seed=req.seed, n=req.n, stop=list(req.stop), stop_token_ids=list(req.stop_token_ids),
         ignore_eos=req.ignore_eos, logprobs=req.logprobs, priority=req.priority,
+        cache_salt=req.cache_salt,
     )
 
 

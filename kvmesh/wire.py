@@ -80,6 +80,7 @@ class SamplingFields:
     ignore_eos: bool = False
     logprobs: int | None = None
     priority: int = 0  # a scheduling hint: higher is admitted first, preempted last
+    cache_salt: str = ""  # roots the prefix-cache chain: only equal salts share cached blocks
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:
@@ -411,6 +412,7 @@ class Identity(Message):
     tpm: int = 0
     max_concurrency: int = 0
     max_tokens: int = 0
+    cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
 
 
 @dataclass

@@ -153,7 +153,7 @@ class Router(Actor):
             bs = v.beat.block_size
             keys = chains.get(bs)
             if keys is None:
-                keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs)
+                keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs, req.cache_salt)
             out.append(Candidate(v, self.kv_index.overlap(wid, keys), len(keys),
                                  is_overloaded(v, self.policy.params)))
         return out

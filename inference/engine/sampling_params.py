@@ -15,7 +15,8 @@ class SamplingParams:
 
     `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` makes sampling
     reproducible whatever else is in the batch; choice i uses seed + i. `priority`: a higher
-    value is admitted first and preempted last.
+    value is admitted first and preempted last. `cache_salt` roots the request's prefix-cache
+    chain (kvmesh/block_hash.py): only requests with the same salt share cached blocks.
     """
 
     max_tokens: int = 16
@@ -29,6 +30,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None
     priority: int = 0
+    cache_salt: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -55,6 +57,8 @@ class SamplingParams:
             raise bad("logprobs", f"must be in [0, 20], got {self.logprobs!r}")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
             raise bad("stop", "must be at most 16 non-empty strings")
+        if not isinstance(self.cache_salt, str):
+            raise bad("cache_salt", f"must be a string, got {self.cache_salt!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
 

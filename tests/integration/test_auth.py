@@ -411,3 +411,31 @@ def test_tenants_never_share_result_cache_entries(mesh: Mesh, auth_mesh: AuthMes
         assert other["choices"][0]["text"] == first["choices"][0]["text"]  # greedy: same text
     finally:
         cache.stop()
+
+
+def test_a_tenant_cannot_see_another_tenants_cached_prompt_unless_they_share(
+        auth_mesh: AuthMesh) -> None:
+    """Tenant B guessing tenant A's prompt right gets no more cached tokens and no more
+    routing overlap than a wrong guess (issue 13: 48 cached tokens and overlap 3 told it).
+    Tenants in one `prefix_cache_group` do share the cached prefix."""
+    prompt = f"{uuid.uuid4().hex} " + "The quick brown fox jumps over the lazy dog. " * 8
+
+    def cached(key: str, text: str) -> tuple[int, int]:
+        status, body, headers = complete(auth_mesh.a, key, prompt=text, max_tokens=1)
+        assert status == 200, body
+        details = body["usage"].get("prompt_tokens_details") or {}
+        return details.get("cached_tokens", 0), int(headers["x-kvmesh-prefix-overlap"])
+
+    _, key_a = new_tenant(auth_mesh.a)
+    _, key_b = new_tenant(auth_mesh.a)
+    cached(key_a, prompt)
+    assert cached(key_a, prompt)[0] > 48  # the owner's own cache works
+    right, wrong = cached(key_b, prompt), cached(key_b, "A wrong guess " + prompt[32:])
+    assert right == wrong == (0, 0), (right, wrong)
+    group = "g" + uuid.uuid4().hex[:8]
+    _, key_c = new_tenant(auth_mesh.a, prefix_cache_group=group)
+    _, key_d = new_tenant(auth_mesh.a, prefix_cache_group=group)
+    shared = "Shared " + prompt
+    cached(key_c, shared)
+    tokens, overlap = cached(key_d, shared)
+    assert tokens > 48 and overlap > 3
