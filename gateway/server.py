@@ -31,7 +31,8 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     await mesh.start()
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period)
+    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
+                       reuse_port=True)  # several gateway processes may share the port
     await site.start()
     log.info("gateway listening on http://%s:%d", cfg.host, cfg.port)
     stop = stop or asyncio.Event()

@@ -225,7 +225,8 @@ class Actor:
             except Exception:
                 log.exception("%s: drain hook failed", self.name)
         if self.nc is not None and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+            if self.nc.is_connected:  # no drain through a lost connection: it would wait 30 s
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.nc.drain(), self.grace_period)
             with contextlib.suppress(Exception):
                 await self.nc.close()

@@ -140,6 +140,7 @@ class LaunchConfig:
     nats_port: int = 4222
     redis_port: int = 6379
     workers: int = 1
+    gateways: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0

@@ -1,16 +1,21 @@
 """`kvmesh up`: the whole mesh on this machine, for development and a first try.
 
 Contract:
-- Starts nats-server, redis-server, the router, `--workers` inference workers and the gateway
-  as child processes (each in its own process group, logs under `<state_dir>/logs/`), waits
-  until the gateway's /ready answers 200, then prints the URL with a curl and an openai example.
+- Starts nats-server, redis-server, the router, `--workers` inference workers and `--gateways`
+  gateway processes sharing one port (SO_REUSEPORT) as child processes (each in its own
+  process group, logs under `<state_dir>/logs/`), waits until the gateway's /ready answers
+  200, then prints the URL with a curl and an openai example.
 - Starts the result-cache actor (cache/service.py, on the same Redis).
 - Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
   admin, no limits) that the banner prints once, in the examples.
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
-  group), so no process is left behind. If a child dies on its own, everything stops and the
-  tail of its log is printed.
+  group), so no process is left behind. Children get SIGTERM when the launcher dies however it
+  dies (kvmesh/parent_death.py), so a killed launcher leaves nothing holding the ports.
+- A child that dies on its own is restarted with backoff while the rest serve on
+  (kvmesh/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
+  so with the tail of its log. When it gives up on a service the mesh cannot serve without
+  (nats, redis, router, auth, every worker or every gateway), everything stops, exit 1.
 - Only one `kvmesh up` runs per state dir: an exclusive lock on `<state_dir>/up.lock`, which
   the OS releases if we die. A second one says who holds it and exits 1.
 """
@@ -32,6 +37,7 @@ from typing import IO
 
 from kvmesh import procs
 from kvmesh.config import LaunchConfig, add_flags, from_namespace
+from kvmesh.supervisor import Supervisor
 
 STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
 
@@ -103,19 +109,16 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         pull_default_model()
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children: list[procs.Child] = []
+    sup = Supervisor()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _start_all(cfg, logs, children)
+        _start_all(cfg, logs, sup)
         url = f"http://{cfg.host}:{cfg.port}"
-        _wait_ready(url, cfg.ready_timeout, children, logs)
+        _wait_ready(url, cfg.ready_timeout, sup, logs)
         print(_banner(url, cfg, _dev_key(cfg)), flush=True)
-        while all(c.alive for c in children):
+        while True:
             time.sleep(0.5)
-        dead = next(c for c in children if not c.alive)
-        print(f"kvmesh: {dead.name} exited ({dead.proc.returncode}); stopping.\n"
-              + _tail(logs / f"{dead.name}.log"), file=sys.stderr)
-        return 1
+            _report(sup, logs)
     except Interrupted:
         print("\nkvmesh: stopping...", file=sys.stderr, flush=True)
         return 0
@@ -124,12 +127,22 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
-        _stop_all(children)
+        _stop_all(sup.children)
         for s, handler in old.items():
             signal.signal(s, handler)
 
 
-def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> None:
+def _report(sup: Supervisor, logs: Path) -> None:
+    """Restart what died, print what happened; RuntimeError when the mesh cannot serve."""
+    for event in sup.poll():
+        tail = "\n" + _tail(logs / f"{event.name}.log") if event.what == "gave_up" else ""
+        print(f"{event}{tail}", file=sys.stderr, flush=True)
+    lost = sup.essential_lost()
+    if lost is not None:
+        raise RuntimeError(f"gave up on {lost}; the mesh cannot serve without it. Stopping.")
+
+
+def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
     nats_url = f"nats://127.0.0.1:{cfg.nats_port}"
     env = {"KVMESH_NATS_URL": nats_url,
            "KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
@@ -143,25 +156,28 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
     print(where, flush=True)
 
     def log(name: str) -> IO[bytes]:
-        return open(logs / f"{name}.log", "wb")
+        return open(logs / f"{name}.log", "ab")  # appended across restarts
 
-    children.append(procs.start_nats(cfg.nats_port, log("nats")))
-    children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
-    children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
+    def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
+        sup.add(name, lambda: procs.start(name, argv, {**env, **(extra or {})}, log(name),
+                                          die_with_parent=True))
+
+    sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), die_with_parent=True))
+    sup.add("redis", lambda: procs.start_redis(cfg.redis_port, str(logs), log("redis"),
+                                               die_with_parent=True))
+    service("router", procs.service_argv("router"))
     auth_port, cache_port = _auxiliary_metrics_ports(cfg)
-    children.append(procs.start("auth", procs.service_argv("auth"), {
-        **env, "KVMESH_AUTH_METRICS_PORT": str(auth_port)}, log("auth")))
-    children.append(procs.start("cache", procs.service_argv("cache"), {
-        **env, "KVMESH_CACHE_METRICS_PORT": str(cache_port)}, log("cache")))
+    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(auth_port)})
+    service("cache", procs.service_argv("cache"), {"KVMESH_CACHE_METRICS_PORT": str(cache_port)})
     threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     for i in range(cfg.workers):
         wid = f"w{i}"
-        children.append(procs.start(wid, procs.service_argv("worker"), {
-            **env, "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
-            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i),
-        }, log(wid)))
-    children.append(procs.start("gateway", procs.service_argv(
-        "gateway", "--host", cfg.host, "--port", str(cfg.port)), env, log("gateway")))
+        service(wid, procs.service_argv("worker"), {
+            "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
+    for i in range(max(1, cfg.gateways)):
+        service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
+            "gateway", "--host", cfg.host, "--port", str(cfg.port)))
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
@@ -170,14 +186,11 @@ def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
     return after_workers, after_workers + 1
 
 
-def _wait_ready(url: str, timeout: float, children: list[procs.Child], logs: Path) -> None:
+def _wait_ready(url: str, timeout: float, sup: Supervisor, logs: Path) -> None:
     print(f"kvmesh: starting (logs in {logs}) ...", flush=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for c in children:
-            if not c.alive:
-                raise RuntimeError(f"{c.name} exited ({c.proc.returncode}) during start-up\n"
-                                   + _tail(logs / f"{c.name}.log"))
+        _report(sup, logs)
         with contextlib.suppress(urllib.error.URLError, OSError), \
                 urllib.request.urlopen(url + "/ready", timeout=2) as resp:
             if resp.status == 200:
@@ -225,7 +238,7 @@ def _banner(url: str, cfg: LaunchConfig, key: str) -> str:
     model = served_name(cfg.model)
     auth_port, cache_port = _auxiliary_metrics_ports(cfg)
     return f"""
-kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
+kvmesh is up: {url}  ({cfg.workers} worker(s), {cfg.gateways} gateway(s), model {model})
 
   API key (tenant 'dev', admin; shown once): {key}
 
