@@ -219,13 +219,19 @@ class CacheGet(Message):
     KIND: ClassVar[str] = "cache_get"
     key: str
     lead_wait: float = 0.0
+    part: int = 0  # > 0: just that part of a stored answer (see CacheHit), no waiting
 
 
 @dataclass
 class CacheHit(Message):
+    """A stored answer, or part `part` of one stored in `parts` parts (an answer over the NATS
+    max payload travels and is stored in parts; the reader asks for parts 1.. by `part`)."""
+
     KIND: ClassVar[str] = "cache_hit"
     key: str
     chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass
@@ -239,11 +245,15 @@ class CacheMiss(Message):
 
 @dataclass
 class CachePut(Message):
-    """Store a finished result (`chunks` empty: give the lease up without storing)."""
+    """Store a finished result (`chunks` empty: give the lease up without storing). An answer
+    over the NATS max payload is put in `parts` messages, `part` 0, 1, ...; the lease is freed
+    when the last of them is stored."""
 
     KIND: ClassVar[str] = "cache_put"
     key: str
     chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass

@@ -8,6 +8,9 @@ depends on a marker in the prompt or the last message:
 - `fake:silent`  accepts, then never sends a chunk (the gateway's chunk timeout must fire);
 - `fake:no-accept`  never answers the router request (the gateway's router timeout must fire);
 - `fake:flood`  accepts, then sends `FLOOD_CHUNKS` chunks of 8 KiB text as fast as it can;
+- `fake:big`  accepts, then sends `BIG_CHUNKS` chunks of `BIG_TEXT` (together over NATS's
+  1 MiB max payload, each well within it);
+- `fake:huge-chunk`  accepts, then sends one chunk of `HUGE_TEXT`, just within the payload;
 - `fake:slow`  accepts, then sends `SLOW_CHUNKS` one-token chunks `SLOW_PAUSE_S` apart;
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
@@ -37,6 +40,9 @@ FAKE_MODEL = "fake-model"
 FAKE_WORKER = "fake"
 FLOOD_CHUNKS = 4000
 FLOOD_TEXT = "x" * 8192
+BIG_CHUNKS = 3
+BIG_TEXT = "b" * (600 << 10)
+HUGE_TEXT = "h" * ((1 << 20) - 4096)
 SLOW_CHUNKS = 20
 SLOW_PAUSE_S = 0.1
 
@@ -80,6 +86,9 @@ class FakeBackend:
                 return
             if "fake:slow" in text:
                 task = asyncio.create_task(self._slow(nc, req))
+            elif "fake:big" in text or "fake:huge-chunk" in text:
+                texts = [BIG_TEXT] * BIG_CHUNKS if "fake:big" in text else [HUGE_TEXT]
+                task = asyncio.create_task(self._texts(nc, req, texts))
             else:
                 task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
             tasks.add(task)
@@ -107,6 +116,13 @@ class FakeBackend:
             )
             await nc.publish(wire.HEARTBEAT, wire.encode(hb))
             await asyncio.sleep(0.3)
+
+    async def _texts(self, nc: nats.NATS, req: GenerateRequest, texts: list[str]) -> None:
+        for seq, text in enumerate(texts):
+            last = seq == len(texts) - 1
+            await nc.publish(req.reply_to, wire.encode(Chunk(
+                req.request_id, seq, 0, text, [1], finish_reason="length" if last else None,
+                usage=UsageInfo(3, len(texts)) if last else None)))
 
     async def _slow(self, nc: nats.NATS, req: GenerateRequest) -> None:
         for seq in range(SLOW_CHUNKS):
