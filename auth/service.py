@@ -229,7 +229,7 @@ async def serve(cfg: AuthConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
     return run_service("auth", f"auth-{os.getpid()}", serve(cfg), cfg.log_level,
-                       cfg.metrics_port)
+                       cfg.metrics_port, cfg.metrics_host)
 
 
 if __name__ == "__main__":

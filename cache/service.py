@@ -222,7 +222,7 @@ async def serve(cfg: CacheConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(CacheConfig, sys.argv[1:] if argv is None else argv)
     return run_service("cache", f"cache-{os.getpid()}", serve(cfg), cfg.log_level,
-                       cfg.metrics_port)
+                       cfg.metrics_port, cfg.metrics_host)
 
 
 if __name__ == "__main__":

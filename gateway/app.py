@@ -8,6 +8,7 @@ Contract:
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
 - A client that disconnects (the handler is cancelled, or a write fails) cancels its request
   at the worker.
+- `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
 - `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
   runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
@@ -58,7 +59,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", telemetry_http.metrics_handler)
+    if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_document)
     return app
 
@@ -88,6 +90,11 @@ async def ready(request: web.Request) -> web.Response:
               "workers": sorted(mesh.models())}
     ok = bool(checks["nats"] and checks["router"] and checks["workers"])
     return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    request.app[AUTH].require_metrics_key(request)  # it lists tenant names
+    return await telemetry_http.metrics_handler(request)
 
 
 async def list_models(request: web.Request) -> web.Response:

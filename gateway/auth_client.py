@@ -35,6 +35,7 @@ from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
 from kvmesh.wire import AuthOk, Identity, Message, Revoked, VerifyKey
+from telemetry import http as telemetry_http
 from telemetry.services import auth_verified
 from telemetry.tracing import traced
 
@@ -91,7 +92,9 @@ class Authenticator:
         """The caller's identity (None when auth is off); ApiError 401/503 as above."""
         if not self.enabled:
             return None
-        return await self.verify(self.bearer(request))
+        ident = await self.verify(self.bearer(request))
+        telemetry_http.record(request).tenant = ident.tenant  # a 403/429 counts as its refusal
+        return ident
 
     @traced("auth.verify", observe=auth_verified)
     async def verify(self, key: str) -> Identity:
@@ -142,6 +145,17 @@ class Authenticator:
                 "permission_error",
                 code="not_admin",
             )
+
+    def require_metrics_key(self, request: web.Request) -> None:
+        """With auth on, /metrics on the API port (it names tenants) needs the metrics key or
+        the admin key as a bearer token; else 401. With auth off it is open."""
+        if not self.enabled:
+            return
+        key = self.bearer(request).encode()
+        if not any(k and hmac.compare_digest(key, k.encode())
+                   for k in (self.cfg.metrics_key, self.cfg.admin_key)):
+            raise unauthorized("/metrics needs the metrics key (or the admin key); or serve "
+                               "it on its own port (metrics_port)")
 
     async def admin(self, op: str, args: dict[str, Any]) -> Any:
         reply = await self._ask(wire.AUTH_ADMIN, wire.AdminRequest(op, args), wire.AdminReply)

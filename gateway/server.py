@@ -21,12 +21,16 @@ import telemetry
 from gateway.app import build_app
 from gateway.mesh_client import MeshClient
 from kvmesh.config import GatewayConfig, load
+from telemetry.metrics import serve_metrics
+from telemetry.redact import add_secret
 
 log = logging.getLogger("kvmesh.gateway")
 
 
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set or a SIGTERM/SIGINT arrives."""
+    for secret in (cfg.admin_key, cfg.metrics_key):
+        add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg)
     await mesh.start()
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None)
@@ -35,6 +39,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
                        reuse_port=True)  # several gateway processes may share the port
     await site.start()
     log.info("gateway listening on http://%s:%d", cfg.host, cfg.port)
+    serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -47,6 +47,9 @@ class GatewayConfig:
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
+    metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
+    metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
+    metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class RouterConfig:
     max_concurrency: int = 256
     retry_after: int = 1
     metrics_port: int = 9101  # Prometheus /metrics; 0 = off (docs/OBSERVABILITY.md)
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
     grace_period: float = 10.0
     log_level: str = "INFO"
     policy: str = "kv"  # kv | least-loaded | round-robin (router/policy.py)
@@ -86,6 +90,7 @@ class CacheConfig:
     grace_period: float = 5.0
     log_level: str = "INFO"
     metrics_port: int = 9104  # Prometheus /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class WorkerConfig:
     gpu_memory_utilization: float = 0.9
     torch_threads: int = 0  # 0 = torch's default
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
 
@@ -128,6 +134,7 @@ class AuthConfig:
     redis_timeout: float = 1.0  # seconds per Redis call; slower counts as Redis down
     fail_open: bool = False  # Redis down: admit without rate limits (True) or refuse with 503
     metrics_port: int = 9103  # Prometheus /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
 
 
 @dataclass(frozen=True)

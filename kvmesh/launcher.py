@@ -146,7 +146,8 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
     nats_url = f"nats://127.0.0.1:{cfg.nats_port}"
     env = {"KVMESH_NATS_URL": nats_url,
            "KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
-           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5"}
+           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
+           "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
     from telemetry.launch import telemetry_env
@@ -177,11 +178,13 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
             "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
     for i in range(max(1, cfg.gateways)):
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
-            "gateway", "--host", cfg.host, "--port", str(cfg.port)))
+            "gateway", "--host", cfg.host, "--port", str(cfg.port)),
+            {"KVMESH_GATEWAY_METRICS_PORT": str(cache_port + 1 + i)})
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
-    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache)."""
+    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache,
+    then one per gateway process)."""
     after_workers = cfg.metrics_port + cfg.workers + 1
     return after_workers, after_workers + 1
 
@@ -251,7 +254,8 @@ c = OpenAI(base_url='{url}/v1', api_key='{key}')
 r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
 print(r.choices[0].message.content)"
 
-  metrics: {url}/metrics, router :{cfg.metrics_port}/metrics, workers \
+  metrics (on {cfg.host}): gateways :{cache_port + 1}..{cache_port + cfg.gateways}/metrics, \
+router :{cfg.metrics_port}/metrics, workers \
 :{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
 cache :{cache_port}/metrics
 

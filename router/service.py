@@ -67,6 +67,7 @@ class Router(Actor):
 
     async def start(self) -> None:
         await self.connect()
+        route_telemetry.watch_workers(self.workers.live_count)
         await self.serve(wire.KV_EVENTS, (KVEvent,), self._on_kv_event)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
         await self.publish(wire.KV_RESYNC, KVResync())  # a fresh router rebuilds its index
@@ -210,7 +211,8 @@ async def serve(cfg: RouterConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(RouterConfig, sys.argv[1:] if argv is None else argv)
     instance = f"router-{os.getpid()}"
-    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port)
+    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port,
+                       cfg.metrics_host)
 
 
 if __name__ == "__main__":

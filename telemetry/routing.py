@@ -7,9 +7,15 @@ tracing is off: attribute setters return at once, metrics are a counter incremen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from telemetry import metrics, tracing
+
+
+def watch_workers(live_count: Callable[[], int]) -> None:
+    """`kvmesh_router_live_workers` reads `live_count()` at each scrape."""
+    metrics.router().watch_workers(live_count)
 
 
 def candidates(msg: Any, views: list[Any]) -> None:

@@ -47,6 +47,13 @@ def complete(
     return call("POST", base + "/v1/completions", body, key)
 
 
+def call_text(url: str, key: str | None = None) -> str:
+    """GET `url` as text (e.g. /metrics)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return r.read().decode()
+
+
 def new_tenant(base: str, **fields: Any) -> tuple[str, str]:
     """Create a tenant through the admin API and a key for it: (tenant name, plain key)."""
     name = "t-" + uuid.uuid4().hex[:8]
@@ -207,6 +214,17 @@ def test_auth_metrics_count_verifications_and_admissions(auth_mesh: AuthMesh) ->
     assert 1 <= moved("kvmesh_auth_verifications_total", result="ok") <= 2
     assert moved("kvmesh_auth_admissions_total", result="ok", limit="") == 1
     assert moved("kvmesh_auth_admissions_total", result="rate_limited", limit="requests") == 1
+
+
+def test_refusals_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
+    name, key = new_tenant(auth_mesh.a, rpm=1, models=[MODEL])
+    assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 429]
+    assert complete(auth_mesh.a, key, model="not-allowed")[0] == 403
+    text = call_text(auth_mesh.a + "/metrics", ADMIN_KEY)
+    counted = {(s.labels["status"], s.labels["tenant"])
+               for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "kvmesh_gateway_requests_total"}
+    assert {("429", name), ("403", name)} <= counted, counted
 
 
 def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
