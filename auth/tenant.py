@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRIORITY_CLASSES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # whole string: fullmatch
+LIMIT = 1 << 53  # limits run as Lua numbers (doubles) in Redis: exact below this
 
 
 class TenantError(ValueError):
@@ -69,7 +70,7 @@ class Tenant:
         if not isinstance(body, dict):
             raise TenantError("body", "expected a JSON object")
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):  # match() took "a\n"
             raise TenantError("name", "1-64 characters of letters, digits, '.', '_' or '-'")
         t = cls(name)
         models = body.get("models", t.models)
@@ -94,8 +95,8 @@ class Tenant:
             value = body.get(name_, 0)
             if value is None:
                 value = 0
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise TenantError(name_, "a whole number >= 0 (0 = unlimited)")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < LIMIT:
+                raise TenantError(name_, f"a whole number in [0, {LIMIT}) (0 = unlimited)")
             setattr(t, name_, value)
         group = body.get("prefix_cache_group") or ""
         if not isinstance(group, str) or (group and not _NAME.fullmatch(group)):

@@ -17,7 +17,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -31,6 +30,7 @@ from cache.key import cache_key, cacheable
 from gateway.admin import add_admin_routes
 from gateway.auth_client import AUTH, STREAM_KEY, Authenticator, used_tokens
 from gateway.errors import ApiError, no_worker
+from gateway.json_body import parse_json
 from gateway.mesh_client import ChunkStream, MeshClient, wait_first
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
@@ -134,20 +134,7 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "body is not valid JSON: nested too deeply",
-                       code="invalid_json") from None
-    if b"\\ud" in raw.lower():  # \ud800-\udfff escapes may leave lone surrogates behind
-        try:
-            json.dumps(body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise ApiError(400, "body is not valid JSON: a string holds a lone UTF-16 "
-                           "surrogate", code="invalid_json") from None
-    return body
+    return parse_json(raw)
 
 
 def _too_large(size: int | None, limit: int) -> ApiError:
