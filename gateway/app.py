@@ -4,6 +4,7 @@ Contract:
 - `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
   model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
   body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+- With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
 - A client that disconnects (the handler is cancelled, or a write fails) cancels its request
@@ -116,7 +117,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def _serve_generation(request: web.Request,
                             parse: Callable[[Any], ParsedRequest]) -> web.StreamResponse:
-    auth = request.app[AUTH]
+    mesh, auth = request.app[MESH], request.app[AUTH]
+    if not mesh.connected:  # at once, not after the router's or auth's timeout
+        raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     ident = await auth.identify(request)  # 401 before the body is read
     req = parse(await _read_json(request))
     async with auth.admission(ident, req) as ticket:  # 403/429; released however it ends

@@ -33,7 +33,8 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
         add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg)
     await mesh.start()
-    runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
+                           keepalive_timeout=cfg.header_timeout)  # idle or slow headers: closed
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
                        reuse_port=True)  # several gateway processes may share the port

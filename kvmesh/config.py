@@ -47,6 +47,7 @@ class GatewayConfig:
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
+    header_timeout: float = 15.0  # seconds a connection may idle, or take to send its headers
     metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
     metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
     metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key

@@ -55,7 +55,7 @@ def _service(m: FakeMesh, name: str, env: dict[str, str]) -> None:
         "KVMESH_NATS_URL": m.nats_url, **env}, log=open(m.logs / f"{name}.log", "ab"))  # noqa: SIM115
 
 
-def _wait_200(url: str, timeout: float = 60) -> None:
+def wait_200(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -101,8 +101,8 @@ def fake_mesh(logs: Path) -> Iterator[FakeMesh]:
         gw, m.auth_url = start_gateway(nats_url, logs, "gateway-auth", auth="1",
                                        admin_key=ADMIN_KEY, auth_cache_ttl="0.5")
         m.children["gateway-auth"] = gw
-        _wait_200(m.open_url + "/ready")
-        _wait_200(m.auth_url + "/ready")
+        wait_200(m.open_url + "/ready")
+        wait_200(m.auth_url + "/ready")
         yield m
     finally:
         m.backend.stop()
