@@ -6,6 +6,8 @@ Contract:
   process group, logs under `<state_dir>/logs/`), waits until the gateway's /ready answers
   200, then prints the URL with a curl and an openai example.
 - Starts the result-cache actor (cache/service.py, on the same Redis).
+- NATS runs with a user per service and the permissions compose uses, with fresh passwords
+  each run (kvmesh/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
 - Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
   admin, no limits) that the banner prints once, in the examples.
 - Pulls the default model first when it is missing.
@@ -35,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from kvmesh import procs
+from kvmesh import local_nats, procs
 from kvmesh.config import LaunchConfig, add_flags, from_namespace
 from kvmesh.supervisor import Supervisor
 
@@ -143,9 +145,8 @@ def _report(sup: Supervisor, logs: Path) -> None:
 
 
 def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
-    nats_url = f"nats://127.0.0.1:{cfg.nats_port}"
-    env = {"KVMESH_NATS_URL": nats_url,
-           "KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
+    nats = local_nats.prepare(logs.parent, cfg.nats_port)
+    env = {"KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
            "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
@@ -160,10 +161,13 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
         return open(logs / f"{name}.log", "ab")  # appended across restarts
 
     def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
-        sup.add(name, lambda: procs.start(name, argv, {**env, **(extra or {})}, log(name),
+        role = argv[argv.index("kvmesh.serve") + 1]  # the service: its NATS user
+        own = {f"KVMESH_{role.upper()}_NATS_URL": nats.url(role), **(extra or {})}
+        sup.add(name, lambda: procs.start(name, argv, {**env, **own}, log(name),
                                           die_with_parent=True))
 
-    sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), die_with_parent=True))
+    sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), True,
+                                             str(nats.config), nats.server_env()))
     sup.add("redis", lambda: procs.start_redis(cfg.redis_port, str(logs), log("redis"),
                                                die_with_parent=True))
     service("router", procs.service_argv("router"))
@@ -258,6 +262,8 @@ print(r.choices[0].message.content)"
 router :{cfg.metrics_port}/metrics, workers \
 :{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
 cache :{cache_port}/metrics
+
+  operator NATS URL (kvmesh keys --nats-url, stats): {Path(cfg.state_dir).expanduser()}/nats-ops.url
 
 Ctrl-C stops everything.
 """

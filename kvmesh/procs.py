@@ -114,9 +114,13 @@ def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
 
 
 def start_nats(port: int, log: IO[bytes] | int | None = None,
-               die_with_parent: bool = False) -> Child:
-    child = start("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)], log=log,
-                  die_with_parent=die_with_parent)
+               die_with_parent: bool = False, config: str | None = None,
+               env: Mapping[str, str] | None = None) -> Child:
+    """nats-server on 127.0.0.1:`port`, with the config file `config` when given (its
+    `$VARIABLES` read from `env`)."""
+    argv = [nats_server_binary(), *(["-c", config] if config else []),
+            "-a", "127.0.0.1", "-p", str(port)]
+    child = start("nats", argv, env=env, log=log, die_with_parent=die_with_parent)
     wait_port(port, 10, child.proc)
     return child
 

@@ -106,8 +106,8 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
          "--workers", "2", "--gateways", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
-    nats_url = f"nats://127.0.0.1:{nats_port}"
-    needles = (f"127.0.0.1:{nats_port}", f"-p\0{nats_port}", f"--port\0{redis_port}")
+    at_nats = f"127.0.0.1:{nats_port}"  # in every child's command line or environment
+    needles = (at_nats, f"-p\0{nats_port}", f"--port\0{redis_port}")
     try:
         banner = ""
         deadline = time.monotonic() + 240
@@ -119,12 +119,14 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
         key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0,
                         timeout=30)
+        nats_url = (tmp_path / "nats-ops.url").read_text().strip()  # NATS has a user per role
+        assert not _worker_answers(f"nats://{at_nats}", "w0", _ask_stats)  # none: refused
         deadline = time.monotonic() + 180  # the banner needs one worker; this test both
         while not all(_worker_answers(nats_url, w, _ask_stats) for w in ("w0", "w1")):
             assert time.monotonic() < deadline, "the workers did not come up"
             time.sleep(0.5)
-        (w0,) = _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", nats_url)
-        assert len(_pids_with_all("kvmesh.serve\0gateway", nats_url)) == 2
+        (w0,) = _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
+        assert len(_pids_with_all("kvmesh.serve\0gateway", at_nats)) == 2
         os.kill(w0, signal.SIGKILL)
         served = 0
         deadline = time.monotonic() + 180
@@ -132,7 +134,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
             resp = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
             assert resp.choices[0].text is not None
             served += 1
-            restarted = [p for p in _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", nats_url)
+            restarted = [p for p in _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
                          if p != w0]
             if restarted and _worker_answers(nats_url, "w0", _ask_stats):
                 break
