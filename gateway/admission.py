@@ -115,7 +115,7 @@ class Admission:
             await asyncio.sleep(lease / 3)
             try:
                 await self.ask(wire.AUTH_RENEW, Renew(ticket.tenant, ticket.request_id))
-            except ApiError as exc:  # the next renewal may land; the lease covers two misses
+            except Exception as exc:  # the next renewal may land; the lease covers two misses
                 log.warning("renewing %s's slot failed: %s", ticket.tenant, exc)
 
     async def _release(self, ticket: Ticket, admit: asyncio.Future[Message],
@@ -144,7 +144,7 @@ class Admission:
             try:
                 await self.ask(wire.AUTH_SETTLE, msg)
                 return
-            except ApiError as exc:
+            except Exception as exc:  # ApiError from auth, or the mesh itself going away
                 if time.monotonic() + pause > give_up:
                     log.warning("releasing %s's request %s failed (%s); its slot frees when "
                                 "the lease runs out", msg.tenant, msg.request_id, exc)
