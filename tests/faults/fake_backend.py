@@ -107,6 +107,9 @@ class FakeBackend:
         self._ready.set()
         await self._stop.wait()
         beat.cancel()
+        for task in list(tasks):  # answers still being sent (slow ones) end with the backend
+            task.cancel()
+        await asyncio.gather(beat, *tasks, return_exceptions=True)
         await nc.close()
 
     async def _heartbeats(self, nc: nats.NATS) -> None:
