@@ -66,14 +66,21 @@ def prompt_estimate(req: ParsedRequest) -> int:
     return size // BYTES_PER_TOKEN + 1
 
 
-def reservation(req: ParsedRequest, ident: Identity) -> int:
+def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> int:
     """Tokens to reserve from `tpm`: prompt estimate + every completion token the request may
-    make (`n` choices of `max_tokens`), at most the whole budget; 0 without a `tpm`."""
+    make (`n` choices of `max_tokens`; with no `max_tokens`, the rest of the model's
+    `context_len`), at most the whole budget (all of it when neither is known); 0 without a
+    `tpm`."""
     if not ident.tpm:
         return 0
-    if req.max_tokens is None:  # "the rest of the context": assume the worst
+    prompt = prompt_estimate(req)
+    if req.max_tokens is not None:
+        completion = req.max_tokens
+    elif context_len:
+        completion = max(1, context_len - prompt)
+    else:
         return ident.tpm
-    return min(ident.tpm, prompt_estimate(req) + req.n * req.max_tokens)
+    return min(ident.tpm, prompt + req.n * completion)
 
 
 Ask = Callable[[str, Message], Awaitable[Message]]

@@ -191,7 +191,7 @@ class Authenticator:
             req.max_tokens = ident.max_tokens
         return self._admission.hold(Ticket(
             ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
-            reserved=reservation(req, ident)))
+            reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
 
 
 AUTH = web.AppKey("auth", Authenticator)
