@@ -37,6 +37,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--admin", action="store_true", default=None, help="the tenant may use the admin API"
     )
     create.add_argument("--priority", choices=list(PRIORITY_CLASSES))
+    create.add_argument("--prefix-cache-group",
+                        help="share cached prompt prefixes with tenants of this group")
     for f in TENANT_FIELDS:
         create.add_argument("--" + f.replace("_", "-"), type=int, help="0 = unlimited")
     create.set_defaults(func=lambda a: _run(_create(a)))
@@ -85,6 +87,8 @@ async def _create(a: argparse.Namespace) -> int:
         fields["admin"] = a.admin
     if a.priority is not None:
         fields["priority"] = a.priority
+    if a.prefix_cache_group is not None:
+        fields["prefix_cache_group"] = a.prefix_cache_group
     for f in TENANT_FIELDS:
         if getattr(a, f) is not None:
             fields[f] = getattr(a, f)

@@ -3,13 +3,17 @@
 Two token buckets per tenant, each refilling continuously at `limit / window` per second up to
 `limit` (so a tenant may burst a full window's worth, then proceeds at the average rate):
 - requests: `admit` takes one; a request needs a whole one.
-- tokens: `admit` only checks the level is above zero; `settle` subtracts the request's real
-  usage (prompt + completion tokens) once it is known, so the level may go negative and the
-  tenant waits until it refills above zero.
-- concurrency: a sorted set of in-flight request ids scored by a lease deadline; `settle`
-  removes the id, and a gateway that dies leaks a slot only until the lease runs out.
+- tokens: `admit` reserves the request's worst case (`tokens`: its prompt estimate plus
+  `max_tokens`, at most a full bucket) and refuses while the bucket holds less, so parallel
+  requests cannot overshoot `tpm`; `settle` gives back the reservation and charges the real
+  usage (prompt + completion tokens). A reservation is held under the request id, so a settle
+  refunds only what its admit took and charges once: a repeated or stray settle (a retry
+  whose first try did land) charges nothing.
+- concurrency: a sorted set of in-flight request ids scored by a lease deadline. `admit` adds
+  the id, `renew` pushes its deadline while the request lives, `settle` removes it; a gateway
+  that dies (or cannot reach Redis to settle) leaks a slot only until the lease runs out.
 
-Both scripts read the clock with Redis `TIME`, so replicas with skewed clocks agree. Bucket keys
+Every script reads the clock with Redis `TIME`, so replicas with skewed clocks agree. Keys
 share the hash tag `{tenant}`, so each script touches one Redis Cluster slot. A refused
 admission says which limit and how long until it would pass (`retry_after`, seconds).
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+
+HELD_S = 3600  # a reservation nobody settles (its gateway died) is forgotten this long after
 
 _PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
@@ -32,17 +38,20 @@ local function level(key, cap)
   return math.min(cap, lvl + math.max(0, now - ts) * cap / window)
 end
 local function store(key, lvl, cap)
+  lvl = math.min(cap, lvl)
   redis.call('HSET', key, 'level', tostring(lvl), 'ts', tostring(now))
   redis.call('PEXPIRE', key, math.ceil((cap - lvl) * window / cap * 1000) + 1000)
 end
 """
 
-# KEYS: requests bucket, tokens bucket, in-flight set.
-# ARGV: window_s, rpm, tpm, max_concurrency, request_id, lease_s.
+# KEYS: requests bucket, tokens bucket, in-flight set, held reservations.
+# ARGV: window_s, rpm, tpm, max_concurrency, request_id, lease_s, tokens to reserve.
 _ADMIT = (
     _PRELUDE
     + """
 local rpm, tpm, conc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease = tonumber(ARGV[6])
+local need = math.min(tonumber(ARGV[7]), tpm)
 local req, tok, inflight = 0, 0, 0
 if rpm > 0 then
   req = level(KEYS[1], rpm)
@@ -50,30 +59,55 @@ if rpm > 0 then
 end
 if tpm > 0 then
   tok = level(KEYS[2], tpm)
-  if tok <= 0 then return {'tokens', tostring(-tok * window / tpm)} end
+  if tok <= 0 or tok < need then
+    return {'tokens', tostring((math.max(need, 0) - tok) * window / tpm)}
+  end
 end
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   inflight = redis.call('ZCARD', KEYS[3])
   if inflight >= conc then return {'concurrency', '1'} end
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[5])
-  redis.call('PEXPIRE', KEYS[3], math.ceil(tonumber(ARGV[6]) * 1000))
+  redis.call('ZADD', KEYS[3], now + lease, ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], math.ceil(lease * 1000))
 end
 if rpm > 0 then store(KEYS[1], req - 1, rpm) end
+if tpm > 0 then
+  if need > 0 then store(KEYS[2], tok - need, tpm) end
+  redis.call('HSET', KEYS[4], ARGV[5], tostring(math.max(need, 0)))
+  redis.call('PEXPIRE', KEYS[4], math.ceil((window + HELD_S) * 1000))
+end
 local function left(v, cap)
   if cap > 0 then return tostring(v / cap) end
   return '-1'
 end
-return {'ok', '0', left(req - 1, rpm), left(tok, tpm), left(conc - inflight - 1, conc)}
+return {'ok', '0', left(req - 1, rpm), left(tok - math.max(need, 0), tpm),
+        left(conc - inflight - 1, conc)}
 """
-)
+).replace("HELD_S", str(HELD_S))
 
-# KEYS: tokens bucket, in-flight set. ARGV: window_s, tpm, tokens, request_id.
+# KEYS: in-flight set. ARGV: request_id, lease_s. Only a slot still held is renewed, so a
+# renew that races its request's settle cannot bring the slot back.
+_RENEW = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[2])
+local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + lease, ARGV[1])
+if n > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000)) end
+return n
+"""
+
+# KEYS: tokens bucket, in-flight set, held reservations. ARGV: window_s, tpm, tokens, request_id.
 _SETTLE = (
     _PRELUDE
     + """
 local tpm, used = tonumber(ARGV[2]), tonumber(ARGV[3])
-if tpm > 0 and used > 0 then store(KEYS[1], level(KEYS[1], tpm) - used, tpm) end
+local held = redis.call('HGET', KEYS[3], ARGV[4])
+if held then
+  redis.call('HDEL', KEYS[3], ARGV[4])
+  held = tonumber(held)
+  if tpm > 0 and used ~= held then store(KEYS[1], level(KEYS[1], tpm) + held - used, tpm) end
+end
 redis.call('ZREM', KEYS[2], ARGV[4])
 return 'ok'
 """
@@ -90,8 +124,7 @@ class Limits:
 @dataclass
 class Headroom:
     """Share of each of a tenant's limits left right after an admission, in [0, 1] (None: the
-    tenant has no such limit). Tokens count what was left before this request's usage, which
-    `settle` charges later."""
+    tenant has no such limit). Tokens count what is left after this request's reservation."""
 
     requests: float | None = None
     tokens: float | None = None
@@ -106,51 +139,57 @@ class Refusal:
     retry_after: float
 
 
-def _keys(tenant: str) -> tuple[str, str, str]:
+def _keys(tenant: str) -> tuple[str, str, str, str]:
     base = f"kvmesh:rl:{{{tenant}}}:"
-    return base + "req", base + "tok", base + "inflight"
+    return base + "req", base + "tok", base + "inflight", base + "held"
 
 
 class RateLimiter:
     def __init__(
-        self, redis: aioredis.Redis, window_s: float = 60.0, lease_s: float = 600.0
+        self, redis: aioredis.Redis, window_s: float = 60.0, lease_s: float = 30.0
     ) -> None:
         self.window_s = window_s
         self.lease_s = lease_s
         self._admit = redis.register_script(_ADMIT)
+        self._renew = redis.register_script(_RENEW)
         self._settle = redis.register_script(_SETTLE)
 
-    async def admit(self, tenant: str, request_id: str, limits: Limits) -> Refusal | None:
-        """Take one request from the tenant's budget, or say which limit refuses it."""
-        return (await self.admit_with_headroom(tenant, request_id, limits))[0]
+    async def admit(
+        self, tenant: str, request_id: str, limits: Limits, tokens: int = 0
+    ) -> Refusal | None:
+        """Take one request and reserve `tokens` (at most a full bucket) from the tenant's
+        budget, and a concurrency slot; or say which limit refuses it (nothing is taken)."""
+        return (await self.admit_with_headroom(tenant, request_id, limits, tokens))[0]
 
-    async def admit_with_headroom(self, tenant: str, request_id: str,
-                                  limits: Limits) -> tuple[Refusal | None, Headroom]:
+    async def admit_with_headroom(self, tenant: str, request_id: str, limits: Limits,
+                                  tokens: int = 0) -> tuple[Refusal | None, Headroom]:
         """`admit`, and what is left of each limit afterwards (for metrics: tenants near
         their limits)."""
         if not (limits.rpm or limits.tpm or limits.max_concurrency):
             return None, Headroom()
         which, wait, *left = await self._admit(
             keys=list(_keys(tenant)),
-            args=[
-                self.window_s,
-                limits.rpm,
-                limits.tpm,
-                limits.max_concurrency,
-                request_id,
-                self.lease_s,
-            ],
+            args=[self.window_s, limits.rpm, limits.tpm, limits.max_concurrency, request_id,
+                  self.lease_s, max(0, tokens)],
         )
         if which == "ok":
             req, tok, conc = (None if float(v) < 0 else max(0.0, float(v)) for v in left)
             return None, Headroom(req, tok, conc)
         return Refusal(which, float(wait)), Headroom()
 
+    async def renew(self, tenant: str, request_id: str) -> bool:
+        """Push the request's concurrency lease `lease_s` ahead; False when it holds no slot
+        (settled already, or expired)."""
+        return bool(await self._renew(keys=[_keys(tenant)[2]],
+                                      args=[request_id, self.lease_s]))
+
     async def settle(self, tenant: str, request_id: str, limits: Limits, tokens: int) -> None:
-        """Charge the request's real token usage and free its concurrency slot."""
+        """Give back the request's reservation, charge its real usage `tokens`, and free its
+        concurrency slot. Idempotent: a retry of a settle that landed changes nothing."""
         if not (limits.tpm or limits.max_concurrency):
             return
-        _, tok, inflight = _keys(tenant)
+        _, tok, inflight, held = _keys(tenant)
         await self._settle(
-            keys=[tok, inflight], args=[self.window_s, limits.tpm, max(0, tokens), request_id]
+            keys=[tok, inflight, held],
+            args=[self.window_s, limits.tpm, max(0, tokens), request_id],
         )

@@ -3,8 +3,12 @@
 Contract (every subject in queue group "auth", so replicas share the work; state is in Redis):
 - `AUTH_VERIFY` VerifyKey -> Identity, or ErrorReply 401 with code `invalid_api_key` saying
   whether the key is malformed, unknown or revoked.
-- `AUTH_ADMIT` Admit -> AuthOk, or ErrorReply 429 (`rate_limit_exceeded`) with `retry_after`.
-- `AUTH_SETTLE` Settle -> AuthOk: charges real token usage, frees the concurrency slot.
+- `AUTH_ADMIT` Admit -> AuthOk (with the slot's `lease` when a concurrency slot was taken),
+  or ErrorReply 429 (`rate_limit_exceeded`) with `retry_after`; a refusal takes nothing.
+- `AUTH_RENEW` Renew -> AuthOk: the request's concurrency slot is held `concurrency_lease`
+  seconds more (gateways renew a few times per lease while the request lives).
+- `AUTH_SETTLE` Settle -> AuthOk: gives back the token reservation, charges the real usage,
+  frees the concurrency slot; idempotent (see auth/ratelimit.py).
 - `AUTH_ADMIN` AdminRequest -> AdminReply; a bad argument is a 400 naming it, an unknown tenant
   or key a 404. `key.revoke` and `tenant.put` publish `Revoked` on `AUTH_REVOKED` after Redis
   holds the change, so every gateway drops its cached identities within milliseconds.
@@ -39,6 +43,7 @@ from kvmesh.wire import (
     ErrorReply,
     Identity,
     Message,
+    Renew,
     Revoked,
     Settle,
     VerifyKey,
@@ -60,6 +65,7 @@ def identity(key_id: str, tenant: Tenant) -> Identity:
         tpm=tenant.tpm,
         max_concurrency=tenant.max_concurrency,
         max_tokens=tenant.max_tokens,
+        cache_salt=tenant.cache_salt,
     )
 
 
@@ -85,6 +91,7 @@ class AuthService(Actor):
         admit = self._redis_down(self._admit, m.admissions.labels(down, "").inc, admission=True)
         await self.serve(wire.AUTH_ADMIT, (Admit,), admit, "auth", n)
         await self.serve(wire.AUTH_SETTLE, (Settle,), self._redis_down(self._settle), "auth", n)
+        await self.serve(wire.AUTH_RENEW, (Renew,), self._redis_down(self._renew), "auth", n)
         await self.serve(wire.AUTH_ADMIN, (AdminRequest,), self._redis_down(self._admin), "auth", 8)
         log.info("auth serving (rate window %gs)", self.cfg.rate_window)
 
@@ -128,12 +135,12 @@ class AuthService(Actor):
     async def _admit(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, Admit)
         refusal, headroom = await self.limiter.admit_with_headroom(
-            msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency)
+            msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency), msg.tokens
         )
         metrics.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
         if refusal is None:
             metrics.auth().admissions.labels("ok", "").inc()
-            return AuthOk()
+            return AuthOk(self.limiter.lease_s if msg.max_concurrency else 0.0)
         metrics.auth().admissions.labels("rate_limited", refusal.limit).inc()
         metrics.auth().rate_limited.labels(msg.tenant, refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
@@ -156,6 +163,11 @@ class AuthService(Actor):
             msg.tenant, msg.request_id, Limits(0, msg.tpm, msg.max_concurrency), msg.tokens
         )
         return AuthOk()
+
+    async def _renew(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, Renew)
+        await self.limiter.renew(msg.tenant, msg.request_id)
+        return AuthOk(self.limiter.lease_s)
 
     async def _admin(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, AdminRequest)
@@ -219,7 +231,7 @@ async def serve(cfg: AuthConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(AuthConfig, sys.argv[1:] if argv is None else argv)
     return run_service("auth", f"auth-{os.getpid()}", serve(cfg), cfg.log_level,
-                       cfg.metrics_port)
+                       cfg.metrics_port, cfg.metrics_host)
 
 
 if __name__ == "__main__":

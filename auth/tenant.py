@@ -10,6 +10,9 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
   production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
 - `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
   0 = no cap.
+- `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
+  no other tenant can tell what it asked (kvmesh/block_hash.py); tenants that set the same
+  group name share cached prefixes (e.g. a common system prompt) with each other only.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRIORITY_CLASSES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # whole string: fullmatch
+LIMIT = 1 << 53  # limits run as Lua numbers (doubles) in Redis: exact below this
 
 
 class TenantError(ValueError):
@@ -41,10 +45,18 @@ class Tenant:
     tpm: int = 0
     max_concurrency: int = 0
     max_tokens: int = 0
+    prefix_cache_group: str = ""
 
     @property
     def priority_value(self) -> int:
         return PRIORITY_CLASSES[self.priority]
+
+    @property
+    def cache_salt(self) -> str:
+        """The salt at the root of this tenant's prefix-cache chain."""
+        if self.prefix_cache_group:
+            return "group:" + self.prefix_cache_group
+        return "tenant:" + self.name
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -58,7 +70,7 @@ class Tenant:
         if not isinstance(body, dict):
             raise TenantError("body", "expected a JSON object")
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):  # match() took "a\n"
             raise TenantError("name", "1-64 characters of letters, digits, '.', '_' or '-'")
         t = cls(name)
         models = body.get("models", t.models)
@@ -83,7 +95,12 @@ class Tenant:
             value = body.get(name_, 0)
             if value is None:
                 value = 0
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise TenantError(name_, "a whole number >= 0 (0 = unlimited)")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < LIMIT:
+                raise TenantError(name_, f"a whole number in [0, {LIMIT}) (0 = unlimited)")
             setattr(t, name_, value)
+        group = body.get("prefix_cache_group") or ""
+        if not isinstance(group, str) or (group and not _NAME.fullmatch(group)):
+            raise TenantError("prefix_cache_group",
+                              "empty (private), or 1-64 letters, digits, '.', '_' or '-'")
+        t.prefix_cache_group = group
         return t

@@ -5,7 +5,11 @@ Contract:
   timeout, a bad reply) is a plain miss: the cache never fails a request.
 - `store_soon` / `release_soon` publish a `CachePut` without waiting; only the leader of a key
   stores (it is the one the actor expects a put from), and a leader that did not finish
-  releases the lease so a waiter computes instead.
+  releases the lease so a waiter computes instead. An answer over the NATS max payload is put
+  in parts, each within it (`split_puts`); one that cannot be put (a single chunk too large,
+  NATS down) releases the lease instead and logs a warning, so nobody waits out the lease.
+- A hit stored in parts is fetched part by part and handed over whole; a part that cannot be
+  had makes the lookup a plain miss.
 - `ReplayStream` serves a cached answer through the same interface as a `RequestStream`, so the
   gateway writes it exactly as it would write a fresh one (JSON or SSE).
 """
@@ -13,8 +17,8 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +29,8 @@ from telemetry.services import cache_looked_up
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.cache")
+DEFAULT_MAX_PAYLOAD = 1 << 20  # nats-server's default, when the connection has not said
+HEADROOM = 16 << 10  # a put's own fields and its NATS headers (trace context, request id)
 
 
 class ResultCacheClient:
@@ -37,31 +43,80 @@ class ResultCacheClient:
     @traced("cache.lookup", observe=cache_looked_up)
     async def lookup(self, key: str) -> CacheHit | CacheMiss:
         try:
-            return await self.actor.request(
+            found = await self.actor.request(
                 wire.CACHE_GET,
                 CacheGet(key, self.lead_wait),
                 self.lookup_timeout + self.lead_wait,
                 CacheHit,
                 CacheMiss,
             )
+            if isinstance(found, CacheHit) and found.parts > 1:
+                return await self._rest(found)
+            return found
         except (MeshError, wire.WireError) as exc:
             log.debug("cache lookup failed (%s): a miss", exc)
             return CacheMiss(key, lead=False)
 
+    async def _rest(self, first: CacheHit) -> CacheHit | CacheMiss:
+        """The whole answer whose part 0 is `first`, or a miss if a part is gone."""
+        chunks = list(first.chunks)
+        for part in range(1, first.parts):
+            got = await self.actor.request(wire.CACHE_GET, CacheGet(first.key, part=part),
+                                           self.lookup_timeout, CacheHit, CacheMiss)
+            if not isinstance(got, CacheHit):
+                return CacheMiss(first.key, lead=False)
+            chunks += got.chunks
+        return CacheHit(first.key, chunks)
+
     def store_soon(self, key: str, chunks: list[Chunk]) -> None:
-        self._soon(CachePut(key, chunks))
+        self._soon(self._store(key, chunks))
 
     def release_soon(self, key: str) -> None:
-        self._soon(CachePut(key, []))
+        self._soon(self._release(key))
 
-    def _soon(self, put: CachePut) -> None:
-        async def send() -> None:
-            with contextlib.suppress(Exception):
+    async def _store(self, key: str, chunks: list[Chunk]) -> None:
+        nc = self.actor.nc
+        limit = (nc.max_payload if nc is not None else 0) or DEFAULT_MAX_PAYLOAD
+        puts = split_puts(key, chunks, limit - HEADROOM)
+        if not puts:
+            log.warning("answer %s has a chunk over the NATS max payload: not cached", key)
+            await self._release(key)
+            return
+        try:
+            for put in puts:
                 await self.actor.publish(wire.CACHE_PUT, put)
+        except Exception as exc:
+            log.warning("storing answer %s failed (%s): releasing its lease", key, exc)
+            await self._release(key)
 
-        task = asyncio.ensure_future(send())
+    async def _release(self, key: str) -> None:
+        try:
+            await self.actor.publish(wire.CACHE_PUT, CachePut(key, []))
+        except Exception as exc:
+            log.warning("releasing the cache lease of %s failed (%s): it expires by itself",
+                        key, exc)
+
+    def _soon(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def split_puts(key: str, chunks: list[Chunk], budget: int) -> list[CachePut]:
+    """`chunks` as puts whose frames are each at most about `budget` bytes, in order; [] when
+    one chunk alone is over it (it cannot be stored)."""
+    groups: list[list[Chunk]] = [[]]
+    size = 0
+    for chunk in chunks:
+        n = len(wire.encode(chunk))
+        if n > budget:
+            return []
+        if groups[-1] and size + n > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(chunk)
+        size += n
+    return [CachePut(key, g, i, len(groups)) for i, g in enumerate(groups)]
 
 
 class ReplayStream:

@@ -9,8 +9,9 @@ Contract:
   (they change the prompt and how the answer is parsed) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
   logprobs, and the grammar of `response_format`/`guided_*`/a forced tool call). Delivery
-  options (`stream`, `include_usage`) and scheduling hints (`priority`, the session) are not
-  in the key: the same answer is served streamed or not.
+  options (`stream`, `include_usage`), scheduling hints (`priority`, the session) and the
+  prefix-cache salt are not in the key: the same answer is served streamed or not, however it
+  was scheduled and whatever KV blocks it reused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 from kvmesh.wire import sampling_of
 
-KEY_VERSION = 2  # bump when the cached entry's meaning changes
+KEY_VERSION = 3  # bump when the cached entry's meaning changes
+ANSWER_NEUTRAL = frozenset({"priority", "cache_salt"})  # sampling fields that leave it alone
 
 
 def cacheable(req: Any) -> bool:
@@ -45,8 +47,8 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
         "tool_choice": [getattr(req, "tool_choice", "none"), getattr(req, "tool_name", None),
                         getattr(req, "parallel_tool_calls", True)],
         # Every sampling field, so one added to the wire is in the key without an edit here;
-        # priority only orders the work, the answer is the same.
-        **{k: v for k, v in sampling_of(req).items() if k != "priority"},
+        # priority only orders the work and the salt only picks KV blocks: same answer.
+        **{k: v for k, v in sampling_of(req).items() if k not in ANSWER_NEUTRAL},
     }
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -8,10 +8,16 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", so replicas share the 
   to the next waiter. `CacheMiss(lead=False)`: compute, do not put.
 - `CachePut(key, chunks)` on `CACHE_PUT`: stores the chunks for `ttl` seconds and frees the
   lease; with no chunks it only frees the lease (the leader failed). No reply is needed.
+  An answer over the NATS max payload comes in `parts` puts (any replica may get any part);
+  each part is stored as it comes and the lease is freed when the last one is in. A hit on
+  such an answer is part 0 with `parts` set; the reader asks for the others with
+  `CacheGet(part=i)`. A stored answer with a part missing (expired, or never put) is a miss.
+- A put that cannot be stored (Redis down) still frees what it can and logs a warning.
 - `Ping` on `CACHE_STATS` answers `CacheStats` (this replica's counters).
 - Redis down or slow (over `redis_timeout`) is a miss and a log line, never an error: callers
   compute as if there were no cache. After a Redis error the actor skips Redis for a second.
-- Redis layout: `kvmesh:rc:<key>` = the encoded `CacheHit`; `kvmesh:rc:lease:<key>` = lease.
+- Redis layout: `kvmesh:rc:<key>` = the encoded `CacheHit` (part 0), `kvmesh:rc:<key>#<i>`
+  = part i; `kvmesh:rc:lease:<key>` = lease; `kvmesh:rc:parts:<key>` = parts stored so far.
 """
 
 from __future__ import annotations
@@ -97,15 +103,21 @@ class ResultCache(Actor):
             log.warning("redis %s failed (%s): serving misses for %gs", method, exc, REDIS_DOWN_S)
             raise RedisDown(str(exc)) from None
 
-    async def _load(self, key: str) -> CacheHit | None:
-        data = await self._call("get", "kvmesh:rc:" + key)
+    async def _load(self, key: str, part: int = 0) -> CacheHit | None:
+        """Part `part` of the stored answer; part 0 only when every part is there."""
+        data = await self._call("get", _entry(key, part))
         if data is None:
             return None
         try:
-            return wire.decode(data, CacheHit)
+            hit = wire.decode(data, CacheHit)
         except wire.WireError as exc:
             log.warning("dropping undecodable cache entry %s: %s", key, exc)
             return None
+        if part == 0 and hit.parts > 1:
+            others = [_entry(key, i) for i in range(1, hit.parts)]
+            if await self._call("exists", *others) != len(others):
+                return None  # still being put, or a part expired first
+        return hit
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -123,6 +135,8 @@ class ResultCache(Actor):
 
     async def _lookup(self, msg: CacheGet) -> Message:
         key = msg.key
+        if msg.part > 0:
+            return await self._load(key, msg.part) or CacheMiss(key, lead=False)
         hit = await self._load(key)
         if hit is not None:
             self.stats.hits += 1
@@ -162,21 +176,41 @@ class ResultCache(Actor):
     async def _put(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, CachePut)
         key = msg.key
+        done = not msg.chunks  # a release frees the lease at once
         try:
             if msg.chunks:
-                entry = wire.encode(CacheHit(key, msg.chunks))
-                await self._call("set", "kvmesh:rc:" + key, entry, px=int(self.cfg.ttl * 1000))
-                self.stats.puts += 1
-            await self._call("delete", "kvmesh:rc:lease:" + key)
-        except RedisDown:
-            pass
+                done = await self._store_part(msg)
+            if done:
+                await self._call("delete", "kvmesh:rc:lease:" + key)
+        except RedisDown as exc:
+            log.warning("cache put of %s failed (%s); its lease expires in %gs",
+                        key, exc, self.cfg.lease)
+            done = True  # wake local waiters: they find no entry and compute
         finally:
-            event = self._ready.pop(key, None)
+            event = self._ready.pop(key, None) if done else None
             if event is not None:
                 event.set()
 
+    async def _store_part(self, msg: CachePut) -> bool:
+        """Store one part of an answer; True when it was the last one missing."""
+        ttl_ms = int(self.cfg.ttl * 1000)
+        entry = wire.encode(CacheHit(msg.key, msg.chunks, msg.part, msg.parts))
+        await self._call("set", _entry(msg.key, msg.part), entry, px=ttl_ms)
+        if msg.parts > 1:
+            counter = "kvmesh:rc:parts:" + msg.key
+            if await self._call("incr", counter) < msg.parts:
+                await self._call("pexpire", counter, int(self.cfg.lease * 1000))
+                return False
+            await self._call("delete", counter)
+        self.stats.puts += 1
+        return True
+
     async def _stats(self, msg: Message, raw: Any) -> Message:
         return self.stats
+
+
+def _entry(key: str, part: int) -> str:
+    return f"kvmesh:rc:{key}" if part == 0 else f"kvmesh:rc:{key}#{part}"
 
 
 async def serve(cfg: CacheConfig) -> None:
@@ -188,7 +222,7 @@ async def serve(cfg: CacheConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(CacheConfig, sys.argv[1:] if argv is None else argv)
     return run_service("cache", f"cache-{os.getpid()}", serve(cfg), cfg.log_level,
-                       cfg.metrics_port)
+                       cfg.metrics_port, cfg.metrics_host)
 
 
 if __name__ == "__main__":

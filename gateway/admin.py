@@ -2,7 +2,8 @@
 
 Routes (JSON in and out, errors in the OpenAI shape):
 - `POST /admin/tenants` {name, models, admin, priority, rpm, tpm, max_concurrency,
-  max_tokens}: create or replace a tenant (gateways drop its cached identities at once).
+  max_tokens, prefix_cache_group}: create or replace a tenant (gateways drop its cached
+  identities at once).
 - `GET /admin/tenants`, `GET /admin/tenants/{name}`.
 - `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
   only time the key is ever shown.
@@ -14,13 +15,13 @@ A missing or bad key is 401; a valid key of a tenant that is not admin is 403.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
 from gateway.errors import ApiError
+from gateway.json_body import parse_json
 
 
 def add_admin_routes(app: web.Application) -> None:
@@ -40,10 +41,7 @@ async def _admin(request: web.Request) -> Authenticator:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
+    body = parse_json(await request.read() or b"{}")
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object", code="invalid_json")
     return body

@@ -4,10 +4,12 @@ Contract:
 - `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
   model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
   body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+- With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
 - A client that disconnects (the handler is cancelled, or a write fails) cancels its request
   at the worker.
+- `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
 - `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
   runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
@@ -15,10 +17,10 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,9 +28,11 @@ from aiohttp import web
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
 from gateway.admin import add_admin_routes
-from gateway.auth_client import AUTH, STREAM_KEY, Authenticator
+from gateway.admission import Ticket
+from gateway.auth_client import AUTH, Authenticator
 from gateway.coalesce import coalesce
 from gateway.errors import ApiError, no_worker
+from gateway.json_body import parse_json
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
@@ -57,7 +61,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", telemetry_http.metrics_handler)
+    if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_document)
     return app
 
@@ -89,6 +94,11 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    request.app[AUTH].require_metrics_key(request)  # it lists tenant names
+    return await telemetry_http.metrics_handler(request)
+
+
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     ident = await request.app[AUTH].identify(request)  # only the models it may use
@@ -99,17 +109,27 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    auth = request.app[AUTH]
-    ident = await auth.identify(request)  # 401 before the body is read
-    return await auth.authorized(request, ident, parse_chat(await _read_json(request)),
-                                 _generate)
+    return await _serve_generation(request, parse_chat)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    auth = request.app[AUTH]
-    ident = await auth.identify(request)
-    return await auth.authorized(request, ident, parse_completion(await _read_json(request)),
-                                 _generate)
+    return await _serve_generation(request, parse_completion)
+
+
+async def _serve_generation(request: web.Request,
+                            parse: Callable[[Any], ParsedRequest]) -> web.StreamResponse:
+    """The handler, top to bottom: the mesh is up, who asks (401), what (400), the model
+    (404), may they (403, 429), then generate and settle the tokens it used."""
+    mesh, auth = request.app[MESH], request.app[AUTH]
+    if not mesh.connected:  # at once, not after the router's or auth's timeout
+        raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
+    ident = await auth.identify(request)  # 401 before the body is read
+    req = parse(await _read_json(request))
+    if ident is not None:
+        telemetry_http.identified(request, ident.tenant, req.model)
+    _check_model(mesh, req.model)
+    async with auth.admission(ident, req) as ticket:  # 403/429; released however it ends
+        return await _generate(request, req, ticket)
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -120,20 +140,7 @@ async def _read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(None, limit) from None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise ApiError(400, "body is not valid JSON: nested too deeply",
-                       code="invalid_json") from None
-    if b"\\ud" in raw.lower():  # \ud800-\udfff escapes may leave lone surrogates behind
-        try:
-            json.dumps(body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise ApiError(400, "body is not valid JSON: a string holds a lone UTF-16 "
-                           "surrogate", code="invalid_json") from None
-    return body
+    return parse_json(raw)
 
 
 def _too_large(size: int | None, limit: int) -> ApiError:
@@ -152,9 +159,9 @@ def _check_model(mesh: MeshClient, model: str) -> None:
                        code="model_not_found")
 
 
-async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamResponse:
+async def _generate(request: web.Request, req: ParsedRequest,
+                    ticket: Ticket) -> web.StreamResponse:
     mesh = request.app[MESH]
-    _check_model(mesh, req.model)
     rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
@@ -164,18 +171,29 @@ async def _generate(request: web.Request, req: ParsedRequest) -> web.StreamRespo
     try:
         stream = ReplayStream(hit, rid) if hit is not None \
             else await mesh.generate(req, rid, keep=lead_key is not None)
-        request[STREAM_KEY] = stream  # auth settles the tenant's token usage from it
         if req.stream:
             return await _stream(request, req, rid, stream, headers)
         return await _gather(req, rid, stream, headers, rec)
     finally:
         if stream is not None:
+            ticket.settle(_used_tokens(stream))
             stream.close()
             if not stream.done:  # an error, a timeout or a client that left: free the worker
                 log.info("%s ended early; cancelling it at the worker", rid)
                 mesh.cancel_soon(rid)
         if lead_key is not None:  # this request computed the key: store it, or let go
             _store_or_release(request, lead_key, stream)
+
+
+def _used_tokens(stream: RequestStream | ReplayStream) -> int:
+    """Prompt + completion tokens generated for this request: its usage when it finished,
+    else the prompt and every token delivered before it stopped; 0 for a result-cache
+    answer (nothing was generated)."""
+    if isinstance(stream, ReplayStream):
+        return 0
+    if stream.usage is not None:
+        return stream.usage.prompt_tokens + stream.usage.completion_tokens
+    return stream.accepted.prompt_tokens + stream.tokens
 
 
 def _store_or_release(request: web.Request, key: str,

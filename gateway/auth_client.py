@@ -9,42 +9,37 @@ Contract:
   A `Revoked` broadcast drops the matching entries at once (by key id, or every key of a
   changed tenant), and a verification in flight while one arrives is not cached, so a revoked
   key fails on every gateway as soon as the broadcast lands.
-- `authorized(request, ident, req, handler)` wraps a generation of `ident`: 403 for a model outside
-  the tenant's scopes, the tenant's priority class and tenant name onto the request, its
-  `max_tokens` lowered to the tenant's cap, then admission (`AUTH_ADMIT`: 429 with
-  Retry-After when over a limit); after the handler, whatever the outcome, the real token
-  usage is settled (`AUTH_SETTLE`) in the background. The handler records its `RequestStream`
-  under `request[STREAM_KEY]` so the usage can be read from it.
+- `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 403 for a
+  model outside the tenant's scopes, the tenant's priority class, name and `max_tokens` cap
+  onto the request, then admission (429 with Retry-After when over a limit), renewal and
+  release as gateway/admission.py says; the handler reports usage with `ticket.settle`.
 - 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
   because auth is down.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from auth.keys import MalformedKey, fingerprint, parse
+from gateway.admission import Admission, Ticket, reservation
 from gateway.errors import ApiError
-from gateway.mesh_client import MeshClient, RequestStream
+from gateway.mesh_client import MeshClient
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
-from kvmesh.wire import Admit, AuthOk, Identity, Message, Revoked, Settle, VerifyKey
+from kvmesh.wire import AuthOk, Identity, Message, Revoked, VerifyKey
 from telemetry import http as telemetry_http
 from telemetry.services import auth_verified
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.auth")
-STREAM_KEY = "kvmesh.stream"
 
 
 def unauthorized(message: str) -> ApiError:
@@ -58,7 +53,8 @@ class Authenticator:
         self.enabled = mesh.cfg.auth
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._generation = 0  # bumped by every revocation
-        self._background: set[asyncio.Task[None]] = set()
+        self._admission = Admission(lambda subject, msg: self._ask(subject, msg, AuthOk),
+                                    self.cfg.auth_timeout)
 
     async def start(self, app: web.Application | None = None) -> None:
         if not self.enabled:
@@ -95,7 +91,9 @@ class Authenticator:
         """The caller's identity (None when auth is off); ApiError 401/503 as above."""
         if not self.enabled:
             return None
-        return await self.verify(self.bearer(request))
+        ident = await self.verify(self.bearer(request))
+        telemetry_http.record(request).tenant = ident.tenant  # a 403/429 counts as its refusal
+        return ident
 
     @traced("auth.verify", observe=auth_verified)
     async def verify(self, key: str) -> Identity:
@@ -119,6 +117,8 @@ class Authenticator:
 
     async def _ask(self, subject: str, msg: Message, *expected: type[Message]) -> Message:
         try:
+            if not self.mesh.connected:  # fail now, not after auth_timeout
+                raise NoResponders("no NATS connection")
             return await self.mesh.request(subject, msg, self.cfg.auth_timeout, *expected)
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None
@@ -147,6 +147,17 @@ class Authenticator:
                 code="not_admin",
             )
 
+    def require_metrics_key(self, request: web.Request) -> None:
+        """With auth on, /metrics on the API port (it names tenants) needs the metrics key or
+        the admin key as a bearer token; else 401. With auth off it is open."""
+        if not self.enabled:
+            return
+        key = self.bearer(request).encode()
+        if not any(k and hmac.compare_digest(key, k.encode())
+                   for k in (self.cfg.metrics_key, self.cfg.admin_key)):
+            raise unauthorized("/metrics needs the metrics key (or the admin key); or serve "
+                               "it on its own port (metrics_port)")
+
     async def admin(self, op: str, args: dict[str, Any]) -> Any:
         reply = await self._ask(wire.AUTH_ADMIN, wire.AdminRequest(op, args), wire.AdminReply)
         assert isinstance(reply, wire.AdminReply)
@@ -154,17 +165,16 @@ class Authenticator:
 
     # -- may they, and how much ------------------------------------------------------------
 
-    async def authorized(
-        self,
-        request: web.Request,
-        ident: Identity | None,
-        req: ParsedRequest,
-        handler: Callable[[web.Request, ParsedRequest], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Run `handler` for `ident` (from `identify`, before the body was read)."""
+    def admission(self, ident: Identity | None,
+                  req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
+        """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
+        (from `identify`, before the body was read): 403 for a model outside the tenant's
+        scopes; the tenant's name, priority class, prefix-cache salt and `max_tokens` cap onto
+        `req`; then the
+        tenant's limits held for the block (gateway/admission.py). The handler reports the
+        real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
         if ident is None:
-            return await handler(request, req)
-        telemetry_http.identified(request, ident.tenant, req.model)
+            return self._admission.hold(Ticket())
         if "*" not in ident.models and req.model not in ident.models:
             raise ApiError(
                 403,
@@ -175,46 +185,12 @@ class Authenticator:
             )
         req.priority = ident.priority
         req.tenant = ident.tenant
+        req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
         if ident.max_tokens and (req.max_tokens is None or req.max_tokens > ident.max_tokens):
             req.max_tokens = ident.max_tokens
-        ticket = uuid.uuid4().hex
-        limited = bool(ident.rpm or ident.tpm or ident.max_concurrency)
-        if limited:
-            await self._ask(
-                wire.AUTH_ADMIT,
-                Admit(ident.tenant, ticket, ident.rpm, ident.tpm, ident.max_concurrency),
-                AuthOk,
-            )
-        try:
-            return await handler(request, req)
-        finally:
-            if ident.tpm or ident.max_concurrency:
-                self._settle_soon(
-                    Settle(
-                        ident.tenant, ticket, used_tokens(request), ident.tpm, ident.max_concurrency
-                    )
-                )
-
-    def _settle_soon(self, msg: Settle) -> None:
-        async def settle() -> None:
-            with contextlib.suppress(Exception):
-                await self.mesh.request(wire.AUTH_SETTLE, msg, self.cfg.auth_timeout, AuthOk)
-
-        task = asyncio.ensure_future(settle())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        return self._admission.hold(Ticket(
+            ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
+            reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
 
 
 AUTH = web.AppKey("auth", Authenticator)
-
-
-def used_tokens(request: web.Request) -> int:
-    """Prompt + completion tokens of the request's stream: its usage when it finished, else
-    the prompt and every token delivered before it stopped. 0 when nothing was generated
-    (a refusal, or an answer from the result cache)."""
-    stream = request.get(STREAM_KEY)
-    if not isinstance(stream, RequestStream):  # none, or a result-cache replay
-        return 0
-    if stream.usage is not None:
-        return stream.usage.prompt_tokens + stream.usage.completion_tokens
-    return stream.accepted.prompt_tokens + stream.tokens

@@ -35,6 +35,8 @@ from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
 from kvmesh import eventloop
 from kvmesh.config import GatewayConfig, load
+from telemetry.metrics import serve_metrics
+from telemetry.redact import add_secret
 
 log = logging.getLogger("kvmesh.gateway")
 RESTART_AFTER_S = 1.0
@@ -42,14 +44,18 @@ RESTART_AFTER_S = 1.0
 
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set or a SIGTERM/SIGINT arrives."""
+    for secret in (cfg.admin_key, cfg.metrics_key):
+        add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg)
     await mesh.start()
-    runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
+                           keepalive_timeout=cfg.header_timeout)  # idle or slow headers: closed
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
-                       reuse_port=True)
+                       reuse_port=True)  # several gateway processes may share the port
     await site.start()
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
+    serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -347,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One id for the worker's subjects, its heartbeats and its telemetry instance.
     cfg = replace(cfg, worker_id=cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}")
     metrics.worker(vllm_names=cfg.vllm_metrics)  # before anything observes
-    return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port)
+    return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port,
+                       cfg.metrics_host)
 
 
 if __name__ == "__main__":

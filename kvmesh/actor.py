@@ -38,6 +38,7 @@ from kvmesh.wire import ErrorReply, Message, WireError
 from telemetry import propagation
 
 log = logging.getLogger(__name__)
+CLOSE_S = 2.0  # for an unsubscribe or a close, which can hang on a connection being lost
 HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
@@ -215,8 +216,8 @@ class Actor:
         self.draining = True
         log.info("%s: draining (%d in flight)", self.name, len(self._inflight))
         for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # bounded: a lost connection must not hang exit
+                await asyncio.wait_for(sub.unsubscribe(), CLOSE_S)
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.grace_period)
         for hook in self.on_drain:
@@ -225,7 +226,8 @@ class Actor:
             except Exception:
                 log.exception("%s: drain hook failed", self.name)
         if self.nc is not None and not self.nc.is_closed:
+            if self.nc.is_connected:  # no drain through a lost connection: it would wait 30 s
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.nc.drain(), self.grace_period)
             with contextlib.suppress(Exception):
-                await self.nc.drain()
-            with contextlib.suppress(Exception):
-                await self.nc.close()
+                await asyncio.wait_for(self.nc.close(), CLOSE_S)

@@ -52,6 +52,10 @@ class GatewayConfig:
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
     processes: int = 1  # gateway processes sharing the port (SO_REUSEPORT); 0 = one per core
+    header_timeout: float = 15.0  # seconds a connection may idle, or take to send its headers
+    metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
+    metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
+    metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class RouterConfig:
     max_concurrency: int = 256
     retry_after: int = 1
     metrics_port: int = 9101  # Prometheus /metrics; 0 = off (docs/OBSERVABILITY.md)
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
     grace_period: float = 10.0
     log_level: str = "INFO"
     policy: str = "kv"  # kv | least-loaded | round-robin (router/policy.py)
@@ -91,6 +96,7 @@ class CacheConfig:
     grace_period: float = 5.0
     log_level: str = "INFO"
     metrics_port: int = 9104  # Prometheus /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,15 @@ class AuthConfig:
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
     rate_window: float = 60.0  # seconds that rpm/tpm limits span ("per minute")
-    concurrency_lease: float = 600.0  # seconds before a lost request's slot frees itself
+    concurrency_lease: float = 30.0  # seconds a slot is held without a renewal (a lost
+    # request's slot frees itself this long after its gateway last renewed it)
     max_concurrency: int = 256
     grace_period: float = 5.0
     log_level: str = "INFO"
     redis_timeout: float = 1.0  # seconds per Redis call; slower counts as Redis down
     fail_open: bool = False  # Redis down: admit without rate limits (True) or refuse with 503
     metrics_port: int = 9103  # Prometheus /metrics; 0 = off
+    metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ class LaunchConfig:
     nats_port: int = 4222
     redis_port: int = 6379
     workers: int = 1
+    gateways: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0

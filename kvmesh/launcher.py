@@ -1,16 +1,23 @@
 """`kvmesh up`: the whole mesh on this machine, for development and a first try.
 
 Contract:
-- Starts nats-server, redis-server, the router, `--workers` inference workers and the gateway
-  as child processes (each in its own process group, logs under `<state_dir>/logs/`), waits
-  until the gateway's /ready answers 200, then prints the URL with a curl and an openai example.
+- Starts nats-server, redis-server, the router, `--workers` inference workers and `--gateways`
+  gateway processes sharing one port (SO_REUSEPORT) as child processes (each in its own
+  process group, logs under `<state_dir>/logs/`), waits until the gateway's /ready answers
+  200, then prints the URL with a curl and an openai example.
 - Starts the result-cache actor (cache/service.py, on the same Redis).
+- NATS runs with a user per service and the permissions compose uses, with fresh passwords
+  each run (kvmesh/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
 - Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
   admin, no limits) that the banner prints once, in the examples.
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
-  group), so no process is left behind. If a child dies on its own, everything stops and the
-  tail of its log is printed.
+  group), so no process is left behind. Children get SIGTERM when the launcher dies however it
+  dies (kvmesh/parent_death.py), so a killed launcher leaves nothing holding the ports.
+- A child that dies on its own is restarted with backoff while the rest serve on
+  (kvmesh/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
+  so with the tail of its log. When it gives up on a service the mesh cannot serve without
+  (nats, redis, router, auth, every worker or every gateway), everything stops, exit 1.
 - Only one `kvmesh up` runs per state dir: an exclusive lock on `<state_dir>/up.lock`, which
   the OS releases if we die. A second one says who holds it and exits 1.
 """
@@ -30,8 +37,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from kvmesh import procs
+from kvmesh import local_nats, procs
 from kvmesh.config import LaunchConfig, add_flags, from_namespace
+from kvmesh.supervisor import Supervisor
 
 STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
 
@@ -103,19 +111,16 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         pull_default_model()
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children: list[procs.Child] = []
+    sup = Supervisor()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _start_all(cfg, logs, children)
+        _start_all(cfg, logs, sup)
         url = f"http://{cfg.host}:{cfg.port}"
-        _wait_ready(url, cfg.ready_timeout, children, logs)
+        _wait_ready(url, cfg.ready_timeout, sup, logs)
         print(_banner(url, cfg, _dev_key(cfg)), flush=True)
-        while all(c.alive for c in children):
+        while True:
             time.sleep(0.5)
-        dead = next(c for c in children if not c.alive)
-        print(f"kvmesh: {dead.name} exited ({dead.proc.returncode}); stopping.\n"
-              + _tail(logs / f"{dead.name}.log"), file=sys.stderr)
-        return 1
+            _report(sup, logs)
     except Interrupted:
         print("\nkvmesh: stopping...", file=sys.stderr, flush=True)
         return 0
@@ -124,16 +129,26 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
-        _stop_all(children)
+        _stop_all(sup.children)
         for s, handler in old.items():
             signal.signal(s, handler)
 
 
-def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> None:
-    nats_url = f"nats://127.0.0.1:{cfg.nats_port}"
-    env = {"KVMESH_NATS_URL": nats_url,
-           "KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
-           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5"}
+def _report(sup: Supervisor, logs: Path) -> None:
+    """Restart what died, print what happened; RuntimeError when the mesh cannot serve."""
+    for event in sup.poll():
+        tail = "\n" + _tail(logs / f"{event.name}.log") if event.what == "gave_up" else ""
+        print(f"{event}{tail}", file=sys.stderr, flush=True)
+    lost = sup.essential_lost()
+    if lost is not None:
+        raise RuntimeError(f"gave up on {lost}; the mesh cannot serve without it. Stopping.")
+
+
+def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
+    nats = local_nats.prepare(logs.parent, cfg.nats_port)
+    env = {"KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
+           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
+           "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
     from telemetry.launch import telemetry_env
@@ -143,41 +158,46 @@ def _start_all(cfg: LaunchConfig, logs: Path, children: list[procs.Child]) -> No
     print(where, flush=True)
 
     def log(name: str) -> IO[bytes]:
-        return open(logs / f"{name}.log", "wb")
+        return open(logs / f"{name}.log", "ab")  # appended across restarts
 
-    children.append(procs.start_nats(cfg.nats_port, log("nats")))
-    children.append(procs.start_redis(cfg.redis_port, str(logs), log("redis")))
-    children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
+    def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
+        role = argv[argv.index("kvmesh.serve") + 1]  # the service: its NATS user
+        own = {f"KVMESH_{role.upper()}_NATS_URL": nats.url(role), **(extra or {})}
+        sup.add(name, lambda: procs.start(name, argv, {**env, **own}, log(name),
+                                          die_with_parent=True))
+
+    sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), True,
+                                             str(nats.config), nats.server_env()))
+    sup.add("redis", lambda: procs.start_redis(cfg.redis_port, str(logs), log("redis"),
+                                               die_with_parent=True))
+    service("router", procs.service_argv("router"))
     auth_port, cache_port = _auxiliary_metrics_ports(cfg)
-    children.append(procs.start("auth", procs.service_argv("auth"), {
-        **env, "KVMESH_AUTH_METRICS_PORT": str(auth_port)}, log("auth")))
-    children.append(procs.start("cache", procs.service_argv("cache"), {
-        **env, "KVMESH_CACHE_METRICS_PORT": str(cache_port)}, log("cache")))
+    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(auth_port)})
+    service("cache", procs.service_argv("cache"), {"KVMESH_CACHE_METRICS_PORT": str(cache_port)})
     threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
     for i in range(cfg.workers):
         wid = f"w{i}"
-        children.append(procs.start(wid, procs.service_argv("worker"), {
-            **env, "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
-            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i),
-        }, log(wid)))
-    children.append(procs.start("gateway", procs.service_argv(
-        "gateway", "--host", cfg.host, "--port", str(cfg.port)), env, log("gateway")))
+        service(wid, procs.service_argv("worker"), {
+            "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
+    for i in range(max(1, cfg.gateways)):
+        service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
+            "gateway", "--host", cfg.host, "--port", str(cfg.port)),
+            {"KVMESH_GATEWAY_METRICS_PORT": str(cache_port + 1 + i)})
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
-    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache)."""
+    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache,
+    then one per gateway process)."""
     after_workers = cfg.metrics_port + cfg.workers + 1
     return after_workers, after_workers + 1
 
 
-def _wait_ready(url: str, timeout: float, children: list[procs.Child], logs: Path) -> None:
+def _wait_ready(url: str, timeout: float, sup: Supervisor, logs: Path) -> None:
     print(f"kvmesh: starting (logs in {logs}) ...", flush=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for c in children:
-            if not c.alive:
-                raise RuntimeError(f"{c.name} exited ({c.proc.returncode}) during start-up\n"
-                                   + _tail(logs / f"{c.name}.log"))
+        _report(sup, logs)
         with contextlib.suppress(urllib.error.URLError, OSError), \
                 urllib.request.urlopen(url + "/ready", timeout=2) as resp:
             if resp.status == 200:
@@ -225,7 +245,7 @@ def _banner(url: str, cfg: LaunchConfig, key: str) -> str:
     model = served_name(cfg.model)
     auth_port, cache_port = _auxiliary_metrics_ports(cfg)
     return f"""
-kvmesh is up: {url}  ({cfg.workers} worker(s), model {model})
+kvmesh is up: {url}  ({cfg.workers} worker(s), {cfg.gateways} gateway(s), model {model})
 
   API key (tenant 'dev', admin; shown once): {key}
 
@@ -238,9 +258,12 @@ c = OpenAI(base_url='{url}/v1', api_key='{key}')
 r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
 print(r.choices[0].message.content)"
 
-  metrics: {url}/metrics, router :{cfg.metrics_port}/metrics, workers \
+  metrics (on {cfg.host}): gateways :{cache_port + 1}..{cache_port + cfg.gateways}/metrics, \
+router :{cfg.metrics_port}/metrics, workers \
 :{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
 cache :{cache_port}/metrics
+
+  operator NATS URL (kvmesh keys --nats-url, stats): {Path(cfg.state_dir).expanduser()}/nats-ops.url
 
 Ctrl-C stops everything.
 """

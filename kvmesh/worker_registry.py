@@ -87,6 +87,13 @@ class WorkerRegistry:
                 if now - v.seen_at <= self.dead_after and not v.beat.draining
                 and (model is None or v.beat.model == model)]
 
+    def live_count(self) -> int:
+        """Live, non-draining workers now; reads without changing anything, so the metrics
+        thread may call it (`list()` of a dict's values holds the GIL throughout)."""
+        now = time.monotonic()
+        return sum(1 for v in list(self._workers.values())
+                   if now - v.seen_at <= self.dead_after and not v.beat.draining)
+
     def is_live(self, worker_id: str) -> bool:
         """Heard from recently, draining or not (a draining worker still finishes its work)."""
         view = self._workers.get(worker_id)

@@ -71,6 +71,7 @@ class Router(Actor):
 
     async def start(self) -> None:
         await self.connect()
+        route_telemetry.watch_workers(self.workers.live_count)
         await self.serve(wire.KV_EVENTS, (KVEvent,), self._on_kv_event)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
         await self.publish(wire.KV_RESYNC, KVResync())  # a fresh router rebuilds its index
@@ -157,7 +158,7 @@ class Router(Actor):
             bs = v.beat.block_size
             keys = chains.get(bs)
             if keys is None:
-                keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs)
+                keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs, req.cache_salt)
             out.append(Candidate(v, self.kv_index.overlap(wid, keys), len(keys),
                                  is_overloaded(v, self.policy.params)))
         return out
@@ -224,7 +225,8 @@ async def serve(cfg: RouterConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(RouterConfig, sys.argv[1:] if argv is None else argv)
     instance = f"router-{os.getpid()}"
-    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port)
+    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port,
+                       cfg.metrics_host)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ __all__ = ["attach", "enabled", "inject", "mark_error", "request_id_var", "run_s
 
 
 def setup(service: str, instance_id: str, log_level: str = "INFO",
-          metrics_port: int = 0) -> None:
+          metrics_port: int = 0, metrics_host: str = "127.0.0.1") -> None:
     """JSON logs at `log_level`, tracing as the OTEL_* variables say, /metrics on
-    `metrics_port` (0 = none; the gateway serves its own)."""
+    `metrics_host:metrics_port` (port 0 = none; the gateway serves its own)."""
     import logging
 
     setup_logging(service, log_level)
@@ -47,17 +47,17 @@ def setup(service: str, instance_id: str, log_level: str = "INFO",
     logging.getLogger("kvmesh.telemetry").info(
         "%s %s: tracing %s", service, instance_id, "on (OTLP)" if on else "off")
     describe_instance(service, instance_id)
-    serve_metrics(metrics_port)
+    serve_metrics(metrics_port, metrics_host)
 
 
 def run_service(
     service: str, instance_id: str, main: Coroutine[Any, Any, None], log_level: str,
-    metrics_port: int = 0,
+    metrics_port: int = 0, metrics_host: str = "127.0.0.1",
 ) -> int:
     """A service process: telemetry up, `main` to the end, telemetry flushed whatever happens."""
     from kvmesh import eventloop
 
-    setup(service, instance_id, log_level, metrics_port)
+    setup(service, instance_id, log_level, metrics_port, metrics_host)
     try:
         eventloop.run(main)
     finally:

@@ -7,7 +7,9 @@ when an exception is logged. `trace_id`/`span_id` come from the current OpenTele
 `request_id` from `telemetry.propagation.request_id_var`; each is "" when there is none, so
 every line has every key and a log query never has to guess. `level` is a logging level name
 (the services' `log_level` setting). `KVMESH_LOG_FORMAT=text` keeps plain text lines instead,
-for a person reading a terminal.
+for a person reading a terminal. Either way every line, tracebacks included, is passed through
+`telemetry.redact.redact` last, so no secret (URL passwords, API keys, bearer tokens, the admin
+key) is ever written.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import time
 
 from telemetry.propagation import request_id_var
+from telemetry.redact import redact
 from telemetry.tracing import current_ids
 
 
@@ -42,14 +45,19 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return redact(json.dumps(line, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:
     """Route every logger through one JSON (or text) handler on stderr at `level`."""
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("KVMESH_LOG_FORMAT", "json").lower() == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     else:
         handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()

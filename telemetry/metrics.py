@@ -100,6 +100,11 @@ class RouterMetrics:
                                                "the router expected the chosen worker to hold "
                                                "in its prefix cache", ["model"])
 
+    def watch_workers(self, live_count: Callable[[], int]) -> None:
+        """`live_workers` reads `live_count()` at scrape time (from the metrics thread, so it
+        must not mutate what the event loop uses)."""
+        self.live_workers.set_function(live_count)
+
 
 class WorkerMetrics:
     """The worker's families; with `vllm_names` each measurement vLLM also exports is observed
@@ -312,8 +317,9 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> bool:
-    """Start the `/metrics` HTTP server on `port` (0 = off). False if it could not bind."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> bool:
+    """Start the `/metrics` HTTP server on `host:port` (port 0 = off; the service's
+    `metrics_host`, never a wildcard unless configured). False if it could not bind."""
     if port <= 0:
         return False
     try:

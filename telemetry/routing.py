@@ -14,6 +14,7 @@ dashboard can put the predicted prefix-hit rate beside the workers' actual one.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,11 @@ class _Routing:
 
 _routing: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar(
     "kvmesh_routing", default=None)
+
+
+def watch_workers(live_count: Callable[[], int]) -> None:
+    """`kvmesh_router_live_workers` reads `live_count()` at each scrape."""
+    metrics.router().watch_workers(live_count)
 
 
 def candidates(msg: Any, views: list[Any]) -> None:

@@ -13,15 +13,16 @@ Invariants, kept by every public method and checked by `check_invariants` in tes
   least-recently-freed first, and only when no keyless free block is left. Eviction drops the
   key and records it in the evicted events.
 - A reference count drops to zero only in `free`.
+- A sequence's chain starts at `root_hash(seq.params.cache_salt)`: blocks are only ever shared
+  between sequences with the same salt (one tenant, or tenants that opted to share).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
-from kvmesh.block_hash import ROOT_HASH, BlockHash, hash_block, hash_prefix_blocks
+from kvmesh.block_hash import BlockHash, hash_block, hash_prefix_blocks, root_hash
 
 from .sequence import Sequence
 
@@ -79,13 +80,16 @@ class KVCacheManager:
         """Every key held now, for a router rebuilding its index."""
         return list(self._hash_to_block)
 
-    def _match_prefix(self, token_ids: Seq[int]) -> list[int]:
-        """Cached blocks of the longest cached prefix. The last prompt token is never taken
-        from cache: its logits are needed, so at least one token is always computed."""
+    def _match_prefix(self, seq: Sequence) -> list[int]:
+        """Cached blocks of the longest cached prefix under the sequence's salt. The last
+        prompt token is never taken from cache: its logits are needed, so at least one token
+        is always computed."""
         if not self.enable_prefix_caching:
             return []
         hits: list[int] = []
-        for key in hash_prefix_blocks(token_ids[: len(token_ids) - 1], self.block_size):
+        token_ids = seq.token_ids
+        for key in hash_prefix_blocks(token_ids[: len(token_ids) - 1], self.block_size,
+                                      seq.params.cache_salt):
             block = self._hash_to_block.get(key)
             if block is None:
                 break
@@ -107,7 +111,7 @@ class KVCacheManager:
     def can_admit(self, seq: Sequence, num_new_tokens: int) -> bool:
         """Whether a waiting sequence (no blocks yet) fits with `num_new_tokens` to compute
         after its cached prefix. Cached blocks that are free now count against free space."""
-        hits = self._match_prefix(seq.token_ids)
+        hits = self._match_prefix(seq)
         num_new = min(num_new_tokens, seq.num_tokens - len(hits) * self.block_size)
         need = -(-(len(hits) * self.block_size + num_new) // self.block_size) - len(hits)
         revived = sum(1 for b in hits if self._ref_count[b] == 0)
@@ -121,7 +125,7 @@ class KVCacheManager:
     def admit(self, seq: Sequence) -> int:
         """Give a waiting sequence its cached prefix; returns the tokens it need not compute."""
         assert not seq.block_table, "admit() is for sequences that hold no blocks"
-        hits = self._match_prefix(seq.token_ids)
+        hits = self._match_prefix(seq)
         for block in hits:
             self._take_ref(block)
         seq.block_table = hits
@@ -153,7 +157,8 @@ class KVCacheManager:
         bs = self.block_size
         while len(seq.block_hashes) < full:
             i = len(seq.block_hashes)
-            parent = seq.block_hashes[-1] if seq.block_hashes else ROOT_HASH
+            parent = (seq.block_hashes[-1] if seq.block_hashes
+                      else root_hash(seq.params.cache_salt))
             key = hash_block(parent, seq.token_ids[i * bs : (i + 1) * bs])
             seq.block_hashes.append(key)
             block = seq.block_table[i]

@@ -5,17 +5,22 @@ sequences no longer than the model's context) plus the LM head on `max_num_seqs`
 softmax like the sampler's, against a one-block dummy pool whose slots are all "skip" (-1).
 The peak that forward allocates above the resident weights is the activation reserve. Then
 
-    kv_bytes = total * gpu_memory_utilization - (memory in use now) - activation peak
+    kv_bytes = min(total * gpu_memory_utilization - (this process's memory) - activation peak,
+                   free memory now - activation peak)
 
-where "in use now" (read from the driver after emptying the allocator's cache) counts the
-weights, the CUDA context and other processes on the GPU. The pool gets
-`kv_bytes // bytes_per_block` blocks; the plan is logged and returned.
+`gpu_memory_utilization` is this process's share of the GPU: "this process's memory" is what
+torch holds (the weights, after emptying the allocator's cache) plus its CUDA context and
+libraries (`own_non_torch_bytes`: the driver's per-process figure through NVML when it can be
+had, else `CONTEXT_ALLOWANCE`). Other processes on the GPU (a second worker) only limit the
+pool through the free memory, so two workers with a utilization of 0.45 each share one GPU.
+The pool gets `kv_bytes // bytes_per_block` blocks; the plan is logged and returned.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +29,7 @@ from .attention import AttentionMetadata
 from .config import EngineConfig
 
 log = logging.getLogger("kvmesh.engine.memory")
+CONTEXT_ALLOWANCE = 1 << 30  # a CUDA context with cuBLAS and Triton: ~0.5-1 GiB
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,9 @@ class KVMemoryPlan:
     block_size: int
     bytes_per_block: int
     total_bytes: int  # the device's memory
-    in_use_bytes: int  # weights, context, other processes, before the pool
+    in_use_bytes: int  # this process's: weights, context, before the pool
     activation_peak_bytes: int
+    others_bytes: int = 0  # other processes on the device, before the pool
 
     @property
     def kv_bytes(self) -> int:
@@ -48,8 +55,9 @@ class KVMemoryPlan:
         return (
             f"KV pool: {self.num_blocks} blocks x {self.block_size} tokens = {self.kv_tokens} "
             f"tokens, {self.kv_bytes / gib:.2f} GiB ({self.kv_bytes / self.total_bytes:.1%} of "
-            f"{self.total_bytes / gib:.1f} GiB; in use before: {self.in_use_bytes / gib:.2f} "
-            f"GiB, activation peak {self.activation_peak_bytes / gib:.2f} GiB)"
+            f"{self.total_bytes / gib:.1f} GiB; this process before: "
+            f"{self.in_use_bytes / gib:.2f} GiB, others: {self.others_bytes / gib:.2f} GiB, "
+            f"activation peak {self.activation_peak_bytes / gib:.2f} GiB)"
         )
 
 
@@ -101,16 +109,38 @@ def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int,
     peak = torch.cuda.max_memory_allocated(device) - base
     torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
-    in_use = total - free
-    budget = int(total * config.gpu_memory_utilization) - in_use - peak
+    own = torch.cuda.memory_reserved(device) + own_non_torch_bytes(device)
+    others = max(0, total - free - own)
+    budget = min(int(total * config.gpu_memory_utilization) - own, free) - peak
     num_blocks = max(0, budget // bytes_per_block)
     if num_blocks == 0:
+        gib = 2**30
         raise RuntimeError(
-            f"no memory left for the KV cache: {in_use / 2**30:.2f} GiB in use and "
-            f"{peak / 2**30:.2f} GiB of activations exceed gpu_memory_utilization="
-            f"{config.gpu_memory_utilization} of {total / 2**30:.1f} GiB"
+            f"no memory left for the KV cache: this process holds {own / gib:.2f} GiB, other "
+            f"processes {others / gib:.2f} GiB, {free / gib:.2f} GiB are free, and "
+            f"{peak / gib:.2f} GiB of activations are needed, against gpu_memory_utilization="
+            f"{config.gpu_memory_utilization} of {total / gib:.1f} GiB"
         )
-    return KVMemoryPlan(num_blocks, config.block_size, bytes_per_block, total, in_use, peak)
+    return KVMemoryPlan(num_blocks, config.block_size, bytes_per_block, total, own, peak,
+                        others)
+
+
+def own_non_torch_bytes(device: torch.device) -> int:
+    """This process's device memory outside torch's allocator (context, cuBLAS, Triton):
+    the driver's per-process use (NVML) minus what torch reserved, else `CONTEXT_ALLOWANCE`.
+    NVML names processes by host pid, so in a pid namespace it finds none: the allowance."""
+    try:
+        import pynvml  # nvidia-ml-py: optional
+
+        pynvml.nvmlInit()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            if proc.pid == os.getpid() and proc.usedGpuMemory:
+                return max(0, int(proc.usedGpuMemory) - torch.cuda.memory_reserved(device))
+    except Exception:  # no NVML library, no permission, another driver: use the allowance
+        pass
+    return CONTEXT_ALLOWANCE
 
 
 def profile_num_blocks(model, config: EngineConfig, bytes_per_block: int,

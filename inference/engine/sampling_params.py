@@ -19,7 +19,9 @@ class SamplingParams:
     reproducible whatever else is in the batch; choice i uses seed + i. `priority`: a higher
     value is admitted first and preempted last. `grammar_kind`/`grammar` constrain decoding
     (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
-    pickle across processes, and the engine compiles them.
+    pickle across processes, and the engine compiles them. `cache_salt` roots the request's
+    prefix-cache chain (kvmesh/block_hash.py): only requests with the same salt share cached
+    blocks.
     """
 
     max_tokens: int = 16
@@ -35,6 +37,7 @@ class SamplingParams:
     priority: int = 0
     grammar_kind: str = ""  # "" (free), or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source (a JSON schema, a regex, ...)
+    cache_salt: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -61,6 +64,8 @@ class SamplingParams:
             raise bad("logprobs", f"must be in [0, 20], got {self.logprobs!r}")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
             raise bad("stop", "must be at most 16 non-empty strings")
+        if not isinstance(self.cache_salt, str):
+            raise bad("cache_salt", f"must be a string, got {self.cache_salt!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
         if self.grammar_kind or self.grammar:

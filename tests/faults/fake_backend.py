@@ -8,6 +8,10 @@ depends on a marker in the prompt or the last message:
 - `fake:silent`  accepts, then never sends a chunk (the gateway's chunk timeout must fire);
 - `fake:no-accept`  never answers the router request (the gateway's router timeout must fire);
 - `fake:flood`  accepts, then sends `FLOOD_CHUNKS` chunks of 8 KiB text as fast as it can;
+- `fake:big`  accepts, then sends `BIG_CHUNKS` chunks of `BIG_TEXT` (together over NATS's
+  1 MiB max payload, each well within it);
+- `fake:huge-chunk`  accepts, then sends one chunk of `HUGE_TEXT`, just within the payload;
+- `fake:slow`  accepts, then sends `SLOW_CHUNKS` one-token chunks `SLOW_PAUSE_S` apart;
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
 Chunks travel as a real worker sends them: `Deltas` frames to the request's `reply_to`.
@@ -39,6 +43,11 @@ FAKE_MODEL = "fake-model"
 FAKE_WORKER = "fake"
 FLOOD_CHUNKS = 4000
 FLOOD_TEXT = "x" * 8192
+BIG_CHUNKS = 3
+BIG_TEXT = "b" * (600 << 10)
+HUGE_TEXT = "h" * ((1 << 20) - 4096)
+SLOW_CHUNKS = 20
+SLOW_PAUSE_S = 0.1
 
 
 class FakeBackend:
@@ -78,7 +87,13 @@ class FakeBackend:
             await msg.respond(wire.encode(Accepted(req.request_id, FAKE_WORKER, 3)))
             if "fake:silent" in text:
                 return
-            task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
+            if "fake:slow" in text:
+                task = asyncio.create_task(self._slow(nc, req))
+            elif "fake:big" in text or "fake:huge-chunk" in text:
+                texts = [BIG_TEXT] * BIG_CHUNKS if "fake:big" in text else [HUGE_TEXT]
+                task = asyncio.create_task(self._texts(nc, req, texts))
+            else:
+                task = asyncio.create_task(self._answer(nc, req, "fake:flood" in text))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -95,6 +110,9 @@ class FakeBackend:
         self._ready.set()
         await self._stop.wait()
         beat.cancel()
+        for task in list(tasks):  # answers still being sent (slow ones) end with the backend
+            task.cancel()
+        await asyncio.gather(beat, *tasks, return_exceptions=True)
         await nc.close()
 
     async def _heartbeats(self, nc: nats.NATS) -> None:
@@ -104,6 +122,23 @@ class FakeBackend:
             )
             await nc.publish(wire.HEARTBEAT, wire.encode(hb))
             await asyncio.sleep(0.3)
+
+    async def _texts(self, nc: nats.NATS, req: GenerateRequest, texts: list[str]) -> None:
+        for seq, text in enumerate(texts):
+            last = seq == len(texts) - 1
+            await nc.publish(req.reply_to, wire.encode(Chunk(
+                req.request_id, seq, 0, text, [1], finish_reason="length" if last else None,
+                usage=UsageInfo(3, len(texts)) if last else None)))
+
+    async def _slow(self, nc: nats.NATS, req: GenerateRequest) -> None:
+        for seq in range(SLOW_CHUNKS):
+            if req.request_id in self.cancelled:
+                return
+            last = seq == SLOW_CHUNKS - 1
+            await nc.publish(req.reply_to, wire.encode(Chunk(
+                req.request_id, seq, 0, "x", [1], finish_reason="length" if last else None,
+                usage=UsageInfo(3, SLOW_CHUNKS) if last else None)))
+            await asyncio.sleep(SLOW_PAUSE_S)
 
     async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
         rid = req.request_id

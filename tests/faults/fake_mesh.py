@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kvmesh import procs
 from tests.faults.fake_backend import FakeBackend
 from tests.integration.conftest import start_gateway
+from tests.integration.helpers import call
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 BOUND_S = 2.0  # the open gateway's router, chunk and SSE-write timeouts
@@ -53,7 +55,7 @@ def _service(m: FakeMesh, name: str, env: dict[str, str]) -> None:
         "KVMESH_NATS_URL": m.nats_url, **env}, log=open(m.logs / f"{name}.log", "ab"))  # noqa: SIM115
 
 
-def _wait_200(url: str, timeout: float = 60) -> None:
+def wait_200(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -64,6 +66,17 @@ def _wait_200(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not 200 within {timeout:g}s")
+
+
+def new_key(m: FakeMesh, **limits: Any) -> str:
+    """A key of a fresh tenant with `limits` (tenant fields), made through the admin API."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    status, body, _ = call("POST", m.auth_url + "/admin/tenants", {"name": name, **limits},
+                           ADMIN_KEY)
+    assert status == 200, body
+    status, body, _ = call("POST", m.auth_url + "/admin/keys", {"tenant": name}, ADMIN_KEY)
+    assert status == 201, body
+    return str(body["key"])
 
 
 @contextmanager
@@ -88,8 +101,8 @@ def fake_mesh(logs: Path) -> Iterator[FakeMesh]:
         gw, m.auth_url = start_gateway(nats_url, logs, "gateway-auth", auth="1",
                                        admin_key=ADMIN_KEY, auth_cache_ttl="0.5")
         m.children["gateway-auth"] = gw
-        _wait_200(m.open_url + "/ready")
-        _wait_200(m.auth_url + "/ready")
+        wait_200(m.open_url + "/ready")
+        wait_200(m.auth_url + "/ready")
         yield m
     finally:
         m.backend.stop()

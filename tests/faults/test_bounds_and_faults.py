@@ -11,14 +11,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from kvmesh import wire
 from tests.faults.fake_backend import FAKE_MODEL
-from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, fake_mesh
+from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, new_key
 from tests.faults.garbage import send_garbage
 from tests.integration.helpers import call, open_stream, post, sse_events
 
@@ -35,12 +34,6 @@ def assert_openai_error(body: dict[str, Any], code: str | None = None) -> None:
     assert set(err) >= {"message", "type", "param", "code"} and err["message"]
     if code is not None:
         assert err["code"] == code, err
-
-
-@pytest.fixture(scope="module")
-def fmesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeMesh]:
-    with fake_mesh(tmp_path_factory.mktemp("fake-mesh")) as m:
-        yield m
 
 
 def test_fake_backend_answers(fmesh: FakeMesh) -> None:
@@ -76,7 +69,7 @@ def test_hung_auth_or_cache_actor_is_bounded(fmesh: FakeMesh, actor: str) -> Non
     """A stopped (SIGSTOP) auth actor: 503 `auth_unavailable` within `auth_timeout` (2 s). A
     stopped cache actor: a miss after `cache_lookup_timeout` + `cache_lead_wait` (1.5 s here),
     and the request is served."""
-    key = _new_key(fmesh) if actor == "auth" else ""
+    key = new_key(fmesh) if actor == "auth" else ""
     time.sleep(0.6)  # the new key's identity is no longer cached at the gateway
     child = fmesh.children[actor]
     os.kill(child.proc.pid, signal.SIGSTOP)
@@ -142,7 +135,8 @@ def test_client_that_never_reads_is_dropped_and_others_keep_streaming(fmesh: Fak
 
 # -- garbage on every service subject ---------------------------------------------------------
 
-REQUEST_SUBJECTS = [wire.AUTH_VERIFY, wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_ADMIN,
+REQUEST_SUBJECTS = [wire.AUTH_VERIFY, wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_RENEW,
+                    wire.AUTH_ADMIN,
                     wire.CACHE_GET, wire.CACHE_STATS]
 BROADCASTS = [wire.AUTH_REVOKED, wire.HEARTBEAT, wire.CACHE_PUT, wire.CANCEL]
 
@@ -161,19 +155,9 @@ def test_garbage_frames_on_auth_cache_and_broadcast_subjects_get_errors(
 
 # -- Redis stops and comes back ---------------------------------------------------------------
 
-def _new_key(m: FakeMesh, **limits: Any) -> str:
-    name = f"t{int(time.monotonic() * 1000)}"
-    status, body, _ = call("POST", m.auth_url + "/admin/tenants", {"name": name, **limits},
-                           ADMIN_KEY)
-    assert status == 200, body
-    status, body, _ = call("POST", m.auth_url + "/admin/keys", {"tenant": name}, ADMIN_KEY)
-    assert status == 201, body
-    return body["key"]
-
-
 def test_redis_down_fails_auth_closed_with_503_and_everything_recovers(fmesh: FakeMesh) -> None:
     m = fmesh
-    limited, free = _new_key(m, rpm=1000), _new_key(m)
+    limited, free = new_key(m, rpm=1000), new_key(m)
     body = chat("cache me", temperature=0)
     for key in (limited, free):
         assert call("POST", m.auth_url + CHAT, body, key)[0] == 200

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ def complete(
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, **extra}
     return call("POST", base + "/v1/completions", body, key)
+
+
+def call_text(url: str, key: str | None = None) -> str:
+    """GET `url` as text (e.g. /metrics)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        return r.read().decode()
 
 
 def new_tenant(base: str, **fields: Any) -> tuple[str, str]:
@@ -165,6 +173,18 @@ def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
     assert complete(auth_mesh.a, key)[0] == 200
 
 
+def test_ten_parallel_requests_stay_within_a_small_tpm(auth_mesh: AuthMesh) -> None:
+    """Each admission reserves its prompt estimate + max_tokens, so 10 parallel requests of up
+    to 31 tokens against tpm=100 serve at most 100 tokens (issue 13: 910 were served)."""
+    _, key = new_tenant(auth_mesh.a, tpm=100)
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: complete(auth_mesh.a, key, max_tokens=30,
+                                                   ignore_eos=True), range(10)))
+    served = [body["usage"]["total_tokens"] for status, body, _ in replies if status == 200]
+    assert served and all(status in (200, 429) for status, _, _ in replies)
+    assert sum(served) <= 100, served
+
+
 def _auth_counters(mesh: AuthMesh) -> dict[str, float]:
     """kvmesh_auth_* counter samples summed over both auth actors, by name and labels."""
     total: dict[str, float] = {}
@@ -194,6 +214,17 @@ def test_auth_metrics_count_verifications_and_admissions(auth_mesh: AuthMesh) ->
     assert 1 <= moved("kvmesh_auth_verifications_total", result="ok") <= 2
     assert moved("kvmesh_auth_admissions_total", result="ok", limit="") == 1
     assert moved("kvmesh_auth_admissions_total", result="rate_limited", limit="requests") == 1
+
+
+def test_refusals_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
+    name, key = new_tenant(auth_mesh.a, rpm=1, models=[MODEL])
+    assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 429]
+    assert complete(auth_mesh.a, key, model="not-allowed")[0] == 403
+    text = call_text(auth_mesh.a + "/metrics", ADMIN_KEY)
+    counted = {(s.labels["status"], s.labels["tenant"])
+               for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "kvmesh_gateway_requests_total"}
+    assert {("429", name), ("403", name)} <= counted, counted
 
 
 def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
@@ -398,3 +429,31 @@ def test_tenants_never_share_result_cache_entries(mesh: Mesh, auth_mesh: AuthMes
         assert other["choices"][0]["text"] == first["choices"][0]["text"]  # greedy: same text
     finally:
         cache.stop()
+
+
+def test_a_tenant_cannot_see_another_tenants_cached_prompt_unless_they_share(
+        auth_mesh: AuthMesh) -> None:
+    """Tenant B guessing tenant A's prompt right gets no more cached tokens and no more
+    routing overlap than a wrong guess (issue 13: 48 cached tokens and overlap 3 told it).
+    Tenants in one `prefix_cache_group` do share the cached prefix."""
+    prompt = f"{uuid.uuid4().hex} " + "The quick brown fox jumps over the lazy dog. " * 8
+
+    def cached(key: str, text: str) -> tuple[int, int]:
+        status, body, headers = complete(auth_mesh.a, key, prompt=text, max_tokens=1)
+        assert status == 200, body
+        details = body["usage"].get("prompt_tokens_details") or {}
+        return details.get("cached_tokens", 0), int(headers["x-kvmesh-prefix-overlap"])
+
+    _, key_a = new_tenant(auth_mesh.a)
+    _, key_b = new_tenant(auth_mesh.a)
+    cached(key_a, prompt)
+    assert cached(key_a, prompt)[0] > 48  # the owner's own cache works
+    right, wrong = cached(key_b, prompt), cached(key_b, "A wrong guess " + prompt[32:])
+    assert right == wrong == (0, 0), (right, wrong)
+    group = "g" + uuid.uuid4().hex[:8]
+    _, key_c = new_tenant(auth_mesh.a, prefix_cache_group=group)
+    _, key_d = new_tenant(auth_mesh.a, prefix_cache_group=group)
+    shared = "Shared " + prompt
+    cached(key_c, shared)
+    tokens, overlap = cached(key_d, shared)
+    assert tokens > 48 and overlap > 3

@@ -98,4 +98,46 @@ async def test_an_admission_reports_the_headroom_left_of_each_limit(redis_url: s
     assert abs(room.requests - 0.8) < 0.01 and abs(room.tokens - 0.2) < 0.01
     _, room = await limiter.admit_with_headroom(_tenant(), "c", Limits(rpm=5))
     assert room.tokens is None and room.concurrency is None  # limits the tenant does not have
+
+
+async def test_token_reservations_hold_parallel_admissions_within_tpm(redis_url: str) -> None:
+    """10 parallel admissions reserving 30 tokens each against tpm=100: only 3 fit."""
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, window_s=60)
+    tenant, limits = _tenant(), Limits(tpm=100)
+    results = await asyncio.gather(
+        *(limiter.admit(tenant, f"r{i}", limits, tokens=30) for i in range(10)))
+    admitted = [f"r{i}" for i, res in enumerate(results) if res is None]
+    assert len(admitted) == 3
+    assert all(res.limit == "tokens" for res in results if res is not None)
+    await r.aclose()
+
+
+async def test_settle_refunds_the_reservation_and_charges_real_usage_once(
+        redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, window_s=3600)  # no refill to speak of during the test
+    tenant, limits = _tenant(), Limits(tpm=100)
+    assert await limiter.admit(tenant, "a", limits, tokens=90) is None
+    assert await limiter.admit(tenant, "b", limits, tokens=20) is not None  # 10 left
+    for _ in range(2):  # a retried settle must not charge twice
+        await limiter.settle(tenant, "a", limits, 30)
+    assert await limiter.admit(tenant, "b", limits, tokens=70) is None  # 70 left
+    assert await limiter.admit(tenant, "c", limits, tokens=1) is not None
+    await r.aclose()
+
+
+async def test_a_renewed_slot_outlives_its_lease_and_an_abandoned_one_expires(
+        redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, lease_s=1.0)
+    tenant, limits = _tenant(), Limits(max_concurrency=1)
+    assert await limiter.admit(tenant, "a", limits) is None
+    for _ in range(4):  # 2 s: twice the lease, renewed every half lease
+        await asyncio.sleep(0.5)
+        assert await limiter.renew(tenant, "a")
+        assert await limiter.admit(tenant, "b", limits) is not None
+    await asyncio.sleep(1.2)  # "a" stops renewing (its gateway died): the slot frees
+    assert await limiter.admit(tenant, "b", limits) is None
+    assert not await limiter.renew(tenant, "a")  # gone, and a late renewal does not revive it
     await r.aclose()

@@ -74,3 +74,95 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _pids_with_all(*needles: str) -> list[int]:
+    """Pids whose command line and environment hold every one of `needles`."""
+    return [pid for pid in processes_mentioning(needles[0])
+            if all(n.encode() in _proc_text(pid) for n in needles)]
+
+
+def _proc_text(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_launcher_leaves_nothing(
+        tmp_path: Path) -> None:
+    """`kvmesh up --workers 2 --gateways 2`: SIGKILL one worker; every request meanwhile is
+    served (by the survivor) and the launcher restarts the dead one. Then SIGKILL the launcher
+    itself: its children die with it and free the ports."""
+    from openai import OpenAI
+
+    from tests.integration.conftest import _ask_stats
+
+    port, nats_port, redis_port = procs.free_port(), procs.free_port(), procs.free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
+         "--nats-port", str(nats_port), "--redis-port", str(redis_port),
+         "--metrics-port", str(procs.free_port()), "--state-dir", str(tmp_path),
+         "--workers", "2", "--gateways", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+    at_nats = f"127.0.0.1:{nats_port}"  # in every child's command line or environment
+    needles = (at_nats, f"-p\0{nats_port}", f"--port\0{redis_port}")
+    try:
+        banner = ""
+        deadline = time.monotonic() + 240
+        while "Ctrl-C stops everything" not in banner:
+            line = up.stdout.readline()
+            assert line or up.poll() is None, banner
+            banner += line
+            assert time.monotonic() < deadline, banner
+        key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0,
+                        timeout=30)
+        nats_url = (tmp_path / "nats-ops.url").read_text().strip()  # NATS has a user per role
+        assert not _worker_answers(f"nats://{at_nats}", "w0", _ask_stats)  # none: refused
+        deadline = time.monotonic() + 180  # the banner needs one worker; this test both
+        while not all(_worker_answers(nats_url, w, _ask_stats) for w in ("w0", "w1")):
+            assert time.monotonic() < deadline, "the workers did not come up"
+            time.sleep(0.5)
+        (w0,) = _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
+        assert len(_pids_with_all("kvmesh.serve\0gateway", at_nats)) == 2
+        os.kill(w0, signal.SIGKILL)
+        served = 0
+        deadline = time.monotonic() + 180
+        while True:  # serve throughout, until the restarted w0 answers on its own subject
+            resp = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
+            assert resp.choices[0].text is not None
+            served += 1
+            restarted = [p for p in _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
+                         if p != w0]
+            if restarted and _worker_answers(nats_url, "w0", _ask_stats):
+                break
+            assert time.monotonic() < deadline, "w0 was not restarted"
+        assert served >= 1
+
+        up.kill()  # SIGKILL: no chance to stop anything itself
+        up.wait(10)
+        deadline = time.monotonic() + 15
+        while processes_mentioning(*needles) or procs.port_open(port):
+            assert time.monotonic() < deadline, ("children outlived the killed launcher",
+                                                 procs.port_open(port), [
+                _proc_text(p)[:120] for p in processes_mentioning(*needles)])
+            time.sleep(0.2)
+        output = up.stdout.read()
+        assert "w0 exited (-9)" in output and "w0 restarted" in output, output
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for pid in processes_mentioning(*needles):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _worker_answers(nats_url: str, worker_id: str, ask) -> bool:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    try:
+        asyncio.run(ask(nats_url, worker_id))
+        return True
+    except Exception:
+        return False

@@ -233,6 +233,7 @@ def test_metrics_move_with_traffic(traced_mesh: TracedMesh) -> None:
     assert "kvmesh_gateway_result_cache_hit_ratio{}" in after["gateway"]
     assert moved("router", "kvmesh_router_requests_total{model=" + MODEL + ",status=200}") == 2
     assert moved("router", "kvmesh_router_route_latency_seconds_count") == 2
+    assert after["router"]["kvmesh_router_live_workers{}"] == 1  # it read 0 (issue 13)
     assert moved("worker", "kvmesh_worker_requests_total{model=" + MODEL + ",status=200}") == 2
     for name in ("queue_time_seconds_count", "time_to_first_token_seconds_count",
                  "e2e_request_latency_seconds_count"):

@@ -122,3 +122,26 @@ def test_cached_free_blocks_are_evicted_lru_and_only_when_needed():
     assert kv.admit(_seq(5, [1] * 5)) == 0, "the older cached prefix was evicted"
     assert kv.admit(_seq(4, [2] * 5)) == 4, "the newer cached prefix survives"
     kv.check_invariants()
+
+
+def _salted(i: int, tokens: list[int], salt: str) -> Sequence:
+    return Sequence(i, f"r{i}", 0, list(tokens), len(tokens), SamplingParams(cache_salt=salt),
+                    float(i))
+
+
+def _computed(kv: KVCacheManager, seq: Sequence) -> None:
+    kv.admit(seq)
+    kv.reserve(seq, seq.num_new_tokens)
+    seq.num_computed_tokens = seq.num_tokens
+    kv.commit(seq)
+    kv.free(seq)
+
+
+def test_cached_prefixes_are_shared_only_under_the_same_salt() -> None:
+    kv = KVCacheManager(16, BS)
+    prompt = list(range(4 * BS + 1))
+    _computed(kv, _salted(0, prompt, "tenant:a"))
+    assert kv.admit(_salted(1, prompt, "tenant:b")) == 0  # another tenant finds nothing
+    assert kv.admit(_salted(2, prompt, "")) == 0  # nor does an unsalted request
+    assert kv.admit(_salted(3, prompt, "tenant:a")) == 4 * BS  # the tenant itself does
+    kv.check_invariants()

@@ -117,7 +117,7 @@ def test_cache_key_covers_tenant_revision_and_sampling() -> None:
     assert cacheable(parse_chat({**body, "temperature": 0.5, "seed": 3}))
 
 
-def test_every_sampling_field_but_priority_changes_the_cache_key() -> None:
+def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> None:
     req = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     base = cache_key(req, "t", "r")
     changed = {
@@ -134,8 +134,9 @@ def test_every_sampling_field_but_priority_changes_the_cache_key() -> None:
         "priority": 5,
         "grammar_kind": "regex",
         "grammar": "a+",
+        "cache_salt": "tenant:x",
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():
         key = cache_key(dataclasses.replace(req, **{name: value}), "t", "r")
-        assert (key == base) == (name == "priority"), name
+        assert (key == base) == (name in ("priority", "cache_salt")), name

@@ -1,0 +1,162 @@
+"""A generation's claim on its tenant's limits, held for exactly as long as the request lives.
+
+Contract (`Admission.hold(ticket)`, an async context manager the request handler enters):
+- On entry it asks auth to admit the request (`AUTH_ADMIT`): one request from `rpm`, a
+  reservation of `ticket.reserved` tokens (prompt estimate + `max_tokens`, see `reservation`)
+  from `tpm`, a slot of `max_concurrency`. A refusal raises `ApiError` 429 and takes nothing.
+- While the block runs, the slot's lease is renewed (`AUTH_RENEW`) every third of it, so a
+  request may run for as long as it needs while a lost one frees its slot within one lease.
+- On exit, whatever happened (an error, the client resetting the connection mid-admission,
+  the handler being cancelled), the claim is released (`AUTH_SETTLE`: the reservation given
+  back, the usage the handler reported through `ticket.settle(tokens)` charged, the slot
+  freed). An admission still in flight is waited for first, so a release never overtakes its
+  admission. The release is awaited up to `timeout`; one that fails (auth or Redis down) is
+  retried in the background with backoff until it lands or the slot's lease has run out
+  (Settle is idempotent, so a retry never charges twice).
+- A ticket never settled is charged its whole reservation (the safe side of the limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.errors import ApiError
+from gateway.openai_request import ParsedRequest
+from kvmesh import wire
+from kvmesh.wire import Admit, AuthOk, Identity, Message, Renew, Settle
+
+log = logging.getLogger("kvmesh.gateway.auth")
+BYTES_PER_TOKEN = 3  # a low guess (English runs ~4), so the reservation errs on the high side
+RETRY_FIRST_S = 0.25  # first pause between release attempts; doubles
+
+
+@dataclass
+class Ticket:
+    """One request's claim: who, what it reserved, and (once known) what it used."""
+
+    tenant: str = ""
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrency: int = 0
+    reserved: int = 0
+    used: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rpm or self.tpm or self.max_concurrency)
+
+    def settle(self, tokens: int) -> None:
+        """Report the request's real usage (prompt + completion tokens); charged at exit."""
+        self.used = max(0, int(tokens))
+
+
+def prompt_estimate(req: ParsedRequest) -> int:
+    """Tokens the prompt will take, from its size (the gateway does not tokenise)."""
+    if req.prompt_token_ids is not None:
+        return len(req.prompt_token_ids)
+    size = len((req.prompt or "").encode())
+    size += sum(len(m.content.encode()) + 4 * BYTES_PER_TOKEN for m in req.messages or [])
+    return size // BYTES_PER_TOKEN + 1
+
+
+def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> int:
+    """Tokens to reserve from `tpm`: prompt estimate + every completion token the request may
+    make (`n` choices of `max_tokens`; with no `max_tokens`, the rest of the model's
+    `context_len`), at most the whole budget (all of it when neither is known); 0 without a
+    `tpm`."""
+    if not ident.tpm:
+        return 0
+    prompt = prompt_estimate(req)
+    if req.max_tokens is not None:
+        completion = req.max_tokens
+    elif context_len:
+        completion = max(1, context_len - prompt)
+    else:
+        return ident.tpm
+    return min(ident.tpm, prompt + req.n * completion)
+
+
+Ask = Callable[[str, Message], Awaitable[Message]]
+
+
+class Admission:
+    """Admits, renews and releases tickets over `ask(subject, message)`, which answers
+    `AuthOk` within `timeout` or raises `ApiError` (an error reply, auth unreachable)."""
+
+    def __init__(self, ask: Ask, timeout: float) -> None:
+        self.ask = ask
+        self.timeout = timeout
+        self._background: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ticket: Ticket) -> AsyncIterator[Ticket]:
+        if not ticket.limited:
+            yield ticket
+            return
+        admit = asyncio.ensure_future(self.ask(wire.AUTH_ADMIT, Admit(
+            ticket.tenant, ticket.request_id, ticket.rpm, ticket.tpm, ticket.max_concurrency,
+            ticket.reserved)))
+        renewer: asyncio.Task[None] | None = None
+        lease = 0.0
+        try:
+            ok = await asyncio.shield(admit)  # a cancel here still waits for it (finally)
+            assert isinstance(ok, AuthOk)
+            lease = ok.lease
+            if lease > 0:
+                renewer = asyncio.ensure_future(self._renew(ticket, lease))
+            yield ticket
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+            await self._release(ticket, admit, lease)
+
+    async def _renew(self, ticket: Ticket, lease: float) -> None:
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.ask(wire.AUTH_RENEW, Renew(ticket.tenant, ticket.request_id))
+            except Exception as exc:  # the next renewal may land; the lease covers two misses
+                log.warning("renewing %s's slot failed: %s", ticket.tenant, exc)
+
+    async def _release(self, ticket: Ticket, admit: asyncio.Future[Message],
+                       lease: float) -> None:
+        if not admit.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(admit), self.timeout)
+        if admit.done() and not admit.cancelled():
+            exc = admit.exception()
+            if isinstance(exc, ApiError) and exc.status == 429:
+                return  # refused: nothing was taken
+        used = ticket.reserved if ticket.used is None else ticket.used
+        msg = Settle(ticket.tenant, ticket.request_id, used, ticket.tpm, ticket.max_concurrency)
+        task = asyncio.ensure_future(self._settle(msg, lease))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        with contextlib.suppress(BaseException):  # still running: it goes on in the background
+            await asyncio.wait_for(asyncio.shield(task), self.timeout)
+
+    async def _settle(self, msg: Settle, lease: float) -> None:
+        """Send `msg` until it lands; give up once its slot has expired anyway (30 s when
+        it holds none: then only the token charge is at stake, and it errs on the safe side)."""
+        give_up = time.monotonic() + (lease or 30.0)
+        pause = RETRY_FIRST_S
+        while True:
+            try:
+                await self.ask(wire.AUTH_SETTLE, msg)
+                return
+            except Exception as exc:  # ApiError from auth, or the mesh itself going away
+                if time.monotonic() + pause > give_up:
+                    log.warning("releasing %s's request %s failed (%s); its slot frees when "
+                                "the lease runs out", msg.tenant, msg.request_id, exc)
+                    return
+                log.warning("releasing %s's request %s failed (%s); retrying in %.2gs",
+                            msg.tenant, msg.request_id, exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)

@@ -1,0 +1,33 @@
+"""How many tokens an admission reserves from a tenant's `tpm` (gateway/admission.py)."""
+
+from __future__ import annotations
+
+from gateway.admission import prompt_estimate, reservation
+from gateway.openai_request import parse_chat, parse_completion
+from kvmesh.wire import Identity
+
+
+def _ident(tpm: int) -> Identity:
+    return Identity("t", "k", ["*"], tpm=tpm)
+
+
+def test_the_reservation_is_the_prompt_plus_every_token_the_request_may_make() -> None:
+    req = parse_completion({"model": "m", "prompt": "x" * 300, "max_tokens": 20, "n": 2})
+    assert prompt_estimate(req) == 101
+    assert reservation(req, _ident(10_000)) == 101 + 2 * 20
+    assert reservation(req, _ident(100)) == 100  # never more than the whole budget
+    assert reservation(req, _ident(0)) == 0  # no tpm: nothing to reserve
+
+
+def test_without_max_tokens_the_rest_of_the_context_is_reserved() -> None:
+    req = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert req.max_tokens is None
+    prompt = prompt_estimate(req)
+    assert reservation(req, _ident(10_000), context_len=2048) == 2048
+    assert reservation(req, _ident(10_000)) == 10_000  # context unknown: the whole budget
+    assert prompt < 10
+
+
+def test_token_ids_count_exactly() -> None:
+    req = parse_completion({"model": "m", "prompt": [1, 2, 3, 4], "max_tokens": 1})
+    assert prompt_estimate(req) == 4 and reservation(req, _ident(50)) == 5
