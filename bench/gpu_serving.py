@@ -134,7 +134,6 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
            "KVMESH_WORKER_MAX_MODEL_LEN": str(args.max_model_len),
            "KVMESH_WORKER_MAX_WAITING": "4096",
            "KVMESH_WORKER_LOAD_FORMAT": args.load_format,
-           "KVMESH_GATEWAY_PROCESSES": str(args.gateways),
            "KVMESH_ROUTER_MAX_CONCURRENCY": "2048",
            "KVMESH_LOG_LEVEL": "WARNING"}
     if args.model:
@@ -142,6 +141,7 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
     from kvmesh.procs import free_port
 
     argv = [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(args.port),
+            "--gateways", str(args.gateways),
             "--state-dir", str(logs), "--nats-port", str(free_port()),
             "--redis-port", str(free_port()), "--metrics-port", str(free_port())]
     if otlp:

@@ -85,11 +85,16 @@ async def _finish_streams(mesh: MeshClient, grace: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def supervise(argv: Sequence[str], n: int) -> int:
-    """Run `n` single-process gateways with `argv`; restart any that dies until signalled."""
+def supervise(argv: Sequence[str], n: int, metrics_port: int) -> int:
+    """Run `n` single-process gateways with `argv`; restart any that dies until signalled.
+    With a separate /metrics port, process i takes `metrics_port + i`."""
     cmd = [sys.executable, "-m", "gateway.server", *argv, "--processes", "1"]  # last flag wins
-    env = dict(os.environ)
-    children = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+
+    def start(i: int) -> subprocess.Popen[bytes]:
+        port = ["--metrics-port", str(metrics_port + i)] if metrics_port else []
+        return subprocess.Popen([*cmd, *port])
+
+    children = [start(i) for i in range(n)]
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -107,7 +112,7 @@ def supervise(argv: Sequence[str], n: int) -> int:
         for i, c in enumerate(children):
             if c.poll() is not None and not stopping:
                 log.warning("gateway process %d exited (%s); restarting it", c.pid, c.returncode)
-                children[i] = subprocess.Popen(cmd, env=env)
+                children[i] = start(i)
     for c in children:
         c.wait()
     return 0
@@ -119,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n = cfg.processes if cfg.processes > 0 else (os.cpu_count() or 1)
     telemetry.setup("gateway", f"gateway-{cfg.port}-{os.getpid()}", cfg.log_level)
     if n > 1:
-        return supervise(args, n)
+        return supervise(args, n, cfg.metrics_port)
     try:
         eventloop.run(serve(replace(cfg, processes=1)))
     finally:
