@@ -123,28 +123,33 @@ class FakeBackend:
             await nc.publish(wire.HEARTBEAT, wire.encode(hb))
             await asyncio.sleep(0.3)
 
+    @staticmethod
+    async def _send(nc: nats.NATS, req: GenerateRequest, chunk: Chunk) -> None:
+        """One chunk, framed as a real worker frames it (a `Deltas` frame)."""
+        await nc.publish(req.reply_to, wire.encode(Deltas(FAKE_WORKER, [chunk])))
+
     async def _texts(self, nc: nats.NATS, req: GenerateRequest, texts: list[str]) -> None:
         for seq, text in enumerate(texts):
             last = seq == len(texts) - 1
-            await nc.publish(req.reply_to, wire.encode(Chunk(
+            await self._send(nc, req, Chunk(
                 req.request_id, seq, 0, text, [1], finish_reason="length" if last else None,
-                usage=UsageInfo(3, len(texts)) if last else None)))
+                usage=UsageInfo(3, len(texts)) if last else None))
 
     async def _slow(self, nc: nats.NATS, req: GenerateRequest) -> None:
         for seq in range(SLOW_CHUNKS):
             if req.request_id in self.cancelled:
                 return
             last = seq == SLOW_CHUNKS - 1
-            await nc.publish(req.reply_to, wire.encode(Chunk(
+            await self._send(nc, req, Chunk(
                 req.request_id, seq, 0, "x", [1], finish_reason="length" if last else None,
-                usage=UsageInfo(3, SLOW_CHUNKS) if last else None)))
+                usage=UsageInfo(3, SLOW_CHUNKS) if last else None))
             await asyncio.sleep(SLOW_PAUSE_S)
 
     async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
         rid = req.request_id
 
         async def send(chunk: Chunk) -> None:
-            await nc.publish(req.reply_to, wire.encode(Deltas(FAKE_WORKER, [chunk])))
+            await self._send(nc, req, chunk)
 
         if not flood:
             await send(Chunk(rid, 0, 0, "Hello", [1]))
