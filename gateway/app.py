@@ -118,17 +118,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def _serve_generation(request: web.Request,
                             parse: Callable[[Any], ParsedRequest]) -> web.StreamResponse:
-    """The handler, top to bottom: the mesh is up, who asks (401), what (400), the model
-    (404), may they (403, 429), then generate and settle the tokens it used."""
+    """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
+    they use the model (403) and does it exist (404), within their limits (429), then generate
+    and settle the tokens it used."""
     mesh, auth = request.app[MESH], request.app[AUTH]
-    if not mesh.connected:  # at once, not after the router's or auth's timeout
-        raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     ident = await auth.identify(request)  # 401 before the body is read
     req = parse(await _read_json(request))
+    if not mesh.connected:  # at once, not after the router's timeout
+        raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     if ident is not None:
         telemetry_http.identified(request, ident.tenant, req.model)
+    admission = auth.admission(ident, req)  # 403 for a model outside the tenant's scopes
     _check_model(mesh, req.model)
-    async with auth.admission(ident, req) as ticket:  # 403/429; released however it ends
+    async with admission as ticket:  # 429; released however it ends
         return await _generate(request, req, ticket)
 
 
@@ -167,6 +169,7 @@ async def _generate(request: web.Request, req: ParsedRequest,
     rec.set_request(rid, req.model, req.tenant)
     req.session = request.headers.get(SESSION_HEADER, req.session)
     hit, lead_key, headers = await _cache_lookup(request, req)
+    headers["x-kvmesh-gateway"] = mesh.instance  # which gateway process answered
     stream: RequestStream | ReplayStream | None = None
     try:
         stream = ReplayStream(hit, rid) if hit is not None \
@@ -178,7 +181,8 @@ async def _generate(request: web.Request, req: ParsedRequest,
         if stream is not None:
             ticket.settle(_used_tokens(stream))
             stream.close()
-            if not stream.done:  # an error, a timeout or a client that left: free the worker
+            if isinstance(stream, RequestStream) and not stream.completed:
+                # an error, a timeout (504) or a client that left: the worker must stop too
                 log.info("%s ended early; cancelling it at the worker", rid)
                 mesh.cancel_soon(rid)
         if lead_key is not None:  # this request computed the key: store it, or let go

@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -49,6 +51,7 @@ class MeshClient(Actor):
         self.workers = WorkerRegistry(cfg.worker_dead_after)
         self.streams: dict[str, RequestStream] = {}
         self.inbox = ""
+        self.instance = f"{socket.gethostname()}-{os.getpid()}"  # x-kvmesh-gateway
         self._background: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:

@@ -45,14 +45,19 @@ def test_fake_backend_answers(fmesh: FakeMesh) -> None:
 # -- timeouts: each bound fires ---------------------------------------------------------------
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_worker_that_accepts_but_never_sends_is_504_within_chunk_timeout(
+def test_worker_that_accepts_but_never_sends_is_504_within_chunk_timeout_and_cancelled(
         fmesh: FakeMesh, stream: bool) -> None:
+    before = set(fmesh.backend.cancelled)
     started = time.monotonic()
     status, body, _ = post(fmesh.open_url + CHAT, chat("fake:silent", stream=stream), timeout=30)
     elapsed = time.monotonic() - started
     assert status == 504, body
     assert_openai_error(body, "worker_timeout")
     assert BOUND_S - 0.1 < elapsed < BOUND_S + 3, elapsed
+    deadline = time.monotonic() + 10  # the worker is told to stop: it must not run on
+    while fmesh.backend.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fmesh.backend.cancelled != before
 
 
 def test_router_that_never_answers_is_504_within_router_timeout(fmesh: FakeMesh) -> None:

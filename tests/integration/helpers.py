@@ -51,3 +51,18 @@ def sse_events(resp: Any) -> Any:
         line = raw.decode().strip()
         if line.startswith("data: "):
             yield line[len("data: "):]
+
+
+def read_banner(up: Any, timeout: float) -> str:
+    """What `kvmesh up` (a Popen with text stdout) prints until its banner ends; fails if it
+    exits first or takes longer than `timeout` seconds."""
+    import time
+
+    banner = ""
+    deadline = time.monotonic() + timeout
+    while "Ctrl-C stops everything" not in banner:
+        line = up.stdout.readline()
+        assert line or up.poll() is None, banner
+        banner += line
+        assert time.monotonic() < deadline, banner
+    return banner

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kvmesh import procs
 from tests.integration.conftest import MODEL
+from tests.integration.helpers import read_banner
 
 
 def processes_mentioning(*needles: str) -> list[int]:
@@ -40,13 +41,7 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
     try:
-        banner = ""
-        deadline = time.monotonic() + 180
-        while "Ctrl-C stops everything" not in banner:
-            line = up.stdout.readline()
-            assert line or up.poll() is None, banner
-            banner += line
-            assert time.monotonic() < deadline, banner
+        banner = read_banner(up, 180)
         assert f"http://127.0.0.1:{port}" in banner
 
         second = subprocess.run(
@@ -109,13 +104,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
     at_nats = f"127.0.0.1:{nats_port}"  # in every child's command line or environment
     needles = (at_nats, f"-p\0{nats_port}", f"--port\0{redis_port}")
     try:
-        banner = ""
-        deadline = time.monotonic() + 240
-        while "Ctrl-C stops everything" not in banner:
-            line = up.stdout.readline()
-            assert line or up.poll() is None, banner
-            banner += line
-            assert time.monotonic() < deadline, banner
+        banner = read_banner(up, 240)
         key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0,
                         timeout=30)
@@ -125,7 +114,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
         while not all(_worker_answers(nats_url, w, _ask_stats) for w in ("w0", "w1")):
             assert time.monotonic() < deadline, "the workers did not come up"
             time.sleep(0.5)
-        (w0,) = _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
+        (w0,) = _pids_with_all("kvmesh.serve\0worker", "KVMESH_WORKER_WORKER_ID=w0", at_nats)
         assert len(_pids_with_all("kvmesh.serve\0gateway", at_nats)) == 2
         os.kill(w0, signal.SIGKILL)
         served = 0
@@ -134,7 +123,8 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
             resp = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
             assert resp.choices[0].text is not None
             served += 1
-            restarted = [p for p in _pids_with_all("KVMESH_WORKER_WORKER_ID=w0", at_nats)
+            restarted = [p for p in _pids_with_all("kvmesh.serve\0worker",
+                                                   "KVMESH_WORKER_WORKER_ID=w0", at_nats)
                          if p != w0]
             if restarted and _worker_answers(nats_url, "w0", _ask_stats):
                 break

@@ -25,6 +25,7 @@ from kvmesh import procs
 from telemetry.mesh_view import Samples, parse
 from telemetry.vllm_names import EXPOSED
 from tests.integration.conftest import MODEL
+from tests.integration.helpers import read_banner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ class UpMesh:
     key: str
     nats_url: str
     redis_url: str
-    metrics_port: int  # router; the worker is +1, auth +2, cache +3
+    metrics_port: int  # router; the worker is +1, auth +2, cache +3, the gateway +4
 
     def scrape(self, port: int) -> Samples:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -55,7 +56,7 @@ def _free_run(n: int) -> int:
 def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
     state = tmp_path_factory.mktemp("up-monitoring")
     port, nats_port, redis_port = procs.free_port(), procs.free_port(), procs.free_port()
-    mport = _free_run(4)
+    mport = _free_run(5)
     up = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port), "--nats-port",
          str(nats_port), "--redis-port", str(redis_port), "--metrics-port", str(mport),
@@ -64,15 +65,10 @@ def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
         env={**os.environ, "KVMESH_WORKER_MAX_MODEL_LEN": "1024",
              "KVMESH_WORKER_NUM_KV_BLOCKS": "256"})
     try:
-        banner = ""
-        deadline = time.monotonic() + 240
-        while "Ctrl-C stops everything" not in banner:
-            line = up.stdout.readline()
-            assert line or up.poll() is None, banner
-            banner += line
-            assert time.monotonic() < deadline, banner
+        banner = read_banner(up, 240)
         key = next(ln.split(": ")[-1] for ln in banner.splitlines() if "API key" in ln)
-        yield UpMesh(f"http://127.0.0.1:{port}", key, f"nats://127.0.0.1:{nats_port}",
+        nats_url = (state / "nats-ops.url").read_text().strip()  # NATS has a user per role
+        yield UpMesh(f"http://127.0.0.1:{port}", key, nats_url,
                      f"redis://127.0.0.1:{redis_port}/0", mport)
     finally:
         up.terminate()
@@ -150,8 +146,7 @@ def test_a_throttled_tenant_counts_under_its_name_everywhere(up_mesh: UpMesh) ->
     _chat(up_mesh, "Hi.", max_tokens=1, key=key)  # the bucket's one request
     with pytest.raises(RateLimitError):
         _chat(up_mesh, "Hi again.", max_tokens=1, key=key)
-    gateway = parse(urllib.request.urlopen(up_mesh.base_url + "/metrics", timeout=5)
-                    .read().decode())
+    gateway = up_mesh.scrape(up_mesh.metrics_port + 4)  # kvmesh up: its own /metrics port
     refused = sum(v for k, v in gateway["kvmesh_gateway_requests_total"].items()
                   if dict(k)["tenant"] == "tiny" and dict(k)["status"] == "429")
     assert refused == 1  # under its tenant and model, not "none"
@@ -194,7 +189,7 @@ def test_kvmesh_top_shows_the_mesh_and_quits_on_q(up_mesh: UpMesh) -> None:
     top = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "top", "--nats-url", up_mesh.nats_url, "--port",
          up_mesh.base_url.rsplit(":", 1)[1], "--metrics-ports",
-         f"{up_mesh.metrics_port}-{up_mesh.metrics_port + 3}", "--interval", "0.5"],
+         f"{up_mesh.metrics_port}-{up_mesh.metrics_port + 4}", "--interval", "0.5"],
         stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, start_new_session=True,
         env={**os.environ, "TERM": "xterm"})
     os.close(slave)
