@@ -77,6 +77,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400:
             raise
         return ApiError(exc.status, exc.reason or "error", code=str(exc.status)).response()
+    except ConnectionResetError:
+        raise  # the client left (even just after [DONE]): a 499 for the access log, not a 500
     except Exception as exc:
         log.exception("unhandled error on %s", request.path)
         return ApiError(500, f"internal error: {exc}", "internal_error").response()
