@@ -7,8 +7,9 @@ Contract:
 - With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
-- A client that disconnects (the handler is cancelled, or a write fails) cancels its request
-  at the worker.
+- A request that does not complete at its worker (the client left, the worker erred, a 504)
+  is cancelled there. A client that resets is a 499, never a 500.
+- Every response of a generation names its gateway process (`x-kvmesh-gateway`).
 - `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
 - `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
   runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
