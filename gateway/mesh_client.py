@@ -158,7 +158,7 @@ class RequestStream:
         self._held: dict[int, Chunk] = {}  # out-of-order arrivals (not seen in practice)
         self._error: ApiError | None = None
         self._wake: asyncio.Future[None] | None = None
-        self._heard = time.monotonic()
+        self._heard = self._accepted_at = time.monotonic()
         self._reroutes = mesh.cfg.retry_before_first_token
 
     @property
@@ -173,7 +173,7 @@ class RequestStream:
         except BaseException:
             self.close()
             raise
-        self._heard = time.monotonic()
+        self._heard = self._accepted_at = time.monotonic()
 
     # -- filled by the mesh client (loop thread) -------------------------------------------
 
@@ -200,7 +200,7 @@ class RequestStream:
         """The watchdog's look: is the worker alive, and has it said anything lately?"""
         if self.done or self._error is not None or not self.worker_id:
             return
-        if not self.mesh.workers.is_live(self.worker_id):
+        if self.mesh.workers.presumed_dead(self.worker_id, self._accepted_at):
             self.fail(ApiError(502, f"worker {self.worker_id} died while serving the request",
                                "bad_gateway", code="worker_died"))
         elif now - self._heard > self.mesh.cfg.chunk_timeout:

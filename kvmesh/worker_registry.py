@@ -99,6 +99,15 @@ class WorkerRegistry:
         view = self._workers.get(worker_id)
         return view is not None and time.monotonic() - view.seen_at <= self.dead_after
 
+    def presumed_dead(self, worker_id: str, since: float) -> bool:
+        """Whether a request `worker_id` accepted at `since` (monotonic) should be given up: its
+        last heartbeat is too old, or none was heard in the `dead_after` since then (a fresh
+        gateway may get a worker's deltas before its first heartbeat)."""
+        view = self._workers.get(worker_id)
+        now = time.monotonic()
+        heard = view.seen_at if view is not None else since
+        return now - max(heard, since) > self.dead_after
+
     def models(self) -> dict[str, int]:
         """Model name -> the largest context among its live workers."""
         out: dict[str, int] = {}

@@ -41,3 +41,14 @@ def test_a_draining_worker_is_live_for_its_requests_but_takes_no_new_ones() -> N
     reg = WorkerRegistry(dead_after=3.0)
     reg.observe(replace(GOOD, draining=True))
     assert reg.is_live("w1") and reg.live("m") == [] and reg.live_count() == 0
+
+
+def test_a_worker_not_yet_heard_of_is_presumed_alive_for_dead_after() -> None:
+    import time
+
+    reg = WorkerRegistry(dead_after=3.0)
+    now = time.monotonic()
+    assert not reg.presumed_dead("w1", since=now)  # a fresh gateway, no heartbeat yet
+    assert reg.presumed_dead("w1", since=now - 4.0)  # still nothing after dead_after
+    reg.observe(GOOD)
+    assert not reg.presumed_dead("w1", since=now - 4.0)  # heard just now
