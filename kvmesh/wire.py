@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kvmesh import codec
-from kvmesh.codec import SCHEMA_VERSION, WireError, decode, encode
-
-__all__ = ["SCHEMA_VERSION", "WireError", "decode", "encode"]  # and the messages below
+from kvmesh.codec import SCHEMA_VERSION, WireError, decode, encode  # noqa: F401 (re-exported)
 
 # Subjects. Workers: one subject each for generate and stats; the rest are broadcasts.
 ROUTER_GENERATE = "kvmesh.router.generate"
