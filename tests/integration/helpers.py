@@ -66,3 +66,25 @@ def read_banner(up: Any, timeout: float) -> str:
         banner += line
         assert time.monotonic() < deadline, banner
     return banner
+
+
+def free_ports(singles: int, run: int) -> tuple[list[int], int]:
+    """`singles` distinct free ports and the first of `run` consecutive free ports, none of
+    the singles inside the run (`kvmesh up` derives its services' metrics ports from one base,
+    so a NATS or Redis port there would collide)."""
+    from kvmesh import procs
+
+    for _ in range(50):
+        first = procs.free_port()
+        if first + run < 65535 and not any(procs.port_open(p) for p in range(first, first + run)):
+            break
+    else:
+        raise RuntimeError("no run of free ports")
+    taken: set[int] = set(range(first, first + run))
+    singles_out: list[int] = []
+    while len(singles_out) < singles:
+        port = procs.free_port()
+        if port not in taken:
+            taken.add(port)
+            singles_out.append(port)
+    return singles_out, first

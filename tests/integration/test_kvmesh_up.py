@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kvmesh import procs
 from tests.integration.conftest import MODEL
-from tests.integration.helpers import read_banner
+from tests.integration.helpers import free_ports, read_banner
 
 
 def processes_mentioning(*needles: str) -> list[int]:
@@ -93,11 +93,11 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
 
     from tests.integration.conftest import _ask_stats
 
-    port, nats_port, redis_port = procs.free_port(), procs.free_port(), procs.free_port()
+    (port, nats_port, redis_port), mport = free_ports(3, run=8)  # metrics: router..gateways
     up = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
          "--nats-port", str(nats_port), "--redis-port", str(redis_port),
-         "--metrics-port", str(procs.free_port()), "--state-dir", str(tmp_path),
+         "--metrics-port", str(mport), "--state-dir", str(tmp_path),
          "--workers", "2", "--gateways", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmesh import procs
 from telemetry.mesh_view import Samples, parse
 from telemetry.vllm_names import EXPOSED
 from tests.integration.conftest import MODEL
-from tests.integration.helpers import read_banner
+from tests.integration.helpers import free_ports, read_banner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,20 +42,10 @@ class UpMesh:
             return parse(resp.read().decode())
 
 
-def _free_run(n: int) -> int:
-    """The first of `n` consecutive free ports."""
-    for _ in range(50):
-        first = procs.free_port()
-        if first + n < 65535 and not any(procs.port_open(p) for p in range(first, first + n)):
-            return first
-    raise RuntimeError("no run of free ports")
-
-
 @pytest.fixture(scope="module")
 def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
     state = tmp_path_factory.mktemp("up-monitoring")
-    port, nats_port, redis_port = procs.free_port(), procs.free_port(), procs.free_port()
-    mport = _free_run(5)
+    (port, nats_port, redis_port), mport = free_ports(3, run=5)
     up = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port), "--nats-port",
          str(nats_port), "--redis-port", str(redis_port), "--metrics-port", str(mport),
