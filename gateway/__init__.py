@@ -1,1 +1,3 @@
-"""gateway service (see ../shared DESIGN: built in a later issue)."""
+"""The gateway: the OpenAI-compatible HTTP edge (`app.py`), its side of auth, admission and the
+result cache, and the mesh client that routes requests and reads workers' deltas
+(`mesh_client.py`); `server.py` runs one process or a supervisor of several on one port."""
