@@ -144,6 +144,9 @@ class EngineConfig:
     - `load_format`: "auto" (weights from the checkpoint) or "dummy" (vLLM's name): the model's
       config and tokenizer from the checkpoint (an HF folder needs no weight files), random
       weights seeded by `seed`, for serving any shape through the whole mesh.
+    - `async_scheduling`: launch step N+1 before reading step N's tokens, so the host's work
+      per step hides behind the device's (inflight.py). Off, each step waits for its own
+      tokens: the plain loop, kept as the reference the overlapped one is tested against.
     """
 
     block_size: int = 16
@@ -161,3 +164,4 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     load_format: str = "auto"
     seed: int = 0
+    async_scheduling: bool = True

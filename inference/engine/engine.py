@@ -17,9 +17,10 @@ import torch
 from .config import EngineConfig, ModelConfig
 from .errors import DuplicateRequest
 from .grammar import Grammars, GrammarStats
+from .inflight import InFlight
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
-from .outputs import StepOutput
+from .outputs import StepOutput, TokenLogprob
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_prompt
 from .request_state import RequestState
@@ -27,8 +28,9 @@ from .runner import ModelRunner, kv_bytes_per_block
 from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
-from .sequence import Sequence
+from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
+from .transfer import to_device
 
 
 @dataclass
@@ -43,10 +45,6 @@ class EngineStats:
     prompt_tokens: int
     preemptions: int
     grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
-
-    @property
-    def kv_usage(self) -> float:
-        return self.used_blocks / self.num_blocks
 
 
 class LLMEngine:
@@ -100,6 +98,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
+        self._inflight: InFlight | None = None  # the launched step whose tokens are coming
         self.last_batch: ScheduledBatch | None = None
 
     @classmethod
@@ -191,35 +190,79 @@ class LLMEngine:
 
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
+        self._inflight = None
         for request_id in list(self._requests):
             self.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self._requests) or bool(self._pending)
+        return bool(self._requests) or bool(self._pending) or self._inflight is not None
 
     def step(self) -> list[StepOutput]:
+        """Schedule and launch one step, and return the outputs of the step whose tokens came
+        back: this one, or with `async_scheduling` the one before it, finished while this one
+        runs on the device (inflight.py)."""
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
         self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
-        if not batch:
+        launched = self._launch(batch) if batch else None
+        previous, self._inflight = self._inflight, None
+        if previous is not None:
+            outputs.extend(self._finish(previous))
+        if launched is not None:
+            for seq in batch.seqs:  # after `_finish`: placeholders of computed tokens are filled
+                if seq.status is SequenceStatus.RUNNING:
+                    self.kv.commit(seq)
+            current = self._sample(*launched)
+            if current is not None and self.config.async_scheduling:
+                self._inflight = current
+            elif current is not None:
+                outputs.extend(self._finish(current))
+        elif previous is None:
             outputs.extend(self._fail_unschedulable())
-            return outputs
-        sampled = [
+        return outputs
+
+    def _launch(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
+        """Queue the batch's forward pass; the sequences to sample and their logits (which the
+        device may still be computing)."""
+        rows = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
             if s.num_computed_tokens + n == s.num_tokens
         ]
         self.runner.copy_blocks(self.kv.take_copies())
-        logits = self.runner.execute(batch, sampled)
+        in_flight = self._inflight.tokens if self._inflight is not None else None
+        logits = self.runner.execute(batch, rows, in_flight)
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
             seq.num_computed_tokens += n
-            self.kv.commit(seq)
-        seqs = [batch.seqs[i] for i in sampled]
+        return [batch.seqs[i] for i in rows], logits
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> InFlight | None:
+        """Queue sampling for the sequences still running (one that finished while this step
+        was launched is dropped) and start bringing the tokens back."""
+        keep = [i for i, s in enumerate(seqs) if s.status is SequenceStatus.RUNNING]
+        if len(keep) < len(seqs):
+            seqs = [seqs[i] for i in keep]
+            logits = logits[to_device(keep, torch.long, logits.device)]
+        if not seqs:
+            return None
         seqs, logits = self._fork_new_choices(seqs, logits)
         rows = [SampleRow(s.params, s.generator) for s in seqs]
-        # Built after the forward pass is launched: on CUDA the CPU mask overlaps the GPU.
-        tokens, logprobs = sample(logits, rows, self._generator, self.grammars.masks(seqs))
-        for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
+        # Built after the forward pass is queued: on CUDA the CPU mask overlaps the GPU.
+        drawn = sample(logits, rows, self._generator, self.grammars.masks(seqs))
+        inflight = InFlight.launch(seqs, drawn)
+        for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
+            seq.last_token_in_flight = (seq.num_output_tokens >= seq.params.max_tokens
+                                        or seq.num_tokens >= self.max_model_len)
+        return inflight
+
+    def _finish(self, inflight: InFlight) -> list[StepOutput]:
+        """Wait for a launched step's tokens and turn them into outputs."""
+        tokens, logprobs = inflight.wait()
+        outputs = []
+        for seq, token, lp in zip(inflight.seqs, tokens, logprobs, strict=True):
+            if seq.status is SequenceStatus.FINISHED:
+                continue  # aborted while its token was in flight
+            seq.token_ids[-1] = token
             outputs.append(self._on_token(seq, token, lp))
         return outputs
 
@@ -247,7 +290,7 @@ class LLMEngine:
             logits = torch.cat([logits, logits[extra_rows]])
         return out, logits
 
-    def _on_token(self, seq: Sequence, token: int, logprob) -> StepOutput:
+    def _on_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> StepOutput:
         state = self._requests[seq.request_id]
         choice = state.choices[seq.index]
         done = self.grammars.advance(seq, token)

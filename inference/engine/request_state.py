@@ -29,10 +29,10 @@ class ChoiceState:
         max_len: int,
         grammar_done: bool = False,
     ) -> StepOutput:
-        """`grammar_done`: the sequence's grammar is complete, so this token ends it ("stop");
-        an eos token that completes it is not shown, any other token is."""
+        """`token` is already the sequence's last token. `grammar_done`: the sequence's
+        grammar is complete, so this token ends it ("stop"); an eos token that completes it is
+        not shown, any other token is."""
         seq, params = self.seq, self.seq.params
-        seq.token_ids.append(token)
         reason = None
         hidden = (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids
         if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is

@@ -12,8 +12,10 @@ import torch
 
 from .attention import AttentionBackend, AttentionMetadata
 from .config import ModelConfig
+from .inflight import resolve_placeholders
 from .model import LlamaForCausalLM
 from .scheduler import ScheduledBatch
+from .transfer import to_device
 
 
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -53,17 +55,18 @@ class ModelRunner:
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if copies:
-            src = torch.tensor([s for s, _ in copies], device=self.device)
-            dst = torch.tensor([d for _, d in copies], device=self.device)
+            src = to_device([s for s, _ in copies], torch.long, self.device)
+            dst = to_device([d for _, d in copies], torch.long, self.device)
             # fp8 pools are copied as bytes: indexing kernels need not support float8.
             pool = self.kv_cache.view(torch.uint8) if self.kv_cache.element_size() == 1 \
                 else self.kv_cache
             pool[:, :, dst] = pool[:, :, src]
 
     def prepare(
-        self, batch: ScheduledBatch
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
-        """Flat inputs for the batch, and the row of each sequence's last new token."""
+        self, batch: ScheduledBatch, sample_rows: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, bool]:
+        """Flat inputs for the batch, the row of each sampled sequence's last new token, and
+        whether any input is a placeholder (see inflight.py)."""
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
@@ -78,37 +81,42 @@ class ModelRunner:
             starts.append(starts[-1] + n)
             seq_lens.append(start + n)
         # Hot path: every index array goes into one host buffer and crosses to the device in
-        # one copy (not five); the block table is filled row by row in numpy, not from a
-        # nested Python list.
+        # one non-blocking copy (not six, none of which waits for the GPU); the block table is
+        # filled row by row in numpy, not from a nested Python list.
         n_tok, n_seq = len(ids), len(batch.seqs)
         width = max(len(s.block_table) for s in batch.seqs)
         tables = np.zeros((n_seq, width), dtype=np.int64)
         for i, s in enumerate(batch.seqs):
             tables[i, : len(s.block_table)] = s.block_table
-        host = np.concatenate(
-            [np.asarray(a, dtype=np.int64) for a in (ids, positions, slots, starts, seq_lens)]
-            + [tables.ravel()]
-        )
-        buf = torch.from_numpy(host).to(self.device)
-        cut = np.cumsum([0, n_tok, n_tok, n_tok, n_seq + 1, n_seq]).tolist()
+        rows = [starts[i + 1] - 1 for i in sample_rows]
+        parts = (ids, positions, slots, starts, seq_lens, rows)
+        host = np.concatenate([np.asarray(a, dtype=np.int64) for a in parts] + [tables.ravel()])
+        buf = to_device(host, torch.long, self.device)
+        cut = np.cumsum([0] + [len(a) for a in parts]).tolist()
         input_ids, pos, slot_mapping = (buf[cut[i] : cut[i + 1]] for i in range(3))
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
             query_start_loc=buf[cut[3] : cut[4]].to(torch.int32),
             seq_lens=buf[cut[4] : cut[5]].to(torch.int32),
-            block_tables=buf[cut[5] :].view(n_seq, width).to(torch.int32),
+            block_tables=buf[cut[6] :].view(n_seq, width).to(torch.int32),
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
         )
-        return input_ids, pos, meta, [e - 1 for e in starts[1:]]
+        has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
+        return input_ids, pos, meta, buf[cut[5] : cut[6]], has_placeholder
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch, sample_rows: list[int]) -> torch.Tensor:
-        """Run one step; logits `[len(sample_rows), vocab]` (float32) for the given batch rows."""
-        input_ids, positions, meta, last_rows = self.prepare(batch)
-        # Copied before the forward is queued: a blocking host-to-device copy after it would
-        # wait for it, and the engine builds grammar masks on the CPU while the GPU computes.
-        rows = torch.tensor([last_rows[i] for i in sample_rows], device=self.device)
+    def execute(
+        self, batch: ScheduledBatch, sample_rows: list[int],
+        in_flight_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Queue one step; logits `[len(sample_rows), vocab]` (float32) for the given batch
+        rows. Placeholder inputs read their token from `in_flight_tokens` on the device.
+        Nothing here waits for the GPU."""
+        input_ids, positions, meta, rows, has_placeholder = self.prepare(batch, sample_rows)
+        if has_placeholder:
+            assert in_flight_tokens is not None, "a placeholder input with no step in flight"
+            input_ids = resolve_placeholders(input_ids, in_flight_tokens)
         if self.decode_hook is not None and meta.is_decode:
             hidden = self.decode_hook(input_ids, positions, meta)
         else:

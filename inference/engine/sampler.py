@@ -7,13 +7,16 @@ its tokens do not depend on what else is in the batch. Logprobs are of the model
 distribution (before temperature and truncation), as OpenAI reports them; a constrained row's
 logprobs are of its masked distribution (tokens the grammar forbids are -inf).
 
+`sample` only queues device work and returns a `DeviceSample`: the engine copies it to the host
+without blocking (`transfer.HostCopy`) so the next step can be launched first.
+
 Grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf
 before anything else, in place and for those rows only; the other rows are untouched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ import torch
 from .grammar import GrammarMask
 from .outputs import TokenLogprob
 from .sampling_params import SamplingParams
+from .transfer import to_device
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
@@ -31,30 +35,67 @@ class SampleRow:
     generator: torch.Generator | None
 
 
+@dataclass
+class DeviceSample:
+    """A step's draws, still on the logits' device: nothing here has waited for the GPU.
+
+    `tokens[i]` is row i's token. Rows in `logprob_rows` asked for logprobs: `chosen[j]` is the
+    logprob of row `logprob_rows[j]`'s token, `top_values[j]`/`top_ids[j]` its `max(k)` best
+    (each row keeps its own `k`, `logprob_ks[j]`). `transfer.HostCopy` brings `tensors()`
+    back; `read` turns the host copies into tokens and logprobs.
+    """
+
+    tokens: torch.Tensor
+    logprob_rows: list[int] = field(default_factory=list)
+    logprob_ks: list[int] = field(default_factory=list)
+    chosen: torch.Tensor | None = None
+    top_values: torch.Tensor | None = None
+    top_ids: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        """What `read` needs, in its order: copy these to the host."""
+        return [self.tokens, self.chosen, self.top_values, self.top_ids]
+
+    def read(self, host: list[torch.Tensor | None]
+             ) -> tuple[list[int], list[TokenLogprob | None]]:
+        """Per row, its token and `TokenLogprob` (None when it asked for none), from host
+        copies of `tensors()`."""
+        tokens_t, chosen_t, values_t, ids_t = host
+        tokens: list[int] = tokens_t.tolist()
+        out: list[TokenLogprob | None] = [None] * len(tokens)
+        if chosen_t is None:
+            return tokens, out
+        chosen, top_values, top_ids = chosen_t.tolist(), values_t.tolist(), ids_t.tolist()
+        for j, (i, k) in enumerate(zip(self.logprob_rows, self.logprob_ks, strict=True)):
+            top = list(zip(top_ids[j][:k], top_values[j][:k], strict=True))
+            out[i] = TokenLogprob(tokens[i], chosen[j], top)
+        return tokens, out
+
+
 def sample(
     logits: torch.Tensor,
     rows: list[SampleRow],
     default_generator: torch.Generator,
     grammar: GrammarMask | None = None,
-) -> tuple[list[int], list[TokenLogprob | None]]:
-    """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows."""
+) -> DeviceSample:
+    """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows.
+    Hot path: queues device work only; no host value is read back (see `transfer.py`)."""
     if grammar is not None:
         apply_grammar(logits, grammar)
     greedy = [i for i, r in enumerate(rows) if r.params.greedy]
     random = [i for i, r in enumerate(rows) if not r.params.greedy]
+    device = logits.device
     if not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
-        token_list = logits.argmax(dim=-1).tolist()
-        return token_list, _logprobs(logits, rows, token_list)
-    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-    if greedy:
-        idx = torch.tensor(greedy, device=logits.device)
-        tokens[idx] = logits[idx].argmax(dim=-1)
-    if random:
-        idx = torch.tensor(random, device=logits.device)
+        tokens = logits.argmax(dim=-1)
+    else:
+        tokens = torch.empty(len(rows), dtype=torch.long, device=device)
+        if greedy:
+            idx = to_device(greedy, torch.long, device)
+            tokens[idx] = logits[idx].argmax(dim=-1)
+        idx = to_device(random, torch.long, device)
         probs = _truncated_probs(logits[idx], [rows[i].params for i in random])
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
-    token_list = tokens.tolist()
-    return token_list, _logprobs(logits, rows, token_list)
+    return _with_logprobs(DeviceSample(tokens), logits, rows)
 
 
 @torch.inference_mode()  # the runner's logits are inference tensors: written in place here
@@ -89,18 +130,19 @@ def forbidden_on(bits: torch.Tensor, vocab: int) -> torch.Tensor:
 
 
 def _truncated_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
-    temps = torch.tensor([p.temperature for p in params], device=logits.device)
+    temps = to_device([p.temperature for p in params], torch.float32, logits.device)
     logits = logits / temps[:, None]
     if all(p.top_k == -1 and p.top_p == 1.0 for p in params):
         return logits.softmax(dim=-1)
     vocab = logits.shape[-1]
     sorted_logits, order = logits.sort(dim=-1, descending=True)
-    ks = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=logits.device)
+    ks = to_device([p.top_k if p.top_k > 0 else vocab for p in params], torch.long,
+                   logits.device)
     ranks = torch.arange(vocab, device=logits.device)
     drop = ranks[None, :] >= ks[:, None]
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     probs = sorted_logits.softmax(dim=-1)
-    top_ps = torch.tensor([p.top_p for p in params], device=logits.device)
+    top_ps = to_device([p.top_p for p in params], torch.float32, logits.device)
     # Keep the smallest prefix whose mass reaches top_p: drop a token when the mass before
     # it already does. The first token is always kept.
     drop = (probs.cumsum(dim=-1) - probs) >= top_ps[:, None]
@@ -114,8 +156,10 @@ def _race(
 ) -> torch.Tensor:
     noise = torch.empty_like(probs)
     unseeded = [i for i, g in enumerate(generators) if g is None]
-    if unseeded:
-        noise[unseeded] = torch.empty(
+    if len(unseeded) == len(generators):
+        noise.exponential_(generator=default)
+    elif unseeded:
+        noise[to_device(unseeded, torch.long, probs.device)] = torch.empty(
             len(unseeded), probs.shape[1], device=probs.device
         ).exponential_(generator=default)
     for i, g in enumerate(generators):
@@ -125,21 +169,15 @@ def _race(
     return (probs / noise.clamp_min_(1e-30)).argmax(dim=-1)
 
 
-def _logprobs(
-    logits: torch.Tensor, rows: list[SampleRow], tokens: list[int]
-) -> list[TokenLogprob | None]:
+def _with_logprobs(out: DeviceSample, logits: torch.Tensor, rows: list[SampleRow]
+                   ) -> DeviceSample:
     wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
-    out: list[TokenLogprob | None] = [None] * len(rows)
     if not wanted:
         return out
-    idx = torch.tensor(wanted, device=logits.device)
+    idx = to_device(wanted, torch.long, logits.device)
     lp = logits[idx].log_softmax(dim=-1)
-    k = max(rows[i].params.logprobs or 0 for i in wanted)
-    top_v, top_i = lp.topk(max(k, 1), dim=-1)
-    chosen = lp.gather(1, torch.tensor([[tokens[i]] for i in wanted], device=lp.device))
-    chosen_l, top_vl, top_il = chosen[:, 0].tolist(), top_v.tolist(), top_i.tolist()
-    for j, i in enumerate(wanted):
-        n = rows[i].params.logprobs or 0
-        top = list(zip(top_il[j][:n], top_vl[j][:n], strict=True))
-        out[i] = TokenLogprob(tokens[i], chosen_l[j], top)
+    out.logprob_rows = wanted
+    out.logprob_ks = [rows[i].params.logprobs or 0 for i in wanted]
+    out.top_values, out.top_ids = lp.topk(max(max(out.logprob_ks), 1), dim=-1)
+    out.chosen = lp.gather(1, out.tokens[idx][:, None])[:, 0]
     return out

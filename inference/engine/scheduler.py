@@ -72,17 +72,14 @@ class Scheduler:
         self.kv.free(seq)
         seq.status = SequenceStatus.FINISHED
 
-    def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
-
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_tokens
         # Decodes first, then unfinished prefills; within each, higher priority first.
         order = sorted(self.running, key=lambda s: (s.is_prefilling, _queue_key(s)))
         for seq in order:
-            if seq.status is not SequenceStatus.RUNNING:
-                continue  # preempted earlier in this loop
+            if seq.status is not SequenceStatus.RUNNING or seq.last_token_in_flight:
+                continue  # preempted earlier in this loop, or ends when its token lands
             if budget == 0 or len(batch) == self.max_seqs:
                 break
             n = min(seq.num_new_tokens, budget)
@@ -131,13 +128,15 @@ class Scheduler:
     def _pick_victim(
         self, seq: Sequence, batch: ScheduledBatch, strictly_lower: bool
     ) -> Sequence | None:
-        """Lowest priority, newest first; never one already in this step's batch."""
+        """Lowest priority, newest first; never one already in this step's batch, nor one
+        that frees its blocks when its last token lands."""
         scheduled = set(map(id, batch.seqs))
         candidates = [
             s
             for s in self.running
             if s is not seq
             and id(s) not in scheduled
+            and not s.last_token_in_flight
             and (s.priority < seq.priority or (not strictly_lower and s.priority == seq.priority))
         ]
         if not candidates:

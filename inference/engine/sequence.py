@@ -27,7 +27,9 @@ class Sequence:
     have K/V in the blocks of `block_table`; the rest are computed by coming steps.
     `block_hashes[i]` is the chained key of full block i, known once that block is computed.
     `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
-    constrained sequence; None when it is unconstrained.
+    constrained sequence; None when it is unconstrained. The last token may be a placeholder
+    for a token still on its way from the device (inflight.py); `last_token_in_flight` says
+    that token is certainly its last (its length limit), so it needs no further step.
     """
 
     seq_id: int
@@ -44,6 +46,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
     matcher: Any = None
+    last_token_in_flight: bool = False
 
     @property
     def priority(self) -> int:

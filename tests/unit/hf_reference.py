@@ -68,7 +68,7 @@ def run_tokens(engine: LLMEngine, seq: Sequence, n: int) -> torch.Tensor:
     batch = ScheduledBatch()
     batch.add(seq, n)
     runner = engine.runner
-    ids, pos, meta, _ = runner.prepare(batch)
+    ids, pos, meta, _, _ = runner.prepare(batch, [])
     runner.backend.begin_step(meta)
     with torch.inference_mode():
         hidden = runner.model(ids, pos, runner.kv_cache, meta)

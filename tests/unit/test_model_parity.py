@@ -66,10 +66,10 @@ def test_batched_mixed_prefill_and_decode_rows_match_transformers():
         engine.kv.reserve(s, n)
         batch.add(s, n)
     runner = engine.runner
-    ids, pos, meta, last = runner.prepare(batch)
+    ids, pos, meta, last, _ = runner.prepare(batch, list(range(len(seqs))))
     runner.backend.begin_step(meta)
     with torch.inference_mode():
         logits = runner.model.compute_logits(runner.model(ids, pos, runner.kv_cache, meta))
-    for s, row in zip(seqs, last, strict=True):
+    for s, row in zip(seqs, last.tolist(), strict=True):
         want = hf_logits(hf, s.token_ids)[-1]
         assert (logits[row] - want).abs().max().item() <= TOL

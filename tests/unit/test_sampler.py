@@ -15,12 +15,17 @@ def _rows(n: int, **kw) -> list[SampleRow]:
     return [SampleRow(SamplingParams(**kw), None) for _ in range(n)]
 
 
+def draw(logits: torch.Tensor, rows: list[SampleRow], gen: torch.Generator):
+    drawn = sample(logits, rows, gen)
+    return drawn.read(drawn.tensors())
+
+
 def test_top_k_never_samples_outside_the_k_most_likely():
     logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))
     allowed = logits.topk(5, dim=-1).indices
     gen = torch.Generator().manual_seed(1)
     for _ in range(20):
-        tokens, _ = sample(logits, _rows(64, top_k=5, temperature=2.0), gen)
+        tokens, _ = draw(logits, _rows(64, top_k=5, temperature=2.0), gen)
         assert all(t in allowed[i].tolist() for i, t in enumerate(tokens))
 
 
@@ -30,21 +35,21 @@ def test_top_p_never_samples_outside_the_nucleus():
     gen = torch.Generator().manual_seed(2)
     seen = set()
     for _ in range(50):
-        tokens, _ = sample(logits, _rows(32, top_p=0.75), gen)
+        tokens, _ = draw(logits, _rows(32, top_p=0.75), gen)
         seen.update(tokens)
     assert seen == {0, 1}, "0.5 + 0.3 reaches 0.75: exactly the first two tokens"
 
 
 def test_sampling_follows_the_distribution():
     logits = torch.tensor([[0.0, 1.0, 2.0]]).repeat(4000, 1)
-    tokens, _ = sample(logits, _rows(4000), torch.Generator().manual_seed(3))
+    tokens, _ = draw(logits, _rows(4000), torch.Generator().manual_seed(3))
     freq = torch.bincount(torch.tensor(tokens), minlength=3).float() / 4000
     assert torch.allclose(freq, logits[0].softmax(-1), atol=0.03)
 
 
 def test_greedy_and_logprobs_with_top_alternatives():
     logits = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
-    tokens, lps = sample(logits, _rows(1, temperature=0.0, logprobs=2), torch.Generator())
+    tokens, lps = draw(logits, _rows(1, temperature=0.0, logprobs=2), torch.Generator())
     assert tokens == [1]
     ref = logits.log_softmax(-1)[0]
     assert lps[0].logprob == pytest.approx(ref[1].item())

@@ -1,0 +1,186 @@
+"""Engine speed from fresh processes, as a worker gets it: is each step bound by the GPU?
+
+    python bench/engine_host.py [--runs 3] [--presets llama-3.1-8b,smollm2-135m]
+        [--modes async,sync] [--out DIR]
+
+Every (run, preset, mode) is its own child process (`--child`), started the way a worker
+starts its engine: `LLM("dummy:<preset>")`, bf16, `max_num_seqs=256`,
+`max_num_batched_tokens=16384`, `max_model_len=4096`, nothing else run first. Mode `async`
+is the overlapped loop (`async_scheduling=True`, the default), `sync` the plain loop. A child
+measures:
+- decode ms/token at batch 1 and 64: (time for 1 + N tokens - time for 1 token) / N, best of
+  two, end to end through `LLM.generate` (scheduler, runner, sampler, outputs);
+- the GPU floor of the same step: the decode graph, the LM head and argmax replayed back to
+  back with no host work between them; `gpu busy` = floor / measured step;
+- for 8B shapes, nano-vllm's workload (256 sequences, input and output lengths uniform in
+  100..1024, temperature 0.6, ignore_eos): output tok/s, mean step, and GPU busy over 20
+  mid-run steps (CUDA kernel time from the profiler over the unprofiled mean step).
+
+Writes one JSON line per child to `engine_host.jsonl` under --out and prints a table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def child(preset: str, mode: str) -> dict:
+    from dataclasses import fields
+
+    import torch
+
+    from bench.gpu_engine import ours_decode_ms, sync_time, throughput_workload
+    from inference import LLM, SamplingParams
+    from inference.engine.config import EngineConfig
+
+    options = {"async_scheduling": mode == "async"}
+    if "async_scheduling" not in {f.name for f in fields(EngineConfig)}:  # before the overlap
+        assert mode == "sync", "this commit has only the plain loop"
+        options = {}
+    t0 = time.perf_counter()
+    llm = LLM(f"dummy:{preset}", dtype="bfloat16", max_num_seqs=256,
+              max_num_batched_tokens=16384, max_model_len=4096, **options)
+    r: dict = {"preset": preset, "mode": mode, "startup_s": time.perf_counter() - t0,
+               "cpus": sorted(os.sched_getaffinity(0)), "torch": torch.__version__}
+    for batch, n in ((1, 256), (64, 128)):
+        ms = ours_decode_ms(llm, batch, n=n)
+        floor = gpu_floor_ms(llm, batch)
+        r[f"b{batch}_ms"] = ms
+        r[f"b{batch}_floor_ms"] = floor
+        r[f"b{batch}_gpu_busy"] = floor / ms
+    if preset.startswith("llama"):
+        r["throughput"] = throughput(llm, throughput_workload, sync_time, SamplingParams)
+    return r
+
+
+def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
+    """One decode step's GPU time: graph replay + LM head + argmax, back to back."""
+    import torch
+
+    eng = llm.engine
+    graphs = eng.graph_decoder
+    bs = next(b for b in graphs.sizes if b >= batch)
+    model = eng.runner.model
+
+    def once():
+        graphs.graphs[bs].replay()
+        return model.compute_logits(graphs.outputs[bs][:batch]).argmax(dim=-1)
+
+    with torch.inference_mode():
+        once()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            once()
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps * 1e3
+
+
+def throughput(llm, workload, sync_time, SamplingParams) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts, params = workload()
+    llm.generate(prompts[:8], [SamplingParams(max_tokens=16, ignore_eos=True)] * 8)  # warm-up
+    eng = llm.engine
+    for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
+        eng.add_request(f"r{i}", p, sp)
+    out_tokens = steps = 0
+    window = (0.0, 0)  # unprofiled seconds and steps just before the profiled ones
+    kernel_ms = 0.0
+    t0 = sync_time()
+    while eng.has_unfinished():
+        if steps == 300:
+            w0 = sync_time()
+        if steps == 400:
+            window = (sync_time() - w0, 100)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    out_tokens += sum(len(o.token_ids) for o in eng.step())
+                    steps += 1
+            kernel_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / 20
+            continue
+        out_tokens += sum(len(o.token_ids) for o in eng.step())
+        steps += 1
+    elapsed = sync_time() - t0
+    window_step_ms = window[0] / window[1] * 1e3 if window[1] else float("nan")
+    return {"out_tok_per_s": out_tokens / elapsed, "output_tokens": out_tokens,
+            "steps": steps, "mean_step_ms": elapsed / steps * 1e3,
+            "mid_step_ms": window_step_ms, "mid_kernel_ms": kernel_ms,
+            "gpu_busy": kernel_ms / window_step_ms}
+
+
+def gpu_clocks() -> str:
+    try:
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=clocks.sm,clocks.mem,clocks.max.sm,power.draw",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| preset | mode | runs | b1 ms/token (min/med/max) | b1 GPU floor | b1 busy "
+           "| b64 ms/step | b64 busy | nano-vllm out tok/s | busy mid-run |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["preset"], r["mode"]) for r in rows})
+    for preset, mode in keys:
+        rs = [r for r in rows if (r["preset"], r["mode"]) == (preset, mode)]
+        b1 = sorted(r["b1_ms"] for r in rs)
+        tp = [r["throughput"] for r in rs if "throughput" in r]
+        tps = "/".join(f"{t['out_tok_per_s']:,.0f}" for t in tp) or "-"
+        busy = "/".join(f"{t['gpu_busy']:.0%}" for t in tp) or "-"
+        out.append(
+            f"| {preset} | {mode} | {len(rs)} | {b1[0]:.3f} / {statistics.median(b1):.3f} / "
+            f"{b1[-1]:.3f} | {statistics.median(r['b1_floor_ms'] for r in rs):.3f} | "
+            f"{statistics.median(r['b1_gpu_busy'] for r in rs):.0%} | "
+            f"{statistics.median(r['b64_ms'] for r in rs):.3f} | "
+            f"{statistics.median(r['b64_gpu_busy'] for r in rs):.0%} | {tps} | {busy} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--presets", default="llama-3.1-8b,smollm2-135m")
+    ap.add_argument("--modes", default="async,sync")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--child", nargs=2, metavar=("PRESET", "MODE"))
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(*args.child)), flush=True)
+        return
+    rows: list[dict] = []
+    path = os.path.join(args.out, "engine_host.jsonl")
+    for run in range(args.runs):
+        for preset in args.presets.split(","):
+            for mode in args.modes.split(","):
+                clocks = gpu_clocks()
+                done = subprocess.run([sys.executable, __file__, "--child", preset, mode],
+                                      capture_output=True, text=True)
+                line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")),
+                            None)
+                if line is None:
+                    print(f"run {run} {preset} {mode} failed:\n{done.stderr[-3000:]}",
+                          flush=True)
+                    continue
+                r = json.loads(line.removeprefix("RESULT ")) | {"run": run, "clocks": clocks}
+                rows.append(r)
+                with open(path, "a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(f"run {run} {preset} {mode}: b1 {r['b1_ms']:.3f} ms "
+                      f"(floor {r['b1_floor_ms']:.3f}), b64 {r['b64_ms']:.3f} ms, "
+                      f"{r.get('throughput', {}).get('out_tok_per_s', 0):,.0f} tok/s",
+                      flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

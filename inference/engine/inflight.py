@@ -1,0 +1,60 @@
+"""A step whose sampled tokens are still on their way back from the device.
+
+With `EngineConfig.async_scheduling` the engine schedules and launches step N+1 before it reads
+step N's tokens (vLLM's async scheduling, SGLang's overlap scheduler), so the host's work for a
+step (scheduling, input building, output handling, grammar masks) runs while the GPU computes:
+
+- When step N's sampling is queued, each sampled sequence gets a placeholder token
+  `-(row + 1)` at the end of `token_ids` (`InFlight.launch`): its length, block reservations
+  and the scheduler already count the token whose value is not known yet.
+- Step N+1's inputs take the real token from `InFlight.tokens` on the device
+  (`resolve_placeholders`), with no host round trip.
+- `InFlight.wait()` returns step N's tokens once their copy landed; the engine writes them over
+  the placeholders and only then keys newly full blocks (`KVCacheManager.commit`).
+
+Invariants: a sequence holds at most one placeholder, always its last token; every placeholder
+names a row of the one step in flight; a sequence that finished or was aborted while its token
+was in flight ignores that token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .outputs import TokenLogprob
+from .sampler import DeviceSample
+from .sequence import Sequence
+from .transfer import HostCopy
+
+
+@dataclass
+class InFlight:
+    seqs: list[Sequence]  # row i sampled seqs[i]'s next token
+    sample: DeviceSample
+    copy: HostCopy
+
+    @classmethod
+    def launch(cls, seqs: list[Sequence], sample: DeviceSample) -> InFlight:
+        """Start copying `sample` to the host and give each sequence its placeholder."""
+        copy = HostCopy(sample.tensors())
+        for row, seq in enumerate(seqs):
+            seq.token_ids.append(-(row + 1))
+        return cls(seqs, sample, copy)
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """The sampled tokens on the device: what the next step's placeholders read."""
+        return self.sample.tokens
+
+    def wait(self) -> tuple[list[int], list[TokenLogprob | None]]:
+        """Block until the tokens (and logprobs) are on the host; per row, token and logprob."""
+        return self.sample.read(self.copy.wait())
+
+
+def resolve_placeholders(input_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """`input_ids` with every placeholder `-(row + 1)` replaced by `tokens[row]`, on the
+    device (two small kernels, no host read)."""
+    rows = (-input_ids - 1).clamp_(0, tokens.shape[0] - 1)
+    return torch.where(input_ids < 0, tokens[rows], input_ids)

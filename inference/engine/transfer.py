@@ -1,0 +1,44 @@
+"""Host <-> device copies that never make the host wait for the GPU's queue.
+
+On CUDA, `tensor.to(device)` from pageable memory and `.tolist()` of a device tensor both wait
+for every kernel queued before them; with the next step already launched, that is a whole step
+of idle host. So the engine's per-step copies go through here:
+
+- `to_device(values, dtype, device)`: small host data (a list or a numpy array) to the device
+  through pinned memory, non-blocking. PyTorch's caching host allocator keeps the pinned block
+  until the copy has run, so the caller may drop it at once.
+- `HostCopy(tensors)`: non-blocking device-to-host copies into pinned memory and one event;
+  `wait()` blocks until they landed. On the CPU both are plain copies and `wait()` returns
+  at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_device(values: list | np.ndarray, dtype: torch.dtype, device: torch.device
+              ) -> torch.Tensor:
+    host = torch.from_numpy(values) if isinstance(values, np.ndarray) else \
+        torch.tensor(values, dtype=dtype)
+    host = host.to(dtype)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+class HostCopy:
+    """Device tensors on their way to the host (None entries stay None)."""
+
+    def __init__(self, tensors: list[torch.Tensor | None]) -> None:
+        self._host = [None if t is None else t.to("cpu", non_blocking=True) for t in tensors]
+        self._ready: torch.cuda.Event | None = None
+        if any(t is not None and t.is_cuda for t in tensors):
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+
+    def wait(self) -> list[torch.Tensor | None]:
+        if self._ready is not None:
+            self._ready.synchronize()
+        return self._host
