@@ -287,7 +287,7 @@ class LLMEngine:
                 out.append(child)
                 extra_rows.append(row)
         if extra_rows:
-            logits = torch.cat([logits, logits[extra_rows]])
+            logits = torch.cat([logits, logits[to_device(extra_rows, torch.long, logits.device)]])
         return out, logits
 
     def _on_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> StepOutput:

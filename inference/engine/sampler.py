@@ -105,11 +105,11 @@ def apply_grammar(logits: torch.Tensor, mask: GrammarMask) -> None:
     if logits.device.type == "cpu":
         forbidden = forbidden_cpu(mask.bits, vocab)
     else:
-        forbidden = forbidden_on(mask.bits.to(logits.device, non_blocking=True), vocab)
+        forbidden = forbidden_on(to_device(mask.bits, torch.int32, logits.device), vocab)
     if len(mask.rows) == logits.shape[0]:  # every row constrained: no gather and scatter
         logits.masked_fill_(forbidden, float("-inf"))
         return
-    idx = mask.rows.to(logits.device, non_blocking=True)
+    idx = to_device(mask.rows, torch.long, logits.device)
     logits[idx] = logits[idx].masked_fill(forbidden, float("-inf"))
 
 

@@ -4,7 +4,8 @@ On CUDA, `tensor.to(device)` from pageable memory and `.tolist()` of a device te
 for every kernel queued before them; with the next step already launched, that is a whole step
 of idle host. So the engine's per-step copies go through here:
 
-- `to_device(values, dtype, device)`: small host data (a list or a numpy array) to the device
+- `to_device(values, dtype, device)`: small host data (a list, numpy array or CPU tensor) to
+  the device
   through pinned memory, non-blocking. PyTorch's caching host allocator keeps the pinned block
   until the copy has run, so the caller may drop it at once.
 - `HostCopy(tensors)`: non-blocking device-to-host copies into pinned memory and one event;
@@ -18,11 +19,14 @@ import numpy as np
 import torch
 
 
-def to_device(values: list | np.ndarray, dtype: torch.dtype, device: torch.device
-              ) -> torch.Tensor:
-    host = torch.from_numpy(values) if isinstance(values, np.ndarray) else \
-        torch.tensor(values, dtype=dtype)
-    host = host.to(dtype)
+def to_device(values: list | np.ndarray | torch.Tensor, dtype: torch.dtype,
+              device: torch.device) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        host = values.to(dtype)
+    elif isinstance(values, np.ndarray):
+        host = torch.from_numpy(values).to(dtype)
+    else:
+        host = torch.tensor(values, dtype=dtype)
     if device.type != "cuda":
         return host
     return host.pin_memory().to(device, non_blocking=True)
