@@ -71,7 +71,9 @@ while true do
   redis.call('ZREM', KEYS[2], oldest)
 end
 for i = 2, 4 do
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
 end
 return evicted
 """
@@ -132,7 +134,8 @@ class ResponseStore:
                 return await handler(msg)  # type: ignore[no-any-return]
             except StoreDown as exc:
                 return ErrorReply(503, "service_unavailable",
-                                  f"the responses store is unavailable: {exc}",
+                                  f"the responses store is unavailable ({exc}); retry, or "
+                                  "send store: false", param="store",
                                   code="store_unavailable", retry_after=1.0)
         return guarded
 
@@ -153,7 +156,7 @@ class ResponseStore:
             return ErrorReply(413, "invalid_request_error",
                               f"the response is {len(frame)} bytes stored; the store's limit is "
                               f"{self.cfg.responses_max_bytes}", code="response_too_large")
-        ttl_ms = int((msg.ttl or self.cfg.responses_ttl) * 1000)
+        ttl_ms = min(int((msg.ttl or self.cfg.responses_ttl) * 1000), 1 << 53)
         evicted = await self._redis(self._put_script(
             keys=_keys(msg.tenant, rec.id),
             args=[rec.id, frame, ttl_ms, int(time.time() * 1000),

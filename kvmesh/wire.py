@@ -376,6 +376,7 @@ class Identity(Message):
     max_concurrency: int = 0
     max_tokens: int = 0
     cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
+    responses_ttl: int = 0  # seconds its stored /v1/responses live; 0 = the store's default
 
 
 @dataclass
