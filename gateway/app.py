@@ -4,6 +4,8 @@ Contract:
 - `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
   model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
   body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+- `/v1/responses` (create, retrieve, delete, input_items) is gateway/responses_api.py: create
+  runs this same generation path through its `Prepare`/`Respond` hooks.
 - With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
