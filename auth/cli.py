@@ -17,7 +17,7 @@ from typing import Any
 from auth.store import AuthStore
 from auth.tenant import PRIORITY_CLASSES, Tenant, TenantError
 
-TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens")
+TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,7 +40,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     create.add_argument("--prefix-cache-group",
                         help="share cached prompt prefixes with tenants of this group")
     for f in TENANT_FIELDS:
-        create.add_argument("--" + f.replace("_", "-"), type=int, help="0 = unlimited")
+        create.add_argument("--" + f.replace("_", "-"), type=int,
+                            help="seconds; 0 = the store's default" if f == "responses_ttl"
+                            else "0 = unlimited")
     create.set_defaults(func=lambda a: _run(_create(a)))
     ls = action.add_parser("list", help="list keys (never their secrets)")
     ls.add_argument("--tenant")

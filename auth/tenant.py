@@ -10,6 +10,8 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
   production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
 - `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
   0 = no cap.
+- `responses_ttl`: seconds its stored `/v1/responses` answers live; 0 = the store's default
+  (`responses_ttl` of the cache actor, 30 days).
 - `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
   no other tenant can tell what it asked (kvmesh/block_hash.py); tenants that set the same
   group name share cached prefixes (e.g. a common system prompt) with each other only.
@@ -46,6 +48,7 @@ class Tenant:
     max_concurrency: int = 0
     max_tokens: int = 0
     prefix_cache_group: str = ""
+    responses_ttl: int = 0
 
     @property
     def priority_value(self) -> int:
@@ -91,12 +94,13 @@ class Tenant:
         if priority not in PRIORITY_CLASSES:
             raise TenantError("priority", f"one of {', '.join(PRIORITY_CLASSES)}")
         t.priority = priority
-        for name_ in ("rpm", "tpm", "max_concurrency", "max_tokens"):
+        for name_ in ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl"):
             value = body.get(name_, 0)
             if value is None:
                 value = 0
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < LIMIT:
-                raise TenantError(name_, f"a whole number in [0, {LIMIT}) (0 = unlimited)")
+                zero = "the store's default" if name_ == "responses_ttl" else "unlimited"
+                raise TenantError(name_, f"a whole number in [0, {LIMIT}) (0 = {zero})")
             setattr(t, name_, value)
         group = body.get("prefix_cache_group") or ""
         if not isinstance(group, str) or (group and not _NAME.fullmatch(group)):

@@ -16,6 +16,7 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", so replicas share the 
 - `Ping` on `CACHE_STATS` answers `CacheStats` (this replica's counters).
 - Redis down or slow (over `redis_timeout`) is a miss and a log line, never an error: callers
   compute as if there were no cache. After a Redis error the actor skips Redis for a second.
+- The same actor serves the `/v1/responses` store on the same Redis (cache/responses_store.py).
 - Redis layout: `kvmesh:rc:<key>` = the encoded `CacheHit` (part 0), `kvmesh:rc:<key>#<i>`
   = part i; `kvmesh:rc:lease:<key>` = lease; `kvmesh:rc:parts:<key>` = parts stored so far.
 """
@@ -34,6 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from cache.responses_store import ResponseStore
 from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
@@ -81,6 +83,7 @@ class ResultCache(Actor):
             max_concurrency=self.cfg.max_concurrency,
         )
         await self.serve(wire.CACHE_STATS, (Ping,), self._stats, queue="cache")
+        await ResponseStore(self, self.cfg, self.redis).start()
         self.on_drain.append(self._close_redis)
         metrics.cache().watch(lambda: self.stats)
         log.info("result cache on %s (ttl %gs)", self.cfg.redis_url, self.cfg.ttl)

@@ -4,6 +4,8 @@ Contract:
 - `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
   model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
   body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+- `/v1/responses` (create, retrieve, delete, input_items) is gateway/responses_api.py: create
+  runs this same generation path through its `Prepare`/`Respond` hooks.
 - With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -38,14 +40,22 @@ from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.openapi import openapi_document
+from gateway.responses_api import add_responses_routes
+from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
-from kvmesh.wire import CacheHit
+from kvmesh.wire import CacheHit, Identity
 from telemetry import http as telemetry_http
 
 log = logging.getLogger("kvmesh.gateway")
 MESH = web.AppKey("mesh", MeshClient)
 RESULT_CACHE = web.AppKey("result_cache", ResultCacheClient)
 SESSION_HEADER = "x-kvmesh-session"  # session-affinity hint; overrides the body's `user`
+ID_PREFIX = {"chat": "chatcmpl-", "completion": "cmpl-", "responses": "resp_"}
+# Hooks of an endpoint built on the generation path (gateway/responses_api.py): `Prepare` runs
+# once the caller is admitted, before the request is routed; `Respond` writes the answer.
+Prepare = Callable[[web.Request, ParsedRequest, Identity | None], Awaitable[None]]
+Respond = Callable[[web.Request, ParsedRequest, str, "RequestStream | ReplayStream",
+                    dict[str, str]], Awaitable[web.StreamResponse]]
 
 
 def build_app(mesh: MeshClient) -> web.Application:
@@ -60,6 +70,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app[STORE] = ResponsesStoreClient(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
+    add_responses_routes(app, _serve_generation)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
@@ -119,11 +131,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _serve_generation(request, parse_completion)
 
 
-async def _serve_generation(request: web.Request,
-                            parse: Callable[[Any], ParsedRequest]) -> web.StreamResponse:
+async def _serve_generation(request: web.Request, parse: Callable[[Any], ParsedRequest],
+                            prepare: Prepare | None = None,
+                            respond: Respond | None = None) -> web.StreamResponse:
     """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
-    they use the model (403) and does it exist (404), within their limits (429), then generate
-    and settle the tokens it used."""
+    they use the model (403) and does it exist (404), within their limits (429), the
+    endpoint's own preparation, then generate and settle the tokens it used."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
     req = parse(await _read_json(request))
@@ -134,7 +147,9 @@ async def _serve_generation(request: web.Request,
     admission = auth.admission(ident, req)  # 403 for a model outside the tenant's scopes
     _check_model(mesh, req.model)
     async with admission as ticket:  # 429; released however it ends
-        return await _generate(request, req, ticket)
+        if prepare is not None:
+            await prepare(request, req, ident)
+        return await _generate(request, req, ticket, respond or _respond)
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -164,10 +179,10 @@ def _check_model(mesh: MeshClient, model: str) -> None:
                        code="model_not_found")
 
 
-async def _generate(request: web.Request, req: ParsedRequest,
-                    ticket: Ticket) -> web.StreamResponse:
+async def _generate(request: web.Request, req: ParsedRequest, ticket: Ticket,
+                    respond: Respond) -> web.StreamResponse:
     mesh = request.app[MESH]
-    rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    rid = ID_PREFIX[req.kind] + uuid.uuid4().hex
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
     req.session = request.headers.get(SESSION_HEADER, req.session)
@@ -177,9 +192,7 @@ async def _generate(request: web.Request, req: ParsedRequest,
     try:
         stream = ReplayStream(hit, rid) if hit is not None \
             else await mesh.generate(req, rid, keep=lead_key is not None)
-        if req.stream:
-            return await _stream(request, req, rid, stream, headers)
-        return await _gather(req, rid, stream, headers, rec)
+        return await respond(request, req, rid, stream, headers)
     finally:
         if stream is not None:
             ticket.settle(_used_tokens(stream))
@@ -190,6 +203,15 @@ async def _generate(request: web.Request, req: ParsedRequest,
                 mesh.cancel_soon(rid)
         if lead_key is not None:  # this request computed the key: store it, or let go
             _store_or_release(request, lead_key, stream)
+
+
+async def _respond(request: web.Request, req: ParsedRequest, rid: str,
+                   stream: RequestStream | ReplayStream,
+                   headers: dict[str, str]) -> web.StreamResponse:
+    """Chat and completions answers: SSE chunks, or one JSON object."""
+    if req.stream:
+        return await _stream(request, req, rid, stream, headers)
+    return await _gather(req, rid, stream, headers, telemetry_http.record(request))
 
 
 def _used_tokens(stream: RequestStream | ReplayStream) -> int:

@@ -56,6 +56,7 @@ class GatewayConfig:
     metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
     metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
     metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
+    store_timeout: float = 2.0  # seconds for the responses store (the cache actor) to answer
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,11 @@ class CacheConfig:
     log_level: str = "INFO"
     metrics_port: int = 9104  # Prometheus /metrics; 0 = off
     metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
+    # the /v1/responses store (cache/responses_store.py)
+    responses_ttl: float = 30 * 86400.0  # seconds a stored response lives, unless its tenant
+    # sets its own `responses_ttl`
+    responses_max_bytes: int = 900_000  # one stored response, encoded (under NATS' 1 MiB)
+    responses_tenant_bytes: int = 256 << 20  # one tenant's stored responses; oldest evicted
 
 
 @dataclass(frozen=True)

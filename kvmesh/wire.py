@@ -376,6 +376,7 @@ class Identity(Message):
     max_concurrency: int = 0
     max_tokens: int = 0
     cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
+    responses_ttl: int = 0  # seconds its stored /v1/responses live; 0 = the store's default
 
 
 @dataclass
@@ -449,3 +450,74 @@ class Revoked(Message):
 
 codec.register(
     VerifyKey, Identity, Admit, Renew, Settle, AuthOk, AdminRequest, AdminReply, Revoked)
+
+
+# -- responses store: gateways ask the cache actor (cache/responses_store.py), queue "cache" --
+
+RESPONSES_PUT = "kvmesh.responses.put"  # ResponsePut -> ResponseAck | ErrorReply(503, 413)
+RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorReply(404, 503)
+RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
+
+
+@dataclass
+class StoredResponse(Message):
+    """One stored `/v1/responses` answer. `body` is the Response object as JSON text (what a
+    retrieve returns) and `input_items` the list of its input items as JSON text (kept as text,
+    like `ToolDef.parameters`, so the wire stays typed whatever they hold). `messages` is this
+    turn as chat history: its input messages, then its output (instructions excluded: they
+    are not carried over to a continuation). Redis holds it as one frame."""
+
+    KIND: ClassVar[str] = "stored_response"
+    id: str
+    created_at: int
+    status: str  # in_progress, completed, incomplete, failed (OpenAI's response status)
+    body: str
+    input_items: str
+    messages: list[ChatMessage]
+    previous_response_id: str | None = None
+
+
+@dataclass
+class ResponsePut(Message):
+    """Store (or replace) `record` under `tenant` for `ttl` seconds (0: the store's default)."""
+
+    KIND: ClassVar[str] = "response_put"
+    tenant: str
+    record: StoredResponse
+    ttl: float = 0.0
+
+
+@dataclass
+class ResponseGet(Message):
+    """Fetch a tenant's stored response; with `chain`, it and every response it continues
+    (`previous_response_id`), oldest first."""
+
+    KIND: ClassVar[str] = "response_get"
+    tenant: str
+    id: str
+    chain: bool = False
+
+
+@dataclass
+class ResponseDelete(Message):
+    KIND: ClassVar[str] = "response_delete"
+    tenant: str
+    id: str
+
+
+@dataclass
+class ResponseFound(Message):
+    KIND: ClassVar[str] = "response_found"
+    records: list[StoredResponse]
+
+
+@dataclass
+class ResponseAck(Message):
+    """A put was stored, or a delete removed `id`."""
+
+    KIND: ClassVar[str] = "response_ack"
+    id: str
+
+
+codec.register(
+    StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck)

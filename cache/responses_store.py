@@ -1,0 +1,205 @@
+"""The `/v1/responses` store: stored responses in Redis, per tenant, served by the cache actor.
+
+Contract (subjects in `kvmesh.wire`, queue group "cache"):
+- `ResponsePut(tenant, record, ttl)` on `RESPONSES_PUT` stores (or replaces) the record for
+  `ttl` seconds (0: `responses_ttl`) and answers `ResponseAck`. A record whose frame is over
+  `responses_max_bytes` is 413 `response_too_large`. After the put, the tenant's responses
+  that expired are dropped from its index and, while the tenant holds more than
+  `responses_tenant_bytes`, its oldest responses are evicted (never the one just put).
+- `ResponseGet(tenant, id, chain)` on `RESPONSES_GET` answers `ResponseFound`: the record, or
+  with `chain` the record and every one it continues, oldest first. An id the tenant does not
+  hold (another tenant's, expired, evicted, deleted, or not a response id) is 404
+  `response_not_found`, as is a chain with a link missing (the message names the link).
+- `ResponseDelete(tenant, id)` on `RESPONSES_DELETE` answers `ResponseAck`, or 404.
+- Redis down or slower than `redis_timeout` is 503 `store_unavailable` at once: a caller that
+  asked to store must learn that it was not stored.
+- Redis layout, every key of a tenant in one hash slot (`{t:<tenant>}`, so it runs on Redis
+  Cluster): `kvmesh:resp:{t:<tenant>}:<id>` = the record's frame (with its TTL);
+  `...:index` = sorted set of ids by first put (ms); `...:sizes` = hash id -> frame bytes;
+  `...:bytes` = their sum. Puts and deletes keep the four together in one Lua script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from kvmesh import wire
+from kvmesh.actor import Actor
+from kvmesh.config import CacheConfig
+from kvmesh.wire import (
+    ErrorReply,
+    Message,
+    ResponseAck,
+    ResponseDelete,
+    ResponseFound,
+    ResponseGet,
+    ResponsePut,
+    StoredResponse,
+)
+
+log = logging.getLogger("kvmesh.cache.responses")
+RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")  # what the gateway makes; anything else is 404
+MAX_CHAIN = 10_000  # links followed for one conversation (a guard, not a product limit)
+_Failure = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+# KEYS: entry, index, sizes, bytes. ARGV: id, frame, ttl ms, now ms, tenant cap, entry prefix.
+_PUT = """
+local old = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+end
+redis.call('HSET', KEYS[3], ARGV[1], string.len(ARGV[2]))
+local total = redis.call('INCRBY', KEYS[4], string.len(ARGV[2]) - old)
+local evicted = 0
+while true do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not oldest or oldest == ARGV[1] then break end
+  local expired = redis.call('EXISTS', ARGV[6] .. oldest) == 0
+  if not expired and total <= tonumber(ARGV[5]) then break end
+  if not expired then evicted = evicted + 1 end
+  redis.call('DEL', ARGV[6] .. oldest)
+  total = redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], oldest) or '0'))
+  redis.call('HDEL', KEYS[3], oldest)
+  redis.call('ZREM', KEYS[2], oldest)
+end
+for i = 2, 4 do
+  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  end
+end
+return evicted
+"""
+# KEYS: entry, index, sizes, bytes. ARGV: id.
+_DELETE = """
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'))
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class StoreDown(Exception):
+    pass
+
+
+def _prefix(tenant: str) -> str:
+    return f"kvmesh:resp:{{t:{tenant}}}:"
+
+
+def _keys(tenant: str, response_id: str) -> list[str]:
+    p = _prefix(tenant)
+    return [p + response_id, p + "index", p + "sizes", p + "bytes"]
+
+
+def not_found(response_id: str) -> ErrorReply:
+    return ErrorReply(404, "invalid_request_error", f"Response with id {response_id!r} not found.",
+                      code="response_not_found")
+
+
+class ResponseStore:
+    """The store's handlers on an actor's NATS connection, over that actor's Redis client."""
+
+    def __init__(self, actor: Actor, cfg: CacheConfig, client: aioredis.Redis) -> None:
+        self.actor = actor
+        self.cfg = cfg
+        self.redis = client
+        self._put_script = client.register_script(_PUT)
+        self._delete_script = client.register_script(_DELETE)
+
+    async def start(self) -> None:
+        n = self.cfg.max_concurrency
+        await self.actor.serve(wire.RESPONSES_PUT, (ResponsePut,), self._guard(self._put),
+                               queue="cache", max_concurrency=n)
+        await self.actor.serve(wire.RESPONSES_GET, (ResponseGet,), self._guard(self._get),
+                               queue="cache", max_concurrency=n)
+        await self.actor.serve(wire.RESPONSES_DELETE, (ResponseDelete,),
+                               self._guard(self._delete), queue="cache", max_concurrency=n)
+        log.info("responses store: ttl %gs, %d bytes per response, %d per tenant",
+                 self.cfg.responses_ttl, self.cfg.responses_max_bytes,
+                 self.cfg.responses_tenant_bytes)
+
+    def _guard(self, handler: Any) -> Any:
+        """`handler` with Redis failures answered as 503 `store_unavailable`."""
+        async def guarded(msg: Message, raw: Any) -> Message:
+            try:
+                return await handler(msg)  # type: ignore[no-any-return]
+            except StoreDown as exc:
+                return ErrorReply(503, "service_unavailable",
+                                  f"the responses store is unavailable ({exc}); retry, or "
+                                  "send store: false", param="store",
+                                  code="store_unavailable", retry_after=1.0)
+        return guarded
+
+    async def _redis(self, work: Any) -> Any:
+        try:
+            return await asyncio.wait_for(work, self.cfg.redis_timeout * 2)
+        except _Failure as exc:
+            log.warning("responses store: redis failed: %s", exc)
+            raise StoreDown(f"redis: {exc or type(exc).__name__}") from None
+
+    async def _put(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponsePut)
+        rec = msg.record
+        if not RESPONSE_ID.fullmatch(rec.id):
+            return ErrorReply(400, "invalid_request_error", f"not a response id: {rec.id!r}")
+        frame = wire.encode(rec)
+        if len(frame) > self.cfg.responses_max_bytes:
+            return ErrorReply(413, "invalid_request_error",
+                              f"the response is {len(frame)} bytes stored; the store's limit is "
+                              f"{self.cfg.responses_max_bytes}", code="response_too_large")
+        ttl_ms = min(int((msg.ttl or self.cfg.responses_ttl) * 1000), 1 << 53)
+        evicted = await self._redis(self._put_script(
+            keys=_keys(msg.tenant, rec.id),
+            args=[rec.id, frame, ttl_ms, int(time.time() * 1000),
+                  self.cfg.responses_tenant_bytes, _prefix(msg.tenant)]))
+        if evicted:
+            log.info("responses store: tenant %r over %d bytes; evicted its %d oldest",
+                     msg.tenant, self.cfg.responses_tenant_bytes, evicted)
+        return ResponseAck(rec.id)
+
+    async def _get(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponseGet)
+        records: list[StoredResponse] = []
+        want: str | None = msg.id
+        while want is not None and len(records) < MAX_CHAIN:
+            rec = await self._load(msg.tenant, want)
+            if rec is None:
+                if not records:
+                    return not_found(msg.id)
+                return ErrorReply(404, "invalid_request_error",
+                                  f"Response {msg.id!r} continues {want!r}, which is no longer "
+                                  "stored (expired, evicted or deleted).",
+                                  code="response_not_found")
+            records.append(rec)
+            want = rec.previous_response_id if msg.chain else None
+        records.reverse()
+        return ResponseFound(records)
+
+    async def _load(self, tenant: str, response_id: str) -> StoredResponse | None:
+        if not RESPONSE_ID.fullmatch(response_id):
+            return None
+        data = await self._redis(self.redis.get(_prefix(tenant) + response_id))
+        if data is None:
+            return None
+        try:
+            return wire.decode(data, StoredResponse)
+        except wire.WireError as exc:
+            log.warning("responses store: dropping undecodable %s: %s", response_id, exc)
+            return None
+
+    async def _delete(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponseDelete)
+        if not RESPONSE_ID.fullmatch(msg.id):
+            return not_found(msg.id)
+        removed = await self._redis(self._delete_script(keys=_keys(msg.tenant, msg.id),
+                                                        args=[msg.id]))
+        return ResponseAck(msg.id) if removed else not_found(msg.id)

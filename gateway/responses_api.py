@@ -1,0 +1,233 @@
+"""OpenAI's Responses API on the generation path, with the durable store.
+
+Routes:
+- `POST /v1/responses`: validated by gateway/responses_request.py, admitted and generated
+  like a chat request (gateway/app.py), answered as a Response object or as the Responses
+  event stream (gateway/responses_shape.py). With `previous_response_id` the stored chain
+  (every input and output before, oldest first; not their instructions) becomes the chat
+  history; a response the tenant does not hold is 400 `previous_response_not_found`.
+- With `store` (the default) the response is stored before it is answered: `in_progress`
+  once a worker accepted it, then finished (`completed`/`incomplete`) before the answer or
+  the `response.completed` event goes out, so a client that has its answer can retrieve it.
+  A store that cannot be reached is 503 `store_unavailable` (param `store`) before anything
+  is generated; one lost mid-way fails the request the same way (JSON) or with an `error`
+  event (stream). A response that did not finish is stored as `failed`.
+- `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
+  "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
+  caller's tenant's responses only; another tenant's id is 404, like an unknown one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from cache.client import ReplayStream, route_headers
+from gateway.auth_client import AUTH
+from gateway.coalesce import coalesce
+from gateway.errors import ApiError, bad_field
+from gateway.mesh_client import RequestStream
+from gateway.openai_request import ParsedRequest
+from gateway.openai_response import Gather, StreamShape
+from gateway.responses_request import ResponsesRequest, parse_responses
+from gateway.responses_shape import EventStream, ResponseFrame, as_message, status_of
+from gateway.responses_store_client import STORE
+from gateway.sse import SseWriter
+from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
+from telemetry import http as telemetry_http
+
+log = logging.getLogger("kvmesh.gateway.responses")
+_background: set[asyncio.Future[None]] = set()
+
+
+def add_responses_routes(app: web.Application, serve: Callable[..., Any]) -> None:
+    """`serve` is the generation handler of gateway/app.py, which takes our hooks."""
+    async def create(request: web.Request) -> web.StreamResponse:
+        return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+
+    app.router.add_post("/v1/responses", create)
+    app.router.add_get("/v1/responses/{id}", retrieve)
+    app.router.add_delete("/v1/responses/{id}", delete)
+    app.router.add_get("/v1/responses/{id}/input_items", input_items)
+
+
+# -- create --------------------------------------------------------------------------------
+
+
+async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | None) -> None:
+    assert isinstance(req, ResponsesRequest)
+    req.store_ttl = ident.responses_ttl if ident is not None else 0
+    if req.previous_response_id is None:
+        return
+    try:
+        chain = await request.app[STORE].get(req.tenant, req.previous_response_id, chain=True)
+    except ApiError as err:
+        if err.status != 404:
+            raise
+        raise ApiError(400, f"previous_response_id: {err.message}",
+                       param="previous_response_id", code="previous_response_not_found") from None
+    for rec in chain:
+        if rec.status not in ("completed", "incomplete"):
+            raise bad_field("previous_response_id", f"{rec.id} is {rec.status}; only a "
+                            "finished response can be continued")
+    req.with_history([m for rec in chain for m in rec.messages])
+
+
+async def _respond(request: web.Request, req: ParsedRequest, rid: str,
+                   stream: RequestStream | ReplayStream,
+                   headers: dict[str, str]) -> web.StreamResponse:
+    assert isinstance(req, ResponsesRequest)
+    frame = ResponseFrame(rid, req)
+    finished = False
+    try:
+        if req.store:
+            await _store(request, frame, frame.body("in_progress", []), None)
+        if req.stream:
+            answer, finished = await _stream(request, frame, stream, headers)
+            return answer
+        answer = await _gather(request, frame, stream, headers)
+        finished = True
+        return answer
+    finally:
+        if req.store and not finished:
+            _soon(_store_failed(request, frame))
+
+
+async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any],
+                 answer: ChatMessage | None) -> None:
+    req = frame.req
+    messages = req.turn if answer is None else [*req.turn, answer]
+    record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
+                            json.dumps(req.input_items), messages, req.previous_response_id)
+    await request.app[STORE].put(req.tenant, record, req.store_ttl)
+
+
+async def _store_failed(request: web.Request, frame: ResponseFrame) -> None:
+    error = {"code": "server_error", "message": "the response did not complete"}
+    try:
+        await _store(request, frame, frame.body("failed", [], error=error), None)
+    except ApiError as err:
+        log.warning("could not mark %s failed in the store: %s", frame.rid, err)
+
+
+def _soon(work: Any) -> None:
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _gather(request: web.Request, frame: ResponseFrame,
+                  stream: RequestStream | ReplayStream, headers: dict[str, str]) -> web.Response:
+    req = frame.req
+    gather = Gather(1, False, req.tool_names)
+    rec = telemetry_http.record(request)
+    while batch := await stream.batch():
+        rec.on_chunks(batch)
+        for chunk in batch:
+            gather.add(chunk)
+    choice = gather.chat(frame.rid, frame.created_at, req.model)["choices"][0]
+    text = choice["message"]["content"] or ""
+    calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+             for c in choice["message"].get("tool_calls") or []]
+    status = status_of(choice["finish_reason"])
+    body = frame.body(status, frame.output(text, calls, status), gather.usage)
+    if req.store:
+        await _store(request, frame, body, as_message(text, calls))
+    return web.json_response(body, headers={**route_headers(stream), **headers})
+
+
+async def _stream(request: web.Request, frame: ResponseFrame,
+                  stream: RequestStream | ReplayStream,
+                  headers: dict[str, str]) -> tuple[web.StreamResponse, bool]:
+    """The event stream, and whether the response finished (and was stored, if asked)."""
+    req = frame.req
+    batch = await stream.batch()  # errors before the first chunk keep their HTTP status
+    events = EventStream(frame, StreamShape("chat", frame.rid, frame.created_at, req.model,
+                                            False, req.tool_names))
+    sse = SseWriter(request, request.app[AUTH].cfg.stream_write_timeout)
+    sse.response.headers.update({**route_headers(stream), **headers})
+    await sse.start()
+    rec = telemetry_http.record(request)
+    try:
+        await _send(sse, events.start())
+        while batch:
+            rec.on_chunks(batch)
+            await _send(sse, [e for c in coalesce(batch) for e in events.feed(c)])
+            batch = await stream.batch()
+        closing = events.finish(stream.usage)
+        if req.store:  # stored before the client hears it is complete
+            await _store(request, frame, closing[-1]["response"],
+                         as_message("".join(events.text), events.calls))
+        await _send(sse, closing)
+    except ApiError as err:
+        log.warning("response stream %s failed: %s", frame.rid, err)
+        await _send(sse, events.failed(err.code, err.message))
+        await sse.response.write_eof()
+        return sse.response, False
+    await sse.response.write_eof()
+    return sse.response, True
+
+
+async def _send(sse: SseWriter, events: list[dict[str, Any]]) -> None:
+    """Events as OpenAI frames them: an `event:` line naming the type, then the data."""
+    if events:
+        await sse.write(b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e)
+                                 + b"\n\n" for e in events))
+
+
+# -- retrieve, delete, input items ----------------------------------------------------------
+
+
+async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
+    ident = await request.app[AUTH].identify(request)
+    for name in request.query:
+        if name not in allowed:
+            raise bad_field(name, "query parameter not supported")
+    return ident.tenant if ident is not None else ""
+
+
+async def _record(request: web.Request, allowed: tuple[str, ...] = ()) -> StoredResponse:
+    tenant = await _tenant(request, allowed)
+    (rec,) = await request.app[STORE].get(tenant, request.match_info["id"])
+    return rec
+
+
+async def retrieve(request: web.Request) -> web.Response:
+    rec = await _record(request)
+    return web.Response(text=rec.body, content_type="application/json")
+
+
+async def delete(request: web.Request) -> web.Response:
+    tenant = await _tenant(request)
+    response_id = request.match_info["id"]
+    await request.app[STORE].delete(tenant, response_id)
+    return web.json_response({"id": response_id, "object": "response", "deleted": True})
+
+
+async def input_items(request: web.Request) -> web.Response:
+    rec = await _record(request, ("order", "limit", "after"))
+    items: list[dict[str, Any]] = json.loads(rec.input_items)
+    order = request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_field("order", "must be asc or desc")
+    if order == "desc":
+        items.reverse()
+    limit = request.query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise bad_field("limit", "must be an integer in [1, 100]")
+    if (after := request.query.get("after")) is not None:
+        ids = [i["id"] for i in items]
+        if after not in ids:
+            raise bad_field("after", f"no input item {after!r} in this response")
+        items = items[ids.index(after) + 1:]
+    page = items[:int(limit)]
+    return web.json_response({"object": "list", "data": page,
+                              "first_id": page[0]["id"] if page else None,
+                              "last_id": page[-1]["id"] if page else None,
+                              "has_more": len(items) > len(page)})

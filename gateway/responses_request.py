@@ -1,0 +1,294 @@
+"""`POST /v1/responses` bodies validated into a `ResponsesRequest`: a chat request underneath.
+
+The Responses fields map onto the chat path, which validates them with its own rules
+(gateway/openai_request.py): `input` and `instructions` become messages, `max_output_tokens`
+is `max_completion_tokens`, `text.format` is `response_format`, function `tools` and
+`tool_choice` are the chat ones, `user` and `prompt_cache_key` are the session-affinity hint.
+A chat error is renamed to the Responses field it came from (`text.format.schema`,
+`tools[1].parameters`), so every 400 names a field of the request the caller sent.
+
+Refused with 400 naming the field: every field not in `SUPPORTED` (OpenAI refuses unknown
+fields too), and among OpenAI's fields those we do not implement (`background: true`,
+`conversation`, `include`, `reasoning`, hosted tools, `truncation: "auto"`, ...), unless null.
+`input` is a string or a list of items: messages (`role` user, assistant, system or
+developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
+(an assistant's call, fed back) and `function_call_output` items (its result).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import ApiError, bad_field
+from gateway.openai_request import ParsedRequest, parse_chat
+from kvmesh.wire import ChatMessage, ToolCall
+
+SUPPORTED = frozenset({
+    "model", "input", "instructions", "previous_response_id", "store", "stream",
+    "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
+    "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key",
+})
+# OpenAI fields we do not implement: refused unless null (or the value that changes nothing).
+REFUSED: dict[str, tuple[Any, ...]] = {
+    "background": (False,), "conversation": (), "include": ([],), "max_tool_calls": (),
+    "prompt": (), "reasoning": (), "safety_identifier": (), "service_tier": ("auto", "default"),
+    "top_logprobs": (0,), "truncation": ("disabled",), "prompt_cache_retention": (),
+}
+ROLES = frozenset({"user", "assistant", "system", "developer"})
+_RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
+_CHAT_PARAMS = [  # chat field -> the Responses field it came from (first match, by prefix)
+    (re.compile(r"^max_completion_tokens"), "max_output_tokens"),
+    (re.compile(r"^response_format\.json_schema\.schema"), "text.format.schema"),
+    (re.compile(r"^response_format\.json_schema\.(\w+)"), r"text.format.\1"),
+    (re.compile(r"^response_format"), "text.format"),
+    (re.compile(r"^tools\[(\d+)\]\.function\."), r"tools[\1]."),
+    (re.compile(r"^tools\[(\d+)\]\.function"), r"tools[\1]"),
+    (re.compile(r"^tool_choice\.function\.name"), "tool_choice.name"),
+]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class ResponsesRequest(ParsedRequest):
+    """A chat request plus what a Response object echoes and the store keeps. `messages` is
+    [instructions] + the conversation so far (filled from the store) + `turn`."""
+
+    store: bool = True
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    turn: list[ChatMessage] = field(default_factory=list)  # this request's input as messages
+    input_items: list[dict[str, Any]] = field(default_factory=list)  # as input_items lists them
+    text_format: dict[str, Any] = field(default_factory=lambda: {"type": "text"})
+    tools_json: list[dict[str, Any]] = field(default_factory=list)  # echoed in the Response
+    tool_choice_json: Any = "auto"
+    user: str | None = None
+    max_output_tokens: int | None = None
+    store_ttl: int = 0  # the tenant's responses_ttl (0: the store's default)
+
+    def with_history(self, history: list[ChatMessage]) -> None:
+        system = [ChatMessage("system", self.instructions)] if self.instructions else []
+        self.messages = [*system, *history, *self.turn]
+
+
+def parse_responses(body: Any) -> ResponsesRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    for name, value in body.items():
+        if name in SUPPORTED or value is None:
+            continue
+        if name in REFUSED and value not in REFUSED[name]:
+            raise bad_field(name, "not supported by this server")
+        if name not in REFUSED:
+            raise bad_field(name, "unknown parameter")
+    turn, items = _input(body.get("input"))
+    instructions = _opt_str(body, "instructions")
+    chat = _chat_body(body, turn, instructions)
+    try:
+        base = parse_chat(chat)
+    except ApiError as err:
+        raise _renamed(err) from None
+    req = ResponsesRequest(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    req.kind = "responses"
+    req.store = _bool(body, "store", True)
+    req.previous_response_id = _opt_str(body, "previous_response_id")
+    if req.previous_response_id is not None \
+            and not _RESPONSE_ID.fullmatch(req.previous_response_id):
+        raise bad_field("previous_response_id", "not a response id (resp_...)")
+    req.instructions, req.turn, req.input_items = instructions, turn, items
+    req.metadata = _metadata(body.get("metadata"))
+    req.user = _opt_str(body, "user")
+    req.max_output_tokens = req.max_tokens
+    if "response_format" in chat:
+        req.text_format = body["text"]["format"]
+    req.tools_json = [{"description": None, "parameters": None, "strict": None, **t}
+                      for t in body.get("tools") or []]
+    req.tool_choice_json = body.get("tool_choice") or ("auto" if req.tools else "none")
+    opts = body.get("stream_options")
+    if opts is not None and (not isinstance(opts, dict) or opts.get("include_obfuscation")):
+        raise bad_field("stream_options.include_obfuscation",
+                        "obfuscation is not supported; send false or leave it out")
+    req.with_history([])
+    return req
+
+
+def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
+               instructions: str | None) -> dict[str, Any]:
+    """The chat request a Responses body means (its messages are checked already)."""
+    chat: dict[str, Any] = {
+        "model": body.get("model"),
+        "messages": [{"role": "user", "content": ""}],  # the real ones are set after
+        "stream": body.get("stream"),
+        "max_completion_tokens": body.get("max_output_tokens"),
+        "temperature": body.get("temperature"), "top_p": body.get("top_p"),
+        "user": body.get("user") or body.get("prompt_cache_key"),
+        "parallel_tool_calls": body.get("parallel_tool_calls"),
+    }
+    if (rf := _response_format(body.get("text"))) is not None:
+        chat["response_format"] = rf
+    if body.get("tools") is not None:
+        chat["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    for name in ("user", "prompt_cache_key"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise bad_field(name, "must be a string")
+    return {k: v for k, v in chat.items() if v is not None}
+
+
+def _renamed(err: ApiError) -> ApiError:
+    if err.param is None:
+        return err
+    for pattern, repl in _CHAT_PARAMS:
+        if pattern.match(err.param):
+            param = pattern.sub(repl, err.param, count=1)
+            return dataclasses.replace(err, param=param,
+                                       message=err.message.replace(err.param, param, 1))
+    return err
+
+
+def _response_format(text: Any) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise bad_field("text", "must be an object")
+    if text.get("verbosity") not in (None, "medium"):
+        raise bad_field("text.verbosity", "only medium (the default) is supported")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise bad_field("text.format.type", "must be text, json_object or json_schema")
+    if fmt["type"] != "json_schema":
+        return {"type": fmt["type"]}
+    if not isinstance(fmt.get("schema"), dict):
+        raise bad_field("text.format.schema", "required, a JSON Schema object")
+    spec = {k: fmt[k] for k in ("name", "schema", "strict") if fmt.get(k) is not None}
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _tools(raw: Any) -> Any:
+    if not isinstance(raw, list):
+        return raw  # the chat validator says why
+    out = []
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict) or t.get("type") != "function":
+            raise bad_field(f"tools[{i}].type", "only function tools are supported")
+        fn = {k: t[k] for k in ("name", "description", "parameters") if k in t}
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        if raw.get("type") != "function":
+            raise bad_field("tool_choice.type", "only none, auto, required or a function")
+        return {"type": "function", "function": {"name": raw.get("name")}}
+    return raw
+
+
+def _input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
+    """(the input as chat messages, the input items as `input_items` lists them)."""
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    if not isinstance(raw, list) or not raw:
+        raise bad_field("input", "required, a string or a non-empty array of input items")
+    messages: list[ChatMessage] = []
+    items = []
+    for i, item in enumerate(raw):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise bad_field(where, "must be an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            msg, norm = _message(item, where)
+            messages.append(msg)
+        elif kind == "function_call":
+            call = ToolCall(_str(item, "call_id", where), _str(item, "name", where),
+                            _str(item, "arguments", where))
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                last.tool_calls = [*(last.tool_calls or []), call]
+            else:
+                messages.append(ChatMessage("assistant", "", tool_calls=[call]))
+            norm = {"id": item.get("id") or new_id("fc"), "type": kind, "call_id": call.id,
+                    "name": call.name, "arguments": call.arguments, "status": "completed"}
+        elif kind == "function_call_output":
+            call_id, output = _str(item, "call_id", where), _str(item, "output", where)
+            messages.append(ChatMessage("tool", output, tool_call_id=call_id))
+            norm = {"id": item.get("id") or new_id("fco"), "type": kind, "call_id": call_id,
+                    "output": output, "status": "completed"}
+        else:
+            raise bad_field(f"{where}.type", "must be message, function_call or "
+                            "function_call_output")
+        items.append(norm)
+    return messages, items
+
+
+def _message(item: dict[str, Any], where: str) -> tuple[ChatMessage, dict[str, Any]]:
+    role = item.get("role")
+    if role not in ROLES:
+        raise bad_field(f"{where}.role", f"must be one of {sorted(ROLES)}")
+    content = item.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text") \
+                    or not isinstance(part.get("text"), str):
+                raise bad_field(f"{where}.content[{j}]", "only input_text and output_text parts "
+                                "with a string text are supported")
+            texts.append(part["text"])
+        text = "".join(texts)
+    else:
+        raise bad_field(f"{where}.content", "must be a string or an array of text parts")
+    part_type = "output_text" if role == "assistant" else "input_text"
+    part: dict[str, Any] = {"type": part_type, "text": text}
+    if part_type == "output_text":
+        part["annotations"] = []
+    norm = {"id": item.get("id") or new_id("msg"), "type": "message", "role": role,
+            "content": [part], "status": "completed"}
+    return ChatMessage(role, text), norm
+
+
+def _str(item: dict[str, Any], name: str, where: str) -> str:
+    value = item.get(name)
+    if not isinstance(value, str):
+        raise bad_field(f"{where}.{name}", "required, a string")
+    return value
+
+
+def _opt_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad_field(name, "must be a string")
+    return value
+
+
+def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_field(name, "must be a boolean")
+    return value
+
+
+def _metadata(raw: Any) -> dict[str, str]:
+    """OpenAI's limits: at most 16 pairs, keys up to 64 characters, values up to 512."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > 16 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
+            for k, v in raw.items()):
+        raise bad_field("metadata", "at most 16 string pairs (keys up to 64 characters, "
+                        "values up to 512)")
+    return dict(raw)

@@ -1,0 +1,64 @@
+"""The gateway's side of the `/v1/responses` store (cache/responses_store.py), over NATS.
+
+Contract: `put`, `get` and `delete` answer as the store does, or raise `ApiError`: the store's
+own errors as they are (404 `response_not_found`, 413 `response_too_large`, also for a
+record over the NATS max payload), and 503 `store_unavailable` with
+Retry-After when no store answers within `store_timeout` (no cache actor, NATS down) or the
+store's Redis is down. A caller never waits longer than `store_timeout`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import ApiError
+from kvmesh import wire
+from kvmesh.actor import Actor, MeshError, PayloadTooLarge, RemoteError
+from kvmesh.wire import (
+    Message,
+    ResponseAck,
+    ResponseDelete,
+    ResponseFound,
+    ResponseGet,
+    ResponsePut,
+    StoredResponse,
+)
+
+
+class ResponsesStoreClient:
+    def __init__(self, actor: Actor, timeout: float, retry_after: float) -> None:
+        self.actor = actor
+        self.timeout = timeout
+        self.retry_after = retry_after
+
+    async def put(self, tenant: str, record: StoredResponse, ttl: float) -> None:
+        await self._ask(wire.RESPONSES_PUT, ResponsePut(tenant, record, ttl), ResponseAck)
+
+    async def get(self, tenant: str, response_id: str, chain: bool = False
+                  ) -> list[StoredResponse]:
+        """The stored response (with `chain`: its whole conversation, oldest first)."""
+        found = await self._ask(wire.RESPONSES_GET, ResponseGet(tenant, response_id, chain),
+                                ResponseFound)
+        assert isinstance(found, ResponseFound)
+        return found.records
+
+    async def delete(self, tenant: str, response_id: str) -> None:
+        await self._ask(wire.RESPONSES_DELETE, ResponseDelete(tenant, response_id), ResponseAck)
+
+    async def _ask(self, subject: str, msg: Message, expected: type[Message]) -> Message:
+        try:
+            if not self.actor.connected:
+                raise MeshError("no NATS connection")
+            return await self.actor.request(subject, msg, self.timeout, expected)
+        except RemoteError as exc:
+            raise ApiError.from_reply(exc.reply) from None
+        except PayloadTooLarge as exc:
+            raise ApiError(413, f"the response is too large to store: {exc}",
+                           code="response_too_large") from None
+        except MeshError as exc:
+            raise ApiError(503, f"the responses store is unavailable ({exc}); retry, or send "
+                           "store: false", "service_unavailable", param="store",
+                           code="store_unavailable", retry_after=self.retry_after) from None
+
+
+STORE = web.AppKey("responses_store", ResponsesStoreClient)

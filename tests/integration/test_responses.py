@@ -1,0 +1,298 @@
+"""OpenAI's Responses API through the official client, on the session mesh's real workers.
+
+The module adds to the session mesh a cache actor (the responses store, on the session's
+Redis), an auth actor and a gateway with auth on, so two tenants with their own keys can
+call it. The gateway's result cache is off, so a streamed answer is generated again, not
+replayed. Tests that restart or break a part restore it, or run last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import OpenAI
+from pydantic import BaseModel
+
+from kvmesh import procs
+from tests.integration.conftest import MODEL, Mesh, start_gateway
+from tests.integration.helpers import call
+
+ADMIN_KEY = "admin-" + uuid.uuid4().hex
+ORDER = ["response.created", "response.in_progress", "response.output_item.added",
+         "response.content_part.added"]
+CLOSING = ["response.output_text.done", "response.content_part.done",
+           "response.output_item.done"]
+
+
+@dataclass
+class ResponsesMesh:
+    mesh: Mesh
+    redis_url: str
+    logs: Path
+    base: str = ""
+    gateway: procs.Child | None = None
+    store: procs.Child | None = None
+    keys: dict[str, str] = field(default_factory=dict)  # tenant -> key
+    children: list[procs.Child] = field(default_factory=list)
+
+    def client(self, tenant: str = "a") -> OpenAI:
+        return OpenAI(base_url=self.base + "/v1", api_key=self.keys[tenant], max_retries=0,
+                      timeout=60)
+
+    def start_gateway(self) -> None:
+        self.gateway, self.base = start_gateway(
+            self.mesh.nats_url, self.logs, "gateway-responses", auth="1", admin_key=ADMIN_KEY,
+            result_cache="0")
+        _wait(lambda: call("GET", self.base + "/ready")[0] == 200, "gateway ready")
+
+    def restart_gateway(self) -> None:
+        assert self.gateway is not None
+        self.gateway.stop()
+        self.start_gateway()
+
+    def start_store(self, redis_url: str | None = None, **env: str) -> None:
+        self.store = procs.start("cache-responses", procs.service_argv("cache"), env={
+            "KVMESH_NATS_URL": self.mesh.nats_url, "KVMESH_CACHE_METRICS_PORT": "0",
+            "KVMESH_CACHE_REDIS_URL": redis_url or self.redis_url,
+            **{f"KVMESH_CACHE_{k.upper()}": v for k, v in env.items()}},
+            log=open(self.logs / "cache-responses.log", "ab"))  # noqa: SIM115
+        self.children.append(self.store)
+
+
+def _wait(ok: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def rmesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[ResponsesMesh]:
+    rm = ResponsesMesh(mesh, redis_url, logs_dir)
+    rm.children.append(procs.start("auth-responses", procs.service_argv("auth"), env={
+        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_REDIS_URL": redis_url,
+        "KVMESH_AUTH_METRICS_PORT": "0"}, log=open(logs_dir / "auth-responses.log", "ab")))  # noqa: SIM115
+    rm.start_store()
+    rm.start_gateway()
+    try:
+        _wait(lambda: call("GET", rm.base + "/admin/tenants", key=ADMIN_KEY)[0] == 200, "auth")
+        for tenant in ("a", "b"):
+            name = f"resp-{tenant}-{uuid.uuid4().hex[:6]}"
+            assert call("POST", rm.base + "/admin/tenants", {"name": name}, ADMIN_KEY)[0] == 200
+            status, body, _ = call("POST", rm.base + "/admin/keys", {"tenant": name}, ADMIN_KEY)
+            assert status == 201, body
+            rm.keys[tenant] = body["key"]
+        yield rm
+    finally:
+        for child in [*rm.children, rm.gateway]:
+            if child is not None:
+                child.stop()
+
+
+def create(client: OpenAI, text: str, **extra: Any) -> Any:
+    return client.responses.create(model=MODEL, input=text, temperature=0,
+                                   **{"max_output_tokens": 16, **extra})
+
+
+def test_create_retrieve_and_list_input_items(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    resp = create(client, "Name a colour.", instructions="Answer in one word.",
+                  metadata={"run": "1"})
+    assert resp.id.startswith("resp_") and resp.object == "response"
+    assert resp.status in ("completed", "incomplete") and resp.output_text
+    assert resp.output[0].type == "message" and resp.output[0].content[0].type == "output_text"
+    assert resp.usage.total_tokens == resp.usage.input_tokens + resp.usage.output_tokens > 0
+    assert resp.store and resp.metadata == {"run": "1"} and resp.instructions
+    got = client.responses.retrieve(resp.id)
+    assert got.id == resp.id and got.output_text == resp.output_text and got.status == resp.status
+    items = client.responses.input_items.list(resp.id)
+    assert [(i.role, i.content[0].text) for i in items.data] == [("user", "Name a colour.")]
+
+
+def test_streamed_events_come_in_order_and_match_the_plain_answer(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    plain = create(client, "Count to five.", store=False)
+    events = list(create(client, "Count to five.", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ORDER and kinds[-4:-1] == CLOSING, kinds
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert set(kinds[4:-4]) == {"response.output_text.delta"} and len(kinds) > 8
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == plain.output_text == events[-1].response.output_text
+    assert events[-1].response.usage.output_tokens == plain.usage.output_tokens
+    assert client.responses.retrieve(events[0].response.id).output_text == text
+    # the client's stream helper wants `response.completed`: an answer that ends by itself
+    # (a schema's grammar ends it), parsed into the schema's model
+    with client.responses.stream(model=MODEL, input="A pet?", temperature=0, text_format=Pet,
+                                 max_output_tokens=64, store=False) as stream:
+        final = stream.get_final_response()
+    assert final.status == "completed" and isinstance(final.output_parsed, Pet)
+
+
+def test_previous_response_id_continues_across_a_gateway_restart(
+        rmesh: ResponsesMesh) -> None:
+    first = create(rmesh.client(), "My name is Ada. Remember it.")
+    rmesh.restart_gateway()
+    client = rmesh.client()  # the new gateway, at a new address
+    alone = create(client, "What is my name?", store=False)
+    again = create(client, "What is my name?", previous_response_id=first.id)
+    assert again.previous_response_id == first.id
+    # the stored turn (its input and output) is in the prompt: exactly as long as asking
+    # with that history written out by hand
+    by_hand = client.responses.create(model=MODEL, temperature=0, max_output_tokens=16,
+                                      store=False, input=[
+        {"role": "user", "content": "My name is Ada. Remember it."},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "What is my name?"}])
+    assert again.usage.input_tokens == by_hand.usage.input_tokens > alone.usage.input_tokens
+    assert again.output_text == by_hand.output_text
+    third = create(client, "And again?", previous_response_id=again.id)
+    assert third.usage.input_tokens > again.usage.input_tokens + again.usage.output_tokens
+    assert client.responses.retrieve(first.id).output_text == first.output_text
+
+
+def test_tenants_cannot_read_each_others_responses(rmesh: ResponsesMesh) -> None:
+    a, b = rmesh.client("a"), rmesh.client("b")
+    resp = create(a, "A secret of tenant a.")
+    with pytest.raises(openai.NotFoundError):
+        b.responses.retrieve(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        b.responses.input_items.list(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        b.responses.delete(resp.id)
+    with pytest.raises(openai.BadRequestError) as err:
+        create(b, "Go on.", previous_response_id=resp.id)
+    assert err.value.body["param"] == "previous_response_id"
+    assert a.responses.retrieve(resp.id).output_text == resp.output_text
+
+
+def test_store_false_is_not_retrievable_and_delete_removes(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    unstored = create(client, "Hello.", store=False)
+    assert unstored.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    stored = create(client, "Hello.")
+    client.responses.delete(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(stored.id)
+    status, body, _ = call("DELETE", f"{rmesh.base}/v1/responses/{stored.id}",
+                           key=rmesh.keys["a"])
+    assert status == 404 and body["error"]["code"] == "response_not_found"
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"background": True}, "background"),
+    ({"include": ["reasoning.encrypted_content"]}, "include"),
+    ({"reasoning": {"effort": "low"}}, "reasoning"),
+    ({"truncation": "auto"}, "truncation"),
+    ({"no_such_field": 1}, "no_such_field"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}},
+     "text.format.schema"),
+    ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+     "input[0].content[0]"),
+    ({"previous_response_id": "resp_" + "0" * 32}, "previous_response_id"),
+    ({"store": "yes"}, "store"),
+])
+def test_unsupported_or_bad_fields_are_400_naming_them(rmesh: ResponsesMesh,
+                                                       extra: dict[str, Any],
+                                                       param: str) -> None:
+    body = {"model": MODEL, "input": "Hi", **extra}
+    status, got, _ = call("POST", rmesh.base + "/v1/responses", body, rmesh.keys["a"])
+    assert status == 400 and got["error"]["param"] == param, got
+
+
+def test_function_tools_answer_function_call_items(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                             "required": ["city"]}}]
+    resp = client.responses.create(model=MODEL, input="Weather in Paris?", tools=tools,
+                                   tool_choice={"type": "function", "name": "get_weather"},
+                                   temperature=0, max_output_tokens=64)
+    (fc,) = [o for o in resp.output if o.type == "function_call"]
+    assert fc.name == "get_weather" and "city" in json.loads(fc.arguments)
+    follow = client.responses.create(model=MODEL, previous_response_id=resp.id, tools=tools,
+                                     temperature=0, max_output_tokens=16, input=[
+        {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny, 21 C"}])
+    assert follow.status in ("completed", "incomplete")
+    assert follow.usage.input_tokens > resp.usage.input_tokens
+
+
+class Pet(BaseModel):
+    name: str
+    age: int
+
+
+def test_text_format_gives_structured_output(rmesh: ResponsesMesh) -> None:
+    parsed = rmesh.client().responses.parse(model=MODEL, input="A pet?", text_format=Pet,
+                                            temperature=0, max_output_tokens=48)
+    assert isinstance(parsed.output_parsed, Pet)
+
+
+def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMesh) -> None:
+    """A store whose tenants may keep 6 KB each, and a tenant whose responses live 3 s."""
+    assert rmesh.store is not None
+    rmesh.store.stop()
+    rmesh.children.remove(rmesh.store)
+    rmesh.start_store(responses_tenant_bytes="6000")
+    name = "resp-ttl-" + uuid.uuid4().hex[:6]
+    assert call("POST", rmesh.base + "/admin/tenants", {"name": name, "responses_ttl": 3},
+                ADMIN_KEY)[0] == 200
+    rmesh.keys["ttl"] = call("POST", rmesh.base + "/admin/keys", {"tenant": name},
+                             ADMIN_KEY)[1]["key"]
+    client = rmesh.client("ttl")
+    _wait(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
+                       key=rmesh.keys["ttl"])[0] == 404, "the new store answers")
+    short = create(client, "Hi.")
+    assert client.responses.retrieve(short.id).id == short.id
+
+    def gone() -> bool:
+        try:
+            client.responses.retrieve(short.id)
+            return False
+        except openai.NotFoundError:
+            return True
+    _wait(gone, "the tenant's 3 s TTL")
+
+    a = rmesh.client("a")
+    pad = "word " * 300  # each stored response holds its input twice: about 3.5 KB
+    first, second = create(a, pad + "One."), create(a, pad + "Two.")
+    with pytest.raises(openai.NotFoundError):
+        a.responses.retrieve(first.id)  # evicted to make room: the oldest goes first
+    assert a.responses.retrieve(second.id).id == second.id
+
+
+def test_store_unreachable_is_503_naming_the_store(rmesh: ResponsesMesh) -> None:
+    """Last: it leaves the store broken. No store actor, then one whose Redis is gone: both
+    refuse `store: true` at once with 503; `store: false` is served."""
+    assert rmesh.store is not None
+    rmesh.store.stop()
+    rmesh.children.remove(rmesh.store)
+    dead_redis = f"redis://127.0.0.1:{procs.free_port()}/0"
+    for phase in ("no store", "no redis"):
+        if phase == "no redis":
+            rmesh.start_store(dead_redis)
+            _wait(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
+                               key=rmesh.keys["a"])[1]["error"]["message"].find("redis") > 0,
+                  "the store without redis answers")
+        started = time.monotonic()
+        status, body, headers = call("POST", rmesh.base + "/v1/responses",
+                                     {"model": MODEL, "input": "Hi", "max_output_tokens": 4},
+                                     rmesh.keys["a"])
+        assert status == 503 and body["error"]["code"] == "store_unavailable", (phase, body)
+        assert body["error"]["param"] == "store" and "Retry-After" in headers
+        assert time.monotonic() - started < 10
+        resp = create(rmesh.client(), "Hi", store=False)
+        assert resp.output_text

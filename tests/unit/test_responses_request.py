@@ -1,0 +1,72 @@
+"""Responses bodies map onto the chat request they mean, and every refusal names the
+Responses field (not the chat field it was checked as)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.errors import ApiError
+from gateway.responses_request import parse_responses
+from kvmesh.wire import ChatMessage, ToolCall
+
+TOOL = {"type": "function", "name": "f",
+        "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+
+
+def test_input_items_become_chat_messages_after_the_instructions() -> None:
+    req = parse_responses({"model": "m", "instructions": "Be brief.", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "a"},
+                                     {"type": "input_text", "text": "b"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "42"}]})
+    assert req.messages == [
+        ChatMessage("system", "Be brief."), ChatMessage("user", "ab"),
+        ChatMessage("assistant", "", tool_calls=[ToolCall("c1", "f", "{}")]),
+        ChatMessage("tool", "42", tool_call_id="c1")]
+    assert [i["type"] for i in req.input_items] == ["message", "function_call",
+                                                    "function_call_output"]
+    req.with_history([ChatMessage("user", "before")])
+    assert [m.content for m in req.messages][:2] == ["Be brief.", "before"]
+
+
+def test_fields_map_onto_the_chat_request() -> None:
+    req = parse_responses({"model": "m", "input": "hi", "max_output_tokens": 7,
+                           "temperature": 0, "user": "u1", "tools": [TOOL],
+                           "tool_choice": {"type": "function", "name": "f"}, "store": False})
+    assert (req.max_tokens, req.temperature, req.session, req.store) == (7, 0.0, "u1", False)
+    assert (req.tool_choice, req.tool_name, req.grammar_kind) == ("function", "f", "tool_calls")
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    req = parse_responses({"model": "m", "input": "hi", "text": {"format": {
+        "type": "json_schema", "name": "x", "schema": schema}}})
+    assert req.grammar_kind == "json_schema" and req.text_format["name"] == "x"
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}},
+     "text.format.schema"),
+    ({"tools": [{**TOOL, "name": "bad name"}]}, "tools[0].name"),
+    ({"tools": [{**TOOL, "parameters": 3}]}, "tools[0].parameters"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "name": "g"}}, "tool_choice.name"),
+    ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
+    ({"include": ["x"]}, "include"),
+    ({"unknown": 1}, "unknown"),
+    ({"metadata": {"k": 1}}, "metadata"),
+    ({"input": [{"type": "reasoning"}]}, "input[0].type"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+    ({"previous_response_id": "chatcmpl-1"}, "previous_response_id"),
+    ({"stream": True, "stream_options": {"include_obfuscation": True}},
+     "stream_options.include_obfuscation"),
+])
+def test_refusals_name_the_responses_field(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_responses({"model": "m", "input": "hi", **extra})
+    assert err.value.status == 400 and err.value.param == param
+    assert err.value.message.startswith(param)
+
+
+def test_null_and_no_op_values_of_unsupported_fields_are_accepted() -> None:
+    parse_responses({"model": "m", "input": "hi", "reasoning": None, "include": [],
+                     "background": False, "truncation": "disabled", "service_tier": "auto"})
