@@ -1,7 +1,7 @@
 """Engine speed from fresh processes, as a worker gets it: is each step bound by the GPU?
 
     python bench/engine_host.py [--runs 3] [--presets llama-3.1-8b,smollm2-135m]
-        [--modes async,sync] [--out DIR]
+        [--modes async,sync,hf-batch,hf-generate] [--out DIR]
 
 Every (run, preset, mode) is its own child process (`--child`), started the way a worker
 starts its engine: `LLM("dummy:<preset>")`, bf16, `max_num_seqs=256`,
@@ -14,7 +14,12 @@ measures:
   back with no host work between them; `gpu busy` = floor / measured step;
 - for 8B shapes, nano-vllm's workload (256 sequences, input and output lengths uniform in
   100..1024, temperature 0.6, ignore_eos): output tok/s, mean step, and GPU busy over 20
-  mid-run steps (CUDA kernel time from the profiler over the unprofiled mean step).
+  mid-run steps (CUDA kernel time from the profiler over the unprofiled mean step); and the
+  same prompts with 512 greedy output tokens each, the workload of the transformers peer.
+
+Peers, each in its own process too (8B shapes only): `hf-batch` is transformers'
+continuous-batching `generate_batch` (paged attention, CUDA graphs) on those prompts with 512
+output tokens each; `hf-generate` its plain `generate` at batch 64, 512 in / 128 out.
 
 Writes one JSON line per child to `engine_host.jsonl` under --out and prints a table last.
 """
@@ -30,6 +35,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PEER_OUT = 512  # output tokens per prompt when ours and transformers run the same prompts
 
 
 def child(preset: str, mode: str) -> dict:
@@ -58,7 +65,36 @@ def child(preset: str, mode: str) -> dict:
         r[f"b{batch}_gpu_busy"] = floor / ms
     if preset.startswith("llama"):
         r["throughput"] = throughput(llm, throughput_workload, sync_time, SamplingParams)
+        prompts = throughput_workload()[0]
+        fixed = SamplingParams(temperature=0.0, max_tokens=PEER_OUT, ignore_eos=True)
+        t0 = sync_time()
+        done = llm.generate(prompts, fixed)
+        r["fixed_out_tok_per_s"] = (sum(len(o.outputs[0].token_ids) for o in done)
+                                    / (sync_time() - t0))
     return r
+
+
+def peer_child(preset: str, mode: str) -> dict:
+    """transformers on the same GPU: `generate_batch` (continuous batching, paged attention)
+    on the workload's prompts with PEER_OUT greedy tokens each, or plain `generate` at batch
+    64, 512 in / 128 out."""
+    from transformers import GenerationConfig
+
+    from bench.gpu_engine import hf_model, hf_throughput, sync_time, throughput_workload
+
+    hf = hf_model(preset)
+    if mode == "hf-generate":
+        return {"preset": preset, "mode": mode, "out_tok_per_s": hf_throughput(hf)}
+    prompts = throughput_workload()[0]
+    cfg = GenerationConfig(max_new_tokens=PEER_OUT, do_sample=False, eos_token_id=None,
+                           pad_token_id=0)
+    hf.generate_batch(prompts[:8], generation_config=cfg)  # warm-up (and graph capture)
+    t0 = sync_time()
+    out = hf.generate_batch(prompts, generation_config=cfg)
+    elapsed = sync_time() - t0
+    tokens = sum(len(o.generated_tokens) for o in out.values())
+    return {"preset": preset, "mode": mode, "out_tok_per_s": tokens / elapsed,
+            "output_tokens": tokens}
 
 
 def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
@@ -128,21 +164,28 @@ def gpu_clocks() -> str:
 
 def table(rows: list[dict]) -> str:
     out = ["| preset | mode | runs | b1 ms/token (min/med/max) | b1 GPU floor | b1 busy "
-           "| b64 ms/step | b64 busy | nano-vllm out tok/s | busy mid-run |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| b64 ms/step | b64 busy | nano-vllm out tok/s | busy mid-run | 512-out tok/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["preset"], r["mode"]) for r in rows})
     for preset, mode in keys:
         rs = [r for r in rows if (r["preset"], r["mode"]) == (preset, mode)]
+        if mode.startswith("hf-"):
+            tps = "/".join(f"{r['out_tok_per_s']:,.0f}" for r in rs)
+            out.append(f"| {preset} | {mode} | {len(rs)} | | | | | | | | {tps} |")
+            continue
         b1 = sorted(r["b1_ms"] for r in rs)
         tp = [r["throughput"] for r in rs if "throughput" in r]
         tps = "/".join(f"{t['out_tok_per_s']:,.0f}" for t in tp) or "-"
         busy = "/".join(f"{t['gpu_busy']:.0%}" for t in tp) or "-"
+        fixed = "/".join(f"{r['fixed_out_tok_per_s']:,.0f}" for r in rs
+                         if "fixed_out_tok_per_s" in r) or "-"
         out.append(
             f"| {preset} | {mode} | {len(rs)} | {b1[0]:.3f} / {statistics.median(b1):.3f} / "
             f"{b1[-1]:.3f} | {statistics.median(r['b1_floor_ms'] for r in rs):.3f} | "
             f"{statistics.median(r['b1_gpu_busy'] for r in rs):.0%} | "
             f"{statistics.median(r['b64_ms'] for r in rs):.3f} | "
-            f"{statistics.median(r['b64_gpu_busy'] for r in rs):.0%} | {tps} | {busy} |")
+            f"{statistics.median(r['b64_gpu_busy'] for r in rs):.0%} | {tps} | {busy} | "
+            f"{fixed} |")
     return "\n".join(out)
 
 
@@ -150,18 +193,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--presets", default="llama-3.1-8b,smollm2-135m")
-    ap.add_argument("--modes", default="async,sync")
+    ap.add_argument("--modes", default="async,sync,hf-batch,hf-generate")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--child", nargs=2, metavar=("PRESET", "MODE"))
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(*args.child)), flush=True)
+        preset, mode = args.child
+        run = peer_child if mode.startswith("hf-") else child
+        print("RESULT " + json.dumps(run(preset, mode)), flush=True)
         return
     rows: list[dict] = []
     path = os.path.join(args.out, "engine_host.jsonl")
     for run in range(args.runs):
         for preset in args.presets.split(","):
             for mode in args.modes.split(","):
+                if mode.startswith("hf-") and (run > 0 or not preset.startswith("llama")):
+                    continue  # one peer run per 8B preset is enough for the ratio
                 clocks = gpu_clocks()
                 done = subprocess.run([sys.executable, __file__, "--child", preset, mode],
                                       capture_output=True, text=True)
@@ -175,10 +222,7 @@ def main() -> None:
                 rows.append(r)
                 with open(path, "a") as f:
                     f.write(json.dumps(r) + "\n")
-                print(f"run {run} {preset} {mode}: b1 {r['b1_ms']:.3f} ms "
-                      f"(floor {r['b1_floor_ms']:.3f}), b64 {r['b64_ms']:.3f} ms, "
-                      f"{r.get('throughput', {}).get('out_tok_per_s', 0):,.0f} tok/s",
-                      flush=True)
+                print(f"run {run} {preset} {mode}: {json.dumps(r)[:400]}", flush=True)
     print(table(rows))
 
 
