@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inference.engine.engine import EngineStats
+from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
 from inference.engine.outputs import StepOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import PromptLimits

@@ -3,25 +3,29 @@
 One thread owns an engine; nothing here is thread-safe. `step()` schedules one batch, runs it
 and returns a `StepOutput` for every choice that produced a token (or was aborted). A request
 with `n > 1` is prefilled once; its choices are forked from the prompt's blocks when the
-prefill completes and diverge by copy-on-write.
+prefill completes and diverge by copy-on-write. An `echo` request reports its prompt (and
+prompt logprobs) when its prefill completes (prompt_logprobs.py); with `max_tokens` 0 it then
+ends, every choice empty, with "length".
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
 from .errors import DuplicateRequest
-from .grammar import Grammars, GrammarStats
+from .engine_stats import EngineStats
+from .grammar import Grammars
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_prompt
+from .prompt_logprobs import PromptReports
 from .request_state import RequestState
 from .runner import ModelRunner, kv_bytes_per_block
 from .sampler import SampleRow, sample
@@ -29,24 +33,6 @@ from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence
 from .tokenizer import Tokenizer
-
-
-@dataclass
-class EngineStats:
-    running: int
-    waiting: int
-    num_blocks: int
-    free_blocks: int
-    used_blocks: int
-    cached_blocks: int
-    prefix_hit_tokens: int
-    prompt_tokens: int
-    preemptions: int
-    grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
-
-    @property
-    def kv_usage(self) -> float:
-        return self.used_blocks / self.num_blocks
 
 
 class LLMEngine:
@@ -96,6 +82,7 @@ class LLMEngine:
             eos |= set(tokenizer.eos_token_ids)
         self.eos_ids = frozenset(eos)
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
+        self.prompts = PromptReports(tokenizer)
         self._requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -149,6 +136,7 @@ class LLMEngine:
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
         state.new_choice(seq, self.tokenizer)
+        self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
 
     @property
@@ -179,6 +167,7 @@ class LLMEngine:
         state = self._requests.pop(request_id, None)
         if state is None:
             return
+        self.prompts.drop(request_id)
         outs = []
         for choice in state.choices:
             if choice.finish_reason is None:
@@ -204,16 +193,21 @@ class LLMEngine:
         if not batch:
             outputs.extend(self._fail_unschedulable())
             return outputs
-        sampled = [
+        ends = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
             if s.num_computed_tokens + n == s.num_tokens
         ]
+        sampled = [i for i in ends if batch.seqs[i].params.max_tokens]  # 0: prefill only
         self.runner.copy_blocks(self.kv.take_copies())
         logits = self.runner.execute(batch, sampled)
+        if self.prompts.reports:
+            self.prompts.score(self.runner.model, self.runner.last_hidden, batch)
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
             seq.num_computed_tokens += n
             self.kv.commit(seq)
+        if self.prompts.reports:
+            outputs.extend(self._report_prompts([batch.seqs[i] for i in ends]))
         seqs = [batch.seqs[i] for i in sampled]
         seqs, logits = self._fork_new_choices(seqs, logits)
         rows = [SampleRow(s.params, s.generator) for s in seqs]
@@ -222,6 +216,18 @@ class LLMEngine:
         for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
             outputs.append(self._on_token(seq, token, lp))
         return outputs
+
+    def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
+        """Each echo request whose prompt just completed: its prompt report, and for one with
+        `max_tokens` 0 its end (every choice empty: nothing is sampled for it)."""
+        outs = []
+        for seq in done:
+            if (report := self.prompts.take(seq.request_id)) is not None:
+                outs.append(report)
+                if seq.params.max_tokens == 0:
+                    self.scheduler.remove(seq)
+                    outs.extend(self._requests.pop(seq.request_id).end_unsampled("length"))
+        return outs
 
     def _fork_new_choices(
         self, seqs: list[Sequence], logits: torch.Tensor
