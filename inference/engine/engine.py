@@ -17,8 +17,8 @@ from dataclasses import replace
 import torch
 
 from .config import EngineConfig, ModelConfig
-from .errors import DuplicateRequest
 from .engine_stats import EngineStats
+from .errors import DuplicateRequest
 from .grammar import Grammars
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
