@@ -59,6 +59,8 @@ class Ticket:
 
 def prompt_estimate(req: ParsedRequest) -> int:
     """Tokens the prompt will take, from its size (the gateway does not tokenise)."""
+    if req.prompts:  # a completions batch: every prompt
+        return sum(prompt_estimate(one) for one in req.split())
     if req.prompt_token_ids is not None:
         return len(req.prompt_token_ids)
     size = len((req.prompt or "").encode())
@@ -68,7 +70,7 @@ def prompt_estimate(req: ParsedRequest) -> int:
 
 def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> int:
     """Tokens to reserve from `tpm`: prompt estimate + every completion token the request may
-    make (`n` choices of `max_tokens`; with no `max_tokens`, the rest of the model's
+    make (`n` choices of `max_tokens` for each prompt; with no `max_tokens`, the rest of the model's
     `context_len`), at most the whole budget (all of it when neither is known); 0 without a
     `tpm`."""
     if not ident.tpm:
@@ -80,7 +82,7 @@ def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> in
         completion = max(1, context_len - prompt)
     else:
         return ident.tpm
-    return min(ident.tpm, prompt + req.n * completion)
+    return min(ident.tpm, prompt + len(req.prompts or [None]) * req.n * completion)
 
 
 Ask = Callable[[str, Message], Awaitable[Message]]

@@ -16,6 +16,8 @@ Contract:
 - `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
   runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
+- A completions batch (several prompts) runs each prompt as its own request, cached and
+  cancelled like a single one, and answers as one response (gateway/prompt_batch.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +43,7 @@ from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.openapi import openapi_document
+from gateway.prompt_batch import PromptBatch
 from gateway.responses_api import add_responses_routes
 from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
@@ -179,6 +183,19 @@ def _check_model(mesh: MeshClient, model: str) -> None:
                        code="model_not_found")
 
 
+Stream = RequestStream | ReplayStream | PromptBatch
+
+
+@dataclass
+class Source:
+    """One request's answer in flight: a result-cache replay or a mesh stream, the result-cache
+    key it must store as single-flight leader, and the headers saying which."""
+
+    stream: RequestStream | ReplayStream
+    lead_key: str | None
+    headers: dict[str, str]
+
+
 async def _generate(request: web.Request, req: ParsedRequest, ticket: Ticket,
                     respond: Respond) -> web.StreamResponse:
     mesh = request.app[MESH]
@@ -186,23 +203,57 @@ async def _generate(request: web.Request, req: ParsedRequest, ticket: Ticket,
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
     req.session = request.headers.get(SESSION_HEADER, req.session)
+    if req.prompts:
+        return await _generate_batch(request, req, rid, ticket, rec)
+    source = await _open(request, req, rid)
+    headers = {**source.headers, "x-kvmesh-gateway": mesh.instance}  # which gateway answered
+    try:
+        return await respond(request, req, rid, source.stream, headers)
+    finally:
+        ticket.settle(_end(request, source))
+
+
+async def _generate_batch(request: web.Request, req: ParsedRequest, rid: str, ticket: Ticket,
+                          rec: telemetry_http.RequestRecord) -> web.StreamResponse:
+    mesh = request.app[MESH]
+    batch = PromptBatch(req.split(), rid, req.n, lambda sub, sub_id: _open(request, sub, sub_id),
+                        lambda source: _end(request, source), mesh.cfg.prompt_batch_window)
+    headers = {"x-kvmesh-gateway": mesh.instance}
+    batch.start()
+    try:
+        if req.stream:
+            return await _stream(request, req, rid, batch, headers)
+        return await _gather(req, rid, batch, headers, rec)
+    finally:
+        await batch.aclose()
+        ticket.settle(batch.used_tokens)
+
+
+async def _open(request: web.Request, req: ParsedRequest, rid: str) -> Source:
+    """Start one request: from the result cache, else through the mesh."""
     hit, lead_key, headers = await _cache_lookup(request, req)
-    headers["x-kvmesh-gateway"] = mesh.instance  # which gateway process answered
-    stream: RequestStream | ReplayStream | None = None
     try:
         stream = ReplayStream(hit, rid) if hit is not None \
-            else await mesh.generate(req, rid, keep=lead_key is not None)
-        return await respond(request, req, rid, stream, headers)
-    finally:
-        if stream is not None:
-            ticket.settle(_used_tokens(stream))
-            stream.close()
-            if isinstance(stream, RequestStream) and not stream.completed:
-                # an error, a timeout (504) or a client that left: the worker must stop too
-                log.info("%s ended early; cancelling it at the worker", rid)
-                mesh.cancel_soon(rid)
-        if lead_key is not None:  # this request computed the key: store it, or let go
-            _store_or_release(request, lead_key, stream)
+            else await request.app[MESH].generate(req, rid, keep=lead_key is not None)
+    except BaseException:
+        if lead_key is not None:  # this request computed the key: let it go
+            _store_or_release(request, lead_key, None)
+        raise
+    return Source(stream, lead_key, headers)
+
+
+def _end(request: web.Request, source: Source) -> int:
+    """Finish one request however it went; returns the tokens it used."""
+    stream = source.stream
+    used = _used_tokens(stream)
+    stream.close()
+    if isinstance(stream, RequestStream) and not stream.completed:
+        # an error, a timeout (504) or a client that left: the worker must stop too
+        log.info("%s ended early; cancelling it at the worker", stream.request_id)
+        request.app[MESH].cancel_soon(stream.request_id)
+    if source.lead_key is not None:  # this request computed the key: store it, or let go
+        _store_or_release(request, source.lead_key, stream)
+    return used
 
 
 async def _respond(request: web.Request, req: ParsedRequest, rid: str,
@@ -223,6 +274,11 @@ def _used_tokens(stream: RequestStream | ReplayStream) -> int:
     if stream.usage is not None:
         return stream.usage.prompt_tokens + stream.usage.completion_tokens
     return stream.accepted.prompt_tokens + stream.tokens
+
+
+def _route_headers(stream: Stream) -> dict[str, str]:
+    """Which worker answered: a batch's prompts each went their own way, so none is named."""
+    return {} if isinstance(stream, PromptBatch) else route_headers(stream)
 
 
 def _store_or_release(request: web.Request, key: str,
@@ -249,8 +305,8 @@ async def _cache_lookup(request: web.Request, req: ParsedRequest
     return None, key if found.lead else None, {"x-kvmesh-cache": "miss"}
 
 
-async def _gather(req: ParsedRequest, rid: str, stream: RequestStream | ReplayStream,
-                  headers: dict[str, str], rec: telemetry_http.RequestRecord) -> web.Response:
+async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[str, str],
+                  rec: telemetry_http.RequestRecord) -> web.Response:
     gather = Gather(req.n, req.logprobs is not None, req.tool_names)
     while batch := await stream.batch():
         rec.on_chunks(batch)
@@ -261,17 +317,16 @@ async def _gather(req: ParsedRequest, rid: str, stream: RequestStream | ReplaySt
         else gather.completion(rid, created, req.model)
     if isinstance(stream, ReplayStream) and body.get("usage"):
         body["usage"]["kvmesh_cache"] = "hit"
-    return web.json_response(body, headers={**route_headers(stream), **headers})
+    return web.json_response(body, headers={**_route_headers(stream), **headers})
 
 
-async def _stream(request: web.Request, req: ParsedRequest, rid: str,
-                  stream: RequestStream | ReplayStream, headers: dict[str, str]
-                  ) -> web.StreamResponse:
+async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: Stream,
+                  headers: dict[str, str]) -> web.StreamResponse:
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage,
-                        req.tool_names)
+                        req.tool_names, req.n)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
-    sse.response.headers.update({**route_headers(stream), **headers})
+    sse.response.headers.update({**_route_headers(stream), **headers})
     await sse.start()
     rec = telemetry_http.record(request)
     try:

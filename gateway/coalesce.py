@@ -10,8 +10,8 @@ from kvmesh.wire import Chunk
 
 def coalesce(chunks: list[Chunk]) -> list[Chunk]:
     """One chunk per choice, in order of first appearance: texts, token ids and logprobs
-    joined in order; the last `seq`, finish reason and usage kept. A single chunk is returned
-    as is (the common case at low load)."""
+    joined in order; the last `seq`, finish reason and usage kept, and an echoed prompt. A
+    single chunk is returned as is (the common case at low load)."""
     if len(chunks) < 2:
         return chunks
     merged: dict[int, Chunk] = {}
@@ -20,7 +20,7 @@ def coalesce(chunks: list[Chunk]) -> list[Chunk]:
         if m is None:
             merged[c.index] = Chunk(c.request_id, c.seq, c.index, c.text, list(c.token_ids),
                                     list(c.logprobs) if c.logprobs is not None else None,
-                                    c.finish_reason, c.usage)
+                                    c.finish_reason, c.usage, c.prompt)
             continue
         m.seq = c.seq
         m.text += c.text
@@ -29,4 +29,5 @@ def coalesce(chunks: list[Chunk]) -> list[Chunk]:
             m.logprobs = [*(m.logprobs or []), *c.logprobs]
         m.finish_reason = c.finish_reason or m.finish_reason
         m.usage = c.usage or m.usage
+        m.prompt = m.prompt or c.prompt
     return list(merged.values())

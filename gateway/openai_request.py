@@ -4,21 +4,22 @@ Every bad field raises `ApiError(400)` naming the field (`param`) and why. Field
 use (`user`, `frequency_penalty`...) are accepted and ignored, as OpenAI-compatible servers do;
 unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_ids`, `priority`.
 Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
-`parallel_tool_calls`) are parsed in gateway/structured_request.py.
+`parallel_tool_calls`) are parsed in gateway/structured_request.py; a completion's prompt or
+batch of prompts, `echo` and `suffix` in gateway/completion_prompts.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
 from gateway.errors import ApiError, bad_field
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
 from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolCall, ToolDef, sampling_of
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-_MISSING = object()
-INT_LIMIT = 1 << 63
 
 
 @dataclass
@@ -33,6 +34,7 @@ class ParsedRequest(SamplingFields):
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     prompt_token_ids: list[int] | None = None
+    prompts: list[Prompt] | None = None  # a completions batch (2+ prompts); else None
     tenant: str = ""  # set by auth from the caller's key
     session: str = ""  # session-affinity hint: the `user` field (or the x-kvmesh-session header)
     tools: list[ToolDef] | None = None
@@ -46,6 +48,14 @@ class ParsedRequest(SamplingFields):
         if not self.tools or self.tool_choice == "none":
             return frozenset()
         return frozenset(t.name for t in self.tools)
+
+    def split(self) -> list[ParsedRequest]:
+        """One request per prompt of a batch, else [self]."""
+        if not self.prompts:
+            return [self]
+        return [dataclasses.replace(self, prompts=None, prompt=p if isinstance(p, str) else None,
+                                    prompt_token_ids=None if isinstance(p, str) else p)
+                for p in self.prompts]
 
     def to_wire(self, request_id: str, reply_to: str, tenant: str = "") -> GenerateRequest:
         return GenerateRequest(
@@ -80,16 +90,15 @@ def parse_completion(body: Any) -> ParsedRequest:
     body = _object(body)
     req = ParsedRequest("completion", _model(body))
     _common(body, req)
-    _prompt(body, req)
+    parse_prompts(body, req)
     parse_grammar(body, req)
     for name in ("tools", "tool_choice"):
         if body.get(name) is not None:
             raise bad_field(name, "only supported on /v1/chat/completions")
-    max_tokens = _opt_int(body, "max_tokens", 1)
+    max_tokens = _opt_int(body, "max_tokens", 0)  # 0: with echo only (parse_echo)
     req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
-    if _get(body, "echo", bool, False):
-        raise bad_field("echo", "echo is not supported")
+    parse_echo(body, req)
     return req
 
 
@@ -189,24 +198,6 @@ def _content(content: Any, where: str) -> str:
             parts.append(part["text"])
         return "".join(parts)
     raise bad_field(where, "must be a string or an array of text parts")
-
-
-def _prompt(body: dict[str, Any], req: ParsedRequest) -> None:
-    p = body.get("prompt", _MISSING)
-    if p is _MISSING or p is None:
-        raise bad_field("prompt", "required")
-    if isinstance(p, list) and len(p) == 1 and isinstance(p[0], str | list):
-        p = p[0]  # a batch of one
-    if isinstance(p, str):
-        if not p:
-            raise bad_field("prompt", "must not be empty")
-        req.prompt = p
-    elif isinstance(p, list) and p and all(type(t) is int and 0 <= t < INT_LIMIT for t in p):
-        req.prompt_token_ids = list(p)
-    elif isinstance(p, list) and len(p) > 1:
-        raise bad_field("prompt", "one prompt per request (batches are not supported)")
-    else:
-        raise bad_field("prompt", "must be a non-empty string or array of token ids")
 
 
 def _stop(stop: Any) -> list[str]:

@@ -6,7 +6,10 @@ non-streaming request; `StreamShape` makes the SSE payloads of a streaming one. 
 (`tool_names` not empty) a chat answer's tool calls are parsed out of its text
 (gateway/tool_calls.py) into `message.tool_calls`, or streamed as tool-call deltas (id and name
 first, then the arguments), and `finish_reason` is `tool_calls`. A reasoning model's leading
-`<think>...</think>` goes to `reasoning_content` (gateway/reasoning.py).
+`<think>...</think>` goes to `reasoning_content` (gateway/reasoning.py). With `echo`, a
+completion's choices start with the prompt (a chunk's `prompt`, which covers choices index ..
+index + n - 1): its text, and with logprobs its tokens (the first with `null` logprob and top
+logprobs, as OpenAI), before the generated ones.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from gateway.reasoning import ReasoningSplit, split_reasoning
 from gateway.tool_calls import ToolCallStream, call_json, split_tool_calls
-from kvmesh.wire import Chunk, Logprob, ToolCall, UsageInfo
+from kvmesh.wire import Chunk, Logprob, PromptEcho, ToolCall, UsageInfo
 
 
 def usage_json(u: UsageInfo | None) -> dict[str, Any] | None:
@@ -45,17 +48,37 @@ def chat_logprobs(lps: list[Logprob] | None) -> dict[str, Any] | None:
         for lp in lps]}
 
 
-def completion_logprobs(lps: list[Logprob] | None, offset: int) -> dict[str, Any] | None:
-    """Legacy completions logprobs; `offset` is the text length before these tokens."""
+def completion_logprobs(lps: list[Logprob] | None, offset: int,
+                        echo: PromptEcho | None = None) -> dict[str, Any] | None:
+    """Legacy completions logprobs; `offset` is the text length before these tokens. With
+    `echo` (holding prompt logprobs) the prompt's tokens come first and `offset` counts from
+    the prompt's end."""
     if lps is None:
         return None
-    offsets = []
+    out: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
+                           "text_offset": []}
+    if echo is not None and echo.logprobs is not None:
+        out = prompt_logprobs(echo)
+        offset += len(echo.text)
     for lp in lps:
-        offsets.append(offset)
+        out["text_offset"].append(offset)
         offset += len(lp.token)
-    return {"tokens": [lp.token for lp in lps],
-            "token_logprobs": [lp.logprob for lp in lps],
-            "top_logprobs": [{t.token: t.logprob for t in lp.top} for lp in lps],
+    out["tokens"] += [lp.token for lp in lps]
+    out["token_logprobs"] += [lp.logprob for lp in lps]
+    out["top_logprobs"] += [{t.token: t.logprob for t in lp.top} for lp in lps]
+    return out
+
+
+def prompt_logprobs(echo: PromptEcho) -> dict[str, Any]:
+    """The prompt's part of echoed logprobs: its first token has none (null), as OpenAI."""
+    lps = echo.logprobs or []
+    offsets, at = [], 0
+    for token in echo.tokens:
+        offsets.append(at)
+        at += len(token)
+    return {"tokens": list(echo.tokens),
+            "token_logprobs": [None, *(lp.logprob for lp in lps)],
+            "top_logprobs": [None, *({t.token: t.logprob for t in lp.top} for lp in lps)],
             "text_offset": offsets}
 
 
@@ -75,8 +98,11 @@ class Gather:
     tool_names: frozenset[str] = frozenset()
     choices: dict[int, Choice] = field(default_factory=dict)
     usage: UsageInfo | None = None
+    echoes: dict[int, PromptEcho] = field(default_factory=dict)  # by first choice index
 
     def add(self, c: Chunk) -> None:
+        if c.prompt is not None:
+            self.echoes[c.index] = c.prompt
         ch = self.choices.setdefault(c.index, Choice(logprobs=[] if self.want_logprobs else None))
         ch.text.append(c.text)
         if c.logprobs and ch.logprobs is not None:
@@ -106,10 +132,13 @@ class Gather:
         return {"message": message, "finish_reason": reason}
 
     def completion(self, rid: str, created: int, model: str) -> dict[str, Any]:
-        choices = [{"index": i, "text": "".join(c.text),
-                    "logprobs": completion_logprobs(c.logprobs, 0),
-                    "finish_reason": c.finish_reason}
-                   for i, c in sorted(self.choices.items())]
+        choices = []
+        for i, c in sorted(self.choices.items()):
+            echo = self.echoes.get(i - i % self.n)
+            text = "".join(c.text) if echo is None else echo.text + "".join(c.text)
+            choices.append({"index": i, "text": text,
+                            "logprobs": completion_logprobs(c.logprobs, 0, echo),
+                            "finish_reason": c.finish_reason})
         return {"id": rid, "object": "text_completion", "created": created, "model": model,
                 "choices": choices, "usage": usage_json(self.usage)}
 
@@ -124,6 +153,7 @@ class StreamShape:
     model: str
     include_usage: bool
     tool_names: frozenset[str] = frozenset()
+    n: int = 1  # choices per prompt: an echoed prompt starts n of them
     text_len: dict[int, int] = field(default_factory=dict)
     tool_streams: dict[int, ToolCallStream] = field(default_factory=dict)
     calls_sent: dict[int, int] = field(default_factory=dict)  # tool calls streamed, by choice
@@ -160,8 +190,9 @@ class StreamShape:
     def payloads(self, c: Chunk) -> list[dict[str, Any]]:
         """Every payload for chunk `c` (none when it carries nothing to show)."""
         if self.kind != "chat":
+            out = [] if c.prompt is None else self._echo(c.index, c.prompt)
             payload = self.delta(c)
-            return [] if payload is None else [payload]
+            return out if payload is None else [*out, payload]
         split = self.reasoning.setdefault(c.index, ReasoningSplit())
         reasoning, text = split.feed(c.text)
         if c.finish_reason is not None:
@@ -191,6 +222,16 @@ class StreamShape:
             if self.calls_sent.get(c.index) and reason == "stop":
                 reason = "tool_calls"
             out.append(self._choice(c.index, {}, reason))
+        return out
+
+    def _echo(self, first: int, echo: PromptEcho) -> list[dict[str, Any]]:
+        """The prompt as the first delta of choices first .. first + n - 1."""
+        lps = None if echo.logprobs is None else prompt_logprobs(echo)
+        out = []
+        for index in range(first, first + self.n):
+            self.text_len[index] = len(echo.text)
+            out.append(self._wrap([{"index": index, "text": echo.text, "logprobs": lps,
+                                    "finish_reason": None}]))
         return out
 
     def _choice(self, index: int, delta: dict[str, Any], reason: str | None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.completion_prompts import MAX_PROMPTS
+
 INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
 
 
@@ -151,6 +153,8 @@ CHAT_REQUEST = {
                    "of response_format (not text) and guided_*.",
 }
 
+_PROMPT = {"type": "string", "minLength": 1}
+_TOKENS = {"type": "array", "minItems": 1, "items": _int(0)}
 COMPLETION_REQUEST = {
     "type": "object",
     "required": ["model", "prompt"],
@@ -158,18 +162,23 @@ COMPLETION_REQUEST = {
         **_COMMON,
         "prompt": {
             "oneOf": [
-                {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "items": _int(0)},
+                _PROMPT,
+                _TOKENS,
+                {"type": "array", "minItems": 2, "maxItems": MAX_PROMPTS,
+                 "items": {"oneOf": [_PROMPT, _TOKENS]}},
             ]
         },
+        "max_tokens": _nullable(_int(0)),
         "logprobs": _nullable(_int(0, 20)),
-        "echo": _nullable({"type": "boolean", "enum": [False]}),
+        "echo": _nullable({"type": "boolean"}),
         **_GUIDED,
         "stream_options": _nullable(
             {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
         ),
     },
-    "description": "stream_options only with stream true. max_tokens defaults to 16.",
+    "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
+                   "with echo. A list of prompts is answered as one response (choice index = "
+                   "prompt_i * n + j). suffix is refused.",
 }
 
 ERROR = {

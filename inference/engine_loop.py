@@ -120,7 +120,8 @@ class EngineLoop:
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
         step = EngineStep([output_row(o) for o in outputs], engine.stats(), _scheduled(engine),
                           start_ns, time.perf_counter() - t0)
-        if any(o.logprobs for o in outputs):
+        step.prompts = {o.request_id: o.prompt for o in outputs if o.prompt is not None}
+        if step.prompts or any(o.logprobs for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
 
@@ -137,7 +138,11 @@ def _scheduled(engine: LLMEngine) -> list[ScheduledRow]:
 def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:
     ids: set[int] = set()
     for o in outputs:
-        for lp in o.logprobs or ():
+        lps = o.logprobs or ()
+        if o.prompt is not None:
+            ids.update(o.prompt.token_ids)
+            lps = o.prompt.logprobs or ()
+        for lp in lps:
             ids.add(lp.token_id)
             ids.update(t for t, _ in lp.top)
     tok = engine.tokenizer

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inference.engine.engine import EngineStats
+from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
-from inference.engine.outputs import StepOutput, TokenLogprob, Usage
+from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import PromptLimits
 from inference.engine.sampling_params import SamplingParams
 
@@ -76,7 +76,8 @@ def output_row(o: StepOutput) -> OutputRow:
 class EngineStep:
     """Everything one engine iteration produced. `rejected`: requests refused on add (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
-    `token_text`: the text of every token id in this step's logprobs."""
+    `token_text`: the text of every token id in this step's logprobs and prompts; `prompts`:
+    the prompt reports of echo requests, by request id (their rows come first)."""
 
     outputs: list[OutputRow]
     stats: EngineStats
@@ -89,3 +90,4 @@ class EngineStep:
     evicted: list[int] = field(default_factory=list)
     snapshot: list[int] | None = None  # every cached key, when a resync asked for it
     token_text: dict[int, str] = field(default_factory=dict)
+    prompts: dict[str, PromptOutput] = field(default_factory=dict)

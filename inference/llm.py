@@ -69,6 +69,8 @@ class LLM:
                 c.finish_reason = out.finish_reason or c.finish_reason
                 if out.usage is not None:
                     res.usage = out.usage
+                if out.prompt is not None:
+                    res.prompt = out.prompt
         return [results[rid] for rid in order]
 
     def chat(

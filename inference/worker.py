@@ -40,7 +40,7 @@ from typing import Any
 
 from inference import error_table
 from inference.engine.errors import RequestRejected
-from inference.engine.outputs import TokenLogprob
+from inference.engine.outputs import PromptOutput, TokenLogprob
 from inference.engine.prompt_check import check_prompt
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient
@@ -60,6 +60,7 @@ from kvmesh.wire import (
     KVResync,
     Logprob,
     Message,
+    PromptEcho,
     StreamError,
     TokenizedRequest,
     TopLogprob,
@@ -225,13 +226,15 @@ class Worker(Actor):
             st = self.active.pop(rid, None)
             if st is not None:
                 frame(st.reply_to).errors.append(StreamError(rid, error_table.rejected(exc)))
-        active = self.active
+        active, prompts = self.active, step.prompts
         for rid, index, token_ids, text, logprobs, finish, usage in step.outputs:
             st = active.get(rid)
             if st is None:
                 continue  # cancelled
             lps = _logprobs(logprobs, step.token_text) if st.want_logprobs else None
             chunk = Chunk(rid, st.seq, index, text, token_ids, lps, finish)
+            if prompts and rid in prompts and not token_ids:
+                chunk.prompt = _prompt_echo(prompts.pop(rid), step.token_text)
             st.seq += 1
             if usage is not None:
                 chunk.usage = UsageInfo(usage.prompt_tokens, usage.completion_tokens,
@@ -301,6 +304,10 @@ def _logprobs(lps: Sequence[TokenLogprob] | None, text: dict[int, str]) -> list[
         return None
     return [Logprob(lp.token_id, text.get(lp.token_id, ""), lp.logprob,
                     [TopLogprob(t, text.get(t, ""), v) for t, v in lp.top]) for lp in lps]
+
+
+def _prompt_echo(p: PromptOutput, text: dict[int, str]) -> PromptEcho:
+    return PromptEcho(p.text, [text.get(t, "") for t in p.token_ids], _logprobs(p.logprobs, text))
 
 
 def sampling_params(req: wire.SamplingFields, max_tokens: int) -> SamplingParams:

@@ -51,6 +51,7 @@ class GatewayConfig:
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
+    prompt_batch_window: int = 16  # prompts of one completions batch in flight at once
     processes: int = 1  # gateway processes sharing the port (SO_REUSEPORT); 0 = one per core
     header_timeout: float = 15.0  # seconds a connection may idle, or take to send its headers
     metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here

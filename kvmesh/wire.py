@@ -100,6 +100,8 @@ class SamplingFields:
     grammar_kind: str = ""  # constrained decoding: "" or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source; see kvmesh/grammar.py
     cache_salt: str = ""  # roots the prefix-cache chain: only equal salts share cached blocks
+    echo: bool = False  # the first chunk carries the prompt (`PromptEcho`); max_tokens may be 0
+    prompt_logprobs: int | None = None  # with echo: the prompt's logprobs, this many top ones
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:
@@ -170,6 +172,16 @@ class Logprob:
 
 
 @dataclass
+class PromptEcho:
+    """An `echo` request's prompt: its text, each token's text, and (with `prompt_logprobs`)
+    one `Logprob` per token after the first, which has nothing to condition on."""
+
+    text: str
+    tokens: list[str]
+    logprobs: list[Logprob] | None = None
+
+
+@dataclass
 class UsageInfo:
     prompt_tokens: int
     completion_tokens: int
@@ -179,7 +191,8 @@ class UsageInfo:
 @dataclass
 class Chunk(Message):
     """One choice's delta. `seq` counts 0, 1, 2... per request across all choices, so a
-    reader can restore the order; the chunk that finishes the last choice carries `usage`."""
+    reader can restore the order; the chunk that finishes the last choice carries `usage`.
+    An `echo` request's first chunk (index 0, no tokens) carries its `prompt`."""
 
     KIND: ClassVar[str] = "chunk"
     request_id: str
@@ -190,6 +203,7 @@ class Chunk(Message):
     logprobs: list[Logprob] | None = None
     finish_reason: str | None = None
     usage: UsageInfo | None = None
+    prompt: PromptEcho | None = None
 
 
 @dataclass

@@ -3,26 +3,30 @@
 One thread owns an engine; nothing here is thread-safe. `step()` schedules one batch, runs it
 and returns a `StepOutput` for every choice that produced a token (or was aborted). A request
 with `n > 1` is prefilled once; its choices are forked from the prompt's blocks when the
-prefill completes and diverge by copy-on-write.
+prefill completes and diverge by copy-on-write. An `echo` request reports its prompt (and
+prompt logprobs) when its prefill completes (prompt_logprobs.py); with `max_tokens` 0 it then
+ends, every choice empty, with "length".
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .engine_stats import EngineStats
 from .errors import DuplicateRequest
-from .grammar import Grammars, GrammarStats
+from .grammar import Grammars
 from .inflight import InFlight
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput, TokenLogprob
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_prompt
+from .prompt_logprobs import PromptReports
 from .request_state import RequestState
 from .runner import ModelRunner, kv_bytes_per_block
 from .sampler import SampleRow, sample
@@ -31,20 +35,6 @@ from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
 from .transfer import to_device
-
-
-@dataclass
-class EngineStats:
-    running: int
-    waiting: int
-    num_blocks: int
-    free_blocks: int
-    used_blocks: int
-    cached_blocks: int
-    prefix_hit_tokens: int
-    prompt_tokens: int
-    preemptions: int
-    grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
 
 
 class LLMEngine:
@@ -94,6 +84,7 @@ class LLMEngine:
             eos |= set(tokenizer.eos_token_ids)
         self.eos_ids = frozenset(eos)
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
+        self.prompts = PromptReports(tokenizer)
         self._requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -148,6 +139,7 @@ class LLMEngine:
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
         state.new_choice(seq, self.tokenizer)
+        self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
 
     @property
@@ -178,6 +170,7 @@ class LLMEngine:
         state = self._requests.pop(request_id, None)
         if state is None:
             return
+        self.prompts.drop(request_id)
         outs = []
         for choice in state.choices:
             if choice.finish_reason is None:
@@ -212,7 +205,10 @@ class LLMEngine:
             for seq in batch.seqs:  # after `_finish`: placeholders of computed tokens are filled
                 if seq.status is SequenceStatus.RUNNING:
                     self.kv.commit(seq)
-            current = self._sample(*launched)
+            ends, sampled, logits = launched
+            if self.prompts.reports:
+                outputs.extend(self._report_prompts(ends))
+            current = self._sample(sampled, logits)
             if current is not None and self.config.async_scheduling:
                 self._inflight = current
             elif current is not None:
@@ -221,20 +217,25 @@ class LLMEngine:
             outputs.extend(self._fail_unschedulable())
         return outputs
 
-    def _launch(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor]:
-        """Queue the batch's forward pass; the sequences to sample and their logits (which the
-        device may still be computing)."""
-        rows = [
+    def _launch(self, batch: ScheduledBatch
+                ) -> tuple[list[Sequence], list[Sequence], torch.Tensor]:
+        """Queue the batch's forward pass. Returns the sequences whose known tokens are all
+        computed after it, those of them to sample (not `max_tokens` 0), and their logits
+        (which the device may still be computing)."""
+        ends = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
             if s.num_computed_tokens + n == s.num_tokens
         ]
+        rows = [i for i in ends if batch.seqs[i].params.max_tokens]  # 0: prefill only
         self.runner.copy_blocks(self.kv.take_copies())
         in_flight = self._inflight.tokens if self._inflight is not None else None
         logits = self.runner.execute(batch, rows, in_flight)
+        if self.prompts.reports:  # reads each chunk's start: before it is counted computed
+            self.prompts.score(self.runner.model, self.runner.last_hidden, batch)
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
             seq.num_computed_tokens += n
-        return [batch.seqs[i] for i in rows], logits
+        return [batch.seqs[i] for i in ends], [batch.seqs[i] for i in rows], logits
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> InFlight | None:
         """Queue sampling for the sequences still running (one that finished while this step
@@ -265,6 +266,18 @@ class LLMEngine:
             seq.token_ids[-1] = token
             outputs.append(self._on_token(seq, token, lp))
         return outputs
+
+    def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
+        """Each echo request whose prompt just completed: its prompt report, and for one with
+        `max_tokens` 0 its end (every choice empty: nothing is sampled for it)."""
+        outs = []
+        for seq in done:
+            if (report := self.prompts.take(seq.request_id)) is not None:
+                outs.append(report)
+                if seq.params.max_tokens == 0:
+                    self.scheduler.remove(seq)
+                    outs.extend(self._requests.pop(seq.request_id).end_unsampled("length"))
+        return outs
 
     def _fork_new_choices(
         self, seqs: list[Sequence], logits: torch.Tensor

@@ -83,8 +83,9 @@ class KVCacheManager:
     def _match_prefix(self, seq: Sequence) -> list[int]:
         """Cached blocks of the longest cached prefix under the sequence's salt. The last
         prompt token is never taken from cache: its logits are needed, so at least one token
-        is always computed."""
-        if not self.enable_prefix_caching:
+        is always computed. A sequence scoring its prompt (`prompt_logprobs`) takes none: it
+        needs the logits of every prompt position."""
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
             return []
         hits: list[int] = []
         token_ids = seq.token_ids

@@ -20,12 +20,24 @@ class Usage:
 
 
 @dataclass
+class PromptOutput:
+    """A request's prompt, reported once (with `echo`) when its prefill completes: its ids and
+    text, and with `prompt_logprobs` one `TokenLogprob` per prompt token after the first (the
+    first has nothing to condition on), else None."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
 class StepOutput:
     """One choice's progress in one engine step.
 
     `text` is the new, safe-to-show text: never half a UTF-8 character, never part of a stop
     string. `finish_reason` is None while running, else "stop", "length" or "abort"; `usage`
-    is set on the step that finishes the last choice of a request.
+    is set on the step that finishes the last choice of a request. `prompt` is set on one
+    output of an `echo` request (index 0, no tokens), before any of its tokens.
     """
 
     request_id: str
@@ -35,6 +47,7 @@ class StepOutput:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    prompt: PromptOutput | None = None
 
 
 @dataclass
@@ -52,3 +65,4 @@ class RequestOutput:
     prompt_token_ids: list[int]
     outputs: list[Completion]
     usage: Usage
+    prompt: PromptOutput | None = None  # with echo

@@ -77,6 +77,16 @@ class RequestState:
             cached_tokens=self.choices[0].seq.num_cached_tokens,
         )
 
+    def end_unsampled(self, reason: str) -> list[StepOutput]:
+        """End every choice now with `reason` and no tokens (an echo request with
+        `max_tokens` 0, whose other choices were never forked); the last output has usage."""
+        for choice in self.choices:
+            choice.finish_reason = reason
+        outs = [StepOutput(self.request_id, i, [], "", finish_reason=reason)
+                for i in range(self.params.n)]
+        outs[-1].usage = self.usage()
+        return outs
+
     def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None) -> ChoiceState:
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
         choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop))

@@ -52,6 +52,9 @@ class ModelRunner:
             device=device,
         )
         self.decode_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
+        # The last step's final hidden states, [tokens, hidden] in batch order: prompt
+        # logprobs (prompt_logprobs.py) take their rows from it.
+        self.last_hidden: torch.Tensor | None = None
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if copies:
@@ -122,6 +125,7 @@ class ModelRunner:
         else:
             self.backend.begin_step(meta)
             hidden = self.model(input_ids, positions, self.kv_cache, meta)
+        self.last_hidden = hidden
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
         return self.model.compute_logits(hidden[rows])

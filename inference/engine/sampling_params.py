@@ -21,7 +21,10 @@ class SamplingParams:
     (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
     pickle across processes, and the engine compiles them. `cache_salt` roots the request's
     prefix-cache chain (kvmesh/block_hash.py): only requests with the same salt share cached
-    blocks.
+    blocks. `echo`: the request's first output reports its prompt (ids and text), and then
+    `max_tokens` may be 0 (prefill only, finishing with "length"). `prompt_logprobs`: with
+    echo, the logprob of every prompt token after the first, with this many top alternatives
+    (prompt_logprobs.py); such a request computes its whole prompt, skipping the prefix cache.
     """
 
     max_tokens: int = 16
@@ -38,6 +41,8 @@ class SamplingParams:
     grammar_kind: str = ""  # "" (free), or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source (a JSON schema, a regex, ...)
     cache_salt: str = ""
+    echo: bool = False
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -48,8 +53,9 @@ class SamplingParams:
         def bad(param: str, why: str) -> InvalidParameter:
             return InvalidParameter(param, why)
 
-        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
-            raise bad("max_tokens", f"must be a positive integer, got {self.max_tokens!r}")
+        least = 0 if self.echo else 1  # 0 with echo: score the prompt, generate nothing
+        if not isinstance(self.max_tokens, int) or self.max_tokens < least:
+            raise bad("max_tokens", f"must be an integer >= {least}, got {self.max_tokens!r}")
         if not 0.0 <= float(self.temperature) <= 100.0:
             raise bad("temperature", f"must be in [0, 100], got {self.temperature!r}")
         if not 0.0 < float(self.top_p) <= 1.0:
@@ -62,6 +68,10 @@ class SamplingParams:
             raise bad("seed", f"must be an integer, got {self.seed!r}")
         if self.logprobs is not None and not 0 <= self.logprobs <= 20:
             raise bad("logprobs", f"must be in [0, 20], got {self.logprobs!r}")
+        if self.prompt_logprobs is not None and (
+                not self.echo or not 0 <= self.prompt_logprobs <= 20):
+            raise bad("prompt_logprobs", f"must be in [0, 20] with echo, got "
+                      f"{self.prompt_logprobs!r}")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
             raise bad("stop", "must be at most 16 non-empty strings")
         if not isinstance(self.cache_salt, str):
