@@ -1,18 +1,22 @@
 """OpenAI request bodies (chat and completions) validated into a `ParsedRequest`.
 
-Every bad field raises `ApiError(400)` naming the field (`param`) and why. Fields we do not
-use (`user`, `frequency_penalty`...) are accepted and ignored, as OpenAI-compatible servers do;
-unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_ids`, `priority`.
-Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
-`parallel_tool_calls`) are parsed in gateway/structured_request.py.
+Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which fields exist,
+their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
+first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
+`top_k`, `stop_token_ids`, `priority`. Structured output and tools (`response_format`,
+`guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
+gateway/structured_request.py; `logit_bias`, session hints and trace labels in
+gateway/request_extras.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, check_fields
 from gateway.errors import ApiError, bad_field
+from gateway.request_extras import parse_extras, session_hint
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
 from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolCall, ToolDef, sampling_of
 
@@ -39,6 +43,7 @@ class ParsedRequest(SamplingFields):
     tool_choice: str = "none"  # none, auto, required, or "function" (named by `tool_name`)
     tool_name: str | None = None
     parallel_tool_calls: bool = True
+    trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -58,6 +63,7 @@ class ParsedRequest(SamplingFields):
 
 def parse_chat(body: Any) -> ParsedRequest:
     body = _object(body)
+    check_fields(body, CHAT_FIELDS)
     req = ParsedRequest("chat", _model(body))
     _common(body, req)
     req.messages = _messages(body)
@@ -78,6 +84,7 @@ def parse_chat(body: Any) -> ParsedRequest:
 
 def parse_completion(body: Any) -> ParsedRequest:
     body = _object(body)
+    check_fields(body, COMPLETION_FIELDS)
     req = ParsedRequest("completion", _model(body))
     _common(body, req)
     _prompt(body, req)
@@ -131,9 +138,8 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.stop_token_ids = ids
     req.ignore_eos = _get(body, "ignore_eos", bool, False)
     req.priority = _get(body, "priority", int, 0)
-    req.session = _get(body, "user", str, "")
-    for name in ("frequency_penalty", "presence_penalty"):
-        _number(body, name, 0.0, -2.0, 2.0)
+    req.session = session_hint(body)
+    req.trace_labels = parse_extras(body, req)
 
 
 def _messages(body: dict[str, Any]) -> list[ChatMessage]:

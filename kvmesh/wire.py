@@ -100,6 +100,7 @@ class SamplingFields:
     grammar_kind: str = ""  # constrained decoding: "" or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source; see kvmesh/grammar.py
     cache_salt: str = ""  # roots the prefix-cache chain: only equal salts share cached blocks
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:

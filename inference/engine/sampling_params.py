@@ -21,7 +21,9 @@ class SamplingParams:
     (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
     pickle across processes, and the engine compiles them. `cache_salt` roots the request's
     prefix-cache chain (kvmesh/block_hash.py): only requests with the same salt share cached
-    blocks.
+    blocks. `logit_bias` maps token ids to a bias in [-100, 100] added to their logits before
+    sampling (and before logprobs, which are of the biased distribution); ids are checked
+    against the vocabulary where it is known (`prompt_check.check_logit_bias`).
     """
 
     max_tokens: int = 16
@@ -38,6 +40,7 @@ class SamplingParams:
     grammar_kind: str = ""  # "" (free), or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source (a JSON schema, a regex, ...)
     cache_salt: str = ""
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -68,6 +71,9 @@ class SamplingParams:
             raise bad("cache_salt", f"must be a string, got {self.cache_salt!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if any(not isinstance(t, int) or t < 0 or not -100.0 <= float(b) <= 100.0
+               for t, b in self.logit_bias.items()):
+            raise bad("logit_bias", "must map token ids to biases in [-100, 100]")
         if self.grammar_kind or self.grammar:
             self._validate_grammar()
 
