@@ -60,6 +60,7 @@ def only(*values: Any, why: str) -> Check:
             return None
         shown = ", ".join(repr(v) for v in values).replace("'", '"')
         return f"only {shown} is accepted here ({why})"
+    check.values = values  # type: ignore[attr-defined]  # gateway/openapi.py's enum
     return check
 
 
@@ -73,6 +74,7 @@ def _best_of(value: Any, body: Mapping[str, Any]) -> str | None:
 def _zero(why: str) -> Check:
     def check(value: Any, body: Mapping[str, Any]) -> str | None:
         return None if value == 0 else f"only 0 is accepted ({why})"
+    check.values = (0,)  # type: ignore[attr-defined]
     return check
 
 

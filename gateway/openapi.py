@@ -3,8 +3,10 @@
 It is written from the validators in `gateway/openai_request.py` and must stay in step with
 them: every bound here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py
 fuzzes a live gateway against this document, and tests/fuzz/test_validators_hypothesis.py
-checks that bodies valid by this document pass the validators). Fields the validators ignore
-(`user` aside) are allowed by `additionalProperties`, as OpenAI-compatible servers accept them.
+checks that bodies valid by this document pass the validators). Fields without a hand-written
+schema here come from the field registry (gateway/api_fields.py): its types, and the values a
+limited field accepts. Refused and unknown fields are not in the document
+(`additionalProperties: false`): the gateway answers them with a 400 naming them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+
+from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, REFUSED, Field
 
 INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
 
@@ -42,6 +46,10 @@ _STOP = {
     "nullable": True,
 }
 
+_STREAM_OPTIONS = _nullable({"type": "object", "additionalProperties": False, "properties": {
+    "include_usage": _nullable({"type": "boolean"}),
+    "include_obfuscation": _nullable({"type": "boolean"})}})
+
 _COMMON: dict[str, Any] = {
     "model": {"type": "string", "minLength": 1},
     "stream": _nullable({"type": "boolean"}),
@@ -55,8 +63,9 @@ _COMMON: dict[str, Any] = {
     "ignore_eos": _nullable({"type": "boolean"}),
     "priority": _nullable(_int()),
     "user": _nullable({"type": "string"}),
-    "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
-    "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+    "logit_bias": _nullable({"type": "object", "maxProperties": 1024, "additionalProperties": {
+        "type": "number", "minimum": -100, "maximum": 100},
+        "description": "token id (a string of digits) -> bias"}),
     "max_tokens": _nullable(_int(1)),
 }
 
@@ -73,6 +82,8 @@ _RESPONSE_FORMAT = _nullable({
     },
     "description": "json_schema requires json_schema.schema; see docs/STRUCTURED.md",
 })
+_METADATA = _nullable({"type": "object", "maxProperties": 16,
+                       "additionalProperties": {"type": "string", "maxLength": 512}})
 _GUIDED: dict[str, Any] = {
     "response_format": _RESPONSE_FORMAT,
     "guided_json": _nullable(_SCHEMA_OBJECT),
@@ -124,18 +135,30 @@ _MESSAGE = {
     "description": "a tool message needs tool_call_id",
 }
 
+def _from_registry(fields: tuple[Field, ...], written: dict[str, Any]) -> dict[str, Any]:
+    """`written` plus a schema for every registry field it lacks, refused ones left out."""
+    out = dict(written)
+    for f in fields:
+        if f.name in out or f.status == REFUSED:
+            continue
+        values = getattr(f.allowed, "values", None)
+        schema: dict[str, Any] = {"enum": list(values)} if values is not None else \
+            {"oneOf": [{"type": t} for t in f.types]} if len(f.types) > 1 else {"type": f.types[0]}
+        out[f.name] = _nullable({**schema, "description": f.doc})
+    return out
+
+
 CHAT_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": _from_registry(CHAT_FIELDS, {
         **_COMMON,
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "max_completion_tokens": _nullable(_int(1)),
         "logprobs": _nullable({"type": "boolean"}),
         "top_logprobs": _nullable(_int(0, 20)),
-        "stream_options": _nullable(
-            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
-        ),
+        "stream_options": _STREAM_OPTIONS,
         **_GUIDED,
         "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL}),
         "tool_choice": _nullable({"oneOf": [
@@ -145,7 +168,8 @@ CHAT_REQUEST = {
                 "function": {"type": "object", "required": ["name"],
                              "properties": {"name": {"type": "string"}}}}}]}),
         "parallel_tool_calls": _nullable({"type": "boolean"}),
-    },
+        "metadata": _METADATA,
+    }),
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
                    "of response_format (not text) and guided_*.",
@@ -154,7 +178,8 @@ CHAT_REQUEST = {
 COMPLETION_REQUEST = {
     "type": "object",
     "required": ["model", "prompt"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": _from_registry(COMPLETION_FIELDS, {
         **_COMMON,
         "prompt": {
             "oneOf": [
@@ -165,10 +190,8 @@ COMPLETION_REQUEST = {
         "logprobs": _nullable(_int(0, 20)),
         "echo": _nullable({"type": "boolean", "enum": [False]}),
         **_GUIDED,
-        "stream_options": _nullable(
-            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
-        ),
-    },
+        "stream_options": _STREAM_OPTIONS,
+    }),
     "description": "stream_options only with stream true. max_tokens defaults to 16.",
 }
 
