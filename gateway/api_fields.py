@@ -78,7 +78,7 @@ def _zero(why: str) -> Check:
     return check
 
 
-S, I, N, B, A, O = "string", "integer", "number", "boolean", "array", "object"
+STR, INT, NUM, BOOL, ARR, OBJ = "string", "integer", "number", "boolean", "array", "object"
 _NO_PENALTY = "repetition penalties are not implemented in the sampler"
 _TRACE = "recorded on the request's trace"
 
@@ -86,26 +86,26 @@ _TRACE = "recorded on the request's trace"
 def _common(kind: str) -> list[Field]:
     """Fields both endpoints share, in OpenAI's terms."""
     return [
-        Field("model", (S,), SUPPORTED, "a model with a live worker (`GET /v1/models`)"),
-        Field("stream", (B,), SUPPORTED, "server-sent events, ending with `data: [DONE]`"),
-        Field("stream_options", (O,), SUPPORTED,
+        Field("model", (STR,), SUPPORTED, "a model with a live worker (`GET /v1/models`)"),
+        Field("stream", (BOOL,), SUPPORTED, "server-sent events, ending with `data: [DONE]`"),
+        Field("stream_options", (OBJ,), SUPPORTED,
               "`include_usage`; `include_obfuscation` accepted (no obfuscation is sent); "
               "only with `stream: true`"),
-        Field("temperature", (N,), SUPPORTED, "[0, 2]; 0 is greedy"),
-        Field("top_p", (N,), SUPPORTED, "(0, 1]"),
-        Field("n", (I,), SUPPORTED, "[1, 128] choices, sharing the prompt's KV blocks"),
-        Field("seed", (I,), SUPPORTED, "reproducible sampling whatever else is in the batch"),
-        Field("stop", (S, A), SUPPORTED, "a string or up to 16"),
-        Field("logit_bias", (O,), SUPPORTED,
+        Field("temperature", (NUM,), SUPPORTED, "[0, 2]; 0 is greedy"),
+        Field("top_p", (NUM,), SUPPORTED, "(0, 1]"),
+        Field("n", (INT,), SUPPORTED, "[1, 128] choices, sharing the prompt's KV blocks"),
+        Field("seed", (INT,), SUPPORTED, "reproducible sampling whatever else is in the batch"),
+        Field("stop", (STR, ARR), SUPPORTED, "a string or up to 16"),
+        Field("logit_bias", (OBJ,), SUPPORTED,
               "token id → bias in [-100, 100], added to the logits before sampling; ids "
               "outside the vocabulary are a 400"),
-        Field("frequency_penalty", (N,), LIMITED, "0 only: " + _NO_PENALTY,
+        Field("frequency_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
               _zero(_NO_PENALTY)),
-        Field("presence_penalty", (N,), LIMITED, "0 only: " + _NO_PENALTY,
+        Field("presence_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
               _zero(_NO_PENALTY)),
-        Field("user", (S,), SUPPORTED,
+        Field("user", (STR,), SUPPORTED,
               f"a session-affinity hint for routing, and {_TRACE} (`gen_ai.request.user`)"),
-        Field("max_tokens", (I,), SUPPORTED,
+        Field("max_tokens", (INT,), SUPPORTED,
               "at least 1; over the tenant's cap a 400 (or clamped, if the tenant says so)"
               + ("; default 16" if kind == "completion" else
                  "; default: the rest of the context")),
@@ -114,74 +114,74 @@ def _common(kind: str) -> list[Field]:
 
 def _extensions(kind: str) -> list[Field]:
     out = [
-        Field("top_k", (I,), EXTENSION, "-1 (off) or a positive integer"),
-        Field("ignore_eos", (B,), EXTENSION, "generate past the end-of-sequence token"),
-        Field("stop_token_ids", (A,), EXTENSION, "token ids that end the answer"),
-        Field("priority", (I,), EXTENSION,
+        Field("top_k", (INT,), EXTENSION, "-1 (off) or a positive integer"),
+        Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
+        Field("stop_token_ids", (ARR,), EXTENSION, "token ids that end the answer"),
+        Field("priority", (INT,), EXTENSION,
               "scheduling order with auth off; with auth on the tenant's class decides"),
-        Field("guided_json", (O, S), EXTENSION, "vLLM's: a JSON Schema the answer follows"),
-        Field("guided_regex", (S,), EXTENSION, "vLLM's: a regex the answer matches"),
-        Field("guided_choice", (A,), EXTENSION, "vLLM's: the answer is one of these strings"),
-        Field("guided_grammar", (S,), EXTENSION, "vLLM's: an llguidance Lark grammar"),
+        Field("guided_json", (OBJ, STR), EXTENSION, "vLLM's: a JSON Schema the answer follows"),
+        Field("guided_regex", (STR,), EXTENSION, "vLLM's: a regex the answer matches"),
+        Field("guided_choice", (ARR,), EXTENSION, "vLLM's: the answer is one of these strings"),
+        Field("guided_grammar", (STR,), EXTENSION, "vLLM's: an llguidance Lark grammar"),
     ]
     if kind == "completion":
-        out.append(Field("response_format", (O,), EXTENSION,
+        out.append(Field("response_format", (OBJ,), EXTENSION,
                          "as on chat: `text`, `json_object`, `json_schema`"))
     return out
 
 
 CHAT_FIELDS: tuple[Field, ...] = (
     *_common("chat"),
-    Field("messages", (A,), SUPPORTED,
+    Field("messages", (ARR,), SUPPORTED,
           "roles system, developer, user, assistant (with `tool_calls`), tool; text content "
           "(a string or text parts; other parts are a 400 naming them)"),
-    Field("max_completion_tokens", (I,), SUPPORTED, "as `max_tokens`, and wins over it"),
-    Field("logprobs", (B,), SUPPORTED, "logprobs of the chosen tokens"),
-    Field("top_logprobs", (I,), SUPPORTED, "[0, 20] alternatives; needs `logprobs: true`"),
-    Field("response_format", (O,), SUPPORTED,
+    Field("max_completion_tokens", (INT,), SUPPORTED, "as `max_tokens`, and wins over it"),
+    Field("logprobs", (BOOL,), SUPPORTED, "logprobs of the chosen tokens"),
+    Field("top_logprobs", (INT,), SUPPORTED, "[0, 20] alternatives; needs `logprobs: true`"),
+    Field("response_format", (OBJ,), SUPPORTED,
           "`text`, `json_object`, `json_schema`: decoding constrained by a grammar "
           "(docs/STRUCTURED.md)"),
-    Field("tools", (A,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128"),
-    Field("tool_choice", (S, O), SUPPORTED, "`none`, `auto`, `required` or a named function"),
-    Field("parallel_tool_calls", (B,), SUPPORTED, "whether a forced answer may call several"),
-    Field("metadata", (O,), SUPPORTED,
+    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128"),
+    Field("tool_choice", (STR, OBJ), SUPPORTED, "`none`, `auto`, `required` or a named function"),
+    Field("parallel_tool_calls", (BOOL,), SUPPORTED, "whether a forced answer may call several"),
+    Field("metadata", (OBJ,), SUPPORTED,
           f"up to 16 string pairs (keys ≤ 64 chars, values ≤ 512), {_TRACE} as "
           "`kvmesh.metadata.<key>`; answers are not stored"),
-    Field("safety_identifier", (S,), SUPPORTED, f"{_TRACE} (`kvmesh.safety_identifier`)"),
-    Field("prompt_cache_key", (S,), SUPPORTED,
+    Field("safety_identifier", (STR,), SUPPORTED, f"{_TRACE} (`kvmesh.safety_identifier`)"),
+    Field("prompt_cache_key", (STR,), SUPPORTED,
           "a session-affinity hint (wins over `user`): requests sharing it go to the worker "
           "holding their prefix"),
-    Field("store", (B,), LIMITED, "false only: chat completions are not stored",
+    Field("store", (BOOL,), LIMITED, "false only: chat completions are not stored",
           only(False, why="chat completions are not stored")),
-    Field("service_tier", (S,), LIMITED, "`auto` or `default`: there is one tier",
+    Field("service_tier", (STR,), LIMITED, "`auto` or `default`: there is one tier",
           only("auto", "default", why="there is one tier")),
-    Field("modalities", (A,), LIMITED, '`["text"]` only: text models',
+    Field("modalities", (ARR,), LIMITED, '`["text"]` only: text models',
           only(["text"], why="text models")),
-    Field("prompt_cache_retention", (S,), LIMITED,
+    Field("prompt_cache_retention", (STR,), LIMITED,
           "`in_memory` only: the prefix cache lives in the workers' KV pools",
           only("in_memory", why="the prefix cache lives in the workers' KV pools")),
-    Field("functions", (A,), REFUSED, "deprecated by OpenAI: use `tools`"),
-    Field("function_call", (S, O), REFUSED, "deprecated by OpenAI: use `tool_choice`"),
-    Field("audio", (O,), REFUSED, "no audio output"),
-    Field("prediction", (O,), REFUSED, "no predicted outputs (speculative decoding)"),
-    Field("reasoning_effort", (S,), REFUSED, "no model here takes a reasoning budget"),
-    Field("verbosity", (S,), REFUSED, "no model here takes a verbosity setting"),
-    Field("web_search_options", (O,), REFUSED, "no web search"),
-    Field("moderation", (O,), REFUSED, "no moderation runs here"),
-    Field("prompt_cache_options", (O,), REFUSED, "prefix caching is automatic; no breakpoints"),
+    Field("functions", (ARR,), REFUSED, "deprecated by OpenAI: use `tools`"),
+    Field("function_call", (STR, OBJ), REFUSED, "deprecated by OpenAI: use `tool_choice`"),
+    Field("audio", (OBJ,), REFUSED, "no audio output"),
+    Field("prediction", (OBJ,), REFUSED, "no predicted outputs (speculative decoding)"),
+    Field("reasoning_effort", (STR,), REFUSED, "no model here takes a reasoning budget"),
+    Field("verbosity", (STR,), REFUSED, "no model here takes a verbosity setting"),
+    Field("web_search_options", (OBJ,), REFUSED, "no web search"),
+    Field("moderation", (OBJ,), REFUSED, "no moderation runs here"),
+    Field("prompt_cache_options", (OBJ,), REFUSED, "prefix caching is automatic; no breakpoints"),
     *_extensions("chat"),
 )
 
 COMPLETION_FIELDS: tuple[Field, ...] = (
     *_common("completion"),
-    Field("prompt", (S, A), SUPPORTED, "a string or an array of token ids"),
-    Field("logprobs", (I,), SUPPORTED, "[0, 20]: logprobs of the chosen tokens and that many "
+    Field("prompt", (STR, ARR), SUPPORTED, "a string or an array of token ids"),
+    Field("logprobs", (INT,), SUPPORTED, "[0, 20]: logprobs of the chosen tokens and that many "
           "alternatives"),
-    Field("best_of", (I,), LIMITED, "equal to `n` only: answers are not ranked server-side",
+    Field("best_of", (INT,), LIMITED, "equal to `n` only: answers are not ranked server-side",
           _best_of),
-    Field("echo", (B,), LIMITED, "false only: the prompt is not echoed",
+    Field("echo", (BOOL,), LIMITED, "false only: the prompt is not echoed",
           only(False, why="the prompt is not echoed")),
-    Field("suffix", (S,), REFUSED, "no fill-in-the-middle"),
+    Field("suffix", (STR,), REFUSED, "no fill-in-the-middle"),
     *_extensions("completion"),
 )
 
@@ -210,8 +210,8 @@ def check_fields(body: Mapping[str, Any], fields: tuple[Field, ...]) -> None:
             raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_value")
 
 
-_ARTICLE = {S: "a string", I: "an integer", N: "a number", B: "a boolean", A: "an array",
-            O: "an object"}
+_ARTICLE = {STR: "a string", INT: "an integer", NUM: "a number", BOOL: "a boolean",
+            ARR: "an array", OBJ: "an object"}
 _INDEX: dict[int, dict[str, Field]] = {}
 
 

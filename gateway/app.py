@@ -9,7 +9,8 @@ Contract:
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
 - A request that does not complete at its worker (the client left, the worker erred, a 504)
   is cancelled there. A client that resets is a 499, never a 500.
-- Every response of a generation names its gateway process (`x-kvmesh-gateway`).
+- Every response of a generation names its gateway process (`x-kvmesh-gateway`); every
+  response of any kind carries `x-request-id` (gateway/request_id.py).
 - `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
 - `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
   runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
+from gateway import request_id
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
@@ -41,6 +43,7 @@ from gateway.openapi import openapi_document
 from gateway.sse import SseWriter
 from kvmesh.wire import CacheHit
 from telemetry import http as telemetry_http
+from telemetry import tracing
 
 log = logging.getLogger("kvmesh.gateway")
 MESH = web.AppKey("mesh", MeshClient)
@@ -50,7 +53,9 @@ SESSION_HEADER = "x-kvmesh-session"  # session-affinity hint; overrides the body
 
 def build_app(mesh: MeshClient) -> web.Application:
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
-                          middlewares=[telemetry_http.middleware, error_middleware])
+                          middlewares=[request_id.middleware, telemetry_http.middleware,
+                                       error_middleware])
+    app.on_response_prepare.append(request_id.on_prepare)
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
     app.on_startup.append(app[AUTH].start)
@@ -168,8 +173,10 @@ async def _generate(request: web.Request, req: ParsedRequest,
                     ticket: Ticket) -> web.StreamResponse:
     mesh = request.app[MESH]
     rid = ("chatcmpl-" if req.kind == "chat" else "cmpl-") + uuid.uuid4().hex
+    request_id.adopt(request, rid)
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
+    tracing.set_attributes(**req.trace_labels)  # user, safety_identifier, metadata
     req.session = request.headers.get(SESSION_HEADER, req.session)
     hit, lead_key, headers = await _cache_lookup(request, req)
     headers["x-kvmesh-gateway"] = mesh.instance  # which gateway process answered

@@ -39,6 +39,7 @@ from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, Requ
 from kvmesh.config import GatewayConfig
 from kvmesh.wire import Accepted, Cancel, Chunk, Deltas, Heartbeat, Message, Ping, UsageInfo
 from kvmesh.worker_registry import WorkerRegistry
+from telemetry.propagation import request_id_var
 
 log = logging.getLogger("kvmesh.gateway.mesh")
 WATCH_S = 0.25
@@ -120,8 +121,10 @@ class MeshClient(Actor):
         if not self.connected:
             raise no_worker("the mesh (NATS) is unreachable", self.cfg.retry_after)
         try:
+            # The header is the HTTP request's id (x-request-id), for the mesh's log lines.
+            rid = request_id_var.get() or wreq.request_id
             return await self.request(wire.ROUTER_GENERATE, wreq, self.cfg.router_timeout,
-                                      Accepted, headers={wire.REQUEST_ID_HEADER: wreq.request_id})
+                                      Accepted, headers={wire.REQUEST_ID_HEADER: rid})
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None
         except NoResponders:
