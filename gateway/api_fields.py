@@ -1,5 +1,6 @@
-"""Every request field of `/v1/chat/completions` and `/v1/completions`: the one registry that
-both validation and docs/API.md's field tables come from, so they cannot drift.
+"""Every request field of `/v1/chat/completions`, `/v1/completions`, `/tokenize` and
+`/detokenize`: the one registry that both validation and docs/API.md's field tables come from,
+so they cannot drift.
 
 Contract:
 - A field is `supported` (OpenAI's, honoured), an `extension` (ours or vLLM's, honoured),
@@ -185,7 +186,25 @@ COMPLETION_FIELDS: tuple[Field, ...] = (
     *_extensions("completion"),
 )
 
-ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS}
+TOKENIZE_FIELDS: tuple[Field, ...] = (
+    Field("model", (STR,), SUPPORTED, "a model with a live worker"),
+    Field("prompt", (STR,), SUPPORTED, "text to tokenise (or `messages`)"),
+    Field("messages", (ARR,), SUPPORTED, "chat messages, through the model's chat template"),
+    Field("tools", (ARR,), SUPPORTED, "functions, rendered by the chat template as on chat"),
+    Field("add_generation_prompt", (BOOL,), SUPPORTED,
+          "with `messages`: end with the assistant's turn opener (default true)"),
+    Field("add_special_tokens", (BOOL,), SUPPORTED,
+          "add the checkpoint's BOS/EOS (default false: as a generation's prompt is tokenised)"),
+    Field("return_token_strs", (BOOL,), SUPPORTED, "also return each token's string"),
+)
+
+DETOKENIZE_FIELDS: tuple[Field, ...] = (
+    Field("model", (STR,), SUPPORTED, "a model with a live worker"),
+    Field("tokens", (ARR,), SUPPORTED, "token ids inside the vocabulary; special tokens kept"),
+)
+
+ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS,
+                   "/tokenize": TOKENIZE_FIELDS, "/detokenize": DETOKENIZE_FIELDS}
 
 
 def check_fields(body: Mapping[str, Any], fields: tuple[Field, ...]) -> None:

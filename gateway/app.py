@@ -12,8 +12,10 @@ Contract:
 - Every response of a generation names its gateway process (`x-kvmesh-gateway`); every
   response of any kind carries `x-request-id` (gateway/request_id.py).
 - `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
-- `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
-  runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
+- `GET /v1/models` lists models with a live worker, `GET /v1/models/{id}` one of them (404
+  otherwise); `POST /tokenize`, `/detokenize`: gateway/tokenize_routes.py; `GET /health` is
+  200 while the process runs; `GET /ready` is 200 when NATS is connected, a router answers
+  and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
 """
 
@@ -41,6 +43,7 @@ from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
 from gateway.openapi import openapi_document
 from gateway.sse import SseWriter
+from gateway.tokenize_routes import add_tokenize_routes
 from kvmesh.wire import CacheHit
 from telemetry import http as telemetry_http
 from telemetry import tracing
@@ -65,6 +68,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    add_tokenize_routes(app, MESH)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
@@ -110,10 +115,26 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     ident = await request.app[AUTH].identify(request)  # only the models it may use
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
-             "max_model_len": n} for name, n in sorted(mesh.models().items())
+    data = [_model_card(name, n) for name, n in sorted(mesh.models().items())
             if ident is None or "*" in ident.models or name in ident.models]
     return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model in OpenAI's shape; 404 (OpenAI's shape) for a model the caller may not use
+    or no live worker serves, so a key learns nothing of models outside its scopes."""
+    ident = await request.app[AUTH].identify(request)
+    name = request.match_info["model"]
+    n = request.app[MESH].models().get(name)
+    if n is None or (ident is not None and "*" not in ident.models and name not in ident.models):
+        raise ApiError(404, f"the model {name!r} does not exist", param="model",
+                       code="model_not_found")
+    return web.json_response(_model_card(name, n))
+
+
+def _model_card(name: str, max_model_len: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
+            "max_model_len": max_model_len}
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -165,6 +165,18 @@ class Authenticator:
 
     # -- may they, and how much ------------------------------------------------------------
 
+    @staticmethod
+    def require_model(ident: Identity | None, model: str) -> None:
+        """403 unless `ident` (None: auth is off) may use `model`."""
+        if ident is not None and "*" not in ident.models and model not in ident.models:
+            raise ApiError(
+                403,
+                f"tenant {ident.tenant!r} may not use the model {model!r}",
+                "permission_error",
+                "model",
+                "model_not_allowed",
+            )
+
     def admission(self, ident: Identity | None,
                   req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
         """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
@@ -175,14 +187,7 @@ class Authenticator:
         real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
         if ident is None:
             return self._admission.hold(Ticket())
-        if "*" not in ident.models and req.model not in ident.models:
-            raise ApiError(
-                403,
-                f"tenant {ident.tenant!r} may not use the model {req.model!r}",
-                "permission_error",
-                "model",
-                "model_not_allowed",
-            )
+        self.require_model(ident, req.model)
         req.priority = ident.priority
         req.tenant = ident.tenant
         req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
