@@ -66,6 +66,7 @@ def identity(key_id: str, tenant: Tenant) -> Identity:
         max_concurrency=tenant.max_concurrency,
         max_tokens=tenant.max_tokens,
         cache_salt=tenant.cache_salt,
+        clamp_max_tokens=tenant.clamp_max_tokens,
     )
 
 

@@ -8,8 +8,9 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
   preempts lower numbers first.
 - `rpm`, `tpm`: requests and tokens (prompt + completion) per rate window (a minute in
   production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
-- `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
-  0 = no cap.
+- `max_tokens`: cap on a request's `max_tokens`; 0 = no cap. An absent `max_tokens` becomes
+  the cap; a larger one is a 400 that says the cap, unless `clamp_max_tokens` is set, when
+  it is lowered to the cap (the answer then ends with `finish_reason: length`).
 - `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
   no other tenant can tell what it asked (kvmesh/block_hash.py); tenants that set the same
   group name share cached prefixes (e.g. a common system prompt) with each other only.
@@ -46,6 +47,7 @@ class Tenant:
     max_concurrency: int = 0
     max_tokens: int = 0
     prefix_cache_group: str = ""
+    clamp_max_tokens: bool = False
 
     @property
     def priority_value(self) -> int:
@@ -87,6 +89,10 @@ class Tenant:
         if not isinstance(admin, bool):
             raise TenantError("admin", "must be true or false")
         t.admin = admin
+        clamp = body.get("clamp_max_tokens", False)
+        if not isinstance(clamp, bool):
+            raise TenantError("clamp_max_tokens", "must be true or false")
+        t.clamp_max_tokens = clamp
         priority = body.get("priority", t.priority)
         if priority not in PRIORITY_CLASSES:
             raise TenantError("priority", f"one of {', '.join(PRIORITY_CLASSES)}")

@@ -44,6 +44,7 @@ class ParsedRequest(SamplingFields):
     tool_name: str | None = None
     parallel_tool_calls: bool = True
     trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
+    max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -75,6 +76,7 @@ def parse_chat(body: Any) -> ParsedRequest:
     req.max_tokens = _opt_int(body, "max_completion_tokens", 1)
     if req.max_tokens is None:
         req.max_tokens = _opt_int(body, "max_tokens", 1)
+    req.max_tokens_param = _given(body, "max_completion_tokens", "max_tokens")
     if _get(body, "logprobs", bool, False):
         req.logprobs = _opt_int(body, "top_logprobs", 0, 20) or 0
     elif body.get("top_logprobs") is not None:
@@ -94,10 +96,16 @@ def parse_completion(body: Any) -> ParsedRequest:
             raise bad_field(name, "only supported on /v1/chat/completions")
     max_tokens = _opt_int(body, "max_tokens", 1)
     req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
+    req.max_tokens_param = _given(body, "max_tokens")
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     if _get(body, "echo", bool, False):
         raise bad_field("echo", "echo is not supported")
     return req
+
+
+def _given(body: dict[str, Any], *names: str) -> str:
+    """The first of `names` set (not null) in `body`, else ""."""
+    return next((n for n in names if body.get(n) is not None), "")
 
 
 def _object(body: Any) -> dict[str, Any]:

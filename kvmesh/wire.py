@@ -421,6 +421,7 @@ class Identity(Message):
     max_concurrency: int = 0
     max_tokens: int = 0
     cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
+    clamp_max_tokens: bool = False  # over max_tokens: lowered to it, not a 400
 
 
 @dataclass
