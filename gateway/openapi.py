@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, REFUSED, Field
+from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, REFUSED, TOKENIZE_FIELDS, Field
 
 INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
 
@@ -256,6 +256,31 @@ def _generation(schema_ref: str, summary: str) -> dict[str, Any]:
     }
 
 
+TOKENIZE_REQUEST = {
+    "type": "object", "required": ["model"], "additionalProperties": False,
+    "properties": _from_registry(TOKENIZE_FIELDS, {
+        "model": {"type": "string", "minLength": 1}, "messages": _nullable(
+            {"type": "array", "minItems": 1, "items": _MESSAGE}),
+        "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL})}),
+    "description": "exactly one of prompt and messages",
+}
+DETOKENIZE_REQUEST = {
+    "type": "object", "required": ["model", "tokens"], "additionalProperties": False,
+    "properties": {"model": {"type": "string", "minLength": 1},
+                   "tokens": {"type": "array", "items": _int(0)}},
+}
+
+
+def _tokenize(schema_ref: str, summary: str) -> dict[str, Any]:
+    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "403", "404", "503", "504")}
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}},
+        "responses": {"200": {"description": "ok", "content": {
+            "application/json": {"schema": {"type": "object"}}}}, **codes}}}
+
+
 def _get(summary: str, codes: tuple[str, ...] = ()) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -280,6 +305,8 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             "ChatCompletionRequest": CHAT_REQUEST,
             "CompletionRequest": COMPLETION_REQUEST,
+            "TokenizeRequest": TOKENIZE_REQUEST,
+            "DetokenizeRequest": DETOKENIZE_REQUEST,
             "Error": ERROR,
         },
     },
@@ -288,6 +315,12 @@ DOCUMENT: dict[str, Any] = {
         "/v1/chat/completions": _generation("ChatCompletionRequest", "chat completion"),
         "/v1/completions": _generation("CompletionRequest", "text completion"),
         "/v1/models": _get("models with a live worker", ("401", "503")),
+        "/v1/models/{model}": {"get": {**_get("one model", ("401", "404"))["get"],
+                                       "parameters": [{"name": "model", "in": "path",
+                                                       "required": True,
+                                                       "schema": {"type": "string"}}]}},
+        "/tokenize": _tokenize("TokenizeRequest", "token ids of a prompt (vLLM's shape)"),
+        "/detokenize": _tokenize("DetokenizeRequest", "text of token ids (vLLM's shape)"),
         "/health": {
             "get": {
                 "summary": "liveness",
