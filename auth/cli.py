@@ -37,6 +37,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         "--admin", action="store_true", default=None, help="the tenant may use the admin API"
     )
     create.add_argument("--priority", choices=list(PRIORITY_CLASSES))
+    create.add_argument("--clamp-max-tokens", action="store_true", default=None,
+                        help="lower a request's max_tokens over the cap to it (default: 400)")
     create.add_argument("--prefix-cache-group",
                         help="share cached prompt prefixes with tenants of this group")
     for f in TENANT_FIELDS:
@@ -91,6 +93,8 @@ async def _create(a: argparse.Namespace) -> int:
         fields["priority"] = a.priority
     if a.prefix_cache_group is not None:
         fields["prefix_cache_group"] = a.prefix_cache_group
+    if a.clamp_max_tokens is not None:
+        fields["clamp_max_tokens"] = a.clamp_max_tokens
     for f in TENANT_FIELDS:
         if getattr(a, f) is not None:
             fields[f] = getattr(a, f)

@@ -8,8 +8,9 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
   preempts lower numbers first.
 - `rpm`, `tpm`: requests and tokens (prompt + completion) per rate window (a minute in
   production); 0 = unlimited. `max_concurrency`: requests in flight at once; 0 = unlimited.
-- `max_tokens`: cap on a request's `max_tokens` (a larger or absent one is lowered to it);
-  0 = no cap.
+- `max_tokens`: cap on a request's `max_tokens`; 0 = no cap. An absent `max_tokens` becomes
+  the cap; a larger one is a 400 that says the cap, unless `clamp_max_tokens` is set, when
+  it is lowered to the cap (the answer then ends with `finish_reason: length`).
 - `responses_ttl`: seconds its stored `/v1/responses` answers live; 0 = the store's default
   (`responses_ttl` of the cache actor, 30 days).
 - `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
@@ -49,6 +50,7 @@ class Tenant:
     max_tokens: int = 0
     prefix_cache_group: str = ""
     responses_ttl: int = 0
+    clamp_max_tokens: bool = False
 
     @property
     def priority_value(self) -> int:
@@ -90,6 +92,10 @@ class Tenant:
         if not isinstance(admin, bool):
             raise TenantError("admin", "must be true or false")
         t.admin = admin
+        clamp = body.get("clamp_max_tokens", False)
+        if not isinstance(clamp, bool):
+            raise TenantError("clamp_max_tokens", "must be true or false")
+        t.clamp_max_tokens = clamp
         priority = body.get("priority", t.priority)
         if priority not in PRIORITY_CLASSES:
             raise TenantError("priority", f"one of {', '.join(PRIORITY_CLASSES)}")

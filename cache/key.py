@@ -8,10 +8,12 @@ Contract:
   prompt (messages with their tool calls, text, or token ids), the tools and `tool_choice`
   (they change the prompt and how the answer is parsed) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
-  logprobs, and the grammar of `response_format`/`guided_*`/a forced tool call). Delivery
-  options (`stream`, `include_usage`), scheduling hints (`priority`, the session) and the
+  logprobs, `logit_bias`, and the grammar of `response_format`/`guided_*`/a forced tool call).
+  Delivery options (`stream`, `include_usage`), scheduling hints (`priority`, the session:
+  `user`, `prompt_cache_key`), trace labels (`metadata`, `safety_identifier`) and the
   prefix-cache salt are not in the key: the same answer is served streamed or not, however it
-  was scheduled and whatever KV blocks it reused.
+  was scheduled and whatever KV blocks it reused. tests/unit/test_cache_key_fields.py holds
+  every field of gateway/api_fields.py to this.
 """
 
 from __future__ import annotations

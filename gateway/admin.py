@@ -2,8 +2,8 @@
 
 Routes (JSON in and out, errors in the OpenAI shape):
 - `POST /admin/tenants` {name, models, admin, priority, rpm, tpm, max_concurrency,
-  max_tokens, prefix_cache_group, responses_ttl}: create or replace a tenant (gateways drop
-  its cached identities at once).
+  max_tokens, clamp_max_tokens, prefix_cache_group, responses_ttl}: create or replace a tenant
+  (gateways drop its cached identities at once).
 - `GET /admin/tenants`, `GET /admin/tenants/{name}`.
 - `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
   only time the key is ever shown.

@@ -11,10 +11,13 @@ Contract:
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
 - A request that does not complete at its worker (the client left, the worker erred, a 504)
   is cancelled there. A client that resets is a 499, never a 500.
-- Every response of a generation names its gateway process (`x-kvmesh-gateway`).
+- Every response of a generation names its gateway process (`x-kvmesh-gateway`); every
+  response of any kind carries `x-request-id` (gateway/request_id.py).
 - `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
-- `GET /v1/models` lists models with a live worker; `GET /health` is 200 while the process
-  runs; `GET /ready` is 200 when NATS is connected, a router answers and a worker is live.
+- `GET /v1/models` lists models with a live worker, `GET /v1/models/{id}` one of them (404
+  otherwise); `POST /tokenize`, `/detokenize`: gateway/tokenize_routes.py; `GET /health` is
+  200 while the process runs; `GET /ready` is 200 when NATS is connected, a router answers
+  and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
 - A completions batch (several prompts) runs each prompt as its own request, cached and
   cancelled like a single one, and answers as one response (gateway/prompt_batch.py).
@@ -33,6 +36,7 @@ from aiohttp import web
 
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
+from gateway import request_id
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
@@ -47,8 +51,10 @@ from gateway.prompt_batch import PromptBatch
 from gateway.responses_api import add_responses_routes
 from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
+from gateway.tokenize_routes import add_tokenize_routes
 from kvmesh.wire import CacheHit, Identity
 from telemetry import http as telemetry_http
+from telemetry import tracing
 
 log = logging.getLogger("kvmesh.gateway")
 MESH = web.AppKey("mesh", MeshClient)
@@ -64,7 +70,9 @@ Respond = Callable[[web.Request, ParsedRequest, str, "RequestStream | ReplayStre
 
 def build_app(mesh: MeshClient) -> web.Application:
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
-                          middlewares=[telemetry_http.middleware, error_middleware])
+                          middlewares=[request_id.middleware, telemetry_http.middleware,
+                                       error_middleware])
+    app.on_response_prepare.append(request_id.on_prepare)
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
     app.on_startup.append(app[AUTH].start)
@@ -76,6 +84,8 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app[STORE] = ResponsesStoreClient(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
     add_responses_routes(app, _serve_generation)
+    app.router.add_get("/v1/models/{model}", get_model)
+    add_tokenize_routes(app, MESH)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
@@ -121,10 +131,26 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     ident = await request.app[AUTH].identify(request)  # only the models it may use
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
-             "max_model_len": n} for name, n in sorted(mesh.models().items())
+    data = [_model_card(name, n) for name, n in sorted(mesh.models().items())
             if ident is None or "*" in ident.models or name in ident.models]
     return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model in OpenAI's shape; 404 (OpenAI's shape) for a model the caller may not use
+    or no live worker serves, so a key learns nothing of models outside its scopes."""
+    ident = await request.app[AUTH].identify(request)
+    name = request.match_info["model"]
+    n = request.app[MESH].models().get(name)
+    if n is None or (ident is not None and "*" not in ident.models and name not in ident.models):
+        raise ApiError(404, f"the model {name!r} does not exist", param="model",
+                       code="model_not_found")
+    return web.json_response(_model_card(name, n))
+
+
+def _model_card(name: str, max_model_len: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
+            "max_model_len": max_model_len}
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -200,8 +226,10 @@ async def _generate(request: web.Request, req: ParsedRequest, ticket: Ticket,
                     respond: Respond) -> web.StreamResponse:
     mesh = request.app[MESH]
     rid = ID_PREFIX[req.kind] + uuid.uuid4().hex
+    request_id.adopt(request, rid)
     rec = telemetry_http.record(request)  # span attributes and metrics of this request
     rec.set_request(rid, req.model, req.tenant)
+    tracing.set_attributes(**req.trace_labels)  # user, safety_identifier, metadata
     req.session = request.headers.get(SESSION_HEADER, req.session)
     if req.prompts:
         return await _generate_batch(request, req, rid, ticket, rec)

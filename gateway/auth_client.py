@@ -10,8 +10,9 @@ Contract:
   changed tenant), and a verification in flight while one arrives is not cached, so a revoked
   key fails on every gateway as soon as the broadcast lands.
 - `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 403 for a
-  model outside the tenant's scopes, the tenant's priority class, name and `max_tokens` cap
-  onto the request, then admission (429 with Retry-After when over a limit), renewal and
+  model outside the tenant's scopes, the tenant's priority class and name onto the request,
+  its `max_tokens` cap applied (`cap_max_tokens`: a 400 over it, unless the tenant clamps),
+  then admission (429 with Retry-After when over a limit), renewal and
   release as gateway/admission.py says; the handler reports usage with `ticket.settle`.
 - 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
   because auth is down.
@@ -165,32 +166,49 @@ class Authenticator:
 
     # -- may they, and how much ------------------------------------------------------------
 
-    def admission(self, ident: Identity | None,
-                  req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
-        """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
-        (from `identify`, before the body was read): 403 for a model outside the tenant's
-        scopes; the tenant's name, priority class, prefix-cache salt and `max_tokens` cap onto
-        `req`; then the
-        tenant's limits held for the block (gateway/admission.py). The handler reports the
-        real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
-        if ident is None:
-            return self._admission.hold(Ticket())
-        if "*" not in ident.models and req.model not in ident.models:
+    @staticmethod
+    def require_model(ident: Identity | None, model: str) -> None:
+        """403 unless `ident` (None: auth is off) may use `model`."""
+        if ident is not None and "*" not in ident.models and model not in ident.models:
             raise ApiError(
                 403,
-                f"tenant {ident.tenant!r} may not use the model {req.model!r}",
+                f"tenant {ident.tenant!r} may not use the model {model!r}",
                 "permission_error",
                 "model",
                 "model_not_allowed",
             )
+
+    def admission(self, ident: Identity | None,
+                  req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
+        """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
+        (from `identify`, before the body was read): 403 for a model outside the tenant's
+        scopes; the tenant's name, priority class and prefix-cache salt onto `req`, its
+        `max_tokens` cap applied (400 over it, unless the tenant clamps); then the tenant's
+        limits held for the block (gateway/admission.py). The handler reports the
+        real usage with `ticket.settle(tokens)`. With auth off the ticket limits nothing."""
+        if ident is None:
+            return self._admission.hold(Ticket())
+        self.require_model(ident, req.model)
         req.priority = ident.priority
         req.tenant = ident.tenant
         req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
-        if ident.max_tokens and (req.max_tokens is None or req.max_tokens > ident.max_tokens):
-            req.max_tokens = ident.max_tokens
+        cap_max_tokens(req, ident)
         return self._admission.hold(Ticket(
             ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
             reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
+
+
+def cap_max_tokens(req: ParsedRequest, ident: Identity) -> None:
+    """The tenant's `max_tokens` cap: an absent `max_tokens` becomes the cap; one over it is
+    a 400 naming the field and the cap, or lowered to it for a tenant that clamps."""
+    cap = ident.max_tokens
+    if not cap or (req.max_tokens is not None and req.max_tokens <= cap):
+        return
+    if req.max_tokens is not None and req.max_tokens_param and not ident.clamp_max_tokens:
+        raise ApiError(400, f"{req.max_tokens_param}: {req.max_tokens} is over this tenant's "
+                       f"cap of {cap} tokens", param=req.max_tokens_param,
+                       code="max_tokens_over_cap")
+    req.max_tokens = cap
 
 
 AUTH = web.AppKey("auth", Authenticator)

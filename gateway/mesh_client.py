@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.errors import ApiError, no_worker
 from gateway.openai_request import ParsedRequest
@@ -39,8 +39,10 @@ from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, Requ
 from kvmesh.config import GatewayConfig
 from kvmesh.wire import Accepted, Cancel, Chunk, Deltas, Heartbeat, Message, Ping, UsageInfo
 from kvmesh.worker_registry import WorkerRegistry
+from telemetry.propagation import request_id_var
 
 log = logging.getLogger("kvmesh.gateway.mesh")
+M = TypeVar("M", bound=Message)
 WATCH_S = 0.25
 
 
@@ -117,11 +119,20 @@ class MeshClient(Actor):
 
     async def route(self, wreq: wire.GenerateRequest) -> Accepted:
         """Send `wreq` to the router; errors as in the module contract."""
+        return await self.ask_router(wire.ROUTER_GENERATE, wreq, Accepted,
+                                     request_id_var.get() or wreq.request_id)
+
+    async def ask_router(self, subject: str, msg: Message, expected: type[M],
+                         request_id: str = "") -> M:
+        """One request-reply with a router (generate, tokenize, detokenize); errors as in the
+        module contract. The `Kvmesh-Request-Id` header is the HTTP request's id
+        (x-request-id), for the mesh's log lines."""
         if not self.connected:
             raise no_worker("the mesh (NATS) is unreachable", self.cfg.retry_after)
+        rid = request_id or request_id_var.get()
         try:
-            return await self.request(wire.ROUTER_GENERATE, wreq, self.cfg.router_timeout,
-                                      Accepted, headers={wire.REQUEST_ID_HEADER: wreq.request_id})
+            return await self.request(subject, msg, self.cfg.router_timeout, expected,
+                                      headers={wire.REQUEST_ID_HEADER: rid} if rid else None)
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None
         except NoResponders:

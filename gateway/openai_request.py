@@ -1,21 +1,25 @@
 """OpenAI request bodies (chat and completions) validated into a `ParsedRequest`.
 
-Every bad field raises `ApiError(400)` naming the field (`param`) and why. Fields we do not
-use (`user`, `frequency_penalty`...) are accepted and ignored, as OpenAI-compatible servers do;
-unknown fields are ignored too. Extensions: `ignore_eos`, `top_k`, `stop_token_ids`, `priority`.
-Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
-`parallel_tool_calls`) are parsed in gateway/structured_request.py; a completion's prompt or
-batch of prompts, `echo` and `suffix` in gateway/completion_prompts.py.
+Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which fields exist,
+their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
+first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
+`top_k`, `stop_token_ids`, `priority`. Structured output and tools (`response_format`,
+`guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
+gateway/structured_request.py; `logit_bias`, session hints and trace labels in
+gateway/request_extras.py; a completion's prompt or batch of prompts, `echo` and `suffix` in
+gateway/completion_prompts.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, check_fields
 from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
 from gateway.errors import ApiError, bad_field
+from gateway.request_extras import parse_extras, session_hint
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
 from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolCall, ToolDef, sampling_of
 
@@ -41,6 +45,8 @@ class ParsedRequest(SamplingFields):
     tool_choice: str = "none"  # none, auto, required, or "function" (named by `tool_name`)
     tool_name: str | None = None
     parallel_tool_calls: bool = True
+    trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
+    max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -68,6 +74,7 @@ class ParsedRequest(SamplingFields):
 
 def parse_chat(body: Any) -> ParsedRequest:
     body = _object(body)
+    check_fields(body, CHAT_FIELDS)
     req = ParsedRequest("chat", _model(body))
     _common(body, req)
     req.messages = _messages(body)
@@ -79,6 +86,7 @@ def parse_chat(body: Any) -> ParsedRequest:
     req.max_tokens = _opt_int(body, "max_completion_tokens", 1)
     if req.max_tokens is None:
         req.max_tokens = _opt_int(body, "max_tokens", 1)
+    req.max_tokens_param = _given(body, "max_completion_tokens", "max_tokens")
     if _get(body, "logprobs", bool, False):
         req.logprobs = _opt_int(body, "top_logprobs", 0, 20) or 0
     elif body.get("top_logprobs") is not None:
@@ -88,6 +96,7 @@ def parse_chat(body: Any) -> ParsedRequest:
 
 def parse_completion(body: Any) -> ParsedRequest:
     body = _object(body)
+    check_fields(body, COMPLETION_FIELDS)
     req = ParsedRequest("completion", _model(body))
     _common(body, req)
     parse_prompts(body, req)
@@ -97,9 +106,15 @@ def parse_completion(body: Any) -> ParsedRequest:
             raise bad_field(name, "only supported on /v1/chat/completions")
     max_tokens = _opt_int(body, "max_tokens", 0)  # 0: with echo only (parse_echo)
     req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
+    req.max_tokens_param = _given(body, "max_tokens")
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     parse_echo(body, req)
     return req
+
+
+def _given(body: dict[str, Any], *names: str) -> str:
+    """The first of `names` set (not null) in `body`, else ""."""
+    return next((n for n in names if body.get(n) is not None), "")
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -140,9 +155,8 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.stop_token_ids = ids
     req.ignore_eos = _get(body, "ignore_eos", bool, False)
     req.priority = _get(body, "priority", int, 0)
-    req.session = _get(body, "user", str, "")
-    for name in ("frequency_penalty", "presence_penalty"):
-        _number(body, name, 0.0, -2.0, 2.0)
+    req.session = session_hint(body)
+    req.trace_labels = parse_extras(body, req)
 
 
 def _messages(body: dict[str, Any]) -> list[ChatMessage]:

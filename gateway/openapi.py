@@ -3,8 +3,10 @@
 It is written from the validators in `gateway/openai_request.py` and must stay in step with
 them: every bound here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py
 fuzzes a live gateway against this document, and tests/fuzz/test_validators_hypothesis.py
-checks that bodies valid by this document pass the validators). Fields the validators ignore
-(`user` aside) are allowed by `additionalProperties`, as OpenAI-compatible servers accept them.
+checks that bodies valid by this document pass the validators). Fields without a hand-written
+schema here come from the field registry (gateway/api_fields.py): its types, and the values a
+limited field accepts. Refused and unknown fields are not in the document
+(`additionalProperties: false`): the gateway answers them with a 400 naming them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, REFUSED, TOKENIZE_FIELDS, Field
 from gateway.completion_prompts import MAX_PROMPTS
 
 INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 63) - 1}
@@ -44,6 +47,10 @@ _STOP = {
     "nullable": True,
 }
 
+_STREAM_OPTIONS = _nullable({"type": "object", "additionalProperties": False, "properties": {
+    "include_usage": _nullable({"type": "boolean"}),
+    "include_obfuscation": _nullable({"type": "boolean"})}})
+
 _COMMON: dict[str, Any] = {
     "model": {"type": "string", "minLength": 1},
     "stream": _nullable({"type": "boolean"}),
@@ -57,8 +64,9 @@ _COMMON: dict[str, Any] = {
     "ignore_eos": _nullable({"type": "boolean"}),
     "priority": _nullable(_int()),
     "user": _nullable({"type": "string"}),
-    "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
-    "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
+    "logit_bias": _nullable({"type": "object", "maxProperties": 1024, "additionalProperties": {
+        "type": "number", "minimum": -100, "maximum": 100},
+        "description": "token id (a string of digits) -> bias"}),
     "max_tokens": _nullable(_int(1)),
 }
 
@@ -75,6 +83,8 @@ _RESPONSE_FORMAT = _nullable({
     },
     "description": "json_schema requires json_schema.schema; see docs/STRUCTURED.md",
 })
+_METADATA = _nullable({"type": "object", "maxProperties": 16,
+                       "additionalProperties": {"type": "string", "maxLength": 512}})
 _GUIDED: dict[str, Any] = {
     "response_format": _RESPONSE_FORMAT,
     "guided_json": _nullable(_SCHEMA_OBJECT),
@@ -126,18 +136,30 @@ _MESSAGE = {
     "description": "a tool message needs tool_call_id",
 }
 
+def _from_registry(fields: tuple[Field, ...], written: dict[str, Any]) -> dict[str, Any]:
+    """`written` plus a schema for every registry field it lacks, refused ones left out."""
+    out = dict(written)
+    for f in fields:
+        if f.name in out or f.status == REFUSED:
+            continue
+        values = getattr(f.allowed, "values", None)
+        schema: dict[str, Any] = {"enum": list(values)} if values is not None else \
+            {"oneOf": [{"type": t} for t in f.types]} if len(f.types) > 1 else {"type": f.types[0]}
+        out[f.name] = _nullable({**schema, "description": f.doc})
+    return out
+
+
 CHAT_REQUEST = {
     "type": "object",
     "required": ["model", "messages"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": _from_registry(CHAT_FIELDS, {
         **_COMMON,
         "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
         "max_completion_tokens": _nullable(_int(1)),
         "logprobs": _nullable({"type": "boolean"}),
         "top_logprobs": _nullable(_int(0, 20)),
-        "stream_options": _nullable(
-            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
-        ),
+        "stream_options": _STREAM_OPTIONS,
         **_GUIDED,
         "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL}),
         "tool_choice": _nullable({"oneOf": [
@@ -147,7 +169,8 @@ CHAT_REQUEST = {
                 "function": {"type": "object", "required": ["name"],
                              "properties": {"name": {"type": "string"}}}}}]}),
         "parallel_tool_calls": _nullable({"type": "boolean"}),
-    },
+        "metadata": _METADATA,
+    }),
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
                    "of response_format (not text) and guided_*.",
@@ -158,7 +181,8 @@ _TOKENS = {"type": "array", "minItems": 1, "items": _int(0)}
 COMPLETION_REQUEST = {
     "type": "object",
     "required": ["model", "prompt"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": _from_registry(COMPLETION_FIELDS, {
         **_COMMON,
         "prompt": {
             "oneOf": [
@@ -172,10 +196,8 @@ COMPLETION_REQUEST = {
         "logprobs": _nullable(_int(0, 20)),
         "echo": _nullable({"type": "boolean"}),
         **_GUIDED,
-        "stream_options": _nullable(
-            {"type": "object", "properties": {"include_usage": _nullable({"type": "boolean"})}}
-        ),
-    },
+        "stream_options": _STREAM_OPTIONS,
+    }),
     "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
                    "with echo. A list of prompts is answered as one response (choice index = "
                    "prompt_i * n + j). suffix is refused.",
@@ -242,6 +264,31 @@ def _generation(schema_ref: str, summary: str) -> dict[str, Any]:
     }
 
 
+TOKENIZE_REQUEST = {
+    "type": "object", "required": ["model"], "additionalProperties": False,
+    "properties": _from_registry(TOKENIZE_FIELDS, {
+        "model": {"type": "string", "minLength": 1}, "messages": _nullable(
+            {"type": "array", "minItems": 1, "items": _MESSAGE}),
+        "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL})}),
+    "description": "exactly one of prompt and messages",
+}
+DETOKENIZE_REQUEST = {
+    "type": "object", "required": ["model", "tokens"], "additionalProperties": False,
+    "properties": {"model": {"type": "string", "minLength": 1},
+                   "tokens": {"type": "array", "items": _int(0)}},
+}
+
+
+def _tokenize(schema_ref: str, summary: str) -> dict[str, Any]:
+    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "403", "404", "503", "504")}
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}},
+        "responses": {"200": {"description": "ok", "content": {
+            "application/json": {"schema": {"type": "object"}}}}, **codes}}}
+
+
 def _get(summary: str, codes: tuple[str, ...] = ()) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -266,6 +313,8 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             "ChatCompletionRequest": CHAT_REQUEST,
             "CompletionRequest": COMPLETION_REQUEST,
+            "TokenizeRequest": TOKENIZE_REQUEST,
+            "DetokenizeRequest": DETOKENIZE_REQUEST,
             "Error": ERROR,
         },
     },
@@ -274,6 +323,12 @@ DOCUMENT: dict[str, Any] = {
         "/v1/chat/completions": _generation("ChatCompletionRequest", "chat completion"),
         "/v1/completions": _generation("CompletionRequest", "text completion"),
         "/v1/models": _get("models with a live worker", ("401", "503")),
+        "/v1/models/{model}": {"get": {**_get("one model", ("401", "404"))["get"],
+                                       "parameters": [{"name": "model", "in": "path",
+                                                       "required": True,
+                                                       "schema": {"type": "string"}}]}},
+        "/tokenize": _tokenize("TokenizeRequest", "token ids of a prompt (vLLM's shape)"),
+        "/detokenize": _tokenize("DetokenizeRequest", "text of token ids (vLLM's shape)"),
         "/health": {
             "get": {
                 "summary": "liveness",

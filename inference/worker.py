@@ -41,7 +41,7 @@ from typing import Any
 from inference import error_table
 from inference.engine.errors import RequestRejected
 from inference.engine.outputs import PromptOutput, TokenLogprob
-from inference.engine.prompt_check import check_prompt
+from inference.engine.prompt_check import check_logit_bias, check_prompt
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient
 from inference.engine_protocol import EngineStep
@@ -171,6 +171,7 @@ class Worker(Actor):
         try:
             check_prompt(ids, req.max_tokens, limits)
             params = sampling_params(req, max_tokens)
+            check_logit_bias(params.logit_bias, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
         if self.cancelled.pop(req.request_id, None) is not None:

@@ -102,6 +102,7 @@ class SamplingFields:
     cache_salt: str = ""  # roots the prefix-cache chain: only equal salts share cached blocks
     echo: bool = False  # the first chunk carries the prompt (`PromptEcho`); max_tokens may be 0
     prompt_logprobs: int | None = None  # with echo: the prompt's logprobs, this many top ones
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:
@@ -356,6 +357,50 @@ codec.register(
 )
 
 
+# -- tokenize and detokenize: gateways ask a router (router/service.py), queue group "router" --
+
+ROUTER_TOKENIZE = "kvmesh.router.tokenize"  # TokenizeRequest -> TokenizeReply | ErrorReply
+ROUTER_DETOKENIZE = "kvmesh.router.detokenize"  # DetokenizeRequest -> DetokenizeReply | ...
+
+
+@dataclass
+class TokenizeRequest(Message):
+    """Token ids of a prompt, as a generation's prompt would be tokenised. Exactly one of
+    `prompt` and `messages` is set; `messages` go through the chat template (with `tools`)."""
+
+    KIND: ClassVar[str] = "tokenize"
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    tools: list[ToolDef] | None = None
+    add_special_tokens: bool = False
+    add_generation_prompt: bool = True
+
+
+@dataclass
+class TokenizeReply(Message):
+    KIND: ClassVar[str] = "tokenize_reply"
+    tokens: list[int]
+    max_model_len: int
+    token_strs: list[str] | None = None
+
+
+@dataclass
+class DetokenizeRequest(Message):
+    KIND: ClassVar[str] = "detokenize"
+    model: str
+    tokens: list[int]
+
+
+@dataclass
+class DetokenizeReply(Message):
+    KIND: ClassVar[str] = "detokenize_reply"
+    prompt: str
+
+
+codec.register(TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply)
+
+
 # -- auth: gateways ask the auth actor (auth/service.py), queue group "auth" ------------------
 
 AUTH_VERIFY = "kvmesh.auth.verify"  # VerifyKey -> Identity | ErrorReply(401)
@@ -391,6 +436,7 @@ class Identity(Message):
     max_tokens: int = 0
     cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
     responses_ttl: int = 0  # seconds its stored /v1/responses live; 0 = the store's default
+    clamp_max_tokens: bool = False  # over max_tokens: lowered to it, not a 400
 
 
 @dataclass

@@ -17,6 +17,11 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
 - The reply is the worker's `Accepted` (which names the worker, for cancels), or an
   `ErrorReply`: 404 for a model no worker serves, 503 with `retry_after` when no worker is
   live or none accepted.
+
+`TokenizeRequest` on `ROUTER_TOKENIZE` and `DetokenizeRequest` on `ROUTER_DETOKENIZE` (the
+gateway's `/tokenize`, `/detokenize`) are answered here with the same tokenizer, for a model a
+live worker serves (404 or 503 as above); the reply's `max_model_len` is the largest context
+of the model's live workers.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
 from kvmesh.wire import (
     Accepted,
+    DetokenizeReply,
+    DetokenizeRequest,
     ErrorReply,
     GenerateRequest,
     Heartbeat,
@@ -43,6 +50,8 @@ from kvmesh.wire import (
     Message,
     Ping,
     TokenizedRequest,
+    TokenizeReply,
+    TokenizeRequest,
 )
 from kvmesh.worker_registry import WorkerRegistry, WorkerView
 from router.health import Breakers, backoff
@@ -78,6 +87,10 @@ class Router(Actor):
         await self.serve(wire.ROUTER_GENERATE, (GenerateRequest,), self._generate,
                          queue="router", max_concurrency=self.cfg.max_concurrency)
         await self.serve(wire.ROUTER_PING, (Ping,), self._ping, queue="router")
+        await self.serve(wire.ROUTER_TOKENIZE, (TokenizeRequest,), self._tokenize,
+                         queue="router")
+        await self.serve(wire.ROUTER_DETOKENIZE, (DetokenizeRequest,), self._detokenize,
+                         queue="router")
 
     async def _on_heartbeat(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, Heartbeat)
@@ -111,6 +124,36 @@ class Router(Actor):
     def _unavailable(self, why: str) -> ErrorReply:
         return ErrorReply(503, "service_unavailable", why, code="no_worker",
                           retry_after=float(self.cfg.retry_after))
+
+    def _model_error(self, model: str) -> ErrorReply | None:
+        """404 for a model no live worker serves while others are live, 503 for none live."""
+        if self.workers.live(model):
+            return None
+        if self.workers.live():
+            return ErrorReply(404, "invalid_request_error", f"the model {model!r} does not exist",
+                              "model", "model_not_found")
+        return self._unavailable(f"no live worker serves {model!r}")
+
+    async def _tokenize(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, TokenizeRequest)
+        if (err := self._model_error(msg.model)) is not None:
+            return err
+        try:
+            ids, strs = await asyncio.to_thread(self.tokenizer.tokenize, msg)
+        except ValueError as exc:
+            return ErrorReply(400, "invalid_request_error", str(exc),
+                              "messages" if msg.messages is not None else "prompt")
+        longest = max(v.beat.max_model_len for v in self.workers.live(msg.model))
+        return TokenizeReply(ids, longest, strs)
+
+    async def _detokenize(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, DetokenizeRequest)
+        if (err := self._model_error(msg.model)) is not None:
+            return err
+        try:
+            return DetokenizeReply(self.tokenizer.detokenize(msg))
+        except ValueError as exc:
+            return ErrorReply(400, "invalid_request_error", f"tokens: {exc}", "tokens")
 
     @traced("router.route", observe=route_telemetry.observe_route)
     async def _generate(self, msg: Message, raw: Any) -> Message:

@@ -1,7 +1,9 @@
 """Prompt to token ids, exactly as the worker's engine would tokenise it.
 
 Chat messages (and tools, see router/tool_prompt.py) go through the model's chat template with
-the generation prompt appended, then the same `encode` as plain text. The tokenizer is the
+the generation prompt appended, then the same `encode` as plain text. `tokenize` and
+`detokenize` answer `/tokenize` and `/detokenize` with the same tokenizer, so their counts are
+the ones a generation's usage reports. The tokenizer is the
 engine's own class, loaded from the same model files, so router and engine agree token for
 token (which KV-block hashing relies on).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kvmesh.wire import GenerateRequest
+from kvmesh.wire import ChatMessage, DetokenizeRequest, GenerateRequest, TokenizeRequest, ToolDef
 from router.tool_prompt import template_inputs
 
 
@@ -30,11 +32,33 @@ class PromptTokenizer:
     def encode(self, req: GenerateRequest) -> list[int]:
         """Token ids of `req`'s prompt; ValueError when it has none."""
         if req.messages is not None:
-            messages, extra = template_inputs(req.messages, req.tools,
-                                              self.tokenizer.chat_template)
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                      **extra)
-            return list(self.tokenizer.encode(text))
+            return list(self.tokenizer.encode(self.chat_text(req.messages, req.tools)))
         if req.prompt is not None:
             return list(self.tokenizer.encode(req.prompt))
         raise ValueError("request has neither messages nor a prompt")
+
+    def chat_text(self, messages: list[ChatMessage], tools: list[ToolDef] | None,
+                  add_generation_prompt: bool = True) -> str:
+        """The chat template's text for `messages` (and `tools`)."""
+        msgs, extra = template_inputs(messages, tools, self.tokenizer.chat_template)
+        return self.tokenizer.apply_chat_template(
+            msgs, add_generation_prompt=add_generation_prompt, **extra)
+
+    def tokenize(self, req: TokenizeRequest) -> tuple[list[int], list[str]]:
+        """(token ids, their token strings) of a `/tokenize` request; ValueError for none."""
+        if req.messages is not None:
+            text = self.chat_text(req.messages, req.tools, req.add_generation_prompt)
+        elif req.prompt is not None:
+            text = req.prompt
+        else:
+            raise ValueError("request has neither messages nor a prompt")
+        ids = list(self.tokenizer.encode(text, add_special_tokens=req.add_special_tokens))
+        return ids, [self.tokenizer.id_to_token(t) or "" for t in ids]
+
+    def detokenize(self, req: DetokenizeRequest) -> str:
+        """The text of `req.tokens`, special tokens kept; ValueError for an id outside the
+        vocabulary."""
+        size = self.tokenizer.vocab_size
+        if any(not 0 <= t < size for t in req.tokens):
+            raise ValueError(f"token ids must be in [0, {size})")
+        return self.tokenizer.decode(req.tokens, skip_special_tokens=False)

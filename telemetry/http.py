@@ -9,9 +9,11 @@ Contract:
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
 - Auth calls `identified(request, tenant, model)` once it knows the caller, so refusals (403,
   429) count under their tenant. Handlers annotate the request through `record(request)`:
-  `model`, `tenant`, `request_id`, and `on_chunks(chunks)` for every batch of chunks from a
-  worker, which observes time to first token, inter-token latency (per choice), finish reasons
-  and token usage.
+  `model`, `tenant`, `request_id` (the response id), and `on_chunks(chunks)` for every batch
+  of chunks from a worker, which observes time to first token, inter-token latency (per
+  choice), finish reasons and token usage.
+- The span records the request's `x-request-id` (`kvmesh.x_request_id`, read from
+  `propagation.request_id_var`, which gateway/request_id.py sets).
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
   route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
 - `metrics_handler` answers `GET /metrics`.
@@ -53,9 +55,10 @@ class RequestRecord:
         self._itl: Any = None
 
     def set_request(self, request_id: str, model: str, tenant: str = "") -> None:
+        """The response id (`kvmesh.request_id`); the HTTP request's own id, which log lines
+        carry, is gateway/request_id.py's."""
         self.request_id, self.model = request_id, model
         self.tenant = tenant or self.tenant
-        propagation.request_id_var.set(request_id)
         tracing.set_attributes(kvmesh__request_id=request_id, gen_ai__request__model=model,
                                gen_ai__operation__name="chat" if "chat" in self.route
                                else "text_completion", kvmesh__tenant=self.tenant or None)
@@ -90,6 +93,8 @@ class RequestRecord:
         if not span.is_recording():
             return
         span.set_attribute("http.response.status_code", status)
+        if xid := propagation.request_id_var.get():
+            span.set_attribute("kvmesh.x_request_id", xid)  # the response's x-request-id
         if self.tenant:
             span.set_attribute("kvmesh.tenant", self.tenant)
         if self.clock.ttft_ms is not None:

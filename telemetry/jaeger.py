@@ -4,7 +4,8 @@ Contract:
 - The Jaeger query service is `KVMESH_JAEGER_URL` (default `http://localhost:16686`). A 32-hex
   argument is a trace id: `GET /api/traces/<id>`. Anything else is a request id (the `id` of an
   OpenAI response, e.g. `chatcmpl-...`): `GET /api/traces?service=kvmesh-gateway&tags=
-  {"kvmesh.request_id": "<id>"}&lookback=<...>&limit=1`, the newest match wins.
+  {"kvmesh.request_id": "<id>"}&lookback=<...>&limit=1`, the newest match wins; with no
+  match, the same by `kvmesh.x_request_id` (an `x-request-id` the client chose).
 - Responses are Jaeger's query API JSON: `{"data": [{"traceID", "spans": [{"spanID",
   "operationName", "references": [{"refType": "CHILD_OF", "spanID"}], "startTime" (us),
   "duration" (us), "tags": [{"key", "value"}], "processID"}], "processes": {id:
@@ -56,11 +57,15 @@ def find_trace(ident: str, base_url: str | None = None, lookback: str = "2d") ->
             if err.code == 404:
                 raise TraceNotFound(f"no trace {ident} in Jaeger at {base}") from None
             raise
-    else:
-        query = urllib.parse.urlencode({
-            "service": "kvmesh-gateway", "tags": json.dumps({"kvmesh.request_id": ident}),
-            "lookback": lookback, "limit": 1})
-        data = _get(f"{base}/api/traces?{query}").get("data") or []
+    else:  # a response id, else an x-request-id the client chose
+        data = []
+        for tag in ("kvmesh.request_id", "kvmesh.x_request_id"):
+            query = urllib.parse.urlencode({
+                "service": "kvmesh-gateway", "tags": json.dumps({tag: ident}),
+                "lookback": lookback, "limit": 1})
+            data = _get(f"{base}/api/traces?{query}").get("data") or []
+            if data:
+                break
     if not data:
         raise TraceNotFound(f"no trace for {ident!r} in Jaeger at {base}")
     return max(data, key=lambda t: max((s["startTime"] for s in t["spans"]), default=0))

@@ -25,7 +25,7 @@ from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput, TokenLogprob
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
-from .prompt_check import PromptLimits, check_prompt
+from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
 from .runner import ModelRunner, kv_bytes_per_block
@@ -135,6 +135,7 @@ class LLMEngine:
             raise DuplicateRequest("request_id", f"{request_id!r} is already running")
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
+        check_logit_bias(params.logit_bias, self.limits)
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state

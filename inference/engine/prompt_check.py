@@ -1,10 +1,11 @@
-"""The one check of a prompt against what an engine can hold, shared by the engine (on
-`add_request`) and the worker (before it accepts, so a refusal is a reply, not a stream error).
+"""The one check of a prompt (and of token ids a request names, like `logit_bias`) against
+what an engine can hold, shared by the engine (on `add_request`) and the worker (before it
+accepts, so a refusal is a reply, not a stream error).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import ContextLengthExceeded, InvalidParameter
@@ -39,3 +40,12 @@ def check_prompt(ids: Sequence[int], max_tokens: int | None, limits: PromptLimit
     vocab = limits.vocab_size
     if min(ids) < 0 or max(ids) >= vocab:
         raise InvalidParameter("prompt", f"token ids must be in [0, {vocab})")
+
+
+def check_logit_bias(bias: Mapping[int, float], limits: PromptLimits) -> None:
+    """Raise `InvalidParameter` unless every biased token id is in the vocabulary."""
+    vocab = limits.vocab_size
+    if bias and (min(bias) < 0 or max(bias) >= vocab):
+        bad = next(t for t in bias if not 0 <= t < vocab)
+        raise InvalidParameter("logit_bias", f"token id {bad} is outside the vocabulary "
+                               f"[0, {vocab})")

@@ -4,14 +4,15 @@ Greedy rows take the argmax. Other rows apply temperature, then top-k and top-p 
 then draw by the exponential race (argmax of p / Exp(1)), which equals multinomial sampling.
 A row with its own generator (a seeded request) draws its noise from that generator alone, so
 its tokens do not depend on what else is in the batch. Logprobs are of the model's
-distribution (before temperature and truncation), as OpenAI reports them; a constrained row's
-logprobs are of its masked distribution (tokens the grammar forbids are -inf).
+distribution (before temperature and truncation), as OpenAI reports them; a biased or
+constrained row's logprobs are of its biased, masked distribution (forbidden tokens are -inf).
 
 `sample` only queues device work and returns a `DeviceSample`: the engine copies it to the host
 without blocking (`transfer.HostCopy`) so the next step can be launched first.
 
-Grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf
-before anything else, in place and for those rows only; the other rows are untouched.
+Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
+grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
+in place and for those rows only; the other rows are untouched.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from .grammar import GrammarMask
+from .logit_bias import apply_logit_bias
 from .outputs import TokenLogprob
 from .sampling_params import SamplingParams
 from .transfer import to_device
@@ -80,6 +82,7 @@ def sample(
 ) -> DeviceSample:
     """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows.
     Hot path: queues device work only; no host value is read back (see `transfer.py`)."""
+    apply_logit_bias(logits, [r.params for r in rows])
     if grammar is not None:
         apply_grammar(logits, grammar)
     greedy = [i for i, r in enumerate(rows) if r.params.greedy]

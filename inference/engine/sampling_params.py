@@ -25,6 +25,9 @@ class SamplingParams:
     `max_tokens` may be 0 (prefill only, finishing with "length"). `prompt_logprobs`: with
     echo, the logprob of every prompt token after the first, with this many top alternatives
     (prompt_logprobs.py); such a request computes its whole prompt, skipping the prefix cache.
+    `logit_bias` maps token ids to a bias in [-100, 100] added to their logits before
+    sampling (and before logprobs, which are of the biased distribution); ids are checked
+    against the vocabulary where it is known (`prompt_check.check_logit_bias`).
     """
 
     max_tokens: int = 16
@@ -43,6 +46,7 @@ class SamplingParams:
     cache_salt: str = ""
     echo: bool = False
     prompt_logprobs: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -78,6 +82,9 @@ class SamplingParams:
             raise bad("cache_salt", f"must be a string, got {self.cache_salt!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if any(not isinstance(t, int) or t < 0 or not -100.0 <= float(b) <= 100.0
+               for t, b in self.logit_bias.items()):
+            raise bad("logit_bias", "must map token ids to biases in [-100, 100]")
         if self.grammar_kind or self.grammar:
             self._validate_grammar()
 

@@ -15,6 +15,7 @@ depends on a marker in the prompt or the last message:
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
 Chunks travel as a real worker sends them: `Deltas` frames to the request's `reply_to`.
+`/tokenize` and `/detokenize` are answered too: a prompt's token ids are its UTF-8 bytes.
 
 Cancels are recorded in `cancelled`, so a test can see that a dropped client was cancelled.
 """
@@ -105,6 +106,8 @@ class FakeBackend:
 
         await nc.subscribe(wire.ROUTER_GENERATE, queue="router", cb=on_generate)
         await nc.subscribe(wire.ROUTER_PING, queue="router", cb=on_ping)
+        await nc.subscribe(wire.ROUTER_TOKENIZE, queue="router", cb=_on_tokenize)
+        await nc.subscribe(wire.ROUTER_DETOKENIZE, queue="router", cb=_on_detokenize)
         await nc.subscribe(wire.CANCEL, cb=on_cancel)
         beat = asyncio.create_task(self._heartbeats(nc))
         self._ready.set()
@@ -168,3 +171,20 @@ class FakeBackend:
                     await asyncio.sleep(0.005)  # let the loop breathe (and cancels in)
         finally:
             self.flooding -= 1
+
+
+async def _on_tokenize(msg) -> None:  # type: ignore[no-untyped-def]
+    req = wire.decode(msg.data, wire.TokenizeRequest)
+    text = req.prompt if req.prompt is not None else "".join(m.content for m in req.messages or [])
+    ids = list(text.encode())
+    await msg.respond(wire.encode(wire.TokenizeReply(ids, 1024, [chr(i) for i in ids])))
+
+
+async def _on_detokenize(msg) -> None:  # type: ignore[no-untyped-def]
+    req = wire.decode(msg.data, wire.DetokenizeRequest)
+    if any(t > 255 for t in req.tokens):
+        reply = wire.ErrorReply(400, "invalid_request_error", "tokens: outside [0, 256)",
+                                "tokens")
+        await msg.respond(wire.encode(reply))
+        return
+    await msg.respond(wire.encode(wire.DetokenizeReply(bytes(req.tokens).decode(errors="replace"))))

@@ -140,10 +140,26 @@ def test_model_outside_scopes_gets_403_and_is_not_listed(auth_mesh: AuthMesh) ->
     assert status == 200 and MODEL not in [m["id"] for m in listed["data"]]
 
 
-def test_max_tokens_is_capped_by_the_tenant(auth_mesh: AuthMesh) -> None:
+def test_max_tokens_over_the_tenants_cap_is_a_400_that_says_the_cap(auth_mesh: AuthMesh) -> None:
     _, key = new_tenant(auth_mesh.a, max_tokens=3)
     status, body, _ = complete(auth_mesh.a, key, max_tokens=40, ignore_eos=True)
+    err = body["error"]
+    assert status == 400 and err["param"] == "max_tokens" and "cap of 3" in err["message"]
+    status, body, _ = call("POST", auth_mesh.a + "/v1/chat/completions", {
+        "model": MODEL, "messages": [{"role": "user", "content": "Hi"}],
+        "max_completion_tokens": 4}, key)
+    assert status == 400 and body["error"]["param"] == "max_completion_tokens"
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=3, ignore_eos=True)
     assert status == 200 and body["usage"]["completion_tokens"] == 3
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=None, ignore_eos=True)
+    assert status == 200 and body["usage"]["completion_tokens"] == 3  # absent: the cap
+
+
+def test_a_tenant_that_clamps_gets_max_tokens_lowered_to_its_cap(auth_mesh: AuthMesh) -> None:
+    _, key = new_tenant(auth_mesh.a, max_tokens=3, clamp_max_tokens=True)
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=40, ignore_eos=True)
+    assert status == 200 and body["usage"]["completion_tokens"] == 3
+    assert body["choices"][0]["finish_reason"] == "length"
 
 
 def test_requests_over_the_limit_get_429_then_pass_after_the_window(auth_mesh: AuthMesh) -> None:

@@ -96,6 +96,21 @@ def test_seeded_requests_are_cached_and_sampled_ones_never(cmesh, cclient) -> No
     assert (after.hits, after.misses) == (before.hits, before.misses)
 
 
+def test_requests_differing_in_an_answer_changing_field_do_not_share_an_entry(
+        cmesh, cclient) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    base = chat(cclient, "Name a fruit.")
+    assert base[0] == "miss" and chat(cclient, "Name a fruit.")[0] == "hit"
+    for extra in ({"logit_bias": {"42": 5}}, {"response_format": {"type": "json_object"}},
+                  {"tools": [tool]}, {"tools": [tool], "tool_choice": "none"}, {"seed": 3},
+                  {"stop": ["\n"]}, {"logprobs": True}):
+        first = chat(cclient, "Name a fruit.", **extra)
+        assert first[0] == "miss", extra  # never the plain request's answer
+        assert chat(cclient, "Name a fruit.", **extra)[0] == "hit", extra  # its own entry
+    assert chat(cclient, "Name a fruit.", user="someone", metadata={"k": "v"})[0] == "hit"
+
+
 def test_identical_concurrent_requests_compute_once(cmesh, cclient) -> None:
     before = cache_stats(cmesh[0])
     n = 6

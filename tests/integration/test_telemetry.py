@@ -285,6 +285,35 @@ def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> Non
         cache_before, "kvmesh_cache_lookup_seconds_count") == 2
 
 
+def test_client_request_id_user_and_metadata_are_on_the_trace_and_in_the_logs(
+        traced_mesh: TracedMesh) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=traced_mesh.base_url + "/v1", api_key="x", max_retries=0)
+    mine = f"client-{secrets.token_hex(6)}"
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, max_tokens=2, temperature=0, user="alice", metadata={"team": "search"},
+        messages=[{"role": "user", "content": f"Hi {secrets.token_hex(4)}"}],
+        extra_headers={"X-Request-Id": mine})
+    assert raw.headers["x-request-id"] == mine
+    resp = raw.parse()
+    assert resp._request_id == mine
+    server = _one(_trace_of(traced_mesh, resp.id, "POST /v1/chat/completions"),
+                  "POST /v1/chat/completions")
+    assert server.attrs["kvmesh.x_request_id"] == mine
+    assert server.attrs["gen_ai.request.user"] == "alice"
+    assert server.attrs["kvmesh.metadata.team"] == "search"
+
+    def logged() -> bool:
+        lines = (traced_mesh.logs / "gateway.log").read_text().splitlines()
+        return any(json.loads(ln).get("request_id") == mine for ln in lines
+                   if ln.startswith("{"))
+    deadline = time.monotonic() + 10  # the access line is written as the response ends
+    while not logged():
+        assert time.monotonic() < deadline, "no gateway log line carries the client's id"
+        time.sleep(0.1)
+
+
 def test_log_lines_are_json_with_trace_ids(traced_mesh: TracedMesh) -> None:
     status, body = _chat(traced_mesh)
     assert status == 200

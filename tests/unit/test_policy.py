@@ -137,6 +137,7 @@ def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> N
         "cache_salt": "tenant:x",
         "echo": True,
         "prompt_logprobs": 1,
+        "logit_bias": {5: 1.0},
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():

@@ -1,0 +1,262 @@
+"""Every request field of `/v1/chat/completions`, `/v1/completions`, `/tokenize` and
+`/detokenize`: the one registry that both validation and docs/API.md's field tables come from,
+so they cannot drift.
+
+Contract:
+- A field is `supported` (OpenAI's, honoured), an `extension` (ours or vLLM's, honoured),
+  `limited` (OpenAI's; the values that change nothing here are accepted, any other is a 400
+  naming the field, code `unsupported_value`) or `refused` (OpenAI's; any non-null value is a
+  400 naming the field, code `unsupported_parameter`).
+- `check_fields(body, fields)` runs before an endpoint's parser: a field the registry does not
+  list is a 400 naming it (code `unknown_parameter`), so nothing is silently ignored; a field
+  whose value has the wrong JSON type is a 400 naming it; then limited and refused fields
+  are checked. `null` means absent, as in OpenAI's API. Bounds and shapes inside a value are
+  the parsers' (gateway/openai_request.py, gateway/structured_request.py).
+- `python -m gateway.api_fields` prints docs/API.md's tables; tests/unit/test_api_fields.py
+  checks the file holds exactly them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ApiError
+
+SUPPORTED, EXTENSION, LIMITED, REFUSED = "supported", "extension", "limited", "refused"
+STATUS_WORDS = {SUPPORTED: "supported", EXTENSION: "extension", LIMITED: "limited",
+                REFUSED: "refused (400)"}
+Check = Callable[[Any, Mapping[str, Any]], str | None]  # (value, body) -> why it is refused
+
+
+@dataclass(frozen=True)
+class Field:
+    """One request field: its JSON types, how we treat it, and what the docs say of it."""
+
+    name: str
+    types: tuple[str, ...]  # JSON types: string, integer, number, boolean, array, object
+    status: str
+    doc: str
+    allowed: Check | None = None  # a `limited` field's test of a value
+
+    def type_ok(self, value: Any) -> bool:
+        return json_type(value) in self.types or (
+            "number" in self.types and json_type(value) == "integer")
+
+
+def json_type(value: Any) -> str:
+    """The JSON type word of a decoded JSON value (a bool is not an integer)."""
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def only(*values: Any, why: str) -> Check:
+    """A `limited` field's check: the value must be one of `values`."""
+    def check(value: Any, body: Mapping[str, Any]) -> str | None:
+        if any(value == v and type(value) is type(v) for v in values):
+            return None
+        shown = ", ".join(repr(v) for v in values).replace("'", '"')
+        return f"only {shown} is accepted here ({why})"
+    check.values = values  # type: ignore[attr-defined]  # gateway/openapi.py's enum
+    return check
+
+
+def _best_of(value: Any, body: Mapping[str, Any]) -> str | None:
+    n = body.get("n") or 1
+    if value == n:
+        return None
+    return f"only best_of equal to n ({n}) is accepted: answers are not ranked server-side"
+
+
+def _zero(why: str) -> Check:
+    def check(value: Any, body: Mapping[str, Any]) -> str | None:
+        return None if value == 0 else f"only 0 is accepted ({why})"
+    check.values = (0,)  # type: ignore[attr-defined]
+    return check
+
+
+STR, INT, NUM, BOOL, ARR, OBJ = "string", "integer", "number", "boolean", "array", "object"
+_NO_PENALTY = "repetition penalties are not implemented in the sampler"
+_TRACE = "recorded on the request's trace"
+
+
+def _common(kind: str) -> list[Field]:
+    """Fields both endpoints share, in OpenAI's terms."""
+    return [
+        Field("model", (STR,), SUPPORTED, "a model with a live worker (`GET /v1/models`)"),
+        Field("stream", (BOOL,), SUPPORTED, "server-sent events, ending with `data: [DONE]`"),
+        Field("stream_options", (OBJ,), SUPPORTED,
+              "`include_usage`; `include_obfuscation` accepted (no obfuscation is sent); "
+              "only with `stream: true`"),
+        Field("temperature", (NUM,), SUPPORTED, "[0, 2]; 0 is greedy"),
+        Field("top_p", (NUM,), SUPPORTED, "(0, 1]"),
+        Field("n", (INT,), SUPPORTED, "[1, 128] choices, sharing the prompt's KV blocks"),
+        Field("seed", (INT,), SUPPORTED, "reproducible sampling whatever else is in the batch"),
+        Field("stop", (STR, ARR), SUPPORTED, "a string or up to 16"),
+        Field("logit_bias", (OBJ,), SUPPORTED,
+              "token id → bias in [-100, 100], added to the logits before sampling; ids "
+              "outside the vocabulary are a 400"),
+        Field("frequency_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
+              _zero(_NO_PENALTY)),
+        Field("presence_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
+              _zero(_NO_PENALTY)),
+        Field("user", (STR,), SUPPORTED,
+              f"a session-affinity hint for routing, and {_TRACE} (`gen_ai.request.user`)"),
+        Field("max_tokens", (INT,), SUPPORTED,
+              "at least 1; over the tenant's cap a 400 (or clamped, if the tenant says so)"
+              + ("; default 16" if kind == "completion" else
+                 "; default: the rest of the context")),
+    ]
+
+
+def _extensions(kind: str) -> list[Field]:
+    out = [
+        Field("top_k", (INT,), EXTENSION, "-1 (off) or a positive integer"),
+        Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
+        Field("stop_token_ids", (ARR,), EXTENSION, "token ids that end the answer"),
+        Field("priority", (INT,), EXTENSION,
+              "scheduling order with auth off; with auth on the tenant's class decides"),
+        Field("guided_json", (OBJ, STR), EXTENSION, "vLLM's: a JSON Schema the answer follows"),
+        Field("guided_regex", (STR,), EXTENSION, "vLLM's: a regex the answer matches"),
+        Field("guided_choice", (ARR,), EXTENSION, "vLLM's: the answer is one of these strings"),
+        Field("guided_grammar", (STR,), EXTENSION, "vLLM's: an llguidance Lark grammar"),
+    ]
+    if kind == "completion":
+        out.append(Field("response_format", (OBJ,), EXTENSION,
+                         "as on chat: `text`, `json_object`, `json_schema`"))
+    return out
+
+
+CHAT_FIELDS: tuple[Field, ...] = (
+    *_common("chat"),
+    Field("messages", (ARR,), SUPPORTED,
+          "roles system, developer, user, assistant (with `tool_calls`), tool; text content "
+          "(a string or text parts; other parts are a 400 naming them)"),
+    Field("max_completion_tokens", (INT,), SUPPORTED, "as `max_tokens`, and wins over it"),
+    Field("logprobs", (BOOL,), SUPPORTED, "logprobs of the chosen tokens"),
+    Field("top_logprobs", (INT,), SUPPORTED, "[0, 20] alternatives; needs `logprobs: true`"),
+    Field("response_format", (OBJ,), SUPPORTED,
+          "`text`, `json_object`, `json_schema`: decoding constrained by a grammar "
+          "(docs/STRUCTURED.md)"),
+    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128"),
+    Field("tool_choice", (STR, OBJ), SUPPORTED, "`none`, `auto`, `required` or a named function"),
+    Field("parallel_tool_calls", (BOOL,), SUPPORTED, "whether a forced answer may call several"),
+    Field("metadata", (OBJ,), SUPPORTED,
+          f"up to 16 string pairs (keys ≤ 64 chars, values ≤ 512), {_TRACE} as "
+          "`kvmesh.metadata.<key>`; answers are not stored"),
+    Field("safety_identifier", (STR,), SUPPORTED, f"{_TRACE} (`kvmesh.safety_identifier`)"),
+    Field("prompt_cache_key", (STR,), SUPPORTED,
+          "a session-affinity hint (wins over `user`): requests sharing it go to the worker "
+          "holding their prefix"),
+    Field("store", (BOOL,), LIMITED, "false only: chat completions are not stored",
+          only(False, why="chat completions are not stored")),
+    Field("service_tier", (STR,), LIMITED, "`auto` or `default`: there is one tier",
+          only("auto", "default", why="there is one tier")),
+    Field("modalities", (ARR,), LIMITED, '`["text"]` only: text models',
+          only(["text"], why="text models")),
+    Field("prompt_cache_retention", (STR,), LIMITED,
+          "`in_memory` only: the prefix cache lives in the workers' KV pools",
+          only("in_memory", why="the prefix cache lives in the workers' KV pools")),
+    Field("functions", (ARR,), REFUSED, "deprecated by OpenAI: use `tools`"),
+    Field("function_call", (STR, OBJ), REFUSED, "deprecated by OpenAI: use `tool_choice`"),
+    Field("audio", (OBJ,), REFUSED, "no audio output"),
+    Field("prediction", (OBJ,), REFUSED, "no predicted outputs (speculative decoding)"),
+    Field("reasoning_effort", (STR,), REFUSED, "no model here takes a reasoning budget"),
+    Field("verbosity", (STR,), REFUSED, "no model here takes a verbosity setting"),
+    Field("web_search_options", (OBJ,), REFUSED, "no web search"),
+    Field("moderation", (OBJ,), REFUSED, "no moderation runs here"),
+    Field("prompt_cache_options", (OBJ,), REFUSED, "prefix caching is automatic; no breakpoints"),
+    *_extensions("chat"),
+)
+
+COMPLETION_FIELDS: tuple[Field, ...] = (
+    *_common("completion"),
+    Field("prompt", (STR, ARR), SUPPORTED, "a string, an array of token ids, or a list of up to "
+          "2048 of either, answered as one response (choice index = prompt_i * n + j)"),
+    Field("logprobs", (INT,), SUPPORTED, "[0, 20]: logprobs of the chosen tokens and that many "
+          "alternatives"),
+    Field("best_of", (INT,), LIMITED, "equal to `n` only: answers are not ranked server-side",
+          _best_of),
+    Field("echo", (BOOL,), SUPPORTED, "the text starts with the prompt; with `logprobs`, the "
+          "prompt tokens' logprobs too (the first `null`); `max_tokens` may then be 0"),
+    Field("suffix", (STR,), REFUSED, "no fill-in-the-middle"),
+    *_extensions("completion"),
+)
+
+TOKENIZE_FIELDS: tuple[Field, ...] = (
+    Field("model", (STR,), SUPPORTED, "a model with a live worker"),
+    Field("prompt", (STR,), SUPPORTED, "text to tokenise (or `messages`)"),
+    Field("messages", (ARR,), SUPPORTED, "chat messages, through the model's chat template"),
+    Field("tools", (ARR,), SUPPORTED, "functions, rendered by the chat template as on chat"),
+    Field("add_generation_prompt", (BOOL,), SUPPORTED,
+          "with `messages`: end with the assistant's turn opener (default true)"),
+    Field("add_special_tokens", (BOOL,), SUPPORTED,
+          "add the checkpoint's BOS/EOS (default false: as a generation's prompt is tokenised)"),
+    Field("return_token_strs", (BOOL,), SUPPORTED, "also return each token's string"),
+)
+
+DETOKENIZE_FIELDS: tuple[Field, ...] = (
+    Field("model", (STR,), SUPPORTED, "a model with a live worker"),
+    Field("tokens", (ARR,), SUPPORTED, "token ids inside the vocabulary; special tokens kept"),
+)
+
+ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS,
+                   "/tokenize": TOKENIZE_FIELDS, "/detokenize": DETOKENIZE_FIELDS}
+
+
+def check_fields(body: Mapping[str, Any], fields: tuple[Field, ...]) -> None:
+    """Raise a 400 naming the first field of `body` that is unknown, of the wrong type,
+    refused, or limited to values it does not hold (see the module contract)."""
+    by_name = _index(fields)
+    for name, value in body.items():
+        f = by_name.get(name)
+        if f is None:
+            raise ApiError(400, f"{name}: unknown field (docs/API.md lists the fields)",
+                           param=name, code="unknown_parameter")
+        if value is None:
+            continue
+        if not f.type_ok(value):
+            want = " or ".join(_ARTICLE[t] for t in f.types)
+            raise ApiError(400, f"{name}: must be {want}, got {json_type(value)}",
+                           param=name, code="invalid_type")
+        if f.status == REFUSED:
+            raise ApiError(400, f"{name}: not supported ({f.doc})", param=name,
+                           code="unsupported_parameter")
+        if f.allowed is not None and (why := f.allowed(value, body)):
+            raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_value")
+
+
+_ARTICLE = {STR: "a string", INT: "an integer", NUM: "a number", BOOL: "a boolean",
+            ARR: "an array", OBJ: "an object"}
+_INDEX: dict[int, dict[str, Field]] = {}
+
+
+def _index(fields: tuple[Field, ...]) -> dict[str, Field]:
+    got = _INDEX.get(id(fields))
+    if got is None:
+        got = _INDEX[id(fields)] = {f.name: f for f in fields}
+    return got
+
+
+def markdown_table(fields: tuple[Field, ...]) -> str:
+    """docs/API.md's table of one endpoint: OpenAI's fields first, then the extensions."""
+    order = {SUPPORTED: 0, LIMITED: 1, REFUSED: 2, EXTENSION: 3}
+    rows = sorted(fields, key=lambda f: (order[f.status], f.name))
+    lines = ["| field | type | status | what it does here |", "|---|---|---|---|"]
+    lines += [f"| `{f.name}` | {' or '.join(f.types)} | {STATUS_WORDS[f.status]} | {f.doc} |"
+              for f in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    for path, fields in ENDPOINT_FIELDS.items():
+        print(f"<!-- fields: {path} -->\n{markdown_table(fields)}\n<!-- /fields -->\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""`POST /tokenize` and `POST /detokenize`, in vLLM's shapes, answered by a router over NATS
+with the tokenizer generations use (router/tokenize.py).
+
+Contract:
+- `/tokenize` takes `model` and exactly one of `prompt` (text) or `messages` (chat, through the
+  template; `tools`, `add_generation_prompt`), plus `add_special_tokens` and
+  `return_token_strs`; it answers `{"count", "max_model_len", "tokens", "token_strs"}`
+  (`token_strs` null unless asked).
+- `/detokenize` takes `model` and `tokens` (ids inside the vocabulary, else 400 naming
+  `tokens`) and answers `{"prompt"}`.
+- Authenticated like generations: 401 without a valid key, 403 for a model outside the
+  tenant's scopes; 404 for a model no live worker serves, 503 with no worker or router. No
+  rate limit is charged: nothing is generated. Fields are gateway/api_fields.py's; an unknown
+  one or a wrong type is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
+from gateway.auth_client import AUTH
+from gateway.errors import ApiError, bad_field
+from gateway.json_body import parse_json
+from gateway.mesh_client import MeshClient
+from gateway.openai_request import _messages
+from gateway.structured_request import parse_tools
+from kvmesh import wire
+
+
+def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) -> None:
+    async def tokenize(request: web.Request) -> web.Response:
+        body = await _body(request, TOKENIZE_FIELDS)
+        msg = tokenize_request(body)
+        reply = await request.app[mesh_key].ask_router(wire.ROUTER_TOKENIZE, msg,
+                                                       wire.TokenizeReply)
+        want_strs = bool(body.get("return_token_strs"))
+        return web.json_response({"count": len(reply.tokens), "max_model_len":
+                                  reply.max_model_len, "tokens": reply.tokens,
+                                  "token_strs": reply.token_strs if want_strs else None})
+
+    async def detokenize(request: web.Request) -> web.Response:
+        body = await _body(request, DETOKENIZE_FIELDS)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or any(type(t) is not int or not 0 <= t < 1 << 63
+                                               for t in tokens):
+            raise bad_field("tokens", "required, an array of token ids")
+        reply = await request.app[mesh_key].ask_router(
+            wire.ROUTER_DETOKENIZE, wire.DetokenizeRequest(body["model"], tokens),
+            wire.DetokenizeReply)
+        return web.json_response({"prompt": reply.prompt})
+
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+
+
+async def _body(request: web.Request, fields: tuple[Any, ...]) -> dict[str, Any]:
+    """401, then the body's fields (400), then 403 for the model."""
+    ident = await request.app[AUTH].identify(request)
+    body = parse_json(await request.read())
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    check_fields(body, fields)
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise bad_field("model", "required, a non-empty string")
+    request.app[AUTH].require_model(ident, body["model"])
+    return body
+
+
+def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:
+    """The wire request of a `/tokenize` body (types already checked); 400 naming a field."""
+    has_prompt, has_messages = body.get("prompt") is not None, body.get("messages") is not None
+    if has_prompt == has_messages:
+        raise bad_field("prompt", "give exactly one of prompt and messages")
+    msg = wire.TokenizeRequest(body["model"],
+                               add_special_tokens=bool(body.get("add_special_tokens", False)),
+                               add_generation_prompt=body.get("add_generation_prompt") is not False)
+    if has_prompt:
+        msg.prompt = body["prompt"]
+    else:
+        msg.messages = _messages(body)
+        msg.tools = parse_tools(body)[0]
+    return msg

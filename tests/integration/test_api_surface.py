@@ -1,0 +1,127 @@
+"""The OpenAI surface beyond chat and completions' everyday fields, through the session's mesh
+with the official openai client: x-request-id on every response, GET /v1/models/{id},
+/tokenize and /detokenize, logit_bias in the real model's sampler, and fields refused with a
+400 naming them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import openai
+import pytest
+
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh
+from tests.integration.helpers import call, open_stream, post
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+def test_a_client_request_id_comes_back_on_success_stream_and_error(client: Any) -> None:
+    mine = f"test-{uuid.uuid4().hex}"
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=2, extra_headers={"X-Request-Id": mine})
+    assert raw.parse()._request_id == mine
+    with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=2, stream=True,
+            extra_headers={"X-Request-Id": mine + "-s"}) as stream:
+        assert stream.headers["x-request-id"] == mine + "-s"
+        assert list(stream.iter_lines())
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=HELLO, tools="notalist",
+                                       extra_headers={"X-Request-Id": mine + "-e"})
+    assert err.value.request_id == mine + "-e" and err.value.body["param"] == "tools"
+
+
+def test_without_a_valid_client_id_the_response_id_or_ours_is_used(mesh: Mesh,
+                                                                   client: Any) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=HELLO, max_tokens=2, extra_headers={"X-Request-Id": "bad id"})
+    assert raw.headers["x-request-id"] == raw.parse().id
+    status, _, headers = post(mesh.base_url + "/v1/completions", {"model": MODEL})
+    assert status == 400 and headers["x-request-id"].startswith("req_")
+    status, _, headers = call("GET", mesh.base_url + "/v1/models/no-such-model")
+    assert status == 404 and headers["x-request-id"].startswith("req_")
+    stream = open_stream(mesh.base_url + "/v1/completions",
+                         {"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+    with stream:
+        assert stream.headers["x-request-id"].startswith("cmpl-")
+
+
+def test_models_retrieve_and_unknown_model_404(client: Any) -> None:
+    model = client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.object == "model" and model.owned_by == "kvmesh"
+    assert model.model_dump()["max_model_len"] == MAX_MODEL_LEN
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("no-such-model")
+    assert err.value.body["code"] == "model_not_found" and err.value.body["param"] == "model"
+
+
+def test_tokenize_counts_what_a_generation_counts_and_detokenize_inverts_it(
+        mesh: Mesh, client: Any) -> None:
+    status, tok, _ = post(mesh.base_url + "/tokenize", {"model": MODEL, "messages": HELLO,
+                                                        "return_token_strs": True})
+    assert status == 200 and tok["max_model_len"] == MAX_MODEL_LEN
+    assert tok["count"] == len(tok["tokens"]) == len(tok["token_strs"])
+    usage = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1).usage
+    assert usage.prompt_tokens == tok["count"]
+    status, plain, _ = post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": "Hello world"})
+    assert status == 200 and plain["token_strs"] is None
+    status, back, _ = post(mesh.base_url + "/detokenize", {"model": MODEL,
+                                                           "tokens": plain["tokens"]})
+    assert status == 200 and back == {"prompt": "Hello world"}
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/detokenize", {"model": MODEL, "tokens": [10 ** 9]}, "tokens"),
+    ("/detokenize", {"model": MODEL, "tokens": "abc"}, "tokens"),
+    ("/tokenize", {"model": MODEL}, "prompt"),
+    ("/tokenize", {"model": MODEL, "prompt": "x", "chat_template": "{{x}}"}, "chat_template"),
+    ("/tokenize", {"model": "no-such-model", "prompt": "x"}, "model"),
+])
+def test_tokenize_and_detokenize_refuse_bad_bodies_naming_the_field(
+        mesh: Mesh, path: str, body: dict[str, Any], param: str) -> None:
+    status, reply, _ = post(mesh.base_url + path, body)
+    assert status in (400, 404) and reply["error"]["param"] == param, reply
+
+
+def _token(mesh: Mesh, text: str) -> int:
+    _, tok, _ = post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": text})
+    return tok["tokens"][0]
+
+
+def test_logit_bias_forces_and_bans_tokens_on_the_real_model(mesh: Mesh, client: Any) -> None:
+    forced = _token(mesh, " banana")
+    out = client.completions.create(model=MODEL, prompt="The capital of France is",
+                                    max_tokens=3, temperature=0,
+                                    logit_bias={str(forced): 100})
+    assert out.choices[0].text == " banana" * 3
+    plain = client.completions.create(model=MODEL, prompt="The capital of France is",
+                                      max_tokens=1, temperature=0)
+    first = _token(mesh, plain.choices[0].text)
+    banned = client.completions.create(model=MODEL, prompt="The capital of France is",
+                                       max_tokens=1, temperature=0,
+                                       logit_bias={str(first): -100})
+    assert banned.choices[0].text != plain.choices[0].text
+
+
+def test_logit_bias_outside_the_vocabulary_or_range_is_a_400(client: Any) -> None:
+    for bias in ({"999999999": 1}, {"5": 101}, {"x": 1}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1,
+                                           logit_bias=bias)
+        assert err.value.body["param"] == "logit_bias", bias
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tools", "notalist"), ("response_format", 42), ("stop", 5), ("n", "x"),
+    ("logprobs", "yes"), ("metadata", 3), ("user", 7), ("audio", {"voice": "alloy"}),
+    ("store", True), ("reasoning_effort", "low"), ("frequency_penalty", 0.5),
+])
+def test_chat_fields_refused_or_malformed_are_400_naming_them(client: Any, field: str,
+                                                               value: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=1,
+                                       extra_body={field: value})
+    assert err.value.body["param"] == field, json.dumps(err.value.body)
