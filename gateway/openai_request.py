@@ -101,9 +101,6 @@ def parse_completion(body: Any) -> ParsedRequest:
     _common(body, req)
     parse_prompts(body, req)
     parse_grammar(body, req)
-    for name in ("tools", "tool_choice"):
-        if body.get(name) is not None:
-            raise bad_field(name, "only supported on /v1/chat/completions")
     max_tokens = _opt_int(body, "max_tokens", 0)  # 0: with echo only (parse_echo)
     req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
     req.max_tokens_param = _given(body, "max_tokens")
