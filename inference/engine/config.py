@@ -145,8 +145,11 @@ class EngineConfig:
       config and tokenizer from the checkpoint (an HF folder needs no weight files), random
       weights seeded by `seed`, for serving any shape through the whole mesh.
     - `async_scheduling`: launch step N+1 before reading step N's tokens, so the host's work
-      per step hides behind the device's (inflight.py). Off, each step waits for its own
-      tokens: the plain loop, kept as the reference the overlapped one is tested against.
+      per step hides behind the device's (inflight.py). None (the default) turns it on where
+      the device computes while the host goes on (CUDA) and off on the CPU, where the forward
+      pass runs on the host itself: there it would gain nothing and hold every output back
+      by one step. Off, each step waits for its own tokens: the plain loop, kept as the
+      reference the overlapped one is tested against.
     """
 
     block_size: int = 16
@@ -164,4 +167,4 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     load_format: str = "auto"
     seed: int = 0
-    async_scheduling: bool = True
+    async_scheduling: bool | None = None

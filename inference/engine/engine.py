@@ -90,6 +90,8 @@ class LLMEngine:
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
         self._inflight: InFlight | None = None  # the launched step whose tokens are coming
+        self.overlap = (config.async_scheduling if config.async_scheduling is not None
+                        else self.device.type == "cuda")
         self.last_batch: ScheduledBatch | None = None
 
     @classmethod
@@ -210,7 +212,7 @@ class LLMEngine:
             if self.prompts.reports:
                 outputs.extend(self._report_prompts(ends))
             current = self._sample(sampled, logits)
-            if current is not None and self.config.async_scheduling:
+            if current is not None and self.overlap:
                 self._inflight = current
             elif current is not None:
                 outputs.extend(self._finish(current))

@@ -41,6 +41,11 @@ def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingPara
     return reqs
 
 
+def overlapped(**overrides):
+    """An engine with the overlapped loop on (on the CPU it is off unless asked for)."""
+    return tiny_engine(async_scheduling=True, **overrides)
+
+
 def _both(reqs, **overrides):
     """Run `reqs` through the plain and the overlapped loop; their outputs and engines."""
     out = {}
@@ -75,7 +80,7 @@ def test_overlapped_loop_gives_the_plain_loops_tokens(overrides):
 
 def test_prefix_hits_under_the_overlapped_loop_match_a_cold_run():
     prefix = list(range(10, 50))  # 10 full blocks of 4
-    engine = tiny_engine()
+    engine = overlapped()
     run(engine, [(0, [*prefix, 7, 8], greedy())])
     before = engine.stats().prefix_hit_tokens
     warm = run(engine, [(0, [*prefix, 9], greedy())])
@@ -89,8 +94,8 @@ def test_generated_blocks_are_keyed_with_real_tokens_not_placeholders():
     """A block filled while its last token was in flight must be keyed from the real token:
     a later request with that exact text hits it, and gets the same answer as a cold run."""
     prompt = list(range(100, 106))
-    first = run(tiny_engine(), [(0, prompt, greedy(14))])["r0"][0]
-    engine = tiny_engine()
+    first = run(overlapped(), [(0, prompt, greedy(14))])["r0"][0]
+    engine = overlapped()
     run(engine, [(0, prompt, greedy(14))])
     follow = [*prompt, *first[:10], 77]  # 16 known tokens = 4 full blocks, then one more
     before = engine.stats().prefix_hit_tokens
@@ -112,7 +117,7 @@ def test_a_request_at_its_length_limit_gets_no_extra_step():
 
 
 def test_abort_while_a_token_is_in_flight_frees_everything_and_spares_the_rest():
-    engine = tiny_engine()
+    engine = overlapped()
     engine.add_request("a", list(range(20, 40)), greedy(30))
     engine.add_request("b", list(range(60, 70)), greedy(8))
     outs = engine.step() + engine.step()  # two steps: "a" has a token in flight now
