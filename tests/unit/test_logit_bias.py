@@ -31,8 +31,8 @@ def test_greedy_and_sampled_rows_follow_their_biases_in_one_batch():
             SampleRow(SamplingParams(temperature=0.0), None),
             SampleRow(SamplingParams(temperature=0.0, logit_bias={3: 100.0}), None)]
     plain = logits[2].argmax().item()
-    tokens, _ = sample(logits, rows, torch.Generator().manual_seed(1))
-    assert tokens == [13, 21, plain, 3]
+    drawn = sample(logits, rows, torch.Generator().manual_seed(1))
+    assert drawn.tokens.tolist() == [13, 21, plain, 3]
 
 
 def test_bias_values_outside_the_range_are_refused():
