@@ -47,6 +47,7 @@ class ModelConfig:
     name: str = "model"
     attention_bias: bool = False
     qk_norm: bool = False
+    pooling: str | None = None  # an embedding model's declared pooling (last, mean), if any
 
     @property
     def hf_model_type(self) -> str:
@@ -144,6 +145,9 @@ class EngineConfig:
     - `load_format`: "auto" (weights from the checkpoint) or "dummy" (vLLM's name): the model's
       config and tokenizer from the checkpoint (an HF folder needs no weight files), random
       weights seeded by `seed`, for serving any shape through the whole mesh.
+    - `pooling`: how embedding requests pool hidden states (inference/engine/embedding.py):
+      "auto" (the model's declared pooling, else "last"), "last", "mean", or "none" (no
+      embeddings). `normalize_embeddings`: scale each vector to unit L2 norm.
     """
 
     block_size: int = 16
@@ -161,3 +165,5 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     load_format: str = "auto"
     seed: int = 0
+    pooling: str = "auto"
+    normalize_embeddings: bool = True

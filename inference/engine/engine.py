@@ -3,20 +3,22 @@
 One thread owns an engine; nothing here is thread-safe. `step()` schedules one batch, runs it
 and returns a `StepOutput` for every choice that produced a token (or was aborted). A request
 with `n > 1` is prefilled once; its choices are forked from the prompt's blocks when the
-prefill completes and diverge by copy-on-write.
+prefill completes and diverge by copy-on-write. Embedding requests (`add_embedding`) run in
+the same steps as prefill-only sequences; their vectors come out of `embedder.take_outputs()`.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .embedding import Embedder, PoolingParams, resolve_pooling
 from .errors import DuplicateRequest
-from .grammar import Grammars, GrammarStats
+from .grammar import Grammars
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
 from .outputs import StepOutput
@@ -28,25 +30,8 @@ from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence
+from .stats import EngineStats
 from .tokenizer import Tokenizer
-
-
-@dataclass
-class EngineStats:
-    running: int
-    waiting: int
-    num_blocks: int
-    free_blocks: int
-    used_blocks: int
-    cached_blocks: int
-    prefix_hit_tokens: int
-    prompt_tokens: int
-    preemptions: int
-    grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
-
-    @property
-    def kv_usage(self) -> float:
-        return self.used_blocks / self.num_blocks
 
 
 class LLMEngine:
@@ -101,6 +86,8 @@ class LLMEngine:
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
         self.last_batch: ScheduledBatch | None = None
+        self.embedder = Embedder(resolve_pooling(config.pooling, model_config),
+                                 config.normalize_embeddings, model_config.hidden_size)
 
     @classmethod
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
@@ -141,8 +128,7 @@ class LLMEngine:
     ) -> None:
         """Queue a request. Raises a typed `RequestRejected` (a ValueError naming the field)
         for a request it cannot serve."""
-        if request_id in self._requests:
-            raise DuplicateRequest("request_id", f"{request_id!r} is already running")
+        self._check_new(request_id)
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
@@ -150,6 +136,18 @@ class LLMEngine:
         self._requests[request_id] = state
         state.new_choice(seq, self.tokenizer)
         self.scheduler.add(seq)
+
+    def add_embedding(
+        self, request_id: str, prompts: list[list[int]], params: PoolingParams
+    ) -> None:
+        """Queue one prefill-only sequence per prompt, each pooled into a vector (embedding.py;
+        they come out of `embedder.take_outputs()`). Raises `RequestRejected` as `add_request`."""
+        self._check_new(request_id)
+        self.embedder.add(request_id, prompts, params, self.limits, self._new_seq, self.scheduler)
+
+    def _check_new(self, request_id: str) -> None:
+        if request_id in self._requests or request_id in self.embedder:
+            raise DuplicateRequest("request_id", f"{request_id!r} is already running")
 
     @property
     def limits(self) -> PromptLimits:
@@ -175,7 +173,10 @@ class LLMEngine:
         )
 
     def abort(self, request_id: str) -> None:
-        """Stop a request now and free its blocks; its last output says `abort`."""
+        """Stop a request now and free its blocks; its last output says `abort` (an embedding
+        request just ends)."""
+        if self.embedder.abort(request_id, self.scheduler):
+            return
         state = self._requests.pop(request_id, None)
         if state is None:
             return
@@ -191,11 +192,11 @@ class LLMEngine:
 
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
-        for request_id in list(self._requests):
+        for request_id in [*self._requests, *self.embedder.request_ids()]:
             self.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self._requests) or bool(self._pending)
+        return bool(self._requests) or bool(self._pending) or bool(self.embedder)
 
     def step(self) -> list[StepOutput]:
         outputs, self._pending = self._pending, []
@@ -207,13 +208,16 @@ class LLMEngine:
         sampled = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
-            if s.num_computed_tokens + n == s.num_tokens
+            if s.num_computed_tokens + n == s.num_tokens and not s.pooled
         ]
         self.runner.copy_blocks(self.kv.take_copies())
         logits = self.runner.execute(batch, sampled)
+        pooled = self.embedder.collect(batch, self.runner.last_hidden)
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
             seq.num_computed_tokens += n
             self.kv.commit(seq)
+        for seq in pooled:  # embedded: its blocks (now committed to the prefix cache) go free
+            self.scheduler.remove(seq)
         seqs = [batch.seqs[i] for i in sampled]
         seqs, logits = self._fork_new_choices(seqs, logits)
         rows = [SampleRow(s.params, s.generator) for s in seqs]

@@ -83,8 +83,8 @@ class KVCacheManager:
     def _match_prefix(self, seq: Sequence) -> list[int]:
         """Cached blocks of the longest cached prefix under the sequence's salt. The last
         prompt token is never taken from cache: its logits are needed, so at least one token
-        is always computed."""
-        if not self.enable_prefix_caching:
+        is always computed. A sequence that may not reuse a prefix (`reuse_prefix`) gets none."""
+        if not self.enable_prefix_caching or not seq.reuse_prefix:
             return []
         hits: list[int] = []
         token_ids = seq.token_ids

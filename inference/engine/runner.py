@@ -2,7 +2,8 @@
 
 It owns the KV pool tensor `[layers, 2, blocks, block_size, kv_heads, head_dim]` and applies
 the KV manager's pending copy-on-write copies before each forward. Only the last token of a
-sequence whose known tokens are all computed after this step is sent through the LM head.
+sequence whose known tokens are all computed after this step is sent through the LM head;
+every row's final hidden state stays in `last_hidden` until the next step (embeddings pool it).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ModelRunner:
             device=device,
         )
         self.decode_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
+        self.last_hidden: torch.Tensor | None = None  # the last step's hidden states, for pooling
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if copies:
@@ -114,6 +116,7 @@ class ModelRunner:
         else:
             self.backend.begin_step(meta)
             hidden = self.model(input_ids, positions, self.kv_cache, meta)
+        self.last_hidden = hidden  # [tokens, hidden], final norm applied: embeddings pool it
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
         return self.model.compute_logits(hidden[rows])

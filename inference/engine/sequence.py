@@ -27,7 +27,9 @@ class Sequence:
     have K/V in the blocks of `block_table`; the rest are computed by coming steps.
     `block_hashes[i]` is the chained key of full block i, known once that block is computed.
     `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
-    constrained sequence; None when it is unconstrained.
+    constrained sequence; None when it is unconstrained. A `pooled` sequence is an embedding
+    input (embedding.py): prefilled, pooled, never sampled; `reuse_prefix` False keeps it from
+    taking cached prefix blocks (mean pooling needs every position computed).
     """
 
     seq_id: int
@@ -44,6 +46,8 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
     matcher: Any = None
+    pooled: bool = False
+    reuse_prefix: bool = True
 
     @property
     def priority(self) -> int:
