@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from inference.engine.embedding import EmbeddingOutput, PoolingParams
 from inference.engine.engine import EngineStats
 from inference.engine.errors import RequestRejected
 from inference.engine.outputs import StepOutput, TokenLogprob, Usage
@@ -25,6 +26,15 @@ class AddRequest:
 
 
 @dataclass
+class AddEmbedding:
+    """An embedding request: one vector per prompt (inference/engine/embedding.py)."""
+
+    request_id: str
+    prompts: list[list[int]]
+    params: PoolingParams
+
+
+@dataclass
 class Abort:
     request_id: str
 
@@ -39,7 +49,7 @@ class Stop:
     """Finish nothing more: exit the engine process."""
 
 
-Command = AddRequest | Abort | Snapshot | Stop
+Command = AddRequest | AddEmbedding | Abort | Snapshot | Stop
 
 # -- engine -> worker ------------------------------------------------------------------------
 
@@ -51,6 +61,7 @@ class EngineReady:
     limits: PromptLimits
     block_size: int
     stats: EngineStats
+    pooling: str | None = None  # how it pools embeddings; None: it serves none
 
 
 @dataclass
@@ -76,7 +87,8 @@ def output_row(o: StepOutput) -> OutputRow:
 class EngineStep:
     """Everything one engine iteration produced. `rejected`: requests refused on add (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
-    `token_text`: the text of every token id in this step's logprobs."""
+    `token_text`: the text of every token id in this step's logprobs; `embeddings`: the vectors
+    of embedding inputs this step finished."""
 
     outputs: list[OutputRow]
     stats: EngineStats
@@ -89,3 +101,4 @@ class EngineStep:
     evicted: list[int] = field(default_factory=list)
     snapshot: list[int] | None = None  # every cached key, when a resync asked for it
     token_text: dict[int, str] = field(default_factory=dict)
+    embeddings: list[EmbeddingOutput] = field(default_factory=list)

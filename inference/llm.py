@@ -88,7 +88,8 @@ class LLM:
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         rid = uuid.uuid4().hex
-        self.engine.add_embedding(rid, [self._encode(p) for p in prompts], params or PoolingParams())
+        ids = [self._encode(p) for p in prompts]
+        self.engine.add_embedding(rid, ids, params or PoolingParams())
         vectors: dict[int, list[float]] = {}
         while self.engine.has_unfinished():
             self.engine.step()

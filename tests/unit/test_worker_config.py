@@ -19,7 +19,8 @@ SETTINGS = {
     "max_model_len": ("512", 512), "enable_prefix_caching": ("false", False),
     "device": ("cpu", "cpu"), "dtype": ("float32", "float32"), "enforce_eager": ("1", True),
     "quantization": ("int4", "int4"), "kv_cache_dtype": ("fp8", "fp8"),
-    "load_format": ("dummy", "dummy"), "seed": ("9", 9),
+    "load_format": ("dummy", "dummy"), "seed": ("9", 9), "pooling": ("mean", "mean"),
+    "normalize_embeddings": ("false", False),
 }
 
 
