@@ -38,3 +38,7 @@ class PromptTokenizer:
         if req.prompt is not None:
             return list(self.tokenizer.encode(req.prompt))
         raise ValueError("request has neither messages nor a prompt")
+
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, as `encode` makes a prompt's (an embedding's inputs)."""
+        return [list(self.tokenizer.encode(t)) for t in texts]
