@@ -48,6 +48,7 @@ class ModelConfig:
     attention_bias: bool = False
     qk_norm: bool = False
     pooling: str | None = None  # an embedding model's declared pooling (last, mean), if any
+    generates: bool = True  # False: an embedding model without an LM head (pooling_config.py)
 
     @property
     def hf_model_type(self) -> str:

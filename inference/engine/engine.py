@@ -17,7 +17,7 @@ import torch
 
 from .config import EngineConfig, ModelConfig
 from .embedding import Embedder, PoolingParams, resolve_pooling
-from .errors import DuplicateRequest
+from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
 from .kv_cache import KVCacheManager
 from .model import LlamaForCausalLM
@@ -129,6 +129,8 @@ class LLMEngine:
         """Queue a request. Raises a typed `RequestRejected` (a ValueError naming the field)
         for a request it cannot serve."""
         self._check_new(request_id)
+        if not self.model_config.generates:
+            raise InvalidParameter("model", "an embedding model: it serves embeddings only")
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
