@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvmesh import wire
-from kvmesh.actor import Actor, NoResponders, RemoteError, RequestTimeout
+from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, RequestTimeout
 from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
 from kvmesh.wire import (
@@ -218,6 +218,9 @@ class Router(Actor):
             try:
                 accepted = await self.request(wire.worker_generate(wid), req,
                                               self.cfg.accept_timeout, Accepted, headers=headers)
+            except PayloadTooLarge as exc:  # many long embedding inputs, as token ids
+                return ErrorReply(413, "invalid_request_error", f"request too large: {exc}",
+                                  code="payload_too_large")
             except RemoteError as exc:
                 if exc.reply.status != 503:
                     self.breakers.success(wid)  # it answered: the request is at fault
