@@ -33,21 +33,25 @@ def make_llm(pooling: str) -> LLM:
 
 
 def embed_beside_generation(llm: LLM, ids: list[list[int]], prompts: list[list[int]]):
-    """Start generations, add the embedding request two steps later (the 1-token input then
-    joins decode steps, which replay CUDA graphs), run everything to the end."""
+    """Start generations; two steps later, while they decode, add the 1-token input alone (that
+    step is all single tokens: a CUDA-graph replay), a step after that the other inputs
+    (Triton prefill, in chunks); run everything to the end."""
     engine = llm.engine
     for i, p in enumerate(prompts):
         engine.add_request(f"g{i}", p, GREEDY)
     tokens: dict[str, list[int]] = {}
     vectors: dict[int, np.ndarray] = {}
     step = 0
-    while step < 3 or engine.has_unfinished():
+    while step < 4 or engine.has_unfinished():
         if step == 2:
-            engine.add_embedding("e", ids, PoolingParams())
+            engine.add_embedding("e-one", ids[:1], PoolingParams())
+        if step == 3:
+            engine.add_embedding("e-rest", ids[1:], PoolingParams())
         for out in engine.step():
             tokens.setdefault(out.request_id, []).extend(out.token_ids)
         for out in engine.embedder.take_outputs():
-            vectors[out.index] = np.frombuffer(out.embedding, dtype="<f4")
+            vectors[out.index + (out.request_id == "e-rest")] = np.frombuffer(
+                out.embedding, dtype="<f4")
         step += 1
     return [vectors[i] for i in range(len(ids))], tokens
 
