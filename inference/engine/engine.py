@@ -17,6 +17,7 @@ import torch
 
 from .config import EngineConfig, ModelConfig
 from .embedding import Embedder, PoolingParams, resolve_pooling
+from .engine_stats import EngineStats
 from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
 from .kv_cache import KVCacheManager
@@ -30,7 +31,6 @@ from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence
-from .stats import EngineStats
 from .tokenizer import Tokenizer
 
 

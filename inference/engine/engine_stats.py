@@ -1,4 +1,4 @@
-"""What an engine reports after each step: its load, its KV pool and its counters."""
+"""The engine's counters, as `LLMEngine.stats()` reports them after each step."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from .grammar import GrammarStats
 
 @dataclass
 class EngineStats:
-    """An engine's state after a step: sequences running and waiting, the KV pool's blocks,
-    and counters since start (prefix-cache hits, prompt tokens, preemptions, grammar work)."""
-
     running: int
     waiting: int
     num_blocks: int
