@@ -6,6 +6,9 @@ Contract:
   body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
 - `/v1/responses` (create, retrieve, delete, input_items) is gateway/responses_api.py: create
   runs this same generation path through its `Prepare`/`Respond` hooks.
+- `POST /v1/embeddings`: validated the same way (gateway/embeddings_request.py), routed
+  through the mesh like a generation, answered as one JSON list (gateway/embeddings_response.py);
+  not result-cached.
 - With no NATS connection, a generation is 503 `no_worker` with Retry-After at once.
 - A stream starts (HTTP 200) only when the first chunk arrives, so an error before it keeps its
   own status. An error after it is one `data: {"error": ...}` event, then `data: [DONE]`.
@@ -41,6 +44,8 @@ from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
 from gateway.coalesce import coalesce
+from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
+from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, no_worker
 from gateway.json_body import parse_json
 from gateway.mesh_client import MeshClient, RequestStream
@@ -81,6 +86,7 @@ def build_app(mesh: MeshClient) -> web.Application:
                                           mesh.cfg.cache_lead_wait)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app[STORE] = ResponsesStoreClient(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
     add_responses_routes(app, _serve_generation)
@@ -161,12 +167,20 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await _serve_generation(request, parse_completion)
 
 
-async def _serve_generation(request: web.Request, parse: Callable[[Any], ParsedRequest],
-                            prepare: Prepare | None = None,
-                            respond: Respond | None = None) -> web.StreamResponse:
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await _serve_generation(request, parse_embeddings, run=_embed)
+
+
+Run = Callable[[web.Request, Any, Ticket], Awaitable[web.StreamResponse]]
+
+
+async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
+                            prepare: Prepare | None = None, respond: Respond | None = None,
+                            run: Run | None = None) -> web.StreamResponse:
     """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
     they use the model (403) and does it exist (404), within their limits (429), the
-    endpoint's own preparation, then generate and settle the tokens it used."""
+    endpoint's own preparation, then generate (or `run` it: embeddings) and settle the tokens
+    it used."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
     req = parse(await _read_json(request))
@@ -179,6 +193,8 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], ParsedR
     async with admission as ticket:  # 429; released however it ends
         if prepare is not None:
             await prepare(request, req, ident)
+        if run is not None:
+            return await run(request, req, ticket)
         return await _generate(request, req, ticket, respond or _respond)
 
 
@@ -291,6 +307,30 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
     if req.stream:
         return await _stream(request, req, rid, stream, headers)
     return await _gather(req, rid, stream, headers, telemetry_http.record(request))
+
+
+async def _embed(request: web.Request, req: EmbeddingsRequest, ticket: Ticket) -> web.Response:
+    """One vector per input, gathered from the worker's chunks."""
+    mesh = request.app[MESH]
+    rid = "embd-" + uuid.uuid4().hex
+    rec = telemetry_http.record(request)
+    rec.set_request(rid, req.model, req.tenant)
+    req.session = request.headers.get(SESSION_HEADER, req.session)
+    stream = await mesh.generate(req, rid)
+    gather = EmbeddingsGather(req.encoding_format)
+    try:
+        while batch := await stream.batch():
+            rec.on_chunks(batch)
+            for chunk in batch:
+                gather.add(chunk)
+    finally:
+        ticket.settle(_used_tokens(stream))
+        stream.close()
+        if not stream.completed:
+            log.info("%s ended early; cancelling it at the worker", rid)
+            mesh.cancel_soon(rid)
+    return web.Response(body=gather.body(req.model), content_type="application/json",
+                        headers={**route_headers(stream), "x-kvmesh-gateway": mesh.instance})
 
 
 def _used_tokens(stream: RequestStream | ReplayStream) -> int:

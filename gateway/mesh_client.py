@@ -32,6 +32,7 @@ import socket
 import time
 from typing import Any, TypeVar
 
+from gateway.embeddings_request import EmbeddingsRequest
 from gateway.errors import ApiError, no_worker
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
@@ -111,13 +112,15 @@ class MeshClient(Actor):
         except Exception:
             return False
 
-    async def generate(self, req: ParsedRequest, request_id: str,
+    async def generate(self, req: ParsedRequest | EmbeddingsRequest, request_id: str,
                        keep: bool = False) -> RequestStream:
+        """Route `req` (a generation, or embeddings: one chunk per input) and return its
+        stream once a worker accepted it."""
         stream = RequestStream(self, req.to_wire(request_id, self.inbox), keep)
         await stream.route()
         return stream
 
-    async def route(self, wreq: wire.GenerateRequest) -> Accepted:
+    async def route(self, wreq: wire.GenerateRequest | wire.EmbedRequest) -> Accepted:
         """Send `wreq` to the router; errors as in the module contract."""
         return await self.ask_router(wire.ROUTER_GENERATE, wreq, Accepted,
                                      request_id_var.get() or wreq.request_id)
@@ -155,7 +158,8 @@ class MeshClient(Actor):
 class RequestStream:
     """The chunks of one request, as its worker sends them (see the module contract)."""
 
-    def __init__(self, mesh: MeshClient, wreq: wire.GenerateRequest, keep: bool) -> None:
+    def __init__(self, mesh: MeshClient, wreq: wire.GenerateRequest | wire.EmbedRequest,
+                 keep: bool) -> None:
         self.mesh = mesh
         self.wreq = wreq
         self.request_id = wreq.request_id

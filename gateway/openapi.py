@@ -203,6 +203,29 @@ COMPLETION_REQUEST = {
                    "prompt_i * n + j). suffix is refused.",
 }
 
+_TOKEN = _int(0, (1 << 31) - 1)
+EMBEDDINGS_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"oneOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "array", "minItems": 1, "maxItems": 2048,
+             "items": {"type": "string", "minLength": 1}},
+            {"type": "array", "minItems": 1, "items": _TOKEN},
+            {"type": "array", "minItems": 1, "maxItems": 2048,
+             "items": {"type": "array", "minItems": 1, "items": _TOKEN}},
+        ]},
+        "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"]}),
+        "dimensions": _nullable(_int(1, (1 << 31) - 1)),
+        "user": _nullable({"type": "string"}),
+    },
+    "description": "every other field is refused (400 naming it); dimensions over the model's "
+                   "hidden size is a 400 from the worker; docs/API.md, Embeddings.",
+}
+
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -239,7 +262,16 @@ _GENERATION_ERRORS = {
 }
 
 
-def _generation(schema_ref: str, summary: str) -> dict[str, Any]:
+def _generation(schema_ref: str, summary: str, stream: bool = True) -> dict[str, Any]:
+    ok: dict[str, Any] = {
+        "description": "the answer: JSON, or SSE (`data: {...}` events, then `data: [DONE]`) "
+                       "when stream is true",
+        "content": {"application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"schema": {"type": "string"}}},
+    }
+    if not stream:
+        ok = {"description": "the answer, JSON",
+              "content": {"application/json": {"schema": {"type": "object"}}}}
     return {
         "post": {
             "summary": summary,
@@ -250,14 +282,7 @@ def _generation(schema_ref: str, summary: str) -> dict[str, Any]:
                 },
             },
             "responses": {
-                "200": {
-                    "description": "the answer: JSON, or SSE (`data: {...}` events, then "
-                    "`data: [DONE]`) when stream is true",
-                    "content": {
-                        "application/json": {"schema": {"type": "object"}},
-                        "text/event-stream": {"schema": {"type": "string"}},
-                    },
-                },
+                "200": ok,
                 **_GENERATION_ERRORS,
             },
         }
@@ -315,6 +340,7 @@ DOCUMENT: dict[str, Any] = {
             "CompletionRequest": COMPLETION_REQUEST,
             "TokenizeRequest": TOKENIZE_REQUEST,
             "DetokenizeRequest": DETOKENIZE_REQUEST,
+            "EmbeddingsRequest": EMBEDDINGS_REQUEST,
             "Error": ERROR,
         },
     },
@@ -322,6 +348,8 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/v1/chat/completions": _generation("ChatCompletionRequest", "chat completion"),
         "/v1/completions": _generation("CompletionRequest", "text completion"),
+        "/v1/embeddings": _generation("EmbeddingsRequest", "embeddings: one vector per input",
+                                      stream=False),
         "/v1/models": _get("models with a live worker", ("401", "503")),
         "/v1/models/{model}": {"get": {**_get("one model", ("401", "404"))["get"],
                                        "parameters": [{"name": "model", "in": "path",

@@ -10,6 +10,7 @@ Contract:
   and a slow engine step cannot stall the worker's publishing), and a reader thread reads and
   unpickles steps. No pipe is registered with the event loop: an event loop makes its file
   descriptors non-blocking, and a pickled message read half-way then fails.
+- `add`, `add_embedding`, `abort` and `snapshot` queue a command and return at once.
 - `on_step(step)` runs on the event loop for every `EngineStep`, in order, after `stats` took
   the step's counters (one `call_soon_threadsafe` per step).
 - `on_exit(why)` runs once, on the loop, when the engine process is gone (crashed, killed, or
@@ -30,10 +31,12 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from inference.engine.config import EngineConfig
+from inference.engine.embedding import PoolingParams
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_loop import run as run_engine
 from inference.engine_protocol import (
     Abort,
+    AddEmbedding,
     AddRequest,
     Command,
     EngineFailed,
@@ -96,6 +99,10 @@ class EngineClient:
 
     def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
         self._outbox.put(AddRequest(request_id, prompt_token_ids, params))
+
+    def add_embedding(self, request_id: str, prompts: list[list[int]],
+                      params: PoolingParams) -> None:
+        self._outbox.put(AddEmbedding(request_id, prompts, params))
 
     def abort(self, request_id: str) -> None:
         self._outbox.put(Abort(request_id))

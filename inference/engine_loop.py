@@ -27,6 +27,7 @@ from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
 from inference.engine_protocol import (
     Abort,
+    AddEmbedding,
     AddRequest,
     EngineFailed,
     EngineReady,
@@ -49,7 +50,8 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
     except Exception as exc:  # reported to the worker, which exits with it
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats()))
+    steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
+                           engine.embedder.pooling))
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
 
@@ -79,12 +81,13 @@ class EngineLoop:
                 return
             step = self._step() if engine.has_unfinished() else EngineStep([], engine.stats())
             step.rejected = rejected
+            step.embeddings = engine.embedder.take_outputs()
             step.stored, step.evicted = engine.take_kv_events()
             if self.want_snapshot:
                 self.want_snapshot = False
                 step.snapshot = list(engine.kv.cached_hashes())
             if (step.outputs or step.rejected or step.crashed or step.stored or step.evicted
-                    or step.snapshot is not None):
+                    or step.snapshot is not None or step.embeddings):
                 self.steps.send(step)
 
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
@@ -94,9 +97,9 @@ class EngineLoop:
             return rejected
         while True:
             cmd = self.commands.recv()
-            if isinstance(cmd, AddRequest):
+            if isinstance(cmd, AddRequest | AddEmbedding):
                 try:
-                    self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
+                    self._add(cmd)
                 except RequestRejected as exc:
                     rejected.append((cmd.request_id, exc))
             elif isinstance(cmd, Abort):
@@ -108,6 +111,12 @@ class EngineLoop:
                 return rejected
             if not self.commands.poll():
                 return rejected
+
+    def _add(self, cmd: AddRequest | AddEmbedding) -> None:
+        if isinstance(cmd, AddRequest):
+            self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
+        else:
+            self.engine.add_embedding(cmd.request_id, cmd.prompts, cmd.params)
 
     def _step(self) -> EngineStep:
         engine = self.engine

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from inference.engine.embedding import EmbeddingOutput, PoolingParams
 from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
 from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
@@ -25,6 +26,15 @@ class AddRequest:
 
 
 @dataclass
+class AddEmbedding:
+    """An embedding request: one vector per prompt (inference/engine/embedding.py)."""
+
+    request_id: str
+    prompts: list[list[int]]
+    params: PoolingParams
+
+
+@dataclass
 class Abort:
     request_id: str
 
@@ -39,7 +49,7 @@ class Stop:
     """Finish nothing more: exit the engine process."""
 
 
-Command = AddRequest | Abort | Snapshot | Stop
+Command = AddRequest | AddEmbedding | Abort | Snapshot | Stop
 
 # -- engine -> worker ------------------------------------------------------------------------
 
@@ -51,6 +61,7 @@ class EngineReady:
     limits: PromptLimits
     block_size: int
     stats: EngineStats
+    pooling: str | None = None  # how it pools embeddings; None: it serves none
 
 
 @dataclass
@@ -77,7 +88,8 @@ class EngineStep:
     """Everything one engine iteration produced. `rejected`: requests refused on add (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
     `token_text`: the text of every token id in this step's logprobs and prompts; `prompts`:
-    the prompt reports of echo requests, by request id (their rows come first)."""
+    the prompt reports of echo requests, by request id (their rows come first); `embeddings`:
+    the vectors of embedding inputs this step finished."""
 
     outputs: list[OutputRow]
     stats: EngineStats
@@ -91,3 +103,4 @@ class EngineStep:
     snapshot: list[int] | None = None  # every cached key, when a resync asked for it
     token_text: dict[int, str] = field(default_factory=dict)
     prompts: dict[str, PromptOutput] = field(default_factory=dict)
+    embeddings: list[EmbeddingOutput] = field(default_factory=list)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from .engine.config import EngineConfig
+from .engine.embedding import PoolingParams
 from .engine.engine import LLMEngine
 from .engine.outputs import Completion, RequestOutput, TokenLogprob
 from .engine.sampling_params import SamplingParams
@@ -82,6 +83,22 @@ class LLM:
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         return self.generate([self.tokenizer.encode(prompt)], params)[0]
 
+    def embed(
+        self, prompts: Prompt | Sequence[Prompt], params: PoolingParams | None = None
+    ) -> list[list[float]]:
+        """One vector per prompt, pooled as the engine's `pooling` says (embedding.py)."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        rid = uuid.uuid4().hex
+        ids = [self._encode(p) for p in prompts]
+        self.engine.add_embedding(rid, ids, params or PoolingParams())
+        vectors: dict[int, list[float]] = {}
+        while self.engine.has_unfinished():
+            self.engine.step()
+            for out in self.engine.embedder.take_outputs():
+                vectors[out.index] = out.floats()
+        return [vectors[i] for i in range(len(prompts))]
+
     def _encode(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
@@ -90,4 +107,4 @@ class LLM:
         return list(prompt)
 
 
-__all__ = ["LLM", "SamplingParams", "TokenLogprob"]
+__all__ = ["LLM", "PoolingParams", "SamplingParams", "TokenLogprob"]

@@ -1,7 +1,8 @@
 """The inference worker: a NATS actor in front of an engine process.
 
 Contract:
-- Listens on `worker_generate(worker_id)` for `TokenizedRequest`s. A request it cannot serve
+- Listens on `worker_generate(worker_id)` for `TokenizedRequest`s and `TokenizedEmbed`s
+  (answered with one chunk per input carrying its `embedding`). A request it cannot serve
   gets an `ErrorReply` at once (statuses from `inference/error_table.py`: 400 naming the field,
   400 `context_length_exceeded`, 404 another model, 503 draining or full); an admitted one gets
   `Accepted`, and from then on its deltas travel in `Deltas` frames to its `reply_to`: one frame
@@ -39,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from inference import error_table
-from inference.engine.errors import RequestRejected
-from inference.engine.outputs import PromptOutput, TokenLogprob
+from inference.engine.embedding import PoolingParams
+from inference.engine.errors import InvalidParameter, RequestRejected
+from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import check_logit_bias, check_prompt
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient
@@ -62,6 +64,7 @@ from kvmesh.wire import (
     Message,
     PromptEcho,
     StreamError,
+    TokenizedEmbed,
     TokenizedRequest,
     TopLogprob,
     UsageInfo,
@@ -71,6 +74,7 @@ from telemetry import metrics, run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
+EMBED_FRAME_BYTES = 256 << 10  # embedding vectors per Deltas frame, well within 1 MiB
 SAMPLING_NAMES = tuple(f.name for f in dataclasses.fields(SamplingParams)
                        if f.name in {w.name for w in dataclasses.fields(wire.SamplingFields)})
 
@@ -120,8 +124,8 @@ class Worker(Actor):
         await self.connect()
         self._tasks = [asyncio.create_task(self._publisher()),
                        asyncio.create_task(self._heartbeats())]
-        await self.serve(wire.worker_generate(self.worker_id), (TokenizedRequest,),
-                         self._generate)
+        await self.serve(wire.worker_generate(self.worker_id),
+                         (TokenizedRequest, TokenizedEmbed), self._generate)
         await self.serve(wire.worker_stats(self.worker_id), (wire.Ping,), self._stats,
                          through_drain=True)
         await self.serve(wire.CANCEL, (Cancel,), self._cancel, through_drain=True)
@@ -158,12 +162,14 @@ class Worker(Actor):
 
     @gen_telemetry.admission
     async def _generate(self, msg: Message, raw: Any) -> Message:
-        assert isinstance(msg, TokenizedRequest)
+        assert isinstance(msg, TokenizedRequest | TokenizedEmbed)
         req = msg
         if self.draining:
             return error_table.draining()
         if req.model != self.model_name:
             return error_table.other_model(self.model_name, req.model)
+        if isinstance(req, TokenizedEmbed):
+            return self._embed(req)
         limits = self._engine().ready.limits
         ids = req.prompt_token_ids
         max_tokens = req.max_tokens if req.max_tokens is not None \
@@ -174,14 +180,39 @@ class Worker(Actor):
             check_logit_bias(params.logit_bias, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
-        if self.cancelled.pop(req.request_id, None) is not None:
+        refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None))
+        if refusal is not None:
+            return refusal
+        self._engine().add(req.request_id, ids, params)
+        return Accepted(req.request_id, self.worker_id, len(ids))
+
+    def _embed(self, req: TokenizedEmbed) -> Message:
+        """Admit an embedding request (the engine checks `dimensions` against the model)."""
+        ready = self._engine().ready
+        try:
+            if ready.pooling is None:
+                raise InvalidParameter("model", f"{self.model_name!r} serves no embeddings "
+                                       "(this worker's pooling is none)")
+            for ids in req.inputs:
+                check_prompt(ids, None, ready.limits)
+        except RequestRejected as exc:
+            return error_table.rejected(exc)
+        refusal = self._admit(req.request_id, Active(req.reply_to, False))
+        if refusal is not None:
+            return refusal
+        self._engine().add_embedding(req.request_id, req.inputs, PoolingParams(
+            req.dimensions, req.priority, req.cache_salt))
+        return Accepted(req.request_id, self.worker_id, sum(map(len, req.inputs)))
+
+    def _admit(self, request_id: str, st: Active) -> ErrorReply | None:
+        """Take a checked request in as `st`, or say why not (cancelled already, full)."""
+        if self.cancelled.pop(request_id, None) is not None:
             return error_table.cancelled()
         capacity = self.cfg.engine.max_num_seqs + self.cfg.max_waiting
         if self.cfg.max_waiting > 0 and len(self.active) >= capacity:  # a queue that never
             return error_table.overloaded(capacity)  # drains times out anyway: refuse it now
-        self.active[req.request_id] = Active(req.reply_to, req.logprobs is not None)
-        self._engine().add(req.request_id, ids, params)
-        return Accepted(req.request_id, self.worker_id, len(ids))
+        self.active[request_id] = st
+        return None
 
     async def _resync(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, KVResync)
@@ -208,25 +239,20 @@ class Worker(Actor):
     # -- outputs ---------------------------------------------------------------------------
 
     def _on_step(self, step: EngineStep) -> None:
-        """Hot path, once per engine step: one `Deltas` frame per destination gateway."""
+        """Hot path, once per engine step: one `Deltas` frame per destination gateway (more
+        when embedding vectors would make one too big)."""
         self.telemetry.on_step(step)
-        frames: dict[str, Deltas] = {}
-
-        def frame(subject: str) -> Deltas:
-            f = frames.get(subject)
-            if f is None:
-                f = frames[subject] = Deltas(self.worker_id)
-            return f
-
+        frames = _Frames(self.worker_id, self._out)
         if step.crashed is not None:
             for rid, st in self.active.items():
-                frame(st.reply_to).errors.append(
+                frames.get(st.reply_to).errors.append(
                     StreamError(rid, error_table.engine_crashed(step.crashed)))
             self.active.clear()
         for rid, exc in step.rejected:
             st = self.active.pop(rid, None)
             if st is not None:
-                frame(st.reply_to).errors.append(StreamError(rid, error_table.rejected(exc)))
+                frames.get(st.reply_to).errors.append(
+                    StreamError(rid, error_table.rejected(exc)))
         active, prompts = self.active, step.prompts
         for rid, index, token_ids, text, logprobs, finish, usage in step.outputs:
             st = active.get(rid)
@@ -236,15 +262,23 @@ class Worker(Actor):
             chunk = Chunk(rid, st.seq, index, text, token_ids, lps, finish)
             if prompts and rid in prompts and not token_ids:
                 chunk.prompt = _prompt_echo(prompts.pop(rid), step.token_text)
-            st.seq += 1
-            if usage is not None:
-                chunk.usage = UsageInfo(usage.prompt_tokens, usage.completion_tokens,
-                                        usage.cached_tokens)
-                del active[rid]
-            frame(st.reply_to).chunks.append(chunk)
-        for subject, f in frames.items():
-            self._out.put_nowait((subject, f))
+            self._emit(frames, st, chunk, usage)
+        for out in step.embeddings:
+            st = active.get(out.request_id)
+            if st is not None:
+                self._emit(frames, st, Chunk(out.request_id, st.seq, out.index, "", [],
+                                             embedding=out.embedding), out.usage)
+        frames.send()
         self._kv_events(step)
+
+    def _emit(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None) -> None:
+        """Hot path: `chunk` into its gateway's frame; with `usage`, the request's last."""
+        st.seq += 1
+        if usage is not None:
+            chunk.usage = UsageInfo(usage.prompt_tokens, usage.completion_tokens,
+                                    usage.cached_tokens)
+            del self.active[chunk.request_id]
+        frames.add(st.reply_to, chunk)
 
     def _kv_events(self, step: EngineStep) -> None:
         if step.stored or step.evicted:
@@ -296,8 +330,38 @@ class Worker(Actor):
             num_blocks=s.num_blocks, free_blocks=s.free_blocks, used_blocks=s.used_blocks,
             cached_blocks=s.cached_blocks, max_model_len=ready.limits.max_model_len,
             block_size=ready.block_size, draining=self.draining, sent_at=time.time(),
-            revision=self.revision,
+            revision=self.revision, pooling=ready.pooling or "",
         )
+
+
+class _Frames:
+    """One step's `Deltas` frames, one per destination subject. A frame whose embedding bytes
+    pass `EMBED_FRAME_BYTES` is queued at once and a fresh one started, so no frame nears the
+    NATS max payload however many vectors a step finishes (chunk order is kept)."""
+
+    def __init__(self, worker_id: str, out: asyncio.Queue[tuple[str, Message]]) -> None:
+        self.worker_id = worker_id
+        self.out = out
+        self.frames: dict[str, Deltas] = {}
+        self.sizes: dict[str, int] = {}
+
+    def get(self, subject: str) -> Deltas:
+        f = self.frames.get(subject)
+        if f is None:
+            f = self.frames[subject] = Deltas(self.worker_id)
+        return f
+
+    def add(self, subject: str, chunk: Chunk) -> None:
+        self.get(subject).chunks.append(chunk)
+        if chunk.embedding is not None:
+            size = self.sizes[subject] = self.sizes.get(subject, 0) + len(chunk.embedding)
+            if size > EMBED_FRAME_BYTES:
+                self.out.put_nowait((subject, self.frames.pop(subject)))
+                self.sizes[subject] = 0
+
+    def send(self) -> None:
+        for subject, f in self.frames.items():
+            self.out.put_nowait((subject, f))
 
 
 def _logprobs(lps: Sequence[TokenLogprob] | None, text: dict[int, str]) -> list[Logprob] | None:

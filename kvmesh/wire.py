@@ -8,7 +8,8 @@ gets `Accepted` (or `ErrorReply`); the router tokenises it into a `TokenizedRequ
 `worker_generate(id)`. The worker publishes to the request's `reply_to` (one subject per
 gateway process) one `Deltas` frame per engine step, carrying the chunks and errors of every
 request of that gateway it served in the step. `Cancel` goes to `CANCEL`, which every worker
-hears.
+hears. Embeddings travel the same subjects: `EmbedRequest` to the router, `TokenizedEmbed` to
+the worker, one `Chunk` per input (its `embedding`) back.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class Chunk(Message):
     finish_reason: str | None = None
     usage: UsageInfo | None = None
     prompt: PromptEcho | None = None
+    embedding: bytes | None = None  # an embedding request's input `index`: float32 LE values
 
 
 @dataclass
@@ -258,6 +260,7 @@ class Heartbeat(Message):
     draining: bool = False
     sent_at: float = 0.0
     revision: str = ""  # the model files' identity (name, size, mtime), for result-cache keys
+    pooling: str = ""  # how it pools embeddings (last, mean); "" = it serves none
 
 
 @dataclass
@@ -399,6 +402,52 @@ class DetokenizeReply(Message):
 
 
 codec.register(TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply)
+# -- embeddings: the generation subjects carry them too (ROUTER_GENERATE, worker_generate) ----
+
+
+@dataclass
+class EmbedRequest(Message):
+    """Embed each input, gateway -> router. Exactly one of `inputs` (texts) and
+    `input_token_ids` is set. `dimensions`: keep the first this many values (renormalised).
+    The answer is `Accepted`, then one `Chunk` per input (`index`, `embedding`) to `reply_to`;
+    the last one carries usage."""
+
+    KIND: ClassVar[str] = "embed"
+    request_id: str
+    model: str
+    reply_to: str
+    inputs: list[str] | None = None
+    input_token_ids: list[list[int]] | None = None
+    dimensions: int | None = None
+    tenant: str = ""
+    session: str = ""
+    priority: int = 0
+    cache_salt: str = ""
+    exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
+
+
+@dataclass
+class TokenizedEmbed(Message):
+    """Embed each input, router -> worker: every input as the model's token ids."""
+
+    KIND: ClassVar[str] = "tokenized_embed"
+    request_id: str
+    model: str
+    reply_to: str
+    inputs: list[list[int]]
+    dimensions: int | None = None
+    tenant: str = ""
+    priority: int = 0
+    cache_salt: str = ""
+
+    @classmethod
+    def of(cls, req: EmbedRequest, inputs: list[list[int]]) -> TokenizedEmbed:
+        return cls(request_id=req.request_id, model=req.model, reply_to=req.reply_to,
+                   inputs=inputs, dimensions=req.dimensions, tenant=req.tenant,
+                   priority=req.priority, cache_salt=req.cache_salt)
+
+
+codec.register(EmbedRequest, TokenizedEmbed)
 
 
 # -- auth: gateways ask the auth actor (auth/service.py), queue group "auth" ------------------

@@ -14,6 +14,10 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   on when a worker has no responders, times out or refuses with 503 (each counts against its
   circuit breaker, `router.health`). Another refusal goes back to the caller unchanged.
 - `Accepted.prefix_overlap` carries the cached prefix blocks the router counted on.
+- An `EmbedRequest` (same subject) is tokenised input by input into a `TokenizedEmbed` and
+  routed the same way among the workers whose heartbeat declares a pooling (400
+  `model_not_embedding` when none does; 400 `context_length_exceeded` naming the input when
+  one is longer than every such worker's context); its first input's prefix scores overlap.
 - The reply is the worker's `Accepted` (which names the worker, for cancels), or an
   `ErrorReply`: 404 for a model no worker serves, 503 with `retry_after` when no worker is
   live or none accepted.
@@ -35,13 +39,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvmesh import wire
-from kvmesh.actor import Actor, NoResponders, RemoteError, RequestTimeout
+from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, RequestTimeout
 from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
 from kvmesh.wire import (
     Accepted,
     DetokenizeReply,
     DetokenizeRequest,
+    EmbedRequest,
     ErrorReply,
     GenerateRequest,
     Heartbeat,
@@ -49,6 +54,7 @@ from kvmesh.wire import (
     KVResync,
     Message,
     Ping,
+    TokenizedEmbed,
     TokenizedRequest,
     TokenizeReply,
     TokenizeRequest,
@@ -84,7 +90,7 @@ class Router(Actor):
         await self.serve(wire.KV_EVENTS, (KVEvent,), self._on_kv_event)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
         await self.publish(wire.KV_RESYNC, KVResync())  # a fresh router rebuilds its index
-        await self.serve(wire.ROUTER_GENERATE, (GenerateRequest,), self._generate,
+        await self.serve(wire.ROUTER_GENERATE, (GenerateRequest, EmbedRequest), self._generate,
                          queue="router", max_concurrency=self.cfg.max_concurrency)
         await self.serve(wire.ROUTER_PING, (Ping,), self._ping, queue="router")
         await self.serve(wire.ROUTER_TOKENIZE, (TokenizeRequest,), self._tokenize,
@@ -158,7 +164,7 @@ class Router(Actor):
     @traced("router.route", observe=route_telemetry.observe_route)
     async def _generate(self, msg: Message, raw: Any) -> Message:
         req = msg
-        assert isinstance(req, GenerateRequest)
+        assert isinstance(req, GenerateRequest | EmbedRequest)
         candidates = [v for v in self.workers.live(req.model)
                       if v.beat.worker_id not in req.exclude_workers]
         route_telemetry.candidates(req, candidates)
@@ -168,6 +174,8 @@ class Router(Actor):
                                   f"the model {req.model!r} does not exist", "model",
                                   "model_not_found")
             return self._unavailable(f"no live worker serves {req.model!r}")
+        if isinstance(req, EmbedRequest):
+            return await self._embed(req, candidates, raw.headers)
         ids = req.prompt_token_ids
         if ids is None:
             try:
@@ -181,6 +189,30 @@ class Router(Actor):
         return await self._forward(TokenizedRequest.of(req, ids), fitting, req.session,
                                    raw.headers)
 
+    async def _embed(self, req: EmbedRequest, views: list[WorkerView],
+                     headers: dict[str, str] | None) -> Message:
+        pooling = [v for v in views if v.beat.pooling]
+        if not pooling:
+            return ErrorReply(400, "invalid_request_error", f"the model {req.model!r} serves no "
+                              "embeddings (its workers' pooling is none)", "model",
+                              "model_not_embedding")
+        inputs = req.input_token_ids
+        if inputs is None:
+            texts = req.inputs or []
+            inputs = self.tokenizer.encode_texts(texts) \
+                if sum(map(len, texts)) < INLINE_TOKENIZE_CHARS \
+                else await asyncio.to_thread(self.tokenizer.encode_texts, texts)
+        longest = max(range(len(inputs)), key=lambda i: len(inputs[i]))
+        fitting = [v for v in pooling if v.fits(len(inputs[longest]))]
+        if not fitting:
+            ctx = max(v.beat.max_model_len for v in pooling)
+            return ErrorReply(400, "invalid_request_error", f"input[{longest}] has "
+                              f"{len(inputs[longest])} tokens; this model's context is {ctx} "
+                              f"(at most {ctx - 1} tokens per input)", "input",
+                              "context_length_exceeded")
+        return await self._forward(TokenizedEmbed.of(req, inputs), fitting, req.session,
+                                   headers)
+
     async def _encode(self, req: GenerateRequest) -> list[int]:
         """Short prompts inline (a thread hop costs more than they do), long ones off the loop."""
         size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or [])
@@ -188,10 +220,12 @@ class Router(Actor):
             return self.tokenizer.encode(req)
         return await asyncio.to_thread(self.tokenizer.encode, req)
 
-    def candidates(self, req: TokenizedRequest, views: list[WorkerView]) -> list[Candidate]:
-        """Workers whose circuit allows a request, with the prompt's cached overlap on each.
-        The last prompt token is left out of the hash, as the engine's prefix match does."""
-        ids = req.prompt_token_ids
+    def candidates(self, req: TokenizedRequest | TokenizedEmbed,
+                   views: list[WorkerView]) -> list[Candidate]:
+        """Workers whose circuit allows a request, with the prompt's (an embedding's first
+        input's) cached overlap on each. The last prompt token is left out of the hash, as the
+        engine's prefix match does."""
+        ids = req.prompt_token_ids if isinstance(req, TokenizedRequest) else req.inputs[0]
         chains: dict[int, list[BlockHash]] = {}
         out = []
         for v in views:
@@ -206,8 +240,8 @@ class Router(Actor):
                                  is_overloaded(v, self.policy.params)))
         return out
 
-    async def _forward(self, req: TokenizedRequest, views: list[WorkerView], session: str,
-                       headers: dict[str, str] | None) -> Message:
+    async def _forward(self, req: TokenizedRequest | TokenizedEmbed, views: list[WorkerView],
+                       session: str, headers: dict[str, str] | None) -> Message:
         """Try the ranked workers in turn (backoff with jitter between tries) until one
         accepts; no responders, a timeout or a 503 moves on and counts against the breaker."""
         ranked = self.policy.rank(self.candidates(req, views), session)
@@ -227,6 +261,9 @@ class Router(Actor):
             try:
                 accepted = await self.request(wire.worker_generate(wid), req,
                                               self.cfg.accept_timeout, Accepted, headers=headers)
+            except PayloadTooLarge as exc:  # many long embedding inputs, as token ids
+                return ErrorReply(413, "invalid_request_error", f"request too large: {exc}",
+                                  code="payload_too_large")
             except RemoteError as exc:
                 if exc.reply.status != 503:
                     self.breakers.success(wid)  # it answered: the request is at fault

@@ -62,3 +62,6 @@ class PromptTokenizer:
         if any(not 0 <= t < size for t in req.tokens):
             raise ValueError(f"token ids must be in [0, {size})")
         return self.tokenizer.decode(req.tokens, skip_special_tokens=False)
+    def encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, as `encode` makes a prompt's (an embedding's inputs)."""
+        return [list(self.tokenizer.encode(t)) for t in texts]

@@ -69,9 +69,9 @@ class GenerationTelemetry:
                                            attributes=_request_attrs(req, self))
 
     def admitted(self, req: Any, span: Any) -> None:
-        self.requests[req.request_id] = RequestTrace(span, time.monotonic(),
-                                                     len(req.prompt_token_ids or ()))
-        self.metrics.prompt_tokens.labels(self.model).inc(len(req.prompt_token_ids or ()))
+        tokens = _prompt_tokens(req)
+        self.requests[req.request_id] = RequestTrace(span, time.monotonic(), tokens)
+        self.metrics.prompt_tokens.labels(self.model).inc(tokens)
 
     def refused(self, span: Any, reply: Any) -> None:
         self.metrics.requests.labels(self.model, str(reply.status)).inc()
@@ -113,6 +113,9 @@ class GenerationTelemetry:
                 self._finish(rt, usage, now)
         if tokens:
             self._tokens.inc(tokens)
+        for out in step.embeddings:  # an embedding request ends with its last vector
+            if out.usage is not None and (rt := self.requests.pop(out.request_id, None)):
+                self._finish(rt, out.usage, now)
 
     def _on_record(self, step: EngineStep, now: float) -> None:
         m = self.metrics
@@ -183,19 +186,34 @@ class GenerationTelemetry:
         self.requests.clear()
 
 
+def _prompt_tokens(req: Any) -> int:
+    """A generation's prompt tokens, or every input's of an embedding request."""
+    inputs = getattr(req, "inputs", None)
+    if inputs is not None:
+        return sum(map(len, inputs))
+    return len(req.prompt_token_ids or ())
+
+
+def _operation(request_id: str) -> str:
+    if request_id.startswith("chatcmpl"):
+        return "chat"
+    return "embeddings" if request_id.startswith("embd") else "text_completion"
+
+
 def _request_attrs(req: Any, gt: GenerationTelemetry) -> dict[str, Any]:
     attrs = {
         "gen_ai.system": "kvmesh",
-        "gen_ai.operation.name": "chat" if req.request_id.startswith("chatcmpl") else
-        "text_completion",
+        "gen_ai.operation.name": _operation(req.request_id),
         "gen_ai.request.model": req.model,
         "gen_ai.response.model": gt.model,
         "gen_ai.response.id": req.request_id,
-        "gen_ai.request.temperature": req.temperature,
-        "gen_ai.request.top_p": req.top_p,
-        "gen_ai.request.max_tokens": req.max_tokens,
-        "gen_ai.request.seed": req.seed,
-        "gen_ai.request.choice.count": req.n,
+        # an embedding request has none of the sampling attributes
+        "gen_ai.request.temperature": getattr(req, "temperature", None),
+        "gen_ai.request.top_p": getattr(req, "top_p", None),
+        "gen_ai.request.max_tokens": getattr(req, "max_tokens", None),
+        "gen_ai.request.seed": getattr(req, "seed", None),
+        "gen_ai.request.choice.count": getattr(req, "n", None),
+        "gen_ai.embeddings.dimension.count": getattr(req, "dimensions", None),
         "kvmesh.request_id": req.request_id,
         "kvmesh.worker_id": gt.worker_id,
         "kvmesh.priority": req.priority,

@@ -60,8 +60,8 @@ class RequestRecord:
         self.request_id, self.model = request_id, model
         self.tenant = tenant or self.tenant
         tracing.set_attributes(kvmesh__request_id=request_id, gen_ai__request__model=model,
-                               gen_ai__operation__name="chat" if "chat" in self.route
-                               else "text_completion", kvmesh__tenant=self.tenant or None)
+                               gen_ai__operation__name=_operation(self.route),
+                               kvmesh__tenant=self.tenant or None)
 
     def on_chunks(self, chunks: list[Any]) -> None:
         """Per batch of chunks from the worker (hot path: a few float ops and dict lookups a
@@ -112,6 +112,12 @@ class RequestRecord:
 
 
 RECORD = web.RequestKey("kvmesh.telemetry", RequestRecord)  # the record in the aiohttp request
+
+
+def _operation(route: str) -> str:
+    if "chat" in route:
+        return "chat"
+    return "embeddings" if "embeddings" in route else "text_completion"
 
 
 def identified(request: web.Request, tenant: str, model: str) -> None:

@@ -47,6 +47,8 @@ class ModelConfig:
     name: str = "model"
     attention_bias: bool = False
     qk_norm: bool = False
+    pooling: str | None = None  # an embedding model's declared pooling (last, mean), if any
+    generates: bool = True  # False: an embedding model without an LM head (pooling_config.py)
 
     @property
     def hf_model_type(self) -> str:
@@ -150,6 +152,9 @@ class EngineConfig:
       pass runs on the host itself: there it would gain nothing and hold every output back
       by one step. Off, each step waits for its own tokens: the plain loop, kept as the
       reference the overlapped one is tested against.
+    - `pooling`: how embedding requests pool hidden states (inference/engine/embedding.py):
+      "auto" (the model's declared pooling, else "last"), "last", "mean", or "none" (no
+      embeddings). `normalize_embeddings`: scale each vector to unit L2 norm.
     """
 
     block_size: int = 16
@@ -168,3 +173,5 @@ class EngineConfig:
     load_format: str = "auto"
     seed: int = 0
     async_scheduling: bool | None = None
+    pooling: str = "auto"
+    normalize_embeddings: bool = True

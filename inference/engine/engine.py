@@ -5,20 +5,22 @@ and returns a `StepOutput` for every choice that produced a token (or was aborte
 with `n > 1` is prefilled once; its choices are forked from the prompt's blocks when the
 prefill completes and diverge by copy-on-write. An `echo` request reports its prompt (and
 prompt logprobs) when its prefill completes (prompt_logprobs.py); with `max_tokens` 0 it then
-ends, every choice empty, with "length".
+ends, every choice empty, with "length". Embedding requests (`add_embedding`) run in the same
+steps as prefill-only sequences; their vectors come out of `embedder.take_outputs()`.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .embedding import Embedder, PoolingParams, resolve_pooling
 from .engine_stats import EngineStats
-from .errors import DuplicateRequest
+from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
 from .inflight import InFlight
 from .kv_cache import KVCacheManager
@@ -35,6 +37,19 @@ from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
 from .transfer import to_device
+
+
+@dataclass
+class Launched:
+    """A step whose forward pass is queued: the sequences whose known tokens are all computed
+    after it (`ends`), those of them to sample (not `max_tokens` 0, not embedding inputs) and
+    their logits (which the device may still be computing), and the embedding inputs it
+    finished (`pooled`)."""
+
+    ends: list[Sequence]
+    sampled: list[Sequence]
+    logits: torch.Tensor
+    pooled: list[Sequence]
 
 
 class LLMEngine:
@@ -93,6 +108,8 @@ class LLMEngine:
         self.overlap = (config.async_scheduling if config.async_scheduling is not None
                         else self.device.type == "cuda")
         self.last_batch: ScheduledBatch | None = None
+        self.embedder = Embedder(resolve_pooling(config.pooling, model_config),
+                                 config.normalize_embeddings, model_config.hidden_size)
 
     @classmethod
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
@@ -133,8 +150,9 @@ class LLMEngine:
     ) -> None:
         """Queue a request. Raises a typed `RequestRejected` (a ValueError naming the field)
         for a request it cannot serve."""
-        if request_id in self._requests:
-            raise DuplicateRequest("request_id", f"{request_id!r} is already running")
+        self._check_new(request_id)
+        if not self.model_config.generates:
+            raise InvalidParameter("model", "an embedding model: it serves embeddings only")
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
         check_logit_bias(params.logit_bias, self.limits)
@@ -144,6 +162,18 @@ class LLMEngine:
         state.new_choice(seq, self.tokenizer)
         self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
+
+    def add_embedding(
+        self, request_id: str, prompts: list[list[int]], params: PoolingParams
+    ) -> None:
+        """Queue one prefill-only sequence per prompt, each pooled into a vector (embedding.py;
+        they come out of `embedder.take_outputs()`). Raises `RequestRejected` as `add_request`."""
+        self._check_new(request_id)
+        self.embedder.add(request_id, prompts, params, self.limits, self._new_seq, self.scheduler)
+
+    def _check_new(self, request_id: str) -> None:
+        if request_id in self._requests or request_id in self.embedder:
+            raise DuplicateRequest("request_id", f"{request_id!r} is already running")
 
     @property
     def limits(self) -> PromptLimits:
@@ -169,7 +199,10 @@ class LLMEngine:
         )
 
     def abort(self, request_id: str) -> None:
-        """Stop a request now and free its blocks; its last output says `abort`."""
+        """Stop a request now and free its blocks; its last output says `abort` (an embedding
+        request just ends)."""
+        if self.embedder.abort(request_id, self.scheduler):
+            return
         state = self._requests.pop(request_id, None)
         if state is None:
             return
@@ -187,11 +220,12 @@ class LLMEngine:
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
         self._inflight = None
-        for request_id in list(self._requests):
+        for request_id in [*self._requests, *self.embedder.request_ids()]:
             self.abort(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self._requests) or bool(self._pending) or self._inflight is not None
+        return (bool(self._requests) or bool(self._pending) or self._inflight is not None
+                or bool(self.embedder))
 
     def step(self) -> list[StepOutput]:
         """Schedule and launch one step, and return the outputs of the step whose tokens came
@@ -208,10 +242,11 @@ class LLMEngine:
             for seq in batch.seqs:  # after `_finish`: placeholders of computed tokens are filled
                 if seq.status is SequenceStatus.RUNNING:
                     self.kv.commit(seq)
-            ends, sampled, logits = launched
+            for seq in launched.pooled:  # embedded: its blocks (now keyed) go free
+                self.scheduler.remove(seq)
             if self.prompts.reports:
-                outputs.extend(self._report_prompts(ends))
-            current = self._sample(sampled, logits)
+                outputs.extend(self._report_prompts(launched.ends))
+            current = self._sample(launched.sampled, launched.logits)
             if current is not None and self.overlap:
                 self._inflight = current
             elif current is not None:
@@ -220,25 +255,25 @@ class LLMEngine:
             outputs.extend(self._fail_unschedulable())
         return outputs
 
-    def _launch(self, batch: ScheduledBatch
-                ) -> tuple[list[Sequence], list[Sequence], torch.Tensor]:
-        """Queue the batch's forward pass. Returns the sequences whose known tokens are all
-        computed after it, those of them to sample (not `max_tokens` 0), and their logits
-        (which the device may still be computing)."""
+    def _launch(self, batch: ScheduledBatch) -> Launched:
+        """Queue the batch's forward pass (see `Launched`)."""
         ends = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
             if s.num_computed_tokens + n == s.num_tokens
         ]
-        rows = [i for i in ends if batch.seqs[i].params.max_tokens]  # 0: prefill only
+        rows = [i for i in ends  # max_tokens 0 and embedding inputs: prefill only
+                if batch.seqs[i].params.max_tokens and not batch.seqs[i].pooled]
         self.runner.copy_blocks(self.kv.take_copies())
         in_flight = self._inflight.tokens if self._inflight is not None else None
         logits = self.runner.execute(batch, rows, in_flight)
         if self.prompts.reports:  # reads each chunk's start: before it is counted computed
             self.prompts.score(self.runner.model, self.runner.last_hidden, batch)
+        pooled = self.embedder.collect(batch, self.runner.last_hidden)
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
             seq.num_computed_tokens += n
-        return [batch.seqs[i] for i in ends], [batch.seqs[i] for i in rows], logits
+        return Launched([batch.seqs[i] for i in ends], [batch.seqs[i] for i in rows], logits,
+                        pooled)
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> InFlight | None:
         """Queue sampling for the sequences still running (one that finished while this step

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from inference.engine.config import ModelConfig
+from inference.engine.pooling_config import gguf_pooling
 from inference.engine.tokenizer import Tokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
@@ -114,6 +115,7 @@ def gguf_config(
         name=str(meta.get("general.name") or path.stem),
         attention_bias=arch == "qwen2",
         qk_norm=arch == "qwen3",
+        pooling=gguf_pooling(path, meta, arch),
     )
 
 

@@ -21,6 +21,7 @@ import torch
 
 from inference.engine.config import ModelConfig
 from inference.engine.model_store import ModelNotFoundError
+from inference.engine.pooling_config import folder_pooling, generates
 from inference.engine.tokenizer import Tokenizer
 
 WeightStream = Callable[[], Iterator[tuple[str, torch.Tensor]]]
@@ -84,6 +85,7 @@ def _load_hf_folder(folder: Path, need_weights: bool = True) -> Checkpoint:
         raise ValueError(f"{cfg_path}: missing field {e}") from e
     except ValueError as e:
         raise ValueError(f"{cfg_path}: {e}") from e
+    config = replace(config, pooling=folder_pooling(folder), generates=generates(cfg))
     tokenizer = Tokenizer.from_hf_folder(folder) if (folder / "tokenizer.json").is_file() else None
     if tokenizer is not None:
         config = _with_eos(config, tokenizer)

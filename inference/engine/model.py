@@ -165,8 +165,8 @@ class LlamaForCausalLM(nn.Module):
         """Copy Hugging Face-named tensors in; raises if any parameter was left unset."""
         params = dict(self.named_parameters())
         unset = set(params)
-        if self.config.tie_word_embeddings:
-            unset.discard("lm_head.weight")
+        if self.config.tie_word_embeddings or not self.config.generates:
+            unset.discard("lm_head.weight")  # tied, or an embedding model's: it has none
         for name, tensor in weights:
             target, shard = _fused_target(name.removeprefix("model."))
             if target not in params:

@@ -2,7 +2,8 @@
 
 It owns the KV pool tensor `[layers, 2, blocks, block_size, kv_heads, head_dim]` and applies
 the KV manager's pending copy-on-write copies before each forward. Only the last token of a
-sequence whose known tokens are all computed after this step is sent through the LM head.
+sequence whose known tokens are all computed after this step is sent through the LM head;
+every row's final hidden state stays in `last_hidden` until the next step (embeddings pool it).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class ModelRunner:
             device=device,
         )
         self.decode_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
-        # The last step's final hidden states, [tokens, hidden] in batch order: prompt
-        # logprobs (prompt_logprobs.py) take their rows from it.
+        # The last step's final hidden states, [tokens, hidden] in batch order (final norm
+        # applied): prompt logprobs (prompt_logprobs.py) and embeddings (embedding.py) read it.
         self.last_hidden: torch.Tensor | None = None
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:

@@ -30,6 +30,9 @@ class Sequence:
     constrained sequence; None when it is unconstrained. The last token may be a placeholder
     for a token still on its way from the device (inflight.py); `last_token_in_flight` says
     that token is certainly its last (its length limit), so it needs no further step.
+    constrained sequence; None when it is unconstrained. A `pooled` sequence is an embedding
+    input (embedding.py): prefilled, pooled, never sampled; `reuse_prefix` False keeps it from
+    taking cached prefix blocks (mean pooling needs every position computed).
     """
 
     seq_id: int
@@ -47,6 +50,8 @@ class Sequence:
     num_cached_tokens: int = 0
     matcher: Any = None
     last_token_in_flight: bool = False
+    pooled: bool = False
+    reuse_prefix: bool = True
 
     @property
     def priority(self) -> int:

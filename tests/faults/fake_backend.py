@@ -14,6 +14,9 @@ depends on a marker in the prompt or the last message:
 - `fake:slow`  accepts, then sends `SLOW_CHUNKS` one-token chunks `SLOW_PAUSE_S` apart;
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
+An `EmbedRequest` is accepted and answered with one chunk per input, each carrying a vector of
+`FAKE_DIMENSIONS` values (the last with usage).
+
 Chunks travel as a real worker sends them: `Deltas` frames to the request's `reply_to`.
 `/tokenize` and `/detokenize` are answered too: a prompt's token ids are its UTF-8 bytes.
 
@@ -23,6 +26,7 @@ Cancels are recorded in `cancelled`, so a test can see that a dropped client was
 from __future__ import annotations
 
 import asyncio
+import struct
 import threading
 import time
 
@@ -34,6 +38,7 @@ from kvmesh.wire import (
     Cancel,
     Chunk,
     Deltas,
+    EmbedRequest,
     GenerateRequest,
     Heartbeat,
     Ping,
@@ -42,6 +47,7 @@ from kvmesh.wire import (
 
 FAKE_MODEL = "fake-model"
 FAKE_WORKER = "fake"
+FAKE_DIMENSIONS = 4
 FLOOD_CHUNKS = 4000
 FLOOD_TEXT = "x" * 8192
 BIG_CHUNKS = 3
@@ -81,7 +87,11 @@ class FakeBackend:
         tasks: set[asyncio.Task[None]] = set()
 
         async def on_generate(msg) -> None:  # type: ignore[no-untyped-def]
-            req = wire.decode(msg.data, GenerateRequest)
+            req = wire.decode(msg.data, GenerateRequest, EmbedRequest)
+            if isinstance(req, EmbedRequest):
+                await msg.respond(wire.encode(Accepted(req.request_id, FAKE_WORKER, 3)))
+                await self._embeddings(nc, req)
+                return
             text = req.prompt or (req.messages[-1].content if req.messages else "")
             if "fake:no-accept" in text:
                 return
@@ -130,6 +140,14 @@ class FakeBackend:
     async def _send(nc: nats.NATS, req: GenerateRequest, chunk: Chunk) -> None:
         """One chunk, framed as a real worker frames it (a `Deltas` frame)."""
         await nc.publish(req.reply_to, wire.encode(Deltas(FAKE_WORKER, [chunk])))
+
+    @staticmethod
+    async def _embeddings(nc: nats.NATS, req: EmbedRequest) -> None:
+        n = len(req.inputs or req.input_token_ids or [])
+        vector = struct.pack(f"<{FAKE_DIMENSIONS}f", *([0.5] * FAKE_DIMENSIONS))
+        chunks = [Chunk(req.request_id, i, i, "", [], embedding=vector,
+                        usage=UsageInfo(n, 0) if i == n - 1 else None) for i in range(n)]
+        await nc.publish(req.reply_to, wire.encode(Deltas(FAKE_WORKER, chunks)))
 
     async def _texts(self, nc: nats.NATS, req: GenerateRequest, texts: list[str]) -> None:
         for seq, text in enumerate(texts):

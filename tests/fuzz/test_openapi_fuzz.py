@@ -58,7 +58,7 @@ def test_gateway_survives_schemathesis(fmesh: FakeMesh) -> None:
             def run(case: Any) -> None:
                 nonlocal served
                 if isinstance(case.body, dict) and "model" in case.body and case.body.get(
-                        "messages", case.body.get("prompt")) is not None:
+                        "messages", case.body.get("prompt", case.body.get("input"))) is not None:
                     case.body["model"] = FAKE_MODEL  # valid bodies reach the backend
                 t0 = time.monotonic()
                 resp = case.call(base_url=url, timeout=CALL_TIMEOUT_S)

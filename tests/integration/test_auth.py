@@ -473,3 +473,22 @@ def test_a_tenant_cannot_see_another_tenants_cached_prompt_unless_they_share(
     cached(key_c, shared)
     tokens, overlap = cached(key_d, shared)
     assert tokens > 48 and overlap > 3
+
+
+def test_embeddings_need_a_key_a_scope_and_spend_the_tenants_tokens(
+        auth_mesh: AuthMesh) -> None:
+    def embed(key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        body = {"model": MODEL, "input": ["word " * 20, "another input"]}
+        return call("POST", auth_mesh.a + "/v1/embeddings", body, key)
+
+    assert embed(None)[0] == 401
+    _, other = new_tenant(auth_mesh.a, models=["some-other-model"])
+    assert embed(other)[0] == 403
+    _, key = new_tenant(auth_mesh.a, tpm=10)
+    status, body, _ = embed(key)
+    assert status == 200 and body["usage"]["prompt_tokens"] > 10  # overdraws 10
+    deadline = time.monotonic() + 10  # usage is settled just after the answer
+    while (reply := embed(key))[0] == 200:
+        assert time.monotonic() < deadline, "the overdrawn token budget never refused"
+        time.sleep(0.1)
+    assert reply[0] == 429 and "tokens" in reply[1]["error"]["message"]
