@@ -144,6 +144,10 @@ class EngineConfig:
     - `load_format`: "auto" (weights from the checkpoint) or "dummy" (vLLM's name): the model's
       config and tokenizer from the checkpoint (an HF folder needs no weight files), random
       weights seeded by `seed`, for serving any shape through the whole mesh.
+    - `tensor_parallel_size`: ranks (processes; GPUs `cuda:0..N-1` on CUDA, gloo on CPU) that
+      each hold a slice of every layer and of the KV pool (tp_launch.py). It must divide the
+      model's attention heads and intermediate size; KV heads are split, or replicated when
+      there are fewer than ranks.
     """
 
     block_size: int = 16
@@ -161,3 +165,4 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     load_format: str = "auto"
     seed: int = 0
+    tensor_parallel_size: int = 1

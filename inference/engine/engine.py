@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .distributed import all_reduce_min
 from .errors import DuplicateRequest
 from .grammar import Grammars, GrammarStats
 from .kv_cache import KVCacheManager
@@ -23,12 +24,13 @@ from .outputs import StepOutput
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_prompt
 from .request_state import RequestState
-from .runner import ModelRunner, kv_bytes_per_block
+from .runner import kv_bytes_per_block
 from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence
 from .tokenizer import Tokenizer
+from .tp_runner import make_runner
 
 
 @dataclass
@@ -71,10 +73,10 @@ class LLMEngine:
         load_weights(model)
         model.eval()
         quantize(model, config.quantization, self.device)
-        num_blocks = self._num_blocks(model)
+        num_blocks = all_reduce_min(self._num_blocks(model), self.device)  # TP: ranks agree
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)
-        self.runner = ModelRunner(
+        self.runner = make_runner(  # rank 0 of a TP group sends each step's plan
             model, backend, num_blocks, config.block_size, self.device, self.kv_dtype
         )
         self.graph_decoder = None
@@ -106,28 +108,37 @@ class LLMEngine:
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
         """`spec`: None (the default model), an HF folder, a GGUF file, or `dummy:<preset>`;
         `config.load_format == "dummy"` keeps the checkpoint's shape and tokenizer and draws
-        random weights."""
+        random weights. With `config.tensor_parallel_size > 1` this process becomes rank 0
+        and starts the other ranks first (tp_launch.py); each loads only its own slices."""
         config = config or EngineConfig()
         if spec is not None and spec.startswith("dummy:"):
             from .presets import preset_config
 
-            mcfg = preset_config(spec.removeprefix("dummy:"))
-            return cls(mcfg, config, None, lambda m: m.init_dummy(config.seed))
-        from .loader import load_checkpoint
-        from .model_store import resolve_model
+            mcfg, tokenizer = preset_config(spec.removeprefix("dummy:")), None
+            load = lambda m: m.init_dummy(config.seed)  # noqa: E731
+        else:
+            from .loader import load_checkpoint
+            from .model_store import resolve_model
 
-        if config.load_format not in ("auto", "dummy"):
-            raise ValueError(f"load_format: unknown {config.load_format!r}; use auto or dummy")
-        dummy = config.load_format == "dummy"
-        ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
-        if dummy:  # the checkpoint's shape and tokenizer, random weights
-            return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.init_dummy(config.seed))
-        return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.load_weights(ckpt.weights()))
+            if config.load_format not in ("auto", "dummy"):
+                raise ValueError(
+                    f"load_format: unknown {config.load_format!r}; use auto or dummy"
+                )
+            dummy = config.load_format == "dummy"
+            ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
+            mcfg, tokenizer = ckpt.config, ckpt.tokenizer  # dummy: the shape, random weights
+            load = (lambda m: m.init_dummy(config.seed)) if dummy else (  # noqa: E731
+                lambda m: m.load_weights(ckpt.weights(m.shard_slice)))
+        from .tp_launch import tensor_parallel
+
+        with tensor_parallel(spec, config, mcfg):  # a no-op at TP=1
+            return cls(mcfg, config, tokenizer, load)
 
     def _num_blocks(self, model: LlamaForCausalLM) -> int:
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
-        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype)
+        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype,
+                                       model.kv_heads)
         if self.device.type == "cuda":
             from .memory import profile_num_blocks
 
