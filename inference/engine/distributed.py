@@ -2,10 +2,10 @@
 three collectives the model and the runner use.
 
 Contract:
-- One group per process, set by `init` (rank 0 in `tp_launch.launch_followers`, the other ranks
-  in `tp_follower.main`) and cleared by `destroy`. Without `init` this process is rank 0 of 1,
+- One group per process, set by `init` (rank 0 in `tp_launch`, the other ranks in
+  `tp_follower.main`) and cleared by `destroy`. Without `init` this process is rank 0 of 1,
   and every collective returns its input without touching `torch.distributed`: a TP=1 engine
-  runs no collective and needs no process group.
+  runs no collective and needs no process group. Layers read the group once, when built.
 - Backends: gloo on CPU, NCCL on CUDA (NVLink multicast off: `NCCL_NVLS_ENABLE=0`, set before
   the group starts). Every collective has the group's timeout (`COLLECTIVE_TIMEOUT_S`), so a
   rank that stops answering fails the step instead of hanging it for ever.

@@ -26,7 +26,7 @@ from torch import nn
 
 from .attention import AttentionBackend, AttentionMetadata
 from .config import ModelConfig
-from .distributed import tp_size
+from .distributed import group
 from .parallel_linear import (
     ColumnParallelLinear,
     ParallelLMHead,
@@ -150,7 +150,8 @@ class DecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, backend: AttentionBackend, max_positions: int):
         super().__init__()
-        check_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, tp_size())
+        self.tp = group()  # the process's TP group when built; TP=1 without one
+        check_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, self.tp.size)
         self.config = cfg
         rope = RotaryEmbedding(cfg, max_positions)
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size)
@@ -188,7 +189,7 @@ class LlamaForCausalLM(nn.Module):
     def shard_slice(self, name: str) -> Slice | None:
         """The part `(dim, start, stop)` of the Hugging Face tensor `name` this rank holds;
         None for all of it (every tensor at TP=1; norms always)."""
-        if tp_size() == 1:
+        if self.tp.size == 1:
             return None
         target, shard = _fused_target(name.removeprefix("model."))
         owner = self.get_submodule(target.rpartition(".")[0])

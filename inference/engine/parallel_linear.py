@@ -10,7 +10,9 @@ says which slice, so a loader reads only that (`tp_slice`) and the layer copies 
 
 Each is an `nn.Linear`/`nn.Embedding` with the local shape, so parameter names, `F.linear` and
 the TP=1 model are exactly as before: at TP=1 every slice is the whole tensor and no collective
-runs. `Slice = (dim, start, stop)` of the full Hugging Face tensor.
+runs. A layer takes the process's group when it is built (`self.tp`), so a TP=1 model in a
+process that is also rank 0 of a group (tests compare the two) stays TP=1.
+`Slice = (dim, start, stop)` of the full Hugging Face tensor.
 """
 
 from __future__ import annotations
@@ -94,14 +96,15 @@ class ColumnParallelLinear(nn.Linear):
 
 class RowParallelLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int):
-        self.in_full = in_features
-        super().__init__(in_features // tp.tp_size(), out_features, bias=False)
+        self.in_full, self.tp = in_features, tp.group()
+        super().__init__(in_features // self.tp.size, out_features, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return tp.all_reduce(F.linear(x, self.weight))
+        y = F.linear(x, self.weight)
+        return tp.all_reduce(y) if self.tp.size > 1 else y
 
     def tp_slice(self, shard: str | None) -> Slice:
-        start = tp.tp_rank() * self.in_features
+        start = self.tp.rank * self.in_features
         return (1, start, start + self.in_features)
 
     def load(self, param: torch.Tensor, shard: str | None, tensor: torch.Tensor) -> None:
@@ -119,9 +122,9 @@ class _VocabSlice:
     `vocab` are padding, zero in the weight."""
 
     def _init_vocab(self, vocab: int) -> int:
-        self.vocab = vocab
-        self.rows = -(-vocab // tp.tp_size())
-        self.start = tp.tp_rank() * self.rows
+        self.vocab, self.tp = vocab, tp.group()
+        self.rows = -(-vocab // self.tp.size)
+        self.start = self.tp.rank * self.rows
         return self.rows
 
     def tp_slice(self, shard: str | None) -> Slice:
@@ -144,7 +147,7 @@ class VocabParallelEmbedding(_VocabSlice, nn.Embedding):
         nn.Embedding.__init__(self, self._init_vocab(vocab), hidden)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if tp.tp_size() == 1:
+        if self.tp.size == 1:
             return F.embedding(ids, self.weight)
         mine = (ids >= self.start) & (ids < self.start + self.rows)
         out = F.embedding((ids - self.start) * mine, self.weight) * mine.unsqueeze(-1)
@@ -157,7 +160,10 @@ class ParallelLMHead(_VocabSlice, nn.Linear):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Float32 logits `[rows, vocab]` on rank 0; None on the other ranks."""
-        logits = tp.gather_last_dim(F.linear(hidden, self.weight).float())
+        logits = F.linear(hidden, self.weight).float()
+        if self.tp.size == 1:
+            return logits
+        logits = tp.gather_last_dim(logits)
         return None if logits is None else logits[:, : self.vocab]
 
 

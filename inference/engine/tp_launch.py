@@ -6,7 +6,8 @@ Contract:
   splits N ways (ValueError naming `tensor_parallel_size`), spawns ranks 1..N-1
   (tp_follower.py, multiprocessing spawn), each building the same engine from `spec` with only
   its own slices, and joins the group as rank 0. If building fails, the ranks are stopped
-  again. Elsewhere (TP=1, or inside a follower) it does nothing.
+  again. Elsewhere (TP=1, or inside a follower) it does nothing; an engine of another size
+  in a process that is in a group is refused (its layers would take that group).
 - `send_plan(plan)` hands each step's plan to every follower over its own pipe (tp_runner.py
   sends it; the step's tensors follow as one broadcast). An idle engine sends nothing, and an
   idle follower waits on its pipe, not in a collective, so idling never hits the group's
@@ -22,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -60,7 +62,11 @@ _followers: _Followers | None = None
 @contextlib.contextmanager
 def tensor_parallel(spec: str | None, config: EngineConfig,
                     model_config: ModelConfig) -> Iterator[None]:
-    if config.tensor_parallel_size == 1 or distributed.tp_size() > 1:
+    in_group = distributed.tp_size()
+    if in_group > 1 and config.tensor_parallel_size != in_group:  # layers take the group
+        raise RuntimeError(f"tensor_parallel_size: {config.tensor_parallel_size}, but this "
+                           f"process is already in a group of {in_group} (one per process)")
+    if config.tensor_parallel_size == 1 or in_group > 1:
         yield
         return
     _check(config, model_config)
@@ -84,8 +90,6 @@ def _check(config: EngineConfig, mcfg: ModelConfig) -> None:
     if device.type == "cuda" and torch.cuda.device_count() < size:
         raise ValueError(f"tensor_parallel_size: {size} needs {size} GPUs; this host has "
                          f"{torch.cuda.device_count()}")
-    if _followers is not None:
-        raise RuntimeError("this process already runs a tensor-parallel engine")
 
 
 def _launch(spec: str | None, config: EngineConfig) -> None:
@@ -107,6 +111,9 @@ def _launch(spec: str | None, config: EngineConfig) -> None:
         procs.append(proc)
         plans.append(send)
     _followers = _Followers(procs, plans, rendezvous)
+    # Before multiprocessing's own exit hook, which would wait for followers that ignore the
+    # SIGTERM it sends them (as the engine process does: see tp_follower.py).
+    atexit.register(shutdown)
     threading.Thread(target=_watch, args=(_followers,), name="tp-watchdog", daemon=True).start()
     distributed.init(0, size, init_file, pick_device(config, 0)[0])
     log.info("tensor parallelism: this process is rank 0 of %d", size)
