@@ -115,17 +115,20 @@ def test_a_model_that_does_not_split_is_refused_naming_tensor_parallel_size():
 @pytest.mark.slow
 def test_default_model_at_tp3_equals_tp1(smollm_gguf: Path):
     """SmolLM2-135M: 9 heads and 3 KV heads split three ways (TP=2 is refused)."""
-    opts = {"block_size": 16, "num_kv_blocks": 9, "max_num_batched_tokens": 24}
+    opts = {"block_size": 16, "num_kv_blocks": 5, "max_num_batched_tokens": 24}
     with pytest.raises(ValueError, match="tensor_parallel_size: 2 does not divide"):
         _engine(str(smollm_gguf), 2, **opts)
     ref, tp = _engine(str(smollm_gguf), 1, **opts), _engine(str(smollm_gguf), 3, **opts)
     tok = ref.tokenizer
-    system = "You are a concise assistant who answers questions about the sea and ships. "
+    sea = "You are a concise assistant who answers questions about the sea and ships. "
+    sky = "You are a patient teacher who explains the weather and the sky to children. "
     prompts = [tok.encode(tok.apply_chat_template([
         {"role": "system", "content": system}, {"role": "user", "content": q}]))
-        for q in ("What is a tide?", "Why is the sea salty?", "Name a sailing knot.")]
-    reqs = [(0, prompts[0], greedy(12)), (4, prompts[1], greedy(12)),
-            (30, prompts[2], greedy(12))]
+        for system, q in ((sea, "What is a tide?"), (sky, "Why is the sky blue?"),
+                          (sea, "Name a sailing knot."))]
+    # Two ~35-token prompts need 3 blocks each of the 5: one is preempted; the third comes
+    # after both and finds the first one's system prompt cached.
+    reqs = [(0, prompts[0], greedy(8)), (2, prompts[1], greedy(8)), (24, prompts[2], greedy(8))]
     want, got = Recorder(ref), Recorder(tp)
     assert run(tp, reqs) == run(ref, reqs)
     assert_same_steps(want, got)
