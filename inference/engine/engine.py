@@ -127,7 +127,7 @@ class LLMEngine:
             dummy = config.load_format == "dummy"
             ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
             mcfg, tokenizer = ckpt.config, ckpt.tokenizer  # dummy: the shape, random weights
-            load = (lambda m: m.init_dummy(config.seed)) if dummy else (  # noqa: E731
+            load = (lambda m: m.init_dummy(config.seed)) if dummy else (
                 lambda m: m.load_weights(ckpt.weights(m.shard_slice)))
         from .tp_launch import tensor_parallel
 

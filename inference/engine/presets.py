@@ -87,6 +87,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Llama-3.1-70B: the 8B's vocabulary, heads of 128, KV heads and rope; wider and deeper.
+PRESETS["llama-3.1-70b"] = {
+    **PRESETS["llama-3.1-8b"],
+    "hidden_size": 8192,
+    "intermediate_size": 28672,
+    "num_hidden_layers": 80,
+    "num_attention_heads": 64,
+}
+
 
 def preset_config(name: str) -> ModelConfig:
     if name not in PRESETS:

@@ -16,6 +16,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -43,10 +44,8 @@ def main(rank: int, size: int, init_file: str, spec: str | None, config: EngineC
 
     distributed.init(rank, size, init_file, pick_device(config, rank)[0])
     engine = LLMEngine.from_model(spec, config)
-    try:
+    with contextlib.suppress(EOFError):  # rank 0 closed the pipe: it is gone
         follow(engine.runner, plans)
-    except EOFError:
-        pass  # rank 0 closed the pipe: it is gone
     distributed.destroy()
 
 
