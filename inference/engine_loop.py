@@ -10,6 +10,9 @@ Contract:
   worker exited or was killed), never on a signal; SIGINT and SIGTERM sent to the worker's
   process group are ignored here so a draining worker can still finish its requests.
 - A step that raises aborts every request and reports `crashed`; the loop goes on serving.
+- Tensor parallelism: this process is rank 0 and starts the other ranks while loading
+  (inference/engine/tp_launch.py); they stop when the loop ends, and a rank that dies ends
+  this process (exit status `tp_launch.RANK_DIED`), which the worker sees as its engine gone.
 - Hot path: between two steps this process does only the work the worker cannot do without the
   engine (token text of logprobs); chunk building, encoding and publishing happen in the worker.
 """
@@ -22,6 +25,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+from inference.engine import tp_launch
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
@@ -52,8 +56,11 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
         return
     steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
                            engine.embedder.pooling))
-    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
-        EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
+    try:
+        with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
+            EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
+    finally:
+        tp_launch.shutdown()  # the other tensor-parallel ranks, if any
 
 
 def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:

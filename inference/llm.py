@@ -27,6 +27,13 @@ class LLM:
             raise TypeError(f"unknown engine options: {sorted(unknown)}")
         self.engine = LLMEngine.from_model(model, EngineConfig(**engine_kwargs))  # type: ignore[arg-type]
 
+    def close(self) -> None:
+        """Stop the other tensor-parallel ranks, if any (they also stop when this process
+        exits); the engine cannot step afterwards."""
+        from .engine.tp_launch import shutdown
+
+        shutdown()
+
     @property
     def tokenizer(self):
         return self.engine.tokenizer

@@ -135,6 +135,7 @@ class LaunchConfig:
     nats_port: int = 4222
     redis_port: int = 6379
     workers: int = 1
+    tensor_parallel_size: int = 1  # ranks (GPUs) per worker: docs/OPERATIONS.md
     gateways: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"

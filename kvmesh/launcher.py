@@ -1,7 +1,8 @@
 """`kvmesh up`: the whole mesh on this machine, for development and a first try.
 
 Contract:
-- Starts nats-server, redis-server, the router, `--workers` inference workers and `--gateways`
+- Starts nats-server, redis-server, the router, `--workers` inference workers (each of
+  `--tensor-parallel-size` ranks) and `--gateways`
   gateway processes sharing one port (SO_REUSEPORT) as child processes (each in its own
   process group, logs under `<state_dir>/logs/`), waits until the gateway's /ready answers
   200, then prints the URL with a curl and an openai example.
@@ -179,6 +180,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
         wid = f"w{i}"
         service(wid, procs.service_argv("worker"), {
             "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+            "KVMESH_WORKER_TENSOR_PARALLEL_SIZE": str(cfg.tensor_parallel_size),
             "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
     for i in range(max(1, cfg.gateways)):
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(

@@ -155,6 +155,10 @@ class EngineConfig:
     - `pooling`: how embedding requests pool hidden states (inference/engine/embedding.py):
       "auto" (the model's declared pooling, else "last"), "last", "mean", or "none" (no
       embeddings). `normalize_embeddings`: scale each vector to unit L2 norm.
+    - `tensor_parallel_size`: ranks (processes; GPUs `cuda:0..N-1` on CUDA, gloo on CPU) that
+      each hold a slice of every layer and of the KV pool (tp_launch.py). It must divide the
+      model's attention heads and intermediate size; KV heads are split, or replicated when
+      there are fewer than ranks.
     """
 
     block_size: int = 16
@@ -175,3 +179,4 @@ class EngineConfig:
     async_scheduling: bool | None = None
     pooling: str = "auto"
     normalize_embeddings: bool = True
+    tensor_parallel_size: int = 1

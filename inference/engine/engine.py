@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .config import EngineConfig, ModelConfig
+from .distributed import all_reduce_min
 from .embedding import Embedder, PoolingParams, resolve_pooling
 from .engine_stats import EngineStats
 from .errors import DuplicateRequest, InvalidParameter
@@ -30,12 +31,13 @@ from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
-from .runner import ModelRunner, kv_bytes_per_block
+from .runner import kv_bytes_per_block
 from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
+from .tp_runner import make_runner
 from .transfer import to_device
 
 
@@ -74,10 +76,10 @@ class LLMEngine:
         load_weights(model)
         model.eval()
         quantize(model, config.quantization, self.device)
-        num_blocks = self._num_blocks(model)
+        num_blocks = all_reduce_min(self._num_blocks(model), self.device)  # TP: ranks agree
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(config, self.kv)
-        self.runner = ModelRunner(
+        self.runner = make_runner(  # rank 0 of a TP group sends each step's plan
             model, backend, num_blocks, config.block_size, self.device, self.kv_dtype
         )
         self.graph_decoder = None
@@ -115,28 +117,37 @@ class LLMEngine:
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
         """`spec`: None (the default model), an HF folder, a GGUF file, or `dummy:<preset>`;
         `config.load_format == "dummy"` keeps the checkpoint's shape and tokenizer and draws
-        random weights."""
+        random weights. With `config.tensor_parallel_size > 1` this process becomes rank 0
+        and starts the other ranks first (tp_launch.py); each loads only its own slices."""
         config = config or EngineConfig()
         if spec is not None and spec.startswith("dummy:"):
             from .presets import preset_config
 
-            mcfg = preset_config(spec.removeprefix("dummy:"))
-            return cls(mcfg, config, None, lambda m: m.init_dummy(config.seed))
-        from .loader import load_checkpoint
-        from .model_store import resolve_model
+            mcfg, tokenizer = preset_config(spec.removeprefix("dummy:")), None
+            load = lambda m: m.init_dummy(config.seed)  # noqa: E731
+        else:
+            from .loader import load_checkpoint
+            from .model_store import resolve_model
 
-        if config.load_format not in ("auto", "dummy"):
-            raise ValueError(f"load_format: unknown {config.load_format!r}; use auto or dummy")
-        dummy = config.load_format == "dummy"
-        ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
-        if dummy:  # the checkpoint's shape and tokenizer, random weights
-            return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.init_dummy(config.seed))
-        return cls(ckpt.config, config, ckpt.tokenizer, lambda m: m.load_weights(ckpt.weights()))
+            if config.load_format not in ("auto", "dummy"):
+                raise ValueError(
+                    f"load_format: unknown {config.load_format!r}; use auto or dummy"
+                )
+            dummy = config.load_format == "dummy"
+            ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
+            mcfg, tokenizer = ckpt.config, ckpt.tokenizer  # dummy: the shape, random weights
+            load = (lambda m: m.init_dummy(config.seed)) if dummy else (
+                lambda m: m.load_weights(ckpt.weights(m.shard_slice)))
+        from .tp_launch import tensor_parallel
+
+        with tensor_parallel(spec, config, mcfg):  # a no-op at TP=1
+            return cls(mcfg, config, tokenizer, load)
 
     def _num_blocks(self, model: LlamaForCausalLM) -> int:
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
-        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype)
+        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype,
+                                       model.kv_heads)
         if self.device.type == "cuda":
             from .memory import profile_num_blocks
 
@@ -155,6 +166,10 @@ class LLMEngine:
             raise InvalidParameter("model", "an embedding model: it serves embeddings only")
         check_prompt(prompt_token_ids, None, self.limits)
         params.validate()
+        if params.prompt_logprobs is not None and self.config.tensor_parallel_size > 1:
+            # the vocabulary-parallel head is a collective that only the runner's step joins
+            raise InvalidParameter("logprobs", "prompt logprobs (echo with logprobs) are not "
+                                   "served by a tensor-parallel worker")
         check_logit_bias(params.logit_bias, self.limits)
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))

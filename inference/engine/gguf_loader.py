@@ -9,13 +9,15 @@ Contract:
 - `iter_gguf_weights` yields `(hf_name, float32 tensor)` in HF layout ([out, in] matrices;
   for `llama` only, Q/K rows un-permuted back from llama.cpp's rotary order: its converter
   permutes Llama's and leaves Qwen's in HF order), one tensor at a time, so peak memory is
-  one dequantised tensor on top of the memory-mapped file.
+  one dequantised tensor on top of the memory-mapped file. Given `select` (a tensor-parallel
+  rank's slices), only the part it names: rows are cut before dequantising (GGUF stores a
+  matrix row by row, whole quantisation blocks per row), columns after.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +143,15 @@ def unpermute_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def iter_gguf_weights(
-    path: Path, reader: Any, config: ModelConfig, arch: str = "llama"
+    path: Path,
+    reader: Any,
+    config: ModelConfig,
+    arch: str = "llama",
+    select: Callable[[str], tuple[int, int, int] | None] | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield every tensor of `reader` as `(hf_name, float32 tensor in HF layout)`; `arch` is
-    the file's `general.architecture` (only `llama` stores Q/K rows permuted)."""
+    """Yield every tensor of `reader` as `(hf_name, float32 tensor in HF layout)`, or the part
+    `(dim, start, stop)` that `select(hf_name)` names; `arch` is the file's
+    `general.architecture` (only `llama` stores Q/K rows permuted)."""
     from gguf.quants import dequantize
 
     permuted = arch == "llama"
@@ -152,15 +159,19 @@ def iter_gguf_weights(
     for t in reader.tensors:
         name = hf_name(path, t.name)
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists ne0 (in) first
+        part = select(name) if select is not None else None
+        data = t.data
+        if part is not None and part[0] == 0:  # whole heads/rows: the permutation stays inside
+            data, shape = data[part[1] : part[2]], (part[2] - part[1], *shape[1:])
         try:
-            array = dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+            array = dequantize(data, t.tensor_type).astype(np.float32, copy=False)
             if not array.flags.writeable:  # F32 tensors come back as views of the read-only map
                 array = array.copy()
             w = torch.from_numpy(np.ascontiguousarray(array).reshape(shape))
         except Exception as e:
             raise ValueError(f"{path}: cannot dequantise {t.name} ({e})") from e
-        if permuted and name.endswith("q_proj.weight"):
-            w = unpermute_rotary(w, config.num_heads)
-        elif permuted and name.endswith("k_proj.weight"):
-            w = unpermute_rotary(w, config.num_kv_heads)
+        if permuted and name.endswith(("q_proj.weight", "k_proj.weight")):
+            w = unpermute_rotary(w, w.shape[0] // config.head_dim)
+        if part is not None and part[0] == 1:
+            w = w[:, part[1] : part[2]].contiguous()
         yield name, w

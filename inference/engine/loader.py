@@ -2,9 +2,12 @@
 
 `load_checkpoint(path)` reads the config and tokenizer at once and checks every weight file's
 header, so a broken checkpoint fails here, not halfway through building the model. The weights
-themselves stream lazily: `Checkpoint.weights()` yields `(hf_name, tensor)` one at a time, in
-Hugging Face names and layout (`model.layers.{i}.self_attn.q_proj.weight`, [out, in]). The model
-fuses QKV and gate-up itself and casts to its own dtype.
+themselves stream lazily: `Checkpoint.weights(select)` yields `(hf_name, tensor)` one at a time,
+in Hugging Face names and layout (`model.layers.{i}.self_attn.q_proj.weight`, [out, in]). The
+model fuses QKV and gate-up itself and casts to its own dtype. With `select` (a tensor-parallel
+rank's `model.shard_slice`), a tensor comes as only the `(dim, start, stop)` part that `select`
+names: a safetensors file reads just those bytes (`get_slice`), a GGUF tensor is dequantised
+alone and cut (rows before dequantising), so no rank ever holds the whole model.
 
 Errors: a missing path raises ModelNotFoundError; a corrupt or truncated file, a folder without
 config.json or weights, or an unsupported architecture raises ValueError naming the file.
@@ -24,7 +27,9 @@ from inference.engine.model_store import ModelNotFoundError
 from inference.engine.pooling_config import folder_pooling, generates
 from inference.engine.tokenizer import Tokenizer
 
-WeightStream = Callable[[], Iterator[tuple[str, torch.Tensor]]]
+Slice = tuple[int, int, int]  # (dim, start, stop) of a tensor
+Select = Callable[[str], Slice | None]  # hf_name -> the part to read; None = all of it
+WeightStream = Callable[[Select | None], Iterator[tuple[str, torch.Tensor]]]
 
 # model_type values whose HF checkpoints our decoder runs (Qwen via ModelConfig's flags).
 SUPPORTED_HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
@@ -32,7 +37,8 @@ SUPPORTED_HF_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 @dataclass
 class Checkpoint:
-    """What the engine needs from a checkpoint; `weights` may be called more than once."""
+    """What the engine needs from a checkpoint; `weights(select=None)` may be called more than
+    once."""
 
     config: ModelConfig
     tokenizer: Tokenizer | None
@@ -62,7 +68,8 @@ def _load_gguf(path: Path) -> Checkpoint:
     names = {t.name for t in reader.tensors}
     config = gguf_config(path, meta, names, tokenizer)
     arch = str(meta["general.architecture"])
-    return Checkpoint(config, tokenizer, lambda: iter_gguf_weights(path, reader, config, arch))
+    return Checkpoint(config, tokenizer,
+                      lambda select=None: iter_gguf_weights(path, reader, config, arch, select))
 
 
 def _load_hf_folder(folder: Path, need_weights: bool = True) -> Checkpoint:
@@ -94,7 +101,7 @@ def _load_hf_folder(folder: Path, need_weights: bool = True) -> Checkpoint:
         raise ValueError(f"{folder}: no *.safetensors weights")
     for shard in shards:
         _check_safetensors(shard)
-    return Checkpoint(config, tokenizer, lambda: _iter_safetensors(shards))
+    return Checkpoint(config, tokenizer, lambda select=None: _iter_safetensors(shards, select))
 
 
 def _with_eos(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
@@ -116,8 +123,10 @@ def _check_safetensors(shard: Path) -> None:
         ) from e
 
 
-def _iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor of every shard, in file order; rotary caches of old checkpoints skipped."""
+def _iter_safetensors(shards: list[Path],
+                      select: Select | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of every shard, in file order, or the part `select` names; rotary caches
+    of old checkpoints skipped."""
     from safetensors import safe_open
 
     for shard in shards:
@@ -126,7 +135,14 @@ def _iter_safetensors(shards: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                 for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if name.endswith("rotary_emb.inv_freq"):
                         continue
-                    yield name, f.get_tensor(name)
+                    part = select(name) if select is not None else None
+                    if part is None:
+                        yield name, f.get_tensor(name)
+                        continue
+                    dim, start, stop = part
+                    index = [slice(None)] * (dim + 1)
+                    index[dim] = slice(start, stop)
+                    yield name, f.get_slice(name)[tuple(index)]
         except ValueError:
             raise
         except Exception as e:

@@ -74,7 +74,7 @@ def _profile_forward(model, config: EngineConfig, max_len: int,
     starts = [0]
     for n in lens:
         starts.append(starts[-1] + n)
-    kv = torch.zeros(cfg.num_layers, 2, 1, bs, cfg.num_kv_heads, cfg.head_dim, dtype=dtype,
+    kv = torch.zeros(cfg.num_layers, 2, 1, bs, model.kv_heads, cfg.head_dim, dtype=dtype,
                      device=device)
     meta = AttentionMetadata(
         slot_mapping=torch.full((tokens,), -1, dtype=torch.long, device=device),

@@ -8,6 +8,12 @@ their final hidden states `[T, hidden]`; `compute_logits` applies the LM head on
 the runner samples from. Attention goes through the backend given at construction, so the
 model code is the same on every device. `load_weights` takes Hugging Face names and layouts
 and fuses q/k/v (weights and biases) and gate/up itself.
+
+Tensor parallelism (parallel_linear.py) is Megatron's: QKV and gate-up split by output rows
+(heads), o_proj and down_proj by input columns with one all-reduce each per layer, the
+embedding and LM head by vocabulary rows. A rank's heads and KV heads are `self.heads` and
+`self.kv_heads`; `shard_slice(name)` says which part of a checkpoint tensor this rank reads.
+At TP=1 every layer is the plain one and no collective runs.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from torch import nn
 
 from .attention import AttentionBackend, AttentionMetadata
 from .config import ModelConfig
+from .distributed import group
+from .parallel_linear import (
+    ColumnParallelLinear,
+    ParallelLMHead,
+    RowParallelLinear,
+    Slice,
+    VocabParallelEmbedding,
+    check_divisible,
+    head_part,
+    split_part,
+)
 from .rotary import RotaryEmbedding
 
 try:  # CUDA builds of PyTorch bring Triton; the fused kernels run on CUDA tensors only.
@@ -53,13 +70,13 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int, backend: AttentionBackend, rope: nn.Module):
         super().__init__()
         self.layer = layer
-        self.heads, self.kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_size = self.heads * self.head_dim
-        self.kv_size = self.kv_heads * self.head_dim
-        self.qkv_proj = nn.Linear(
-            cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.attention_bias
-        )
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.head_dim = cfg.head_dim
+        q = head_part("q", cfg.num_heads, cfg.head_dim)
+        k, v = (head_part(n, cfg.num_kv_heads, cfg.head_dim) for n in "kv")
+        self.q_size, self.kv_size = q.local, k.local  # this rank's heads
+        self.heads, self.kv_heads = q.local // cfg.head_dim, k.local // cfg.head_dim
+        self.qkv_proj = ColumnParallelLinear(cfg.hidden_size, [q, k, v], cfg.attention_bias)
+        self.o_proj = RowParallelLinear(q.full, cfg.hidden_size)
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm:  # registered only for Qwen3, so a Llama state dict stays exactly Llama's
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
@@ -96,9 +113,10 @@ def _norm_heads(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.inter = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=False)
-        self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=False)
+        parts = [split_part(n, cfg.intermediate_size) for n in ("gate", "up")]
+        self.inter = parts[0].local
+        self.gate_up_proj = ColumnParallelLinear(cfg.hidden_size, parts, bias=False)
+        self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _fused is not None and x.is_cuda:  # hot path: SiLU·mul in one kernel
@@ -132,14 +150,16 @@ class DecoderLayer(nn.Module):
 class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, backend: AttentionBackend, max_positions: int):
         super().__init__()
+        self.tp = group()  # the process's TP group when built; TP=1 without one
+        check_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, self.tp.size)
         self.config = cfg
         rope = RotaryEmbedding(cfg, max_positions)
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(
             DecoderLayer(cfg, i, backend, rope) for i in range(cfg.num_layers)
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = ParallelLMHead(cfg.hidden_size, cfg.vocab_size)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rope = rope
@@ -157,8 +177,24 @@ class LlamaForCausalLM(nn.Module):
             x, residual = layer(positions, x, residual, kv_cache, meta)
         return self.norm(x, residual)[0]
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+    @property
+    def kv_heads(self) -> int:
+        """KV heads this rank keeps in its slice of the paged pool."""
+        return self.layers[0].self_attn.kv_heads
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Float32 logits of `hidden`'s rows; on ranks other than 0 of a TP group, None."""
+        return self.lm_head(hidden)
+
+    def shard_slice(self, name: str) -> Slice | None:
+        """The part `(dim, start, stop)` of the Hugging Face tensor `name` this rank holds;
+        None for all of it (every tensor at TP=1; norms always)."""
+        if self.tp.size == 1:
+            return None
+        target, shard = _fused_target(name.removeprefix("model."))
+        owner = self.get_submodule(target.rpartition(".")[0])
+        slicer = getattr(owner, "tp_slice", None)
+        return None if slicer is None else slicer(shard)
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -175,51 +211,34 @@ class LlamaForCausalLM(nn.Module):
                 raise ValueError(
                     f"unexpected weight {name!r} for a {self.config.hf_model_type} model"
                 )
-            param = params[target]
-            if shard is None:
-                if param.shape != tensor.shape:
-                    raise ValueError(f"{name}: shape {tuple(tensor.shape)}, want {param.shape}")
-                param.copy_(tensor)
+            owner = self.get_submodule(target.rpartition(".")[0])
+            if hasattr(owner, "load"):  # a parallel layer: takes its slice, fuses its parts
+                owner.load(params[target], shard, tensor)
+            elif params[target].shape != tensor.shape:
+                raise ValueError(f"{name}: shape {tuple(tensor.shape)}, want "
+                                 f"{tuple(params[target].shape)}")
             else:
-                self._copy_shard(param, target, shard, tensor)
+                params[target].copy_(tensor)
             unset.discard(target)
         if unset:
             raise ValueError(f"checkpoint lacks weights: {sorted(unset)[:5]}")
 
-    def _copy_shard(self, param: torch.Tensor, target: str, shard: str, t: torch.Tensor) -> None:
-        cfg = self.config
-        q, kv, inter = (
-            cfg.num_heads * cfg.head_dim,
-            cfg.num_kv_heads * cfg.head_dim,
-            cfg.intermediate_size,
-        )
-        start, size = {
-            "q": (0, q),
-            "k": (q, kv),
-            "v": (q + kv, kv),
-            "gate": (0, inter),
-            "up": (inter, inter),
-        }[shard]
-        want = (size, *param.shape[1:])  # a weight [rows, in] or a bias [rows]
-        if t.shape != want:
-            raise ValueError(f"{target}/{shard}: shape {tuple(t.shape)}, want {want}")
-        param[start : start + size].copy_(t)
-
+    @torch.no_grad()
     def init_dummy(self, seed: int = 0) -> None:
-        """Random weights of the right scale, for benchmarks and reference tests."""
+        """Random weights of the right scale, for benchmarks and reference tests. Drawn at the
+        TP=1 shapes in one order and then sliced, so every TP size holds the same model."""
         device = next(self.parameters()).device
         gen = torch.Generator(device=device).manual_seed(seed)
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                if name.endswith(_NORM_WEIGHTS) or name == "norm.weight":
-                    p.copy_(
-                        1.0
-                        + 0.1 * torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
-                    )
-                else:
-                    p.copy_(
-                        0.02 * torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype)
-                    )
+        for name, p in self.named_parameters():
+            owner = self.get_submodule(name.rpartition(".")[0])
+            shape = owner.full_shape(p) if hasattr(owner, "full_shape") else p.shape
+            norm = name.endswith(_NORM_WEIGHTS) or name == "norm.weight"
+            t = torch.randn(shape, generator=gen, device=device, dtype=p.dtype)
+            t = 1.0 + 0.1 * t if norm else 0.02 * t
+            if hasattr(owner, "load_full"):
+                owner.load_full(p, t)
+            else:
+                p.copy_(t)
 
 
 _NORM_WEIGHTS = ("layernorm.weight", "q_norm.weight", "k_norm.weight")

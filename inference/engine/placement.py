@@ -8,15 +8,20 @@ import torch
 
 from .attention import AttentionBackend
 from .config import EngineConfig
+from .distributed import tp_rank
 from .model import LlamaForCausalLM
 from .torch_attention import TorchAttentionBackend
 
 
-def pick_device(cfg: EngineConfig) -> tuple[torch.device, torch.dtype]:
+def pick_device(cfg: EngineConfig, rank: int | None = None) -> tuple[torch.device, torch.dtype]:
+    """The device and model dtype; a tensor-parallel rank (`rank`, default this process's)
+    on CUDA gets `cuda:<rank>`."""
     name = cfg.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and cfg.tensor_parallel_size > 1:
+        device = torch.device("cuda", tp_rank() if rank is None else rank)
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if cfg.dtype == "auto":
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -4,6 +4,11 @@ It owns the KV pool tensor `[layers, 2, blocks, block_size, kv_heads, head_dim]`
 the KV manager's pending copy-on-write copies before each forward. Only the last token of a
 sequence whose known tokens are all computed after this step is sent through the LM head;
 every row's final hidden state stays in `last_hidden` until the next step (embeddings pool it).
+
+Tensor parallelism: the pool holds this rank's KV heads (`model.kv_heads`), and `plan_hook`
+(set on rank 0 by tp_runner.py) is called once per step with the step's device inputs, after
+they are final (placeholders resolved) and before the forward, so the other ranks can run the
+same step.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ from .scheduler import ScheduledBatch
 from .transfer import to_device
 
 
-def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
+                       kv_heads: int | None = None) -> int:
+    """Bytes of one block in the pool; `kv_heads`: this rank's (None: all of the model's)."""
     elem = torch.tensor([], dtype=dtype).element_size()
-    return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * elem
+    heads = cfg.num_kv_heads if kv_heads is None else kv_heads
+    return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
 
 
 class ModelRunner:
@@ -47,7 +55,7 @@ class ModelRunner:
             2,
             num_blocks,
             block_size,
-            cfg.num_kv_heads,
+            model.kv_heads,
             cfg.head_dim,
             dtype=dtype,
             device=device,
@@ -56,6 +64,7 @@ class ModelRunner:
         # The last step's final hidden states, [tokens, hidden] in batch order (final norm
         # applied): prompt logprobs (prompt_logprobs.py) and embeddings (embedding.py) read it.
         self.last_hidden: torch.Tensor | None = None
+        self.plan_hook = None  # tensor parallelism: (ids, pos, meta, sample rows) -> None
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if copies:
@@ -121,12 +130,20 @@ class ModelRunner:
         if has_placeholder:
             assert in_flight_tokens is not None, "a placeholder input with no step in flight"
             input_ids = resolve_placeholders(input_ids, in_flight_tokens)
-        if self.decode_hook is not None and meta.is_decode:
-            hidden = self.decode_hook(input_ids, positions, meta)
-        else:
-            self.backend.begin_step(meta)
-            hidden = self.model(input_ids, positions, self.kv_cache, meta)
+        if self.plan_hook is not None:
+            self.plan_hook(input_ids, positions, meta, rows)
+        hidden = self.forward(input_ids, positions, meta)
         self.last_hidden = hidden
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
         return self.model.compute_logits(hidden[rows])
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """Hidden states of a flat batch: a captured CUDA graph for a pure-decode step when
+        there is one, else the model eagerly."""
+        if self.decode_hook is not None and meta.is_decode:
+            return self.decode_hook(input_ids, positions, meta)
+        self.backend.begin_step(meta)
+        return self.model(input_ids, positions, self.kv_cache, meta)

@@ -170,6 +170,16 @@ def test_inference_scales_without_fixed_names_ports_or_worker_ids() -> None:
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
 
 
+def test_a_tensor_parallel_gpu_worker_reserves_one_gpu_per_rank() -> None:
+    env = {**compose_file.env_example(), "KVMESH_WORKER_TENSOR_PARALLEL_SIZE": "4"}
+    for tp, services in ((1, compose_file.load()["services"]),
+                         (4, compose_file.load(env)["services"])):
+        svc = services["inference-gpu"]
+        assert svc["environment"]["KVMESH_WORKER_TENSOR_PARALLEL_SIZE"] == tp
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["count"] == tp
+
+
 def test_each_service_connects_to_nats_as_its_own_user() -> None:
     services = compose_file.load()["services"]
     env = compose_file.env_example()

@@ -182,3 +182,40 @@ def test_gguf_load_time_is_reasonable(smollm_gguf: Path) -> None:
     elapsed = time.perf_counter() - start
     print(f"\nloaded {n} tensors from {smollm_gguf.name} in {elapsed:.1f}s")
     assert elapsed < 60
+
+
+def _rank_one_of_three(name: str) -> tuple[int, int, int] | None:
+    """What rank 1 of TP=3 reads of SmolLM2-135M: a third of the heads (whole rotary heads of
+    64), of the MLP and of the vocabulary; norms whole."""
+    if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+        return (0, 64 * 3, 64 * 6) if "q_proj" in name else (0, 64, 128)
+    if name.endswith(("gate_proj.weight", "up_proj.weight")):
+        return (0, 512, 1024)
+    if name.endswith("o_proj.weight"):
+        return (1, 192, 384)
+    if name.endswith("down_proj.weight"):
+        return (1, 512, 1024)
+    if name.endswith("embed_tokens.weight"):
+        return (0, 16384, 32768)
+    return None
+
+
+@pytest.mark.slow
+def test_a_tensor_parallel_rank_reads_only_its_slices_from_gguf_and_safetensors(
+    gguf_checkpoint: Checkpoint, gguf_weights: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """GGUF rows are cut before dequantising (Q/K un-permuted per head), safetensors through
+    `get_slice`: both equal the slice of the whole tensor."""
+    from safetensors.torch import save_file
+
+    save_file(gguf_weights, str(tmp_path / "model.safetensors"))
+    hf = {"model_type": "llama", **gguf_checkpoint.config.to_hf()}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    for ck in (gguf_checkpoint, load_checkpoint(tmp_path)):
+        seen = set()
+        for name, got in ck.weights(_rank_one_of_three):
+            whole, part = gguf_weights[name], _rank_one_of_three(name)
+            want = whole if part is None else whole.narrow(part[0], part[1], part[2] - part[1])
+            assert torch.equal(got, want), name
+            seen.add(name)
+        assert seen == set(gguf_weights)

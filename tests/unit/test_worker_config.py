@@ -20,8 +20,8 @@ SETTINGS = {
     "device": ("cpu", "cpu"), "dtype": ("float32", "float32"), "enforce_eager": ("1", True),
     "quantization": ("int4", "int4"), "kv_cache_dtype": ("fp8", "fp8"),
     "load_format": ("dummy", "dummy"), "seed": ("9", 9), "async_scheduling": ("false", False),
-    "pooling": ("mean", "mean"),
-    "normalize_embeddings": ("false", False),
+    "pooling": ("mean", "mean"), "normalize_embeddings": ("false", False),
+    "tensor_parallel_size": ("2", 2),
 }
 
 
