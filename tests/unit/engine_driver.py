@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.presets import preset_config
@@ -37,3 +39,16 @@ def run(
 
 def greedy(max_tokens: int = 12, **kw) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, **kw)
+
+
+def arrivals(seed: int, n: int) -> list[tuple[int, list[int]]]:
+    """`n` (arrival step, prompt) pairs; every other prompt starts with the same 20 tokens, so
+    they share prefix-cache blocks."""
+    rng = random.Random(seed)
+    shared = [rng.randrange(3, 512) for _ in range(20)]
+    out = []
+    for i in range(n):
+        head = shared if i % 2 else []
+        prompt = head + [rng.randrange(3, 512) for _ in range(rng.randrange(1, 30))]
+        out.append((rng.randrange(0, 10), prompt))
+    return out

@@ -9,25 +9,19 @@ aborts, checking the KV cache's invariants after every step.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from inference.engine.sampling_params import SamplingParams
 
-from .engine_driver import greedy, run, tiny_engine
+from .engine_driver import arrivals, greedy, run, tiny_engine
 
 
 def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingParams]]:
-    rng = random.Random(seed)
-    shared = [rng.randrange(3, 512) for _ in range(20)]
     reqs = []
-    for i in range(n):
-        head = shared if i % 2 else []
-        prompt = head + [rng.randrange(3, 512) for _ in range(rng.randrange(1, 30))]
+    for i, (at, prompt) in enumerate(arrivals(seed, n)):
         kind = i % 5
         if kind == 0:
-            params = greedy(rng.randrange(4, 16))
+            params = greedy(4 + i)
         elif kind == 1:  # seeded sampling: its draws are its own, whatever else runs
             params = SamplingParams(max_tokens=12, temperature=1.0, seed=i, ignore_eos=True)
         elif kind == 2:  # n > 1 forks after the prompt
@@ -37,7 +31,7 @@ def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingPara
             params = greedy(40, stop_token_ids=list(range(3, 512, 3)))
         else:
             params = greedy(10, logprobs=3)
-        reqs.append((rng.randrange(0, 10), prompt, params))
+        reqs.append((at, prompt, params))
     return reqs
 
 

@@ -6,18 +6,12 @@ import random
 
 import pytest
 
-from .engine_driver import greedy, run, tiny_engine
+from .engine_driver import arrivals, greedy, run, tiny_engine
 
 
 def _workload(seed: int, n: int = 8) -> list[tuple[int, list[int], object]]:
-    rng = random.Random(seed)
-    shared = [rng.randrange(3, 512) for _ in range(20)]
-    reqs = []
-    for i in range(n):
-        head = shared if i % 2 else []
-        prompt = head + [rng.randrange(3, 512) for _ in range(rng.randrange(1, 30))]
-        reqs.append((rng.randrange(0, 10), prompt, greedy(rng.randrange(4, 16))))
-    return reqs
+    rng = random.Random(seed + 1000)
+    return [(at, prompt, greedy(rng.randrange(4, 16))) for at, prompt in arrivals(seed, n)]
 
 
 def _alone(reqs) -> dict[str, dict[int, list[int]]]:

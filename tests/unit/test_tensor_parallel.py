@@ -56,8 +56,8 @@ class Recorder:
         runner = engine.runner
         execute, copy_blocks = runner.execute, runner.copy_blocks
 
-        def recording_execute(batch, rows):
-            out = execute(batch, rows)
+        def recording_execute(batch, rows, in_flight=None):
+            out = execute(batch, rows, in_flight)
             self.logits.append(out.clone())
             return out
 
