@@ -40,6 +40,7 @@ class EmbeddingsRequest:
     n: int = 1
     max_tokens: int = 0
     messages: None = None
+    prompts: None = None  # not a completions batch
 
     @property
     def size(self) -> int:
