@@ -19,7 +19,8 @@ async def test_undecodable_frame_gets_error_reply_and_router_survives(mesh: Mesh
         err = wire.decode(reply.data, ErrorReply)
         assert err.status == 400 and err.code == "invalid_frame"
         wrong_kind = await nc.request(wire.ROUTER_GENERATE, wire.encode(Cancel("x")), timeout=5)
-        assert "expected a generate, embed message, got cancel" in wire.decode(wrong_kind.data, ErrorReply).message
+        message = wire.decode(wrong_kind.data, ErrorReply).message
+        assert "expected a generate, embed message, got cancel" in message
         pong = await nc.request(wire.ROUTER_PING, wire.encode(Ping()), timeout=5)
         assert isinstance(wire.decode(pong.data), Ping)
     finally:
