@@ -13,45 +13,26 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, replace
 
 import torch
 
 from .config import EngineConfig, ModelConfig
-from .distributed import all_reduce_min
 from .embedding import Embedder, PoolingParams, resolve_pooling
+from .engine_setup import LoadWeights, build_runtime, open_model
 from .engine_stats import EngineStats
 from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
-from .inflight import InFlight
-from .kv_cache import KVCacheManager
-from .model import LlamaForCausalLM
+from .inflight import InFlight, Launched
 from .outputs import StepOutput, TokenLogprob
-from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
-from .runner import kv_bytes_per_block
 from .sampler import SampleRow, sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
-from .tp_runner import make_runner
 from .transfer import to_device
-
-
-@dataclass
-class Launched:
-    """A step whose forward pass is queued: the sequences whose known tokens are all computed
-    after it (`ends`), those of them to sample (not `max_tokens` 0, not embedding inputs) and
-    their logits (which the device may still be computing), and the embedding inputs it
-    finished (`pooled`)."""
-
-    ends: list[Sequence]
-    sampled: list[Sequence]
-    logits: torch.Tensor
-    pooled: list[Sequence]
 
 
 class LLMEngine:
@@ -60,42 +41,17 @@ class LLMEngine:
         model_config: ModelConfig,
         config: EngineConfig,
         tokenizer: Tokenizer | None,
-        load_weights,
+        load_weights: LoadWeights,
     ):
         """`load_weights(model)` fills the freshly built model's parameters."""
         self.model_config = model_config
         self.config = config
         self.tokenizer = tokenizer
-        self.device, self.dtype = pick_device(config)
-        self.kv_dtype = pick_kv_dtype(config, self.device, self.dtype)
-        self.max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
-        backend = make_backend(self.device, config.block_size)
-        with torch.device(self.device):
-            model = LlamaForCausalLM(model_config, backend, self.max_model_len)
-        model.to(self.dtype)
-        load_weights(model)
-        model.eval()
-        quantize(model, config.quantization, self.device)
-        num_blocks = all_reduce_min(self._num_blocks(model), self.device)  # TP: ranks agree
-        self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        rt = build_runtime(model_config, config, load_weights)
+        self.device, self.dtype, self.kv_dtype = rt.device, rt.dtype, rt.kv_dtype
+        self.max_model_len, self.kv, self.runner = rt.max_model_len, rt.kv, rt.runner
+        self.graph_decoder = rt.graph_decoder
         self.scheduler = Scheduler(config, self.kv)
-        self.runner = make_runner(  # rank 0 of a TP group sends each step's plan
-            model, backend, num_blocks, config.block_size, self.device, self.kv_dtype
-        )
-        self.graph_decoder = None
-        if self.device.type == "cuda" and not config.enforce_eager:
-            from .cuda_graphs import CudaGraphDecoder
-
-            self.graph_decoder = CudaGraphDecoder(
-                model,
-                backend,
-                self.runner.kv_cache,
-                config.max_num_seqs,
-                self.max_model_len,
-                config.block_size,
-            )
-            self.graph_decoder.capture()
-            self.runner.decode_hook = self.graph_decoder.run
         eos = set(model_config.eos_token_ids)
         if tokenizer is not None:
             eos |= set(tokenizer.eos_token_ids)
@@ -120,39 +76,11 @@ class LLMEngine:
         random weights. With `config.tensor_parallel_size > 1` this process becomes rank 0
         and starts the other ranks first (tp_launch.py); each loads only its own slices."""
         config = config or EngineConfig()
-        if spec is not None and spec.startswith("dummy:"):
-            from .presets import preset_config
-
-            mcfg, tokenizer = preset_config(spec.removeprefix("dummy:")), None
-            load = lambda m: m.init_dummy(config.seed)  # noqa: E731
-        else:
-            from .loader import load_checkpoint
-            from .model_store import resolve_model
-
-            if config.load_format not in ("auto", "dummy"):
-                raise ValueError(
-                    f"load_format: unknown {config.load_format!r}; use auto or dummy"
-                )
-            dummy = config.load_format == "dummy"
-            ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
-            mcfg, tokenizer = ckpt.config, ckpt.tokenizer  # dummy: the shape, random weights
-            load = (lambda m: m.init_dummy(config.seed)) if dummy else (
-                lambda m: m.load_weights(ckpt.weights(m.shard_slice)))
+        mcfg, tokenizer, load = open_model(spec, config)
         from .tp_launch import tensor_parallel
 
         with tensor_parallel(spec, config, mcfg):  # a no-op at TP=1
             return cls(mcfg, config, tokenizer, load)
-
-    def _num_blocks(self, model: LlamaForCausalLM) -> int:
-        if self.config.num_kv_blocks is not None:
-            return self.config.num_kv_blocks
-        per_block = kv_bytes_per_block(self.model_config, self.config.block_size, self.kv_dtype,
-                                       model.kv_heads)
-        if self.device.type == "cuda":
-            from .memory import profile_num_blocks
-
-            return profile_num_blocks(model, self.config, per_block, self.kv_dtype)
-        return max(1, self.config.kv_cache_memory // per_block)
 
     # ---- the streaming interface ---------------------------------------------------------
 
@@ -385,19 +313,7 @@ class LLMEngine:
         return [out]
 
     def stats(self) -> EngineStats:
-        kv = self.kv.stats()
-        return EngineStats(
-            running=len(self.scheduler.running),
-            waiting=len(self.scheduler.waiting),
-            num_blocks=kv.num_blocks,
-            free_blocks=kv.free_blocks,
-            used_blocks=kv.used_blocks,
-            cached_blocks=kv.cached_blocks,
-            prefix_hit_tokens=kv.prefix_hit_tokens,
-            prompt_tokens=kv.prefix_query_tokens,
-            preemptions=self.scheduler.num_preemptions,
-            grammar=replace(self.grammars.stats),
-        )
+        return EngineStats.of(self.kv, self.scheduler, self.grammars.stats)
 
     def take_kv_events(self) -> tuple[list[int], list[int]]:
         return self.kv.take_events()

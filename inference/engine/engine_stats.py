@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .grammar import GrammarStats
+from .kv_cache import KVCacheManager
+from .scheduler import Scheduler
 
 
 @dataclass
@@ -20,6 +22,12 @@ class EngineStats:
     preemptions: int
     grammar: GrammarStats = field(default_factory=GrammarStats)  # compiles, hits, tokens
 
-    @property
-    def kv_usage(self) -> float:
-        return self.used_blocks / self.num_blocks
+    @classmethod
+    def of(cls, kv: KVCacheManager, scheduler: Scheduler, grammar: GrammarStats) -> EngineStats:
+        """A snapshot: later steps do not change it."""
+        k = kv.stats()
+        return cls(running=len(scheduler.running), waiting=len(scheduler.waiting),
+                   num_blocks=k.num_blocks, free_blocks=k.free_blocks,
+                   used_blocks=k.used_blocks, cached_blocks=k.cached_blocks,
+                   prefix_hit_tokens=k.prefix_hit_tokens, prompt_tokens=k.prefix_query_tokens,
+                   preemptions=scheduler.num_preemptions, grammar=replace(grammar))

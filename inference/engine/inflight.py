@@ -30,6 +30,19 @@ from .transfer import HostCopy
 
 
 @dataclass
+class Launched:
+    """A step whose forward pass is queued: the sequences whose known tokens are all computed
+    after it (`ends`), those of them to sample (not `max_tokens` 0, not embedding inputs) and
+    their logits (which the device may still be computing), and the embedding inputs it
+    finished (`pooled`)."""
+
+    ends: list[Sequence]
+    sampled: list[Sequence]
+    logits: torch.Tensor
+    pooled: list[Sequence]
+
+
+@dataclass
 class InFlight:
     seqs: list[Sequence]  # row i sampled seqs[i]'s next token
     sample: DeviceSample

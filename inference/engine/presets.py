@@ -57,35 +57,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": False,
         "eos_token_id": 2,
     },
-    # Tensor-parallel tests: Qwen2's q/k/v bias with one KV head (replicated over the ranks) and
-    # a vocabulary that no TP size divides (padded); Qwen3's q/k norms with a wider head.
-    "tiny-qwen2": {
-        "model_type": "qwen2",
-        "vocab_size": 509,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 1,
-        "max_position_embeddings": 512,
-        "rope_theta": 1000000.0,
-        "tie_word_embeddings": True,
-        "eos_token_id": 2,
-    },
-    "tiny-qwen3": {
-        "model_type": "qwen3",
-        "vocab_size": 512,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 32,
-        "max_position_embeddings": 512,
-        "rope_theta": 1000000.0,
-        "eos_token_id": 2,
-    },
 }
+
+# Tensor-parallel tests: Qwen2's q/k/v bias with one KV head (replicated over the ranks) and
+# a vocabulary that no TP size divides (padded); Qwen3's q/k norms with a wider head.
+_TINY_QWEN = {**PRESETS["tiny"], "rope_theta": 1000000.0}
+PRESETS["tiny-qwen2"] = {**_TINY_QWEN, "model_type": "qwen2", "vocab_size": 509,
+                         "num_key_value_heads": 1, "tie_word_embeddings": True}
+PRESETS["tiny-qwen3"] = {**_TINY_QWEN, "model_type": "qwen3", "head_dim": 32,
+                         "tie_word_embeddings": False}
 
 # Llama-3.1-70B: the 8B's vocabulary, heads of 128, KV heads and rope; wider and deeper.
 PRESETS["llama-3.1-70b"] = {

@@ -22,6 +22,7 @@ if not torch.cuda.is_available():
 from inference.engine.grammar import GrammarMask
 from inference.engine.sampler import apply_grammar
 from inference.engine.sampling_params import SamplingParams
+from tests.unit.engine_driver import drain
 
 SCHEMA = {"type": "object", "properties": {
     "role": {"enum": ["admin", "user", "guest"]}, "ok": {"type": "boolean"},
@@ -54,17 +55,7 @@ def engine():
 
 
 def _run(engine, reqs, ids):
-    for rid, p in reqs.items():
-        engine.add_request(rid, ids, p)
-    tokens = {rid: [] for rid in reqs}
-    texts = dict.fromkeys(reqs, "")
-    reasons = {}
-    while engine.has_unfinished():
-        for o in engine.step():
-            tokens[o.request_id] += o.token_ids
-            texts[o.request_id] += o.text
-            if o.finish_reason:
-                reasons[o.request_id] = o.finish_reason
+    texts, tokens, reasons = drain(engine, {rid: (ids, p) for rid, p in reqs.items()})
     return tokens, texts, reasons
 
 

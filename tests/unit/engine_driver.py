@@ -52,3 +52,21 @@ def arrivals(seed: int, n: int) -> list[tuple[int, list[int]]]:
         prompt = head + [rng.randrange(3, 512) for _ in range(rng.randrange(1, 30))]
         out.append((rng.randrange(0, 10), prompt))
     return out
+
+
+def drain(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingParams]]
+          ) -> tuple[dict[str, str], dict[str, list[int]], dict[str, str]]:
+    """Add every request at once and step until all end: each one's text, tokens and finish
+    reason."""
+    for rid, (ids, params) in requests.items():
+        engine.add_request(rid, ids, params)
+    texts: dict[str, str] = dict.fromkeys(requests, "")
+    tokens: dict[str, list[int]] = {rid: [] for rid in requests}
+    reasons: dict[str, str] = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            texts[out.request_id] += out.text
+            tokens[out.request_id] += out.token_ids
+            if out.finish_reason:
+                reasons[out.request_id] = out.finish_reason
+    return texts, tokens, reasons

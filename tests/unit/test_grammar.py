@@ -13,6 +13,8 @@ from inference.engine.grammar import GrammarMask
 from inference.engine.sampler import apply_grammar
 from inference.engine.sampling_params import SamplingParams
 
+from .engine_driver import drain
+
 PERSON = {
     "type": "object",
     "properties": {
@@ -42,21 +44,6 @@ def _prompt(engine, text: str) -> list[int]:
     return tok.encode(tok.apply_chat_template([{"role": "user", "content": text}]))
 
 
-def _run(engine, requests: dict[str, tuple[list[int], SamplingParams]]):
-    for rid, (ids, params) in requests.items():
-        engine.add_request(rid, ids, params)
-    texts: dict[str, str] = dict.fromkeys(requests, "")
-    tokens: dict[str, list[int]] = {rid: [] for rid in requests}
-    reasons: dict[str, str] = {}
-    while engine.has_unfinished():
-        for out in engine.step():
-            texts[out.request_id] += out.text
-            tokens[out.request_id] += out.token_ids
-            if out.finish_reason:
-                reasons[out.request_id] = out.finish_reason
-    return texts, tokens, reasons
-
-
 def _schema_params(seed: int, schema=PERSON, **kw) -> SamplingParams:
     return SamplingParams(max_tokens=120, temperature=1.0, seed=seed,
                           grammar_kind="json_schema", grammar=json.dumps(schema), **kw)
@@ -64,7 +51,7 @@ def _schema_params(seed: int, schema=PERSON, **kw) -> SamplingParams:
 
 def test_sampled_constrained_answers_validate_against_their_schema(engine) -> None:
     ids = _prompt(engine, "Describe a person as JSON.")
-    texts, _, reasons = _run(engine, {f"r{i}": (ids, _schema_params(i)) for i in range(8)})
+    texts, _, reasons = drain(engine, {f"r{i}": (ids, _schema_params(i)) for i in range(8)})
     for rid, text in texts.items():
         assert reasons[rid] == "stop", text
         jsonschema.validate(json.loads(text), PERSON)
@@ -73,9 +60,9 @@ def test_sampled_constrained_answers_validate_against_their_schema(engine) -> No
 def test_free_rows_get_the_same_tokens_beside_constrained_ones(engine) -> None:
     free = SamplingParams(max_tokens=16, temperature=0.8, seed=7)
     ids = _prompt(engine, "Write a haiku about the sea.")
-    _, alone, _ = _run(engine, {"free": (ids, free)})
+    _, alone, _ = drain(engine, {"free": (ids, free)})
     mixed = {"free": (ids, free), "c0": (ids, _schema_params(1)), "c1": (ids, _schema_params(2))}
-    _, together, _ = _run(engine, mixed)
+    _, together, _ = drain(engine, mixed)
     assert together["free"] == alone["free"]
 
 
@@ -88,7 +75,7 @@ def test_preempted_constrained_sequences_stay_valid(smollm_gguf) -> None:
     small = LLMEngine.from_model(str(smollm_gguf), EngineConfig(
         device="cpu", num_kv_blocks=8, max_model_len=512, enable_prefix_caching=False))
     ids = _prompt(small, "Describe a person as JSON.")
-    texts, _, reasons = _run(small, {f"r{i}": (ids, _schema_params(i)) for i in range(4)})
+    texts, _, reasons = drain(small, {f"r{i}": (ids, _schema_params(i)) for i in range(4)})
     assert small.stats().preemptions > 0
     for rid, text in texts.items():
         if reasons[rid] == "stop":
@@ -103,7 +90,7 @@ def test_regex_and_choice_constrain_the_text(engine) -> None:
                            grammar=r"\+1-[0-9]{3}-[0-9]{4}")
     choice = SamplingParams(max_tokens=30, temperature=1.0, seed=4, grammar_kind="choice",
                             grammar=json.dumps(["yes", "no", "maybe later"]))
-    texts, _, reasons = _run(engine, {"regex": (ids, regex), "choice": (ids, choice)})
+    texts, _, reasons = drain(engine, {"regex": (ids, regex), "choice": (ids, choice)})
     assert re.fullmatch(r"\+1-[0-9]{3}-[0-9]{4}", texts["regex"])
     assert texts["choice"] in ("yes", "no", "maybe later")
     assert reasons == {"regex": "stop", "choice": "stop"}
@@ -113,7 +100,7 @@ def test_compiled_grammars_are_cached_by_source(engine) -> None:
     before = engine.grammars.stats.compiles, engine.grammars.stats.cache_hits
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     ids = _prompt(engine, "Are you ok?")
-    _run(engine, {f"r{i}": (ids, _schema_params(i, schema)) for i in range(3)})
+    drain(engine, {f"r{i}": (ids, _schema_params(i, schema)) for i in range(3)})
     assert engine.grammars.stats.compiles == before[0] + 1
     assert engine.grammars.stats.cache_hits == before[1] + 2
 
@@ -148,7 +135,7 @@ def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
     from telemetry.metrics import EngineCollector
 
     ids = _prompt(engine, "Yes or no?")
-    _run(engine, {"r": (ids, SamplingParams(max_tokens=5, grammar_kind="choice",
+    drain(engine, {"r": (ids, SamplingParams(max_tokens=5, grammar_kind="choice",
                                             grammar='["yes", "no"]'))})
     stats = engine.stats()
     assert stats.grammar.compiles >= 1 and stats.grammar.constrained_tokens >= 1

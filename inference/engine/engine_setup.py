@@ -1,0 +1,102 @@
+"""What an `LLMEngine` runs on, built once at start-up: the model on its device with its
+weights, the KV pool sized for it, the runner and its CUDA graphs (`build_runtime`), and where
+the model comes from (`open_model`).
+
+Contract: `build_runtime` returns only when the model is loaded, the pool allocated and every
+decode graph captured; with tensor parallelism every rank builds the same pool size (the
+smallest any rank can hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .config import EngineConfig, ModelConfig
+from .distributed import all_reduce_min
+from .kv_cache import KVCacheManager
+from .model import LlamaForCausalLM
+from .placement import make_backend, pick_device, pick_kv_dtype, quantize
+from .runner import ModelRunner, kv_bytes_per_block
+from .tokenizer import Tokenizer
+from .tp_runner import make_runner
+
+LoadWeights = Callable[[LlamaForCausalLM], None]
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype
+    kv_dtype: torch.dtype  # the pool's: the model's, or float8 e4m3
+    max_model_len: int
+    kv: KVCacheManager
+    runner: ModelRunner
+    graph_decoder: Any  # a CudaGraphDecoder, or None (CPU, or enforce_eager)
+
+
+def build_runtime(model_config: ModelConfig, config: EngineConfig,
+                  load_weights: LoadWeights) -> Runtime:
+    """`load_weights(model)` fills the freshly built model's parameters."""
+    device, dtype = pick_device(config)
+    kv_dtype = pick_kv_dtype(config, device, dtype)
+    max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
+    backend = make_backend(device, config.block_size)
+    with torch.device(device):
+        model = LlamaForCausalLM(model_config, backend, max_model_len)
+    model.to(dtype)
+    load_weights(model)
+    model.eval()
+    quantize(model, config.quantization, device)
+    num_blocks = all_reduce_min(_num_blocks(model, config, device, kv_dtype), device)
+    kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
+    runner = make_runner(  # rank 0 of a TP group sends each step's plan
+        model, backend, num_blocks, config.block_size, device, kv_dtype
+    )
+    graph_decoder = None
+    if device.type == "cuda" and not config.enforce_eager:
+        from .cuda_graphs import CudaGraphDecoder
+
+        graph_decoder = CudaGraphDecoder(model, backend, runner.kv_cache, config.max_num_seqs,
+                                         max_model_len, config.block_size)
+        graph_decoder.capture()
+        runner.decode_hook = graph_decoder.run
+    return Runtime(device, dtype, kv_dtype, max_model_len, kv, runner, graph_decoder)
+
+
+def _num_blocks(model: LlamaForCausalLM, config: EngineConfig, device: torch.device,
+                kv_dtype: torch.dtype) -> int:
+    if config.num_kv_blocks is not None:
+        return config.num_kv_blocks
+    per_block = kv_bytes_per_block(model.config, config.block_size, kv_dtype, model.kv_heads)
+    if device.type == "cuda":
+        from .memory import profile_num_blocks
+
+        return profile_num_blocks(model, config, per_block, kv_dtype)
+    return max(1, config.kv_cache_memory // per_block)
+
+
+def open_model(spec: str | None, config: EngineConfig
+               ) -> tuple[ModelConfig, Tokenizer | None, LoadWeights]:
+    """The model's config, tokenizer and weight loader for `spec`: None (the default model),
+    an HF folder, a GGUF file, or `dummy:<preset>`. `config.load_format == "dummy"` keeps the
+    checkpoint's shape and tokenizer and draws random weights; a tensor-parallel rank loads
+    only its own slices (`shard_slice`)."""
+    if spec is not None and spec.startswith("dummy:"):
+        from .presets import preset_config
+
+        return (preset_config(spec.removeprefix("dummy:")), None,
+                lambda m: m.init_dummy(config.seed))
+    from .loader import load_checkpoint
+    from .model_store import resolve_model
+
+    if config.load_format not in ("auto", "dummy"):
+        raise ValueError(f"load_format: unknown {config.load_format!r}; use auto or dummy")
+    dummy = config.load_format == "dummy"
+    ckpt = load_checkpoint(resolve_model(spec), need_weights=not dummy)
+    if dummy:  # the checkpoint's shape and tokenizer, random weights
+        return ckpt.config, ckpt.tokenizer, lambda m: m.init_dummy(config.seed)
+    return ckpt.config, ckpt.tokenizer, lambda m: m.load_weights(ckpt.weights(m.shard_slice))
