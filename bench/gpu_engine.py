@@ -114,7 +114,8 @@ def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_
         eng.add_request(f"r{i}", p, sp)
     out_tokens = steps = 0
     prof_text = None
-    split = {"schedule": 0.0, "prepare": 0.0, "execute_launch": 0.0, "sample_and_wait": 0.0}
+    split = {"schedule": 0.0, "prepare": 0.0, "execute_launch": 0.0, "sample_launch": 0.0,
+             "wait_for_tokens": 0.0}
     restore = _time_step_parts(eng, split)
     t0 = sync_time()
     while eng.has_unfinished():
@@ -144,10 +145,11 @@ def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_
         "out_tok_per_s": out_tokens / elapsed,
         "total_tok_per_s": (out_tokens + sum(len(p) for p in prompts)) / elapsed,
         "mean_step_ms": elapsed / steps * 1e3,
-        # Host time per step (ms): scheduling, building the inputs, launching; the sampler's
-        # share includes waiting for the GPU (its .tolist() syncs). "other" = the rest of
-        # step(): committing blocks, stop checks, outputs. Host work is not overlapped with
-        # the GPU, so schedule + prepare + other is time the GPU sits idle.
+        # Host time per step (ms): scheduling, building the inputs, launching the forward and
+        # the sampler; "wait_for_tokens" is the host blocked on the GPU (InFlight.wait).
+        # "other" = the rest of step(): committing blocks, stop checks, outputs. With the
+        # overlapped loop (the default on CUDA) the host's work runs while the GPU computes
+        # the step launched before it; with the plain loop it is time the GPU sits idle.
         "host_ms_per_step": {k: v / steps * 1e3 for k, v in split.items()}
         | {"other": (elapsed - sum(split.values())) / steps * 1e3},
     }
@@ -155,9 +157,10 @@ def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_
 
 def _time_step_parts(eng, acc: dict) -> callable:
     import inference.engine.engine as engine_mod
+    from inference.engine.inflight import InFlight
 
-    sched, prep, execute, sample = (eng.scheduler.schedule, eng.runner.prepare,
-                                    eng.runner.execute, engine_mod.sample)
+    sched, prep, execute, sample, wait = (eng.scheduler.schedule, eng.runner.prepare,
+                                          eng.runner.execute, engine_mod.sample, InFlight.wait)
 
     def timed(fn, key, minus=None):
         def wrapper(*a, **k):
@@ -171,11 +174,12 @@ def _time_step_parts(eng, acc: dict) -> callable:
     eng.scheduler.schedule = timed(sched, "schedule")
     eng.runner.prepare = timed(prep, "prepare")
     eng.runner.execute = timed(execute, "execute_launch", minus="prepare")
-    engine_mod.sample = timed(sample, "sample_and_wait")
+    engine_mod.sample = timed(sample, "sample_launch")
+    InFlight.wait = timed(wait, "wait_for_tokens")
 
     def restore():
         del eng.scheduler.schedule, eng.runner.prepare, eng.runner.execute
-        engine_mod.sample = sample
+        engine_mod.sample, InFlight.wait = sample, wait
 
     return restore
 
