@@ -204,8 +204,22 @@ DETOKENIZE_FIELDS: tuple[Field, ...] = (
     Field("tokens", (ARR,), SUPPORTED, "token ids inside the vocabulary; special tokens kept"),
 )
 
+EMBEDDINGS_FIELDS: tuple[Field, ...] = (
+    Field("model", (STR,), SUPPORTED, "a served model; 400 `model_not_embedding` when its "
+          "workers serve no embeddings (`--pooling none`)"),
+    Field("input", (STR, ARR), SUPPORTED, "a string, an array of strings, an array of token ids "
+          "or an array of arrays of token ids: 1 to 2048 inputs, none empty, each at most "
+          "`max_model_len - 1` tokens (else 400 `context_length_exceeded`)"),
+    Field("encoding_format", (STR,), SUPPORTED, "`float` (default) or `base64` (each vector's "
+          "little-endian float32 bytes)", only("float", "base64", why="OpenAI's two encodings")),
+    Field("dimensions", (INT,), SUPPORTED, "keep the first this many values, renormalised; 1 "
+          "to the model's hidden size"),
+    Field("user", (STR,), SUPPORTED, "a session hint for routing, like `x-kvmesh-session`"),
+)
+
 ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS,
-                   "/tokenize": TOKENIZE_FIELDS, "/detokenize": DETOKENIZE_FIELDS}
+                   "/v1/embeddings": EMBEDDINGS_FIELDS, "/tokenize": TOKENIZE_FIELDS,
+                   "/detokenize": DETOKENIZE_FIELDS}
 
 
 def check_fields(body: Mapping[str, Any], fields: tuple[Field, ...]) -> None:

@@ -4,8 +4,9 @@ Fields, as OpenAI's: `model`; `input`: a string, an array of strings, an array o
 or an array of arrays of token ids (1 to `MAX_INPUTS` inputs, none empty); `encoding_format`:
 `float` (the default) or `base64` (little-endian float32 bytes); `dimensions`: a positive
 integer (the worker refuses one over the model's hidden size); `user`: a string (a session
-hint, as on generations). Every other field, and every value of the wrong type, is a 400
-naming the field (`param`).
+hint, as on generations). Which fields exist and their JSON types is gateway/api_fields.py's
+registry (`EMBEDDINGS_FIELDS`), checked first: every other field, and every value of the
+wrong type, is a 400 naming the field (`param`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.api_fields import EMBEDDINGS_FIELDS, check_fields
 from gateway.errors import ApiError, bad_field
 from kvmesh.wire import EmbedRequest
 
 MAX_INPUTS = 2048  # OpenAI's cap on inputs per request
-ENCODINGS = ("float", "base64")
-FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 TOKEN_LIMIT = 1 << 31  # token ids travel as int64; no vocabulary is near this
 
 
@@ -65,30 +65,19 @@ class EmbeddingsRequest:
 def parse_embeddings(body: Any) -> EmbeddingsRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
-    for name in body:
-        if name not in FIELDS:
-            raise bad_field(name, "not supported on /v1/embeddings (supported: "
-                            f"{', '.join(sorted(FIELDS))})")
+    check_fields(body, EMBEDDINGS_FIELDS)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_field("model", "required, a non-empty string")
     req = EmbeddingsRequest(model)
     req.texts, req.token_ids = _inputs(body.get("input"))
-    fmt = body.get("encoding_format")
-    if fmt is not None:
-        if fmt not in ENCODINGS:
-            raise bad_field("encoding_format", f"must be one of {', '.join(ENCODINGS)}")
-        req.encoding_format = fmt
+    req.encoding_format = body.get("encoding_format") or "float"
     dims = body.get("dimensions")
     if dims is not None:
-        if type(dims) is not int or not 1 <= dims < TOKEN_LIMIT:
+        if not 1 <= dims < TOKEN_LIMIT:
             raise bad_field("dimensions", "must be a positive integer")
         req.dimensions = dims
-    user = body.get("user")
-    if user is not None:
-        if not isinstance(user, str):
-            raise bad_field("user", "must be a string")
-        req.session = user
+    req.session = body.get("user") or ""
     return req
 
 

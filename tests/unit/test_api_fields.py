@@ -11,6 +11,7 @@ import pytest
 from gateway.api_fields import (
     CHAT_FIELDS,
     COMPLETION_FIELDS,
+    EMBEDDINGS_FIELDS,
     ENDPOINT_FIELDS,
     EXTENSION,
     markdown_table,
@@ -28,15 +29,18 @@ def test_docs_api_md_holds_the_registrys_tables() -> None:
             f"docs/API.md's table of {path} is stale: `python -m gateway.api_fields` prints it")
 
 
-@pytest.mark.parametrize(("module", "fields"), [
-    ("openai.types.chat.completion_create_params", CHAT_FIELDS),
-    ("openai.types.completion_create_params", COMPLETION_FIELDS),
+@pytest.mark.parametrize(("module", "kind", "fields"), [
+    ("openai.types.chat.completion_create_params", "CompletionCreateParamsBase", CHAT_FIELDS),
+    ("openai.types.completion_create_params", "CompletionCreateParamsBase", COMPLETION_FIELDS),
+    ("openai.types.embedding_create_params", "EmbeddingCreateParams", EMBEDDINGS_FIELDS),
 ])
-def test_every_openai_request_field_is_in_the_registry(module: str, fields: tuple) -> None:
+def test_every_openai_request_field_is_in_the_registry(module: str, kind: str,
+                                                      fields: tuple) -> None:
     import importlib
 
-    base = importlib.import_module(module).CompletionCreateParamsBase
-    openai_names = set(base.__annotations__) | {"stream"}
+    base = getattr(importlib.import_module(module), kind)
+    openai_names = set(base.__annotations__) | ({"stream"} if fields is not EMBEDDINGS_FIELDS
+                                                 else set())
     ours = {f.name for f in fields}
     assert openai_names <= ours, sorted(openai_names - ours)
     assert {f.name for f in fields if f.status == EXTENSION}.isdisjoint(openai_names)

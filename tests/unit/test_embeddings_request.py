@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.embeddings_request import FIELDS, MAX_INPUTS, TOKEN_LIMIT, parse_embeddings
+from gateway.api_fields import EMBEDDINGS_FIELDS
+from gateway.embeddings_request import MAX_INPUTS, TOKEN_LIMIT, parse_embeddings
 from gateway.errors import ApiError
 
 QUICK = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -19,8 +20,8 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 40), 1 << 40), 
 JSON = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
     max_leaves=10)
-BODIES = st.one_of(JSON, st.dictionaries(
-    st.sampled_from([*sorted(FIELDS), "temperature", "x"]), JSON, max_size=5))
+NAMES = [*sorted(f.name for f in EMBEDDINGS_FIELDS), "temperature", "x"]
+BODIES = st.one_of(JSON, st.dictionaries(st.sampled_from(NAMES), JSON, max_size=5))
 
 
 @QUICK
