@@ -59,8 +59,9 @@ class Ticket:
 
 def prompt_estimate(req: ParsedRequest) -> int:
     """Tokens the prompt will take, from its size (the gateway does not tokenise)."""
-    if req.prompts:  # a completions batch: every prompt
-        return sum(prompt_estimate(one) for one in req.split())
+    if req.prompts:  # a completions batch: every prompt, measured where it stands
+        return sum(len(p) if isinstance(p, list) else len(p.encode()) // BYTES_PER_TOKEN + 1
+                   for p in req.prompts)
     if req.prompt_token_ids is not None:
         return len(req.prompt_token_ids)
     size = len((req.prompt or "").encode())

@@ -191,7 +191,8 @@ TOKENIZE_FIELDS: tuple[Field, ...] = (
     Field("model", (STR,), SUPPORTED, "a model with a live worker"),
     Field("prompt", (STR,), SUPPORTED, "text to tokenise (or `messages`)"),
     Field("messages", (ARR,), SUPPORTED, "chat messages, through the model's chat template"),
-    Field("tools", (ARR,), SUPPORTED, "functions, rendered by the chat template as on chat"),
+    Field("tools", (ARR,), SUPPORTED, "with `messages`: functions, rendered by the chat "
+          "template as on chat"),
     Field("add_generation_prompt", (BOOL,), SUPPORTED,
           "with `messages`: end with the assistant's turn opener (default true)"),
     Field("add_special_tokens", (BOOL,), SUPPORTED,

@@ -313,6 +313,7 @@ async def _embed(request: web.Request, req: EmbeddingsRequest, ticket: Ticket) -
     """One vector per input, gathered from the worker's chunks."""
     mesh = request.app[MESH]
     rid = "embd-" + uuid.uuid4().hex
+    request_id.adopt(request, rid)
     rec = telemetry_http.record(request)
     rec.set_request(rid, req.model, req.tenant)
     req.session = request.headers.get(SESSION_HEADER, req.session)
@@ -324,11 +325,7 @@ async def _embed(request: web.Request, req: EmbeddingsRequest, ticket: Ticket) -
             for chunk in batch:
                 gather.add(chunk)
     finally:
-        ticket.settle(_used_tokens(stream))
-        stream.close()
-        if not stream.completed:
-            log.info("%s ended early; cancelling it at the worker", rid)
-            mesh.cancel_soon(rid)
+        ticket.settle(_end(request, Source(stream, None, {})))
     return web.Response(body=gather.body(req.model), content_type="application/json",
                         headers={**route_headers(stream), "x-kvmesh-gateway": mesh.instance})
 

@@ -78,6 +78,8 @@ def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:
                                add_special_tokens=bool(body.get("add_special_tokens", False)),
                                add_generation_prompt=body.get("add_generation_prompt") is not False)
     if has_prompt:
+        if body.get("tools") is not None:  # tools are rendered by the chat template only
+            raise bad_field("tools", "only with messages (a prompt is tokenised as it is)")
         msg.prompt = body["prompt"]
     else:
         msg.messages = _messages(body)

@@ -148,7 +148,7 @@ class Router(Actor):
             ids, strs = await asyncio.to_thread(self.tokenizer.tokenize, msg)
         except ValueError as exc:
             return ErrorReply(400, "invalid_request_error", str(exc),
-                              "messages" if msg.messages is not None else "prompt")
+                              _prompt_param(msg))
         longest = max(v.beat.max_model_len for v in self.workers.live(msg.model))
         return TokenizeReply(ids, longest, strs)
 
@@ -181,11 +181,12 @@ class Router(Actor):
             try:
                 ids = await self._encode(req)
             except ValueError as exc:
-                return ErrorReply(400, "invalid_request_error", str(exc), "messages")
+                return ErrorReply(400, "invalid_request_error", str(exc), _prompt_param(req))
         fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting:
             return _context_exceeded(len(ids), req.max_tokens,
-                                     max(v.beat.max_model_len for v in candidates))
+                                     max(v.beat.max_model_len for v in candidates),
+                                     _prompt_param(req))
         return await self._forward(TokenizedRequest.of(req, ids), fitting, req.session,
                                    raw.headers)
 
@@ -285,9 +286,15 @@ class Router(Actor):
         return self._unavailable(f"no worker accepted the request after {tried} attempt(s)")
 
 
-def _context_exceeded(n: int, max_tokens: int | None, largest: int) -> ErrorReply:
+def _prompt_param(req: GenerateRequest | TokenizeRequest) -> str:
+    """The request field that holds the prompt: `messages` (chat) or `prompt` (completions)."""
+    return "messages" if req.messages is not None else "prompt"
+
+
+def _context_exceeded(n: int, max_tokens: int | None, largest: int,
+                      prompt_param: str) -> ErrorReply:
     if n >= largest or max_tokens is None:
-        why, param = f"the prompt has {n} tokens; this model's context is {largest}", "messages"
+        why, param = f"the prompt has {n} tokens; this model's context is {largest}", prompt_param
     else:
         why = (f"the prompt ({n} tokens) plus max_tokens ({max_tokens}) exceeds this model's "
                f"context of {largest} tokens")

@@ -79,6 +79,7 @@ def test_tokenize_counts_what_a_generation_counts_and_detokenize_inverts_it(
     ("/tokenize", {"model": MODEL}, "prompt"),
     ("/tokenize", {"model": MODEL, "prompt": "x", "chat_template": "{{x}}"}, "chat_template"),
     ("/tokenize", {"model": "no-such-model", "prompt": "x"}, "model"),
+    ("/tokenize", {"model": MODEL, "prompt": "x", "tools": []}, "tools"),
 ])
 def test_tokenize_and_detokenize_refuse_bad_bodies_naming_the_field(
         mesh: Mesh, path: str, body: dict[str, Any], param: str) -> None:

@@ -54,7 +54,12 @@ def test_prompt_over_context_is_400_context_length_exceeded(mesh: Mesh) -> None:
     status, body, _ = post(mesh.base_url + CHAT, {"model": MODEL, "messages": [
         {"role": "user", "content": long}]})
     assert status == 400, body
-    assert body["error"]["code"] == "context_length_exceeded"
+    assert (body["error"]["code"], body["error"]["param"]) == ("context_length_exceeded",
+                                                               "messages")
+    status, body, _ = post(mesh.base_url + "/v1/completions", {"model": MODEL, "prompt": long})
+    assert status == 400, body
+    assert (body["error"]["code"], body["error"]["param"]) == ("context_length_exceeded",
+                                                               "prompt")
 
 
 def test_max_tokens_past_context_is_400_context_length_exceeded(mesh: Mesh) -> None:
