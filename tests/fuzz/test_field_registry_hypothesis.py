@@ -99,13 +99,24 @@ def test_an_unknown_field_gets_a_400_naming_it(kind: str, name: str, value: Any)
     ("chat", "n", "x"), ("chat", "logprobs", "yes"), ("chat", "metadata", 3),
     ("chat", "user", 7), ("completion", "logprobs", True), ("completion", "logit_bias", [1]),
     ("chat", "logit_bias", {"x": 1}), ("chat", "logit_bias", {"5": 101}),
-    ("chat", "metadata", {"k": 1}), ("chat", "stream_options", {"include_usage": True,
-                                                                 "bogus": True}),
+    ("chat", "metadata", {"k": 1}),
 ])
 def test_the_issues_malformed_values_get_a_400_naming_the_field(kind: str, name: str,
                                                                 value: Any) -> None:
     got = _param_of(kind, name, value)
     assert got is not None and got.split(".")[0] == name
+
+
+@pytest.mark.parametrize(("options", "param"), [
+    ({"include_usage": True, "bogus": True}, "stream_options.bogus"),
+    ({"include_usage": "yes"}, "stream_options.include_usage"),
+])
+def test_a_streamed_requests_bad_stream_options_are_400_naming_the_key(
+        options: dict[str, Any], param: str) -> None:
+    base, parse, _ = BASES["chat"]
+    with pytest.raises(ApiError) as err:
+        parse({**base, "stream": True, "stream_options": options})
+    assert (err.value.status, err.value.param) == (400, param)
 
 
 @pytest.fixture
