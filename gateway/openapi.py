@@ -1,9 +1,10 @@
 """The gateway's OpenAPI 3.0 document, served at `GET /openapi.json`.
 
 It is written from the validators (`gateway/openai_request.py`, `completion_prompts.py`,
-`embeddings_request.py`, `tokenize_routes.py`) and must stay in step with them: every bound here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py
-fuzzes a live gateway against this document, and tests/fuzz/test_validators_hypothesis.py
-checks that bodies valid by this document pass the validators). Fields without a hand-written
+`embeddings_request.py`, `tokenize_routes.py`) and must stay in step with them: every bound
+here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py fuzzes a live
+gateway against this document, and tests/fuzz/test_validators_hypothesis.py checks that bodies
+valid by this document pass the validators). Fields without a hand-written
 schema here come from the field registry (gateway/api_fields.py): its types, and the values a
 limited field accepts. Refused and unknown fields are not in the document
 (`additionalProperties: false`): the gateway answers them with a 400 naming them.

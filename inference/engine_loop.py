@@ -9,7 +9,9 @@ Contract:
 - The worker owns this process's life: the loop ends on `Stop` or when the pipe closes (the
   worker exited or was killed), never on a signal; SIGINT and SIGTERM sent to the worker's
   process group are ignored here so a draining worker can still finish its requests.
-- A step that raises aborts every request and reports `crashed`; the loop goes on serving.
+- A step that raises aborts every request and reports `crashed`; the loop goes on serving
+  (with tensor parallelism it ends instead: the other ranks may wait in that step's
+  collectives, so the worker exits and the router fails over).
 - Tensor parallelism: this process is rank 0 and starts the other ranks while loading
   (inference/engine/tp_launch.py); they stop when the loop ends, and a rank that dies ends
   this process (exit status `tp_launch.RANK_DIED`), which the worker sees as its engine gone.
@@ -132,12 +134,14 @@ class EngineLoop:
             outputs = engine.step()
         except Exception as exc:  # an engine bug must not hang every client
             log.exception("engine step failed")
+            if engine.config.tensor_parallel_size > 1:
+                raise  # the other ranks may sit in a collective of this step: end them all
             engine.abort_all()  # the worker fails every request it holds on `crashed`
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
         step = EngineStep([output_row(o) for o in outputs], engine.stats(), _scheduled(engine),
                           start_ns, time.perf_counter() - t0)
         step.prompts = {o.request_id: o.prompt for o in outputs if o.prompt is not None}
-        if step.prompts or any(o.logprobs for o in outputs):
+        if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
 
@@ -155,9 +159,9 @@ def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:
     ids: set[int] = set()
     for o in outputs:
         lps = o.logprobs or ()
-        if o.prompt is not None:
-            ids.update(o.prompt.token_ids)
-            lps = o.prompt.logprobs or ()
+        if o.prompt is not None and o.prompt.logprobs is not None:
+            ids.update(o.prompt.token_ids)  # the echo's per-token text goes with its logprobs
+            lps = o.prompt.logprobs
         for lp in lps:
             ids.add(lp.token_id)
             ids.update(t for t, _ in lp.top)

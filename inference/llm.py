@@ -29,7 +29,7 @@ class LLM:
 
     def close(self) -> None:
         """Stop the other tensor-parallel ranks, if any (they also stop when this process
-        exits); the engine cannot step afterwards."""
+        exits); a tensor-parallel engine cannot step afterwards."""
         from .engine.tp_launch import shutdown
 
         shutdown()

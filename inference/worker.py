@@ -75,8 +75,9 @@ from telemetry import metrics, run_service
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
 EMBED_FRAME_BYTES = 256 << 10  # embedding vectors per Deltas frame, well within 1 MiB
-SAMPLING_NAMES = tuple(f.name for f in dataclasses.fields(SamplingParams)
-                       if f.name in {w.name for w in dataclasses.fields(wire.SamplingFields)})
+# Every sampling field on the wire reaches the engine by name: one the engine lacked would be
+# a TypeError on the first request, never a field accepted and dropped.
+SAMPLING_NAMES = tuple(f.name for f in dataclasses.fields(wire.SamplingFields))
 
 
 class EngineDied(RuntimeError):
@@ -372,12 +373,15 @@ def _logprobs(lps: Sequence[TokenLogprob] | None, text: dict[int, str]) -> list[
 
 
 def _prompt_echo(p: PromptOutput, text: dict[int, str]) -> PromptEcho:
+    """Each token's text only with logprobs: only echoed logprobs show it."""
+    if p.logprobs is None:
+        return PromptEcho(p.text, [])
     return PromptEcho(p.text, [text.get(t, "") for t in p.token_ids], _logprobs(p.logprobs, text))
 
 
 def sampling_params(req: wire.SamplingFields, max_tokens: int) -> SamplingParams:
-    """The engine's SamplingParams from the wire's sampling fields, by name (every field both
-    declare); raises `InvalidParameter` naming a field out of bounds."""
+    """The engine's SamplingParams from the wire's sampling fields, by name (every one of
+    them); raises `InvalidParameter` naming a field out of bounds."""
     fields = {name: getattr(req, name) for name in SAMPLING_NAMES}
     fields["max_tokens"] = max_tokens
     return SamplingParams(**fields)

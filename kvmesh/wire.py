@@ -175,8 +175,9 @@ class Logprob:
 
 @dataclass
 class PromptEcho:
-    """An `echo` request's prompt: its text, each token's text, and (with `prompt_logprobs`)
-    one `Logprob` per token after the first, which has nothing to condition on."""
+    """An `echo` request's prompt: its text, and with `prompt_logprobs` each token's text and
+    one `Logprob` per token after the first, which has nothing to condition on (`tokens` is
+    empty without them)."""
 
     text: str
     tokens: list[str]

@@ -40,7 +40,8 @@ def init(rank: int, size: int, init_file: str, device: torch.device) -> None:
     """Join the group of `size` ranks rendezvousing on `init_file` (a path no run has used)."""
     global _group
     if device.type == "cuda":
-        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # no NVLink multicast: see KINDS.md
+        # NVLink multicast (NVLS) off: it fails on some virtualised multi-GPU hosts
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
         torch.cuda.set_device(device)
     dist.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo",

@@ -33,6 +33,7 @@ from .prompt_check import PromptLimits, check_prompt
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
+from .transfer import HostCopy
 
 POOLINGS = ("last", "mean")
 NewSeq = Callable[[str, int, list[int], SamplingParams], Sequence]
@@ -95,6 +96,8 @@ class Embedder:
         self.hidden_size = hidden_size
         self._requests: dict[str, _Request] = {}
         self._outputs: list[EmbeddingOutput] = []
+        # vectors on their way to the host: (copy, the outputs it fills, each one's size)
+        self._copies: list[tuple[HostCopy, list[EmbeddingOutput], list[int]]] = []
 
     def __contains__(self, request_id: str) -> bool:
         return request_id in self._requests
@@ -180,23 +183,33 @@ class Embedder:
         return vec if vec is None or d is None else vec[:d]
 
     def _finish(self, seqs: list[Sequence], vectors: list[torch.Tensor]) -> None:
-        """Normalise, copy to the host in one transfer, and emit the outputs."""
+        """Normalise, start one non-blocking copy to the host, and emit the outputs (their
+        bytes land in `take_outputs`, so the step that finished them is not held up)."""
         if self.normalize:
             vectors = [torch.nn.functional.normalize(v, dim=0) for v in vectors]
-        flat = torch.cat(vectors).cpu().numpy().astype("<f4")
-        at = 0
-        for seq, vec in zip(seqs, vectors, strict=True):
-            size = vec.shape[0]
-            out = EmbeddingOutput(seq.request_id, seq.index, flat[at : at + size].tobytes())
-            at += size
+        outs = []
+        for seq in seqs:
+            out = EmbeddingOutput(seq.request_id, seq.index, b"")
             req = self._requests[seq.request_id]
             req.left -= 1
             if req.left == 0:
                 out.usage = Usage(sum(s.num_prompt_tokens for s in req.seqs), 0,
                                   sum(s.num_cached_tokens for s in req.seqs))
                 del self._requests[seq.request_id]
-            self._outputs.append(out)
+            outs.append(out)
+        self._outputs.extend(outs)
+        self._copies.append((HostCopy([torch.cat(vectors).float()]), outs,
+                             [v.shape[0] for v in vectors]))
 
     def take_outputs(self) -> list[EmbeddingOutput]:
+        """Every finished input's output since the last call, its vector on the host."""
+        for copy, outs, sizes in self._copies:
+            (flat,) = copy.wait()
+            values = flat.numpy().astype("<f4")
+            at = 0
+            for out, size in zip(outs, sizes, strict=True):
+                out.embedding = values[at : at + size].tobytes()
+                at += size
+        self._copies = []
         out, self._outputs = self._outputs, []
         return out

@@ -139,6 +139,7 @@ class LLMEngine:
             arrival=time.monotonic(),
             generator=gen,
             matcher=self.grammars.new_matcher(params),
+            reuse_prefix=params.prompt_logprobs is None,  # it scores every prompt position
         )
 
     def abort(self, request_id: str) -> None:

@@ -17,7 +17,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from inference.engine.config import ModelConfig
+from inference.engine.loader import Select
 from inference.engine.pooling_config import gguf_pooling
 from inference.engine.tokenizer import Tokenizer
 
@@ -147,7 +148,7 @@ def iter_gguf_weights(
     reader: Any,
     config: ModelConfig,
     arch: str = "llama",
-    select: Callable[[str], tuple[int, int, int] | None] | None = None,
+    select: Select | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every tensor of `reader` as `(hf_name, float32 tensor in HF layout)`, or the part
     `(dim, start, stop)` that `select(hf_name)` names; `arch` is the file's

@@ -83,11 +83,9 @@ class KVCacheManager:
     def _match_prefix(self, seq: Sequence) -> list[int]:
         """Cached blocks of the longest cached prefix under the sequence's salt. The last
         prompt token is never taken from cache: its logits are needed, so at least one token
-        is always computed. A sequence scoring its prompt (`prompt_logprobs`) takes none: it
-        needs the logits of every prompt position; nor does one that may not reuse a prefix
-        (`reuse_prefix`: a mean-pooled embedding input)."""
-        if (not self.enable_prefix_caching or seq.params.prompt_logprobs is not None
-                or not seq.reuse_prefix):
+        is always computed. A sequence that needs every position computed takes none
+        (`Sequence.reuse_prefix`)."""
+        if not self.enable_prefix_caching or not seq.reuse_prefix:
             return []
         hits: list[int] = []
         token_ids = seq.token_ids

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as tp
-
-Slice = tuple[int, int, int]
+from .loader import Slice
 
 
 @dataclass(frozen=True)
@@ -160,11 +159,11 @@ class ParallelLMHead(_VocabSlice, nn.Linear):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """Float32 logits `[rows, vocab]` on rank 0; None on the other ranks."""
-        logits = F.linear(hidden, self.weight).float()
+        logits = F.linear(hidden, self.weight)
         if self.tp.size == 1:
-            return logits
-        logits = tp.gather_last_dim(logits)
-        return None if logits is None else logits[:, : self.vocab]
+            return logits.float()
+        logits = tp.gather_last_dim(logits)  # in the model's dtype: half the bytes of float32
+        return None if logits is None else logits[:, : self.vocab].float()
 
 
 def check_divisible(heads: int, kv_heads: int, intermediate: int, size: int) -> None:

@@ -14,9 +14,9 @@ Contract:
   recomputes) overwrites itself, and chunked prefill fills a report chunk by chunk.
 - `take(request_id)` returns the report once, as a `StepOutput` (index 0, no tokens, `prompt`
   set), when the request's prompt is fully computed; None for a request without one.
-- A request with `prompt_logprobs` takes no block from the prefix cache (kv_cache.py): the
-  logits of a cached block's positions were never kept, so the whole prompt is computed. Its
-  blocks are still cached for others.
+- A request with `prompt_logprobs` takes no block from the prefix cache
+  (`Sequence.reuse_prefix`): the logits of a cached block's positions were never kept, so the
+  whole prompt is computed. Its blocks are still cached for others.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .outputs import PromptOutput, StepOutput, TokenLogprob
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch
 from .tokenizer import Tokenizer
+from .transfer import to_device
 
 SLICE_ROWS = 512  # rows per LM-head pass: 512 x 49152 float32 logits is ~100 MB
 
@@ -120,8 +121,8 @@ def _score_rows(model: torch.nn.Module, hidden: torch.Tensor, rows: np.ndarray,
                 targets: list[int], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log_softmax(LM head(hidden[rows])): each row's value at its target, and its top `k`."""
     device = hidden.device
-    idx = torch.from_numpy(rows).to(device)
-    tgt = torch.tensor(targets, dtype=torch.long, device=device)
+    idx = to_device(rows, torch.long, device)
+    tgt = to_device(targets, torch.long, device)
     chosen, top_v, top_i = [], [], []
     for s in range(0, len(rows), SLICE_ROWS):
         lp = model.compute_logits(hidden[idx[s : s + SLICE_ROWS]]).float().log_softmax(dim=-1)

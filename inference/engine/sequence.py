@@ -29,10 +29,10 @@ class Sequence:
     `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
     constrained sequence; None when it is unconstrained. The last token may be a placeholder
     for a token still on its way from the device (inflight.py); `last_token_in_flight` says
-    that token is certainly its last (its length limit), so it needs no further step.
-    constrained sequence; None when it is unconstrained. A `pooled` sequence is an embedding
-    input (embedding.py): prefilled, pooled, never sampled; `reuse_prefix` False keeps it from
-    taking cached prefix blocks (mean pooling needs every position computed).
+    that token is certainly its last (its length limit), so it needs no further step. A
+    `pooled` sequence is an embedding input (embedding.py): prefilled, pooled, never sampled;
+    `reuse_prefix` False keeps a sequence from taking cached prefix blocks (mean pooling and
+    prompt logprobs need every position computed).
     """
 
     seq_id: int
