@@ -35,7 +35,7 @@ from gateway.errors import ApiError, bad_field
 from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
-from gateway.responses_request import ResponsesRequest, parse_responses
+from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import EventStream, ResponseFrame, as_message, status_of
 from gateway.responses_store_client import STORE
 from gateway.sse import SseWriter
@@ -49,7 +49,10 @@ _background: set[asyncio.Future[None]] = set()
 def add_responses_routes(app: web.Application, serve: Callable[..., Any]) -> None:
     """`serve` is the generation handler of gateway/app.py, which takes our hooks."""
     async def create(request: web.Request) -> web.StreamResponse:
-        return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+        try:
+            return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+        except ApiError as err:  # the router's and the tenant cap's errors name chat fields
+            raise renamed(err) from None
 
     app.router.add_post("/v1/responses", create)
     app.router.add_get("/v1/responses/{id}", retrieve)
