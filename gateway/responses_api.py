@@ -9,9 +9,11 @@ Routes:
 - With `store` (the default) the response is stored before it is answered: `in_progress`
   once a worker accepted it, then finished (`completed`/`incomplete`) before the answer or
   the `response.completed` event goes out, so a client that has its answer can retrieve it.
-  A store that cannot be reached is 503 `store_unavailable` (param `store`) before anything
-  is generated; one lost mid-way fails the request the same way (JSON) or with an `error`
-  event (stream). A response that did not finish is stored as `failed`.
+  A store that cannot be reached is 503 `store_unavailable` (param `store`) before any of
+  the answer is sent (the first write, `in_progress`, is in `_respond`: after a worker
+  accepted the request, so generation may have begun); one lost mid-way fails the request
+  the same way (JSON) or with an `error` event (stream). A response that did not finish is
+  stored as `failed`.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one.
