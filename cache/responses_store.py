@@ -7,7 +7,9 @@ Contract (subjects in `kvmesh.wire`, queue group "cache"):
   that expired are dropped from its index and, while the tenant holds more than
   `responses_tenant_bytes`, its oldest responses are evicted (never the one just put).
 - `ResponseGet(tenant, id, chain)` on `RESPONSES_GET` answers `ResponseFound`: the record, or
-  with `chain` the record and every one it continues, oldest first. An id the tenant does not
+  with `chain` the record and every one it continues, oldest first, each without its `body`
+  and `input_items` (empty: a continuation reads only ids, statuses and messages, and a long
+  chain of whole records would pass NATS' max payload). An id the tenant does not
   hold (another tenant's, expired, evicted, deleted, or not a response id) is 404
   `response_not_found`, as is a chain with a link missing (the message names the link).
 - `ResponseDelete(tenant, id)` on `RESPONSES_DELETE` answers `ResponseAck`, or 404.
@@ -22,6 +24,7 @@ Contract (subjects in `kvmesh.wire`, queue group "cache"):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -179,7 +182,8 @@ class ResponseStore:
                                   f"Response {msg.id!r} continues {want!r}, which is no longer "
                                   "stored (expired, evicted or deleted).",
                                   code="response_not_found")
-            records.append(rec)
+            records.append(dataclasses.replace(rec, body="", input_items="")
+                           if msg.chain else rec)
             want = rec.previous_response_id if msg.chain else None
         records.reverse()
         return ResponseFound(records)

@@ -9,9 +9,11 @@ Routes:
 - With `store` (the default) the response is stored before it is answered: `in_progress`
   once a worker accepted it, then finished (`completed`/`incomplete`) before the answer or
   the `response.completed` event goes out, so a client that has its answer can retrieve it.
-  A store that cannot be reached is 503 `store_unavailable` (param `store`) before anything
-  is generated; one lost mid-way fails the request the same way (JSON) or with an `error`
-  event (stream). A response that did not finish is stored as `failed`.
+  A store that cannot be reached is 503 `store_unavailable` (param `store`) before any of
+  the answer is sent (the first write, `in_progress`, is in `_respond`: after a worker
+  accepted the request, so generation may have begun); one lost mid-way fails the request
+  the same way (JSON) or with an `error` event (stream). A response that did not finish is
+  stored as `failed`.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one.
@@ -35,7 +37,7 @@ from gateway.errors import ApiError, bad_field
 from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
-from gateway.responses_request import ResponsesRequest, parse_responses
+from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import EventStream, ResponseFrame, as_message, status_of
 from gateway.responses_store_client import STORE
 from gateway.sse import SseWriter
@@ -49,7 +51,10 @@ _background: set[asyncio.Future[None]] = set()
 def add_responses_routes(app: web.Application, serve: Callable[..., Any]) -> None:
     """`serve` is the generation handler of gateway/app.py, which takes our hooks."""
     async def create(request: web.Request) -> web.StreamResponse:
-        return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+        try:
+            return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+        except ApiError as err:  # the router's and the tenant cap's errors name chat fields
+            raise renamed(err) from None
 
     app.router.add_post("/v1/responses", create)
     app.router.add_get("/v1/responses/{id}", retrieve)

@@ -3,12 +3,16 @@
 The Responses fields map onto the chat path, which validates them with its own rules
 (gateway/openai_request.py): `input` and `instructions` become messages, `max_output_tokens`
 is `max_completion_tokens`, `text.format` is `response_format`, function `tools` and
-`tool_choice` are the chat ones, `user` and `prompt_cache_key` are the session-affinity hint.
+`tool_choice` are the chat ones; `user`, `prompt_cache_key`, `safety_identifier`, `metadata`
+and `stream_options` go to the chat request under their own names, so its rules apply
+(gateway/request_extras.py: `prompt_cache_key` wins over `user` as the session-affinity hint,
+the labels go on the trace).
 A chat error is renamed to the Responses field it came from (`text.format.schema`,
 `tools[1].parameters`), so every 400 names a field of the request the caller sent.
 
 Refused with 400 naming the field: every field not in `SUPPORTED` (OpenAI refuses unknown
-fields too), and among OpenAI's fields those we do not implement (`background: true`,
+fields too), every key of `text` and `text.format` that OpenAI does not define for it
+(`text.foo`), and among OpenAI's fields those we do not implement (`background: true`,
 `conversation`, `include`, `reasoning`, hosted tools, `truncation: "auto"`, ...), unless null.
 `input` is a string or a list of items: messages (`role` user, assistant, system or
 developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
@@ -30,18 +34,23 @@ from kvmesh.wire import ChatMessage, ToolCall
 SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
-    "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key",
+    "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
 })
 # OpenAI fields we do not implement: refused unless null (or the value that changes nothing).
 REFUSED: dict[str, tuple[Any, ...]] = {
     "background": (False,), "conversation": (), "include": ([],), "max_tool_calls": (),
-    "prompt": (), "reasoning": (), "safety_identifier": (), "service_tier": ("auto", "default"),
+    "prompt": (), "reasoning": (), "service_tier": ("auto", "default"),
     "top_logprobs": (0,), "truncation": ("disabled",), "prompt_cache_retention": (),
 }
 ROLES = frozenset({"user", "assistant", "system", "developer"})
+TEXT_KEYS = frozenset({"format", "verbosity"})
+FORMAT_KEYS = {"text": frozenset({"type"}), "json_object": frozenset({"type"}),
+               "json_schema": frozenset({"type", "name", "schema", "description", "strict"})}
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
 _CHAT_PARAMS = [  # chat field -> the Responses field it came from (first match, by prefix)
     (re.compile(r"^max_completion_tokens"), "max_output_tokens"),
+    (re.compile(r"^max_tokens$"), "max_output_tokens"),  # the router's context check
+    (re.compile(r"^messages$"), "input"),
     (re.compile(r"^response_format\.json_schema\.schema"), "text.format.schema"),
     (re.compile(r"^response_format\.json_schema\.(\w+)"), r"text.format.\1"),
     (re.compile(r"^response_format"), "text.format"),
@@ -94,7 +103,7 @@ def parse_responses(body: Any) -> ResponsesRequest:
     try:
         base = parse_chat(chat)
     except ApiError as err:
-        raise _renamed(err) from None
+        raise renamed(err) from None
     req = ResponsesRequest(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
     req.kind = "responses"
     req.store = _bool(body, "store", True)
@@ -103,18 +112,23 @@ def parse_responses(body: Any) -> ResponsesRequest:
             and not _RESPONSE_ID.fullmatch(req.previous_response_id):
         raise bad_field("previous_response_id", "not a response id (resp_...)")
     req.instructions, req.turn, req.input_items = instructions, turn, items
-    req.metadata = _metadata(body.get("metadata"))
-    req.user = _opt_str(body, "user")
+    req.metadata = dict(body.get("metadata") or {})  # checked by the chat parse
+    req.user = body.get("user")
     req.max_output_tokens = req.max_tokens
+    if base.max_tokens_param:  # the tenant's cap names the field the caller sent
+        req.max_tokens_param = "max_output_tokens"
     if "response_format" in chat:
         req.text_format = body["text"]["format"]
     req.tools_json = [{"description": None, "parameters": None, "strict": None, **t}
                       for t in body.get("tools") or []]
     req.tool_choice_json = body.get("tool_choice") or ("auto" if req.tools else "none")
-    opts = body.get("stream_options")
-    if opts is not None and (not isinstance(opts, dict) or opts.get("include_obfuscation")):
+    opts = body.get("stream_options") or {}  # its keys and types were checked as chat's
+    if opts.get("include_obfuscation"):
         raise bad_field("stream_options.include_obfuscation",
                         "obfuscation is not supported; send false or leave it out")
+    if opts.get("include_usage") is not None:
+        raise bad_field("stream_options.include_usage", "not a Responses option; the usage "
+                        "is always in response.completed")
     req.with_history([])
     return req
 
@@ -126,10 +140,12 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
         "model": body.get("model"),
         "messages": [{"role": "user", "content": ""}],  # the real ones are set after
         "stream": body.get("stream"),
+        "stream_options": body.get("stream_options"),
         "max_completion_tokens": body.get("max_output_tokens"),
         "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-        "user": body.get("user") or body.get("prompt_cache_key"),
         "parallel_tool_calls": body.get("parallel_tool_calls"),
+        **{name: body.get(name)
+           for name in ("user", "prompt_cache_key", "safety_identifier", "metadata")},
     }
     if (rf := _response_format(body.get("text"))) is not None:
         chat["response_format"] = rf
@@ -137,13 +153,10 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
         chat["tools"] = _tools(body["tools"])
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
-    for name in ("user", "prompt_cache_key"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise bad_field(name, "must be a string")
     return {k: v for k, v in chat.items() if v is not None}
 
 
-def _renamed(err: ApiError) -> ApiError:
+def renamed(err: ApiError) -> ApiError:
     if err.param is None:
         return err
     for pattern, repl in _CHAT_PARAMS:
@@ -159,6 +172,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(text, dict):
         raise bad_field("text", "must be an object")
+    _known_keys(text, TEXT_KEYS, "text")
     if text.get("verbosity") not in (None, "medium"):
         raise bad_field("text.verbosity", "only medium (the default) is supported")
     fmt = text.get("format")
@@ -166,12 +180,21 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
         raise bad_field("text.format.type", "must be text, json_object or json_schema")
+    _known_keys(fmt, FORMAT_KEYS[fmt["type"]], "text.format")
     if fmt["type"] != "json_schema":
         return {"type": fmt["type"]}
     if not isinstance(fmt.get("schema"), dict):
         raise bad_field("text.format.schema", "required, a JSON Schema object")
+    if not isinstance(fmt.get("description", ""), str):
+        raise bad_field("text.format.description", "must be a string")
     spec = {k: fmt[k] for k in ("name", "schema", "strict") if fmt.get(k) is not None}
     return {"type": "json_schema", "json_schema": spec}
+
+
+def _known_keys(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
+    for key in obj:
+        if key not in known:
+            raise bad_field(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
 
 
 def _tools(raw: Any) -> Any:
@@ -281,14 +304,3 @@ def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
         raise bad_field(name, "must be a boolean")
     return value
 
-
-def _metadata(raw: Any) -> dict[str, str]:
-    """OpenAI's limits: at most 16 pairs, keys up to 64 characters, values up to 512."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict) or len(raw) > 16 or not all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512
-            for k, v in raw.items()):
-        raise bad_field("metadata", "at most 16 string pairs (keys up to 64 characters, "
-                        "values up to 512)")
-    return dict(raw)

@@ -200,6 +200,7 @@ def test_store_false_is_not_retrievable_and_delete_removes(rmesh: ResponsesMesh)
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}},
      "text.format.schema"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"max_output_tokens": 10**8}, "max_output_tokens"),  # the router's context check
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0]"),
     ({"previous_response_id": "resp_" + "0" * 32}, "previous_response_id"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import ApiError
-from gateway.responses_request import parse_responses
+from gateway.responses_request import parse_responses, renamed
 from kvmesh.wire import ChatMessage, ToolCall
 
 TOOL = {"type": "function", "name": "f",
@@ -59,6 +59,17 @@ def test_fields_map_onto_the_chat_request() -> None:
     ({"previous_response_id": "chatcmpl-1"}, "previous_response_id"),
     ({"stream": True, "stream_options": {"include_obfuscation": True}},
      "stream_options.include_obfuscation"),
+    ({"stream": True, "stream_options": {"foo": True}}, "stream_options.foo"),
+    ({"stream_options": {"include_obfuscation": False}}, "stream_options"),
+    ({"stream": True, "stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+    ({"text": {"foo": 1}}, "text.foo"),
+    ({"text": {"format": {"type": "json_object", "name": "x"}}}, "text.format.name"),
+    ({"text": {"format": {"type": "json_schema", "schema": {}, "foo": 1}}}, "text.format.foo"),
+    ({"text": {"format": {"type": "json_schema", "schema": {}, "description": 1}}},
+     "text.format.description"),
+    ({"user": 1}, "user"),
+    ({"prompt_cache_key": 1}, "prompt_cache_key"),
+    ({"metadata": {"k" * 65: "v"}}, "metadata"),
 ])
 def test_refusals_name_the_responses_field(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as err:
@@ -70,3 +81,26 @@ def test_refusals_name_the_responses_field(extra: dict[str, Any], param: str) ->
 def test_null_and_no_op_values_of_unsupported_fields_are_accepted() -> None:
     parse_responses({"model": "m", "input": "hi", "reasoning": None, "include": [],
                      "background": False, "truncation": "disabled", "service_tier": "auto"})
+
+
+def test_labels_and_hints_are_chats() -> None:
+    req = parse_responses({"model": "m", "input": "hi", "user": "u1", "prompt_cache_key": "p1",
+                           "safety_identifier": "s1", "metadata": {"run": "1"}})
+    assert (req.session, req.user, req.metadata) == ("p1", "u1", {"run": "1"})
+    assert req.trace_labels == {"gen_ai.request.user": "u1", "kvmesh.safety_identifier": "s1",
+                                "kvmesh.metadata.run": "1"}
+    req = parse_responses({"model": "m", "input": "hi", "stream": True,
+                           "stream_options": {"include_obfuscation": False},
+                           "text": {"format": {"type": "json_schema", "name": "x", "schema": {},
+                                               "description": "d", "strict": True}}})
+    assert req.text_format["description"] == "d"
+
+
+def test_errors_after_parsing_name_the_responses_fields() -> None:
+    req = parse_responses({"model": "m", "input": "hi", "max_output_tokens": 7})
+    assert req.max_tokens_param == "max_output_tokens"  # the tenant cap's error names it
+    assert parse_responses({"model": "m", "input": "hi"}).max_tokens_param == ""
+    err = renamed(ApiError(400, "the prompt (3 tokens) plus max_tokens (9) exceeds this "
+                           "model's context of 8 tokens", param="max_tokens"))
+    assert err.param == "max_output_tokens" and "plus max_output_tokens (9)" in err.message
+    assert renamed(ApiError(400, "the prompt has 9 tokens", param="messages")).param == "input"
