@@ -36,10 +36,9 @@ def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) 
         msg = tokenize_request(body)
         reply = await request.app[mesh_key].ask_router(wire.ROUTER_TOKENIZE, msg,
                                                        wire.TokenizeReply)
-        want_strs = bool(body.get("return_token_strs"))
         return web.json_response({"count": len(reply.tokens), "max_model_len":
                                   reply.max_model_len, "tokens": reply.tokens,
-                                  "token_strs": reply.token_strs if want_strs else None})
+                                  "token_strs": reply.token_strs})
 
     async def detokenize(request: web.Request) -> web.Response:
         body = await _body(request, DETOKENIZE_FIELDS)
@@ -76,6 +75,7 @@ def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:
         raise bad_field("prompt", "give exactly one of prompt and messages")
     msg = wire.TokenizeRequest(body["model"],
                                add_special_tokens=bool(body.get("add_special_tokens", False)),
+                               return_token_strs=bool(body.get("return_token_strs")),
                                add_generation_prompt=body.get("add_generation_prompt") is not False)
     if has_prompt:
         if body.get("tools") is not None:  # tools are rendered by the chat template only

@@ -379,6 +379,7 @@ class TokenizeRequest(Message):
     tools: list[ToolDef] | None = None
     add_special_tokens: bool = False
     add_generation_prompt: bool = True
+    return_token_strs: bool = False  # the reply's token_strs; None unless asked
 
 
 @dataclass

@@ -44,8 +44,9 @@ class PromptTokenizer:
         return self.tokenizer.apply_chat_template(
             msgs, add_generation_prompt=add_generation_prompt, **extra)
 
-    def tokenize(self, req: TokenizeRequest) -> tuple[list[int], list[str]]:
-        """(token ids, their token strings) of a `/tokenize` request; ValueError for none."""
+    def tokenize(self, req: TokenizeRequest) -> tuple[list[int], list[str] | None]:
+        """(token ids, their token strings if asked) of a `/tokenize` request; ValueError for
+        none."""
         if req.messages is not None:
             text = self.chat_text(req.messages, req.tools, req.add_generation_prompt)
         elif req.prompt is not None:
@@ -53,6 +54,8 @@ class PromptTokenizer:
         else:
             raise ValueError("request has neither messages nor a prompt")
         ids = list(self.tokenizer.encode(text, add_special_tokens=req.add_special_tokens))
+        if not req.return_token_strs:
+            return ids, None
         return ids, [self.tokenizer.id_to_token(t) or "" for t in ids]
 
     def detokenize(self, req: DetokenizeRequest) -> str:

@@ -195,7 +195,8 @@ async def _on_tokenize(msg) -> None:  # type: ignore[no-untyped-def]
     req = wire.decode(msg.data, wire.TokenizeRequest)
     text = req.prompt if req.prompt is not None else "".join(m.content for m in req.messages or [])
     ids = list(text.encode())
-    await msg.respond(wire.encode(wire.TokenizeReply(ids, 1024, [chr(i) for i in ids])))
+    strs = [chr(i) for i in ids] if req.return_token_strs else None
+    await msg.respond(wire.encode(wire.TokenizeReply(ids, 1024, strs)))
 
 
 async def _on_detokenize(msg) -> None:  # type: ignore[no-untyped-def]
