@@ -384,6 +384,7 @@ def main() -> None:
         if args.out:  # what the services said, for a run that went wrong
             tails = [f"== {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-60:])
                      for f in sorted((logs / "logs").glob("*.log"))]
+            Path(args.out).mkdir(parents=True, exist_ok=True)
             Path(args.out, f"logs-{Path(args.model or 'default').name}.txt").write_text(
                 "\n".join(tails))
     print_table(report)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One device call of the GPU measurements, by phase (each fits one 10-minute call):
+#   bash bench/gpu_session.sh tests     GPU tests, SmolLM2 engine from fresh processes, grammar bench
+#   bash bench/gpu_session.sh engine8b  8B engine from fresh processes, transformers peers
+#   bash bench/gpu_session.sh serving   the mesh against its engine, SmolLM2 and 8B shapes
+# Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
+set -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench-out}; mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+fi
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+TOK=.bench_models/SmolLM2-135M-Instruct/tokenizer.json
+git log -1 --format='commit %h %s' 2>/dev/null
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv,noheader
+case "$1" in
+tests)
+  KVMESH_TOKENIZER_JSON=$TOK timeout 230 python3 -m pytest -q -p no:cacheprovider --timeout 150 \
+    tests/gpu 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  timeout 200 python3 bench/engine_host.py --runs 3 --presets smollm2-135m --modes async,sync \
+    --out "$OUT" 2>&1 | tee "$OUT/engine_small.log" | grep -v '^run '
+  for i in 1 2; do
+    timeout 80 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+      --model dummy:smollm2-135m --tokenizer $TOK
+  done 2>&1 | tee "$OUT/structured.log" | tail -20
+  ;;
+engine8b)
+  timeout 570 python3 bench/engine_host.py --runs 2 --presets llama-3.1-8b \
+    --modes async,sync,hf-batch,hf-generate --out "$OUT" 2>&1 | tee "$OUT/engine_8b.log"
+  ;;
+serving)
+  timeout 300 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --levels 1,32,256 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -12
+  timeout 260 python3 bench/gpu_serving.py --model .bench_models/llama-3.1-8b-shaped \
+    --load-format dummy --levels 1,256 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_8b.log" | tail -10
+  ;;
+*) echo "phase: tests | engine8b | serving"; exit 2 ;;
+esac
