@@ -3,6 +3,7 @@
 #   bash bench/gpu_session.sh tests     GPU tests, SmolLM2 engine from fresh processes, grammar bench
 #   bash bench/gpu_session.sh engine8b  8B engine from fresh processes, transformers peers
 #   bash bench/gpu_session.sh serving   the mesh against its engine, SmolLM2 and 8B shapes
+#   bash bench/gpu_session.sh profile   the decode graph's kernels, batch 1 and 64
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -39,5 +40,10 @@ serving)
     --load-format dummy --levels 1,256 --duration 10 --warmup 3 --engine-duration 8 \
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_8b.log" | tail -10
   ;;
-*) echo "phase: tests | engine8b | serving"; exit 2 ;;
+profile)
+  timeout 280 python3 bench/decode_profile.py --out "$OUT" 2>&1 | tee "$OUT/profile_b1.log"
+  timeout 200 python3 bench/decode_profile.py --batch 64 --out "$OUT" 2>&1 \
+    | tee "$OUT/profile_b64.log"
+  ;;
+*) echo "phase: tests | engine8b | serving | profile"; exit 2 ;;
 esac
