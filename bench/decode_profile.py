@@ -92,7 +92,8 @@ def child(preset: str, batch: int) -> dict:
                        if not n.startswith("embed_tokens"))  # a decode step reads one row
     if head is model.embed_tokens.weight:  # tied: read in full as the LM head
         weight_bytes += head.numel() * head.element_size()
-    return {"preset": preset, "batch": batch, "graph_bs": bs, "step_ms": step_ms, "floor_ms": floor_ms,
+    return {"preset": preset, "batch": batch, "graph_bs": bs, "step_ms": step_ms,
+            "floor_ms": floor_ms,
             "kernel_us": sum(k["us_per_step"] for k in kernels),
             "launches": sum(k["per_step"] for k in kernels),
             "weight_gb": weight_bytes / 1e9, "read_gbs": read_bandwidth_gbs(),
