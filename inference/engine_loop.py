@@ -3,7 +3,8 @@
 Contract:
 - `run(spec, config, torch_threads, commands, steps)` is the process's target: commands come in
   on one pipe, steps go out on the other. It loads the model, sends
-  `EngineReady` (or `EngineFailed` and returns), then loops: take every pending command, run one
+  `EngineReady` (or `EngineFailed` and returns), starts preparing constrained decoding in a
+  thread (`Grammars.warm`), then loops: take every pending command, run one
   step when any request is unfinished, send one `EngineStep` when the step produced anything.
   With nothing to do it blocks on the pipe, so an idle engine costs no CPU.
 - The worker owns this process's life: the loop ends on `Stop` or when the pipe closes (the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -58,11 +60,22 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
         return
     steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
                            engine.embedder.pooling))
+    threading.Thread(target=_warm_grammars, args=(engine,), name="grammar-warm",
+                     daemon=True).start()
     try:
         with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
             EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
     finally:
         tp_launch.shutdown()  # the other tensor-parallel ranks, if any
+
+
+def _warm_grammars(engine: LLMEngine) -> None:
+    """Constrained decoding's one-time costs, paid beside the loop rather than by the first
+    constrained request's whole batch (grammar.py)."""
+    try:
+        engine.grammars.warm()
+    except Exception:  # a tokenizer llguidance cannot read fails its requests later, clearly
+        log.warning("could not prepare constrained decoding", exc_info=True)
 
 
 def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:

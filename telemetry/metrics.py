@@ -238,6 +238,8 @@ class EngineCollector(Collector):
                 ("grammar_cache_hits", "Constrained sequences served a cached compiled grammar",
                  gs.cache_hits),
                 ("grammar_compile_seconds", "Time spent compiling grammars", gs.compile_seconds),
+                ("grammar_mask_seconds", "Host time building constrained rows' token bitmasks",
+                 gs.mask_seconds),
                 ("constrained_tokens", "Tokens sampled under a grammar mask",
                  gs.constrained_tokens),
             ):

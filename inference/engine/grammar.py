@@ -16,11 +16,16 @@ Contract:
   any token is sampled, so it starts from a fresh matcher like its parent.
 - The mask is built on the CPU (llguidance's Rust, parallel over rows, GIL dropped); the engine
   asks for it after launching the forward pass, so on CUDA it overlaps the GPU's work.
+- `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s, and the first mask, ~2 s
+  for a 50k vocabulary, whatever the grammar) so that no constrained request stalls its whole
+  batch for them; a served engine runs it in a thread at start-up (engine_loop.py). The
+  tokenizer is built once, under a lock, whichever thread asks first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -51,6 +56,7 @@ class GrammarStats:
     cache_hits: int = 0
     compile_seconds: float = 0.0
     constrained_tokens: int = 0  # tokens sampled under a grammar, in total
+    mask_seconds: float = 0.0  # host time building the per-step bitmasks
 
 
 class Grammars:
@@ -63,20 +69,34 @@ class Grammars:
         self._eos = sorted(eos_ids)
         self._lltok: Any = None  # built on first use: 0.2 s for a 50k vocabulary
         self._executor: Any = None
+        self._lock = threading.Lock()  # `warm` may run in another thread
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         self.stats = GrammarStats()
 
     def _ll_tokenizer(self) -> Any:
-        if self._lltok is None:
-            import llguidance
+        with self._lock:
+            if self._lltok is None:
+                import llguidance
 
-            if self._tokenizer is None:
-                raise InvalidParameter("grammar", "this model has no tokenizer to constrain")
-            self._lltok = llguidance.LLTokenizer(
-                self._tokenizer.to_json(), n_vocab=self.vocab_size, eos_token=self._eos)
-            self._executor = llguidance.LLExecutor()
-        return self._lltok
+                if self._tokenizer is None:
+                    raise InvalidParameter("grammar", "this model has no tokenizer to constrain")
+                self._executor = llguidance.LLExecutor()
+                self._lltok = llguidance.LLTokenizer(
+                    self._tokenizer.to_json(), n_vocab=self.vocab_size, eos_token=self._eos)
+            return self._lltok
+
+    def warm(self) -> None:
+        """Build the tokenizer and one mask of a throwaway grammar (not cached), so that the
+        first constrained step costs what any step does. Does nothing without a tokenizer or
+        without llguidance."""
+        if self._tokenizer is None:
+            return
+        try:
+            matcher = self._build("regex", "a")
+        except ImportError:
+            return
+        self._fill([matcher], torch.empty((1, (self.vocab_size + 31) // 32), dtype=torch.int32))
 
     def new_matcher(self, params: SamplingParams) -> Any:
         """A fresh matcher for a sequence of `params`, or None when it is unconstrained."""
@@ -95,18 +115,22 @@ class Grammars:
         return pristine.deep_copy()
 
     def _compile(self, kind: str, source: str) -> Any:
+        start = time.perf_counter()
+        try:
+            return self._build(kind, source)
+        finally:
+            self.stats.compiles += 1
+            self.stats.compile_seconds += time.perf_counter() - start
+
+    def _build(self, kind: str, source: str) -> Any:
         import llguidance
 
-        start = time.perf_counter()
         template = None if self._tokenizer is None else self._tokenizer.chat_template
         matcher = llguidance.LLMatcher(self._ll_tokenizer(), to_llguidance(kind, source, template),
                                        limits=limits())
-        if not matcher.is_error():
-            matcher.compute_bitmask()  # llguidance compiles lazily: pay it now, not mid-batch
-        self.stats.compiles += 1
-        self.stats.compile_seconds += time.perf_counter() - start
         if matcher.is_error():
             raise InvalidParameter("grammar", matcher.get_error())
+        matcher.compute_bitmask()  # llguidance compiles lazily: pay it now, not mid-batch
         return matcher
 
     def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
@@ -114,14 +138,17 @@ class Grammars:
         rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if not rows:
             return None
+        start = time.perf_counter()
+        bits = torch.empty((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
+        self._fill([seqs[i].matcher for i in rows], bits)
+        self.stats.constrained_tokens += len(rows)
+        self.stats.mask_seconds += time.perf_counter() - start
+        return GrammarMask(torch.tensor(rows), bits)
+
+    def _fill(self, matchers: list[Any], bits: torch.Tensor) -> None:
         from llguidance.torch import fill_next_token_bitmask_par
 
-        words = (self.vocab_size + 31) // 32
-        bits = torch.empty((len(rows), words), dtype=torch.int32)
-        fill_next_token_bitmask_par(
-            self._executor, [(seqs[i].matcher, j) for j, i in enumerate(rows)], bits)
-        self.stats.constrained_tokens += len(rows)
-        return GrammarMask(torch.tensor(rows), bits)
+        fill_next_token_bitmask_par(self._executor, [(m, j) for j, m in enumerate(matchers)], bits)
 
     def advance(self, seq: Sequence, token: int) -> bool:
         """Feed `token` to `seq`'s matcher; True when the grammar is complete (or broken: the

@@ -143,6 +143,38 @@ def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
     assert families["kvmesh_worker_grammar_compiles"].samples[0].value == stats.grammar.compiles
     assert families["kvmesh_worker_constrained_tokens"].samples[0].value \
         == stats.grammar.constrained_tokens
+    assert stats.grammar.mask_seconds > 0
+    assert families["kvmesh_worker_grammar_mask_seconds"].samples[0].value \
+        == stats.grammar.mask_seconds
+
+
+def test_warming_prepares_the_tokenizer_without_counting_or_caching_a_grammar(engine) -> None:
+    from inference.engine.grammar import Grammars
+
+    grammars = Grammars(engine.tokenizer, engine.grammars.vocab_size, engine.eos_ids)
+    grammars.warm()
+    assert grammars._lltok is not None and not grammars._cache
+    assert grammars.stats == type(grammars.stats)()  # nothing compiled, masked or hit
+    params = SamplingParams(max_tokens=4, grammar_kind="choice", grammar='["yes", "no"]')
+    mask = grammars.masks([_Constrained(grammars.new_matcher(params))])
+    allowed = {engine.tokenizer.decode([i]) for i in range(grammars.vocab_size)
+               if mask.bits[0, i // 32] >> (i % 32) & 1}
+    assert allowed and all(t and ("yes".startswith(t) or "no".startswith(t)) for t in allowed)
+
+
+def test_warming_without_a_tokenizer_does_nothing() -> None:
+    from inference.engine.grammar import Grammars
+
+    grammars = Grammars(None, 64, frozenset({0}))
+    grammars.warm()
+    assert grammars._lltok is None
+
+
+class _Constrained:
+    """What `Grammars.masks` reads of a sequence: its matcher."""
+
+    def __init__(self, matcher) -> None:
+        self.matcher = matcher
 
 
 def test_both_bitmask_unpackers_agree() -> None:
