@@ -4,6 +4,7 @@
 #   bash bench/gpu_session.sh engine8b  8B engine from fresh processes, transformers peers
 #   bash bench/gpu_session.sh serving   the mesh against its engine, SmolLM2 and 8B shapes
 #   bash bench/gpu_session.sh profile   the decode graph's kernels, batch 1 and 64
+#   bash bench/gpu_session.sh latency   grammar host cost, TTFT hop by hop, 1 and 32 streams
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +46,16 @@ profile)
   timeout 200 python3 bench/decode_profile.py --batch 64 --out "$OUT" 2>&1 \
     | tee "$OUT/profile_b64.log"
   ;;
-*) echo "phase: tests | engine8b | serving | profile"; exit 2 ;;
+latency)
+  timeout 120 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+    --model dummy:smollm2-135m --tokenizer $TOK --grammar-threads 1,4,8 2>&1 \
+    | tee "$OUT/structured.log" | tail -3
+  timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
+    | tee "$OUT/waterfall.log" | tail -12
+  timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+  ;;
+*) echo "phase: tests | engine8b | serving | profile | latency"; exit 2 ;;
 esac
