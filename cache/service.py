@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -94,21 +94,26 @@ class ResultCache(Actor):
     # -- Redis, with "down" turned into RedisDown --------------------------------------------
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._run(method, lambda: getattr(self.redis, method)(*args, **kwargs))
+
+    async def _run(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         if time.monotonic() < self._down_until:
             raise RedisDown("redis marked down")
         try:
-            return await asyncio.wait_for(
-                getattr(self.redis, method)(*args, **kwargs), self.cfg.redis_timeout * 2
-            )
+            return await asyncio.wait_for(call(), self.cfg.redis_timeout * 2)
         except RedisFailure as exc:
             self._down_until = time.monotonic() + REDIS_DOWN_S
             self.stats.errors += 1
-            log.warning("redis %s failed (%s): serving misses for %gs", method, exc, REDIS_DOWN_S)
+            log.warning("redis %s failed (%s): serving misses for %gs", what, exc, REDIS_DOWN_S)
             raise RedisDown(str(exc)) from None
 
     async def _load(self, key: str, part: int = 0) -> CacheHit | None:
         """Part `part` of the stored answer; part 0 only when every part is there."""
-        data = await self._call("get", _entry(key, part))
+        return await self._complete(key, await self._call("get", _entry(key, part)), part)
+
+    async def _complete(self, key: str, data: bytes | None, part: int = 0) -> CacheHit | None:
+        """The entry `data` read for part `part` of `key`, decoded; for part 0 of a
+        multi-part answer, only when every other part is there too."""
         if data is None:
             return None
         try:
@@ -140,33 +145,18 @@ class ResultCache(Actor):
         key = msg.key
         if msg.part > 0:
             return await self._load(key, msg.part) or CacheMiss(key, lead=False)
-        hit = await self._load(key)
-        if hit is not None:
-            self.stats.hits += 1
-            return hit
         if msg.lead_wait <= 0:
-            self.stats.misses += 1
-            return CacheMiss(key, lead=False)
+            hit = await self._load(key)
+            self._count(hit)
+            return hit or CacheMiss(key, lead=False)
         deadline = time.monotonic() + msg.lead_wait
         waited = False
         while True:
-            if waited:  # is the leader's answer there now?
-                hit = await self._load(key)
-                if hit is not None:
-                    self.stats.hits += 1
-                    self.stats.waited_hits += 1
-                    return hit
-            lease = "kvmesh:rc:lease:" + key
-            if await self._call("set", lease, b"1", nx=True, px=int(self.cfg.lease * 1000)):
-                hit = await self._load(key)  # a leader may have put and let go just now
-                if hit is not None:
-                    await self._call("delete", lease)
-                    self.stats.hits += 1
-                    self.stats.waited_hits += waited
-                    return hit
-                self.stats.misses += 1
-                self.stats.leads += 1
-                return CacheMiss(key, lead=True)
+            hit, lead = await self._load_or_lead(key)
+            if hit is not None or lead:
+                self._count(hit, waited)
+                self.stats.leads += lead
+                return hit or CacheMiss(key, lead=True)
             if time.monotonic() > deadline:
                 self.stats.misses += 1
                 return CacheMiss(key, lead=False)
@@ -174,6 +164,31 @@ class ResultCache(Actor):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), POLL_S)
             waited = True
+
+    async def _load_or_lead(self, key: str) -> tuple[CacheHit | None, bool]:
+        """(the stored answer, or whether this lookup took the lead), in one Redis round trip:
+        the read of the entry and the `SET NX` of its lease run as one transaction, so no
+        leader can put and let go between them. A hit gives back a lease it took."""
+        lease = "kvmesh:rc:lease:" + key
+
+        async def read_and_claim() -> list[Any]:
+            async with self.redis.pipeline(transaction=True) as tx:
+                tx.get(_entry(key, 0))
+                tx.set(lease, b"1", nx=True, px=int(self.cfg.lease * 1000))
+                return await tx.execute()
+
+        data, took = await self._run("get+setnx", read_and_claim)
+        hit = await self._complete(key, data)
+        if hit is not None and took:
+            await self._call("delete", lease)
+        return hit, bool(took) and hit is None
+
+    def _count(self, hit: CacheHit | None, waited: bool = False) -> None:
+        if hit is None:
+            self.stats.misses += 1
+            return
+        self.stats.hits += 1
+        self.stats.waited_hits += waited
 
     @traced("cache.store")
     async def _put(self, msg: Message, raw: Any) -> None:
