@@ -63,6 +63,7 @@ class LLMEngine:
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
         self._inflight: InFlight | None = None  # the launched step whose tokens are coming
+        self._held: ScheduledBatch | None = None  # scheduled, launched on the next call
         self.overlap = (config.async_scheduling if config.async_scheduling is not None
                         else self.device.type == "cuda")
         self.last_batch: ScheduledBatch | None = None
@@ -163,7 +164,7 @@ class LLMEngine:
 
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
-        self._inflight = None
+        self._inflight = self._held = None
         for request_id in [*self._requests, *self.embedder.request_ids()]:
             self.abort(request_id)
 
@@ -174,9 +175,17 @@ class LLMEngine:
     def step(self) -> list[StepOutput]:
         """Schedule and launch one step, and return the outputs of the step whose tokens came
         back: this one, or with `async_scheduling` the one before it, finished while this one
-        runs on the device (inflight.py)."""
+        runs on the device (inflight.py). A step that computes prompt tokens runs eagerly (no
+        CUDA graph), a long launch on the host: with a step in flight, that step's tokens are
+        handed out first and the new one is launched on the next call, so no token (a first
+        one above all) waits behind another prompt's launch."""
         outputs, self._pending = self._pending, []
-        batch = self.scheduler.schedule()
+        batch = self._take_held() or self.scheduler.schedule()
+        if self._inflight is not None and batch and max(batch.num_tokens) > 1:
+            outputs.extend(self._finish(self._inflight))
+            self._inflight, self._held = None, batch
+            self.last_batch = ScheduledBatch()  # this call ran nothing
+            return outputs
         self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
         launched = self._launch(batch) if batch else None
         previous, self._inflight = self._inflight, None
@@ -198,6 +207,18 @@ class LLMEngine:
         elif previous is None:
             outputs.extend(self._fail_unschedulable())
         return outputs
+
+    def _take_held(self) -> ScheduledBatch | None:
+        """The batch held back by the last call, less the sequences that ended since (their
+        tokens came back finished, or they were aborted); None when nothing of it is left."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        kept = ScheduledBatch()
+        for seq, n in zip(held.seqs, held.num_tokens, strict=True):
+            if seq.status is SequenceStatus.RUNNING:
+                kept.add(seq, n)
+        return kept or None
 
     def _launch(self, batch: ScheduledBatch) -> Launched:
         """Queue the batch's forward pass (see `Launched`)."""

@@ -126,3 +126,20 @@ def test_abort_while_a_token_is_in_flight_frees_everything_and_spares_the_rest()
     assert b == run(tiny_engine(async_scheduling=False),
                     [(0, list(range(60, 70)), greedy(8))])["r0"][0]
     assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
+def test_tokens_in_flight_are_handed_out_before_a_prompt_is_launched():
+    """A prompt's step runs eagerly (a long launch on a GPU host): the step in flight is
+    finished and its tokens returned first; the prompt is launched on the next call."""
+    engine = overlapped()
+    engine.add_request("a", list(range(20, 30)), greedy(20))
+    while not any(o.token_ids for o in engine.step()):
+        pass  # a is decoding now, with a token in flight
+    engine.add_request("b", list(range(40, 50)), greedy(3))
+    out = engine.step()
+    assert [o.request_id for o in out if o.token_ids] == ["a"]
+    assert engine.last_batch.total_tokens == 0  # b's prompt waits for the next call
+    assert engine.step() == []  # nothing in flight was left to hand out
+    assert engine.last_batch.total_tokens == 10 + 1  # b's prompt and a's next token, together
+    first = engine.step()
+    assert {o.request_id for o in first if o.token_ids} == {"a", "b"}
