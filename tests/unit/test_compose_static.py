@@ -273,8 +273,8 @@ def test_permissions_allow_exactly_the_wire_subjects() -> None:
     published = {s for r in nats_permissions.ROLES for s in r.publish} - extra
     subscribed = {s for r in nats_permissions.ROLES for s in r.subscribe} - extra
     subjects = nats_permissions.wire_subjects()
-    assert published == subjects, "subjects nobody may publish / not in wire.py"
-    assert subscribed == subjects, "subjects nobody may subscribe to / not in wire.py"
+    assert published == subjects, "subjects nobody may publish / not in kvmesh.wire"
+    assert subscribed == subjects, "subjects nobody may subscribe to / not in kvmesh.wire"
     conf = nats_permissions.render()
     quoted = set(re.findall(r'"([^"]+)"', conf)) - {"/data"}
     assert quoted == subjects | extra
