@@ -48,9 +48,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER kvmesh
 WORKDIR /home/kvmesh
 EXPOSE 8000 9101 9102
-# compose.yaml gives each service its own check: python -m kvmesh.healthcheck <service>
+# compose.yaml gives each service its own check: python -m kvmesh.cli.healthcheck <service>
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "kvmesh.healthcheck", "gateway"]
+    CMD ["python", "-m", "kvmesh.cli.healthcheck", "gateway"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["kvmesh"]
 CMD ["serve", "gateway"]

@@ -48,7 +48,7 @@ from kvmesh.wire import (
     Settle,
     VerifyKey,
 )
-from telemetry import metrics, run_service
+from telemetry import metrics, propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.auth")
@@ -79,7 +79,7 @@ class AdminError(Exception):
 
 class AuthService(Actor):
     def __init__(self, cfg: AuthConfig, store: AuthStore) -> None:
-        super().__init__("auth", cfg.nats_url, cfg.grace_period)
+        super().__init__("auth", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
         self.store = store
         self.limiter = RateLimiter(store.redis, cfg.rate_window, cfg.concurrency_lease)

@@ -138,7 +138,7 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
            "KVMESH_LOG_LEVEL": "WARNING"}
     if args.model:
         env["KVMESH_MODEL"] = args.model
-    from kvmesh.procs import free_port
+    from kvmesh.cli.procs import free_port
 
     argv = [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(args.port),
             "--gateways", str(args.gateways),
@@ -355,14 +355,14 @@ def main() -> None:
     otlp = ""
     if args.tracing:
         sys.path.insert(0, str(ROOT))
-        from kvmesh.procs import free_port
+        from kvmesh.cli.procs import free_port
         from tests.integration.otlp_receiver import OtlpReceiver
 
         receiver = OtlpReceiver(free_port()).start()
         otlp = receiver.endpoint
     logs = Path(tempfile.mkdtemp(prefix="kvmesh-serving-"))
     if not args.port:
-        from kvmesh.procs import free_port
+        from kvmesh.cli.procs import free_port
 
         args.port = free_port()
     proc, key = start_mesh(args, logs, otlp)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvmesh import procs
+from kvmesh.cli import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 

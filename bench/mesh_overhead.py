@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from kvmesh import procs
+from kvmesh.cli import procs
 
 PROMPTS = [
     "Explain what a KV cache is.",

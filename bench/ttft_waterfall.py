@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     from bench.gpu_serving import served_model, start_mesh, stop_mesh
-    from kvmesh.procs import free_port
+    from kvmesh.cli.procs import free_port
     from tests.integration.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver(free_port()).start()

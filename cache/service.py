@@ -40,7 +40,7 @@ from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
-from telemetry import metrics, run_service
+from telemetry import metrics, propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
@@ -55,7 +55,7 @@ class RedisDown(Exception):
 
 class ResultCache(Actor):
     def __init__(self, cfg: CacheConfig) -> None:
-        super().__init__("cache", cfg.nats_url, cfg.grace_period)
+        super().__init__("cache", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
         self.redis = aioredis.from_url(
             cfg.redis_url,

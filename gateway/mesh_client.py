@@ -40,6 +40,7 @@ from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, Requ
 from kvmesh.config import GatewayConfig
 from kvmesh.wire import Accepted, Cancel, Chunk, Deltas, Heartbeat, Message, Ping, UsageInfo
 from kvmesh.worker_registry import WorkerRegistry
+from telemetry import propagation
 from telemetry.propagation import request_id_var
 
 log = logging.getLogger("kvmesh.gateway.mesh")
@@ -49,7 +50,7 @@ WATCH_S = 0.25
 
 class MeshClient(Actor):
     def __init__(self, cfg: GatewayConfig) -> None:
-        super().__init__("gateway", cfg.nats_url, cfg.grace_period)
+        super().__init__("gateway", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
         self.workers = WorkerRegistry(cfg.worker_dead_after)
         self.streams: dict[str, RequestStream] = {}

@@ -70,7 +70,7 @@ from kvmesh.wire import (
     UsageInfo,
 )
 from telemetry import generation as gen_telemetry
-from telemetry import metrics, run_service
+from telemetry import metrics, propagation, run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -96,7 +96,7 @@ class Active:
 class Worker(Actor):
     def __init__(self, cfg: WorkerConfig) -> None:
         worker_id = cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}"
-        super().__init__(f"worker-{worker_id}", cfg.nats_url, cfg.grace_period)
+        super().__init__(f"worker-{worker_id}", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
         self.worker_id = worker_id
         self.model_name = cfg.served_name or served_name(cfg.model)

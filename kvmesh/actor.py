@@ -10,10 +10,12 @@ Contract:
 - `publish` and `request` refuse a frame over the server's max payload with `PayloadTooLarge`
   before sending it. `request` turns a timeout into `RequestTimeout`, no subscriber into
   `NoResponders`, and an `ErrorReply` answer into `RemoteError`.
-- Trace context: `publish` and `request` add the current span's W3C `traceparent`/`tracestate`
-  to the NATS headers; a handler runs inside the context its message's headers carry (and its
-  `Kvmesh-Request-Id`), so the spans it opens join the caller's trace and its logs name the
-  request (`telemetry.propagation`).
+- Context across hops: `publish` and `request` pass their NATS headers through the actor's
+  `propagation.inject`, and a handler runs inside `propagation.attach(its message's headers)`.
+  Services pass `telemetry.propagation` (W3C `traceparent`/`tracestate` and the
+  `Kvmesh-Request-Id`, so a handler's spans join the caller's trace and its logs name the
+  request); the default, `NO_PROPAGATION`, carries nothing. The actor itself imports no
+  telemetry: it stands on the ground floor (kvmesh/layers.py).
 - `run_until_stopped` waits for SIGTERM/SIGINT, then drains: unsubscribes (no new work), waits
   for in-flight handlers up to the grace period, runs `on_drain` hooks, and closes.
 """
@@ -24,8 +26,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -35,13 +38,35 @@ from nats.aio.subscription import Subscription
 
 from kvmesh import wire
 from kvmesh.wire import ErrorReply, Message, WireError
-from telemetry import propagation
 
 log = logging.getLogger(__name__)
 CLOSE_S = 2.0  # for an unsubscribe or a close, which can hang on a connection being lost
 HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
+
+
+class Propagation(Protocol):
+    """What travels beside a message in its NATS headers (trace context, request id)."""
+
+    def inject(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """`headers` plus what the current context carries (or `headers` itself: nothing)."""
+        ...
+
+    def attach(self, headers: Mapping[str, str] | None) -> AbstractContextManager[object]:
+        """A block run in the context `headers` carry."""
+        ...
+
+
+class _NoPropagation:
+    def inject(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        return headers
+
+    def attach(self, headers: Mapping[str, str] | None) -> AbstractContextManager[object]:
+        return contextlib.nullcontext()
+
+
+NO_PROPAGATION: Propagation = _NoPropagation()
 
 
 class MeshError(Exception):
@@ -71,8 +96,10 @@ class RemoteError(MeshError):
 class Actor:
     """One service's NATS presence. Subclasses add handlers in `start` and state of their own."""
 
-    def __init__(self, name: str, nats_url: str, grace_period: float = 30.0) -> None:
+    def __init__(self, name: str, nats_url: str, grace_period: float = 30.0,
+                 propagation: Propagation = NO_PROPAGATION) -> None:
         self.name = name
+        self.propagation = propagation
         self.nats_url = nats_url
         self.grace_period = grace_period
         self.nc: Client | None = None
@@ -129,7 +156,7 @@ class Actor:
     async def publish(self, subject: str, msg: Message,
                       headers: dict[str, str] | None = None) -> None:
         await self._client().publish(subject, self._frame(msg),
-                                     headers=propagation.inject(headers))
+                                     headers=self.propagation.inject(headers))
 
     async def request(self, subject: str, msg: Message, timeout: float, *expected: type[M],
                       headers: dict[str, str] | None = None) -> M:
@@ -137,7 +164,7 @@ class Actor:
         try:
             reply = await self._client().request(
                 subject, self._frame(msg), timeout=timeout,
-                headers=propagation.inject(headers))
+                headers=self.propagation.inject(headers))
         except nats.errors.NoRespondersError:
             raise NoResponders(f"no service listens on {subject}") from None
         except nats.errors.TimeoutError:
@@ -179,7 +206,7 @@ class Actor:
     async def _handle(self, handler: Handler, message: Message, raw: Msg,
                       limit: asyncio.Semaphore) -> None:
         try:
-            with propagation.attach(raw.headers):
+            with self.propagation.attach(raw.headers):
                 answer = await handler(message, raw)
         except Exception as exc:
             log.exception("%s: handler failed on %s", self.name, raw.subject)

@@ -20,7 +20,7 @@ default, or Llama 3.1's bare `{"name", "parameters"}` JSON.
 The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
 `grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a
 bad schema with a 400 naming the user's field before the request travels. This module imports
-nothing heavy at import time (the engine machine imports it without the service stack).
+nothing heavy at import time, and nothing of this tree: the engine imports it (kvmesh/layers.py).
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
+from telemetry import propagation, run_service
 from telemetry import routing as route_telemetry
-from telemetry import run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.router")
@@ -74,7 +74,7 @@ INLINE_TOKENIZE_CHARS = 4096
 
 class Router(Actor):
     def __init__(self, cfg: RouterConfig, tokenizer: PromptTokenizer) -> None:
-        super().__init__("router", cfg.nats_url, cfg.grace_period)
+        super().__init__("router", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.workers = WorkerRegistry(cfg.worker_dead_after)

@@ -1,8 +1,9 @@
 """The router's telemetry: the `router.route` span's attributes and the router's metrics.
 
 `observe_route` is the `observe` hook of `@traced("router.route", observe=...)` on the router's
-generate handler; `candidates` and `attempt` are one-line calls from inside it. Cheap when
-tracing is off: attribute setters return at once, metrics are a counter increment each.
+generate handler (it also puts the accepting worker on that span); `candidates` and `attempt`
+are one-line calls from inside it. Cheap when tracing is off: attribute setters return at once,
+metrics are a counter increment each.
 
 What `candidates` and `attempt` learn about one routing (how many workers could take it, their
 block sizes, the attempt number) waits in a context variable for `observe_route`, which runs in
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvmesh.wire import Accepted
 from telemetry import metrics, tracing
 
 
@@ -65,6 +67,10 @@ def decision_reason(workers: int, attempts: int, overlap: int) -> str:
 
 
 def observe_route(msg: Any, result: Any, seconds: float) -> None:
+    if isinstance(result, Accepted):  # on the router.route span: who took it, and why
+        tracing.set_attributes(kvmesh__worker_id=result.worker_id,
+                               gen_ai__usage__input_tokens=result.prompt_tokens,
+                               kvmesh__router__prefix_overlap_blocks=result.prefix_overlap)
     status = getattr(result, "status", 200)
     model = (getattr(msg, "model", "") or "none") if status != 404 else "unknown"
     m = metrics.router()

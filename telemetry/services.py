@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kvmesh.wire import CacheHit
 from telemetry import metrics, tracing
 
 
@@ -22,7 +23,7 @@ def auth_verified(key: Any, ident: Any, seconds: float) -> None:
 
 def cache_looked_up(key: Any, result: Any, seconds: float) -> None:
     """After a result-cache lookup: hit or miss on the span and in the hit-ratio counters."""
-    hit = type(result).__name__ == "CacheHit"
+    hit = isinstance(result, CacheHit)
     tracing.set_attributes(kvmesh__cache__hit=hit,
                            kvmesh__cache__lead=getattr(result, "lead", None))
     metrics.record_cache_lookup(hit)

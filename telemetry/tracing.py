@@ -14,7 +14,8 @@ Contract:
 - `shutdown_tracing()` flushes what is queued and stops the exporter; call it on exit.
 - `span(name, **attrs)` (context manager) and `traced(name)` (decorator for async handlers) are
   the helpers other code uses: one line opens a span that is current inside, records an
-  exception (status ERROR) and, for `traced`, marks a returned `ErrorReply` as an error too.
+  exception (status ERROR) and, for `traced`, marks a returned `ErrorReply` as an error too
+  (the call site's `observe` adds what else its result means).
   Attribute keys given as keyword arguments use `__` for dots: `gen_ai__request__model=...`.
 """
 
@@ -29,6 +30,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from kvmesh.wire.message import ErrorReply
 
 VERSION = "0.1.0"
 _provider: Any = None  # the SDK TracerProvider, when tracing is on
@@ -126,7 +129,7 @@ def mark_error(s: Span, message: str, **attrs: Any) -> None:
         s.set_attributes(_attrs(attrs))
 
 
-def mark_error_reply(s: Span, reply: Any) -> None:
+def mark_error_reply(s: Span, reply: ErrorReply) -> None:
     """Record a wire `ErrorReply` on `s` as the span's error."""
     mark_error(s, f"{reply.status} {reply.type}: {reply.message}",
                kvmesh__error__status=reply.status, kvmesh__error__code=reply.code,
@@ -135,11 +138,11 @@ def mark_error_reply(s: Span, reply: Any) -> None:
 
 def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
            observe: Callable[[Any, Any, float], None] | None = None) -> Callable[[F], F]:
-    """Decorate an async handler `(self, msg, raw)`: its call runs in span `name`; a returned
-    `ErrorReply` marks the span as failed (the reply still goes back unchanged), a returned
-    `Accepted` records the worker that took the request. `observe(msg, result, seconds)`, if
-    given, is called after each call (metrics)."""
-    from kvmesh.wire import Accepted, ErrorReply
+    """Decorate an async mesh call `(self, msg, ...)`: it runs in span `name`; a returned
+    `ErrorReply` (the actor contract's error answer, which any mesh call may return) marks the
+    span as failed, and the reply still goes back unchanged. `observe(msg, result, seconds)`,
+    if given, runs after each call inside the span: the call site's own attributes (what its
+    result means) and metrics go there, so this helper knows no service's messages."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -149,12 +152,6 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
                 result = await fn(*args, **kwargs)
                 if isinstance(result, ErrorReply):
                     mark_error_reply(s, result)
-                elif isinstance(result, Accepted) and s.is_recording():
-                    s.set_attributes(_attrs({
-                        "kvmesh.worker_id": result.worker_id,
-                        "gen_ai.usage.input_tokens": result.prompt_tokens,
-                        "kvmesh.router.prefix_overlap_blocks":
-                            getattr(result, "prefix_overlap", None)}))
                 if observe is not None:
                     observe(args[1] if len(args) > 1 else None, result, time.monotonic() - t0)
                 return result

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.faults.fake_backend import FakeBackend
 from tests.integration.conftest import start_gateway
 from tests.integration.helpers import call

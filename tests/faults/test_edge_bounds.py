@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import time
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.faults.fake_backend import FAKE_MODEL
 from tests.faults.fake_mesh import FakeMesh, new_key, wait_200
 from tests.integration.conftest import start_gateway

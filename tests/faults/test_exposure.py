@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.faults.fake_mesh import ADMIN_KEY, FakeMesh
 from tests.integration.conftest import start_gateway
 from tests.integration.helpers import call

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from bench.soak import run_soak
-from kvmesh import procs, wire
+from kvmesh import wire
+from kvmesh.cli import procs
 from kvmesh.wire import ErrorReply
 from tests.faults.garbage import GARBAGE, send_garbage
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh

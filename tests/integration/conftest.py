@@ -19,7 +19,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from kvmesh import procs, wire
+from kvmesh import wire
+from kvmesh.cli import procs
 from kvmesh.wire import Heartbeat, Ping
 
 MODEL = "SmolLM2-135M-Instruct"

@@ -72,7 +72,7 @@ def free_ports(singles: int, run: int) -> tuple[list[int], int]:
     """`singles` distinct free ports and the first of `run` consecutive free ports, none of
     the singles inside the run (`kvmesh up` derives its services' metrics ports from one base,
     so a NATS or Redis port there would collide)."""
-    from kvmesh import procs
+    from kvmesh.cli import procs
 
     for _ in range(50):
         first = procs.free_port()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, Mesh, start_gateway
 
 

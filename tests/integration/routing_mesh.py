@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import Mesh, start_gateway
 
 

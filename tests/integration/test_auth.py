@@ -22,7 +22,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
 from tests.integration.helpers import call, open_stream, sse_events
 

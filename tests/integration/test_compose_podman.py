@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.deploy import compose_file
 from tests.deploy.podman_stack import PodmanStack, run
 from tests.integration.otlp_receiver import OtlpReceiver

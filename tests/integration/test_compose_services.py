@@ -21,7 +21,8 @@ import nats
 import pytest
 
 from inference.engine.model_store import model_dir
-from kvmesh import nats_permissions, procs, wire
+from kvmesh import wire
+from kvmesh.cli import nats_permissions, procs
 from tests.deploy import compose_file
 from tests.integration.otlp_receiver import OtlpReceiver
 
@@ -212,6 +213,6 @@ def test_healthcheck_reports_a_service_without_nats_as_unhealthy(
         compose_here: ComposeHere) -> None:
     env = {**os.environ, **compose_here.local_env("cache"), "PYTHONPATH": str(compose_file.ROOT),
            "KVMESH_HEALTHCHECK_PID": str(os.getpid())}  # this test process holds no NATS socket
-    done = subprocess.run([sys.executable, "-m", "kvmesh.healthcheck", "cache"], env=env,
+    done = subprocess.run([sys.executable, "-m", "kvmesh.cli.healthcheck", "cache"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and "no connection to NATS" in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
 from tests.integration.helpers import post
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MODEL
 from tests.integration.helpers import free_ports, read_banner
 
@@ -114,8 +114,8 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
         while not all(_worker_answers(nats_url, w, _ask_stats) for w in ("w0", "w1")):
             assert time.monotonic() < deadline, "the workers did not come up"
             time.sleep(0.5)
-        (w0,) = _pids_with_all("kvmesh.serve\0worker", "KVMESH_WORKER_WORKER_ID=w0", at_nats)
-        assert len(_pids_with_all("kvmesh.serve\0gateway", at_nats)) == 2
+        (w0,) = _pids_with_all("kvmesh.cli.serve\0worker", "KVMESH_WORKER_WORKER_ID=w0", at_nats)
+        assert len(_pids_with_all("kvmesh.cli.serve\0gateway", at_nats)) == 2
         os.kill(w0, signal.SIGKILL)
         served = 0
         deadline = time.monotonic() + 180
@@ -123,7 +123,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
             resp = client.completions.create(model=MODEL, prompt="Hi", max_tokens=2)
             assert resp.choices[0].text is not None
             served += 1
-            restarted = [p for p in _pids_with_all("kvmesh.serve\0worker",
+            restarted = [p for p in _pids_with_all("kvmesh.cli.serve\0worker",
                                                    "KVMESH_WORKER_WORKER_ID=w0", at_nats)
                          if p != w0]
             if restarted and _worker_answers(nats_url, "w0", _ask_stats):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh
 from tests.integration.helpers import open_stream, post, sse_events
 from tests.integration.private_mesh import private_mesh

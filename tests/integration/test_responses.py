@@ -21,7 +21,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
 from tests.integration.helpers import call
 

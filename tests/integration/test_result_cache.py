@@ -12,7 +12,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from kvmesh import procs, wire
+from kvmesh import wire
+from kvmesh.cli import procs
 from kvmesh.wire import CacheStats, Ping
 from tests.integration.conftest import MODEL, Mesh
 from tests.integration.routing_mesh import own_mesh

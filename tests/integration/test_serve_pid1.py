@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmesh import procs
+from kvmesh.cli import procs
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvmesh import procs
+from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL
 from tests.integration.helpers import post
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan

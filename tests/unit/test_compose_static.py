@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from inference.worker_config import WorkerConfig
-from kvmesh import config, healthcheck, nats_permissions, serve, wire
-from kvmesh.cli import _build_parser
+from kvmesh import config, wire
+from kvmesh.cli import healthcheck, nats_permissions, serve
+from kvmesh.cli.commands import _build_parser
 from tests.deploy import compose_file
 from tests.deploy.compose_file import KVMESH_SERVICES, ROOT
 
@@ -95,7 +96,7 @@ def test_every_kvmesh_service_command_resolves_to_a_real_entry_point() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     final = compose_file.dockerfile_final_stage()
     assert 'ENTRYPOINT ["kvmesh"]' in final
-    assert scripts["kvmesh"] == "kvmesh.cli:main"
+    assert scripts["kvmesh"] == "kvmesh.cli.commands:main"
     services = compose_file.load()["services"]
     parser = _build_parser()
     for name, svc in services.items():
@@ -130,7 +131,7 @@ def test_kvmesh_health_checks_run_the_right_check_with_a_tool_of_the_image() -> 
     assert "ENV PATH=/opt/venv/bin:$PATH" in final  # `python` is the venv's, with kvmesh
     for name in KVMESH_SERVICES:
         test = services[name]["healthcheck"]["test"]
-        assert test[:4] == ["CMD", "python", "-m", "kvmesh.healthcheck"], (name, test)
+        assert test[:4] == ["CMD", "python", "-m", "kvmesh.cli.healthcheck"], (name, test)
         assert test[4] == _compose_command(name), f"{name} checks {test[4]}"
     with pytest.raises(healthcheck.Unhealthy, match="unknown service"):
         healthcheck.check("nonsense")
@@ -264,7 +265,7 @@ def test_env_example_sets_every_variable_compose_interpolates() -> None:
 def test_committed_nats_conf_is_the_generated_one() -> None:
     committed = (ROOT / "deploy" / "nats.conf").read_text()
     assert committed == nats_permissions.render(), \
-        "deploy/nats.conf is stale: python -m kvmesh.nats_permissions > deploy/nats.conf"
+        "deploy/nats.conf is stale: python -m kvmesh.cli.nats_permissions > deploy/nats.conf"
 
 
 def test_permissions_allow_exactly_the_wire_subjects() -> None:
@@ -272,8 +273,8 @@ def test_permissions_allow_exactly_the_wire_subjects() -> None:
     published = {s for r in nats_permissions.ROLES for s in r.publish} - extra
     subscribed = {s for r in nats_permissions.ROLES for s in r.subscribe} - extra
     subjects = nats_permissions.wire_subjects()
-    assert published == subjects, "subjects nobody may publish / not in wire.py"
-    assert subscribed == subjects, "subjects nobody may subscribe to / not in wire.py"
+    assert published == subjects, "subjects nobody may publish / not in kvmesh.wire"
+    assert subscribed == subjects, "subjects nobody may subscribe to / not in kvmesh.wire"
     conf = nats_permissions.render()
     quoted = set(re.findall(r'"([^"]+)"', conf)) - {"/data"}
     assert quoted == subjects | extra

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kvmesh import local_nats, procs
+from kvmesh.cli import local_nats, procs
 
 
 def test_fresh_passwords_never_start_with_a_digit_or_a_dash() -> None:

@@ -15,7 +15,7 @@ from inference.engine.model_store import (
     pull_default_model,
     resolve_model,
 )
-from kvmesh.cli import main
+from kvmesh.cli.commands import main
 
 
 @pytest.fixture

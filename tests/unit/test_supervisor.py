@@ -7,8 +7,8 @@ import signal
 import sys
 import time
 
-from kvmesh import procs
-from kvmesh.supervisor import Event, Supervisor
+from kvmesh.cli import procs
+from kvmesh.cli.supervisor import Event, Supervisor
 
 
 def _python(name: str, code: str):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from kvmesh.cli import main
+from kvmesh.cli.commands import main
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 RID = "chatcmpl-0123abcd"

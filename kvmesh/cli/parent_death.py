@@ -1,4 +1,4 @@
-"""`python -m kvmesh.parent_death PPID COMMAND...`: become COMMAND, set to get SIGTERM when
+"""`python -m kvmesh.cli.parent_death PPID COMMAND...`: become COMMAND, set to get SIGTERM when
 the process PPID (the launcher that started it) dies, however it dies (SIGKILL included).
 
 Linux's `PR_SET_PDEATHSIG` survives `exec`, so this works for any program (nats-server,
@@ -21,7 +21,7 @@ PR_SET_PDEATHSIG = 1
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or not args[0].isdigit():
-        print("usage: python -m kvmesh.parent_death PPID COMMAND...", file=sys.stderr)
+        print("usage: python -m kvmesh.cli.parent_death PPID COMMAND...", file=sys.stderr)
         return 2
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -1,7 +1,7 @@
-"""`kvmesh serve gateway|router|worker [--flag value ...]`: run one mesh service in this process.
+"""`kvmesh serve gateway|router|worker|auth|cache [--flag ...]`: run one mesh service here.
 
 Each service reads its typed config (`kvmesh.config`) from the flags and `KVMESH_*` variables.
-Also runnable as `python -m kvmesh.serve SERVICE ...`, which is how `kvmesh up` starts them.
+Also runnable as `python -m kvmesh.cli.serve SERVICE ...`, which is how `kvmesh up` starts them.
 
 SIGTERM ends a service at any time: while it starts (connects to NATS, loads a model) it exits
 at once (status 143); once it serves, the service's own handler drains it (see

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from kvmesh import procs
+from kvmesh.cli import procs
 
 JAEGER_OTLP = "http://127.0.0.1:4318"
 JAEGER_UI = os.environ.get("KVMESH_JAEGER_URL", "http://localhost:16686")

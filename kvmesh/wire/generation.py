@@ -1,15 +1,16 @@
-"""The wire contract: every message a kvmesh service sends over NATS, and the subjects.
+"""Generation and embeddings: gateway -> router -> worker, and the worker's answers and load.
 
-Every message is a dataclass below, framed by `kvmesh.codec` (`encode`, `decode`, `WireError`
-are re-exported here): msgpack, versioned, validated on decode.
-
-Request path (see DESIGN.md): the gateway sends a `GenerateRequest` to `ROUTER_GENERATE` and
-gets `Accepted` (or `ErrorReply`); the router tokenises it into a `TokenizedRequest` for
+Request path (docs/ARCHITECTURE.md): the gateway sends a `GenerateRequest` to `ROUTER_GENERATE`
+and gets `Accepted` (or `ErrorReply`); the router tokenises it into a `TokenizedRequest` for
 `worker_generate(id)`. The worker publishes to the request's `reply_to` (one subject per
 gateway process) one `Deltas` frame per engine step, carrying the chunks and errors of every
 request of that gateway it served in the step. `Cancel` goes to `CANCEL`, which every worker
 hears. Embeddings travel the same subjects: `EmbedRequest` to the router, `TokenizedEmbed` to
 the worker, one `Chunk` per input (its `embedding`) back.
+
+Workers publish a `Heartbeat` (load) on `HEARTBEAT` and answer one on `worker_stats(id)` (a
+`Ping`); `KVEvent`s on `KV_EVENTS` tell routers which prompt blocks each worker holds, and a
+router sends `KVResync` when it lost track.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kvmesh import codec
-from kvmesh.codec import SCHEMA_VERSION, WireError, decode, encode  # noqa: F401 (re-exported)
+from kvmesh.wire import codec
+from kvmesh.wire.message import ErrorReply, Message
 
 # Subjects. Workers: one subject each for generate and stats; the rest are broadcasts.
 ROUTER_GENERATE = "kvmesh.router.generate"
@@ -28,10 +29,6 @@ HEARTBEAT = "kvmesh.worker.heartbeat"
 KV_EVENTS = "kvmesh.worker.kv_events"
 CANCEL = "kvmesh.cancel"
 KV_RESYNC = "kvmesh.worker.kv_resync"  # a router asks workers to resend their whole KV set
-CACHE_GET = "kvmesh.cache.get"
-CACHE_PUT = "kvmesh.cache.put"
-CACHE_STATS = "kvmesh.cache.stats"
-REQUEST_ID_HEADER = "Kvmesh-Request-Id"
 
 
 def worker_generate(worker_id: str) -> str:
@@ -43,12 +40,6 @@ def worker_stats(worker_id: str) -> str:
 
 
 @dataclass
-class Message:
-    """Base of every wire message; `KIND` is the frame's `t` tag."""
-
-    KIND: ClassVar[str] = ""
-
-
 @dataclass
 class ToolCall:
     """A function call the assistant made; `arguments` is JSON text, as OpenAI sends it."""
@@ -84,8 +75,8 @@ class ChatMessage:
 class SamplingFields:
     """The sampling parameters, declared once for every hop that carries them: the gateway's
     parsed request, `GenerateRequest` on the wire, and the result-cache key (`sampling_of`).
-    The engine's `SamplingParams` validates the same names; it cannot import this module
-    (the GPU machine has no msgpack)."""
+    The engine's `SamplingParams` validates the same names; it does not import this module,
+    since the engine stands below the wire (kvmesh/layers.py)."""
 
     max_tokens: int | None = None
     temperature: float = 1.0
@@ -286,124 +277,6 @@ class KVResync(Message):
     worker_id: str = ""
 
 
-@dataclass
-class CacheGet(Message):
-    """Result-cache lookup. With `lead_wait` > 0 a miss whose key another caller is computing
-    waits up to that long for its result (single-flight)."""
-
-    KIND: ClassVar[str] = "cache_get"
-    key: str
-    lead_wait: float = 0.0
-    part: int = 0  # > 0: just that part of a stored answer (see CacheHit), no waiting
-
-
-@dataclass
-class CacheHit(Message):
-    """A stored answer, or part `part` of one stored in `parts` parts (an answer over the NATS
-    max payload travels and is stored in parts; the reader asks for parts 1.. by `part`)."""
-
-    KIND: ClassVar[str] = "cache_hit"
-    key: str
-    chunks: list[Chunk]
-    part: int = 0
-    parts: int = 1
-
-
-@dataclass
-class CacheMiss(Message):
-    """`lead`: the caller holds the key's single-flight lease and should compute and put."""
-
-    KIND: ClassVar[str] = "cache_miss"
-    key: str
-    lead: bool = False
-
-
-@dataclass
-class CachePut(Message):
-    """Store a finished result (`chunks` empty: give the lease up without storing). An answer
-    over the NATS max payload is put in `parts` messages, `part` 0, 1, ...; the lease is freed
-    when the last of them is stored."""
-
-    KIND: ClassVar[str] = "cache_put"
-    key: str
-    chunks: list[Chunk]
-    part: int = 0
-    parts: int = 1
-
-
-@dataclass
-class CacheStats(Message):
-    KIND: ClassVar[str] = "cache_stats"
-    hits: int = 0
-    misses: int = 0
-    leads: int = 0
-    waited_hits: int = 0
-    puts: int = 0
-    errors: int = 0
-
-
-@dataclass
-class ErrorReply(Message):
-    """An error a user may see, already in the OpenAI error shape's terms and an HTTP status."""
-
-    KIND: ClassVar[str] = "error"
-    status: int
-    type: str
-    message: str
-    param: str | None = None
-    code: str | None = None
-    retry_after: float | None = None
-
-
-codec.register(
-    GenerateRequest, TokenizedRequest, Accepted, Chunk, Deltas, Cancel, Ping, Heartbeat,
-    KVEvent, ErrorReply, KVResync, CacheGet, CacheHit, CacheMiss, CachePut, CacheStats,
-)
-
-
-# -- tokenize and detokenize: gateways ask a router (router/service.py), queue group "router" --
-
-ROUTER_TOKENIZE = "kvmesh.router.tokenize"  # TokenizeRequest -> TokenizeReply | ErrorReply
-ROUTER_DETOKENIZE = "kvmesh.router.detokenize"  # DetokenizeRequest -> DetokenizeReply | ...
-
-
-@dataclass
-class TokenizeRequest(Message):
-    """Token ids of a prompt, as a generation's prompt would be tokenised. Exactly one of
-    `prompt` and `messages` is set; `messages` go through the chat template (with `tools`)."""
-
-    KIND: ClassVar[str] = "tokenize"
-    model: str
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    tools: list[ToolDef] | None = None
-    add_special_tokens: bool = False
-    add_generation_prompt: bool = True
-    return_token_strs: bool = False  # the reply's token_strs; None unless asked
-
-
-@dataclass
-class TokenizeReply(Message):
-    KIND: ClassVar[str] = "tokenize_reply"
-    tokens: list[int]
-    max_model_len: int
-    token_strs: list[str] | None = None
-
-
-@dataclass
-class DetokenizeRequest(Message):
-    KIND: ClassVar[str] = "detokenize"
-    model: str
-    tokens: list[int]
-
-
-@dataclass
-class DetokenizeReply(Message):
-    KIND: ClassVar[str] = "detokenize_reply"
-    prompt: str
-
-
-codec.register(TokenizeRequest, TokenizeReply, DetokenizeRequest, DetokenizeReply)
 # -- embeddings: the generation subjects carry them too (ROUTER_GENERATE, worker_generate) ----
 
 
@@ -449,186 +322,7 @@ class TokenizedEmbed(Message):
                    priority=req.priority, cache_salt=req.cache_salt)
 
 
-codec.register(EmbedRequest, TokenizedEmbed)
-
-
-# -- auth: gateways ask the auth actor (auth/service.py), queue group "auth" ------------------
-
-AUTH_VERIFY = "kvmesh.auth.verify"  # VerifyKey -> Identity | ErrorReply(401)
-AUTH_ADMIT = "kvmesh.auth.admit"  # Admit -> AuthOk | ErrorReply(429, retry_after)
-AUTH_SETTLE = "kvmesh.auth.settle"  # Settle -> AuthOk
-AUTH_RENEW = "kvmesh.auth.renew"  # Renew -> AuthOk (the slot's lease pushed ahead)
-AUTH_ADMIN = "kvmesh.auth.admin"  # AdminRequest -> AdminReply | ErrorReply
-AUTH_REVOKED = "kvmesh.auth.revoked"  # Revoked, a broadcast every gateway hears
-
-
-@dataclass
-class VerifyKey(Message):
-    """Who holds this API key? (The plain key; the auth actor never stores or logs it.)"""
-
-    KIND: ClassVar[str] = "auth_verify"
-    key: str
-
-
-@dataclass
-class Identity(Message):
-    """A verified caller: its tenant's scopes, priority (the engine's number) and limits;
-    0 = unlimited. A gateway may cache it briefly and must drop it on `Revoked`."""
-
-    KIND: ClassVar[str] = "identity"
-    tenant: str
-    key_id: str
-    models: list[str]
-    admin: bool = False
-    priority: int = 0
-    rpm: int = 0
-    tpm: int = 0
-    max_concurrency: int = 0
-    max_tokens: int = 0
-    cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
-    responses_ttl: int = 0  # seconds its stored /v1/responses live; 0 = the store's default
-    clamp_max_tokens: bool = False  # over max_tokens: lowered to it, not a 400
-
-
-@dataclass
-class Admit(Message):
-    """Take one request from the tenant's rate limits, reserve `tokens` (its worst case:
-    prompt estimate + max_tokens) from the token budget, and take a concurrency slot."""
-
-    KIND: ClassVar[str] = "auth_admit"
-    tenant: str
-    request_id: str
-    rpm: int = 0
-    tpm: int = 0
-    max_concurrency: int = 0
-    tokens: int = 0
-
-
-@dataclass
-class Renew(Message):
-    """An admitted request still lives: push its concurrency slot's lease ahead."""
-
-    KIND: ClassVar[str] = "auth_renew"
-    tenant: str
-    request_id: str
-
-
-@dataclass
-class Settle(Message):
-    """An admitted request ended: give back its reservation, charge its real token usage,
-    free its concurrency slot. Idempotent, so a gateway may retry it."""
-
-    KIND: ClassVar[str] = "auth_settle"
-    tenant: str
-    request_id: str
-    tokens: int
-    tpm: int = 0
-    max_concurrency: int = 0
-
-
-@dataclass
-class AuthOk(Message):
-    """Yes. To an `Admit` that took a concurrency slot, `lease` is the seconds the slot is
-    held without a `Renew`."""
-
-    KIND: ClassVar[str] = "auth_ok"
-    lease: float = 0.0
-
-
-@dataclass
-class AdminRequest(Message):
-    """An admin operation (`op`: tenant.put, tenant.list, key.create, key.list, key.revoke)."""
-
-    KIND: ClassVar[str] = "auth_admin"
-    op: str
-    args: Any = None
-
-
-@dataclass
-class AdminReply(Message):
-    KIND: ClassVar[str] = "auth_admin_reply"
-    result: Any = None
-
-
-@dataclass
-class Revoked(Message):
-    """Keys revoked, or (`tenant` set) a tenant changed: gateways drop cached identities."""
-
-    KIND: ClassVar[str] = "auth_revoked"
-    key_ids: list[str] = field(default_factory=list)
-    tenant: str = ""
-
-
 codec.register(
-    VerifyKey, Identity, Admit, Renew, Settle, AuthOk, AdminRequest, AdminReply, Revoked)
-
-
-# -- responses store: gateways ask the cache actor (cache/responses_store.py), queue "cache" --
-
-RESPONSES_PUT = "kvmesh.responses.put"  # ResponsePut -> ResponseAck | ErrorReply(503, 413)
-RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorReply(404, 503)
-RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
-
-
-@dataclass
-class StoredResponse(Message):
-    """One stored `/v1/responses` answer. `body` is the Response object as JSON text (what a
-    retrieve returns) and `input_items` the list of its input items as JSON text (kept as text,
-    like `ToolDef.parameters`, so the wire stays typed whatever they hold). `messages` is this
-    turn as chat history: its input messages, then its output (instructions excluded: they
-    are not carried over to a continuation). Redis holds it as one frame."""
-
-    KIND: ClassVar[str] = "stored_response"
-    id: str
-    created_at: int
-    status: str  # in_progress, completed, incomplete, failed (OpenAI's response status)
-    body: str
-    input_items: str
-    messages: list[ChatMessage]
-    previous_response_id: str | None = None
-
-
-@dataclass
-class ResponsePut(Message):
-    """Store (or replace) `record` under `tenant` for `ttl` seconds (0: the store's default)."""
-
-    KIND: ClassVar[str] = "response_put"
-    tenant: str
-    record: StoredResponse
-    ttl: float = 0.0
-
-
-@dataclass
-class ResponseGet(Message):
-    """Fetch a tenant's stored response; with `chain`, it and every response it continues
-    (`previous_response_id`), oldest first."""
-
-    KIND: ClassVar[str] = "response_get"
-    tenant: str
-    id: str
-    chain: bool = False
-
-
-@dataclass
-class ResponseDelete(Message):
-    KIND: ClassVar[str] = "response_delete"
-    tenant: str
-    id: str
-
-
-@dataclass
-class ResponseFound(Message):
-    KIND: ClassVar[str] = "response_found"
-    records: list[StoredResponse]
-
-
-@dataclass
-class ResponseAck(Message):
-    """A put was stored, or a delete removed `id`."""
-
-    KIND: ClassVar[str] = "response_ack"
-    id: str
-
-
-codec.register(
-    StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck)
+    GenerateRequest, TokenizedRequest, Accepted, Chunk, Deltas, Cancel, Ping, Heartbeat,
+    KVEvent, KVResync, EmbedRequest, TokenizedEmbed,
+)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kvmesh import procs
+from kvmesh.cli import procs
 
 ESSENTIAL = ("nats", "redis", "router", "auth", "w", "gateway")  # name prefixes; "w" = workers
 

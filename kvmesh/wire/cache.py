@@ -1,0 +1,148 @@
+"""The cache actor's messages: the result cache and the `/v1/responses` store.
+
+Gateways ask the cache actor (cache/service.py for the result cache, cache/responses_store.py
+for stored responses), queue group "cache". `CACHE_STATS` answers the cache's counters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from kvmesh.wire import codec
+from kvmesh.wire.generation import ChatMessage, Chunk
+from kvmesh.wire.message import Message
+
+CACHE_GET = "kvmesh.cache.get"  # CacheGet -> CacheHit | CacheMiss
+CACHE_PUT = "kvmesh.cache.put"  # CachePut, no answer
+CACHE_STATS = "kvmesh.cache.stats"  # Ping -> CacheStats
+RESPONSES_PUT = "kvmesh.responses.put"  # ResponsePut -> ResponseAck | ErrorReply(503, 413)
+RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorReply(404, 503)
+RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
+
+
+@dataclass
+class CacheGet(Message):
+    """Result-cache lookup. With `lead_wait` > 0 a miss whose key another caller is computing
+    waits up to that long for its result (single-flight)."""
+
+    KIND: ClassVar[str] = "cache_get"
+    key: str
+    lead_wait: float = 0.0
+    part: int = 0  # > 0: just that part of a stored answer (see CacheHit), no waiting
+
+
+@dataclass
+class CacheHit(Message):
+    """A stored answer, or part `part` of one stored in `parts` parts (an answer over the NATS
+    max payload travels and is stored in parts; the reader asks for parts 1.. by `part`)."""
+
+    KIND: ClassVar[str] = "cache_hit"
+    key: str
+    chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
+
+
+@dataclass
+class CacheMiss(Message):
+    """`lead`: the caller holds the key's single-flight lease and should compute and put."""
+
+    KIND: ClassVar[str] = "cache_miss"
+    key: str
+    lead: bool = False
+
+
+@dataclass
+class CachePut(Message):
+    """Store a finished result (`chunks` empty: give the lease up without storing). An answer
+    over the NATS max payload is put in `parts` messages, `part` 0, 1, ...; the lease is freed
+    when the last of them is stored."""
+
+    KIND: ClassVar[str] = "cache_put"
+    key: str
+    chunks: list[Chunk]
+    part: int = 0
+    parts: int = 1
+
+
+@dataclass
+class CacheStats(Message):
+    KIND: ClassVar[str] = "cache_stats"
+    hits: int = 0
+    misses: int = 0
+    leads: int = 0
+    waited_hits: int = 0
+    puts: int = 0
+    errors: int = 0
+
+
+
+codec.register(CacheGet, CacheHit, CacheMiss, CachePut, CacheStats)
+
+
+# -- responses store ---------------------------------------------------------------------------
+
+
+@dataclass
+class StoredResponse(Message):
+    """One stored `/v1/responses` answer. `body` is the Response object as JSON text (what a
+    retrieve returns) and `input_items` the list of its input items as JSON text (kept as text,
+    like `ToolDef.parameters`, so the wire stays typed whatever they hold). `messages` is this
+    turn as chat history: its input messages, then its output (instructions excluded: they
+    are not carried over to a continuation). Redis holds it as one frame."""
+
+    KIND: ClassVar[str] = "stored_response"
+    id: str
+    created_at: int
+    status: str  # in_progress, completed, incomplete, failed (OpenAI's response status)
+    body: str
+    input_items: str
+    messages: list[ChatMessage]
+    previous_response_id: str | None = None
+
+
+@dataclass
+class ResponsePut(Message):
+    """Store (or replace) `record` under `tenant` for `ttl` seconds (0: the store's default)."""
+
+    KIND: ClassVar[str] = "response_put"
+    tenant: str
+    record: StoredResponse
+    ttl: float = 0.0
+
+
+@dataclass
+class ResponseGet(Message):
+    """Fetch a tenant's stored response; with `chain`, it and every response it continues
+    (`previous_response_id`), oldest first."""
+
+    KIND: ClassVar[str] = "response_get"
+    tenant: str
+    id: str
+    chain: bool = False
+
+
+@dataclass
+class ResponseDelete(Message):
+    KIND: ClassVar[str] = "response_delete"
+    tenant: str
+    id: str
+
+
+@dataclass
+class ResponseFound(Message):
+    KIND: ClassVar[str] = "response_found"
+    records: list[StoredResponse]
+
+
+@dataclass
+class ResponseAck(Message):
+    """A put was stored, or a delete removed `id`."""
+
+    KIND: ClassVar[str] = "response_ack"
+    id: str
+
+
+codec.register(
+    StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck)
