@@ -18,13 +18,13 @@ import torch
 from .config import EngineConfig, ModelConfig
 from .distributed import all_reduce_min
 from .kv_cache import KVCacheManager
-from .model import LlamaForCausalLM
+from .model import DecoderLM
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .runner import ModelRunner, kv_bytes_per_block
 from .tokenizer import Tokenizer
 from .tp_runner import make_runner
 
-LoadWeights = Callable[[LlamaForCausalLM], None]
+LoadWeights = Callable[[DecoderLM], None]
 
 
 @dataclass
@@ -47,7 +47,7 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
     backend = make_backend(device, config.block_size)
     with torch.device(device):
-        model = LlamaForCausalLM(model_config, backend, max_model_len)
+        model = DecoderLM(model_config, backend, max_model_len)
     model.to(dtype)
     load_weights(model)
     model.eval()
@@ -69,7 +69,7 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     return Runtime(device, dtype, kv_dtype, max_model_len, kv, runner, graph_decoder, kv_plan)
 
 
-def _num_blocks(model: LlamaForCausalLM, config: EngineConfig, device: torch.device,
+def _num_blocks(model: DecoderLM, config: EngineConfig, device: torch.device,
                 kv_dtype: torch.dtype) -> tuple[int, Any]:
     """This rank's pool size, and the memory plan behind it (CUDA, unless set by hand)."""
     if config.num_kv_blocks is not None:
