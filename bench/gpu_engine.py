@@ -31,7 +31,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from inference import LLM, SamplingParams
-from inference.engine import memory
 from inference.engine.presets import preset_config
 
 RESULTS: dict = {}
@@ -234,7 +233,7 @@ def bench_8b(skip_hf: bool, out_dir: str | None) -> None:
         r[f"ours_{key}_b64_ms_per_step"] = ours_decode_ms(llm, 64, n=128)
         if not eager:
             r["graph_capture_s"] = llm.engine.graph_decoder.capture_seconds
-            plan = memory.last_plan
+            plan = llm.engine.kv_plan
             r["kv_blocks"] = plan.num_blocks
             r["kv_tokens"] = plan.kv_tokens
             r["kv_gib"] = plan.kv_bytes / 2**30
@@ -304,7 +303,7 @@ def bench_8b_fp8_kv(out_dir: str | None) -> None:
               max_num_batched_tokens=16384, max_model_len=4096, kv_cache_dtype="fp8")
     r["ours_graphs_ms_per_token"] = ours_decode_ms(llm, 1)
     r["ours_graphs_b64_ms_per_step"] = ours_decode_ms(llm, 64, n=128)
-    plan = memory.last_plan
+    plan = llm.engine.kv_plan
     r["kv_blocks"] = plan.num_blocks
     r["kv_tokens"] = plan.kv_tokens
     r["kv_gib"] = plan.kv_bytes / 2**30

@@ -1,4 +1,5 @@
-"""The gateway's side of the mesh: send a request to the router, then read its deltas.
+"""The gateway's side of the mesh: send a request to the router, then read its deltas; keep
+the registry of live workers from their heartbeats.
 
 Contract:
 - One NATS subscription per gateway process (`inbox`) receives every worker's `Deltas` frames
@@ -49,6 +50,10 @@ WATCH_S = 0.25
 
 
 class MeshClient(Actor):
+    """The gateway process's actor on the mesh. A client of the router, auth and the cache
+    (requests), and a server too, despite its name: it subscribes to the workers' heartbeats
+    (`wire.HEARTBEAT`, feeding `workers`) and to this process's `inbox` of `Deltas` frames."""
+
     def __init__(self, cfg: GatewayConfig) -> None:
         super().__init__("gateway", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg

@@ -68,7 +68,3 @@ class KVIndex:
                 break
             n += 1
         return n
-
-    def size(self, worker_id: str) -> int:
-        w = self._workers.get(worker_id)
-        return 0 if w is None else len(w.keys)

@@ -31,6 +31,11 @@ from kvmesh.worker_registry import WorkerView
 POLICIES = ("kv", "least-loaded", "round-robin")
 
 
+def worker_load(view: WorkerView) -> int:
+    """Running + waiting at the last heartbeat + sent by this router since then."""
+    return view.beat.running + view.beat.waiting + view.pending
+
+
 @dataclass
 class Candidate:
     view: WorkerView
@@ -44,8 +49,7 @@ class Candidate:
 
     @property
     def load(self) -> int:
-        b = self.view.beat
-        return b.running + b.waiting + self.view.pending
+        return worker_load(self.view)
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,7 @@ class PolicyParams:
 
 
 def is_overloaded(view: WorkerView, p: PolicyParams) -> bool:
-    b = view.beat
-    return (
-        b.running + b.waiting + view.pending >= p.overload_queue
-        or b.kv_usage >= p.overload_kv_usage
-    )
+    return worker_load(view) >= p.overload_queue or view.beat.kv_usage >= p.overload_kv_usage
 
 
 def home_worker(session: str, worker_ids: list[str]) -> str | None:

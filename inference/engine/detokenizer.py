@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inference.engine.tokenizer import Tokenizer
+from .tokenizer import Tokenizer
 
 _REPLACEMENT = "\ufffd"
 

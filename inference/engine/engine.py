@@ -50,7 +50,7 @@ class LLMEngine:
         rt = build_runtime(model_config, config, load_weights)
         self.device, self.dtype, self.kv_dtype = rt.device, rt.dtype, rt.kv_dtype
         self.max_model_len, self.kv, self.runner = rt.max_model_len, rt.kv, rt.runner
-        self.graph_decoder = rt.graph_decoder
+        self.graph_decoder, self.kv_plan = rt.graph_decoder, rt.kv_plan
         self.scheduler = Scheduler(config, self.kv)
         eos = set(model_config.eos_token_ids)
         if tokenizer is not None:

@@ -18,13 +18,13 @@ import torch
 from .config import EngineConfig, ModelConfig
 from .distributed import all_reduce_min
 from .kv_cache import KVCacheManager
-from .model import LlamaForCausalLM
+from .model import DecoderLM
 from .placement import make_backend, pick_device, pick_kv_dtype, quantize
 from .runner import ModelRunner, kv_bytes_per_block
 from .tokenizer import Tokenizer
 from .tp_runner import make_runner
 
-LoadWeights = Callable[[LlamaForCausalLM], None]
+LoadWeights = Callable[[DecoderLM], None]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Runtime:
     kv: KVCacheManager
     runner: ModelRunner
     graph_decoder: Any  # a CudaGraphDecoder, or None (CPU, or enforce_eager)
+    kv_plan: Any  # the memory.KVMemoryPlan that sized the pool on CUDA, else None
 
 
 def build_runtime(model_config: ModelConfig, config: EngineConfig,
@@ -46,12 +47,13 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
     backend = make_backend(device, config.block_size)
     with torch.device(device):
-        model = LlamaForCausalLM(model_config, backend, max_model_len)
+        model = DecoderLM(model_config, backend, max_model_len)
     model.to(dtype)
     load_weights(model)
     model.eval()
     quantize(model, config.quantization, device)
-    num_blocks = all_reduce_min(_num_blocks(model, config, device, kv_dtype), device)
+    own_blocks, kv_plan = _num_blocks(model, config, device, kv_dtype)
+    num_blocks = all_reduce_min(own_blocks, device)
     kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
     runner = make_runner(  # rank 0 of a TP group sends each step's plan
         model, backend, num_blocks, config.block_size, device, kv_dtype
@@ -64,19 +66,21 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
                                          max_model_len, config.block_size)
         graph_decoder.capture()
         runner.decode_hook = graph_decoder.run
-    return Runtime(device, dtype, kv_dtype, max_model_len, kv, runner, graph_decoder)
+    return Runtime(device, dtype, kv_dtype, max_model_len, kv, runner, graph_decoder, kv_plan)
 
 
-def _num_blocks(model: LlamaForCausalLM, config: EngineConfig, device: torch.device,
-                kv_dtype: torch.dtype) -> int:
+def _num_blocks(model: DecoderLM, config: EngineConfig, device: torch.device,
+                kv_dtype: torch.dtype) -> tuple[int, Any]:
+    """This rank's pool size, and the memory plan behind it (CUDA, unless set by hand)."""
     if config.num_kv_blocks is not None:
-        return config.num_kv_blocks
+        return config.num_kv_blocks, None
     per_block = kv_bytes_per_block(model.config, config.block_size, kv_dtype, model.kv_heads)
     if device.type == "cuda":
-        from .memory import profile_num_blocks
+        from .memory import plan_kv_pool
 
-        return profile_num_blocks(model, config, per_block, kv_dtype)
-    return max(1, config.kv_cache_memory // per_block)
+        plan = plan_kv_pool(model, config, per_block, kv_dtype)
+        return plan.num_blocks, plan
+    return max(1, config.kv_cache_memory // per_block), None
 
 
 def open_model(spec: str | None, config: EngineConfig

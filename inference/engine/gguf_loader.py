@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.engine.config import ModelConfig
-from inference.engine.loader import Select
-from inference.engine.pooling_config import gguf_pooling
-from inference.engine.tokenizer import Tokenizer
+from .config import ModelConfig
+from .loader import Select
+from .pooling_config import gguf_pooling
+from .tokenizer import Tokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 

@@ -61,10 +61,6 @@ class KVCacheManager:
     def num_free_blocks(self) -> int:
         return len(self._free_keyless) + len(self._free_keyed)
 
-    @property
-    def usage(self) -> float:
-        return 1.0 - self.num_free_blocks / self.num_blocks
-
     def stats(self) -> KVCacheStats:
         free = self.num_free_blocks
         return KVCacheStats(

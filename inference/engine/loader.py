@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from inference.engine.config import ModelConfig
-from inference.engine.model_store import ModelNotFoundError
-from inference.engine.pooling_config import folder_pooling, generates
-from inference.engine.tokenizer import Tokenizer
+from .config import ModelConfig
+from .model_store import ModelNotFoundError
+from .pooling_config import folder_pooling, generates
+from .tokenizer import Tokenizer
 
 Slice = tuple[int, int, int]  # (dim, start, stop) of a tensor
 Select = Callable[[str], Slice | None]  # hf_name -> the part to read; None = all of it
@@ -60,7 +60,7 @@ def load_checkpoint(path: str | Path, need_weights: bool = True) -> Checkpoint:
 
 
 def _load_gguf(path: Path) -> Checkpoint:
-    from inference.engine.gguf_loader import gguf_config, iter_gguf_weights, metadata_of, open_gguf
+    from .gguf_loader import gguf_config, iter_gguf_weights, metadata_of, open_gguf
 
     reader = open_gguf(path)
     meta = metadata_of(reader)

@@ -143,14 +143,10 @@ def own_non_torch_bytes(device: torch.device) -> int:
     return CONTEXT_ALLOWANCE
 
 
-def profile_num_blocks(model, config: EngineConfig, bytes_per_block: int,
-                       kv_dtype: torch.dtype | None = None) -> int:
-    """The engine's entry point: size the pool and log the plan."""
+def plan_kv_pool(model, config: EngineConfig, bytes_per_block: int,
+                 kv_dtype: torch.dtype | None = None) -> KVMemoryPlan:
+    """The engine's entry point: size the pool and log the plan (the engine keeps it as
+    `LLMEngine.kv_plan`, which benchmarks read)."""
     plan = profile_kv_memory(model, config, bytes_per_block, kv_dtype)
     log.info(plan.describe())
-    global last_plan
-    last_plan = plan
-    return plan.num_blocks
-
-
-last_plan: KVMemoryPlan | None = None  # the most recent plan, for benchmarks and stats
+    return plan

@@ -147,7 +147,12 @@ class DecoderLayer(nn.Module):
         return self.mlp(h), residual
 
 
-class LlamaForCausalLM(nn.Module):
+class DecoderLM(nn.Module):
+    """The one decoder-only language model the engine runs: every family the module docstring
+    lists (Llama, SmolLM2, Mistral, Qwen2, Qwen3), told apart by `ModelConfig` flags alone.
+    Its parameter names are Hugging Face's (`embed_tokens`, `layers.i.self_attn...`, `norm`,
+    `lm_head`), whatever the family, so checkpoints load by name."""
+
     def __init__(self, cfg: ModelConfig, backend: AttentionBackend, max_positions: int):
         super().__init__()
         self.tp = group()  # the process's TP group when built; TP=1 without one

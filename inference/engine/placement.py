@@ -9,7 +9,7 @@ import torch
 from .attention import AttentionBackend
 from .config import EngineConfig
 from .distributed import tp_rank
-from .model import LlamaForCausalLM
+from .model import DecoderLM
 from .torch_attention import TorchAttentionBackend
 
 
@@ -53,7 +53,7 @@ def make_backend(device: torch.device, block_size: int) -> AttentionBackend:
     return TorchAttentionBackend(block_size)
 
 
-def quantize(model: LlamaForCausalLM, method: str | None, device: torch.device) -> None:
+def quantize(model: DecoderLM, method: str | None, device: torch.device) -> None:
     if method is None:
         return
     if method != "int4" or device.type != "cpu":

@@ -19,7 +19,7 @@ import torch
 from .attention import AttentionBackend, AttentionMetadata
 from .config import ModelConfig
 from .inflight import resolve_placeholders
-from .model import LlamaForCausalLM
+from .model import DecoderLM
 from .scheduler import ScheduledBatch
 from .transfer import to_device
 
@@ -35,7 +35,7 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
 class ModelRunner:
     def __init__(
         self,
-        model: LlamaForCausalLM,
+        model: DecoderLM,
         backend: AttentionBackend,
         num_blocks: int,
         block_size: int,

@@ -1,7 +1,12 @@
-"""Per-request sampling parameters, validated where they are made.
+"""Per-request sampling parameters, checked for range where they are made.
 
-Every bad value raises `InvalidParameter` (a ValueError) naming the field, so the worker
-refuses it with a 400 whose `param` is set and the engine never sees it.
+A value out of range raises `InvalidParameter` (a ValueError) naming the field: when the
+params are made and again when `LLMEngine.add_request` takes them (a dataclass can be changed
+in between). The worker makes them from the wire's fields, whose types the codec has already
+checked, so a bad value becomes a 400 with `param` set before the request reaches the engine
+process. Types are not checked here beyond that: a caller outside the mesh (`inference.LLM`)
+passes Python values as it likes. Token ids in `logit_bias` are checked against the
+vocabulary apart (`prompt_check.check_logit_bias`), since only the model knows its size.
 """
 
 from __future__ import annotations

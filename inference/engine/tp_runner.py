@@ -21,7 +21,7 @@ import torch
 
 from . import distributed, tp_launch
 from .attention import AttentionBackend, AttentionMetadata
-from .model import LlamaForCausalLM
+from .model import DecoderLM
 from .runner import ModelRunner
 
 
@@ -84,7 +84,7 @@ def unpack(plan: StepPlan, payload: torch.Tensor) -> tuple[
     return ids, pos, meta, rows
 
 
-def make_runner(model: LlamaForCausalLM, backend: AttentionBackend, num_blocks: int,
+def make_runner(model: DecoderLM, backend: AttentionBackend, num_blocks: int,
                 block_size: int, device: torch.device, dtype: torch.dtype) -> ModelRunner:
     group = distributed.group()
     cls = TPLeaderRunner if group.size > 1 and group.rank == 0 else ModelRunner

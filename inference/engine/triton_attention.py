@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import torch
 
-from inference.engine.attention import AttentionBackend, AttentionMetadata
-from inference.engine.triton_kernels.decode_attention import (
+from .attention import AttentionBackend, AttentionMetadata
+from .triton_kernels.decode_attention import (
     decode_attention,
     decode_num_splits,
     decode_workspace,
 )
-from inference.engine.triton_kernels.kv_write import reshape_and_cache
-from inference.engine.triton_kernels.prefill_attention import prefill_attention
+from .triton_kernels.kv_write import reshape_and_cache
+from .triton_kernels.prefill_attention import prefill_attention
 
 
 class TritonAttentionBackend(AttentionBackend):

@@ -23,10 +23,9 @@ SHARE = 0.42
 CHILD = f"""
 import json, sys, torch
 from inference import LLM, SamplingParams
-from inference.engine import memory
 llm = LLM("dummy:smollm2-135m", device="cuda", dtype="bfloat16", max_model_len=1024,
           max_num_seqs=8, max_num_batched_tokens=512, gpu_memory_utilization={SHARE})
-plan = memory.last_plan
+plan = llm.engine.kv_plan
 print(json.dumps({{"num_blocks": plan.num_blocks, "kv_bytes": plan.kv_bytes,
                   "total": plan.total_bytes, "others": plan.others_bytes}}), flush=True)
 sys.stdin.readline()  # hold the memory until the test says go

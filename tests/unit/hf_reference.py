@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from inference.engine.engine import LLMEngine
-from inference.engine.model import LlamaForCausalLM as OurLlama
+from inference.engine.model import DecoderLM
 from inference.engine.sampling_params import SamplingParams
 from inference.engine.scheduler import ScheduledBatch
 from inference.engine.sequence import Sequence
@@ -15,7 +15,7 @@ from inference.engine.sequence import Sequence
 TOL = 1e-4
 
 
-def hf_twin(model: OurLlama) -> PreTrainedModel:
+def hf_twin(model: DecoderLM) -> PreTrainedModel:
     """transformers' model of our config's `hf_model_type` (Llama, Qwen2, Qwen3), on our
     model's device and in its dtype, with the fused weights and biases split back out."""
     cfg = model.config

@@ -8,6 +8,8 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   split-K (flash-decoding), all query heads of a KV head in one program.
 - `prefill_attention.prefill_attention`: varlen causal attention of new tokens over a cached
   prefix, reading every key (prefix and new) from the pool.
+- `paged_tile.attend_tile`: the online-softmax step over one tile of paged keys and values,
+  which both attention kernels inline.
 - `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`, `rope.apply_rope`:
   the cheap fusions on the model's hot path.
 """

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-_LOG2E = 1.4426950408889634
+from .paged_tile import LOG2E, attend_tile
 
 
 @triton.jit
@@ -66,26 +66,11 @@ def _decode_split_kernel(
     acc = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
     bt_row = BlockTables + b * stride_bt
     for n0 in range(start, end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < end
-        blk = tl.load(bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
-        row = blk * stride_cb + (offs_n % PAGE) * stride_cs + kvh * stride_ch
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        # An fp8 pool is upcast to the query's dtype (exact), dots accumulate in float32.
-        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask,
-                    other=0.0).to(Q.dtype.element_ty)
-        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask,
-                    other=0.0).to(Q.dtype.element_ty)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        s = tl.where(n_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(
-            p.to(v.dtype), v, input_precision=DOT_PRECISION
+        m_i, l_i, acc = attend_tile(
+            q, m_i, l_i, acc, m_i, KCache, VCache, bt_row, n0, end, kvh, qk_scale,
+            stride_cb, stride_cs, stride_ch, offs_d, d_mask,
+            PAGE=PAGE, BLOCK_N=BLOCK_N, CAUSAL=False, DOT_PRECISION=DOT_PRECISION,
         )
-        m_i = m_new
 
     has_work = start < end
     safe_l = tl.where(l_i > 0, l_i, 1.0)
@@ -198,7 +183,7 @@ def decode_attention(
     block_n, stages, warps = decode_tile(head_dim, kv_layer.dtype, q.dtype)
     _decode_split_kernel[(num_seqs, kv_heads, num_splits)](
         q, k_cache, v_cache, block_tables, seq_lens, out, part_out, part_lse,
-        scale * _LOG2E,
+        scale * LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0),

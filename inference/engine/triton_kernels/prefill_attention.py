@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-_LOG2E = 1.4426950408889634
+from .paged_tile import LOG2E, attend_tile
 
 
 @triton.jit
@@ -60,27 +60,13 @@ def _prefill_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     bt_row = BlockTables + b * stride_bt
+    # Key 0 is visible to every row, so the running max is finite from the first tile on.
     for n0 in range(0, end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < end
-        blk = tl.load(bt_row + offs_n // PAGE, mask=n_mask, other=0).to(tl.int64)
-        row = blk * stride_cb + (offs_n % PAGE) * stride_cs + kvh * stride_ch
-        kv_mask = n_mask[:, None] & d_mask[None, :]
-        # An fp8 pool is upcast to the query's dtype (exact), dots accumulate in float32.
-        k = tl.load(KCache + row[:, None] + offs_d[None, :], mask=kv_mask,
-                    other=0.0).to(Q.dtype.element_ty)
-        v = tl.load(VCache + row[:, None] + offs_d[None, :], mask=kv_mask,
-                    other=0.0).to(Q.dtype.element_ty)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        visible = n_mask[None, :] & (offs_n[None, :] <= pos_m[:, None])
-        s = tl.where(visible, s, float("-inf"))
-        # Key 0 is visible to every row, so m_new is finite from the first tile on.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = attend_tile(
+            q, m_i, l_i, acc, pos_m, KCache, VCache, bt_row, n0, end, kvh, qk_scale,
+            stride_cb, stride_cs, stride_ch, offs_d, d_mask,
+            PAGE=PAGE, BLOCK_N=BLOCK_N, CAUSAL=True, DOT_PRECISION=DOT_PRECISION,
+        )
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(Out + rows[:, None] * stride_ot + h * stride_oh + offs_d[None, :],
@@ -112,7 +98,7 @@ def prefill_attention(
     grid = (triton.cdiv(max_query_len, block_m), num_seqs, num_heads)
     _prefill_kernel[grid](
         q, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out,
-        scale * _LOG2E,
+        scale * LOG2E,
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0),

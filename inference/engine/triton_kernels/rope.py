@@ -15,6 +15,19 @@ import triton.language as tl
 
 
 @triton.jit
+def _rotate(ptr, mask, c, s, HALF: tl.constexpr):
+    """Rotate the two halves at `ptr` in place, rounding each product to the tensor's dtype
+    as transformers' rotate_half does."""
+    dt = ptr.dtype.element_ty
+    x1 = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(ptr + HALF, mask=mask, other=0.0).to(tl.float32)
+    o1 = (x1 * c).to(dt).to(tl.float32) - (x2 * s).to(dt).to(tl.float32)
+    o2 = (x2 * c).to(dt).to(tl.float32) + (x1 * s).to(dt).to(tl.float32)
+    tl.store(ptr, o1.to(dt), mask=mask)
+    tl.store(ptr + HALF, o2.to(dt), mask=mask)
+
+
+@triton.jit
 def _rope_kernel(
     Q, K, Pos, Cos, Sin,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_cos,
@@ -30,23 +43,10 @@ def _rope_kernel(
     c = tl.load(Cos + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
     s = tl.load(Sin + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
 
-    q_mask = (offs_h < Q_HEADS) & d_mask
-    qp = Q + t * stride_qt + offs_h * stride_qh + offs_d
-    x1 = tl.load(qp, mask=q_mask, other=0.0).to(tl.float32)
-    x2 = tl.load(qp + HALF, mask=q_mask, other=0.0).to(tl.float32)
-    o1 = (x1 * c).to(dt).to(tl.float32) - (x2 * s).to(dt).to(tl.float32)
-    o2 = (x2 * c).to(dt).to(tl.float32) + (x1 * s).to(dt).to(tl.float32)
-    tl.store(qp, o1.to(dt), mask=q_mask)
-    tl.store(qp + HALF, o2.to(dt), mask=q_mask)
-
-    k_mask = (offs_h < K_HEADS) & d_mask
-    kp = K + t * stride_kt + offs_h * stride_kh + offs_d
-    y1 = tl.load(kp, mask=k_mask, other=0.0).to(tl.float32)
-    y2 = tl.load(kp + HALF, mask=k_mask, other=0.0).to(tl.float32)
-    p1 = (y1 * c).to(dt).to(tl.float32) - (y2 * s).to(dt).to(tl.float32)
-    p2 = (y2 * c).to(dt).to(tl.float32) + (y1 * s).to(dt).to(tl.float32)
-    tl.store(kp, p1.to(dt), mask=k_mask)
-    tl.store(kp + HALF, p2.to(dt), mask=k_mask)
+    _rotate(Q + t * stride_qt + offs_h * stride_qh + offs_d, (offs_h < Q_HEADS) & d_mask,
+            c, s, HALF)
+    _rotate(K + t * stride_kt + offs_h * stride_kh + offs_d, (offs_h < K_HEADS) & d_mask,
+            c, s, HALF)
 
 
 def apply_rope(
