@@ -1,4 +1,5 @@
-"""The worker's telemetry: one `inference.generate` span per request, engine-step spans, metrics.
+"""The worker's telemetry: one `inference.generate` span per request, engine-step spans, and
+the observations that feed the worker's metrics (inference/metrics.py).
 
 Contract:
 - `GenerationTelemetry(model, worker_id, stats)` is made once by the worker; `stats()` returns
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from telemetry import metrics, tracing
+from inference import metrics
+from telemetry import tracing
 from telemetry.token_clock import TokenClock
 
 if TYPE_CHECKING:

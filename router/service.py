@@ -60,11 +60,11 @@ from kvmesh.wire import (
     TokenizeRequest,
 )
 from kvmesh.worker_registry import WorkerRegistry, WorkerView
+from router import telemetry as route_telemetry
 from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
-from telemetry import routing as route_telemetry
 from telemetry import run_service
 from telemetry.tracing import traced
 
