@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from inference import metrics
+from kvmesh.wire import Accepted, ErrorReply
 from telemetry import tracing
 from telemetry.token_clock import TokenClock
 
@@ -227,7 +228,6 @@ def _request_attrs(req: Any, gt: GenerationTelemetry) -> dict[str, Any]:
 def admission(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate the worker's `_generate(self, msg, raw)`; `self.telemetry` is the
     `GenerationTelemetry`. See the module contract."""
-    from kvmesh.wire import Accepted, ErrorReply
 
     @functools.wraps(handler)
     async def inner(self: Any, msg: Any, raw: Any) -> Any:

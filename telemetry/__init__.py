@@ -9,9 +9,9 @@ One call per service at start-up, one at exit:
 Only what every service shares lives here: `tracing.py` (SDK set-up, span helpers),
 `propagation.py` (trace context over NATS and HTTP), `metrics.py` (Prometheus plumbing: made-once
 families, shared buckets, `/metrics`), `logs.py` (JSON lines), `redact.py` (secrets out of
-logs), `token_clock.py` (time to first token and inter-token latency), `launch.py` (where
-`kvmesh up`'s children send traces), and the operator's views of a whole mesh: `jaeger.py` (the
-`kvmesh trace` query and renderer), `mesh_view.py` and `top.py` (`kvmesh top`).
+logs), `token_clock.py` (time to first token and inter-token latency), and the operator's
+views of a whole mesh: `jaeger.py` (the `kvmesh trace` query and renderer), `mesh_view.py` and
+`top.py` (`kvmesh top`).
 Each service's own spans and metrics live beside it: gateway/telemetry.py, router/telemetry.py,
 inference/telemetry.py (with inference/metrics.py and inference/vllm_names.py),
 auth/telemetry.py, cache/telemetry.py. This package imports no service and nothing of
