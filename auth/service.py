@@ -29,6 +29,7 @@ from typing import Any
 
 import redis.exceptions
 
+from auth import telemetry as auth_telemetry
 from auth.ratelimit import Limits, RateLimiter
 from auth.store import AuthStore, VerifyError
 from auth.tenant import Tenant, TenantError
@@ -48,7 +49,7 @@ from kvmesh.wire import (
     Settle,
     VerifyKey,
 )
-from telemetry import metrics, propagation, run_service
+from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.auth")
@@ -86,7 +87,7 @@ class AuthService(Actor):
 
     async def start(self) -> None:
         await self.connect()
-        n, m = self.cfg.max_concurrency, metrics.auth()
+        n, m = self.cfg.max_concurrency, auth_telemetry.metrics()
         verify = self._redis_down(self._verify, m.verifications.labels("unavailable").inc)
         await self.serve(wire.AUTH_VERIFY, (VerifyKey,), verify, "auth", n)
         down = "fail_open" if self.cfg.fail_open else "unavailable"
@@ -128,9 +129,9 @@ class AuthService(Actor):
         try:
             rec, tenant = await self.store.verify(msg.key)
         except VerifyError as exc:
-            metrics.auth().verifications.labels("invalid").inc()
+            auth_telemetry.metrics().verifications.labels("invalid").inc()
             return ErrorReply(401, "invalid_request_error", str(exc), code="invalid_api_key")
-        metrics.auth().verifications.labels("ok").inc()
+        auth_telemetry.metrics().verifications.labels("ok").inc()
         return identity(rec.key_id, tenant)
 
     @traced("auth.admit")
@@ -139,12 +140,12 @@ class AuthService(Actor):
         refusal, headroom = await self.limiter.admit_with_headroom(
             msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency), msg.tokens
         )
-        metrics.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
+        auth_telemetry.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
         if refusal is None:
-            metrics.auth().admissions.labels("ok", "").inc()
+            auth_telemetry.metrics().admissions.labels("ok", "").inc()
             return AuthOk(self.limiter.lease_s if msg.max_concurrency else 0.0)
-        metrics.auth().admissions.labels("rate_limited", refusal.limit).inc()
-        metrics.auth().rate_limited.labels(msg.tenant, refusal.limit).inc()
+        auth_telemetry.metrics().admissions.labels("rate_limited", refusal.limit).inc()
+        auth_telemetry.metrics().rate_limited.labels(msg.tenant, refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
         what = {
             "requests": f"requests per window ({msg.rpm})",

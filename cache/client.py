@@ -22,10 +22,10 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
+from cache.telemetry import cache_looked_up, client_metrics
 from kvmesh import wire
 from kvmesh.actor import Actor, MeshError
 from kvmesh.wire import Accepted, CacheGet, CacheHit, CacheMiss, CachePut, Chunk
-from telemetry.services import cache_looked_up
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.cache")
@@ -39,6 +39,7 @@ class ResultCacheClient:
         self.lookup_timeout = lookup_timeout
         self.lead_wait = lead_wait
         self._background: set[asyncio.Future[None]] = set()
+        client_metrics()  # exported from the gateway's start, before any lookup
 
     @traced("cache.lookup", observe=cache_looked_up)
     async def lookup(self, key: str) -> CacheHit | CacheMiss:

@@ -35,12 +35,13 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from cache import telemetry as cache_telemetry
 from cache.responses_store import ResponseStore
 from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
-from telemetry import metrics, propagation, run_service
+from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
@@ -85,7 +86,7 @@ class ResultCache(Actor):
         await self.serve(wire.CACHE_STATS, (Ping,), self._stats, queue="cache")
         await ResponseStore(self, self.cfg, self.redis).start()
         self.on_drain.append(self._close_redis)
-        metrics.cache().watch(lambda: self.stats)
+        cache_telemetry.metrics().watch(lambda: self.stats)
         log.info("result cache on %s (ttl %gs)", self.cfg.redis_url, self.cfg.ttl)
 
     async def _close_redis(self) -> None:
@@ -138,7 +139,7 @@ class ResultCache(Actor):
             self.stats.misses += 1
             reply = CacheMiss(msg.key, lead=False)
         result = "hit" if isinstance(reply, CacheHit) else "miss"
-        metrics.cache().lookup_latency.labels(result).observe(time.perf_counter() - start)
+        cache_telemetry.metrics().lookup_latency.labels(result).observe(time.perf_counter() - start)
         return reply
 
     async def _lookup(self, msg: CacheGet) -> Message:

@@ -40,6 +40,7 @@ from aiohttp import web
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
 from gateway import request_id
+from gateway import telemetry as telemetry_http
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
@@ -58,7 +59,6 @@ from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
 from gateway.tokenize_routes import add_tokenize_routes
 from kvmesh.wire import CacheHit, Identity
-from telemetry import http as telemetry_http
 from telemetry import tracing
 
 log = logging.getLogger("kvmesh.gateway")

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from auth.keys import MalformedKey, fingerprint, parse
+from gateway import telemetry as telemetry_http
 from gateway.admission import Admission, Ticket, reservation
 from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
@@ -36,8 +37,6 @@ from gateway.openai_request import ParsedRequest
 from kvmesh import wire
 from kvmesh.actor import NoResponders, RemoteError, RequestTimeout
 from kvmesh.wire import AuthOk, Identity, Message, Revoked, VerifyKey
-from telemetry import http as telemetry_http
-from telemetry.services import auth_verified
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.auth")
@@ -96,7 +95,7 @@ class Authenticator:
         telemetry_http.record(request).tenant = ident.tenant  # a 403/429 counts as its refusal
         return ident
 
-    @traced("auth.verify", observe=auth_verified)
+    @traced("auth.verify", observe=telemetry_http.auth_verified)
     async def verify(self, key: str) -> Identity:
         try:
             parse(key)

@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from cache.client import ReplayStream, route_headers
+from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
 from gateway.coalesce import coalesce
 from gateway.errors import ApiError, bad_field
@@ -42,7 +43,6 @@ from gateway.responses_shape import EventStream, ResponseFrame, as_message, stat
 from gateway.responses_store_client import STORE
 from gateway.sse import SseWriter
 from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
-from telemetry import http as telemetry_http
 
 log = logging.getLogger("kvmesh.gateway.responses")
 _background: set[asyncio.Future[None]] = set()

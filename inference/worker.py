@@ -39,7 +39,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from inference import error_table
+from inference import error_table, metrics
+from inference import telemetry as worker_telemetry
 from inference.engine.embedding import PoolingParams
 from inference.engine.errors import InvalidParameter, RequestRejected
 from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
@@ -69,8 +70,7 @@ from kvmesh.wire import (
     TopLogprob,
     UsageInfo,
 )
-from telemetry import generation as gen_telemetry
-from telemetry import metrics, propagation, run_service
+from telemetry import propagation, run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -120,7 +120,7 @@ class Worker(Actor):
         self.engine = await EngineClient.start(cfg.model, cfg.engine, cfg.torch_threads,
                                                self._on_step, self._on_engine_exit)
         engine = self.engine
-        self.telemetry = gen_telemetry.GenerationTelemetry(  # spans and metrics, from steps
+        self.telemetry = worker_telemetry.GenerationTelemetry(  # spans and metrics, from steps
             self.model_name, self.worker_id, lambda: engine.stats)
         await self.connect()
         self._tasks = [asyncio.create_task(self._publisher()),
@@ -161,7 +161,7 @@ class Worker(Actor):
 
     # -- handlers --------------------------------------------------------------------------
 
-    @gen_telemetry.admission
+    @worker_telemetry.admission
     async def _generate(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, TokenizedRequest | TokenizedEmbed)
         req = msg

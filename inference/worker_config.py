@@ -25,7 +25,7 @@ class WorkerConfig:
     torch_threads: int = 0  # 0 = torch's default (set in the engine process)
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
     metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
-    vllm_metrics: bool = True  # also export vLLM's metric names (telemetry/vllm_names.py)
+    vllm_metrics: bool = True  # also export vLLM's metric names (inference/vllm_names.py)
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -58,7 +58,4 @@ LEAVES = frozenset({"kvmesh.block_hash", "kvmesh.grammar"})
 # Imports that break a rule today, each with the change that removes it. The layer test
 # fails when one of them is no longer in the tree: delete its line then.
 KNOWN_BREAKS: dict[tuple[str, str], str] = {
-    ("telemetry.generation", "inference.engine_protocol"):
-        "the worker's telemetry moves beside the worker (inference/telemetry.py, issue 19 "
-        "item 2, branch telemetry-home)",
 }

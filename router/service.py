@@ -60,12 +60,12 @@ from kvmesh.wire import (
     TokenizeRequest,
 )
 from kvmesh.worker_registry import WorkerRegistry, WorkerView
+from router import telemetry as route_telemetry
 from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
 from telemetry import propagation, run_service
-from telemetry import routing as route_telemetry
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.router")

@@ -6,11 +6,16 @@ One call per service at start-up, one at exit:
     ...
     telemetry.shutdown()   # flushes queued spans
 
-Files: `tracing.py` (SDK set-up, span helpers), `propagation.py` (trace context over NATS and
-HTTP), `metrics.py` (Prometheus families per service), `logs.py` (JSON lines), `http.py` (the
-gateway's server span and request metrics), `generation.py` (the worker's per-request span and
-engine-step spans), `jaeger.py` (the `kvmesh trace` query and renderer).
-Nothing under `inference/engine/` imports this package: the engine stays free of it.
+Only what every service shares lives here: `tracing.py` (SDK set-up, span helpers),
+`propagation.py` (trace context over NATS and HTTP), `metrics.py` (Prometheus plumbing: made-once
+families, shared buckets, `/metrics`), `logs.py` (JSON lines), `redact.py` (secrets out of
+logs), `token_clock.py` (time to first token and inter-token latency), and the operator's
+views of a whole mesh: `jaeger.py` (the `kvmesh trace` query and renderer), `mesh_view.py` and
+`top.py` (`kvmesh top`).
+Each service's own spans and metrics live beside it: gateway/telemetry.py, router/telemetry.py,
+inference/telemetry.py (with inference/metrics.py and inference/vllm_names.py),
+auth/telemetry.py, cache/telemetry.py. This package imports no service and nothing of
+`inference/`; nothing under `inference/engine/` imports it: the engine stays free of it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,12 @@ from types import SimpleNamespace
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from telemetry import metrics
+from auth import telemetry as auth_telemetry
+from cache import telemetry as cache_telemetry
+from gateway import telemetry as gateway_telemetry
+from inference import metrics as worker_metrics
+from router import telemetry as router_telemetry
+from telemetry.metrics import InstanceInfo
 
 # Series that come from Prometheus and the blackbox exporter, not from kvmesh.
 EXTERNAL = frozenset({"up", "probe_success", "probe_duration_seconds"})
@@ -41,12 +46,13 @@ def exported() -> frozenset[str]:
                             cached_blocks=0, prefix_hit_tokens=0, prompt_tokens=0,
                             preemptions=0, hits=0, misses=0, leads=0, waited_hits=0, puts=0,
                             errors=0)
-    for make in (metrics.gateway, metrics.router, metrics.worker, metrics.auth, metrics.cache):
+    for make in (gateway_telemetry.metrics, router_telemetry.metrics, worker_metrics.worker,
+                 auth_telemetry.metrics, cache_telemetry.metrics, cache_telemetry.client_metrics):
         make()  # each service's families, in this process's default registry (made once)
     collectors = CollectorRegistry()  # the scrape-time collectors, with stats of zeros
-    collectors.register(metrics.EngineCollector("m", lambda: stats, vllm_names=True))
-    collectors.register(metrics.CacheStatsCollector(lambda: stats))
-    collectors.register(metrics.InstanceInfo("worker", "w0"))
+    collectors.register(worker_metrics.EngineCollector("m", lambda: stats, vllm_names=True))
+    collectors.register(cache_telemetry.CacheStatsCollector(lambda: stats))
+    collectors.register(InstanceInfo("worker", "w0"))
     names = set()
     for family in [*REGISTRY.collect(), *collectors.collect()]:
         names.add(family.name)

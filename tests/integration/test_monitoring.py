@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from inference.vllm_names import EXPOSED
 from telemetry.mesh_view import Samples, parse
-from telemetry.vllm_names import EXPOSED
 from tests.integration.conftest import MODEL
 from tests.integration.helpers import free_ports, read_banner
 

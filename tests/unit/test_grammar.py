@@ -132,7 +132,7 @@ def test_the_bitmask_masks_only_its_rows() -> None:
 
 
 def test_grammar_counters_reach_the_worker_metrics(engine) -> None:
-    from telemetry.metrics import EngineCollector
+    from inference.metrics import EngineCollector
 
     ids = _prompt(engine, "Yes or no?")
     drain(engine, {"r": (ids, SamplingParams(max_tokens=5, grammar_kind="choice",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from inference.vllm_names import EXPOSED, VLLM_NAMES, Twin, vllm_labels
 from inference.worker_config import WorkerConfig
 from kvmesh.config import load
-from telemetry.routing import decision_reason
-from telemetry.vllm_names import EXPOSED, VLLM_NAMES, Twin, vllm_labels
+from router.telemetry import decision_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def _scrape_worker_metrics(vllm_names: bool) -> str:
     code = f"""
 from types import SimpleNamespace
 from prometheus_client import generate_latest
-from telemetry import metrics
+from inference import metrics
 m = metrics.worker(vllm_names={vllm_names})
 stats = SimpleNamespace(running=1, waiting=0, used_blocks=1, num_blocks=4, free_blocks=3,
                         cached_blocks=0, prefix_hit_tokens=0, prompt_tokens=5, preemptions=0)

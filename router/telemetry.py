@@ -1,4 +1,5 @@
-"""The router's telemetry: the `router.route` span's attributes and the router's metrics.
+"""The router's telemetry: the `router.route` span's attributes and the router's metrics
+(`kvmesh_router_*`, families in `RouterMetrics`, made once per process by `metrics()`).
 
 `observe_route` is the `observe` hook of `@traced("router.route", observe=...)` on the router's
 generate handler (it also puts the accepting worker on that span); `candidates` and `attempt`
@@ -19,8 +20,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter, Gauge, Histogram
+
 from kvmesh.wire import Accepted
-from telemetry import metrics, tracing
+from telemetry import tracing
+from telemetry.metrics import TTFT_BUCKETS, once
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_router_"
+        self.requests = Counter(p + "requests", "Routed requests by outcome status",
+                                ["model", "status"])
+        self.route_latency = Histogram(p + "route_latency_seconds", "Request arrival to a "
+                                       "worker's acceptance", ["model"], buckets=TTFT_BUCKETS)
+        self.retries = Counter(p + "retries", "Workers tried after the first", ["model"])
+        self.live_workers = Gauge(p + "live_workers", "Workers with a fresh heartbeat")
+        self.decisions = Counter(p + "decisions", "Requests a worker accepted, by why that "
+                                 "worker: prefix_hit (it held part of the prompt), no_prefix "
+                                 "(chosen for load), only_worker, after_retry",
+                                 ["model", "reason"])
+        self.routed_prompt_tokens = Counter(p + "routed_prompt_tokens", "Prompt tokens of "
+                                            "accepted requests", ["model"])
+        self.predicted_prefix_tokens = Counter(p + "predicted_prefix_tokens", "Prompt tokens "
+                                               "the router expected the chosen worker to hold "
+                                               "in its prefix cache", ["model"])
+
+
+def metrics() -> RouterMetrics:
+    """The router's families, made on first use."""
+    return once("router", RouterMetrics)
 
 
 @dataclass
@@ -35,8 +64,9 @@ _routing: contextvars.ContextVar[_Routing | None] = contextvars.ContextVar(
 
 
 def watch_workers(live_count: Callable[[], int]) -> None:
-    """`kvmesh_router_live_workers` reads `live_count()` at each scrape."""
-    metrics.router().watch_workers(live_count)
+    """`kvmesh_router_live_workers` reads `live_count()` at each scrape (from the metrics
+    thread, so it must not mutate what the event loop uses)."""
+    metrics().live_workers.set_function(live_count)
 
 
 def candidates(msg: Any, views: list[Any]) -> None:
@@ -54,7 +84,7 @@ def attempt(model: str, n: int) -> None:
     if r is not None:
         r.attempts = n
     if n > 1:
-        metrics.router().retries.labels(model).inc()
+        metrics().retries.labels(model).inc()
 
 
 def decision_reason(workers: int, attempts: int, overlap: int) -> str:
@@ -73,7 +103,7 @@ def observe_route(msg: Any, result: Any, seconds: float) -> None:
                                kvmesh__router__prefix_overlap_blocks=result.prefix_overlap)
     status = getattr(result, "status", 200)
     model = (getattr(msg, "model", "") or "none") if status != 404 else "unknown"
-    m = metrics.router()
+    m = metrics()
     m.requests.labels(model, str(status)).inc()
     if status != 200:
         return

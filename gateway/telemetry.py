@@ -16,7 +16,12 @@ Contract:
   `propagation.request_id_var`, which gateway/request_id.py sets).
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
   route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
-- `metrics_handler` answers `GET /metrics`.
+- `metrics_handler` answers `GET /metrics` (every family in the process: the gateway's, and the
+  result-cache client's from cache/telemetry.py).
+- `auth_verified` is the `observe` hook of `@traced("auth.verify")` in gateway/auth_client.py:
+  the caller's tenant on the span (never the key).
+- The gateway's families are `GatewayMetrics` (`kvmesh_gateway_*`, made once per process by
+  `metrics()`); `tenant` labels only the request and token counters.
 """
 
 from __future__ import annotations
@@ -29,12 +34,40 @@ from typing import Any
 
 from aiohttp import web
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Gauge, Histogram
 
-from telemetry import metrics, propagation, tracing
+from telemetry import propagation, tracing
+from telemetry.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, once, render
 from telemetry.token_clock import TokenClock
 
 log = logging.getLogger("kvmesh.gateway.access")
 UNTRACED = frozenset({"/metrics", "/health", "/ready"})
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        p = "kvmesh_gateway_"
+        self.requests = Counter(p + "requests", "HTTP requests by route, status code, model, "
+                                "tenant", ["route", "status", "model", "tenant"])
+        self.in_flight = Gauge(p + "requests_in_flight", "HTTP requests being served")
+        self.e2e = Histogram(p + "e2e_request_latency_seconds", "Request start to last byte",
+                             ["route", "model"], buckets=E2E_BUCKETS)
+        self.ttft = Histogram(p + "time_to_first_token_seconds", "Request start to the first "
+                              "token at the gateway", ["model"], buckets=TTFT_BUCKETS)
+        self.itl = Histogram(p + "inter_token_latency_seconds", "Time between tokens of one "
+                             "choice, as the gateway receives them", ["model"],
+                             buckets=ITL_BUCKETS)
+        self.finish = Counter(p + "finish_reason", "Finished choices by finish reason",
+                              ["model", "reason"])
+        self.prompt_tokens = Counter(p + "prompt_tokens", "Prompt tokens of served requests",
+                                     ["model", "tenant"])
+        self.generation_tokens = Counter(p + "generation_tokens", "Generated tokens",
+                                         ["model", "tenant"])
+
+
+def metrics() -> GatewayMetrics:
+    """The gateway's families, made on first use."""
+    return once("gateway", GatewayMetrics)
 
 
 class RequestRecord:
@@ -68,21 +101,21 @@ class RequestRecord:
         chunk; the labelled histograms are looked up once per request)."""
         now = time.monotonic()
         if self._ttft is None:
-            m = metrics.gateway()
+            m = metrics()
             self._ttft, self._itl = m.ttft.labels(self.model), m.itl.labels(self.model)
         for chunk in chunks:
             if chunk.token_ids:
                 self.clock.tokens(chunk.index, len(chunk.token_ids), now, self._ttft, self._itl)
             if chunk.finish_reason:
                 self.finish_reasons.append(chunk.finish_reason)
-                metrics.gateway().finish.labels(self.model, chunk.finish_reason).inc()
+                metrics().finish.labels(self.model, chunk.finish_reason).inc()
             if chunk.usage is not None:
                 u = chunk.usage
                 self.prompt_tokens, self.completion_tokens = u.prompt_tokens, u.completion_tokens
                 self.cached_tokens = u.cached_tokens
 
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
-        m = metrics.gateway()
+        m = metrics()
         tenant = self.tenant or "none"
         model = self.model or "none"
         m.requests.labels(self.route, str(status), model, tenant).inc()
@@ -160,7 +193,7 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     rec = RequestRecord(route)
     request[RECORD] = rec
     ctx = propagation.extract(request.headers) if "traceparent" in request.headers else None
-    m = metrics.gateway()
+    m = metrics()
     m.in_flight.inc()
     status, error = 500, None
     with tracing.tracer().start_as_current_span(
@@ -186,8 +219,14 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    body, content_type = metrics.render()
+    body, content_type = render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-__all__ = ["RECORD", "RequestRecord", "metrics_handler", "middleware", "record"]
+def auth_verified(key: Any, ident: Any, seconds: float) -> None:
+    """After a successful verify: the tenant on the span (never the key)."""
+    tracing.set_attributes(kvmesh__tenant=getattr(ident, "tenant", None))
+
+
+__all__ = ["RECORD", "RequestRecord", "auth_verified", "metrics", "metrics_handler",
+           "middleware", "record"]

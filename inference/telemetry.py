@@ -1,4 +1,5 @@
-"""The worker's telemetry: one `inference.generate` span per request, engine-step spans, metrics.
+"""The worker's telemetry: one `inference.generate` span per request, engine-step spans, and
+the observations that feed the worker's metrics (inference/metrics.py).
 
 Contract:
 - `GenerationTelemetry(model, worker_id, stats)` is made once by the worker; `stats()` returns
@@ -30,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from telemetry import metrics, tracing
+from inference import metrics
+from kvmesh.wire import Accepted, ErrorReply
+from telemetry import tracing
 from telemetry.token_clock import TokenClock
 
 if TYPE_CHECKING:
@@ -225,7 +228,6 @@ def _request_attrs(req: Any, gt: GenerationTelemetry) -> dict[str, Any]:
 def admission(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate the worker's `_generate(self, msg, raw)`; `self.telemetry` is the
     `GenerationTelemetry`. See the module contract."""
-    from kvmesh.wire import Accepted, ErrorReply
 
     @functools.wraps(handler)
     async def inner(self: Any, msg: Any, raw: Any) -> Any:
