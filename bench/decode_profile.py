@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,6 +47,7 @@ def child(preset: str, batch: int) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from bench.engine_host import decode_graph_step, gpu_floor_ms
     from bench.gpu_engine import ours_decode_ms
     from inference import LLM, SamplingParams
 
@@ -61,25 +61,13 @@ def child(preset: str, batch: int) -> dict:
     bs = next(b for b in graphs.sizes if b >= batch)
     model = eng.runner.model
     graphs.seq_lens[:bs] = 128  # attend over 128 real positions, as a short chat would
-
-    def once():
-        graphs.graphs[bs].replay()
-        return model.compute_logits(graphs.outputs[bs][:batch]).argmax(dim=-1)
-
+    once = decode_graph_step(llm, batch)
     reps = 50
-    with torch.inference_mode():
-        for _ in range(5):
-            once()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    floor_ms = gpu_floor_ms(llm, batch, reps)
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
             once()
         torch.cuda.synchronize()
-        floor_ms = (time.perf_counter() - t0) / reps * 1e3
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(reps):
-                once()
-            torch.cuda.synchronize()
     kernels = []
     for ev in prof.key_averages():
         if ev.self_device_time_total <= 0:

@@ -64,7 +64,7 @@ def child(preset: str, mode: str) -> dict:
         r[f"b{batch}_floor_ms"] = floor
         r[f"b{batch}_gpu_busy"] = floor / ms
     if preset.startswith("llama"):
-        r["throughput"] = throughput(llm, throughput_workload, sync_time, SamplingParams)
+        r["throughput"] = throughput(llm)
         prompts = throughput_workload()[0]
         fixed = SamplingParams(temperature=0.0, max_tokens=PEER_OUT, ignore_eos=True)
         t0 = sync_time()
@@ -97,10 +97,9 @@ def peer_child(preset: str, mode: str) -> dict:
             "output_tokens": tokens}
 
 
-def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
-    """One decode step's GPU time: graph replay + LM head + argmax, back to back."""
-    import torch
-
+def decode_graph_step(llm, batch: int):
+    """A function that runs one decode step's GPU work for `batch` rows and nothing else:
+    the captured graph of the smallest size that holds them, the LM head and argmax."""
     eng = llm.engine
     graphs = eng.graph_decoder
     bs = next(b for b in graphs.sizes if b >= batch)
@@ -110,6 +109,14 @@ def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
         graphs.graphs[bs].replay()
         return model.compute_logits(graphs.outputs[bs][:batch]).argmax(dim=-1)
 
+    return once
+
+
+def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
+    """One decode step's GPU time: `decode_graph_step`, back to back."""
+    import torch
+
+    once = decode_graph_step(llm, batch)
     with torch.inference_mode():
         once()
         torch.cuda.synchronize()
@@ -120,14 +127,13 @@ def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
     return (time.perf_counter() - t0) / reps * 1e3
 
 
-def throughput(llm, workload, sync_time, SamplingParams) -> dict:
+def throughput(llm) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    prompts, params = workload()
-    llm.generate(prompts[:8], [SamplingParams(max_tokens=16, ignore_eos=True)] * 8)  # warm-up
+    from bench.gpu_engine import submit_workload, sync_time
+
+    submit_workload(llm)
     eng = llm.engine
-    for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
-        eng.add_request(f"r{i}", p, sp)
     out_tokens = steps = 0
     window = (0.0, 0)  # unprofiled seconds and steps just before the profiled ones
     kernel_ms = 0.0

@@ -114,12 +114,18 @@ def throughput_workload(num=256, lo=100, hi=1024, seed=0):
     return prompts, params
 
 
-def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_8b.txt") -> dict:
+def submit_workload(llm: LLM) -> tuple[list[list[int]], list[SamplingParams]]:
+    """Warm the engine up, then add every request of `throughput_workload` to it."""
     prompts, params = throughput_workload()
     llm.generate(prompts[:8], [SamplingParams(max_tokens=16, ignore_eos=True)] * 8)  # warm-up
-    eng = llm.engine
     for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
-        eng.add_request(f"r{i}", p, sp)
+        llm.engine.add_request(f"r{i}", p, sp)
+    return prompts, params
+
+
+def ours_throughput(llm: LLM, out_dir: str | None, profile_name: str = "profile_8b.txt") -> dict:
+    prompts, params = submit_workload(llm)
+    eng = llm.engine
     out_tokens = steps = 0
     prof_text = None
     split = {"schedule": 0.0, "prepare": 0.0, "execute_launch": 0.0, "sample_launch": 0.0,
