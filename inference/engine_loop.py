@@ -57,7 +57,8 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
     steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
-                           engine.embedder.pooling))
+                           str(engine.device), str(engine.dtype).removeprefix("torch."),
+                           engine.dtype_reason, engine.embedder.pooling))
     try:
         with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
             EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
