@@ -56,14 +56,18 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
     except Exception as exc:  # reported to the worker, which exits with it
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
-                           str(engine.device), str(engine.dtype).removeprefix("torch."),
-                           engine.dtype_reason, engine.embedder.pooling))
+    steps.send(ready_message(engine))
     try:
         with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
             EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
     finally:
         tp_launch.shutdown()  # the other tensor-parallel ranks, if any
+
+
+def ready_message(engine: LLMEngine) -> EngineReady:
+    return EngineReady(engine.limits, engine.config.block_size, engine.stats(),
+                       str(engine.device), str(engine.dtype).removeprefix("torch."),
+                       engine.dtype_reason, engine.embedder.pooling)
 
 
 def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:
