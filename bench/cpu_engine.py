@@ -9,7 +9,11 @@ the raw numbers.
     python -m bench.cpu_engine --configs float32 bfloat16 int4
 
 `int4` is our engine with 4-bit weight-only projections (bfloat16 activations); transformers
-runs the same GGUF in bfloat16 beside it.
+runs the same GGUF in bfloat16 beside it. `auto` is the engine's default dtype (bfloat16 on a CPU
+with native bf16 dot products, float32 on others; placement.pick_dtype), with transformers in
+the dtype it picked. For fresh-process numbers, run one configuration per process:
+
+    python -m bench.cpu_engine --configs auto; python -m bench.cpu_engine --configs float32
 """
 
 from __future__ import annotations
@@ -79,8 +83,10 @@ def main() -> None:
         dtype = "bfloat16" if name == "int4" else name
         quant = "int4" if name == "int4" else None
         llm = LLM(str(path), dtype=dtype, quantization=quant, max_num_seqs=64)
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=getattr(torch, dtype)
+        if name == "auto":
+            print(f"auto: {llm.engine.dtype} ({llm.engine.dtype_reason})", flush=True)
+        hf = AutoModelForCausalLM.from_pretrained(  # in the dtype our engine runs ("auto": picked)
+            str(path.parent), gguf_file=path.name, dtype=llm.engine.dtype
         ).eval()
         vocab = llm.engine.model_config.vocab_size
         for batch in args.batches:

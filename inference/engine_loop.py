@@ -58,8 +58,7 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
     except Exception as exc:  # reported to the worker, which exits with it
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
-    steps.send(EngineReady(engine.limits, engine.config.block_size, engine.stats(),
-                           engine.embedder.pooling))
+    steps.send(ready_message(engine))
     threading.Thread(target=_warm_grammars, args=(engine,), name="grammar-warm",
                      daemon=True).start()
     try:
@@ -67,6 +66,12 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
             EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
     finally:
         tp_launch.shutdown()  # the other tensor-parallel ranks, if any
+
+
+def ready_message(engine: LLMEngine) -> EngineReady:
+    return EngineReady(engine.limits, engine.config.block_size, engine.stats(),
+                       str(engine.device), str(engine.dtype).removeprefix("torch."),
+                       engine.dtype_reason, engine.embedder.pooling)
 
 
 def _warm_grammars(engine: LLMEngine) -> None:

@@ -61,6 +61,9 @@ class EngineReady:
     limits: PromptLimits
     block_size: int
     stats: EngineStats
+    device: str  # "cpu", "cuda:0"
+    dtype: str  # the model's: "bfloat16", "float32", "float16"
+    dtype_reason: str  # why that dtype: "the CPU has avx512_bf16", "set by dtype"
     pooling: str | None = None  # how it pools embeddings; None: it serves none
 
 

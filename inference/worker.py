@@ -132,7 +132,9 @@ class Worker(Actor):
         await self.serve(wire.CANCEL, (Cancel,), self._cancel, through_drain=True)
         await self.serve(wire.KV_RESYNC, (KVResync,), self._resync)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
-        log.info("worker %s serving %s", self.worker_id, self.model_name)
+        ready = engine.ready
+        log.info("worker %s serving %s on %s, %s: %s", self.worker_id, self.model_name,
+                 ready.device, ready.dtype, ready.dtype_reason)
 
     async def _finish_inflight(self) -> None:
         await self.publish(wire.HEARTBEAT, self.heartbeat())

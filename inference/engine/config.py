@@ -139,6 +139,8 @@ class EngineConfig:
     - `max_num_seqs`: sequences in one step.
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
       `gpu_memory_utilization` of the device on CUDA).
+    - `dtype`: the model's, "float32", "bfloat16", "float16", or "auto" (placement.pick_dtype):
+      bfloat16 on CUDA and on a CPU with native bf16 dot products, float32 on other CPUs.
     - `quantization`: None, or "int4" (CPU only): 4-bit weight-only projections, see quant.py.
     - `kv_cache_dtype`: "auto" (the model's dtype) or "fp8" (CUDA only): the KV pool is stored
       as float8 e4m3 (per-tensor scale 1.0, values saturated to +-448), half the bytes per

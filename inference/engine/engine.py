@@ -49,6 +49,7 @@ class LLMEngine:
         self.tokenizer = tokenizer
         rt = build_runtime(model_config, config, load_weights)
         self.device, self.dtype, self.kv_dtype = rt.device, rt.dtype, rt.kv_dtype
+        self.dtype_reason = rt.dtype_reason
         self.max_model_len, self.kv, self.runner = rt.max_model_len, rt.kv, rt.runner
         self.graph_decoder, self.kv_plan = rt.graph_decoder, rt.kv_plan
         self.scheduler = Scheduler(config, self.kv)

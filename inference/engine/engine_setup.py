@@ -19,7 +19,7 @@ from .config import EngineConfig, ModelConfig
 from .distributed import all_reduce_min
 from .kv_cache import KVCacheManager
 from .model import DecoderLM
-from .placement import make_backend, pick_device, pick_kv_dtype, quantize
+from .placement import make_backend, pick_device, pick_dtype, pick_kv_dtype, quantize
 from .runner import ModelRunner, kv_bytes_per_block
 from .tokenizer import Tokenizer
 from .tp_runner import make_runner
@@ -31,6 +31,7 @@ LoadWeights = Callable[[DecoderLM], None]
 class Runtime:
     device: torch.device
     dtype: torch.dtype
+    dtype_reason: str  # why `dtype` (placement.pick_dtype), for the start-up log
     kv_dtype: torch.dtype  # the pool's: the model's, or float8 e4m3
     max_model_len: int
     kv: KVCacheManager
@@ -42,7 +43,8 @@ class Runtime:
 def build_runtime(model_config: ModelConfig, config: EngineConfig,
                   load_weights: LoadWeights) -> Runtime:
     """`load_weights(model)` fills the freshly built model's parameters."""
-    device, dtype = pick_device(config)
+    device = pick_device(config)
+    dtype, dtype_reason = pick_dtype(config, device)
     kv_dtype = pick_kv_dtype(config, device, dtype)
     max_model_len = min(model_config.max_position, config.max_model_len or 1 << 62)
     backend = make_backend(device, config.block_size)
@@ -66,7 +68,8 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
                                          max_model_len, config.block_size)
         graph_decoder.capture()
         runner.decode_hook = graph_decoder.run
-    return Runtime(device, dtype, kv_dtype, max_model_len, kv, runner, graph_decoder, kv_plan)
+    return Runtime(device, dtype, dtype_reason, kv_dtype, max_model_len, kv, runner,
+                   graph_decoder, kv_plan)
 
 
 def _num_blocks(model: DecoderLM, config: EngineConfig, device: torch.device,

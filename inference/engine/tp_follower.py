@@ -42,7 +42,7 @@ def main(rank: int, size: int, init_file: str, spec: str | None, config: EngineC
     torch.set_num_threads(torch_threads)
     from .engine import LLMEngine
 
-    distributed.init(rank, size, init_file, pick_device(config, rank)[0])
+    distributed.init(rank, size, init_file, pick_device(config, rank))
     engine = LLMEngine.from_model(spec, config)
     with contextlib.suppress(EOFError):  # rank 0 closed the pipe: it is gone
         follow(engine.runner, plans)

@@ -86,7 +86,7 @@ def _check(config: EngineConfig, mcfg: ModelConfig) -> None:
     if config.quantization is not None:
         raise ValueError(f"quantization: {config.quantization!r} is not supported with "
                          f"tensor_parallel_size {size}; use one or the other")
-    device, _ = pick_device(config, 0)
+    device = pick_device(config, 0)
     if device.type == "cuda" and torch.cuda.device_count() < size:
         raise ValueError(f"tensor_parallel_size: {size} needs {size} GPUs; this host has "
                          f"{torch.cuda.device_count()}")
@@ -115,7 +115,7 @@ def _launch(spec: str | None, config: EngineConfig) -> None:
     # SIGTERM it sends them (as the engine process does: see tp_follower.py).
     atexit.register(shutdown)
     threading.Thread(target=_watch, args=(_followers,), name="tp-watchdog", daemon=True).start()
-    distributed.init(0, size, init_file, pick_device(config, 0)[0])
+    distributed.init(0, size, init_file, pick_device(config, 0))
     log.info("tensor parallelism: this process is rank 0 of %d", size)
 
 

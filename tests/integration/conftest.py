@@ -1,7 +1,10 @@
 """Fixtures for the mesh's integration tests: real nats-server and redis-server on free ports,
 and one mesh (router, gateway, two workers with the real SmolLM2) shared by the session.
 
-Workers run with one torch thread each and a 1024-token context, so the suite fits two cores.
+Workers run with one torch thread each and a 1024-token context, so the suite fits two cores,
+and in float32 whatever the CPU: the tests compare numbers with transformers' float32 run and
+each request of a batch with the same request alone, exactly, which bfloat16 (the default on a
+CPU with native bf16) does not promise. test_default_dtype.py checks the default's numbers.
 Each service logs to a file under the session's temporary directory; a failing test's output
 names it.
 """
@@ -41,7 +44,7 @@ class Mesh:
         log = open(self.logs / f"{worker_id}.log", "ab")  # noqa: SIM115 - the child owns it
         self.workers[worker_id] = procs.start(worker_id, procs.service_argv("worker"), env={
             "KVMESH_NATS_URL": self.nats_url, "KVMESH_WORKER_WORKER_ID": worker_id,
-            "KVMESH_WORKER_TORCH_THREADS": "1",
+            "KVMESH_WORKER_TORCH_THREADS": "1", "KVMESH_WORKER_DTYPE": "float32",
             "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
             "KVMESH_WORKER_NUM_KV_BLOCKS": str(num_kv_blocks),
         }, log=log)

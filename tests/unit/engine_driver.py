@@ -11,7 +11,11 @@ from inference.engine.sampling_params import SamplingParams
 
 
 def tiny_engine(**overrides) -> LLMEngine:
-    cfg = EngineConfig(**{"block_size": 4, "num_kv_blocks": 256, "device": "cpu", **overrides})
+    """The tiny preset, random weights, on the CPU in float32 unless `overrides` say
+    otherwise: these tests compare tokens and logits exactly (batched against alone, chunked
+    against whole, against transformers' float32 twin), which bfloat16 does not promise."""
+    cfg = EngineConfig(**{"block_size": 4, "num_kv_blocks": 256, "device": "cpu",
+                          "dtype": "float32", **overrides})
     return LLMEngine(preset_config("tiny"), cfg, None, lambda m: m.init_dummy(seed=11))
 
 

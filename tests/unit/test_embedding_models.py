@@ -42,7 +42,7 @@ def _embedding_folder(tmp: Path, pooling_cfg: dict[str, bool]) -> tuple[Path, to
 
 def test_sentence_transformers_folder_pools_as_declared_and_does_not_generate(tmp_path):
     folder, hf = _embedding_folder(tmp_path, {"pooling_mode_mean_tokens": True})
-    llm = LLM(str(folder), device="cpu", num_kv_blocks=64, block_size=4)
+    llm = LLM(str(folder), device="cpu", dtype="float32", num_kv_blocks=64, block_size=4)
     assert llm.engine.embedder.pooling == "mean"
     got = llm.embed(IDS)
     for ids, vec in zip(IDS, got, strict=True):
@@ -80,7 +80,8 @@ def hf_smollm(smollm_gguf):
 def test_default_gguf_mean_pooled_in_chunks_equals_transformers(smollm_gguf, hf_smollm):
     """(`last` pooling, the default, is checked through the mesh: test_embeddings.py.)"""
     pooling = "mean"
-    llm = LLM(str(smollm_gguf), pooling=pooling, max_num_batched_tokens=16)  # chunked
+    llm = LLM(str(smollm_gguf), dtype="float32", pooling=pooling,
+              max_num_batched_tokens=16)  # chunked
     texts = ["The sea and the wind.", "Vectors for retrieval, with accents: café, naïve."]
     got = llm.embed(texts)
     hf = hf_smollm

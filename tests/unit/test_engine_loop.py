@@ -1,13 +1,27 @@
-"""The engine process's loop: a step that raises fails the step's requests, not the process
-(at TP=1), and an unknown engine setting is refused when the engine is built."""
+"""The engine process's loop: it reports where the engine runs and in what dtype; a step that
+raises fails the step's requests, not the process (at TP=1), and an unknown engine setting is
+refused when the engine is built."""
 
 from __future__ import annotations
 
 import pytest
 
-from inference.engine_loop import EngineLoop
+from inference.engine.cpu_features import this_cpu_bf16_flag
+from inference.engine_loop import EngineLoop, ready_message
 
 from .engine_driver import greedy, tiny_engine
+
+
+def test_ready_says_the_device_the_dtype_chosen_and_why() -> None:
+    """What the worker's start-up line prints (worker.py)."""
+    ready = ready_message(tiny_engine(dtype="auto"))
+    assert ready.device == "cpu"
+    flag = this_cpu_bf16_flag()
+    if flag is None:
+        assert (ready.dtype, ready.dtype_reason) == (
+            "float32", "the CPU has no native bfloat16 dot products")
+    else:
+        assert (ready.dtype, ready.dtype_reason) == ("bfloat16", f"the CPU has {flag}")
 
 
 def test_a_failing_step_aborts_every_request_and_reports_crashed() -> None:

@@ -18,7 +18,7 @@ NEW_TOKENS = 40
 
 @pytest.fixture(scope="module")
 def llm(smollm_gguf) -> LLM:
-    return LLM(str(smollm_gguf))
+    return LLM(str(smollm_gguf), dtype="float32")  # the reference below is float32
 
 
 @pytest.fixture(scope="module")
