@@ -45,6 +45,15 @@ from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.cache")
+
+# KEYS: the entry's first part, its lease; ARGV: the lease's life in ms. {1, entry} when the
+# entry is there, else {0, 1} when this call took the lease, {0, 0} when another holds it.
+_READ_OR_CLAIM = """
+local entry = redis.call('GET', KEYS[1])
+if entry then return {1, entry} end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return {0, 1} end
+return {0, 0}
+"""
 POLL_S = 0.05  # how often a waiter checks Redis for a leader's put made on another replica
 REDIS_DOWN_S = 1.0  # after an error, skip Redis this long (a miss costs nothing then)
 RedisFailure = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
@@ -63,6 +72,7 @@ class ResultCache(Actor):
             socket_timeout=cfg.redis_timeout,
             socket_connect_timeout=cfg.redis_timeout,
         )
+        self._read_or_claim = self.redis.register_script(_READ_OR_CLAIM)
         self.stats = CacheStats()
         self._ready: dict[str, asyncio.Event] = {}  # keys put through this replica
         self._down_until = 0.0
@@ -167,22 +177,19 @@ class ResultCache(Actor):
             waited = True
 
     async def _load_or_lead(self, key: str) -> tuple[CacheHit | None, bool]:
-        """(the stored answer, or whether this lookup took the lead), in one Redis round trip:
-        the read of the entry and the `SET NX` of its lease run as one transaction, so no
-        leader can put and let go between them. A hit gives back a lease it took."""
-        lease = "kvmesh:rc:lease:" + key
-
-        async def read_and_claim() -> list[Any]:
-            async with self.redis.pipeline(transaction=True) as tx:
-                tx.get(_entry(key, 0))
-                tx.set(lease, b"1", nx=True, px=int(self.cfg.lease * 1000))
-                return await tx.execute()
-
-        data, took = await self._run("get+setnx", read_and_claim)
-        hit = await self._complete(key, data)
-        if hit is not None and took:
-            await self._call("delete", lease)
-        return hit, bool(took) and hit is None
+        """(the stored answer, or whether this lookup took the lead), in one Redis round trip
+        (`_READ_OR_CLAIM`, atomic: no leader can put and let go between the read and the
+        claim). A stored first part whose other parts are missing (one expired, or a leader
+        is still putting them) is no answer: then the lease is tried on its own."""
+        lease, px = "kvmesh:rc:lease:" + key, int(self.cfg.lease * 1000)
+        found, value = await self._run(
+            "get-or-claim", lambda: self._read_or_claim(keys=[_entry(key, 0), lease], args=[px]))
+        if not found:
+            return None, bool(value)
+        hit = await self._complete(key, value)
+        if hit is not None:
+            return hit, False
+        return None, bool(await self._call("set", lease, b"1", nx=True, px=px))
 
     def _count(self, hit: CacheHit | None, waited: bool = False) -> None:
         if hit is None:
