@@ -14,8 +14,9 @@ Contract:
   sequence preempted by recompute keeps its generated tokens (only their K/V is recomputed), so
   its matcher state stays exact; nothing is replayed. A forked choice (n > 1) is created before
   any token is sampled, so it starts from a fresh matcher like its parent.
-- The mask is built on the CPU (llguidance's Rust, parallel over rows, GIL dropped); the engine
-  asks for it after launching the forward pass, so on CUDA it overlaps the GPU's work.
+- The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, GIL
+  dropped); the engine asks for it after launching the forward pass, so on CUDA it overlaps
+  the GPU's work (docs/BENCHMARKS.md measures how much: the fill does not scale with threads).
 - `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s, and the first mask, ~2 s
   for a 50k vocabulary, whatever the grammar) so that no constrained request stalls its whole
   batch for them; a served engine runs it in a thread at start-up (engine_loop.py). The
