@@ -352,10 +352,14 @@ def test_high_priority_ttft_stays_low_under_a_low_priority_flood(
                     if i == 0:
                         ttft[name] = time.monotonic() - start
 
-        flood = [threading.Thread(target=stream, args=(f"flood{i}", low, 24)) for i in range(6)]
+        # Long enough that the flood cannot drain before the probes are in (whatever the
+        # CPU's speed): the low probe waits behind four whole flood requests.
+        flood = [threading.Thread(target=stream, args=(f"flood{i}", low, 64)) for i in range(6)]
         for t in flood:
             t.start()
-        time.sleep(1.0)  # two run, four wait
+        while sum(k.startswith("flood") for k in list(ttft)) < 2:  # two run, four wait
+            assert time.monotonic() < deadline, f"the flood never started: {ttft}"
+            time.sleep(0.05)
         probes = [
             threading.Thread(target=stream, args=("high", high, 4)),
             threading.Thread(target=stream, args=("low", low, 4)),
