@@ -125,6 +125,31 @@ def test_identical_concurrent_requests_compute_once(cmesh, cclient) -> None:
     assert after.waited_hits - before.waited_hits >= 1
 
 
+def test_a_stored_first_part_without_the_rest_is_a_miss_that_leads(cmesh) -> None:
+    """A multi-part answer whose part 1 is gone (expired, or never put) is no answer: the
+    lookup takes the lead (so someone recomputes) rather than waiting out `lead_wait`."""
+    import redis
+
+    mesh, server = cmesh
+    args = server.proc.args
+    port = int(args[args.index("--port") + 1])
+    key = "test-partial-entry"
+    redis.Redis(port=port).set(f"kvmesh:rc:{key}",
+                               wire.encode(wire.CacheHit(key, [], part=0, parts=2)))
+
+    async def ask() -> wire.Message:
+        nc = await nats.connect(mesh.nats_url)
+        try:
+            msg = await nc.request(wire.CACHE_GET, wire.encode(wire.CacheGet(key, 5.0)),
+                                   timeout=3)
+            return wire.decode(msg.data, wire.CacheHit, wire.CacheMiss)
+        finally:
+            await nc.close()
+
+    reply = asyncio.run(ask())
+    assert isinstance(reply, wire.CacheMiss) and reply.lead, reply
+
+
 def test_redis_stopped_requests_still_succeed(cmesh, cclient) -> None:
     """Last: it stops Redis."""
     mesh, redis = cmesh
