@@ -48,8 +48,12 @@ profile)
   ;;
 latency)
   timeout 120 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
-    --model dummy:smollm2-135m --tokenizer $TOK --grammar-threads 1,4,8 2>&1 \
+    --model dummy:smollm2-135m --tokenizer $TOK --grammar-lanes 1,16 2>&1 \
     | tee "$OUT/structured.log" | tail -3
+  if [ -f /tmp/gguf/model.gguf ]; then  # the real SmolLM2 weights, carried in pieces
+    timeout 100 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+      --model /tmp/gguf/model.gguf 2>&1 | tee "$OUT/structured_real.log" | tail -1
+  fi
   timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
     --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
     | tee "$OUT/waterfall.log" | tail -12

@@ -100,8 +100,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seqs", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=256)
-    ap.add_argument("--grammar-threads", default="",
-                    help="also time the constrained run with llguidance executors of these sizes")
+    ap.add_argument("--grammar-lanes", default="",
+                    help="also time the constrained run with these numbers of grammar lanes")
     args = ap.parse_args()
     if args.export_tokenizer:
         from inference.engine.loader import load_checkpoint
@@ -121,13 +121,16 @@ def main() -> None:
     again = run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)
     twin = run(engine, prompt, args.seqs, again["lengths"], False, seed=args.seqs)
     free = run(engine, prompt, args.seqs, args.tokens, False)
-    threads = {}
-    for n in [int(x) for x in args.grammar_threads.split(",") if x]:
-        import llguidance
+    lanes = {}
+    default_lanes = engine.grammars.lanes
+    for n in [int(x) for x in args.grammar_lanes.split(",") if x]:
+        from inference.engine.grammar import Grammars
 
-        engine.grammars._executor = llguidance.LLExecutor(n)
+        engine.grammars = Grammars(tok, engine.grammars.vocab_size, engine.eos_ids, lanes=n)
+        engine.grammars.warm()
+        run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)  # lanes' own states
         r = run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)
-        threads[n] = {k: r[k] for k in ("tok_s", "step_ms", "mask_ms_per_step")}
+        lanes[n] = {k: r[k] for k in ("tok_s", "step_ms", "mask_ms_per_step")}
     schema = dict(SCHEMA, title="fresh")  # a cold compile of a new schema, timed alone
     start = time.perf_counter()
     engine.grammars._compile("json_schema", json.dumps(schema))
@@ -143,7 +146,7 @@ def main() -> None:
         "compile_ms": round(compile_ms, 2),
         "compiles_in_run": engine.grammars.stats.compiles - stats0[0],
         "cache_hits_in_run": engine.grammars.stats.cache_hits - stats0[1],
-        "executor_threads": threads,
+        "lanes": default_lanes, "by_lanes": lanes,
     }))
 
 if __name__ == "__main__":

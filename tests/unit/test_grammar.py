@@ -105,6 +105,18 @@ def test_compiled_grammars_are_cached_by_source(engine) -> None:
     assert engine.grammars.stats.cache_hits == before[1] + 2
 
 
+def test_lanes_compile_one_pristine_each_and_mask_alike(engine) -> None:
+    from inference.engine.grammar import Grammars
+
+    grammars = Grammars(engine.tokenizer, engine.grammars.vocab_size, engine.eos_ids, lanes=3)
+    params = SamplingParams(max_tokens=4, grammar_kind="choice", grammar='["yes", "no"]')
+    matchers = [grammars.new_matcher(params) for _ in range(5)]
+    assert (grammars.stats.compiles, grammars.stats.lane_compiles,
+            grammars.stats.cache_hits) == (1, 2, 4)
+    mask = grammars.masks([_Constrained(m) for m in matchers])
+    assert all(torch.equal(mask.bits[0], row) for row in mask.bits)  # every lane, one grammar
+
+
 @pytest.mark.parametrize(("kind", "source", "param"), [
     ("json_schema", '{"type": "nonsense"}', "grammar"),
     ("json_schema", "{not json", "grammar"),
