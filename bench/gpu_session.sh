@@ -5,6 +5,7 @@
 #   bash bench/gpu_session.sh serving   the mesh against its engine, SmolLM2 and 8B shapes
 #   bash bench/gpu_session.sh profile   the decode graph's kernels, batch 1 and 64
 #   bash bench/gpu_session.sh latency   grammar host cost, TTFT hop by hop, 1 and 32 streams
+#   bash bench/gpu_session.sh graphs    GPU tests, then TTFT hop by hop and 1 and 32 streams
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -61,5 +62,15 @@ latency)
     --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
   ;;
-*) echo "phase: tests | engine8b | serving | profile | latency"; exit 2 ;;
+graphs)
+  KVMESH_TOKENIZER_JSON=$TOK timeout 230 python3 -m pytest -q -p no:cacheprovider --timeout 150 \
+    tests/gpu 2>&1 | tee "$OUT/gpu_tests.log" | tail -8
+  timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
+    | tee "$OUT/waterfall.log" | tail -12
+  timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+  ;;
+*) echo "phase: tests | engine8b | serving | profile | latency | graphs"; exit 2 ;;
 esac

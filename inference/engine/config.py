@@ -137,6 +137,10 @@ class EngineConfig:
 
     - `max_num_batched_tokens`: tokens (prefill chunks + one per decode) computed in one step.
     - `max_num_seqs`: sequences in one step.
+    - `enforce_eager`: no CUDA graphs. `cuda_graph_max_tokens`: the largest step that computes
+      prompt tokens to replay from a captured graph (cuda_graphs.py), in token buckets 16, 32,
+      .. up to it, with at most 64 sequences; 0 captures decode graphs only. Larger steps are
+      bound by the GPU, not by launching kernels, and run eagerly.
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
       `gpu_memory_utilization` of the device on CUDA).
     - `dtype`: the model's, "float32", "bfloat16", "float16", or "auto" (placement.pick_dtype):
@@ -174,6 +178,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     enforce_eager: bool = False
+    cuda_graph_max_tokens: int = 512
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
     load_format: str = "auto"

@@ -1,16 +1,30 @@
-"""CUDA graphs for the decode step: captured once at start-up, replayed every decode step.
+"""CUDA graphs for decode steps and for small steps that compute prompt tokens.
 
-One graph per batch size of a ladder (1, 2, 4, 8, then every 8 up to `max_num_seqs`), all
-sharing one memory pool (captured largest first, so the smaller graphs reuse its blocks). Every
-graph reads the same static buffers: token ids, positions, slot mapping, sequence lengths,
-block tables (`max_model_len / block_size` columns) and the query starts (`0..bs`, fixed for
-a pure-decode step). A step of n sequences copies its inputs into the first n rows, pads the
-rest to the captured size (slot -1: write nothing; length 0: attend to nothing) and replays
-the graph of the next size up. Above the ladder the step runs eagerly.
+Launching a step's kernels one by one costs the host ~15-30 us each: a 30-layer model's step
+is ~400 launches, 10-17 ms of host time where the GPU needs 1-2 for a 200-token prompt. A
+replayed graph launches them all at once. Two families, captured once at start-up, all
+sharing one memory pool (captured largest first, so the smaller graphs reuse its blocks):
+
+- Decode graphs, one per batch size of a ladder (1, 2, 4, 8, then every 8 up to
+  `max_num_seqs`): one token per sequence, the split-K decode kernel.
+- Mixed graphs, one per token bucket (16, 32, 64, .. up to `max_mixed_tokens`), each for up to
+  `MIXED_SEQS` sequences: prefill chunks, prefix-cache hits and decode rows in one step, the
+  varlen prefill kernel. Its grid is `(tokens / BLOCK_M, MIXED_SEQS, heads)` whatever the
+  step holds: padding sequences (no query rows, length 0) and tiles past a sequence's rows do
+  no work.
+
+Every graph reads the same static buffers: token ids, positions, slot mapping, sequence
+lengths, block tables (`max_model_len / block_size` columns) and query starts (a fixed
+`0..bs` for decode graphs, written per step for mixed ones). A step of n tokens copies its
+inputs into the first rows, pads the rest (slot -1: write nothing; length 0: attend to
+nothing) and replays the graph of the next size up. A step no graph fits runs eagerly.
 
 Invariants a captured graph relies on:
-- the attention metadata's `max_seq_len` is pinned to `max_model_len`, so the decode kernel's
-  split count (and grid) is the same on every replay;
+- the attention metadata's `max_seq_len` is pinned to `max_model_len` in decode graphs, so
+  the decode kernel's split count (and grid) is the same on every replay; a mixed graph's
+  `max_query_len` is pinned to its bucket, which fixes the prefill kernel's grid and tiles;
+- padding token rows belong to no sequence: their outputs are garbage that never reaches a
+  real row (every layer is row-wise outside attention, and attention reads only the pool);
 - the KV pool tensor and the model's parameters never move after capture;
 - the hidden states returned by `run` live in the graph pool: read them before the next step.
 """
@@ -20,12 +34,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
 from .attention import AttentionBackend, AttentionMetadata
 
 log = logging.getLogger("kvmesh.engine.cuda_graphs")
+
+MIXED_SEQS = 64  # sequences a mixed graph holds: more would add empty programs to every layer
 
 
 def batch_size_ladder(max_num_seqs: int) -> list[int]:
@@ -36,8 +53,28 @@ def batch_size_ladder(max_num_seqs: int) -> list[int]:
     return sizes
 
 
+def token_buckets(max_tokens: int) -> list[int]:
+    """16, 32, 64, .. up to `max_tokens` (none below 16)."""
+    buckets, t = [], 16
+    while t <= max_tokens:
+        buckets.append(t)
+        t *= 2
+    return buckets
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One graph: `tokens` rows, `seqs` sequences, decode (query length 1) or mixed."""
+
+    tokens: int
+    seqs: int
+    decode: bool
+
+
 class CudaGraphDecoder:
-    """`run(input_ids, positions, meta) -> hidden` for a pure-decode step, through graphs."""
+    """`run(input_ids, positions, meta) -> hidden` for a step, through a graph when one fits.
+
+    `max_mixed_tokens` 0: decode graphs only."""
 
     def __init__(
         self,
@@ -47,79 +84,113 @@ class CudaGraphDecoder:
         max_num_seqs: int,
         max_model_len: int,
         block_size: int,
+        max_mixed_tokens: int = 0,
     ):
         self.model = model
         self.backend = backend
         self.kv_cache = kv_cache
         self.max_model_len = max_model_len
         self.sizes = batch_size_ladder(max_num_seqs)
-        max_bs = self.sizes[-1]
+        self.buckets = token_buckets(max_mixed_tokens)
+        self.mixed_seqs = min(MIXED_SEQS, max_num_seqs)
+        rows = max([self.sizes[-1], *self.buckets])
+        seqs = max(self.sizes[-1], self.mixed_seqs)
         device = kv_cache.device
         width = math.ceil(max_model_len / block_size)
-        self.input_ids = torch.zeros(max_bs, dtype=torch.long, device=device)
-        self.positions = torch.zeros(max_bs, dtype=torch.long, device=device)
-        self.slot_mapping = torch.full((max_bs,), -1, dtype=torch.long, device=device)
-        self.seq_lens = torch.zeros(max_bs, dtype=torch.int32, device=device)
-        self.block_tables = torch.zeros(max_bs, width, dtype=torch.int32, device=device)
-        self.query_start_loc = torch.arange(max_bs + 1, dtype=torch.int32, device=device)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
+        self.input_ids = torch.zeros(rows, dtype=torch.long, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.long, device=device)
+        self.slot_mapping = torch.full((rows,), -1, dtype=torch.long, device=device)
+        self.seq_lens = torch.zeros(seqs, dtype=torch.int32, device=device)
+        self.block_tables = torch.zeros(seqs, width, dtype=torch.int32, device=device)
+        self.decode_starts = torch.arange(seqs + 1, dtype=torch.int32, device=device)
+        self.mixed_starts = torch.zeros(seqs + 1, dtype=torch.int32, device=device)
+        self.graphs: dict[_Shape, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[_Shape, torch.Tensor] = {}
         self.capture_seconds = 0.0
+        self.mixed_replays = 0  # steps that computed prompt tokens through a graph
 
-    def _meta(self, bs: int) -> AttentionMetadata:
+    def _meta(self, shape: _Shape) -> AttentionMetadata:
+        s = shape.seqs
+        starts = self.decode_starts if shape.decode else self.mixed_starts
         return AttentionMetadata(
-            slot_mapping=self.slot_mapping[:bs],
-            query_start_loc=self.query_start_loc[: bs + 1],
-            seq_lens=self.seq_lens[:bs],
-            block_tables=self.block_tables[:bs],
-            max_query_len=1,
+            slot_mapping=self.slot_mapping[: shape.tokens],
+            query_start_loc=starts[: s + 1],
+            seq_lens=self.seq_lens[:s],
+            block_tables=self.block_tables[:s],
+            max_query_len=1 if shape.decode else shape.tokens,
             max_seq_len=self.max_model_len,
         )
 
-    def _forward(self, bs: int) -> torch.Tensor:
-        meta = self._meta(bs)
+    def _forward(self, shape: _Shape) -> torch.Tensor:
+        meta = self._meta(shape)
         self.backend.begin_step(meta)
-        return self.model(self.input_ids[:bs], self.positions[:bs], self.kv_cache, meta)
+        n = shape.tokens
+        return self.model(self.input_ids[:n], self.positions[:n], self.kv_cache, meta)
+
+    def _shapes(self) -> list[_Shape]:
+        """Every graph to capture, largest first (the pool is sized by the first)."""
+        shapes = [_Shape(b, b, True) for b in self.sizes]
+        shapes += [_Shape(t, self.mixed_seqs, False) for t in self.buckets]
+        return sorted(shapes, key=lambda s: (s.tokens, s.decode), reverse=True)
 
     @torch.inference_mode()
     def capture(self) -> float:
-        """Capture every size of the ladder; returns (and logs) the seconds it took."""
+        """Capture every graph; returns (and logs) the seconds it took."""
         t0 = time.perf_counter()
         torch.cuda.synchronize()
         pool = None
-        for bs in reversed(self.sizes):
-            self._forward(bs)  # warm-up: compiles kernels, settles cuBLAS workspaces
+        for shape in self._shapes():
+            self._forward(shape)  # warm-up: compiles kernels, settles cuBLAS workspaces
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                self.outputs[bs] = self._forward(bs)
+                self.outputs[shape] = self._forward(shape)
             pool = graph.pool()
-            self.graphs[bs] = graph
+            self.graphs[shape] = graph
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
         log.info(
-            "captured %d decode graphs (batch 1..%d) in %.2f s",
-            len(self.sizes), self.sizes[-1], self.capture_seconds,
+            "captured %d decode graphs (batch 1..%d) and %d mixed graphs (up to %d tokens) "
+            "in %.2f s", len(self.sizes), self.sizes[-1], len(self.buckets),
+            self.buckets[-1] if self.buckets else 0, self.capture_seconds,
         )
         return self.capture_seconds
+
+    def _fit(self, meta: AttentionMetadata, n: int) -> _Shape | None:
+        if not self.graphs:
+            return None
+        seqs = meta.seq_lens.shape[0]
+        if meta.is_decode and n == seqs:
+            bs = next((b for b in self.sizes if b >= n), None)
+            return None if bs is None else _Shape(bs, bs, True)
+        if seqs > self.mixed_seqs:
+            return None
+        t = next((t for t in self.buckets if t >= n), None)
+        return None if t is None else _Shape(t, self.mixed_seqs, False)
 
     def run(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         n = input_ids.shape[0]
-        bs = next((b for b in self.sizes if b >= n), None)
-        if bs is None or not self.graphs:
+        shape = self._fit(meta, n)
+        if shape is None:
             self.backend.begin_step(meta)
             return self.model(input_ids, positions, self.kv_cache, meta)
         # Hot path: device-to-device copies into the static buffers, then one replay.
+        seqs = meta.seq_lens.shape[0]
         self.input_ids[:n].copy_(input_ids)
         self.positions[:n].copy_(positions)
         self.slot_mapping[:n].copy_(meta.slot_mapping)
-        self.seq_lens[:n].copy_(meta.seq_lens)
+        self.seq_lens[:seqs].copy_(meta.seq_lens)
         width = meta.block_tables.shape[1]
-        self.block_tables[:n, :width].copy_(meta.block_tables)
-        if bs > n:
-            self.slot_mapping[n:bs].fill_(-1)
-            self.seq_lens[n:bs].fill_(0)
-        self.graphs[bs].replay()
-        return self.outputs[bs][:n]
+        self.block_tables[:seqs, :width].copy_(meta.block_tables)
+        if shape.tokens > n:
+            self.slot_mapping[n : shape.tokens].fill_(-1)
+        if shape.seqs > seqs:
+            self.seq_lens[seqs : shape.seqs].fill_(0)
+        if not shape.decode:  # padding sequences start (and end) after the last real row
+            self.mixed_starts[: seqs + 1].copy_(meta.query_start_loc)
+            self.mixed_starts[seqs + 1 : shape.seqs + 1].fill_(n)
+            self.mixed_replays += 1
+        self.graphs[shape].replay()
+        return self.outputs[shape][:n]

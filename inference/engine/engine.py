@@ -176,10 +176,10 @@ class LLMEngine:
     def step(self) -> list[StepOutput]:
         """Schedule and launch one step, and return the outputs of the step whose tokens came
         back: this one, or with `async_scheduling` the one before it, finished while this one
-        runs on the device (inflight.py). A step that computes prompt tokens runs eagerly (no
-        CUDA graph), a long launch on the host: with a step in flight, that step's tokens are
-        handed out first and the new one is launched on the next call, so no token (a first
-        one above all) waits behind another prompt's launch."""
+        runs on the device (inflight.py). A step that computes prompt tokens may run eagerly
+        (no CUDA graph fits it), a long launch on the host: with a step in flight, that step's
+        tokens are handed out first and the new one is launched on the next call, so no token
+        (a first one above all) waits behind another prompt's launch."""
         outputs, self._pending = self._pending, []
         batch = self._take_held() or self.scheduler.schedule()
         if self._inflight is not None and batch and max(batch.num_tokens) > 1:

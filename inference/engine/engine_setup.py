@@ -64,10 +64,13 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     if device.type == "cuda" and not config.enforce_eager:
         from .cuda_graphs import CudaGraphDecoder
 
+        # Mixed graphs are single-GPU: a TP step is not known to replay alike on every rank.
+        mixed = config.cuda_graph_max_tokens if config.tensor_parallel_size == 1 else 0
         graph_decoder = CudaGraphDecoder(model, backend, runner.kv_cache, config.max_num_seqs,
-                                         max_model_len, config.block_size)
+                                         max_model_len, config.block_size,
+                                         min(mixed, config.max_num_batched_tokens))
         graph_decoder.capture()
-        runner.decode_hook = graph_decoder.run
+        runner.graph_hook = graph_decoder.run
     return Runtime(device, dtype, dtype_reason, kv_dtype, max_model_len, kv, runner,
                    graph_decoder, kv_plan)
 

@@ -60,7 +60,7 @@ class ModelRunner:
             dtype=dtype,
             device=device,
         )
-        self.decode_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
+        self.graph_hook = None  # set by the CUDA graph runner: (ids, pos, meta) -> hidden
         # The last step's final hidden states, [tokens, hidden] in batch order (final norm
         # applied): prompt logprobs (prompt_logprobs.py) and embeddings (embedding.py) read it.
         self.last_hidden: torch.Tensor | None = None
@@ -141,9 +141,9 @@ class ModelRunner:
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        """Hidden states of a flat batch: a captured CUDA graph for a pure-decode step when
-        there is one, else the model eagerly."""
-        if self.decode_hook is not None and meta.is_decode:
-            return self.decode_hook(input_ids, positions, meta)
+        """Hidden states of a flat batch: through the CUDA graphs when there are (they run
+        the step eagerly when none fits it), else the model eagerly."""
+        if self.graph_hook is not None:
+            return self.graph_hook(input_ids, positions, meta)
         self.backend.begin_step(meta)
         return self.model(input_ids, positions, self.kv_cache, meta)

@@ -57,6 +57,23 @@ def test_graph_replay_equals_eager():
     assert token_ids(graphs.generate(ps, GREEDY)) == token_ids(eager.generate(ps, GREEDY))
 
 
+def test_mixed_graph_replay_equals_eager():
+    """Prefill chunks, prefix-cache hits and decode rows mixed into prompt steps, replayed
+    from the mixed graphs (128-token budget: a 300-token prompt takes three chunks beside the
+    others' decodes), give the tokens of the eager engine."""
+    shared = prompts(7, lengths=(40,))[0]
+    ps = [*prompts(6, lengths=(5, 300, 17)), [*shared, 5, 6], [*shared, 7, 8, 9]]
+    opts = dict(max_num_batched_tokens=128)
+    graphs = make_llm(**opts)
+    assert graphs.engine.graph_decoder.buckets == [16, 32, 64, 128]
+    got = token_ids(graphs.generate(ps, GREEDY))
+    assert graphs.engine.graph_decoder.mixed_replays >= 3
+    assert got == token_ids(make_llm(enforce_eager=True, **opts).generate(ps, GREEDY))
+    no_mixed = make_llm(cuda_graph_max_tokens=0, **opts)
+    assert no_mixed.engine.graph_decoder.buckets == []
+    assert token_ids(no_mixed.generate(ps, GREEDY)) == got
+
+
 @torch.inference_mode()
 def test_graph_replay_hidden_states_match_eager_in_bfloat16():
     llm = make_llm("bfloat16")

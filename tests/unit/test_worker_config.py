@@ -18,6 +18,7 @@ SETTINGS = {
     "max_num_batched_tokens": ("16384", 16384), "max_num_seqs": ("7", 7),
     "max_model_len": ("512", 512), "enable_prefix_caching": ("false", False),
     "device": ("cpu", "cpu"), "dtype": ("float32", "float32"), "enforce_eager": ("1", True),
+    "cuda_graph_max_tokens": ("256", 256),
     "quantization": ("int4", "int4"), "kv_cache_dtype": ("fp8", "fp8"),
     "load_format": ("dummy", "dummy"), "seed": ("9", 9), "async_scheduling": ("false", False),
     "pooling": ("mean", "mean"), "normalize_embeddings": ("false", False),
