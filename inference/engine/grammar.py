@@ -26,9 +26,11 @@ Contract:
 - The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, GIL
   dropped); the engine asks for it after launching the forward pass, so on CUDA it overlaps
   the GPU's work (docs/BENCHMARKS.md measures how much).
-- `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s, and the first mask, ~2 s
-  for a 50k vocabulary, whatever the grammar) so that no constrained request stalls its whole
-  batch for them; a served engine runs it in a thread at start-up (engine_loop.py). The
+- `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s for a 50k vocabulary, and
+  the first mask) so that no constrained request stalls its whole batch for them; a served
+  engine runs it in a thread at start-up (engine_loop.py), so it must not hold the GIL for
+  long: llguidance is imported with this module, and masks are filled through the executor
+  directly (`_fill`), never through `llguidance.torch`, whose import holds the GIL ~2 s. The
   tokenizer is built once, under a lock, whichever thread asks first.
 """
 
@@ -45,6 +47,11 @@ from typing import Any
 import torch
 
 from kvmesh.grammar import limits, to_llguidance
+
+try:  # imported with the engine, not in `warm`'s thread: the first import holds the GIL ~0.2 s
+    import llguidance
+except ImportError:  # constrained requests fail with the ImportError; the rest runs
+    llguidance = None
 
 from .errors import InvalidParameter
 from .sampling_params import SamplingParams
@@ -69,6 +76,11 @@ class GrammarStats:
     lane_compiles: int = 0  # further pristine copies of a cached grammar (see Lanes)
     constrained_tokens: int = 0  # tokens sampled under a grammar, in total
     mask_seconds: float = 0.0  # host time building the per-step bitmasks
+
+
+def _require_llguidance() -> None:
+    if llguidance is None:
+        raise ImportError("constrained decoding needs llguidance: pip install llguidance")
 
 
 def default_lanes() -> int:
@@ -104,8 +116,7 @@ class Grammars:
     def _ll_tokenizer(self) -> Any:
         with self._lock:
             if self._lltok is None:
-                import llguidance
-
+                _require_llguidance()
                 if self._tokenizer is None:
                     raise InvalidParameter("grammar", "this model has no tokenizer to constrain")
                 self._executor = llguidance.LLExecutor(self.lanes)
@@ -155,8 +166,7 @@ class Grammars:
             self.stats.compile_seconds += time.perf_counter() - start
 
     def _build(self, kind: str, source: str) -> Any:
-        import llguidance
-
+        _require_llguidance()
         template = None if self._tokenizer is None else self._tokenizer.chat_template
         matcher = llguidance.LLMatcher(self._ll_tokenizer(), to_llguidance(kind, source, template),
                                        limits=limits())
@@ -178,9 +188,12 @@ class Grammars:
         return GrammarMask(torch.tensor(rows), bits)
 
     def _fill(self, matchers: list[Any], bits: torch.Tensor) -> None:
-        from llguidance.torch import fill_next_token_bitmask_par
-
-        fill_next_token_bitmask_par(self._executor, [(m, j) for j, m in enumerate(matchers)], bits)
+        """Row j of `bits` (int32, contiguous, on the CPU) gets matchers[j]'s mask. The
+        executor's own call, not `llguidance.torch`'s wrapper: importing that module
+        TorchScript-compiles helpers for ~2 s holding the GIL, which stalls the engine loop."""
+        rows, words = bits.shape
+        self._executor.unsafe_compute_mask_ptr(
+            [(m, j) for j, m in enumerate(matchers)], bits.data_ptr(), words * 4, rows)
 
     def advance(self, seq: Sequence, token: int) -> bool:
         """Feed `token` to `seq`'s matcher; True when the grammar is complete (or broken: the
