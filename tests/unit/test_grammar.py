@@ -174,6 +174,29 @@ def test_warming_prepares_the_tokenizer_without_counting_or_caching_a_grammar(en
     assert allowed and all(t and ("yes".startswith(t) or "no".startswith(t)) for t in allowed)
 
 
+def test_warming_and_masking_never_import_llguidance_torch(smollm_gguf) -> None:
+    """`llguidance.torch` TorchScript-compiles helpers at import, ~2 s holding the GIL: in the
+    engine process's warm-up thread that stalled every step of a new worker (grammar.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from inference.engine.grammar import Grammars\n"
+        "from inference.engine.loader import load_checkpoint\n"
+        "from inference.engine.sampling_params import SamplingParams\n"
+        f"tok = load_checkpoint({str(smollm_gguf)!r}, need_weights=False).tokenizer\n"
+        "g = Grammars(tok, 49152, frozenset({2}))\n"
+        "g.warm()\n"
+        "m = g.new_matcher(SamplingParams(grammar_kind='choice', grammar='[\"yes\"]'))\n"
+        "class S: matcher = m\n"
+        "assert g.masks([S()]) is not None\n"
+        "print('llguidance.torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_warming_without_a_tokenizer_does_nothing() -> None:
     from inference.engine.grammar import Grammars
 
