@@ -117,8 +117,6 @@ class Authenticator:
 
     async def _ask(self, subject: str, msg: Message, *expected: type[Message]) -> Message:
         try:
-            if not self.mesh.connected:  # fail now, not after auth_timeout
-                raise NoResponders("no NATS connection")
             return await self.mesh.request(subject, msg, self.cfg.auth_timeout, *expected)
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None

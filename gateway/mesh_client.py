@@ -37,7 +37,14 @@ from gateway.embeddings_request import EmbeddingsRequest
 from gateway.errors import ApiError, no_worker
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
-from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, RequestTimeout
+from kvmesh.actor import (
+    Actor,
+    NoResponders,
+    NotConnected,
+    PayloadTooLarge,
+    RemoteError,
+    RequestTimeout,
+)
 from kvmesh.config import GatewayConfig
 from kvmesh.wire import Accepted, Cancel, Chunk, Deltas, Heartbeat, Message, Ping, UsageInfo
 from kvmesh.worker_registry import WorkerRegistry
@@ -136,14 +143,14 @@ class MeshClient(Actor):
         """One request-reply with a router (generate, tokenize, detokenize); errors as in the
         module contract. The `Kvmesh-Request-Id` header is the HTTP request's id
         (x-request-id), for the mesh's log lines."""
-        if not self.connected:
-            raise no_worker("the mesh (NATS) is unreachable", self.cfg.retry_after)
         rid = request_id or request_id_var.get()
         try:
             return await self.request(subject, msg, self.cfg.router_timeout, expected,
                                       headers={wire.REQUEST_ID_HEADER: rid} if rid else None)
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None
+        except NotConnected:
+            raise no_worker("the mesh (NATS) is unreachable", self.cfg.retry_after) from None
         except NoResponders:
             raise no_worker("no router is running", self.cfg.retry_after) from None
         except RequestTimeout:

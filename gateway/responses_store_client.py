@@ -47,8 +47,6 @@ class ResponsesStoreClient:
 
     async def _ask(self, subject: str, msg: Message, expected: type[Message]) -> Message:
         try:
-            if not self.actor.connected:
-                raise MeshError("no NATS connection")
             return await self.actor.request(subject, msg, self.timeout, expected)
         except RemoteError as exc:
             raise ApiError.from_reply(exc.reply) from None

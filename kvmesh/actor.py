@@ -9,7 +9,8 @@ Contract:
   A handler's return value, if not None, is sent to the message's reply subject.
 - `publish` and `request` refuse a frame over the server's max payload with `PayloadTooLarge`
   before sending it. `request` turns a timeout into `RequestTimeout`, no subscriber into
-  `NoResponders`, and an `ErrorReply` answer into `RemoteError`.
+  `NoResponders`, and an `ErrorReply` answer into `RemoteError`; while the connection is down
+  it fails at once with `NotConnected` (a `NoResponders`), not after its timeout.
 - Context across hops: `publish` and `request` pass their NATS headers through the actor's
   `propagation.inject`, and a handler runs inside `propagation.attach(its message's headers)`.
   Services pass `telemetry.propagation` (W3C `traceparent`/`tracestate` and the
@@ -79,6 +80,10 @@ class RequestTimeout(MeshError):
 
 class NoResponders(MeshError):
     pass
+
+
+class NotConnected(NoResponders):
+    """The actor has no NATS connection now (it keeps reconnecting)."""
 
 
 class PayloadTooLarge(MeshError):
@@ -161,6 +166,8 @@ class Actor:
     async def request(self, subject: str, msg: Message, timeout: float, *expected: type[M],
                       headers: dict[str, str] | None = None) -> M:
         """Send `msg`, wait for one reply of a kind in `expected`; typed errors as above."""
+        if not self.connected:
+            raise NotConnected(f"{self.name}: no NATS connection")
         try:
             reply = await self._client().request(
                 subject, self._frame(msg), timeout=timeout,

@@ -39,7 +39,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvmesh import wire
-from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RemoteError, RequestTimeout
+from kvmesh.actor import (
+    Actor,
+    NoResponders,
+    NotConnected,
+    PayloadTooLarge,
+    RemoteError,
+    RequestTimeout,
+)
 from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
 from kvmesh.wire import (
@@ -265,6 +272,8 @@ class Router(Actor):
             except PayloadTooLarge as exc:  # many long embedding inputs, as token ids
                 return ErrorReply(413, "invalid_request_error", f"request too large: {exc}",
                                   code="payload_too_large")
+            except NotConnected as exc:  # the router's own link is down: no worker's fault
+                return self._unavailable(f"the router lost NATS: {exc}")
             except RemoteError as exc:
                 if exc.reply.status != 503:
                     self.breakers.success(wid)  # it answered: the request is at fault

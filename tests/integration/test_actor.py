@@ -3,11 +3,13 @@ actor; oversize payloads are refused before publishing; timeouts and no-responde
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import pytest
 
 from kvmesh import wire
-from kvmesh.actor import Actor, NoResponders, PayloadTooLarge, RequestTimeout
+from kvmesh.actor import Actor, NoResponders, NotConnected, PayloadTooLarge, RequestTimeout
 from kvmesh.wire import Cancel, ErrorReply, Ping
 from tests.integration.conftest import Mesh
 
@@ -41,3 +43,14 @@ async def test_request_errors_are_typed(nats_url: str) -> None:
             await actor.publish("kvmesh.test.big", big)
     finally:
         await actor.nc.close()
+
+
+async def test_a_request_without_a_connection_fails_at_once(nats_url: str) -> None:
+    """Not after its timeout: callers (auth, router, cache, responses) answer 503 now."""
+    actor = Actor("probe", nats_url)
+    with pytest.raises(NotConnected):  # never connected
+        await asyncio.wait_for(actor.request("kvmesh.x", Ping(), 60.0, Ping), 5.0)
+    await actor.connect()
+    await actor.nc.close()
+    with pytest.raises(NotConnected):  # the connection is gone
+        await asyncio.wait_for(actor.request("kvmesh.x", Ping(), 60.0, Ping), 5.0)
