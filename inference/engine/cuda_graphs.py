@@ -156,11 +156,15 @@ class CudaGraphDecoder:
         )
         return self.capture_seconds
 
-    def _fit(self, meta: AttentionMetadata, n: int) -> _Shape | None:
+    def fits(self, tokens: int, seqs: int, decode: bool) -> bool:
+        """Whether a step of `tokens` rows over `seqs` sequences (`decode`: one row each)
+        replays a graph rather than running eagerly."""
+        return self._fit(tokens, seqs, decode) is not None
+
+    def _fit(self, n: int, seqs: int, decode: bool) -> _Shape | None:
         if not self.graphs:
             return None
-        seqs = meta.seq_lens.shape[0]
-        if meta.is_decode and n == seqs:
+        if decode and n == seqs:
             bs = next((b for b in self.sizes if b >= n), None)
             return None if bs is None else _Shape(bs, bs, True)
         if seqs > self.mixed_seqs:
@@ -171,13 +175,12 @@ class CudaGraphDecoder:
     def run(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        n = input_ids.shape[0]
-        shape = self._fit(meta, n)
+        n, seqs = input_ids.shape[0], meta.seq_lens.shape[0]
+        shape = self._fit(n, seqs, meta.is_decode)
         if shape is None:
             self.backend.begin_step(meta)
             return self.model(input_ids, positions, self.kv_cache, meta)
         # Hot path: device-to-device copies into the static buffers, then one replay.
-        seqs = meta.seq_lens.shape[0]
         self.input_ids[:n].copy_(input_ids)
         self.positions[:n].copy_(positions)
         self.slot_mapping[:n].copy_(meta.slot_mapping)

@@ -176,13 +176,13 @@ class LLMEngine:
     def step(self) -> list[StepOutput]:
         """Schedule and launch one step, and return the outputs of the step whose tokens came
         back: this one, or with `async_scheduling` the one before it, finished while this one
-        runs on the device (inflight.py). A step that computes prompt tokens may run eagerly
-        (no CUDA graph fits it), a long launch on the host: with a step in flight, that step's
+        runs on the device (inflight.py). A step that computes prompt tokens and that no CUDA
+        graph fits runs eagerly, a long launch on the host: with a step in flight, that step's
         tokens are handed out first and the new one is launched on the next call, so no token
         (a first one above all) waits behind another prompt's launch."""
         outputs, self._pending = self._pending, []
         batch = self._take_held() or self.scheduler.schedule()
-        if self._inflight is not None and batch and max(batch.num_tokens) > 1:
+        if self._inflight is not None and batch and self._launches_eagerly(batch):
             outputs.extend(self._finish(self._inflight))
             self._inflight, self._held = None, batch
             self.last_batch = ScheduledBatch()  # this call ran nothing
@@ -208,6 +208,13 @@ class LLMEngine:
         elif previous is None:
             outputs.extend(self._fail_unschedulable())
         return outputs
+
+    def _launches_eagerly(self, batch: ScheduledBatch) -> bool:
+        """A step that computes prompt tokens and that no CUDA graph fits."""
+        if max(batch.num_tokens) == 1:
+            return False
+        graphs = self.graph_decoder
+        return graphs is None or not graphs.fits(sum(batch.num_tokens), len(batch.seqs), False)
 
     def _take_held(self) -> ScheduledBatch | None:
         """The batch held back by the last call, less the sequences that ended since (their

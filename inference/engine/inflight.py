@@ -12,9 +12,10 @@ step (scheduling, input building, output handling, grammar masks) runs while the
 - `InFlight.wait()` returns step N's tokens once their copy landed; the engine writes them over
   the placeholders and only then keys newly full blocks (`KVCacheManager.commit`).
 
-A step that computes prompt tokens is not launched over a step in flight: it may run eagerly
-(no CUDA graph fits it), a long launch on the host, so the engine first hands out the step in
-flight and launches the prompt's step on its next call (`LLMEngine.step`).
+A step that computes prompt tokens and that no CUDA graph fits is not launched over a step in
+flight: it runs eagerly, a long launch on the host, so the engine first hands out the step in
+flight and launches the prompt's step on its next call (`LLMEngine.step`). One that a graph
+fits is launched like any other.
 
 Invariants: a sequence holds at most one placeholder, always its last token; every placeholder
 names a row of the one step in flight; a sequence that finished or was aborted while its token

@@ -24,8 +24,9 @@ def gpu_engine(**kw) -> LLMEngine:
     return LLMEngine.from_model("dummy:smollm2-135m", EngineConfig(**opts))
 
 
-@pytest.mark.parametrize("overrides", [{}, {"num_kv_blocks": 6}, {"enforce_eager": True}],
-                         ids=["graphs", "preemption", "eager"])
+@pytest.mark.parametrize("overrides", [{}, {"num_kv_blocks": 6}, {"enforce_eager": True},
+                                       {"cuda_graph_max_tokens": 0}],
+                         ids=["graphs", "preemption", "eager", "decode-graphs-only"])
 def test_overlapped_loop_gives_the_plain_loops_tokens_on_cuda(overrides):
     reqs = _workload(seed=5, n=12)
     got = {}
@@ -50,3 +51,19 @@ def test_abort_with_a_token_in_flight_on_cuda():
     plain = run(gpu_engine(async_scheduling=False), [(0, list(range(60, 70)), greedy(8))])
     assert b == plain["r0"][0]
     assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
+@pytest.mark.parametrize(("mixed", "held"), [(64, False), (0, True)])
+def test_a_prompt_step_is_held_back_only_when_it_runs_eagerly(mixed, held):
+    """With a step in flight, a new prompt's step that a mixed graph fits is launched at
+    once; one that would run eagerly waits for the next call (engine.py)."""
+    engine = gpu_engine(cuda_graph_max_tokens=mixed)
+    engine.add_request("a", list(range(20, 40)), greedy(30))
+    engine.step()
+    engine.step()  # "a" decodes, a step in flight
+    engine.add_request("b", list(range(60, 75)), greedy(4))
+    engine.step()
+    assert (engine._held is not None) == held
+    ran = {s.request_id for s in engine.last_batch.seqs}
+    assert ran == (set() if held else {"a", "b"})
+
