@@ -14,7 +14,8 @@ Contract:
   ~1.5 ms each, counted as `lane_compiles`) and handed out round robin, so the rows of one
   schema spread over `lanes` locks and the executor's threads fill them in parallel (16
   lanes: 1.5 ms). `lanes` defaults to the executor's size: 80 % of the CPUs this process may
-  use, at most 16; a 2-core machine gets one lane.
+  use, at most 16; a 2-core machine gets one lane. A lane holds ~0.1-0.2 MB (a compiled JSON
+  schema with its lexer states after use), so even a full cache of busy schemas stays small.
 - `masks(seqs)` returns the bitmask of the constrained rows only (`GrammarMask`), or None when
   no row is constrained: a batch without grammars pays nothing. Unconstrained rows are never
   touched, so their tokens do not depend on what else is in the batch.
