@@ -80,7 +80,7 @@ class StepReader(asyncio.Protocol):
         self._on_closed = on_closed
         self._buf = bytearray()
         self._closed = False
-        self.transport: asyncio.ReadTransport | None = None
+        self.transport: asyncio.BaseTransport | None = None
 
     @classmethod
     async def open(cls, conn: Connection, on_frame: Callable[[Any], None],
@@ -91,8 +91,7 @@ class StepReader(asyncio.Protocol):
         return reader
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.ReadTransport)
-        self.transport = transport
+        self.transport = transport  # uvloop's is no asyncio.ReadTransport subclass
 
     def data_received(self, data: bytes) -> None:
         """Hot path: once per read; a step usually arrives whole in one read."""

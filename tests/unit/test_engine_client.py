@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+import uvloop
 
 from inference.engine.config import EngineConfig
 from inference.engine_client import EngineClient
@@ -50,19 +51,31 @@ class Steps:
         return any(r == rid for s in self.steps for r, _ in s.rejected)
 
 
-@pytest.fixture
-async def engine():
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Run a test body on each loop a worker may run on: their pipe transports differ."""
+    runner = uvloop.run if request.param == "uvloop" else asyncio.run
+    return lambda body: runner(_with_engine(body))
+
+
+async def _with_engine(body) -> None:
     steps = Steps()
     cfg = EngineConfig(device="cpu", dtype="float32", block_size=4, num_kv_blocks=64,
                        max_model_len=128)
     client = await EngineClient.start("dummy:tiny", cfg, 1, steps.on_step, steps.on_exit)
-    yield client, steps
-    if client.proc.is_alive():
-        await client.stop()
+    try:
+        await body(client, steps)
+    finally:
+        if client.proc.is_alive():
+            await client.stop()
 
 
-async def test_requests_sent_back_to_back_each_finish_with_their_tokens(engine) -> None:
-    client, steps = engine
+def test_requests_sent_back_to_back_each_finish_with_their_tokens(run) -> None:
+    run(_requests_sent_back_to_back_each_finish_with_their_tokens)
+
+
+async def _requests_sent_back_to_back_each_finish_with_their_tokens(client: EngineClient,
+        steps: Steps) -> None:
     for i in range(3):  # three commands in one loop turn: written in order, none lost
         client.add(f"r{i}", [3 + i, 4, 5, 6], greedy(5))
     await steps.until(lambda: all(steps.finished(f"r{i}") for i in range(3)))
@@ -70,16 +83,24 @@ async def test_requests_sent_back_to_back_each_finish_with_their_tokens(engine) 
     assert client.stats is steps.steps[-1].stats
 
 
-async def test_a_command_larger_than_the_pipe_buffer_arrives_whole(engine) -> None:
-    client, steps = engine
+def test_a_command_larger_than_the_pipe_buffer_arrives_whole(run) -> None:
+    run(_a_command_larger_than_the_pipe_buffer_arrives_whole)
+
+
+async def _a_command_larger_than_the_pipe_buffer_arrives_whole(client: EngineClient,
+        steps: Steps) -> None:
     client.add("huge", list(range(3, 40_000)), greedy(5))  # ~100 KiB pickled: over 64 KiB
     client.add("small", [3, 4, 5, 6], greedy(3))  # after it, in the same frame stream
     await steps.until(lambda: steps.rejected("huge") and steps.finished("small"))
     assert len(steps.tokens("small")) == 3
 
 
-async def test_an_aborted_request_stops_before_its_max_tokens(engine) -> None:
-    client, steps = engine
+def test_an_aborted_request_stops_before_its_max_tokens(run) -> None:
+    run(_an_aborted_request_stops_before_its_max_tokens)
+
+
+async def _an_aborted_request_stops_before_its_max_tokens(client: EngineClient,
+        steps: Steps) -> None:
     client.add("long", [3, 4, 5, 6], greedy(100))
     await steps.until(lambda: len(steps.tokens("long")) >= 2)
     client.abort("long")
@@ -88,8 +109,12 @@ async def test_an_aborted_request_stops_before_its_max_tokens(engine) -> None:
     assert steps.finished("long") == "abort" and len(steps.tokens("long")) < 100
 
 
-async def test_a_killed_engine_process_reports_exit_once(engine) -> None:
-    client, steps = engine
+def test_a_killed_engine_process_reports_exit_once(run) -> None:
+    run(_a_killed_engine_process_reports_exit_once)
+
+
+async def _a_killed_engine_process_reports_exit_once(client: EngineClient,
+        steps: Steps) -> None:
     os.kill(client.proc.pid, signal.SIGKILL)
     why = await asyncio.wait_for(steps.gone, 30)
     assert f"code {-signal.SIGKILL}" in why
