@@ -1,8 +1,9 @@
 """The gateway's side of the result cache: look up before routing, store after a fresh answer.
 
 Contract:
-- `lookup` asks `kvmesh.cache.get` with single-flight waiting. Any failure (no cache actor,
-  timeout, a bad reply) is a plain miss: the cache never fails a request.
+- `lookup` asks `kvmesh.cache.get` with single-flight waiting (or, `wait` False, a `busy` miss
+  instead of the wait). Any failure (no cache actor, timeout, a bad reply) is a plain miss: the
+  cache never fails a request.
 - `store_soon` / `release_soon` publish a `CachePut` without waiting; only the leader of a key
   stores (it is the one the actor expects a put from), and a leader that did not finish
   releases the lease so a waiter computes instead. An answer over the NATS max payload is put
@@ -42,12 +43,14 @@ class ResultCacheClient:
         client_metrics()  # exported from the gateway's start, before any lookup
 
     @traced("cache.lookup", observe=cache_looked_up)
-    async def lookup(self, key: str) -> CacheHit | CacheMiss:
+    async def lookup(self, key: str, wait: bool = True) -> CacheHit | CacheMiss:
+        """The stored answer, or a miss (leading or not); with `wait` False, a key another
+        caller is computing answers `CacheMiss(busy=True)` at once instead of waiting for it."""
         try:
             found = await self.actor.request(
                 wire.CACHE_GET,
-                CacheGet(key, self.lead_wait),
-                self.lookup_timeout + self.lead_wait,
+                CacheGet(key, self.lead_wait, wait=wait),
+                self.lookup_timeout + (self.lead_wait if wait else 0.0),
                 CacheHit,
                 CacheMiss,
             )

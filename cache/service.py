@@ -5,7 +5,8 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", so replicas share the 
   miss, with `lead_wait` > 0, the caller either takes the key's lease (`CacheMiss(lead=True)`:
   compute it, then put) or, when another caller holds the lease, waits up to `lead_wait` for
   that caller's put and gets its `CacheHit`. A lease given up or expired (`lease` seconds) goes
-  to the next waiter. `CacheMiss(lead=False)`: compute, do not put.
+  to the next waiter. `CacheMiss(lead=False)`: compute, do not put. With `wait` False the
+  caller is not kept waiting for another's lease: `CacheMiss(busy=True)` at once.
 - `CachePut(key, chunks)` on `CACHE_PUT`: stores the chunks for `ttl` seconds and frees the
   lease; with no chunks it only frees the lease (the leader failed). No reply is needed.
   An answer over the NATS max payload comes in `parts` puts (any replica may get any part);
@@ -168,6 +169,8 @@ class ResultCache(Actor):
                 self._count(hit, waited)
                 self.stats.leads += lead
                 return hit or CacheMiss(key, lead=True)
+            if not msg.wait:
+                return CacheMiss(key, busy=True)  # counted when it asks again, waiting
             if time.monotonic() > deadline:
                 self.stats.misses += 1
                 return CacheMiss(key, lead=False)

@@ -92,7 +92,11 @@ def client_metrics() -> ClientMetrics:
 def cache_looked_up(key: Any, result: Any, seconds: float) -> None:
     """After a result-cache lookup: hit or miss on the span and in the hit-ratio counters."""
     hit = isinstance(result, CacheHit)
+    busy = getattr(result, "busy", False)
     tracing.set_attributes(kvmesh__cache__hit=hit,
-                           kvmesh__cache__lead=getattr(result, "lead", None))
+                           kvmesh__cache__lead=getattr(result, "lead", None),
+                           kvmesh__cache__busy=busy or None)
+    if busy:
+        return  # not an answer yet: the lookup that waits for the leader counts
     m = client_metrics()
     (m.hits if hit else m.misses).inc()

@@ -44,6 +44,7 @@ from gateway import telemetry as telemetry_http
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
+from gateway.cache_route import open_cached
 from gateway.coalesce import coalesce
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
@@ -58,7 +59,7 @@ from gateway.responses_api import add_responses_routes
 from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
 from gateway.tokenize_routes import add_tokenize_routes
-from kvmesh.wire import CacheHit, Identity
+from kvmesh.wire import Identity
 from telemetry import tracing
 
 log = logging.getLogger("kvmesh.gateway")
@@ -274,16 +275,18 @@ async def _generate_batch(request: web.Request, req: ParsedRequest, rid: str, ti
 
 
 async def _open(request: web.Request, req: ParsedRequest, rid: str) -> Source:
-    """Start one request: from the result cache, else through the mesh."""
-    hit, lead_key, headers = await _cache_lookup(request, req)
-    try:
-        stream = ReplayStream(hit, rid) if hit is not None \
-            else await request.app[MESH].generate(req, rid, keep=lead_key is not None)
-    except BaseException:
-        if lead_key is not None:  # this request computed the key: let it go
-            _store_or_release(request, lead_key, None)
-        raise
-    return Source(stream, lead_key, headers)
+    """Start one request: from the result cache, else through the mesh (the two overlapped,
+    gateway/cache_route.py)."""
+    mesh = request.app[MESH]
+    key = _cache_key(request, req)
+    if key is None:
+        return Source(await mesh.generate(req, rid), None, {})
+    got = await open_cached(mesh, request.app[RESULT_CACHE], req, rid, key,
+                            mesh.cfg.cache_route_overlap)
+    if got.hit is not None:
+        return Source(ReplayStream(got.hit, rid), None, {"x-kvmesh-cache": "hit"})
+    assert got.stream is not None
+    return Source(got.stream, key if got.lead else None, {"x-kvmesh-cache": "miss"})
 
 
 def _end(request: web.Request, source: Source) -> int:
@@ -355,19 +358,14 @@ def _store_or_release(request: web.Request, key: str,
         rc.release_soon(key)
 
 
-async def _cache_lookup(request: web.Request, req: ParsedRequest
-                        ) -> tuple[CacheHit | None, str | None, dict[str, str]]:
-    """(a cached answer, the key this request must store as single-flight leader, headers).
-    Only deterministic requests are looked up (cache/key.py)."""
+def _cache_key(request: web.Request, req: ParsedRequest) -> str | None:
+    """The request's result-cache key, or None when it is not looked up: only deterministic
+    requests are (cache/key.py)."""
     mesh = request.app[MESH]
     if not mesh.cfg.result_cache or not cacheable(req):
-        return None, None, {}
+        return None
     tenant = str(request.get("tenant") or getattr(req, "tenant", "") or "")
-    key = cache_key(req, tenant, mesh.revision(req.model))
-    found = await request.app[RESULT_CACHE].lookup(key)
-    if isinstance(found, CacheHit):
-        return found, None, {"x-kvmesh-cache": "hit"}
-    return None, key if found.lead else None, {"x-kvmesh-cache": "miss"}
+    return cache_key(req, tenant, mesh.revision(req.model))
 
 
 async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[str, str],

@@ -5,14 +5,14 @@ Contract:
 - `await EngineClient.start(spec, config, torch_threads, on_step, on_exit)` spawns the engine
   process and returns once it reports `EngineReady` (`client.ready`); it raises `EngineStartError`
   when the engine reports `EngineFailed` or dies while loading.
-- Two one-way pipes, each owned by one thread of this process and kept blocking: a sender
-  thread writes commands in order (so `add`, `abort` and `snapshot` never block the event loop
-  and a slow engine step cannot stall the worker's publishing), and a reader thread reads and
-  unpickles steps. No pipe is registered with the event loop: an event loop makes its file
-  descriptors non-blocking, and a pickled message read half-way then fails.
-- `add`, `add_embedding`, `abort` and `snapshot` queue a command and return at once.
+- Two one-way pipes whose worker ends the event loop runs itself (inference/engine_pipe.py):
+  commands are written at once from the loop, in order, never blocking it (what a busy engine
+  cannot take yet is buffered and written as it reads), and steps are read and unpickled on the
+  loop as they arrive. No thread stands between the loop and the engine: a thread hand-off
+  cost a wake-up and a wait for the GIL on every request and every step.
+- `add`, `add_embedding`, `abort` and `snapshot` send a command and return at once.
 - `on_step(step)` runs on the event loop for every `EngineStep`, in order, after `stats` took
-  the step's counters (one `call_soon_threadsafe` per step).
+  the step's counters.
 - `on_exit(why)` runs once, on the loop, when the engine process is gone (crashed, killed, or
   stopped): the worker must then fail what it holds and report itself down.
 - `stop()` asks the engine to exit and waits for it (killing it after `timeout`).
@@ -21,12 +21,9 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
-import queue
 import sys
-import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
@@ -34,11 +31,11 @@ from inference.engine.config import EngineConfig
 from inference.engine.embedding import PoolingParams
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_loop import run as run_engine
+from inference.engine_pipe import CommandWriter, StepReader
 from inference.engine_protocol import (
     Abort,
     AddEmbedding,
     AddRequest,
-    Command,
     EngineFailed,
     EngineReady,
     EngineStep,
@@ -54,22 +51,16 @@ class EngineStartError(RuntimeError):
 
 
 class EngineClient:
-    def __init__(self, proc: multiprocessing.process.BaseProcess, commands: Connection,
-                 steps: Connection, ready: EngineReady, on_step: Callable[[EngineStep], None],
-                 on_exit: Callable[[str], None]) -> None:
+    def __init__(self, proc: multiprocessing.process.BaseProcess, ready: EngineReady,
+                 on_step: Callable[[EngineStep], None], on_exit: Callable[[str], None]) -> None:
         self.proc = proc
         self.ready = ready
         self.stats = ready.stats  # the engine's counters as of its last step
-        self._commands = commands
-        self._steps = steps
         self._on_step = on_step
         self._on_exit = on_exit
         self._exited = False
-        self._outbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
-        self._loop = asyncio.get_running_loop()
-        self._threads = [
-            threading.Thread(target=self._send_loop, name="engine-sender", daemon=True),
-            threading.Thread(target=self._read_loop, name="engine-reader", daemon=True)]
+        self._commands: CommandWriter | None = None
+        self._steps: StepReader | None = None
 
     @classmethod
     async def start(cls, spec: str | None, config: EngineConfig, torch_threads: int,
@@ -87,73 +78,71 @@ class EngineClient:
         if isinstance(first, EngineFailed):
             proc.join(5)
             raise EngineStartError(first.message)
-        client = cls(proc, cmd_w, step_r, first, on_step, on_exit)
-        # Three threads share this process's GIL: a step waiting on the reader thread must not
-        # wait out the default 5 ms switch interval behind the loop's work.
+        client = cls(proc, first, on_step, on_exit)
+        client._commands = await CommandWriter.open(cmd_w)
+        client._steps = await StepReader.open(step_r, client._deliver, client._closed)
+        # Other threads of this process (the span exporter, the metrics server) must not keep
+        # the loop waiting for the GIL the default 5 ms when a step arrives.
         sys.setswitchinterval(0.0005)
-        for t in client._threads:
-            t.start()
         return client
 
     # -- commands (loop thread; never block) -----------------------------------------------
 
     def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        self._outbox.put(AddRequest(request_id, prompt_token_ids, params))
+        self._send(AddRequest(request_id, prompt_token_ids, params))
 
     def add_embedding(self, request_id: str, prompts: list[list[int]],
                       params: PoolingParams) -> None:
-        self._outbox.put(AddEmbedding(request_id, prompts, params))
+        self._send(AddEmbedding(request_id, prompts, params))
 
     def abort(self, request_id: str) -> None:
-        self._outbox.put(Abort(request_id))
+        self._send(Abort(request_id))
 
     def snapshot(self) -> None:
-        self._outbox.put(Snapshot())
+        self._send(Snapshot())
+
+    def _send(self, cmd: object) -> None:
+        assert self._commands is not None, "the engine is not started"
+        if not self._commands.send(cmd):
+            log.warning("cannot send to the engine process: its pipe is closed")
 
     async def stop(self, timeout: float = 10.0) -> None:
-        self._outbox.put(Stop())
-        self._outbox.put(None)
+        if self._commands is not None:
+            self._commands.send(Stop())
+            self._commands.close()
         await asyncio.to_thread(self.proc.join, timeout)
         if self.proc.is_alive():
             self.proc.kill()
             await asyncio.to_thread(self.proc.join, 5)
         self._gone("stopped")
 
-    def _send_loop(self) -> None:
-        while (cmd := self._outbox.get()) is not None:
-            try:
-                self._commands.send(cmd)
-            except (OSError, ValueError) as exc:
-                log.warning("cannot send to the engine process: %s", exc)
-                return  # the engine is gone; the reader reports it
-
     # -- steps ------------------------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        """Reader thread: each step, unpickled here, is handed to the loop in order."""
-        try:
-            while True:
-                step = self._steps.recv()
-                self._loop.call_soon_threadsafe(self._deliver, step)
-        except (EOFError, OSError):
-            self.proc.join(1)
-            code = self.proc.exitcode
-            why = (f"the engine process exited (code {code})" if code is not None
-                   else "the engine process closed its pipe")
-            with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
-                self._loop.call_soon_threadsafe(self._gone, why)
 
     def _deliver(self, step: EngineStep) -> None:
         """Hot path (loop thread): once per engine step."""
         self.stats = step.stats
         self._on_step(step)
 
+    def _closed(self) -> None:
+        """The engine's end of the step pipe closed: it exited (or is exiting)."""
+        task = asyncio.ensure_future(asyncio.to_thread(self.proc.join, 1))
+        task.add_done_callback(lambda _: self._gone(_exit_reason(self.proc)))
+
     def _gone(self, why: str) -> None:
         if self._exited:
             return
         self._exited = True
-        self._outbox.put(None)
+        if self._commands is not None:
+            self._commands.close()
+        if self._steps is not None:
+            self._steps.close()
         self._on_exit(why)
+
+
+def _exit_reason(proc: multiprocessing.process.BaseProcess) -> str:
+    code = proc.exitcode
+    return (f"the engine process exited (code {code})" if code is not None
+            else "the engine process closed its pipe")
 
 
 def _first_message(conn: Connection,

@@ -50,6 +50,7 @@ class GatewayConfig:
     result_cache: bool = True  # ask the cache actor for deterministic requests
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
+    cache_route_overlap: bool = True  # route while the lookup runs; drop the route on a hit
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
     prompt_batch_window: int = 16  # prompts of one completions batch in flight at once
     processes: int = 1  # gateway processes sharing the port (SO_REUSEPORT); 0 = one per core

@@ -24,12 +24,15 @@ RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | 
 @dataclass
 class CacheGet(Message):
     """Result-cache lookup. With `lead_wait` > 0 a miss whose key another caller is computing
-    waits up to that long for its result (single-flight)."""
+    waits up to that long for its result (single-flight); with `wait` False it answers
+    `CacheMiss(busy=True)` at once instead (a gateway that routed the request meanwhile drops
+    that route, then asks again waiting)."""
 
     KIND: ClassVar[str] = "cache_get"
     key: str
     lead_wait: float = 0.0
     part: int = 0  # > 0: just that part of a stored answer (see CacheHit), no waiting
+    wait: bool = True
 
 
 @dataclass
@@ -46,11 +49,13 @@ class CacheHit(Message):
 
 @dataclass
 class CacheMiss(Message):
-    """`lead`: the caller holds the key's single-flight lease and should compute and put."""
+    """`lead`: the caller holds the key's single-flight lease and should compute and put.
+    `busy`: another caller holds it and the get said not to wait (`CacheGet.wait`)."""
 
     KIND: ClassVar[str] = "cache_miss"
     key: str
     lead: bool = False
+    busy: bool = False
 
 
 @dataclass

@@ -5,6 +5,7 @@ cached; with Redis stopped, requests still succeed."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from cache.key import cache_key
+from gateway.openai_request import parse_completion
 from kvmesh import wire
 from kvmesh.cli import procs
 from kvmesh.wire import CacheStats, Ping
@@ -123,6 +126,44 @@ def test_identical_concurrent_requests_compute_once(cmesh, cclient) -> None:
     after = cache_stats(cmesh[0])
     assert after.leads - before.leads == 1
     assert after.waited_hits - before.waited_hits >= 1
+    wait_idle(cmesh[0])  # the followers' overlapped routes were dropped at the worker
+
+
+def wait_idle(mesh: Mesh, worker_id: str = "c1", timeout: float = 15.0) -> None:
+    """Until the worker runs and queues nothing; a probe request first, so everything sent
+    before it has reached the worker (router and worker take requests in order)."""
+    from openai import OpenAI
+
+    OpenAI(base_url=mesh.base_url + "/v1", api_key="unused").completions.create(
+        model=MODEL, prompt="probe", max_tokens=1, temperature=1.0)  # never cached
+    deadline = time.monotonic() + timeout
+    while (s := mesh.stats(worker_id)).running or s.waiting:
+        assert time.monotonic() < deadline, f"the worker is still busy: {s}"
+        time.sleep(0.05)
+
+
+def test_a_hit_answers_and_leaves_no_work_at_the_worker(cmesh, cclient) -> None:
+    """With `cache_route_overlap` (the default) a cacheable request is routed while its lookup
+    runs; on a hit that route is dropped and cancelled at the worker. The stored answer here
+    is one whose fresh computation would run 1,000 tokens (most of a minute on this CPU):
+    the worker must be idle again within seconds."""
+    import redis
+
+    mesh, server = cmesh
+    args = server.proc.args
+    body = {"model": MODEL, "prompt": "A stored answer, please.", "max_tokens": 1000,
+            "temperature": 0, "ignore_eos": True}
+    key = cache_key(parse_completion(dict(body)), "", mesh.stats("c1").revision)
+    stored = [wire.Chunk("x", 0, 0, "from the cache", [42], finish_reason="length",
+                         usage=wire.UsageInfo(5, 1))]
+    redis.Redis(port=int(args[args.index("--port") + 1])).set(
+        f"kvmesh:rc:{key}", wire.encode(wire.CacheHit(key, stored)))
+    raw = cclient.completions.with_raw_response.create(
+        model=MODEL, prompt=body["prompt"], max_tokens=1000, temperature=0,
+        extra_body={"ignore_eos": True})
+    assert raw.headers.get("x-kvmesh-cache") == "hit"
+    assert raw.parse().choices[0].text == "from the cache"
+    wait_idle(mesh)
 
 
 def test_a_stored_first_part_without_the_rest_is_a_miss_that_leads(cmesh) -> None:

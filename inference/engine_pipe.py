@@ -1,0 +1,139 @@
+"""The worker's ends of its engine pipes, run by the worker's event loop itself.
+
+Contract:
+- Frames are `multiprocessing.Connection`'s: a 4-byte big-endian signed length (or -1, then an
+  8-byte length, for a frame over 2 GiB) and the pickled object, so the engine process keeps
+  its plain blocking `Connection.send` and `recv`.
+- `CommandWriter.send(obj)` writes the frame at once from the loop thread (one `write` on a
+  non-blocking pipe); what the pipe cannot take now (the engine is busy in a long step and its
+  buffer is full) is buffered by the transport and written when the engine reads, in order.
+  It never blocks the loop.
+- `StepReader` is the read end's protocol: each whole frame is unpickled and handed to
+  `on_frame` on the loop, in order; a frame read half-way waits for its rest. `on_closed()`
+  runs once when the engine's end closes (it exited, or crashed).
+- Why on the loop and not in threads: a thread hand-off costs a wake-up and, more, waiting for
+  the GIL while the loop runs (up to the switch interval); the loop's own `write` and `read`
+  cost a system call each. Non-blocking applies to this process's ends only: each end of a pipe
+  is its own open file, so the engine's ends stay blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import struct
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+_SHORT = struct.Struct("!i")
+_LONG = struct.Struct("!Q")
+
+
+def frame(obj: Any) -> bytes:
+    """`obj` as one `Connection` frame."""
+    body = bytes(ForkingPickler.dumps(obj))
+    if len(body) > 0x7FFFFFFF:
+        return _SHORT.pack(-1) + _LONG.pack(len(body)) + body
+    return _SHORT.pack(len(body)) + body
+
+
+def take_fd(conn: Connection) -> int:
+    """The file descriptor of `conn`, owned by the caller from now on (`conn` is closed)."""
+    fd = os.dup(conn.fileno())
+    conn.close()
+    return fd
+
+
+class CommandWriter:
+    """The command pipe's write end on the loop (see the module contract)."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
+
+    @classmethod
+    async def open(cls, conn: Connection) -> CommandWriter:
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(take_fd(conn), "wb", buffering=0)
+        transport, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
+        return cls(transport)
+
+    def send(self, obj: Any) -> bool:
+        """Queue `obj` for the engine; False when the pipe is already closed."""
+        if self._transport.is_closing():
+            return False
+        self._transport.write(frame(obj))
+        return True
+
+    def close(self) -> None:
+        """Close after what is buffered has been written."""
+        self._transport.close()
+
+
+class StepReader(asyncio.Protocol):
+    """The step pipe's read end on the loop (see the module contract)."""
+
+    def __init__(self, on_frame: Callable[[Any], None], on_closed: Callable[[], None]) -> None:
+        self._on_frame = on_frame
+        self._on_closed = on_closed
+        self._buf = bytearray()
+        self._closed = False
+        self.transport: asyncio.BaseTransport | None = None
+
+    @classmethod
+    async def open(cls, conn: Connection, on_frame: Callable[[Any], None],
+                   on_closed: Callable[[], None]) -> StepReader:
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(take_fd(conn), "rb", buffering=0)
+        _, reader = await loop.connect_read_pipe(lambda: cls(on_frame, on_closed), pipe)
+        return reader
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's is no asyncio.ReadTransport subclass
+
+    def data_received(self, data: bytes) -> None:
+        """Hot path: once per read; a step usually arrives whole in one read."""
+        buf = self._buf
+        buf += data
+        pos = 0
+        while True:
+            start, size = _whole(buf, pos)
+            if start < 0:
+                break
+            with memoryview(buf) as view, view[start:start + size] as body:
+                obj = pickle.loads(body)
+            pos = start + size
+            self._on_frame(obj)
+        if pos:
+            del buf[:pos]
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_closed()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _whole(buf: bytearray, pos: int) -> tuple[int, int]:
+    """(where the body starts, its size) of the frame at `pos` if `buf` holds all of it, else
+    (-1, 0)."""
+    if len(buf) - pos < 4:
+        return -1, 0
+    (size,) = _SHORT.unpack_from(buf, pos)
+    start = pos + 4
+    if size == -1:
+        if len(buf) - start < 8:
+            return -1, 0
+        (size,) = _LONG.unpack_from(buf, start)
+        start += 8
+    if len(buf) - start < size:
+        return -1, 0
+    return start, size
