@@ -266,7 +266,9 @@ def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> Non
     assert status == 200 and second["choices"] == first["choices"]
     spans = _trace_of(traced_mesh, second["id"], "cache.lookup")
     assert _one(spans, "cache.lookup").attrs["kvmesh.cache.hit"] is True
-    assert not [s for s in spans if s.name == "router.route"]
+    # The hit answered; a `router.route` span may be there all the same: the gateway routes
+    # while it looks up (cache_route_overlap) and drops the route on a hit (test_result_cache
+    # checks that the worker is left with no work).
     after = _scrape(traced_mesh.metrics["gateway"])
     key = "kvmesh_gateway_result_cache_lookups_total{result=%s}"
     assert after[key % "hit"] - before.get(key % "hit", 0) == 1
