@@ -19,10 +19,24 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 TOK=.bench_models/SmolLM2-135M-Instruct/tokenizer.json
 git log -1 --format='commit %h %s' 2>/dev/null
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv,noheader
+
+gpu_tests() {  # the GPU test suite; the last $1 lines of its output
+  KVMESH_TOKENIZER_JSON=$TOK timeout 230 python3 -m pytest -q -p no:cacheprovider --timeout 150 \
+    tests/gpu 2>&1 | tee "$OUT/gpu_tests.log" | tail -"$1"
+}
+
+ttft_hops() {  # TTFT hop by hop, then 1 and 32 SmolLM2 streams through the mesh
+  timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
+    | tee "$OUT/waterfall.log" | tail -12
+  timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
+    --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+}
+
 case "$1" in
 tests)
-  KVMESH_TOKENIZER_JSON=$TOK timeout 230 python3 -m pytest -q -p no:cacheprovider --timeout 150 \
-    tests/gpu 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  gpu_tests 25
   timeout 200 python3 bench/engine_host.py --runs 3 --presets smollm2-135m --modes async,sync \
     --out "$OUT" 2>&1 | tee "$OUT/engine_small.log" | grep -v '^run '
   for i in 1 2; do
@@ -55,22 +69,11 @@ latency)
     timeout 100 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
       --model /tmp/gguf/model.gguf 2>&1 | tee "$OUT/structured_real.log" | tail -1
   fi
-  timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
-    --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
-    | tee "$OUT/waterfall.log" | tail -12
-  timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
-    --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
-    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+  ttft_hops
   ;;
 graphs)
-  KVMESH_TOKENIZER_JSON=$TOK timeout 230 python3 -m pytest -q -p no:cacheprovider --timeout 150 \
-    tests/gpu 2>&1 | tee "$OUT/gpu_tests.log" | tail -8
-  timeout 100 python3 bench/ttft_waterfall.py --model .bench_models/SmolLM2-135M-Instruct \
-    --load-format dummy --requests 40 --prompt-words 150 --out "$OUT" 2>&1 \
-    | tee "$OUT/waterfall.log" | tail -12
-  timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
-    --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
-    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+  gpu_tests 8
+  ttft_hops
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs"; exit 2 ;;
 esac

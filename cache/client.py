@@ -1,4 +1,5 @@
-"""The gateway's side of the result cache: look up before routing, store after a fresh answer.
+"""The gateway's side of the result cache: look up (beside routing, gateway/cache_route.py), store
+after a fresh answer.
 
 Contract:
 - `lookup` asks `kvmesh.cache.get` with single-flight waiting (or, `wait` False, a `busy` miss
