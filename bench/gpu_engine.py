@@ -251,53 +251,17 @@ def bench_8b(skip_hf: bool, out_dir: str | None) -> None:
         free()
 
 
-def fp8_decode_tiles(batch: int = 181, lo: int = 100, hi: int = 1800) -> None:
-    """The decode kernel alone at the throughput run's mid-run shape (8B heads, ~175k context
-    tokens): bf16 pool vs fp8 pool for each candidate tile; sets the fastest fp8 tile."""
+def fp8_decode_tiles() -> None:
+    """The decode kernel alone at the throughput run's mid-run shape (bench/decode_tiles.py):
+    bf16 pool vs fp8 pool; keeps the fastest fp8 tile for the fp8-KV run after it."""
+    from bench.decode_tiles import sweep
     from inference.engine.triton_kernels import decode_attention as da
 
-    gen = torch.Generator().manual_seed(0)
-    heads, kv_heads, d, page = 32, 8, 128, 16
-    lens = torch.randint(lo, hi, (batch,), generator=gen)
-    nblk = ((lens + page - 1) // page)
-    width = int(nblk.max())
-    tables = torch.randint(1, int(nblk.sum()) + 1, (batch, width), generator=gen)
-    pool = torch.randn(2, int(nblk.sum()) + 1, page, kv_heads, d, device="cuda")
-    q = torch.randn(batch, heads, d, device="cuda", dtype=torch.bfloat16)
-    tables, lens = tables.to(torch.int32).cuda(), lens.to(torch.int32).cuda()
-    splits = da.decode_num_splits(batch, kv_heads, 4096, d,
-                                  torch.cuda.get_device_properties(0).multi_processor_count)
-
-    def time_us(kv) -> tuple[float, torch.Tensor]:
-        out = da.decode_attention(q, kv, tables, lens, d**-0.5, splits)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(50):
-            da.decode_attention(q, kv, tables, lens, d**-0.5, splits, out=out)
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 50 * 1e3, out.float()
-
-    bf16_us, ref = time_us(pool.to(torch.bfloat16))
-    fp8 = pool.to(torch.float8_e4m3fn)
-    res = {"context_tokens": int(lens.sum()), "bf16_us": bf16_us, "fp8_us": {}}
-    for tile in da.FP8_TILE_CANDIDATES:
-        da.FP8_TILE = tile
-        try:
-            us, out = time_us(fp8)
-        except Exception as exc:  # out of shared memory / registers for this tile
-            res["fp8_us"][str(tile)] = repr(exc)[:80]
-            continue
-        err = ((out - ref).norm() / ref.norm()).item()
-        res["fp8_us"][str(tile)] = us if err < 0.1 else f"wrong: {err:.3f}"
-    timed = {k: v for k, v in res["fp8_us"].items() if isinstance(v, float)}
-    best = min(timed, key=timed.get)
-    da.FP8_TILE = tuple(int(x) for x in best.strip("()").split(","))
-    res["best_fp8_tile"], res["best_fp8_us"] = best, timed[best]
-    res["kv_bytes_read_bf16_gb"] = float(lens.sum()) * kv_heads * d * 2 * 2 / 1e9
-    RESULTS["fp8_decode_tiles"] = res
-    print(json.dumps(res, indent=1), flush=True)
-    del pool, fp8
+    r = sweep("mid-run", 181, 100, 1800)["dtypes"]
+    best = r["fp8"]["best_tile"]
+    da.TILES[torch.float8_e4m3fn] = tuple(int(x) for x in best.strip("()").split(","))
+    RESULTS["fp8_decode_tiles"] = {"bf16_us": r["bf16"]["current_us"], "best_fp8_tile": best,
+                                   "best_fp8_us": r["fp8"]["best_us"]}
     free()
 
 

@@ -6,6 +6,8 @@
 #   bash bench/gpu_session.sh profile   the decode graph's kernels, batch 1 and 64
 #   bash bench/gpu_session.sh latency   grammar host cost, TTFT hop by hop, 1 and 32 streams
 #   bash bench/gpu_session.sh graphs    GPU tests, then TTFT hop by hop and 1 and 32 streams
+#   bash bench/gpu_session.sh kernels   decode-attention tiles, the 8B workload by step kind and
+#                                       kernel family, constrained vs free on 8B shapes
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -75,5 +77,13 @@ graphs)
   gpu_tests 8
   ttft_hops
   ;;
-*) echo "phase: tests | engine8b | serving | profile | latency | graphs"; exit 2 ;;
+kernels)
+  timeout 200 python3 bench/decode_tiles.py --out "$OUT" 2>&1 | tee "$OUT/decode_tiles.log" \
+    | tail -7
+  timeout 200 python3 bench/workload_profile.py --out "$OUT" 2>&1 \
+    | tee "$OUT/workload_profile.log" | tail -9
+  timeout 150 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+    --model dummy:llama-3.1-8b --tokenizer $TOK 2>&1 | tee "$OUT/structured_8b.log" | tail -1
+  ;;
+*) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels"; exit 2 ;;
 esac

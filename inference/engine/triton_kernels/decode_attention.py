@@ -125,18 +125,22 @@ def decode_block_n(head_dim: int) -> int:
     return 64 if head_dim <= 128 else 32
 
 
-# (BLOCK_N, num_stages, num_warps) for an fp8 pool; None = the bf16 tile. The upcast between
-# load and dot changes how Triton pipelines the loads, so fp8 gets its own tile;
-# bench/gpu_engine.py measures the candidates (`FP8_TILE_CANDIDATES`) and may set this.
-FP8_TILE: tuple[int, int, int] | None = (128, 4, 4)  # fastest on an H200 at f16a0fd
-FP8_TILE_CANDIDATES = [(n, st, w) for n in (64, 128) for st in (2, 3, 4) for w in (4, 8)]
+# (BLOCK_N, num_stages, num_warps) per pool dtype, for a bf16/fp16 query; a dtype not listed
+# gets `(decode_block_n(head_dim), 2, 4)`. The upcast between load and dot changes how Triton
+# pipelines an fp8 pool's loads, so fp8 has its own tile. bench/decode_tiles.py times
+# `TILE_CANDIDATES` at the workload's shapes and says which to keep here.
+TILES: dict[torch.dtype, tuple[int, int, int]] = {
+    torch.float8_e4m3fn: (128, 4, 4),  # fastest on an H200 at f16a0fd
+}
+TILE_CANDIDATES = [(n, st, w) for n in (32, 64, 128) for st in (2, 3, 4) for w in (4, 8)]
 
 
 def decode_tile(head_dim: int, kv_dtype: torch.dtype, q_dtype: torch.dtype
                 ) -> tuple[int, int, int]:
     """(BLOCK_N, num_stages, num_warps). A float32 query (tests) keeps the small tile."""
-    if kv_dtype == torch.float8_e4m3fn and FP8_TILE is not None and q_dtype != torch.float32:
-        return FP8_TILE
+    tile = TILES.get(kv_dtype)
+    if tile is not None and q_dtype != torch.float32:
+        return tile
     return decode_block_n(head_dim), 2, 4
 
 
