@@ -76,7 +76,8 @@ class GrammarStats:
     compile_seconds: float = 0.0  # including lane compiles
     lane_compiles: int = 0  # further pristine copies of a cached grammar (see Lanes)
     constrained_tokens: int = 0  # tokens sampled under a grammar, in total
-    mask_seconds: float = 0.0  # host time building the per-step bitmasks
+    mask_seconds: float = 0.0  # host time building the per-step bitmasks (any thread)
+    mask_wait_seconds: float = 0.0  # of which the engine waited for (grammar_fill.py)
 
 
 def _require_llguidance() -> None:
@@ -137,10 +138,11 @@ class Grammars:
             return
         self._fill([matcher], torch.empty((1, (self.vocab_size + 31) // 32), dtype=torch.int32))
 
-    def new_matcher(self, params: SamplingParams) -> Any:
-        """A fresh matcher for a sequence of `params`, or None when it is unconstrained."""
+    def new_matcher(self, params: SamplingParams) -> tuple[Any, int]:
+        """A fresh matcher for a sequence of `params` and its lane, or (None, 0) when it is
+        unconstrained."""
         if not params.grammar_kind:
-            return None
+            return None, 0
         kind, source = params.grammar_kind, params.grammar
         key = hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()
         entry = self._cache.get(key)
@@ -157,7 +159,7 @@ class Grammars:
         if lane == len(entry.pristine):
             entry.pristine.append(self._compile(kind, source))
             self.stats.lane_compiles += 1
-        return entry.pristine[lane].deep_copy()
+        return entry.pristine[lane].deep_copy(), lane
 
     def _compile(self, kind: str, source: str) -> Any:
         start = time.perf_counter()
@@ -177,31 +179,52 @@ class Grammars:
         return matcher
 
     def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
-        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled)."""
+        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled),
+        filled now on the calling thread."""
         rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if not rows:
             return None
-        start = time.perf_counter()
-        bits = torch.empty((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
-        self._fill([seqs[i].matcher for i in rows], bits)
         self.stats.constrained_tokens += len(rows)
-        self.stats.mask_seconds += time.perf_counter() - start
-        return GrammarMask(torch.tensor(rows), bits)
+        return GrammarMask(torch.tensor(rows), self.fill([seqs[i] for i in rows]))
 
-    def _fill(self, matchers: list[Any], bits: torch.Tensor) -> None:
-        """Row j of `bits` (int32, contiguous, on the CPU) gets matchers[j]'s mask. The
+    def fill(self, seqs: list[Sequence]) -> torch.Tensor:
+        """[len(seqs), words] int32: row j is the mask of seqs[j] (each constrained) in its
+        matcher's current state. Safe on any one thread at a time, with the GIL dropped while
+        it fills, provided no other thread touches these matchers meanwhile."""
+        start = time.perf_counter()
+        bits = torch.empty((len(seqs), self.words), dtype=torch.int32)
+        self._fill([s.matcher for s in seqs], bits, [s.grammar_lane for s in seqs])
+        self.stats.mask_seconds += time.perf_counter() - start
+        return bits
+
+    @property
+    def words(self) -> int:
+        """int32 words of one row of the bitmask."""
+        return (self.vocab_size + 31) // 32
+
+    def _fill(self, matchers: list[Any], bits: torch.Tensor, lanes: list[int] | None = None
+              ) -> None:
+        """Row j of `bits` (int32, contiguous, on the CPU) gets matchers[j]'s mask; `lanes[j]`
+        is matchers[j]'s lane. The rows go to the executor lane by lane (see Lanes). The
         executor's own call, not `llguidance.torch`'s wrapper: importing that module
         TorchScript-compiles helpers for ~2 s holding the GIL, which stalls the engine loop."""
         rows, words = bits.shape
+        order = range(rows) if lanes is None else sorted(range(rows), key=lanes.__getitem__)
         self._executor.unsafe_compute_mask_ptr(
-            [(m, j) for j, m in enumerate(matchers)], bits.data_ptr(), words * 4, rows)
+            [(matchers[j], j) for j in order], bits.data_ptr(), words * 4, rows)
 
-    def advance(self, seq: Sequence, token: int) -> bool:
-        """Feed `token` to `seq`'s matcher; True when the grammar is complete (or broken: the
-        mask should have made that impossible, so the sequence stops rather than run on)."""
-        m = seq.matcher
-        if m is None:
-            return False
-        if not m.consume_token(token):
-            return True
-        return m.is_stopped()
+    def advance(self, seqs: list[Sequence], tokens: list[int]) -> list[bool]:
+        """Feed each sequence its sampled token; per sequence, True when its grammar is
+        complete (or broken: the mask should have made that impossible, so the sequence stops
+        rather than run on). Unconstrained sequences get False. Many matchers consume in
+        parallel on the executor (GIL dropped)."""
+        done = [False] * len(seqs)
+        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
+        if len(rows) > 1:
+            rows.sort(key=lambda i: seqs[i].grammar_lane)  # lane by lane, as `_fill`
+            ok = self._executor.consume_token_par([(seqs[i].matcher, tokens[i]) for i in rows])
+        else:
+            ok = [seqs[i].matcher.consume_token(tokens[i]) for i in rows]
+        for i, consumed in zip(rows, ok, strict=True):
+            done[i] = not consumed or seqs[i].matcher.is_stopped()
+        return done
