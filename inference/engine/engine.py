@@ -277,13 +277,13 @@ class LLMEngine:
         tokens, logprobs = inflight.wait()
         live = [i for i, s in enumerate(inflight.seqs)
                 if s.status is not SequenceStatus.FINISHED]  # else aborted while in flight
-        seqs, toks = [inflight.seqs[i] for i in live], [tokens[i] for i in live]
-        for seq, token in zip(seqs, toks, strict=True):
-            seq.token_ids[-1] = token
-        done = self.fill.advance(seqs, toks)
+        seqs = [inflight.seqs[i] for i in live]
+        for seq, i in zip(seqs, live, strict=True):
+            seq.token_ids[-1] = tokens[i]
+        done = self.fill.advance(seqs, [tokens[i] for i in live])
         self.fill.start(upcoming)
-        return [self._on_token(seq, token, logprobs[i], grammar_done)
-                for seq, token, i, grammar_done in zip(seqs, toks, live, done, strict=True)]
+        return [self._on_token(seqs[k], tokens[i], logprobs[i], done[k])
+                for k, i in enumerate(live)]
 
     def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
         """Each echo request whose prompt just completed: its prompt report, and for one with

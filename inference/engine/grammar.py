@@ -2,31 +2,39 @@
 bitmask per step for the rows being sampled.
 
 Contract:
-- `Grammars.new_matcher(params)` gives a sequence its own matcher (None when unconstrained).
-  Compiled grammars are cached by a hash of (kind, source), LRU, `cache_size` entries; a new
-  sequence gets a `deep_copy` of a cached pristine matcher, so a schema compiles once (plus
-  its lanes, below). A grammar that does not compile raises `InvalidParameter` (a ValueError)
-  naming `grammar`.
-- Lanes: the deep copies of one compiled matcher share its lexer state behind one lock, so
-  their masks are computed one at a time however many threads fill them (measured on the
-  H200's host: 64 copies, 4.0 ms a step with 1 thread, 5.2 with 8). Each cache entry holds up
-  to `lanes` pristine matchers, compiled separately (the second and later when first needed,
-  ~1.5 ms each, counted as `lane_compiles`) and handed out round robin, so the rows of one
-  schema spread over `lanes` locks and the executor's threads fill them in parallel (16
-  lanes: 1.5 ms). `lanes` defaults to the executor's size: 80 % of the CPUs this process may
-  use, at most 16; a 2-core machine gets one lane. A lane holds ~0.1-0.2 MB (a compiled JSON
-  schema with its lexer states after use), so even a full cache of busy schemas stays small.
+- `Grammars.new_matcher(params)` gives a sequence its own matcher and that matcher's lane
+  ((None, 0) when unconstrained). Compiled grammars are cached by a hash of (kind, source),
+  LRU, `cache_size` entries; a new sequence gets a `deep_copy` of a cached pristine matcher,
+  so a schema compiles once (plus its lanes, below). A grammar that does not compile raises
+  `InvalidParameter` (a ValueError) naming `grammar`.
+- Lanes: the deep copies of one compiled matcher share its lexer state behind one lock (held
+  for a whole mask or token), so their masks are computed one at a time however many threads
+  fill them (measured on the H200's host: 64 copies, 4.0 ms a step with 1 thread, 5.2 with 8).
+  Each cache entry holds up to `lanes` pristine matchers, compiled separately (the second and
+  later when first needed, ~1.5 ms each, counted as `lane_compiles`) and handed out round
+  robin, so the rows of one schema spread over `lanes` locks and the executor's threads fill
+  them in parallel (16 lanes: 1.5 ms). `lanes` defaults to the executor's size: 80 % of the
+  CPUs this process may use, at most 16; a 2-core machine gets one lane. A lane holds
+  ~0.1-0.2 MB (a compiled JSON schema with its lexer states after use), so even a full cache
+  of busy schemas stays small. Rows go to the executor lane by lane (sorted by
+  `Sequence.grammar_lane`): its rayon pool splits the row list into contiguous halves, and in
+  batch order (row i on lane i % lanes) every power-of-two split starts on the same lane, so
+  the threads walk the lanes in step and queue on each lock.
 - `masks(seqs)` returns the bitmask of the constrained rows only (`GrammarMask`), or None when
   no row is constrained: a batch without grammars pays nothing. Unconstrained rows are never
-  touched, so their tokens do not depend on what else is in the batch.
-- `advance(seq, token)` feeds the sampled token to the sequence's matcher and says whether the
-  grammar is complete (the sequence should stop). The matcher lives on the `Sequence`, and a
-  sequence preempted by recompute keeps its generated tokens (only their K/V is recomputed), so
-  its matcher state stays exact; nothing is replayed. A forked choice (n > 1) is created before
-  any token is sampled, so it starts from a fresh matcher like its parent.
-- The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, GIL
-  dropped); the engine asks for it after launching the forward pass, so on CUDA it overlaps
-  the GPU's work (docs/BENCHMARKS.md measures how much).
+  touched, so their tokens do not depend on what else is in the batch. Its core, `fill(seqs)`,
+  may run on any one thread while no other thread touches those matchers: the engine calls it
+  on a background thread through `grammar_fill.MaskFill`, which keeps that rule.
+- `advance(seqs, tokens)` feeds each sequence its sampled token and says, per sequence,
+  whether its grammar is complete (it should stop). The matcher lives on the `Sequence`, and
+  a sequence preempted by recompute keeps its generated tokens (only their K/V is
+  recomputed), so its matcher state stays exact; nothing is replayed. A forked choice (n > 1)
+  is created before any token is sampled, so it starts from a fresh matcher like its parent.
+- The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, the GIL
+  dropped: a Python loop beside a running fill keeps its speed). The engine fills the next
+  sampling's masks on a background thread while it handles the last step's outputs
+  (grammar_fill.py), so the fill overlaps the host's own work as well as, on CUDA, the GPU's
+  (docs/BENCHMARKS.md measures how much).
 - `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s for a 50k vocabulary, and
   the first mask) so that no constrained request stalls its whole batch for them; a served
   engine runs it in a thread at start-up (engine_loop.py), so it must not hold the GIL for
@@ -216,15 +224,11 @@ class Grammars:
     def advance(self, seqs: list[Sequence], tokens: list[int]) -> list[bool]:
         """Feed each sequence its sampled token; per sequence, True when its grammar is
         complete (or broken: the mask should have made that impossible, so the sequence stops
-        rather than run on). Unconstrained sequences get False. Many matchers consume in
-        parallel on the executor (GIL dropped)."""
+        rather than run on). Unconstrained sequences get False. A plain loop: the executor's
+        `consume_token_par` was slower for 64 rows here (0.16 against 0.10-0.14 ms)."""
         done = [False] * len(seqs)
-        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
-        if len(rows) > 1:
-            rows.sort(key=lambda i: seqs[i].grammar_lane)  # lane by lane, as `_fill`
-            ok = self._executor.consume_token_par([(seqs[i].matcher, tokens[i]) for i in rows])
-        else:
-            ok = [seqs[i].matcher.consume_token(tokens[i]) for i in rows]
-        for i, consumed in zip(rows, ok, strict=True):
-            done[i] = not consumed or seqs[i].matcher.is_stopped()
+        for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            m = seq.matcher
+            if m is not None:
+                done[i] = not m.consume_token(token) or m.is_stopped()
         return done
