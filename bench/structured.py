@@ -58,6 +58,7 @@ def run(engine, prompt: list[int], seqs: int, tokens: int | list[int], constrain
     out = dict.fromkeys(range(seqs), 0)
     steps = 0
     mask0 = engine.grammars.stats.mask_seconds
+    wait0 = engine.grammars.stats.mask_wait_seconds
     start = time.perf_counter()
     while engine.has_unfinished():
         for o in engine.step():
@@ -70,6 +71,8 @@ def run(engine, prompt: list[int], seqs: int, tokens: int | list[int], constrain
             "step_ms": round(1000 * wall / steps, 2),
             "mask_ms_per_step": round(1000 * (engine.grammars.stats.mask_seconds - mask0)
                                       / steps, 3),
+            "mask_wait_ms_per_step": round(
+                1000 * (engine.grammars.stats.mask_wait_seconds - wait0) / steps, 3),
             "lengths": [out[i] for i in range(seqs)]}
 
 
@@ -125,12 +128,15 @@ def main() -> None:
     default_lanes = engine.grammars.lanes
     for n in [int(x) for x in args.grammar_lanes.split(",") if x]:
         from inference.engine.grammar import Grammars
+        from inference.engine.grammar_fill import MaskFill
 
         engine.grammars = Grammars(tok, engine.grammars.vocab_size, engine.eos_ids, lanes=n)
+        engine.fill = MaskFill(engine.grammars)
         engine.grammars.warm()
         run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)  # lanes' own states
         r = run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)
-        lanes[n] = {k: r[k] for k in ("tok_s", "step_ms", "mask_ms_per_step")}
+        lanes[n] = {k: r[k] for k in ("tok_s", "step_ms", "mask_ms_per_step",
+                                      "mask_wait_ms_per_step")}
     schema = dict(SCHEMA, title="fresh")  # a cold compile of a new schema, timed alone
     start = time.perf_counter()
     engine.grammars._compile("json_schema", json.dumps(schema))

@@ -22,6 +22,7 @@ from .engine_setup import LoadWeights, build_runtime, open_model
 from .engine_stats import EngineStats
 from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
+from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched
 from .outputs import StepOutput, TokenLogprob
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
@@ -58,6 +59,7 @@ class LLMEngine:
             eos |= set(tokenizer.eos_token_ids)
         self.eos_ids = frozenset(eos)
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
+        self.fill = MaskFill(self.grammars)  # next sampling's masks, filled beside `_finish`
         self.prompts = PromptReports(tokenizer)
         self._requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()
@@ -131,6 +133,7 @@ class LLMEngine:
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed + index)
+        matcher, lane = self.grammars.new_matcher(params)
         return Sequence(
             seq_id=next(self._seq_ids),
             request_id=request_id,
@@ -140,7 +143,8 @@ class LLMEngine:
             params=params,
             arrival=time.monotonic(),
             generator=gen,
-            matcher=self.grammars.new_matcher(params),
+            matcher=matcher,
+            grammar_lane=lane,
             reuse_prefix=params.prompt_logprobs is None,  # it scores every prompt position
         )
 
@@ -183,15 +187,15 @@ class LLMEngine:
         outputs, self._pending = self._pending, []
         batch = self._take_held() or self.scheduler.schedule()
         if self._inflight is not None and batch and self._launches_eagerly(batch):
-            outputs.extend(self._finish(self._inflight))
+            outputs.extend(self._finish(self._inflight, self._inflight.seqs))
             self._inflight, self._held = None, batch
             self.last_batch = ScheduledBatch()  # this call ran nothing
             return outputs
         self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
         launched = self._launch(batch) if batch else None
         previous, self._inflight = self._inflight, None
-        if previous is not None:
-            outputs.extend(self._finish(previous))
+        if previous is not None:  # launched's sampled rows: masks filled beside the outputs
+            outputs.extend(self._finish(previous, launched.sampled if launched else []))
         if launched is not None:
             for seq in batch.seqs:  # after `_finish`: placeholders of computed tokens are filled
                 if seq.status is SequenceStatus.RUNNING:
@@ -203,8 +207,8 @@ class LLMEngine:
             current = self._sample(launched.sampled, launched.logits)
             if current is not None and self.overlap:
                 self._inflight = current
-            elif current is not None:
-                outputs.extend(self._finish(current))
+            elif current is not None:  # the plain loop: the next step's masks are foreseen
+                outputs.extend(self._finish(current, current.seqs))
         elif previous is None:
             outputs.extend(self._fail_unschedulable())
         return outputs
@@ -259,24 +263,27 @@ class LLMEngine:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
         rows = [SampleRow(s.params, s.generator) for s in seqs]
-        # Built after the forward pass is queued: on CUDA the CPU mask overlaps the GPU.
-        drawn = sample(logits, rows, self._generator, self.grammars.masks(seqs))
+        drawn = sample(logits, rows, self._generator, self.fill.masks(seqs))
         inflight = InFlight.launch(seqs, drawn)
         for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
             seq.last_token_in_flight = (seq.num_output_tokens >= seq.params.max_tokens
                                         or seq.num_tokens >= self.max_model_len)
         return inflight
 
-    def _finish(self, inflight: InFlight) -> list[StepOutput]:
-        """Wait for a launched step's tokens and turn them into outputs."""
+    def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
+        """Wait for a launched step's tokens, advance the grammars, start filling the masks of
+        `upcoming` (those expected to be sampled next, grammar_fill.py) and turn the tokens
+        into outputs while they fill."""
         tokens, logprobs = inflight.wait()
-        outputs = []
-        for seq, token, lp in zip(inflight.seqs, tokens, logprobs, strict=True):
-            if seq.status is SequenceStatus.FINISHED:
-                continue  # aborted while its token was in flight
-            seq.token_ids[-1] = token
-            outputs.append(self._on_token(seq, token, lp))
-        return outputs
+        live = [i for i, s in enumerate(inflight.seqs)
+                if s.status is not SequenceStatus.FINISHED]  # else aborted while in flight
+        seqs = [inflight.seqs[i] for i in live]
+        for seq, i in zip(seqs, live, strict=True):
+            seq.token_ids[-1] = tokens[i]
+        done = self.fill.advance(seqs, [tokens[i] for i in live])
+        self.fill.start(upcoming)
+        return [self._on_token(seqs[k], tokens[i], logprobs[i], done[k])
+                for k, i in enumerate(live)]
 
     def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
         """Each echo request whose prompt just completed: its prompt report, and for one with
@@ -314,11 +321,11 @@ class LLMEngine:
             logits = torch.cat([logits, logits[to_device(extra_rows, torch.long, logits.device)]])
         return out, logits
 
-    def _on_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None) -> StepOutput:
+    def _on_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None,
+                  grammar_done: bool) -> StepOutput:
         state = self._requests[seq.request_id]
         choice = state.choices[seq.index]
-        done = self.grammars.advance(seq, token)
-        out = choice.on_token(token, logprob, self.eos_ids, self.max_model_len, done)
+        out = choice.on_token(token, logprob, self.eos_ids, self.max_model_len, grammar_done)
         if out.finish_reason is not None:
             self.scheduler.remove(seq)
             if state.finished:

@@ -2,31 +2,39 @@
 bitmask per step for the rows being sampled.
 
 Contract:
-- `Grammars.new_matcher(params)` gives a sequence its own matcher (None when unconstrained).
-  Compiled grammars are cached by a hash of (kind, source), LRU, `cache_size` entries; a new
-  sequence gets a `deep_copy` of a cached pristine matcher, so a schema compiles once (plus
-  its lanes, below). A grammar that does not compile raises `InvalidParameter` (a ValueError)
-  naming `grammar`.
-- Lanes: the deep copies of one compiled matcher share its lexer state behind one lock, so
-  their masks are computed one at a time however many threads fill them (measured on the
-  H200's host: 64 copies, 4.0 ms a step with 1 thread, 5.2 with 8). Each cache entry holds up
-  to `lanes` pristine matchers, compiled separately (the second and later when first needed,
-  ~1.5 ms each, counted as `lane_compiles`) and handed out round robin, so the rows of one
-  schema spread over `lanes` locks and the executor's threads fill them in parallel (16
-  lanes: 1.5 ms). `lanes` defaults to the executor's size: 80 % of the CPUs this process may
-  use, at most 16; a 2-core machine gets one lane. A lane holds ~0.1-0.2 MB (a compiled JSON
-  schema with its lexer states after use), so even a full cache of busy schemas stays small.
+- `Grammars.new_matcher(params)` gives a sequence its own matcher and that matcher's lane
+  ((None, 0) when unconstrained). Compiled grammars are cached by a hash of (kind, source),
+  LRU, `cache_size` entries; a new sequence gets a `deep_copy` of a cached pristine matcher,
+  so a schema compiles once (plus its lanes, below). A grammar that does not compile raises
+  `InvalidParameter` (a ValueError) naming `grammar`.
+- Lanes: the deep copies of one compiled matcher share its lexer state behind one lock (held
+  for a whole mask or token), so their masks are computed one at a time however many threads
+  fill them (measured on the H200's host: 64 copies, 4.0 ms a step with 1 thread, 5.2 with 8).
+  Each cache entry holds up to `lanes` pristine matchers, compiled separately (the second and
+  later when first needed, ~1.5 ms each, counted as `lane_compiles`) and handed out round
+  robin, so the rows of one schema spread over `lanes` locks and the executor's threads fill
+  them in parallel (16 lanes: 1.5 ms). `lanes` defaults to the executor's size: 80 % of the
+  CPUs this process may use, at most 16; a 2-core machine gets one lane. A lane holds
+  ~0.1-0.2 MB (a compiled JSON schema with its lexer states after use), so even a full cache
+  of busy schemas stays small. Rows go to the executor lane by lane (sorted by
+  `Sequence.grammar_lane`): its rayon pool splits the row list into contiguous halves, and in
+  batch order (row i on lane i % lanes) every power-of-two split starts on the same lane, so
+  the threads walk the lanes in step and queue on each lock.
 - `masks(seqs)` returns the bitmask of the constrained rows only (`GrammarMask`), or None when
   no row is constrained: a batch without grammars pays nothing. Unconstrained rows are never
-  touched, so their tokens do not depend on what else is in the batch.
-- `advance(seq, token)` feeds the sampled token to the sequence's matcher and says whether the
-  grammar is complete (the sequence should stop). The matcher lives on the `Sequence`, and a
-  sequence preempted by recompute keeps its generated tokens (only their K/V is recomputed), so
-  its matcher state stays exact; nothing is replayed. A forked choice (n > 1) is created before
-  any token is sampled, so it starts from a fresh matcher like its parent.
-- The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, GIL
-  dropped); the engine asks for it after launching the forward pass, so on CUDA it overlaps
-  the GPU's work (docs/BENCHMARKS.md measures how much).
+  touched, so their tokens do not depend on what else is in the batch. Its core, `fill(seqs)`,
+  may run on any one thread while no other thread touches those matchers: the engine calls it
+  on a background thread through `grammar_fill.MaskFill`, which keeps that rule.
+- `advance(seqs, tokens)` feeds each sequence its sampled token and says, per sequence,
+  whether its grammar is complete (it should stop). The matcher lives on the `Sequence`, and
+  a sequence preempted by recompute keeps its generated tokens (only their K/V is
+  recomputed), so its matcher state stays exact; nothing is replayed. A forked choice (n > 1)
+  is created before any token is sampled, so it starts from a fresh matcher like its parent.
+- The mask is built on the CPU (llguidance's Rust, the rows handed to its executor, the GIL
+  dropped: a Python loop beside a running fill keeps its speed). The engine fills the next
+  sampling's masks on a background thread while it handles the last step's outputs
+  (grammar_fill.py), so the fill overlaps the host's own work as well as, on CUDA, the GPU's
+  (docs/BENCHMARKS.md measures how much).
 - `warm()` pays llguidance's one-time costs (its tokenizer, ~0.2 s for a 50k vocabulary, and
   the first mask) so that no constrained request stalls its whole batch for them; a served
   engine runs it in a thread at start-up (engine_loop.py), so it must not hold the GIL for
@@ -76,7 +84,8 @@ class GrammarStats:
     compile_seconds: float = 0.0  # including lane compiles
     lane_compiles: int = 0  # further pristine copies of a cached grammar (see Lanes)
     constrained_tokens: int = 0  # tokens sampled under a grammar, in total
-    mask_seconds: float = 0.0  # host time building the per-step bitmasks
+    mask_seconds: float = 0.0  # host time building the per-step bitmasks (any thread)
+    mask_wait_seconds: float = 0.0  # of which the engine waited for (grammar_fill.py)
 
 
 def _require_llguidance() -> None:
@@ -137,10 +146,11 @@ class Grammars:
             return
         self._fill([matcher], torch.empty((1, (self.vocab_size + 31) // 32), dtype=torch.int32))
 
-    def new_matcher(self, params: SamplingParams) -> Any:
-        """A fresh matcher for a sequence of `params`, or None when it is unconstrained."""
+    def new_matcher(self, params: SamplingParams) -> tuple[Any, int]:
+        """A fresh matcher for a sequence of `params` and its lane, or (None, 0) when it is
+        unconstrained."""
         if not params.grammar_kind:
-            return None
+            return None, 0
         kind, source = params.grammar_kind, params.grammar
         key = hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()
         entry = self._cache.get(key)
@@ -157,7 +167,7 @@ class Grammars:
         if lane == len(entry.pristine):
             entry.pristine.append(self._compile(kind, source))
             self.stats.lane_compiles += 1
-        return entry.pristine[lane].deep_copy()
+        return entry.pristine[lane].deep_copy(), lane
 
     def _compile(self, kind: str, source: str) -> Any:
         start = time.perf_counter()
@@ -177,31 +187,48 @@ class Grammars:
         return matcher
 
     def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
-        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled)."""
+        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled),
+        filled now on the calling thread."""
         rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if not rows:
             return None
-        start = time.perf_counter()
-        bits = torch.empty((len(rows), (self.vocab_size + 31) // 32), dtype=torch.int32)
-        self._fill([seqs[i].matcher for i in rows], bits)
         self.stats.constrained_tokens += len(rows)
-        self.stats.mask_seconds += time.perf_counter() - start
-        return GrammarMask(torch.tensor(rows), bits)
+        return GrammarMask(torch.tensor(rows), self.fill([seqs[i] for i in rows]))
 
-    def _fill(self, matchers: list[Any], bits: torch.Tensor) -> None:
-        """Row j of `bits` (int32, contiguous, on the CPU) gets matchers[j]'s mask. The
+    def fill(self, seqs: list[Sequence]) -> torch.Tensor:
+        """[len(seqs), words] int32: row j is the mask of seqs[j] (each constrained) in its
+        matcher's current state. Safe on any one thread at a time, with the GIL dropped while
+        it fills, provided no other thread touches these matchers meanwhile."""
+        start = time.perf_counter()
+        bits = torch.empty((len(seqs), self.words), dtype=torch.int32)
+        self._fill([s.matcher for s in seqs], bits, [s.grammar_lane for s in seqs])
+        self.stats.mask_seconds += time.perf_counter() - start
+        return bits
+
+    @property
+    def words(self) -> int:
+        """int32 words of one row of the bitmask."""
+        return (self.vocab_size + 31) // 32
+
+    def _fill(self, matchers: list[Any], bits: torch.Tensor, lanes: list[int] | None = None
+              ) -> None:
+        """Row j of `bits` (int32, contiguous, on the CPU) gets matchers[j]'s mask; `lanes[j]`
+        is matchers[j]'s lane. The rows go to the executor lane by lane (see Lanes). The
         executor's own call, not `llguidance.torch`'s wrapper: importing that module
         TorchScript-compiles helpers for ~2 s holding the GIL, which stalls the engine loop."""
         rows, words = bits.shape
+        order = range(rows) if lanes is None else sorted(range(rows), key=lanes.__getitem__)
         self._executor.unsafe_compute_mask_ptr(
-            [(m, j) for j, m in enumerate(matchers)], bits.data_ptr(), words * 4, rows)
+            [(matchers[j], j) for j in order], bits.data_ptr(), words * 4, rows)
 
-    def advance(self, seq: Sequence, token: int) -> bool:
-        """Feed `token` to `seq`'s matcher; True when the grammar is complete (or broken: the
-        mask should have made that impossible, so the sequence stops rather than run on)."""
-        m = seq.matcher
-        if m is None:
-            return False
-        if not m.consume_token(token):
-            return True
-        return m.is_stopped()
+    def advance(self, seqs: list[Sequence], tokens: list[int]) -> list[bool]:
+        """Feed each sequence its sampled token; per sequence, True when its grammar is
+        complete (or broken: the mask should have made that impossible, so the sequence stops
+        rather than run on). Unconstrained sequences get False. A plain loop: the executor's
+        `consume_token_par` was slower for 64 rows here (0.16 against 0.10-0.14 ms)."""
+        done = [False] * len(seqs)
+        for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            m = seq.matcher
+            if m is not None:
+                done[i] = not m.consume_token(token) or m.is_stopped()
+        return done

@@ -27,12 +27,13 @@ class Sequence:
     have K/V in the blocks of `block_table`; the rest are computed by coming steps.
     `block_hashes[i]` is the chained key of full block i, known once that block is computed.
     `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
-    constrained sequence; None when it is unconstrained. The last token may be a placeholder
-    for a token still on its way from the device (inflight.py); `last_token_in_flight` says
-    that token is certainly its last (its length limit), so it needs no further step. A
-    `pooled` sequence is an embedding input (embedding.py): prefilled, pooled, never sampled;
-    `reuse_prefix` False keeps a sequence from taking cached prefix blocks (mean pooling and
-    prompt logprobs need every position computed).
+    constrained sequence; None when it is unconstrained; `grammar_lane` is the lane it was
+    copied from (grammar.py: rows of one lane share a lock). The last token may be a
+    placeholder for a token still on its way from the device (inflight.py);
+    `last_token_in_flight` says that token is certainly its last (its length limit), so it
+    needs no further step. A `pooled` sequence is an embedding input (embedding.py):
+    prefilled, pooled, never sampled; `reuse_prefix` False keeps a sequence from taking cached
+    prefix blocks (mean pooling and prompt logprobs need every position computed).
     """
 
     seq_id: int
@@ -49,6 +50,7 @@ class Sequence:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
     matcher: Any = None
+    grammar_lane: int = 0
     last_token_in_flight: bool = False
     pooled: bool = False
     reuse_prefix: bool = True

@@ -110,10 +110,10 @@ def test_lanes_compile_one_pristine_each_and_mask_alike(engine) -> None:
 
     grammars = Grammars(engine.tokenizer, engine.grammars.vocab_size, engine.eos_ids, lanes=3)
     params = SamplingParams(max_tokens=4, grammar_kind="choice", grammar='["yes", "no"]')
-    matchers = [grammars.new_matcher(params) for _ in range(5)]
+    matchers = [grammars.new_matcher(params) for _ in range(5)]  # (matcher, lane)
     assert (grammars.stats.compiles, grammars.stats.lane_compiles,
             grammars.stats.cache_hits) == (1, 2, 4)
-    mask = grammars.masks([_Constrained(m) for m in matchers])
+    mask = grammars.masks([_Constrained(*m) for m in matchers])
     assert all(torch.equal(mask.bits[0], row) for row in mask.bits)  # every lane, one grammar
 
 
@@ -168,7 +168,7 @@ def test_warming_prepares_the_tokenizer_without_counting_or_caching_a_grammar(en
     assert grammars._lltok is not None and not grammars._cache
     assert grammars.stats == type(grammars.stats)()  # nothing compiled, masked or hit
     params = SamplingParams(max_tokens=4, grammar_kind="choice", grammar='["yes", "no"]')
-    mask = grammars.masks([_Constrained(grammars.new_matcher(params))])
+    mask = grammars.masks([_Constrained(*grammars.new_matcher(params))])
     allowed = {engine.tokenizer.decode([i]) for i in range(grammars.vocab_size)
                if mask.bits[0, i // 32] >> (i % 32) & 1}
     assert allowed and all(t and ("yes".startswith(t) or "no".startswith(t)) for t in allowed)
@@ -188,8 +188,8 @@ def test_warming_and_masking_never_import_llguidance_torch(smollm_gguf) -> None:
         f"tok = load_checkpoint({str(smollm_gguf)!r}, need_weights=False).tokenizer\n"
         "g = Grammars(tok, 49152, frozenset({2}))\n"
         "g.warm()\n"
-        "m = g.new_matcher(SamplingParams(grammar_kind='choice', grammar='[\"yes\"]'))\n"
-        "class S: matcher = m\n"
+        "m, lane = g.new_matcher(SamplingParams(grammar_kind='choice', grammar='[\"yes\"]'))\n"
+        "class S: matcher, grammar_lane = m, lane\n"
         "assert g.masks([S()]) is not None\n"
         "print('llguidance.torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -206,10 +206,11 @@ def test_warming_without_a_tokenizer_does_nothing() -> None:
 
 
 class _Constrained:
-    """What `Grammars.masks` reads of a sequence: its matcher."""
+    """What `Grammars.masks` reads of a sequence: its matcher and lane."""
 
-    def __init__(self, matcher) -> None:
+    def __init__(self, matcher, lane: int = 0) -> None:
         self.matcher = matcher
+        self.grammar_lane = lane
 
 
 def test_both_bitmask_unpackers_agree() -> None:

@@ -1,0 +1,111 @@
+"""The grammar masks of the next sampling, filled on a background thread while the engine
+handles the last step's outputs.
+
+Once a step's tokens are back, the engine (`LLMEngine._finish`):
+1. feeds every constrained sequence its token (`MaskFill.advance`, batched, cheap);
+2. hands the masks of the sequences it expects to sample next to one background worker
+   (`MaskFill.start`); llguidance's executor fills them with the GIL dropped;
+3. detokenises, checks stop strings and builds the outputs (then commits blocks) meanwhile;
+4. and, as it launches that sampling, takes the rows (`MaskFill.masks`), waiting only for
+   what is left of the fill.
+
+Which sequences come next: with the overlapped loop (inflight.py) the sampled rows of the step
+just launched, known exactly; with the plain loop the sequences just sampled, since the next
+step is not scheduled yet (the fill then also runs beside the next call's scheduling and
+forward pass). A sampled sequence whose row was not foreseen (a prompt that just completed, a
+forked choice, n > 1) is filled on the spot; a foreseen one that is not sampled (it ended on a
+stop string or max_tokens, was aborted or preempted) just leaves its row unused.
+
+Invariants:
+- While a fill runs no other thread touches its matchers: the engine advances matchers only
+  through `advance`, which first waits for a fill in flight.
+- A background row is used only if its sequence has not grown since the fill started (so its
+  matcher has consumed no token since): a stale fill never masks a later step.
+- One worker thread, started on first use; a step with no constrained sequence to fill hands
+  nothing to it and waits for nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+import torch
+
+from .grammar import GrammarMask, Grammars
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class _Job:
+    """A fill in the background: row j of its result is seqs[j]'s mask at length lengths[j]."""
+
+    seqs: list[Sequence]
+    lengths: list[int]
+    bits: Future[torch.Tensor]
+
+
+class MaskFill:
+    """The engine's one background mask filler (see the module docstring)."""
+
+    def __init__(self, grammars: Grammars) -> None:
+        self.grammars = grammars
+        self._worker: ThreadPoolExecutor | None = None
+        self._job: _Job | None = None
+
+    def advance(self, seqs: list[Sequence], tokens: list[int]) -> list[bool]:
+        """`Grammars.advance`, once no fill is running: per sequence, whether its grammar is
+        complete."""
+        if self._job is not None:
+            wait([self._job.bits])
+        return self.grammars.advance(seqs, tokens)
+
+    def start(self, seqs: list[Sequence]) -> None:
+        """Start filling, in the background, the masks of those of `seqs` that are constrained
+        and may be sampled again (running, grammar not complete, not at their length limit).
+        Replaces any fill not taken."""
+        rows = [s for s in seqs if s.matcher is not None and s.status is SequenceStatus.RUNNING
+                and not s.last_token_in_flight and not s.matcher.is_stopped()]
+        if self._job is not None:
+            wait([self._job.bits])
+            self._job = None
+        if not rows:
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="kvmesh-grammar-fill")
+        self._job = _Job(rows, [s.num_tokens for s in rows],
+                         self._worker.submit(self.grammars.fill, rows))
+
+    def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
+        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled): rows
+        filled in the background where still valid, the others filled now. Takes the fill in
+        flight (waiting for it); None when no row of `seqs` is constrained."""
+        start = time.perf_counter()
+        try:
+            return self._take(seqs)
+        finally:
+            self.grammars.stats.mask_wait_seconds += time.perf_counter() - start
+
+    def _take(self, seqs: list[Sequence]) -> GrammarMask | None:
+        job, self._job = self._job, None
+        filled = job.bits.result() if job is not None else None
+        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
+        if not rows:
+            return None
+        self.grammars.stats.constrained_tokens += len(rows)
+        at: dict[Sequence, int] = {}
+        if job is not None:
+            at = {s: j for j, (s, n) in enumerate(zip(job.seqs, job.lengths, strict=True))
+                  if s.num_tokens == n}
+        src = [at.get(seqs[i], -1) for i in rows]
+        if filled is not None and src == list(range(len(filled))):
+            return GrammarMask(torch.tensor(rows), filled)  # the fill foresaw exactly these
+        bits = torch.empty((len(rows), self.grammars.words), dtype=torch.int32)
+        hit = [k for k, j in enumerate(src) if j >= 0]
+        if hit:
+            bits[hit] = filled[[src[k] for k in hit]]
+        missing = [k for k, j in enumerate(src) if j < 0]
+        if missing:
+            bits[missing] = self.grammars.fill([seqs[rows[k]] for k in missing])
+        return GrammarMask(torch.tensor(rows), bits)
