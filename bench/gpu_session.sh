@@ -83,7 +83,8 @@ kernels)
   timeout 200 python3 bench/workload_profile.py --out "$OUT" 2>&1 \
     | tee "$OUT/workload_profile.log" | tail -9
   timeout 150 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
-    --model dummy:llama-3.1-8b --tokenizer $TOK 2>&1 | tee "$OUT/structured_8b.log" | tail -1
+    --model .bench_models/llama-3.1-8b-shaped --load-format dummy 2>&1 \
+    | tee "$OUT/structured_8b.log" | tail -1
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels"; exit 2 ;;
 esac

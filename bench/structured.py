@@ -3,6 +3,7 @@ against the same N unconstrained, plus grammar compile time and cache hits.
 
     python -m bench.structured --device cuda --seqs 64 --tokens 256 \
         [--model dummy:smollm2-135m --tokenizer tokenizer.json]
+        [--model <HF folder> --load-format dummy]
 
 Prints one JSON line. On CUDA the target is constrained >= 90 % of free output tok/s.
 Throughput is output tokens over wall time. Constrained sequences end when their JSON does, so
@@ -76,12 +77,14 @@ def run(engine, prompt: list[int], seqs: int, tokens: int | list[int], constrain
             "lengths": [out[i] for i in range(seqs)]}
 
 
-def build_engine(model: str | None, device: str, tokenizer_json: str | None, seqs: int):
-    """The engine of `model`; dummy weights get the tokenizer of `tokenizer_json`."""
+def build_engine(model: str | None, device: str, tokenizer_json: str | None, seqs: int,
+                 load_format: str = "auto"):
+    """The engine of `model`; dummy weights get the tokenizer of `tokenizer_json`, or with
+    `load_format="dummy"` an HF folder's own config and tokenizer get random weights."""
     from inference.engine.config import EngineConfig
     from inference.engine.engine import LLMEngine
 
-    config = EngineConfig(device=device, max_num_seqs=max(seqs, 8))
+    config = EngineConfig(device=device, max_num_seqs=max(seqs, 8), load_format=load_format)
     if model is None or not model.startswith("dummy:"):
         return LLMEngine.from_model(model, config)
     import tokenizers
@@ -99,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--tokenizer", default=None, help="tokenizer.json for dummy weights")
+    ap.add_argument("--load-format", default="auto", help="dummy: an HF folder, random weights")
     ap.add_argument("--export-tokenizer", default=None, help="write the model's tokenizer.json")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seqs", type=int, default=64)
@@ -114,7 +118,7 @@ def main() -> None:
         with open(args.export_tokenizer, "w", encoding="utf-8") as f:
             f.write(tok.to_json())
         return
-    engine = build_engine(args.model, args.device, args.tokenizer, args.seqs)
+    engine = build_engine(args.model, args.device, args.tokenizer, args.seqs, args.load_format)
     tok = engine.tokenizer
     prompt = tok.encode("Describe a person as JSON: ")
     engine.grammars.warm()  # as a served engine does at start-up (engine_loop.py)
