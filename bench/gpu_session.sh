@@ -8,6 +8,8 @@
 #   bash bench/gpu_session.sh graphs    GPU tests, then TTFT hop by hop and 1 and 32 streams
 #   bash bench/gpu_session.sh kernels   decode-attention tiles, the 8B workload by step kind and
 #                                       kernel family, constrained vs free on 8B shapes
+#   bash bench/gpu_session.sh engine    both presets' engine from a fresh process (overlapped
+#                                       loop), constrained vs free on both, batch-1 decode tiles
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,15 @@ ttft_hops() {  # TTFT hop by hop, then 1 and 32 SmolLM2 streams through the mesh
   timeout 150 python3 bench/gpu_serving.py --model .bench_models/SmolLM2-135M-Instruct \
     --load-format dummy --levels 1,32 --duration 10 --warmup 3 --engine-duration 8 \
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -5
+}
+
+structured_runs() {  # constrained vs free: SmolLM2 shapes (lanes 1 and 16), 8B shapes
+  timeout 120 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+    --model dummy:smollm2-135m --tokenizer $TOK --grammar-lanes 1,16 2>&1 \
+    | tee "$OUT/structured.log" | tail -1
+  timeout 150 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
+    --model .bench_models/llama-3.1-8b-shaped --load-format dummy 2>&1 \
+    | tee "$OUT/structured_8b.log" | tail -1
 }
 
 case "$1" in
@@ -82,9 +93,14 @@ kernels)
     | tail -7
   timeout 200 python3 bench/workload_profile.py --out "$OUT" 2>&1 \
     | tee "$OUT/workload_profile.log" | tail -9
-  timeout 150 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
-    --model .bench_models/llama-3.1-8b-shaped --load-format dummy 2>&1 \
-    | tee "$OUT/structured_8b.log" | tail -1
+  structured_runs
   ;;
-*) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels"; exit 2 ;;
+engine)
+  timeout 260 python3 bench/engine_host.py --runs 1 --presets llama-3.1-8b,smollm2-135m \
+    --modes async --out "$OUT" 2>&1 | tee "$OUT/engine_host.log" | tail -4
+  structured_runs
+  timeout 60 python3 bench/decode_tiles.py --shapes b1 --out "$OUT" 2>&1 | tail -2
+  ;;
+*) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine"
+  exit 2 ;;
 esac
