@@ -9,7 +9,8 @@
 #   bash bench/gpu_session.sh kernels   decode-attention tiles, the 8B workload by step kind and
 #                                       kernel family, constrained vs free on 8B shapes
 #   bash bench/gpu_session.sh engine    both presets' engine from a fresh process (overlapped
-#                                       loop), constrained vs free on both, batch-1 decode tiles
+#                                       loop), constrained vs free on both, batch-1 decode tiles,
+#                                       the projections' GEMMs under cuBLAS and cuBLASLt
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +101,7 @@ engine)
     --modes async --out "$OUT" 2>&1 | tee "$OUT/engine_host.log" | tail -4
   structured_runs
   timeout 60 python3 bench/decode_tiles.py --shapes b1 --out "$OUT" 2>&1 | tail -2
+  timeout 60 python3 bench/blas_backends.py --out "$OUT" 2>&1 | tail -28
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine"
   exit 2 ;;
