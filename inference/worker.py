@@ -285,9 +285,9 @@ class Worker(Actor):
                 self._emit(frames, st, Chunk(out.request_id, st.seq, out.index, "", [],
                                              embedding=out.embedding), out.usage)
         frames.send()
-        self._kv_events(step)
-        if step.crashed is None:
+        if step.crashed is None:  # behind the frames, ahead of the KV events: see _publisher
             self._out.put_nowait(_StepTelemetry(step, arrived))
+        self._kv_events(step)
 
     def _emit(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None) -> None:
         """Hot path: `chunk` into its gateway's frame; with `usage`, the request's last."""
@@ -322,8 +322,9 @@ class Worker(Actor):
 
     async def _publisher(self) -> None:
         """The one task that publishes outputs, so frames leave in the order they were made.
-        A step's telemetry comes after its frames in the queue; the yield before it lets the
-        NATS client's flusher task, woken by those publishes, write them to the socket first."""
+        A step's telemetry comes right after its frames in the queue (its KV events after it);
+        the yield before it lets the NATS client's flusher task, woken by those publishes,
+        write the frames to the socket before anything else is encoded."""
         while True:
             item = await self._out.get()
             try:
