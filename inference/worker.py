@@ -334,7 +334,10 @@ class Worker(Actor):
                 else:
                     await self.publish(*item)
             except Exception:
-                log.exception("publishing %s failed", type(item).__name__)
+                if isinstance(item, _StepTelemetry):
+                    log.exception("a step's telemetry failed")
+                else:
+                    log.exception("publish to %s failed", item[0])
             finally:
                 self._out.task_done()
 
