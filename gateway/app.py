@@ -385,19 +385,23 @@ async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[st
 
 async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: Stream,
                   headers: dict[str, str]) -> web.StreamResponse:
-    batch = await stream.batch()  # errors before the first chunk keep their HTTP status
+    """SSE from the first chunk on. What does not need it is made while it is awaited, and each
+    batch is written before its telemetry (issue 12: the first token's path is short)."""
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage,
                         req.tool_names, req.n)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
-    sse.response.headers.update({**_route_headers(stream), **headers})
-    await sse.start()
     rec = telemetry_http.record(request)
+    batch = await stream.batch()  # errors before the first chunk keep their HTTP status
+    sse.response.headers.update({**_route_headers(stream), **headers})  # its worker now
+    await sse.start()
     try:
         if req.kind == "chat":
             await sse.send(*(shape.role(i) for i in range(req.n)))
         while batch:
-            rec.on_chunks(batch)
-            await sse.send(*(p for c in coalesce(batch) for p in shape.payloads(c)))
+            try:
+                await sse.send(*(p for c in coalesce(batch) for p in shape.payloads(c)))
+            finally:
+                rec.on_chunks(batch)
             batch = await stream.batch()
         if req.include_usage:
             payload = shape.usage(stream.usage)

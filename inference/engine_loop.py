@@ -33,6 +33,7 @@ from inference.engine import tp_launch
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
+from inference.engine_pipe import dumps
 from inference.engine_protocol import (
     Abort,
     AddEmbedding,
@@ -115,7 +116,7 @@ class EngineLoop:
                 step.snapshot = list(engine.kv.cached_hashes())
             if (step.outputs or step.rejected or step.crashed or step.stored or step.evicted
                     or step.snapshot is not None or step.embeddings):
-                self.steps.send(step)
+                self.steps.send_bytes(dumps(step))  # hot path: see engine_pipe.dumps
 
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
         """Apply every pending command; wait for one first when `block` (idle)."""

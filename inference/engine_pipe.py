@@ -3,7 +3,9 @@
 Contract:
 - Frames are `multiprocessing.Connection`'s: a 4-byte big-endian signed length (or -1, then an
   8-byte length, for a frame over 2 GiB) and the pickled object, so the engine process keeps
-  its plain blocking `Connection.send` and `recv`.
+  its plain blocking `Connection.send_bytes` and `recv`. Bodies are plain `pickle` (`dumps`),
+  not `ForkingPickler`: the messages hold no pipes or sockets, and a ForkingPickler is built
+  per call (~80 us a frame when the process has been idle, as at one stream).
 - `CommandWriter.send(obj)` writes the frame at once from the loop thread (one `write` on a
   non-blocking pipe); what the pipe cannot take now (the engine is busy in a long step and its
   buffer is full) is buffered by the transport and written when the engine reads, in order.
@@ -25,16 +27,20 @@ import pickle
 import struct
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
 
 
+def dumps(obj: Any) -> bytes:
+    """`obj` as a frame's body (what `Connection.send_bytes` takes and `recv` unpickles)."""
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+
+
 def frame(obj: Any) -> bytes:
     """`obj` as one `Connection` frame."""
-    body = bytes(ForkingPickler.dumps(obj))
+    body = dumps(obj)
     if len(body) > 0x7FFFFFFF:
         return _SHORT.pack(-1) + _LONG.pack(len(body)) + body
     return _SHORT.pack(len(body)) + body

@@ -8,9 +8,11 @@ Contract:
 - `@admission` decorates the worker's generate handler: it opens `inference.generate` in the
   caller's trace (the actor attached it) and keeps it current for the handler; a returned
   `ErrorReply` ends it as an error, an `Accepted` leaves it open until the request ends.
-- `on_step(step)` (loop thread, once per delivered engine step) reads the step's record and
-  outputs: queue time (admission to the first step that scheduled the request), time to first
-  token, inter-token latency per choice, finish reasons, usage; it ends a request's span when
+- `on_step(step, arrived)` (loop thread, once per delivered engine step; `arrived` is the
+  `time.monotonic()` of the step's arrival, as the worker may publish the step's tokens first)
+  reads the step's record and outputs: queue time (admission to the first step that scheduled
+  the request), time to first token, inter-token latency per choice, finish reasons, usage
+  (all timed at `arrived`); it ends a request's span when
   its usage arrives, or as an error when the step reports it failed. A step that served a
   traced request becomes an `engine.step` span: child of the first such request's span, linked
   to every traced request it served, with batch size and prefill/decode token counts.
@@ -83,9 +85,9 @@ class GenerationTelemetry:
 
     # -- per step (loop thread) ------------------------------------------------------------
 
-    def on_step(self, step: EngineStep) -> None:
+    def on_step(self, step: EngineStep, arrived: float) -> None:
         """Hot path: once per delivered step. See the module contract."""
-        now = time.monotonic()
+        now = arrived
         if step.scheduled:
             self._on_record(step, now)
         m = self.metrics

@@ -16,6 +16,10 @@ Contract:
   holding every cached key, taken after the engine's next step's own events.
 - The engine runs in its own process behind `EngineClient`: the model never waits for this
   process's network code, and this process never waits for a step.
+- A step's frames are published before its telemetry runs (spans, metrics): a first token
+  does not wait for bookkeeping. The telemetry reads the step's arrival time, so its token
+  timings are those of the step, not of the publishing; a step that crashed is recorded at
+  once (its failures name the requests held at that moment).
 - If the engine process dies, every request in flight ends with a 502 `worker_died` error, the
   worker publishes a draining heartbeat (routers stop sending to it) and exits non-zero, so its
   supervisor (`kvmesh up`, compose, Kubernetes) restarts it.
@@ -85,6 +89,14 @@ class EngineDied(RuntimeError):
 
 
 @dataclass
+class _StepTelemetry:
+    """A step's telemetry, queued behind the step's frames (see `Worker._publisher`)."""
+
+    step: EngineStep
+    arrived: float  # time.monotonic() when the step reached the worker
+
+
+@dataclass
 class Active:
     """Loop-side state of one admitted request."""
 
@@ -105,7 +117,7 @@ class Worker(Actor):
         self.active: dict[str, Active] = {}
         self.cancelled: dict[str, float] = {}
         self.engine_gone: str | None = None
-        self._out: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+        self._out: asyncio.Queue[tuple[str, Message] | _StepTelemetry] = asyncio.Queue()
         self._kv_seq = 0  # KVEvent.seq of the last event sent
         self.on_drain.append(self._finish_inflight)
 
@@ -243,10 +255,11 @@ class Worker(Actor):
 
     def _on_step(self, step: EngineStep) -> None:
         """Hot path, once per engine step: one `Deltas` frame per destination gateway (more
-        when embedding vectors would make one too big)."""
-        self.telemetry.on_step(step)
+        when embedding vectors would make one too big), then the step's telemetry."""
+        arrived = time.monotonic()
         frames = _Frames(self.worker_id, self._out)
         if step.crashed is not None:
+            self.telemetry.on_step(step, arrived)  # at once: it fails the requests held now
             for rid, st in self.active.items():
                 frames.get(st.reply_to).errors.append(
                     StreamError(rid, error_table.engine_crashed(step.crashed)))
@@ -272,6 +285,8 @@ class Worker(Actor):
                 self._emit(frames, st, Chunk(out.request_id, st.seq, out.index, "", [],
                                              embedding=out.embedding), out.usage)
         frames.send()
+        if step.crashed is None:  # behind the frames, ahead of the KV events: see _publisher
+            self._out.put_nowait(_StepTelemetry(step, arrived))
         self._kv_events(step)
 
     def _emit(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None) -> None:
@@ -306,13 +321,23 @@ class Worker(Actor):
             self._out.put_nowait((subject, f))
 
     async def _publisher(self) -> None:
-        """The one task that publishes outputs, so frames leave in the order they were made."""
+        """The one task that publishes outputs, so frames leave in the order they were made.
+        A step's telemetry comes right after its frames in the queue (its KV events after it);
+        the yield before it lets the NATS client's flusher task, woken by those publishes,
+        write the frames to the socket before anything else is encoded."""
         while True:
-            subject, msg = await self._out.get()
+            item = await self._out.get()
             try:
-                await self.publish(subject, msg)
+                if isinstance(item, _StepTelemetry):
+                    await asyncio.sleep(0)
+                    self.telemetry.on_step(item.step, item.arrived)
+                else:
+                    await self.publish(*item)
             except Exception:
-                log.exception("publish to %s failed", subject)
+                if isinstance(item, _StepTelemetry):
+                    log.exception("a step's telemetry failed")
+                else:
+                    log.exception("publish to %s failed", item[0])
             finally:
                 self._out.task_done()
 
