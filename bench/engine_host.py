@@ -102,12 +102,10 @@ def decode_graph_step(llm, batch: int):
     the captured graph of the smallest size that holds them, the LM head and argmax."""
     eng = llm.engine
     graphs = eng.graph_decoder
-    bs = next(b for b in graphs.sizes if b >= batch)
     model = eng.runner.model
 
     def once():
-        graphs.graphs[bs].replay()
-        return model.compute_logits(graphs.outputs[bs][:batch]).argmax(dim=-1)
+        return model.compute_logits(graphs.replay_decode(batch)).argmax(dim=-1)
 
     return once
 

@@ -172,6 +172,16 @@ class CudaGraphDecoder:
         t = next((t for t in self.buckets if t >= n), None)
         return None if t is None else _Shape(t, self.mixed_seqs, False)
 
+    def replay_decode(self, batch: int) -> torch.Tensor:
+        """Replay the decode graph that holds `batch` rows on whatever its buffers hold (the
+        GPU work of one decode step and nothing else, for benchmarks); its first `batch`
+        output rows."""
+        shape = self._fit(batch, batch, True)
+        if shape is None:
+            raise ValueError(f"no decode graph holds {batch} rows")
+        self.graphs[shape].replay()
+        return self.outputs[shape][:batch]
+
     def run(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
