@@ -13,8 +13,9 @@ loop. A child measures:
 - the GPU floor of the same step: the decode graph, the LM head and argmax replayed back to
   back with no host work between them; `gpu busy` = floor / measured step;
 - for 8B shapes, nano-vllm's workload (256 sequences, input and output lengths uniform in
-  100..1024, temperature 0.6, ignore_eos): output tok/s, mean step, and GPU busy over 20
-  mid-run steps (CUDA kernel time from the profiler over the unprofiled mean step); and the
+  100..1024, temperature 0.6, ignore_eos): output tok/s and mean step of an unprofiled run,
+  and GPU busy over 20 mid-run steps (CUDA kernel time from the profiler, in a second pass,
+  over the unprofiled run's mean step at the same point); and the
   same prompts with 512 greedy output tokens each, the workload of the transformers peer.
 
 Peers, each in its own process too (8B shapes only): `hf-batch` is transformers'
@@ -126,31 +127,38 @@ def gpu_floor_ms(llm, batch: int, reps: int = 50) -> float:
 
 
 def throughput(llm) -> dict:
+    """The workload timed with nothing else in the process, then a second pass of it
+    profiled for 20 steps from step 400 and stopped there. A profiler window inside the
+    timed run slowed every later step (seventh session: 6,958 out tok/s with it, 9,732 in
+    `workload_profile.py` without it)."""
     from torch.profiler import ProfilerActivity, profile
 
     from bench.gpu_engine import submit_workload, sync_time
 
-    submit_workload(llm)
     eng = llm.engine
+    submit_workload(llm)
     out_tokens = steps = 0
-    window = (0.0, 0)  # unprofiled seconds and steps just before the profiled ones
-    kernel_ms = 0.0
     t0 = sync_time()
     while eng.has_unfinished():
         if steps == 300:
             w0 = sync_time()
         if steps == 400:
-            window = (sync_time() - w0, 100)
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(20):
-                    out_tokens += sum(len(o.token_ids) for o in eng.step())
-                    steps += 1
-            kernel_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / 20
-            continue
+            window_s = sync_time() - w0  # unprofiled steps 300-399, as the profiled ones
         out_tokens += sum(len(o.token_ids) for o in eng.step())
         steps += 1
     elapsed = sync_time() - t0
-    window_step_ms = window[0] / window[1] * 1e3 if window[1] else float("nan")
+    submit_workload(llm)
+    for _ in range(400):
+        eng.step()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(20):
+            eng.step()
+        sync_time()
+    kernel_ms = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / 20
+    eng.abort_all()
+    while eng.has_unfinished():
+        eng.step()
+    window_step_ms = window_s / 100 * 1e3
     return {"out_tok_per_s": out_tokens / elapsed, "output_tokens": out_tokens,
             "steps": steps, "mean_step_ms": elapsed / steps * 1e3,
             "mid_step_ms": window_step_ms, "mid_kernel_ms": kernel_ms,
