@@ -135,7 +135,7 @@ def main() -> None:
         from inference.engine.grammar_fill import MaskFill
 
         engine.grammars = Grammars(tok, engine.grammars.vocab_size, engine.eos_ids, lanes=n)
-        engine.fill = MaskFill(engine.grammars)
+        engine.fill = MaskFill(engine.grammars, pinned=engine.device.type == "cuda")
         engine.grammars.warm()
         run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)  # lanes' own states
         r = run(engine, prompt, args.seqs, args.tokens, True, seed=args.seqs)

@@ -195,12 +195,14 @@ class Grammars:
         self.stats.constrained_tokens += len(rows)
         return GrammarMask(torch.tensor(rows), self.fill([seqs[i] for i in rows]))
 
-    def fill(self, seqs: list[Sequence]) -> torch.Tensor:
-        """[len(seqs), words] int32: row j is the mask of seqs[j] (each constrained) in its
-        matcher's current state. Safe on any one thread at a time, with the GIL dropped while
-        it fills, provided no other thread touches these matchers meanwhile."""
+    def fill(self, seqs: list[Sequence], out: torch.Tensor | None = None) -> torch.Tensor:
+        """[len(seqs), words] int32 (`out` when given: contiguous, on the CPU): row j is the
+        mask of seqs[j] (each constrained) in its matcher's current state. Safe on any one
+        thread at a time, with the GIL dropped while it fills, provided no other thread
+        touches these matchers meanwhile."""
         start = time.perf_counter()
-        bits = torch.empty((len(seqs), self.words), dtype=torch.int32)
+        bits = out if out is not None else torch.empty((len(seqs), self.words),
+                                                       dtype=torch.int32)
         self._fill([s.matcher for s in seqs], bits, [s.grammar_lane for s in seqs])
         self.stats.mask_seconds += time.perf_counter() - start
         return bits

@@ -51,10 +51,27 @@ class _Job:
 class MaskFill:
     """The engine's one background mask filler (see the module docstring)."""
 
-    def __init__(self, grammars: Grammars) -> None:
+    def __init__(self, grammars: Grammars, pinned: bool = False) -> None:
+        """`pinned` (CUDA): background fills write straight into one pinned host buffer, so
+        the sampler's host-to-device copy of the mask needs no staging copy (measured on the
+        H200's host: pinning a fresh 1 MB mask each step cost ~1.4 ms of the step)."""
         self.grammars = grammars
         self._worker: ThreadPoolExecutor | None = None
         self._job: _Job | None = None
+        self._pinned = pinned
+        self._buffer: torch.Tensor | None = None
+
+    def _out(self, rows: int) -> torch.Tensor | None:
+        """The first `rows` rows of the pinned buffer (grown as needed), or None. The buffer is
+        rewritten only by `start`, which the engine calls once the last sampling's tokens are
+        back: the host-to-device copy of the mask it used was queued before that sampling on
+        the same stream, so it has finished reading the buffer."""
+        if not self._pinned:
+            return None
+        if self._buffer is None or self._buffer.shape[0] < rows:
+            self._buffer = torch.empty((max(rows, 64), self.grammars.words), dtype=torch.int32,
+                                       pin_memory=True)
+        return self._buffer[:rows]
 
     def advance(self, seqs: list[Sequence], tokens: list[int]) -> list[bool]:
         """`Grammars.advance`, once no fill is running: per sequence, whether its grammar is
@@ -78,15 +95,16 @@ class MaskFill:
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="kvmesh-grammar-fill")
         entered = threading.Event()
         self._job = _Job(rows, [s.num_tokens for s in rows],
-                         self._worker.submit(self._fill, rows, entered))
+                         self._worker.submit(self._fill, rows, entered, self._out(len(rows))))
         # Wait (GIL dropped) until the worker runs the fill. Without this the engine's thread,
         # busy in Python with the outputs, keeps the GIL and the worker waits for it a whole
         # switch interval (5 ms): on the H200 the fill then ran after the outputs, not beside.
         entered.wait()
 
-    def _fill(self, rows: list[Sequence], entered: threading.Event) -> torch.Tensor:
+    def _fill(self, rows: list[Sequence], entered: threading.Event,
+              out: torch.Tensor | None) -> torch.Tensor:
         entered.set()  # llguidance drops the GIL a few microseconds later, inside `fill`
-        return self.grammars.fill(rows)
+        return self.grammars.fill(rows, out)
 
     def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
         """The bitmask of the constrained rows of `seqs` (the rows about to be sampled): rows

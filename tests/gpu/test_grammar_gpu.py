@@ -71,3 +71,22 @@ def test_constrained_and_free_rows_share_a_cuda_batch(engine) -> None:
     for rid in constrained:
         assert reasons[rid] == "stop", texts[rid]
         jsonschema.validate(json.loads(texts[rid]), SCHEMA)
+
+
+def test_masks_filled_into_pinned_memory_give_the_same_tokens(engine) -> None:
+    """On CUDA the background fill writes into one pinned buffer that every step reuses
+    (grammar_fill.py); a pageable fill per step must give exactly the same tokens."""
+    from inference.engine.grammar_fill import MaskFill
+
+    ids = engine.tokenizer.encode("A user record, as JSON: ")
+    reqs = {f"c{i}": SamplingParams(max_tokens=48, temperature=1.0, seed=40 + i,
+                                    grammar_kind="json_schema", grammar=json.dumps(SCHEMA))
+            for i in range(24)}
+    assert engine.fill._pinned
+    pinned, _, _ = _run(engine, reqs, ids)
+    engine.fill = MaskFill(engine.grammars, pinned=False)
+    try:
+        pageable, _, _ = _run(engine, reqs, ids)
+    finally:
+        engine.fill = MaskFill(engine.grammars, pinned=True)
+    assert pinned == pageable

@@ -93,11 +93,11 @@ def test_the_fill_runs_beside_the_output_handling(engines, monkeypatch) -> None:
     filling, handling = threading.Event(), threading.Event()
     met: list[bool] = []
 
-    def fill_beside(seqs):
+    def fill_beside(seqs, out=None):
         if threading.current_thread() is not threading.main_thread() and not filling.is_set():
             filling.set()
             met.append(handling.wait(10))
-        return fill(seqs)
+        return fill(seqs, out)
 
     def on_token_beside(*args):
         if not handling.is_set():
@@ -131,11 +131,11 @@ def test_an_abort_while_a_mask_fills_drops_its_row(engines, monkeypatch) -> None
     alone = _drain(engine, {k: v for k, v in requests.items() if k != "gone"})[0]
     fill, gate, blocked = engine.grammars.fill, threading.Event(), []
 
-    def gated_fill(seqs):
+    def gated_fill(seqs, out=None):
         if threading.current_thread() is not threading.main_thread() and not gate.is_set():
             blocked.append(True)
             gate.wait(10)
-        return fill(seqs)
+        return fill(seqs, out)
 
     monkeypatch.setattr(engine.grammars, "fill", gated_fill)
     for rid, (ids_, params) in requests.items():
