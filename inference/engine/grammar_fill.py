@@ -7,7 +7,8 @@ Once a step's tokens are back, the engine (`LLMEngine._finish`):
    (`MaskFill.start`); llguidance's executor fills them with the GIL dropped;
 3. detokenises, checks stop strings and builds the outputs (then commits blocks) meanwhile;
 4. and, as it launches that sampling, takes the rows (`MaskFill.masks`), waiting only for
-   what is left of the fill.
+   what is left of the fill. On CUDA the rows are filled straight into one pinned buffer, which
+   the sampler copies to the device without a staging copy.
 
 Which sequences come next: with the overlapped loop (inflight.py) the sampled rows of the step
 just launched, known exactly; with the plain loop the sequences just sampled, since the next
