@@ -9,7 +9,8 @@
 #   bash bench/gpu_session.sh kernels   decode-attention tiles, the 8B workload by step kind and
 #                                       kernel family, constrained vs free on 8B shapes
 #   bash bench/gpu_session.sh engine    both presets' engine from a fresh process (overlapped
-#                                       loop), constrained vs free on both, batch-1 decode tiles,
+#                                       loop), constrained vs free on both and the host time of
+#                                       their steps by phase, batch-1 decode tiles,
 #                                       the projections' GEMMs under cuBLAS and cuBLASLt
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
@@ -100,6 +101,8 @@ engine)
   timeout 260 python3 bench/engine_host.py --runs 1 --presets llama-3.1-8b,smollm2-135m \
     --modes async --out "$OUT" 2>&1 | tee "$OUT/engine_host.log" | tail -4
   structured_runs
+  timeout 90 python3 bench/step_phases.py --model .bench_models/llama-3.1-8b-shaped \
+    --load-format dummy 2>&1 | tee "$OUT/step_phases.log" | tail -2
   timeout 60 python3 bench/decode_tiles.py --shapes b1 --out "$OUT" 2>&1 | tail -2
   timeout 60 python3 bench/blas_backends.py --out "$OUT" 2>&1 | tail -28
   ;;
