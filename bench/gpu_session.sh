@@ -7,7 +7,7 @@
 #   bash bench/gpu_session.sh latency   grammar host cost, TTFT hop by hop, 1 and 32 streams
 #   bash bench/gpu_session.sh graphs    GPU tests, then TTFT hop by hop and 1 and 32 streams
 #   bash bench/gpu_session.sh kernels   decode-attention tiles, the 8B workload by step kind and
-#                                       kernel family, constrained vs free on 8B shapes
+#                                       kernel family, constrained vs free on both shapes
 #   bash bench/gpu_session.sh engine    both presets' engine from a fresh process (overlapped
 #                                       loop), constrained vs free on both and the host time of
 #                                       their steps by phase, batch-1 decode tiles,
