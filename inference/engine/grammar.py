@@ -20,11 +20,12 @@ Contract:
   `Sequence.grammar_lane`): its rayon pool splits the row list into contiguous halves, and in
   batch order (row i on lane i % lanes) every power-of-two split starts on the same lane, so
   the threads walk the lanes in step and queue on each lock.
-- `masks(seqs)` returns the bitmask of the constrained rows only (`GrammarMask`), or None when
-  no row is constrained: a batch without grammars pays nothing. Unconstrained rows are never
-  touched, so their tokens do not depend on what else is in the batch. Its core, `fill(seqs)`,
-  may run on any one thread while no other thread touches those matchers: the engine calls it
-  on a background thread through `grammar_fill.MaskFill`, which keeps that rule.
+- `fill(seqs)` gives the bitmask rows of constrained sequences; the engine asks only for the
+  constrained rows of a step (`grammar_fill.MaskFill.masks` makes the `GrammarMask`), so a
+  batch without grammars pays nothing, and unconstrained rows are never touched: their tokens
+  do not depend on what else is in the batch. `fill` may run on any one thread while no other
+  thread touches those matchers: the engine calls it on a background thread through
+  `MaskFill`, which keeps that rule.
 - `advance(seqs, tokens)` feeds each sequence its sampled token and says, per sequence,
   whether its grammar is complete (it should stop). The matcher lives on the `Sequence`, and
   a sequence preempted by recompute keeps its generated tokens (only their K/V is
@@ -185,15 +186,6 @@ class Grammars:
             raise InvalidParameter("grammar", matcher.get_error())
         matcher.compute_bitmask()  # llguidance compiles lazily: pay it now, not mid-batch
         return matcher
-
-    def masks(self, seqs: list[Sequence]) -> GrammarMask | None:
-        """The bitmask of the constrained rows of `seqs` (the rows about to be sampled),
-        filled now on the calling thread."""
-        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
-        if not rows:
-            return None
-        self.stats.constrained_tokens += len(rows)
-        return GrammarMask(torch.tensor(rows), self.fill([seqs[i] for i in rows]))
 
     def fill(self, seqs: list[Sequence], out: torch.Tensor | None = None) -> torch.Tensor:
         """[len(seqs), words] int32 (`out` when given: contiguous, on the CPU): row j is the
