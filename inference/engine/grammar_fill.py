@@ -100,7 +100,8 @@ class MaskFill:
         # Wait (GIL dropped) until the worker runs the fill. Without this the engine's thread,
         # busy in Python with the outputs, keeps the GIL and the worker waits for it a whole
         # switch interval (5 ms): on the H200 the fill then ran after the outputs, not beside.
-        entered.wait()
+        # Bounded: a late start costs only speed, as `masks` waits for the fill itself.
+        entered.wait(1.0)
 
     def _fill(self, rows: list[Sequence], entered: threading.Event,
               out: torch.Tensor | None) -> torch.Tensor:
