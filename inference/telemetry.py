@@ -12,8 +12,9 @@ Contract:
   `time.monotonic()` of the step's arrival, as the worker may publish the step's tokens first)
   reads the step's record and outputs: queue time (admission to the first step that scheduled
   the request), time to first token, inter-token latency per choice, finish reasons, usage
-  (all timed at `arrived`); it ends a request's span when
-  its usage arrives, or as an error when the step reports it failed. A step that served a
+  (all timed at `arrived`); it ends a request's span when its usage arrives (its end time is
+  `arrived`, so it still ends before the gateway's span, which waits for the published frames),
+  or as an error when the step reports it failed. A step that served a
   traced request becomes an `engine.step` span: child of the first such request's span, linked
   to every traced request it served, with batch size and prefill/decode token counts.
 - `cancelled(rid)` and `abort_all(why)` end spans of requests that will never finish.
@@ -170,7 +171,7 @@ class GenerationTelemetry:
         if rt.clock.ttft_ms is not None:
             attrs["kvmesh.ttft_ms"] = rt.clock.ttft_ms
         s.set_attributes(attrs)
-        s.end()
+        s.end(end_time=_epoch_ns(now))  # when its last step arrived, not when this runs
 
     # -- requests that will not finish -----------------------------------------------------
 
@@ -251,3 +252,8 @@ def admission(handler: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return inner
+
+
+def _epoch_ns(monotonic: float) -> int:
+    """A `time.monotonic()` reading of the recent past as epoch nanoseconds (span times)."""
+    return time.time_ns() - int((time.monotonic() - monotonic) * 1e9)
