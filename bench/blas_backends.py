@@ -14,9 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.graph_timing import graph_us
 
 SHAPES = {  # name: (out_features, in_features)
     "8b.qkv": (6144, 4096), "8b.o": (4096, 4096), "8b.gate_up": (28672, 4096),
@@ -26,22 +31,10 @@ SHAPES = {  # name: (out_features, in_features)
 }
 
 
-def time_us(w: torch.Tensor, rows: int, reps: int = 20) -> float:
+def time_us(w: torch.Tensor, rows: int) -> float:
     x = torch.randn(rows, w.shape[1], device="cuda", dtype=w.dtype)
     out = F.linear(x, w)  # warm-up: the library picks its kernel here
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            torch.mm(x, w.t(), out=out)
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / (5 * reps) * 1e3
+    return graph_us(lambda: torch.mm(x, w.t(), out=out))
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.graph_timing import graph_us
 from inference.engine.triton_kernels import decode_attention as da
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 32, 8, 128, 16
@@ -42,26 +43,14 @@ def problem(batch: int, lo: int, hi: int, seed: int = 0):
     return q, pool, tables.to(torch.int32).cuda(), lens.to(torch.int32).cuda()
 
 
-def time_us(q, kv, tables, lens, splits: int, reps: int = 20) -> tuple[float, torch.Tensor]:
-    """Microseconds per call: `reps` calls captured in one CUDA graph, replayed five times,
-    so host launch time (tens of microseconds a Triton launch) stays out of it."""
+def time_us(q, kv, tables, lens, splits: int) -> tuple[float, torch.Tensor]:
+    """Microseconds per call (`graph_timing.graph_us`) and the output."""
     out = da.decode_attention(q, kv, tables, lens, HEAD_DIM**-0.5, splits)  # compiles
     ws = da.decode_workspace(q.shape[0], HEADS, HEAD_DIM, splits, q.device) if splits > 1 \
         else None
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            da.decode_attention(q, kv, tables, lens, HEAD_DIM**-0.5, splits, out=out,
-                                workspace=ws)
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / (5 * reps) * 1e3, out.float()
+    us = graph_us(lambda: da.decode_attention(q, kv, tables, lens, HEAD_DIM**-0.5, splits,
+                                              out=out, workspace=ws))
+    return us, out.float()
 
 
 def sweep(name: str, batch: int, lo: int, hi: int) -> dict:
