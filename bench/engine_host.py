@@ -8,8 +8,8 @@ starts its engine: `LLM("dummy:<preset>")`, bf16, `max_num_seqs=256`,
 `max_num_batched_tokens=16384`, `max_model_len=4096`, nothing else run first. Mode `async`
 is the overlapped loop (`async_scheduling=True`, the default with CUDA), `sync` the plain
 loop. A child measures:
-- decode ms/token at batch 1 and 64: (time for 1 + N tokens - time for 1 token) / N, best of
-  two, end to end through `LLM.generate` (scheduler, runner, sampler, outputs);
+- decode ms/token at batch 1 and 64: `bench.gpu_engine.ours_decode_ms`, steady engine steps
+  once every sequence has its first token, best of two, host work included;
 - the GPU floor of the same step: the decode graph, the LM head and argmax replayed back to
   back with no host work between them; `gpu busy` = floor / measured step;
 - for 8B shapes, nano-vllm's workload (256 sequences, input and output lengths uniform in
