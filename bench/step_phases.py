@@ -6,9 +6,10 @@
 constrained and then free with the constrained run's lengths, with the engine's methods
 wrapped in timers: per step, the host milliseconds inside each phase (`launch` of the forward,
 `wait_tokens` for the last step's tokens, grammar `advance`, `fill_start`, `masks_wait`, the
-`sampler`, ...). Phases nest (`finish` holds `wait_tokens`, `advance` and `fill_start`;
-`sample_all` holds `masks_wait` and `sampler`). When `wait_tokens` is most of a step, the GPU
-bounds it; when it is near zero, the host does. Prints one line per run.
+`sampler`, ...). Phases nest (`receive` holds `wait_tokens`, `advance` and `fill_start`;
+`emit` builds the outputs after it; `sample_all` holds `masks_wait` and `sampler`). When
+`wait_tokens` is most of a step, the GPU bounds it; when it is near zero, the host does.
+Prints one line per run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def instrument() -> None:
 
     for owner, name, key in (
         (engine_mod.LLMEngine, "step", "step"), (engine_mod.LLMEngine, "_launch", "launch"),
-        (engine_mod.LLMEngine, "_finish", "finish"),
+        (engine_mod.LLMEngine, "_receive", "receive"), (engine_mod.LLMEngine, "_emit", "emit"),
         (engine_mod.LLMEngine, "_sample", "sample_all"), (InFlight, "wait", "wait_tokens"),
         (MaskFill, "advance", "advance"), (MaskFill, "start", "fill_start"),
         (MaskFill, "masks", "masks_wait"), (engine_mod, "sample", "sampler"),

@@ -23,7 +23,7 @@ from .engine_stats import EngineStats
 from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
 from .grammar_fill import MaskFill
-from .inflight import InFlight, Launched
+from .inflight import InFlight, Launched, Received
 from .outputs import StepOutput, TokenLogprob
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
@@ -183,7 +183,9 @@ class LLMEngine:
         runs on the device (inflight.py). A step that computes prompt tokens and that no CUDA
         graph fits runs eagerly, a long launch on the host: with a step in flight, that step's
         tokens are handed out first and the new one is launched on the next call, so no token
-        (a first one above all) waits behind another prompt's launch."""
+        (a first one above all) waits behind another prompt's launch. When the tokens in
+        flight are back before the launch (the host is the slower side), they are received
+        first, so the grammar masks of the new step fill beside its launch as well."""
         outputs, self._pending = self._pending, []
         batch = self._take_held() or self.scheduler.schedule()
         if self._inflight is not None and batch and self._launches_eagerly(batch):
@@ -192,12 +194,17 @@ class LLMEngine:
             self.last_batch = ScheduledBatch()  # this call ran nothing
             return outputs
         self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
-        launched = self._launch(batch) if batch else None
+        ends, rows = self._ends(batch)
+        got = None
+        if self._inflight is not None and batch and self._inflight.ready():
+            got = self._receive(self._inflight, [batch.seqs[i] for i in rows])
+        launched = self._launch(batch, ends, rows) if batch else None
         previous, self._inflight = self._inflight, None
         if previous is not None:  # launched's sampled rows: masks filled beside the outputs
-            outputs.extend(self._finish(previous, launched.sampled if launched else []))
+            got = got or self._receive(previous, launched.sampled if launched else [])
+            outputs.extend(self._emit(got))
         if launched is not None:
-            for seq in batch.seqs:  # after `_finish`: placeholders of computed tokens are filled
+            for seq in batch.seqs:  # after `_receive`: placeholders of computed tokens are filled
                 if seq.status is SequenceStatus.RUNNING:
                     self.kv.commit(seq)
             for seq in launched.pooled:  # embedded: its blocks (now keyed) go free
@@ -232,15 +239,20 @@ class LLMEngine:
                 kept.add(seq, n)
         return kept or None
 
-    def _launch(self, batch: ScheduledBatch) -> Launched:
-        """Queue the batch's forward pass (see `Launched`)."""
+    @staticmethod
+    def _ends(batch: ScheduledBatch) -> tuple[list[int], list[int]]:
+        """The batch's rows whose known tokens are all computed after it (`ends`), and those of
+        them that are sampled (not `max_tokens` 0, not embedding inputs)."""
         ends = [
             i
             for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
             if s.num_computed_tokens + n == s.num_tokens
         ]
-        rows = [i for i in ends  # max_tokens 0 and embedding inputs: prefill only
-                if batch.seqs[i].params.max_tokens and not batch.seqs[i].pooled]
+        return ends, [i for i in ends
+                      if batch.seqs[i].params.max_tokens and not batch.seqs[i].pooled]
+
+    def _launch(self, batch: ScheduledBatch, ends: list[int], rows: list[int]) -> Launched:
+        """Queue the batch's forward pass (see `Launched`); `ends` and `rows` from `_ends`."""
         self.runner.copy_blocks(self.kv.take_copies())
         in_flight = self._inflight.tokens if self._inflight is not None else None
         logits = self.runner.execute(batch, rows, in_flight)
@@ -271,19 +283,28 @@ class LLMEngine:
         return inflight
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
-        """Wait for a launched step's tokens, advance the grammars, start filling the masks of
-        `upcoming` (those expected to be sampled next, grammar_fill.py) and turn the tokens
-        into outputs while they fill."""
+        """`_receive`, then `_emit`: the outputs are built while the masks fill."""
+        return self._emit(self._receive(inflight, upcoming))
+
+    def _receive(self, inflight: InFlight, upcoming: list[Sequence]) -> Received:
+        """Wait for a launched step's tokens, write them over their placeholders, advance the
+        grammars and start filling the masks of `upcoming` (those expected to be sampled
+        next, grammar_fill.py)."""
         tokens, logprobs = inflight.wait()
         live = [i for i, s in enumerate(inflight.seqs)
                 if s.status is not SequenceStatus.FINISHED]  # else aborted while in flight
         seqs = [inflight.seqs[i] for i in live]
-        for seq, i in zip(seqs, live, strict=True):
-            seq.token_ids[-1] = tokens[i]
-        done = self.fill.advance(seqs, [tokens[i] for i in live])
+        got = Received(seqs, [tokens[i] for i in live], [logprobs[i] for i in live])
+        for seq, token in zip(seqs, got.tokens, strict=True):
+            seq.token_ids[-1] = token
+        got.grammar_done = self.fill.advance(seqs, got.tokens)
         self.fill.start(upcoming)
-        return [self._on_token(seqs[k], tokens[i], logprobs[i], done[k])
-                for k, i in enumerate(live)]
+        return got
+
+    def _emit(self, got: Received) -> list[StepOutput]:
+        """The received tokens as outputs (detokenised, stop strings checked)."""
+        return [self._on_token(*row) for row in zip(got.seqs, got.tokens, got.logprobs,
+                                                     got.grammar_done, strict=True)]
 
     def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
         """Each echo request whose prompt just completed: its prompt report, and for one with

@@ -24,7 +24,7 @@ was in flight ignores that token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -48,6 +48,17 @@ class Launched:
 
 
 @dataclass
+class Received:
+    """A step's tokens back on the host, for the sequences still live: row i is seqs[i]'s
+    token, its logprob and whether its grammar is complete (set once advanced)."""
+
+    seqs: list[Sequence]
+    tokens: list[int]
+    logprobs: list[TokenLogprob | None]
+    grammar_done: list[bool] = field(default_factory=list)
+
+
+@dataclass
 class InFlight:
     seqs: list[Sequence]  # row i sampled seqs[i]'s next token
     sample: DeviceSample
@@ -65,6 +76,10 @@ class InFlight:
     def tokens(self) -> torch.Tensor:
         """The sampled tokens on the device: what the next step's placeholders read."""
         return self.sample.tokens
+
+    def ready(self) -> bool:
+        """Whether `wait` would return at once."""
+        return self.copy.ready()
 
     def wait(self) -> tuple[list[int], list[TokenLogprob | None]]:
         """Block until the tokens (and logprobs) are on the host; per row, token and logprob."""

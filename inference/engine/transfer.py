@@ -9,8 +9,8 @@ of idle host. So the engine's per-step copies go through here:
   through pinned memory, non-blocking. PyTorch's caching host allocator keeps the pinned block
   until the copy has run, so the caller may drop it at once.
 - `HostCopy(tensors)`: non-blocking device-to-host copies into pinned memory and one event;
-  `wait()` blocks until they landed. On the CPU both are plain copies and `wait()` returns
-  at once.
+  `wait()` blocks until they landed, `ready()` says whether they have. On the CPU both are
+  plain copies, always ready.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class HostCopy:
         if any(t is not None and t.is_cuda for t in tensors):
             self._ready = torch.cuda.Event()
             self._ready.record()
+
+    def ready(self) -> bool:
+        return self._ready is None or self._ready.query()
 
     def wait(self) -> list[torch.Tensor | None]:
         if self._ready is not None:

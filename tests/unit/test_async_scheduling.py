@@ -4,16 +4,26 @@ With async scheduling, step N+1 is scheduled and launched before step N's tokens
 placeholders stand for the tokens in flight (inflight.py). These tests run one workload through
 both loops and compare every choice's tokens, under continuous arrivals, chunked prefill,
 preemption by recompute, prefix-cache hits, n > 1, seeded sampling, stop tokens, logprobs and
-aborts, checking the KV cache's invariants after every step.
+aborts, checking the KV cache's invariants after every step. Each test runs twice: once as
+on the CPU, where a step's tokens are back before the next launch (the engine receives them
+first), and once with them still in flight at every launch, as on a GPU that is the slower
+side (the next step reads them from the device through placeholders).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from inference.engine.inflight import InFlight
 from inference.engine.sampling_params import SamplingParams
 
 from .engine_driver import arrivals, greedy, run, tiny_engine
+
+
+@pytest.fixture(autouse=True, params=["tokens-back", "tokens-in-flight"])
+def _tokens_at_launch(request, monkeypatch) -> None:
+    if request.param == "tokens-in-flight":
+        monkeypatch.setattr(InFlight, "ready", lambda self: False)
 
 
 def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingParams]]:

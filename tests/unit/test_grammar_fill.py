@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 
+from inference.engine.inflight import InFlight
 from inference.engine.sampling_params import SamplingParams
 
 from .test_grammar import PERSON, _Constrained, _prompt
@@ -68,8 +69,15 @@ def _serial(engine, monkeypatch) -> None:
     monkeypatch.setattr(engine.fill, "start", lambda seqs: None)
 
 
-@pytest.mark.parametrize("overlapped", [False, True], ids=["plain", "overlapped"])
-def test_the_background_fill_changes_no_token(engines, overlapped, monkeypatch) -> None:
+@pytest.mark.parametrize("overlapped, in_flight", [(False, False), (True, False), (True, True)],
+                         ids=["plain", "overlapped", "overlapped-tokens-in-flight"])
+def test_the_background_fill_changes_no_token(engines, overlapped, in_flight,
+                                              monkeypatch) -> None:
+    """Overlapped, the tokens are back before the next launch on the CPU, so the fill starts
+    before it; `in_flight` makes them late at every launch, as on a GPU-bound step, so the
+    fill starts after the launch."""
+    if in_flight:
+        monkeypatch.setattr(InFlight, "ready", lambda self: False)
     engine = engines[overlapped]
     stats = engine.grammars.stats
     waited = stats.mask_wait_seconds
