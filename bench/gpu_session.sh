@@ -12,6 +12,8 @@
 #                                       loop), constrained vs free on both and the host time of
 #                                       their steps by phase, batch-1 decode tiles,
 #                                       the projections' GEMMs under cuBLAS and cuBLASLt
+#   bash bench/gpu_session.sh structured constrained vs free on both shapes, and the host time
+#                                       of their steps by phase
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,13 @@ structured_runs() {  # constrained vs free: SmolLM2 shapes (lanes 1 and 16), 8B 
   timeout 150 python3 -m bench.structured --device cuda --seqs 64 --tokens 256 \
     --model .bench_models/llama-3.1-8b-shaped --load-format dummy 2>&1 \
     | tee "$OUT/structured_8b.log" | tail -1
+}
+
+step_phases() {  # host ms per engine phase, constrained and free, on both shapes
+  for m in SmolLM2-135M-Instruct llama-3.1-8b-shaped; do
+    timeout 90 python3 bench/step_phases.py --model .bench_models/$m --load-format dummy 2>&1 \
+      | tee "$OUT/step_phases_$m.log" | tail -2
+  done
 }
 
 case "$1" in
@@ -101,11 +110,15 @@ engine)
   timeout 260 python3 bench/engine_host.py --runs 1 --presets llama-3.1-8b,smollm2-135m \
     --modes async --out "$OUT" 2>&1 | tee "$OUT/engine_host.log" | tail -4
   structured_runs
-  timeout 90 python3 bench/step_phases.py --model .bench_models/llama-3.1-8b-shaped \
-    --load-format dummy 2>&1 | tee "$OUT/step_phases.log" | tail -2
+  step_phases
   timeout 60 python3 bench/decode_tiles.py --shapes b1 --out "$OUT" 2>&1 | tail -2
   timeout 60 python3 bench/blas_backends.py --out "$OUT" 2>&1 | tail -28
   ;;
-*) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine"
+structured)
+  structured_runs
+  step_phases
+  ;;
+*) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
+    "structured"
   exit 2 ;;
 esac
