@@ -195,13 +195,14 @@ class LLMEngine:
             return outputs
         self.last_batch = batch  # what this step ran, for step stats (engine_loop.py)
         ends, rows = self._ends(batch)
-        got = None
-        if self._inflight is not None and batch and self._inflight.ready():
+        early = self._inflight is not None and bool(batch) and self._inflight.ready()
+        if early:  # launched's sampled rows: masks filled beside the launch and the outputs
             got = self._receive(self._inflight, [batch.seqs[i] for i in rows])
         launched = self._launch(batch, ends, rows) if batch else None
         previous, self._inflight = self._inflight, None
-        if previous is not None:  # launched's sampled rows: masks filled beside the outputs
-            got = got or self._receive(previous, launched.sampled if launched else [])
+        if previous is not None:
+            if not early:  # masks filled beside the outputs
+                got = self._receive(previous, launched.sampled if launched else [])
             outputs.extend(self._emit(got))
         if launched is not None:
             for seq in batch.seqs:  # after `_receive`: placeholders of computed tokens are filled

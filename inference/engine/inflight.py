@@ -11,6 +11,10 @@ step (scheduling, input building, output handling, grammar masks) runs while the
   (`resolve_placeholders`), with no host round trip.
 - `InFlight.wait()` returns step N's tokens once their copy landed; the engine writes them over
   the placeholders and only then keys newly full blocks (`KVCacheManager.commit`).
+- When step N's tokens are back before step N+1 is launched (`InFlight.ready()`: the host is
+  the slower side), the engine receives them first and launches after, so the grammar masks of
+  step N+1's sampling fill beside its launch too (grammar_fill.py); step N+1's inputs then hold
+  the real tokens.
 
 A step that computes prompt tokens and that no CUDA graph fits is not launched over a step in
 flight: it runs eagerly, a long launch on the host, so the engine first hands out the step in
