@@ -59,7 +59,7 @@ class LLMEngine:
             eos |= set(tokenizer.eos_token_ids)
         self.eos_ids = frozenset(eos)
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
-        self.fill = MaskFill(self.grammars, pinned=self.device.type == "cuda")  # beside `_finish`
+        self.fill = MaskFill(self.grammars, pinned=self.device.type == "cuda")  # beside `_emit`
         self.prompts = PromptReports(tokenizer)
         self._requests: dict[str, RequestState] = {}
         self._seq_ids = itertools.count()

@@ -1,21 +1,23 @@
 """The grammar masks of the next sampling, filled on a background thread while the engine
-handles the last step's outputs.
+handles the last step's outputs (and, when the host is the slower side, launches the next
+forward pass).
 
-Once a step's tokens are back, the engine (`LLMEngine._finish`):
+Once a step's tokens are back, the engine (`LLMEngine._receive`, then `_emit`):
 1. feeds every constrained sequence its token (`MaskFill.advance`, batched, cheap);
 2. hands the masks of the sequences it expects to sample next to one background worker
    (`MaskFill.start`); llguidance's executor fills them with the GIL dropped;
-3. detokenises, checks stop strings and builds the outputs (then commits blocks) meanwhile;
+3. detokenises, checks stop strings and builds the outputs (then commits blocks) meanwhile,
+   after launching the next forward pass if the tokens were back before it (inflight.py);
 4. and, as it launches that sampling, takes the rows (`MaskFill.masks`), waiting only for
    what is left of the fill. On CUDA the rows are filled straight into one pinned buffer, which
    the sampler copies to the device without a staging copy.
 
 Which sequences come next: with the overlapped loop (inflight.py) the sampled rows of the step
-just launched, known exactly; with the plain loop the sequences just sampled, since the next
-step is not scheduled yet (the fill then also runs beside the next call's scheduling and
-forward pass). A sampled sequence whose row was not foreseen (a prompt that just completed, a
-forked choice, n > 1) is filled on the spot; a foreseen one that is not sampled (it ended on a
-stop string or max_tokens, was aborted or preempted) just leaves its row unused.
+just launched (or about to be), known exactly; with the plain loop the sequences just sampled,
+since the next step is not scheduled yet (the fill then also runs beside the next call's
+scheduling and forward pass). A sampled sequence whose row was not foreseen (a prompt that just
+completed, a forked choice, n > 1) is filled on the spot; a foreseen one that is not sampled (it
+ended on a stop string or max_tokens, was aborted or preempted) just leaves its row unused.
 
 Invariants:
 - While a fill runs no other thread touches its matchers: the engine advances matchers only
