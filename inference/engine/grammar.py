@@ -18,7 +18,10 @@ Contract:
   H200's host, 64 rows of one schema on 12 threads filled in 1.06 ms a step with 64 lanes,
   1.43-1.49 with 12 or 24, whose rows still queued on shared locks) and to 1 with one thread
   (nothing to contend for: a 2-core machine). A lane holds ~0.1-0.2 MB (a compiled JSON
-  schema with its lexer states after use), so even a full cache of busy schemas stays small.
+  schema with its lexer states after use). Lanes beyond each grammar's first are capped
+  across the whole cache (`spare_lanes`, 1,024: ~100-200 MB), so a full cache of busy schemas
+  cannot grow to 256 x 64 lanes; past the cap a grammar hands out the lanes it has, round
+  robin, and an evicted grammar gives its lanes back to the cap.
   Rows go to the executor lane by lane (sorted by `Sequence.grammar_lane`): its rayon pool
   splits the row list into contiguous halves, and in batch order (row i on lane i % lanes)
   every power-of-two split starts on the same lane, so the threads walk the lanes in step and
@@ -121,7 +124,7 @@ class Grammars:
 
     def __init__(self, tokenizer: Tokenizer | None, vocab_size: int, eos_ids: frozenset[int],
                  cache_size: int = 256, lanes: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spare_lanes: int = 1024) -> None:
         self._tokenizer = tokenizer
         self.vocab_size = vocab_size
         self._eos = sorted(eos_ids)
@@ -132,6 +135,8 @@ class Grammars:
         self._cache_size = cache_size
         self.threads = threads or default_threads()  # the executor's
         self.lanes = lanes or default_lanes(self.threads)
+        self.spare_lanes = spare_lanes  # lanes beyond each grammar's first, cache-wide
+        self._spares = 0  # of them compiled, in the cache now
         self.stats = GrammarStats()
 
     def _ll_tokenizer(self) -> Any:
@@ -169,15 +174,20 @@ class Grammars:
             entry = self._cache[key] = _Entry([self._compile(kind, source)])
             self.stats.compiles += 1
             if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                self._spares -= len(self._cache.popitem(last=False)[1].pristine) - 1
         else:
             self._cache.move_to_end(key)
             self.stats.cache_hits += 1
         lane = entry.handed % self.lanes
         entry.handed += 1
-        if lane == len(entry.pristine):
-            entry.pristine.append(self._compile(kind, source))
-            self.stats.lane_compiles += 1
+        if lane >= len(entry.pristine):
+            if self._spares < self.spare_lanes:
+                entry.pristine.append(self._compile(kind, source))
+                self._spares += 1
+                self.stats.lane_compiles += 1
+                lane = len(entry.pristine) - 1
+            else:  # the cap is reached: share the lanes this grammar has
+                lane %= len(entry.pristine)
         return entry.pristine[lane].deep_copy(), lane
 
     def _compile(self, kind: str, source: str) -> Any:

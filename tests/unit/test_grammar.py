@@ -117,6 +117,28 @@ def test_lanes_compile_one_pristine_each_and_mask_alike(engine) -> None:
     assert all(torch.equal(bits[0], row) for row in bits)  # every lane, one grammar
 
 
+def test_spare_lanes_are_capped_across_the_cache_and_given_back_on_eviction(engine) -> None:
+    from inference.engine.grammar import Grammars
+
+    grammars = Grammars(engine.tokenizer, engine.grammars.vocab_size, engine.eos_ids,
+                        cache_size=2, lanes=4, spare_lanes=5)
+
+    def hand(choices: str, n: int) -> list[tuple]:
+        params = SamplingParams(max_tokens=4, grammar_kind="choice", grammar=choices)
+        return [grammars.new_matcher(params) for _ in range(n)]
+
+    a = hand('["yes", "no"]', 8)  # lanes 1-3 compiled: 3 spares
+    b = hand('["up", "down"]', 8)  # lanes 1-2, then the cap: 5 spares
+    assert grammars.stats.lane_compiles == 5
+    assert sorted({lane for _, lane in a}) == [0, 1, 2, 3]
+    assert sorted({lane for _, lane in b}) == [0, 1, 2]  # round robin over what it has
+    bits = grammars.fill([_Constrained(*m) for m in b])
+    assert all(torch.equal(bits[0], row) for row in bits)
+    hand('["left", "right"]', 1)  # a third grammar evicts the first and its 3 spares
+    hand('["left", "right"]', 4)
+    assert grammars.stats.lane_compiles == 8
+
+
 @pytest.mark.parametrize(("kind", "source", "param"), [
     ("json_schema", '{"type": "nonsense"}', "grammar"),
     ("json_schema", "{not json", "grammar"),
