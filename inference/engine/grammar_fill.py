@@ -25,8 +25,10 @@ Invariants:
 - A background row is used only if its sequence has not grown since the fill started (so its
   matcher has consumed no token since): a stale fill never masks a later step.
 - One worker thread, started on first use; a step with no constrained sequence to fill hands
-  nothing to it and waits for nothing. `start` returns only once the worker has begun the fill,
-  so the engine's thread, busy in Python, cannot hold the GIL from it.
+  nothing to it and waits for nothing. `start` returns once the worker has begun the fill, so
+  the engine's thread, busy in Python, cannot hold the GIL from it; or after `START_WAIT_S`
+  if the worker cannot begin, since `masks` waits for the fill anyway (a late start costs
+  speed, never a hang).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import torch
 
 from .grammar import GrammarMask, Grammars
 from .sequence import Sequence, SequenceStatus
+
+START_WAIT_S = 1.0  # the longest `start` waits for the worker to begin
 
 
 @dataclass
@@ -103,7 +107,7 @@ class MaskFill:
         # busy in Python with the outputs, keeps the GIL and the worker waits for it a whole
         # switch interval (5 ms): on the H200 the fill then ran after the outputs, not beside.
         # Bounded: a late start costs only speed, as `masks` waits for the fill itself.
-        entered.wait(1.0)
+        entered.wait(START_WAIT_S)
 
     def _fill(self, rows: list[Sequence], entered: threading.Event,
               out: torch.Tensor | None) -> torch.Tensor:

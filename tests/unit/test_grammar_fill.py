@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import torch
@@ -162,6 +163,33 @@ def test_an_abort_while_a_mask_fills_drops_its_row(engines, monkeypatch) -> None
            for k in ("kept", "free")}
     assert got == alone
     assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
+def test_a_worker_that_cannot_begin_costs_a_wait_not_a_hang(engines, monkeypatch) -> None:
+    """The fill's worker is busy: `start` stops waiting for it after `START_WAIT_S`, and
+    `masks` still gives every row, as a fill on the spot would."""
+    import inference.engine.grammar_fill as grammar_fill
+    from inference.engine.grammar_fill import MaskFill
+    from inference.engine.sequence import Sequence, SequenceStatus
+
+    monkeypatch.setattr(grammar_fill, "START_WAIT_S", 0.05)
+    grammars = engines[True].grammars
+    seqs = []
+    for i in range(4):
+        seq = Sequence(i, f"r{i}", 0, [1, 2, 3], 3, _schema(seed=i), 0.0,
+                       status=SequenceStatus.RUNNING)
+        seq.matcher, seq.grammar_lane = grammars.new_matcher(seq.params)
+        seqs.append(seq)
+    fill, busy = MaskFill(grammars), threading.Event()
+    fill.start(seqs[:1])  # starts the worker
+    fill.masks(seqs[:1])
+    fill._worker.submit(busy.wait, 10)
+    began = time.perf_counter()
+    fill.start(seqs)
+    assert 0.05 <= time.perf_counter() - began < 5
+    assert not fill._job.bits.done()
+    busy.set()
+    assert torch.equal(fill.masks(seqs).bits, grammars.fill(seqs))
 
 
 def test_rows_keep_their_place_when_filled_lane_by_lane(engines) -> None:
