@@ -140,3 +140,10 @@ def test_from_hf_folder_reads_template_and_specials(ours: Tokenizer, tmp_path: P
     assert tok.encode("numbers 12345") == ours.encode("numbers 12345")
     messages = MESSAGES[1]
     assert tok.apply_chat_template(messages) == ours.apply_chat_template(messages)
+
+
+def test_long_text_matches_transformers(ours: Tokenizer, reference) -> None:
+    """Long texts are encoded as parallel pieces (split_encode.py): still transformers' ids."""
+    text = " ".join(TEXTS) * 12
+    assert len(text) > 2048
+    assert ours.encode(text) == reference.encode(text, add_special_tokens=False)

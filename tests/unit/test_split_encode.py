@@ -1,0 +1,95 @@
+"""A long text encoded in pieces gives exactly the ids of encoding it whole
+(inference/engine/split_encode.py), and tokenizers where that is not proven are not cut."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import tokenizers
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import AddedToken, normalizers, pre_tokenizers
+
+from inference.engine.split_encode import encode_pieces, pieces, splittable
+from inference.engine.tokenizer import Tokenizer, _byte_level_pre_tokenizer
+
+# Hostile material: every kind of character the split regexes treat differently, placed next
+# to the spaces where cuts may fall.
+ATOMS = ["word", "Word", "it's", "we'll", "I'M", " ", "  ", "   x", "\t", "\n", "\r\n", " \n ",
+         "12345", "3.14", "1,000", "x1", "naïve", "Straße", "中文", "日本語", "😀", "👨‍👩‍👧",
+         "<|im_start|>", "<|im_end|>", "!!", "?!", "(", ")", ":", "-", "'", "\"", "\u00a0",
+         "\u200b", "def f(x):", "    return", " a", " b", " Zed", ".", ",", " 7"]
+
+
+def _texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        parts = [rng.choice(ATOMS) for _ in range(rng.randint(20, 400))]
+        out.append("".join(p if rng.random() < 0.5 else p + " " for p in parts))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gguf_tok(smollm_gguf: Path) -> tokenizers.Tokenizer:
+    from inference.engine.gguf_loader import read_metadata
+
+    return Tokenizer.from_gguf_metadata(read_metadata(smollm_gguf))._tok
+
+
+@pytest.fixture(scope="module", params=["smollm", "gpt2", "llama3", "qwen2"])
+def tok(request: pytest.FixtureRequest, gguf_tok: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
+    """The default model's vocabulary under each pre-tokenizer we build (their split rules
+    are what the proof is about)."""
+    t = tokenizers.Tokenizer.from_str(gguf_tok.to_str())
+    t.pre_tokenizer = _byte_level_pre_tokenizer(request.param)
+    return t
+
+
+def test_the_pre_tokenizers_we_build_are_splittable(tok: tokenizers.Tokenizer) -> None:
+    assert splittable(tok)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 16])
+def test_pieces_encode_to_the_whole_texts_ids(tok: tokenizers.Tokenizer, n: int) -> None:
+    for text in _texts(60, seed=n):
+        assert len(pieces(text, n)) > 1 or len(text) < 200
+        assert encode_pieces(tok, text, n) == tok.encode(text, add_special_tokens=False).ids
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(ATOMS) | st.text(max_size=6), min_size=1, max_size=80),
+       st.integers(2, 9))
+def test_pieces_encode_like_the_whole_on_generated_text(gguf_tok: tokenizers.Tokenizer,
+                                                        parts: list[str], n: int) -> None:
+    text = " ".join(parts)
+    assert "".join(pieces(text, n)) == text
+    assert encode_pieces(gguf_tok, text, n) == gguf_tok.encode(text,
+                                                                add_special_tokens=False).ids
+
+
+def test_cuts_fall_before_a_space_that_starts_a_word() -> None:
+    text = "alpha  beta\tgamma, delta 42 epsilon zeta"
+    got = pieces(text, 8)
+    assert "".join(got) == text
+    for piece in got[1:]:
+        assert piece[0] == " " and piece[1].isascii() and piece[1].isalpha()
+    assert pieces("no_spaces_here_at_all" * 50, 4) == ["no_spaces_here_at_all" * 50]
+
+
+def test_unproven_tokenizers_are_not_cut(gguf_tok: tokenizers.Tokenizer) -> None:
+    def variant() -> tokenizers.Tokenizer:
+        return tokenizers.Tokenizer.from_str(gguf_tok.to_str())
+
+    with_normalizer = variant()
+    with_normalizer.normalizer = normalizers.NFKC()
+    metaspace = variant()  # SentencePiece style: each piece would get its own prefix mark
+    metaspace.pre_tokenizer = pre_tokenizers.Metaspace()
+    prefix_space = variant()
+    prefix_space.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    spaced_token = variant()
+    spaced_token.add_special_tokens([AddedToken("<start of turn>", special=True)])
+    for t in (with_normalizer, metaspace, prefix_space, spaced_token):
+        assert not splittable(t)
