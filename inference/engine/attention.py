@@ -10,13 +10,16 @@ Sequence b owns query rows `query_start_loc[b]:query_start_loc[b+1]`; after this
 `seq_lens[b] - q_len_b + i` and attends to positions `0..that position` of its own blocks
 (`block_tables[b]`). Contract of `forward`: write the new K/V at `slot_mapping`, then return
 that causal attention. Backends may precompute per-step state in `begin_step`, which the runner
-calls once before the model's forward.
+calls once before the model's forward. A backend whose `fuses_rope` is True also takes `rope`
+(positions and the cos/sin tables): q and k come unrotated, and it applies RoPE itself (to q
+in place, to the keys as it writes them), one kernel fewer a layer.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -39,8 +42,18 @@ class AttentionMetadata:
         return self.max_query_len == 1
 
 
+class Rope(NamedTuple):
+    """What a backend that fuses RoPE needs: each new token's position and the tables."""
+
+    positions: torch.Tensor  # [T] int
+    cos: torch.Tensor  # [max_position, head_dim // 2] float32
+    sin: torch.Tensor
+
+
 class AttentionBackend(ABC):
     """Paged attention for one device kind. Implementations keep the contract above."""
+
+    fuses_rope = False  # True: `forward` takes `rope` and rotates q and k itself
 
     def begin_step(self, meta: AttentionMetadata) -> None:  # noqa: B027 - optional hook
         """Precompute per-step state shared by every layer."""
@@ -54,5 +67,6 @@ class AttentionBackend(ABC):
         kv_layer: torch.Tensor,  # [2, num_blocks, block_size, kv_heads, head_dim]
         meta: AttentionMetadata,
         scale: float,
+        rope: Rope | None = None,  # only for a backend that `fuses_rope`
     ) -> torch.Tensor:  # [T, heads, head_dim]
         ...

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionBackend, AttentionMetadata
+from .attention import AttentionBackend, AttentionMetadata, Rope
 from .config import ModelConfig
 from .distributed import group
 from .parallel_linear import (
@@ -93,9 +93,13 @@ class Attention(nn.Module):
         k = k.view(-1, self.kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = _norm_heads(self.q_norm, q), _norm_heads(self.k_norm, k)
-        q, k = self.rope(positions, q, k)
         v = v.view(-1, self.kv_heads, self.head_dim)
-        out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
+        if self.backend.fuses_rope and q.is_cuda:  # hot path: RoPE inside the KV write
+            rope = Rope(positions, self.rope.cos, self.rope.sin)
+            out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale, rope)
+        else:
+            q, k = self.rope(positions, q, k)
+            out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
         return self.o_proj(out.reshape(-1, self.q_size))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .attention import AttentionBackend, AttentionMetadata
+from .attention import AttentionBackend, AttentionMetadata, Rope
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -54,6 +54,7 @@ class TorchAttentionBackend(AttentionBackend):
         kv_layer: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
+        rope: Rope | None = None,  # never given: this backend does not fuse it
     ) -> torch.Tensor:
         assert self._blocks is not None and self._mask is not None, "begin_step not called"
         kv_heads, head_dim = k.shape[1], k.shape[2]

@@ -10,6 +10,8 @@ Keeps the `AttentionBackend` contract (see `attention.py`): write the step's new
 - Any other step (prefill chunks, prefix-cache hits, mixed prefill + decode) runs the varlen
   prefill kernel over the cached prefix.
 - Slots < 0 are padding: nothing is written (graph padding rows use them).
+- It fuses RoPE (`fuses_rope`): given `rope`, one kernel rotates the queries in place and
+  writes the rotated keys and the values into the pool (`triton_kernels/rope_cache.py`).
 - The pool's dtype is the model's or float8 e4m3 (`kv_cache_dtype="fp8"`): the write kernel
   converts on store, the attention kernels upcast on load; nothing else here depends on it.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import AttentionBackend, AttentionMetadata
+from .attention import AttentionBackend, AttentionMetadata, Rope
 from .triton_kernels.decode_attention import (
     decode_attention,
     decode_num_splits,
@@ -29,9 +31,12 @@ from .triton_kernels.decode_attention import (
 )
 from .triton_kernels.kv_write import reshape_and_cache
 from .triton_kernels.prefill_attention import prefill_attention
+from .triton_kernels.rope_cache import rope_and_cache
 
 
 class TritonAttentionBackend(AttentionBackend):
+    fuses_rope = True
+
     def __init__(self, block_size: int = 16, num_sms: int | None = None) -> None:
         self.block_size = block_size  # the pool's shape carries it too; kept for symmetry
         if num_sms is None and torch.cuda.is_available():
@@ -50,8 +55,12 @@ class TritonAttentionBackend(AttentionBackend):
         kv_layer: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
+        rope: Rope | None = None,
     ) -> torch.Tensor:
-        reshape_and_cache(k, v, kv_layer, meta.slot_mapping)
+        if rope is None:
+            reshape_and_cache(k, v, kv_layer, meta.slot_mapping)
+        else:  # one kernel: q rotated in place, keys rotated into the pool
+            rope_and_cache(q, k, v, kv_layer, meta.slot_mapping, *rope)
         num_tokens, num_heads, head_dim = q.shape
         out = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=q.device)
         num_seqs = meta.seq_lens.shape[0]

@@ -24,6 +24,7 @@ from inference.engine.triton_kernels.kv_write import reshape_and_cache  # noqa: 
 from inference.engine.triton_kernels.norm import fused_add_rms_norm, rms_norm  # noqa: E402
 from inference.engine.triton_kernels.prefill_attention import prefill_attention  # noqa: E402
 from inference.engine.triton_kernels.rope import apply_rope  # noqa: E402
+from inference.engine.triton_kernels.rope_cache import rope_and_cache  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
@@ -232,3 +233,39 @@ def test_rope_matches_transformers_rotate_half(dtype, heads, kv_heads, head_dim,
     assert rel_err(q, q_ref) < TOL[dtype] / 4
     assert rel_err(k, k_ref) < TOL[dtype] / 4
     assert torch.equal(qkv[:, heads + kv_heads:], v_before)
+
+
+POOL_DTYPES = [None] + ([] if INTERPRET else [torch.float8_e4m3fn])  # None: the activations'
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool_dtype", POOL_DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (32, 8, 128)])
+def test_rope_and_cache_equals_rope_then_kv_write(dtype, pool_dtype, heads, kv_heads,
+                                                  head_dim, device):
+    """The fused kernel gives exactly the two kernels' queries and pool, padding skipped."""
+    gen = torch.Generator().manual_seed(heads + head_dim)
+    t, max_pos, blocks = 23, 4096, 6
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_pos).float(), inv_freq)
+    cos, sin = freqs.cos().to(device), freqs.sin().to(device)
+    qkv = (4 * torch.randn(t, heads + 2 * kv_heads, head_dim, generator=gen)).to(dtype)
+    pos = torch.randint(0, max_pos, (t,), generator=gen).to(device)
+    slots = torch.randperm(blocks * PAGE, generator=gen)[:t]
+    slots[[0, 7, 22]] = -1
+    pool = torch.randn(2, blocks, PAGE, kv_heads, head_dim, generator=gen).to(
+        pool_dtype or dtype).to(device)
+    got_qkv, want_qkv = qkv.to(device), qkv.clone().to(device)
+    got_pool, want_pool = pool.clone(), pool.clone()
+
+    def views(x):  # strided views of one fused QKV output, as the model has
+        return x[:, :heads], x[:, heads:heads + kv_heads], x[:, heads + kv_heads:]
+
+    q, k, v = views(want_qkv)
+    apply_rope(q, k, pos, cos, sin)
+    reshape_and_cache(k, v, want_pool, slots.to(device))
+    q, k, v = views(got_qkv)
+    rope_and_cache(q, k, v, got_pool, slots.to(device), pos, cos, sin)
+    assert torch.equal(got_qkv[:, :heads], want_qkv[:, :heads])
+    assert torch.equal(got_pool.view(torch.uint8), want_pool.view(torch.uint8))
+    assert not torch.equal(got_pool.view(torch.uint8), pool.view(torch.uint8))

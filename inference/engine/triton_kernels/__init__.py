@@ -12,4 +12,6 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   which both attention kernels inline.
 - `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`, `rope.apply_rope`:
   the cheap fusions on the model's hot path.
+- `rope_cache.rope_and_cache`: RoPE and the KV write in one kernel (the Triton backend's
+  write of every step).
 """

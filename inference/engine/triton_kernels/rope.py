@@ -15,16 +15,31 @@ import triton.language as tl
 
 
 @triton.jit
-def _rotate(ptr, mask, c, s, HALF: tl.constexpr):
-    """Rotate the two halves at `ptr` in place, rounding each product to the tensor's dtype
-    as transformers' rotate_half does."""
+def rotated(ptr, mask, c, s, HALF: tl.constexpr):
+    """The two halves at `ptr` rotated, in the tensor's dtype, each product rounded to it as
+    transformers' rotate_half does."""
     dt = ptr.dtype.element_ty
     x1 = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(ptr + HALF, mask=mask, other=0.0).to(tl.float32)
     o1 = (x1 * c).to(dt).to(tl.float32) - (x2 * s).to(dt).to(tl.float32)
     o2 = (x2 * c).to(dt).to(tl.float32) + (x1 * s).to(dt).to(tl.float32)
-    tl.store(ptr, o1.to(dt), mask=mask)
-    tl.store(ptr + HALF, o2.to(dt), mask=mask)
+    return o1.to(dt), o2.to(dt)
+
+
+@triton.jit
+def rotate(ptr, mask, c, s, HALF: tl.constexpr):
+    """Rotate the two halves at `ptr` in place (`rotated`)."""
+    o1, o2 = rotated(ptr, mask, c, s, HALF)
+    tl.store(ptr, o1, mask=mask)
+    tl.store(ptr + HALF, o2, mask=mask)
+
+
+@triton.jit
+def cos_sin(Cos, Sin, pos, stride_cos, offs_d, d_mask, dt):
+    """Position `pos`'s rows of the tables, rounded to the activations' dtype `dt`."""
+    c = tl.load(Cos + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
+    s = tl.load(Sin + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
+    return c, s
 
 
 @triton.jit
@@ -39,14 +54,11 @@ def _rope_kernel(
     offs_h = tl.arange(0, BLOCK_H)[:, None]
     offs_d = tl.arange(0, BLOCK_HALF)[None, :]
     d_mask = offs_d < HALF
-    dt = Q.dtype.element_ty
-    c = tl.load(Cos + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
-    s = tl.load(Sin + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
-
-    _rotate(Q + t * stride_qt + offs_h * stride_qh + offs_d, (offs_h < Q_HEADS) & d_mask,
-            c, s, HALF)
-    _rotate(K + t * stride_kt + offs_h * stride_kh + offs_d, (offs_h < K_HEADS) & d_mask,
-            c, s, HALF)
+    c, s = cos_sin(Cos, Sin, pos, stride_cos, offs_d, d_mask, Q.dtype.element_ty)
+    rotate(Q + t * stride_qt + offs_h * stride_qh + offs_d, (offs_h < Q_HEADS) & d_mask,
+           c, s, HALF)
+    rotate(K + t * stride_kt + offs_h * stride_kh + offs_d, (offs_h < K_HEADS) & d_mask,
+           c, s, HALF)
 
 
 def apply_rope(
