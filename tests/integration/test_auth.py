@@ -352,9 +352,11 @@ def test_high_priority_ttft_stays_low_under_a_low_priority_flood(
                     if i == 0:
                         ttft[name] = time.monotonic() - start
 
-        # Long enough that the flood cannot drain before the probes are in (whatever the
-        # CPU's speed): the low probe waits behind four whole flood requests.
-        flood = [threading.Thread(target=stream, args=(f"flood{i}", low, 64)) for i in range(6)]
+        # Long enough that the flood cannot drain before the probes are in (12 steps of two
+        # rows take far longer than two HTTP requests on any CPU), short enough that the low
+        # probe, behind four whole flood requests (about 3 x 12 steps), gets its first token
+        # within the gateways' 20 s chunk timeout on a slow one (float32, no bf16 dot product).
+        flood = [threading.Thread(target=stream, args=(f"flood{i}", low, 12)) for i in range(6)]
         for t in flood:
             t.start()
         while sum(k.startswith("flood") for k in list(ttft)) < 2:  # two run, four wait
