@@ -52,7 +52,9 @@ def splittable(tok: tokenizers.Tokenizer) -> bool:
 
 
 def _known_pre_tokenizer(spec: dict) -> bool:
-    steps = spec["pretokenizers"] if spec.get("type") == "Sequence" else [spec]
+    steps = (spec.get("pretokenizers") or []) if spec.get("type") == "Sequence" else [spec]
+    if not steps:
+        return False
     if _matches(steps[-1], _GPT2_BYTE_LEVEL):
         return all(_matches(s, _DIGITS) for s in steps[:-1])
     if len(steps) != 2 or not _matches(steps[1], {"type": "ByteLevel",

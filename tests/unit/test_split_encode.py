@@ -91,5 +91,7 @@ def test_unproven_tokenizers_are_not_cut(gguf_tok: tokenizers.Tokenizer) -> None
     prefix_space.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     spaced_token = variant()
     spaced_token.add_special_tokens([AddedToken("<start of turn>", special=True)])
-    for t in (with_normalizer, metaspace, prefix_space, spaced_token):
+    digits_only = variant()
+    digits_only.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits()])
+    for t in (with_normalizer, metaspace, prefix_space, spaced_token, digits_only):
         assert not splittable(t)
