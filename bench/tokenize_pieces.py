@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import tokenizers
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -26,8 +28,7 @@ from bench.gpu_serving import prompt  # noqa: E402
 from inference.engine.split_encode import encode_pieces  # noqa: E402
 
 
-def load(path: str | None):
-    import tokenizers
+def load(path: str | None) -> tokenizers.Tokenizer:
 
     if path:
         return tokenizers.Tokenizer.from_file(path)

@@ -22,6 +22,7 @@ import pickle
 import statistics
 import struct
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 _NS = struct.Struct("!q")
@@ -33,7 +34,7 @@ def work_item() -> bytes:
     return pickle.dumps({"rows": rows, "stats": {"running": 8, "waiting": 0, "kv": 0.1}})
 
 
-def answer(conn, spin: bool) -> None:
+def answer(conn: Connection, spin: bool) -> None:
     """The answering process: read a frame, do the work, send the work's time back."""
     while True:
         if spin:
