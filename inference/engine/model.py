@@ -94,7 +94,7 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k = _norm_heads(self.q_norm, q), _norm_heads(self.k_norm, k)
         v = v.view(-1, self.kv_heads, self.head_dim)
-        if self.backend.fuses_rope and q.is_cuda:  # hot path: RoPE inside the KV write
+        if self.backend.fuses_rope:  # CUDA's hot path: RoPE inside the KV write
             rope = Rope(positions, self.rope.cos, self.rope.sin)
             out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale, rope)
         else:

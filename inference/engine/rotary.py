@@ -9,11 +9,6 @@ from torch import nn
 
 from .config import ModelConfig, RopeScaling
 
-try:  # Triton comes with CUDA builds of PyTorch; used on CUDA tensors only
-    from .triton_kernels.rope import apply_rope as _apply_rope
-except ImportError:
-    _apply_rope = None
-
 
 def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> torch.Tensor:
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -32,7 +27,9 @@ def inverse_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> to
 
 
 class RotaryEmbedding(nn.Module):
-    """Precomputes cos/sin for every position once; forward is two gathers and a few FMAs."""
+    """Precomputes cos/sin for every position once; forward is two gathers and a few FMAs.
+    On CUDA the attention backend applies RoPE from `cos`/`sin` inside its KV write
+    (`AttentionBackend.fuses_rope`), so `forward` is the other backends' path."""
 
     def __init__(self, cfg: ModelConfig, max_positions: int):
         super().__init__()
@@ -45,9 +42,6 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if _apply_rope is not None and q.is_cuda:  # hot path: q and k in place, one kernel
-            _apply_rope(q, k, positions, self.cos, self.sin)
-            return q, k
         cos = self.cos[positions].unsqueeze(1)  # [T, 1, D/2]
         sin = self.sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)

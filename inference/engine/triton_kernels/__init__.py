@@ -10,8 +10,9 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   prefix, reading every key (prefix and new) from the pool.
 - `paged_tile.attend_tile`: the online-softmax step over one tile of paged keys and values,
   which both attention kernels inline.
-- `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`, `rope.apply_rope`:
-  the cheap fusions on the model's hot path.
+- `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`: the cheap fusions
+  on the model's hot path.
 - `rope_cache.rope_and_cache`: RoPE and the KV write in one kernel (the Triton backend's
-  write of every step).
+  write of every step); `rope.apply_rope` is RoPE alone, its tested reference, with the
+  rotation both share.
 """

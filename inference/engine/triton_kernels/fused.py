@@ -2,6 +2,5 @@
 
 from .activation import silu_and_mul
 from .norm import fused_add_rms_norm, rms_norm
-from .rope import apply_rope
 
-__all__ = ["apply_rope", "fused_add_rms_norm", "rms_norm", "silu_and_mul"]
+__all__ = ["fused_add_rms_norm", "rms_norm", "silu_and_mul"]

@@ -5,6 +5,9 @@ place to the query and key heads of one step, one program per token.
 into the frequencies). They are rounded to the activation dtype and each product rounded as
 transformers does (`q * cos + rotate_half(q) * sin` in that dtype). `q` and `k` may be strided
 views of the fused QKV output (last dim contiguous).
+
+The model's CUDA path runs `rope_cache.py` (RoPE inside the KV write), which shares this
+file's rotation; `apply_rope` is that kernel's tested reference.
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ def rotate(ptr, mask, c, s, HALF: tl.constexpr):
 
 
 @triton.jit
-def cos_sin(Cos, Sin, pos, stride_cos, offs_d, d_mask, dt):
-    """Position `pos`'s rows of the tables, rounded to the activations' dtype `dt`."""
+def token_rope(Pos, Cos, Sin, t, stride_cos, dt, BLOCK_H: tl.constexpr, HALF: tl.constexpr,
+               BLOCK_HALF: tl.constexpr):
+    """Token `t`'s head and half-dim offsets, the half-dim mask, and its position's rows of
+    the tables rounded to the activations' dtype `dt`: (offs_h, offs_d, d_mask, cos, sin)."""
+    pos = tl.load(Pos + t).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)[:, None]
+    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
+    d_mask = offs_d < HALF
     c = tl.load(Cos + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
     s = tl.load(Sin + pos * stride_cos + offs_d, mask=d_mask, other=0.0).to(dt).to(tl.float32)
-    return c, s
+    return offs_h, offs_d, d_mask, c, s
 
 
 @triton.jit
@@ -50,11 +59,8 @@ def _rope_kernel(
     HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
-    pos = tl.load(Pos + t).to(tl.int64)
-    offs_h = tl.arange(0, BLOCK_H)[:, None]
-    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
-    d_mask = offs_d < HALF
-    c, s = cos_sin(Cos, Sin, pos, stride_cos, offs_d, d_mask, Q.dtype.element_ty)
+    offs_h, offs_d, d_mask, c, s = token_rope(Pos, Cos, Sin, t, stride_cos, Q.dtype.element_ty,
+                                              BLOCK_H, HALF, BLOCK_HALF)
     rotate(Q + t * stride_qt + offs_h * stride_qh + offs_d, (offs_h < Q_HEADS) & d_mask,
            c, s, HALF)
     rotate(K + t * stride_kt + offs_h * stride_kh + offs_d, (offs_h < K_HEADS) & d_mask,

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .rope import cos_sin, rotate, rotated
+from .rope import rotate, rotated, token_rope
 
 
 @triton.jit
@@ -27,11 +27,8 @@ def _rope_cache_kernel(
     HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, FP8_MAX: tl.constexpr,
 ):
     t = tl.program_id(0).to(tl.int64)
-    pos = tl.load(Pos + t).to(tl.int64)
-    offs_h = tl.arange(0, BLOCK_H)[:, None]
-    offs_d = tl.arange(0, BLOCK_HALF)[None, :]
-    d_mask = offs_d < HALF
-    c, s = cos_sin(Cos, Sin, pos, stride_cos, offs_d, d_mask, Q.dtype.element_ty)
+    offs_h, offs_d, d_mask, c, s = token_rope(Pos, Cos, Sin, t, stride_cos, Q.dtype.element_ty,
+                                              BLOCK_H, HALF, BLOCK_HALF)
     rotate(Q + t * stride_qt + offs_h * stride_qh + offs_d, (offs_h < Q_HEADS) & d_mask,
            c, s, HALF)
     slot = tl.load(Slots + t).to(tl.int64)
