@@ -65,6 +65,19 @@ class RMSNorm(nn.Module):
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed.to(x.dtype) * self.weight), x
 
+    def project(
+        self, x: torch.Tensor, residual: torch.Tensor | None, linear: nn.Linear
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(linear(norm(x + residual)), x + residual)`: this norm and the projection it feeds.
+        A small CUDA batch runs both as one skinny kernel, the norm its prologue."""
+        if _fused is not None and _fused.skinny(x, linear.weight):
+            prologue = _fused.Prologue.RMS_NORM if residual is None else \
+                _fused.Prologue.ADD_RMS_NORM
+            return _fused.skinny_linear(x, linear.weight, linear.bias, prologue, residual,
+                                        self.weight, self.eps)
+        h, residual = self(x, residual)
+        return linear(h), residual
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int, backend: AttentionBackend, rope: nn.Module):
@@ -86,9 +99,12 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata
+        self, positions: torch.Tensor, qkv: torch.Tensor, kv: torch.Tensor,
+        meta: AttentionMetadata,
     ) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        """Attention from the layer's QKV projection (`qkv_proj` of the normed input, which
+        the layer computes so the norm can fuse into it) through `o_proj`."""
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.heads, self.head_dim)
         k = k.view(-1, self.kv_heads, self.head_dim)
         if self.qk_norm:
@@ -100,7 +116,14 @@ class Attention(nn.Module):
         else:
             q, k = self.rope(positions, q, k)
             out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
-        return self.o_proj(out.reshape(-1, self.q_size))
+        return _project(self.o_proj, out.reshape(-1, self.q_size))
+
+
+def _project(linear: RowParallelLinear, x: torch.Tensor) -> torch.Tensor:
+    """`linear(x)`; a small CUDA batch through the skinny kernel, faster than cuBLAS there."""
+    if _fused is not None and _fused.skinny(x, linear.weight):
+        return linear.reduce(_fused.skinny_linear(x, linear.weight)[0])
+    return linear(x)
 
 
 def _norm_heads(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
@@ -122,10 +145,16 @@ class MLP(nn.Module):
         self.gate_up_proj = ColumnParallelLinear(cfg.hidden_size, parts, bias=False)
         self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fused is not None and x.is_cuda:  # hot path: SiLU·mul in one kernel
-            return self.down_proj(_fused.silu_and_mul(self.gate_up_proj(x)))
-        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
+    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """`down(silu(gate) * up)` from the layer's gate-up projection (of the normed input,
+        which the layer computes so the norm can fuse into it)."""
+        if _fused is not None and _fused.skinny(gate_up, self.down_proj.weight):
+            y, _ = _fused.skinny_linear(gate_up, self.down_proj.weight,
+                                        prologue=_fused.Prologue.SILU_MUL)
+            return self.down_proj.reduce(y)  # small batch: SiLU·mul inside the projection
+        if _fused is not None and gate_up.is_cuda:  # SiLU·mul in one kernel
+            return self.down_proj(_fused.silu_and_mul(gate_up))
+        gate, up = gate_up.split(self.inter, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
 
@@ -145,10 +174,11 @@ class DecoderLayer(nn.Module):
         kv: torch.Tensor,
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        h, residual = self.input_layernorm(x, residual)
-        h = self.self_attn(positions, h, kv, meta)
-        h, residual = self.post_attention_layernorm(h, residual)
-        return self.mlp(h), residual
+        qkv, residual = self.input_layernorm.project(x, residual, self.self_attn.qkv_proj)
+        h = self.self_attn(positions, qkv, kv, meta)
+        gate_up, residual = self.post_attention_layernorm.project(h, residual,
+                                                                  self.mlp.gate_up_proj)
+        return self.mlp(gate_up), residual
 
 
 class DecoderLM(nn.Module):

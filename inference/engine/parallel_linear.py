@@ -99,7 +99,10 @@ class RowParallelLinear(nn.Linear):
         super().__init__(in_features // self.tp.size, out_features, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight)
+        return self.reduce(F.linear(x, self.weight))
+
+    def reduce(self, y: torch.Tensor) -> torch.Tensor:
+        """This rank's partial product `y` summed over the ranks (as is at TP=1)."""
         return tp.all_reduce(y) if self.tp.size > 1 else y
 
     def tp_slice(self, shard: str | None) -> Slice:
