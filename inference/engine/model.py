@@ -65,19 +65,6 @@ class RMSNorm(nn.Module):
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed.to(x.dtype) * self.weight), x
 
-    def project(
-        self, x: torch.Tensor, residual: torch.Tensor | None, linear: nn.Linear
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(linear(norm(x + residual)), x + residual)`: this norm and the projection it feeds.
-        A small CUDA batch runs both as one skinny kernel, the norm its prologue."""
-        if _fused is not None and _fused.skinny(x, linear.weight):
-            prologue = _fused.Prologue.RMS_NORM if residual is None else \
-                _fused.Prologue.ADD_RMS_NORM
-            return _fused.skinny_linear(x, linear.weight, linear.bias, prologue, residual,
-                                        self.weight, self.eps)
-        h, residual = self(x, residual)
-        return linear(h), residual
-
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int, backend: AttentionBackend, rope: nn.Module):
@@ -99,11 +86,9 @@ class Attention(nn.Module):
         self.scale = self.head_dim**-0.5
 
     def forward(
-        self, positions: torch.Tensor, qkv: torch.Tensor, kv: torch.Tensor,
-        meta: AttentionMetadata,
+        self, positions: torch.Tensor, x: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        """Attention from the layer's QKV projection (`qkv_proj` of the normed input, which
-        the layer computes so the norm can fuse into it) through `o_proj`."""
+        qkv = _project(self.qkv_proj, x)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.heads, self.head_dim)
         k = k.view(-1, self.kv_heads, self.head_dim)
@@ -119,11 +104,12 @@ class Attention(nn.Module):
         return _project(self.o_proj, out.reshape(-1, self.q_size))
 
 
-def _project(linear: RowParallelLinear, x: torch.Tensor) -> torch.Tensor:
+def _project(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`linear(x)`; a small CUDA batch through the skinny kernel, faster than cuBLAS there."""
-    if _fused is not None and _fused.skinny(x, linear.weight):
-        return linear.reduce(_fused.skinny_linear(x, linear.weight)[0])
-    return linear(x)
+    if _fused is None or not x.is_cuda or not _fused.skinny(x, linear.weight):
+        return linear(x)  # (a CPU int4 linear has no `weight`: is_cuda is asked first)
+    y = _fused.skinny_linear(x, linear.weight, linear.bias)
+    return linear.reduce(y) if isinstance(linear, RowParallelLinear) else y
 
 
 def _norm_heads(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
@@ -145,17 +131,15 @@ class MLP(nn.Module):
         self.gate_up_proj = ColumnParallelLinear(cfg.hidden_size, parts, bias=False)
         self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size)
 
-    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """`down(silu(gate) * up)` from the layer's gate-up projection (of the normed input,
-        which the layer computes so the norm can fuse into it)."""
-        if _fused is not None and _fused.skinny(gate_up, self.down_proj.weight):
-            y, _ = _fused.skinny_linear(gate_up, self.down_proj.weight,
-                                        prologue=_fused.Prologue.SILU_MUL)
-            return self.down_proj.reduce(y)  # small batch: SiLU·mul inside the projection
-        if _fused is not None and gate_up.is_cuda:  # SiLU·mul in one kernel
-            return self.down_proj(_fused.silu_and_mul(gate_up))
-        gate, up = gate_up.split(self.inter, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up = _project(self.gate_up_proj, x)
+        if _fused is None or not x.is_cuda:
+            gate, up = gate_up.split(self.inter, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+        if x.shape[0] == 1 and _fused.skinny(x, self.down_proj.weight):  # SiLU·mul inside
+            return self.down_proj.reduce(
+                _fused.skinny_linear(gate_up, self.down_proj.weight, silu_mul=True))
+        return _project(self.down_proj, _fused.silu_and_mul(gate_up))
 
 
 class DecoderLayer(nn.Module):
@@ -174,11 +158,10 @@ class DecoderLayer(nn.Module):
         kv: torch.Tensor,
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        qkv, residual = self.input_layernorm.project(x, residual, self.self_attn.qkv_proj)
-        h = self.self_attn(positions, qkv, kv, meta)
-        gate_up, residual = self.post_attention_layernorm.project(h, residual,
-                                                                  self.mlp.gate_up_proj)
-        return self.mlp(gate_up), residual
+        h, residual = self.input_layernorm(x, residual)
+        h = self.self_attn(positions, h, kv, meta)
+        h, residual = self.post_attention_layernorm(h, residual)
+        return self.mlp(h), residual
 
 
 class DecoderLM(nn.Module):
