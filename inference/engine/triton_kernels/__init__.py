@@ -15,4 +15,6 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
 - `rope_cache.rope_and_cache`: RoPE and the KV write in one kernel (the Triton backend's
   write of every step); `rope.apply_rope` is RoPE alone, its tested reference, with the
   rotation both share.
+- `skinny_linear.skinny_linear`: the projections of a batch of up to 16 rows (cuBLAS
+  beyond), with SiLU·mul fused into the down projection at one row.
 """
