@@ -292,3 +292,39 @@ def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, device):
     ref = want_x.float() @ w.float().T + bias.float()
     assert y.shape == (rows, n)
     assert rel_err(y, ref) < TOL[dtype]
+
+
+@pytest.mark.skipif(INTERPRET or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs a Hopper GPU")
+def test_a_pdl_chain_in_a_graph_equals_the_same_chain_launched_plainly(monkeypatch):
+    """Forty norm -> skinny projection -> SiLU·mul -> skinny projection links, each reading
+    the one before and the residual two launches back, replayed from a CUDA graph with PDL
+    on: bit-equal to the chain with every launch plain. A kernel that read before its
+    predecessor finished would differ; and PDL must actually be on here."""
+    from inference.engine.triton_kernels import pdl
+
+    assert pdl.enabled(torch.empty(1, device="cuda"))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    k, inter = 1024, 2048
+    x0 = torch.randn(1, k, device="cuda", dtype=torch.bfloat16, generator=gen)
+    nw = torch.ones(k, device="cuda", dtype=torch.bfloat16)
+    up = torch.randn(2 * inter, k, device="cuda", dtype=torch.bfloat16, generator=gen) / 32
+    down = torch.randn(k, inter, device="cuda", dtype=torch.bfloat16, generator=gen) / 45
+
+    def chain():
+        x, res = x0, torch.zeros_like(x0)
+        for _ in range(40):
+            h, res = fused_add_rms_norm(x, res, nw, 1e-5)
+            x = skinny_linear(silu_and_mul(skinny_linear(h, up)), down)
+        return x
+
+    graph = torch.cuda.CUDAGraph()
+    chain()
+    with torch.cuda.graph(graph):
+        got = chain()
+    graph.replay()
+    monkeypatch.setattr(pdl, "enabled", lambda x: False)
+    want = chain()
+    torch.cuda.synchronize()
+    assert torch.isfinite(want).all()
+    assert torch.equal(got, want)

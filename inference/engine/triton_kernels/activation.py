@@ -10,9 +10,14 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pdl
+from .pdl import begin
+
 
 @triton.jit
-def _silu_and_mul_kernel(X, Out, stride_x, stride_o, N, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(X, Out, stride_x, stride_o, N, BLOCK: tl.constexpr,
+                         PDL: tl.constexpr):
+    begin(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
@@ -31,6 +36,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
         return out
     block = min(2048, triton.next_power_of_2(n))
     _silu_and_mul_kernel[(rows, triton.cdiv(n, block))](
-        x, out, x.stride(0), out.stride(0), n, BLOCK=block, num_warps=4,
+        x, out, x.stride(0), out.stride(0), n, BLOCK=block, num_warps=4, **pdl.options(x),
     )
     return out

@@ -24,7 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pdl
 from .paged_tile import LOG2E, attend_tile
+from .pdl import begin
 
 
 @triton.jit
@@ -40,8 +42,9 @@ def _decode_split_kernel(
     num_splits,
     KV_GROUP: tl.constexpr, BLOCK_H: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    DIRECT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DIRECT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -98,8 +101,9 @@ def _decode_merge_kernel(
     stride_lb, stride_lh,
     stride_ot, stride_oh,
     num_splits, BLOCK_S: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
@@ -200,7 +204,7 @@ def decode_attention(
         BLOCK_N=block_n, HEAD_DIM=head_dim, BLOCK_D=block_d,
         DIRECT=num_splits == 1,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps, num_stages=stages,
+        num_warps=warps, num_stages=stages, **pdl.options(q),
     )
     if num_splits > 1:
         _decode_merge_kernel[(num_seqs, num_heads)](
@@ -210,5 +214,6 @@ def decode_attention(
             out.stride(0), out.stride(1),
             num_splits, BLOCK_S=max(2, triton.next_power_of_2(num_splits)),
             HEAD_DIM=head_dim, BLOCK_D=block_d, num_warps=1 if head_dim <= 64 else 2,
+            **pdl.options(q),
         )
     return out

@@ -12,14 +12,18 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pdl
+from .pdl import begin
+
 
 @triton.jit
 def _rms_norm_kernel(
     X, Res, W, Out, ResOut,
     stride_x, stride_r, stride_o, stride_ro,
     eps,
-    N: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    N: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < N
@@ -49,7 +53,7 @@ def _launch(x, residual, weight, eps, out, res_out):
         out.stride(-2) if out.dim() > 1 else n,
         res_out.stride(-2) if res_out is not None and res_out.dim() > 1 else n,
         eps, N=n, BLOCK=block, HAS_RESIDUAL=residual is not None,
-        num_warps=min(16, max(1, block // 256)),
+        num_warps=min(16, max(1, block // 256)), **pdl.options(x),
     )
 
 

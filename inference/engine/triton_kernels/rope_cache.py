@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pdl
+from .pdl import begin
 from .rope import rotate, rotated, token_rope
 
 
@@ -24,8 +26,9 @@ def _rope_cache_kernel(
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_cos,
     cache_kv_stride, cache_slot_stride, cache_head_stride,
     Q_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, BLOCK_H: tl.constexpr,
-    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, FP8_MAX: tl.constexpr,
+    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, FP8_MAX: tl.constexpr, PDL: tl.constexpr,
 ):
+    begin(PDL)
     t = tl.program_id(0).to(tl.int64)
     offs_h, offs_d, d_mask, c, s = token_rope(Pos, Cos, Sin, t, stride_cos, Q.dtype.element_ty,
                                               BLOCK_H, HALF, BLOCK_HALF)
@@ -77,5 +80,5 @@ def rope_and_cache(
         Q_HEADS=q_heads, KV_HEADS=kv_heads, BLOCK_H=triton.next_power_of_2(max(q_heads, kv_heads)),
         HALF=half, BLOCK_HALF=triton.next_power_of_2(half),
         FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
-        num_warps=4,
+        num_warps=4, **pdl.options(q),
     )

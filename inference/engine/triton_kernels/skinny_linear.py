@@ -29,6 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import pdl
+from .pdl import begin
+
 MAX_ROWS = 16  # the dot's row tile: a batch of up to this many rows runs in one tile
 
 
@@ -39,10 +42,12 @@ def _skinny_linear_kernel(
     stride_x, stride_w, stride_y,
     SILU_MUL: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRO_M: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """One program: `BLOCK_N` output columns of every row. The SiLU·mul runs on `PRO_M` rows:
     `BLOCK_M`, or 1 for a one-row batch, whose row is then placed as row 0 of the dot's
     zero-padded tile, so padding rows cost no element-wise work."""
+    begin(PDL)
     pid = tl.program_id(0)
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
@@ -141,6 +146,6 @@ def skinny_linear(
         SILU_MUL=silu_mul, HAS_BIAS=bias is not None,
         BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         PRO_M=1 if m == 1 else t.block_m,
-        num_warps=t.warps, num_stages=t.stages,
+        num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )
     return y
