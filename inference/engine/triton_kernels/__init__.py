@@ -17,4 +17,8 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   rotation both share.
 - `skinny_linear.skinny_linear`: the projections of a batch of up to 16 rows (cuBLAS
   beyond), with SiLU·mul fused into the down projection at one row.
+- `pdl`: programmatic dependent launch on Hopper. The decode step's kernels (norms,
+  SiLU·mul, skinny projections, RoPE + KV write, decode attention) start with `pdl.begin`
+  and launch with `pdl.options`; prefill attention, the plain KV write and RoPE alone launch
+  plainly.
 """
