@@ -5,8 +5,9 @@ At a few rows a projection reads its whole weight once and does almost no arithm
 bound by memory, and at SmolLM2's size by the latency of each launch. One program owns
 `BLOCK_N` output columns for every row and streams their weight rows through a pipelined
 tensor-core dot (rows padded to 16); tiles are fitted per weight shape (`tile_for`). On the
-H200 this beats cuBLAS at every projection of the Llama-3.1-8B and SmolLM2 shapes, by 1-12 %,
-and saves cuBLAS's split-K reduce launch on the down projection (docs/BENCHMARKS.md).
+H200, at one row, this beats cuBLAS at every projection of the Llama-3.1-8B and SmolLM2
+shapes by 2-15 % and saves cuBLAS's split-K reduce launch on the down projection; at 8 and
+16 rows it is within 2 % of cuBLAS or faster (docs/BENCHMARKS.md).
 
 With `silu_mul`, x is the gate-up output `[rows, 2K]` (gate then up) and the kernel computes
 `silu(gate) * up` as it loads each K tile, rounding as `activation.py` does, so the product's
