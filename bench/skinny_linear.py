@@ -47,7 +47,7 @@ def rotating_us(make_call: Callable[[torch.Tensor], Callable[[], object]],
     """µs per call, one call per weight copy in the graph (each reads its copy from HBM)."""
     calls = [make_call(w) for w in weights]
     calls[0]()  # compile / pick the library kernel outside the capture
-    index = iter(range(10**9))
+    index = itertools.count()
     return graph_us(lambda: calls[next(index) % len(calls)](), reps=len(calls))
 
 

@@ -29,7 +29,6 @@ from inference.engine.split_encode import encode_pieces  # noqa: E402
 
 
 def load(path: str | None) -> tokenizers.Tokenizer:
-
     if path:
         return tokenizers.Tokenizer.from_file(path)
     from inference.engine.loader import load_checkpoint

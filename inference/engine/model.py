@@ -14,6 +14,10 @@ Tensor parallelism (parallel_linear.py) is Megatron's: QKV and gate-up split by 
 embedding and LM head by vocabulary rows. A rank's heads and KV heads are `self.heads` and
 `self.kv_heads`; `shard_slice(name)` says which part of a checkpoint tensor this rank reads.
 At TP=1 every layer is the plain one and no collective runs.
+
+On CUDA a batch of up to 16 rows (small-batch decode) runs its projections through the skinny
+kernel (`_project`, `triton_kernels/skinny_linear.py`) instead of cuBLAS, and at one row the
+MLP's SiLU·mul inside the down projection's kernel.
 """
 
 from __future__ import annotations
@@ -136,7 +140,8 @@ class MLP(nn.Module):
         if _fused is None or not x.is_cuda:
             gate, up = gate_up.split(self.inter, dim=-1)
             return self.down_proj(F.silu(gate) * up)
-        if x.shape[0] == 1 and _fused.skinny(x, self.down_proj.weight):  # SiLU·mul inside
+        one_row = gate_up.shape[0] == 1
+        if one_row and _fused.skinny(gate_up, self.down_proj.weight):  # SiLU·mul inside it
             return self.down_proj.reduce(
                 _fused.skinny_linear(gate_up, self.down_proj.weight, silu_mul=True))
         return _project(self.down_proj, _fused.silu_and_mul(gate_up))

@@ -279,7 +279,7 @@ HALF = [torch.float16] + ([] if INTERPRET else [torch.bfloat16])
 @pytest.mark.parametrize("silu_mul", [False, True])
 @pytest.mark.parametrize("rows,block_m", [(1, 16), (3, 16), (16, 16), (1, 4), (3, 4)])
 def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, device):
-    """Plain and with SiLU·mul in front, at 1 row (the one-row prologue), 3 and 16 rows, on
+    """Plain and with SiLU·mul in front (at 1 row its one-row path), at 1, 3 and 16 rows, on
     the dot's tile and on the FMA tile, N and K that are no multiple of the tile, a bias:
     equal to the float32 product of the separate kernel's input."""
     gen = torch.Generator().manual_seed(rows + 7 * silu_mul)

@@ -117,7 +117,7 @@ def tile_for(m: int, n: int, k: int) -> Tile:
     else:
         block_k = 256
     block_k = min(block_k, max(16, triton.next_power_of_2(k)))
-    return Tile(16, block_n, block_k, 4, 3 if n >= 16384 else 4)
+    return Tile(MAX_ROWS, block_n, block_k, 4, 3 if n >= 16384 else 4)
 
 
 def skinny_linear(
