@@ -133,9 +133,9 @@ class GenerationTelemetry:
             rt = self.requests.get(rid)
             if rt is None:
                 continue
-            if rt.scheduled_at is None:
-                rt.scheduled_at = started
-                m.queue_time.labels(self.model).observe(max(0.0, started - rt.admitted))
+            if rt.scheduled_at is None:  # never before admission: `started` is an estimate
+                rt.scheduled_at = max(started, rt.admitted)
+                m.queue_time.labels(self.model).observe(rt.scheduled_at - rt.admitted)
             if rt.span.is_recording():
                 traced.append(rt.span.get_span_context())
         if not traced:
