@@ -5,17 +5,22 @@ Also runnable as `python -m kvmesh.cli.serve SERVICE ...`, which is how `kvmesh 
 
 SIGTERM ends a service at any time: while it starts (connects to NATS, loads a model) it exits
 at once (status 143); once it serves, the service's own handler drains it (see
-`kvmesh.actor`, `gateway.server`).
+`kvmesh.actor`, `gateway.server`). A starting service that has not exited `FORCED_EXIT_S` after
+the signal (its `SystemExit` was swallowed, or the shutdown waits on a thread that is still
+loading) is ended with `os._exit(143)`.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
 SERVICES = ("gateway", "router", "worker", "auth", "cache")
+FORCED_EXIT_S = 5.0
 
 
 def _entry(service: str) -> Callable[[Sequence[str]], int]:
@@ -33,6 +38,12 @@ def _entry(service: str) -> Callable[[Sequence[str]], int]:
 
 
 def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # The SystemExit surfaces in whatever code runs when the signal lands: a finalizer there
+    # reports it as "ignored" and goes on, and asyncio's shutdown waits for executor threads
+    # (a worker's wait for its loading engine). The daemon timer ends the process either way.
+    timer = threading.Timer(FORCED_EXIT_S, os._exit, (128 + signum,))
+    timer.daemon = True
+    timer.start()
     raise SystemExit(128 + signum)
 
 
