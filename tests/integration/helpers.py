@@ -4,11 +4,8 @@ mesh that is yet to bind them."""
 from __future__ import annotations
 
 import json
-import random
-import socket
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 
@@ -72,46 +69,21 @@ def read_banner(up: Any, timeout: float) -> str:
     return banner
 
 
-def _ephemeral_low() -> int:
-    """The first port the kernel hands out to outgoing connections (Linux's default 32768)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(port: int) -> bool:
-    """Whether a listener could bind 127.0.0.1:`port` now: not listened on, and not the local
-    end of a connection (which a connect probe cannot see)."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(singles: int, run: int) -> tuple[list[int], int]:
     """`singles` distinct free ports and the first of `run` consecutive free ports, none of
     the singles inside the run (`kvmesh up` derives its services' metrics ports from one base,
     so a NATS or Redis port there would collide).
 
-    All are drawn from below the kernel's ephemeral range: a port handed out there can become
-    the local end of some process's outgoing connection before the service that was meant to
-    listen on it binds it (CI saw a worker's metrics port taken that way)."""
-    top = min(_ephemeral_low(), 65535) - run
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(10000, top)
-        if all(_bindable(p) for p in range(first, first + run)):
-            break
-    else:
-        raise RuntimeError("no run of free ports")
+    All come from `procs.free_port`, below the kernel's ephemeral range (CI saw a worker's
+    metrics port taken as the local end of some connection before the worker bound it)."""
+    from kvmesh.cli import procs
+
+    first = procs.free_port(run)
     taken: set[int] = set(range(first, first + run))
     singles_out: list[int] = []
     while len(singles_out) < singles:
-        port = rng.randrange(10000, top)
-        if port not in taken and _bindable(port):
+        port = procs.free_port()
+        if port not in taken:
             taken.add(port)
             singles_out.append(port)
     return singles_out, first
