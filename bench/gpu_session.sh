@@ -12,6 +12,8 @@
 #                                       loop), constrained vs free on both and the host time of
 #                                       their steps by phase, batch-1 decode tiles,
 #                                       the projections' GEMMs under cuBLAS and cuBLASLt
+#   bash bench/gpu_session.sh gaps      where the GPU idles in the 8B workload (between steps or
+#                                       inside them)
 #   bash bench/gpu_session.sh structured constrained vs free on both shapes, and the host time
 #                                       of their steps by phase
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
@@ -114,11 +116,14 @@ engine)
   timeout 60 python3 bench/decode_tiles.py --shapes b1 --out "$OUT" 2>&1 | tail -2
   timeout 60 python3 bench/blas_backends.py --out "$OUT" 2>&1 | tail -28
   ;;
+gaps)
+  timeout 300 python3 bench/step_gaps.py 2>&1 | tee "$OUT/step_gaps.log" | tail -12
+  ;;
 structured)
   structured_runs
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "structured"
+    "gaps | structured"
   exit 2 ;;
 esac
