@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.workload_profile import step_kind
+from bench.workload_profile import family, step_kind
 
 
 def event_pass(llm) -> dict:
@@ -139,7 +139,16 @@ def trace_gaps(trace_path: str) -> dict:
         top.append({"us": round(us, 1), "before": before["name"][:60],
                     "after": after["name"][:60], "launch": api["name"] if api else None,
                     "host_late_us": host_late})
+    fams: dict[str, float] = defaultdict(float)
+    names: dict[str, float] = defaultdict(float)
+    for e in gpu:
+        fams[family(e["name"]) if e["cat"] == "kernel" else e["cat"]] += e["dur"] / 1e3
+        names[e["name"][:80]] += e["dur"] / 1e3
     return {"span_ms": span / 1e3, "busy_ms": busy / 1e3, "busy": busy / span,
+            "families_ms": {k: round(v, 2)
+                            for k, v in sorted(fams.items(), key=lambda kv: -kv[1])},
+            "top_kernels_ms": sorted(((round(v, 2), k) for k, v in names.items()),
+                                     reverse=True)[:10],
             "gaps_ms": {k: round(v / 1e3, 3) for k, v in buckets.items()},
             "host_late_gaps_ms": round(late / 1e3, 3), "top_gaps": top}
 
@@ -178,23 +187,28 @@ def main() -> None:
     ap.add_argument("--preset", default="llama-3.1-8b")
     ap.add_argument("--window", type=int, default=300)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--skip-events", action="store_true", help="only the profiled window")
     args = ap.parse_args()
     from inference import LLM
 
     llm = LLM(f"dummy:{args.preset}", dtype="bfloat16", max_num_seqs=256,
               max_num_batched_tokens=16384, max_model_len=4096)
-    events = event_pass(llm)
+    events = None if args.skip_events else event_pass(llm)
     window = profiled_window(llm, args.window, args.steps)
     print(json.dumps({"preset": args.preset, "events": events, "window": window}), flush=True)
-    print(f"\n{args.preset}: {events['out_tok_per_s']:,.0f} out tok/s, "
-          f"{events['seconds']:.2f} s; GPU idle between steps {events['idle_total_ms']:.0f} ms")
-    for k in events["steps"]:
-        print(f"  {k:14s} {events['steps'][k]:5d} steps: span {events['span_ms'][k]:8.1f} ms, "
-              f"idle before {events['idle_before_ms'].get(k, 0):7.1f} ms")
+    if events is not None:
+        print(f"\n{args.preset}: {events['out_tok_per_s']:,.0f} out tok/s, "
+              f"{events['seconds']:.2f} s; GPU idle between steps {events['idle_total_ms']:.0f} ms")
+        for k in events["steps"]:
+            print(f"  {k:14s} {events['steps'][k]:5d} steps: span {events['span_ms'][k]:8.1f} "
+                  f"ms, idle before {events['idle_before_ms'].get(k, 0):7.1f} ms")
     if window.get("span_ms"):
         print(f"  window @{window['at_step']} ({window['seqs'][0]} seqs): busy "
               f"{window['busy']:.1%} of {window['span_ms']:.2f} ms; gaps {window['gaps_ms']}; "
               f"host-late {window['host_late_gaps_ms']} ms")
+        print(f"  kernels (ms over the window): {window['families_ms']}")
+        for ms, name in window["top_kernels_ms"][:6]:
+            print(f"    {ms:8.2f} ms  {name}")
         for g in window["top_gaps"][:6]:
             print(f"    {g['us']:7.1f} us  {g['before'][:35]:35s} -> {g['after'][:35]:35s} "
                   f"host late {g['host_late_us']}")
