@@ -188,13 +188,14 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=300)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--skip-events", action="store_true", help="only the profiled window")
+    ap.add_argument("--skip-window", action="store_true", help="only the unprofiled pass")
     args = ap.parse_args()
     from inference import LLM
 
     llm = LLM(f"dummy:{args.preset}", dtype="bfloat16", max_num_seqs=256,
               max_num_batched_tokens=16384, max_model_len=4096)
     events = None if args.skip_events else event_pass(llm)
-    window = profiled_window(llm, args.window, args.steps)
+    window = {} if args.skip_window else profiled_window(llm, args.window, args.steps)
     print(json.dumps({"preset": args.preset, "events": events, "window": window}), flush=True)
     if events is not None:
         print(f"\n{args.preset}: {events['out_tok_per_s']:,.0f} out tok/s, "

@@ -10,6 +10,12 @@ constrained row's logprobs are of its biased, masked distribution (forbidden tok
 `sample` only queues device work and returns a `DeviceSample`: the engine copies it to the host
 without blocking (`transfer.HostCopy`) so the next step can be launched first.
 
+On CUDA, a batch whose rows all sample plainly (temperature only: no top-k, no top-p, no seed
+of their own) draws in one Triton kernel, `triton_kernels/gumbel_sample.py`: temperature,
+noise and argmax in one read of the logits (Gumbel-max, the same distribution as the race).
+Its seed comes from the engine's generator, read and advanced on the host, so the draws are
+reproducible from the engine's seed and nothing waits for the GPU.
+
 Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
 grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
 in place and for those rows only; the other rows are untouched.
@@ -90,6 +96,11 @@ def sample(
     device = logits.device
     if not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
         tokens = logits.argmax(dim=-1)
+    elif device.type == "cuda" and all(_plain(r) for r in rows):
+        from .triton_kernels.gumbel_sample import gumbel_sample
+
+        temps = to_device([r.params.temperature for r in rows], torch.float32, device)
+        tokens = gumbel_sample(logits, temps, _next_seed(default_generator))
     else:
         tokens = torch.empty(len(rows), dtype=torch.long, device=device)
         if greedy:
@@ -99,6 +110,20 @@ def sample(
         probs = _truncated_probs(logits[idx], [rows[i].params for i in random])
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
     return _with_logprobs(DeviceSample(tokens), logits, rows)
+
+
+def _plain(row: SampleRow) -> bool:
+    """Temperature (or greedy) alone: no truncation, no generator of its own."""
+    p = row.params
+    return row.generator is None and p.top_k == -1 and p.top_p == 1.0
+
+
+def _next_seed(gen: torch.Generator) -> int:
+    """A fresh seed below 2**31 for one fused draw. A CUDA generator keeps its Philox offset
+    on the host: reading and advancing it costs no device sync."""
+    offset = gen.get_offset()
+    gen.set_offset(offset + 4)
+    return (gen.initial_seed() * 1_000_003 + offset // 4) % (2**31 - 1)
 
 
 @torch.inference_mode()  # the runner's logits are inference tensors: written in place here

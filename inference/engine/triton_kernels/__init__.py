@@ -17,6 +17,8 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   rotation both share.
 - `skinny_linear.skinny_linear`: the projections of a batch of up to 16 rows (cuBLAS
   beyond), with SiLU·mul fused into the down projection at one row.
+- `gumbel_sample.gumbel_sample`: temperature sampling in one read of the logits (Gumbel-max),
+  the sampler's CUDA path for rows without top-k, top-p or a seed of their own.
 - `pdl`: programmatic dependent launch on Hopper. The decode step's kernels (norms,
   SiLU·mul, skinny projections, RoPE + KV write, decode attention) start with `pdl.begin`
   and launch with `pdl.options`; prefill attention, the plain KV write and RoPE alone launch
