@@ -11,10 +11,11 @@ constrained row's logprobs are of its biased, masked distribution (forbidden tok
 without blocking (`transfer.HostCopy`) so the next step can be launched first.
 
 On CUDA, a batch whose rows all sample plainly (temperature only: no top-k, no top-p, no seed
-of their own) draws in one Triton kernel, `triton_kernels/gumbel_sample.py`: temperature,
-noise and argmax in one read of the logits (Gumbel-max, the same distribution as the race).
-Its seed comes from the engine's generator, read and advanced on the host, so the draws are
-reproducible from the engine's seed and nothing waits for the GPU.
+of their own) and whose logits have fewer than 2**31 entries draws in one Triton kernel,
+`triton_kernels/gumbel_sample.py`: temperature, noise and argmax in one read of the logits
+(Gumbel-max, the same distribution as the race). Its seed comes from the engine's generator,
+read and advanced on the host, so the draws are reproducible from the engine's seed and
+nothing waits for the GPU.
 
 Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
 grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
@@ -96,7 +97,7 @@ def sample(
     device = logits.device
     if not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
         tokens = logits.argmax(dim=-1)
-    elif device.type == "cuda" and all(_plain(r) for r in rows):
+    elif device.type == "cuda" and logits.numel() < 2**31 and all(_plain(r) for r in rows):
         from .triton_kernels.gumbel_sample import gumbel_sample
 
         temps = to_device([r.params.temperature for r in rows], torch.float32, device)
