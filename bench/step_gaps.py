@@ -1,6 +1,7 @@
 """Where the GPU waits during the nano-vllm workload: between steps, or inside them.
 
     python bench/step_gaps.py [--preset llama-3.1-8b] [--window 300] [--steps 5]
+                              [--skip-events | --skip-window]
 
 One fresh process, the engine as `bench/workload_profile.py` builds it (bf16, `max_num_seqs=256`,
 `max_num_batched_tokens=16384`, `max_model_len=4096`), the workload of
@@ -12,9 +13,10 @@ One fresh process, the engine as `bench/workload_profile.py` builds it (bf16, `m
    GPU sat idle between step N's sampling and step N+1's first copy: the host was late. Summed
    by step kind, beside each kind's time from step start to sampling end.
 2. A profiled window of `--steps` steps from step `--window`: from the trace, the GPU's busy
-   time (union of kernels and copies) against the window's span, and its idle gaps by size,
-   each with the kernels either side and whether the host had launched the next one before
-   the gap began (device-side latency) or after (the host was late).
+   time (union of kernels and copies) against the window's span, kernel time by family
+   (`workload_profile.family`) and the top kernels, and the idle gaps by size, each with the
+   kernels either side and whether the host had launched the next one before the gap began
+   (device-side latency) or after (the host was late).
 
 The profiler slows the host, so pass 2 over-states host-made gaps; pass 1 does not.
 Prints one JSON line and a short table last.
