@@ -32,6 +32,21 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
     return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
 
 
+def _packed(parts: tuple) -> tuple[np.ndarray, list[int]]:
+    """The int64 `parts` in one array, each starting on a 16-byte boundary (an even index),
+    and where each starts. A Triton kernel is compiled apart for a pointer argument that is
+    16-byte aligned and one that is not: slices that start wherever the previous part ended
+    would make an eager step's kernels meet both, and compile again mid-run."""
+    cut, at = [], 0
+    for a in parts:
+        cut.append(at)
+        at += len(a) + len(a) % 2
+    host = np.zeros(at, dtype=np.int64)
+    for start, a in zip(cut, parts, strict=True):
+        host[start : start + len(a)] = a
+    return host, cut
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -94,29 +109,29 @@ class ModelRunner:
             starts.append(starts[-1] + n)
             seq_lens.append(start + n)
         # Hot path: every index array goes into one host buffer and crosses to the device in
-        # one non-blocking copy (not six, none of which waits for the GPU); the block table is
-        # filled row by row in numpy, not from a nested Python list.
+        # one non-blocking copy (not seven, none of which waits for the GPU); the block table
+        # is filled row by row in numpy, not from a nested Python list.
         n_tok, n_seq = len(ids), len(batch.seqs)
         width = max(len(s.block_table) for s in batch.seqs)
         tables = np.zeros((n_seq, width), dtype=np.int64)
         for i, s in enumerate(batch.seqs):
             tables[i, : len(s.block_table)] = s.block_table
         rows = [starts[i + 1] - 1 for i in sample_rows]
-        parts = (ids, positions, slots, starts, seq_lens, rows)
-        host = np.concatenate([np.asarray(a, dtype=np.int64) for a in parts] + [tables.ravel()])
+        parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
+        host, cut = _packed(parts)
         buf = to_device(host, torch.long, self.device)
-        cut = np.cumsum([0] + [len(a) for a in parts]).tolist()
-        input_ids, pos, slot_mapping = (buf[cut[i] : cut[i + 1]] for i in range(3))
+        input_ids, pos, slot_mapping, query_starts, lens, row_idx, flat_tables = (
+            buf[cut[i] : cut[i] + len(a)] for i, a in enumerate(parts))
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
-            query_start_loc=buf[cut[3] : cut[4]].to(torch.int32),
-            seq_lens=buf[cut[4] : cut[5]].to(torch.int32),
-            block_tables=buf[cut[6] :].view(n_seq, width).to(torch.int32),
+            query_start_loc=query_starts.to(torch.int32),
+            seq_lens=lens.to(torch.int32),
+            block_tables=flat_tables.view(n_seq, width).to(torch.int32),
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
         )
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
-        return input_ids, pos, meta, buf[cut[5] : cut[6]], has_placeholder
+        return input_ids, pos, meta, row_idx, has_placeholder
 
     @torch.inference_mode()
     def execute(

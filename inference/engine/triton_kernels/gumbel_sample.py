@@ -25,7 +25,9 @@ BLOCK_V = 2048
 PROGRAMS_PER_SM = 4  # enough programs in flight that the noise's arithmetic hides the loads
 
 
-@triton.jit
+# Integers that change between calls are not specialised on (Triton compiles apart for a value
+# of 1 and for multiples of 16): one compile, none mid-run for a new seed or split count.
+@triton.jit(do_not_specialize=["seed", "tiles_per_split", "num_splits"])
 def _gumbel_partial_kernel(
     Logits, Temps, PartScore, PartId, stride_row, vocab, seed, tiles_per_split, num_splits,
     BLOCK_V: tl.constexpr,
@@ -57,7 +59,7 @@ def _gumbel_partial_kernel(
     tl.store(PartId + row * num_splits + split, token)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _gumbel_reduce_kernel(PartScore, PartId, Out, num_splits, BLOCK_S: tl.constexpr):
     """Each row's token: the best of its splits, the lowest token among equals."""
     row = tl.program_id(0)

@@ -22,7 +22,9 @@ import triton.language as tl
 from .paged_tile import LOG2E, attend_tile
 
 
-@triton.jit
+# The block table's width changes from step to step: compiled once for any width, not again
+# mid-run when a width divisible by 16 (or of 1) first comes along.
+@triton.jit(do_not_specialize=["stride_bt"])
 def _prefill_kernel(
     Q, KCache, VCache, BlockTables, SeqLens, QueryStart, Out,
     qk_scale,

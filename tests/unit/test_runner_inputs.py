@@ -1,0 +1,35 @@
+"""The runner's per-step inputs: one host buffer, every part on a 16-byte boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.engine.sampling_params import SamplingParams
+
+from .engine_driver import tiny_engine
+
+
+@pytest.mark.parametrize("lengths", [[3], [5, 2], [4, 7, 1], [6, 6]])
+def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
+    eng = tiny_engine()
+    for i, n in enumerate(lengths):
+        eng.add_request(f"r{i}", list(range(10 + i, 10 + i + n)), SamplingParams(max_tokens=2))
+    batch = eng.scheduler.schedule()
+    ids, pos, meta, rows, placeholder = eng.runner.prepare(batch, list(range(len(lengths))))
+    views = {"ids": ids, "positions": pos, "slots": meta.slot_mapping, "rows": rows}
+    for name, t in views.items():
+        assert t.storage_offset() * t.element_size() % 16 == 0, name
+    assert ids.tolist() == [t for s in batch.seqs for t in s.token_ids]
+    assert pos.tolist() == [p for n in lengths for p in range(n)]
+    bs = eng.config.block_size
+    assert meta.slot_mapping.tolist() == [s.block_table[p // bs] * bs + p % bs
+                                          for s, n in zip(batch.seqs, lengths, strict=True)
+                                          for p in range(n)]
+    ends = [sum(lengths[: i + 1]) for i in range(len(lengths))]
+    assert meta.query_start_loc.tolist() == [0, *ends]
+    assert meta.seq_lens.tolist() == lengths
+    assert rows.tolist() == [e - 1 for e in ends]
+    assert [r[: len(s.block_table)] for r, s in zip(meta.block_tables.tolist(), batch.seqs,
+                                                    strict=True)] == [s.block_table
+                                                                      for s in batch.seqs]
+    assert not placeholder
