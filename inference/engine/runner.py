@@ -32,7 +32,7 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
     return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
 
 
-def _packed(parts: tuple) -> tuple[np.ndarray, list[int]]:
+def _packed(parts: tuple[list[int] | np.ndarray, ...]) -> tuple[np.ndarray, list[int]]:
     """The int64 `parts` in one array, each starting on a 16-byte boundary (an even index),
     and where each starts. A Triton kernel is compiled apart for a pointer argument that is
     16-byte aligned and one that is not: slices that start wherever the previous part ended
@@ -97,17 +97,29 @@ class ModelRunner:
         whether any input is a placeholder (see inflight.py)."""
         bs = self.block_size
         ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
         starts = [0]
         seq_lens: list[int] = []
-        for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
-            start, table = seq.num_computed_tokens, seq.block_table
-            ids.extend(seq.token_ids[start : start + n])
-            positions.extend(range(start, start + n))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            starts.append(starts[-1] + n)
-            seq_lens.append(start + n)
+        if max(batch.num_tokens) == 1:  # decode: a position and a slot per row, in Python
+            positions: list[int] | np.ndarray = []
+            slots: list[int] | np.ndarray = []
+            for seq in batch.seqs:
+                p, table = seq.num_computed_tokens, seq.block_table
+                ids.append(seq.token_ids[p])
+                positions.append(p)
+                slots.append(table[p // bs] * bs + p % bs)
+                starts.append(starts[-1] + 1)
+                seq_lens.append(p + 1)
+        else:  # prompt chunks: positions and slots per sequence in numpy, not per token
+            pos_parts, slot_parts = [], []
+            for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
+                start, table = seq.num_computed_tokens, seq.block_table
+                ids.extend(seq.token_ids[start : start + n])
+                p = np.arange(start, start + n)
+                pos_parts.append(p)
+                slot_parts.append(np.asarray(table)[p // bs] * bs + p % bs)
+                starts.append(starts[-1] + n)
+                seq_lens.append(start + n)
+            positions, slots = np.concatenate(pos_parts), np.concatenate(slot_parts)
         # Hot path: every index array goes into one host buffer and crosses to the device in
         # one non-blocking copy (not seven, none of which waits for the GPU); the block table
         # is filled row by row in numpy, not from a nested Python list.
