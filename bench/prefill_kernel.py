@@ -3,8 +3,8 @@
     python bench/prefill_kernel.py [--shapes chunk,long,prompt,smol-chunk]
 
 Cold prompts (no cached prefix) in a page-16 pool, random values and block tables:
-- `chunk`: the nano-vllm workload's first 16,384-token prefill chunk (prompt lengths drawn as
-  `bench.gpu_engine.throughput_workload` draws them), Llama-3.1-8B heads (32 query, 8 KV, 128);
+- `chunk`: the nano-vllm workload's first 16,384-token prefill chunk (the prompt lengths of
+  `bench.gpu_engine.throughput_workload`), Llama-3.1-8B heads (32 query, 8 KV, 128);
 - `long`: one 4,096-token prompt, 8B heads;
 - `prompt`: one 200-token prompt, 8B heads (a first token's prefill);
 - `smol-chunk`: the same chunk with SmolLM2-135M heads (9 query, 3 KV, 64).
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 
 import torch
@@ -33,14 +32,18 @@ PAGE = 16
 CHUNK = 16384
 
 
-def chunk_lengths(seed: int = 0) -> list[int]:
-    """Prompt lengths of the workload's first chunk: uniform 100..1024, cut at CHUNK tokens."""
-    gen = random.Random(seed)
+def chunk_lengths() -> list[int]:
+    """Prompt lengths of the workload's first chunk: `throughput_workload`'s prompts in order,
+    the last one cut where the chunk reaches CHUNK tokens."""
+    from bench.gpu_engine import throughput_workload
+
     lens, total = [], 0
-    while total < CHUNK:
-        n = min(gen.randint(100, 1024), CHUNK - total)
+    for prompt in throughput_workload()[0]:
+        n = min(len(prompt), CHUNK - total)
         lens.append(n)
         total += n
+        if total == CHUNK:
+            break
     return lens
 
 

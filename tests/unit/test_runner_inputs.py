@@ -1,4 +1,5 @@
-"""The runner's per-step inputs: one host buffer, every part on a 16-byte boundary."""
+"""The runner's per-step inputs: one host buffer, every part on a 16-byte boundary, for
+prompt chunks (positions and slots built in numpy) and for decode rows (built per row)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,26 @@ def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
                                                     strict=True)] == [s.block_table
                                                                       for s in batch.seqs]
     assert not placeholder
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4])
+def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
+    eng = tiny_engine()
+    for i in range(rows):
+        eng.add_request(f"r{i}", list(range(10 + i, 15 + 2 * i)), SamplingParams(max_tokens=4))
+    eng.step()  # the prompts; every sequence now has one token to decode
+    batch = eng.scheduler.schedule()
+    assert batch.num_tokens == [1] * rows
+    ids, pos, meta, out_rows, _ = eng.runner.prepare(batch, list(range(rows)))
+    for name, t in {"ids": ids, "positions": pos, "slots": meta.slot_mapping,
+                    "rows": out_rows}.items():
+        assert t.storage_offset() * t.element_size() % 16 == 0, name
+    at = [s.num_computed_tokens for s in batch.seqs]
+    assert ids.tolist() == [s.token_ids[p] for s, p in zip(batch.seqs, at, strict=True)]
+    assert pos.tolist() == at
+    bs = eng.config.block_size
+    assert meta.slot_mapping.tolist() == [s.block_table[p // bs] * bs + p % bs
+                                          for s, p in zip(batch.seqs, at, strict=True)]
+    assert meta.query_start_loc.tolist() == list(range(rows + 1))
+    assert meta.seq_lens.tolist() == [p + 1 for p in at]
+    assert out_rows.tolist() == list(range(rows))

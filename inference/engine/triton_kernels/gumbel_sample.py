@@ -17,6 +17,8 @@ a logit bias) are never drawn unless every token of the row is (then token 0). `
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -96,6 +98,7 @@ def gumbel_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int) -
     return out
 
 
+@functools.cache  # a device query: once, not on every step's sampling
 def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 4  # the interpreter (tests): a few splits, so the reduction is exercised
