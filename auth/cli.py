@@ -129,14 +129,38 @@ async def _revoke(a: argparse.Namespace) -> int:
 
 
 async def _broadcast(nats_url: str, key_ids: list[str] | None = None, tenant: str = "") -> None:
+    """Tell the gateways to drop cached identities. Best effort and bounded: at most two
+    connection attempts (nats-py retries an unreachable server for ever unless
+    `max_reconnect_attempts` is positive, and refused credentials too unless reconnecting is
+    off), a 2 s flush; on failure a notice on stderr, since the change in Redis holds anyway
+    once the gateways' caches expire."""
     import nats
 
     from kvmesh import wire
 
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
-        try:
-            await nc.publish(wire.AUTH_REVOKED, wire.encode(wire.Revoked(key_ids or [], tenant)))
-            await nc.flush(timeout=2)
-        finally:
+    async def quiet(_exc: Exception) -> None:  # reported below, once, without a traceback
+        return None
+
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=2, allow_reconnect=False,
+                                max_reconnect_attempts=1, reconnect_time_wait=0.1,
+                                error_cb=quiet)
+    except Exception as exc:
+        print(f"kvmesh: NATS at {_redacted(nats_url)} unreachable ({exc or type(exc).__name__}):"
+              " gateways drop the change when their key cache expires", file=sys.stderr)
+        return
+    try:
+        await nc.publish(wire.AUTH_REVOKED, wire.encode(wire.Revoked(key_ids or [], tenant)))
+        await nc.flush(timeout=2)
+    except Exception as exc:
+        print(f"kvmesh: the NATS broadcast failed ({exc or type(exc).__name__}): gateways drop"
+              " the change when their key cache expires", file=sys.stderr)
+    finally:
+        with contextlib.suppress(Exception):
             await nc.close()
+
+
+def _redacted(url: str) -> str:
+    """`url` without its credentials (an operator URL carries a password)."""
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
