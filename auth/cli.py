@@ -56,10 +56,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def _run(coro: Any) -> int:
+    """Run a command; an invalid tenant or an unreachable or refusing Redis is one line on
+    stderr and exit status 1, not a traceback."""
+    from redis.exceptions import RedisError
+
     try:
         return int(asyncio.run(coro))
     except (TenantError, ConnectionError, OSError) as exc:
         print(f"kvmesh: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"kvmesh: Redis: {exc}", file=sys.stderr)
         return 1
 
 

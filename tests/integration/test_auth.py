@@ -435,6 +435,20 @@ def test_revoke_with_nats_unreachable_revokes_in_redis_and_says_so(auth_mesh: Au
     assert "revoked" in kvmesh("list", "--tenant", tenant).stdout
 
 
+def test_keys_with_redis_unreachable_is_one_line_on_stderr_and_status_1() -> None:
+    import subprocess
+    import sys
+
+    for args in (["list"], ["create", "--tenant", "t"], ["revoke", "abc"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "kvmesh.cli", "keys", "--redis-url",
+             f"redis://127.0.0.1:{procs.free_port()}/0", *args],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.startswith("kvmesh: Redis: ") and done.stderr.count("\n") == 1, (
+            args, done.stderr)
+
+
 def test_auth_is_on_by_default_and_off_only_loudly(mesh: Mesh, logs_dir: Path) -> None:
     from kvmesh.config import GatewayConfig, load
 
