@@ -50,7 +50,7 @@ from inference.engine.errors import InvalidParameter, RequestRejected
 from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import check_logit_bias, check_prompt
 from inference.engine.sampling_params import SamplingParams
-from inference.engine_client import EngineClient
+from inference.engine_client import EngineClient, EngineStartError
 from inference.engine_protocol import EngineStep
 from inference.worker_config import WorkerConfig
 from kvmesh import wire
@@ -450,8 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One id for the worker's subjects, its heartbeats and its telemetry instance.
     cfg = replace(cfg, worker_id=cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}")
     metrics.worker(vllm_names=cfg.vllm_metrics)  # before anything observes
-    return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port,
-                       cfg.metrics_host)
+    try:
+        return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port,
+                           cfg.metrics_host)
+    except EngineStartError as exc:  # the model or a setting: one log line, not a traceback
+        log.error("worker %s: the engine did not start: %s", cfg.worker_id, exc)
+        return 1
 
 
 if __name__ == "__main__":

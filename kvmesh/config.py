@@ -26,7 +26,7 @@ C = TypeVar("C")
 
 
 class ConfigError(ValueError):
-    """A setting that does not convert to its field's type."""
+    """A setting that does not convert to its field's type, or that its config refuses."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,12 @@ def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str
             if raw is not None:
                 values[f.name] = _parse(tp, raw, name)
                 break
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a config's own range check (__post_init__) names the field
+        raise ConfigError(str(exc)) from None
 
 
 def _parse(tp: Any, raw: str, name: str) -> Any:

@@ -131,6 +131,9 @@ class ModelConfig:
         return out
 
 
+# KV block sizes the engine and its kernels are tested with (a block is `block_size` tokens).
+_BLOCK_SIZES = tuple(2**i for i in range(9))
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Operator knobs. Budgets are per engine step.
@@ -187,3 +190,20 @@ class EngineConfig:
     pooling: str = "auto"
     normalize_embeddings: bool = True
     tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        """Refuse a value outside its range here, naming the field, rather than as an
+        obscure failure (or a worker that never schedules anything) later."""
+        low = {"num_kv_blocks": 1, "kv_cache_memory": 1, "max_num_batched_tokens": 1,
+               "max_num_seqs": 1, "max_model_len": 1, "cuda_graph_max_tokens": 0,
+               "tensor_parallel_size": 1}
+        for name, least in low.items():
+            value = getattr(self, name)
+            if value is not None and value < least:
+                raise ValueError(f"{name}={value}: must be at least {least}")
+        if self.block_size not in _BLOCK_SIZES:
+            raise ValueError(f"block_size={self.block_size}: must be a power of two from 1 to "
+                             f"{_BLOCK_SIZES[-1]}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization}: must be in "
+                             "(0, 1]")

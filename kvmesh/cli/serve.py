@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
+from kvmesh.config import ConfigError
+
 SERVICES = ("gateway", "router", "worker", "auth", "cache")
 FORCED_EXIT_S = 5.0
 
@@ -56,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # service that is still starting ignores `docker stop` until the SIGKILL that follows.
     # The service replaces it with its draining handler once it serves.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return _entry(args[0])(args[1:])
+    try:
+        return _entry(args[0])(args[1:])
+    except ConfigError as exc:  # a bad flag or variable: one line, not a traceback
+        print(f"kvmesh serve {args[0]}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

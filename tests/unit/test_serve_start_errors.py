@@ -1,0 +1,73 @@
+"""A service that cannot start says why in one line and exits non-zero: a setting out of
+range or of the wrong type (status 2, before anything starts), a model the engine cannot load
+(status 1, one error log line). Never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference.engine.config import EngineConfig
+from inference.worker_config import WorkerConfig
+from kvmesh.cli import procs
+from kvmesh.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+OUT_OF_RANGE = {
+    "max_num_seqs": 0, "max_num_batched_tokens": 0, "block_size": 7, "num_kv_blocks": 0,
+    "kv_cache_memory": 0, "max_model_len": -5, "gpu_memory_utilization": 1.5,
+    "cuda_graph_max_tokens": -1, "tensor_parallel_size": 0,
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+def test_engine_config_refuses_a_value_out_of_range_naming_the_field(name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name}="):
+        EngineConfig(**{name: OUT_OF_RANGE[name]})
+
+
+def test_the_edges_of_each_range_are_accepted() -> None:
+    EngineConfig(max_num_seqs=1, max_num_batched_tokens=1, block_size=1, num_kv_blocks=1,
+                 kv_cache_memory=1, max_model_len=1, gpu_memory_utilization=1.0,
+                 cuda_graph_max_tokens=0, tensor_parallel_size=1)
+    EngineConfig(block_size=256)
+
+
+def test_a_worker_flag_out_of_range_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="max_num_seqs=0"):
+        load(WorkerConfig, ["--max-num-seqs", "0"], env={})
+
+
+def _serve_worker(*flags: str) -> subprocess.CompletedProcess[str]:
+    # NATS is never reached: each case fails before the worker connects.
+    return subprocess.run(
+        [sys.executable, "-m", "kvmesh.cli", "serve", "worker",
+         "--nats-url", f"nats://127.0.0.1:{procs.free_port()}", "--metrics-port", "0", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (("--block-size", "7"), "block_size=7: must be a power of two"),
+    (("--max-num-seqs", "lots"), "--max-num-seqs='lots': expected int"),
+])
+def test_a_bad_setting_is_one_line_and_status_2(flags: tuple[str, ...], says: str) -> None:
+    done = _serve_worker(*flags)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"kvmesh serve worker: {done.stderr.split(': ', 1)[1]}"
+    assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_model_that_does_not_load_is_one_error_line_and_status_1(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.gguf"
+    done = _serve_worker("--model", str(missing))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [json.loads(line) for line in done.stderr.splitlines()
+              if line.startswith("{") and '"ERROR"' in line]
+    assert len(errors) == 1 and "the engine did not start" in errors[0]["msg"]
+    assert str(missing) in errors[0]["msg"]
