@@ -1,0 +1,178 @@
+"""What nats-py adds to one request through nats-server, against a bare protocol client.
+
+    python bench/nats_client_leg.py [--rounds 2]
+
+Issue 12's 1-stream TTFT misses its target by about a millisecond, and three of the first
+token's hops are NATS legs. This bench asks how much of a leg is the client library: a
+requester sends a 300-byte request to a responder in another process and waits for the answer
+(two legs through a local `nats-server`), back to back (2,000 requests) and with a 50 ms sleep
+before each (60 requests: every process idle in between, as at one stream). Both sides are
+either nats-py (a subscription callback, the handler in a task, as `kvmesh.actor` runs it) or a
+bare asyncio protocol that parses `MSG` lines in `data_received` and writes `PUB` straight to
+the socket (no flusher task, no per-subscription queue; no reconnects, no headers: not a
+client to ship, only the floor a leaner one could reach). Medians and P90s in µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kvmesh.cli import procs
+
+OnMsg = Callable[[bytes, bytes | None, bytes], None]
+
+
+class BareNats(asyncio.Protocol):
+    """Just enough of the NATS protocol for one subject each way."""
+
+    def __init__(self, on_msg: OnMsg):
+        self.buf = bytearray()
+        self.on_msg = on_msg
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n")) >= 0:
+            line = bytes(self.buf[:end])
+            if not line.startswith(b"MSG "):
+                del self.buf[:end + 2]
+                if line == b"PING":
+                    self.pub_raw(b"PONG\r\n")
+                continue
+            parts = line.split()  # MSG subject sid [reply] size
+            size = int(parts[-1])
+            if len(self.buf) < end + 2 + size + 2:
+                return
+            payload = bytes(self.buf[end + 2:end + 2 + size])
+            del self.buf[:end + 2 + size + 2]
+            self.on_msg(parts[1], parts[3] if len(parts) == 5 else None, payload)
+
+    def pub_raw(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def pub(self, subject: bytes, payload: bytes, reply: bytes | None = None) -> None:
+        head = subject + (b" " + reply if reply else b"")
+        self.pub_raw(b"PUB %s %d\r\n%s\r\n" % (head, len(payload), payload))
+
+
+async def bare_connect(port: int, on_msg: OnMsg) -> BareNats:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(lambda: BareNats(on_msg), "127.0.0.1", port)
+    await asyncio.sleep(0.05)  # CONNECT and PING answered
+    return proto
+
+
+def bare_responder(port: int) -> None:
+    async def main() -> None:
+        proto: BareNats | None = None
+
+        def on_msg(_subject: bytes, reply: bytes | None, payload: bytes) -> None:
+            async def handle() -> None:  # in a task, as an actor runs its handlers
+                assert proto is not None and reply is not None
+                proto.pub(reply, payload)
+            asyncio.get_running_loop().create_task(handle())
+
+        proto = await bare_connect(port, on_msg)
+        proto.pub_raw(b"SUB svc q 1\r\n")
+        await asyncio.Event().wait()
+    asyncio.run(main())
+
+
+def natspy_responder(port: int) -> None:
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+
+        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+            async def handle() -> None:
+                await nc.publish(msg.reply, msg.data)
+            asyncio.get_running_loop().create_task(handle())
+
+        await nc.subscribe("svc", queue="q", cb=on_msg)
+        await asyncio.Event().wait()
+    asyncio.run(main())
+
+
+async def bare_requests(port: int, n: int, gap: float) -> list[int]:
+    waiter: list[asyncio.Future[int]] = []
+
+    def on_msg(_subject: bytes, _reply: bytes | None, _payload: bytes) -> None:
+        waiter[0].set_result(time.perf_counter_ns())
+
+    proto = await bare_connect(port, on_msg)
+    proto.pub_raw(b"SUB _INBOX.bench 2\r\n")
+    await asyncio.sleep(0.1)
+    out = []
+    for _ in range(n):
+        await asyncio.sleep(gap)
+        waiter[:] = [asyncio.get_running_loop().create_future()]
+        sent = time.perf_counter_ns()
+        proto.pub(b"svc", b"x" * 300, b"_INBOX.bench")
+        out.append(await waiter[0] - sent)
+    return out
+
+
+async def natspy_requests(port: int, n: int, gap: float) -> list[int]:
+    import nats
+
+    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+    out = []
+    for _ in range(n):
+        await asyncio.sleep(gap)
+        sent = time.perf_counter_ns()
+        await nc.request("svc", b"x" * 300, timeout=2)
+        out.append(time.perf_counter_ns() - sent)
+    await nc.close()
+    return out
+
+
+def measure(kind: str, port: int, gap: float) -> tuple[float, float]:
+    responder = mp.Process(target=natspy_responder if kind == "nats-py" else bare_responder,
+                           args=(port,), daemon=True)
+    responder.start()
+    time.sleep(1.0)
+    ask = natspy_requests if kind == "nats-py" else bare_requests
+    times = asyncio.run(ask(port, 60 if gap else 2000, gap))[5:]
+    responder.kill()
+    responder.join()
+    return statistics.median(times) / 1e3, sorted(times)[int(len(times) * 0.9)] / 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    port = procs.free_port()
+    server = subprocess.Popen([procs.nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        procs.wait_port(port, 10, server)
+        print("| client | round | gap | median µs | P90 µs |\n|---|---|---|---|---|")
+        for r in range(args.rounds):
+            for kind in ("nats-py", "bare"):
+                for gap in (0.0, 0.05):
+                    med, p90 = measure(kind, port, gap)
+                    print(f"| {kind} | {r + 1} | {gap * 1e3:.0f} ms | {med:.0f} | {p90:.0f} |",
+                          flush=True)
+    finally:
+        server.kill()
+
+
+if __name__ == "__main__":
+    main()
