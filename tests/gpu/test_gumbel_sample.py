@@ -79,3 +79,15 @@ def test_sampler_on_cuda_draws_through_the_kernel_reproducibly():
     assert tokens != draw(2)
     got = torch.bincount(torch.tensor(tokens), minlength=3).float() / 4000
     assert torch.allclose(got, logits[0].cpu().softmax(-1), atol=0.03)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="the CUDA sampler")
+def test_an_all_greedy_batch_takes_the_argmax_through_the_kernel_and_draws_no_seed():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 128_256, device="cuda")
+    logits[1, 77_000] = logits[1, 90_000] = logits[1].max() + 1.0  # a tie across splits
+    rows = [SampleRow(SamplingParams(temperature=0.0), None) for _ in range(3)]
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    tokens = sample(logits.clone(), rows, gen).tokens
+    assert torch.equal(tokens, logits.argmax(-1)) and tokens[1].item() == 77_000
+    assert gen.get_offset() == 0, "a greedy batch must not advance the engine's generator"
