@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
 from typing import Any
 
@@ -168,6 +169,5 @@ async def _broadcast(nats_url: str, key_ids: list[str] | None = None, tenant: st
 
 
 def _redacted(url: str) -> str:
-    """`url` without its credentials (an operator URL carries a password)."""
-    scheme, sep, rest = url.rpartition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+    """`url` without credentials (an operator URL carries a password), wherever they are."""
+    return re.sub(r"//[^/@]*@", "//", url)

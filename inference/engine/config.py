@@ -131,8 +131,10 @@ class ModelConfig:
         return out
 
 
-# KV block sizes the engine and its kernels are tested with (a block is `block_size` tokens).
+# Tokens per KV block a worker accepts: powers of two up to 256. Other sizes were never
+# exercised (kernels, block hashing, routing), so they are refused rather than trusted.
 _BLOCK_SIZES = tuple(2**i for i in range(9))
+
 
 @dataclass(frozen=True)
 class EngineConfig:
