@@ -58,7 +58,7 @@ def _serve_worker(*flags: str) -> subprocess.CompletedProcess[str]:
 def test_a_bad_setting_is_one_line_and_status_2(flags: tuple[str, ...], says: str) -> None:
     done = _serve_worker(*flags)
     assert done.returncode == 2, done.stderr
-    assert done.stderr == f"kvmesh serve worker: {done.stderr.split(': ', 1)[1]}"
+    assert done.stderr.startswith("kvmesh serve worker: "), done.stderr
     assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
