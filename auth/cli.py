@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import sys
 from typing import Any
 
@@ -145,6 +144,7 @@ async def _broadcast(nats_url: str, key_ids: list[str] | None = None, tenant: st
     import nats
 
     from kvmesh import wire
+    from telemetry.redact import redact  # hides the URL's password
 
     async def quiet(_exc: Exception) -> None:  # reported below, once, without a traceback
         return None
@@ -154,7 +154,7 @@ async def _broadcast(nats_url: str, key_ids: list[str] | None = None, tenant: st
                                 max_reconnect_attempts=1, reconnect_time_wait=0.1,
                                 error_cb=quiet)
     except Exception as exc:
-        print(f"kvmesh: NATS at {_redacted(nats_url)} unreachable ({exc or type(exc).__name__}):"
+        print(f"kvmesh: NATS at {redact(nats_url)} unreachable ({exc or type(exc).__name__}):"
               " gateways drop the change when their key cache expires", file=sys.stderr)
         return
     try:
@@ -166,8 +166,3 @@ async def _broadcast(nats_url: str, key_ids: list[str] | None = None, tenant: st
     finally:
         with contextlib.suppress(Exception):
             await nc.close()
-
-
-def _redacted(url: str) -> str:
-    """`url` without credentials (an operator URL carries a password), wherever they are."""
-    return re.sub(r"//[^/@]*@", "//", url)

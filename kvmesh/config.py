@@ -204,8 +204,6 @@ def from_namespace(cls: type[C], args: argparse.Namespace, env: Mapping[str, str
                 break
     try:
         return cls(**values)
-    except ConfigError:
-        raise
     except ValueError as exc:  # a config's own range check (__post_init__) names the field
         raise ConfigError(str(exc)) from None
 
