@@ -65,6 +65,9 @@ class Authenticator:
             )
             log.warning("*" * 72)
             return
+        self.mesh.on_join.append(self._listen_for_revocations)
+
+    async def _listen_for_revocations(self) -> None:
         await self.mesh.serve(wire.AUTH_REVOKED, (Revoked,), self._on_revoked, through_drain=True)
 
     async def _on_revoked(self, msg: Message, raw: Any) -> None:

@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from gateway.embeddings_request import EmbeddingsRequest
@@ -69,13 +70,28 @@ class MeshClient(Actor):
         self.inbox = ""
         self.instance = f"{socket.gethostname()}-{os.getpid()}"  # x-kvmesh-gateway
         self._background: set[asyncio.Future[Any]] = set()
+        self._joined = False
+        # Subscriptions of the gateway's other clients (auth's revocations), made once NATS
+        # answers: the gateway may serve HTTP (503s) before it does.
+        self.on_join: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
+        """Join the mesh: connect (waiting as long as NATS is down), subscribe this process's
+        inbox and the heartbeats, then run the `on_join` hooks. `connected` is true only from
+        then on, so no request leaves before its deltas have somewhere to go."""
         nc = await self.connect()
         self.inbox = nc.new_inbox()
         await nc.subscribe(self.inbox, cb=self._on_deltas, pending_msgs_limit=1 << 20)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+        for hook in self.on_join:
+            await hook()
         self._spawn(self._watchdog())
+        self._joined = True
+        log.info("gateway joined the mesh at %s", self.nats_url)
+
+    @property
+    def connected(self) -> bool:
+        return self._joined and super().connected
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

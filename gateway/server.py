@@ -1,8 +1,11 @@
 """Run the gateway: `kvmesh serve gateway` (or `python -m gateway.server`).
 
 Contract:
-- One gateway process starts its NATS client, then the HTTP server with handler cancellation
-  on, so a client that disconnects cancels its handler (and with it the request at the worker).
+- One gateway process joins the mesh (its NATS client and subscriptions), then starts the HTTP
+  server with handler cancellation on, so a client that disconnects cancels its handler (and
+  with it the request at the worker). When NATS does not answer within `JOIN_WAIT_S`, the
+  server starts anyway: `/health` is 200, `/ready` and every generation 503 with Retry-After,
+  until the gateway joins in the background.
   The listening socket is opened with SO_REUSEPORT: any number of gateway processes (this
   command run N times, or `--processes N`) share one port and the kernel spreads connections
   across them. Each has its own NATS connection and inbox, so they share nothing else.
@@ -40,6 +43,9 @@ from telemetry.redact import add_secret
 
 log = logging.getLogger("kvmesh.gateway")
 RESTART_AFTER_S = 1.0
+# How long a starting gateway waits for NATS before it opens its port anyway. Joined first, a
+# process that opens the shared port (SO_REUSEPORT) can serve what the kernel hands it.
+JOIN_WAIT_S = 5.0
 
 
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
@@ -47,10 +53,10 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
     for secret in (cfg.admin_key, cfg.metrics_key):
         add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg)
-    await mesh.start()
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
                            keepalive_timeout=cfg.header_timeout)  # idle or slow headers: closed
-    await runner.setup()
+    await runner.setup()  # the app's start-up hooks register their on_join subscriptions
+    joining = await _join(mesh)
     site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
                        reuse_port=True)  # several gateway processes may share the port
     await site.start()
@@ -62,10 +68,29 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    joining.cancel()  # still waiting for NATS: stop waiting
     await site.stop()  # no new connections; open ones go on
     await _finish_streams(mesh, cfg.grace_period)
     await runner.cleanup()
     await mesh.drain()
+
+
+async def _join(mesh: MeshClient) -> asyncio.Task[None]:
+    """Start joining the mesh; return once joined or after `JOIN_WAIT_S`, whichever is first.
+    Past the wait the port opens anyway and answers 503 until NATS does (the task goes on)."""
+    joining = asyncio.ensure_future(mesh.start())
+    done, _ = await asyncio.wait({joining}, timeout=JOIN_WAIT_S)
+    if done:
+        joining.result()  # a subscription that failed: the process exits with it
+    else:
+        log.warning("nats at %s does not answer: serving 503 until it does", mesh.nats_url)
+        joining.add_done_callback(_log_join_failure)
+    return joining
+
+
+def _log_join_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("gateway could not join the mesh", exc_info=task.exception())
 
 
 async def _finish_streams(mesh: MeshClient, grace: float) -> None:

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from inference.engine.config import EngineConfig
+from kvmesh.config import Ranged
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
+class WorkerConfig(Ranged):
     SERVICE: ClassVar[str] = "worker"
     nats_url: str = "nats://127.0.0.1:4222"
     worker_id: str = ""  # "" = a fresh random id
@@ -29,3 +30,5 @@ class WorkerConfig:
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval"})

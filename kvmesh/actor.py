@@ -1,7 +1,8 @@
 """The actor base every mesh service stands on: one NATS connection and its handlers.
 
 Contract:
-- `connect` retries until the server answers, then keeps reconnecting forever on loss.
+- `connect` retries until the server answers, then keeps reconnecting forever on loss; an
+  error that repeats (a server that stays down) is logged every `ERROR_LOG_S`, not per try.
 - `serve(subject, kinds, handler)` subscribes (in a queue group when `queue` is given) and runs
   at most `max_concurrency` handlers at once; further messages wait in NATS' pending buffer.
   A frame that does not decode gets an `ErrorReply` (400, `invalid_frame`) when it has a reply
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
@@ -42,6 +44,7 @@ from kvmesh.wire import ErrorReply, Message, WireError
 
 log = logging.getLogger(__name__)
 CLOSE_S = 2.0  # for an unsubscribe or a close, which can hang on a connection being lost
+ERROR_LOG_S = 10.0  # the same NATS error (a server that stays down) is logged this often
 HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
@@ -116,29 +119,30 @@ class Actor:
 
     # -- connection ------------------------------------------------------------------------
 
-    async def connect(self, attempts: int = 60) -> Client:
+    async def connect(self) -> Client:
+        """Connect, retrying every half second until the server answers (nats-py's own loop:
+        `max_reconnect_attempts=-1` covers the first connection too), then reconnect for ever
+        on loss. A failure that repeats is logged once per `ERROR_LOG_S`, not per attempt."""
+        last: dict[str, float] = {}
+
         async def on_error(exc: Exception) -> None:
-            log.warning("%s: nats error: %s", self.name, exc)
+            text, now = str(exc), time.monotonic()
+            if now - last.get(text, -ERROR_LOG_S) >= ERROR_LOG_S:
+                last[text] = now
+                log.warning("%s: nats error: %s", self.name, text)
 
         async def on_disconnect() -> None:
             log.warning("%s: disconnected from nats", self.name)
 
         async def on_reconnect() -> None:
+            last.clear()
             log.info("%s: reconnected to nats", self.name)
 
-        last: Exception | None = None
-        for _ in range(attempts):
-            try:
-                self.nc = await nats.connect(
-                    self.nats_url, name=self.name, max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5, connect_timeout=2, error_cb=on_error,
-                    disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
-                )
-                return self.nc
-            except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
-                last = exc
-                await asyncio.sleep(0.5)
-        raise MeshError(f"{self.name}: cannot reach nats at {self.nats_url}: {last}")
+        self.nc = await nats.connect(
+            self.nats_url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            connect_timeout=2, error_cb=on_error, disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect)
+        return self.nc
 
     @property
     def connected(self) -> bool:
@@ -146,7 +150,7 @@ class Actor:
 
     def _client(self) -> Client:
         if self.nc is None:
-            raise MeshError(f"{self.name}: not connected")
+            raise NotConnected(f"{self.name}: not connected to nats yet")
         return self.nc
 
     # -- sending ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -29,8 +30,38 @@ class ConfigError(ValueError):
     """A setting that does not convert to its field's type, or that its config refuses."""
 
 
+def check_ranges(cfg: object, positive: frozenset[str] = frozenset()) -> None:
+    """Refuse, naming the field, a number of `cfg` out of its range: every number is finite and
+    not negative, those named in `positive` are above zero (a zero timeout, limit or count that
+    would fail or stall every request), and ports (fields named `port`, `*_port`) at most 65535.
+    Raises ValueError; `from_namespace` reports it as a ConfigError."""
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{f.name}={value}: must be a finite number, not negative")
+        if f.name in positive and value == 0:
+            raise ValueError(f"{f.name}=0: must be above 0")
+        if f.name.endswith("port") and value > 65535:
+            raise ValueError(f"{f.name}={value}: must be a port number, at most 65535")
+
+
+ROUTING_POLICIES = ("kv", "least-loaded", "round-robin")  # router/policy.py ranks by each
+
+
+class Ranged:
+    """A service config whose numbers `check_ranges` checks on construction; `POSITIVE` names
+    those that must be above zero."""
+
+    POSITIVE: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        check_ranges(self, self.POSITIVE)
+
+
 @dataclass(frozen=True)
-class GatewayConfig:
+class GatewayConfig(Ranged):
     SERVICE: ClassVar[str] = "gateway"
     nats_url: str = "nats://127.0.0.1:4222"
     host: str = "127.0.0.1"
@@ -60,9 +91,13 @@ class GatewayConfig:
     metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
     store_timeout: float = 2.0  # seconds for the responses store (the cache actor) to answer
 
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
+        "chunk_timeout", "stream_write_timeout", "worker_dead_after", "max_body_bytes",
+        "prompt_batch_window", "header_timeout", "store_timeout"})
+
 
 @dataclass(frozen=True)
-class RouterConfig:
+class RouterConfig(Ranged):
     SERVICE: ClassVar[str] = "router"
     nats_url: str = "nats://127.0.0.1:4222"
     model: str | None = None  # tokenizer source; None = the default model
@@ -75,7 +110,7 @@ class RouterConfig:
     metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
     grace_period: float = 10.0
     log_level: str = "INFO"
-    policy: str = "kv"  # kv | least-loaded | round-robin (router/policy.py)
+    policy: str = "kv"  # one of ROUTING_POLICIES (router/policy.py)
     kv_load_weight: float = 4.0  # kv policy: one queued sequence costs this many prefill blocks
     overload_queue: int = 16  # running + waiting + pending at which a worker is overloaded
     overload_kv_usage: float = 0.95  # KV usage at which a worker is overloaded
@@ -84,9 +119,19 @@ class RouterConfig:
     breaker_failures: int = 3  # consecutive failures that open a worker's circuit
     breaker_cooldown: float = 5.0  # seconds an open circuit stays open before a trial
 
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"accept_timeout", "worker_dead_after",
+        "max_attempts", "max_concurrency", "overload_queue", "overload_kv_usage",
+        "breaker_failures"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.policy not in ROUTING_POLICIES:
+            raise ValueError(f"policy={self.policy!r}: must be one of "
+                             f"{', '.join(ROUTING_POLICIES)}")
+
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(Ranged):
     """The result-cache actor (cache/service.py)."""
 
     SERVICE: ClassVar[str] = "cache"
@@ -106,9 +151,12 @@ class CacheConfig:
     responses_max_bytes: int = 900_000  # one stored response, encoded (under NATS' 1 MiB)
     responses_tenant_bytes: int = 256 << 20  # one tenant's stored responses; oldest evicted
 
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"ttl", "lease", "redis_timeout",
+        "max_concurrency", "responses_ttl", "responses_max_bytes", "responses_tenant_bytes"})
+
 
 @dataclass(frozen=True)
-class AuthConfig:
+class AuthConfig(Ranged):
     """The auth actor (auth/service.py): keys, tenants and rate limits in Redis."""
 
     SERVICE: ClassVar[str] = "auth"
@@ -125,9 +173,12 @@ class AuthConfig:
     metrics_port: int = 9103  # Prometheus /metrics; 0 = off
     metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
 
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"rate_window", "concurrency_lease",
+        "max_concurrency", "redis_timeout"})
+
 
 @dataclass(frozen=True)
-class LaunchConfig:
+class LaunchConfig(Ranged):
     """`kvmesh up`: ports of everything it starts, and how many workers."""
 
     SERVICE: ClassVar[str] = "up"
@@ -144,6 +195,9 @@ class LaunchConfig:
     metrics_port: int = 9101  # router's /metrics; worker i takes metrics_port + 1 + i
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
+
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",
+        "ready_timeout"})
 
 
 def load(cls: type[C], argv: Sequence[str] | None = None,

@@ -26,9 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from kvmesh.config import ROUTING_POLICIES
 from kvmesh.worker_registry import WorkerView
-
-POLICIES = ("kv", "least-loaded", "round-robin")
 
 
 def worker_load(view: WorkerView) -> int:
@@ -83,8 +82,8 @@ class Policy:
     """A named ranking. `rank(candidates, session)` returns every candidate, best first."""
 
     def __init__(self, name: str, params: PolicyParams) -> None:
-        if name not in POLICIES:
-            raise ValueError(f"unknown routing policy {name!r}; choose one of {POLICIES}")
+        if name not in ROUTING_POLICIES:
+            raise ValueError(f"unknown routing policy {name!r}; choose one of {ROUTING_POLICIES}")
         self.name = name
         self.params = params
         self._rr = itertools.count()

@@ -40,7 +40,7 @@ from typing import IO
 
 from kvmesh.cli import local_nats, procs
 from kvmesh.cli.supervisor import Supervisor
-from kvmesh.config import LaunchConfig, add_flags, from_namespace
+from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace
 
 STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
 
@@ -53,12 +53,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     """Register `kvmesh up` and `kvmesh serve` on the CLI's subparsers."""
     up = sub.add_parser("up", help="run the whole mesh on this machine")
     add_flags(up, LaunchConfig)
-    up.set_defaults(func=lambda args: run_up(from_namespace(LaunchConfig, args, os.environ)))
+    up.set_defaults(func=_up_command)
     serve = sub.add_parser("serve", help="run one service: gateway, router, worker, auth "
                                          "or cache",
                            add_help=False)
     serve.add_argument("service_args", nargs=argparse.REMAINDER)
     serve.set_defaults(func=_serve)
+
+
+def _up_command(args: argparse.Namespace) -> int:
+    try:
+        cfg = from_namespace(LaunchConfig, args, os.environ)
+    except ConfigError as exc:  # a bad flag or variable: one line, not a traceback
+        print(f"kvmesh up: {exc}", file=sys.stderr)
+        return 2
+    return run_up(cfg)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ range or of the wrong type (status 2, before anything starts), a model the engin
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,15 @@ import pytest
 from inference.engine.config import EngineConfig
 from inference.worker_config import WorkerConfig
 from kvmesh.cli import procs
-from kvmesh.config import ConfigError, load
+from kvmesh.config import (
+    AuthConfig,
+    CacheConfig,
+    ConfigError,
+    GatewayConfig,
+    LaunchConfig,
+    RouterConfig,
+    load,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +80,49 @@ def test_a_model_that_does_not_load_is_one_error_line_and_status_1(tmp_path: Pat
               if line.startswith("{") and '"ERROR"' in line]
     assert len(errors) == 1 and "the engine did not start" in errors[0]["msg"]
     assert str(missing) in errors[0]["msg"]
+
+
+SERVICE_OUT_OF_RANGE = [  # (config, field, value, what the error says)
+    (GatewayConfig, "router_timeout", 0.0, "router_timeout=0: must be above 0"),
+    (GatewayConfig, "port", 70000, "port=70000: must be a port number"),
+    (GatewayConfig, "processes", -1, "processes=-1: must be a finite number, not negative"),
+    (GatewayConfig, "chunk_timeout", math.inf, "chunk_timeout=inf: must be a finite number"),
+    (RouterConfig, "max_concurrency", 0, "max_concurrency=0: must be above 0"),
+    (RouterConfig, "policy", "fastest", "policy='fastest': must be one of kv, least-loaded"),
+    (CacheConfig, "ttl", math.nan, "ttl=nan: must be a finite number"),
+    (AuthConfig, "rate_window", 0.0, "rate_window=0: must be above 0"),
+    (LaunchConfig, "gateways", 0, "gateways=0: must be above 0"),
+    (WorkerConfig, "heartbeat_interval", -0.5, "heartbeat_interval=-0.5: must be a finite"),
+]
+
+
+@pytest.mark.parametrize("cls, name, value, says", SERVICE_OUT_OF_RANGE)
+def test_service_configs_refuse_a_value_out_of_range_naming_the_field(
+        cls: type, name: str, value: object, says: str) -> None:
+    with pytest.raises(ValueError) as err:
+        cls(**{name: value})
+    assert str(err.value).startswith(says), err.value
+
+
+def test_service_defaults_and_the_zeros_that_mean_something_are_accepted() -> None:
+    for cls in (GatewayConfig, RouterConfig, CacheConfig, AuthConfig, LaunchConfig,
+                WorkerConfig):
+        cls()
+    GatewayConfig(port=0, processes=0, metrics_port=0, retry_after=0, cache_lookup_timeout=0,
+                  auth_cache_ttl=0, grace_period=0, retry_before_first_token=0)
+    RouterConfig(metrics_port=0, retry_backoff=0, kv_load_weight=0, affinity_bonus=0)
+    WorkerConfig(max_waiting=0, torch_threads=0, metrics_port=0)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["serve", "gateway", "--port", "70000"], "kvmesh serve gateway: port=70000"),
+    (["serve", "router", "--policy", "fastest"], "kvmesh serve router: policy='fastest'"),
+    (["serve", "cache", "--ttl", "0"], "kvmesh serve cache: ttl=0"),
+    (["serve", "auth", "--max-concurrency", "0"], "kvmesh serve auth: max_concurrency=0"),
+    (["up", "--workers", "0"], "kvmesh up: workers=0: must be above 0"),
+])
+def test_a_bad_service_setting_is_one_line_and_status_2(argv: list[str], says: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "kvmesh.cli", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(says) and done.stderr.count("\n") == 1, done.stderr
