@@ -311,8 +311,15 @@ def _context_exceeded(n: int, max_tokens: int | None, largest: int,
     return ErrorReply(400, "invalid_request_error", why, param, "context_length_exceeded")
 
 
+class RouterStartError(RuntimeError):
+    """The router could not load its model's tokenizer."""
+
+
 async def serve(cfg: RouterConfig) -> None:
-    tokenizer = await asyncio.to_thread(PromptTokenizer.load, cfg.model)
+    try:
+        tokenizer = await asyncio.to_thread(PromptTokenizer.load, cfg.model)
+    except (OSError, ValueError) as exc:  # not found, not a model, a tokenizer it cannot read
+        raise RouterStartError(str(exc)) from exc
     router = Router(cfg, tokenizer)
     await router.start()
     await router.run_until_stopped()
@@ -321,8 +328,12 @@ async def serve(cfg: RouterConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = load(RouterConfig, sys.argv[1:] if argv is None else argv)
     instance = f"router-{os.getpid()}"
-    return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port,
-                       cfg.metrics_host)
+    try:
+        return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port,
+                           cfg.metrics_host)
+    except RouterStartError as exc:  # one log line, not a traceback
+        log.error("router: the tokenizer did not load: %s", exc)
+        return 1
 
 
 if __name__ == "__main__":

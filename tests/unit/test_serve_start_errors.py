@@ -1,6 +1,7 @@
 """A service that cannot start says why in one line and exits non-zero: a setting out of
 range or of the wrong type (status 2, before anything starts), a model the engine cannot load
-(status 1, one error log line). Never a traceback."""
+(status 1, one error log line), a tokenizer the router cannot load (the same). Never a
+traceback."""
 
 from __future__ import annotations
 
@@ -126,3 +127,19 @@ def test_a_bad_service_setting_is_one_line_and_status_2(argv: list[str], says: s
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(says) and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_router_whose_tokenizer_does_not_load_is_one_error_line_and_status_1(
+        tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmesh.cli", "serve", "router", "--model", str(bad),
+         "--nats-url", f"nats://127.0.0.1:{procs.free_port()}", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [json.loads(line) for line in done.stderr.splitlines()
+              if line.startswith("{") and '"ERROR"' in line]
+    assert len(errors) == 1 and "the tokenizer did not load" in errors[0]["msg"]
+    assert str(bad) in errors[0]["msg"]
