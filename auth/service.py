@@ -224,7 +224,7 @@ class AuthService(Actor):
 
 
 async def serve(cfg: AuthConfig) -> None:
-    store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout)
+    store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)
     service = AuthService(cfg, store)
     service.on_drain.append(store.close)
     await service.start()

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from auth import keys
 from auth.keys import KeyId
 from auth.tenant import Tenant
+from kvmesh.redis_pool import redis_client
 
 NS = "kvmesh:auth:"
 
@@ -50,13 +51,11 @@ class AuthStore:
         self.redis = redis  # decode_responses=True
 
     @classmethod
-    def from_url(cls, url: str, timeout: float | None = None) -> AuthStore:
-        """`timeout`: seconds per Redis call and per connect (None = wait forever)."""
-        return cls(
-            aioredis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-        )
+    def from_url(cls, url: str, timeout: float | None = None,
+                 max_connections: int = 8) -> AuthStore:
+        """`timeout`: seconds per Redis call, per connect and per wait for one of the
+        `max_connections` connections (None = wait forever); kvmesh/redis_pool.py."""
+        return cls(redis_client(url, timeout, max_connections, decode_responses=True))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from cache import telemetry as cache_telemetry
@@ -41,6 +40,7 @@ from cache.responses_store import ResponseStore
 from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import CacheConfig, load
+from kvmesh.redis_pool import redis_client
 from kvmesh.wire import CacheGet, CacheHit, CacheMiss, CachePut, CacheStats, Message, Ping
 from telemetry import propagation, run_service
 from telemetry.tracing import traced
@@ -68,11 +68,7 @@ class ResultCache(Actor):
     def __init__(self, cfg: CacheConfig) -> None:
         super().__init__("cache", cfg.nats_url, cfg.grace_period, propagation)
         self.cfg = cfg
-        self.redis = aioredis.from_url(
-            cfg.redis_url,
-            socket_timeout=cfg.redis_timeout,
-            socket_connect_timeout=cfg.redis_timeout,
-        )
+        self.redis = redis_client(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)
         self._read_or_claim = self.redis.register_script(_READ_OR_CLAIM)
         self.stats = CacheStats()
         self._ready: dict[str, asyncio.Event] = {}  # keys put through this replica

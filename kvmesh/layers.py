@@ -10,7 +10,8 @@ outside the tree (the standard library, third-party packages) is not ruled here.
 
 The house, bottom to top:
 
-    kvmesh            wire contract, codec, actor base, config, block hashes, grammar specs
+    kvmesh            wire contract, codec, actor base, config, block hashes, grammar specs,
+                      the Redis pool of the actors that keep state in Redis
     inference.engine  the paged-KV engine, a library that knows nothing of the mesh
     telemetry         traces, metrics, logs (what is generic; services add their own)
     auth, cache       actors on Redis; cache also holds the gateway's cache client
