@@ -12,6 +12,11 @@ not O(sequence). The context matters for decoders that treat the first token spe
 (sentencepiece's leading-space strip) and keeps each window starting on a character
 boundary: `read` only advances when the decoded text ends in a whole character, and UTF-8
 decoding after a whole character starts afresh, so window decodes concatenate to the full one.
+
+A byte-level decoder (`Tokenizer.decodes_bytewise`: GPT-2 style BPE, as Llama 3, Qwen and
+SmolLM2 use) maps each token to its bytes whatever precedes it, so it needs no left context:
+a push decodes just `ids[read:]`, one short decode instead of two (the hot path: once per
+step per sequence).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:
         self._tok = tokenizer
         self._skip = skip_special_tokens
+        self._bytewise = tokenizer.decodes_bytewise
         self._ids: list[int] = []
         self._prefix = 0  # start of the left-context window
         self._read = 0  # end of what has been emitted
@@ -43,6 +49,12 @@ class IncrementalDetokenizer:
         """Append `token_ids`; return the new text that is safe to show (maybe "")."""
         # Hot path: called once per decode step per sequence; decodes only the window.
         self._ids.extend(token_ids)
+        if self._bytewise:
+            text = self._tok.decode(self._ids[self._read :], skip_special_tokens=self._skip)
+            if not text or text.endswith(_REPLACEMENT):
+                return ""
+            self._prefix = self._read = len(self._ids)
+            return text
         text = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
         if len(text) <= len(self._prefix_text) or text.endswith(_REPLACEMENT):
             return ""  # nothing new, or the tail is half a character: wait for more bytes

@@ -87,6 +87,8 @@ class Tokenizer:
         eos_token_ids: Sequence[int],
     ) -> None:
         self._tok = tok
+        # Each token decodes to its own bytes, whatever precedes it (detokenizer.py).
+        self.decodes_bytewise = isinstance(tok.decoder, decoders.ByteLevel)
         self.chat_template = chat_template
         self.vocab_size: int = tok.get_vocab_size(with_added_tokens=True)
         self.bos_token_id = bos_token_id

@@ -19,10 +19,26 @@ MULTIBYTE_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tok(smollm_gguf: Path) -> Tokenizer:
+def byte_level(smollm_gguf: Path) -> Tokenizer:
     from inference.engine.gguf_loader import read_metadata
 
-    return Tokenizer.from_gguf_metadata(read_metadata(smollm_gguf))
+    tok = Tokenizer.from_gguf_metadata(read_metadata(smollm_gguf))
+    assert tok.decodes_bytewise  # SmolLM2's decoder is byte-level
+    return tok
+
+
+class Windowed(Tokenizer):
+    """The same tokenizer, decoded the way any decoder needs: with left context."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.__dict__.update(tok.__dict__)
+        self.decodes_bytewise = False
+
+
+@pytest.fixture(scope="module", params=["bytewise", "windowed"])
+def tok(request: pytest.FixtureRequest, byte_level: Tokenizer) -> Tokenizer:
+    """Every test runs both ways of decoding: without and with left context."""
+    return byte_level if request.param == "bytewise" else Windowed(byte_level)
 
 
 def _stream(tok: Tokenizer, ids: list[int], chunks: list[int], skip: bool = True) -> list[str]:
