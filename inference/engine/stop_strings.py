@@ -18,9 +18,9 @@ class StopStringFilter:
     def feed(self, delta: str, final: bool = False) -> str:
         if self.stopped:
             return ""
+        if not self.stops:  # the common case, per token: nothing to hold back or keep
+            return delta
         self._text += delta
-        if not self.stops:
-            return self._release(len(self._text))
         # A new match must end inside the new text, so it starts after this point.
         longest = max(map(len, self.stops))
         lo = max(0, len(self._text) - len(delta) - longest + 1)
