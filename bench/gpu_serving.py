@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,8 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
     engine, tok = llm.engine, llm.tokenizer
     ids = iter(range(1 << 30))
     for _ in range(level):
-        engine.add_request(f"c{next(ids)}", tok.encode(prompt(rng, args.prompt_words)), params)
+        first = replace(params, max_tokens=_first_length(rng, args)) if args.stagger else params
+        engine.add_request(f"c{next(ids)}", tok.encode(prompt(rng, args.prompt_words)), first)
     t0 = time.perf_counter()
     start, stop = t0 + args.warmup, t0 + args.warmup + args.engine_duration
     tokens = 0
@@ -114,6 +116,13 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
     while engine.has_unfinished():
         engine.step()
     return tokens / args.engine_duration
+
+
+def _first_length(rng: random.Random, args: argparse.Namespace) -> int:
+    """`--stagger`: a stream's first request is 1..max_tokens long, so the streams' requests
+    end (and are replaced) spread over a request's lifetime, as a server's arrivals are,
+    instead of all together in waves (equal lengths, started together)."""
+    return rng.randint(1, args.max_tokens)
 
 
 def run_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,13 +248,14 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(600)) as s:
         async def one_stream() -> None:
+            length = rng.randint(1, a["max_tokens"]) if a["stagger"] else a["max_tokens"]
             while time.time() < stop_at:
                 t0 = time.time()
                 first, tokens, ok = None, 0, False
                 try:
                     async with s.post(url + "/v1/completions", headers=headers,
-                                      json={**body, "prompt": prompt(rng, a["prompt_words"])}
-                                      ) as r:
+                                      json={**body, "max_tokens": length,
+                                            "prompt": prompt(rng, a["prompt_words"])}) as r:
                         if r.status != 200:
                             why = f"{r.status} {(await r.read())[:200]!r}"
                             errors[why] = errors.get(why, 0) + 1
@@ -262,6 +272,7 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
                 except aiohttp.ClientError as exc:
                     errors[repr(exc)[:200]] = errors.get(repr(exc)[:200], 0) + 1
                 results.append((t0, first, time.time(), tokens, ok))
+                length = a["max_tokens"]  # after a stream's first request (see --stagger)
 
         await asyncio.gather(*(one_stream() for _ in range(streams)))
     queue.put((results, errors))
@@ -275,7 +286,8 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
     q = ctx.Queue()
     now = time.time()
     start_at, stop_at = now + 3 + args.warmup, now + 3 + args.warmup + args.duration
-    a = json.dumps({"max_tokens": args.max_tokens, "prompt_words": args.prompt_words})
+    a = json.dumps({"max_tokens": args.max_tokens, "prompt_words": args.prompt_words,
+                    "stagger": args.stagger})
     procs = [ctx.Process(target=client_main, args=(url, key, model, k, 1000 * level + i, a,
                                                    start_at, stop_at, q)) for i, k in
              enumerate(per)]
@@ -338,6 +350,8 @@ def main() -> None:
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--port", type=int, default=0, help="the gateway's; 0 = a free one")
     ap.add_argument("--tracing", action="store_true", help="sample every request, export OTLP")
+    ap.add_argument("--stagger", action="store_true",
+                    help="first request of each stream 1..max-tokens long (engine and mesh)")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="")
