@@ -5,6 +5,7 @@ traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -143,3 +144,11 @@ def test_a_router_whose_tokenizer_does_not_load_is_one_error_line_and_status_1(
               if line.startswith("{") and '"ERROR"' in line]
     assert len(errors) == 1 and "the tokenizer did not load" in errors[0]["msg"]
     assert str(bad) in errors[0]["msg"]
+
+
+def test_every_name_a_config_holds_above_zero_is_one_of_its_numbers() -> None:
+    for cls in (GatewayConfig, RouterConfig, CacheConfig, AuthConfig, LaunchConfig,
+                WorkerConfig):
+        numbers = {f.name for f in dataclasses.fields(cls)
+                   if isinstance(getattr(cls(), f.name), int | float)}
+        assert not cls.POSITIVE - numbers, cls.__name__
