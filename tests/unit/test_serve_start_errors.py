@@ -54,12 +54,23 @@ def test_a_worker_flag_out_of_range_is_a_config_error_naming_it() -> None:
         load(WorkerConfig, ["--max-num-seqs", "0"], env={})
 
 
-def _serve_worker(*flags: str) -> subprocess.CompletedProcess[str]:
-    # NATS is never reached: each case fails before the worker connects.
+def _serve(service: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    # NATS is never reached: each case fails before the service connects.
     return subprocess.run(
-        [sys.executable, "-m", "kvmesh.cli", "serve", "worker",
+        [sys.executable, "-m", "kvmesh.cli", "serve", service,
          "--nats-url", f"nats://127.0.0.1:{procs.free_port()}", "--metrics-port", "0", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_error_log_line(done: subprocess.CompletedProcess[str], says: str,
+                               names: str) -> None:
+    """Status 1, no traceback, one ERROR log line that says `says` and names `names`."""
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [json.loads(line) for line in done.stderr.splitlines()
+              if line.startswith("{") and '"ERROR"' in line]
+    assert len(errors) == 1 and says in errors[0]["msg"], errors
+    assert names in errors[0]["msg"]
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -67,7 +78,7 @@ def _serve_worker(*flags: str) -> subprocess.CompletedProcess[str]:
     (("--max-num-seqs", "lots"), "--max-num-seqs='lots': expected int"),
 ])
 def test_a_bad_setting_is_one_line_and_status_2(flags: tuple[str, ...], says: str) -> None:
-    done = _serve_worker(*flags)
+    done = _serve("worker", *flags)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("kvmesh serve worker: "), done.stderr
     assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
@@ -75,13 +86,8 @@ def test_a_bad_setting_is_one_line_and_status_2(flags: tuple[str, ...], says: st
 
 def test_a_model_that_does_not_load_is_one_error_line_and_status_1(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.gguf"
-    done = _serve_worker("--model", str(missing))
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    errors = [json.loads(line) for line in done.stderr.splitlines()
-              if line.startswith("{") and '"ERROR"' in line]
-    assert len(errors) == 1 and "the engine did not start" in errors[0]["msg"]
-    assert str(missing) in errors[0]["msg"]
+    done = _serve("worker", "--model", str(missing))
+    _assert_one_error_log_line(done, "the engine did not start", str(missing))
 
 
 SERVICE_OUT_OF_RANGE = [  # (config, field, value, what the error says)
@@ -134,16 +140,8 @@ def test_a_router_whose_tokenizer_does_not_load_is_one_error_line_and_status_1(
         tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf")
-    done = subprocess.run(
-        [sys.executable, "-m", "kvmesh.cli", "serve", "router", "--model", str(bad),
-         "--nats-url", f"nats://127.0.0.1:{procs.free_port()}", "--metrics-port", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    errors = [json.loads(line) for line in done.stderr.splitlines()
-              if line.startswith("{") and '"ERROR"' in line]
-    assert len(errors) == 1 and "the tokenizer did not load" in errors[0]["msg"]
-    assert str(bad) in errors[0]["msg"]
+    done = _serve("router", "--model", str(bad))
+    _assert_one_error_log_line(done, "the tokenizer did not load", str(bad))
 
 
 def test_every_name_a_config_holds_above_zero_is_one_of_its_numbers() -> None:
