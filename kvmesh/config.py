@@ -8,7 +8,7 @@ gateway. A field whose type is itself a frozen dataclass (the worker's `engine`)
 own fields under their own names (`--max-num-batched-tokens`, `KVMESH_WORKER_BLOCK_SIZE`): leaf
 names are unique per service. Values are converted to the field's type (bool accepts
 1/0/true/false/yes/no); a value that does not convert raises `ConfigError` naming the variable or
-flag.
+flag, and so does one its config refuses (every service config is `Ranged`: `check_ranges`).
 """
 
 from __future__ import annotations
