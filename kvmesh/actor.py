@@ -19,7 +19,8 @@ Contract:
   request); the default, `NO_PROPAGATION`, carries nothing. The actor itself imports no
   telemetry: it stands on the ground floor (kvmesh/layers.py).
 - `run_until_stopped` waits for SIGTERM/SIGINT, then drains: unsubscribes (no new work), waits
-  for in-flight handlers up to the grace period, runs `on_drain` hooks, and closes.
+  for in-flight handlers up to the grace period, runs `on_drain` hooks, and closes. The
+  connection's own drain ends early if the connection is lost meanwhile.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Actor:
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        self._lost = asyncio.Event()  # set while the connection is down
         self.draining = False
         self.on_drain: list[Callable[[], Awaitable[None]]] = []
 
@@ -132,9 +134,11 @@ class Actor:
                 log.warning("%s: nats error: %s", self.name, text)
 
         async def on_disconnect() -> None:
+            self._lost.set()
             log.warning("%s: disconnected from nats", self.name)
 
         async def on_reconnect() -> None:
+            self._lost.clear()
             last.clear()
             log.info("%s: reconnected to nats", self.name)
 
@@ -241,6 +245,19 @@ class Actor:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _drain_connection(self) -> None:
+        """Flush and drain the connection, for at most the grace period, and no longer than
+        it stays up: NATS stopping with us (its launcher died) would otherwise leave the drain
+        waiting for a PONG until its timeout."""
+        assert self.nc is not None
+        draining = asyncio.ensure_future(self.nc.drain())
+        lost = asyncio.ensure_future(self._lost.wait())
+        await asyncio.wait({draining, lost}, timeout=self.grace_period,
+                           return_when=asyncio.FIRST_COMPLETED)
+        for task in (draining, lost):
+            task.cancel()
+        await asyncio.gather(draining, return_exceptions=True)  # its error: we close anyway
+
     async def run_until_stopped(self) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`), then drain as the module doc says."""
         loop = asyncio.get_running_loop()
@@ -265,7 +282,6 @@ class Actor:
                 log.exception("%s: drain hook failed", self.name)
         if self.nc is not None and not self.nc.is_closed:
             if self.nc.is_connected:  # no drain through a lost connection: it would wait 30 s
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.nc.drain(), self.grace_period)
+                await self._drain_connection()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), CLOSE_S)
