@@ -187,4 +187,4 @@ def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:
     tok = engine.tokenizer
     if tok is None:
         return {i: f"<{i}>" for i in ids}
-    return {i: tok.decode([i]) for i in ids}
+    return {i: tok.token_text(i) for i in ids}

@@ -16,7 +16,8 @@ decoding after a whole character starts afresh, so window decodes concatenate to
 A byte-level decoder (`Tokenizer.decodes_bytewise`: GPT-2 style BPE, as Llama 3, Qwen and
 SmolLM2 use) maps each token to its bytes whatever precedes it, so it needs no left context:
 a push decodes just `ids[read:]`, one short decode instead of two (the hot path: once per
-step per sequence).
+step per sequence). When nothing is held back that is one token, whose text the tokenizer
+memoizes (`Tokenizer.token_text`), so most pushes make no tokenizer call at all.
 """
 
 from __future__ import annotations
@@ -48,13 +49,18 @@ class IncrementalDetokenizer:
     def push(self, token_ids: Sequence[int]) -> str:
         """Append `token_ids`; return the new text that is safe to show (maybe "")."""
         # Hot path: called once per decode step per sequence; decodes only the window.
-        self._ids.extend(token_ids)
         if self._bytewise:
-            text = self._tok.decode(self._ids[self._read :], skip_special_tokens=self._skip)
+            if len(token_ids) == 1 and self._read == len(self._ids):  # nothing held back
+                self._ids.append(token_ids[0])
+                text = self._tok.token_text(token_ids[0], self._skip)  # memoized decode
+            else:
+                self._ids.extend(token_ids)
+                text = self._tok.decode(self._ids[self._read :], skip_special_tokens=self._skip)
             if not text or text.endswith(_REPLACEMENT):
                 return ""
             self._prefix = self._read = len(self._ids)
             return text
+        self._ids.extend(token_ids)
         text = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
         if len(text) <= len(self._prefix_text) or text.endswith(_REPLACEMENT):
             return ""  # nothing new, or the tail is half a character: wait for more bytes

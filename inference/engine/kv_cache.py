@@ -132,6 +132,16 @@ class KVCacheManager:
         self.prefix_hit_tokens += seq.num_computed_tokens
         return seq.num_computed_tokens
 
+    def try_reserve(self, seq: Sequence, num_new_tokens: int) -> bool:
+        """`reserve` when the pool can take it; False, changing nothing, when it cannot. A
+        decode whose slot is in a block of its own already (most steps) checks and is done."""
+        grow = self._blocks_to_grow(seq, num_new_tokens)
+        if grow > self.num_free_blocks:
+            return False
+        if grow:
+            self.reserve(seq, num_new_tokens)
+        return True
+
     def reserve(self, seq: Sequence, num_new_tokens: int) -> None:
         """Make slots for the next `num_new_tokens` tokens writable. Caller checked
         `can_reserve`; raises if the pool is short anyway."""

@@ -48,14 +48,9 @@ class ChoiceState:
             if self.stops.stopped:
                 reason = "stop"
         self.finish_reason = reason
-        return StepOutput(
-            request_id=seq.request_id,
-            index=seq.index,
-            token_ids=[token],
-            text=text,
-            logprobs=None if logprob is None else [logprob],
-            finish_reason=reason,
-        )
+        # Positional: half the cost of keywords, and this runs per sequence per step.
+        return StepOutput(seq.request_id, seq.index, [token], text,
+                          None if logprob is None else [logprob], reason)
 
 
 @dataclass

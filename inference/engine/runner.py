@@ -13,6 +13,8 @@ same step.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -21,6 +23,7 @@ from .config import ModelConfig
 from .inflight import resolve_placeholders
 from .model import DecoderLM
 from .scheduler import ScheduledBatch
+from .sequence import Sequence
 from .transfer import to_device
 
 
@@ -30,6 +33,17 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
     elem = torch.tensor([], dtype=dtype).element_size()
     heads = cfg.num_kv_heads if kv_heads is None else kv_heads
     return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
+
+
+def _block_tables(seqs: list[Sequence]) -> np.ndarray:
+    """The sequences' block tables as one zero-padded [seqs, widest] array, filled in one
+    masked assignment from the tables laid end to end (not row by row from Python lists)."""
+    lens = np.fromiter([len(s.block_table) for s in seqs], np.int64, len(seqs))
+    tables = np.zeros((len(seqs), int(lens.max())), dtype=np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(s.block_table for s in seqs), np.int64,
+                       int(lens.sum()))
+    tables[np.arange(tables.shape[1]) < lens[:, None]] = flat
+    return tables
 
 
 def _packed(parts: tuple[list[int] | np.ndarray, ...]) -> tuple[np.ndarray, list[int]]:
@@ -95,40 +109,22 @@ class ModelRunner:
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, bool]:
         """Flat inputs for the batch, the row of each sampled sequence's last new token, and
         whether any input is a placeholder (see inflight.py)."""
-        bs = self.block_size
-        ids: list[int] = []
-        starts = [0]
-        seq_lens: list[int] = []
-        if max(batch.num_tokens) == 1:  # decode: a position and a slot per row, in Python
-            positions: list[int] | np.ndarray = []
-            slots: list[int] | np.ndarray = []
-            for seq in batch.seqs:
-                p, table = seq.num_computed_tokens, seq.block_table
-                ids.append(seq.token_ids[p])
-                positions.append(p)
-                slots.append(table[p // bs] * bs + p % bs)
-                starts.append(starts[-1] + 1)
-                seq_lens.append(p + 1)
-        else:  # prompt chunks: positions and slots per sequence in numpy, not per token
-            pos_parts, slot_parts = [], []
-            for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
-                start, table = seq.num_computed_tokens, seq.block_table
-                ids.extend(seq.token_ids[start : start + n])
-                p = np.arange(start, start + n)
-                pos_parts.append(p)
-                slot_parts.append(np.asarray(table)[p // bs] * bs + p % bs)
-                starts.append(starts[-1] + n)
-                seq_lens.append(start + n)
-            positions, slots = np.concatenate(pos_parts), np.concatenate(slot_parts)
         # Hot path: every index array goes into one host buffer and crosses to the device in
-        # one non-blocking copy (not seven, none of which waits for the GPU); the block table
-        # is filled row by row in numpy, not from a nested Python list.
-        n_tok, n_seq = len(ids), len(batch.seqs)
-        width = max(len(s.block_table) for s in batch.seqs)
-        tables = np.zeros((n_seq, width), dtype=np.int64)
-        for i, s in enumerate(batch.seqs):
-            tables[i, : len(s.block_table)] = s.block_table
-        rows = [starts[i + 1] - 1 for i in sample_rows]
+        # one non-blocking copy (not seven, none of which waits for the GPU). Per sequence
+        # the Python is one read of each list it needs; the rest is numpy over the batch.
+        seqs, n_seq = batch.seqs, len(batch.seqs)
+        tables = _block_tables(seqs)
+        if max(batch.num_tokens) == 1:  # decode: one token per row
+            at = np.fromiter([s.num_computed_tokens for s in seqs], np.int64, n_seq)
+            ids = [s.token_ids[s.num_computed_tokens] for s in seqs]
+            positions, seq_lens = at, at + 1
+            slots = tables[np.arange(n_seq), at // self.block_size] * self.block_size \
+                + at % self.block_size
+            starts = np.arange(n_seq + 1)
+        else:
+            ids, positions, slots, starts, seq_lens = self._chunk_inputs(batch, tables)
+        n_tok, width = len(ids), tables.shape[1]
+        rows = starts[np.asarray(sample_rows, dtype=np.int64) + 1] - 1
         parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
         host, cut = _packed(parts)
         buf = to_device(host, torch.long, self.device)
@@ -140,10 +136,30 @@ class ModelRunner:
             seq_lens=lens.to(torch.int32),
             block_tables=flat_tables.view(n_seq, width).to(torch.int32),
             max_query_len=max(batch.num_tokens),
-            max_seq_len=max(seq_lens),
+            max_seq_len=int(seq_lens.max()),
         )
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
         return input_ids, pos, meta, row_idx, has_placeholder
+
+    def _chunk_inputs(
+        self, batch: ScheduledBatch, tables: np.ndarray
+    ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids, positions, slots, query starts and sequence lengths of a step that
+        computes prompt chunks: positions and slots per sequence in numpy, not per token."""
+        bs = self.block_size
+        ids: list[int] = []
+        pos_parts, slot_parts = [], []
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True)):
+            start = seq.num_computed_tokens
+            ids.extend(seq.token_ids[start : start + n])
+            p = np.arange(start, start + n)
+            pos_parts.append(p)
+            slot_parts.append(tables[i, p // bs] * bs + p % bs)
+        counts = np.asarray(batch.num_tokens, dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(counts)))
+        seq_lens = np.fromiter([s.num_computed_tokens for s in batch.seqs], np.int64,
+                               len(batch.seqs)) + counts
+        return ids, np.concatenate(pos_parts), np.concatenate(slot_parts), starts, seq_lens
 
     @torch.inference_mode()
     def execute(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .config import EngineConfig
 from .kv_cache import KVCacheManager
@@ -40,8 +41,7 @@ class ScheduledBatch:
         return len(self.seqs)
 
 
-def _queue_key(seq: Sequence) -> tuple[int, float, int]:
-    return (-seq.priority, seq.arrival, seq.seq_id)
+_BY_QUEUE_KEY = attrgetter("queue_key")
 
 
 class Scheduler:
@@ -49,14 +49,13 @@ class Scheduler:
         self.max_tokens = config.max_num_batched_tokens
         self.max_seqs = config.max_num_seqs
         self.kv = kv
-        self.waiting: list[Sequence] = []  # sorted by _queue_key
+        self.waiting: list[Sequence] = []  # sorted by `Sequence.queue_key`
         self.running: list[Sequence] = []
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
-        keys = [_queue_key(s) for s in self.waiting]
-        self.waiting.insert(bisect.bisect(keys, _queue_key(seq)), seq)
+        self.waiting.insert(bisect.bisect(self.waiting, seq.queue_key, key=_BY_QUEUE_KEY), seq)
 
     def add_running(self, seq: Sequence) -> None:
         """A forked child joins the running set with the blocks it shares."""
@@ -75,18 +74,16 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         budget = self.max_tokens
-        # Decodes first, then unfinished prefills; within each, higher priority first.
-        order = sorted(self.running, key=lambda s: (s.is_prefilling, _queue_key(s)))
-        for seq in order:
-            if seq.status is not SequenceStatus.RUNNING or seq.last_token_in_flight:
-                continue  # preempted earlier in this loop, or ends when its token lands
-            if budget == 0 or len(batch) == self.max_seqs:
-                break
-            n = min(seq.num_new_tokens, budget)
-            if self._make_room(seq, n, batch, strictly_lower=False):
-                self.kv.reserve(seq, n)
-                batch.add(seq, n)
-                budget -= n
+        # Decodes first, then unfinished prefills; within each, higher priority first. Hot
+        # path: once per step over every running sequence.
+        prefills: list[Sequence] = []
+        for seq in sorted(self.running, key=_BY_QUEUE_KEY):
+            if seq.is_prefilling:
+                prefills.append(seq)  # a decode preempted above lands here: it is skipped
+            else:
+                budget -= self._continue(seq, batch, budget)
+        for seq in prefills:
+            budget -= self._continue(seq, batch, budget)
         while self.waiting and budget > 0 and len(batch) < self.max_seqs:
             seq = self.waiting[0]
             n = min(seq.num_new_tokens, budget)
@@ -103,6 +100,21 @@ class Scheduler:
             batch.add(seq, n)
             budget -= n
         return batch
+
+    def _continue(self, seq: Sequence, batch: ScheduledBatch, budget: int) -> int:
+        """Put a running sequence's next tokens in `batch`, preempting others for room if
+        need be; the tokens it took (0: none, the step is full, or it was preempted)."""
+        if seq.status is not SequenceStatus.RUNNING or seq.last_token_in_flight:
+            return 0  # preempted earlier in this step, or ends when its token lands
+        if budget == 0 or len(batch) == self.max_seqs:
+            return 0
+        n = min(seq.num_new_tokens, budget)
+        if not self.kv.try_reserve(seq, n):
+            if not self._make_room(seq, n, batch, strictly_lower=False):
+                return 0
+            self.kv.reserve(seq, n)
+        batch.add(seq, n)
+        return n
 
     def _make_room(
         self, seq: Sequence, n: int, batch: ScheduledBatch, strictly_lower: bool
@@ -141,7 +153,7 @@ class Scheduler:
         ]
         if not candidates:
             return None
-        return max(candidates, key=_queue_key)
+        return max(candidates, key=_BY_QUEUE_KEY)
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)

@@ -54,6 +54,12 @@ class Sequence:
     last_token_in_flight: bool = False
     pooled: bool = False
     reuse_prefix: bool = True
+    # The scheduler's order: higher priority first, then older, then created first. Fixed
+    # for the sequence's life, so computed once (the scheduler sorts by it every step).
+    queue_key: tuple[int, float, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.queue_key = (-self.params.priority, self.arrival, self.seq_id)
 
     @property
     def priority(self) -> int:

@@ -97,6 +97,7 @@ class Tokenizer:
         self.eos_token = self._token_or_empty(self.eos_token_ids[0] if self.eos_token_ids else None)
         self._template: Any = None  # compiled lazily: the router may never render one
         self._pieces_ok = _MAX_PIECES > 1 and splittable(tok)
+        self._token_texts: dict[tuple[int, bool], str] = {}  # token_text's memo
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -190,6 +191,16 @@ class Tokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of `ids`; invalid UTF-8 (a split character) decodes to U+FFFD."""
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int, skip_special_tokens: bool = True) -> str:
+        """`decode([token_id], skip_special_tokens)`, memoized: the detokenizer asks for one
+        token's text once per sequence per step. One entry per token and flag at most."""
+        key = (token_id, skip_special_tokens)
+        text = self._token_texts.get(key)
+        if text is None:
+            text = self._token_texts[key] = self._tok.decode(
+                [token_id], skip_special_tokens=skip_special_tokens)
+        return text
 
     def id_to_token(self, token_id: int) -> str | None:
         """The vocabulary entry of `token_id` (byte-level spelling), or None if out of range."""

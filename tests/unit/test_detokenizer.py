@@ -102,3 +102,13 @@ def test_window_stays_small_on_long_sequences(tok: Tokenizer) -> None:
         detok.push([i])
     assert detok._read - detok._prefix <= 4
     assert len(detok._prefix_text) < 20
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_memoized_token_text_is_the_decode_of_the_token_alone(byte_level: Tokenizer,
+                                                             skip: bool) -> None:
+    """The bytewise push takes a lone token's text from `token_text`: it must be exactly
+    `decode([id])`, asked twice (memo filled, then read), for every id of the vocabulary."""
+    for _ in range(2):
+        for token_id in range(byte_level.vocab_size):
+            assert byte_level.token_text(token_id, skip) == byte_level.decode([token_id], skip)

@@ -1,5 +1,6 @@
 """The runner's per-step inputs: one host buffer, every part on a 16-byte boundary, for
-prompt chunks (positions and slots built in numpy) and for decode rows (built per row)."""
+prompt chunks (positions and slots per sequence in numpy) and for decode rows (numpy over the
+batch), block tables of different widths zero-padded."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
 def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
     eng = tiny_engine()
     for i in range(rows):
-        eng.add_request(f"r{i}", list(range(10 + i, 15 + 2 * i)), SamplingParams(max_tokens=4))
+        eng.add_request(f"r{i}", list(range(10 + i, 15 + 9 * i)), SamplingParams(max_tokens=4))
     eng.step()  # the prompts; every sequence now has one token to decode
     batch = eng.scheduler.schedule()
     assert batch.num_tokens == [1] * rows
@@ -57,3 +58,6 @@ def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
     assert meta.query_start_loc.tolist() == list(range(rows + 1))
     assert meta.seq_lens.tolist() == [p + 1 for p in at]
     assert out_rows.tolist() == list(range(rows))
+    assert meta.block_tables.tolist() == [
+        s.block_table + [0] * (max(len(t.block_table) for t in batch.seqs) - len(s.block_table))
+        for s in batch.seqs]

@@ -1,0 +1,120 @@
+"""The engine's per-sequence host work in a decode step at N sequences.
+
+    python bench/host_step.py --model <HF folder> [--seqs 256] [--steps 200] [--shrink]
+
+N greedy `ignore_eos` requests (20-token prompts) are prefilled, then `--steps` decode steps
+are timed with the engine's phases wrapped in timers (µs per step): the Python work that
+grows with the batch, `schedule` (the scheduler and block reservations), `prepare` (the
+step's inputs), `receive` (tokens written back, grammars advanced) and `emit` (detokenising,
+stop checks, `StepOutput`s), whose sum per sequence is `python_us_per_seq`; the model's own
+compute, `forward`, `lm_head` and `sampler`; and `rest`, the step less all of these (on a
+CPU mostly freeing the step's logits). At 256 SmolLM2 streams the H200's engine process is
+bound by this host work (issue 16). `--shrink` serves the folder's tokenizer with a
+one-layer, 64-wide model of the same vocabulary (random weights), so that on a CPU the
+forward pass does not bury the host's share in noise. Run each configuration in its own
+process; alternate trees to compare. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TIMED: collections.Counter[str] = collections.Counter()
+PYTHON = ("schedule", "prepare", "receive", "emit")
+MODEL = ("forward", "lm_head", "sampler")
+SHRUNK = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+
+def wrap(owner: Any, name: str, key: str) -> None:
+    fn: Callable[..., Any] = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TIMED[key] += time.perf_counter() - t0
+
+    setattr(owner, name, timed)
+
+
+def instrument() -> None:
+    import inference.engine.engine as engine_mod
+    from inference.engine.model import DecoderLM
+    from inference.engine.runner import ModelRunner
+    from inference.engine.scheduler import Scheduler
+
+    for owner, name, key in (
+        (engine_mod.LLMEngine, "step", "step"), (ModelRunner, "forward", "forward"),
+        (DecoderLM, "compute_logits", "lm_head"), (engine_mod, "sample", "sampler"),
+        (Scheduler, "schedule", "schedule"), (ModelRunner, "prepare", "prepare"),
+        (engine_mod.LLMEngine, "_emit", "emit"), (engine_mod.LLMEngine, "_receive", "receive"),
+    ):
+        wrap(owner, name, key)
+
+
+def shrunk_folder(model: str) -> str:
+    """A copy of `model`'s tokenizer files with a one-layer, 64-wide config."""
+    out = tempfile.mkdtemp(prefix="host-step-")
+    for name in os.listdir(model):
+        if name.startswith("tokenizer") or name == "special_tokens_map.json":
+            shutil.copy(os.path.join(model, name), out)
+    with open(os.path.join(model, "config.json")) as f:
+        cfg = json.load(f)
+    cfg.update(SHRUNK)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help="an HF folder (config and tokenizer)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seqs", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--shrink", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    from inference.engine.config import EngineConfig
+    from inference.engine.engine import LLMEngine
+    from inference.engine.sampling_params import SamplingParams
+
+    torch.set_num_threads(1)  # a worker's engine on a busy host; and steadier timings
+    model = shrunk_folder(args.model) if args.shrink else args.model
+    n, steps = args.seqs, args.steps
+    engine = LLMEngine.from_model(model, EngineConfig(
+        load_format="dummy", device=args.device, max_num_seqs=n, max_num_batched_tokens=16384,
+        max_model_len=1024, num_kv_blocks=n * (1024 // 16) + 16))
+    params = SamplingParams(max_tokens=args.warmup + steps + 8, ignore_eos=True, temperature=0)
+    for i in range(n):
+        engine.add_request(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
+    for _ in range(args.warmup):
+        engine.step()
+    instrument()
+    for _ in range(steps):
+        engine.step()
+    us = {k: v / steps * 1e6 for k, v in TIMED.items()}
+    python = sum(us[k] for k in PYTHON)
+    us["rest"] = us["step"] - python - sum(us[k] for k in MODEL)
+    print(json.dumps({"seqs": n, "steps": steps, "device": args.device, "shrink": args.shrink,
+                      "us_per_step": {k: round(v, 1) for k, v in sorted(us.items())},
+                      "python_us_per_seq": round(python / n, 2)}))
+
+
+if __name__ == "__main__":
+    main()
