@@ -48,6 +48,7 @@ def test_invariants_hold_under_random_allocate_fork_append_free(seed):
     pool = ShadowPool(kv)
     live: list[Sequence] = []
     prefixes = [[rng.randrange(50) for _ in range(rng.randrange(1, 14))] for _ in range(4)]
+    refused = 0
     for step in range(600):
         op = rng.random()
         if op < 0.3:  # allocate a new sequence, often sharing a prefix
@@ -64,13 +65,21 @@ def test_invariants_hold_under_random_allocate_fork_append_free(seed):
             child = _seq(step, parent.token_ids)
             kv.fork(parent, child)
             live.append(child)
-        elif op < 0.8 and live:  # append a decoded token
+        elif op < 0.8 and live:  # append a decoded token, reserved either way
             seq = rng.choice(live)
             seq.token_ids.append(rng.randrange(50))
-            if kv.can_reserve(seq, 1):
-                kv.reserve(seq, 1)
-                pool.write(seq, 1)
+            before = (list(seq.block_table), kv.num_free_blocks)
+            if rng.random() < 0.5:
+                reserved = kv.can_reserve(seq, 1)
+                if reserved:
+                    kv.reserve(seq, 1)
             else:
+                reserved = kv.try_reserve(seq, 1)
+            if reserved:
+                pool.write(seq, 1)
+            else:  # refused: nothing changed
+                assert (seq.block_table, kv.num_free_blocks) == before
+                refused += 1
                 seq.token_ids.pop()
         elif live:  # free
             seq = live.pop(rng.randrange(len(live)))
@@ -82,6 +91,7 @@ def test_invariants_hold_under_random_allocate_fork_append_free(seed):
         kv.free(seq)
     kv.check_invariants()
     assert kv.num_free_blocks == kv.num_blocks, "the pool is not whole at the end"
+    assert refused, "the pool never ran short: the refusal path went untested"
 
 
 def test_prefix_hit_reuses_blocks_and_keeps_last_token_computed():
