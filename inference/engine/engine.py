@@ -28,7 +28,7 @@ from .outputs import StepOutput, TokenLogprob
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
-from .sampler import SampleRow, sample
+from .sampler import sample
 from .sampling_params import SamplingParams
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
@@ -275,8 +275,7 @@ class LLMEngine:
         if not seqs:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
-        rows = [SampleRow(s.params, s.generator) for s in seqs]
-        drawn = sample(logits, rows, self._generator, self.fill.masks(seqs))
+        drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
         inflight = InFlight.launch(seqs, drawn)
         for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
             seq.last_token_in_flight = (seq.num_output_tokens >= seq.params.max_tokens

@@ -26,7 +26,9 @@ in place and for those rows only; the other rows are untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence as PySequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -40,10 +42,46 @@ from .transfer import to_device
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
 
+class Row(Protocol):
+    """What sampling reads of a row: its params and its own generator (None: the engine's).
+    An engine `Sequence` is one; `SampleRow` is one for callers that have none."""
+
+    params: SamplingParams
+    generator: torch.Generator | None
+
+
 @dataclass
 class SampleRow:
     params: SamplingParams
     generator: torch.Generator | None
+
+
+@dataclass
+class _Plan:
+    """What a batch's rows ask of sampling, gathered in one pass over them (hot path: once
+    per step over every sampled row)."""
+
+    greedy: list[int]  # rows at temperature 0
+    random: list[int]  # the others
+    temps: list[float]  # every row's temperature
+    plain: bool  # every row temperature-only: no top-k, no top-p, no generator of its own
+    biased: bool  # some row has a logit_bias
+    logprob_rows: list[int]  # rows that asked for logprobs
+
+    @classmethod
+    def of(cls, rows: PySequence[Row]) -> _Plan:
+        plan = cls([], [], [], True, False, [])
+        for i, row in enumerate(rows):
+            p = row.params
+            plan.temps.append(p.temperature)
+            (plan.greedy if p.greedy else plan.random).append(i)
+            if row.generator is not None or p.top_k != -1 or p.top_p != 1.0:
+                plan.plain = False
+            if p.logit_bias:
+                plan.biased = True
+            if p.logprobs is not None:
+                plan.logprob_rows.append(i)
+        return plan
 
 
 @dataclass
@@ -85,22 +123,23 @@ class DeviceSample:
 
 def sample(
     logits: torch.Tensor,
-    rows: list[SampleRow],
+    rows: PySequence[Row],
     default_generator: torch.Generator,
     grammar: GrammarMask | None = None,
 ) -> DeviceSample:
     """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows.
     Hot path: queues device work only; no host value is read back (see `transfer.py`)."""
-    apply_logit_bias(logits, [r.params for r in rows])
+    plan = _Plan.of(rows)
+    if plan.biased:
+        apply_logit_bias(logits, [r.params for r in rows])
     if grammar is not None:
         apply_grammar(logits, grammar)
-    greedy = [i for i, r in enumerate(rows) if r.params.greedy]
-    random = [i for i, r in enumerate(rows) if not r.params.greedy]
+    greedy, random = plan.greedy, plan.random
     device = logits.device
-    if device.type == "cuda" and logits.numel() < 2**31 and all(_plain(r) for r in rows):
+    if device.type == "cuda" and logits.numel() < 2**31 and plan.plain:
         from .triton_kernels.gumbel_sample import gumbel_sample
 
-        temps = to_device([r.params.temperature for r in rows], torch.float32, device)
+        temps = to_device(plan.temps, torch.float32, device)
         seed = _next_seed(default_generator) if random else 0  # greedy rows draw no noise
         tokens = gumbel_sample(logits, temps, seed)
     elif not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
@@ -113,13 +152,7 @@ def sample(
         idx = to_device(random, torch.long, device)
         probs = _truncated_probs(logits[idx], [rows[i].params for i in random])
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
-    return _with_logprobs(DeviceSample(tokens), logits, rows)
-
-
-def _plain(row: SampleRow) -> bool:
-    """Temperature (or greedy) alone: no truncation, no generator of its own."""
-    p = row.params
-    return row.generator is None and p.top_k == -1 and p.top_p == 1.0
+    return _with_logprobs(DeviceSample(tokens), logits, rows, plan.logprob_rows)
 
 
 def _next_seed(gen: torch.Generator) -> int:
@@ -201,9 +234,8 @@ def _race(
     return (probs / noise.clamp_min_(1e-30)).argmax(dim=-1)
 
 
-def _with_logprobs(out: DeviceSample, logits: torch.Tensor, rows: list[SampleRow]
-                   ) -> DeviceSample:
-    wanted = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+def _with_logprobs(out: DeviceSample, logits: torch.Tensor, rows: PySequence[Row],
+                   wanted: list[int]) -> DeviceSample:
     if not wanted:
         return out
     idx = to_device(wanted, torch.long, logits.device)
