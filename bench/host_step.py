@@ -18,36 +18,20 @@ process; alternate trees to compare. Prints one JSON line.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TIMED: collections.Counter[str] = collections.Counter()
+from bench.phase_timers import TIMED, wrap_all
+
 PYTHON = ("schedule", "prepare", "receive", "emit")
 MODEL = ("forward", "lm_head", "sampler")
 SHRUNK = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
           "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
-
-
-def wrap(owner: Any, name: str, key: str) -> None:
-    fn: Callable[..., Any] = getattr(owner, name)
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            TIMED[key] += time.perf_counter() - t0
-
-    setattr(owner, name, timed)
 
 
 def instrument() -> None:
@@ -56,13 +40,12 @@ def instrument() -> None:
     from inference.engine.runner import ModelRunner
     from inference.engine.scheduler import Scheduler
 
-    for owner, name, key in (
+    wrap_all((
         (engine_mod.LLMEngine, "step", "step"), (ModelRunner, "forward", "forward"),
         (DecoderLM, "compute_logits", "lm_head"), (engine_mod, "sample", "sampler"),
         (Scheduler, "schedule", "schedule"), (ModelRunner, "prepare", "prepare"),
         (engine_mod.LLMEngine, "_emit", "emit"), (engine_mod.LLMEngine, "_receive", "receive"),
-    ):
-        wrap(owner, name, key)
+    ))
 
 
 def shrunk_folder(model: str) -> str:

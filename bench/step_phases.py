@@ -15,27 +15,12 @@ Prints one line per run.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TIMED = collections.Counter()
-
-
-def wrap(owner, name: str, key: str) -> None:
-    fn = getattr(owner, name)
-
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            TIMED[key] += time.perf_counter() - t0
-
-    setattr(owner, name, timed)
+from bench.phase_timers import TIMED, wrap_all
 
 
 def instrument() -> None:
@@ -44,15 +29,14 @@ def instrument() -> None:
     from inference.engine.inflight import InFlight
     from inference.engine.scheduler import Scheduler
 
-    for owner, name, key in (
+    wrap_all((
         (engine_mod.LLMEngine, "step", "step"), (engine_mod.LLMEngine, "_launch", "launch"),
         (engine_mod.LLMEngine, "_receive", "receive"), (engine_mod.LLMEngine, "_emit", "emit"),
         (engine_mod.LLMEngine, "_sample", "sample_all"), (InFlight, "wait", "wait_tokens"),
         (MaskFill, "advance", "advance"), (MaskFill, "start", "fill_start"),
         (MaskFill, "masks", "masks_wait"), (engine_mod, "sample", "sampler"),
         (Scheduler, "schedule", "schedule"),
-    ):
-        wrap(owner, name, key)
+    ))
 
 
 def main() -> None:
