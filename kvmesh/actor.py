@@ -281,7 +281,7 @@ class Actor:
             except Exception:
                 log.exception("%s: drain hook failed", self.name)
         if self.nc is not None and not self.nc.is_closed:
-            if self.nc.is_connected:  # no drain through a lost connection: it would wait 30 s
+            if self.nc.is_connected:  # a lost connection has nothing to drain: just close
                 await self._drain_connection()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), CLOSE_S)
