@@ -32,6 +32,9 @@ class AttentionMetadata:
     block_tables: torch.Tensor  # [B, max_blocks] int32; padding entries point at block 0
     max_query_len: int
     max_seq_len: int
+    # The first `num_decodes` sequences compute one token each (the scheduler puts decodes
+    # first); 0 when not counted. cuda_graphs.py replays them apart from the prompt chunks.
+    num_decodes: int = 0
 
     @property
     def num_seqs(self) -> int:

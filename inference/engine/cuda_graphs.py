@@ -17,7 +17,13 @@ Every graph reads the same static buffers: token ids, positions, slot mapping, s
 lengths, block tables (`max_model_len / block_size` columns) and query starts (a fixed
 `0..bs` for decode graphs, written per step for mixed ones). A step of n tokens copies its
 inputs into the first rows, pads the rest (slot -1: write nothing; length 0: attend to
-nothing) and replays the graph of the next size up. A step no graph fits runs eagerly.
+nothing) and replays the graph of the next size up.
+
+A step of more sequences than a mixed graph holds, most of them decodes (a few prompts
+arriving among many streams), replays two graphs: a decode graph for its leading decode
+rows, then a mixed graph for the rest, the two outputs joined in one buffer. Rows are
+independent outside attention and attention reads only the pool, so splitting a step at a
+sequence boundary computes what the whole step would. A step no graph plan fits runs eagerly.
 
 Invariants a captured graph relies on:
 - the attention metadata's `max_seq_len` is pinned to `max_model_len` in decode graphs, so
@@ -26,7 +32,8 @@ Invariants a captured graph relies on:
 - padding token rows belong to no sequence: their outputs are garbage that never reaches a
   real row (every layer is row-wise outside attention, and attention reads only the pool);
 - the KV pool tensor and the model's parameters never move after capture;
-- the hidden states returned by `run` live in the graph pool: read them before the next step.
+- the hidden states returned by `run` live in the graph pool (or the join buffer): read them
+  before the next step.
 """
 
 from __future__ import annotations
@@ -106,8 +113,10 @@ class CudaGraphDecoder:
         self.mixed_starts = torch.zeros(seqs + 1, dtype=torch.int32, device=device)
         self.graphs: dict[_Shape, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[_Shape, torch.Tensor] = {}
+        self.joined: torch.Tensor | None = None  # a split step's hidden states (`capture`)
         self.capture_seconds = 0.0
         self.mixed_replays = 0  # steps that computed prompt tokens through a graph
+        self.split_replays = 0  # of which through a decode graph and a mixed graph
 
     def _meta(self, shape: _Shape) -> AttentionMetadata:
         s = shape.seqs
@@ -147,6 +156,10 @@ class CudaGraphDecoder:
                 self.outputs[shape] = self._forward(shape)
             pool = graph.pool()
             self.graphs[shape] = graph
+        if self.buckets:
+            out = self.outputs[_Shape(self.sizes[-1], self.sizes[-1], True)]
+            rows = self.sizes[-1] + self.buckets[-1]
+            self.joined = out.new_empty(rows, *out.shape[1:])
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
         log.info(
@@ -156,15 +169,28 @@ class CudaGraphDecoder:
         )
         return self.capture_seconds
 
-    def fits(self, tokens: int, seqs: int, decode: bool) -> bool:
-        """Whether a step of `tokens` rows over `seqs` sequences (`decode`: one row each)
-        replays a graph rather than running eagerly."""
-        return self._fit(tokens, seqs, decode) is not None
+    def fits(self, tokens: int, seqs: int, decodes: int) -> bool:
+        """Whether a step of `tokens` rows over `seqs` sequences, the first `decodes` of them
+        one row each, replays graphs rather than running eagerly."""
+        return bool(self._plan(tokens, seqs, decodes))
+
+    def _plan(self, n: int, seqs: int, decodes: int) -> tuple[_Shape, ...]:
+        """The graphs that run a step: one, a decode graph for the leading `decodes` rows and
+        a mixed graph for the rest, or none (eager)."""
+        whole = self._fit(n, seqs, decodes == seqs == n)
+        if whole is not None:
+            return (whole,)
+        if 0 < decodes < seqs:
+            head = self._fit(decodes, decodes, True)
+            tail = self._fit(n - decodes, seqs - decodes, False)
+            if head is not None and tail is not None:
+                return head, tail
+        return ()
 
     def _fit(self, n: int, seqs: int, decode: bool) -> _Shape | None:
         if not self.graphs:
             return None
-        if decode and n == seqs:
+        if decode:
             bs = next((b for b in self.sizes if b >= n), None)
             return None if bs is None else _Shape(bs, bs, True)
         if seqs > self.mixed_seqs:
@@ -186,23 +212,42 @@ class CudaGraphDecoder:
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         n, seqs = input_ids.shape[0], meta.seq_lens.shape[0]
-        shape = self._fit(n, seqs, meta.is_decode)
-        if shape is None:
+        decodes = seqs if meta.is_decode else meta.num_decodes
+        plan = self._plan(n, seqs, decodes)
+        if not plan:
             self.backend.begin_step(meta)
             return self.model(input_ids, positions, self.kv_cache, meta)
-        # Hot path: device-to-device copies into the static buffers, then one replay.
+        if len(plan) == 1:
+            return self._replay(plan[0], input_ids, positions, meta, 0, seqs)
+        # Hot path: both graphs share one memory pool, so the decode rows' hidden states are
+        # copied out before the mixed graph replays over them (all in stream order).
+        d, joined = decodes, self.joined
+        assert joined is not None
+        joined[:d].copy_(self._replay(plan[0], input_ids[:d], positions[:d], meta, 0, d))
+        joined[d:n].copy_(self._replay(plan[1], input_ids[d:], positions[d:], meta, d, seqs))
+        self.split_replays += 1
+        return joined[:n]
+
+    def _replay(self, shape: _Shape, input_ids: torch.Tensor, positions: torch.Tensor,
+                meta: AttentionMetadata, first: int, end: int) -> torch.Tensor:
+        """Replay `shape` on sequences `first..end` of the step, whose rows start at row
+        `first` (every sequence before them is a decode: one row each) and are `input_ids`
+        and `positions`; the graph's output rows. Device-to-device copies into the static
+        buffers."""
+        n, seqs = input_ids.shape[0], end - first
         self.input_ids[:n].copy_(input_ids)
         self.positions[:n].copy_(positions)
-        self.slot_mapping[:n].copy_(meta.slot_mapping)
-        self.seq_lens[:seqs].copy_(meta.seq_lens)
+        self.slot_mapping[:n].copy_(meta.slot_mapping[first : first + n])
+        self.seq_lens[:seqs].copy_(meta.seq_lens[first:end])
         width = meta.block_tables.shape[1]
-        self.block_tables[:seqs, :width].copy_(meta.block_tables)
+        self.block_tables[:seqs, :width].copy_(meta.block_tables[first:end])
         if shape.tokens > n:
             self.slot_mapping[n : shape.tokens].fill_(-1)
         if shape.seqs > seqs:
             self.seq_lens[seqs : shape.seqs].fill_(0)
         if not shape.decode:  # padding sequences start (and end) after the last real row
-            self.mixed_starts[: seqs + 1].copy_(meta.query_start_loc)
+            torch.sub(meta.query_start_loc[first : end + 1], first,
+                      out=self.mixed_starts[: seqs + 1])
             self.mixed_starts[seqs + 1 : shape.seqs + 1].fill_(n)
             self.mixed_replays += 1
         self.graphs[shape].replay()

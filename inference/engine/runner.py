@@ -127,8 +127,10 @@ class ModelRunner:
                 s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, at, strict=True)]
             positions: list[int] | np.ndarray = at
             starts, seq_lens = list(range(n_seq + 1)), [p + 1 for p in at]
+            decodes = n_seq
         else:
             ids, positions, slots, starts, seq_lens = self._chunk_inputs(batch)
+            decodes = batch.leading_decodes()
         n_tok, tables = len(ids), _block_tables(seqs)
         rows = [starts[i + 1] - 1 for i in sample_rows]
         parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
@@ -143,6 +145,7 @@ class ModelRunner:
             block_tables=flat_tables.view(n_seq, tables.shape[1]).to(torch.int32),
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
+            num_decodes=decodes,
         )
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
         return input_ids, pos, meta, row_idx, has_placeholder

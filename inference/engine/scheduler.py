@@ -33,6 +33,14 @@ class ScheduledBatch:
         self.seqs.append(seq)
         self.num_tokens.append(n)
 
+    def leading_decodes(self) -> int:
+        """How many sequences at the head of the batch compute one token each (the scheduler
+        puts running decodes first)."""
+        for i, n in enumerate(self.num_tokens):
+            if n != 1:
+                return i
+        return len(self.num_tokens)
+
     @property
     def total_tokens(self) -> int:
         return sum(self.num_tokens)

@@ -74,6 +74,42 @@ def test_mixed_graph_replay_equals_eager():
     assert token_ids(no_mixed.generate(ps, GREEDY)) == got
 
 
+def _late_arrivals(llm: LLM) -> dict[str, list[int]]:
+    """70 sequences decoding, then two prompts arriving one step apart: each of those steps
+    holds more sequences than a mixed graph, nearly all of them decodes."""
+    eng, got = llm.engine, {}
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    ps = prompts(11, lengths=(6,) * 70 + (40, 90))
+
+    def step() -> None:
+        for out in eng.step():
+            got.setdefault(out.request_id, []).extend(out.token_ids)
+
+    for i in range(70):
+        eng.add_request(f"r{i}", ps[i], params)
+    for _ in range(3):
+        step()
+    for name, p in (("late-a", ps[70]), ("late-b", ps[71])):
+        eng.add_request(name, p, params)
+        step()
+    while eng.has_unfinished():
+        step()
+    return got
+
+
+def test_split_replay_of_many_decodes_and_a_prompt_equals_eager():
+    """A step of more sequences than a mixed graph holds replays a decode graph for its
+    decode rows and a mixed graph for the prompt, and gives the eager engine's tokens."""
+    opts = dict(max_num_seqs=80, num_kv_blocks=600)
+    graphs = make_llm(**opts)
+    dec = graphs.engine.graph_decoder
+    assert dec.mixed_seqs == 64
+    got = _late_arrivals(graphs)
+    assert dec.split_replays >= 2
+    assert len(got) == 72 and all(len(t) == 12 for t in got.values())
+    assert got == _late_arrivals(make_llm(enforce_eager=True, **opts))
+
+
 @torch.inference_mode()
 def test_graph_replay_hidden_states_match_eager_in_bfloat16():
     llm = make_llm("bfloat16")

@@ -35,6 +35,22 @@ def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
                                                     strict=True)] == [s.block_table
                                                                       for s in batch.seqs]
     assert not placeholder
+    assert meta.num_decodes == 0
+
+
+def test_a_step_counts_its_leading_decodes():
+    """Decodes come first in a step that also computes a prompt; the runner says how many
+    (cuda_graphs.py replays them through a decode graph)."""
+    eng = tiny_engine()
+    for i in range(3):
+        eng.add_request(f"r{i}", list(range(10 + i, 16 + i)), SamplingParams(max_tokens=4))
+    eng.step()  # the prompts; every sequence now has one token to decode
+    eng.add_request("late", list(range(40, 45)), SamplingParams(max_tokens=4))
+    batch = eng.scheduler.schedule()
+    assert batch.num_tokens == [1, 1, 1, 5]
+    assert batch.leading_decodes() == 3
+    meta = eng.runner.prepare(batch, [0, 1, 2, 3])[2]
+    assert meta.num_decodes == 3 and not meta.is_decode
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4])
@@ -58,6 +74,7 @@ def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
     assert meta.query_start_loc.tolist() == list(range(rows + 1))
     assert meta.seq_lens.tolist() == [p + 1 for p in at]
     assert out_rows.tolist() == list(range(rows))
+    assert meta.num_decodes == rows
     assert meta.block_tables.tolist() == [
         s.block_table + [0] * (max(len(t.block_table) for t in batch.seqs) - len(s.block_table))
         for s in batch.seqs]
