@@ -11,24 +11,30 @@ compute, `forward`, `lm_head` and `sampler`; and `rest`, the step less all of th
 CPU mostly freeing the step's logits). At 256 SmolLM2 streams the H200's engine process is
 bound by this host work (issue 16). `--shrink` serves the folder's tokenizer with a
 one-layer, 64-wide model of the same vocabulary (random weights), so that on a CPU the
-forward pass does not bury the host's share in noise. Run each configuration in its own
-process; alternate trees to compare. Prints one JSON line.
+forward pass does not bury the host's share in noise. `--arrivals` runs a closed loop
+instead, as a server's engine sees one: the requests' first lengths are spread over 1..128
+tokens and each finished request is replaced at once by a new one (a 200-token prompt, 128
+tokens), so most steps mix many decodes with a few prompts; `admit` times `add_request`.
+Run each configuration in its own process; alternate trees to compare. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.phase_timers import TIMED, wrap_all
 
-PYTHON = ("schedule", "prepare", "receive", "emit")
+PYTHON = ("schedule", "prepare", "receive", "emit", "admit")
 MODEL = ("forward", "lm_head", "sampler")
 SHRUNK = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
           "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
@@ -45,6 +51,7 @@ def instrument() -> None:
         (DecoderLM, "compute_logits", "lm_head"), (engine_mod, "sample", "sampler"),
         (Scheduler, "schedule", "schedule"), (ModelRunner, "prepare", "prepare"),
         (engine_mod.LLMEngine, "_emit", "emit"), (engine_mod.LLMEngine, "_receive", "receive"),
+        (engine_mod.LLMEngine, "add_request", "admit"),
     ))
 
 
@@ -62,6 +69,43 @@ def shrunk_folder(model: str) -> str:
     return out
 
 
+def decodes(engine: Any, n: int, steps: int, warmup: int) -> None:
+    """`n` requests prefilled, then `steps` decode steps timed."""
+    from inference.engine.sampling_params import SamplingParams
+
+    params = SamplingParams(max_tokens=warmup + steps + 8, ignore_eos=True, temperature=0)
+    for i in range(n):
+        engine.add_request(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
+    for _ in range(warmup):
+        engine.step()
+    instrument()
+    for _ in range(steps):
+        engine.step()
+
+
+def closed_loop(engine: Any, n: int, steps: int, warmup: int) -> None:
+    """`n` streams whose first requests are 1..128 tokens long; a finished request is
+    replaced at once by one of 128 tokens with a new 200-token prompt; `steps` steps timed
+    after `warmup` (`admit` included: requests are added between steps, as the engine
+    loop adds them)."""
+    from inference.engine.sampling_params import SamplingParams
+
+    rng, ids = random.Random(1), itertools.count()
+
+    def add(max_tokens: int) -> None:  # a prompt of its own: no prefix-cache hits
+        engine.add_request(f"r{next(ids)}", [rng.randrange(1, 4000) for _ in range(200)],
+                           SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0))
+
+    for _ in range(n):
+        add(rng.randint(1, 128))
+    for k in range(warmup + steps):
+        if k == warmup:
+            instrument()
+        for out in engine.step():
+            if out.usage is not None:
+                add(128)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, help="an HF folder (config and tokenizer)")
@@ -70,12 +114,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--shrink", action="store_true")
+    ap.add_argument("--arrivals", action="store_true", help="a closed loop of staggered requests")
     args = ap.parse_args()
     import torch
 
     from inference.engine.config import EngineConfig
     from inference.engine.engine import LLMEngine
-    from inference.engine.sampling_params import SamplingParams
 
     torch.set_num_threads(1)  # a worker's engine on a busy host; and steadier timings
     model = shrunk_folder(args.model) if args.shrink else args.model
@@ -83,17 +127,14 @@ def main() -> None:
     engine = LLMEngine.from_model(model, EngineConfig(
         load_format="dummy", device=args.device, max_num_seqs=n, max_num_batched_tokens=16384,
         max_model_len=1024, num_kv_blocks=n * (1024 // 16) + 16))
-    params = SamplingParams(max_tokens=args.warmup + steps + 8, ignore_eos=True, temperature=0)
-    for i in range(n):
-        engine.add_request(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
-    for _ in range(args.warmup):
-        engine.step()
-    instrument()
-    for _ in range(steps):
-        engine.step()
+    if args.arrivals:
+        closed_loop(engine, n, steps, args.warmup)
+    else:
+        decodes(engine, n, steps, args.warmup)
+    TIMED.setdefault("admit", 0.0)
     us = {k: v / steps * 1e6 for k, v in TIMED.items()}
     python = sum(us[k] for k in PYTHON)
-    us["rest"] = us["step"] - python - sum(us[k] for k in MODEL)
+    us["rest"] = us["step"] - (python - us["admit"]) - sum(us[k] for k in MODEL)
     print(json.dumps({"seqs": n, "steps": steps, "device": args.device, "shrink": args.shrink,
                       "us_per_step": {k: round(v, 1) for k, v in sorted(us.items())},
                       "python_us_per_seq": round(python / n, 2)}))

@@ -120,17 +120,20 @@ class ModelRunner:
         # Hot path: every index array goes into one host buffer and crosses to the device in
         # one non-blocking copy (not seven, none of which waits for the GPU).
         seqs, n_seq, bs = batch.seqs, len(batch.seqs), self.block_size
-        if max(batch.num_tokens) == 1:  # decode: a list comprehension per input, no appends
-            at = [s.num_computed_tokens for s in seqs]
-            ids = [s.token_ids[p] for s, p in zip(seqs, at, strict=True)]
-            slots: list[int] | np.ndarray = [
-                s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, at, strict=True)]
-            positions: list[int] | np.ndarray = at
-            starts, seq_lens = list(range(n_seq + 1)), [p + 1 for p in at]
-            decodes = n_seq
-        else:
-            ids, positions, slots, starts, seq_lens = self._chunk_inputs(batch)
-            decodes = batch.leading_decodes()
+        # Decodes come first: a list comprehension per input over them, no appends; then
+        # the prompt chunks (if any), per sequence in numpy.
+        decodes = n_seq if max(batch.num_tokens) == 1 else batch.leading_decodes()
+        head = seqs if decodes == n_seq else seqs[:decodes]
+        positions = [s.num_computed_tokens for s in head]
+        ids = [s.token_ids[p] for s, p in zip(head, positions, strict=True)]
+        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(head, positions,
+                                                                        strict=True)]
+        starts, seq_lens = list(range(decodes + 1)), [p + 1 for p in positions]
+        if decodes < n_seq:
+            pos_parts, slot_parts = self._chunk_inputs(
+                seqs[decodes:], batch.num_tokens[decodes:], ids, starts, seq_lens)
+            positions = np.concatenate([np.asarray(positions, dtype=np.int64), *pos_parts])
+            slots = np.concatenate([np.asarray(slots, dtype=np.int64), *slot_parts])
         n_tok, tables = len(ids), _block_tables(seqs)
         rows = [starts[i + 1] - 1 for i in sample_rows]
         parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
@@ -150,24 +153,23 @@ class ModelRunner:
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
         return input_ids, pos, meta, row_idx, has_placeholder
 
-    def _chunk_inputs(
-        self, batch: ScheduledBatch
-    ) -> tuple[list[int], np.ndarray, np.ndarray, list[int], list[int]]:
-        """Token ids, positions, slots, query starts and sequence lengths of a step that
-        computes prompt chunks: positions and slots per sequence in numpy, not per token."""
+    def _chunk_inputs(self, seqs: list[Sequence], num_tokens: list[int], ids: list[int],
+                      starts: list[int], seq_lens: list[int]
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """For sequences that compute prompt chunks: append their token ids, query starts
+        and sequence lengths to the lists given; return their positions and slots, per
+        sequence in numpy, not per token."""
         bs = self.block_size
-        ids: list[int] = []
-        starts, seq_lens = [0], []
         pos_parts, slot_parts = [], []
-        for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
-            start, table = seq.num_computed_tokens, seq.block_table
+        for seq, n in zip(seqs, num_tokens, strict=True):
+            start = seq.num_computed_tokens
             ids.extend(seq.token_ids[start : start + n])
             p = np.arange(start, start + n)
             pos_parts.append(p)
-            slot_parts.append(np.asarray(table)[p // bs] * bs + p % bs)
+            slot_parts.append(np.asarray(seq.block_table)[p // bs] * bs + p % bs)
             starts.append(starts[-1] + n)
             seq_lens.append(start + n)
-        return ids, np.concatenate(pos_parts), np.concatenate(slot_parts), starts, seq_lens
+        return pos_parts, slot_parts
 
     @torch.inference_mode()
     def execute(
