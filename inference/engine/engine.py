@@ -205,9 +205,7 @@ class LLMEngine:
                 got = self._receive(previous, launched.sampled if launched else [])
             outputs.extend(self._emit(got))
         if launched is not None:
-            for seq in batch.seqs:  # after `_receive`: placeholders of computed tokens are filled
-                if seq.status is SequenceStatus.RUNNING:
-                    self.kv.commit(seq)
+            self.kv.commit_running(batch.seqs)  # after `_receive`: placeholders are filled
             for seq in launched.pooled:  # embedded: its blocks (now keyed) go free
                 self.scheduler.remove(seq)
             if self.prompts.reports:
@@ -327,8 +325,10 @@ class LLMEngine:
         extra_rows: list[int] = []
         out = list(seqs)
         for row, seq in enumerate(seqs):
+            if seq.params.n == 1:  # the request's params: most rows, no lookup (hot path)
+                continue
             state = self._requests[seq.request_id]
-            if state.params.n == 1 or state.forked:
+            if state.forked:
                 continue
             state.forked = True
             for index in range(1, state.params.n):

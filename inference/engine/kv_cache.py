@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kvmesh.block_hash import BlockHash, hash_block, hash_prefix_blocks, root_hash
 
-from .sequence import Sequence
+from .sequence import Sequence, SequenceStatus
 
 
 @dataclass
@@ -155,6 +155,16 @@ class KVCacheManager:
         total = seq.num_computed_tokens + num_new_tokens
         while len(seq.block_table) * self.block_size < total:
             seq.block_table.append(self._allocate())
+
+    def commit_running(self, seqs: list[Sequence]) -> None:
+        """`commit` each running sequence of a step's batch. Hot path: most have no newly
+        full block and are passed over without a call."""
+        if not self.enable_prefix_caching:
+            return
+        bs, running = self.block_size, SequenceStatus.RUNNING
+        for seq in seqs:
+            if seq.status is running and len(seq.block_hashes) < seq.num_computed_tokens // bs:
+                self.commit(seq)
 
     def commit(self, seq: Sequence) -> None:
         """After a step computed tokens of `seq`: key its newly full blocks."""

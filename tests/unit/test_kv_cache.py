@@ -8,13 +8,14 @@ import pytest
 
 from inference.engine.kv_cache import KVCacheManager
 from inference.engine.sampling_params import SamplingParams
-from inference.engine.sequence import Sequence
+from inference.engine.sequence import Sequence, SequenceStatus
 
 BS = 4
 
 
 def _seq(i: int, tokens: list[int]) -> Sequence:
-    return Sequence(i, f"r{i}", 0, list(tokens), len(tokens), SamplingParams(), float(i))
+    return Sequence(i, f"r{i}", 0, list(tokens), len(tokens), SamplingParams(), float(i),
+                    status=SequenceStatus.RUNNING)
 
 
 class ShadowPool:
@@ -34,7 +35,7 @@ class ShadowPool:
             assert self.kv._block_hash[block] is None, "wrote into a keyed (full, cached) block"
             self.content.setdefault(block, [None] * BS)[p % BS] = seq.token_ids[p]
         seq.num_computed_tokens += n
-        self.kv.commit(seq)
+        self.kv.commit_running([seq])  # as the engine keys a step's blocks
 
     def assert_holds(self, seq: Sequence) -> None:
         for p in range(seq.num_computed_tokens):
@@ -154,4 +155,18 @@ def test_cached_prefixes_are_shared_only_under_the_same_salt() -> None:
     assert kv.admit(_salted(1, prompt, "tenant:b")) == 0  # another tenant finds nothing
     assert kv.admit(_salted(2, prompt, "")) == 0  # nor does an unsalted request
     assert kv.admit(_salted(3, prompt, "tenant:a")) == 4 * BS  # the tenant itself does
+    kv.check_invariants()
+
+
+def test_commit_running_keys_the_full_blocks_of_running_sequences_only() -> None:
+    kv = KVCacheManager(num_blocks=8, block_size=BS)
+    running, waiting = _seq(0, list(range(9))), _seq(1, list(range(20, 29)))
+    waiting.status = SequenceStatus.WAITING
+    for seq in (running, waiting):
+        kv.admit(seq)
+        kv.reserve(seq, seq.num_new_tokens)
+        seq.num_computed_tokens = seq.num_tokens
+    kv.commit_running([running, waiting])
+    assert len(running.block_hashes) == 2  # 9 tokens: two full blocks of 4
+    assert waiting.block_hashes == []
     kv.check_invariants()
