@@ -14,7 +14,8 @@ one-layer, 64-wide model of the same vocabulary (random weights), so that on a C
 forward pass does not bury the host's share in noise. `--arrivals` runs a closed loop
 instead, as a server's engine sees one: the requests' first lengths are spread over 1..128
 tokens and each finished request is replaced at once by a new one (a 200-token prompt, 128
-tokens), so most steps mix many decodes with a few prompts; `admit` times `add_request`.
+tokens), so most steps mix many decodes with a few prompts; `admit` times `add_request`, and
+`steps_by_prompt_tokens` counts the timed steps by the prompt tokens beside their decodes.
 Run each configuration in its own process; alternate trees to compare. Prints one JSON line.
 """
 
@@ -28,6 +29,7 @@ import random
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -104,6 +106,17 @@ def closed_loop(engine: Any, n: int, steps: int, warmup: int) -> None:
         for out in engine.step():
             if out.usage is not None:
                 add(128)
+        if k >= warmup:
+            MIX[_prompt_tokens_bucket(engine.last_batch)] += 1
+
+
+MIX: Counter[str] = Counter()  # timed steps by the prompt tokens beside their decodes
+
+
+def _prompt_tokens_bucket(batch: Any) -> str:
+    """`0`, `1-512` (a mixed graph holds them, cuda_graphs.py) or `513+` (eager on CUDA)."""
+    tokens = sum(batch.num_tokens) - batch.leading_decodes()
+    return "0" if tokens == 0 else "1-512" if tokens <= 512 else "513+"
 
 
 def main() -> None:
@@ -137,7 +150,8 @@ def main() -> None:
     us["rest"] = us["step"] - (python - us["admit"]) - sum(us[k] for k in MODEL)
     print(json.dumps({"seqs": n, "steps": steps, "device": args.device, "shrink": args.shrink,
                       "us_per_step": {k: round(v, 1) for k, v in sorted(us.items())},
-                      "python_us_per_seq": round(python / n, 2)}))
+                      "python_us_per_seq": round(python / n, 2),
+                      **({"steps_by_prompt_tokens": dict(MIX)} if MIX else {})}))
 
 
 if __name__ == "__main__":
