@@ -124,15 +124,16 @@ class ModelRunner:
         # the prompt chunks (if any), per sequence in numpy.
         decodes = n_seq if max(batch.num_tokens) == 1 else batch.leading_decodes()
         head = seqs if decodes == n_seq else seqs[:decodes]
-        positions = [s.num_computed_tokens for s in head]
-        ids = [s.token_ids[p] for s, p in zip(head, positions, strict=True)]
-        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(head, positions,
-                                                                        strict=True)]
-        starts, seq_lens = list(range(decodes + 1)), [p + 1 for p in positions]
+        at = [s.num_computed_tokens for s in head]
+        ids = [s.token_ids[p] for s, p in zip(head, at, strict=True)]
+        slots: list[int] | np.ndarray = [s.block_table[p // bs] * bs + p % bs
+                                         for s, p in zip(head, at, strict=True)]
+        positions: list[int] | np.ndarray = at
+        starts, seq_lens = list(range(decodes + 1)), [p + 1 for p in at]
         if decodes < n_seq:
             pos_parts, slot_parts = self._chunk_inputs(
                 seqs[decodes:], batch.num_tokens[decodes:], ids, starts, seq_lens)
-            positions = np.concatenate([np.asarray(positions, dtype=np.int64), *pos_parts])
+            positions = np.concatenate([np.asarray(at, dtype=np.int64), *pos_parts])
             slots = np.concatenate([np.asarray(slots, dtype=np.int64), *slot_parts])
         n_tok, tables = len(ids), _block_tables(seqs)
         rows = [starts[i + 1] - 1 for i in sample_rows]
