@@ -135,6 +135,11 @@ class KVCacheManager:
     def try_reserve(self, seq: Sequence, num_new_tokens: int) -> bool:
         """`reserve` when the pool can take it; False, changing nothing, when it cannot. A
         decode whose slot is in a block of its own already (most steps) checks and is done."""
+        if num_new_tokens == 1:  # hot path, inlined: once per decode per step
+            at, table, bs = seq.num_computed_tokens, seq.block_table, self.block_size
+            i = at // bs
+            if i < len(table) and (at % bs == 0 or self._ref_count[table[i]] == 1):
+                return True  # the slot's block is there, and no other sequence shares it
         grow = self._blocks_to_grow(seq, num_new_tokens)
         if grow > self.num_free_blocks:
             return False

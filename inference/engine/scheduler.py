@@ -86,7 +86,7 @@ class Scheduler:
         # path: once per step over every running sequence.
         prefills: list[Sequence] = []
         for seq in sorted(self.running, key=_BY_QUEUE_KEY):
-            if seq.is_prefilling:
+            if len(seq.token_ids) - seq.num_computed_tokens > 1:  # `is_prefilling`, inlined
                 prefills.append(seq)  # a decode preempted above lands here: it is skipped
             else:
                 budget -= self._continue(seq, batch, budget)
