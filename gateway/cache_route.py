@@ -92,8 +92,17 @@ def _drop(mesh: MeshClient, route: asyncio.Future[RequestStream], wire_id: str) 
     """Give up a route: close its stream (or stop it in flight) and cancel it at the worker."""
     if not route.done():
         route.cancel()  # RequestStream.route unregisters the stream
+        # ... unless the cancel is lost: Python 3.11's `asyncio.wait_for` (under nats-py's
+        # request) returns a reply that lands with the cancel, so the route may still give a
+        # registered stream. Close whatever it gives.
+        route.add_done_callback(_close_given)
     elif route.cancelled() or route.exception() is not None:
         return  # it never reached a worker that accepted it
     else:
         route.result().close()
     mesh.cancel_soon(wire_id)
+
+
+def _close_given(route: asyncio.Future[RequestStream]) -> None:
+    if not route.cancelled() and route.exception() is None:
+        route.result().close()
