@@ -86,12 +86,21 @@ def engine_main(args: argparse.Namespace) -> None:
                 first = first or last
         ttfts.append(first - start)
         steps.append((last - first) / max(1, n - 1))
-    levels = {}
+    levels, graphs = {}, {}
     for level in [int(x) for x in args.levels.split(",")]:
+        before = _graph_counts(engine)
         levels[level] = _closed_loop(llm, level, params, rng, args)
+        graphs[level] = {k: v - before[k] for k, v in _graph_counts(engine).items()}
     print("ENGINE " + json.dumps({
         "ttft_ms": pct(ttfts, 0.5) * 1e3, "decode_step_ms": pct(steps, 0.5) * 1e3,
-        "out_tok_s": levels}), flush=True)
+        "out_tok_s": levels, "graphs": graphs}), flush=True)
+
+
+def _graph_counts(engine: Any) -> dict[str, int]:
+    """The CUDA graph runner's counters (cuda_graphs.py): how the steps ran."""
+    dec = engine.graph_decoder
+    names = ("mixed_replays", "split_replays", "eager_steps")
+    return {k: getattr(dec, k, 0) if dec is not None else 0 for k in names}
 
 
 def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,

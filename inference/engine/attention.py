@@ -33,8 +33,10 @@ class AttentionMetadata:
     max_query_len: int
     max_seq_len: int
     # The first `num_decodes` sequences compute one token each (the scheduler puts decodes
-    # first); 0 when not counted. cuda_graphs.py replays them apart from the prompt chunks.
+    # first); 0 when not counted. `query_lens`: each sequence's new tokens, on the host;
+    # None when not given. cuda_graphs.py plans a step's replays from the two.
     num_decodes: int = 0
+    query_lens: list[int] | None = None
 
     @property
     def num_seqs(self) -> int:

@@ -19,11 +19,14 @@ lengths, block tables (`max_model_len / block_size` columns) and query starts (a
 inputs into the first rows, pads the rest (slot -1: write nothing; length 0: attend to
 nothing) and replays the graph of the next size up.
 
-A step of more sequences than a mixed graph holds, most of them decodes (a few prompts
-arriving among many streams), replays two graphs: a decode graph for its leading decode
-rows, then a mixed graph for the rest, the two outputs joined in one buffer. Rows are
-independent outside attention and attention reads only the pool, so splitting a step at a
-sequence boundary computes what the whole step would. A step no graph plan fits runs eagerly.
+A step that no single graph holds (more sequences than a mixed graph, or more prompt tokens
+than its largest bucket: prompts arriving among many streams) replays several: a decode
+graph for its leading decode rows, then up to `MAX_TAIL_GRAPHS` mixed graphs for the rest,
+whole sequences packed in order, the outputs joined in one buffer. Rows are independent
+outside attention and attention reads only the pool, so splitting a step at sequence
+boundaries computes what the whole step would. A step no plan fits (a prompt chunk longer
+than the largest bucket, or more chunks than the graphs hold) runs eagerly: there the GPU's
+work outweighs the launches anyway.
 
 Invariants a captured graph relies on:
 - the attention metadata's `max_seq_len` is pinned to `max_model_len` in decode graphs, so
@@ -50,6 +53,7 @@ from .attention import AttentionBackend, AttentionMetadata
 log = logging.getLogger("kvmesh.engine.cuda_graphs")
 
 MIXED_SEQS = 64  # sequences a mixed graph holds: more would add empty programs to every layer
+MAX_TAIL_GRAPHS = 4  # mixed graphs one step may replay after its decode graph
 
 
 def batch_size_ladder(max_num_seqs: int) -> list[int]:
@@ -76,6 +80,18 @@ class _Shape:
     tokens: int
     seqs: int
     decode: bool
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One replay of a step's plan: `shape` over the step's sequences `first..end`, whose
+    rows are `row..row_end`."""
+
+    shape: _Shape
+    first: int
+    end: int
+    row: int
+    row_end: int
 
 
 class CudaGraphDecoder:
@@ -115,8 +131,9 @@ class CudaGraphDecoder:
         self.outputs: dict[_Shape, torch.Tensor] = {}
         self.joined: torch.Tensor | None = None  # a split step's hidden states (`capture`)
         self.capture_seconds = 0.0
-        self.mixed_replays = 0  # steps that computed prompt tokens through a graph
-        self.split_replays = 0  # of which through a decode graph and a mixed graph
+        self.mixed_replays = 0  # mixed graphs replayed (each computes prompt tokens)
+        self.split_replays = 0  # steps that replayed more than one graph
+        self.eager_steps = 0  # steps no plan fitted
 
     def _meta(self, shape: _Shape) -> AttentionMetadata:
         s = shape.seqs
@@ -158,7 +175,7 @@ class CudaGraphDecoder:
             self.graphs[shape] = graph
         if self.buckets:
             out = self.outputs[_Shape(self.sizes[-1], self.sizes[-1], True)]
-            rows = self.sizes[-1] + self.buckets[-1]
+            rows = self.sizes[-1] + MAX_TAIL_GRAPHS * self.buckets[-1]
             self.joined = out.new_empty(rows, *out.shape[1:])
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
@@ -169,23 +186,49 @@ class CudaGraphDecoder:
         )
         return self.capture_seconds
 
-    def fits(self, tokens: int, seqs: int, decodes: int) -> bool:
-        """Whether a step of `tokens` rows over `seqs` sequences, the first `decodes` of them
-        one row each, replays graphs rather than running eagerly."""
-        return bool(self._plan(tokens, seqs, decodes))
+    def fits(self, query_lens: list[int], decodes: int) -> bool:
+        """Whether a step whose sequences compute `query_lens` tokens each, the first
+        `decodes` of them one, replays graphs rather than running eagerly."""
+        return bool(self._plan(query_lens, decodes))
 
-    def _plan(self, n: int, seqs: int, decodes: int) -> tuple[_Shape, ...]:
-        """The graphs that run a step: one, a decode graph for the leading `decodes` rows and
-        a mixed graph for the rest, or none (eager)."""
-        whole = self._fit(n, seqs, decodes == seqs == n)
+    def _plan(self, query_lens: list[int], decodes: int) -> tuple[_Part, ...]:
+        """The replays that run a step: one graph for all of it; or a decode graph for the
+        leading `decodes` rows (if any) and up to `MAX_TAIL_GRAPHS` mixed graphs for the
+        rest; or none (eager)."""
+        if not self.graphs:
+            return ()
+        n, seqs = sum(query_lens), len(query_lens)
+        whole = self._fit(n, seqs, decodes == seqs)
         if whole is not None:
-            return (whole,)
-        if 0 < decodes < seqs:
+            return (_Part(whole, 0, seqs, 0, n),)
+        if decodes == seqs or not self.buckets:
+            return ()
+        plan = []
+        if decodes:
             head = self._fit(decodes, decodes, True)
-            tail = self._fit(n - decodes, seqs - decodes, False)
-            if head is not None and tail is not None:
-                return head, tail
-        return ()
+            if head is None:
+                return ()
+            plan.append(_Part(head, 0, decodes, 0, decodes))
+        tail = self._pack(query_lens, decodes)
+        return (*plan, *tail) if tail else ()
+
+    def _pack(self, query_lens: list[int], first: int) -> list[_Part]:
+        """Sequences `first..` (whose rows start at row `first`), whole, in order, in as few
+        mixed graphs as hold them; [] when a chunk outgrows the largest bucket or the
+        sequences need more than `MAX_TAIL_GRAPHS` graphs."""
+        cap, parts = self.buckets[-1], []
+        start, row, tokens = first, first, 0
+        for i in range(first, len(query_lens) + 1):
+            q = query_lens[i] if i < len(query_lens) else 0
+            if i == len(query_lens) or tokens + q > cap or i - start == self.mixed_seqs:
+                t = next(t for t in self.buckets if t >= tokens)
+                parts.append(_Part(_Shape(t, self.mixed_seqs, False), start, i, row,
+                                   row + tokens))
+                if len(parts) > MAX_TAIL_GRAPHS or q > cap:
+                    return []
+                start, row, tokens = i, row + tokens, 0
+            tokens += q
+        return parts
 
     def _fit(self, n: int, seqs: int, decode: bool) -> _Shape | None:
         if not self.graphs:
@@ -212,32 +255,39 @@ class CudaGraphDecoder:
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         n, seqs = input_ids.shape[0], meta.seq_lens.shape[0]
-        decodes = seqs if meta.is_decode else meta.num_decodes
-        plan = self._plan(n, seqs, decodes)
+        if meta.is_decode:  # hot path: no plan to build
+            shape = self._fit(n, seqs, True)
+            plan = () if shape is None else (_Part(shape, 0, seqs, 0, n),)
+        elif meta.query_lens is not None:
+            plan = self._plan(meta.query_lens, meta.num_decodes)
+        else:  # no per-sequence lengths: one graph or none
+            shape = self._fit(n, seqs, False)
+            plan = () if shape is None else (_Part(shape, 0, seqs, 0, n),)
         if not plan:
+            self.eager_steps += 1
             self.backend.begin_step(meta)
             return self.model(input_ids, positions, self.kv_cache, meta)
         if len(plan) == 1:
-            return self._replay(plan[0], input_ids, positions, meta, 0, seqs)
-        # Hot path: both graphs share one memory pool, so the decode rows' hidden states are
-        # copied out before the mixed graph replays over them (all in stream order).
-        d, joined = decodes, self.joined
+            return self._replay(plan[0], input_ids, positions, meta)
+        # Hot path: the graphs share one memory pool, so each one's hidden states are copied
+        # out before the next replays over them (all in stream order).
+        joined = self.joined
         assert joined is not None
-        joined[:d].copy_(self._replay(plan[0], input_ids[:d], positions[:d], meta, 0, d))
-        joined[d:n].copy_(self._replay(plan[1], input_ids[d:], positions[d:], meta, d, seqs))
+        for part in plan:
+            joined[part.row : part.row_end].copy_(
+                self._replay(part, input_ids, positions, meta))
         self.split_replays += 1
         return joined[:n]
 
-    def _replay(self, shape: _Shape, input_ids: torch.Tensor, positions: torch.Tensor,
-                meta: AttentionMetadata, first: int, end: int) -> torch.Tensor:
-        """Replay `shape` on sequences `first..end` of the step, whose rows start at row
-        `first` (every sequence before them is a decode: one row each) and are `input_ids`
-        and `positions`; the graph's output rows. Device-to-device copies into the static
-        buffers."""
-        n, seqs = input_ids.shape[0], end - first
-        self.input_ids[:n].copy_(input_ids)
-        self.positions[:n].copy_(positions)
-        self.slot_mapping[:n].copy_(meta.slot_mapping[first : first + n])
+    def _replay(self, part: _Part, input_ids: torch.Tensor, positions: torch.Tensor,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """Replay `part.shape` on its sequences and rows of the step; the graph's output
+        rows. Device-to-device copies into the static buffers."""
+        shape, first, end, row = part.shape, part.first, part.end, part.row
+        n, seqs = part.row_end - row, end - first
+        self.input_ids[:n].copy_(input_ids[row : part.row_end])
+        self.positions[:n].copy_(positions[row : part.row_end])
+        self.slot_mapping[:n].copy_(meta.slot_mapping[row : part.row_end])
         self.seq_lens[:seqs].copy_(meta.seq_lens[first:end])
         width = meta.block_tables.shape[1]
         self.block_tables[:seqs, :width].copy_(meta.block_tables[first:end])
@@ -246,7 +296,7 @@ class CudaGraphDecoder:
         if shape.seqs > seqs:
             self.seq_lens[seqs : shape.seqs].fill_(0)
         if not shape.decode:  # padding sequences start (and end) after the last real row
-            torch.sub(meta.query_start_loc[first : end + 1], first,
+            torch.sub(meta.query_start_loc[first : end + 1], row,
                       out=self.mixed_starts[: seqs + 1])
             self.mixed_starts[seqs + 1 : shape.seqs + 1].fill_(n)
             self.mixed_replays += 1

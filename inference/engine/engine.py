@@ -224,8 +224,7 @@ class LLMEngine:
         if max(batch.num_tokens) == 1:
             return False
         graphs = self.graph_decoder
-        return graphs is None or not graphs.fits(sum(batch.num_tokens), len(batch.seqs),
-                                                 batch.leading_decodes())
+        return graphs is None or not graphs.fits(batch.num_tokens, batch.leading_decodes())
 
     def _take_held(self) -> ScheduledBatch | None:
         """The batch held back by the last call, less the sequences that ended since (their

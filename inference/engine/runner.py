@@ -150,6 +150,7 @@ class ModelRunner:
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
             num_decodes=decodes,
+            query_lens=batch.num_tokens,
         )
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
         return input_ids, pos, meta, row_idx, has_placeholder

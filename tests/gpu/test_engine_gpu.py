@@ -74,27 +74,35 @@ def test_mixed_graph_replay_equals_eager():
     assert token_ids(no_mixed.generate(ps, GREEDY)) == got
 
 
-def _late_arrivals(llm: LLM) -> dict[str, list[int]]:
-    """70 sequences decoding, then two prompts arriving one step apart: each of those steps
-    holds more sequences than a mixed graph, nearly all of them decodes."""
-    eng, got = llm.engine, {}
+def _late_arrivals(llm: LLM, decoding: int = 70, late: tuple[tuple[int, ...], ...] = (
+        (40,), (90,))) -> tuple[dict[str, list[int]], list[int]]:
+    """`decoding` sequences decoding, then each group of `late` prompts arriving in one step,
+    a step apart: the tokens of every request, and the mixed graphs each arrival's step
+    replayed. The default's steps hold more sequences than a mixed graph, nearly all of them
+    decodes."""
+    eng, got, replays = llm.engine, {}, []
     params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-    ps = prompts(11, lengths=(6,) * 70 + (40, 90))
+    ps = prompts(11, lengths=(6,) * decoding + sum(late, ()))
 
     def step() -> None:
         for out in eng.step():
             got.setdefault(out.request_id, []).extend(out.token_ids)
 
-    for i in range(70):
+    for i in range(decoding):
         eng.add_request(f"r{i}", ps[i], params)
     for _ in range(3):
         step()
-    for name, p in (("late-a", ps[70]), ("late-b", ps[71])):
-        eng.add_request(name, p, params)
+    at = decoding
+    for group in late:
+        for _ in group:
+            eng.add_request(f"late-{at}", ps[at], params)
+            at += 1
+        before = eng.graph_decoder.mixed_replays if eng.graph_decoder else 0
         step()
+        replays.append((eng.graph_decoder.mixed_replays if eng.graph_decoder else 0) - before)
     while eng.has_unfinished():
         step()
-    return got
+    return got, replays
 
 
 def test_split_replay_of_many_decodes_and_a_prompt_equals_eager():
@@ -104,10 +112,24 @@ def test_split_replay_of_many_decodes_and_a_prompt_equals_eager():
     graphs = make_llm(**opts)
     dec = graphs.engine.graph_decoder
     assert dec.mixed_seqs == 64
-    got = _late_arrivals(graphs)
-    assert dec.split_replays >= 2
+    got, replays = _late_arrivals(graphs)
+    assert dec.split_replays >= 2 and replays == [1, 1]
     assert len(got) == 72 and all(len(t) == 12 for t in got.values())
-    assert got == _late_arrivals(make_llm(enforce_eager=True, **opts))
+    assert got == _late_arrivals(make_llm(enforce_eager=True, **opts))[0]
+
+
+def test_split_replay_packs_prompts_into_several_mixed_graphs():
+    """Three prompts arriving together beside 8 decodes, more prompt tokens than the largest
+    mixed graph (128) holds: the step replays the decode graph, then three mixed graphs, one
+    prompt each, and gives the eager engine's tokens."""
+    opts = dict(max_num_seqs=16, max_num_batched_tokens=512, cuda_graph_max_tokens=128)
+    graphs = make_llm(**opts)
+    assert graphs.engine.graph_decoder.buckets == [16, 32, 64, 128]
+    got, replays = _late_arrivals(graphs, decoding=8, late=((100, 90, 110),))
+    assert replays == [3] and graphs.engine.graph_decoder.split_replays >= 1
+    assert len(got) == 11 and all(len(t) == 12 for t in got.values())
+    eager = make_llm(enforce_eager=True, **opts)
+    assert got == _late_arrivals(eager, decoding=8, late=((100, 90, 110),))[0]
 
 
 @torch.inference_mode()
