@@ -86,14 +86,15 @@ def engine_main(args: argparse.Namespace) -> None:
                 first = first or last
         ttfts.append(first - start)
         steps.append((last - first) / max(1, n - 1))
-    levels, graphs = {}, {}
+    levels, step_stats = {}, {}
     for level in [int(x) for x in args.levels.split(",")]:
         before = _graph_counts(engine)
-        levels[level] = _closed_loop(llm, level, params, rng, args)
-        graphs[level] = {k: v - before[k] for k, v in _graph_counts(engine).items()}
+        levels[level], steps_seen = _closed_loop(llm, level, params, rng, args)
+        step_stats[level] = {k: v - before[k] for k, v in _graph_counts(engine).items()}
+        step_stats[level].update(steps_seen)
     print("ENGINE " + json.dumps({
         "ttft_ms": pct(ttfts, 0.5) * 1e3, "decode_step_ms": pct(steps, 0.5) * 1e3,
-        "out_tok_s": levels, "graphs": graphs}), flush=True)
+        "out_tok_s": levels, "steps": step_stats}), flush=True)
 
 
 def _graph_counts(engine: Any) -> dict[str, int]:
@@ -104,8 +105,9 @@ def _graph_counts(engine: Any) -> dict[str, int]:
 
 
 def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
-                 args: argparse.Namespace) -> float:
-    """Output tok/s with `level` requests always in flight (tokens of the window's steps).
+                 args: argparse.Namespace) -> tuple[float, dict[str, float]]:
+    """Output tok/s with `level` requests always in flight (tokens of the window's steps),
+    and the window's steps: their mean sequences and milliseconds (the mesh's `means`).
     The prompts are tokenized before the clock starts: a worker's engine process gets token
     ids (the router tokenizes), so tokenizing is no part of what the mesh is compared with."""
     engine = llm.engine
@@ -119,9 +121,14 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
         engine.add_request(f"c{next(ids)}", next(prompts), first)
     t0 = time.perf_counter()
     start, stop = t0 + args.warmup, t0 + args.warmup + args.engine_duration
-    tokens = 0
+    tokens = steps = seqs = 0
+    busy = 0.0  # seconds inside the steps that ran something, as the worker's histogram times
     while (now := time.perf_counter()) < stop:
-        for out in engine.step():
+        outputs = engine.step()
+        if start <= now and engine.last_batch:
+            steps, seqs = steps + 1, seqs + len(engine.last_batch)
+            busy += time.perf_counter() - now
+        for out in outputs:
             if start <= now:
                 tokens += len(out.token_ids)
             if out.usage is not None:
@@ -130,7 +137,10 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
         engine.abort(rid)
     while engine.has_unfinished():
         engine.step()
-    return tokens / args.engine_duration
+    return tokens / args.engine_duration, {
+        "batch_seqs": round(seqs / max(1, steps), 1),
+        "step_ms": round(1e3 * busy / max(1, steps), 3),
+        "steps_per_s": round(steps / args.engine_duration, 1)}
 
 
 def _first_length(rng: random.Random, args: argparse.Namespace) -> int:
@@ -164,10 +174,11 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
         env["KVMESH_MODEL"] = args.model
     from kvmesh.cli.procs import free_port
 
+    args.metrics_port = free_port()
     argv = [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(args.port),
             "--gateways", str(args.gateways),
             "--state-dir", str(logs), "--nats-port", str(free_port()),
-            "--redis-port", str(free_port()), "--metrics-port", str(free_port())]
+            "--redis-port", str(free_port()), "--metrics-port", str(args.metrics_port)]
     if otlp:
         argv += ["--otlp-endpoint", otlp]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -229,6 +240,38 @@ def _name(pid: int) -> str:
     if base.startswith(("redis", "nats")):
         return base[:5].rstrip("-")
     return "gateway-supervisor" if base.startswith("python") else base
+
+
+# Where the time to a first token goes inside the mesh (each service's histogram of it, from
+# the clock that service starts), and the engine's steps: how many sequences, how long. From
+# kvmesh up's /metrics ports (`--metrics-port`: router, worker, auth, cache, the gateways).
+HOPS = {"gateway_ttft_ms": "kvmesh_gateway_time_to_first_token_seconds",
+        "route_ms": "kvmesh_router_route_latency_seconds",
+        "worker_queue_ms": "kvmesh_worker_queue_time_seconds",
+        "worker_ttft_ms": "kvmesh_worker_time_to_first_token_seconds",
+        "step_ms": "kvmesh_worker_engine_step_seconds",
+        "batch_seqs": "kvmesh_worker_engine_batch_size"}
+
+
+def hop_totals(first_port: int, ports: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each `HOPS` histogram over every /metrics port that answers."""
+    import urllib.request
+
+    totals = dict.fromkeys(HOPS, (0.0, 0.0))
+    for port in range(first_port, first_port + ports):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            for hop, family in HOPS.items():
+                s, c = totals[hop]
+                if line.startswith(family + "_sum"):
+                    totals[hop] = (s + float(line.rsplit(" ", 1)[1]), c)
+                elif line.startswith(family + "_count"):
+                    totals[hop] = (s, c + float(line.rsplit(" ", 1)[1]))
+    return totals
 
 
 def cpu_seconds(pids: dict[int, str]) -> dict[int, float]:
@@ -309,9 +352,10 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
     for p in procs:
         p.start()
     time.sleep(max(0.0, start_at - time.time()))
-    cpu0 = cpu_seconds(pids)
+    ports = 4 + args.gateways  # router, one worker, auth, cache, the gateways
+    cpu0, hops0 = cpu_seconds(pids), hop_totals(args.metrics_port, ports)
     time.sleep(max(0.0, stop_at - time.time()))
-    cpu1 = cpu_seconds(pids)
+    cpu1, hops1 = cpu_seconds(pids), hop_totals(args.metrics_port, ports)
     results, errors = [], {}
     for _ in procs:
         got, errs = q.get()
@@ -336,8 +380,39 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
         "itl_p99_ms": pct([(r[2] - r[1]) * 1e3 / (r[3] - 1) for r in good if r[1] and r[3] > 1],
                           0.99),
         "cpu_cores": {k: round(v, 2) for k, v in sorted(shares.items())},
+        "means": {k: round((1 if k == "batch_seqs" else 1e3) * (hops1[k][0] - s)
+                           / (hops1[k][1] - c), 2) for k, (s, c) in hops0.items()
+                  if hops1[k][1] > c},
+        "steps_per_s": round((hops1["step_ms"][1] - hops0["step_ms"][1]) / args.duration, 1),
         "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     }
+
+
+def waterfall(spans: list[Any]) -> dict[str, list[float]]:
+    """Where a request's time to its first token goes: per span of a streamed request, the
+    median start and end (ms) after its gateway span starts; `first token at worker` and
+    `first token at gateway` from those spans' `kvmesh.ttft_ms`."""
+    by_trace: dict[str, dict[str, Any]] = {}
+    for s in spans:
+        by_trace.setdefault(s.trace_id, {})[s.name] = s
+    offsets: dict[str, list[tuple[float, float]]] = {}
+    for trace in by_trace.values():
+        root = next((s for n, s in trace.items() if n.startswith("POST ")), None)
+        gen = trace.get("inference.generate")
+        if root is None or gen is None or "kvmesh.ttft_ms" not in root.attrs:
+            continue
+        for name in ("auth.verify", "cache.lookup", "router.route", "inference.generate"):
+            if name in trace:
+                s = trace[name]
+                offsets.setdefault(name, []).append(((s.start_ns - root.start_ns) / 1e6,
+                                                     (s.end_ns - root.start_ns) / 1e6))
+        if "kvmesh.ttft_ms" in gen.attrs:
+            at = (gen.start_ns - root.start_ns) / 1e6 + gen.attrs["kvmesh.ttft_ms"]
+            offsets.setdefault("first token at worker", []).append((at, at))
+        ttft = root.attrs["kvmesh.ttft_ms"]
+        offsets.setdefault("first token at gateway", []).append((ttft, ttft))
+    return {name: [round(pct([a for a, _ in xs], 0.5), 2), round(pct([b for _, b in xs], 0.5), 2)]
+            for name, xs in offsets.items()}
 
 
 def served_model(url: str, key: str) -> str:
@@ -408,6 +483,8 @@ def main() -> None:
             time.sleep(6)  # the services' batch exporters flush every few seconds
             report["spans_received"] = len(receiver.spans)
             report["span_names"] = sorted({f"{s.service}:{s.name}" for s in receiver.spans})
+            report["waterfall_p50_ms"] = waterfall(receiver.spans)
+            print(f"waterfall: {json.dumps(report['waterfall_p50_ms'])}", flush=True)
     finally:
         stop_mesh(proc)
         if args.out:  # what the services said, for a run that went wrong
