@@ -105,7 +105,9 @@ class RequestRecord:
             self._ttft, self._itl = m.ttft.labels(self.model), m.itl.labels(self.model)
         for chunk in chunks:
             if chunk.token_ids:
-                self.clock.tokens(chunk.index, len(chunk.token_ids), now, self._ttft, self._itl)
+                gap = self.clock.tokens(chunk.index, len(chunk.token_ids), now, self._ttft)
+                if gap is not None:
+                    self._itl.observe(gap)
             if chunk.finish_reason:
                 self.finish_reasons.append(chunk.finish_reason)
                 metrics().finish.labels(self.model, chunk.finish_reason).inc()

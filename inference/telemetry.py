@@ -37,6 +37,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from inference import metrics
 from kvmesh.wire import Accepted, ErrorReply
 from telemetry import tracing
+from telemetry.metrics import observe_many
 from telemetry.token_clock import TokenClock
 
 if TYPE_CHECKING:
@@ -103,14 +104,16 @@ class GenerationTelemetry:
                 if rt.span.is_recording():
                     rt.span.set_status(Status(StatusCode.ERROR, step.crashed or "rejected"))
                 rt.span.end()
-        tokens = 0
+        tokens, gaps = 0, []
         for rid, index, token_ids, _, _, finish, usage in step.outputs:
             rt = self.requests.get(rid)
             if rt is None:
                 continue
             if token_ids:
                 tokens += len(token_ids)
-                rt.clock.tokens(index, len(token_ids), now, self._ttft, self._itl)
+                gap = rt.clock.tokens(index, len(token_ids), now, self._ttft)
+                if gap is not None:
+                    gaps.append(gap)
             if finish:
                 rt.finish_reasons.append(finish)
                 m.finish.labels(self.model, finish).inc()
@@ -119,6 +122,7 @@ class GenerationTelemetry:
                 self._finish(rt, usage, now)
         if tokens:
             self._tokens.inc(tokens)
+            observe_many(self._itl, gaps)  # one pass for the step's chunks, not one each
         for out in step.embeddings:  # an embedding request ends with its last vector
             if out.usage is not None and (rt := self.requests.pop(out.request_id, None)):
                 self._finish(rt, out.usage, now)

@@ -20,7 +20,10 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from telemetry.metrics import observe_many
 
 # kvmesh worker family -> vLLM family (prometheus_client adds `_total` to counters).
 VLLM_NAMES: dict[str, str] = {
@@ -63,6 +66,10 @@ class _Both:
     def observe(self, value: float) -> None:
         self.a.observe(value)
         self.b.observe(value)
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        observe_many(self.a, values)
+        observe_many(self.b, values)
 
     def inc(self, amount: float = 1) -> None:
         self.a.inc(amount)

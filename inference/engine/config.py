@@ -145,7 +145,7 @@ class EngineConfig:
     - `enforce_eager`: no CUDA graphs. `cuda_graph_max_tokens`: the largest step that computes
       prompt tokens to replay from a captured graph (cuda_graphs.py), in token buckets 16, 32,
       .. up to it, with at most 64 sequences (a step no one graph holds replays a decode
-      graph for its leading decodes and up to four mixed graphs for its prompt chunks, each
+      graph for its leading decodes and up to eight mixed graphs for its prompt chunks, each
       chunk whole); 0 captures decode graphs only. Larger steps are bound by the GPU, not
       by launching kernels, and run eagerly.
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,

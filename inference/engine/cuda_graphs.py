@@ -53,7 +53,7 @@ from .attention import AttentionBackend, AttentionMetadata
 log = logging.getLogger("kvmesh.engine.cuda_graphs")
 
 MIXED_SEQS = 64  # sequences a mixed graph holds: more would add empty programs to every layer
-MAX_TAIL_GRAPHS = 4  # mixed graphs one step may replay after its decode graph
+MAX_TAIL_GRAPHS = 8  # mixed graphs one step may replay after its decode graph (8 x 512 tokens)
 
 
 def batch_size_ladder(max_num_seqs: int) -> list[int]:

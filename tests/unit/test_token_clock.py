@@ -1,4 +1,4 @@
-"""TTFT is observed once per request; ITL per token, per choice."""
+"""TTFT is observed once per request; ITL is returned per chunk, per choice."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ class Recorder:
 
 
 def test_first_token_once_and_inter_token_latency_per_choice():
-    ttft, itl = Recorder(), Recorder()
+    ttft = Recorder()
     clock = TokenClock(start=10.0)
     assert clock.ttft_ms is None
-    clock.tokens(0, 1, 10.5, ttft, itl)
-    clock.tokens(1, 1, 10.6, ttft, itl)  # choice 1's first token: no ITL yet, no second TTFT
-    clock.tokens(0, 2, 11.5, ttft, itl)  # two tokens in one chunk: 0.5 s each
+    assert clock.tokens(0, 1, 10.5, ttft) is None
+    assert clock.tokens(1, 1, 10.6, ttft) is None  # choice 1's first: no ITL, no second TTFT
+    assert clock.tokens(0, 2, 11.5, ttft) == 0.5  # two tokens in one chunk: 0.5 s each
     assert ttft.values == [0.5]
-    assert itl.values == [0.5]
     assert clock.ttft_ms == 500.0

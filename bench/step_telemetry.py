@@ -1,0 +1,47 @@
+"""The worker's telemetry per engine step, on this machine: `GenerationTelemetry.on_step` for
+a step of N decoding requests (one token each), as the worker runs it for every step it gets
+from its engine (tracing off; the vLLM-named twins on, the default).
+
+    python bench/step_telemetry.py [--seqs 256] [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+from inference.engine.engine_stats import EngineStats
+from inference.engine_protocol import EngineStep
+from inference.telemetry import GenerationTelemetry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seqs", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    stats = EngineStats(args.seqs, 0, 1000, 500, 500, 0, 0, 0, 0)
+    gt = GenerationTelemetry("bench-model", "w0", lambda: stats)
+    rids = [f"cmpl-{i:032x}" for i in range(args.seqs)]
+    for rid in rids:
+        req = SimpleNamespace(request_id=rid, model="bench-model", prompt_token_ids=[1] * 200,
+                              max_tokens=128, priority=0, tenant="")
+        gt.admitted(req, gt.start(req))
+    rows = [(rid, 0, [7], " x", None, None, None) for rid in rids]
+    scheduled = [(rid, 1, False) for rid in rids]
+    per_step = []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            gt.on_step(EngineStep(rows, stats, scheduled, time.time_ns(), 0.004),
+                       time.monotonic())
+        per_step.append((time.perf_counter() - t0) / args.steps * 1e6)
+    print(f"on_step, {args.seqs} outputs: {statistics.median(per_step):.1f} us a step "
+          f"(rounds: {', '.join(f'{x:.1f}' for x in per_step)})")
+
+
+if __name__ == "__main__":
+    main()
