@@ -16,7 +16,8 @@ Contract:
   `arrived`, so it still ends before the gateway's span, which waits for the published frames),
   or as an error when the step reports it failed. A step that served a
   traced request becomes an `engine.step` span: child of the first such request's span, linked
-  to every traced request it served, with batch size and prefill/decode token counts.
+  to every traced request it served (the first `tracing.max_links()`: the SDK keeps no more),
+  with batch size and prefill/decode token counts.
 - `cancelled(rid)` and `abort_all(why)` end spans of requests that will never finish.
 - When tracing is off the spans are non-recording and no step span is built; metrics still
   count (a handful of dict and histogram operations per step, nothing per token beyond ITL).
@@ -132,7 +133,9 @@ class GenerationTelemetry:
         m.step_time.labels(self.model).observe(step.seconds)
         m.batch_size.labels(self.model).observe(len(step.scheduled))
         started = now - step.seconds  # close enough for queue time: the step just ended
+        # Links past the SDK's limit would be copied, then dropped: build that many only.
         traced: list[Any] = []
+        room = tracing.max_links()
         for rid, _, _ in step.scheduled:
             rt = self.requests.get(rid)
             if rt is None:
@@ -140,7 +143,7 @@ class GenerationTelemetry:
             if rt.scheduled_at is None:  # never before admission: `started` is an estimate
                 rt.scheduled_at = max(started, rt.admitted)
                 m.queue_time.labels(self.model).observe(rt.scheduled_at - rt.admitted)
-            if rt.span.is_recording():
+            if len(traced) < room and rt.span.is_recording():
                 traced.append(rt.span.get_span_context())
         if not traced:
             return

@@ -88,6 +88,16 @@ def enabled() -> bool:
     return _provider is not None
 
 
+@functools.cache
+def max_links() -> int:
+    """Links a span keeps (`OTEL_SPAN_LINK_COUNT_LIMIT`, 128 by default): the SDK validates and
+    copies every link it is given, then drops those past this, so a caller with more builds
+    only this many."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    return SpanLimits().max_links or 128
+
+
 _tracer: trace.Tracer | None = None
 
 
