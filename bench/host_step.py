@@ -16,6 +16,10 @@ instead, as a server's engine sees one: the requests' first lengths are spread o
 tokens and each finished request is replaced at once by a new one (a 200-token prompt, 128
 tokens), so most steps mix many decodes with a few prompts; `admit` times `add_request`, and
 `steps_by_prompt_tokens` counts the timed steps by the prompt tokens beside their decodes.
+`--loop` runs each step as the engine process does (inference/engine_loop.py: the step's
+record for the worker, pickled) and each request as it arrives there (unpickled, added):
+`loop` is what that adds to a step (`loop_extra`: its rows, stats and scheduled rows;
+`pickle`: the frame's body) and `commands` what the requests cost, `admit` included.
 Run each configuration in its own process; alternate trees to compare. Prints one JSON line.
 """
 
@@ -25,11 +29,13 @@ import argparse
 import itertools
 import json
 import os
+import pickle
 import random
 import shutil
 import sys
 import tempfile
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,13 +53,16 @@ def instrument() -> None:
     from inference.engine.model import DecoderLM
     from inference.engine.runner import ModelRunner
     from inference.engine.scheduler import Scheduler
+    from inference.engine_loop import EngineLoop
 
     wrap_all((
         (engine_mod.LLMEngine, "step", "step"), (ModelRunner, "forward", "forward"),
         (DecoderLM, "compute_logits", "lm_head"), (engine_mod, "sample", "sampler"),
         (Scheduler, "schedule", "schedule"), (ModelRunner, "prepare", "prepare"),
         (engine_mod.LLMEngine, "_emit", "emit"), (engine_mod.LLMEngine, "_receive", "receive"),
-        (engine_mod.LLMEngine, "add_request", "admit"),
+        (engine_mod.LLMEngine, "add_request", "admit"), (EngineLoop, "_step", "loop"),
+        (sys.modules[__name__], "_timed_dumps", "pickle"),
+        (sys.modules[__name__], "_timed_commands", "commands"),
     ))
 
 
@@ -71,21 +80,57 @@ def shrunk_folder(model: str) -> str:
     return out
 
 
-def decodes(engine: Any, n: int, steps: int, warmup: int) -> None:
+class Driver:
+    """Steps and admissions straight on the engine, or (`loop`) as its process makes them."""
+
+    def __init__(self, engine: Any, loop: bool) -> None:
+        from inference.engine_loop import EngineLoop
+
+        self.engine, self.loop = engine, EngineLoop(engine, None, None) if loop else None
+
+    def step(self) -> list[Any]:
+        if self.loop is None:
+            return self.engine.step()
+        record = self.loop._step()
+        _timed_dumps(record)
+        return [SimpleNamespace(usage=row[6]) for row in record.outputs]
+
+    def add(self, rid: str, ids: list[int], params: Any) -> None:
+        if self.loop is None:
+            self.engine.add_request(rid, ids, params)
+            return
+        from inference.engine_pipe import dumps
+        from inference.engine_protocol import AddRequest
+
+        body = dumps(AddRequest(rid, ids, params))  # the worker's side: not timed
+        _timed_commands(self.loop, body)
+
+
+def _timed_dumps(record: Any) -> bytes:
+    from inference.engine_pipe import dumps
+
+    return dumps(record)
+
+
+def _timed_commands(loop: Any, body: bytes) -> None:
+    loop._add(pickle.loads(body))
+
+
+def decodes(run: Driver, n: int, steps: int, warmup: int) -> None:
     """`n` requests prefilled, then `steps` decode steps timed."""
     from inference.engine.sampling_params import SamplingParams
 
     params = SamplingParams(max_tokens=warmup + steps + 8, ignore_eos=True, temperature=0)
     for i in range(n):
-        engine.add_request(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
+        run.add(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
     for _ in range(warmup):
-        engine.step()
+        run.step()
     instrument()
     for _ in range(steps):
-        engine.step()
+        run.step()
 
 
-def closed_loop(engine: Any, n: int, steps: int, warmup: int) -> None:
+def closed_loop(run: Driver, n: int, steps: int, warmup: int) -> None:
     """`n` streams whose first requests are 1..128 tokens long; a finished request is
     replaced at once by one of 128 tokens with a new 200-token prompt; `steps` steps timed
     after `warmup` (`admit` included: requests are added between steps, as the engine
@@ -95,19 +140,19 @@ def closed_loop(engine: Any, n: int, steps: int, warmup: int) -> None:
     rng, ids = random.Random(1), itertools.count()
 
     def add(max_tokens: int) -> None:  # a prompt of its own: no prefix-cache hits
-        engine.add_request(f"r{next(ids)}", [rng.randrange(1, 4000) for _ in range(200)],
-                           SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0))
+        run.add(f"r{next(ids)}", [rng.randrange(1, 4000) for _ in range(200)],
+                SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0))
 
     for _ in range(n):
         add(rng.randint(1, 128))
     for k in range(warmup + steps):
         if k == warmup:
             instrument()
-        for out in engine.step():
+        for out in run.step():
             if out.usage is not None:
                 add(128)
         if k >= warmup:
-            MIX[_prompt_tokens_bucket(engine.last_batch)] += 1
+            MIX[_prompt_tokens_bucket(run.engine.last_batch)] += 1
 
 
 MIX: Counter[str] = Counter()  # timed steps by the prompt tokens beside their decodes
@@ -128,6 +173,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--shrink", action="store_true")
     ap.add_argument("--arrivals", action="store_true", help="a closed loop of staggered requests")
+    ap.add_argument("--loop", action="store_true", help="steps and requests as the engine "
+                    "process makes them")
     args = ap.parse_args()
     import torch
 
@@ -140,12 +187,15 @@ def main() -> None:
     engine = LLMEngine.from_model(model, EngineConfig(
         load_format="dummy", device=args.device, max_num_seqs=n, max_num_batched_tokens=16384,
         max_model_len=1024, num_kv_blocks=n * (1024 // 16) + 16))
+    run = Driver(engine, args.loop)
     if args.arrivals:
-        closed_loop(engine, n, steps, args.warmup)
+        closed_loop(run, n, steps, args.warmup)
     else:
-        decodes(engine, n, steps, args.warmup)
+        decodes(run, n, steps, args.warmup)
     TIMED.setdefault("admit", 0.0)
     us = {k: v / steps * 1e6 for k, v in TIMED.items()}
+    if "loop" in us:
+        us["loop_extra"] = us["loop"] - us["step"]
     python = sum(us[k] for k in PYTHON)
     us["rest"] = us["step"] - (python - us["admit"]) - sum(us[k] for k in MODEL)
     print(json.dumps({"seqs": n, "steps": steps, "device": args.device, "shrink": args.shrink,
