@@ -36,12 +36,14 @@ def main() -> None:
                               max_tokens=128, priority=0, tenant="")
         gt.admitted(req, gt.start(req))
     rows = [(rid, 0, [7], " x", None, None, None) for rid in rids]
-    scheduled = [(rid, 1, False) for rid in rids]
+    # The engine lists a decode's row only for a traced request (engine_protocol.EngineStep).
+    scheduled = [(rid, 1, False) for rid in rids] if args.tracing else []
     per_step = []
     for _ in range(args.rounds):
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            gt.on_step(EngineStep(rows, stats, scheduled, time.time_ns(), 0.004),
+            gt.on_step(EngineStep(rows, stats, scheduled, time.time_ns(), 0.004,
+                                  batch_size=args.seqs, batch_tokens=args.seqs),
                        time.monotonic())
         per_step.append((time.perf_counter() - t0) / args.steps * 1e6)
     print(f"on_step, {args.seqs} outputs: {statistics.median(per_step):.1f} us a step "

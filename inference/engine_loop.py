@@ -33,6 +33,7 @@ from inference.engine import tp_launch
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
+from inference.engine.scheduler import ScheduledBatch
 from inference.engine_pipe import dumps
 from inference.engine_protocol import (
     Abort,
@@ -99,6 +100,7 @@ class EngineLoop:
         self.steps = steps
         self.stopped = False
         self.want_snapshot = False
+        self.traced: set[str] = set()  # requests added `traced`, until they end
 
     def run(self) -> None:
         engine = self.engine
@@ -129,9 +131,11 @@ class EngineLoop:
                 try:
                     self._add(cmd)
                 except RequestRejected as exc:
+                    self.traced.discard(cmd.request_id)
                     rejected.append((cmd.request_id, exc))
             elif isinstance(cmd, Abort):
                 self.engine.abort(cmd.request_id)
+                self.traced.discard(cmd.request_id)
             elif isinstance(cmd, Snapshot):
                 self.want_snapshot = True
             elif isinstance(cmd, Stop):
@@ -142,6 +146,8 @@ class EngineLoop:
 
     def _add(self, cmd: AddRequest | AddEmbedding) -> None:
         if isinstance(cmd, AddRequest):
+            if cmd.traced:
+                self.traced.add(cmd.request_id)
             self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
         else:
             self.engine.add_embedding(cmd.request_id, cmd.prompts, cmd.params)
@@ -156,22 +162,32 @@ class EngineLoop:
             if engine.config.tensor_parallel_size > 1:
                 raise  # the other ranks may sit in a collective of this step: end them all
             engine.abort_all()  # the worker fails every request it holds on `crashed`
+            self.traced.clear()
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
-        step = EngineStep([output_row(o) for o in outputs], engine.stats(), _scheduled(engine),
-                          start_ns, time.perf_counter() - t0)
+        seconds, batch = time.perf_counter() - t0, engine.last_batch
+        step = EngineStep([output_row(o) for o in outputs], engine.stats(),
+                          _scheduled(batch, self.traced), start_ns, seconds,
+                          batch_size=len(batch), batch_tokens=sum(batch.num_tokens))
+        if self.traced:  # a request ends with its usage
+            self.traced.difference_update(o.request_id for o in outputs if o.usage is not None)
         step.prompts = {o.request_id: o.prompt for o in outputs if o.prompt is not None}
         if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
 
 
-def _scheduled(engine: LLMEngine) -> list[ScheduledRow]:
-    """What the step ran; a sequence was in prefill if its prompt was not yet computed before."""
-    batch = engine.last_batch
-    if not batch:
-        return []
-    return [(s.request_id, n, s.num_computed_tokens - n < s.num_prompt_tokens)
-            for s, n in zip(batch.seqs, batch.num_tokens, strict=True)]
+def _scheduled(batch: ScheduledBatch, traced: set[str]) -> list[ScheduledRow]:
+    """The rows of `batch` the worker reads (`EngineStep`): each sequence that computed part of
+    its prompt (its computed tokens before the step fell short of it), then each decode of a
+    traced request. Hot path: no tuple per decode unless it is traced."""
+    pairs = zip(batch.seqs, batch.num_tokens, strict=True)
+    rows = [(s.request_id, n, True) for s, n in pairs
+            if s.num_computed_tokens - n < s.num_prompt_tokens]
+    if traced:
+        rows += [(s.request_id, n, False)
+                 for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
+                 if s.request_id in traced and s.num_computed_tokens - n >= s.num_prompt_tokens]
+    return rows
 
 
 def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:

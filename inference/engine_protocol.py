@@ -23,6 +23,7 @@ class AddRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    traced: bool = False  # its steps' rows go to the worker (`EngineStep.scheduled`)
 
 
 @dataclass
@@ -92,13 +93,19 @@ class EngineStep:
     `crashed`: the step raised, every running request was aborted (the message says why);
     `token_text`: the text of every token id in this step's logprobs and prompts; `prompts`:
     the prompt reports of echo requests, by request id (their rows come first); `embeddings`:
-    the vectors of embedding inputs this step finished."""
+    the vectors of embedding inputs this step finished. The step ran `batch_size` sequences,
+    `batch_tokens` tokens; `scheduled` holds the rows of those the worker's telemetry reads:
+    each that computed part of its prompt (a request's first step is one), and each of a
+    request added `traced`. Not a row per decode: at 256 sequences those rows were a third of
+    what the engine pickled per step."""
 
     outputs: list[OutputRow]
     stats: EngineStats
     scheduled: list[ScheduledRow] = field(default_factory=list)
     start_ns: int = 0  # wall clock, for the engine-step span
     seconds: float = 0.0
+    batch_size: int = 0
+    batch_tokens: int = 0
     rejected: list[tuple[str, RequestRejected]] = field(default_factory=list)
     crashed: str | None = None
     stored: list[int] = field(default_factory=list)

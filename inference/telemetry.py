@@ -4,7 +4,8 @@ the observations that feed the worker's metrics (inference/metrics.py).
 Contract:
 - `GenerationTelemetry(model, worker_id, stats)` is made once by the worker; `stats()` returns
   the engine's latest counters (for the gauges). It reads what the engine reports: each
-  `EngineStep` carries its wall-clock start, duration and the sequences it ran.
+  `EngineStep` carries its wall-clock start, duration and size, and the rows of the sequences
+  that computed prompt tokens or belong to a request the worker added as traced.
 - `@admission` decorates the worker's generate handler: it opens `inference.generate` in the
   caller's trace (the actor attached it) and keeps it current for the handler; a returned
   `ErrorReply` ends it as an error, an `Accepted` leaves it open until the request ends.
@@ -91,7 +92,7 @@ class GenerationTelemetry:
     def on_step(self, step: EngineStep, arrived: float) -> None:
         """Hot path: once per delivered step. See the module contract."""
         now = arrived
-        if step.scheduled:
+        if step.batch_size:
             self._on_record(step, now)
         m = self.metrics
         failed = [rid for rid, _ in step.rejected]
@@ -131,7 +132,7 @@ class GenerationTelemetry:
     def _on_record(self, step: EngineStep, now: float) -> None:
         m = self.metrics
         m.step_time.labels(self.model).observe(step.seconds)
-        m.batch_size.labels(self.model).observe(len(step.scheduled))
+        m.batch_size.labels(self.model).observe(step.batch_size)
         started = now - step.seconds  # close enough for queue time: the step just ended
         # Links past the SDK's limit would be copied, then dropped: build that many only.
         traced: list[Any] = []
@@ -148,11 +149,11 @@ class GenerationTelemetry:
         if not traced:
             return
         prefill = sum(n for _, n, p in step.scheduled if p)
-        decode = sum(n for _, n, p in step.scheduled if not p)
+        decode = step.batch_tokens - prefill  # `scheduled` lists only traced decodes
         span = tracing.tracer().start_span(
             "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(traced[0])),
             links=[Link(c) for c in traced], start_time=step.start_ns,
-            attributes={"kvmesh.engine.batch_size": len(step.scheduled),
+            attributes={"kvmesh.engine.batch_size": step.batch_size,
                         "kvmesh.engine.prefill_tokens": prefill,
                         "kvmesh.engine.decode_tokens": decode,
                         "kvmesh.engine.prefill_seqs": sum(1 for s in step.scheduled if s[2]),

@@ -88,6 +88,11 @@ def enabled() -> bool:
     return _provider is not None
 
 
+def recording() -> bool:
+    """Whether the current span records: the request being handled is traced."""
+    return trace.get_current_span().is_recording()
+
+
 @functools.cache
 def max_links() -> int:
     """Links a span keeps (`OTEL_SPAN_LINK_COUNT_LIMIT`, 128 by default): the SDK validates and

@@ -46,3 +46,24 @@ def test_a_failing_step_aborts_every_request_and_reports_crashed() -> None:
 def test_an_unknown_pooling_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="pooling: unknown 'cls'"):
         tiny_engine(pooling="cls")
+
+
+def test_a_step_reports_prompt_rows_and_traced_decodes_only() -> None:
+    """`EngineStep.scheduled` holds a row for each sequence computing its prompt and for each
+    decode of a request added traced; `batch_size` and `batch_tokens` count every row. A
+    traced request is forgotten when it ends."""
+    from inference.engine_protocol import AddRequest
+
+    loop = EngineLoop(tiny_engine(), None, None)  # type: ignore[arg-type]
+    loop._add(AddRequest("plain", list(range(10, 20)), greedy(3)))
+    loop._add(AddRequest("traced", list(range(30, 36)), greedy(3), traced=True))
+    first = loop._step()
+    assert (first.batch_size, first.batch_tokens) == (2, 16)
+    assert first.scheduled == [("plain", 10, True), ("traced", 6, True)]
+    steps = [first]
+    while loop.engine.has_unfinished():
+        steps.append(loop._step())
+    decoding = [s for s in steps[1:] if s.batch_size]
+    assert decoding and all(s.scheduled == [("traced", 1, False)] for s in decoding[:-1])
+    assert all(s.batch_tokens == s.batch_size for s in decoding)
+    assert loop.traced == set()  # it ended

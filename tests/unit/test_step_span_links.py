@@ -35,7 +35,8 @@ def test_a_step_of_more_traced_requests_than_the_limit_links_the_first(
                               priority=0, tenant="")
         tel.admitted(req, tel.start(req))
     tel.on_step(EngineStep(outputs=[], stats=IDLE, scheduled=[(r, 1, False) for r in rids],
-                           start_ns=time.time_ns(), seconds=0.001), time.monotonic())
+                           start_ns=time.time_ns(), seconds=0.001, batch_size=len(rids),
+                           batch_tokens=len(rids)), time.monotonic())
     [step] = [s for s in exporter.get_finished_spans() if s.name == "engine.step"]
     ids = [tel.requests[r].span.get_span_context().span_id for r in rids]
     assert [link.context.span_id for link in step.links] == ids[:limit]
