@@ -116,8 +116,10 @@ class EngineLoop:
             if self.want_snapshot:
                 self.want_snapshot = False
                 step.snapshot = list(engine.kv.cached_hashes())
-            if (step.outputs or step.rejected or step.crashed or step.stored or step.evicted
-                    or step.snapshot is not None or step.embeddings):
+            # `scheduled`: a prompt's first step has no tokens yet with the overlapped loop,
+            # and the worker times its queue by that step.
+            if (step.outputs or step.scheduled or step.rejected or step.crashed or step.stored
+                    or step.evicted or step.snapshot is not None or step.embeddings):
                 self.steps.send_bytes(dumps(step))  # hot path: see engine_pipe.dumps
 
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:

@@ -25,8 +25,9 @@ graph for its leading decode rows, then up to `MAX_TAIL_GRAPHS` mixed graphs for
 whole sequences packed in order, the outputs joined in one buffer. Rows are independent
 outside attention and attention reads only the pool, so splitting a step at sequence
 boundaries computes what the whole step would. A step no plan fits (a prompt chunk longer
-than the largest bucket, or more chunks than the graphs hold) runs eagerly: there the GPU's
-work outweighs the launches anyway.
+than the largest bucket, or more chunks than the graphs hold) runs eagerly: such steps are
+rare (a long prompt, a burst of arrivals), and a large model's GPU work outweighs their
+launches.
 
 Invariants a captured graph relies on:
 - the attention metadata's `max_seq_len` is pinned to `max_model_len` in decode graphs, so
