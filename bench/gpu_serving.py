@@ -5,7 +5,10 @@ TTFT and the decode step; then a closed loop at each level for `--engine-duratio
 (2) `kvmesh up` in fresh processes (auth and result cache on, `--gateways` gateway processes)
 and closed-loop streamed `/v1/completions` at each `--levels` concurrency from `--clients`
 client processes (never the bottleneck: each parses only what it must). Per level: output
-tok/s, requests, errors, TTFT and ITL P50/P99, and each mesh process's CPU share. Prompts are
+tok/s, requests, errors, TTFT and ITL P50/P99, each mesh process's CPU share, and from the
+services' /metrics the mean TTFT by hop and the engine's steps (`means`; the engine alone
+reports its steps alike, with its CUDA graph counts). `--tracing` adds the median waterfall
+of a traced request's spans (sample with `OTEL_TRACES_SAMPLER_ARG`). Prompts are
 `--prompt-words` random words (unique per request, so neither cache answers), `max_tokens`
 tokens each with `ignore_eos`, greedy.
 
