@@ -180,16 +180,11 @@ class EngineLoop:
 
 def _scheduled(batch: ScheduledBatch, traced: set[str]) -> list[ScheduledRow]:
     """The rows of `batch` the worker reads (`EngineStep`): each sequence that computed part of
-    its prompt (its computed tokens before the step fell short of it), then each decode of a
-    traced request. Hot path: no tuple per decode unless it is traced."""
-    pairs = zip(batch.seqs, batch.num_tokens, strict=True)
-    rows = [(s.request_id, n, True) for s, n in pairs
-            if s.num_computed_tokens - n < s.num_prompt_tokens]
-    if traced:
-        rows += [(s.request_id, n, False)
-                 for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
-                 if s.request_id in traced and s.num_computed_tokens - n >= s.num_prompt_tokens]
-    return rows
+    its prompt (its computed tokens before the step fell short of it), and each of a traced
+    request, in batch order. Hot path: no tuple per decode unless it is traced."""
+    return [(s.request_id, n, prompt) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
+            if (prompt := s.num_computed_tokens - n < s.num_prompt_tokens)
+            or s.request_id in traced]
 
 
 def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:

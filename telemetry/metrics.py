@@ -20,6 +20,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -64,13 +65,16 @@ def observe_many(child: Any, values: Sequence[float]) -> None:
     if many is not None:
         many(values)
         return
-    if not values:
+    total = sum(values)
+    if math.isnan(total):  # `bisect` would put a NaN in the first bucket; `observe` in none
+        for v in values:
+            child.observe(v)
         return
     bounds = child._upper_bounds
     for i, n in Counter(map(partial(bisect_left, bounds), values)).items():
-        if i < len(bounds):  # NaN falls in no bucket, as `observe` has it
-            child._buckets[i].inc(n)
-    child._sum.inc(sum(values))
+        child._buckets[i].inc(n)
+    if values:
+        child._sum.inc(total)
 
 
 _made: dict[str, Any] = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -100,7 +101,8 @@ def max_links() -> int:
     only this many."""
     from opentelemetry.sdk.trace import SpanLimits
 
-    return SpanLimits().max_links or 128
+    limit = SpanLimits().max_links  # None: the variable says unlimited
+    return sys.maxsize if limit is None else limit
 
 
 _tracer: trace.Tracer | None = None

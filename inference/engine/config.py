@@ -146,8 +146,8 @@ class EngineConfig:
       prompt tokens to replay from a captured graph (cuda_graphs.py), in token buckets 16, 32,
       .. up to it, with at most 64 sequences (a step no one graph holds replays a decode
       graph for its leading decodes and up to eight mixed graphs for its prompt chunks, each
-      chunk whole); 0 captures decode graphs only. Larger steps are bound by the GPU, not
-      by launching kernels, and run eagerly.
+      chunk whole); 0 captures decode graphs only. A step no such plan fits runs eagerly
+      (a chunk over the largest bucket, a burst of prompts beyond eight graphs).
     - `num_kv_blocks`: None sizes the pool from memory (`kv_cache_memory` bytes on CPU,
       `gpu_memory_utilization` of the device on CUDA).
     - `dtype`: the model's, "float32", "bfloat16", "float16", or "auto" (placement.pick_dtype):

@@ -199,9 +199,9 @@ class CudaGraphDecoder:
         if not self.graphs:
             return ()
         n, seqs = sum(query_lens), len(query_lens)
-        whole = self._fit(n, seqs, decodes == seqs)
-        if whole is not None:
-            return (_Part(whole, 0, seqs, 0, n),)
+        whole = self._whole(n, seqs, decodes == seqs)
+        if whole:
+            return whole
         if decodes == seqs or not self.buckets:
             return ()
         plan = []
@@ -212,6 +212,11 @@ class CudaGraphDecoder:
             plan.append(_Part(head, 0, decodes, 0, decodes))
         tail = self._pack(query_lens, decodes)
         return (*plan, *tail) if tail else ()
+
+    def _whole(self, n: int, seqs: int, decode: bool) -> tuple[_Part, ...]:
+        """One graph for the whole step of `n` rows over `seqs` sequences, or none."""
+        shape = self._fit(n, seqs, decode)
+        return () if shape is None else (_Part(shape, 0, seqs, 0, n),)
 
     def _pack(self, query_lens: list[int], first: int) -> list[_Part]:
         """Sequences `first..` (whose rows start at row `first`), whole, in order, in as few
@@ -256,14 +261,10 @@ class CudaGraphDecoder:
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         n, seqs = input_ids.shape[0], meta.seq_lens.shape[0]
-        if meta.is_decode:  # hot path: no plan to build
-            shape = self._fit(n, seqs, True)
-            plan = () if shape is None else (_Part(shape, 0, seqs, 0, n),)
-        elif meta.query_lens is not None:
+        if meta.is_decode or meta.query_lens is None:  # decodes (hot path), or no lengths:
+            plan = self._whole(n, seqs, meta.is_decode)  # one graph or none
+        else:
             plan = self._plan(meta.query_lens, meta.num_decodes)
-        else:  # no per-sequence lengths: one graph or none
-            shape = self._fit(n, seqs, False)
-            plan = () if shape is None else (_Part(shape, 0, seqs, 0, n),)
         if not plan:
             self.eager_steps += 1
             self.backend.begin_step(meta)

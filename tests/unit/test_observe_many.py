@@ -42,6 +42,15 @@ def test_equals_observing_one_by_one():
     assert f'x_seconds_bucket{{le="0.001",model="m"}} {at_first_bound:.1f}' in got
 
 
+def test_nan_falls_in_no_bucket_as_observe_has_it():
+    one_reg, one, many_reg, many = _pair()
+    one.labels("m").observe(float("nan"))
+    observe_many(many.labels("m"), [float("nan")])
+    buckets = [line for line in _exposition(many_reg) if "_bucket" in line]
+    assert buckets == [line for line in _exposition(one_reg) if "_bucket" in line]
+    assert all(line.endswith(" 0.0") for line in buckets)
+
+
 def test_a_twin_observes_both_families():
     ours_one, ours_many = CollectorRegistry(), CollectorRegistry()
     make = lambda reg, name: Histogram(name, "x", ["model"], buckets=ITL_BUCKETS,  # noqa: E731
