@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import multiprocessing
@@ -67,10 +68,12 @@ def engine_main(args: argparse.Namespace) -> None:
     then a closed loop at each level (a finished request is replaced at once) for
     `--engine-duration` seconds: the steady state the mesh's closed loop is compared with."""
     from inference import LLM, SamplingParams
+    from kvmesh import gc_heap
 
     llm = LLM(args.model, load_format=args.load_format, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens,
               max_model_len=args.max_model_len)
+    gc_heap.freeze()  # as a worker's engine process does once loaded (engine_loop.run)
     engine = llm.engine
     rng = random.Random(1)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True)
@@ -125,6 +128,7 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
     t0 = time.perf_counter()
     start, stop = t0 + args.warmup, t0 + args.warmup + args.engine_duration
     tokens = steps = seqs = 0
+    gc_full = gc.get_stats()[2]["collections"]
     busy = 0.0  # seconds inside the steps that ran something, as the worker's histogram times
     while (now := time.perf_counter()) < stop:
         outputs = engine.step()
@@ -143,6 +147,7 @@ def _closed_loop(llm: Any, level: int, params: Any, rng: random.Random,
     return tokens / args.engine_duration, {
         "batch_seqs": round(seqs / max(1, steps), 1),
         "step_ms": round(1e3 * busy / max(1, steps), 3),
+        "gc_full": gc.get_stats()[2]["collections"] - gc_full,
         "steps_per_s": round(steps / args.engine_duration, 1)}
 
 
@@ -254,10 +259,14 @@ HOPS = {"gateway_ttft_ms": "kvmesh_gateway_time_to_first_token_seconds",
         "worker_ttft_ms": "kvmesh_worker_time_to_first_token_seconds",
         "step_ms": "kvmesh_worker_engine_step_seconds",
         "batch_seqs": "kvmesh_worker_engine_batch_size"}
+LAG = "kvmesh_event_loop_lag_seconds"  # per service (telemetry/loop_lag.py)
+GC2 = 'python_gc_collections_total{generation="2"}'  # per service: the full collections
 
 
 def hop_totals(first_port: int, ports: int) -> dict[str, tuple[float, float]]:
-    """(sum, count) of each `HOPS` histogram over every /metrics port that answers."""
+    """(sum, count) of each `HOPS` histogram over every /metrics port that answers, of each
+    service's loop lag (`lag_<service>_ms`), and (0, count) of its full GC collections
+    (`gc2_<service>`)."""
     import urllib.request
 
     totals = dict.fromkeys(HOPS, (0.0, 0.0))
@@ -267,14 +276,27 @@ def hop_totals(first_port: int, ports: int) -> dict[str, tuple[float, float]]:
                 text = r.read().decode()
         except OSError:
             continue
+        info = text.partition("\nkvmesh_service_info{")[2].partition("}")[0]
+        service = info.partition('service="')[2].partition('"')[0]
         for line in text.splitlines():
+            if line.startswith(GC2):  # full collections: a count, kept as (0, n)
+                _add(totals, f"gc2_{service}", "_count " + line.rsplit(" ", 1)[1])
             for hop, family in HOPS.items():
-                s, c = totals[hop]
-                if line.startswith(family + "_sum"):
-                    totals[hop] = (s + float(line.rsplit(" ", 1)[1]), c)
-                elif line.startswith(family + "_count"):
-                    totals[hop] = (s, c + float(line.rsplit(" ", 1)[1]))
+                if line.startswith(family):
+                    _add(totals, hop, line[len(family):])
+            if line.startswith(LAG):  # one mean per service: lag_gateway_ms, lag_router_ms, ..
+                label = line.partition('service="')[2].partition('"')[0]
+                _add(totals, f"lag_{label}_ms", line[len(LAG):])
     return totals
+
+
+def _add(totals: dict[str, tuple[float, float]], key: str, rest: str) -> None:
+    """Add a histogram's `_sum` or `_count` line (`rest`: after its family name) to `key`."""
+    s, c = totals.get(key, (0.0, 0.0))
+    if rest.startswith("_sum"):
+        totals[key] = (s + float(rest.rsplit(" ", 1)[1]), c)
+    elif rest.startswith("_count"):
+        totals[key] = (s, c + float(rest.rsplit(" ", 1)[1]))
 
 
 def cpu_seconds(pids: dict[int, str]) -> dict[int, float]:
@@ -385,7 +407,9 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
         "cpu_cores": {k: round(v, 2) for k, v in sorted(shares.items())},
         "means": {k: round((1 if k == "batch_seqs" else 1e3) * (hops1[k][0] - s)
                            / (hops1[k][1] - c), 2) for k, (s, c) in hops0.items()
-                  if hops1[k][1] > c},
+                  if not k.startswith("gc2_") and k in hops1 and hops1[k][1] > c},
+        "gc_full": {k[4:]: hops1[k][1] - hops0.get(k, (0, 0))[1] for k in hops1
+                    if k.startswith("gc2_")},
         "steps_per_s": round((hops1["step_ms"][1] - hops0["step_ms"][1]) / args.duration, 1),
         "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     }

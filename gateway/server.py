@@ -38,6 +38,7 @@ from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
 from kvmesh import eventloop
 from kvmesh.config import GatewayConfig, load
+from telemetry import loop_lag
 from telemetry.metrics import serve_metrics
 from telemetry.redact import add_secret
 
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if n > 1:
         return supervise(args, n, cfg.metrics_port)
     try:
-        eventloop.run(serve(replace(cfg, processes=1)))
+        eventloop.run(loop_lag.probed(serve(replace(cfg, processes=1)), "gateway"))
     finally:
         telemetry.shutdown()
     return 0

@@ -34,7 +34,7 @@ from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
 from inference.engine.scheduler import ScheduledBatch
-from inference.engine_pipe import dumps
+from inference.engine_pipe import CommandReader, dumps
 from inference.engine_protocol import (
     Abort,
     AddEmbedding,
@@ -47,6 +47,7 @@ from inference.engine_protocol import (
     Stop,
     output_row,
 )
+from kvmesh import gc_heap
 
 log = logging.getLogger("kvmesh.engine")
 
@@ -60,6 +61,7 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
     except Exception as exc:  # reported to the worker, which exits with it
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
+    gc_heap.freeze()  # the loaded model and imports: never scanned again
     steps.send(ready_message(engine))
     threading.Thread(target=_warm_grammars, args=(engine,), name="grammar-warm",
                      daemon=True).start()
@@ -101,9 +103,11 @@ class EngineLoop:
         self.stopped = False
         self.want_snapshot = False
         self.traced: set[str] = set()  # requests added `traced`, until they end
+        self.reader: CommandReader  # made by `run`: a loop driven by hand (tests) has no pipe
 
     def run(self) -> None:
         engine = self.engine
+        self.reader = CommandReader(self.commands)
         while not self.stopped:
             busy = engine.has_unfinished()
             rejected = self._take_commands(block=not busy)
@@ -125,10 +129,7 @@ class EngineLoop:
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
         """Apply every pending command; wait for one first when `block` (idle)."""
         rejected: list[tuple[str, RequestRejected]] = []
-        if not block and not self.commands.poll():
-            return rejected
-        while True:
-            cmd = self.commands.recv()
+        for cmd in self.reader.take(block):
             if isinstance(cmd, AddRequest | AddEmbedding):
                 try:
                     self._add(cmd)
@@ -143,8 +144,7 @@ class EngineLoop:
             elif isinstance(cmd, Stop):
                 self.stopped = True
                 return rejected
-            if not self.commands.poll():
-                return rejected
+        return rejected
 
     def _add(self, cmd: AddRequest | AddEmbedding) -> None:
         if isinstance(cmd, AddRequest):

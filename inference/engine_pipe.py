@@ -1,4 +1,5 @@
-"""The worker's ends of its engine pipes, run by the worker's event loop itself.
+"""The worker's ends of its engine pipes, run by the worker's event loop itself, and the engine
+process's end of the command pipe (`CommandReader`).
 
 Contract:
 - Frames are `multiprocessing.Connection`'s: a 4-byte big-endian signed length (or -1, then an
@@ -13,6 +14,11 @@ Contract:
 - `StepReader` is the read end's protocol: each whole frame is unpickled and handed to
   `on_frame` on the loop, in order; a frame read half-way waits for its rest. `on_closed()`
   runs once when the engine's end closes (it exited, or crashed).
+- `CommandReader.take(block)` is the engine's read end: every whole frame the pipe holds now,
+  unpickled, in order, in one `read` (a frame written half-way is waited for); with `block`,
+  it waits for the first. EOFError once the worker's end is closed and every frame was taken.
+  Not `Connection.poll` and `recv`: between two steps they cost a selector, a poll and two
+  reads per command (py-spy: 2.7 % of the engine process at 256 streams on the H200).
 - Why on the loop and not in threads: a thread hand-off costs a wake-up and, more, waiting for
   the GIL while the loop runs (up to the switch interval); the loop's own `write` and `read`
   cost a system call each. Non-blocking applies to this process's ends only: each end of a pipe
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import select
 import struct
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -126,6 +133,59 @@ class StepReader(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+class CommandReader:
+    """The command pipe's read end in the engine process (see the module contract)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn  # keeps the descriptor open
+        self._fd = conn.fileno()
+        os.set_blocking(self._fd, False)  # this process's end only (the module contract)
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self._buf = bytearray()
+
+    def take(self, block: bool) -> list[Any]:
+        if not self._read() and block:
+            self._wait()
+        out = self._frames()
+        while self._buf:  # part of a frame: the worker is writing the rest of it now
+            self._wait()
+            out += self._frames()
+        return out
+
+    def _wait(self) -> None:
+        """Wait until the pipe holds more, and append it."""
+        while True:
+            self._poll.poll()  # readable, or the worker's end closed
+            if self._read():
+                return
+
+    def _read(self) -> bool:
+        """Append what the pipe holds; False when it held nothing. EOFError once the worker's
+        end is closed (a frame cut short by that is lost with the worker)."""
+        try:
+            data = os.read(self._fd, 1 << 20)
+        except BlockingIOError:
+            return False
+        if not data:
+            raise EOFError("the command pipe is closed")
+        self._buf += data
+        return True
+
+    def _frames(self) -> list[Any]:
+        """Every whole frame in the buffer, unpickled; what is left is part of one."""
+        out, pos, buf = [], 0, self._buf
+        while True:
+            start, size = _whole(buf, pos)
+            if start < 0:
+                break
+            with memoryview(buf) as view, view[start:start + size] as body:
+                out.append(pickle.loads(body))
+            pos = start + size
+        del buf[:pos]
+        return out
 
 
 def _whole(buf: bytearray, pos: int) -> tuple[int, int]:

@@ -76,7 +76,6 @@ from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.router")
-INLINE_TOKENIZE_CHARS = 4096
 
 
 class Router(Actor):
@@ -208,7 +207,7 @@ class Router(Actor):
         if inputs is None:
             texts = req.inputs or []
             inputs = self.tokenizer.encode_texts(texts) \
-                if sum(map(len, texts)) < INLINE_TOKENIZE_CHARS \
+                if sum(map(len, texts)) < self.cfg.inline_tokenize_chars \
                 else await asyncio.to_thread(self.tokenizer.encode_texts, texts)
         longest = max(range(len(inputs)), key=lambda i: len(inputs[i]))
         fitting = [v for v in pooling if v.fits(len(inputs[longest]))]
@@ -222,9 +221,10 @@ class Router(Actor):
                                    headers)
 
     async def _encode(self, req: GenerateRequest) -> list[int]:
-        """Short prompts inline (a thread hop costs more than they do), long ones off the loop."""
+        """Tiny prompts inline (a thread hop costs more than they do), the rest off the loop
+        (`RouterConfig.inline_tokenize_chars`)."""
         size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or [])
-        if size < INLINE_TOKENIZE_CHARS:
+        if size < self.cfg.inline_tokenize_chars:
             return self.tokenizer.encode(req)
         return await asyncio.to_thread(self.tokenizer.encode, req)
 

@@ -61,10 +61,11 @@ def run_service(
 ) -> int:
     """A service process: telemetry up, `main` to the end, telemetry flushed whatever happens."""
     from kvmesh import eventloop
+    from telemetry import loop_lag
 
     setup(service, instance_id, log_level, metrics_port, metrics_host)
     try:
-        eventloop.run(main)
+        eventloop.run(loop_lag.probed(main, service))
     finally:
         shutdown()
     return 0

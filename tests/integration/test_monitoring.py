@@ -106,6 +106,20 @@ def test_worker_exports_every_vllm_name_with_kvmesh_values(up_mesh: UpMesh) -> N
     assert _one(s, "vllm:time_to_first_token_seconds_count", model_name=MODEL) >= 1
 
 
+def test_every_service_measures_its_event_loop_lag(up_mesh: UpMesh) -> None:
+    services = ["router", "worker", "auth", "cache", "gateway"]
+    for offset, service in enumerate(services):
+        port = up_mesh.metrics_port + offset
+        deadline = time.monotonic() + 30
+        while True:  # the probe observes every 20 ms once the service's loop runs
+            s = up_mesh.scrape(port)
+            n = _one(s, "kvmesh_event_loop_lag_seconds_count", service=service)
+            if n > 0:
+                break
+            assert time.monotonic() < deadline, f"{service} observed no loop lag"
+        assert _one(s, "kvmesh_event_loop_lag_seconds_sum", service=service) >= 0
+
+
 def test_router_counts_why_it_chose_and_the_prefix_it_expected(up_mesh: UpMesh) -> None:
     prompt = "Repeat after me: the quick brown fox jumps over the lazy dog, twice over. " * 3
     router = up_mesh.metrics_port
