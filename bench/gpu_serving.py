@@ -6,8 +6,10 @@ TTFT and the decode step; then a closed loop at each level for `--engine-duratio
 and closed-loop streamed `/v1/completions` at each `--levels` concurrency from `--clients`
 client processes (never the bottleneck: each parses only what it must). Per level: output
 tok/s, requests, errors, TTFT and ITL P50/P99, each mesh process's CPU share, and from the
-services' /metrics the mean TTFT by hop and the engine's steps (`means`; the engine alone
-reports its steps alike, with its CUDA graph counts). `--tracing` adds the median waterfall
+services' /metrics the mean TTFT by hop, the engine's steps and each service's event-loop
+lag (`means`), and each service's full GC collections (`gc_full`); the engine alone reports
+its steps alike, with its CUDA graph counts and full collections (warm-up included; its heap
+is frozen once loaded, as the engine process's is). `--tracing` adds the median waterfall
 of a traced request's spans (sample with `OTEL_TRACES_SAMPLER_ARG`). Prompts are
 `--prompt-words` random words (unique per request, so neither cache answers), `max_tokens`
 tokens each with `ignore_eos`, greedy.
