@@ -3,8 +3,9 @@ process's end of the command pipe (`CommandReader`).
 
 Contract:
 - Frames are `multiprocessing.Connection`'s: a 4-byte big-endian signed length (or -1, then an
-  8-byte length, for a frame over 2 GiB) and the pickled object, so the engine process keeps
-  its plain blocking `Connection.send_bytes` and `recv`. Bodies are plain `pickle` (`dumps`),
+  8-byte length, for a frame over 2 GiB) and the pickled object, so the engine process sends
+  with its plain blocking `Connection.send_bytes` (and the engine's ready message, or failure,
+  is read with `recv`). Bodies are plain `pickle` (`dumps`),
   not `ForkingPickler`: the messages hold no pipes or sockets, and a ForkingPickler is built
   per call (~80 us a frame when the process has been idle, as at one stream).
 - `CommandWriter.send(obj)` writes the frame at once from the loop thread (one `write` on a

@@ -1,0 +1,41 @@
+"""The engine's step record crosses the pipe whole: its output rows (msgpack inside the
+pickle, `EngineStep.__getstate__`) come back equal, as tuples, every kind of row included."""
+
+from __future__ import annotations
+
+import pickle
+
+from inference.engine.engine_stats import EngineStats
+from inference.engine.errors import RequestRejected
+from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
+from inference.engine_pipe import dumps
+from inference.engine_protocol import EngineStep
+
+
+def test_every_kind_of_row_and_field_comes_back_equal() -> None:
+    rows = [
+        ("cmpl-a", 0, [7], " the", None, None, None),
+        ("cmpl-b", 2, [8], "", [TokenLogprob(8, -0.5, [(8, -0.5), (3, -1.25)])], None, None),
+        ("cmpl-c", 0, [9], "end\u00e9", None, "length", Usage(5, 3, 2)),
+        ("cmpl-d", 1, [], "", None, "abort", None),
+        ("cmpl-e", 0, [0], "\ufffd", [TokenLogprob(0, float("-inf"))], "stop", Usage(4, 1, 0)),
+    ]
+    refused = RequestRejected("max_tokens", "too long")
+    step = EngineStep(rows, EngineStats(2, 1, 10, 5, 5, 1, 3, 9, 0), [("cmpl-a", 12, True)],
+                      123, 0.004, 2, 14, rejected=[("cmpl-x", refused)],
+                      stored=[2**63 + 5], token_text={8: " the"},
+                      prompts={"cmpl-f": PromptOutput([1, 2], "hi", None)})
+    back = pickle.loads(dumps(step))
+    assert back.outputs == rows
+    assert all(type(r) is tuple for r in back.outputs)
+    assert back.outputs[1][4][0].top == [(8, -0.5), (3, -1.25)]
+    assert isinstance(back.outputs[2][6], Usage)
+    rest = {k: v for k, v in back.__dict__.items() if k not in ("outputs", "rejected")}
+    assert rest == {k: v for k, v in step.__dict__.items() if k not in ("outputs", "rejected")}
+    assert [(r, str(e)) for r, e in back.rejected] == [("cmpl-x", "max_tokens: too long")]
+    assert step.outputs is rows  # pickling left the sender's record as it was
+
+
+def test_a_record_of_no_rows() -> None:
+    step = EngineStep([], EngineStats(0, 0, 1, 1, 0, 0, 0, 0, 0))
+    assert pickle.loads(dumps(step)).outputs == []
