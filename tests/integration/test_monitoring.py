@@ -112,12 +112,10 @@ def test_every_service_measures_its_event_loop_lag(up_mesh: UpMesh) -> None:
         port = up_mesh.metrics_port + offset
         deadline = time.monotonic() + 30
         while True:  # the probe observes every 20 ms once the service's loop runs
-            s = up_mesh.scrape(port)
-            n = _one(s, "kvmesh_event_loop_lag_seconds_count", service=service)
-            if n > 0:
+            counts = up_mesh.scrape(port).get("kvmesh_event_loop_lag_seconds_count", {})
+            if any(dict(k) == {"service": service} and v > 0 for k, v in counts.items()):
                 break
             assert time.monotonic() < deadline, f"{service} observed no loop lag"
-        assert _one(s, "kvmesh_event_loop_lag_seconds_sum", service=service) >= 0
 
 
 def test_router_counts_why_it_chose_and_the_prefix_it_expected(up_mesh: UpMesh) -> None:
