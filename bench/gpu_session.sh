@@ -16,10 +16,14 @@
 #                                       inside them)
 #   bash bench/gpu_session.sh structured constrained vs free on both shapes, and the host time
 #                                       of their steps by phase
+#   bash bench/gpu_session.sh mesh256   SmolLM2 shapes, 256 staggered streams: the engine alone
+#                                       and the mesh alternated, each its own process; with
+#                                       BASE=<a tree of another commit> its mesh between them
+#   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-bench-out}; mkdir -p "$OUT"
+OUT=${OUT:-bench-out}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -60,7 +64,33 @@ step_phases() {  # host ms per engine phase, constrained and free, on both shape
   done
 }
 
+SMOL=$PWD/.bench_models/SmolLM2-135M-Instruct
+alone256() {  # the engine alone, 256 staggered streams, from a fresh process; $1 labels it
+  timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --engine-only \
+    --levels 256 --stagger --warmup 3 --engine-duration 8 2>"$OUT/alone-$1.err" \
+    | grep '^ENGINE' | sed "s/^ENGINE/alone $1/" | tee -a "$OUT/alone.txt" | cut -c1-300
+}
+mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 labels it; $2: run
+  # another tree (its own code and bench/gpu_serving.py) instead of this one
+  local tree=${2:-$PWD}
+  (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
+    timeout 280 python3 bench/gpu_serving.py --model "$SMOL" --load-format \
+    dummy --levels 256 --stagger --skip-engine --duration 10 --warmup 3 --clients 8 \
+    --gateways 4 --out "$OUT/mesh-$1" 2>&1 | tee "$OUT/mesh-$1.log" | grep '"streams"' \
+    | cut -c1-900)
+}
+
 case "$1" in
+mesh256)
+  for r in 1 2; do
+    alone256 "$r"
+    mesh256 "tree-$r"
+    if [ -n "$BASE" ]; then mesh256 "base-$r" "$BASE"; fi
+  done
+  ;;
+spy)
+  python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
+  ;;
 tests)
   gpu_tests 25
   timeout 200 python3 bench/engine_host.py --runs 3 --presets smollm2-135m --modes async,sync \
@@ -124,6 +154,6 @@ structured)
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "gaps | structured"
+    "gaps | structured | mesh256 | spy"
   exit 2 ;;
 esac
