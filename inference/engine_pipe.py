@@ -148,6 +148,7 @@ class CommandReader:
         self._buf = bytearray()
 
     def take(self, block: bool) -> list[Any]:
+        """Every whole command the pipe holds now (waiting for one with `block`), in order."""
         if not self._read() and block:
             self._wait()
         out = self._frames()

@@ -122,7 +122,7 @@ class EngineStep:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its fields, but the output rows as one msgpack body (msgspec, in C):
-        pickling 256 rows cost the engine process ~4x as much (bench/step_record.py)."""
+        256 rows pickled as tuples cost about twice as much (bench/step_record.py)."""
         state = self.__dict__.copy()
         state["outputs"] = _ROWS.encode(self.outputs)
         return state

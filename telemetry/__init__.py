@@ -59,7 +59,8 @@ def run_service(
     service: str, instance_id: str, main: Coroutine[Any, Any, None], log_level: str,
     metrics_port: int = 0, metrics_host: str = "127.0.0.1",
 ) -> int:
-    """A service process: telemetry up, `main` to the end, telemetry flushed whatever happens."""
+    """A service process: telemetry up, `main` to the end with its loop's lag measured
+    (telemetry/loop_lag.py), telemetry flushed whatever happens."""
     from kvmesh import eventloop
     from telemetry import loop_lag
 

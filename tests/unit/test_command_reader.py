@@ -5,6 +5,7 @@ the rest of a frame; EOFError once the worker's end is closed."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 
@@ -34,9 +35,9 @@ def test_a_frame_in_pieces_is_waited_for_whole() -> None:
 
     def later() -> None:
         time.sleep(0.2)
-        write._send(rest)  # the bytes after the first piece, raw
+        os.write(write.fileno(), rest)  # the bytes after the first piece, raw
 
-    write._send(first)
+    os.write(write.fileno(), first)
     threading.Thread(target=later).start()
     assert reader.take(block=False) == [list(range(1000))]
 
@@ -61,3 +62,11 @@ def test_a_closed_pipe_ends_the_reader() -> None:
     assert reader.take(block=False) == ["last"]
     with pytest.raises(EOFError):
         reader.take(block=True)
+
+
+def test_a_pipe_closed_inside_a_frame_ends_the_reader() -> None:
+    reader, write = _pipe()
+    os.write(write.fileno(), frame("cut short")[:6])  # the worker died while writing
+    write.close()
+    with pytest.raises(EOFError):
+        reader.take(block=False)
