@@ -22,10 +22,11 @@ Policies:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from kvmesh.block_hash import BlockHash
 from kvmesh.config import ROUTING_POLICIES
 from kvmesh.worker_registry import WorkerView
 
@@ -41,6 +42,7 @@ class Candidate:
     overlap: int  # leading prompt blocks the worker holds
     prompt_blocks: int  # full blocks of the prompt
     overloaded: bool
+    keys: Sequence[BlockHash] = ()  # the prompt's block chain at this worker's block size
 
     @property
     def worker_id(self) -> str:

@@ -9,10 +9,11 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   `context_length_exceeded`, without a worker round trip.
 - Workers serving the model (live by heartbeat, circuit closed, not in `exclude_workers`) are
   ranked by the configured `router.policy` using the KV index (`router.kv_index`, fed by the
-  workers' KV events; a fresh router and a reappearing worker trigger a `KVResync`). The router
-  asks each in turn to accept (`accept_timeout`), with backoff and jitter between tries, moving
-  on when a worker has no responders, times out or refuses with 503 (each counts against its
-  circuit breaker, `router.health`). Another refusal goes back to the caller unchanged.
+  workers' KV events and the prompts it sent them; a fresh router and a reappearing worker
+  trigger a `KVResync`). The router asks each in turn to accept (`accept_timeout`), with
+  backoff and jitter between tries, moving on when a worker has no responders, times out or
+  refuses with 503 (each counts against its circuit breaker, `router.health`). Another
+  refusal goes back to the caller unchanged.
 - `Accepted.prefix_overlap` carries the cached prefix blocks the router counted on.
 - An `EmbedRequest` (same subject) is tokenised input by input into a `TokenizedEmbed` and
   routed the same way among the workers whose heartbeat declares a pooling (400
@@ -245,7 +246,7 @@ class Router(Actor):
             if keys is None:
                 keys = chains[bs] = hash_prefix_blocks(ids[: len(ids) - 1], bs, req.cache_salt)
             out.append(Candidate(v, self.kv_index.overlap(wid, keys), len(keys),
-                                 is_overloaded(v, self.policy.params)))
+                                 is_overloaded(v, self.policy.params), keys))
         return out
 
     async def _forward(self, req: TokenizedRequest | TokenizedEmbed, views: list[WorkerView],
@@ -288,6 +289,8 @@ class Router(Actor):
                 self.workers.forget(wid)
                 continue
             self.breakers.success(wid)
+            if isinstance(req, TokenizedRequest):  # it caches the prompt's blocks once prefilled
+                self.kv_index.expect(wid, cand.keys)
             accepted.prefix_overlap = cand.overlap
             log.debug("%s -> %s (%s, overlap %d/%d blocks)", req.request_id, wid,
                       self.policy.name, cand.overlap, cand.prompt_blocks)

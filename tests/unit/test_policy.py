@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from types import SimpleNamespace
+
+import pytest
 
 from cache.key import cache_key, cacheable
 from gateway.openai_request import parse_chat
 from kvmesh.block_hash import hash_prefix_blocks
 from kvmesh.wire import Heartbeat, KVEvent, SamplingFields
 from kvmesh.worker_registry import WorkerView
+from router import kv_index
 from router.health import Breakers, backoff
-from router.kv_index import KVIndex
+from router.kv_index import EXPECT_S, KVIndex
 from router.policy import Candidate, Policy, PolicyParams, home_worker, is_overloaded
 
 PROMPT = list(range(1000, 1000 + 16 * 8 + 5))  # 8 full blocks and a partial one
@@ -87,6 +91,31 @@ def test_kv_index_evicts_replaces_and_detects_lost_events() -> None:
     assert index.needs_resync("a")
     index.apply(KVEvent("a", KEYS, [], full=True, seq=5))
     assert not index.needs_resync("a") and index.overlap("a", KEYS) == len(KEYS)
+
+
+def test_a_prompt_just_routed_counts_as_held_until_events_confirm_or_time_runs_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repeat of a prompt goes where the first went even before that worker's KV event
+    (which trails the first token) reaches the router; the guess lapses after EXPECT_S."""
+    now = [100.0]
+    monkeypatch.setattr(kv_index, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    index = KVIndex()
+    for wid in ("a", "b"):
+        index.apply(KVEvent(wid, [], [], full=True, seq=1))
+    index.expect("b", KEYS)
+    p = PolicyParams()
+    views = [view("a"), dataclasses.replace(view("b"), pending=1)]  # b has the first one
+    assert index.overlap("b", KEYS) == len(KEYS) and index.overlap("a", KEYS) == 0
+    assert ids(Policy("kv", p).rank(cands(index, views, p), "")) == ["b", "a"]
+    index.apply(KVEvent("b", KEYS[:5], [KEYS[2]], seq=2))  # stored 5, then evicted one
+    assert index.overlap("b", KEYS) == 2
+    index.expect("b", KEYS[:2])  # nothing to expect: it holds them
+    assert index.overlap("b", KEYS) == 2
+    index.expect("a", KEYS)
+    now[0] += EXPECT_S  # the request never reached a's prefill: the guess lapses
+    assert index.overlap("a", KEYS) == 0
+    index.expect("a", KEYS[:1])  # sweeps the lapsed entries
+    assert index.overlap("a", KEYS) == 1 and len(index._workers["a"].expected) == 1
 
 
 def test_circuit_opens_after_failures_and_half_opens_after_cooldown() -> None:
