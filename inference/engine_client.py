@@ -88,9 +88,8 @@ class EngineClient:
 
     # -- commands (loop thread; never block) -----------------------------------------------
 
-    def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
-            traced: bool = False) -> None:
-        self._send(AddRequest(request_id, prompt_token_ids, params, traced))
+    def add(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        self._send(AddRequest(request_id, prompt_token_ids, params))
 
     def add_embedding(self, request_id: str, prompts: list[list[int]],
                       params: PoolingParams) -> None:

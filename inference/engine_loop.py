@@ -42,7 +42,7 @@ from inference.engine_protocol import (
     EngineFailed,
     EngineReady,
     EngineStep,
-    ScheduledRow,
+    PrefillRow,
     Snapshot,
     Stop,
     output_row,
@@ -102,7 +102,6 @@ class EngineLoop:
         self.steps = steps
         self.stopped = False
         self.want_snapshot = False
-        self.traced: set[str] = set()  # requests added `traced`, until they end
         self.reader: CommandReader  # made by `run`: a loop driven by hand (tests) has no pipe
 
     def run(self) -> None:
@@ -120,9 +119,9 @@ class EngineLoop:
             if self.want_snapshot:
                 self.want_snapshot = False
                 step.snapshot = list(engine.kv.cached_hashes())
-            # `scheduled`: a prompt's first step has no tokens yet with the overlapped loop,
+            # `prefills`: a prompt's first step has no tokens yet with the overlapped loop,
             # and the worker times its queue by that step.
-            if (step.outputs or step.scheduled or step.rejected or step.crashed or step.stored
+            if (step.outputs or step.prefills or step.rejected or step.crashed or step.stored
                     or step.evicted or step.snapshot is not None or step.embeddings):
                 self.steps.send_bytes(dumps(step))  # hot path: see engine_pipe.dumps
 
@@ -134,11 +133,9 @@ class EngineLoop:
                 try:
                     self._add(cmd)
                 except RequestRejected as exc:
-                    self.traced.discard(cmd.request_id)
                     rejected.append((cmd.request_id, exc))
             elif isinstance(cmd, Abort):
                 self.engine.abort(cmd.request_id)
-                self.traced.discard(cmd.request_id)
             elif isinstance(cmd, Snapshot):
                 self.want_snapshot = True
             elif isinstance(cmd, Stop):
@@ -148,8 +145,6 @@ class EngineLoop:
 
     def _add(self, cmd: AddRequest | AddEmbedding) -> None:
         if isinstance(cmd, AddRequest):
-            if cmd.traced:
-                self.traced.add(cmd.request_id)
             self.engine.add_request(cmd.request_id, cmd.prompt_token_ids, cmd.params)
         else:
             self.engine.add_embedding(cmd.request_id, cmd.prompts, cmd.params)
@@ -164,27 +159,22 @@ class EngineLoop:
             if engine.config.tensor_parallel_size > 1:
                 raise  # the other ranks may sit in a collective of this step: end them all
             engine.abort_all()  # the worker fails every request it holds on `crashed`
-            self.traced.clear()
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
         seconds, batch = time.perf_counter() - t0, engine.last_batch
         step = EngineStep([output_row(o) for o in outputs], engine.stats(),
-                          _scheduled(batch, self.traced), start_ns, seconds,
+                          _prefills(batch), start_ns, seconds,
                           batch_size=len(batch), batch_tokens=sum(batch.num_tokens))
-        if self.traced:  # a request ends with its usage
-            self.traced.difference_update(o.request_id for o in outputs if o.usage is not None)
         step.prompts = {o.request_id: o.prompt for o in outputs if o.prompt is not None}
         if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
 
 
-def _scheduled(batch: ScheduledBatch, traced: set[str]) -> list[ScheduledRow]:
-    """The rows of `batch` the worker reads (`EngineStep`): each sequence that computed part of
-    its prompt (its computed tokens before the step fell short of it), and each of a traced
-    request, in batch order. Hot path: no tuple per decode unless it is traced."""
-    return [(s.request_id, n, prompt) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
-            if (prompt := s.num_computed_tokens - n < s.num_prompt_tokens)
-            or s.request_id in traced]
+def _prefills(batch: ScheduledBatch) -> list[PrefillRow]:
+    """The sequences of `batch` that computed part of their prompt (their computed tokens
+    before the step fell short of it), in batch order. Hot path: no tuple per decode."""
+    return [(s.request_id, n) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
+            if s.num_computed_tokens - n < s.num_prompt_tokens]
 
 
 def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:

@@ -27,7 +27,6 @@ class AddRequest:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
-    traced: bool = False  # its steps' rows go to the worker (`EngineStep.scheduled`)
 
 
 @dataclass
@@ -84,8 +83,8 @@ class EngineFailed:
 # msgpack writes as a map of its field names, and pickle about five times slower).
 OutputRow = tuple[str, int, list[int], str, list[TokenLogprob] | None, str | None, Usage | None]
 """One `StepOutput`: (request_id, index, token_ids, text, logprobs, finish_reason, usage)."""
-ScheduledRow = tuple[str, int, bool]
-"""One sequence an engine step ran: (request_id, new tokens, part of its prompt?)."""
+PrefillRow = tuple[str, int]
+"""A sequence that computed prompt tokens in an engine step: (request_id, how many)."""
 
 
 def output_row(o: StepOutput) -> OutputRow:
@@ -99,14 +98,14 @@ class EngineStep:
     `token_text`: the text of every token id in this step's logprobs and prompts; `prompts`:
     the prompt reports of echo requests, by request id (their rows come first); `embeddings`:
     the vectors of embedding inputs this step finished. The step ran `batch_size` sequences,
-    `batch_tokens` tokens; `scheduled` holds the rows of those the worker's telemetry reads:
-    each that computed part of its prompt (a request's first step is one), and each of a
-    request added `traced`. Not a row per decode: at 256 sequences those rows were a third of
+    `batch_tokens` tokens; `prefills` holds a row for each that computed part of its prompt (a
+    request's first step is one), which the worker's telemetry reads for queue time and
+    `engine.step` spans. Not a row per decode: at 256 sequences those rows were a third of
     what the engine pickled per step."""
 
     outputs: list[OutputRow]
     stats: EngineStats
-    scheduled: list[ScheduledRow] = field(default_factory=list)
+    prefills: list[PrefillRow] = field(default_factory=list)
     start_ns: int = 0  # wall clock, for the engine-step span
     seconds: float = 0.0
     batch_size: int = 0

@@ -5,7 +5,7 @@ Contract:
 - `GenerationTelemetry(model, worker_id, stats)` is made once by the worker; `stats()` returns
   the engine's latest counters (for the gauges). It reads what the engine reports: each
   `EngineStep` carries its wall-clock start, duration and size, and the rows of the sequences
-  that computed prompt tokens or belong to a request the worker added as traced.
+  that computed prompt tokens.
 - `@admission` decorates the worker's generate handler: it opens `inference.generate` in the
   caller's trace (the actor attached it) and keeps it current for the handler; a returned
   `ErrorReply` ends it as an error, an `Accepted` leaves it open until the request ends.
@@ -15,10 +15,15 @@ Contract:
   the request), time to first token, inter-token latency per choice, finish reasons, usage
   (all timed at `arrived`); it ends a request's span when its usage arrives (its end time is
   `arrived`, so it still ends before the gateway's span, which waits for the published frames),
-  or as an error when the step reports it failed. A step that served a
-  traced request becomes an `engine.step` span: child of the first such request's span, linked
-  to every traced request it served (the first `tracing.max_links()`: the SDK keeps no more),
-  with batch size and prefill/decode token counts.
+  or as an error when the step reports it failed.
+- A step that starts or ends a traced request (computes part of its prompt, or gives its last
+  token) becomes an `engine.step` span, with batch size and prefill/decode token counts: child
+  of the first such request's span, linked to each of them (the first `tracing.max_links()`:
+  the SDK keeps no more). So a request's trace shows the steps that prefilled it, beside
+  what else they ran, and the step that finished it. The decode steps between are counted in
+  the metrics (step time, batch size) but not spanned: at 256 traced streams, linking every
+  request to every step was 64,000 links a second for the SDK to copy and the exporter to
+  encode, on the worker's GIL (docs/BENCHMARKS.md, issue 12, twentieth session).
 - `cancelled(rid)` and `abort_all(why)` end spans of requests that will never finish.
 - When tracing is off the spans are non-recording and no step span is built; metrics still
   count (a handful of dict and histogram operations per step, nothing per token beyond ITL).
@@ -92,8 +97,7 @@ class GenerationTelemetry:
     def on_step(self, step: EngineStep, arrived: float) -> None:
         """Hot path: once per delivered step. See the module contract."""
         now = arrived
-        if step.batch_size:
-            self._on_record(step, now)
+        spanned = self._queue_times(step, now) if step.batch_size else {}
         m = self.metrics
         failed = [rid for rid, _ in step.rejected]
         if step.crashed is not None:
@@ -121,6 +125,8 @@ class GenerationTelemetry:
                 m.finish.labels(self.model, finish).inc()
             if usage is not None:
                 del self.requests[rid]
+                if rt.span.is_recording():
+                    spanned[rid] = rt.span.get_span_context()
                 self._finish(rt, usage, now)
         if tokens:
             self._tokens.inc(tokens)
@@ -128,35 +134,40 @@ class GenerationTelemetry:
         for out in step.embeddings:  # an embedding request ends with its last vector
             if out.usage is not None and (rt := self.requests.pop(out.request_id, None)):
                 self._finish(rt, out.usage, now)
+        if spanned and step.batch_size:
+            self._step_span(step, list(spanned.values()))
 
-    def _on_record(self, step: EngineStep, now: float) -> None:
+    def _queue_times(self, step: EngineStep, now: float) -> dict[str, Any]:
+        """Observe the step's size and each prefilling request's queue time; return the span
+        contexts of the traced requests it prefilled, by request id."""
         m = self.metrics
         m.step_time.labels(self.model).observe(step.seconds)
         m.batch_size.labels(self.model).observe(step.batch_size)
         started = now - step.seconds  # close enough for queue time: the step just ended
-        # Links past the SDK's limit would be copied, then dropped: build that many only.
-        traced: list[Any] = []
-        room = tracing.max_links()
-        for rid, _, _ in step.scheduled:
+        traced: dict[str, Any] = {}
+        for rid, _ in step.prefills:
             rt = self.requests.get(rid)
             if rt is None:
                 continue
             if rt.scheduled_at is None:  # never before admission: `started` is an estimate
                 rt.scheduled_at = max(started, rt.admitted)
                 m.queue_time.labels(self.model).observe(rt.scheduled_at - rt.admitted)
-            if len(traced) < room and rt.span.is_recording():
-                traced.append(rt.span.get_span_context())
-        if not traced:
-            return
-        prefill = sum(n for _, n, p in step.scheduled if p)
-        decode = step.batch_tokens - prefill  # `scheduled` lists only traced decodes
+            if rt.span.is_recording():
+                traced[rid] = rt.span.get_span_context()
+        return traced
+
+    def _step_span(self, step: EngineStep, requests: list[Any]) -> None:
+        """The `engine.step` span of a step that started or ended the traced `requests`."""
+        # Links past the SDK's limit would be copied, then dropped: build that many only.
+        links = [Link(c) for c in requests[:tracing.max_links()]]
+        prefill = sum(n for _, n in step.prefills)
         span = tracing.tracer().start_span(
-            "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(traced[0])),
-            links=[Link(c) for c in traced], start_time=step.start_ns,
+            "engine.step", context=trace.set_span_in_context(trace.NonRecordingSpan(requests[0])),
+            links=links, start_time=step.start_ns,
             attributes={"kvmesh.engine.batch_size": step.batch_size,
                         "kvmesh.engine.prefill_tokens": prefill,
-                        "kvmesh.engine.decode_tokens": decode,
-                        "kvmesh.engine.prefill_seqs": sum(1 for s in step.scheduled if s[2]),
+                        "kvmesh.engine.decode_tokens": step.batch_tokens - prefill,
+                        "kvmesh.engine.prefill_seqs": len(step.prefills),
                         "kvmesh.worker_id": self.worker_id})
         span.end(end_time=step.start_ns + int(step.seconds * 1e9))
 

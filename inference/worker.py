@@ -74,7 +74,7 @@ from kvmesh.wire import (
     TopLogprob,
     UsageInfo,
 )
-from telemetry import propagation, run_service, tracing
+from telemetry import propagation, run_service
 
 log = logging.getLogger("kvmesh.worker")
 CANCEL_MEMORY_S = 30.0
@@ -198,9 +198,7 @@ class Worker(Actor):
         refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None))
         if refusal is not None:
             return refusal
-        # A traced request's every step is reported, for the engine-step spans' links.
-        self._engine().add(req.request_id, ids, params,
-                           traced=tracing.recording())
+        self._engine().add(req.request_id, ids, params)
         return Accepted(req.request_id, self.worker_id, len(ids))
 
     def _embed(self, req: TokenizedEmbed) -> Message:

@@ -48,22 +48,20 @@ def test_an_unknown_pooling_is_refused_naming_it() -> None:
         tiny_engine(pooling="cls")
 
 
-def test_a_step_reports_prompt_rows_and_traced_decodes_only() -> None:
-    """`EngineStep.scheduled` holds a row for each sequence computing its prompt and for each
-    decode of a request added traced; `batch_size` and `batch_tokens` count every row. A
-    traced request is forgotten when it ends."""
+def test_a_step_reports_a_row_per_prefill_and_none_per_decode() -> None:
+    """`EngineStep.prefills` holds a row for each sequence computing its prompt, none for a
+    decode; `batch_size` and `batch_tokens` count every sequence."""
     from inference.engine_protocol import AddRequest
 
     loop = EngineLoop(tiny_engine(), None, None)  # type: ignore[arg-type]
-    loop._add(AddRequest("plain", list(range(10, 20)), greedy(3)))
-    loop._add(AddRequest("traced", list(range(30, 36)), greedy(3), traced=True))
+    loop._add(AddRequest("a", list(range(10, 20)), greedy(3)))
+    loop._add(AddRequest("b", list(range(30, 36)), greedy(3)))
     first = loop._step()
     assert (first.batch_size, first.batch_tokens) == (2, 16)
-    assert first.scheduled == [("plain", 10, True), ("traced", 6, True)]
+    assert first.prefills == [("a", 10), ("b", 6)]
     steps = [first]
     while loop.engine.has_unfinished():
         steps.append(loop._step())
     decoding = [s for s in steps[1:] if s.batch_size]
-    assert decoding and all(s.scheduled == [("traced", 1, False)] for s in decoding[:-1])
-    assert all(s.batch_tokens == s.batch_size for s in decoding)
-    assert loop.traced == set()  # it ended
+    assert decoding and all(s.prefills == [] for s in decoding)
+    assert all(s.batch_tokens == s.batch_size == 2 for s in decoding)

@@ -30,7 +30,7 @@ def _scheduled(tel: GenerationTelemetry, rid: str, after_admission: float,
     `after_admission` seconds after its admission; the recorded queue time in seconds."""
     tel.admitted(SimpleNamespace(request_id=rid, prompt_token_ids=[1, 2, 3]), trace.INVALID_SPAN)
     rt = tel.requests[rid]
-    tel.on_step(EngineStep(outputs=[], stats=IDLE, scheduled=[(rid, 3, True)],
+    tel.on_step(EngineStep(outputs=[], stats=IDLE, prefills=[(rid, 3)],
                            seconds=step_seconds, batch_size=1, batch_tokens=3),
                 rt.admitted + after_admission)
     assert rt.scheduled_at is not None

@@ -1,19 +1,21 @@
-"""An `engine.step` span links the traced requests it served, up to the SDK's link limit: the
-worker builds no more links than the SDK keeps (the SDK would copy every one, then drop those
-past its limit), and the span's parent is the first traced request it served."""
+"""`engine.step` spans: a step that starts or ends traced requests is a span linking them (up to
+the SDK's link limit: the worker builds no more links than the SDK keeps), whose parent is the
+first of them; a step that only decodes them is not spanned."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from inference.engine.engine_stats import EngineStats
-from inference.engine_protocol import EngineStep
+from inference.engine.outputs import Usage
+from inference.engine_protocol import EngineStep, OutputRow, PrefillRow
 from inference.telemetry import GenerationTelemetry
 from telemetry import tracing
 
@@ -21,24 +23,68 @@ MODEL = "step-links-test"
 IDLE = EngineStats(0, 0, 64, 64, 0, 0, 0, 0, 0)
 
 
-def test_a_step_of_more_traced_requests_than_the_limit_links_the_first(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()  # local: the process-wide provider stays unset
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
-    tel = GenerationTelemetry(MODEL, "w0", lambda: IDLE)
-    limit = tracing.max_links()
-    rids = [f"r{i}" for i in range(limit + 3)]
+    return exporter
+
+
+def admitted(tel: GenerationTelemetry, rids: list[str]) -> list[int]:
+    """Admit `rids`; their span ids."""
     for rid in rids:
         req = SimpleNamespace(request_id=rid, model=MODEL, prompt_token_ids=[1, 2],
                               priority=0, tenant="")
         tel.admitted(req, tel.start(req))
-    tel.on_step(EngineStep(outputs=[], stats=IDLE, scheduled=[(r, 1, False) for r in rids],
-                           start_ns=time.time_ns(), seconds=0.001, batch_size=len(rids),
-                           batch_tokens=len(rids)), time.monotonic())
-    [step] = [s for s in exporter.get_finished_spans() if s.name == "engine.step"]
-    ids = [tel.requests[r].span.get_span_context().span_id for r in rids]
-    assert [link.context.span_id for link in step.links] == ids[:limit]
-    assert step.parent is not None and step.parent.span_id == ids[0]
-    assert step.attributes["kvmesh.engine.batch_size"] == len(rids)
+    return [tel.requests[r].span.get_span_context().span_id for r in rids]
+
+
+def step(tel: GenerationTelemetry, n: int, prefills: Sequence[PrefillRow] = (),
+         outputs: Sequence[OutputRow] = ()) -> None:
+    """Deliver a step of `n` sequences: `prefills` computed prompt tokens, the rest decoded."""
+    tel.on_step(EngineStep(outputs=list(outputs), stats=IDLE, prefills=list(prefills),
+                           start_ns=time.time_ns(), seconds=0.001, batch_size=n,
+                           batch_tokens=n + sum(t - 1 for _, t in prefills)), time.monotonic())
+
+
+def step_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.name == "engine.step"]
+
+
+def test_a_step_prefilling_more_traced_requests_than_the_limit_links_the_first(
+        exporter: InMemorySpanExporter) -> None:
+    tel = GenerationTelemetry(MODEL, "w0", lambda: IDLE)
+    limit = tracing.max_links()
+    rids = [f"r{i}" for i in range(limit + 3)]
+    ids = admitted(tel, rids)
+    step(tel, len(rids), prefills=[(r, 2) for r in rids])
+    [span] = step_spans(exporter)
+    assert [link.context.span_id for link in span.links] == ids[:limit]
+    assert span.parent is not None and span.parent.span_id == ids[0]
+    assert span.attributes is not None
+    assert span.attributes["kvmesh.engine.batch_size"] == len(rids)
+    assert span.attributes["kvmesh.engine.prefill_seqs"] == len(rids)
+    assert span.attributes["kvmesh.engine.prefill_tokens"] == 2 * len(rids)
+    assert span.attributes["kvmesh.engine.decode_tokens"] == 0
+
+
+def test_decode_steps_are_not_spanned_and_the_last_step_links_the_request_it_ends(
+        exporter: InMemorySpanExporter) -> None:
+    tel = GenerationTelemetry(MODEL, "w0", lambda: IDLE)
+    [a, b] = admitted(tel, ["a", "b"])
+    step(tel, 2, prefills=[("a", 2), ("b", 2)])
+    for _ in range(3):
+        step(tel, 2, outputs=[("a", 0, [5], "x", None, None, None),
+                              ("b", 0, [5], "x", None, None, None)])
+    assert len(step_spans(exporter)) == 1  # the prefill's
+    [c] = admitted(tel, ["c"])
+    step(tel, 3, prefills=[("c", 2)],
+         outputs=[("a", 0, [6], "y", None, "length", Usage(2, 4)),
+                  ("b", 0, [6], "y", None, None, None)])
+    last = step_spans(exporter)[-1]
+    assert [link.context.span_id for link in last.links] == [c, a]  # started, ended
+    assert last.parent is not None and last.parent.span_id == c
+    assert last.attributes is not None and last.attributes["kvmesh.engine.decode_tokens"] == 2
+    assert b not in {link.context.span_id for link in last.links}
