@@ -45,7 +45,7 @@ from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
 from gateway.cache_route import open_cached
-from gateway.coalesce import coalesce
+from gateway.coalesce import coalesce, compact
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, no_worker
@@ -353,7 +353,7 @@ def _store_or_release(request: web.Request, key: str,
                       stream: RequestStream | ReplayStream | None) -> None:
     rc = request.app[RESULT_CACHE]
     if stream is not None and stream.completed and stream.chunks is not None:
-        rc.store_soon(key, stream.chunks)
+        rc.store_soon(key, compact(stream.chunks))
     else:
         rc.release_soon(key)
 

@@ -3,8 +3,8 @@ and nothing about the answer changes (text, token ids, logprobs, finish reason, 
 
 from __future__ import annotations
 
-from gateway.coalesce import coalesce
-from kvmesh.wire import Chunk, Logprob, UsageInfo
+from gateway.coalesce import RUN_CHARS, RUN_TOKENS, coalesce, compact
+from kvmesh.wire import Chunk, Logprob, PromptEcho, UsageInfo
 
 
 def _lp(token_id: int) -> list[Logprob]:
@@ -38,3 +38,37 @@ def test_a_lone_chunk_goes_out_as_it_is_and_inputs_are_not_changed() -> None:
 def test_chunks_without_logprobs_stay_without() -> None:
     (merged,) = coalesce([Chunk("r", 0, 0, "a", [1]), Chunk("r", 1, 0, "b", [2])])
     assert merged.logprobs is None
+
+
+def _per_choice(chunks: list[Chunk]) -> dict[int, tuple[str, list[int], list[int], str | None]]:
+    out: dict[int, tuple[str, list[int], list[int], str | None]] = {}
+    for c in chunks:
+        text, ids, lps, finish = out.get(c.index, ("", [], [], None))
+        out[c.index] = (text + c.text, ids + c.token_ids,
+                        lps + [lp.token_id for lp in c.logprobs or []], c.finish_reason or finish)
+    return out
+
+
+def test_a_stored_answer_is_compacted_into_bounded_runs_that_read_the_same() -> None:
+    """Two choices of 100 one-token chunks with logprobs, after an echoed prompt: the prompt's
+    chunk stays alone, the rest become runs of at most RUN_TOKENS tokens, and per choice the
+    text, tokens, logprobs and finish reason are unchanged, with the usage still there."""
+    chunks = [Chunk("r", 0, 0, "", [], prompt=PromptEcho("Say", []))]
+    for step in range(100):
+        for choice in (0, 1):
+            chunks.append(Chunk("r", len(chunks), choice, f" w{step}", [step], _lp(step)))
+    chunks[-2].finish_reason = "length"
+    chunks[-1].finish_reason, chunks[-1].usage = "stop", UsageInfo(3, 200)
+    stored = compact(chunks)
+    assert stored[0].prompt is not None and not stored[0].token_ids
+    assert len(stored) == 1 + 2 * 200 // RUN_TOKENS + 2  # 4 runs (64+64+64+8), 2 choices each
+    assert all(len(c.token_ids) <= RUN_TOKENS for c in stored)
+    assert _per_choice(stored) == _per_choice(chunks)
+    assert [c.usage for c in stored if c.usage] == [UsageInfo(3, 200)]
+
+
+def test_a_chunk_over_the_run_bounds_is_a_run_of_its_own() -> None:
+    big = "b" * (RUN_CHARS + 1)
+    chunks = [Chunk("r", 0, 0, "a", [1]), Chunk("r", 1, 0, big, [2]), Chunk("r", 2, 0, "c", [3])]
+    assert [c.text for c in compact(chunks)] == ["a", big, "c"]
+    assert compact([]) == []
