@@ -20,6 +20,8 @@
 #                                       and the mesh alternated, each its own process; with
 #                                       BASE=<a tree of another commit> its mesh between them
 #   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
+#   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
+#                                       without, alternated; BASE=<tree> adds its traced mesh
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -71,12 +73,13 @@ alone256() {  # the engine alone, 256 staggered streams, from a fresh process; $
     | grep '^ENGINE' | sed "s/^ENGINE/alone $1/" | tee -a "$OUT/alone.txt" | cut -c1-300
 }
 mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 labels it; $2: run
-  # another tree (its own code and bench/gpu_serving.py) instead of this one
-  local tree=${2:-$PWD}
+  # another tree (its own code and bench/gpu_serving.py) instead of this one; $3...: more flags
+  local label=$1 tree=${2:-$PWD}
+  shift $(( $# < 2 ? $# : 2 ))
   (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
     timeout 280 python3 bench/gpu_serving.py --model "$SMOL" --load-format \
     dummy --levels 256 --stagger --skip-engine --duration 10 --warmup 3 --clients 8 \
-    --gateways 4 --out "$OUT/mesh-$1" 2>&1 | tee "$OUT/mesh-$1.log" | grep '"streams"' \
+    --gateways 4 --out "$OUT/mesh-$label" "$@" 2>&1 | tee "$OUT/mesh-$label.log" | grep '"streams"' \
     | cut -c1-900)
 }
 
@@ -90,6 +93,13 @@ mesh256)
   ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
+  ;;
+tracing)
+  for r in 1 2; do
+    mesh256 "off-$r"
+    mesh256 "traced-$r" "" --tracing
+    if [ -n "$BASE" ]; then mesh256 "base-traced-$r" "$BASE" --tracing; fi
+  done
   ;;
 tests)
   gpu_tests 25
@@ -154,6 +164,6 @@ structured)
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "gaps | structured | mesh256 | spy"
+    "gaps | structured | mesh256 | spy | tracing"
   exit 2 ;;
 esac
