@@ -1,14 +1,22 @@
 """The reference attention backend: plain PyTorch, any device, used on CPU.
 
-Per step (`begin_step`) it builds, once for all layers: the flat list of every sequence's
-blocks, a padded layout for the queries, and the causal mask. Each layer then writes its new
-K/V, gathers whole blocks (`index_select`, several times faster on CPU than per-token advanced
-indexing) into a padded `[B, kv_heads, max_seq_len, head_dim]` batch and runs one
-`scaled_dot_product_attention` call for the whole batch, in float32: PyTorch's CPU kernel is
-several times slower in bfloat16 than the casts cost.
+A step's sequences are attended in up to two groups, each one padded
+`scaled_dot_product_attention` call: those computing one token (decodes, and a prompt's last
+token alone) and those computing several (prompt chunks). One padded call for the whole step
+would pad every decode to the longest chunk's query length: 63 decodes beside one 512-token
+prompt took 290 ms a layer on a 2-core CPU instead of 4 (`python bench/cpu_attention.py`).
+
+Per step (`begin_step`) it builds, once for all layers and per group: the flat list of its
+sequences' blocks, its token rows in the step, a padded layout for a chunk group's queries and
+its causal mask. Each layer then writes its new K/V, and per group gathers whole blocks
+(`index_select`, several times faster on CPU than per-token advanced indexing) into a padded
+`[B, kv_heads, max_seq_len, head_dim]` batch and runs one call, in float32: PyTorch's CPU
+kernel is several times slower in bfloat16 than the casts cost.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,35 +24,38 @@ import torch.nn.functional as F
 from .attention import AttentionBackend, AttentionMetadata, Rope
 
 
+@dataclass
+class _Group:
+    """Sequences attended in one padded call."""
+
+    rows: torch.Tensor | None  # [t] their token rows of the step; None: every row, in order
+    blocks: torch.Tensor  # [n * max_blocks] int64: each sequence's blocks, padded
+    q_index: torch.Tensor | None  # [t] int64 into the padded [n * max_q] rows; None: max_q 1
+    mask: torch.Tensor  # [n, 1, max_q, max_kv] bool
+    n: int
+    max_q: int
+    max_kv: int
+
+
 class TorchAttentionBackend(AttentionBackend):
     def __init__(self, block_size: int):
         self.block_size = block_size
-        self._blocks: torch.Tensor | None = None  # [B * max_blocks] int64
-        self._q_index: torch.Tensor | None = None  # [T] int64 into the padded [B*max_q] rows
-        self._mask: torch.Tensor | None = None  # [B, 1, max_q, max_seq_len] bool
+        self._groups: list[_Group] = []
 
     def begin_step(self, meta: AttentionMetadata) -> None:
-        device = meta.seq_lens.device
-        b, max_q, max_kv = meta.num_seqs, meta.max_query_len, meta.max_seq_len
-        self._blocks = meta.block_tables.long().reshape(-1)
-
         starts = meta.query_start_loc[:-1].long()
         q_lens = meta.query_start_loc[1:].long() - starts
         seq_lens = meta.seq_lens.long()
-        if max_q == 1:
-            self._q_index = None
-        else:
-            tok = torch.arange(int(meta.query_start_loc[-1]), device=device)
-            owner = torch.repeat_interleave(torch.arange(b, device=device), q_lens)
-            self._q_index = owner * max_q + (tok - starts[owner])
-        # Query i of sequence b sits at position seq_len - q_len + i and sees keys 0..that.
-        q_pos = (seq_lens - q_lens)[:, None] + torch.arange(max_q, device=device)
-        k_pos = torch.arange(max_kv, device=device)
-        mask = k_pos[None, None, :] <= q_pos[:, :, None]
-        mask &= k_pos[None, None, :] < seq_lens[:, None, None]
-        # Padded query rows see key 0 only: a row with no key would be NaN.
-        mask[:, :, 0] = True
-        self._mask = mask[:, None]
+        tables = meta.block_tables.long()
+        if meta.max_query_len == 1:
+            self._groups = [_group(None, starts, q_lens, seq_lens, tables, self.block_size)]
+            return
+        single = q_lens == 1
+        self._groups = [
+            _group(idx, starts, q_lens, seq_lens, tables, self.block_size)
+            for idx in (single.nonzero().squeeze(1), (~single).nonzero().squeeze(1))
+            if idx.numel()
+        ]
 
     def forward(
         self,
@@ -56,32 +67,72 @@ class TorchAttentionBackend(AttentionBackend):
         scale: float,
         rope: Rope | None = None,  # never given: this backend does not fuse it
     ) -> torch.Tensor:
-        assert self._blocks is not None and self._mask is not None, "begin_step not called"
+        assert self._groups, "begin_step not called"
         kv_heads, head_dim = k.shape[1], k.shape[2]
         kv_layer[0].view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
         kv_layer[1].view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
+        if len(self._groups) == 1 and self._groups[0].rows is None:
+            return self._attend(self._groups[0], q, kv_layer, scale)
+        out = torch.empty_like(q)
+        for g in self._groups:
+            assert g.rows is not None
+            out.index_copy_(0, g.rows, self._attend(g, q.index_select(0, g.rows), kv_layer,
+                                                    scale))
+        return out
 
-        b, max_q, heads, max_kv = meta.num_seqs, meta.max_query_len, q.shape[1], meta.max_seq_len
-        keys = self._context(kv_layer[0], b, max_kv)  # [B, kv_heads, L, D]
-        values = self._context(kv_layer[1], b, max_kv)
+    def _attend(self, g: _Group, q: torch.Tensor, kv_layer: torch.Tensor,
+                scale: float) -> torch.Tensor:
+        """Causal attention of group `g`'s query rows `q` ([t, heads, D], in its row order)."""
+        heads, head_dim = q.shape[1], q.shape[2]
+        keys = self._context(kv_layer[0], g)  # [n, kv_heads, max_kv, D]
+        values = self._context(kv_layer[1], g)
         dtype, q = q.dtype, q.float()
-        if self._q_index is None:
-            qp = q.view(b, 1, heads, head_dim)
+        if g.q_index is None:
+            qp = q.view(g.n, 1, heads, head_dim)
         else:
-            qp = q.new_zeros(b * max_q, heads, head_dim).index_copy_(0, self._q_index, q)
-            qp = qp.view(b, max_q, heads, head_dim)
+            qp = q.new_zeros(g.n * g.max_q, heads, head_dim).index_copy_(0, g.q_index, q)
+            qp = qp.view(g.n, g.max_q, heads, head_dim)
         out = F.scaled_dot_product_attention(
             qp.transpose(1, 2),
             keys,
             values,
-            attn_mask=self._mask,
+            attn_mask=g.mask,
             scale=scale,
-            enable_gqa=heads != kv_heads,
-        ).transpose(1, 2)  # [B, max_q, heads, D]
-        out = out.reshape(b * max_q, heads, head_dim).to(dtype)
-        return out if self._q_index is None else out[self._q_index]
+            enable_gqa=heads != keys.shape[1],
+        ).transpose(1, 2)  # [n, max_q, heads, D]
+        out = out.reshape(g.n * g.max_q, heads, head_dim).to(dtype)
+        return out if g.q_index is None else out[g.q_index]
 
-    def _context(self, pool: torch.Tensor, b: int, max_kv: int) -> torch.Tensor:
-        """Every sequence's context from `pool` ([blocks, block_size, kv_heads, D])."""
-        ctx = pool.index_select(0, self._blocks).view(b, -1, *pool.shape[2:])[:, :max_kv]
+    def _context(self, pool: torch.Tensor, g: _Group) -> torch.Tensor:
+        """Group `g`'s sequences' context from `pool` ([blocks, block_size, kv_heads, D])."""
+        ctx = pool.index_select(0, g.blocks).view(g.n, -1, *pool.shape[2:])[:, :g.max_kv]
         return ctx.float().transpose(1, 2)
+
+
+def _group(idx: torch.Tensor | None, starts: torch.Tensor, q_lens: torch.Tensor,
+           seq_lens: torch.Tensor, tables: torch.Tensor, block_size: int) -> _Group:
+    """The padded layout of the sequences `idx` (None: all of them, whose rows are the step's
+    rows in order)."""
+    if idx is not None:
+        starts, q_lens, seq_lens, tables = starts[idx], q_lens[idx], seq_lens[idx], tables[idx]
+    n, device = seq_lens.shape[0], seq_lens.device
+    max_q, max_kv = int(q_lens.max()), int(seq_lens.max())
+    blocks = tables[:, : -(-max_kv // block_size)].reshape(-1)
+    rows = q_index = None
+    if max_q == 1:
+        if idx is not None:
+            rows = starts
+    else:
+        owner = torch.repeat_interleave(torch.arange(n, device=device), q_lens)
+        offset = torch.arange(owner.shape[0], device=device) - (q_lens.cumsum(0) - q_lens)[owner]
+        q_index = owner * max_q + offset
+        if idx is not None:
+            rows = starts[owner] + offset
+    # Query i of sequence b sits at position seq_len - q_len + i and sees keys 0..that.
+    q_pos = (seq_lens - q_lens)[:, None] + torch.arange(max_q, device=device)
+    k_pos = torch.arange(max_kv, device=device)
+    mask = k_pos[None, None, :] <= q_pos[:, :, None]
+    mask &= k_pos[None, None, :] < seq_lens[:, None, None]
+    # Padded query rows see key 0 only: a row with no key would be NaN.
+    mask[:, :, 0] = True
+    return _Group(rows, blocks, q_index, mask[:, None], n, max_q, max_kv)
