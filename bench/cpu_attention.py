@@ -4,7 +4,8 @@ alone, and decodes beside a prompt chunk (as when a request arrives while others
     python bench/cpu_attention.py [--reps 5]
 
 Each shape: `begin_step` and `forward` of `inference.engine.torch_attention`, float32, random
-K/V in a paged pool (block size 16), contexts of 300 tokens; ms per layer, median of `--reps`.
+K/V in a paged pool (block size 16), contexts of 300 tokens unless named; ms per layer, median
+of `--reps`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SHAPES = {  # name: (new tokens per sequence, context before the step)
     "63 decodes + a 512-token prompt": ([1] * 63 + [512], [300] * 63 + [0]),
     "256 decodes": ([1] * 256, [300] * 256),
     "255 decodes + a 200-token prompt": ([1] * 255 + [200], [300] * 255 + [0]),
+    "63 decodes + 1 decode at 4,000": ([1] * 64, [300] * 63 + [4000]),
 }
 
 

@@ -1,17 +1,20 @@
 """The reference attention backend: plain PyTorch, any device, used on CPU.
 
-A step's sequences are attended in up to two groups, each one padded
-`scaled_dot_product_attention` call: those computing one token (decodes, and a prompt's last
-token alone) and those computing several (prompt chunks). One padded call for the whole step
-would pad every decode to the longest chunk's query length: 63 decodes beside one 512-token
-prompt took 290 ms a layer on a 2-core CPU instead of 4 (`python bench/cpu_attention.py`).
+A step's sequences are attended in groups, each one padded `scaled_dot_product_attention`
+call: those computing several tokens (prompt chunks), and those computing one (decodes, and a
+prompt's last token alone) by context length (powers of two from 256 tokens). One padded call
+for the whole step padded every decode to the longest chunk's query length and the longest
+context: on a 2-core CPU, 63 decodes beside one 512-token prompt took 290 ms a layer instead
+of 7, and 63 decodes of 300 tokens beside one of 4,000 took 143 ms instead of 3
+(`python bench/cpu_attention.py`).
 
 Per step (`begin_step`) it builds, once for all layers and per group: the flat list of its
-sequences' blocks, its token rows in the step, a padded layout for a chunk group's queries and
-its causal mask. Each layer then writes its new K/V, and per group gathers whole blocks
-(`index_select`, several times faster on CPU than per-token advanced indexing) into a padded
-`[B, kv_heads, max_seq_len, head_dim]` batch and runs one call, in float32: PyTorch's CPU
-kernel is several times slower in bfloat16 than the casts cost.
+sequences' blocks, its token rows in the step (none when one group holds the whole step), a
+padded layout for a chunk group's queries and its causal mask. Each layer then writes its
+new K/V, and per group gathers whole blocks (`index_select`, several times faster on CPU than
+per-token advanced indexing) into a padded `[B, kv_heads, max_seq_len, head_dim]` batch and
+runs one call, in float32: PyTorch's CPU kernel is several times slower in bfloat16 than the
+casts cost.
 """
 
 from __future__ import annotations
@@ -47,15 +50,14 @@ class TorchAttentionBackend(AttentionBackend):
         q_lens = meta.query_start_loc[1:].long() - starts
         seq_lens = meta.seq_lens.long()
         tables = meta.block_tables.long()
-        if meta.max_query_len == 1:
+        # Single-token rows by context-length bucket (chunks: bucket -1, one group).
+        bucket = torch.where(q_lens == 1, _length_bucket(seq_lens), -1)
+        kinds = bucket.unique()
+        if kinds.numel() == 1:  # every row in one group, in order: no gather, no scatter
             self._groups = [_group(None, starts, q_lens, seq_lens, tables, self.block_size)]
             return
-        single = q_lens == 1
-        self._groups = [
-            _group(idx, starts, q_lens, seq_lens, tables, self.block_size)
-            for idx in (single.nonzero().squeeze(1), (~single).nonzero().squeeze(1))
-            if idx.numel()
-        ]
+        self._groups = [_group((bucket == b).nonzero().squeeze(1), starts, q_lens, seq_lens,
+                               tables, self.block_size) for b in kinds]
 
     def forward(
         self,
@@ -109,6 +111,12 @@ class TorchAttentionBackend(AttentionBackend):
         return ctx.float().transpose(1, 2)
 
 
+def _length_bucket(seq_lens: torch.Tensor) -> torch.Tensor:
+    """Context lengths by power of two from 256 up: single-token rows of one bucket pad to at
+    most twice their own context, and a handful of calls cover any mix of lengths."""
+    return torch.ceil(torch.log2(seq_lens.float())).clamp(min=8).long()
+
+
 def _group(idx: torch.Tensor | None, starts: torch.Tensor, q_lens: torch.Tensor,
            seq_lens: torch.Tensor, tables: torch.Tensor, block_size: int) -> _Group:
     """The padded layout of the sequences `idx` (None: all of them, whose rows are the step's
@@ -118,16 +126,14 @@ def _group(idx: torch.Tensor | None, starts: torch.Tensor, q_lens: torch.Tensor,
     n, device = seq_lens.shape[0], seq_lens.device
     max_q, max_kv = int(q_lens.max()), int(seq_lens.max())
     blocks = tables[:, : -(-max_kv // block_size)].reshape(-1)
-    rows = q_index = None
+    q_index = None
     if max_q == 1:
-        if idx is not None:
-            rows = starts
+        rows = None if idx is None else starts
     else:
         owner = torch.repeat_interleave(torch.arange(n, device=device), q_lens)
         offset = torch.arange(owner.shape[0], device=device) - (q_lens.cumsum(0) - q_lens)[owner]
         q_index = owner * max_q + offset
-        if idx is not None:
-            rows = starts[owner] + offset
+        rows = None if idx is None else starts[owner] + offset
     # Query i of sequence b sits at position seq_len - q_len + i and sees keys 0..that.
     q_pos = (seq_lens - q_lens)[:, None] + torch.arange(max_q, device=device)
     k_pos = torch.arange(max_kv, device=device)

@@ -1,6 +1,7 @@
 """The CPU attention backend equals attention computed one sequence at a time, whatever the
 step mixes: decodes alone, decodes beside prompt chunks (padded in separate groups), a prompt's
-single last token among chunks, chunks alone."""
+single last token among chunks, chunks alone, decodes whose contexts fall in different length
+buckets."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ SHAPES = {
     "decodes and chunks": ([1, 1, 9, 23], [33, 2, 0, 16]),
     "a one-token chunk among chunks": ([7, 1, 12], [0, 30, 5]),
     "chunks": ([4, 19], [0, 8]),
+    "decodes of many lengths, and a chunk": ([1, 1, 1, 1, 6], [3, 290, 700, 1100, 20]),
 }
 
 
