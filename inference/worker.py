@@ -10,10 +10,14 @@ Contract:
   error after acceptance arrives as a `StreamError` in a frame.
 - A `Cancel` on `CANCEL` aborts the request in the engine (its KV blocks are freed at once);
   a cancel that overtakes its request is remembered for a while and honoured on arrival.
-- Publishes a `Heartbeat` every `heartbeat_interval` on `HEARTBEAT`, answers the same on
-  `worker_stats(worker_id)`, and publishes `KVEvent`s on `KV_EVENTS` when blocks change
-  (numbered by `seq`); a `KVResync` for it (or for all) is answered with one `full` KVEvent
-  holding every cached key, taken after the engine's next step's own events.
+- Publishes a `Heartbeat` every `heartbeat_interval` on `HEARTBEAT`, and one at once when a
+  step leaves it holding no request (after that step's frames and KV events): a router counts
+  the requests it sent since a worker's last heartbeat as its load, and without it a worker
+  that finished them looked busy until the next beat, so a client's next request for the same
+  prefix went to another worker. It answers the same on `worker_stats(worker_id)`, and
+  publishes `KVEvent`s on `KV_EVENTS` when blocks change (numbered by `seq`); a `KVResync` for
+  it (or for all) is answered with one `full` KVEvent holding every cached key, taken after
+  the engine's next step's own events.
 - The engine runs in its own process behind `EngineClient`: the model never waits for this
   process's network code, and this process never waits for a step.
 - A step's frames are published before its telemetry runs (spans, metrics): a first token
@@ -258,6 +262,7 @@ class Worker(Actor):
         when embedding vectors would make one too big), then the step's telemetry."""
         arrived = time.monotonic()
         frames = _Frames(self.worker_id, self._out)
+        held = bool(self.active)
         if step.crashed is not None:
             self.telemetry.on_step(step, arrived)  # at once: it fails the requests held now
             for rid, st in self.active.items():
@@ -288,6 +293,8 @@ class Worker(Actor):
         if step.crashed is None:  # behind the frames, ahead of the KV events: see _publisher
             self._out.put_nowait(_StepTelemetry(step, arrived))
         self._kv_events(step)
+        if held and not self.active:  # idle now: say so (module contract)
+            self._out.put_nowait((wire.HEARTBEAT, self.heartbeat()))
 
     def _emit(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None) -> None:
         """Hot path: `chunk` into its gateway's frame; with `usage`, the request's last."""

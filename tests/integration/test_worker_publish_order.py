@@ -1,10 +1,12 @@
 """A worker publishes a step's tokens before it does the step's telemetry (issue 12: a first
-token must not wait for bookkeeping), against a real nats-server."""
+token must not wait for bookkeeping), and a heartbeat once a step leaves it idle, after that
+step's frames, against a real nats-server."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import nats
 
@@ -15,7 +17,7 @@ from inference.telemetry import GenerationTelemetry
 from inference.worker import Active, Worker
 from inference.worker_config import WorkerConfig
 from kvmesh import wire
-from kvmesh.wire import Deltas, TokenizedRequest
+from kvmesh.wire import Deltas, Heartbeat, TokenizedRequest
 
 
 class _Recorder(GenerationTelemetry):
@@ -40,15 +42,20 @@ async def test_a_steps_frames_are_on_the_socket_before_its_telemetry_runs(nats_u
     await worker.connect()
     publisher = asyncio.create_task(worker._publisher())
     try:
-        got: asyncio.Queue[Deltas] = asyncio.Queue()
+        got: asyncio.Queue[Deltas | Heartbeat] = asyncio.Queue()
 
-        async def on_frame(msg: nats.aio.msg.Msg) -> None:
-            got.put_nowait(wire.decode(msg.data, Deltas))
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            got.put_nowait(wire.decode(msg.data, Deltas, Heartbeat))
 
         inbox = listener.new_inbox()
-        await listener.subscribe(inbox, cb=on_frame)
+        await listener.subscribe(inbox, cb=on_msg)
+        await listener.subscribe(wire.HEARTBEAT, cb=on_msg)
         await listener.flush()
         stats = EngineStats(0, 0, 1, 1, 0, 0, 0, 0, 0)
+        # What `heartbeat()` reads of the engine process's client (none runs here).
+        worker.engine = SimpleNamespace(  # type: ignore[assignment]
+            stats=stats, ready=SimpleNamespace(limits=SimpleNamespace(max_model_len=64),
+                                               block_size=16, pooling=None))
         recorder = worker.telemetry = _Recorder(worker, stats)
         for rid, ids in (("a", [1, 2, 3]), ("b", [1, 2, 3, 4])):
             req = TokenizedRequest(request_id=rid, model="m", reply_to=inbox,
@@ -57,15 +64,17 @@ async def test_a_steps_frames_are_on_the_socket_before_its_telemetry_runs(nats_u
             worker.active[rid] = Active(inbox, want_logprobs=False)
         before = time.monotonic()
         worker._on_step(EngineStep([("a", 0, [7], "x", None, None, None)], stats,
-                                   [("a", 3, True)], time.time_ns(), 0.001))
+                                   [("a", 3)], time.time_ns(), 0.001))
         worker._on_step(EngineStep([("a", 0, [8], "y", None, "length", Usage(3, 2, 0)),
                                     ("b", 0, [9], "z", None, "length", Usage(4, 1, 0))],
-                                   stats, [("a", 1, False), ("b", 4, True)], time.time_ns(),
-                                   0.001))
+                                   stats, [("b", 4)], time.time_ns(), 0.001))
         frames = [await asyncio.wait_for(got.get(), 10) for _ in range(2)]
+        beat = await asyncio.wait_for(got.get(), 10)  # the two finished: it is idle
         await asyncio.wait_for(worker._out.join(), 10)
+        assert all(isinstance(f, Deltas) for f in frames)
         assert [[(c.request_id, c.text) for c in f.chunks] for f in frames] == \
-            [[("a", "x")], [("a", "y"), ("b", "z")]]
+            [[("a", "x")], [("a", "y"), ("b", "z")]]  # type: ignore[union-attr]
+        assert isinstance(beat, Heartbeat) and beat.worker_id == "w-order" and beat.running == 0
         assert recorder.unsent_at_step == [0, 0]  # each step's frame was written first
         assert all(before <= t <= time.monotonic() for t in recorder.arrivals)
         assert recorder.requests == {} and worker.active == {}  # both finished
