@@ -26,6 +26,7 @@ SHAPES = {  # name: (new tokens per sequence, context before the step)
     "256 decodes": ([1] * 256, [300] * 256),
     "255 decodes + a 200-token prompt": ([1] * 255 + [200], [300] * 255 + [0]),
     "63 decodes + 1 decode at 4,000": ([1] * 64, [300] * 63 + [4000]),
+    "a 2,048-token prompt alone": ([2048], [0]),
 }
 
 

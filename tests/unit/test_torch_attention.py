@@ -17,6 +17,8 @@ SHAPES = {
     "a one-token chunk among chunks": ([7, 1, 12], [0, 30, 5]),
     "chunks": ([4, 19], [0, 8]),
     "decodes of many lengths, and a chunk": ([1, 1, 1, 1, 6], [3, 290, 700, 1100, 20]),
+    "a whole prompt alone": ([12], [0]),
+    "a decode and a whole prompt": ([1, 12], [30, 0]),
 }
 
 
