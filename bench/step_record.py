@@ -36,7 +36,7 @@ def main() -> None:
              "length" if i % 32 == 0 else None, Usage(200, 128, 0) if i % 32 == 0 else None)
             for i in range(args.seqs)]
     stats = EngineStats(args.seqs, 3, 10000, 5000, 5000, 100, 5000, 100000, 0)
-    step = EngineStep(rows, stats, [(rows[0][0], 200, True)], 1, 0.005, args.seqs, args.seqs)
+    step = EngineStep(rows, stats, [(rows[0][0], 200)], 1, 0.005, args.seqs, args.seqs)
 
     for _ in range(2):
         print("plain  ", _costs(lambda: _plain_dumps(step), pickle.loads, args.reps))
