@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
-from collections.abc import Callable
+import os
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import median_us
 from cache.client import DEFAULT_MAX_PAYLOAD, HEADROOM, split_puts
 from gateway.coalesce import compact
 from kvmesh import wire
@@ -31,17 +33,6 @@ def service(frames: list[bytes]) -> None:
         wire.encode(CacheHit(put.key, put.chunks, put.part, put.parts))
 
 
-def median_us(fn: Callable[[], object], rounds: int) -> float:
-    for _ in range(rounds // 10):
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=128)
@@ -53,8 +44,9 @@ def main() -> None:
                         ("compacted", lambda: gateway(compact(chunks)))):
         frames = store()
         serve = functools.partial(service, frames)
-        print(f"{name}: gateway {median_us(store, args.rounds):.1f} us, cache service "
-              f"{median_us(serve, args.rounds):.1f} us, "
+        warm = args.rounds // 10
+        print(f"{name}: gateway {median_us(store, args.rounds, warm):.1f} us, cache service "
+              f"{median_us(serve, args.rounds, warm):.1f} us, "
               f"{sum(map(len, frames))} bytes in {len(frames)} put(s)")
 
 

@@ -11,11 +11,14 @@ of `--reps`.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
+from bench.timing import median_us
 from inference.engine.attention import AttentionMetadata
 from inference.engine.torch_attention import TorchAttentionBackend
 
@@ -57,13 +60,12 @@ def layer_ms(q_lens: list[int], ctx: list[int], reps: int) -> float:
     kv = torch.randn(2, blocks, BLOCK, KV_HEADS, HEAD_DIM)
     q, k, v = (torch.randn(t, h, HEAD_DIM) for h in (HEADS, KV_HEADS, KV_HEADS))
     backend = TorchAttentionBackend(BLOCK)
-    times = []
-    for _ in range(reps + 1):  # the first is warm-up
-        t0 = time.perf_counter()
+
+    def step() -> None:
         backend.begin_step(meta)
         backend.forward(q, k, v, kv, meta, HEAD_DIM ** -0.5)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:]) * 1e3
+
+    return median_us(step, reps) / 1e3
 
 
 def main() -> None:
