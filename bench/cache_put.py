@@ -1,5 +1,5 @@
 """What storing one answer in the result cache costs, on this machine: the gateway's part
-(`gateway.coalesce.compact`, `cache.client.split_puts`, encoding each put) and the cache
+(`kvmesh.coalesce.compact`, `cache.client.split_puts`, encoding each put) and the cache
 service's (decoding a put, encoding the entry it writes to Redis), for an answer of `--tokens`
 one-token chunks as a worker streams them, stored as streamed and compacted.
 
@@ -17,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import median_us
 from cache.client import DEFAULT_MAX_PAYLOAD, HEADROOM, split_puts
-from gateway.coalesce import compact
 from kvmesh import wire
+from kvmesh.coalesce import compact
 from kvmesh.wire import CacheHit, CachePut, Chunk, UsageInfo
 
 

@@ -178,6 +178,7 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
            "KVMESH_WORKER_MAX_MODEL_LEN": str(args.max_model_len),
            "KVMESH_WORKER_MAX_WAITING": "4096",
            "KVMESH_WORKER_LOAD_FORMAT": args.load_format,
+           "KVMESH_WORKER_STREAM_INTERVAL": str(args.stream_interval),
            "KVMESH_ROUTER_MAX_CONCURRENCY": "2048",
            "KVMESH_LOG_LEVEL": "WARNING"}
     if args.model:
@@ -469,6 +470,8 @@ def main() -> None:
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--port", type=int, default=0, help="the gateway's; 0 = a free one")
     ap.add_argument("--tracing", action="store_true", help="sample every request, export OTLP")
+    ap.add_argument("--stream-interval", type=int, default=1,
+                    help="the worker's: tokens a stream's chunks gather before they are sent")
     ap.add_argument("--stagger", action="store_true",
                     help="first request of each stream 1..max-tokens long (engine and mesh)")
     ap.add_argument("--skip-engine", action="store_true")
@@ -479,7 +482,8 @@ def main() -> None:
         engine_main(args)
         return
     label = f"{Path(args.model or 'default').name}, {args.gateways} gateway(s), " \
-            f"tracing {'on' if args.tracing else 'off'}"
+            f"tracing {'on' if args.tracing else 'off'}" + \
+            (f", stream interval {args.stream_interval}" if args.stream_interval > 1 else "")
     report: dict[str, Any] = {"label": label, "args": vars(args)}
     if not args.skip_engine:
         report["engine"] = run_engine(args)

@@ -20,8 +20,11 @@
 #                                       and the mesh alternated, each its own process; with
 #                                       BASE=<a tree of another commit> its mesh between them
 #   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
+#   bash bench/gpu_session.sh interval  the engine alone, and the mesh at 256 streams with stream
+#                                       intervals 1 and 4, alternated
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
-#                                       without, alternated; BASE=<tree> adds its traced mesh
+#                                       without, alternated three times; BASE=<tree> adds its
+#                                       traced mesh
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +70,11 @@ step_phases() {  # host ms per engine phase, constrained and free, on both shape
 }
 
 SMOL=$PWD/.bench_models/SmolLM2-135M-Instruct
+cpu_speed() {  # each CPU's Python speed now, labelled $1 (the vCPUs change speed: cpu_speed.py)
+  python3 bench/cpu_speed.py --repeat 3 | sed "s/^/$1 /" | tee -a "$OUT/cpu_speed.txt" | cut -c1-60
+}
 alone256() {  # the engine alone, 256 staggered streams, from a fresh process; $1 labels it
+  cpu_speed "alone $1"
   timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --engine-only \
     --levels 256 --stagger --warmup 3 --engine-duration 8 2>"$OUT/alone-$1.err" \
     | grep '^ENGINE' | sed "s/^ENGINE/alone $1/" | tee -a "$OUT/alone.txt" | cut -c1-300
@@ -76,6 +83,7 @@ mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 label
   # another tree (its own code and bench/gpu_serving.py) instead of this one; $3...: more flags
   local label=$1 tree=${2:-$PWD}
   shift $(( $# < 2 ? $# : 2 ))
+  cpu_speed "mesh $label"
   (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
     timeout 280 python3 bench/gpu_serving.py --model "$SMOL" --load-format \
     dummy --levels 256 --stagger --skip-engine --duration 10 --warmup 3 --clients 8 \
@@ -91,11 +99,18 @@ mesh256)
     if [ -n "$BASE" ]; then mesh256 "base-$r" "$BASE"; fi
   done
   ;;
+interval)
+  for r in 1 2; do
+    alone256 "$r"
+    mesh256 "si1-$r"
+    mesh256 "si4-$r" "" --stream-interval 4
+  done
+  ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
   ;;
 tracing)
-  for r in 1 2; do
+  for r in 1 2 3; do
     mesh256 "off-$r"
     mesh256 "traced-$r" "" --tracing
     if [ -n "$BASE" ]; then mesh256 "base-traced-$r" "$BASE" --tracing; fi

@@ -45,7 +45,6 @@ from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
 from gateway.cache_route import open_cached
-from gateway.coalesce import coalesce, compact
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, no_worker
@@ -59,6 +58,7 @@ from gateway.responses_api import add_responses_routes
 from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
 from gateway.tokenize_routes import add_tokenize_routes
+from kvmesh.coalesce import coalesce, compact
 from kvmesh.wire import Identity
 from telemetry import tracing
 

@@ -33,7 +33,6 @@ from aiohttp import web
 from cache.client import ReplayStream, route_headers
 from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
-from gateway.coalesce import coalesce
 from gateway.errors import ApiError, bad_field
 from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
@@ -42,6 +41,7 @@ from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import EventStream, ResponseFrame, as_message, status_of
 from gateway.responses_store_client import STORE
 from gateway.sse import SseWriter
+from kvmesh.coalesce import coalesce
 from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
 
 log = logging.getLogger("kvmesh.gateway.responses")

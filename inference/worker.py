@@ -7,7 +7,8 @@ Contract:
   400 `context_length_exceeded`, 404 another model, 503 draining or full); an admitted one gets
   `Accepted`, and from then on its deltas travel in `Deltas` frames to its `reply_to`: one frame
   per engine step per destination, chunks in `seq` order, the last chunk carrying usage. An
-  error after acceptance arrives as a `StreamError` in a frame.
+  error after acceptance arrives as a `StreamError` in a frame. With `stream_interval` N above
+  1 a request's chunks go every N tokens, coalesced (inference/stream_interval.py).
 - A `Cancel` on `CANCEL` aborts the request in the engine (its KV blocks are freed at once);
   a cancel that overtakes its request is remembered for a while and honoured on arrival.
 - Publishes a `Heartbeat` every `heartbeat_interval` on `HEARTBEAT`, and one at once when a
@@ -43,7 +44,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from inference.engine.prompt_check import check_logit_bias, check_prompt
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient, EngineStartError
 from inference.engine_protocol import EngineStep
+from inference.stream_interval import Held
 from inference.worker_config import WorkerConfig
 from kvmesh import wire
 from kvmesh.actor import Actor
@@ -106,7 +108,8 @@ class Active:
 
     reply_to: str
     want_logprobs: bool
-    seq: int = 0
+    seq: int = 0  # the next chunk's
+    held: Held = field(default_factory=Held)  # stream_interval > 1: chunks not yet sent
 
 
 class Worker(Actor):
@@ -274,20 +277,23 @@ class Worker(Actor):
             if st is not None:
                 frames.get(st.reply_to).errors.append(
                     StreamError(rid, error_table.rejected(exc)))
-        active, prompts = self.active, step.prompts
+        active, prompts, interval = self.active, step.prompts, self.cfg.stream_interval
         for rid, index, token_ids, text, logprobs, finish, usage in step.outputs:
             st = active.get(rid)
             if st is None:
                 continue  # cancelled
             lps = _logprobs(logprobs, step.token_text) if st.want_logprobs else None
-            chunk = Chunk(rid, st.seq, index, text, token_ids, lps, finish)
+            chunk = Chunk(rid, 0, index, text, token_ids, lps, finish)
             if prompts and rid in prompts and not token_ids:
                 chunk.prompt = _prompt_echo(prompts.pop(rid), step.token_text)
-            self._emit(frames, st, chunk, usage)
+            if interval > 1:
+                self._emit_held(frames, st, chunk, usage, interval)
+            else:
+                self._emit(frames, st, chunk, usage)
         for out in step.embeddings:
             st = active.get(out.request_id)
             if st is not None:
-                self._emit(frames, st, Chunk(out.request_id, st.seq, out.index, "", [],
+                self._emit(frames, st, Chunk(out.request_id, 0, out.index, "", [],
                                              embedding=out.embedding), out.usage)
         frames.send()
         if step.crashed is None:  # behind the frames, ahead of the KV events: see _publisher
@@ -297,13 +303,25 @@ class Worker(Actor):
             self._out.put_nowait((wire.HEARTBEAT, self.heartbeat()))
 
     def _emit(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None) -> None:
-        """Hot path: `chunk` into its gateway's frame; with `usage`, the request's last."""
+        """Hot path: `chunk` (numbered here) into its gateway's frame; with `usage`, the
+        request's last."""
+        chunk.seq = st.seq
         st.seq += 1
         if usage is not None:
             chunk.usage = UsageInfo(usage.prompt_tokens, usage.completion_tokens,
                                     usage.cached_tokens)
             del self.active[chunk.request_id]
         frames.add(st.reply_to, chunk)
+
+    def _emit_held(self, frames: _Frames, st: Active, chunk: Chunk, usage: Usage | None,
+                   interval: int) -> None:
+        """`stream_interval` above 1: `chunk` is held, or sent with the request's held chunks
+        (inference/stream_interval.py)."""
+        out = st.held.take(chunk, interval, usage is not None)
+        for c in out[:-1]:
+            self._emit(frames, st, c, None)
+        if out:
+            self._emit(frames, st, out[-1], usage)
 
     def _kv_events(self, step: EngineStep) -> None:
         if step.stored or step.evicted:

@@ -24,6 +24,9 @@ class WorkerConfig(Ranged):
     heartbeat_interval: float = 0.5
     max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
     torch_threads: int = 0  # 0 = torch's default (set in the engine process)
+    # Tokens a request's chunks gather before they are sent (first token and last at once;
+    # inference/stream_interval.py); 1 = every token, as it is sampled.
+    stream_interval: int = 1
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
     metrics_host: str = "127.0.0.1"  # address /metrics listens on (compose: 0.0.0.0)
     vllm_metrics: bool = True  # also export vLLM's metric names (inference/vllm_names.py)
@@ -31,4 +34,4 @@ class WorkerConfig(Ranged):
     log_level: str = "INFO"
     engine: EngineConfig = field(default_factory=EngineConfig)
 
-    POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval"})
+    POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval", "stream_interval"})

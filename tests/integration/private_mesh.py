@@ -26,21 +26,24 @@ def start_nats(port: int, logs: Path, max_payload: int | None = None) -> procs.C
     return child
 
 
-def start_worker(m: Mesh, worker_id: str, grace_period: float = 30.0) -> None:
+def start_worker(m: Mesh, worker_id: str, grace_period: float = 30.0,
+                 env: dict[str, str] | None = None) -> None:
+    """A worker of `m`; `env` adds (or overrides) its `KVMESH_WORKER_*` settings."""
     log = open(m.logs / f"{worker_id}.log", "ab")  # noqa: SIM115 - the child owns it
     m.workers[worker_id] = procs.start(worker_id, procs.service_argv("worker"), env={
         "KVMESH_NATS_URL": m.nats_url, "KVMESH_WORKER_WORKER_ID": worker_id,
         "KVMESH_WORKER_TORCH_THREADS": "1", "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
         "KVMESH_WORKER_NUM_KV_BLOCKS": "256", "KVMESH_WORKER_METRICS_PORT": "0",
-        "KVMESH_WORKER_GRACE_PERIOD": str(grace_period),
+        "KVMESH_WORKER_GRACE_PERIOD": str(grace_period), **(env or {}),
     }, log=log)
 
 
 @contextmanager
 def private_mesh(logs: Path, workers: tuple[str, ...] = ("a", "b"),
-                 max_payload: int | None = None,
-                 grace_period: float = 30.0) -> Iterator[tuple[Mesh, procs.Child]]:
-    """Yield (the mesh, its nats-server); `mesh.others` holds router and gateway."""
+                 max_payload: int | None = None, grace_period: float = 30.0,
+                 worker_env: dict[str, str] | None = None) -> Iterator[tuple[Mesh, procs.Child]]:
+    """Yield (the mesh, its nats-server); `mesh.others` holds router and gateway;
+    `worker_env`: settings for every worker (`start_worker`)."""
     logs.mkdir(parents=True, exist_ok=True)
     nats_port = procs.free_port()
     nats = start_nats(nats_port, logs, max_payload)
@@ -53,7 +56,7 @@ def private_mesh(logs: Path, workers: tuple[str, ...] = ("a", "b"),
     m = Mesh(nats_url, base_url, logs, others=[router, gateway])
     try:
         for w in workers:
-            start_worker(m, w, grace_period)
+            start_worker(m, w, grace_period, worker_env)
         m.wait_ready(len(workers))
         yield m, nats
     finally:

@@ -3,7 +3,7 @@ and nothing about the answer changes (text, token ids, logprobs, finish reason, 
 
 from __future__ import annotations
 
-from gateway.coalesce import RUN_CHARS, RUN_TOKENS, coalesce, compact
+from kvmesh.coalesce import RUN_CHARS, RUN_TOKENS, coalesce, compact
 from kvmesh.wire import Chunk, Logprob, PromptEcho, UsageInfo
 
 

@@ -1,7 +1,8 @@
-"""Coalescing deltas: when a client reads slower than the engine writes, the chunks that piled
-up since its last write go out as one delta per choice (OpenAI clients accept multi-token
-deltas), so a slow client costs one event per write, not one per token. An answer stored in
-the result cache is coalesced likewise, in bounded runs (`compact`): fewer, larger chunks to
+"""Coalescing deltas: several chunks of one request joined into one chunk per choice (OpenAI
+clients accept multi-token deltas). The gateway does it when a client reads slower than the
+engine writes, so a slow client costs one event per write, not one per token; a worker with a
+`stream_interval` above 1 does it before sending (inference/stream_interval.py); an answer
+stored in the result cache is coalesced in bounded runs (`compact`): fewer, larger chunks to
 encode, send, keep in Redis and replay.
 """
 
