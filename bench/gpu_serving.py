@@ -346,15 +346,16 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
                             why = f"{r.status} {(await r.read())[:200]!r}"
                             errors[why] = errors.get(why, 0) + 1
                         else:
-                            async for line in r.content:
-                                if not line.startswith(b"data: "):
-                                    continue
-                                if first is None:
-                                    first = time.time()
-                                if b'"usage":{' in line:
-                                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-                                if line.startswith(b"data: [DONE]"):
-                                    ok = tokens > 0
+                            # Whatever arrived, not line by line: the clients share the host
+                            # with the mesh, so they do as little per event as they can. The
+                            # body's first bytes are the first token's event; the usage event
+                            # and [DONE] are in its last bytes.
+                            tail = b""
+                            async for data in r.content.iter_any():
+                                first = first or time.time()
+                                tail = (tail + data)[-8192:]
+                            tokens = _usage_tokens(tail)
+                            ok = tokens > 0 and tail.rstrip().endswith(b"data: [DONE]")
                 except aiohttp.ClientError as exc:
                     errors[repr(exc)[:200]] = errors.get(repr(exc)[:200], 0) + 1
                 results.append((t0, first, time.time(), tokens, ok))
@@ -362,6 +363,15 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
 
         await asyncio.gather(*(one_stream() for _ in range(streams)))
     queue.put((results, errors))
+
+
+def _usage_tokens(tail: bytes) -> int:
+    """Completion tokens of the usage event in a stream's last bytes (0 if there is none)."""
+    at = tail.rfind(b"data: {", 0, tail.rfind(b'"usage":{') + 1)
+    if at < 0:
+        return 0
+    event = tail[at + 6:].split(b"\n", 1)[0]
+    return json.loads(event)["usage"]["completion_tokens"]
 
 
 def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespace,
@@ -379,6 +389,7 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
              enumerate(per)]
     for p in procs:
         p.start()
+    pids = {**pids, **{p.pid: "clients" for p in procs}}  # the load's own CPU, reported too
     time.sleep(max(0.0, start_at - time.time()))
     ports = 4 + args.gateways  # router, one worker, auth, cache, the gateways
     cpu0, hops0 = cpu_seconds(pids), hop_totals(args.metrics_port, ports)
