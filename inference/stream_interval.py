@@ -3,8 +3,9 @@ are sent every `interval` tokens instead of every token, so the worker's frames,
 SSE events and the client's reads shrink by that factor when many streams share a host.
 
 Contract of `Held.take`: a chunk waits with the request's earlier unsent chunks until they
-hold `interval` tokens. It goes at once, with them, when it is the request's first token (time
-to first token never waits), echoes the prompt, finishes its choice, or ends the request. What
+hold `interval` tokens. It goes at once, with them, until some text of the request has gone
+(time to first token never waits, even when the first token is half a character and shows
+nothing), when it echoes the prompt, finishes its choice, or ends the request. What
 is sent is the held chunks coalesced (`kvmesh.coalesce.coalesce`: one chunk per choice, text,
 tokens and logprobs joined in order), with the ending choice's chunk last, so the request's
 usage stays on its last chunk. The worker calls it only when `interval` is above 1: with 1
@@ -25,7 +26,7 @@ class Held:
 
     chunks: list[Chunk] = field(default_factory=list)
     tokens: int = 0
-    streamed: bool = False  # a token of this request has been sent
+    streamed: bool = False  # some text of this request has been sent
 
     def take(self, chunk: Chunk, interval: int, ends: bool) -> list[Chunk]:
         """Hold `chunk`; return what to send now, in order (maybe nothing). `ends`: the
@@ -38,6 +39,6 @@ class Held:
         out = coalesce(self.chunks)
         if ends and len(out) > 1:  # stable: only the ending choice's chunk moves, to the end
             out.sort(key=lambda c: c.index == chunk.index)
-        self.streamed = self.streamed or self.tokens > 0
+        self.streamed = self.streamed or any(c.text for c in out)
         self.chunks, self.tokens = [], 0
         return out

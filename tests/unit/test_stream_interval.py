@@ -59,6 +59,15 @@ def test_a_choice_that_finishes_sends_what_is_held_and_the_ending_choice_goes_la
     assert [(c.index, c.token_ids) for c in out] == [(1, [5]), (0, [4, 6])]
 
 
+def test_a_first_token_without_text_does_not_end_the_wait_for_the_first_text() -> None:
+    held = Held()
+    half = Chunk("r", 0, 0, "", [1], None)  # half a character: no text yet
+    assert held.take(half, 8, False) == [half]
+    rest = Chunk("r", 0, 0, "é", [2], None)
+    assert held.take(rest, 8, False) == [rest]  # the first text goes at once
+    assert held.take(_tok(3), 8, False) == []
+
+
 def test_interval_one_sends_every_chunk_as_it_comes() -> None:
     chunks = [_tok(i) for i in range(5)]
     assert [len(s) for s in _sent(Held(), chunks, 1)] == [1] * 5
