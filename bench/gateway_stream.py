@@ -8,11 +8,12 @@ nats-server and one gateway process start (auth and the result cache off). This 
 the router (answers `kvmesh.router.generate` with `Accepted`) and one worker (heartbeats, and
 every `--step-ms` one `Deltas` frame with a one-token chunk for every open request, `--tokens`
 a request, the last with usage; with `--stream-interval` N a request's chunk goes every N
-steps with N tokens, as a worker with that setting sends them: the same tokens a second). A child process runs `--streams`
-closed-loop streamed `/v1/completions` (aiohttp, reading whatever arrives). Per round it
-prints the gateway's CPU over the window: µs per delivered token and per request, and its
-share of a core. The stand-in does no tokenizing and no model work, so the gateway's cost is
-what is left; compare trees by running this in each, alternated.
+steps with N tokens, as a worker with that setting sends them: the same tokens a second). A
+child process runs `--streams` closed-loop streamed `/v1/completions` (aiohttp, reading
+whatever arrives). Per round it prints the gateway's CPU over the window: µs per delivered
+token and per request, and its share of a core. The stand-in does no tokenizing and no model
+work, so the gateway's cost is what is left; compare trees by running this in each,
+alternated.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import nats  # noqa: E402
+import nats
 
-from kvmesh import wire  # noqa: E402
-from kvmesh.cli import procs  # noqa: E402
-from kvmesh.wire import Accepted, Chunk, Deltas, GenerateRequest, Heartbeat, UsageInfo  # noqa: E402
+from kvmesh import wire
+from kvmesh.cli import procs
+from kvmesh.wire import Accepted, Chunk, Deltas, GenerateRequest, Heartbeat, UsageInfo
 
 MODEL = "bench-model"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -131,7 +132,8 @@ async def one_round(args: argparse.Namespace, nats_url: str, url: str, gateway_p
     await nc.close()
     window = [n for t, n in done if start <= t <= stop_at]
     tokens, cpu = sum(window), c1 - c0
-    return {"tokens": tokens, "requests": len(window), "gateway_cores": round(cpu / args.seconds, 3),
+    return {"tokens": tokens, "requests": len(window),
+            "gateway_cores": round(cpu / args.seconds, 3),
             "us_per_token": round(cpu / max(1, tokens) * 1e6, 2),
             "us_per_request": round(cpu / max(1, len(window)) * 1e6, 1)}
 
