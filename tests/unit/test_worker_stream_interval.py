@@ -33,6 +33,11 @@ def _run(interval: int, tokens: int) -> list[list[Chunk]]:
             [("a", 0, [100 + i], f"w{i} ", None, "length" if last else None,
               Usage(5, tokens, 0) if last else None)],
             STATS, [], time.time_ns(), 0.001))
+    return _frames(worker)
+
+
+def _frames(worker: Worker) -> list[list[Chunk]]:
+    """The chunks of each `Deltas` frame the worker queued since the last call, in order."""
     frames = []
     while not worker._out.empty():
         item = worker._out.get_nowait()
@@ -65,9 +70,7 @@ def test_a_cancelled_request_drops_what_it_held() -> None:
     worker.active.pop("a")  # what `_cancel` does; nothing of it is sent again
     worker._on_step(EngineStep([("a", 0, [2], "x", None, None, None)], STATS, [],
                                time.time_ns(), 0.001))
-    sent = [item[1] for item in list(worker._out._queue)  # type: ignore[attr-defined]
-            if isinstance(item, tuple) and isinstance(item[1], Deltas)]
-    assert [[c.token_ids for c in f.chunks] for f in sent] == [[[0]]]
+    assert [[c.token_ids for c in f] for f in _frames(worker)] == [[[0]]]
 
 
 def test_the_setting_is_refused_at_zero() -> None:
