@@ -24,7 +24,7 @@ class WorkerConfig(Ranged):
     heartbeat_interval: float = 0.5
     max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
     torch_threads: int = 0  # 0 = torch's default (set in the engine process)
-    # Tokens a request's chunks gather before they are sent (first token and last at once;
+    # Tokens a request's chunks gather before they are sent (its first text and its end at once;
     # inference/stream_interval.py); 1 = every token, as it is sampled.
     stream_interval: int = 1
     metrics_port: int = 9102  # Prometheus /metrics; 0 = off; one port per worker on a host
