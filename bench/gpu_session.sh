@@ -22,6 +22,8 @@
 #   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
 #   bash bench/gpu_session.sh interval  the engine alone, and the mesh at 256 streams with stream
 #                                       intervals 1 and 4, alternated
+#   bash bench/gpu_session.sh pinned    the mesh at 256 streams unpinned, and with its engine on a
+#                                       core of its own (bench/engine_core.py), alternated
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
@@ -104,6 +106,14 @@ interval)
     alone256 "$r"
     mesh256 "si1-$r"
     mesh256 "si4-$r" "" --stream-interval 4
+  done
+  ;;
+pinned)
+  read -r _ A B RATIO < <(python3 bench/engine_core.py siblings | tee -a "$OUT/pinned.txt")
+  echo "CPUs $A and $B share a core (a busy $A slows $B ${RATIO}x)"
+  for r in 1 2; do
+    mesh256 "free-$r"
+    python3 bench/engine_core.py pin "$B" "$A" >> "$OUT/pinned.txt" & mesh256 "pinned-$r"; wait
   done
   ;;
 spy)
