@@ -48,3 +48,34 @@ def test_an_interval_worker_streams_the_same_answer_in_fewer_events(
     assert "".join(held) == "".join(every_token)
     assert len(every_token) >= 20  # one event a token, bar a few empty deltas
     assert len(held) <= 1 + math.ceil((n - 1) / 4)  # the first token, then every 4
+
+
+def _chat(client, stream: bool) -> tuple[list[str], list[list[str]], list[str | None], int]:
+    """n=2 greedy chat with logprobs: each choice's text, its logprob tokens, its finish
+    reason, and the completion tokens reported."""
+    kw = {"stream_options": {"include_usage": True}} if stream else {}
+    resp = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Count to five."}], n=2,
+        max_tokens=12, temperature=0, logprobs=True, top_logprobs=2, stream=stream, **kw)
+    texts, tokens, finish, used = ["", ""], [[], []], [None, None], 0
+    for event in (resp if stream else [resp]):
+        for c in event.choices:
+            texts[c.index] += (c.delta.content if stream else c.message.content) or ""
+            tokens[c.index] += [lp.token for lp in (c.logprobs.content if c.logprobs else [])]
+            finish[c.index] = c.finish_reason or finish[c.index]
+        if event.usage is not None:
+            used = event.usage.completion_tokens
+    return texts, tokens, finish, used
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_two_choices_with_logprobs_come_out_the_same_at_either_interval(
+        interval_mesh: Mesh, client, stream: bool) -> None:
+    from openai import OpenAI
+
+    held = OpenAI(base_url=interval_mesh.base_url + "/v1", api_key="unused", max_retries=0,
+                  timeout=60)
+    every_token = _chat(client, stream)
+    assert _chat(held, stream) == every_token
+    texts, tokens, finish, used = every_token
+    assert all(texts) and all(finish) and used == sum(map(len, tokens)) > 0
