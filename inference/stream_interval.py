@@ -3,13 +3,13 @@ are sent every `interval` tokens instead of every token, so the worker's frames,
 SSE events and the client's reads shrink by that factor when many streams share a host.
 
 Contract of `Held.take`: a chunk waits with the request's earlier unsent chunks until they
-hold `interval` tokens. It goes at once, with them, until some text of the request has gone
-(time to first token never waits, even when the first token is half a character and shows
-nothing), when it echoes the prompt, finishes its choice, or ends the request. What
-is sent is the held chunks coalesced (`kvmesh.coalesce.coalesce`: one chunk per choice, text,
-tokens and logprobs joined in order), with the ending choice's chunk last, so the request's
-usage stays on its last chunk. The worker calls it only when `interval` is above 1: with 1
-its hot path is unchanged.
+hold `interval` tokens, except that it goes at once, with them, while none of the request's
+text has gone yet (time to first token never waits, even when the first token is half a
+character and shows nothing), and when it echoes the prompt, finishes its choice, or ends the
+request. What is sent is the held chunks coalesced (`kvmesh.coalesce.coalesce`: one chunk
+per choice, text, tokens and logprobs joined in order), with the ending choice's chunk last,
+so the request's usage stays on its last chunk. The worker calls it only when `interval` is
+above 1: with 1 its hot path is unchanged.
 """
 
 from __future__ import annotations
