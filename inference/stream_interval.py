@@ -9,7 +9,7 @@ character and shows nothing), and when it echoes the prompt, finishes its choice
 request. What is sent is the held chunks coalesced (`kvmesh.coalesce.coalesce`: one chunk
 per choice, text, tokens and logprobs joined in order), with the ending choice's chunk last,
 so the request's usage stays on its last chunk. The worker calls it only when `interval` is
-above 1: with 1 its hot path is unchanged.
+above 1: with 1 every chunk goes as it comes, with no holding on the hot path.
 """
 
 from __future__ import annotations
