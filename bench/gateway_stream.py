@@ -2,7 +2,7 @@
 and a stand-in for the router and the worker that answers at a set engine speed.
 
     python bench/gateway_stream.py [--streams 64] [--tokens 128] [--step-ms 8] [--seconds 8]
-                                   [--stream-interval 1] [--rounds 1]
+                                   [--stream-interval 1] [--rounds 1] [--real-router]
 
 nats-server and one gateway process start (auth and the result cache off). This process plays
 the router (answers `kvmesh.router.generate` with `Accepted`) and one worker (heartbeats, and
@@ -13,7 +13,9 @@ child process runs `--streams` closed-loop streamed `/v1/completions` (aiohttp, 
 whatever arrives). Per round it prints the gateway's CPU over the window: µs per delivered
 token and per request, and its share of a core. The stand-in does no tokenizing and no model
 work, so the gateway's cost is what is left; compare trees by running this in each,
-alternated.
+alternated. `--real-router` puts the real router (the default model's tokenizer, prompts of
+`--prompt-words` words) between the gateway and the stand-in, which then plays the worker
+only, and reports the router's CPU too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -33,7 +36,15 @@ import nats
 
 from kvmesh import wire
 from kvmesh.cli import procs
-from kvmesh.wire import Accepted, Chunk, Deltas, GenerateRequest, Heartbeat, UsageInfo
+from kvmesh.wire import (
+    Accepted,
+    Chunk,
+    Deltas,
+    GenerateRequest,
+    Heartbeat,
+    TokenizedRequest,
+    UsageInfo,
+)
 
 MODEL = "bench-model"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -52,7 +63,8 @@ class StandIn:
         self.open: dict[str, list] = {}  # request id -> [reply_to, seq, tokens made, sent]
 
     async def on_generate(self, msg) -> None:
-        req = wire.decode(msg.data, GenerateRequest)
+        """As the router (`kvmesh.router.generate`) or, behind a real router, as the worker."""
+        req = wire.decode(msg.data, GenerateRequest, TokenizedRequest)
         self.open[req.request_id] = [req.reply_to, 0, 0, 0]
         await msg.respond(wire.encode(Accepted(req.request_id, "bw", 8)))
 
@@ -87,19 +99,22 @@ class StandIn:
             await asyncio.sleep(max(0.0, step_s - (time.monotonic() - t0)))
 
 
-def client_main(url: str, streams: int, tokens: int, stop_at: float, q) -> None:
-    asyncio.run(_clients(url, streams, tokens, stop_at, q))
+def client_main(url: str, streams: int, tokens: int, words: int, stop_at: float, q) -> None:
+    asyncio.run(_clients(url, streams, tokens, words, stop_at, q))
 
 
-async def _clients(url: str, streams: int, tokens: int, stop_at: float, q) -> None:
+async def _clients(url: str, streams: int, tokens: int, words: int, stop_at: float, q) -> None:
     import aiohttp
 
     done: list[tuple[float, int]] = []
-    body = {"model": MODEL, "prompt": "hello", "max_tokens": tokens, "stream": True,
-            "stream_options": {"include_usage": True}}
+    rng = random.Random(os.getpid())
+    vocab = ["river", "stone", "light", "market", "engine", "quiet", "number", "garden"]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         async def one() -> None:
             while time.time() < stop_at:
+                body = {"model": MODEL, "max_tokens": tokens, "stream": True,
+                        "stream_options": {"include_usage": True},
+                        "prompt": " ".join(rng.choice(vocab) for _ in range(words))}
                 async with s.post(url + "/v1/completions", json=body) as r:
                     tail = b""
                     async for data in r.content.iter_any():
@@ -109,33 +124,37 @@ async def _clients(url: str, streams: int, tokens: int, stop_at: float, q) -> No
     q.put(done)
 
 
-async def one_round(args: argparse.Namespace, nats_url: str, url: str, gateway_pid: int) -> dict:
+async def one_round(args: argparse.Namespace, nats_url: str, url: str,
+                    measured: dict[str, int]) -> dict:
     nc = await nats.connect(nats_url)
     stand = StandIn(args.tokens, args.stream_interval)
-    await nc.subscribe(wire.ROUTER_GENERATE, cb=stand.on_generate)
+    subject = wire.worker_generate("bw") if args.real_router else wire.ROUTER_GENERATE
+    await nc.subscribe(subject, cb=stand.on_generate)
     await nc.flush()
     warm = 2.0
     start = time.time() + warm
     stop_at = start + args.seconds
     q = multiprocessing.get_context("spawn").Queue()
     kid = multiprocessing.get_context("spawn").Process(
-        target=client_main, args=(url, args.streams, args.tokens, stop_at, q))
+        target=client_main, args=(url, args.streams, args.tokens, args.prompt_words, stop_at, q))
     kid.start()
     runner = asyncio.create_task(stand.run(nc, args.step_ms / 1e3, stop_at + 30))
     await asyncio.sleep(start - time.time())
-    c0 = cpu_s(gateway_pid)
+    c0 = {name: cpu_s(pid) for name, pid in measured.items()}
     await asyncio.sleep(stop_at - time.time())
-    c1 = cpu_s(gateway_pid)
+    c1 = {name: cpu_s(pid) for name, pid in measured.items()}
     done = await asyncio.get_running_loop().run_in_executor(None, q.get)
     kid.join()
     runner.cancel()
     await nc.close()
     window = [n for t, n in done if start <= t <= stop_at]
-    tokens, cpu = sum(window), c1 - c0
-    return {"tokens": tokens, "requests": len(window),
-            "gateway_cores": round(cpu / args.seconds, 3),
-            "us_per_token": round(cpu / max(1, tokens) * 1e6, 2),
-            "us_per_request": round(cpu / max(1, len(window)) * 1e6, 1)}
+    tokens, out = sum(window), {}
+    for name in measured:
+        cpu = c1[name] - c0[name]
+        out[name] = {"cores": round(cpu / args.seconds, 3),
+                     "us_per_token": round(cpu / max(1, tokens) * 1e6, 2),
+                     "us_per_request": round(cpu / max(1, len(window)) * 1e6, 1)}
+    return {"tokens": tokens, "requests": len(window), **out}
 
 
 def main() -> None:
@@ -146,6 +165,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--stream-interval", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--prompt-words", type=int, default=150)
+    ap.add_argument("--real-router", action="store_true",
+                    help="a real router (the default model's tokenizer) in front of the stand-in")
     args = ap.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-stream-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
@@ -159,15 +181,41 @@ def main() -> None:
         "KVMESH_GATEWAY_AUTH": "0", "KVMESH_GATEWAY_RESULT_CACHE": "0",
         "KVMESH_GATEWAY_METRICS_PORT": "0", "KVMESH_LOG_LEVEL": "WARNING"},
         log=open(logs / "gateway.log", "ab"))  # noqa: SIM115
+    children, measured = [gw, nats_child], {"gateway": gw.proc.pid}
+    if args.real_router:
+        router = procs.start("router", procs.service_argv("router"), env={
+            "KVMESH_NATS_URL": nats_url, "KVMESH_ROUTER_METRICS_PORT": "0",
+            "KVMESH_LOG_LEVEL": "WARNING"}, log=open(logs / "router.log", "ab"))  # noqa: SIM115
+        children.insert(0, router)
+        measured["router"] = router.proc.pid
     try:
         procs.wait_port(gport, 30, gw.proc)
+        if args.real_router:
+            asyncio.run(_router_ready(nats_url))
         for _ in range(args.rounds):
-            got = asyncio.run(one_round(args, nats_url, f"http://127.0.0.1:{gport}", gw.proc.pid))
+            got = asyncio.run(one_round(args, nats_url, f"http://127.0.0.1:{gport}", measured))
             print(json.dumps({"streams": args.streams, "stream_interval": args.stream_interval,
                               **got}), flush=True)
     finally:
-        gw.stop(timeout=5)
-        nats_child.stop(timeout=3)
+        for child in children:
+            child.stop(timeout=5)
+
+
+async def _router_ready(nats_url: str, timeout: float = 120.0) -> None:
+    """Wait until the router (its tokenizer loaded) answers a ping."""
+    nc = await nats.connect(nats_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await nc.request(wire.ROUTER_PING, wire.encode(wire.Ping()), timeout=1)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+    finally:
+        await nc.close()
 
 
 if __name__ == "__main__":
