@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.cpu_speed import loop_ms
+from bench.mesh_spy import find_run
 
 
 def _on(cpu: int, repeat: int = 2) -> float:
@@ -55,35 +56,13 @@ def siblings() -> tuple[int, int, float]:
     return best
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):
-        return 0
-
-
-def _run_going() -> int | None:
-    """The engine process of a gpu_serving mesh whose client processes have started."""
-    pids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
-    spawned = [p for p in pids if "spawn_main" in _cmdline(p)]
-    clients = [p for p in spawned if "gpu_serving" in _cmdline(_parent(p))]
-    engines = [p for p in spawned if "serve worker" in _cmdline(_parent(p))]
-    return engines[0] if clients and engines else None
-
-
 def pin(cpu: int, sibling: int, wait_s: float = 240.0) -> None:
     deadline = time.monotonic() + wait_s
-    while (engine := _run_going()) is None:
+    while (run := find_run()) is None:
         if time.monotonic() > deadline:
             sys.exit("pin: no mesh run found")
         time.sleep(0.3)
+    engine = run["engine"]
     rest = os.sched_getaffinity(0) - {cpu, sibling}
     moved = 0
     for proc in Path("/proc").iterdir():

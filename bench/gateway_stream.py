@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nats
 
+from bench.gpu_serving import cpu_seconds
 from kvmesh import wire
 from kvmesh.cli import procs
 from kvmesh.wire import (
@@ -47,12 +48,6 @@ from kvmesh.wire import (
 )
 
 MODEL = "bench-model"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
 
 
 class StandIn:
@@ -140,17 +135,18 @@ async def one_round(args: argparse.Namespace, nats_url: str, url: str,
     kid.start()
     runner = asyncio.create_task(stand.run(nc, args.step_ms / 1e3, stop_at + 30))
     await asyncio.sleep(start - time.time())
-    c0 = {name: cpu_s(pid) for name, pid in measured.items()}
+    pids = {pid: name for name, pid in measured.items()}
+    c0 = cpu_seconds(pids)
     await asyncio.sleep(stop_at - time.time())
-    c1 = {name: cpu_s(pid) for name, pid in measured.items()}
+    c1 = cpu_seconds(pids)
     done = await asyncio.get_running_loop().run_in_executor(None, q.get)
     kid.join()
     runner.cancel()
     await nc.close()
     window = [n for t, n in done if start <= t <= stop_at]
     tokens, out = sum(window), {}
-    for name in measured:
-        cpu = c1[name] - c0[name]
+    for name, pid in measured.items():
+        cpu = c1[pid] - c0[pid]
         out[name] = {"cores": round(cpu / args.seconds, 3),
                      "us_per_token": round(cpu / max(1, tokens) * 1e6, 2),
                      "us_per_request": round(cpu / max(1, len(window)) * 1e6, 1)}

@@ -59,7 +59,7 @@ def record(out: Path, delay: float, seconds: int) -> dict[str, Path]:
     """py-spy files of the run's processes (see the module doc), by process."""
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + 240
-    while (found := _find()) is None:
+    while (found := find_run()) is None:
         if time.time() > deadline:
             sys.exit("mesh_spy: no gpu_serving mesh run found")
         time.sleep(0.5)
@@ -96,8 +96,9 @@ def show(path: Path, under: str, depth: int, top: int) -> str:
     return "\n".join([f"{total} samples", *rows])
 
 
-def _find() -> dict[str, int] | None:
-    """The run's engine, worker, router and busiest gateway, once its clients run."""
+def find_run() -> dict[str, int] | None:
+    """The pids of a bench/gpu_serving.py mesh's engine, worker, router and busiest gateway,
+    once its clients run (None before); bench/engine_core.py pins by it too."""
     procs = {int(d.name): _cmd(int(d.name)) for d in Path("/proc").iterdir() if d.name.isdigit()}
     parent = {p: _cmd(_ppid(p)) for p in procs}
     clients = [p for p, c in procs.items() if "spawn_main" in c and "gpu_serving" in parent[p]]

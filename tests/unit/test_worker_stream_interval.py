@@ -12,6 +12,7 @@ import pytest
 from inference.engine.engine_stats import EngineStats
 from inference.engine.outputs import Usage
 from inference.engine_protocol import EngineStep
+from inference.telemetry import GenerationTelemetry
 from inference.worker import Active, Worker
 from inference.worker_config import WorkerConfig
 from kvmesh.wire import Chunk, Deltas
@@ -22,11 +23,7 @@ STATS = EngineStats(0, 0, 1, 1, 0, 0, 0, 0, 0)
 def _run(interval: int, tokens: int) -> list[list[Chunk]]:
     """Feed `tokens` one-token steps of request "a" (the last one finishing it) to a worker;
     the chunks of each frame it queued, frame by frame."""
-    worker = Worker(WorkerConfig(worker_id="w-si", stream_interval=interval))
-    worker.engine = SimpleNamespace(  # what `heartbeat()` reads of the engine's client
-        stats=STATS, ready=SimpleNamespace(limits=SimpleNamespace(max_model_len=64),
-                                           block_size=16, pooling=None))
-    worker.active["a"] = Active("inbox", want_logprobs=False)
+    worker = _worker(interval)
     for i in range(tokens):
         last = i == tokens - 1
         worker._on_step(EngineStep(
@@ -34,6 +31,18 @@ def _run(interval: int, tokens: int) -> list[list[Chunk]]:
               Usage(5, tokens, 0) if last else None)],
             STATS, [], time.time_ns(), 0.001))
     return _frames(worker)
+
+
+def _worker(interval: int) -> Worker:
+    """A worker holding request "a", with what `heartbeat()` and a crashed step's telemetry
+    read (no engine process, no NATS)."""
+    worker = Worker(WorkerConfig(worker_id="w-si", stream_interval=interval))
+    worker.engine = SimpleNamespace(  # type: ignore[assignment]
+        stats=STATS, ready=SimpleNamespace(limits=SimpleNamespace(max_model_len=64),
+                                           block_size=16, pooling=None))
+    worker.telemetry = GenerationTelemetry("m", worker.worker_id, lambda: STATS)
+    worker.active["a"] = Active("inbox", want_logprobs=False)
+    return worker
 
 
 def _frames(worker: Worker) -> list[list[Chunk]]:
@@ -60,8 +69,7 @@ def test_chunks_go_every_interval_tokens_in_order_with_usage_last(
 
 
 def test_a_cancelled_request_drops_what_it_held() -> None:
-    worker = Worker(WorkerConfig(worker_id="w-si", stream_interval=4))
-    worker.active["a"] = Active("inbox", want_logprobs=False)
+    worker = _worker(4)
     for i in range(2):
         worker._on_step(EngineStep([("a", 0, [i], "x", None, None, None)], STATS, [],
                                    time.time_ns(), 0.001))
@@ -76,3 +84,21 @@ def test_a_cancelled_request_drops_what_it_held() -> None:
 def test_the_setting_is_refused_at_zero() -> None:
     with pytest.raises(ValueError, match="stream_interval"):
         WorkerConfig(stream_interval=0)
+
+
+def test_a_crashed_engine_fails_the_request_and_sends_nothing_it_held() -> None:
+    worker = _worker(4)
+    for i in range(2):
+        worker._on_step(EngineStep([("a", 0, [i], "x", None, None, None)], STATS, [],
+                                   time.time_ns(), 0.001))
+    assert [[c.token_ids for c in f] for f in _frames(worker)] == [[[0]]]  # [1] is held
+    worker._on_step(EngineStep([], STATS, crashed="engine failed: boom"))
+    frames = []
+    while not worker._out.empty():
+        item = worker._out.get_nowait()
+        if isinstance(item, tuple) and isinstance(item[1], Deltas):
+            frames.append(item[1])
+    assert [f.chunks for f in frames] == [[]]
+    assert [(e.request_id, e.error.code) for e in frames[0].errors] == [
+        ("a", "engine_error")]
+    assert worker.active == {}
