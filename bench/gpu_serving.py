@@ -17,6 +17,9 @@ tokens each with `ignore_eos`, greedy.
     python bench/gpu_serving.py --model /tmp/smollm2 --load-format dummy --out $OUT
     python bench/gpu_serving.py --model /tmp/llama-8b --load-format dummy --levels 1,256
 
+`--engine-cpus 3,11` places the engine on those CPUs, alone and in the mesh (`kvmesh up
+--engine-cpus`), with this process and its clients off them.
+
 ITL here is the time per output token after the first, per request ((end - first token) /
 (tokens - 1)): with coalesced deltas one SSE event may carry several tokens.
 """
@@ -49,6 +52,9 @@ WORDS = ("time person year way day thing man world life hand part child eye woma
          "door health art war history party result change morning reason research girl guy "
          "moment air teacher force education").split()
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from kvmesh.cpu_sets import parse_cpus  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -72,6 +78,12 @@ def engine_main(args: argparse.Namespace) -> None:
     from inference import LLM, SamplingParams
     from kvmesh import gc_heap
 
+    if args.engine_cpus:  # placed as `kvmesh up --engine-cpus` places the mesh's engine
+        cpus = parse_cpus(args.engine_cpus)
+        os.sched_setaffinity(0, cpus)
+        import torch
+
+        torch.set_num_threads(len(cpus))
     llm = LLM(args.model, load_format=args.load_format, max_num_seqs=args.max_num_seqs,
               max_num_batched_tokens=args.max_num_batched_tokens,
               max_model_len=args.max_model_len)
@@ -192,6 +204,8 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
             "--redis-port", str(free_port()), "--metrics-port", str(args.metrics_port)]
     if otlp:
         argv += ["--otlp-endpoint", otlp]
+    if args.engine_cpus:
+        argv += ["--engine-cpus", args.engine_cpus]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -487,11 +501,16 @@ def main() -> None:
                     help="first request of each stream 1..max-tokens long (engine and mesh)")
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--engine-cpus", default="",
+                    help="the engine's CPUs, alone and in the mesh (kvmesh up --engine-cpus); "
+                         "the clients run off them")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     if args.engine_only:
         engine_main(args)
         return
+    if args.engine_cpus:  # this process and the clients it starts: off the engine's CPUs
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - set(parse_cpus(args.engine_cpus)))
     label = f"{Path(args.model or 'default').name}, {args.gateways} gateway(s), " \
             f"tracing {'on' if args.tracing else 'off'}" + \
             (f", stream interval {args.stream_interval}" if args.stream_interval > 1 else "")

@@ -22,8 +22,9 @@
 #   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
 #   bash bench/gpu_session.sh interval  the engine alone, and the mesh at 256 streams with stream
 #                                       intervals 1 and 4, alternated
-#   bash bench/gpu_session.sh pinned    the mesh at 256 streams unpinned, and with its engine on a
-#                                       core of its own (bench/engine_core.py), alternated
+#   bash bench/gpu_session.sh pinned    the engine alone and the mesh at 256 streams, each with its
+#                                       engine on a core of its own (--engine-cpus, the pair
+#                                       bench/cpu_siblings.py finds) and without, alternated
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
@@ -75,11 +76,14 @@ SMOL=$PWD/.bench_models/SmolLM2-135M-Instruct
 cpu_speed() {  # each CPU's Python speed now, labelled $1 (the vCPUs change speed: cpu_speed.py)
   python3 bench/cpu_speed.py --repeat 3 | sed "s/^/$1 /" | tee -a "$OUT/cpu_speed.txt" | cut -c1-60
 }
-alone256() {  # the engine alone, 256 staggered streams, from a fresh process; $1 labels it
-  cpu_speed "alone $1"
+alone256() {  # the engine alone, 256 staggered streams, from a fresh process; $1 labels it;
+  # $2...: more flags
+  local label=$1
+  shift
+  cpu_speed "alone $label"
   timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --engine-only \
-    --levels 256 --stagger --warmup 3 --engine-duration 8 2>"$OUT/alone-$1.err" \
-    | grep '^ENGINE' | sed "s/^ENGINE/alone $1/" | tee -a "$OUT/alone.txt" | cut -c1-300
+    --levels 256 --stagger --warmup 3 --engine-duration 8 "$@" 2>"$OUT/alone-$label.err" \
+    | grep '^ENGINE' | sed "s/^ENGINE/alone $label/" | tee -a "$OUT/alone.txt" | cut -c1-300
 }
 mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 labels it; $2: run
   # another tree (its own code and bench/gpu_serving.py) instead of this one; $3...: more flags
@@ -109,11 +113,13 @@ interval)
   done
   ;;
 pinned)
-  read -r _ A B RATIO < <(python3 bench/engine_core.py siblings | tee -a "$OUT/pinned.txt")
+  read -r _ A B RATIO < <(python3 bench/cpu_siblings.py | tee -a "$OUT/pinned.txt")
   echo "CPUs $A and $B share a core (a busy $A slows $B ${RATIO}x)"
   for r in 1 2; do
+    alone256 "pinned-$r" --engine-cpus "$A,$B"
+    mesh256 "pinned-$r" "" --engine-cpus "$A,$B"
+    alone256 "free-$r"
     mesh256 "free-$r"
-    python3 bench/engine_core.py pin "$B" "$A" >> "$OUT/pinned.txt" & mesh256 "pinned-$r"; wait
   done
   ;;
 spy)

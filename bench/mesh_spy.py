@@ -98,7 +98,7 @@ def show(path: Path, under: str, depth: int, top: int) -> str:
 
 def find_run() -> dict[str, int] | None:
     """The pids of a bench/gpu_serving.py mesh's engine, worker, router and busiest gateway,
-    once its clients run (None before); bench/engine_core.py pins by it too."""
+    once its clients run (None before)."""
     procs = {int(d.name): _cmd(int(d.name)) for d in Path("/proc").iterdir() if d.name.isdigit()}
     parent = {p: _cmd(_ppid(p)) for p in procs}
     clients = [p for p, c in procs.items() if "spawn_main" in c and "gpu_serving" in parent[p]]

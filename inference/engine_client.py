@@ -2,9 +2,10 @@
 so the model's steps and the worker's publishing never share a GIL.
 
 Contract:
-- `await EngineClient.start(spec, config, torch_threads, on_step, on_exit)` spawns the engine
-  process and returns once it reports `EngineReady` (`client.ready`); it raises `EngineStartError`
-  when the engine reports `EngineFailed` or dies while loading.
+- `await EngineClient.start(spec, config, torch_threads, on_step, on_exit, cpus)` spawns the
+  engine process (on the CPUs `cpus` when given: kvmesh/cpu_sets.py) and returns once it
+  reports `EngineReady` (`client.ready`); it raises `EngineStartError` when the engine reports
+  `EngineFailed` or dies while loading.
 - Two one-way pipes whose worker ends the event loop runs itself (inference/engine_pipe.py):
   commands are written at once from the loop, in order, never blocking it (what a busy engine
   cannot take yet is buffered and written as it reads), and steps are read and unpickled on the
@@ -65,11 +66,12 @@ class EngineClient:
     @classmethod
     async def start(cls, spec: str | None, config: EngineConfig, torch_threads: int,
                     on_step: Callable[[EngineStep], None],
-                    on_exit: Callable[[str], None]) -> EngineClient:
+                    on_exit: Callable[[str], None], cpus: tuple[int, ...] = ()) -> EngineClient:
         ctx = multiprocessing.get_context("spawn")  # no forked CUDA or event-loop state
         cmd_r, cmd_w = ctx.Pipe(duplex=False)
         step_r, step_w = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=run_engine, args=(spec, config, torch_threads, cmd_r, step_w),
+        proc = ctx.Process(target=run_engine,
+                           args=(spec, config, torch_threads, cmd_r, step_w, cpus),
                            name="kvmesh-engine", daemon=True)
         proc.start()
         cmd_r.close()

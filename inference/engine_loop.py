@@ -1,8 +1,10 @@
 """The engine process: one `LLMEngine`, driven by commands from its worker over a pipe.
 
 Contract:
-- `run(spec, config, torch_threads, commands, steps)` is the process's target: commands come in
-  on one pipe, steps go out on the other. It loads the model, sends
+- `run(spec, config, torch_threads, commands, steps, cpus)` is the process's target: commands
+  come in on one pipe, steps go out on the other. With `cpus` it first moves itself onto those
+  CPUs (every thread it starts later inherits them) and uses at most that many torch threads.
+  It loads the model, sends
   `EngineReady` (or `EngineFailed` and returns), starts preparing constrained decoding in a
   thread (`Grammars.warm`), then loops: take every pending command, run one
   step when any request is unfinished, send one `EngineStep` when the step produced anything.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -53,9 +56,12 @@ log = logging.getLogger("kvmesh.engine")
 
 
 def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Connection,
-        steps: Connection) -> None:
+        steps: Connection, cpus: tuple[int, ...] = ()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if cpus:  # before torch starts its threads: they inherit the set
+        os.sched_setaffinity(0, cpus)
+        torch_threads = min(torch_threads or len(cpus), len(cpus))
     try:
         engine = _load(spec, config, torch_threads)
     except Exception as exc:  # reported to the worker, which exits with it

@@ -62,6 +62,7 @@ from inference.worker_config import WorkerConfig
 from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import load
+from kvmesh.cpu_sets import parse_cpus
 from kvmesh.wire import (
     Accepted,
     Cancel,
@@ -137,7 +138,8 @@ class Worker(Actor):
     async def start(self) -> None:
         cfg = self.cfg
         self.engine = await EngineClient.start(cfg.model, cfg.engine, cfg.torch_threads,
-                                               self._on_step, self._on_engine_exit)
+                                               self._on_step, self._on_engine_exit,
+                                               parse_cpus(cfg.engine_cpus))
         engine = self.engine
         self.telemetry = worker_telemetry.GenerationTelemetry(  # spans and metrics, from steps
             self.model_name, self.worker_id, lambda: engine.stats)
@@ -152,8 +154,9 @@ class Worker(Actor):
         await self.serve(wire.KV_RESYNC, (KVResync,), self._resync)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
         ready = engine.ready
-        log.info("worker %s serving %s on %s, %s: %s", self.worker_id, self.model_name,
-                 ready.device, ready.dtype, ready.dtype_reason)
+        log.info("worker %s serving %s on %s, %s: %s%s", self.worker_id, self.model_name,
+                 ready.device, ready.dtype, ready.dtype_reason,
+                 f"; engine process on CPUs {cfg.engine_cpus}" if cfg.engine_cpus else "")
 
     async def _finish_inflight(self) -> None:
         await self.publish(wire.HEARTBEAT, self.heartbeat())

@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from inference.engine.config import EngineConfig
 from kvmesh.config import Ranged
+from kvmesh.cpu_sets import check_exist, parse_cpus
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class WorkerConfig(Ranged):
     heartbeat_interval: float = 0.5
     max_waiting: int = 128  # requests queued past max_num_seqs before refusing (503); 0 = no cap
     torch_threads: int = 0  # 0 = torch's default (set in the engine process)
+    # CPUs the engine process runs on ("3,11": both hyperthreads of one core); "" = any.
+    # Whoever places the other processes keeps them off these (`kvmesh up --engine-cpus`).
+    engine_cpus: str = ""
     # Tokens a request's chunks gather before they are sent (its first text and its end at once;
     # inference/stream_interval.py); 1 = every token, as it is sampled.
     stream_interval: int = 1
@@ -35,3 +39,14 @@ class WorkerConfig(Ranged):
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval", "stream_interval"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            cpus = parse_cpus(self.engine_cpus)
+            check_exist(cpus)
+        except ValueError as exc:  # a ConfigError naming the setting
+            raise ValueError(f"engine_cpus: {exc}") from None
+        if cpus and self.engine.tensor_parallel_size > 1:  # its ranks would inherit the set
+            raise ValueError("engine_cpus: not with tensor_parallel_size > 1 (every rank "
+                             "would share those CPUs)")

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, Union
 
+from kvmesh.cpu_sets import check_exist, parse_groups
+
 C = TypeVar("C")
 
 
@@ -201,9 +203,28 @@ class LaunchConfig(Ranged):
     metrics_port: int = 9101  # router's /metrics; worker i takes metrics_port + 1 + i
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
+    # One CPU set per worker ("3,11/4,12"): worker i's engine process runs on set i, and nothing
+    # else started here runs on any of them (kvmesh/cpu_sets.py); "" = the OS places everything.
+    engine_cpus: str = ""
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",
         "ready_timeout"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            groups = parse_groups(self.engine_cpus)
+            for group in groups:
+                check_exist(group)
+        except ValueError as exc:  # a ConfigError naming the setting
+            raise ValueError(f"engine_cpus: {exc}") from None
+        if groups and len(groups) != self.workers:
+            raise ValueError(f"engine_cpus: {len(groups)} CPU set(s) for {self.workers} "
+                             "worker(s); give one per worker, split by '/'")
+        if groups and not all(groups):
+            raise ValueError("engine_cpus: a worker's CPU set is empty")
+        if groups and self.tensor_parallel_size > 1:
+            raise ValueError("engine_cpus: not with tensor_parallel_size > 1")
 
 
 def load(cls: type[C], argv: Sequence[str] | None = None,

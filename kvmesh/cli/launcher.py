@@ -19,6 +19,9 @@ Contract:
   (kvmesh/cli/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
   so with the tail of its log. When it gives up on a service the mesh cannot serve without
   (nats, redis, router, auth, every worker or every gateway), everything stops, exit 1.
+- `--engine-cpus 3,11` (one set per worker, split by '/'): worker i's engine process runs on
+  set i, and every other process started here (the launcher itself included) runs on the
+  CPUs left; a set that would leave none is refused (kvmesh/cpu_sets.py says why).
 - Only one `kvmesh up` runs per state dir: an exclusive lock on `<state_dir>/up.lock`, which
   the OS releases if we die. A second one says who holds it and exits 1.
 """
@@ -41,6 +44,8 @@ from typing import IO
 from kvmesh.cli import local_nats, procs
 from kvmesh.cli.supervisor import Supervisor
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace
+from kvmesh.cpu_sets import parse_groups
+from kvmesh.cpu_sets import text as cpu_text
 
 STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
 
@@ -156,6 +161,7 @@ def _report(sup: Supervisor, logs: Path) -> None:
 
 
 def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
+    engine_cpus = _place_engines(cfg)  # first: every child inherits where it may run
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
     env = {"KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
@@ -190,12 +196,30 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
         wid = f"w{i}"
         service(wid, procs.service_argv("worker"), {
             "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
+            "KVMESH_WORKER_ENGINE_CPUS": engine_cpus[i] if engine_cpus else "",
             "KVMESH_WORKER_TENSOR_PARALLEL_SIZE": str(cfg.tensor_parallel_size),
             "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
     for i in range(max(1, cfg.gateways)):
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
             "gateway", "--host", cfg.host, "--port", str(cfg.port)),
             {"KVMESH_GATEWAY_METRICS_PORT": str(cache_port + 1 + i)})
+
+
+def _place_engines(cfg: LaunchConfig) -> list[str]:
+    """Move this process, and so every child it starts from now on, off the engines' CPUs;
+    answer each worker's set as text ([] when `--engine-cpus` is not given)."""
+    groups = parse_groups(cfg.engine_cpus)
+    if not groups:
+        return []
+    reserved = {cpu for group in groups for cpu in group}
+    rest = os.sched_getaffinity(0) - reserved
+    if not rest:
+        raise RuntimeError(f"--engine-cpus {cfg.engine_cpus} leaves no CPU for the other "
+                           "processes")
+    os.sched_setaffinity(0, rest)
+    print(f"kvmesh: engine CPUs {cfg.engine_cpus}; everything else on {cpu_text(rest)}",
+          flush=True)
+    return [cpu_text(group) for group in groups]
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:

@@ -3,6 +3,7 @@ process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -156,3 +157,60 @@ def _worker_answers(nats_url: str, worker_id: str, ask) -> bool:  # type: ignore
         return True
     except Exception:
         return False
+
+
+def _allowed_cpus(pid: int) -> set[int]:
+    """The CPUs every thread of `pid` may run on (their union)."""
+    from kvmesh.cpu_sets import parse_cpus
+
+    cpus: set[int] = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    cpus.update(parse_cpus(line.split(":", 1)[1].strip()))
+    return cpus
+
+
+def test_engine_cpus_give_the_engine_its_cpus_and_keep_everything_else_off_them(
+        tmp_path: Path) -> None:
+    """`kvmesh up --engine-cpus N`: the worker's engine process runs on N alone, and the
+    launcher and every other process it started (nats, redis, services) run off N."""
+    import pytest
+    from openai import OpenAI
+
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("needs two CPUs")
+    cpu = usable[-1]
+    (port, nats_port, redis_port), mport = free_ports(3, run=6)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
+         "--nats-port", str(nats_port), "--redis-port", str(redis_port),
+         "--metrics-port", str(mport), "--state-dir", str(tmp_path), "--engine-cpus", str(cpu)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parents[2])
+    needles = (f"127.0.0.1:{nats_port}", f"-p\0{nats_port}", f"--port\0{redis_port}")
+    try:
+        banner = read_banner(up, 180)
+        assert f"engine CPUs {cpu};" in banner
+        key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        resp = client.completions.create(model=MODEL, prompt="Hi", max_tokens=3)
+        assert resp.choices[0].text is not None
+
+        children = processes_mentioning(*needles)
+        engines = [p for p in children if b"spawn_main" in _proc_text(p)
+                   and b"KVMESH_WORKER_WORKER_ID=w0" in _proc_text(p)]
+        assert len(engines) == 1, [_proc_text(p)[:100] for p in children]
+        assert _allowed_cpus(engines[0]) == {cpu}
+        others = [p for p in children if p != engines[0]] + [up.pid]
+        assert len(others) >= 6  # launcher, nats, redis, router, auth, cache, worker, gateway
+        for pid in others:
+            assert cpu not in _allowed_cpus(pid), _proc_text(pid)[:120]
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            up.kill()
