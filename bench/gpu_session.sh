@@ -25,6 +25,9 @@
 #   bash bench/gpu_session.sh pinned    the engine alone and the mesh at 256 streams, each with its
 #                                       engine on a core of its own (--engine-cpus, the pair
 #                                       bench/cpu_siblings.py finds) and without, alternated
+#                                       (ROUNDS=2 rounds)
+#   bash bench/gpu_session.sh pinned-small  1 and 32 streams, the engine alone and the mesh, on a
+#                                       core of their own and not
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
@@ -97,6 +100,12 @@ mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 label
     | cut -c1-900)
 }
 
+core_pair() {  # A and B: two CPUs that share a core (bench/cpu_siblings.py), found once per $OUT
+  [ -s "$OUT/pair.txt" ] || python3 bench/cpu_siblings.py > "$OUT/pair.txt"
+  read -r _ A B RATIO < "$OUT/pair.txt"
+  echo "CPUs $A and $B share a core (a busy $A slows $B ${RATIO}x)"
+}
+
 case "$1" in
 mesh256)
   for r in 1 2; do
@@ -113,13 +122,22 @@ interval)
   done
   ;;
 pinned)
-  read -r _ A B RATIO < <(python3 bench/cpu_siblings.py | tee -a "$OUT/pinned.txt")
-  echo "CPUs $A and $B share a core (a busy $A slows $B ${RATIO}x)"
-  for r in 1 2; do
+  core_pair
+  for r in $(seq "${ROUNDS:-2}"); do
     alone256 "pinned-$r" --engine-cpus "$A,$B"
     mesh256 "pinned-$r" "" --engine-cpus "$A,$B"
     alone256 "free-$r"
     mesh256 "free-$r"
+  done
+  ;;
+pinned-small)
+  core_pair
+  for placed in pinned free; do
+    cpu_speed "small $placed"
+    timeout 200 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1,32 \
+      --duration 10 --warmup 3 --engine-duration 8 --clients 8 --gateways 4 \
+      $([ $placed = pinned ] && echo --engine-cpus "$A,$B") --out "$OUT/small-$placed" 2>&1 \
+      | tee "$OUT/small-$placed.log" | grep -E '^engine|"streams"' | cut -c1-400
   done
   ;;
 spy)
