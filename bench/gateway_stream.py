@@ -9,7 +9,7 @@ the router (answers `kvmesh.router.generate` with `Accepted`) and one worker (he
 every `--step-ms` one `Deltas` frame with a one-token chunk for every open request, `--tokens`
 a request, the last with usage; with `--stream-interval` N a request's chunk goes every N
 steps with N tokens, as a worker with that setting sends them: the same tokens a second). A
-child process runs `--streams` closed-loop streamed `/v1/completions` (aiohttp, reading
+child process runs `--streams` closed-loop streamed `/v1/completions` (bench/sse_client.py, reading
 whatever arrives). Per round it prints the gateway's CPU over the window: µs per delivered
 token and per request, and its share of a core. The stand-in does no tokenizing and no model
 work, so the gateway's cost is what is left; compare trees by running this in each,
@@ -95,27 +95,32 @@ class StandIn:
 
 
 def client_main(url: str, streams: int, tokens: int, words: int, stop_at: float, q) -> None:
-    asyncio.run(_clients(url, streams, tokens, words, stop_at, q))
+    import uvloop
+
+    uvloop.run(_clients(url, streams, tokens, words, stop_at, q))
 
 
 async def _clients(url: str, streams: int, tokens: int, words: int, stop_at: float, q) -> None:
-    import aiohttp
+    from urllib.parse import urlsplit
+
+    from bench.sse_client import Stream
 
     done: list[tuple[float, int]] = []
     rng = random.Random(os.getpid())
     vocab = ["river", "stone", "light", "market", "engine", "quiet", "number", "garden"]
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def one() -> None:
-            while time.time() < stop_at:
-                body = {"model": MODEL, "max_tokens": tokens, "stream": True,
-                        "stream_options": {"include_usage": True},
-                        "prompt": " ".join(rng.choice(vocab) for _ in range(words))}
-                async with s.post(url + "/v1/completions", json=body) as r:
-                    tail = b""
-                    async for data in r.content.iter_any():
-                        tail = (tail + data)[-4096:]
-                    done.append((time.time(), tokens if b'"usage":{' in tail else 0))
-        await asyncio.gather(*(one() for _ in range(streams)))
+    where = urlsplit(url)
+
+    async def one() -> None:
+        stream = Stream(where.hostname or "127.0.0.1", where.port or 80)
+        while time.time() < stop_at:
+            body = {"model": MODEL, "max_tokens": tokens, "stream": True,
+                    "stream_options": {"include_usage": True},
+                    "prompt": " ".join(rng.choice(vocab) for _ in range(words))}
+            reply = await stream.post("/v1/completions", {}, json.dumps(body).encode())
+            done.append((time.time(), tokens if b'"usage":{' in reply.tail else 0))
+        stream.close()
+
+    await asyncio.gather(*(one() for _ in range(streams)))
     q.put(done)
 
 
@@ -133,6 +138,7 @@ async def one_round(args: argparse.Namespace, nats_url: str, url: str,
     kid = multiprocessing.get_context("spawn").Process(
         target=client_main, args=(url, args.streams, args.tokens, args.prompt_words, stop_at, q))
     kid.start()
+    measured = {**measured, "clients": kid.pid}
     runner = asyncio.create_task(stand.run(nc, args.step_ms / 1e3, stop_at + 30))
     await asyncio.sleep(start - time.time())
     pids = {pid: name for name, pid in measured.items()}

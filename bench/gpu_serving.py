@@ -331,13 +331,19 @@ def cpu_seconds(pids: dict[int, str]) -> dict[int, float]:
 
 def client_main(url: str, key: str, model: str, streams: int, seed: int, args_json: str,
                 start_at: float, stop_at: float, queue: Any) -> None:
-    asyncio.run(_client(url, key, model, streams, seed, json.loads(args_json), start_at,
-                        stop_at, queue))
+    import uvloop  # as the services run: half the client's CPU per event of asyncio's loop
+
+    uvloop.run(_client(url, key, model, streams, seed, json.loads(args_json), start_at,
+                       stop_at, queue))
 
 
 async def _client(url: str, key: str, model: str, streams: int, seed: int, a: dict[str, Any],
                   start_at: float, stop_at: float, queue: Any) -> None:
-    import aiohttp
+    """`streams` closed-loop streams, each on its own keep-alive connection (bench/sse_client.py:
+    the clients share the host with the mesh, so they do as little per event as they can)."""
+    from urllib.parse import urlsplit
+
+    from bench.sse_client import Stream
 
     rng = random.Random(seed)
     results: list[tuple[float, float | None, float, int, bool]] = []
@@ -345,37 +351,31 @@ async def _client(url: str, key: str, model: str, streams: int, seed: int, a: di
     body = {"model": model, "max_tokens": a["max_tokens"], "temperature": 0,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     headers = {"Authorization": f"Bearer {key}"}
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(600)) as s:
-        async def one_stream() -> None:
-            length = rng.randint(1, a["max_tokens"]) if a["stagger"] else a["max_tokens"]
-            while time.time() < stop_at:
-                t0 = time.time()
-                first, tokens, ok = None, 0, False
-                try:
-                    async with s.post(url + "/v1/completions", headers=headers,
-                                      json={**body, "max_tokens": length,
-                                            "prompt": prompt(rng, a["prompt_words"])}) as r:
-                        if r.status != 200:
-                            why = f"{r.status} {(await r.read())[:200]!r}"
-                            errors[why] = errors.get(why, 0) + 1
-                        else:
-                            # Whatever arrived, not line by line: the clients share the host
-                            # with the mesh, so they do as little per event as they can. The
-                            # body's first bytes are the first token's event; the usage event
-                            # and [DONE] are in its last bytes.
-                            tail = b""
-                            async for data in r.content.iter_any():
-                                first = first or time.time()
-                                tail = (tail + data)[-8192:]
-                            tokens = _usage_tokens(tail)
-                            ok = tokens > 0 and tail.rstrip().endswith(b"data: [DONE]")
-                except aiohttp.ClientError as exc:
-                    errors[repr(exc)[:200]] = errors.get(repr(exc)[:200], 0) + 1
-                results.append((t0, first, time.time(), tokens, ok))
-                length = a["max_tokens"]  # after a stream's first request (see --stagger)
+    where = urlsplit(url)
 
-        await asyncio.gather(*(one_stream() for _ in range(streams)))
+    async def one_stream() -> None:
+        stream = Stream(where.hostname or "127.0.0.1", where.port or 80)
+        length = rng.randint(1, a["max_tokens"]) if a["stagger"] else a["max_tokens"]
+        while time.time() < stop_at:
+            t0 = time.time()
+            first, tokens, ok = None, 0, False
+            payload = json.dumps({**body, "max_tokens": length,
+                                  "prompt": prompt(rng, a["prompt_words"])}).encode()
+            try:
+                reply = await stream.post("/v1/completions", headers, payload)
+                if reply.status != 200:
+                    why = f"{reply.status} {reply.tail[:200]!r}"
+                    errors[why] = errors.get(why, 0) + 1
+                else:  # the first token's event came first; usage and [DONE] are the tail
+                    first, tokens = reply.first, _usage_tokens(reply.tail)
+                    ok = tokens > 0 and b"data: [DONE]" in reply.tail[-64:]
+            except OSError as exc:
+                errors[repr(exc)[:200]] = errors.get(repr(exc)[:200], 0) + 1
+            results.append((t0, first, time.time(), tokens, ok))
+            length = a["max_tokens"]  # after a stream's first request (see --stagger)
+        stream.close()
+
+    await asyncio.gather(*(one_stream() for _ in range(streams)))
     queue.put((results, errors))
 
 

@@ -17,7 +17,7 @@
 #   bash bench/gpu_session.sh structured constrained vs free on both shapes, and the host time
 #                                       of their steps by phase
 #   bash bench/gpu_session.sh mesh256   SmolLM2 shapes, 256 staggered streams: the engine alone
-#                                       and the mesh alternated, each its own process; with
+#                                       and the mesh alternated (ROUNDS=2), each its own process; with
 #                                       BASE=<a tree of another commit> its mesh between them
 #   bash bench/gpu_session.sh spy       the mesh at 256 streams under py-spy (bench/mesh_spy.py)
 #   bash bench/gpu_session.sh interval  the engine alone, and the mesh at 256 streams with stream
@@ -108,7 +108,7 @@ core_pair() {  # A and B: two CPUs that share a core (bench/cpu_siblings.py), fo
 
 case "$1" in
 mesh256)
-  for r in 1 2; do
+  for r in $(seq "${ROUNDS:-2}"); do
     alone256 "$r"
     mesh256 "tree-$r"
     if [ -n "$BASE" ]; then mesh256 "base-$r" "$BASE"; fi
@@ -130,9 +130,9 @@ pinned)
     mesh256 "free-$r"
   done
   ;;
-pinned-small)
-  core_pair
-  for placed in pinned free; do
+pinned-small)  # PLACES=free: unpinned only (no probe)
+  [[ " ${PLACES:-pinned} " == *" pinned "* ]] && core_pair
+  for placed in ${PLACES:-pinned free}; do
     cpu_speed "small $placed"
     timeout 200 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1,32 \
       --duration 10 --warmup 3 --engine-duration 8 --clients 8 --gateways 4 \

@@ -98,7 +98,8 @@ def main() -> None:
     receiver = OtlpReceiver(free_port()).start()
     mesh_args = argparse.Namespace(
         model=args.model, load_format=args.load_format, port=free_port(), gateways=1,
-        max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048)
+        max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048, stream_interval=1,
+        engine_cpus="")
     proc, key = start_mesh(mesh_args, Path(tempfile.mkdtemp(prefix="kvmesh-ttft-")),
                            receiver.endpoint)
     url = f"http://127.0.0.1:{mesh_args.port}"
