@@ -90,6 +90,7 @@ class Router(Actor):
         self.kv_index = KVIndex()
         self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown)
         self._resync_asked: dict[str, float] = {}
+        self._routing = 0  # generate and embed requests being handled now
 
     async def start(self) -> None:
         await self.connect()
@@ -170,6 +171,13 @@ class Router(Actor):
 
     @traced("router.route", observe=route_telemetry.observe_route)
     async def _generate(self, msg: Message, raw: Any) -> Message:
+        self._routing += 1
+        try:
+            return await self._route(msg, raw)
+        finally:
+            self._routing -= 1
+
+    async def _route(self, msg: Message, raw: Any) -> Message:
         req = msg
         assert isinstance(req, GenerateRequest | EmbedRequest)
         candidates = [v for v in self.workers.live(req.model)
@@ -207,8 +215,7 @@ class Router(Actor):
         inputs = req.input_token_ids
         if inputs is None:
             texts = req.inputs or []
-            inputs = self.tokenizer.encode_texts(texts) \
-                if sum(map(len, texts)) < self.cfg.inline_tokenize_chars \
+            inputs = self.tokenizer.encode_texts(texts) if self._inline(sum(map(len, texts))) \
                 else await asyncio.to_thread(self.tokenizer.encode_texts, texts)
         longest = max(range(len(inputs)), key=lambda i: len(inputs[i]))
         fitting = [v for v in pooling if v.fits(len(inputs[longest]))]
@@ -222,12 +229,16 @@ class Router(Actor):
                                    headers)
 
     async def _encode(self, req: GenerateRequest) -> list[int]:
-        """Tiny prompts inline (a thread hop costs more than they do), the rest off the loop
-        (`RouterConfig.inline_tokenize_chars`)."""
         size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or [])
-        if size < self.cfg.inline_tokenize_chars:
+        if self._inline(size):
             return self.tokenizer.encode(req)
         return await asyncio.to_thread(self.tokenizer.encode, req)
+
+    def _inline(self, chars: int) -> bool:
+        """Tokenize on the loop: a tiny text (a thread hop costs more than it does), or any
+        text while no other request is being routed (nothing waits on the loop meanwhile);
+        else in a thread, so the loop routes the others (`RouterConfig.inline_tokenize_chars`)."""
+        return chars < self.cfg.inline_tokenize_chars or self._routing <= 1
 
     def candidates(self, req: TokenizedRequest | TokenizedEmbed,
                    views: list[WorkerView]) -> list[Candidate]:

@@ -1,5 +1,6 @@
 """Where the router tokenizes a prompt (`RouterConfig.inline_tokenize_chars`): a tiny one on
-its loop, the rest in a thread, so the loop goes on routing meanwhile; the ids are the same."""
+its loop, and any one while it routes nothing else; the rest in a thread, so the loop goes on
+routing the others meanwhile. The ids are the same either way."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ class _Recording:
         return [len(w) for w in text.split()]
 
 
-def _router(limit: int) -> tuple[Router, _Recording]:
+def _router(limit: int, routing: int = 2) -> tuple[Router, _Recording]:
+    """`routing`: requests being routed, the one tokenized here included."""
     tok = _Recording()
-    return Router(RouterConfig(inline_tokenize_chars=limit), PromptTokenizer(tok)), tok
+    router = Router(RouterConfig(inline_tokenize_chars=limit), PromptTokenizer(tok))
+    router._routing = routing
+    return router, tok
 
 
 def _req(prompt: str) -> GenerateRequest:
@@ -37,11 +41,35 @@ async def test_a_tiny_prompt_is_tokenized_on_the_loop() -> None:
     assert tok.threads == [threading.current_thread().name]
 
 
-async def test_a_longer_prompt_is_tokenized_in_a_thread_to_the_same_ids() -> None:
+async def test_a_longer_prompt_is_tokenized_in_a_thread_while_others_are_routed() -> None:
     router, tok = _router(256)
     prompt = "word " * 100  # 500 characters
     assert await router._encode(_req(prompt)) == [4] * 100
     assert tok.threads != [threading.current_thread().name]
+
+
+async def test_a_longer_prompt_routed_alone_is_tokenized_on_the_loop() -> None:
+    router, tok = _router(256, routing=1)
+    assert await router._encode(_req("word " * 100)) == [4] * 100
+    assert tok.threads == [threading.current_thread().name]
+
+
+async def test_the_count_of_requests_being_routed_follows_the_handler() -> None:
+    """`_generate` counts itself in while it runs and out however it ends (here: no worker)."""
+    from kvmesh.wire import ErrorReply
+
+    router, _ = _router(256, routing=0)
+    seen: list[int] = []
+    real = router._route
+
+    async def route(msg, raw):  # type: ignore[no-untyped-def]
+        seen.append(router._routing)
+        return await real(msg, raw)
+
+    router._route = route  # type: ignore[method-assign]
+    answer = await router._generate(_req("word " * 100), None)
+    assert isinstance(answer, ErrorReply) and answer.status == 503
+    assert seen == [1] and router._routing == 0
 
 
 async def test_zero_sends_every_prompt_to_a_thread() -> None:
