@@ -16,8 +16,8 @@ decoding after a whole character starts afresh, so window decodes concatenate to
 A byte-level decoder (`Tokenizer.decodes_bytewise`: GPT-2 style BPE, as Llama 3, Qwen and
 SmolLM2 use) maps each token to its bytes whatever precedes it, so it needs no left context:
 a push decodes just `ids[read:]`, one short decode instead of two (the hot path: once per
-step per sequence). When nothing is held back that is one token, whose text the tokenizer
-memoizes (`Tokenizer.token_text`), so most pushes make no tokenizer call at all.
+step per sequence, `push_one`). When nothing is held back that is one token, whose text the
+tokenizer memoizes (`Tokenizer.token_text`), so most pushes make no tokenizer call at all.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class IncrementalDetokenizer:
         self._prefix = 0  # start of the left-context window
         self._read = 0  # end of what has been emitted
         self._prefix_text = ""  # decode(ids[prefix:read]), cached: it never changes until moved
+        self._memo = tokenizer.token_text_memo(skip_special_tokens)
 
     @property
     def token_ids(self) -> list[int]:
@@ -71,6 +72,20 @@ class IncrementalDetokenizer:
             self._ids[self._prefix : self._read], skip_special_tokens=self._skip
         )
         return new
+
+    def push_one(self, token_id: int) -> str:
+        """`push([token_id])`. Hot path (once per sequence per step): a byte-level decoder
+        with nothing held back reads the token's memoized text, with no call in between."""
+        if self._bytewise and self._read == len(self._ids):
+            self._ids.append(token_id)
+            text = self._memo.get(token_id)
+            if text is None:
+                text = self._tok.token_text(token_id, self._skip)
+            if not text or text.endswith(_REPLACEMENT):
+                return ""
+            self._prefix = self._read = len(self._ids)
+            return text
+        return self.push((token_id,))
 
     def flush(self) -> str:
         """The rest of the text at finish, invalid bytes included as U+FFFD."""

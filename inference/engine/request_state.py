@@ -37,16 +37,18 @@ class ChoiceState:
         hidden = (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids
         if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
             reason = "stop"
-        elif seq.num_output_tokens >= params.max_tokens or seq.num_tokens >= max_len:
+        elif (len(seq.token_ids) - seq.num_prompt_tokens >= params.max_tokens
+              or len(seq.token_ids) >= max_len):  # num_output_tokens, num_tokens: inlined
             reason = "length"
         text = ""
         if self.detok is not None:
-            delta = "" if hidden else self.detok.push([token])
+            text = "" if hidden else self.detok.push_one(token)
             if reason is not None:
-                delta += self.detok.flush()
-            text = self.stops.feed(delta, final=reason is not None)
-            if self.stops.stopped:
-                reason = "stop"
+                text += self.detok.flush()
+            if self.stops.stops:  # else every text goes out as it is
+                text = self.stops.feed(text, final=reason is not None)
+                if self.stops.stopped:
+                    reason = "stop"
         self.finish_reason = reason
         # Positional: half the cost of keywords, and this runs per sequence per step.
         return StepOutput(seq.request_id, seq.index, [token], text,

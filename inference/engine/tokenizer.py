@@ -97,7 +97,8 @@ class Tokenizer:
         self.eos_token = self._token_or_empty(self.eos_token_ids[0] if self.eos_token_ids else None)
         self._template: Any = None  # compiled lazily: the router may never render one
         self._pieces_ok = _MAX_PIECES > 1 and splittable(tok)
-        self._token_texts: dict[tuple[int, bool], str] = {}  # token_text's memo
+        # token_text's memo, one dict per `skip_special_tokens` flag
+        self._token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}
 
     # ---- construction ---------------------------------------------------------------------
 
@@ -195,12 +196,17 @@ class Tokenizer:
     def token_text(self, token_id: int, skip_special_tokens: bool = True) -> str:
         """`decode([token_id], skip_special_tokens)`, memoized: the detokenizer asks for one
         token's text once per sequence per step. One entry per token and flag at most."""
-        key = (token_id, skip_special_tokens)
-        text = self._token_texts.get(key)
+        memo = self._token_texts[skip_special_tokens]
+        text = memo.get(token_id)
         if text is None:
-            text = self._token_texts[key] = self._tok.decode(
+            text = memo[token_id] = self._tok.decode(
                 [token_id], skip_special_tokens=skip_special_tokens)
         return text
+
+    def token_text_memo(self, skip_special_tokens: bool = True) -> dict[int, str]:
+        """The dict `token_text` fills for this flag (token id -> text): a hot caller looks
+        there first and calls `token_text` on a miss. Read it; never write it."""
+        return self._token_texts[skip_special_tokens]
 
     def id_to_token(self, token_id: int) -> str | None:
         """The vocabulary entry of `token_id` (byte-level spelling), or None if out of range."""

@@ -42,10 +42,13 @@ def tok(request: pytest.FixtureRequest, byte_level: Tokenizer) -> Tokenizer:
 
 
 def _stream(tok: Tokenizer, ids: list[int], chunks: list[int], skip: bool = True) -> list[str]:
+    """The pieces of `ids` pushed in `chunks` (a chunk of one token through `push_one`, as the
+    engine pushes each sampled token), the rest, then the flush."""
     detok = IncrementalDetokenizer(tok, skip_special_tokens=skip)
     pieces, start = [], 0
     for size in chunks:
-        pieces.append(detok.push(ids[start : start + size]))
+        pieces.append(detok.push_one(ids[start]) if size == 1 and start < len(ids)
+                      else detok.push(ids[start : start + size]))
         start += size
     pieces.append(detok.push(ids[start:]))
     pieces.append(detok.flush())
@@ -83,9 +86,11 @@ def test_byte_tokens_emit_a_character_only_when_complete(tok: Tokenizer) -> None
     # "中" is E4 B8 AD; in byte-level BPE each byte has its own token.
     byte_ids = [tok.token_to_id(ch) for ch in ("ä", "¸", "Ń")]
     assert None not in byte_ids and tok.decode(byte_ids) == "中"
-    detok = IncrementalDetokenizer(tok)
-    assert [detok.push([i]) for i in byte_ids] == ["", "", "中"]
-    assert detok.flush() == ""
+    for push in ("push", "push_one"):
+        detok = IncrementalDetokenizer(tok)
+        one = getattr(detok, push)
+        assert [one([i] if push == "push" else i) for i in byte_ids] == ["", "", "中"]
+        assert detok.flush() == ""
 
 
 def test_flush_returns_an_unfinished_character_as_replacement(tok: Tokenizer) -> None:
