@@ -59,11 +59,8 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
         steps: Connection, cpus: tuple[int, ...] = ()) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if cpus:  # before torch starts its threads: they inherit the set
-        os.sched_setaffinity(0, cpus)
-        torch_threads = min(torch_threads or len(cpus), len(cpus))
     try:
-        engine = _load(spec, config, torch_threads)
+        engine = _load(spec, config, torch_threads, cpus)
     except Exception as exc:  # reported to the worker, which exits with it
         steps.send(EngineFailed(f"{type(exc).__name__}: {exc}"))
         return
@@ -93,7 +90,13 @@ def _warm_grammars(engine: LLMEngine) -> None:
         log.warning("could not prepare constrained decoding", exc_info=True)
 
 
-def _load(spec: str | None, config: EngineConfig, torch_threads: int) -> LLMEngine:
+def _load(spec: str | None, config: EngineConfig, torch_threads: int,
+          cpus: tuple[int, ...] = ()) -> LLMEngine:
+    """The engine, on `cpus` when given (an OSError, as for a CPU outside this container's
+    cpuset, is reported to the worker like any other failure to load)."""
+    if cpus:  # before torch starts its threads: they inherit the set
+        os.sched_setaffinity(0, cpus)
+        torch_threads = min(torch_threads or len(cpus), len(cpus))
     import torch
 
     if torch_threads > 0:

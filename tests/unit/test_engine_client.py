@@ -131,3 +131,34 @@ def test_frames_split_at_any_byte_come_out_whole_and_in_order() -> None:
         for i in range(0, len(data), cut):
             reader.data_received(data[i:i + cut])
         assert got == objs
+
+
+def test_an_engine_on_a_cpu_it_cannot_have_fails_to_start_saying_why() -> None:
+    """`cpus` outside the machine (or a container's cpuset): the engine process reports the
+    failure as it reports any failure to load, and the worker's start raises with it."""
+    from inference.engine_client import EngineStartError
+
+    async def start() -> None:
+        cfg = EngineConfig(device="cpu", dtype="float32", block_size=4, num_kv_blocks=64,
+                           max_model_len=128)
+        await EngineClient.start("dummy:tiny", cfg, 1, lambda step: None, lambda why: None,
+                                 cpus=((os.cpu_count() or 1) + 7,))
+
+    with pytest.raises(EngineStartError, match="OSError"):
+        asyncio.run(start())
+
+
+def test_an_engine_given_cpus_runs_on_them() -> None:
+    cpu = max(os.sched_getaffinity(0))
+
+    async def start() -> None:
+        cfg = EngineConfig(device="cpu", dtype="float32", block_size=4, num_kv_blocks=64,
+                           max_model_len=128)
+        client = await EngineClient.start("dummy:tiny", cfg, 1, lambda step: None,
+                                          lambda why: None, cpus=(cpu,))
+        try:
+            assert os.sched_getaffinity(client.proc.pid) == {cpu}
+        finally:
+            await client.stop()
+
+    asyncio.run(start())
