@@ -31,7 +31,8 @@
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
-# Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT.
+# Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
+# bench/gpu_summary.py's table of them last.
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
@@ -213,6 +214,7 @@ structured)
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "gaps | structured | mesh256 | spy | tracing"
+    "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | tracing"
   exit 2 ;;
 esac
+python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back
