@@ -121,10 +121,11 @@ class RouterConfig(Ranged):
     breaker_failures: int = 3  # consecutive failures that open a worker's circuit
     breaker_cooldown: float = 5.0  # seconds an open circuit stays open before a trial
     # Prompts (embedding inputs) of fewer characters are tokenized on the router's loop, where
-    # a tiny one costs less than a thread hop, and so is any prompt while the router routes
-    # nothing else; the rest in a thread (the tokenizer releases the GIL), so the loop routes
-    # others meanwhile. At 4096, 256 streams of 150-word prompts waited 14-24 ms to be routed,
-    # at 0 under 3 (H200, docs/BENCHMARKS.md, issue 12, nineteenth session).
+    # a tiny one costs less than a thread hop, and so is one of ordinary size while the router
+    # routes nothing else (router/service.py, IDLE_INLINE_CHARS); the rest in a thread (the
+    # tokenizer releases the GIL), so the loop routes others meanwhile. At 4096, 256 streams of
+    # 150-word prompts waited 14-24 ms to be routed, at 0 under 3 (H200, docs/BENCHMARKS.md,
+    # issue 12, nineteenth session).
     inline_tokenize_chars: int = 256
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"accept_timeout", "worker_dead_after",

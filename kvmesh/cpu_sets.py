@@ -3,8 +3,10 @@
 Why an engine gets CPUs of its own: a GPU engine's step is bound by one Python thread when the
 batch is large, and that thread runs at about half speed while the other hyperthread of its
 core is busy (docs/BENCHMARKS.md, issue 12, "Twenty-second session"). Giving the engine process
-both hyperthreads of one core, and keeping every other process of the mesh off them, keeps its
-step at full speed. `kvmesh up --engine-cpus` and the worker's `engine_cpus` use these.
+both hyperthreads of one core, and keeping every other process of the mesh off them, keeps the
+rest of the mesh from slowing it that way, where the host's topology is known (on the lent VMs,
+whose hypervisor seems to move vCPUs between cores, the gain did not stand out from their
+spread). `kvmesh up --engine-cpus` and the worker's `engine_cpus` use these.
 
 Contract:
 - `parse_cpus("3,11")` is `(3, 11)`; ranges expand (`"2-4"` is `(2, 3, 4)`); the result is

@@ -1,6 +1,6 @@
 """Where the router tokenizes a prompt (`RouterConfig.inline_tokenize_chars`): a tiny one on
-its loop, and any one while it routes nothing else; the rest in a thread, so the loop goes on
-routing the others meanwhile. The ids are the same either way."""
+its loop, and one of ordinary size while it routes nothing else; the rest in a thread, so the
+loop goes on routing the others meanwhile. The ids are the same either way."""
 
 from __future__ import annotations
 
@@ -52,6 +52,16 @@ async def test_a_longer_prompt_routed_alone_is_tokenized_on_the_loop() -> None:
     router, tok = _router(256, routing=1)
     assert await router._encode(_req("word " * 100)) == [4] * 100
     assert tok.threads == [threading.current_thread().name]
+
+
+async def test_a_huge_prompt_routed_alone_still_goes_to_a_thread() -> None:
+    """Past `IDLE_INLINE_CHARS` the loop would be held too long, idle or not."""
+    from router.service import IDLE_INLINE_CHARS
+
+    router, tok = _router(256, routing=1)
+    words = IDLE_INLINE_CHARS // 5 + 1
+    assert await router._encode(_req("word " * words)) == [4] * words
+    assert tok.threads != [threading.current_thread().name]
 
 
 async def test_the_count_of_requests_being_routed_follows_the_handler() -> None:
