@@ -28,6 +28,9 @@
 #                                       (ROUNDS=2 rounds)
 #   bash bench/gpu_session.sh pinned-small  1 and 32 streams, the engine alone and the mesh, on a
 #                                       core of their own and not
+#   bash bench/gpu_session.sh host      the engine's host work per step at 256 SmolLM2 decodes, by
+#                                       phase and helper (bench/host_step.py --detail), three
+#                                       fresh processes, then a closed loop of arrivals
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
@@ -141,6 +144,15 @@ pinned-small)  # PLACES=free: unpinned only (no probe)
       | tee "$OUT/small-$placed.log" | grep -E '^engine|"streams"' | cut -c1-400
   done
   ;;
+host)
+  for r in 1 2 3; do
+    cpu_speed "host $r"
+    timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --detail \
+      2>&1 | tail -1 | tee -a "$OUT/host.txt"
+  done
+  timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --arrivals \
+    2>&1 | tail -1 | tee -a "$OUT/host.txt"
+  ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
   ;;
@@ -214,7 +226,7 @@ structured)
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | tracing"
+    "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

@@ -20,6 +20,7 @@ tokens), so most steps mix many decodes with a few prompts; `admit` times `add_r
 record for the worker, pickled) and each request as it arrives there (unpickled, added):
 `loop` is what that adds to a step (`loop_extra`: its rows, stats and prefill rows;
 `pickle`: the frame's body) and `commands` what the requests cost, `admit` included.
+`--detail` also times the step's helpers (`instrument_detail`), reported beside the phases.
 Run each configuration in its own process; alternate trees to compare. Prints one JSON line.
 """
 
@@ -46,6 +47,25 @@ PYTHON = ("schedule", "prepare", "receive", "emit", "admit")
 MODEL = ("forward", "lm_head", "sampler")
 SHRUNK = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
           "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+
+DETAIL = ("commit", "fork", "inflight_launch", "launch_all", "sample_all", "wait")
+
+
+def instrument_detail() -> None:
+    """`--detail`: the step's helpers besides the phases, each timed whole (nested in the
+    phases above or in `rest`; reported, not summed): `launch_all` (`_launch`: prepare, the
+    forward and head launches and its bookkeeping), `sample_all` (`_sample`: the sampler and
+    its host side), `inflight_launch` (starting the tokens' copy back), `wait` (for them),
+    `fork` (the `n > 1` check), `commit` (keying newly full blocks)."""
+    import inference.engine.engine as engine_mod
+    from inference.engine.inflight import InFlight
+    from inference.engine.kv_cache import KVCacheManager
+
+    engine = engine_mod.LLMEngine
+    wrap_all(((engine, "_launch", "launch_all"), (engine, "_sample", "sample_all"),
+              (engine, "_fork_new_choices", "fork"), (InFlight, "launch", "inflight_launch"),
+              (InFlight, "wait", "wait"), (KVCacheManager, "commit_running", "commit")))
 
 
 def instrument() -> None:
@@ -83,10 +103,18 @@ def shrunk_folder(model: str) -> str:
 class Driver:
     """Steps and admissions straight on the engine, or (`loop`) as its process makes them."""
 
-    def __init__(self, engine: Any, loop: bool) -> None:
+    def __init__(self, engine: Any, loop: bool, detail: bool = False) -> None:
         from inference.engine_loop import EngineLoop
 
         self.engine, self.loop = engine, EngineLoop(engine, None, None) if loop else None
+        self.detail = detail
+
+    def instrument(self) -> None:
+        """Start the timers (once warm-up is over): the phases, and with `--detail` the
+        helpers too."""
+        instrument()
+        if self.detail:
+            instrument_detail()
 
     def step(self) -> list[Any]:
         if self.loop is None:
@@ -125,7 +153,7 @@ def decodes(run: Driver, n: int, steps: int, warmup: int) -> None:
         run.add(f"r{i}", [1 + (i * 7 + j * 13) % 4000 for j in range(20)], params)
     for _ in range(warmup):
         run.step()
-    instrument()
+    run.instrument()
     for _ in range(steps):
         run.step()
 
@@ -147,7 +175,7 @@ def closed_loop(run: Driver, n: int, steps: int, warmup: int) -> None:
         add(rng.randint(1, 128))
     for k in range(warmup + steps):
         if k == warmup:
-            instrument()
+            run.instrument()
         for out in run.step():
             if out.usage is not None:
                 add(128)
@@ -173,6 +201,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--shrink", action="store_true")
     ap.add_argument("--arrivals", action="store_true", help="a closed loop of staggered requests")
+    ap.add_argument("--detail", action="store_true", help="also time the step's helpers "
+                    "(instrument_detail)")
     ap.add_argument("--loop", action="store_true", help="steps and requests as the engine "
                     "process makes them")
     args = ap.parse_args()
@@ -187,7 +217,7 @@ def main() -> None:
     engine = LLMEngine.from_model(model, EngineConfig(
         load_format="dummy", device=args.device, max_num_seqs=n, max_num_batched_tokens=16384,
         max_model_len=1024, num_kv_blocks=n * (1024 // 16) + 16))
-    run = Driver(engine, args.loop)
+    run = Driver(engine, args.loop, args.detail)
     if args.arrivals:
         closed_loop(run, n, steps, args.warmup)
     else:
