@@ -49,19 +49,30 @@ class IncrementalDetokenizer:
 
     def push(self, token_ids: Sequence[int]) -> str:
         """Append `token_ids`; return the new text that is safe to show (maybe "")."""
-        # Hot path: called once per decode step per sequence; decodes only the window.
-        if self._bytewise:
-            if len(token_ids) == 1 and self._read == len(self._ids):  # nothing held back
-                self._ids.append(token_ids[0])
-                text = self._tok.token_text(token_ids[0], self._skip)  # memoized decode
-            else:
-                self._ids.extend(token_ids)
-                text = self._tok.decode(self._ids[self._read :], skip_special_tokens=self._skip)
-            if not text or text.endswith(_REPLACEMENT):
+        if len(token_ids) == 1:
+            return self.push_one(token_ids[0])
+        return self._append(token_ids)
+
+    def push_one(self, token_id: int) -> str:
+        """`push([token_id])`. Hot path (once per sequence per step): a byte-level decoder
+        with nothing held back reads the token's memoized text, with no call in between."""
+        if self._bytewise and self._read == len(self._ids):
+            self._ids.append(token_id)
+            text = self._memo.get(token_id)
+            if text is None:
+                text = self._tok.token_text(token_id, self._skip)
+            if not text or text.endswith(_REPLACEMENT):  # `_shown`, inlined: the hot path
                 return ""
             self._prefix = self._read = len(self._ids)
             return text
+        return self._append((token_id,))
+
+    def _append(self, token_ids: Sequence[int]) -> str:
+        """`push` the general way: decode only the window (see the module doc)."""
         self._ids.extend(token_ids)
+        if self._bytewise:
+            return self._shown(
+                self._tok.decode(self._ids[self._read :], skip_special_tokens=self._skip))
         text = self._tok.decode(self._ids[self._prefix :], skip_special_tokens=self._skip)
         if len(text) <= len(self._prefix_text) or text.endswith(_REPLACEMENT):
             return ""  # nothing new, or the tail is half a character: wait for more bytes
@@ -73,19 +84,13 @@ class IncrementalDetokenizer:
         )
         return new
 
-    def push_one(self, token_id: int) -> str:
-        """`push([token_id])`. Hot path (once per sequence per step): a byte-level decoder
-        with nothing held back reads the token's memoized text, with no call in between."""
-        if self._bytewise and self._read == len(self._ids):
-            self._ids.append(token_id)
-            text = self._memo.get(token_id)
-            if text is None:
-                text = self._tok.token_text(token_id, self._skip)
-            if not text or text.endswith(_REPLACEMENT):
-                return ""
-            self._prefix = self._read = len(self._ids)
-            return text
-        return self.push((token_id,))
+    def _shown(self, text: str) -> str:
+        """Bytewise: the decode of every id not yet shown is `text`; show it unless it is
+        empty or ends in half a character (then it waits for the next push)."""
+        if not text or text.endswith(_REPLACEMENT):
+            return ""
+        self._prefix = self._read = len(self._ids)
+        return text
 
     def flush(self) -> str:
         """The rest of the text at finish, invalid bytes included as U+FFFD."""

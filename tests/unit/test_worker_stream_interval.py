@@ -47,11 +47,16 @@ def _worker(interval: int) -> Worker:
 
 def _frames(worker: Worker) -> list[list[Chunk]]:
     """The chunks of each `Deltas` frame the worker queued since the last call, in order."""
+    return [frame.chunks for frame in _deltas(worker)]
+
+
+def _deltas(worker: Worker) -> list[Deltas]:
+    """Each `Deltas` frame the worker queued since the last call, in order."""
     frames = []
     while not worker._out.empty():
         item = worker._out.get_nowait()
         if isinstance(item, tuple) and isinstance(item[1], Deltas):
-            frames.append(item[1].chunks)
+            frames.append(item[1])
     return frames
 
 
@@ -93,11 +98,7 @@ def test_a_crashed_engine_fails_the_request_and_sends_nothing_it_held() -> None:
                                    time.time_ns(), 0.001))
     assert [[c.token_ids for c in f] for f in _frames(worker)] == [[[0]]]  # [1] is held
     worker._on_step(EngineStep([], STATS, crashed="engine failed: boom"))
-    frames = []
-    while not worker._out.empty():
-        item = worker._out.get_nowait()
-        if isinstance(item, tuple) and isinstance(item[1], Deltas):
-            frames.append(item[1])
+    frames = _deltas(worker)
     assert [f.chunks for f in frames] == [[]]
     assert [(e.request_id, e.error.code) for e in frames[0].errors] == [
         ("a", "engine_error")]
