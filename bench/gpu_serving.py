@@ -478,7 +478,9 @@ def served_model(url: str, key: str) -> str:
         return json.loads(r.read())["data"][0]["id"]
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags of this benchmark; `start_mesh` reads the mesh's from what it parses (other
+    benchmarks that start a mesh parse their settings with it too)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--load-format", default="auto")
@@ -505,7 +507,11 @@ def main() -> None:
                     help="the engine's CPUs, alone and in the mesh (kvmesh up --engine-cpus); "
                          "the clients run off them")
     ap.add_argument("--out", default="")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.engine_only:
         engine_main(args)
         return

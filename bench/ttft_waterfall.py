@@ -91,15 +91,15 @@ def main() -> None:
     ap.add_argument("--prompt-words", type=int, default=20)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    from bench.gpu_serving import served_model, start_mesh, stop_mesh
+    from bench.gpu_serving import parser, served_model, start_mesh, stop_mesh
     from kvmesh.cli.procs import free_port
     from tests.integration.otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver(free_port()).start()
-    mesh_args = argparse.Namespace(
-        model=args.model, load_format=args.load_format, port=free_port(), gateways=1,
-        max_num_seqs=64, max_num_batched_tokens=2048, max_model_len=2048, stream_interval=1,
-        engine_cpus="")
+    mesh_args = parser().parse_args([
+        "--load-format", args.load_format, "--port", str(free_port()), "--gateways", "1",
+        "--max-num-seqs", "64", "--max-num-batched-tokens", "2048", "--max-model-len", "2048",
+        *(["--model", args.model] if args.model else [])])
     proc, key = start_mesh(mesh_args, Path(tempfile.mkdtemp(prefix="kvmesh-ttft-")),
                            receiver.endpoint)
     url = f"http://127.0.0.1:{mesh_args.port}"
