@@ -62,3 +62,14 @@ def test_kvmesh_up_refuses_bad_engine_cpus_naming_them(argv: list[str], says: st
 def test_kvmesh_up_takes_one_set_per_worker() -> None:
     cfg = load(LaunchConfig, ["--engine-cpus", "0/0", "--workers", "2"], env={})
     assert parse_groups(cfg.engine_cpus) == [(0,), (0,)]
+
+
+def test_kvmesh_up_refuses_engine_cpus_that_leave_no_cpu_for_the_rest() -> None:
+    """Every CPU this process may use given to the engine: nothing is moved, a clear error."""
+    from kvmesh.cli.launcher import _place_engines
+
+    before = os.sched_getaffinity(0)
+    cfg = load(LaunchConfig, ["--engine-cpus", text(before)], env={})
+    with pytest.raises(RuntimeError, match="leaves no CPU for the other processes"):
+        _place_engines(cfg)
+    assert os.sched_getaffinity(0) == before
