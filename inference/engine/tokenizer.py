@@ -8,8 +8,8 @@ way Hugging Face renders it (sandboxed, `trim_blocks`/`lstrip_blocks`, `raise_ex
 Contract:
 - `encode(text)` adds no BOS unless `add_special_tokens=True` (and then only what the
   checkpoint asks for). Special tokens written in the text (`<|im_start|>`) are matched whole.
-  A long text is encoded as pieces in parallel where that is proven to give the same ids
-  (inference/engine/split_encode.py).
+  Where cutting a text is proven to give the same ids, it is encoded segment by segment
+  through a memo of the segments seen before (inference/engine/split_encode.py).
 - `decode(ids)` of a concatenation equals the concatenation of `decode`s whenever the split falls
   on a UTF-8 character boundary; `IncrementalDetokenizer` relies on this.
 - `eos_token_ids` are every id that ends a generation: the checkpoint's eos plus the turn-end
@@ -19,7 +19,6 @@ Contract:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 
-from inference.engine.split_encode import encode_pieces, splittable
+from inference.engine.split_encode import SegmentEncoder, splittable
 
 # llama.cpp `tokenizer.ggml.token_type` value of a control (special) token.
 _GGUF_CONTROL = 3
@@ -36,11 +35,6 @@ _GGUF_USER_DEFINED = 4
 
 # Turn-end markers of common chat templates; a model stops on these as well as on eos.
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-
-# A text of at least two pieces' worth of characters is encoded in parallel pieces, at most
-# one per core (a piece's thread hand-off costs about what 256 characters take to encode).
-_PIECE_CHARS = 256
-_MAX_PIECES = min(16, os.cpu_count() or 1)
 
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -96,7 +90,7 @@ class Tokenizer:
         self.bos_token = self._token_or_empty(bos_token_id)
         self.eos_token = self._token_or_empty(self.eos_token_ids[0] if self.eos_token_ids else None)
         self._template: Any = None  # compiled lazily: the router may never render one
-        self._pieces_ok = _MAX_PIECES > 1 and splittable(tok)
+        self._segments = SegmentEncoder(tok) if splittable(tok) else None
         # token_text's memo, one dict per `skip_special_tokens` flag
         self._token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}
 
@@ -184,9 +178,8 @@ class Tokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of `text`; BOS only when `add_special_tokens` and the checkpoint adds one."""
-        n = min(_MAX_PIECES, len(text) // _PIECE_CHARS)
-        if n > 1 and self._pieces_ok and not add_special_tokens:
-            return encode_pieces(self._tok, text, n)
+        if self._segments is not None and not add_special_tokens:
+            return self._segments.encode(text)
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:

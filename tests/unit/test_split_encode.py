@@ -1,5 +1,6 @@
-"""A long text encoded in pieces gives exactly the ids of encoding it whole
-(inference/engine/split_encode.py), and tokenizers where that is not proven are not cut."""
+"""A text encoded segment by segment, through the memo or not, gives exactly the ids of
+encoding it whole (inference/engine/split_encode.py), and tokenizers where that is not proven
+are not cut."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, normalizers, pre_tokenizers
 
-from inference.engine.split_encode import encode_pieces, pieces, splittable
+from inference.engine import split_encode
+from inference.engine.split_encode import SegmentEncoder, segments, splittable
 from inference.engine.tokenizer import Tokenizer, _byte_level_pre_tokenizer
 
 # Hostile material: every kind of character the split regexes treat differently, placed next
@@ -52,31 +54,51 @@ def test_the_pre_tokenizers_we_build_are_splittable(tok: tokenizers.Tokenizer) -
     assert splittable(tok)
 
 
-@pytest.mark.parametrize("n", [2, 3, 5, 16])
-def test_pieces_encode_to_the_whole_texts_ids(tok: tokenizers.Tokenizer, n: int) -> None:
-    for text in _texts(60, seed=n):
-        assert len(pieces(text, n)) > 1 or len(text) < 200
-        assert encode_pieces(tok, text, n) == tok.encode(text, add_special_tokens=False).ids
+def _whole(tok: tokenizers.Tokenizer, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_segments_encode_to_the_whole_texts_ids(tok: tokenizers.Tokenizer, seed: int) -> None:
+    """Every text twice: the first pass fills the memo, the second reads it."""
+    enc = SegmentEncoder(tok)
+    texts = _texts(60, seed=seed)
+    for text in texts + texts:
+        assert len(segments(text)) > 1 or len(text) < 200
+        assert enc.encode(text) == _whole(tok, text)
+    assert enc._memo  # the second pass was served from it
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(ATOMS) | st.text(max_size=6), min_size=1, max_size=80),
-       st.integers(2, 9))
-def test_pieces_encode_like_the_whole_on_generated_text(gguf_tok: tokenizers.Tokenizer,
-                                                        parts: list[str], n: int) -> None:
+@given(st.lists(st.sampled_from(ATOMS) | st.text(max_size=6), min_size=1, max_size=80))
+def test_segments_encode_like_the_whole_on_generated_text(gguf_tok: tokenizers.Tokenizer,
+                                                          parts: list[str]) -> None:
     text = " ".join(parts)
-    assert "".join(pieces(text, n)) == text
-    assert encode_pieces(gguf_tok, text, n) == gguf_tok.encode(text,
-                                                                add_special_tokens=False).ids
+    assert "".join(segments(text)) == text
+    enc = SegmentEncoder(gguf_tok)
+    assert enc.encode(text) == _whole(gguf_tok, text)
+    assert enc.encode(text) == _whole(gguf_tok, text)  # from the memo
 
 
-def test_cuts_fall_before_a_space_that_starts_a_word() -> None:
+def test_cuts_fall_before_every_space_that_starts_a_word() -> None:
     text = "alpha  beta\tgamma, delta 42 epsilon zeta"
-    got = pieces(text, 8)
-    assert "".join(got) == text
-    for piece in got[1:]:
-        assert piece[0] == " " and piece[1].isascii() and piece[1].isalpha()
-    assert pieces("no_spaces_here_at_all" * 50, 4) == ["no_spaces_here_at_all" * 50]
+    assert segments(text) == ["alpha  beta\tgamma,", " delta 42", " epsilon", " zeta"]
+    assert segments(" lead") == [" lead"]  # no character before the space: no cut
+    assert segments("x\u00a0 y") == ["x\u00a0 y"]  # after whitespace (a no-break space)
+    assert segments("no_spaces_here_at_all" * 50) == ["no_spaces_here_at_all" * 50]
+
+
+def test_the_memo_keeps_short_segments_and_stays_bounded(
+        gguf_tok: tokenizers.Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(split_encode, "MEMO_ENTRIES", 8)
+    enc = SegmentEncoder(gguf_tok)
+    long_word = "x" * (split_encode.MEMO_SEGMENT_CHARS + 1)
+    text = f"one two {long_word} three"
+    assert enc.encode(text) == _whole(gguf_tok, text)
+    assert set(enc._memo) == {"one", " two", " three"}  # the long segment is not kept
+    for text in _texts(20, seed=7):
+        assert enc.encode(text) == _whole(gguf_tok, text)
+        assert len(enc._memo) <= 8
 
 
 def test_unproven_tokenizers_are_not_cut(gguf_tok: tokenizers.Tokenizer) -> None:
