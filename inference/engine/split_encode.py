@@ -20,10 +20,13 @@ Contract:
   encode(a) + encode(b)` at every such point, without special tokens
   (`tests/unit/test_split_encode.py` checks it on hostile texts).
 - `SegmentEncoder(tok).encode(text)` is `tok.encode(text, add_special_tokens=False).ids`, for
-  a `splittable` tok: the concatenation of each segment's ids, looked up in its memo or
-  encoded (the misses of one text in one batch, on `tokenizers`' thread pool). The memo holds
-  segments of at most `MEMO_SEGMENT_CHARS` characters, at most `MEMO_ENTRIES` of them (it is
-  emptied when full); it is safe to share between threads (a lost entry is only a miss).
+  a `splittable` tok. A text whose segments are mostly in the memo is the concatenation of
+  their ids, each run of missing ones encoded joined; a mostly new one (under `POOL_CHARS`) is
+  encoded whole, which costs least, and teaches the memo up to `LEARN` of its segments. The
+  memo holds segments of at most `MEMO_SEGMENT_CHARS` characters, at most `MEMO_ENTRIES` of
+  them (it is emptied when full); it is safe to share between threads (a lost entry is only a
+  miss). Cost (bench/tokenize_memo.py): ~0.2 µs a segment found, about one whole encode plus
+  a tenth to a third for a text mostly new.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ _CUT = re.compile(r"(?<=\S)(?= [A-Za-z])")  # `re`'s \s is str.isspace: see segm
 MEMO_SEGMENT_CHARS = 64  # longer segments (code, numbers, runs without a word) are not kept
 MEMO_ENTRIES = 1 << 16
 PIECE_CHARS = 256  # missing segments are encoded joined in pieces of about this size
-LEARN = 16  # segments of joined pieces encoded alone too, per text, to fill the memo
+LEARN = 4  # segments of a text encoded in larger pieces, encoded alone too to fill the memo
+POOL_CHARS = 1024  # less missing text than this is encoded on the caller's thread
 
 
 def segments(text: str) -> list[str]:
@@ -102,24 +106,25 @@ class SegmentEncoder:
         parts = segments(text)
         get = self._memo.get
         found = [get(p) for p in parts]
-        if None in found:
-            found = self._encode_missing(parts, found)
-        out: list[int] = []
-        for ids in found:
-            out += ids  # type: ignore[arg-type]
-        return out
+        if None not in found:
+            return _joined(found)  # type: ignore[arg-type]
+        missing = [parts[i] for i, ids in enumerate(found) if ids is None]
+        if len(text) < POOL_CHARS and 2 * sum(map(len, missing)) > len(text):
+            # Mostly new: one encode of the whole is the cheapest (a call per piece is not).
+            self._learn(missing)
+            return self._tok.encode(text, add_special_tokens=False).ids
+        return _joined(self._encode_missing(parts, found))
 
     def _encode_missing(self, parts: list[str], found: list[list[int] | None]
                         ) -> list[list[int]]:
         """The ids of `parts` in order, from `found` where it has them. A run of missing
-        segments is encoded joined, in pieces of about `PIECE_CHARS` characters, all in one
-        batch (on `tokenizers`' thread pool): a text of words never seen costs about one
-        whole encode, not a call per word. A piece of one segment is remembered, and so are
-        up to `LEARN` segments of longer pieces, encoded alone in the same batch."""
+        segments is encoded joined, in pieces of about `PIECE_CHARS` characters (on
+        `tokenizers`' thread pool when there is enough to share out). A piece of one segment
+        is remembered, and up to `LEARN` segments of the longer pieces are learnt."""
         out: list[list[int] | None] = []
         pieces: list[str] = []
         slots: list[int] = []  # where each piece's ids go in `out`
-        learn: list[str] = []
+        joined: list[str] = []  # the segments of pieces of several
         i, n = 0, len(parts)
         while i < n:
             if found[i] is not None:
@@ -131,19 +136,32 @@ class SegmentEncoder:
                 size += len(parts[j])
                 j += 1
             if j - i > 1:
-                learn += [p for p in parts[i:j] if len(p) <= MEMO_SEGMENT_CHARS][
-                    : LEARN - len(learn)]
+                joined += parts[i:j]
             slots.append(len(out))
             out.append(None)
             pieces.append("".join(parts[i:j]))
             i = j
-        encoded = [e.ids for e in self._batch(pieces + learn, add_special_tokens=False)]
-        for slot, ids in zip(slots, encoded, strict=False):
+        encoded = self._encode_all(pieces)
+        for slot, ids in zip(slots, encoded, strict=True):
             out[slot] = ids
-        kept = [(p, ids) for p, ids in zip(pieces, encoded, strict=False)  # one segment each:
-                if len(p) <= MEMO_SEGMENT_CHARS and _CUT.search(p) is None]  # no cut inside
-        self._remember(kept + list(zip(learn, encoded[len(pieces):], strict=True)))
+        self._remember([(p, ids) for p, ids in zip(pieces, encoded, strict=True)  # one
+                        if len(p) <= MEMO_SEGMENT_CHARS and _CUT.search(p) is None])  # segment
+        self._learn(joined)
         return out  # type: ignore[return-value]
+
+    def _encode_all(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids: on `tokenizers`' thread pool when there is enough to share out,
+        else here (waking the pool's threads costs more than a few short texts take)."""
+        if len(texts) > 1 and sum(map(len, texts)) >= POOL_CHARS:
+            return [e.ids for e in self._batch(texts, add_special_tokens=False)]
+        tok = self._tok
+        return [tok.encode(t, add_special_tokens=False).ids for t in texts]
+
+    def _learn(self, missing: list[str]) -> None:
+        """Encode and remember up to `LEARN` of the short `missing` segments, so the memo
+        fills from texts that were encoded in larger pieces."""
+        some = [p for p in missing if len(p) <= MEMO_SEGMENT_CHARS][:LEARN]
+        self._remember(list(zip(some, self._encode_all(some), strict=True)))
 
     def _remember(self, entries: list[tuple[str, list[int]]]) -> None:
         memo = self._memo
@@ -151,3 +169,10 @@ class SegmentEncoder:
             memo.clear()  # rare: a fresh memo refills with what traffic uses now
         for segment, ids in entries[: MEMO_ENTRIES - len(memo)]:
             memo[segment] = ids
+
+
+def _joined(parts: list[list[int]]) -> list[int]:
+    out: list[int] = []
+    for ids in parts:
+        out += ids
+    return out
