@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import tokenizers
@@ -86,6 +87,20 @@ def test_cuts_fall_before_every_space_that_starts_a_word() -> None:
     assert segments(" lead") == [" lead"]  # no character before the space: no cut
     assert segments("x\u00a0 y") == ["x\u00a0 y"]  # after whitespace (a no-break space)
     assert segments("no_spaces_here_at_all" * 50) == ["no_spaces_here_at_all" * 50]
+
+
+def test_a_text_of_known_segments_asks_the_tokenizer_nothing(
+        gguf_tok: tokenizers.Tokenizer) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the tokenizer was asked")
+
+    enc = SegmentEncoder(gguf_tok)
+    for word in ["Once", " upon", " a", " time,"]:  # each alone: learnt as it is encoded
+        enc.encode(word)
+    enc._tok = SimpleNamespace(encode=refuse)  # type: ignore[assignment]
+    enc._batch = refuse
+    text = "Once upon a time, a time, upon a time,"
+    assert enc.encode(text) == _whole(gguf_tok, text)
 
 
 def test_the_memo_keeps_short_segments_and_stays_bounded(
