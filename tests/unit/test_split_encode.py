@@ -89,6 +89,17 @@ def test_cuts_fall_before_every_space_that_starts_a_word() -> None:
     assert segments("no_spaces_here_at_all" * 50) == ["no_spaces_here_at_all" * 50]
 
 
+# Unicode's White_Space: what the split regexes' `\s` matches.
+WHITE_SPACE = [*range(0x9, 0xE), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028,
+               0x2029, 0x202F, 0x205F, 0x3000]
+
+
+def test_no_cut_follows_any_character_the_split_regexes_call_whitespace() -> None:
+    for code in WHITE_SPACE:
+        text = f"a{chr(code)} b"
+        assert segments(text) == [text], hex(code)
+
+
 def test_a_text_of_known_segments_asks_the_tokenizer_nothing(
         gguf_tok: tokenizers.Tokenizer) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
