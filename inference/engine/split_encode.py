@@ -10,8 +10,8 @@ Contract:
 - `splittable(tok)` is True only for tokenizers where cutting is proven to change nothing: no
   normalizer, a BPE model without dropout, a byte-level pre-tokenizer without a prefix space
   whose split regex is GPT-2's (optionally after single digits) or Llama-3's / Qwen2's, and no
-  added token whose text holds whitespace (added tokens are matched in the raw text before
-  pre-tokenizing).
+  added token whose text holds whitespace or that strips the whitespace beside it or matches
+  only as a whole word (added tokens are matched in the raw text before pre-tokenizing).
 - `segments(text)` cuts `text` just before every space that follows a non-space character and
   precedes an ASCII letter. Under each regex above no pre-token spans such a point (a pre-token
   holds a space only as its first character, and a whitespace run cannot begin after a
@@ -53,10 +53,18 @@ def splittable(tok: tokenizers.Tokenizer) -> bool:
         return False
     if getattr(tok.model, "dropout", None):
         return False
-    if any(any(c.isspace() for c in t.content) for t in tok.get_added_tokens_decoder().values()):
+    if any(_added_token_may_span_a_cut(t) for t in tok.get_added_tokens_decoder().values()):
         return False
     pre = tok.pre_tokenizer
     return pre is not None and _known_pre_tokenizer(json.loads(pre.__getstate__()))
+
+
+def _added_token_may_span_a_cut(token: tokenizers.AddedToken) -> bool:
+    """An added token is matched in the raw text: one holding whitespace may span a cut, and
+    one that strips the whitespace beside it (`lstrip`, `rstrip`) or matches only as a whole
+    word takes in, or looks at, the space a cut falls before."""
+    return (any(c.isspace() for c in token.content) or token.lstrip or token.rstrip
+            or token.single_word)
 
 
 def _known_pre_tokenizer(spec: dict) -> bool:

@@ -143,3 +143,19 @@ def test_unproven_tokenizers_are_not_cut(gguf_tok: tokenizers.Tokenizer) -> None
     digits_only.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits()])
     for t in (with_normalizer, metaspace, prefix_space, spaced_token, digits_only):
         assert not splittable(t)
+    for flag in ("lstrip", "rstrip", "single_word"):  # each takes in or reads a cut's space
+        stripping = variant()
+        stripping.add_special_tokens([AddedToken("<mask>", special=True, **{flag: True})])
+        assert not splittable(stripping), flag
+
+
+def test_a_token_that_strips_the_space_after_it_would_change_the_ids(
+        gguf_tok: tokenizers.Tokenizer) -> None:
+    """Why `splittable` refuses it: `<mask>` takes in the space before `world` whole, and
+    not when the text is cut there."""
+    t = tokenizers.Tokenizer.from_str(gguf_tok.to_str())
+    t.add_special_tokens([AddedToken("<mask>", special=True, rstrip=True)])
+    text = "hello <mask> world"
+    assert segments(text) == ["hello <mask>", " world"]
+    cut = [i for part in segments(text) for i in _whole(t, part)]
+    assert cut != _whole(t, text)
