@@ -13,24 +13,27 @@ Contract:
   added token whose text holds whitespace or that strips the whitespace beside it or matches
   only as a whole word (added tokens are matched in the raw text before pre-tokenizing).
 - `segments(text)` cuts `text` just before every space that follows a non-space character and
-  precedes an ASCII letter. Under each regex above no pre-token spans such a point (a pre-token
-  holds a space only as its first character, and a whitespace run cannot begin after a
-  non-space character and end at a letter), and the pre-token starting at the space depends
-  only on the text after it; BPE never merges across pre-tokens. So `encode(a + b) ==
-  encode(a) + encode(b)` at every such point, without special tokens
-  (`tests/unit/test_split_encode.py` checks it on hostile texts).
+  precedes one. Under each regex above a pre-token holds a space only as its first character
+  or inside a run of whitespace, and such a run cannot take in the non-space before the cut;
+  the only lookahead (`\\s+(?!\\S)`) ends a whitespace run, and nothing looks behind. So no
+  pre-token spans the cut, and the one starting at the space depends only on the text after
+  it; BPE never merges across pre-tokens. So `encode(a + b) == encode(a) + encode(b)` at every
+  such point, without special tokens (`tests/unit/test_split_encode.py` checks it on hostile
+  texts).
 - `SegmentEncoder(tok).encode(text)` is `tok.encode(text, add_special_tokens=False).ids`, for
   a `splittable` tok. A text whose segments are mostly in the memo is the concatenation of
-  their ids, each run of missing ones encoded joined; a mostly new one (under `POOL_CHARS`) is
-  encoded whole, which costs least, and teaches the memo up to `LEARN` of its segments. The
+  their ids, each run of missing ones encoded joined; one under `POOL_CHARS` characters that is
+  mostly new or misses more than `MAX_RUNS` runs is encoded whole, which costs least, and
+  teaches the memo up to `LEARN` of its segments that were missed before. The
   memo holds segments of at most `MEMO_SEGMENT_CHARS` characters, at most `MEMO_ENTRIES` of
   them (it is emptied when full); it is safe to share between threads (a lost entry is only a
   miss). Cost (bench/tokenize_memo.py): ~0.2 µs a segment found; a text mostly new, 1.2 to
-  1.4 times a whole encode.
+  1.5 times a whole encode.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -86,12 +89,13 @@ def _matches(spec: dict, want: dict) -> bool:
     return all(spec.get(k) == v for k, v in want.items())
 
 
-_CUT = re.compile(r"(?<=\S)(?= [A-Za-z])")  # `re`'s \s is str.isspace: see segments()
+_CUT = re.compile(r"(?<=\S)(?= \S)")  # `re`'s \s is str.isspace: see segments()
 MEMO_SEGMENT_CHARS = 64  # longer segments (code, numbers, runs without a word) are not kept
 MEMO_ENTRIES = 1 << 16
 PIECE_CHARS = 256  # missing segments are encoded joined in pieces of about this size
 LEARN = 4  # segments of a text encoded in larger pieces, encoded alone too to fill the memo
 POOL_CHARS = 1024  # less missing text than this is encoded on the caller's thread
+MAX_RUNS = 4  # a shorter text missing more runs of segments than this is encoded whole
 
 
 def segments(text: str) -> list[str]:
@@ -108,6 +112,7 @@ class SegmentEncoder:
         self._tok = tok
         self._batch = getattr(tok, "encode_batch_fast", tok.encode_batch)  # no offsets (0.20+)
         self._memo: dict[str, list[int]] = {}
+        self._seen: set[str] = set()  # short segments missed once (see `_learn`)
 
     def encode(self, text: str) -> list[int]:
         """`tok.encode(text, add_special_tokens=False).ids` (module contract)."""
@@ -116,9 +121,12 @@ class SegmentEncoder:
         found = [get(p) for p in parts]
         if None not in found:
             return _joined(found)  # type: ignore[arg-type]
-        missing = [parts[i] for i, ids in enumerate(found) if ids is None]
-        if len(text) < POOL_CHARS and 2 * sum(map(len, missing)) > len(text):
-            # Mostly new: one encode of the whole is the cheapest (a call per piece is not).
+        gaps = [i for i, ids in enumerate(found) if ids is None]
+        missing = [parts[i] for i in gaps]
+        runs = 1 + sum(b - a > 1 for a, b in itertools.pairwise(gaps))
+        if len(text) < POOL_CHARS and (runs > MAX_RUNS or 2 * sum(map(len, missing)) > len(text)):
+            # Mostly new, or new in many places: one encode of the whole costs least (a call
+            # per run of missing segments does not).
             self._learn(missing)
             return self._tok.encode(text, add_special_tokens=False).ids
         return _joined(self._encode_missing(parts, found))
@@ -128,7 +136,7 @@ class SegmentEncoder:
         """The ids of `parts` in order, from `found` where it has them. A run of missing
         segments is encoded joined, in pieces of about `PIECE_CHARS` characters (on
         `tokenizers`' thread pool when there is enough to share out). A piece of one segment
-        is remembered, and up to `LEARN` segments of the longer pieces are learnt."""
+        is remembered; the segments of longer pieces go to `_learn`."""
         out: list[list[int] | None] = []
         pieces: list[str] = []
         slots: list[int] = []  # where each piece's ids go in `out`
@@ -166,10 +174,20 @@ class SegmentEncoder:
         return [tok.encode(t, add_special_tokens=False).ids for t in texts]
 
     def _learn(self, missing: list[str]) -> None:
-        """Encode and remember up to `LEARN` of the short `missing` segments, so the memo
-        fills from texts that were encoded in larger pieces."""
-        some = [p for p in missing if len(p) <= MEMO_SEGMENT_CHARS][:LEARN]
-        self._remember(list(zip(some, self._encode_all(some), strict=True)))
+        """Encode and remember up to `LEARN` of the short `missing` segments that were missing
+        once before, so the memo fills from texts encoded in larger pieces with what recurs
+        (words, not one-off numbers and names)."""
+        seen, again = self._seen, []
+        for p in missing:
+            if len(p) > MEMO_SEGMENT_CHARS:
+                continue
+            if p not in seen:
+                seen.add(p)
+            elif len(again) < LEARN:
+                again.append(p)
+        if len(seen) > MEMO_ENTRIES:
+            seen.clear()
+        self._remember(list(zip(again, self._encode_all(again), strict=True)))
 
     def _remember(self, entries: list[tuple[str, list[int]]]) -> None:
         memo = self._memo

@@ -23,7 +23,8 @@ from inference.engine.tokenizer import Tokenizer, _byte_level_pre_tokenizer
 ATOMS = ["word", "Word", "it's", "we'll", "I'M", " ", "  ", "   x", "\t", "\n", "\r\n", " \n ",
          "12345", "3.14", "1,000", "x1", "naïve", "Straße", "中文", "日本語", "😀", "👨‍👩‍👧",
          "<|im_start|>", "<|im_end|>", "!!", "?!", "(", ")", ":", "-", "'", "\"", "\u00a0",
-         "\u200b", "def f(x):", "    return", " a", " b", " Zed", ".", ",", " 7"]
+         "\u200b", "def f(x):", "    return", " a", " b", " Zed", ".", ",", " 7", "'s", "'LL",
+         " 's", "$5", "#1", "…", "\u3000", "\x1c", "_", "١٢٣", "½"]
 
 
 def _texts(count: int, seed: int) -> list[str]:
@@ -81,9 +82,11 @@ def test_segments_encode_like_the_whole_on_generated_text(gguf_tok: tokenizers.T
     assert enc.encode(text) == _whole(gguf_tok, text)  # from the memo
 
 
-def test_cuts_fall_before_every_space_that_starts_a_word() -> None:
-    text = "alpha  beta\tgamma, delta 42 epsilon zeta"
-    assert segments(text) == ["alpha  beta\tgamma,", " delta 42", " epsilon", " zeta"]
+def test_cuts_fall_before_every_space_between_two_non_spaces() -> None:
+    text = "alpha  beta\tgamma, delta 42 (epsilon) zeta's 's"
+    assert segments(text) == ["alpha  beta\tgamma,", " delta", " 42", " (epsilon)", " zeta's",
+                              " 's"]
+    assert segments("a  b") == ["a  b"]  # a run of spaces: no cut
     assert segments(" lead") == [" lead"]  # no character before the space: no cut
     assert segments("x\u00a0 y") == ["x\u00a0 y"]  # after whitespace (a no-break space)
     assert segments("no_spaces_here_at_all" * 50) == ["no_spaces_here_at_all" * 50]
@@ -106,7 +109,7 @@ def test_a_text_of_known_segments_asks_the_tokenizer_nothing(
         raise AssertionError("the tokenizer was asked")
 
     enc = SegmentEncoder(gguf_tok)
-    for word in ["Once", " upon", " a", " time,"]:  # each alone: learnt as it is encoded
+    for word in ["Once", " upon", " a", " time,"] * 2:  # each alone, twice: learnt
         enc.encode(word)
     enc._tok = SimpleNamespace(encode=refuse)  # type: ignore[assignment]
     enc._batch = refuse
@@ -121,10 +124,13 @@ def test_the_memo_keeps_short_segments_and_stays_bounded(
     long_word = "x" * (split_encode.MEMO_SEGMENT_CHARS + 1)
     text = f"one two {long_word} three"
     assert enc.encode(text) == _whole(gguf_tok, text)
+    assert not enc._memo  # missed once: not learnt yet
+    assert enc.encode(text) == _whole(gguf_tok, text)
     assert set(enc._memo) == {"one", " two", " three"}  # the long segment is not kept
     for text in _texts(20, seed=7):
-        assert enc.encode(text) == _whole(gguf_tok, text)
-        assert len(enc._memo) <= 8
+        for _ in range(2):
+            assert enc.encode(text) == _whole(gguf_tok, text)
+        assert len(enc._memo) <= 8 and len(enc._seen) <= 8
 
 
 def test_unproven_tokenizers_are_not_cut(gguf_tok: tokenizers.Tokenizer) -> None:
@@ -156,6 +162,6 @@ def test_a_token_that_strips_the_space_after_it_would_change_the_ids(
     t = tokenizers.Tokenizer.from_str(gguf_tok.to_str())
     t.add_special_tokens([AddedToken("<mask>", special=True, rstrip=True)])
     text = "hello <mask> world"
-    assert segments(text) == ["hello <mask>", " world"]
+    assert segments(text) == ["hello", " <mask>", " world"]
     cut = [i for part in segments(text) for i in _whole(t, part)]
     assert cut != _whole(t, text)
