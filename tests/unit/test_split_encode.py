@@ -68,7 +68,7 @@ def test_segments_encode_to_the_whole_texts_ids(tok: tokenizers.Tokenizer, seed:
     for text in texts + texts:
         assert len(segments(text)) > 1 or len(text) < 200
         assert enc.encode(text) == _whole(tok, text)
-    assert enc._memo  # the second pass was served from it
+    assert len(enc._memo) > 100  # so the second pass read much of it
 
 
 @settings(max_examples=150, deadline=None)
