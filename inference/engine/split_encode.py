@@ -100,8 +100,8 @@ MAX_RUNS = 4  # a shorter text missing more runs of segments than this is encode
 
 def segments(text: str) -> list[str]:
     """`text` cut at every safe point (module contract). Python's whitespace (`\\S` here) is
-    a superset of the split regexes' `\\s`, so it never cuts after a character they call
-    whitespace."""
+    a superset of the split regexes' `\\s`, so a cut never has a character they call
+    whitespace on either side of its space."""
     return _CUT.split(text)
 
 
@@ -140,6 +140,7 @@ class SegmentEncoder:
         out: list[list[int] | None] = []
         pieces: list[str] = []
         slots: list[int] = []  # where each piece's ids go in `out`
+        alone: list[tuple[str, int]] = []  # short pieces of one segment: (piece, its slot)
         joined: list[str] = []  # the segments of pieces of several
         i, n = 0, len(parts)
         while i < n:
@@ -153,6 +154,8 @@ class SegmentEncoder:
                 j += 1
             if j - i > 1:
                 joined += parts[i:j]
+            elif size <= MEMO_SEGMENT_CHARS:
+                alone.append((parts[i], len(out)))
             slots.append(len(out))
             out.append(None)
             pieces.append("".join(parts[i:j]))
@@ -160,8 +163,7 @@ class SegmentEncoder:
         encoded = self._encode_all(pieces)
         for slot, ids in zip(slots, encoded, strict=True):
             out[slot] = ids
-        self._remember([(p, ids) for p, ids in zip(pieces, encoded, strict=True)  # one
-                        if len(p) <= MEMO_SEGMENT_CHARS and _CUT.search(p) is None])  # segment
+        self._remember([(segment, out[slot]) for segment, slot in alone])  # type: ignore[misc]
         self._learn(joined)
         return out  # type: ignore[return-value]
 

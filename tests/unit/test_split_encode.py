@@ -127,6 +127,9 @@ def test_the_memo_keeps_short_segments_and_stays_bounded(
     assert not enc._memo  # missed once: not learnt yet
     assert enc.encode(text) == _whole(gguf_tok, text)
     assert set(enc._memo) == {"one", " two", " three"}  # the long segment is not kept
+    text = "one two zebra three"  # one new word among known ones: encoded alone, and kept
+    assert enc.encode(text) == _whole(gguf_tok, text)
+    assert " zebra" in enc._memo
     for text in _texts(20, seed=7):
         for _ in range(2):
             assert enc.encode(text) == _whole(gguf_tok, text)
