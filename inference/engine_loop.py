@@ -19,7 +19,8 @@ Contract:
   (inference/engine/tp_launch.py); they stop when the loop ends, and a rank that dies ends
   this process (exit status `tp_launch.RANK_DIED`), which the worker sees as its engine gone.
 - Hot path: between two steps this process does only the work the worker cannot do without the
-  engine (token text of logprobs); chunk building, encoding and publishing happen in the worker.
+  engine (token text of logprobs); the text of outputs without stop strings
+  (inference/output_text.py), chunk building, encoding and publishing happen in the worker.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
 def ready_message(engine: LLMEngine) -> EngineReady:
     return EngineReady(engine.limits, engine.config.block_size, engine.stats(),
                        str(engine.device), str(engine.dtype).removeprefix("torch."),
-                       engine.dtype_reason, engine.embedder.pooling)
+                       engine.dtype_reason, engine.embedder.pooling, engine.tokenizer,
+                       engine.eos_ids)
 
 
 def _warm_grammars(engine: LLMEngine) -> None:
@@ -106,7 +108,10 @@ def _load(spec: str | None, config: EngineConfig, torch_threads: int,
 
 class EngineLoop:
     def __init__(self, engine: LLMEngine, commands: Connection, steps: Connection) -> None:
+        """Drives `engine`, which from now on leaves the text of outputs without stop strings
+        to the worker (inference/output_text.py): per-sequence work off this process."""
         self.engine = engine
+        engine.detokenize = False
         self.commands = commands
         self.steps = steps
         self.stopped = False

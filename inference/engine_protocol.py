@@ -18,6 +18,7 @@ from inference.engine.errors import RequestRejected
 from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import PromptLimits
 from inference.engine.sampling_params import SamplingParams
+from inference.engine.tokenizer import Tokenizer
 
 # -- worker -> engine ------------------------------------------------------------------------
 
@@ -69,6 +70,11 @@ class EngineReady:
     dtype: str  # the model's: "bfloat16", "float32", "float16"
     dtype_reason: str  # why that dtype: "the CPU has avx512_bf16", "set by dtype"
     pooling: str | None = None  # how it pools embeddings; None: it serves none
+    # The engine's own tokenizer and end-of-sequence ids: the worker makes the text of
+    # outputs without stop strings with them (inference/output_text.py). None: no tokenizer
+    # (a `dummy:` preset), and no text.
+    tokenizer: Tokenizer | None = None
+    eos_ids: frozenset[int] = frozenset()
 
 
 @dataclass

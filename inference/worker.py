@@ -21,6 +21,8 @@ Contract:
   the engine's next step's own events.
 - The engine runs in its own process behind `EngineClient`: the model never waits for this
   process's network code, and this process never waits for a step.
+  Its outputs carry token ids; this process makes their text (inference/output_text.py),
+  except for requests with stop strings, whose text the engine makes to find them.
 - A step's frames are published before its telemetry runs (spans, metrics): a first token
   does not wait for bookkeeping. The telemetry reads the step's arrival time, so its token
   timings are those of the step, not of the publishing; a step that crashed is recorded at
@@ -57,6 +59,7 @@ from inference.engine.prompt_check import check_logit_bias, check_prompt
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient, EngineStartError
 from inference.engine_protocol import EngineStep
+from inference.output_text import ChoiceTexts
 from inference.stream_interval import Held
 from inference.worker_config import WorkerConfig
 from kvmesh import wire
@@ -109,6 +112,7 @@ class Active:
 
     reply_to: str
     want_logprobs: bool
+    texts: ChoiceTexts | None = None  # this worker makes the text (inference/output_text.py)
     seq: int = 0  # the next chunk's
     held: Held = field(default_factory=Held)  # stream_interval > 1: chunks not yet sent
 
@@ -205,11 +209,20 @@ class Worker(Actor):
             check_logit_bias(params.logit_bias, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
-        refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None))
+        refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None,
+                                                     self._texts(params)))
         if refusal is not None:
             return refusal
         self._engine().add(req.request_id, ids, params)
         return Accepted(req.request_id, self.worker_id, len(ids))
+
+    def _texts(self, params: SamplingParams) -> ChoiceTexts | None:
+        """Whether this worker makes the request's text: unless it has stop strings (the
+        engine makes that text itself, to stop there) or the model has no tokenizer."""
+        ready = self._engine().ready
+        if params.stop or ready.tokenizer is None:
+            return None
+        return ChoiceTexts(ready.tokenizer, params, ready.eos_ids)
 
     def _embed(self, req: TokenizedEmbed) -> Message:
         """Admit an embedding request (the engine checks `dimensions` against the model)."""
@@ -285,6 +298,8 @@ class Worker(Actor):
             st = active.get(rid)
             if st is None:
                 continue  # cancelled
+            if st.texts is not None:
+                text = st.texts.text(index, token_ids, finish)
             lps = _logprobs(logprobs, step.token_text) if st.want_logprobs else None
             chunk = Chunk(rid, 0, index, text, token_ids, lps, finish)
             if prompts and rid in prompts and not token_ids:

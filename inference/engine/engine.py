@@ -7,6 +7,11 @@ prefill completes and diverge by copy-on-write. An `echo` request reports its pr
 prompt logprobs) when its prefill completes (prompt_logprobs.py); with `max_tokens` 0 it then
 ends, every choice empty, with "length". Embedding requests (`add_embedding`) run in the same
 steps as prefill-only sequences; their vectors come out of `embedder.take_outputs()`.
+
+`detokenize` (True unless set otherwise before requests are added) makes each output's text;
+off, the outputs of a request without stop strings carry token ids and no text, for a caller
+that makes the text elsewhere (the worker: inference/output_text.py). A request with stop
+strings always gets its text here: the engine must read it to stop there.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class LLMEngine:
         self.last_batch: ScheduledBatch | None = None
         self.embedder = Embedder(resolve_pooling(config.pooling, model_config),
                                  config.normalize_embeddings, model_config.hidden_size)
+        self.detokenize = True  # see the module doc
 
     @classmethod
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
@@ -106,7 +112,7 @@ class LLMEngine:
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
-        state.new_choice(seq, self.tokenizer)
+        state.new_choice(seq, self._text_tokenizer(params))
         self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
 
@@ -117,6 +123,10 @@ class LLMEngine:
         they come out of `embedder.take_outputs()`). Raises `RequestRejected` as `add_request`."""
         self._check_new(request_id)
         self.embedder.add(request_id, prompts, params, self.limits, self._new_seq, self.scheduler)
+
+    def _text_tokenizer(self, params: SamplingParams) -> Tokenizer | None:
+        """The tokenizer a request's choices make their text with here; None: no text."""
+        return self.tokenizer if self.detokenize or params.stop else None
 
     def _check_new(self, request_id: str) -> None:
         if request_id in self._requests or request_id in self.embedder:
@@ -335,7 +345,7 @@ class LLMEngine:
                 child.num_prompt_tokens = seq.num_prompt_tokens
                 self.kv.fork(seq, child)
                 self.scheduler.add_running(child)
-                state.new_choice(child, self.tokenizer)
+                state.new_choice(child, self._text_tokenizer(state.params))
                 out.append(child)
                 extra_rows.append(row)
         if extra_rows:

@@ -94,6 +94,12 @@ class Tokenizer:
         # token_text's memo, one dict per `skip_special_tokens` flag
         self._token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its definition (the engine process sends it to its worker); memos and
+        the compiled template are rebuilt, empty, on the other side."""
+        return _rebuilt, (self._tok.to_str(), self.chat_template, self.bos_token_id,
+                          self.eos_token_ids)
+
     # ---- construction ---------------------------------------------------------------------
 
     @classmethod
@@ -239,6 +245,12 @@ class Tokenizer:
 
     def _token_or_empty(self, token_id: int | None) -> str:
         return "" if token_id is None else (self._tok.id_to_token(token_id) or "")
+
+
+def _rebuilt(tok_json: str, chat_template: str | None, bos_token_id: int | None,
+             eos_token_ids: tuple[int, ...]) -> Tokenizer:
+    return Tokenizer(tokenizers.Tokenizer.from_str(tok_json), chat_template=chat_template,
+                     bos_token_id=bos_token_id, eos_token_ids=eos_token_ids)
 
 
 def _compile_template(source: str) -> Any:

@@ -80,3 +80,19 @@ def test_top_logprobs(client) -> None:
     assert all(t.logprob <= 0 for t in content)
     # greedy: the chosen token is the most likely one
     assert content[0].token == content[0].top_logprobs[0].token
+
+
+def test_the_mesh_text_is_the_engines_own(client, smollm_gguf) -> None:
+    """The worker makes the text from the engine's token ids (inference/output_text.py): an
+    answer that ends on the model's end of turn (hidden) and one in Japanese (characters
+    split across tokens) read as the same engine in this process writes them."""
+    from inference import LLM, SamplingParams
+
+    llm = LLM(str(smollm_gguf), dtype="float32", max_model_len=1024)
+    for content, max_tokens in (("Say hello.", 64), ("Translate 'good morning' into "
+                                                     "Japanese.", 24)):
+        msgs = [{"role": "user", "content": content}]
+        want = llm.chat(msgs, SamplingParams(max_tokens=max_tokens, temperature=0)).outputs[0]
+        got = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=max_tokens,
+                                             temperature=0).choices[0]
+        assert (got.message.content, got.finish_reason) == (want.text, want.finish_reason)

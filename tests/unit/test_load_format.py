@@ -1,10 +1,9 @@
 """`load_format="dummy"` (vLLM's name): an HF folder with a config and tokenizer files but no
 weights serves with random weights, so any shape can go through the whole mesh; "auto" on the
-same folder still asks for weights."""
+same folder still asks for weights. The folder is the `shaped` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,6 @@ from inference import LLM, SamplingParams
 from inference.engine.loader import load_checkpoint
 from inference.engine.model_store import resolve_model
 from inference.engine.tokenizer import Tokenizer
-
-TINY = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 64,
-        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": True}
-
-
-@pytest.fixture(scope="module")
-def shaped(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama config beside the default model's tokenizer (exported from its GGUF)."""
-    folder = tmp_path_factory.mktemp("shaped")
-    tok = load_checkpoint(resolve_model(None), need_weights=False).tokenizer
-    assert tok is not None
-    tok.save_hf_folder(folder)
-    (folder / "config.json").write_text(json.dumps(TINY))
-    return folder
 
 
 def test_the_exported_tokenizer_reads_back_the_same(shaped: Path) -> None:
