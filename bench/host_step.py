@@ -36,7 +36,6 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -121,7 +120,7 @@ class Driver:
             return self.engine.step()
         record = self.loop._step()
         _timed_dumps(record)
-        return [SimpleNamespace(usage=row[6]) for row in record.outputs]
+        return record.outputs
 
     def add(self, rid: str, ids: list[int], params: Any) -> None:
         if self.loop is None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from inference.engine.engine_stats import EngineStats
-from inference.engine.outputs import Usage
+from inference.engine.outputs import StepOutput, Usage
 from inference.engine_protocol import EngineStep
 from inference.telemetry import GenerationTelemetry
 
@@ -50,8 +50,8 @@ def main() -> None:
             starting = [next(names) for _ in range(args.turnover)]
             for rid in starting:
                 _admit(gt, rid)
-            rows = [(rid, 0, [7], " x", None, None, None) for rid in running]
-            rows += [(rid, 0, [7], " x", None, "length", usage) for rid in ending]
+            rows = [StepOutput(rid, 0, [7], " x") for rid in running]
+            rows += [StepOutput(rid, 0, [7], " x", None, "length", usage) for rid in ending]
             prefills = [(rid, PROMPT_TOKENS) for rid in starting]
             gt.on_step(EngineStep(rows, stats, prefills, time.time_ns(), 0.004,
                                   batch_size=args.seqs, batch_tokens=args.seqs + 199 * 2),

@@ -49,7 +49,6 @@ from inference.engine_protocol import (
     PrefillRow,
     Snapshot,
     Stop,
-    output_row,
 )
 from kvmesh import gc_heap
 
@@ -175,10 +174,8 @@ class EngineLoop:
             engine.abort_all()  # the worker fails every request it holds on `crashed`
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
         seconds, batch = time.perf_counter() - t0, engine.last_batch
-        step = EngineStep([output_row(o) for o in outputs], engine.stats(),
-                          _prefills(batch), start_ns, seconds,
+        step = EngineStep(outputs, engine.stats(), _prefills(batch), start_ns, seconds,
                           batch_size=len(batch), batch_tokens=sum(batch.num_tokens))
-        step.prompts = {o.request_id: o.prompt for o in outputs if o.prompt is not None}
         if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step

@@ -2,7 +2,7 @@
 commands, `engine_loop.py` answers with `EngineReady` once and then one `EngineStep` per step).
 
 They travel pickled over a local pipe: both ends are the same code on the same host. A step's
-output rows go inside its pickle as one msgpack body (`EngineStep.__getstate__`).
+outputs go inside its pickle as one msgpack body (`EngineStep.__getstate__`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import msgspec
 from inference.engine.embedding import EmbeddingOutput, PoolingParams
 from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
-from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
+from inference.engine.outputs import StepOutput
 from inference.engine.prompt_check import PromptLimits
 from inference.engine.sampling_params import SamplingParams
 from inference.engine.tokenizer import Tokenizer
@@ -84,32 +84,22 @@ class EngineFailed:
     message: str
 
 
-# Rows, not dataclasses: a step's rows are serialized on the engine's critical path (msgpack,
-# `EngineStep.__getstate__`), and a tuple costs a fraction of a dataclass there (which
-# msgpack writes as a map of its field names, and pickle about five times slower).
-OutputRow = tuple[str, int, list[int], str, list[TokenLogprob] | None, str | None, Usage | None]
-"""One `StepOutput`: (request_id, index, token_ids, text, logprobs, finish_reason, usage)."""
 PrefillRow = tuple[str, int]
 """A sequence that computed prompt tokens in an engine step: (request_id, how many)."""
-
-
-def output_row(o: StepOutput) -> OutputRow:
-    return (o.request_id, o.index, o.token_ids, o.text, o.logprobs, o.finish_reason, o.usage)
 
 
 @dataclass
 class EngineStep:
     """Everything one engine iteration produced. `rejected`: requests refused on add (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
-    `token_text`: the text of every token id in this step's logprobs and prompts; `prompts`:
-    the prompt reports of echo requests, by request id (their rows come first); `embeddings`:
+    `token_text`: the text of every token id in this step's logprobs and prompts; `embeddings`:
     the vectors of embedding inputs this step finished. The step ran `batch_size` sequences,
     `batch_tokens` tokens; `prefills` holds a row for each that computed part of its prompt (a
     request's first step is one), which the worker's telemetry reads for queue time and
     `engine.step` spans. Not a row per decode: at 256 sequences those rows were a third of
     what the engine pickled per step."""
 
-    outputs: list[OutputRow]
+    outputs: list[StepOutput]
     stats: EngineStats
     prefills: list[PrefillRow] = field(default_factory=list)
     start_ns: int = 0  # wall clock, for the engine-step span
@@ -122,12 +112,11 @@ class EngineStep:
     evicted: list[int] = field(default_factory=list)
     snapshot: list[int] | None = None  # every cached key, when a resync asked for it
     token_text: dict[int, str] = field(default_factory=dict)
-    prompts: dict[str, PromptOutput] = field(default_factory=dict)
     embeddings: list[EmbeddingOutput] = field(default_factory=list)
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled as its fields, but the output rows as one msgpack body (msgspec, in C):
-        256 rows pickled as tuples cost about twice as much (bench/step_record.py)."""
+        """Pickled as its fields, but the outputs as one msgpack body (msgspec, in C): 256
+        outputs pickled as tuples cost about twice as much (bench/step_record.py)."""
         state = self.__dict__.copy()
         state["outputs"] = _ROWS.encode(self.outputs)
         return state
@@ -138,4 +127,4 @@ class EngineStep:
 
 
 _ROWS = msgspec.msgpack.Encoder()
-_ROWS_BACK = msgspec.msgpack.Decoder(list[OutputRow])  # typed: rows come back as tuples
+_ROWS_BACK = msgspec.msgpack.Decoder(list[StepOutput])

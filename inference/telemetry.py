@@ -111,13 +111,14 @@ class GenerationTelemetry:
                     rt.span.set_status(Status(StatusCode.ERROR, step.crashed or "rejected"))
                 rt.span.end()
         tokens, gaps = 0, []
-        for rid, index, token_ids, _, _, finish, usage in step.outputs:
+        for o in step.outputs:
+            rid, token_ids, finish, usage = o.request_id, o.token_ids, o.finish_reason, o.usage
             rt = self.requests.get(rid)
             if rt is None:
                 continue
             if token_ids:
                 tokens += len(token_ids)
-                gap = rt.clock.tokens(index, len(token_ids), now, self._ttft)
+                gap = rt.clock.tokens(o.index, len(token_ids), now, self._ttft)
                 if gap is not None:
                     gaps.append(gap)
             if finish:

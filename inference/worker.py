@@ -293,21 +293,21 @@ class Worker(Actor):
             if st is not None:
                 frames.get(st.reply_to).errors.append(
                     StreamError(rid, error_table.rejected(exc)))
-        active, prompts, interval = self.active, step.prompts, self.cfg.stream_interval
-        for rid, index, token_ids, text, logprobs, finish, usage in step.outputs:
+        active, interval = self.active, self.cfg.stream_interval
+        for o in step.outputs:
+            rid, token_ids, finish = o.request_id, o.token_ids, o.finish_reason
             st = active.get(rid)
             if st is None:
                 continue  # cancelled
-            if st.texts is not None:
-                text = st.texts.text(index, token_ids, finish)
-            lps = _logprobs(logprobs, step.token_text) if st.want_logprobs else None
-            chunk = Chunk(rid, 0, index, text, token_ids, lps, finish)
-            if prompts and rid in prompts and not token_ids:
-                chunk.prompt = _prompt_echo(prompts.pop(rid), step.token_text)
+            text = o.text if st.texts is None else st.texts.text(o.index, token_ids, finish)
+            lps = _logprobs(o.logprobs, step.token_text) if st.want_logprobs else None
+            chunk = Chunk(rid, 0, o.index, text, token_ids, lps, finish)
+            if o.prompt is not None:
+                chunk.prompt = _prompt_echo(o.prompt, step.token_text)
             if interval > 1:
-                self._emit_held(frames, st, chunk, usage, interval)
+                self._emit_held(frames, st, chunk, o.usage, interval)
             else:
-                self._emit(frames, st, chunk, usage)
+                self._emit(frames, st, chunk, o.usage)
         for out in step.embeddings:
             st = active.get(out.request_id)
             if st is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 
 @dataclass
 class TokenLogprob:
@@ -30,14 +32,18 @@ class PromptOutput:
     logprobs: list[TokenLogprob] | None = None
 
 
-@dataclass
-class StepOutput:
+class StepOutput(msgspec.Struct, array_like=True):
     """One choice's progress in one engine step.
 
     `text` is the new, safe-to-show text: never half a UTF-8 character, never part of a stop
-    string. `finish_reason` is None while running, else "stop", "length" or "abort"; `usage`
-    is set on the step that finishes the last choice of a request. `prompt` is set on one
-    output of an `echo` request (index 0, no tokens), before any of its tokens.
+    string ("" where the engine leaves the text to its caller: `LLMEngine.detokenize`).
+    `finish_reason` is None while running, else "stop", "length" or "abort"; `usage` is set on
+    the step that finishes the last choice of a request. `prompt` is set on one output of an
+    `echo` request (index 0, no tokens), before any of its tokens.
+
+    A msgspec Struct, not a dataclass: one is built per sequence per step, in about half the
+    time, and a step's outputs travel to the worker encoded as they are, each a msgpack array
+    (inference/engine_protocol.py), with no pass copying them into rows first.
     """
 
     request_id: str

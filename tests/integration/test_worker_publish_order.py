@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import nats
 
 from inference.engine.engine_stats import EngineStats
-from inference.engine.outputs import Usage
+from inference.engine.outputs import StepOutput, Usage
 from inference.engine_protocol import EngineStep
 from inference.telemetry import GenerationTelemetry
 from inference.worker import Active, Worker
@@ -63,10 +63,10 @@ async def test_a_steps_frames_are_on_the_socket_before_its_telemetry_runs(nats_u
             recorder.admitted(req, recorder.start(req))
             worker.active[rid] = Active(inbox, want_logprobs=False)
         before = time.monotonic()
-        worker._on_step(EngineStep([("a", 0, [7], "x", None, None, None)], stats,
+        worker._on_step(EngineStep([StepOutput("a", 0, [7], "x")], stats,
                                    [("a", 3)], time.time_ns(), 0.001))
-        worker._on_step(EngineStep([("a", 0, [8], "y", None, "length", Usage(3, 2, 0)),
-                                    ("b", 0, [9], "z", None, "length", Usage(4, 1, 0))],
+        worker._on_step(EngineStep([StepOutput("a", 0, [8], "y", None, "length", Usage(3, 2, 0)),
+                                    StepOutput("b", 0, [9], "z", None, "length", Usage(4, 1, 0))],
                                    stats, [("b", 4)], time.time_ns(), 0.001))
         frames = [await asyncio.wait_for(got.get(), 10) for _ in range(2)]
         beat = await asyncio.wait_for(got.get(), 10)  # the two finished: it is idle

@@ -42,10 +42,12 @@ class Steps:
         await asyncio.wait_for(wait(), timeout)
 
     def tokens(self, rid: str) -> list[int]:
-        return [t for s in self.steps for r in s.outputs if r[0] == rid for t in r[2]]
+        return [t for s in self.steps for r in s.outputs if r.request_id == rid
+                for t in r.token_ids]
 
     def finished(self, rid: str) -> str | None:
-        return next((r[5] for s in self.steps for r in s.outputs if r[0] == rid and r[5]), None)
+        return next((r.finish_reason for s in self.steps for r in s.outputs
+                     if r.request_id == rid and r.finish_reason), None)
 
     def rejected(self, rid: str) -> bool:
         return any(r == rid for s in self.steps for r, _ in s.rejected)

@@ -1,5 +1,5 @@
-"""The engine's step record crosses the pipe whole: its output rows (msgpack inside the
-pickle, `EngineStep.__getstate__`) come back equal, as tuples, every kind of row included."""
+"""The engine's step record crosses the pipe whole: its outputs (msgpack inside the pickle,
+`EngineStep.__getstate__`) come back equal, every kind of output and field included."""
 
 from __future__ import annotations
 
@@ -7,29 +7,31 @@ import pickle
 
 from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
-from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
+from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
 from inference.engine_pipe import dumps
 from inference.engine_protocol import EngineStep
 
 
 def test_every_kind_of_row_and_field_comes_back_equal() -> None:
     rows = [
-        ("cmpl-a", 0, [7], " the", None, None, None),
-        ("cmpl-b", 2, [8], "", [TokenLogprob(8, -0.5, [(8, -0.5), (3, -1.25)])], None, None),
-        ("cmpl-c", 0, [9], "end\u00e9", None, "length", Usage(5, 3, 2)),
-        ("cmpl-d", 1, [], "", None, "abort", None),
-        ("cmpl-e", 0, [0], "\ufffd", [TokenLogprob(0, float("-inf"))], "stop", Usage(4, 1, 0)),
+        StepOutput("cmpl-f", 0, [], "hi", prompt=PromptOutput([1, 2], "hi", [
+            TokenLogprob(2, -1.5, [(2, -1.5)])])),
+        StepOutput("cmpl-a", 0, [7], " the"),
+        StepOutput("cmpl-b", 2, [8], "", [TokenLogprob(8, -0.5, [(8, -0.5), (3, -1.25)])]),
+        StepOutput("cmpl-c", 0, [9], "end\u00e9", None, "length", Usage(5, 3, 2)),
+        StepOutput("cmpl-d", 1, [], "", None, "abort"),
+        StepOutput("cmpl-e", 0, [0], "\ufffd", [TokenLogprob(0, float("-inf"))], "stop",
+                   Usage(4, 1, 0)),
     ]
     refused = RequestRejected("max_tokens", "too long")
     step = EngineStep(rows, EngineStats(2, 1, 10, 5, 5, 1, 3, 9, 0), [("cmpl-a", 12, True)],
                       123, 0.004, 2, 14, rejected=[("cmpl-x", refused)],
-                      stored=[2**63 + 5], token_text={8: " the"},
-                      prompts={"cmpl-f": PromptOutput([1, 2], "hi", None)})
+                      stored=[2**63 + 5], token_text={8: " the"})
     back = pickle.loads(dumps(step))
     assert back.outputs == rows
-    assert all(type(r) is tuple for r in back.outputs)
-    assert back.outputs[1][4][0].top == [(8, -0.5), (3, -1.25)]
-    assert isinstance(back.outputs[2][6], Usage)
+    assert back.outputs[2].logprobs[0].top == [(8, -0.5), (3, -1.25)]
+    assert isinstance(back.outputs[3].usage, Usage)
+    assert back.outputs[0].prompt.logprobs[0].top == [(2, -1.5)]
     rest = {k: v for k, v in back.__dict__.items() if k not in ("outputs", "rejected")}
     assert rest == {k: v for k, v in step.__dict__.items() if k not in ("outputs", "rejected")}
     assert [(r, str(e)) for r, e in back.rejected] == [("cmpl-x", "max_tokens: too long")]

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from inference.engine.engine_stats import EngineStats
-from inference.engine.outputs import Usage
-from inference.engine_protocol import EngineStep, OutputRow, PrefillRow
+from inference.engine.outputs import StepOutput, Usage
+from inference.engine_protocol import EngineStep, PrefillRow
 from inference.telemetry import GenerationTelemetry
 from telemetry import tracing
 
@@ -42,7 +42,7 @@ def admitted(tel: GenerationTelemetry, rids: list[str]) -> list[int]:
 
 
 def step(tel: GenerationTelemetry, n: int, prefills: Sequence[PrefillRow] = (),
-         outputs: Sequence[OutputRow] = ()) -> None:
+         outputs: Sequence[StepOutput] = ()) -> None:
     """Deliver a step of `n` sequences: `prefills` computed prompt tokens, the rest decoded."""
     tel.on_step(EngineStep(outputs=list(outputs), stats=IDLE, prefills=list(prefills),
                            start_ns=time.time_ns(), seconds=0.001, batch_size=n,
@@ -76,13 +76,13 @@ def test_decode_steps_are_not_spanned_and_the_last_step_links_the_request_it_end
     [a, b] = admitted(tel, ["a", "b"])
     step(tel, 2, prefills=[("a", 2), ("b", 2)])
     for _ in range(3):
-        step(tel, 2, outputs=[("a", 0, [5], "x", None, None, None),
-                              ("b", 0, [5], "x", None, None, None)])
+        step(tel, 2, outputs=[StepOutput("a", 0, [5], "x"),
+                              StepOutput("b", 0, [5], "x")])
     assert len(step_spans(exporter)) == 1  # the prefill's
     [c] = admitted(tel, ["c"])
     step(tel, 3, prefills=[("c", 2)],
-         outputs=[("a", 0, [6], "y", None, "length", Usage(2, 4)),
-                  ("b", 0, [6], "y", None, None, None)])
+         outputs=[StepOutput("a", 0, [6], "y", None, "length", Usage(2, 4)),
+                  StepOutput("b", 0, [6], "y")])
     last = step_spans(exporter)[-1]
     assert [link.context.span_id for link in last.links] == [c, a]  # started, ended
     assert last.parent is not None and last.parent.span_id == c

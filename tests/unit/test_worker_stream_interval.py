@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from inference.engine.engine_stats import EngineStats
-from inference.engine.outputs import Usage
+from inference.engine.outputs import StepOutput, Usage
 from inference.engine_protocol import EngineStep
 from inference.telemetry import GenerationTelemetry
 from inference.worker import Active, Worker
@@ -27,8 +27,8 @@ def _run(interval: int, tokens: int) -> list[list[Chunk]]:
     for i in range(tokens):
         last = i == tokens - 1
         worker._on_step(EngineStep(
-            [("a", 0, [100 + i], f"w{i} ", None, "length" if last else None,
-              Usage(5, tokens, 0) if last else None)],
+            [StepOutput("a", 0, [100 + i], f"w{i} ", None, "length" if last else None,
+                        Usage(5, tokens, 0) if last else None)],
             STATS, [], time.time_ns(), 0.001))
     return _frames(worker)
 
@@ -76,12 +76,12 @@ def test_chunks_go_every_interval_tokens_in_order_with_usage_last(
 def test_a_cancelled_request_drops_what_it_held() -> None:
     worker = _worker(4)
     for i in range(2):
-        worker._on_step(EngineStep([("a", 0, [i], "x", None, None, None)], STATS, [],
+        worker._on_step(EngineStep([StepOutput("a", 0, [i], "x")], STATS, [],
                                    time.time_ns(), 0.001))
     held = worker.active["a"].held
     assert [c.token_ids for c in held.chunks] == [[1]]  # the first went at once
     worker.active.pop("a")  # what `_cancel` does; nothing of it is sent again
-    worker._on_step(EngineStep([("a", 0, [2], "x", None, None, None)], STATS, [],
+    worker._on_step(EngineStep([StepOutput("a", 0, [2], "x")], STATS, [],
                                time.time_ns(), 0.001))
     assert [[c.token_ids for c in f] for f in _frames(worker)] == [[[0]]]
 
@@ -94,7 +94,7 @@ def test_the_setting_is_refused_at_zero() -> None:
 def test_a_crashed_engine_fails_the_request_and_sends_nothing_it_held() -> None:
     worker = _worker(4)
     for i in range(2):
-        worker._on_step(EngineStep([("a", 0, [i], "x", None, None, None)], STATS, [],
+        worker._on_step(EngineStep([StepOutput("a", 0, [i], "x")], STATS, [],
                                    time.time_ns(), 0.001))
     assert [[c.token_ids for c in f] for f in _frames(worker)] == [[[0]]]  # [1] is held
     worker._on_step(EngineStep([], STATS, crashed="engine failed: boom"))
