@@ -38,7 +38,8 @@ print(json.dumps({{"tokens": len(out[0].outputs[0].token_ids)}}), flush=True)
 def _start() -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                [str(ROOT), os.environ.get("PYTHONPATH", "")])})
 
 
 def _line(proc: subprocess.Popen[str]) -> dict:
