@@ -58,7 +58,7 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     num_blocks = all_reduce_min(own_blocks, device)
     kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
     runner = make_runner(  # rank 0 of a TP group sends each step's plan
-        model, backend, num_blocks, config.block_size, device, kv_dtype
+        model, backend, num_blocks, config.block_size, device, kv_dtype, kv.tables
     )
     graph_decoder = None
     if device.type == "cuda" and not config.enforce_eager:

@@ -15,6 +15,8 @@ Invariants, kept by every public method and checked by `check_invariants` in tes
 - A reference count drops to zero only in `free`.
 - A sequence's chain starts at `root_hash(seq.params.cache_salt)`: blocks are only ever shared
   between sequences with the same salt (one tenant, or tenants that opted to share).
+- `tables` (block_tables.py) holds every sequence's block table as it is: each change to a
+  `block_table` here is written there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 from kvmesh.block_hash import BlockHash, hash_block, hash_prefix_blocks, root_hash
 
+from .block_tables import BlockTables
 from .sequence import Sequence, SequenceStatus
 
 
@@ -54,6 +57,7 @@ class KVCacheManager:
         self._evicted: list[BlockHash] = []
         self.prefix_query_tokens = 0
         self.prefix_hit_tokens = 0
+        self.tables = BlockTables()  # every block table as rows of one array, kept in step
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class KVCacheManager:
         for block in hits:
             self._take_ref(block)
         seq.block_table = hits
+        self.tables.write(seq, 0)
         seq.block_hashes = [self._block_hash[b] for b in hits]  # type: ignore[misc]
         seq.num_computed_tokens = len(hits) * self.block_size
         self.prefix_query_tokens += seq.num_tokens
@@ -150,8 +155,9 @@ class KVCacheManager:
     def reserve(self, seq: Sequence, num_new_tokens: int) -> None:
         """Make slots for the next `num_new_tokens` tokens writable. Caller checked
         `can_reserve`; raises if the pool is short anyway."""
+        changed = len(seq.block_table)
         if self._needs_copy(seq):
-            i = seq.num_computed_tokens // self.block_size
+            changed = i = seq.num_computed_tokens // self.block_size
             src = seq.block_table[i]
             dst = self._allocate()
             self._copies.append((src, dst))
@@ -160,6 +166,8 @@ class KVCacheManager:
         total = seq.num_computed_tokens + num_new_tokens
         while len(seq.block_table) * self.block_size < total:
             seq.block_table.append(self._allocate())
+        if changed < len(seq.block_table) or seq.table_row < 0:
+            self.tables.write(seq, changed)
 
     def commit_running(self, seqs: list[Sequence]) -> None:
         """`commit` each running sequence of a step's batch. Hot path: most have no newly
@@ -194,6 +202,7 @@ class KVCacheManager:
         for block in parent.block_table:
             self._ref_count[block] += 1
         child.block_table = list(parent.block_table)
+        self.tables.write(child, 0)
         child.block_hashes = list(parent.block_hashes)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
@@ -211,6 +220,7 @@ class KVCacheManager:
                     self._free_keyed[block] = None
         seq.block_table = []
         seq.block_hashes = []
+        self.tables.release(seq)
 
     def take_copies(self) -> list[tuple[int, int]]:
         """Pending (src, dst) block copies; the runner applies them before the next forward."""
@@ -257,3 +267,4 @@ class KVCacheManager:
             else:
                 assert b not in self._free_keyed, f"keyless block {b} in the keyed list"
         assert len(self._hash_to_block) == sum(k is not None for k in self._block_hash)
+        self.tables.check()

@@ -13,12 +13,11 @@ same step.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 
 from .attention import AttentionBackend, AttentionMetadata
+from .block_tables import BlockTables
 from .config import ModelConfig
 from .inflight import resolve_placeholders
 from .model import DecoderLM
@@ -33,25 +32,6 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
     elem = torch.tensor([], dtype=dtype).element_size()
     heads = cfg.num_kv_heads if kv_heads is None else kv_heads
     return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
-
-
-_ROW_BY_ROW = 16  # up to this many rows, `_block_tables` fills row by row
-
-
-def _block_tables(seqs: list[Sequence]) -> np.ndarray:
-    """The sequences' block tables as one zero-padded [seqs, widest] array. A few rows are
-    filled one by one; many in one masked assignment from the tables laid end to end (a
-    row's slice assignment costs ~0.6 us on this path, the masked one ~10 us in all)."""
-    lens = [len(s.block_table) for s in seqs]
-    tables = np.zeros((len(seqs), max(lens)), dtype=np.int64)
-    if len(seqs) <= _ROW_BY_ROW:
-        for i, s in enumerate(seqs):
-            tables[i, : lens[i]] = s.block_table
-        return tables
-    flat = np.fromiter(itertools.chain.from_iterable(s.block_table for s in seqs), np.int64,
-                       sum(lens))
-    tables[np.arange(tables.shape[1]) < np.asarray(lens)[:, None]] = flat
-    return tables
 
 
 def _packed(parts: tuple[list[int] | np.ndarray, ...]) -> tuple[np.ndarray, list[int]]:
@@ -78,11 +58,14 @@ class ModelRunner:
         block_size: int,
         device: torch.device,
         dtype: torch.dtype,
+        tables: BlockTables,
     ):
+        """`tables`: the KV manager's block tables, which `prepare` reads."""
         cfg = model.config
         self.model = model
         self.backend = backend
         self.block_size = block_size
+        self.tables = tables
         self.device = device
         # `dtype` is the pool's (float8 e4m3 for kv_cache_dtype="fp8"), not always the model's.
         # Zeroed, not empty: masked-out pool entries still enter the matmuls of the CPU path,
@@ -120,22 +103,24 @@ class ModelRunner:
         # Hot path: every index array goes into one host buffer and crosses to the device in
         # one non-blocking copy (not seven, none of which waits for the GPU).
         seqs, n_seq, bs = batch.seqs, len(batch.seqs), self.block_size
-        # Decodes come first: a list comprehension per input over them, no appends; then
+        # Decodes come first: a list comprehension per input over them, no appends, and
+        # their slots in numpy over the block tables (kept in place: block_tables.py); then
         # the prompt chunks (if any), per sequence in numpy.
+        tables = self.tables.gather(seqs)
         decodes = n_seq if max(batch.num_tokens) == 1 else batch.leading_decodes()
         head = seqs if decodes == n_seq else seqs[:decodes]
         at = [s.num_computed_tokens for s in head]
         ids = [s.token_ids[p] for s, p in zip(head, at, strict=True)]
-        slots: list[int] | np.ndarray = [s.block_table[p // bs] * bs + p % bs
-                                         for s, p in zip(head, at, strict=True)]
-        positions: list[int] | np.ndarray = at
+        positions = np.asarray(at, dtype=np.int64)
+        slots = tables[np.arange(decodes), positions // bs] * np.int64(bs) + positions % bs
         starts, seq_lens = list(range(decodes + 1)), [p + 1 for p in at]
         if decodes < n_seq:
             pos_parts, slot_parts = self._chunk_inputs(
-                seqs[decodes:], batch.num_tokens[decodes:], ids, starts, seq_lens)
-            positions = np.concatenate([np.asarray(at, dtype=np.int64), *pos_parts])
-            slots = np.concatenate([np.asarray(slots, dtype=np.int64), *slot_parts])
-        n_tok, tables = len(ids), _block_tables(seqs)
+                seqs[decodes:], batch.num_tokens[decodes:], tables[decodes:], ids, starts,
+                seq_lens)
+            positions = np.concatenate([positions, *pos_parts])
+            slots = np.concatenate([slots, *slot_parts])
+        n_tok = len(ids)
         rows = [starts[i + 1] - 1 for i in sample_rows]
         parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
         host, cut = _packed(parts)
@@ -155,20 +140,20 @@ class ModelRunner:
         has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
         return input_ids, pos, meta, row_idx, has_placeholder
 
-    def _chunk_inputs(self, seqs: list[Sequence], num_tokens: list[int], ids: list[int],
-                      starts: list[int], seq_lens: list[int]
+    def _chunk_inputs(self, seqs: list[Sequence], num_tokens: list[int], tables: np.ndarray,
+                      ids: list[int], starts: list[int], seq_lens: list[int]
                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """For sequences that compute prompt chunks: append their token ids, query starts
-        and sequence lengths to the lists given; return their positions and slots, per
-        sequence in numpy, not per token."""
+        """For sequences that compute prompt chunks (`tables`: their block tables, a row
+        each): append their token ids, query starts and sequence lengths to the lists given;
+        return their positions and slots, per sequence in numpy, not per token."""
         bs = self.block_size
         pos_parts, slot_parts = [], []
-        for seq, n in zip(seqs, num_tokens, strict=True):
+        for seq, n, table in zip(seqs, num_tokens, tables, strict=True):
             start = seq.num_computed_tokens
             ids.extend(seq.token_ids[start : start + n])
             p = np.arange(start, start + n)
             pos_parts.append(p)
-            slot_parts.append(np.asarray(seq.block_table)[p // bs] * bs + p % bs)
+            slot_parts.append(table[p // bs] * np.int64(bs) + p % bs)
             starts.append(starts[-1] + n)
             seq_lens.append(start + n)
         return pos_parts, slot_parts

@@ -54,6 +54,7 @@ class Sequence:
     last_token_in_flight: bool = False
     pooled: bool = False
     reuse_prefix: bool = True
+    table_row: int = -1  # its row in the KV manager's BlockTables (block_tables.py); -1: none
     # The scheduler's order: higher priority first, then older, then created first. Fixed
     # for the sequence's life, so computed once (the scheduler sorts by it every step).
     queue_key: tuple[int, float, int] = field(init=False, repr=False)

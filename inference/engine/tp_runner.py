@@ -21,6 +21,7 @@ import torch
 
 from . import distributed, tp_launch
 from .attention import AttentionBackend, AttentionMetadata
+from .block_tables import BlockTables
 from .model import DecoderLM
 from .runner import ModelRunner
 
@@ -85,7 +86,8 @@ def unpack(plan: StepPlan, payload: torch.Tensor) -> tuple[
 
 
 def make_runner(model: DecoderLM, backend: AttentionBackend, num_blocks: int,
-                block_size: int, device: torch.device, dtype: torch.dtype) -> ModelRunner:
+                block_size: int, device: torch.device, dtype: torch.dtype,
+                tables: BlockTables) -> ModelRunner:
     group = distributed.group()
     cls = TPLeaderRunner if group.size > 1 and group.rank == 0 else ModelRunner
-    return cls(model, backend, num_blocks, block_size, device, dtype)
+    return cls(model, backend, num_blocks, block_size, device, dtype, tables)

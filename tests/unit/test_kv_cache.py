@@ -170,3 +170,27 @@ def test_commit_running_keys_the_full_blocks_of_running_sequences_only() -> None
     assert len(running.block_hashes) == 2  # 9 tokens: two full blocks of 4
     assert waiting.block_hashes == []
     kv.check_invariants()
+
+
+def test_the_block_tables_array_follows_every_table_as_it_grows_and_frees() -> None:
+    """More sequences than the array's first rows, tables wider than its first width: each
+    step's gather is the tables as lists, zero-padded, and freed rows go back to zeros."""
+    kv = KVCacheManager(num_blocks=4000, block_size=BS)
+    rng = random.Random(5)
+    seqs = [_seq(i, list(range(rng.randrange(1, 30)))) for i in range(100)]
+    for seq in seqs:
+        kv.admit(seq)
+        kv.reserve(seq, seq.num_new_tokens)
+    for grow in range(0, 40, 8):
+        for seq in seqs:
+            seq.num_computed_tokens = seq.num_tokens
+            seq.token_ids += [7] * grow
+            kv.reserve(seq, seq.num_new_tokens)
+        widest = max(len(s.block_table) for s in seqs)
+        assert kv.tables.gather(seqs).tolist() == [
+            s.block_table + [0] * (widest - len(s.block_table)) for s in seqs]
+        kv.check_invariants()
+    for seq in seqs[::2]:
+        kv.free(seq)
+    kv.check_invariants()
+    assert all(s.table_row == -1 for s in seqs[::2])
