@@ -116,15 +116,15 @@ class EngineStep:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled as its fields, but the outputs as one msgpack body (msgspec, in C): 256
-        outputs pickled as tuples cost about twice as much (bench/step_record.py)."""
+        outputs pickled one by one cost about five times as much (bench/step_record.py)."""
         state = self.__dict__.copy()
-        state["outputs"] = _ROWS.encode(self.outputs)
+        state["outputs"] = _OUTPUTS.encode(self.outputs)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state["outputs"] = _ROWS_BACK.decode(state["outputs"])
+        state["outputs"] = _OUTPUTS_BACK.decode(state["outputs"])
         self.__dict__.update(state)
 
 
-_ROWS = msgspec.msgpack.Encoder()
-_ROWS_BACK = msgspec.msgpack.Decoder(list[StepOutput])
+_OUTPUTS = msgspec.msgpack.Encoder()
+_OUTPUTS_BACK = msgspec.msgpack.Decoder(list[StepOutput])

@@ -217,8 +217,8 @@ class Worker(Actor):
         return Accepted(req.request_id, self.worker_id, len(ids))
 
     def _texts(self, params: SamplingParams) -> ChoiceTexts | None:
-        """Whether this worker makes the request's text: unless it has stop strings (the
-        engine makes that text itself, to stop there) or the model has no tokenizer."""
+        """The request's text state if this worker makes its text: unless it has stop strings
+        (the engine makes that text itself, to stop there) or the model has no tokenizer."""
         ready = self._engine().ready
         if params.stop or ready.tokenizer is None:
             return None
