@@ -61,6 +61,7 @@ class BlockTables:
         """The tables of `seqs` (each holding a row), as one `[len(seqs), widest]` int32
         array, zero-padded."""
         rows = np.array([s.table_row for s in seqs])
+        assert rows.min() >= 0, "a sequence without blocks in a step"  # -1 would read a row
         return self._array[rows, : int(self._lens[rows].max())]
 
     def check(self) -> None:
