@@ -34,6 +34,20 @@ def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
     return cfg.num_layers * 2 * block_size * heads * cfg.head_dim * elem
 
 
+_FEW = 16  # up to this many sequences, a step's tables and slots come from their lists
+
+
+def _few_tables(seqs: list[Sequence]) -> np.ndarray:
+    """The block tables of a few sequences as one zero-padded `[seqs, widest]` array, row by
+    row from their lists: at batch 1 this costs less than numpy's per-call overhead on a
+    gather (block_tables.py) and the slot arithmetic after it."""
+    lens = [len(s.block_table) for s in seqs]
+    tables = np.zeros((len(seqs), max(lens)), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        tables[i, : lens[i]] = s.block_table
+    return tables
+
+
 def _packed(parts: tuple[list[int] | np.ndarray, ...]) -> tuple[np.ndarray, list[int]]:
     """The int64 `parts` in one array, each starting on a 16-byte boundary (an even index),
     and where each starts. A Triton kernel is compiled apart for a pointer argument that is
@@ -104,22 +118,28 @@ class ModelRunner:
         # one non-blocking copy (not seven, none of which waits for the GPU).
         seqs, n_seq, bs = batch.seqs, len(batch.seqs), self.block_size
         # Decodes come first: a list comprehension per input over them, no appends, and
-        # their slots in numpy over the block tables (kept in place: block_tables.py); then
-        # the prompt chunks (if any), per sequence in numpy.
-        tables = self.tables.gather(seqs)
+        # (past a few rows) their slots in numpy over the block tables kept in place
+        # (block_tables.py); then the prompt chunks (if any), per sequence in numpy.
+        few = n_seq <= _FEW
+        tables = _few_tables(seqs) if few else self.tables.gather(seqs)
         decodes = n_seq if max(batch.num_tokens) == 1 else batch.leading_decodes()
         head = seqs if decodes == n_seq else seqs[:decodes]
         at = [s.num_computed_tokens for s in head]
         ids = [s.token_ids[p] for s, p in zip(head, at, strict=True)]
-        positions = np.asarray(at, dtype=np.int64)
-        slots = tables[np.arange(decodes), positions // bs] * np.int64(bs) + positions % bs
+        positions: list[int] | np.ndarray = at
+        if few:
+            slots: list[int] | np.ndarray = [s.block_table[p // bs] * bs + p % bs
+                                             for s, p in zip(head, at, strict=True)]
+        else:
+            positions = np.asarray(at, dtype=np.int64)
+            slots = tables[np.arange(decodes), positions // bs] * np.int64(bs) + positions % bs
         starts, seq_lens = list(range(decodes + 1)), [p + 1 for p in at]
         if decodes < n_seq:
             pos_parts, slot_parts = self._chunk_inputs(
                 seqs[decodes:], batch.num_tokens[decodes:], tables[decodes:], ids, starts,
                 seq_lens)
-            positions = np.concatenate([positions, *pos_parts])
-            slots = np.concatenate([slots, *slot_parts])
+            positions = np.concatenate([np.asarray(positions, dtype=np.int64), *pos_parts])
+            slots = np.concatenate([np.asarray(slots, dtype=np.int64), *slot_parts])
         n_tok = len(ids)
         rows = [starts[i + 1] - 1 for i in sample_rows]
         parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())

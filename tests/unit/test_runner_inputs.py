@@ -1,6 +1,7 @@
 """The runner's per-step inputs: one host buffer, every part on a 16-byte boundary, for
-prompt chunks (positions and slots per sequence in numpy) and for decode rows (numpy over the
-batch), block tables of different widths zero-padded."""
+prompt chunks (positions and slots per sequence in numpy) and for decode rows (lists for a
+few, numpy over the block tables kept in place for more), block tables of different widths
+zero-padded."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from inference.engine.sampling_params import SamplingParams
 from .engine_driver import tiny_engine
 
 
-@pytest.mark.parametrize("lengths", [[3], [5, 2], [4, 7, 1], [6, 6]])
+@pytest.mark.parametrize("lengths", [[3], [5, 2], [4, 7, 1], [6, 6], [3, 9] * 10])
 def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
-    eng = tiny_engine()
+    eng = tiny_engine(max_num_seqs=64)
     for i, n in enumerate(lengths):
         eng.add_request(f"r{i}", list(range(10 + i, 10 + i + n)), SamplingParams(max_tokens=2))
     batch = eng.scheduler.schedule()
@@ -53,12 +54,15 @@ def test_a_step_counts_its_leading_decodes():
     assert meta.num_decodes == 3 and not meta.is_decode
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4])
+@pytest.mark.parametrize("rows", [1, 3, 4, 17, 40])
 def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
-    eng = tiny_engine()
+    # past 16 rows: the tables kept in place, slots in numpy
+    eng = tiny_engine(max_num_seqs=64, num_kv_blocks=1024)
     for i in range(rows):
-        eng.add_request(f"r{i}", list(range(10 + i, 15 + 9 * i)), SamplingParams(max_tokens=4))
-    eng.step()  # the prompts; every sequence now has one token to decode
+        eng.add_request(f"r{i}", list(range(10 + i, 15 + i + 9 * (i % 5))),
+                        SamplingParams(max_tokens=20))
+    while eng.scheduler.waiting or any(s.num_new_tokens > 1 for s in eng.scheduler.running):
+        eng.step()  # the prompts; then every sequence has one token to decode
     batch = eng.scheduler.schedule()
     assert batch.num_tokens == [1] * rows
     ids, pos, meta, out_rows, _ = eng.runner.prepare(batch, list(range(rows)))
