@@ -3,8 +3,9 @@
 Why: a step's attention reads each sequence's block table as one padded `[seqs, widest]`
 array. Built afresh from the sequences' lists it cost a pass over every block of every
 sequence each step (at 256 decodes of ~20 blocks, the largest part of preparing a step's
-inputs); kept in place, a step's tables are one gather of rows, and the host work per step
-follows what changed (vLLM's `BlockTable` in its persistent batch).
+inputs); kept in place, a step's tables are one gather of rows (the runner gathers past a
+few sequences, runner.py), and the host work per step follows what changed (vLLM's
+`BlockTable` in its persistent batch).
 
 Contract: `KVCacheManager` is the only writer: it calls `write(seq, start)` after changing
 `seq.block_table` from `start` on (a sequence that has no row yet gets one) and `release(seq)`
