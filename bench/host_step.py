@@ -18,7 +18,7 @@ tokens), so most steps mix many decodes with a few prompts; `admit` times `add_r
 `steps_by_prompt_tokens` counts the timed steps by the prompt tokens beside their decodes.
 `--loop` runs each step as the engine process does (inference/engine_loop.py: the step's
 record for the worker, pickled) and each request as it arrives there (unpickled, added):
-`loop` is what that adds to a step (`loop_extra`: its rows, stats and prefill rows;
+`loop` is what that adds to a step (`loop_extra`: the record of its outputs, stats and prefill rows;
 `pickle`: the frame's body) and `commands` what the requests cost, `admit` included.
 `--detail` also times the step's helpers (`instrument_detail`), reported beside the phases.
 Run each configuration in its own process; alternate trees to compare. Prints one JSON line.

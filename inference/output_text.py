@@ -9,14 +9,15 @@ text the engine must make to find them (and stop the sequence at once).
 
 Contract: for a request without stop strings, `ChoiceTexts.text(index, token_ids, finish)`
 over a choice's rows, in order, gives the text the engine itself would have put in those rows
-(`ChoiceState.on_token`): a token that ends its choice with "stop" because it is an end of
-sequence (unless `ignore_eos`) or one of `stop_token_ids` shows no text, and the row that
-finishes a choice carries the rest of its text (`IncrementalDetokenizer.flush`).
+(`ChoiceState.on_token`): a token that ends its choice with "stop" because it is one of its
+`hidden_ids` (an end of sequence unless `ignore_eos`, a stop token id) shows no text, and the
+row that finishes a choice carries the rest of its text (`IncrementalDetokenizer.flush`).
 """
 
 from __future__ import annotations
 
 from inference.engine.detokenizer import IncrementalDetokenizer
+from inference.engine.request_state import hidden_ids
 from inference.engine.sampling_params import SamplingParams
 from inference.engine.tokenizer import Tokenizer
 
@@ -28,10 +29,7 @@ class ChoiceTexts:
                  eos_ids: frozenset[int]) -> None:
         self._tok = tokenizer
         self._detoks: dict[int, IncrementalDetokenizer] = {}
-        hidden = set(params.stop_token_ids)
-        if not params.ignore_eos:
-            hidden |= eos_ids
-        self._hidden = frozenset(hidden)
+        self._hidden = hidden_ids(params, eos_ids)
 
     def text(self, index: int, token_ids: list[int], finish: str | None) -> str:
         """Hot path (a row per choice per step): the new text of choice `index`'s row."""

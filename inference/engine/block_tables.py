@@ -30,7 +30,8 @@ class BlockTables:
         self._owners: dict[int, Sequence] = {}  # row -> its sequence, for `check`
 
     def write(self, seq: Sequence, start: int) -> None:
-        """Copy `seq.block_table[start:]` into its row (giving it one if it has none)."""
+        """Copy `seq.block_table[start:]` into its row (giving it one if it has none). A table
+        only grows or changes in place until `release`, so nothing past it needs zeroing."""
         row = seq.table_row
         if row < 0:
             row = seq.table_row = self._take_row(seq)
@@ -43,8 +44,6 @@ class BlockTables:
             self._array[row, start] = table[start]
         elif n > start:
             self._array[row, start:n] = table[start:]
-        if n < self._lens[row]:
-            self._array[row, n : self._lens[row]] = 0
         self._lens[row] = n
 
     def release(self, seq: Sequence) -> None:

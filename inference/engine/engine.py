@@ -112,7 +112,7 @@ class LLMEngine:
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
-        state.new_choice(seq, self._text_tokenizer(params))
+        state.new_choice(seq, self._text_tokenizer(params), self.eos_ids)
         self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
 
@@ -345,7 +345,7 @@ class LLMEngine:
                 child.num_prompt_tokens = seq.num_prompt_tokens
                 self.kv.fork(seq, child)
                 self.scheduler.add_running(child)
-                state.new_choice(child, self._text_tokenizer(state.params))
+                state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids)
                 out.append(child)
                 extra_rows.append(row)
         if extra_rows:
@@ -356,7 +356,7 @@ class LLMEngine:
                   grammar_done: bool) -> StepOutput:
         state = self._requests[seq.request_id]
         choice = state.choices[seq.index]
-        out = choice.on_token(token, logprob, self.eos_ids, self.max_model_len, grammar_done)
+        out = choice.on_token(token, logprob, self.max_model_len, grammar_done)
         if out.finish_reason is not None:
             self.scheduler.remove(seq)
             if state.finished:

@@ -12,20 +12,31 @@ from .stop_strings import StopStringFilter
 from .tokenizer import Tokenizer
 
 
+def hidden_ids(params: SamplingParams, eos_ids: frozenset[int]) -> frozenset[int]:
+    """The tokens that end a choice with "stop" and show no text: its `stop_token_ids`, and
+    the end-of-sequence ids unless `ignore_eos`. One rule for the text the engine makes
+    (`ChoiceState`) and the text its worker makes (inference/output_text.py)."""
+    hidden = set(params.stop_token_ids)
+    if not params.ignore_eos:
+        hidden |= eos_ids
+    return frozenset(hidden)
+
+
 @dataclass
 class ChoiceState:
-    """Turns one choice's sampled tokens into safe text deltas and a finish reason."""
+    """Turns one choice's sampled tokens into safe text deltas and a finish reason.
+    `hidden`: `hidden_ids` of its request."""
 
     seq: Sequence
     detok: IncrementalDetokenizer | None
     stops: StopStringFilter
+    hidden: frozenset[int]
     finish_reason: str | None = None
 
     def on_token(
         self,
         token: int,
         logprob: TokenLogprob | None,
-        eos_ids: frozenset[int],
         max_len: int,
         grammar_done: bool = False,
     ) -> StepOutput:
@@ -34,7 +45,7 @@ class ChoiceState:
         not shown, any other token is."""
         seq, params = self.seq, self.seq.params
         reason = None
-        hidden = (token in eos_ids and not params.ignore_eos) or token in params.stop_token_ids
+        hidden = token in self.hidden
         if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
             reason = "stop"
         elif (len(seq.token_ids) - seq.num_prompt_tokens >= params.max_tokens
@@ -84,8 +95,11 @@ class RequestState:
         outs[-1].usage = self.usage()
         return outs
 
-    def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None) -> ChoiceState:
+    def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None,
+                   eos_ids: frozenset[int]) -> ChoiceState:
+        """A choice of this request; `tokenizer` None: it makes no text."""
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
-        choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop))
+        choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop),
+                             hidden_ids(self.params, eos_ids))
         self.choices.append(choice)
         return choice

@@ -194,3 +194,14 @@ def test_the_block_tables_array_follows_every_table_as_it_grows_and_frees() -> N
         kv.free(seq)
     kv.check_invariants()
     assert all(s.table_row == -1 for s in seqs[::2])
+
+
+def test_gathering_a_sequence_that_holds_no_row_is_refused() -> None:
+    """A row index of -1 would read the last row's blocks: a sequence that never had blocks
+    (or freed them) in a step's tables is a bug, said at once."""
+    kv = KVCacheManager(num_blocks=8, block_size=BS)
+    held, never = _seq(0, list(range(6))), _seq(1, list(range(3)))
+    kv.admit(held)
+    kv.reserve(held, held.num_new_tokens)
+    with pytest.raises(AssertionError, match="without blocks"):
+        kv.tables.gather([held, never])

@@ -33,14 +33,13 @@ def _engine_rows(tok: Tokenizer, ids: list[int], params: SamplingParams, finish_
     choice as `finish_at` says: "eos", "stop_token" or "length")."""
     seq = Sequence(0, "r", 0, [1, 2, 3], 3, params, 0.0)
     state = RequestState("r", params, 3)
-    choice = state.new_choice(seq, tok)
-    eos = frozenset(tok.eos_token_ids)
+    choice = state.new_choice(seq, tok, frozenset(tok.eos_token_ids))
     rows = []
     for i, t in enumerate(ids):
         seq.token_ids.append(t)
         last = i == len(ids) - 1
         max_len = len(seq.token_ids) if last and finish_at == "length" else 10_000
-        rows.append(choice.on_token(t, None, eos, max_len))
+        rows.append(choice.on_token(t, None, max_len))
     return rows
 
 
