@@ -67,6 +67,9 @@ class LLMEngine:
         self.fill = MaskFill(self.grammars, pinned=self.device.type == "cuda")  # beside `_emit`
         self.prompts = PromptReports(tokenizer)
         self._requests: dict[str, RequestState] = {}
+        # Requests with n > 1 whose other choices are not forked yet (their prompt is still
+        # running): while there are none, a step makes no pass over its rows for forks.
+        self._to_fork: set[str] = set()
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
@@ -113,6 +116,8 @@ class LLMEngine:
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
         state.new_choice(seq, self._text_tokenizer(params), self.eos_ids)
+        if params.n > 1:
+            self._to_fork.add(request_id)
         self.prompts.add(request_id, seq.token_ids, params)
         self.scheduler.add(seq)
 
@@ -166,6 +171,7 @@ class LLMEngine:
         state = self._requests.pop(request_id, None)
         if state is None:
             return
+        self._to_fork.discard(request_id)
         self.prompts.drop(request_id)
         outs = []
         for choice in state.choices:
@@ -252,13 +258,14 @@ class LLMEngine:
     def _ends(batch: ScheduledBatch) -> tuple[list[int], list[int]]:
         """The batch's rows whose known tokens are all computed after it (`ends`), and those of
         them that are sampled (not `max_tokens` 0, not embedding inputs)."""
-        ends = [
-            i
-            for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True))
-            if s.num_computed_tokens + n == s.num_tokens
-        ]
-        return ends, [i for i in ends
-                      if batch.seqs[i].params.max_tokens and not batch.seqs[i].pooled]
+        ends: list[int] = []
+        rows: list[int] = []
+        for i, (s, n) in enumerate(zip(batch.seqs, batch.num_tokens, strict=True)):
+            if s.num_computed_tokens + n == len(s.token_ids):  # `num_tokens`, inlined
+                ends.append(i)
+                if s.params.max_tokens and not s.pooled:
+                    rows.append(i)
+        return ends, rows
 
     def _launch(self, batch: ScheduledBatch, ends: list[int], rows: list[int]) -> Launched:
         """Queue the batch's forward pass (see `Launched`); `ends` and `rows` from `_ends`."""
@@ -285,9 +292,11 @@ class LLMEngine:
         seqs, logits = self._fork_new_choices(seqs, logits)
         drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
         inflight = InFlight.launch(seqs, drawn)
+        max_len = self.max_model_len
         for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
-            seq.last_token_in_flight = (seq.num_output_tokens >= seq.params.max_tokens
-                                        or seq.num_tokens >= self.max_model_len)
+            n = len(seq.token_ids)  # `num_tokens`, and `num_output_tokens` below, inlined
+            seq.last_token_in_flight = (n - seq.num_prompt_tokens >= seq.params.max_tokens
+                                        or n >= max_len)
         return inflight
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
@@ -299,11 +308,14 @@ class LLMEngine:
         grammars and start filling the masks of `upcoming` (those expected to be sampled
         next, grammar_fill.py)."""
         tokens, logprobs = inflight.wait()
-        live = [i for i, s in enumerate(inflight.seqs)
-                if s.status is not SequenceStatus.FINISHED]  # else aborted while in flight
-        seqs = [inflight.seqs[i] for i in live]
-        got = Received(seqs, [tokens[i] for i in live], [logprobs[i] for i in live])
-        for seq, token in zip(seqs, got.tokens, strict=True):
+        seqs = inflight.seqs
+        # One aborted while its step was in flight gets no token and no output.
+        if any(s.status is SequenceStatus.FINISHED for s in seqs):
+            live = [i for i, s in enumerate(seqs) if s.status is not SequenceStatus.FINISHED]
+            seqs = [seqs[i] for i in live]
+            tokens, logprobs = [tokens[i] for i in live], [logprobs[i] for i in live]
+        got = Received(seqs, tokens, logprobs)
+        for seq, token in zip(seqs, tokens, strict=True):
             seq.token_ids[-1] = token
         got.grammar_done = self.fill.advance(seqs, got.tokens)
         self.fill.start(upcoming)
@@ -323,6 +335,7 @@ class LLMEngine:
                 outs.append(report)
                 if seq.params.max_tokens == 0:
                     self.scheduler.remove(seq)
+                    self._to_fork.discard(seq.request_id)
                     outs.extend(self._requests.pop(seq.request_id).end_unsampled("length"))
         return outs
 
@@ -331,15 +344,15 @@ class LLMEngine:
     ) -> tuple[list[Sequence], torch.Tensor]:
         """A request with n > 1 whose prompt just finished: fork its other choices, which
         sample their first token from the same logits row."""
+        if not self._to_fork:  # hot path: no pass over the rows
+            return seqs, logits
         extra_rows: list[int] = []
         out = list(seqs)
         for row, seq in enumerate(seqs):
-            if seq.params.n == 1:  # the request's params: most rows, no lookup (hot path)
+            if seq.request_id not in self._to_fork:
                 continue
+            self._to_fork.discard(seq.request_id)
             state = self._requests[seq.request_id]
-            if state.forked:
-                continue
-            state.forked = True
             for index in range(1, state.params.n):
                 child = self._new_seq(seq.request_id, index, list(seq.token_ids), state.params)
                 child.num_prompt_tokens = seq.num_prompt_tokens

@@ -72,7 +72,6 @@ class RequestState:
     params: SamplingParams
     prompt_len: int
     choices: list[ChoiceState] = field(default_factory=list)
-    forked: bool = False
 
     @property
     def finished(self) -> bool:

@@ -6,6 +6,8 @@ import random
 
 import pytest
 
+from inference.engine.sampling_params import SamplingParams
+
 from .engine_driver import arrivals, greedy, run, tiny_engine
 
 
@@ -60,6 +62,33 @@ def test_n_choices_fork_the_prompt_and_greedy_choices_agree():
     assert got[0] == got[1] == got[2]
     assert engine.stats().free_blocks == engine.stats().num_blocks
     engine.kv.check_invariants()
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
+def test_n_choices_forked_among_other_requests_and_none_left_waiting_for_a_fork(overlap):
+    """A request with n > 1 forks beside single-choice requests, arriving in a later step;
+    one aborted before its fork, and an echo with `max_tokens` 0 (never forked), leave
+    nothing waiting for a fork, so later steps make no pass over their rows for it."""
+    engine = tiny_engine(async_scheduling=overlap)
+    got: dict[str, dict[int, list[int]]] = {}
+
+    def step() -> None:
+        for out in engine.step():
+            got.setdefault(out.request_id, {}).setdefault(out.index, []).extend(out.token_ids)
+        engine.kv.check_invariants()
+
+    engine.add_request("one", list(range(3, 17)), greedy(8))
+    step()
+    engine.add_request("three", list(range(3, 17)), greedy(8, n=3))
+    engine.add_request("gone", list(range(20, 30)), greedy(8, n=2))
+    engine.add_request("echo", list(range(30, 40)),
+                       SamplingParams(max_tokens=0, n=2, echo=True))
+    engine.abort("gone")
+    while engine.has_unfinished():
+        step()
+    assert got["three"][0] == got["three"][1] == got["three"][2] == got["one"][0]
+    assert engine._to_fork == set()
+    assert engine.stats().free_blocks == engine.stats().num_blocks
 
 
 def test_abort_frees_blocks_at_once_and_others_keep_going():
