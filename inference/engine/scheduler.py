@@ -85,10 +85,17 @@ class Scheduler:
         # Decodes first, then unfinished prefills; within each, higher priority first. Hot
         # path: once per step over every running sequence.
         prefills: list[Sequence] = []
+        seqs, counts, try_reserve = batch.seqs, batch.num_tokens, self.kv.try_reserve
         for seq in sorted(self.running, key=_BY_QUEUE_KEY):
-            if len(seq.token_ids) - seq.num_computed_tokens > 1:  # `is_prefilling`, inlined
-                prefills.append(seq)  # a decode preempted above lands here: it is skipped
-            else:
+            new = len(seq.token_ids) - seq.num_computed_tokens  # `num_new_tokens`, inlined
+            if new > 1:  # a decode preempted above (every token to recompute) lands here too
+                prefills.append(seq)  # and `_continue` skips it
+            elif (new == 1 and not seq.last_token_in_flight and budget
+                  and len(seqs) < self.max_seqs and try_reserve(seq, 1)):
+                seqs.append(seq)  # a decode that has its slot: `_continue` and `batch.add`,
+                counts.append(1)  # inlined (one call a row, not four)
+                budget -= 1
+            else:  # the rest of `_continue`'s cases: skipped, or room made by preempting
                 budget -= self._continue(seq, batch, budget)
         for seq in prefills:
             budget -= self._continue(seq, batch, budget)

@@ -43,6 +43,25 @@ def test_batched_greedy_equals_one_at_a_time(overrides):
     assert engine.stats().free_blocks == engine.stats().num_blocks
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
+@pytest.mark.parametrize("seqs, tokens", [(2, 64), (6, 4)], ids=["few-seqs", "few-tokens"])
+def test_no_step_goes_past_its_sequence_or_token_budget(overlap, seqs, tokens):
+    """A request with n > 1 forks its choices into the running set past either budget (more
+    sequences than a step holds, more decodes than its tokens): the scheduler's decode path
+    keeps both limits, and the answers stay the ones computed alone."""
+    rng = random.Random(4)
+    reqs = [*_workload(seed=3, n=6),
+            *((at, [rng.randrange(3, 512) for _ in range(9)], greedy(10, n=5)) for at in (0, 3))]
+    engine = tiny_engine(async_scheduling=overlap, max_num_seqs=seqs,
+                         max_num_batched_tokens=tokens)
+
+    def within(e) -> None:
+        assert len(e.last_batch) <= seqs
+        assert e.last_batch.total_tokens <= tokens
+
+    assert run(engine, reqs, check=within) == _alone(reqs)
+
+
 def test_shared_prefix_reuses_blocks_and_matches_a_cold_run():
     prefix = list(range(10, 50))  # 40 tokens = 10 full blocks of 4
     engine = tiny_engine()
