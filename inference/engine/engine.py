@@ -29,7 +29,7 @@ from .errors import DuplicateRequest, InvalidParameter
 from .grammar import Grammars
 from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched, Received
-from .outputs import StepOutput, TokenLogprob
+from .outputs import StepOutput
 from .prompt_check import PromptLimits, check_logit_bias, check_prompt
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
@@ -322,9 +322,25 @@ class LLMEngine:
         return got
 
     def _emit(self, got: Received) -> list[StepOutput]:
-        """The received tokens as outputs (detokenised, stop strings checked)."""
-        return [self._on_token(*row) for row in zip(got.seqs, got.tokens, got.logprobs,
-                                                     got.grammar_done, strict=True)]
+        """The received tokens as outputs (detokenised, stop strings checked); a choice that
+        finishes leaves the scheduler, and the last of its request carries the usage."""
+        requests, max_len, outs = self._requests, self.max_model_len, []
+        for seq, token, logprob, grammar_done in zip(got.seqs, got.tokens, got.logprobs,
+                                                     got.grammar_done, strict=True):
+            state = requests[seq.request_id]  # hot path: once a row, so no call but this one
+            out = state.choices[seq.index].on_token(token, logprob, max_len, grammar_done)
+            if out.finish_reason is not None:
+                self._finished(seq, state, out)
+            outs.append(out)
+        return outs
+
+    def _finished(self, seq: Sequence, state: RequestState, out: StepOutput) -> None:
+        """`seq`'s choice just finished with `out`: free it; after a request's last, `out`
+        carries its usage and the request is gone."""
+        self.scheduler.remove(seq)
+        if state.finished:
+            out.usage = state.usage()
+            del self._requests[seq.request_id]
 
     def _report_prompts(self, done: list[Sequence]) -> list[StepOutput]:
         """Each echo request whose prompt just completed: its prompt report, and for one with
@@ -365,18 +381,6 @@ class LLMEngine:
             logits = torch.cat([logits, logits[to_device(extra_rows, torch.long, logits.device)]])
         return out, logits
 
-    def _on_token(self, seq: Sequence, token: int, logprob: TokenLogprob | None,
-                  grammar_done: bool) -> StepOutput:
-        state = self._requests[seq.request_id]
-        choice = state.choices[seq.index]
-        out = choice.on_token(token, logprob, self.max_model_len, grammar_done)
-        if out.finish_reason is not None:
-            self.scheduler.remove(seq)
-            if state.finished:
-                out.usage = state.usage()
-                del self._requests[seq.request_id]
-        return out
-
     def _fail_unschedulable(self) -> list[StepOutput]:
         """Nothing could run: the head of the queue does not fit even in an empty pool (it
         grew past the pool while decoding). End it with `length` rather than spin."""
@@ -384,13 +388,9 @@ class LLMEngine:
             return []
         head = self.scheduler.waiting[0]
         state = self._requests[head.request_id]
-        self.scheduler.remove(head)
-        choice = state.choices[head.index]
-        choice.finish_reason = "length"
+        state.choices[head.index].finish_reason = "length"
         out = StepOutput(head.request_id, head.index, [], "", finish_reason="length")
-        if state.finished:
-            out.usage = state.usage()
-            del self._requests[head.request_id]
+        self._finished(head, state, out)
         return [out]
 
     def stats(self) -> EngineStats:

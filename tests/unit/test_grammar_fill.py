@@ -98,7 +98,7 @@ def test_the_fill_runs_beside_the_output_handling(engines, monkeypatch) -> None:
     """A rendezvous: the background fill waits for the output handling to begin and the output
     handling waits for the fill to begin. Were they serial, one would wait in vain."""
     engine = engines[True]
-    fill, on_token = engine.grammars.fill, engine._on_token
+    fill, emit = engine.grammars.fill, engine._emit
     filling, handling = threading.Event(), threading.Event()
     met: list[bool] = []
 
@@ -108,14 +108,14 @@ def test_the_fill_runs_beside_the_output_handling(engines, monkeypatch) -> None:
             met.append(handling.wait(10))
         return fill(seqs, out)
 
-    def on_token_beside(*args):
+    def emit_beside(got):
         if not handling.is_set():
             met.append(filling.wait(10))
             handling.set()
-        return on_token(*args)
+        return emit(got)
 
     monkeypatch.setattr(engine.grammars, "fill", fill_beside)
-    monkeypatch.setattr(engine, "_on_token", on_token_beside)
+    monkeypatch.setattr(engine, "_emit", emit_beside)
     _drain(engine, {"c": (_prompt(engine, "A person as JSON."), _schema(seed=7, max_tokens=8))})
     assert met == [True, True]
 
