@@ -327,7 +327,7 @@ class LLMEngine:
         requests, max_len, outs = self._requests, self.max_model_len, []
         for seq, token, logprob, grammar_done in zip(got.seqs, got.tokens, got.logprobs,
                                                      got.grammar_done, strict=True):
-            state = requests[seq.request_id]  # hot path: once a row, so no call but this one
+            state = requests[seq.request_id]  # hot path: no call a row but `on_token`
             out = state.choices[seq.index].on_token(token, logprob, max_len, grammar_done)
             if out.finish_reason is not None:
                 self._finished(seq, state, out)
