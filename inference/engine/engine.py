@@ -221,7 +221,8 @@ class LLMEngine:
                 got = self._receive(previous, launched.sampled if launched else [])
             outputs.extend(self._emit(got))
         if launched is not None:
-            self.kv.commit_running(batch.seqs)  # after `_receive`: placeholders are filled
+            # after `_receive`: placeholders are filled
+            self.kv.commit_running(batch.seqs, batch.num_tokens)
             for seq in launched.pooled:  # embedded: its blocks (now keyed) go free
                 self.scheduler.remove(seq)
             if self.prompts.reports:

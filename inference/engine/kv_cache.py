@@ -169,14 +169,17 @@ class KVCacheManager:
         if changed < len(seq.block_table) or seq.table_row < 0:
             self.tables.write(seq, changed)
 
-    def commit_running(self, seqs: list[Sequence]) -> None:
-        """`commit` each running sequence of a step's batch. Hot path: most have no newly
-        full block and are passed over without a call."""
+    def commit_running(self, seqs: list[Sequence], num_tokens: list[int]) -> None:
+        """`commit` each running sequence of a step's batch that filled a block: its
+        `num_tokens` computed in the step, ending at `num_computed_tokens`, crossed a block
+        boundary. Hot path: most rows fill none and are passed over without a call, and
+        without reading their hash list (one object less a row; `commit` catches up on
+        every block full by then)."""
         if not self.enable_prefix_caching:
             return
         bs, running = self.block_size, SequenceStatus.RUNNING
-        for seq in seqs:
-            if seq.status is running and len(seq.block_hashes) < seq.num_computed_tokens // bs:
+        for seq, n in zip(seqs, num_tokens, strict=True):
+            if seq.num_computed_tokens % bs < n and seq.status is running:
                 self.commit(seq)
 
     def commit(self, seq: Sequence) -> None:

@@ -35,7 +35,7 @@ class ShadowPool:
             assert self.kv._block_hash[block] is None, "wrote into a keyed (full, cached) block"
             self.content.setdefault(block, [None] * BS)[p % BS] = seq.token_ids[p]
         seq.num_computed_tokens += n
-        self.kv.commit_running([seq])  # as the engine keys a step's blocks
+        self.kv.commit_running([seq], [n])  # as the engine keys a step's blocks
 
     def assert_holds(self, seq: Sequence) -> None:
         for p in range(seq.num_computed_tokens):
@@ -166,7 +166,7 @@ def test_commit_running_keys_the_full_blocks_of_running_sequences_only() -> None
         kv.admit(seq)
         kv.reserve(seq, seq.num_new_tokens)
         seq.num_computed_tokens = seq.num_tokens
-    kv.commit_running([running, waiting])
+    kv.commit_running([running, waiting], [9, 9])
     assert len(running.block_hashes) == 2  # 9 tokens: two full blocks of 4
     assert waiting.block_hashes == []
     kv.check_invariants()
