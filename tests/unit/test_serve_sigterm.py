@@ -15,13 +15,18 @@ from kvmesh.cli.serve import FORCED_EXIT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# "ready" is printed inside the `try`: a SIGTERM sent the moment it is read may run the
+# handler before `signal.pause()`, and its SystemExit must be caught there too.
 SWALLOWS = textwrap.dedent("""
     import signal, sys
     from kvmesh.cli import serve
     signal.signal(signal.SIGTERM, serve._exit_on_sigterm)
-    print("ready", flush=True)
+    announced = False
     while True:  # every SystemExit is caught here, as a finalizer would
         try:
+            if not announced:
+                announced = True
+                print("ready", flush=True)
             signal.pause()
         except SystemExit:
             print("swallowed", flush=True)
