@@ -115,7 +115,7 @@ class LLMEngine:
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
-        state.new_choice(seq, self._text_tokenizer(params), self.eos_ids)
+        state.new_choice(seq, self._text_tokenizer(params), self.eos_ids, self.max_model_len)
         if params.n > 1:
             self._to_fork.add(request_id)
         self.prompts.add(request_id, seq.token_ids, params)
@@ -325,11 +325,11 @@ class LLMEngine:
     def _emit(self, got: Received) -> list[StepOutput]:
         """The received tokens as outputs (detokenised, stop strings checked); a choice that
         finishes leaves the scheduler, and the last of its request carries the usage."""
-        requests, max_len, outs = self._requests, self.max_model_len, []
+        requests, outs = self._requests, []
         for seq, token, logprob, grammar_done in zip(got.seqs, got.tokens, got.logprobs,
                                                      got.grammar_done, strict=True):
             state = requests[seq.request_id]  # hot path: no call a row but `on_token`
-            out = state.choices[seq.index].on_token(token, logprob, max_len, grammar_done)
+            out = state.choices[seq.index].on_token(token, logprob, grammar_done)
             if out.finish_reason is not None:
                 self._finished(seq, state, out)
             outs.append(out)
@@ -375,7 +375,8 @@ class LLMEngine:
                 child.num_prompt_tokens = seq.num_prompt_tokens
                 self.kv.fork(seq, child)
                 self.scheduler.add_running(child)
-                state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids)
+                state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids,
+                                 self.max_model_len)
                 out.append(child)
                 extra_rows.append(row)
         if extra_rows:

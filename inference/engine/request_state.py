@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .detokenizer import IncrementalDetokenizer
@@ -15,9 +16,16 @@ from .tokenizer import Tokenizer
 def hidden_ids(params: SamplingParams, eos_ids: frozenset[int]) -> frozenset[int]:
     """The tokens that end a choice with "stop" and show no text: its `stop_token_ids`, and
     the end-of-sequence ids unless `ignore_eos`. One rule for the text the engine makes
-    (`ChoiceState`) and the text its worker makes (inference/output_text.py)."""
-    hidden = set(params.stop_token_ids)
-    if not params.ignore_eos:
+    (`ChoiceState`) and the text its worker makes (inference/output_text.py). Requests that
+    ask alike get the same set object, so the rows of a step share one."""
+    return _hidden(tuple(params.stop_token_ids), params.ignore_eos, eos_ids)
+
+
+@functools.lru_cache(maxsize=1024)
+def _hidden(stop_token_ids: tuple[int, ...], ignore_eos: bool,
+            eos_ids: frozenset[int]) -> frozenset[int]:
+    hidden = set(stop_token_ids)
+    if not ignore_eos:
         hidden |= eos_ids
     return frozenset(hidden)
 
@@ -25,31 +33,32 @@ def hidden_ids(params: SamplingParams, eos_ids: frozenset[int]) -> frozenset[int
 @dataclass
 class ChoiceState:
     """Turns one choice's sampled tokens into safe text deltas and a finish reason.
-    `hidden`: `hidden_ids` of its request."""
+    `hidden`: `hidden_ids` of its request; `stop_len`: the length at which its sequence ends
+    with "length" (its prompt and `max_tokens`, at most the model's context)."""
 
     seq: Sequence
     detok: IncrementalDetokenizer | None
     stops: StopStringFilter
     hidden: frozenset[int]
+    stop_len: int
     finish_reason: str | None = None
 
     def on_token(
         self,
         token: int,
         logprob: TokenLogprob | None,
-        max_len: int,
         grammar_done: bool = False,
     ) -> StepOutput:
         """`token` is already the sequence's last token. `grammar_done`: the sequence's
         grammar is complete, so this token ends it ("stop"); an eos token that completes it is
-        not shown, any other token is."""
-        seq, params = self.seq, self.seq.params
+        not shown, any other token is. Hot path (a row of every step): it reads the sequence
+        and objects rows share, not the request's parameters."""
+        seq = self.seq
         reason = None
         hidden = token in self.hidden
         if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
             reason = "stop"
-        elif (len(seq.token_ids) - seq.num_prompt_tokens >= params.max_tokens
-              or len(seq.token_ids) >= max_len):  # num_output_tokens, num_tokens: inlined
+        elif len(seq.token_ids) >= self.stop_len:
             reason = "length"
         text = ""
         if self.detok is not None:
@@ -95,10 +104,12 @@ class RequestState:
         return outs
 
     def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None,
-                   eos_ids: frozenset[int]) -> ChoiceState:
-        """A choice of this request; `tokenizer` None: it makes no text."""
+                   eos_ids: frozenset[int], max_len: int) -> ChoiceState:
+        """A choice of this request, its sequence `seq` holding its prompt; `tokenizer`
+        None: it makes no text; `max_len`: the model's context."""
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        stop_len = min(seq.num_prompt_tokens + self.params.max_tokens, max_len)
         choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop),
-                             hidden_ids(self.params, eos_ids))
+                             hidden_ids(self.params, eos_ids), stop_len)
         self.choices.append(choice)
         return choice

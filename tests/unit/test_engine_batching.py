@@ -110,6 +110,24 @@ def test_n_choices_forked_among_other_requests_and_none_left_waiting_for_a_fork(
     assert engine.stats().free_blocks == engine.stats().num_blocks
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
+def test_a_choice_ends_at_the_models_context_when_max_tokens_reaches_past_it(overlap):
+    engine = tiny_engine(async_scheduling=overlap, max_model_len=24)
+    engine.add_request("long", list(range(3, 13)), greedy(100, n=2))
+    engine.add_request("short", list(range(3, 13)), greedy(5))
+    tokens: dict[tuple[str, int], list[int]] = {}
+    reasons: dict[tuple[str, int], str] = {}
+    for _ in range(100):  # a choice that misses its end would keep the engine busy
+        for out in engine.step():
+            tokens.setdefault((out.request_id, out.index), []).extend(out.token_ids)
+            if out.finish_reason is not None:
+                reasons[(out.request_id, out.index)] = out.finish_reason
+    assert not engine.has_unfinished()
+    assert [len(tokens["long", i]) for i in (0, 1)] == [24 - 10] * 2
+    assert len(tokens["short", 0]) == 5
+    assert reasons == {("long", 0): "length", ("long", 1): "length", ("short", 0): "length"}
+
+
 def test_abort_frees_blocks_at_once_and_others_keep_going():
     engine = tiny_engine()
     engine.add_request("a", list(range(3, 40)), greedy(50))

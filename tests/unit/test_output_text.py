@@ -33,13 +33,12 @@ def _engine_rows(tok: Tokenizer, ids: list[int], params: SamplingParams, finish_
     choice as `finish_at` says: "eos", "stop_token" or "length")."""
     seq = Sequence(0, "r", 0, [1, 2, 3], 3, params, 0.0)
     state = RequestState("r", params, 3)
-    choice = state.new_choice(seq, tok, frozenset(tok.eos_token_ids))
+    max_len = 3 + len(ids) if finish_at == "length" else 10_000  # the last token reaches it
+    choice = state.new_choice(seq, tok, frozenset(tok.eos_token_ids), max_len)
     rows = []
-    for i, t in enumerate(ids):
+    for t in ids:
         seq.token_ids.append(t)
-        last = i == len(ids) - 1
-        max_len = len(seq.token_ids) if last and finish_at == "length" else 10_000
-        rows.append(choice.on_token(t, None, max_len))
+        rows.append(choice.on_token(t, None))
     return rows
 
 
