@@ -395,11 +395,13 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: St
     sse.response.headers.update({**_route_headers(stream), **headers})  # its worker now
     await sse.start()
     try:
-        if req.kind == "chat":
-            await sse.send(*(shape.role(i) for i in range(req.n)))
+        # A chat stream's role events lead its first batch's events (the first batch is never
+        # empty): the headers, the roles and the first tokens go out in one write.
+        lead = [shape.role(i) for i in range(req.n)] if req.kind == "chat" else []
         while batch:
             try:
-                await sse.send(*(p for c in coalesce(batch) for p in shape.payloads(c)))
+                await sse.send(*lead, *(p for c in coalesce(batch) for p in shape.payloads(c)))
+                lead = []
             finally:
                 rec.on_chunks(batch)
             batch = await stream.batch()

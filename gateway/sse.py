@@ -6,6 +6,8 @@ Hot path: events are encoded with orjson, and several events go out in one write
 that fits under the transport's buffer limit returns at once and arms no timer; only a client
 that lets its buffer fill (it reads slower than we write) is waited for, at most
 `write_timeout` seconds, then dropped (`ConnectionResetError`, logged, counted as 499).
+The headers go out with the first events and `[DONE]` with the end of the body, so a
+one-token stream is two writes (each a send and a wake-up of the client), not four.
 """
 
 from __future__ import annotations
@@ -25,17 +27,25 @@ def event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+class _SseResponse(web.StreamResponse):
+    # aiohttp sends a StreamResponse's headers at `prepare`, in a write of their own; with
+    # web.Response's setting they wait for the first body write and go out in it. (Were the
+    # name gone from aiohttp, the headers would go out first again, as before.)
+    _send_headers_immediately = False
+
+
 class SseWriter:
     def __init__(self, request: web.Request, write_timeout: float = 30.0) -> None:
         self.request = request
         self.write_timeout = write_timeout
-        self.response = web.StreamResponse(status=200, headers={
+        self.response = _SseResponse(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
         })
 
     async def start(self) -> None:
+        """Begin the response; its headers go out with the first `send` (or `done`)."""
         await self.response.prepare(self.request)
 
     async def send(self, *payloads: dict[str, Any]) -> None:
@@ -44,13 +54,19 @@ class SseWriter:
             await self.write(b"".join(event(p) for p in payloads))
 
     async def done(self) -> None:
-        await self.write(b"data: [DONE]\n\n")
-        await self.response.write_eof()
+        """`[DONE]` and the end of the body, in one write."""
+        self._check_open()
+        await self.response.write_eof(b"data: [DONE]\n\n")
 
-    async def write(self, data: bytes) -> None:
+    def _check_open(self) -> None:
         transport = self.request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
+
+    async def write(self, data: bytes) -> None:
+        self._check_open()
+        transport = self.request.transport
+        assert transport is not None
         if transport.get_write_buffer_size() + len(data) <= BUFFER_LIMIT:
             await self.response.write(data)  # below the mark: returns without waiting
             return
