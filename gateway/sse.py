@@ -55,18 +55,18 @@ class SseWriter:
 
     async def done(self) -> None:
         """`[DONE]` and the end of the body, in one write."""
-        self._check_open()
+        self._transport()
         await self.response.write_eof(b"data: [DONE]\n\n")
 
-    def _check_open(self) -> None:
+    def _transport(self) -> asyncio.Transport:
+        """The client's connection; ConnectionResetError when it has gone."""
         transport = self.request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
+        return transport
 
     async def write(self, data: bytes) -> None:
-        self._check_open()
-        transport = self.request.transport
-        assert transport is not None
+        transport = self._transport()
         if transport.get_write_buffer_size() + len(data) <= BUFFER_LIMIT:
             await self.response.write(data)  # below the mark: returns without waiting
             return
