@@ -112,6 +112,8 @@ def test_n_choices_forked_among_other_requests_and_none_left_waiting_for_a_fork(
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
 def test_a_choice_ends_at_the_models_context_when_max_tokens_reaches_past_it(overlap):
+    """A choice's length limit is its prompt plus `max_tokens`, at most the model's context:
+    forked choices and a short request beside them each end where theirs falls."""
     engine = tiny_engine(async_scheduling=overlap, max_model_len=24)
     engine.add_request("long", list(range(3, 13)), greedy(100, n=2))
     engine.add_request("short", list(range(3, 13)), greedy(5))
