@@ -45,10 +45,9 @@ async def test_headers_ride_with_the_first_events_and_done_with_the_end() -> Non
     server = TestServer(await _serve([{"n": 1}, {"n": 2}], writes))
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(server.make_url("/")) as resp:
-                assert resp.headers["Content-Type"].startswith("text/event-stream")
-                body = await resp.read()
+        async with aiohttp.ClientSession() as session, session.get(server.make_url("/")) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            body = await resp.read()
     finally:
         await server.close()
     assert body == b'data: {"n":1}\n\ndata: {"n":2}\n\ndata: [DONE]\n\n'
