@@ -115,7 +115,7 @@ class LLMEngine:
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
-        state.new_choice(seq, self._text_tokenizer(params), self.eos_ids, self.max_model_len)
+        state.new_choice(seq, self._text_tokenizer(params), self.eos_ids)
         if params.n > 1:
             self._to_fork.add(request_id)
         self.prompts.add(request_id, seq.token_ids, params)
@@ -161,6 +161,7 @@ class LLMEngine:
             matcher=matcher,
             grammar_lane=lane,
             reuse_prefix=params.prompt_logprobs is None,  # it scores every prompt position
+            max_len=self.max_model_len,
         )
 
     def abort(self, request_id: str) -> None:
@@ -293,11 +294,8 @@ class LLMEngine:
         seqs, logits = self._fork_new_choices(seqs, logits)
         drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
         inflight = InFlight.launch(seqs, drawn)
-        max_len = self.max_model_len
         for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
-            n = len(seq.token_ids)  # `num_tokens`, and `num_output_tokens` below, inlined
-            seq.last_token_in_flight = (n - seq.num_prompt_tokens >= seq.params.max_tokens
-                                        or n >= max_len)
+            seq.last_token_in_flight = len(seq.token_ids) >= seq.stop_len
         return inflight
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
@@ -375,8 +373,7 @@ class LLMEngine:
                 child.num_prompt_tokens = seq.num_prompt_tokens
                 self.kv.fork(seq, child)
                 self.scheduler.add_running(child)
-                state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids,
-                                 self.max_model_len)
+                state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids)
                 out.append(child)
                 extra_rows.append(row)
         if extra_rows:

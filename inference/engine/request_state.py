@@ -33,14 +33,12 @@ def _hidden(stop_token_ids: tuple[int, ...], ignore_eos: bool,
 @dataclass
 class ChoiceState:
     """Turns one choice's sampled tokens into safe text deltas and a finish reason.
-    `hidden`: `hidden_ids` of its request; `stop_len`: the length at which its sequence ends
-    with "length" (its prompt and `max_tokens`, at most the model's context)."""
+    `hidden`: `hidden_ids` of its request."""
 
     seq: Sequence
     detok: IncrementalDetokenizer | None
     stops: StopStringFilter
     hidden: frozenset[int]
-    stop_len: int
     finish_reason: str | None = None
 
     def on_token(
@@ -58,7 +56,7 @@ class ChoiceState:
         hidden = token in self.hidden
         if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
             reason = "stop"
-        elif len(seq.token_ids) >= self.stop_len:
+        elif len(seq.token_ids) >= seq.stop_len:
             reason = "length"
         text = ""
         if self.detok is not None:
@@ -104,12 +102,10 @@ class RequestState:
         return outs
 
     def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None,
-                   eos_ids: frozenset[int], max_len: int) -> ChoiceState:
-        """A choice of this request, its sequence `seq` holding its prompt; `tokenizer`
-        None: it makes no text; `max_len`: the model's context."""
+                   eos_ids: frozenset[int]) -> ChoiceState:
+        """A choice of this request; `tokenizer` None: it makes no text."""
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
-        stop_len = min(seq.num_prompt_tokens + self.params.max_tokens, max_len)
         choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop),
-                             hidden_ids(self.params, eos_ids), stop_len)
+                             hidden_ids(self.params, eos_ids))
         self.choices.append(choice)
         return choice

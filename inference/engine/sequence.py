@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ class Sequence:
     constrained sequence; None when it is unconstrained; `grammar_lane` is the lane it was
     copied from (grammar.py: rows of one lane share a lock). The last token may be a
     placeholder for a token still on its way from the device (inflight.py);
-    `last_token_in_flight` says that token is certainly its last (its length limit), so it
+    `last_token_in_flight` says that token is certainly its last (it reaches `stop_len`), so it
     needs no further step. A `pooled` sequence is an embedding input (embedding.py):
     prefilled, pooled, never sampled; `reuse_prefix` False keeps a sequence from taking cached
     prefix blocks (mean pooling and prompt logprobs need every position computed).
@@ -58,9 +58,16 @@ class Sequence:
     # The scheduler's order: higher priority first, then older, then created first. Fixed
     # for the sequence's life, so computed once (the scheduler sorts by it every step).
     queue_key: tuple[int, float, int] = field(init=False, repr=False)
+    # The length at which it ends with "length": its prompt and `max_tokens`, at most
+    # `max_len` (its model's context) when given. Fixed for its life, read every step.
+    stop_len: int = field(init=False, repr=False)
+    max_len: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, max_len: int | None) -> None:
         self.queue_key = (-self.params.priority, self.arrival, self.seq_id)
+        self.stop_len = self.num_prompt_tokens + self.params.max_tokens
+        if max_len is not None:
+            self.stop_len = min(self.stop_len, max_len)
 
     @property
     def priority(self) -> int:

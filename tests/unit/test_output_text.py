@@ -31,10 +31,10 @@ def _engine_rows(tok: Tokenizer, ids: list[int], params: SamplingParams, finish_
                  ) -> list[StepOutput]:
     """The rows the engine's own detokenizing choice makes for `ids` (the last one ends the
     choice as `finish_at` says: "eos", "stop_token" or "length")."""
-    seq = Sequence(0, "r", 0, [1, 2, 3], 3, params, 0.0)
-    state = RequestState("r", params, 3)
     max_len = 3 + len(ids) if finish_at == "length" else 10_000  # the last token reaches it
-    choice = state.new_choice(seq, tok, frozenset(tok.eos_token_ids), max_len)
+    seq = Sequence(0, "r", 0, [1, 2, 3], 3, params, 0.0, max_len=max_len)
+    state = RequestState("r", params, 3)
+    choice = state.new_choice(seq, tok, frozenset(tok.eos_token_ids))
     rows = []
     for t in ids:
         seq.token_ids.append(t)
