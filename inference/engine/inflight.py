@@ -8,7 +8,7 @@ step (scheduling, input building, output handling, grammar masks) runs while the
   `-(row + 1)` at the end of `token_ids` (`InFlight.launch`): its length, block reservations
   and the scheduler already count the token whose value is not known yet.
 - Step N+1's inputs take the real token from `InFlight.tokens` on the device
-  (`resolve_placeholders`), with no host round trip.
+  (`Placeholders.fill`), with no host round trip.
 - `InFlight.wait()` returns step N's tokens once their copy landed; the engine writes them over
   the placeholders and only then keys newly full blocks (`KVCacheManager.commit`).
 - When step N's tokens are back before step N+1 is launched (`InFlight.ready()`: the host is
@@ -29,6 +29,7 @@ was in flight ignores that token.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -90,8 +91,15 @@ class InFlight:
         return self.sample.read(self.copy.wait())
 
 
-def resolve_placeholders(input_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """`input_ids` with every placeholder `-(row + 1)` replaced by `tokens[row]`, on the
-    device (two small kernels, no host read)."""
-    rows = (-input_ids - 1).clamp_(0, tokens.shape[0] - 1)
-    return torch.where(input_ids < 0, tokens[rows], input_ids)
+class Placeholders(NamedTuple):
+    """Where a step's inputs hold placeholders: `at[j]` is an input row whose token is
+    `tokens[rows[j]]` of the step in flight (device tensors, made by `ModelRunner.prepare`,
+    which finds them at the sequences' last inputs)."""
+
+    at: torch.Tensor
+    rows: torch.Tensor
+
+    def fill(self, input_ids: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Write the real tokens over the placeholders of `input_ids`, in place, on the
+        device (two small kernels, no host read)."""
+        input_ids[self.at] = tokens[self.rows]

@@ -19,11 +19,11 @@ import torch
 from .attention import AttentionBackend, AttentionMetadata
 from .block_tables import BlockTables
 from .config import ModelConfig
-from .inflight import resolve_placeholders
+from .inflight import Placeholders
 from .model import DecoderLM
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
-from .transfer import to_device
+from .transfer import I32, I64, Staging, to_device
 
 
 def kv_bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype,
@@ -38,29 +38,14 @@ _FEW = 16  # up to this many sequences, a step's tables and slots come from thei
 
 
 def _few_tables(seqs: list[Sequence]) -> np.ndarray:
-    """The block tables of a few sequences as one zero-padded `[seqs, widest]` array, row by
-    row from their lists: at batch 1 this costs less than numpy's per-call overhead on a
-    gather (block_tables.py) and the slot arithmetic after it."""
+    """The block tables of a few sequences as one zero-padded `[seqs, widest]` int32 array,
+    row by row from their lists: at batch 1 this costs less than numpy's per-call overhead on
+    a gather (block_tables.py) and the slot arithmetic after it."""
     lens = [len(s.block_table) for s in seqs]
-    tables = np.zeros((len(seqs), max(lens)), dtype=np.int64)
+    tables = np.zeros((len(seqs), max(lens)), dtype=np.int32)
     for i, s in enumerate(seqs):
         tables[i, : lens[i]] = s.block_table
     return tables
-
-
-def _packed(parts: tuple[list[int] | np.ndarray, ...]) -> tuple[np.ndarray, list[int]]:
-    """The int64 `parts` in one array, each starting on a 16-byte boundary (an even index),
-    and where each starts. A Triton kernel is compiled apart for a pointer argument that is
-    16-byte aligned and one that is not: slices that start wherever the previous part ended
-    would make an eager step's kernels meet both, and compile again mid-run."""
-    cut, at = [], 0
-    for a in parts:
-        cut.append(at)
-        at += len(a) + len(a) % 2
-    host = np.zeros(at, dtype=np.int64)
-    for start, a in zip(cut, parts, strict=True):
-        host[start : start + len(a)] = a
-    return host, cut
 
 
 class ModelRunner:
@@ -80,6 +65,7 @@ class ModelRunner:
         self.backend = backend
         self.block_size = block_size
         self.tables = tables
+        self.staging = Staging(device)  # a step's inputs to the device (prepare)
         self.device = device
         # `dtype` is the pool's (float8 e4m3 for kv_cache_dtype="fp8"), not always the model's.
         # Zeroed, not empty: masked-out pool entries still enter the matmuls of the CPU path,
@@ -111,11 +97,13 @@ class ModelRunner:
 
     def prepare(
         self, batch: ScheduledBatch, sample_rows: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor,
+               Placeholders | None]:
         """Flat inputs for the batch, the row of each sampled sequence's last new token, and
-        whether any input is a placeholder (see inflight.py)."""
-        # Hot path: every index array goes into one host buffer and crosses to the device in
-        # one non-blocking copy (not seven, none of which waits for the GPU).
+        where the inputs hold placeholders (inflight.py), None when none does."""
+        # Hot path: every index array goes into one pinned buffer, in the dtype its reader
+        # wants, and crosses to the device in one non-blocking copy (transfer.Staging): no
+        # conversion on the device, nothing that waits for the GPU.
         seqs, n_seq, bs = batch.seqs, len(batch.seqs), self.block_size
         # Decodes come first: a list comprehension per input over them, no appends, and
         # (past a few rows) their slots in numpy over the block tables kept in place
@@ -140,25 +128,26 @@ class ModelRunner:
                 seq_lens)
             positions = np.concatenate([np.asarray(positions, dtype=np.int64), *pos_parts])
             slots = np.concatenate([np.asarray(slots, dtype=np.int64), *slot_parts])
-        n_tok = len(ids)
         rows = [starts[i + 1] - 1 for i in sample_rows]
-        parts = (ids, positions, slots, starts, seq_lens, rows, tables.ravel())
-        host, cut = _packed(parts)
-        buf = to_device(host, torch.long, self.device)
-        input_ids, pos, slot_mapping, query_starts, lens, row_idx, flat_tables = (
-            buf[cut[i] : cut[i] + len(a)] for i, a in enumerate(parts))
+        # A placeholder is only ever a sequence's last token (inflight.py): look there.
+        holes = [e - 1 for e in starts[1:] if ids[e - 1] < 0]
+        parts = [(ids, I64), (positions, I64), (slots, I64), (rows, I64), (starts, I32),
+                 (seq_lens, I32), (tables.ravel(), I32)]
+        if holes:
+            parts += [(holes, I64), ([-ids[h] - 1 for h in holes], I64)]
+        input_ids, pos, slot_mapping, row_idx, query_starts, lens, flat_tables, *filled = \
+            self.staging.send(parts)
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
-            query_start_loc=query_starts.to(torch.int32),
-            seq_lens=lens.to(torch.int32),
-            block_tables=flat_tables.view(n_seq, tables.shape[1]).to(torch.int32),
+            query_start_loc=query_starts,
+            seq_lens=lens,
+            block_tables=flat_tables.view(n_seq, tables.shape[1]),
             max_query_len=max(batch.num_tokens),
             max_seq_len=max(seq_lens),
             num_decodes=decodes,
             query_lens=batch.num_tokens,
         )
-        has_placeholder = bool(n_tok) and int(host[:n_tok].min()) < 0
-        return input_ids, pos, meta, row_idx, has_placeholder
+        return input_ids, pos, meta, row_idx, Placeholders(*filled) if filled else None
 
     def _chunk_inputs(self, seqs: list[Sequence], num_tokens: list[int], tables: np.ndarray,
                       ids: list[int], starts: list[int], seq_lens: list[int]
@@ -186,10 +175,10 @@ class ModelRunner:
         """Queue one step; logits `[len(sample_rows), vocab]` (float32) for the given batch
         rows. Placeholder inputs read their token from `in_flight_tokens` on the device.
         Nothing here waits for the GPU."""
-        input_ids, positions, meta, rows, has_placeholder = self.prepare(batch, sample_rows)
-        if has_placeholder:
+        input_ids, positions, meta, rows, holes = self.prepare(batch, sample_rows)
+        if holes is not None:
             assert in_flight_tokens is not None, "a placeholder input with no step in flight"
-            input_ids = resolve_placeholders(input_ids, in_flight_tokens)
+            holes.fill(input_ids, in_flight_tokens)
         if self.plan_hook is not None:
             self.plan_hook(input_ids, positions, meta, rows)
         hidden = self.forward(input_ids, positions, meta)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference.engine.inflight import InFlight
 from inference.engine.sampling_params import SamplingParams
 
 from .engine_driver import tiny_engine
@@ -35,7 +36,7 @@ def test_each_input_starts_on_a_16_byte_boundary_and_holds_its_values(lengths):
     assert [r[: len(s.block_table)] for r, s in zip(meta.block_tables.tolist(), batch.seqs,
                                                     strict=True)] == [s.block_table
                                                                       for s in batch.seqs]
-    assert not placeholder
+    assert placeholder is None
     assert meta.num_decodes == 0
 
 
@@ -82,3 +83,28 @@ def test_decode_rows_start_on_16_byte_boundaries_and_hold_their_values(rows):
     assert meta.block_tables.tolist() == [
         s.block_table + [0] * (max(len(t.block_table) for t in batch.seqs) - len(s.block_table))
         for s in batch.seqs]
+
+
+def test_placeholders_are_found_at_each_sequences_last_input_and_filled_from_the_step_in_flight(
+        monkeypatch):
+    """With the overlapped loop and tokens still in flight, the decodes' inputs are
+    placeholders; a prompt beside them has none. `fill` writes the in-flight tokens over
+    exactly those inputs."""
+    monkeypatch.setattr(InFlight, "ready", lambda self: False)
+    eng = tiny_engine(async_scheduling=True)
+    for i in range(3):
+        eng.add_request(f"r{i}", list(range(10 + i, 16 + i)), SamplingParams(max_tokens=4))
+    eng.step()  # the prompts; their first tokens are in flight
+    eng.add_request("late", list(range(40, 45)), SamplingParams(max_tokens=4))
+    batch = eng.scheduler.schedule()
+    assert batch.num_tokens == [1, 1, 1, 5]
+    in_flight = eng._inflight
+    ids, _, _, _, holes = eng.runner.prepare(batch, [0, 1, 2, 3])
+    assert holes is not None
+    expected_rows = [-s.token_ids[-1] - 1 for s in batch.seqs[:3]]
+    assert holes.at.tolist() == [0, 1, 2] and holes.rows.tolist() == expected_rows
+    before = ids.tolist()
+    holes.fill(ids, in_flight.tokens)
+    tokens = in_flight.tokens.tolist()
+    assert ids.tolist() == [tokens[r] for r in expected_rows] + before[3:]
+    assert before[3:] == list(range(40, 45))
