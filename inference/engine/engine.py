@@ -293,10 +293,7 @@ class LLMEngine:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
         drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
-        inflight = InFlight.launch(seqs, drawn)
-        for seq in seqs:  # the scheduler gives a sequence whose last token is coming no step
-            seq.last_token_in_flight = len(seq.token_ids) >= seq.stop_len
-        return inflight
+        return InFlight.launch(seqs, drawn)
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
         """`_receive`, then `_emit`: the outputs are built while the masks fill."""

@@ -71,10 +71,14 @@ class InFlight:
 
     @classmethod
     def launch(cls, seqs: list[Sequence], sample: DeviceSample) -> InFlight:
-        """Start copying `sample` to the host and give each sequence its placeholder."""
+        """Start copying `sample` to the host and give each sequence its placeholder; one
+        whose placeholder reaches its `stop_len` is marked `last_token_in_flight` (the
+        scheduler gives it no step). One walk over the rows for both."""
         copy = HostCopy(sample.tensors())
         for row, seq in enumerate(seqs):
-            seq.token_ids.append(-(row + 1))
+            ids = seq.token_ids
+            ids.append(-(row + 1))
+            seq.last_token_in_flight = len(ids) >= seq.stop_len
         return cls(seqs, sample, copy)
 
     @property
