@@ -61,17 +61,17 @@ class Staging:
     Why: a step's inputs are a handful of short integer arrays (ids, positions, slots, block
     tables...); one copy and no conversion kernel on the device is the least host work that
     moves them (vLLM's persistent pinned buffers). On CUDA the parts are written straight into
-    a pinned buffer that is reused: `slots` buffers in turn, each waiting (on its event) for
+    a pinned buffer that is reused: `buffers` of them in turn, each waiting (on its event) for
     its previous copy to have left before it is written again; with the engine's loop that
     copy left steps ago. On the CPU each call packs a fresh array and the tensors returned
     view it, so nothing a caller keeps is ever overwritten.
     """
 
-    def __init__(self, device: torch.device, slots: int = 2) -> None:
+    def __init__(self, device: torch.device, buffers: int = 2) -> None:
         self.device = device
-        self._pinned: list[torch.Tensor | None] = [None] * slots
-        self._arrays: list[np.ndarray | None] = [None] * slots  # numpy views of `_pinned`
-        self._events: list[torch.cuda.Event | None] = [None] * slots
+        self._pinned: list[torch.Tensor | None] = [None] * buffers
+        self._arrays: list[np.ndarray | None] = [None] * buffers  # numpy views of `_pinned`
+        self._events: list[torch.cuda.Event | None] = [None] * buffers
         self._turn = 0
 
     def send(self, parts: list[tuple[list[int] | np.ndarray, np.dtype]]) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ def test_a_reused_buffer_is_not_written_before_its_copy_left():
     send's pinned buffer while its copy may still wait behind that kernel."""
     from inference.engine.transfer import I64, Staging
 
-    staging = Staging(torch.device("cuda"), slots=2)
+    staging = Staging(torch.device("cuda"), buffers=2)
     big = torch.randn(4096, 4096, device="cuda")
     for _ in range(20):
         big = big @ big  # keeps the stream busy for a while
