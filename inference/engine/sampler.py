@@ -14,8 +14,11 @@ On CUDA, a batch whose rows all sample plainly (greedy, or temperature only: no 
 top-p, no seed of their own) and whose logits have fewer than 2**31 entries draws in one
 Triton kernel, `triton_kernels/gumbel_sample.py`: temperature, noise and argmax in one read of
 the logits (Gumbel-max, the same distribution as the race), each row split over many
-programs. An all-greedy batch goes through it too: torch's argmax reduces a row in one
-thread block, which at batch 1 takes 28 µs of a 128,256-token row on an H200. The seed comes
+programs. An all-greedy batch of fewer rows than the GPU has SMs goes through it too:
+torch's argmax reduces a row in one thread block, which at batch 1 takes 28 µs of a
+128,256-token row on an H200; from a row per SM on, that fills the GPU, and argmax is one
+launch with no temperatures to send (vLLM's all-greedy path), where the kernel's host side is
+two Triton launches and a copy. The seed comes
 from the engine's generator, read and advanced on the host (only when some row samples), so
 the draws are reproducible from the engine's seed and nothing waits for the GPU.
 
@@ -136,9 +139,12 @@ def sample(
         apply_grammar(logits, grammar)
     greedy, random = plan.greedy, plan.random
     device = logits.device
-    if device.type == "cuda" and logits.numel() < 2**31 and plan.plain:
-        from .triton_kernels.gumbel_sample import gumbel_sample
+    fused = device.type == "cuda" and logits.numel() < 2**31 and plan.plain
+    if fused:
+        from .triton_kernels.gumbel_sample import gumbel_sample, num_sms
 
+        fused = bool(random) or len(rows) < num_sms(device)
+    if fused:
         temps = to_device(plan.temps, torch.float32, device)
         seed = _next_seed(default_generator) if random else 0  # greedy rows draw no noise
         tokens = gumbel_sample(logits, temps, seed)

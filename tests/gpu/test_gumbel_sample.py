@@ -91,3 +91,28 @@ def test_an_all_greedy_batch_takes_the_argmax_through_the_kernel_and_draws_no_se
     tokens = sample(logits.clone(), rows, gen).tokens
     assert torch.equal(tokens, logits.argmax(-1)) and tokens[1].item() == 77_000
     assert gen.get_offset() == 0, "a greedy batch must not advance the engine's generator"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="the CUDA sampler")
+@pytest.mark.parametrize("extra", [-1, 0, 40])
+def test_an_all_greedy_batch_of_a_row_per_sm_or_more_takes_torchs_argmax(extra, monkeypatch):
+    """From as many rows as the GPU has SMs, an all-greedy batch skips the kernel (argmax fills
+    the GPU in one launch); below, it goes through the kernel. Same tokens either way, ties
+    to the lowest id, a row masked to -inf but one token takes that token."""
+    import inference.engine.triton_kernels.gumbel_sample as fused_module
+
+    n = fused_module.num_sms(torch.device("cuda")) + extra
+    calls = []
+    kernel = fused_module.gumbel_sample
+    monkeypatch.setattr(fused_module, "gumbel_sample",
+                        lambda *a: calls.append(1) or kernel(*a))
+    torch.manual_seed(0)
+    logits = torch.randn(n, 49_152, device="cuda")
+    logits[1, 3_000] = logits[1, 40_000] = logits[1].max() + 1.0
+    logits[2] = float("-inf")
+    logits[2, 12_345] = 0.0
+    rows = [SampleRow(SamplingParams(temperature=0.0), None) for _ in range(n)]
+    tokens = sample(logits.clone(), rows, torch.Generator(device="cuda")).tokens
+    assert torch.equal(tokens, logits.argmax(-1))
+    assert tokens[1].item() == 3_000 and tokens[2].item() == 12_345
+    assert calls == ([1] if extra < 0 else [])

@@ -85,7 +85,7 @@ def gumbel_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int) -
     if not rows:
         return out
     tiles = triton.cdiv(vocab, BLOCK_V)
-    want = triton.cdiv(PROGRAMS_PER_SM * _num_sms(logits.device), rows)
+    want = triton.cdiv(PROGRAMS_PER_SM * num_sms(logits.device), rows)
     tiles_per_split = triton.cdiv(tiles, max(1, min(tiles, want)))
     splits = triton.cdiv(tiles, tiles_per_split)  # none empty
     part_score = torch.empty(rows, splits, dtype=torch.float32, device=logits.device)
@@ -99,7 +99,7 @@ def gumbel_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int) -
 
 
 @functools.cache  # a device query: once, not on every step's sampling
-def _num_sms(device: torch.device) -> int:
+def num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 4  # the interpreter (tests): a few splits, so the reduction is exercised
     return torch.cuda.get_device_properties(device).multi_processor_count
