@@ -365,9 +365,11 @@ class LLMEngine:
                 continue
             self._to_fork.discard(seq.request_id)
             state = self._requests[seq.request_id]
+            # Forked as its prompt ends: the child's tokens are that prompt, so `_new_seq`
+            # counts its prompt and its `stop_len` as the parent's.
+            assert len(seq.token_ids) == seq.num_prompt_tokens, "forked after its prompt"
             for index in range(1, state.params.n):
                 child = self._new_seq(seq.request_id, index, list(seq.token_ids), state.params)
-                child.num_prompt_tokens = seq.num_prompt_tokens
                 self.kv.fork(seq, child)
                 self.scheduler.add_running(child)
                 state.new_choice(child, self._text_tokenizer(state.params), self.eos_ids)

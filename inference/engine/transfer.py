@@ -84,7 +84,7 @@ class Staging:
         host = self._host(at)
         for (values, dtype), start in zip(parts, cut, strict=True):
             host[start : start + len(values) * dtype.itemsize].view(dtype)[:] = values
-        buf = self._to_device(host, at)
+        buf = self._copy(host, at)
         return [buf[start : start + len(values) * dtype.itemsize].view(_TORCH[dtype])
                 for (values, dtype), start in zip(parts, cut, strict=True)]
 
@@ -101,7 +101,7 @@ class Staging:
             array = self._arrays[turn] = pinned.numpy()
         return array
 
-    def _to_device(self, host: np.ndarray, nbytes: int) -> torch.Tensor:
+    def _copy(self, host: np.ndarray, nbytes: int) -> torch.Tensor:
         if self.device.type != "cuda":
             return torch.from_numpy(host)
         buf = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
