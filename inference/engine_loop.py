@@ -37,7 +37,6 @@ from inference.engine import tp_launch
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
-from inference.engine.scheduler import ScheduledBatch
 from inference.engine_pipe import CommandReader, dumps
 from inference.engine_protocol import (
     Abort,
@@ -46,7 +45,6 @@ from inference.engine_protocol import (
     EngineFailed,
     EngineReady,
     EngineStep,
-    PrefillRow,
     Snapshot,
     Stop,
 )
@@ -174,18 +172,11 @@ class EngineLoop:
             engine.abort_all()  # the worker fails every request it holds on `crashed`
             return EngineStep([], engine.stats(), crashed=f"engine failed: {exc}")
         seconds, batch = time.perf_counter() - t0, engine.last_batch
-        step = EngineStep(outputs, engine.stats(), _prefills(batch), start_ns, seconds,
+        step = EngineStep(outputs, engine.stats(), batch.prefills, start_ns, seconds,
                           batch_size=len(batch), batch_tokens=sum(batch.num_tokens))
         if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
             step.token_text = _token_text(engine, outputs)
         return step
-
-
-def _prefills(batch: ScheduledBatch) -> list[PrefillRow]:
-    """The sequences of `batch` that computed part of their prompt (their computed tokens
-    before the step fell short of it), in batch order. Hot path: no tuple per decode."""
-    return [(s.request_id, n) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
-            if s.num_computed_tokens - n < s.num_prompt_tokens]
 
 
 def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:

@@ -277,7 +277,10 @@ class LLMEngine:
         if self.prompts.reports:  # reads each chunk's start: before it is counted computed
             self.prompts.score(self.runner.model, self.runner.last_hidden, batch)
         pooled = self.embedder.collect(batch, self.runner.last_hidden)
+        prefills = batch.prefills
         for seq, n in zip(batch.seqs, batch.num_tokens, strict=True):
+            if seq.num_computed_tokens < seq.num_prompt_tokens:  # computes part of its prompt
+                prefills.append((seq.request_id, n))
             seq.num_computed_tokens += n
         return Launched([batch.seqs[i] for i in ends], [batch.seqs[i] for i in rows], logits,
                         pooled)

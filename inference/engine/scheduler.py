@@ -28,6 +28,9 @@ from .sequence import Sequence, SequenceStatus
 class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)  # new tokens per sequence this step
+    # Filled as the step is launched (`LLMEngine._launch`, in the walk that counts the tokens
+    # computed): (request id, tokens) of each sequence that computed part of its prompt.
+    prefills: list[tuple[str, int]] = field(default_factory=list)
 
     def add(self, seq: Sequence, n: int) -> None:
         self.seqs.append(seq)

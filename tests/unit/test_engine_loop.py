@@ -65,3 +65,34 @@ def test_a_step_reports_a_row_per_prefill_and_none_per_decode() -> None:
     decoding = [s for s in steps[1:] if s.batch_size]
     assert decoding and all(s.prefills == [] for s in decoding)
     assert all(s.batch_tokens == s.batch_size == 2 for s in decoding)
+
+
+def test_prefill_rows_match_their_definition_through_chunks_hits_and_preemption() -> None:
+    """Each step's `prefills` are exactly its sequences whose computed tokens before the step
+    fell short of their prompt, in batch order: with a small token budget (prompts chunked,
+    some last chunks one token long beside decodes), shared prefixes (a cache hit leaves a
+    short remainder) and a pool small enough to preempt (a recompute is a prefill again)."""
+    from inference.engine_protocol import AddRequest
+
+    from .engine_driver import arrivals
+
+    engine = tiny_engine(max_num_batched_tokens=7, num_kv_blocks=16)
+    loop = EngineLoop(engine, None, None)  # type: ignore[arg-type]
+    pending = [(arrives, AddRequest(f"r{i}", prompt, greedy(12)))
+               for i, (arrives, prompt) in enumerate(arrivals(5, 14))]
+    seen_one_token_prompt_row = seen_mixed = False
+    step_no = 0
+    while pending or loop.engine.has_unfinished():
+        for cmd in [c for arrives, c in pending if arrives <= step_no]:
+            loop._add(cmd)
+        pending = [p for p in pending if p[0] > step_no]
+        step = loop._step()
+        batch = loop.engine.last_batch
+        expected = [(s.request_id, n) for s, n in zip(batch.seqs, batch.num_tokens, strict=True)
+                    if s.num_computed_tokens - n < s.num_prompt_tokens]
+        assert step.prefills == expected
+        seen_one_token_prompt_row |= any(n == 1 for _, n in expected)
+        seen_mixed |= 0 < len(expected) < len(batch)
+        step_no += 1
+    assert seen_one_token_prompt_row and seen_mixed
+    assert loop.engine.scheduler.num_preemptions > 0

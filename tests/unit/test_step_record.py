@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pickle
 
+from inference.engine.embedding import EmbeddingOutput
 from inference.engine.engine_stats import EngineStats
 from inference.engine.errors import RequestRejected
+from inference.engine.grammar import GrammarStats
 from inference.engine.outputs import PromptOutput, StepOutput, TokenLogprob, Usage
 from inference.engine_pipe import dumps
 from inference.engine_protocol import EngineStep
@@ -24,9 +26,12 @@ def test_every_kind_of_row_and_field_comes_back_equal() -> None:
                    Usage(4, 1, 0)),
     ]
     refused = RequestRejected("max_tokens", "too long")
-    step = EngineStep(rows, EngineStats(2, 1, 10, 5, 5, 1, 3, 9, 0), [("cmpl-a", 12, True)],
-                      123, 0.004, 2, 14, rejected=[("cmpl-x", refused)],
-                      stored=[2**63 + 5], token_text={8: " the"})
+    stats = EngineStats(2, 1, 10, 5, 5, 1, 3, 9, 0, GrammarStats(1, 2, 0.5, 1, 40, 0.25, 0.125))
+    step = EngineStep(rows, stats, [("cmpl-a", 12)], 123, 0.004, 2, 14,
+                      rejected=[("cmpl-x", refused)], crashed="engine failed: x",
+                      stored=[2**63 + 5], evicted=[7], snapshot=[2**64 - 1, 3],
+                      token_text={8: " the"},
+                      embeddings=[EmbeddingOutput("emb-a", 1, b"\x00\x00\x80?", Usage(3, 0))])
     back = pickle.loads(dumps(step))
     assert back.outputs == rows
     assert back.outputs[2].logprobs[0].top == [(8, -0.5), (3, -1.25)]
@@ -35,6 +40,8 @@ def test_every_kind_of_row_and_field_comes_back_equal() -> None:
     rest = {k: v for k, v in back.__dict__.items() if k not in ("outputs", "rejected")}
     assert rest == {k: v for k, v in step.__dict__.items() if k not in ("outputs", "rejected")}
     assert [(r, str(e)) for r, e in back.rejected] == [("cmpl-x", "max_tokens: too long")]
+    assert isinstance(back.stats.grammar, GrammarStats) and back.prefills == [("cmpl-a", 12)]
+    assert back.embeddings[0].floats() == [1.0]
     assert step.outputs is rows  # pickling left the sender's record as it was
 
 
