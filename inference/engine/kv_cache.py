@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from kvmesh.block_hash import BlockHash, hash_block, hash_prefix_blocks, root_hash
+from kvmesh.block_hash import BlockHash, hash_block, root_hash
 
 from .block_tables import BlockTables
 from .sequence import Sequence, SequenceStatus
@@ -88,14 +88,23 @@ class KVCacheManager:
         if not self.enable_prefix_caching or not seq.reuse_prefix:
             return []
         hits: list[int] = []
-        token_ids = seq.token_ids
-        for key in hash_prefix_blocks(token_ids[: len(token_ids) - 1], self.block_size,
-                                      seq.params.cache_salt):
-            block = self._hash_to_block.get(key)
-            if block is None:
+        for i in range((len(seq.token_ids) - 1) // self.block_size):
+            block = self._hash_to_block.get(self._key(seq, i))
+            if block is None:  # no later block can hit: hash none of them
                 break
             hits.append(block)
         return hits
+
+    def _key(self, seq: Sequence, i: int) -> BlockHash:
+        """The chained key of `seq`'s full block `i` (its tokens final), from the sequence's
+        memo: each block is hashed once in its life, however often its prefix is looked up
+        (`can_admit`, then `admit`, again after a preemption) or keyed (`commit`)."""
+        keys, bs = seq.prefix_keys, self.block_size
+        while len(keys) <= i:
+            j = len(keys)
+            parent = keys[-1] if keys else root_hash(seq.params.cache_salt)
+            keys.append(hash_block(parent, seq.token_ids[j * bs : (j + 1) * bs]))
+        return keys[i]
 
     def _blocks_to_grow(self, seq: Sequence, num_new_tokens: int) -> int:
         """Fresh blocks `reserve(seq, n)` takes: new blocks plus a copy-on-write copy."""
@@ -187,12 +196,9 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return
         full = seq.num_computed_tokens // self.block_size
-        bs = self.block_size
         while len(seq.block_hashes) < full:
             i = len(seq.block_hashes)
-            parent = (seq.block_hashes[-1] if seq.block_hashes
-                      else root_hash(seq.params.cache_salt))
-            key = hash_block(parent, seq.token_ids[i * bs : (i + 1) * bs])
+            key = self._key(seq, i)
             seq.block_hashes.append(key)
             block = seq.block_table[i]
             if self._block_hash[block] is None and key not in self._hash_to_block:
@@ -207,6 +213,7 @@ class KVCacheManager:
         child.block_table = list(parent.block_table)
         self.tables.write(child, 0)
         child.block_hashes = list(parent.block_hashes)
+        child.prefix_keys = list(parent.prefix_keys)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
 

@@ -158,6 +158,39 @@ def test_cached_prefixes_are_shared_only_under_the_same_salt() -> None:
     kv.check_invariants()
 
 
+def test_each_block_is_hashed_once_in_a_sequences_life(monkeypatch) -> None:
+    """Admission looks the prompt up twice (`can_admit`, `admit`), stops at the first miss,
+    and the computed blocks are keyed after: one hash per block in all, none again after a
+    preemption; the keys are the chain every other holder (the router) computes."""
+    import inference.engine.kv_cache as kv_mod
+    from kvmesh.block_hash import hash_block, hash_prefix_blocks
+
+    calls: list[int] = []
+
+    def counted(parent, token_ids):
+        calls.append(1)
+        return hash_block(parent, token_ids)
+
+    monkeypatch.setattr(kv_mod, "hash_block", counted)
+    kv = KVCacheManager(num_blocks=16, block_size=BS)
+    _computed(kv, _salted(0, list(range(2 * BS + 1)), "t"))  # two blocks cached
+    seq = _salted(1, [*range(2 * BS), *range(100, 100 + 3 * BS + 1)], "t")  # 5 full blocks
+    calls.clear()
+    assert kv.can_admit(seq, seq.num_new_tokens)
+    assert kv.admit(seq) == 2 * BS
+    assert len(calls) == 3  # two hits and the first miss; nothing past it
+    kv.reserve(seq, seq.num_new_tokens)
+    seq.num_computed_tokens = seq.num_tokens
+    kv.commit(seq)
+    assert len(calls) == 5  # the two blocks not yet hashed, and no other
+    assert seq.block_hashes == hash_prefix_blocks(seq.token_ids, BS, "t")
+    kv.free(seq)
+    seq.reset_for_recompute()  # preempted: looked up again in full, all hits, no new hash
+    assert kv.admit(seq) == 5 * BS
+    assert len(calls) == 5
+    kv.check_invariants()
+
+
 def test_commit_running_keys_the_full_blocks_of_running_sequences_only() -> None:
     kv = KVCacheManager(num_blocks=8, block_size=BS)
     running, waiting = _seq(0, list(range(9))), _seq(1, list(range(20, 29)))
