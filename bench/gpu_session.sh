@@ -34,6 +34,9 @@
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
+#   bash bench/gpu_session.sh ttft      the engine alone's first token hot and after idle gaps
+#                                       (bench/engine_ttft.py), then 1 and 32 streams through
+#                                       the mesh (1 gateway and 1 client for the single stream)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
 # bench/gpu_summary.py's table of them last.
 set -o pipefail
@@ -153,6 +156,17 @@ host)
   timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --arrivals \
     2>&1 | tail -1 | tee -a "$OUT/host.txt"
   ;;
+ttft)
+  for r in 1 2; do
+    cpu_speed "ttft $r"
+    timeout 150 python3 bench/engine_ttft.py --model "$SMOL" --load-format dummy \
+      --out "$OUT/ttft-$r" 2>&1 | tail -1 | tee -a "$OUT/engine_ttft.txt"
+  done
+  timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1 \
+    --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
+    --out "$OUT/small-one" 2>&1 | tee "$OUT/small-one.log" | grep -E '^engine|"streams"' \
+    | cut -c1-400
+  ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
   ;;
@@ -226,7 +240,8 @@ structured)
   step_phases
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
-    "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing"
+    "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
+    "ttft"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

@@ -5,8 +5,9 @@
 Why: a device call brings back only a few of its files, so the call's last lines must carry
 the numbers. Reads, when present: `alone.txt` (the engine alone at 256 streams, one line per
 run), `mesh-<label>.log` (the mesh's level rows), `small-<label>.log` (`pinned-small`: the
-engine's TTFT and decode step, then 1 and 32 streams), `pair.txt` and `cpu_speed.txt` (the
-slow-CPU count before each run). Rows keep the order the runs were made in.
+engine's TTFT and decode step, then 1 and 32 streams), `engine_ttft.txt` (`ttft`: the engine's
+first token by idle gap, bench/engine_ttft.py), `pair.txt` and `cpu_speed.txt` (the slow-CPU
+count before each run). Rows keep the order the runs were made in.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def summary(out: Path) -> list[str]:
                          f"{row['ttft_p50_ms']:.2f} ms  ITL {row['itl_p50_ms']:.2f} ms  route "
                          f"{means.get('route_ms', 0)} ms  worker TTFT "
                          f"{means.get('worker_ttft_ms', 0)} ms  errors {row['errors']}")
+    ttft = out / "engine_ttft.txt"
+    for line in ttft.read_text().splitlines() if ttft.exists() else []:
+        run = json.loads(line)
+        for key, marks in run.items():
+            if isinstance(marks, dict):
+                lines.append(f"engine {key:<12} " + "  ".join(f"{k} {v:.2f}"
+                                                            for k, v in marks.items()) + " ms")
     return lines
 
 
