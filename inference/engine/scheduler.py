@@ -60,7 +60,9 @@ class Scheduler:
         self.max_tokens = config.max_num_batched_tokens
         self.max_seqs = config.max_num_seqs
         self.kv = kv
-        self.waiting: list[Sequence] = []  # sorted by `Sequence.queue_key`
+        # Both sorted by `Sequence.queue_key`, kept so on entry: a step walks `running` in
+        # that order without sorting it.
+        self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.num_preemptions = 0
 
@@ -71,7 +73,7 @@ class Scheduler:
     def add_running(self, seq: Sequence) -> None:
         """A forked child joins the running set with the blocks it shares."""
         seq.status = SequenceStatus.RUNNING
-        self.running.append(seq)
+        bisect.insort(self.running, seq, key=_BY_QUEUE_KEY)
 
     def remove(self, seq: Sequence) -> None:
         """Drop a finished or aborted sequence and free its blocks."""
@@ -89,7 +91,7 @@ class Scheduler:
         # path: once per step over every running sequence.
         prefills: list[Sequence] = []
         seqs, counts, try_reserve = batch.seqs, batch.num_tokens, self.kv.try_reserve
-        for seq in sorted(self.running, key=_BY_QUEUE_KEY):
+        for seq in self.running[:]:  # a copy: preempting removes from `running`
             new = len(seq.token_ids) - seq.num_computed_tokens  # `num_new_tokens`, inlined
             if new > 1:  # a decode preempted above (every token to recompute) lands here too
                 prefills.append(seq)  # and `_continue` skips it
@@ -114,7 +116,7 @@ class Scheduler:
             n = min(seq.num_new_tokens, budget)
             self.kv.reserve(seq, n)
             seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
+            bisect.insort(self.running, seq, key=_BY_QUEUE_KEY)
             batch.add(seq, n)
             budget -= n
         return batch

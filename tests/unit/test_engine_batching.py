@@ -189,3 +189,27 @@ def test_request_larger_than_the_pool_ends_with_length_instead_of_spinning():
             break
     assert outs[-1].finish_reason == "length"
     assert not engine.has_unfinished()
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
+def test_both_queues_stay_in_queue_order_through_preemption_and_forks(overlap):
+    """The scheduler keeps `running` and `waiting` sorted by `Sequence.queue_key` as
+    sequences enter them (each step walks `running` without sorting it): after every step,
+    through mixed priorities, preemption by recompute and `n > 1` forks joining `running`;
+    and every choice still gets all its tokens."""
+    engine = tiny_engine(num_kv_blocks=17, async_scheduling=overlap)
+    rng = random.Random(3)
+    reqs = [(at, prompt, greedy(rng.randrange(4, 16), priority=rng.choice([0, 0, 5]),
+                                n=rng.choice([1, 1, 2])))
+            for at, prompt in arrivals(3, 12)]
+
+    def in_order(e) -> None:
+        for queue in (e.scheduler.running, e.scheduler.waiting):
+            keys = [s.queue_key for s in queue]
+            assert keys == sorted(keys)
+
+    got = run(engine, reqs, check=in_order)
+    assert [{i: len(t) for i, t in got[f"r{k}"].items()} for k in range(len(reqs))] == [
+        dict.fromkeys(range(p.n), p.max_tokens) for _, _, p in reqs]
+    assert engine.scheduler.num_preemptions > 0
+    assert any(p.n > 1 for _, _, p in reqs) and len({p.priority for _, _, p in reqs}) == 2
