@@ -30,7 +30,8 @@
 #                                       core of their own and not
 #   bash bench/gpu_session.sh host      the engine's host work per step at 256 SmolLM2 decodes, by
 #                                       phase and helper (bench/host_step.py --detail), three
-#                                       fresh processes, then a closed loop of arrivals
+#                                       fresh processes (BASE=<tree>: each followed by one of
+#                                       that tree), then a closed loop of arrivals
 #   bash bench/gpu_session.sh tracing   the mesh at 256 streams with every request traced and
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
@@ -149,9 +150,12 @@ pinned-small)  # PLACES=free: unpinned only (no probe)
   ;;
 host)
   for r in 1 2 3; do
-    cpu_speed "host $r"
-    timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --detail \
-      2>&1 | tail -1 | tee -a "$OUT/host.txt"
+    for tree in "$PWD" ${BASE:+"$BASE"}; do
+      cpu_speed "host $r"
+      (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
+        timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 \
+        --detail 2>&1 | tail -1 | sed "s|^|$tree |" | tee -a "$OUT/host.txt")
+    done
   done
   timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --arrivals \
     2>&1 | tail -1 | tee -a "$OUT/host.txt"
