@@ -36,8 +36,8 @@
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
 #   bash bench/gpu_session.sh ttft      the engine alone's first token hot and after idle gaps
-#                                       (bench/engine_ttft.py), then 1 and 32 streams through
-#                                       the mesh (1 gateway and 1 client for the single stream)
+#                                       (bench/engine_ttft.py), then 1 stream through the mesh
+#                                       (1 gateway, 1 client)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
 # bench/gpu_summary.py's table of them last.
 set -o pipefail

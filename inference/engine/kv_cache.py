@@ -140,7 +140,7 @@ class KVCacheManager:
             self._take_ref(block)
         seq.block_table = hits
         self.tables.write(seq, 0)
-        seq.block_hashes = [self._block_hash[b] for b in hits]  # type: ignore[misc]
+        seq.num_keyed_blocks = len(hits)  # their keys are in `seq.prefix_keys` already
         seq.num_computed_tokens = len(hits) * self.block_size
         self.prefix_query_tokens += seq.num_tokens
         self.prefix_hit_tokens += seq.num_computed_tokens
@@ -182,7 +182,7 @@ class KVCacheManager:
         """`commit` each running sequence of a step's batch that filled a block: its
         `num_tokens` computed in the step, ending at `num_computed_tokens`, crossed a block
         boundary. Hot path: most rows fill none and are passed over without a call, and
-        without reading their hash list (one object less a row; `commit` catches up on
+        without reading their keyed-block count (one attribute less a row; `commit` catches up on
         every block full by then)."""
         if not self.enable_prefix_caching:
             return
@@ -196,10 +196,10 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return
         full = seq.num_computed_tokens // self.block_size
-        while len(seq.block_hashes) < full:
-            i = len(seq.block_hashes)
+        while seq.num_keyed_blocks < full:
+            i = seq.num_keyed_blocks
             key = self._key(seq, i)
-            seq.block_hashes.append(key)
+            seq.num_keyed_blocks += 1
             block = seq.block_table[i]
             if self._block_hash[block] is None and key not in self._hash_to_block:
                 self._block_hash[block] = key
@@ -212,7 +212,7 @@ class KVCacheManager:
             self._ref_count[block] += 1
         child.block_table = list(parent.block_table)
         self.tables.write(child, 0)
-        child.block_hashes = list(parent.block_hashes)
+        child.num_keyed_blocks = parent.num_keyed_blocks
         child.prefix_keys = list(parent.prefix_keys)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
@@ -229,7 +229,7 @@ class KVCacheManager:
                 else:
                     self._free_keyed[block] = None
         seq.block_table = []
-        seq.block_hashes = []
+        seq.num_keyed_blocks = 0
         self.tables.release(seq)
 
     def take_copies(self) -> list[tuple[int, int]]:

@@ -25,10 +25,10 @@ class Sequence:
 
     `token_ids` holds prompt then generated tokens. The first `num_computed_tokens` of them
     have K/V in the blocks of `block_table`; the rest are computed by coming steps.
-    `block_hashes[i]` is the chained key of full block i, known once that block is computed;
-    `prefix_keys` memoises the keys of its first full blocks, each hashed once in the
-    sequence's life (a prefix never changes, so they outlive a preemption): admission's
-    prefix lookup and the keying of computed blocks both read it (kv_cache.py).
+    `prefix_keys[i]` is the chained key of full block i, hashed once in the sequence's life (a
+    prefix never changes, so the keys outlive a preemption): admission's prefix lookup and the
+    keying of computed blocks both read it (kv_cache.py); the first `num_keyed_blocks` of its
+    blocks have been keyed in the pool (hits, or computed and committed).
     `matcher` (an llguidance LLMatcher, see grammar.py) has consumed every generated token of a
     constrained sequence; None when it is unconstrained; `grammar_lane` is the lane it was
     copied from (grammar.py: rows of one lane share a lock). The last token may be a
@@ -49,8 +49,8 @@ class Sequence:
     generator: torch.Generator | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     block_table: list[int] = field(default_factory=list)
-    block_hashes: list[BlockHash] = field(default_factory=list)
     prefix_keys: list[BlockHash] = field(default_factory=list)
+    num_keyed_blocks: int = 0
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0
     matcher: Any = None
@@ -98,5 +98,5 @@ class Sequence:
         """After preemption: every token, generated ones too, is recomputed as a prompt."""
         self.num_computed_tokens = 0
         self.block_table = []
-        self.block_hashes = []
+        self.num_keyed_blocks = 0
         self.status = SequenceStatus.WAITING

@@ -183,7 +183,7 @@ def test_each_block_is_hashed_once_in_a_sequences_life(monkeypatch) -> None:
     seq.num_computed_tokens = seq.num_tokens
     kv.commit(seq)
     assert len(calls) == 5  # the two blocks not yet hashed, and no other
-    assert seq.block_hashes == hash_prefix_blocks(seq.token_ids, BS, "t")
+    assert seq.prefix_keys[:seq.num_keyed_blocks] == hash_prefix_blocks(seq.token_ids, BS, "t")
     kv.free(seq)
     seq.reset_for_recompute()  # preempted: looked up again in full, all hits, no new hash
     assert kv.admit(seq) == 5 * BS
@@ -200,8 +200,8 @@ def test_commit_running_keys_the_full_blocks_of_running_sequences_only() -> None
         kv.reserve(seq, seq.num_new_tokens)
         seq.num_computed_tokens = seq.num_tokens
     kv.commit_running([running, waiting], [9, 9])
-    assert len(running.block_hashes) == 2  # 9 tokens: two full blocks of 4
-    assert waiting.block_hashes == []
+    assert running.num_keyed_blocks == 2  # 9 tokens: two full blocks of 4
+    assert waiting.num_keyed_blocks == 0
     kv.check_invariants()
 
 
