@@ -206,6 +206,8 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
         argv += ["--otlp-endpoint", otlp]
     if args.engine_cpus:
         argv += ["--engine-cpus", args.engine_cpus]
+    if args.router_process:
+        argv += ["--router-process", "1"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -506,6 +508,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine-cpus", default="",
                     help="the engine's CPUs, alone and in the mesh (kvmesh up --engine-cpus); "
                          "the clients run off them")
+    ap.add_argument("--router-process", action="store_true",
+                    help="the router as a process of its own (kvmesh up --router-process), "
+                         "not hosted by each gateway process")
     ap.add_argument("--out", default="")
     return ap
 

@@ -38,6 +38,9 @@
 #   bash bench/gpu_session.sh ttft      the engine alone's first token hot and after idle gaps
 #                                       (bench/engine_ttft.py), then 1 stream through the mesh
 #                                       (1 gateway, 1 client)
+#   bash bench/gpu_session.sh colocate  1 and 32 streams (4 gateways, 8 clients), each gateway
+#                                       process hosting its router and the router a process of
+#                                       its own, alternated (ROUNDS=2 rounds)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
 # bench/gpu_summary.py's table of them last.
 set -o pipefail
@@ -171,6 +174,17 @@ ttft)
     --out "$OUT/small-one" 2>&1 | tee "$OUT/small-one.log" | grep -E '^engine|"streams"' \
     | cut -c1-400
   ;;
+colocate)
+  for r in $(seq "${ROUNDS:-2}"); do
+    for router in hosted process; do
+      cpu_speed "colocate $router $r"
+      timeout 140 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+        --levels 1,32 --duration 8 --warmup 2 --engine-duration 4 --clients 8 --gateways 4 \
+        $([ $router = process ] && echo --router-process) --out "$OUT/small-$router-$r" 2>&1 \
+        | tee "$OUT/small-$router-$r.log" | grep -E '^engine|"streams"' | cut -c1-400
+    done
+  done
+  ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
   ;;
@@ -245,7 +259,7 @@ structured)
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
     "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
-    "ttft"
+    "ttft | colocate"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

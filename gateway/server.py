@@ -15,6 +15,9 @@ Contract:
 - SIGTERM/SIGINT: stop accepting connections, let open requests finish within the grace
   period; a stream still open then ends with a 503 error event and `[DONE]` (never a cut
   connection); then exit.
+- `colocate_router`: each gateway process hosts a router (gateway/mesh_client.py,
+  `LocalRouter`), which `main`'s caller builds (`colocate`: kvmesh/cli/colocate.py, as
+  `kvmesh serve gateway` does); without one the setting is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from aiohttp import web
@@ -35,9 +38,9 @@ from aiohttp import web
 import telemetry
 from gateway.app import build_app
 from gateway.errors import ApiError
-from gateway.mesh_client import MeshClient
+from gateway.mesh_client import LocalRouter, MeshClient
 from kvmesh import eventloop
-from kvmesh.config import GatewayConfig, load
+from kvmesh.config import ConfigError, GatewayConfig, load
 from telemetry import loop_lag
 from telemetry.metrics import serve_metrics
 from telemetry.redact import add_secret
@@ -47,13 +50,17 @@ RESTART_AFTER_S = 1.0
 # How long a starting gateway waits for NATS before it opens its port anyway. Joined first, a
 # process that opens the shared port (SO_REUSEPORT) can serve what the kernel hands it.
 JOIN_WAIT_S = 5.0
+Colocate = Callable[[], Awaitable[LocalRouter]]  # builds the router a gateway process hosts
 
 
-async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set or a SIGTERM/SIGINT arrives."""
+
+async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
+                local_router: LocalRouter | None = None) -> None:
+    """Serve until `stop` is set or a SIGTERM/SIGINT arrives; route through `local_router`
+    when given."""
     for secret in (cfg.admin_key, cfg.metrics_key):
         add_secret(secret)  # never in a log line
-    mesh = MeshClient(cfg)
+    mesh = MeshClient(cfg, local_router)
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
                            keepalive_timeout=cfg.header_timeout)  # idle or slow headers: closed
     await runner.setup()  # the app's start-up hooks register their on_join subscriptions
@@ -111,10 +118,11 @@ async def _finish_streams(mesh: MeshClient, grace: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def supervise(argv: Sequence[str], n: int, metrics_port: int) -> int:
-    """Run `n` single-process gateways with `argv`; restart any that dies until signalled.
-    With a separate /metrics port, process i takes `metrics_port + i`."""
-    cmd = [sys.executable, "-m", "gateway.server", *argv, "--processes", "1"]  # last flag wins
+def supervise(argv: Sequence[str], n: int, metrics_port: int,
+              command: Sequence[str] = ("-m", "gateway.server")) -> int:
+    """Run `n` single-process gateways (`python <command> <argv>`); restart any that dies
+    until signalled. With a separate /metrics port, process i takes `metrics_port + i`."""
+    cmd = [sys.executable, *command, *argv, "--processes", "1"]  # the last flag wins
 
     def start(i: int) -> subprocess.Popen[bytes]:
         port = ["--metrics-port", str(metrics_port + i)] if metrics_port else []
@@ -144,15 +152,26 @@ def supervise(argv: Sequence[str], n: int, metrics_port: int) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, colocate: Colocate | None = None,
+         command: Sequence[str] = ("-m", "gateway.server")) -> int:
+    """Run the gateway (`command`: how its processes are started again, under
+    `--processes`); `colocate` builds the router each process hosts with
+    `colocate_router`."""
     args = list(sys.argv[1:] if argv is None else argv)
     cfg = load(GatewayConfig, args)
+    if cfg.colocate_router and colocate is None:
+        raise ConfigError("colocate_router: only `kvmesh serve gateway` can host a router")
     n = cfg.processes if cfg.processes > 0 else (os.cpu_count() or 1)
     telemetry.setup("gateway", f"gateway-{cfg.port}-{os.getpid()}", cfg.log_level)
     if n > 1:
-        return supervise(args, n, cfg.metrics_port)
+        return supervise(args, n, cfg.metrics_port, command)
+
+    async def run() -> None:
+        local = await colocate() if cfg.colocate_router and colocate is not None else None
+        await serve(replace(cfg, processes=1), local_router=local)
+
     try:
-        eventloop.run(loop_lag.probed(serve(replace(cfg, processes=1)), "gateway"))
+        eventloop.run(loop_lag.probed(run(), "gateway"))
     finally:
         telemetry.shutdown()
     return 0

@@ -92,6 +92,10 @@ class GatewayConfig(Ranged):
     metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
     metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
     store_timeout: float = 2.0  # seconds for the responses store (the cache actor) to answer
+    # Host a router in each gateway process and route through it, not over NATS: one process
+    # and one NATS hop fewer before the first token (kvmesh/cli/colocate.py). Its settings are
+    # the router's variables (KVMESH_ROUTER_*); `kvmesh up` turns this on.
+    colocate_router: bool = False
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
         "chunk_timeout", "stream_write_timeout", "worker_dead_after", "max_body_bytes",
@@ -202,6 +206,9 @@ class LaunchConfig(Ranged):
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0
     metrics_port: int = 9101  # router's /metrics; worker i takes metrics_port + 1 + i
+    # The router as a process of its own, as compose runs it; by default each gateway process
+    # hosts one (GatewayConfig.colocate_router) and metrics_port stays unused.
+    router_process: bool = False
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
     # One CPU set per worker ("3,11/4,12"): worker i's engine process runs on set i, and nothing

@@ -174,17 +174,24 @@ class Router(Actor):
         except ValueError as exc:
             return ErrorReply(400, "invalid_request_error", f"tokens: {exc}", "tokens")
 
-    @traced("router.route", observe=route_telemetry.observe_route)
     async def _generate(self, msg: Message, raw: Any) -> Message:
+        assert isinstance(msg, GenerateRequest | EmbedRequest)
+        return await self.route(msg, raw.headers)
+
+    @traced("router.route", observe=route_telemetry.observe_route)
+    async def route(self, req: GenerateRequest | EmbedRequest,
+                    headers: dict[str, str] | None) -> Message:
+        """Route one request as the module contract says; `headers` (trace context, request
+        id) go on to the worker. The handler of `ROUTER_GENERATE`, and the call a gateway
+        process that hosts this router makes in place of that request (kvmesh/cli/colocate.py)."""
         self._routing += 1
         try:
-            return await self._route(msg, raw)
+            return await self._route(req, headers)
         finally:
             self._routing -= 1
 
-    async def _route(self, msg: Message, raw: Any) -> Message:
-        req = msg
-        assert isinstance(req, GenerateRequest | EmbedRequest)
+    async def _route(self, req: GenerateRequest | EmbedRequest,
+                     headers: dict[str, str] | None) -> Message:
         candidates = [v for v in self.workers.live(req.model)
                       if v.beat.worker_id not in req.exclude_workers]
         route_telemetry.candidates(req, candidates)
@@ -195,7 +202,7 @@ class Router(Actor):
                                   "model_not_found")
             return self._unavailable(f"no live worker serves {req.model!r}")
         if isinstance(req, EmbedRequest):
-            return await self._embed(req, candidates, raw.headers)
+            return await self._embed(req, candidates, headers)
         ids = req.prompt_token_ids
         if ids is None:
             try:
@@ -208,7 +215,7 @@ class Router(Actor):
                                      max(v.beat.max_model_len for v in candidates),
                                      _prompt_param(req))
         return await self._forward(TokenizedRequest.of(req, ids), fitting, req.session,
-                                   raw.headers)
+                                   headers)
 
     async def _embed(self, req: EmbedRequest, views: list[WorkerView],
                      headers: dict[str, str] | None) -> Message:
@@ -336,12 +343,18 @@ class RouterStartError(RuntimeError):
     """The router could not load its model's tokenizer."""
 
 
-async def serve(cfg: RouterConfig) -> None:
+async def load_router(cfg: RouterConfig) -> Router:
+    """A router with its model's tokenizer loaded, not yet started; `RouterStartError` when
+    the tokenizer does not load."""
     try:
         tokenizer = await asyncio.to_thread(PromptTokenizer.load, cfg.model)
     except (OSError, ValueError) as exc:  # not found, not a model, a tokenizer it cannot read
         raise RouterStartError(str(exc)) from exc
-    router = Router(cfg, tokenizer)
+    return Router(cfg, tokenizer)
+
+
+async def serve(cfg: RouterConfig) -> None:
+    router = await load_router(cfg)
     await router.start()
     await router.run_until_stopped()
 

@@ -32,6 +32,7 @@ from kvmesh.wire import Heartbeat
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]  # sample name -> sorted labels -> value
 NEAR_LIMIT = 0.2  # a tenant with less than this share of a limit left is near it
+ROUTER_SERIES = "kvmesh_router_live_workers"  # every started router reports it
 STALE_AFTER_S = 3.0  # a heartbeat older than this: the worker counts as gone (router default)
 
 
@@ -170,8 +171,9 @@ class MeshView:
 
     def _routers(self) -> list[str]:
         rows = [f"{'ROUTER':<32}{'LIVE WORKERS':>13}{'REQ/S':>8}{'RETRIES/S':>11}"]
-        for e in self._of("router"):
-            rows.append(f"{e.instance[:31]:<32}{e.total('kvmesh_router_live_workers'):>13.0f}"
+        # A gateway process that hosts a router (GatewayConfig.colocate_router) has its series.
+        for e in [e for e in self.endpoints if e.up and ROUTER_SERIES in e.now]:
+            rows.append(f"{e.instance[:31]:<32}{e.total(ROUTER_SERIES):>13.0f}"
                         f"{_num(e.rate('kvmesh_router_requests_total')):>8}"
                         f"{_num(e.rate('kvmesh_router_retries_total')):>11}")
         return rows

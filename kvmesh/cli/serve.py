@@ -26,8 +26,8 @@ FORCED_EXIT_S = 5.0
 
 
 def _entry(service: str) -> Callable[[Sequence[str]], int]:
-    if service == "gateway":
-        from gateway.server import main
+    if service == "gateway":  # the gateway, hosting a router with `colocate_router`
+        from kvmesh.cli.colocate import main
     elif service == "cache":
         from cache.service import main
     elif service == "router":

@@ -58,7 +58,11 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert resp.choices[0].message.content
         needles = (f"127.0.0.1:{nats_port}", f"-p {nats_port}", str(redis_port))
         children = processes_mentioning(*needles)
-        assert len(children) >= 5  # nats, redis, router, worker, gateway
+        assert len(children) >= 5  # nats, redis, auth, cache, worker, gateway
+        routers = [p for p in children if b"kvmesh.cli.serve\0router" in _proc_text(p)]
+        assert routers == []  # the gateway hosts it, as the router's NATS user
+        assert _pids_with_all("kvmesh.cli.serve\0gateway", "KVMESH_GATEWAY_COLOCATE_ROUTER=1",
+                              "KVMESH_ROUTER_NATS_URL=nats://router:", str(nats_port))
 
         started = time.monotonic()
         up.send_signal(signal.SIGINT)
@@ -94,7 +98,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
 
     from tests.integration.conftest import _ask_stats
 
-    (port, nats_port, redis_port), mport = free_ports(3, run=8)  # metrics: router..gateways
+    (port, nats_port, redis_port), mport = free_ports(3, run=8)  # metrics: (router), w0..gateways
     up = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
          "--nats-port", str(nats_port), "--redis-port", str(redis_port),
@@ -205,7 +209,7 @@ def test_engine_cpus_give_the_engine_its_cpus_and_keep_everything_else_off_them(
         assert len(engines) == 1, [_proc_text(p)[:100] for p in children]
         assert _allowed_cpus(engines[0]) == {cpu}
         others = [p for p in children if p != engines[0]] + [up.pid]
-        assert len(others) >= 6  # launcher, nats, redis, router, auth, cache, worker, gateway
+        assert len(others) >= 6  # launcher, nats, redis, auth, cache, worker, gateway
         for pid in others:
             assert cpu not in _allowed_cpus(pid), _proc_text(pid)[:120]
     finally:

@@ -3,7 +3,9 @@ exported over OTLP/HTTP to a receiver started here; an incoming traceparent is h
 are on the spans; /metrics of every service moves with traffic; logs are JSON with trace ids.
 
 This module runs its own small mesh (NATS, router, gateway, one worker) with the OTLP exporter
-pointed at the receiver, so the shared mesh of the other tests stays untraced.
+pointed at the receiver, so the shared mesh of the other tests stays untraced. Its last test
+adds a gateway that hosts a router of its own (which, serving the router queue group, could
+take the other gateway's requests too: so it runs only then).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SERVER, INTERNAL = 2, 1  # OTLP span kinds
 @dataclass
 class TracedMesh:
     base_url: str
+    env: dict[str, str]  # what every service of it gets
     metrics: dict[str, str]  # service -> its /metrics URL
     logs: Path
     otlp: OtlpReceiver
@@ -68,7 +71,7 @@ def traced_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedMesh
             log=log("gateway")))
         base = f"http://127.0.0.1:{gw_port}"
         _wait_ready(base, children, logs)
-        yield TracedMesh(base, {
+        yield TracedMesh(base, env, {
             "gateway": base + "/metrics",
             "router": f"http://127.0.0.1:{router_mport}/metrics",
             "worker": f"http://127.0.0.1:{worker_mport}/metrics",
@@ -96,13 +99,15 @@ def _wait_ready(base: str, children: list[procs.Child], logs: Path) -> None:
 
 
 def _chat(mesh: TracedMesh, content: str = "Say hi.", max_tokens: int = 4,
-          headers: dict[str, str] | None = None, unique: bool = True) -> tuple[int, dict]:
-    """A greedy chat request; `unique` adds a nonce so the result cache never answers it."""
+          headers: dict[str, str] | None = None, unique: bool = True,
+          base_url: str = "") -> tuple[int, dict]:
+    """A greedy chat request (to `base_url`, default the mesh's gateway); `unique` adds a nonce
+    so the result cache never answers it."""
     if unique:
         content = f"{content} ({secrets.token_hex(4)})"
     body = {"model": MODEL, "messages": [{"role": "user", "content": content}],
             "max_tokens": max_tokens, "temperature": 0}
-    req = urllib.request.Request(mesh.base_url + "/v1/chat/completions",
+    req = urllib.request.Request((base_url or mesh.base_url) + "/v1/chat/completions",
                                  data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json", **(headers or {})})
     try:
@@ -343,3 +348,35 @@ def test_health_and_metrics_routes_are_not_traced(traced_mesh: TracedMesh) -> No
     time.sleep(0.3)
     assert not [s for s in traced_mesh.otlp.spans if s.attrs.get("url.path") in
                 ("/health", "/metrics")]
+
+
+@pytest.fixture
+def hosting_url(traced_mesh: TracedMesh) -> Iterator[str]:
+    """A second gateway on the traced mesh, hosting its router (colocate_router)."""
+    port = procs.free_port()
+    child = procs.start("gateway-hosting", procs.service_argv("gateway"), env={
+        **traced_mesh.env, "KVMESH_GATEWAY_PORT": str(port), "KVMESH_GATEWAY_AUTH": "0",
+        "KVMESH_GATEWAY_COLOCATE_ROUTER": "1"},
+        log=open(traced_mesh.logs / "gateway-hosting.log", "ab"))  # noqa: SIM115
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", [child], traced_mesh.logs)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        child.stop()
+
+
+def test_a_hosted_router_traces_its_route_inside_the_gateways_trace(
+        traced_mesh: TracedMesh, hosting_url: str) -> None:
+    status, body = _chat(traced_mesh, base_url=hosting_url)
+    assert status == 200, body
+    spans = _trace_of(traced_mesh, body["id"], "POST /v1/chat/completions", "router.route",
+                      "inference.generate")
+    gw = _one(spans, "POST /v1/chat/completions")
+    route = _one(spans, "router.route")
+    gen = _one(spans, "inference.generate")
+    assert (gw.service, route.service, gen.service) == ("kvmesh-gateway", "kvmesh-gateway",
+                                                        "kvmesh-worker")
+    assert gw.resource["service.instance.id"] == route.resource["service.instance.id"]
+    assert route.parent_id == gw.span_id and gen.parent_id == route.span_id
+    assert route.attrs["kvmesh.worker_id"] == "tw1"
+    assert route.attrs["kvmesh.router.attempts"] == 1

@@ -1,5 +1,6 @@
 """What `kvmesh top` computes from two scrapes and the heartbeats: rates over the interval, a
-worker joined to its endpoint by id, stale and draining workers, tenants at their limits."""
+worker joined to its endpoint by id, stale and draining workers, tenants at their limits, and
+routers wherever they run (their own process, or a gateway process that hosts one)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ kvmesh_gateway_requests_total{{route="/v1/completions",status="200",model="m",te
 kvmesh_gateway_requests_total{{route="/v1/completions",status="503",model="m",tenant="acme"}} {err}
 kvmesh_gateway_requests_total{{route="/v1/completions",status="200",model="m",tenant="globex"}} {ok}
 kvmesh_gateway_requests_in_flight 3
+"""
+ROUTER = """
+kvmesh_service_info{{service="{service}",instance="{service}-1"}} 1
+kvmesh_router_live_workers 2
+kvmesh_router_requests_total{{model="m",outcome="accepted"}} {n}
 """
 AUTH = """
 kvmesh_service_info{{service="auth",instance="auth-1"}} 1
@@ -85,3 +91,14 @@ def test_an_endpoint_that_stops_answering_is_listed() -> None:
     text = "\n".join(MeshView([gone, scanned]).render(now=0.0, width=300))
     assert "not answering: http://127.0.0.1:1/metrics" in text
     assert ":2/metrics" not in text  # a scanned port that never answered is not noise
+
+
+def test_routers_in_their_own_process_and_hosted_by_a_gateway_are_listed() -> None:
+    own = endpoint("r", ROUTER.format(service="router", n=0), ROUTER.format(service="router", n=8))
+    hosted = endpoint("g", ROUTER.format(service="gateway", n=0),
+                      ROUTER.format(service="gateway", n=4))
+    plain = endpoint("g2", GATEWAY.format(ok=0, err=0), GATEWAY.format(ok=2, err=0))
+    text = "\n".join(MeshView([own, hosted, plain]).render(now=0.0, width=200))
+    routers = text.split("ROUTER")[1].split("TENANT")[0].strip().splitlines()[1:]
+    assert [row.split()[:3] for row in routers] == [["router-1", "2", "4.0"],
+                                                    ["gateway-1", "2", "2.0"]]

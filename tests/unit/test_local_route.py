@@ -1,0 +1,80 @@
+"""The gateway's side of a router it hosts (`colocate_router`; the whole path runs in
+tests/integration/test_hosted_router.py): `MeshClient.route` calls the router in place of the
+NATS request and keeps that request's contract. An `Accepted` comes back as is, with the
+request id in the headers the router passes on to the worker; an `ErrorReply` is the same
+`ApiError` a remote one is; a router that does not answer within `router_timeout` is a 504.
+Only `kvmesh serve gateway` can host a router: the gateway module alone refuses the setting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway import server
+from gateway.errors import ApiError
+from gateway.mesh_client import MeshClient
+from kvmesh.config import ConfigError, GatewayConfig
+from kvmesh.wire import (
+    REQUEST_ID_HEADER,
+    Accepted,
+    EmbedRequest,
+    ErrorReply,
+    GenerateRequest,
+    Message,
+)
+
+
+class Router:
+    """A `LocalRouter` answering `reply` after `delay` seconds, recording what it was asked."""
+
+    def __init__(self, reply: Message, delay: float = 0.0) -> None:
+        self.reply, self.delay = reply, delay
+        self.asked: list[tuple[str, dict[str, str] | None]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def route(self, req: GenerateRequest | EmbedRequest,
+                    headers: dict[str, str] | None) -> Message:
+        self.asked.append((req.request_id, headers))
+        await asyncio.sleep(self.delay)
+        return self.reply
+
+    async def drain(self) -> None:
+        return None
+
+
+def _request() -> GenerateRequest:
+    return GenerateRequest(request_id="cmpl-1", model="m", reply_to="_INBOX.x", prompt="Hi")
+
+
+async def test_accepted_comes_back_with_the_request_id_passed_on() -> None:
+    router = Router(Accepted("cmpl-1", "w0", 3, prefix_overlap=2))
+    accepted = await MeshClient(GatewayConfig(), router).route(_request())
+    assert (accepted.worker_id, accepted.prompt_tokens, accepted.prefix_overlap) == ("w0", 3, 2)
+    assert router.asked == [("cmpl-1", {REQUEST_ID_HEADER: "cmpl-1"})]
+
+
+async def test_an_error_reply_is_the_api_error_a_remote_one_is() -> None:
+    reply = ErrorReply(400, "invalid_request_error", "the prompt has 2000 tokens", "prompt",
+                       "context_length_exceeded")
+    with pytest.raises(ApiError) as got:
+        await MeshClient(GatewayConfig(), Router(reply)).route(_request())
+    assert got.value.body() == ApiError.from_reply(reply).body()
+    assert got.value.status == 400
+
+
+async def test_a_router_that_does_not_answer_in_time_is_a_504() -> None:
+    mesh = MeshClient(GatewayConfig(router_timeout=0.2), Router(Accepted("cmpl-1", "w0", 1), 30))
+    started = time.monotonic()
+    with pytest.raises(ApiError) as got:
+        await mesh.route(_request())
+    assert (got.value.status, got.value.code) == (504, "router_timeout")
+    assert time.monotonic() - started < 5
+
+
+def test_the_gateway_module_alone_refuses_to_host_a_router() -> None:
+    with pytest.raises(ConfigError, match="colocate_router"):
+        server.main(["--colocate-router", "1"])
