@@ -2,12 +2,16 @@
 
 For each prompt (one request at a time, greedy, `ignore_eos`, fixed `max_tokens`) the benchmark
 runs the request on an in-process `LLMEngine`, then through a mesh it starts itself (nats-server,
-router, one worker, gateway; same engine config and torch threads), alternating so both see the
+one worker, a gateway hosting the router as `kvmesh up` runs it, or with `--router-process` a
+router process beside it; same engine config and torch threads), alternating so both see the
 same machine load. TTFT is time to the first token's text (the first SSE content delta through
 the mesh); total is time to the last token (to `[DONE]` through the mesh). Overhead is mesh
-minus in-process for the same prompt and repetition; the table prints P50/P99.
+minus in-process for the same prompt and repetition; the table prints P50/P99. `--model` with
+`--load-format dummy` serves a model folder with random weights (bench/shaped_model.py; a
+config of two layers makes the engine's step short, so the hops stand out of its noise).
 
     python bench/mesh_overhead.py [--requests 40] [--max-tokens 16] [--threads 1]
+        [--model FOLDER --load-format dummy] [--router-process]
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ PROMPTS = [
     "List three prime numbers.",
     "Why is the sky blue?",
 ]
-MODEL = "SmolLM2-135M-Instruct"
 
 
 @dataclass
@@ -65,9 +68,9 @@ def run_in_process(engine: Any, prompt: str, max_tokens: int, rid: str) -> Timin
     return Timing(ttft if ttft is not None else total, total)
 
 
-async def run_mesh(session: aiohttp.ClientSession, url: str, prompt: str,
+async def run_mesh(session: aiohttp.ClientSession, url: str, model: str, prompt: str,
                    max_tokens: int) -> Timing:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True,
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True,
             "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
     start = time.perf_counter()
     ttft = None
@@ -84,22 +87,27 @@ async def run_mesh(session: aiohttp.ClientSession, url: str, prompt: str,
     return Timing(ttft if ttft is not None else total, total)
 
 
-def start_mesh(threads: int, logs: Path) -> tuple[list[procs.Child], str]:
+def start_mesh(args: argparse.Namespace, logs: Path) -> tuple[list[procs.Child], str]:
     nats_port, http_port = procs.free_port(), procs.free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
     env = {"KVMESH_NATS_URL": nats_url, "KVMESH_LOG_LEVEL": "WARNING",
            # the bare request path: no auth actor, no result-cache lookup, no metrics ports
            "KVMESH_GATEWAY_AUTH": "0", "KVMESH_GATEWAY_RESULT_CACHE": "0",
-           "KVMESH_ROUTER_METRICS_PORT": "0", "KVMESH_WORKER_METRICS_PORT": "0"}
+           "KVMESH_ROUTER_METRICS_PORT": "0", "KVMESH_WORKER_METRICS_PORT": "0",
+           "KVMESH_WORKER_LOAD_FORMAT": args.load_format,
+           "KVMESH_GATEWAY_COLOCATE_ROUTER": "0" if args.router_process else "1"}
+    if args.model:
+        env["KVMESH_MODEL"] = args.model
 
     def log(name: str) -> Any:
         return open(logs / f"{name}.log", "wb")
 
     children = [procs.start_nats(nats_port, log("nats"))]
-    children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
+    if args.router_process:
+        children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
     children.append(procs.start("worker", procs.service_argv("worker"), {
-        **env, "KVMESH_WORKER_WORKER_ID": "bench", "KVMESH_WORKER_TORCH_THREADS": str(threads)},
-        log("worker")))
+        **env, "KVMESH_WORKER_WORKER_ID": "bench",
+        "KVMESH_WORKER_TORCH_THREADS": str(args.threads)}, log("worker")))
     children.append(procs.start("gateway", procs.service_argv(
         "gateway", "--port", str(http_port)), env, log("gateway")))
     return children, f"http://127.0.0.1:{http_port}"
@@ -129,28 +137,35 @@ async def main() -> None:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each engine")
+    ap.add_argument("--model", default=None, help="a model folder; default: the default model")
+    ap.add_argument("--load-format", default="auto", help="dummy: random weights")
+    ap.add_argument("--router-process", action="store_true",
+                    help="a router process, not the one the gateway hosts")
     args = ap.parse_args()
 
     import torch
 
+    from inference.engine.config import EngineConfig
     from inference.engine.engine import LLMEngine
+    from inference.worker import served_name
 
     torch.set_num_threads(args.threads)
     logs = Path(tempfile.mkdtemp(prefix="kvmesh-bench-"))
-    children, url = start_mesh(args.threads, logs)
+    children, url = start_mesh(args, logs)
+    model = served_name(args.model)
     try:
-        engine = LLMEngine.from_model(None)
+        engine = LLMEngine.from_model(args.model, EngineConfig(load_format=args.load_format))
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, url)
             for p in PROMPTS:  # warm both paths
                 run_in_process(engine, p, args.max_tokens, f"warm-{p}")
-                await run_mesh(session, url, p, args.max_tokens)
+                await run_mesh(session, url, model, p, args.max_tokens)
             local: list[Timing] = []
             mesh: list[Timing] = []
             for i in range(args.requests):
                 p = PROMPTS[i % len(PROMPTS)]
                 local.append(run_in_process(engine, p, args.max_tokens, f"r{i}"))
-                mesh.append(await run_mesh(session, url, p, args.max_tokens))
+                mesh.append(await run_mesh(session, url, model, p, args.max_tokens))
     finally:
         for c in children:
             c.stop()

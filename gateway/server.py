@@ -53,7 +53,6 @@ JOIN_WAIT_S = 5.0
 Colocate = Callable[[], Awaitable[LocalRouter]]  # builds the router a gateway process hosts
 
 
-
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
                 local_router: LocalRouter | None = None) -> None:
     """Serve until `stop` is set or a SIGTERM/SIGINT arrives; route through `local_router`

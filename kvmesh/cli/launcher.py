@@ -19,7 +19,7 @@ Contract:
 - A child that dies on its own is restarted with backoff while the rest serve on
   (kvmesh/cli/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
   so with the tail of its log. When it gives up on a service the mesh cannot serve without
-  (nats, redis, router, auth, every worker or every gateway), everything stops, exit 1.
+  (nats, redis, the router process, auth, every worker or every gateway), everything stops, exit 1.
 - `--engine-cpus 3,11` (one set per worker, split by '/'): worker i's engine process runs on
   set i, and every other process started here (the launcher itself included) runs on the
   CPUs left; a set that would leave none is refused (kvmesh/cpu_sets.py says why).
