@@ -41,6 +41,8 @@
 #   bash bench/gpu_session.sh colocate  1 and 32 streams (4 gateways, 8 clients), each gateway
 #                                       process hosting its router and the router a process of
 #                                       its own, alternated (ROUNDS=2 rounds)
+#   bash bench/gpu_session.sh colocate256  the engine alone and the mesh at 256 streams with the
+#                                       router hosted and as a process, alternated (ROUNDS=2)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
 # bench/gpu_summary.py's table of them last.
 set -o pipefail
@@ -185,6 +187,13 @@ colocate)
     done
   done
   ;;
+colocate256)
+  for r in $(seq "${ROUNDS:-2}"); do
+    alone256 "$r"
+    mesh256 "hosted-$r"
+    mesh256 "process-$r" "" --router-process
+  done
+  ;;
 spy)
   python3 bench/mesh_spy.py record "$OUT" & mesh256 spy; wait
   ;;
@@ -259,7 +268,7 @@ structured)
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
     "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
-    "ttft | colocate"
+    "ttft | colocate | colocate256"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back
