@@ -9,7 +9,8 @@ Contract:
 - `generate` sends the request to the router and returns a `RequestStream` once a worker
   accepted, or raises `ApiError`: the router's or worker's `ErrorReply` as is, 503 when no
   router listens (or NATS is down), 504 when the router does not answer in time, 413 when the
-  request exceeds the NATS max payload.
+  request exceeds the NATS max payload. A request whose routing timed out or was cancelled
+  (the client left) gets a cancel, so no worker that accepts it late runs it for nobody.
 - `RequestStream.batch()` returns every chunk that arrived since the last call, in `seq` order
   (waiting for at least one), and `[]` once the chunk with usage was returned. It raises
   `ApiError`: the worker's error, 502 when the worker stops heartbeating (it died), 504 when
@@ -262,12 +263,17 @@ class RequestStream:
         return self.accepted.worker_id
 
     async def route(self) -> None:
-        """Register, then ask the router; unregistered again if it refuses."""
+        """Register, then ask the router; unregistered again if it refuses. When routing ends
+        undecided (the router's answer timed out, or the handler was cancelled: the client
+        left), a worker may accept the request after all: it gets a cancel, which a worker
+        honours on arrival even before the request (inference/worker.py)."""
         self.mesh.streams[self.request_id] = self
         try:
             self.accepted = await self.mesh.route(self.wreq)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if not isinstance(exc, ApiError) or exc.code == "router_timeout":
+                self.mesh.cancel_soon(self.request_id)
             raise
         self._heard = self._accepted_at = time.monotonic()
 
