@@ -2,7 +2,8 @@
 and a stand-in for the router and the worker that answers at a set engine speed.
 
     python bench/gateway_stream.py [--streams 64] [--tokens 128] [--step-ms 8] [--seconds 8]
-                                   [--stream-interval 1] [--rounds 1] [--real-router]
+                                   [--stream-interval 1] [--rounds 1]
+                                   [--real-router | --hosted-router]
 
 nats-server and one gateway process start (auth and the result cache off). This process plays
 the router (answers `kvmesh.router.generate` with `Accepted`) and one worker (heartbeats, and
@@ -15,7 +16,8 @@ token and per request, and its share of a core. The stand-in does no tokenizing 
 work, so the gateway's cost is what is left; compare trees by running this in each,
 alternated. `--real-router` puts the real router (the default model's tokenizer, prompts of
 `--prompt-words` words) between the gateway and the stand-in, which then plays the worker
-only, and reports the router's CPU too.
+only, and reports the router's CPU too; `--hosted-router` has the gateway host that router
+(`colocate_router`, as `kvmesh up` runs it), so the gateway's CPU is both.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ async def one_round(args: argparse.Namespace, nats_url: str, url: str,
                     measured: dict[str, int]) -> dict:
     nc = await nats.connect(nats_url)
     stand = StandIn(args.tokens, args.stream_interval)
-    subject = wire.worker_generate("bw") if args.real_router else wire.ROUTER_GENERATE
+    routed = args.real_router or args.hosted_router
+    subject = wire.worker_generate("bw") if routed else wire.ROUTER_GENERATE
     await nc.subscribe(subject, cb=stand.on_generate)
     await nc.flush()
     warm = 2.0
@@ -170,6 +173,8 @@ def main() -> None:
     ap.add_argument("--prompt-words", type=int, default=150)
     ap.add_argument("--real-router", action="store_true",
                     help="a real router (the default model's tokenizer) in front of the stand-in")
+    ap.add_argument("--hosted-router", action="store_true",
+                    help="the real router, hosted by the gateway process (colocate_router)")
     args = ap.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-stream-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
@@ -181,7 +186,8 @@ def main() -> None:
     gw = procs.start("gateway", procs.service_argv("gateway"), env={
         "KVMESH_NATS_URL": nats_url, "KVMESH_GATEWAY_PORT": str(gport),
         "KVMESH_GATEWAY_AUTH": "0", "KVMESH_GATEWAY_RESULT_CACHE": "0",
-        "KVMESH_GATEWAY_METRICS_PORT": "0", "KVMESH_LOG_LEVEL": "WARNING"},
+        "KVMESH_GATEWAY_METRICS_PORT": "0", "KVMESH_LOG_LEVEL": "WARNING",
+        "KVMESH_GATEWAY_COLOCATE_ROUTER": "1" if args.hosted_router else "0"},
         log=open(logs / "gateway.log", "ab"))  # noqa: SIM115
     children, measured = [gw, nats_child], {"gateway": gw.proc.pid}
     if args.real_router:
@@ -192,7 +198,7 @@ def main() -> None:
         measured["router"] = router.proc.pid
     try:
         procs.wait_port(gport, 30, gw.proc)
-        if args.real_router:
+        if args.real_router or args.hosted_router:
             asyncio.run(_router_ready(nats_url))
         for _ in range(args.rounds):
             got = asyncio.run(one_round(args, nats_url, f"http://127.0.0.1:{gport}", measured))

@@ -171,9 +171,11 @@ class MeshView:
 
     def _routers(self) -> list[str]:
         rows = [f"{'ROUTER':<32}{'LIVE WORKERS':>13}{'REQ/S':>8}{'RETRIES/S':>11}"]
-        # A gateway process that hosts a router (GatewayConfig.colocate_router) has its series.
+        # A gateway process that hosts a router (GatewayConfig.colocate_router) has its series;
+        # its row is named `<gateway instance>/router`.
         for e in [e for e in self.endpoints if e.up and ROUTER_SERIES in e.now]:
-            rows.append(f"{e.instance[:31]:<32}{e.total(ROUTER_SERIES):>13.0f}"
+            name = e.instance if e.service == "router" else f"{e.instance}/router"
+            rows.append(f"{name[:31]:<32}{e.total(ROUTER_SERIES):>13.0f}"
                         f"{_num(e.rate('kvmesh_router_requests_total')):>8}"
                         f"{_num(e.rate('kvmesh_router_retries_total')):>11}")
         return rows

@@ -101,4 +101,4 @@ def test_routers_in_their_own_process_and_hosted_by_a_gateway_are_listed() -> No
     text = "\n".join(MeshView([own, hosted, plain]).render(now=0.0, width=200))
     routers = text.split("ROUTER")[1].split("TENANT")[0].strip().splitlines()[1:]
     assert [row.split()[:3] for row in routers] == [["router-1", "2", "4.0"],
-                                                    ["gateway-1", "2", "2.0"]]
+                                                    ["gateway-1/router", "2", "2.0"]]

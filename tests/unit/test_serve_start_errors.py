@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,18 @@ def test_a_router_whose_tokenizer_does_not_load_is_one_error_line_and_status_1(
     bad.write_bytes(b"not a gguf")
     done = _serve("router", "--model", str(bad))
     _assert_one_error_log_line(done, "the tokenizer did not load", str(bad))
+
+
+def test_a_gateway_whose_hosted_routers_tokenizer_does_not_load_is_one_error_line_and_status_1(
+        tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    done = subprocess.run(
+        [sys.executable, "-m", "kvmesh.cli", "serve", "gateway", "--colocate-router", "1",
+         "--nats-url", f"nats://127.0.0.1:{procs.free_port()}", "--port",
+         str(procs.free_port())], env={**os.environ, "KVMESH_ROUTER_MODEL": str(bad)},
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    _assert_one_error_log_line(done, "the hosted router's tokenizer did not load", str(bad))
 
 
 def test_every_name_a_config_holds_above_zero_is_one_of_its_numbers() -> None:
