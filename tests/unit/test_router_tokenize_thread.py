@@ -65,19 +65,19 @@ async def test_a_huge_prompt_routed_alone_still_goes_to_a_thread() -> None:
 
 
 async def test_the_count_of_requests_being_routed_follows_the_handler() -> None:
-    """`_generate` counts itself in while it runs and out however it ends (here: no worker)."""
+    """`route` counts itself in while it runs and out however it ends (here: no worker)."""
     from kvmesh.wire import ErrorReply
 
     router, _ = _router(256, routing=0)
     seen: list[int] = []
     real = router._route
 
-    async def route(msg, raw):  # type: ignore[no-untyped-def]
+    async def route(req, headers):  # type: ignore[no-untyped-def]
         seen.append(router._routing)
-        return await real(msg, raw)
+        return await real(req, headers)
 
     router._route = route  # type: ignore[method-assign]
-    answer = await router._generate(_req("word " * 100), None)
+    answer = await router.route(_req("word " * 100), None)
     assert isinstance(answer, ErrorReply) and answer.status == 503
     assert seen == [1] and router._routing == 0
 
