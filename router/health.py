@@ -5,7 +5,8 @@ Circuit breaker contract (per worker id):
   success resets the count. `failures` consecutive failures open the circuit.
 - open: the worker is not offered to the policy for `cooldown` seconds.
 - half-open: after the cool-down one trial request may go; success closes the circuit,
-  failure opens it for another cool-down.
+  failure opens it for another cool-down. A trial that ends with neither (its caller went
+  away: `abandon`) lets the next request be the trial.
 Heartbeat liveness (kvmesh/worker_registry.py) is separate: a worker that stops heartbeating is
 dropped whatever its circuit says; a breaker catches a worker that heartbeats but does not serve.
 """
@@ -42,6 +43,12 @@ class Breakers:
         c = self._circuits.get(worker_id)
         if c is not None and c.opened_at is not None:
             c.trial_out = True
+
+    def abandon(self, worker_id: str) -> None:
+        """An attempt that ended with no answer to judge by (cancelled)."""
+        c = self._circuits.get(worker_id)
+        if c is not None:
+            c.trial_out = False
 
     def success(self, worker_id: str) -> None:
         self._circuits.pop(worker_id, None)

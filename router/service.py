@@ -295,6 +295,9 @@ class Router(Actor):
             try:
                 accepted = await self.request(wire.worker_generate(wid), req,
                                               self.cfg.accept_timeout, Accepted, headers=headers)
+            except asyncio.CancelledError:  # the caller left (a hosting gateway's client)
+                self.breakers.abandon(wid)  # a half-open circuit's trial must not stay out
+                raise
             except PayloadTooLarge as exc:  # many long embedding inputs, as token ids
                 return ErrorReply(413, "invalid_request_error", f"request too large: {exc}",
                                   code="payload_too_large")
