@@ -7,8 +7,9 @@ router process beside it; same engine config and torch threads), alternating so 
 same machine load. TTFT is time to the first token's text (the first SSE content delta through
 the mesh); total is time to the last token (to `[DONE]` through the mesh). Overhead is mesh
 minus in-process for the same prompt and repetition; the table prints P50/P99. `--model` with
-`--load-format dummy` serves a model folder with random weights (bench/shaped_model.py; a
-config of two layers makes the engine's step short, so the hops stand out of its noise).
+`--load-format dummy` serves a model folder with random weights (`bench/shaped_model.py
+smollm2 <dir>/SmolLM2-135M-Instruct --layers 2`: two layers make the engine's step short, so
+the hops stand out of its noise).
 
     python bench/mesh_overhead.py [--requests 40] [--max-tokens 16] [--threads 1]
         [--model FOLDER --load-format dummy] [--router-process]
