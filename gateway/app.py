@@ -20,7 +20,7 @@ Contract:
 - `GET /v1/models` lists models with a live worker, `GET /v1/models/{id}` one of them (404
   otherwise); `POST /tokenize`, `/detokenize`: gateway/tokenize_routes.py; `GET /health` is
   200 while the process runs; `GET /ready` is 200 when NATS is connected, a router answers
-  and a worker is live.
+  (in a process that hosts its router: that router holds its NATS link) and a worker is live.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
 - A completions batch (several prompts) runs each prompt as its own request, cached and
   cancelled like a single one, and answers as one response (gateway/prompt_batch.py).

@@ -80,6 +80,9 @@ class LocalRouter(Protocol):
     its queue group like any other, whose `route` answers what a request on `ROUTER_GENERATE`
     would: an `Accepted` or an `ErrorReply`."""
 
+    @property
+    def connected(self) -> bool: ...
+
     async def start(self) -> None: ...
 
     async def route(self, req: GenerateRequest | EmbedRequest,
@@ -169,6 +172,10 @@ class MeshClient(Actor):
         return self.workers.revision(model)
 
     async def router_ready(self) -> bool:
+        """Whether this process's requests can be routed: its hosted router holds its NATS
+        connection, or else some router answers a ping."""
+        if self.local_router is not None:
+            return self.local_router.connected
         try:
             await self.request(wire.ROUTER_PING, Ping(), 1.0, Ping)
             return True

@@ -2,8 +2,9 @@
 tests/integration/test_hosted_router.py): `MeshClient.route` calls the router in place of the
 NATS request and keeps that request's contract. An `Accepted` comes back as is, with the
 request id in the headers the router passes on to the worker; an `ErrorReply` is the same
-`ApiError` a remote one is; a router that does not answer within `router_timeout` is a 504.
-Only `kvmesh serve gateway` can host a router: the gateway module alone refuses the setting.
+`ApiError` a remote one is; a router that does not answer within `router_timeout` is a 504;
+the process is ready to route while its hosted router holds its NATS link. Only
+`kvmesh serve gateway` can host a router: the gateway module alone refuses the setting.
 Routing that ends undecided (a 504, or the handler cancelled) sends the request a cancel on a
 real nats-server, in case a worker accepts it late; a refusal sends none."""
 
@@ -38,6 +39,7 @@ class Router:
     def __init__(self, reply: Message, delay: float = 0.0) -> None:
         self.reply, self.delay = reply, delay
         self.asked: list[tuple[str, dict[str, str] | None]] = []
+        self.connected = True
 
     async def start(self) -> None:
         return None
@@ -79,6 +81,14 @@ async def test_a_router_that_does_not_answer_in_time_is_a_504() -> None:
         await mesh.route(_request())
     assert (got.value.status, got.value.code) == (504, "router_timeout")
     assert time.monotonic() - started < 5
+
+
+async def test_readiness_is_the_hosted_routers_own_link() -> None:
+    router = Router(Accepted("cmpl-1", "w0", 1))
+    mesh = MeshClient(GatewayConfig(), router)  # never connected: no router could answer it
+    assert await mesh.router_ready()
+    router.connected = False  # its own NATS link lost: this process cannot route
+    assert not await mesh.router_ready()
 
 
 def test_the_gateway_module_alone_refuses_to_host_a_router() -> None:
