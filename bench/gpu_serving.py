@@ -271,7 +271,8 @@ def _name(pid: int) -> str:
 
 # Where the time to a first token goes inside the mesh (each service's histogram of it, from
 # the clock that service starts), and the engine's steps: how many sequences, how long. From
-# kvmesh up's /metrics ports (`--metrics-port`: router, worker, auth, cache, the gateways).
+# kvmesh up's /metrics ports (`--metrics-port`: a router process with `--router-process`, the
+# worker, auth, cache, the gateways, each with the router it hosts by default).
 HOPS = {"gateway_ttft_ms": "kvmesh_gateway_time_to_first_token_seconds",
         "route_ms": "kvmesh_router_route_latency_seconds",
         "worker_queue_ms": "kvmesh_worker_queue_time_seconds",
@@ -407,7 +408,7 @@ def run_level(url: str, key: str, model: str, level: int, args: argparse.Namespa
         p.start()
     pids = {**pids, **{p.pid: "clients" for p in procs}}  # the load's own CPU, reported too
     time.sleep(max(0.0, start_at - time.time()))
-    ports = 4 + args.gateways  # router, one worker, auth, cache, the gateways
+    ports = 4 + args.gateways  # (a router process), one worker, auth, cache, gateways
     cpu0, hops0 = cpu_seconds(pids), hop_totals(args.metrics_port, ports)
     time.sleep(max(0.0, stop_at - time.time()))
     cpu1, hops1 = cpu_seconds(pids), hop_totals(args.metrics_port, ports)

@@ -205,9 +205,9 @@ class LaunchConfig(Ranged):
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0
-    metrics_port: int = 9101  # router's /metrics; worker i takes metrics_port + 1 + i
+    metrics_port: int = 9101  # a router process's /metrics; worker i takes metrics_port + 1 + i
     # The router as a process of its own, as compose runs it; by default each gateway process
-    # hosts one (GatewayConfig.colocate_router) and metrics_port stays unused.
+    # hosts one (GatewayConfig.colocate_router) and metrics_port itself stays unused.
     router_process: bool = False
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"

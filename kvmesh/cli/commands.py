@@ -66,7 +66,7 @@ def _add_top(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     top.add_argument("--host", default="127.0.0.1", help="host of kvmesh up's services")
     top.add_argument("--port", type=int, default=8000, help="the gateway's port")
     top.add_argument("--metrics-ports", default="9101-9116", metavar="FIRST-LAST",
-                     help="ports to scan for router, worker, auth and cache /metrics")
+                     help="ports to scan for worker, auth, cache, gateway and router /metrics")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.set_defaults(func=_cmd_top)
