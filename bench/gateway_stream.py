@@ -17,7 +17,7 @@ work, so the gateway's cost is what is left; compare trees by running this in ea
 alternated. `--real-router` puts the real router (the default model's tokenizer, prompts of
 `--prompt-words` words) between the gateway and the stand-in, which then plays the worker
 only, and reports the router's CPU too; `--hosted-router` has the gateway host that router
-(`colocate_router`, as `kvmesh up` runs it), so the gateway's CPU is both.
+(`colocate_router`, as `kvmesh up --hosted-router` runs it), so the gateway's CPU is both.
 """
 
 from __future__ import annotations

@@ -206,8 +206,8 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
         argv += ["--otlp-endpoint", otlp]
     if args.engine_cpus:
         argv += ["--engine-cpus", args.engine_cpus]
-    if args.router_process:
-        argv += ["--router-process", "1"]
+    if args.hosted_router:
+        argv += ["--hosted-router", "1"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -271,8 +271,8 @@ def _name(pid: int) -> str:
 
 # Where the time to a first token goes inside the mesh (each service's histogram of it, from
 # the clock that service starts), and the engine's steps: how many sequences, how long. From
-# kvmesh up's /metrics ports (`--metrics-port`: a router process with `--router-process`, the
-# worker, auth, cache, the gateways, each with the router it hosts by default).
+# kvmesh up's /metrics ports (`--metrics-port`: the router, the worker, auth, cache, the
+# gateways, each with the router it hosts under `--hosted-router`).
 HOPS = {"gateway_ttft_ms": "kvmesh_gateway_time_to_first_token_seconds",
         "route_ms": "kvmesh_router_route_latency_seconds",
         "worker_queue_ms": "kvmesh_worker_queue_time_seconds",
@@ -509,9 +509,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--engine-cpus", default="",
                     help="the engine's CPUs, alone and in the mesh (kvmesh up --engine-cpus); "
                          "the clients run off them")
-    ap.add_argument("--router-process", action="store_true",
-                    help="the router as a process of its own (kvmesh up --router-process), "
-                         "not hosted by each gateway process")
+    ap.add_argument("--hosted-router", action="store_true",
+                    help="a router in each gateway process (kvmesh up --hosted-router), "
+                         "not a router process")
     ap.add_argument("--out", default="")
     return ap
 

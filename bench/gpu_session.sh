@@ -182,7 +182,7 @@ colocate)
       cpu_speed "colocate $router $r"
       timeout 140 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
         --levels 1,32 --duration 8 --warmup 2 --engine-duration 4 --clients 8 --gateways 4 \
-        $([ $router = process ] && echo --router-process) --out "$OUT/small-$router-$r" 2>&1 \
+        $([ $router = hosted ] && echo --hosted-router) --out "$OUT/small-$router-$r" 2>&1 \
         | tee "$OUT/small-$router-$r.log" | grep -E '^engine|"streams"' | cut -c1-400
     done
   done
@@ -190,8 +190,8 @@ colocate)
 colocate256)
   for r in $(seq "${ROUNDS:-2}"); do
     alone256 "$r"
-    mesh256 "hosted-$r"
-    mesh256 "process-$r" "" --router-process
+    mesh256 "hosted-$r" "" --hosted-router
+    mesh256 "process-$r"
   done
   ;;
 spy)

@@ -2,8 +2,8 @@
 
 For each prompt (one request at a time, greedy, `ignore_eos`, fixed `max_tokens`) the benchmark
 runs the request on an in-process `LLMEngine`, then through a mesh it starts itself (nats-server,
-one worker, a gateway hosting the router as `kvmesh up` runs it, or with `--router-process` a
-router process beside it; same engine config and torch threads), alternating so both see the
+one worker, a router process and a gateway as `kvmesh up` runs them, or with `--hosted-router`
+a gateway hosting the router; same engine config and torch threads), alternating so both see the
 same machine load. TTFT is time to the first token's text (the first SSE content delta through
 the mesh); total is time to the last token (to `[DONE]` through the mesh). Overhead is mesh
 minus in-process for the same prompt and repetition; the table prints P50/P99. `--model` with
@@ -12,7 +12,7 @@ smollm2 <dir>/SmolLM2-135M-Instruct --layers 2`: two layers make the engine's st
 the hops stand out of its noise).
 
     python bench/mesh_overhead.py [--requests 40] [--max-tokens 16] [--threads 1]
-        [--model FOLDER --load-format dummy] [--router-process]
+        [--model FOLDER --load-format dummy] [--hosted-router]
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def start_mesh(args: argparse.Namespace, logs: Path) -> tuple[list[procs.Child],
            "KVMESH_GATEWAY_AUTH": "0", "KVMESH_GATEWAY_RESULT_CACHE": "0",
            "KVMESH_ROUTER_METRICS_PORT": "0", "KVMESH_WORKER_METRICS_PORT": "0",
            "KVMESH_WORKER_LOAD_FORMAT": args.load_format,
-           "KVMESH_GATEWAY_COLOCATE_ROUTER": "0" if args.router_process else "1"}
+           "KVMESH_GATEWAY_COLOCATE_ROUTER": "1" if args.hosted_router else "0"}
     if args.model:
         env["KVMESH_MODEL"] = args.model
 
@@ -104,7 +104,7 @@ def start_mesh(args: argparse.Namespace, logs: Path) -> tuple[list[procs.Child],
         return open(logs / f"{name}.log", "wb")
 
     children = [procs.start_nats(nats_port, log("nats"))]
-    if args.router_process:
+    if not args.hosted_router:
         children.append(procs.start("router", procs.service_argv("router"), env, log("router")))
     children.append(procs.start("worker", procs.service_argv("worker"), {
         **env, "KVMESH_WORKER_WORKER_ID": "bench",
@@ -140,8 +140,8 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each engine")
     ap.add_argument("--model", default=None, help="a model folder; default: the default model")
     ap.add_argument("--load-format", default="auto", help="dummy: random weights")
-    ap.add_argument("--router-process", action="store_true",
-                    help="a router process, not the one the gateway hosts")
+    ap.add_argument("--hosted-router", action="store_true",
+                    help="the gateway hosts the router, not a router process")
     args = ap.parse_args()
 
     import torch

@@ -94,7 +94,8 @@ class GatewayConfig(Ranged):
     store_timeout: float = 2.0  # seconds for the responses store (the cache actor) to answer
     # Host a router in each gateway process and route through it, not over NATS: one process
     # and one NATS hop fewer before the first token (kvmesh/cli/colocate.py). Its settings are
-    # the router's variables (KVMESH_ROUTER_*); `kvmesh up` turns this on.
+    # the router's variables (KVMESH_ROUTER_*); `kvmesh up --hosted-router true` turns this on.
+    # Slower under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
     colocate_router: bool = False
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
@@ -205,10 +206,11 @@ class LaunchConfig(Ranged):
     model: str | None = None
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0
-    metrics_port: int = 9101  # a router process's /metrics; worker i takes metrics_port + 1 + i
-    # The router as a process of its own, as compose runs it; by default each gateway process
-    # hosts one (GatewayConfig.colocate_router) and metrics_port itself stays unused.
-    router_process: bool = False
+    metrics_port: int = 9101  # the router's /metrics; worker i takes metrics_port + 1 + i
+    # Each gateway process hosts a router (GatewayConfig.colocate_router) in place of the router
+    # process, and metrics_port itself stays unused. Off by default: it saves a process but
+    # costs TTFT under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
+    hosted_router: bool = False
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
     # One CPU set per worker ("3,11/4,12"): worker i's engine process runs on set i, and nothing

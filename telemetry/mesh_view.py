@@ -216,9 +216,10 @@ class MeshView:
 
 
 def local_endpoints(host: str, gateway_port: int, first: int, last: int) -> list[Endpoint]:
-    """The gateway's /metrics and every port in [first, last] (`kvmesh up` puts the workers,
-    auth, cache and each gateway process, with the router it hosts, on consecutive ports from
-    `--metrics-port`, whose first is the router's with `--router-process`)."""
+    """The gateway's /metrics and every port in [first, last] (`kvmesh up` puts the router,
+    the workers, auth, cache and each gateway process on consecutive ports from
+    `--metrics-port`; a router a gateway hosts, with `--hosted-router true`, reports on its
+    gateway's)."""
     return [Endpoint(f"http://{host}:{gateway_port}/metrics")] + [
         Endpoint(f"http://{host}:{p}/metrics", optional=True) for p in range(first, last + 1)]
 

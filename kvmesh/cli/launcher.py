@@ -3,11 +3,11 @@
 Contract:
 - Starts nats-server, redis-server and the five services as child processes (each in its
   own process group, logs under `<state_dir>/logs/`): the auth actor, the result-cache actor
-  (both on that Redis), `--workers` inference workers (each of `--tensor-parallel-size`
-  ranks) and `--gateways` gateway processes sharing one port (SO_REUSEPORT), each hosting a
-  router (kvmesh/cli/colocate.py says why; `--router-process` runs the router as a process
-  of its own instead). Waits until the gateway's /ready answers 200, then prints the URL with a
-  curl and an openai example.
+  (both on that Redis), the router, `--workers` inference workers (each of
+  `--tensor-parallel-size` ranks) and `--gateways` gateway processes sharing one port
+  (SO_REUSEPORT); with `--hosted-router true` each gateway process hosts a router
+  (kvmesh/cli/colocate.py) and no router process starts. Waits until the gateway's /ready
+  answers 200, then prints the URL with a curl and an openai example.
 - NATS runs with a user per service and the permissions compose uses, with fresh passwords
   each run (kvmesh/cli/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
 - Creates a development API key (tenant `dev`: every model, admin, no limits) that the
@@ -188,12 +188,12 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
                                              str(nats.config), nats.server_env()))
     sup.add("redis", lambda: procs.start_redis(cfg.redis_port, str(logs), log("redis"),
                                                die_with_parent=True))
-    if cfg.router_process:
-        service("router", procs.service_argv("router"))
-        hosted: dict[str, str] = {}
-    else:  # the router each gateway process hosts connects as the router's NATS user
+    hosted: dict[str, str] = {}
+    if cfg.hosted_router:  # the router each gateway process hosts uses the router's NATS user
         hosted = {"KVMESH_GATEWAY_COLOCATE_ROUTER": "1",
                   "KVMESH_ROUTER_NATS_URL": nats.url("router")}
+    else:
+        service("router", procs.service_argv("router"))
     auth_port, cache_port = _auxiliary_metrics_ports(cfg)
     service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(auth_port)})
     service("cache", procs.service_argv("cache"), {"KVMESH_CACHE_METRICS_PORT": str(cache_port)})
@@ -301,7 +301,7 @@ r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'cont
 print(r.choices[0].message.content)"
 
   metrics (on {cfg.host}): gateways :{cache_port + 1}..{cache_port + cfg.gateways}/metrics, \
-router {f":{cfg.metrics_port}/metrics" if cfg.router_process else "(in the gateways)"}, workers \
+router {"(in the gateways)" if cfg.hosted_router else f":{cfg.metrics_port}/metrics"}, workers \
 :{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
 cache :{cache_port}/metrics
 

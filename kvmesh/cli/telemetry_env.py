@@ -4,9 +4,9 @@
 - traces go to `OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT` when the user set one (the children inherit
   it), else to `otlp_endpoint` when given, else to a Jaeger listening for OTLP on
   localhost:4318; with none of these, tracing stays off and the line says how to turn it on;
-- a router process's `/metrics` listens on `metrics_port` (`kvmesh up --router-process`;
-  workers take the following ports, which the launcher sets per worker; a router a gateway
-  process hosts reports on its gateway's port).
+- the router process's `/metrics` listens on `metrics_port` (workers take the following
+  ports, which the launcher sets per worker; with `--hosted-router true` each gateway
+  process's router reports on its gateway's port).
 """
 
 from __future__ import annotations

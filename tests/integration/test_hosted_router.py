@@ -1,4 +1,4 @@
-"""A gateway that hosts its router (`colocate_router`, what `kvmesh up` runs): on the
+"""A gateway that hosts its router (`colocate_router`, `kvmesh up --hosted-router`): on the
 session's mesh (real NATS, two real workers), a second gateway hosts a router of its own. Its
 requests never cross `kvmesh.router.generate` (a plain subscriber there sees every request
 that does: the session gateway's, and none of the hosted one's), they get the answers the

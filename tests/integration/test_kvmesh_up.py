@@ -58,11 +58,8 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert resp.choices[0].message.content
         needles = (f"127.0.0.1:{nats_port}", f"-p {nats_port}", str(redis_port))
         children = processes_mentioning(*needles)
-        assert len(children) >= 5  # nats, redis, auth, cache, worker, gateway
-        routers = [p for p in children if b"kvmesh.cli.serve\0router" in _proc_text(p)]
-        assert routers == []  # the gateway hosts it, as the router's NATS user
-        assert _pids_with_all("kvmesh.cli.serve\0gateway", "KVMESH_GATEWAY_COLOCATE_ROUTER=1",
-                              "KVMESH_ROUTER_NATS_URL=nats://router:", str(nats_port))
+        assert len(children) >= 5  # nats, redis, router, worker, gateway (auth, cache)
+        assert len(_pids_with_all("kvmesh.cli.serve\0router", str(nats_port))) == 1
 
         started = time.monotonic()
         up.send_signal(signal.SIGINT)
@@ -91,9 +88,10 @@ def _proc_text(pid: int) -> bytes:
 
 def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_launcher_leaves_nothing(
         tmp_path: Path) -> None:
-    """`kvmesh up --workers 2 --gateways 2`: SIGKILL one worker; every request meanwhile is
-    served (by the survivor) and the launcher restarts the dead one. Then SIGKILL the launcher
-    itself: its children die with it and free the ports."""
+    """`kvmesh up --workers 2 --gateways 2 --hosted-router true`: SIGKILL one worker; every
+    request meanwhile is served (by the survivor, routed by the gateways' own routers) and the
+    launcher restarts the dead one. Then SIGKILL the launcher itself: its children die with it
+    and free the ports."""
     from openai import OpenAI
 
     from tests.integration.conftest import _ask_stats
@@ -103,7 +101,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
          "--nats-port", str(nats_port), "--redis-port", str(redis_port),
          "--metrics-port", str(mport), "--state-dir", str(tmp_path),
-         "--workers", "2", "--gateways", "2"],
+         "--workers", "2", "--gateways", "2", "--hosted-router", "true"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
     at_nats = f"127.0.0.1:{nats_port}"  # in every child's command line or environment
@@ -121,6 +119,11 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
             time.sleep(0.5)
         (w0,) = _pids_with_all("kvmesh.cli.serve\0worker", "KVMESH_WORKER_WORKER_ID=w0", at_nats)
         assert len(_pids_with_all("kvmesh.cli.serve\0gateway", at_nats)) == 2
+        # each gateway hosts its router, as the router's NATS user; no router process runs
+        assert len(_pids_with_all("kvmesh.cli.serve\0gateway", at_nats,
+                                  "KVMESH_GATEWAY_COLOCATE_ROUTER=1",
+                                  "KVMESH_ROUTER_NATS_URL=nats://router:")) == 2
+        assert _pids_with_all("kvmesh.cli.serve\0router", at_nats) == []
         os.kill(w0, signal.SIGKILL)
         served = 0
         deadline = time.monotonic() + 180
@@ -209,7 +212,7 @@ def test_engine_cpus_give_the_engine_its_cpus_and_keep_everything_else_off_them(
         assert len(engines) == 1, [_proc_text(p)[:100] for p in children]
         assert _allowed_cpus(engines[0]) == {cpu}
         others = [p for p in children if p != engines[0]] + [up.pid]
-        assert len(others) >= 6  # launcher, nats, redis, auth, cache, worker, gateway
+        assert len(others) >= 6  # launcher, nats, redis, router, auth, cache, worker, gateway
         for pid in others:
             assert cpu not in _allowed_cpus(pid), _proc_text(pid)[:120]
     finally:

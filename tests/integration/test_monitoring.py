@@ -1,7 +1,7 @@
 """Monitoring against `kvmesh up` as a user runs it: a worker exports every vLLM metric name
-(with the same values as kvmesh's own), the router the gateway hosts counts its decisions on
-the gateway's /metrics, and `kvmesh top`, driven in a pseudo-terminal, shows the worker, the
-gateway, its router and the tenant, then quits on `q` and gives the terminal back."""
+(with the same values as kvmesh's own), the router counts its decisions, and `kvmesh top`,
+driven in a pseudo-terminal, shows the worker, the gateway, the router and the tenant, then
+quits on `q` and gives the terminal back."""
 
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ class UpMesh:
     key: str
     nats_url: str
     redis_url: str
-    metrics_port: int  # unused (the gateway hosts the router); the worker is +1, auth +2,
-    # cache +3, the gateway (and its router) +4
+    metrics_port: int  # router; the worker is +1, auth +2, cache +3, the gateway +4
 
     def scrape(self, port: int) -> Samples:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
@@ -108,8 +107,8 @@ def test_worker_exports_every_vllm_name_with_kvmesh_values(up_mesh: UpMesh) -> N
 
 
 def test_every_service_measures_its_event_loop_lag(up_mesh: UpMesh) -> None:
-    services = ["worker", "auth", "cache", "gateway"]  # the router runs on the gateway's loop
-    for offset, service in enumerate(services, start=1):
+    services = ["router", "worker", "auth", "cache", "gateway"]
+    for offset, service in enumerate(services):
         port = up_mesh.metrics_port + offset
         deadline = time.monotonic() + 30
         while True:  # the probe observes every 20 ms once the service's loop runs
@@ -121,7 +120,7 @@ def test_every_service_measures_its_event_loop_lag(up_mesh: UpMesh) -> None:
 
 def test_router_counts_why_it_chose_and_the_prefix_it_expected(up_mesh: UpMesh) -> None:
     prompt = "Repeat after me: the quick brown fox jumps over the lazy dog, twice over. " * 3
-    router = up_mesh.metrics_port + 4  # the gateway's /metrics: it hosts the router
+    router = up_mesh.metrics_port
     deadline = time.monotonic() + 60
     while True:  # the router learns the worker's blocks from KV events, a moment after a step
         _chat(up_mesh, prompt, max_tokens=2)
@@ -198,7 +197,7 @@ def test_kvmesh_top_shows_the_mesh_and_quits_on_q(up_mesh: UpMesh) -> None:
     seen = bytearray()
     try:
         want = [b"w0", MODEL.encode(), b" ok ", b"NATS: connected", b"gateway-",
-                b"/router"]
+                b"router-"]
         assert _read_until(master, want, 60, seen), bytes(seen)[-3000:].decode(errors="replace")
         assert seen.startswith(b"\x1b[?1049h")  # the alternate screen: the shell's is kept
         _chat(up_mesh, "Count to three.", max_tokens=8)
