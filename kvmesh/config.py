@@ -207,9 +207,9 @@ class LaunchConfig(Ranged):
     state_dir: str = "~/.cache/kvmesh"
     ready_timeout: float = 300.0
     metrics_port: int = 9101  # the router's /metrics; worker i takes metrics_port + 1 + i
-    # Each gateway process hosts a router (GatewayConfig.colocate_router) in place of the router
-    # process, and metrics_port itself stays unused. Off by default: it saves a process but
-    # costs TTFT under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
+    # True: each gateway process hosts a router (GatewayConfig.colocate_router) in place of the
+    # router process, and metrics_port itself stays unused. Off by default: it saves a process
+    # but costs TTFT under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
     hosted_router: bool = False
     otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
     log_level: str = "INFO"
