@@ -108,6 +108,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
     needles = (at_nats, f"-p\0{nats_port}", f"--port\0{redis_port}")
     try:
         banner = read_banner(up, 240)
+        assert "router (in the gateways)" in banner  # no router port to scrape
         key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0,
                         timeout=30)

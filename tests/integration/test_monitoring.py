@@ -55,6 +55,7 @@ def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
              "KVMESH_WORKER_NUM_KV_BLOCKS": "256"})
     try:
         banner = read_banner(up, 240)
+        assert f"router :{mport}/metrics" in banner  # the router process's port, scraped below
         key = next(ln.split(": ")[-1] for ln in banner.splitlines() if "API key" in ln)
         nats_url = (state / "nats-ops.url").read_text().strip()  # NATS has a user per role
         yield UpMesh(f"http://127.0.0.1:{port}", key, nats_url,
