@@ -75,6 +75,7 @@ class LLMEngine:
         self._pending: list[StepOutput] = []
         self._inflight: InFlight | None = None  # the launched step whose tokens are coming
         self._held: ScheduledBatch | None = None  # scheduled, launched on the next call
+        self._unsampled: Launched | None = None  # its sampling left to the next call (`step`)
         self.overlap = (config.async_scheduling if config.async_scheduling is not None
                         else self.device.type == "cuda")
         self.last_batch: ScheduledBatch | None = None
@@ -186,13 +187,13 @@ class LLMEngine:
 
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
-        self._inflight = self._held = None
+        self._inflight = self._held = self._unsampled = None
         for request_id in [*self._requests, *self.embedder.request_ids()]:
             self.abort(request_id)
 
     def has_unfinished(self) -> bool:
         return (bool(self._requests) or bool(self._pending) or self._inflight is not None
-                or bool(self.embedder))
+                or self._unsampled is not None or bool(self.embedder))
 
     def step(self) -> list[StepOutput]:
         """Schedule and launch one step, and return the outputs of the step whose tokens came
@@ -202,8 +203,15 @@ class LLMEngine:
         tokens are handed out first and the new one is launched on the next call, so no token
         (a first one above all) waits behind another prompt's launch. When the tokens in
         flight are back before the launch (the host is the slower side), they are received
-        first, so the grammar masks of the new step fill beside its launch as well."""
+        first, so the grammar masks of the new step fill beside its launch as well.
+
+        A call that hands out some sequence's first token leaves the sampling of the step it
+        launched to the start of the next call, so that token does not wait for that host
+        work (inflight.py); the device, still computing the step's forward pass, has the
+        sampling queued long before it gets there.
+        """
         outputs, self._pending = self._pending, []
+        self._draw_unsampled()
         batch = self._take_held() or self.scheduler.schedule()
         if self._inflight is not None and batch and self._launches_eagerly(batch):
             outputs.extend(self._finish(self._inflight, self._inflight.seqs))
@@ -228,14 +236,24 @@ class LLMEngine:
                 self.scheduler.remove(seq)
             if self.prompts.reports:
                 outputs.extend(self._report_prompts(launched.ends))
-            current = self._sample(launched.sampled, launched.logits)
-            if current is not None and self.overlap:
-                self._inflight = current
-            elif current is not None:  # the plain loop: the next step's masks are foreseen
-                outputs.extend(self._finish(current, current.seqs))
+            if not self.overlap:
+                if (current := self._sample(launched)) is not None:
+                    # the plain loop: the next step's masks are foreseen
+                    outputs.extend(self._finish(current, current.seqs))
+            elif previous is not None and previous.firsts and launched.sampled:
+                # first tokens among the outputs: they leave before this host work
+                self._unsampled = launched
+            else:
+                self._inflight = self._sample(launched)
         elif previous is None:
             outputs.extend(self._fail_unschedulable())
         return outputs
+
+    def _draw_unsampled(self) -> None:
+        """Queue the sampling the last call left (see `step`): its tokens go in flight."""
+        if self._unsampled is not None:
+            self._inflight = self._sample(self._unsampled)
+            self._unsampled = None
 
     def _launches_eagerly(self, batch: ScheduledBatch) -> bool:
         """A step that computes prompt tokens and that no CUDA graph fits."""
@@ -282,12 +300,17 @@ class LLMEngine:
             if seq.num_computed_tokens < seq.num_prompt_tokens:  # computes part of its prompt
                 prefills.append((seq.request_id, n))
             seq.num_computed_tokens += n
-        return Launched([batch.seqs[i] for i in ends], [batch.seqs[i] for i in rows], logits,
-                        pooled)
+        sampled = [batch.seqs[i] for i in rows]
+        # A sampled row that computed prompt tokens finished its prompt: it draws its first.
+        firsts = bool(prefills) and any(
+            s.num_computed_tokens - batch.num_tokens[i] < s.num_prompt_tokens
+            for i, s in zip(rows, sampled, strict=True))
+        return Launched([batch.seqs[i] for i in ends], sampled, logits, pooled, firsts)
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> InFlight | None:
-        """Queue sampling for the sequences still running (one that finished while this step
-        was launched is dropped) and start bringing the tokens back."""
+    def _sample(self, launched: Launched) -> InFlight | None:
+        """Queue sampling for the launched step's sequences still running (one that finished
+        or was aborted since its launch is dropped) and start bringing the tokens back."""
+        seqs, logits = launched.sampled, launched.logits
         keep = [i for i, s in enumerate(seqs) if s.status is SequenceStatus.RUNNING]
         if len(keep) < len(seqs):
             seqs = [seqs[i] for i in keep]
@@ -296,7 +319,7 @@ class LLMEngine:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
         drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
-        return InFlight.launch(seqs, drawn)
+        return InFlight.launch(seqs, drawn, launched.firsts)
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
         """`_receive`, then `_emit`: the outputs are built while the masks fill."""

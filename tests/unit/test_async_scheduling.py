@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference.engine.engine import LLMEngine
 from inference.engine.inflight import InFlight
 from inference.engine.sampling_params import SamplingParams
 
@@ -120,12 +121,56 @@ def test_a_request_at_its_length_limit_gets_no_extra_step():
     assert computed[True] == computed[False] == (11 + 7 - 1) + (5 + 5 - 1)
 
 
-def test_abort_while_a_token_is_in_flight_frees_everything_and_spares_the_rest():
+def test_a_call_that_hands_out_first_tokens_draws_the_step_it_launched_on_the_next_call(
+        monkeypatch):
+    """A first token leaves before the sampling of the step launched beside it: that call
+    leaves the step undrawn (no token in flight, no placeholder) and the next call draws it
+    first. Any other call draws the step it launched before returning. The tokens stay the
+    plain loop's. Prompt steps launch as when a CUDA graph fits them (on the CPU they run
+    eagerly, and the step in flight is handed out before them)."""
+    monkeypatch.setattr(LLMEngine, "_launches_eagerly", lambda self, batch: False)
+    reqs = _workload(seed=5)
+    engine, seen, deferred = overlapped(), set(), 0
+    pending = sorted(enumerate(reqs), key=lambda x: x[1][0])
+    got: dict = {}
+    step = 0
+    while pending or engine.has_unfinished():
+        while pending and pending[0][1][0] <= step:
+            i, (_, prompt, params) = pending.pop(0)
+            engine.add_request(f"r{i}", prompt, params)
+        outs = engine.step()
+        firsts = {(o.request_id, o.index) for o in outs if o.token_ids} - seen
+        seen |= firsts
+        for o in outs:
+            got.setdefault(o.request_id, {}).setdefault(o.index, []).extend(o.token_ids)
+        if firsts and engine.last_batch:
+            deferred += 1
+            assert engine._unsampled is not None and engine._inflight is None
+            assert all(t >= 0 for s in engine.scheduler.running for t in s.token_ids)
+        else:
+            assert engine._unsampled is None
+        engine.kv.check_invariants()
+        step += 1
+    got = {r: c for r, c in got.items() if any(c.values())}
+    plain = run(tiny_engine(async_scheduling=False), reqs)
+    assert got == {r: c for r, c in plain.items() if any(c.values())}
+    assert deferred >= 5
+
+
+@pytest.mark.parametrize("steps", [2, 3], ids=["launched-undrawn", "token-in-flight"])
+def test_abort_after_a_launch_frees_everything_and_spares_the_rest(steps):
+    """Two steps: the prompts' first tokens came out, so "a"'s next step is launched and not
+    drawn yet; three: its next token is in flight."""
     engine = overlapped()
     engine.add_request("a", list(range(20, 40)), greedy(30))
     engine.add_request("b", list(range(60, 70)), greedy(8))
-    outs = engine.step() + engine.step()  # two steps: "a" has a token in flight now
-    assert engine._inflight is not None
+    outs = [o for _ in range(steps) for o in engine.step()]
+    if steps == 2:
+        assert engine._unsampled is not None and engine._inflight is None
+        assert "a" in {s.request_id for s in engine._unsampled.sampled}
+    else:
+        assert engine._unsampled is None and engine._inflight is not None
+        assert "a" in {s.request_id for s in engine._inflight.seqs}
     engine.abort("a")
     while engine.has_unfinished():
         outs += engine.step()
