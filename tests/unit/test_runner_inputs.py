@@ -94,8 +94,7 @@ def test_placeholders_are_found_at_each_sequences_last_input_and_filled_from_the
     eng = tiny_engine(async_scheduling=True)
     for i in range(3):
         eng.add_request(f"r{i}", list(range(10 + i, 16 + i)), SamplingParams(max_tokens=4))
-    eng.step()  # the prompts, launched
-    eng._draw_unsampled()  # as the next call starts: their first tokens go in flight
+    eng.step()  # the prompts; their first tokens are in flight
     eng.add_request("late", list(range(40, 45)), SamplingParams(max_tokens=4))
     batch = eng.scheduler.schedule()
     assert batch.num_tokens == [1, 1, 1, 5]
