@@ -121,8 +121,10 @@ def test_a_request_at_its_length_limit_gets_no_extra_step():
     assert computed[True] == computed[False] == (11 + 7 - 1) + (5 + 5 - 1)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"max_num_batched_tokens": 7}],
+                         ids=["whole-prompts", "chunked-prefill"])
 def test_a_call_that_hands_out_first_tokens_draws_the_step_it_launched_on_the_next_call(
-        monkeypatch):
+        monkeypatch, overrides):
     """A first token leaves before the sampling of the step launched beside it: that call
     leaves the step undrawn (no token in flight, no placeholder) and the next call draws it
     first. Any other call draws the step it launched before returning. The tokens stay the
@@ -130,7 +132,7 @@ def test_a_call_that_hands_out_first_tokens_draws_the_step_it_launched_on_the_ne
     eagerly, and the step in flight is handed out before them)."""
     monkeypatch.setattr(LLMEngine, "_launches_eagerly", lambda self, batch: False)
     reqs = _workload(seed=5)
-    engine, seen, deferred = overlapped(), set(), 0
+    engine, seen, deferred = overlapped(**overrides), set(), 0
     pending = sorted(enumerate(reqs), key=lambda x: x[1][0])
     got: dict = {}
     step = 0
@@ -152,7 +154,7 @@ def test_a_call_that_hands_out_first_tokens_draws_the_step_it_launched_on_the_ne
         engine.kv.check_invariants()
         step += 1
     got = {r: c for r, c in got.items() if any(c.values())}
-    plain = run(tiny_engine(async_scheduling=False), reqs)
+    plain = run(tiny_engine(async_scheduling=False, **overrides), reqs)
     assert got == {r: c for r, c in plain.items() if any(c.values())}
     assert deferred >= 5
 
