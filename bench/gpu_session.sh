@@ -36,8 +36,9 @@
 #                                       without, alternated three times; BASE=<tree> adds its
 #                                       traced mesh
 #   bash bench/gpu_session.sh ttft      the engine alone's first token hot and after idle gaps
-#                                       (bench/engine_ttft.py), then 1 stream through the mesh
-#                                       (1 gateway, 1 client)
+#                                       (bench/engine_ttft.py, two rounds), then 1 stream
+#                                       through the mesh (1 gateway, 1 client); BASE=<tree>:
+#                                       each run followed by one of that tree
 #   bash bench/gpu_session.sh colocate  1 and 32 streams (4 gateways, 8 clients), each gateway
 #                                       process hosting its router and the router a process of
 #                                       its own, alternated (ROUNDS=2 rounds)
@@ -167,14 +168,23 @@ host)
   ;;
 ttft)
   for r in 1 2; do
-    cpu_speed "ttft $r"
-    timeout 150 python3 bench/engine_ttft.py --model "$SMOL" --load-format dummy \
-      --out "$OUT/ttft-$r" 2>&1 | tail -1 | tee -a "$OUT/engine_ttft.txt"
+    for tree in "$PWD" ${BASE:+"$BASE"}; do
+      tag=$([ "$tree" = "$PWD" ] && echo this || echo base)
+      cpu_speed "ttft $tag $r"
+      (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
+        timeout 150 python3 bench/engine_ttft.py --model "$SMOL" --load-format dummy \
+        --out "$OUT/ttft-$tag-$r" 2>&1 | tail -1 | sed "s/^/$tag-$r /" \
+        | tee -a "$OUT/engine_ttft.txt")
+    done
   done
-  timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1 \
-    --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
-    --out "$OUT/small-one" 2>&1 | tee "$OUT/small-one.log" | grep -E '^engine|"streams"' \
-    | cut -c1-400
+  for tree in "$PWD" ${BASE:+"$BASE"}; do
+    tag=$([ "$tree" = "$PWD" ] && echo this || echo base)
+    (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
+      timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1 \
+      --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
+      --out "$OUT/small-one-$tag" 2>&1 | tee "$OUT/small-one-$tag.log" \
+      | grep -E '^engine|"streams"' | cut -c1-400)
+  done
   ;;
 colocate)
   for r in $(seq "${ROUNDS:-2}"); do

@@ -6,8 +6,9 @@ Why: a device call brings back only a few of its files, so the call's last lines
 the numbers. Reads, when present: `alone.txt` (the engine alone at 256 streams, one line per
 run), `mesh-<label>.log` (the mesh's level rows), `small-<label>.log` (`pinned-small`: the
 engine's TTFT and decode step, then 1 and 32 streams), `engine_ttft.txt` (`ttft`: the engine's
-first token by idle gap, bench/engine_ttft.py), `pair.txt` and `cpu_speed.txt` (the slow-CPU
-count before each run). Rows keep the order the runs were made in.
+first token by idle gap, bench/engine_ttft.py; a line may start with its tree and round),
+`pair.txt` and `cpu_speed.txt` (the slow-CPU count before each run). Rows keep the order the
+runs were made in.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ def summary(out: Path) -> list[str]:
                          f"{means.get('worker_ttft_ms', 0)} ms  errors {row['errors']}")
     ttft = out / "engine_ttft.txt"
     for line in ttft.read_text().splitlines() if ttft.exists() else []:
-        run = json.loads(line)
+        # `<tree>-<round> {...}` (the `ttft` phase), or the JSON alone
+        tag, body = ("", line) if line.startswith("{") else line.split(" ", 1)
+        run = json.loads(body)
         for key, marks in run.items():
             if isinstance(marks, dict):
-                lines.append(f"engine {key:<12} " + "  ".join(f"{k} {v:.2f}"
-                                                            for k, v in marks.items()) + " ms")
+                lines.append(f"engine {tag} {key:<12} " + "  ".join(
+                    f"{k} {v:.2f}" for k, v in marks.items()) + " ms")
     return lines
 
 
