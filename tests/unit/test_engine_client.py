@@ -53,17 +53,20 @@ class Steps:
         return any(r == rid for s in self.steps for r, _ in s.rejected)
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
+@pytest.fixture(params=["asyncio", "uvloop", "uvloop-overlapped"])
 def run(request):
-    """Run a test body on each loop a worker may run on: their pipe transports differ."""
-    runner = uvloop.run if request.param == "uvloop" else asyncio.run
-    return lambda body: runner(_with_engine(body))
+    """Run a test body on each loop a worker may run on (their pipe transports differ), and
+    once with the engine's overlapped loop on, as on a GPU (where a call that hands out a
+    first token leaves the sampling of the step it launched to the next call)."""
+    runner = asyncio.run if request.param == "asyncio" else uvloop.run
+    overlap = request.param.endswith("overlapped")
+    return lambda body: runner(_with_engine(body, overlap))
 
 
-async def _with_engine(body) -> None:
+async def _with_engine(body, overlap: bool = False) -> None:
     steps = Steps()
     cfg = EngineConfig(device="cpu", dtype="float32", block_size=4, num_kv_blocks=64,
-                       max_model_len=128)
+                       max_model_len=128, async_scheduling=overlap)
     client = await EngineClient.start("dummy:tiny", cfg, 1, steps.on_step, steps.on_exit)
     try:
         await body(client, steps)
