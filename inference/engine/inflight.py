@@ -6,9 +6,9 @@ step (scheduling, input building, output handling, grammar masks) runs while the
 
 - Step N+1's sampling is queued once step N's outputs are built, in the same call, unless
   they hold some sequence's first token: then it waits for the start of the next call, so
-  that token leaves without waiting for the sampling's host work (~0.2-0.4 ms a call on an
-  H200 host, on the first token's way out); the device is still computing step N+1's
-  forward pass when it is queued.
+  that token leaves without waiting for the sampling's host work (the first token came
+  0.1-0.4 ms sooner on the GPU hosts measured, docs/BENCHMARKS.md); the device is still
+  computing step N+1's forward pass when it is queued.
 - When step N's sampling is queued, each sampled sequence gets a placeholder token
   `-(row + 1)` at the end of `token_ids` (`InFlight.launch`): its length, block reservations
   and the scheduler already count the token whose value is not known yet.
