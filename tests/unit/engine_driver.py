@@ -23,9 +23,11 @@ def run(
     engine: LLMEngine,
     requests: list[tuple[int, list[int], SamplingParams]],
     check=None,
+    watch=None,
 ) -> dict[str, dict[int, list[int]]]:
     """`requests`: (step at which it arrives, prompt ids, params). Returns the token ids of
-    every choice by request id ("r0", "r1", ...). `check(engine)` runs after every step."""
+    every choice by request id ("r0", "r1", ...). `check(engine)` runs after every step, and
+    `watch(engine, outputs)` with the step's outputs."""
     tokens: dict[str, dict[int, list[int]]] = {f"r{i}": {} for i in range(len(requests))}
     step = 0
     pending = sorted(enumerate(requests), key=lambda x: x[1][0])
@@ -33,10 +35,13 @@ def run(
         while pending and pending[0][1][0] <= step:
             i, (_, prompt, params) = pending.pop(0)
             engine.add_request(f"r{i}", prompt, params)
-        for out in engine.step():
+        outs = engine.step()
+        for out in outs:
             tokens[out.request_id].setdefault(out.index, []).extend(out.token_ids)
         if check is not None:
             check(engine)
+        if watch is not None:
+            watch(engine, outs)
         step += 1
     return tokens
 

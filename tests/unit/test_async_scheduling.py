@@ -131,32 +131,23 @@ def test_a_call_that_hands_out_first_tokens_draws_the_step_it_launched_on_the_ne
     plain loop's. Prompt steps launch as when a CUDA graph fits them (on the CPU they run
     eagerly, and the step in flight is handed out before them)."""
     monkeypatch.setattr(LLMEngine, "_launches_eagerly", lambda self, batch: False)
-    reqs = _workload(seed=5)
-    engine, seen, deferred = overlapped(**overrides), set(), 0
-    pending = sorted(enumerate(reqs), key=lambda x: x[1][0])
-    got: dict = {}
-    step = 0
-    while pending or engine.has_unfinished():
-        while pending and pending[0][1][0] <= step:
-            i, (_, prompt, params) = pending.pop(0)
-            engine.add_request(f"r{i}", prompt, params)
-        outs = engine.step()
+    seen, deferred = set(), []
+
+    def after_each_call(engine, outs) -> None:
         firsts = {(o.request_id, o.index) for o in outs if o.token_ids} - seen
-        seen |= firsts
-        for o in outs:
-            got.setdefault(o.request_id, {}).setdefault(o.index, []).extend(o.token_ids)
+        seen.update(firsts)
         if firsts and engine.last_batch:
-            deferred += 1
+            deferred.append(firsts)
             assert engine._unsampled is not None and engine._inflight is None
             assert all(t >= 0 for s in engine.scheduler.running for t in s.token_ids)
         else:
             assert engine._unsampled is None
         engine.kv.check_invariants()
-        step += 1
-    got = {r: c for r, c in got.items() if any(c.values())}
-    plain = run(tiny_engine(async_scheduling=False, **overrides), reqs)
-    assert got == {r: c for r, c in plain.items() if any(c.values())}
-    assert deferred >= 5
+
+    reqs = _workload(seed=5)
+    got = run(overlapped(**overrides), reqs, watch=after_each_call)
+    assert got == run(tiny_engine(async_scheduling=False, **overrides), reqs)
+    assert len(deferred) >= 5
 
 
 @pytest.mark.parametrize("steps", [2, 3], ids=["launched-undrawn", "token-in-flight"])
