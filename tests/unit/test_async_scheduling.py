@@ -176,6 +176,21 @@ def test_abort_after_a_launch_frees_everything_and_spares_the_rest(steps):
     assert engine.stats().free_blocks == engine.stats().num_blocks
 
 
+def test_abort_all_after_a_failed_step_drops_an_undrawn_step_too():
+    """After a step fails the engine loop aborts everything (`abort_all`): a launched step
+    left undrawn by a first-token call is dropped with the rest, and nothing is left to run."""
+    engine = overlapped()
+    engine.add_request("a", list(range(20, 40)), greedy(30))
+    engine.step()
+    engine.step()  # the first token came out: the next step is launched, not drawn
+    assert engine._unsampled is not None
+    engine.abort_all()
+    assert engine._unsampled is None and engine._inflight is None  # its logits untrusted
+    assert [o.finish_reason for o in engine.step()] == ["abort"]
+    assert not engine.has_unfinished()
+    assert engine.stats().free_blocks == engine.stats().num_blocks
+
+
 def test_tokens_in_flight_are_handed_out_before_a_prompt_is_launched():
     """A prompt's step runs eagerly (a long launch on a GPU host): the step in flight is
     finished and its tokens returned first; the prompt is launched on the next call."""
