@@ -278,15 +278,14 @@ async def _open(request: web.Request, req: ParsedRequest, rid: str) -> Source:
     """Start one request: from the result cache, else through the mesh (the two overlapped,
     gateway/cache_route.py)."""
     mesh = request.app[MESH]
-    key = _cache_key(request, req)
-    if key is None:
+    if not mesh.cfg.result_cache or not cacheable(req):  # never looked up (cache/key.py)
         return Source(await mesh.generate(req, rid), None, {})
-    got = await open_cached(mesh, request.app[RESULT_CACHE], req, rid, key,
-                            mesh.cfg.cache_route_overlap)
+    got = await open_cached(mesh, request.app[RESULT_CACHE], req, rid,
+                            lambda: _cache_key(request, req), mesh.cfg.cache_route_overlap)
     if got.hit is not None:
         return Source(ReplayStream(got.hit, rid), None, {"x-kvmesh-cache": "hit"})
     assert got.stream is not None
-    return Source(got.stream, key if got.lead else None, {"x-kvmesh-cache": "miss"})
+    return Source(got.stream, got.key if got.lead else None, {"x-kvmesh-cache": "miss"})
 
 
 def _end(request: web.Request, source: Source) -> int:
@@ -358,14 +357,10 @@ def _store_or_release(request: web.Request, key: str,
         rc.release_soon(key)
 
 
-def _cache_key(request: web.Request, req: ParsedRequest) -> str | None:
-    """The request's result-cache key, or None when it is not looked up: only deterministic
-    requests are (cache/key.py)."""
-    mesh = request.app[MESH]
-    if not mesh.cfg.result_cache or not cacheable(req):
-        return None
+def _cache_key(request: web.Request, req: ParsedRequest) -> str:
+    """The result-cache key of a cacheable request (cache/key.py)."""
     tenant = str(request.get("tenant") or getattr(req, "tenant", "") or "")
-    return cache_key(req, tenant, mesh.revision(req.model))
+    return cache_key(req, tenant, request.app[MESH].revision(req.model))
 
 
 async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[str, str],

@@ -166,6 +166,43 @@ def test_a_hit_answers_and_leaves_no_work_at_the_worker(cmesh, cclient) -> None:
     wait_idle(mesh)
 
 
+def test_the_route_leaves_before_the_lookup(cmesh, cclient) -> None:
+    """With `cache_route_overlap` the route is on the wire before the result-cache lookup is
+    made (gateway/cache_route.py): a subscriber to both subjects on one connection sees the
+    gateway's route to the router first, for each cacheable request."""
+    mesh, _ = cmesh
+    seen: list[str] = []
+
+    async def on_msg(msg) -> None:
+        seen.append(msg.subject)
+
+    async def watch(ready: asyncio.Event, done: asyncio.Event) -> None:
+        nc = await nats.connect(mesh.nats_url)
+        try:
+            for subject in (wire.ROUTER_GENERATE, wire.CACHE_GET):
+                await nc.subscribe(subject, cb=on_msg)
+            await nc.flush()
+            ready.set()
+            await done.wait()
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    async def main() -> None:
+        ready, done = asyncio.Event(), asyncio.Event()
+        watcher = asyncio.ensure_future(watch(ready, done))
+        await ready.wait()
+        with ThreadPoolExecutor(1) as pool:
+            for i in range(3):
+                await asyncio.get_running_loop().run_in_executor(
+                    pool, lambda i=i: chat(cclient, f"Which leaves first, round {i}?"))
+        done.set()
+        await watcher
+
+    asyncio.run(main())
+    assert seen == [wire.ROUTER_GENERATE, wire.CACHE_GET] * 3, seen
+
+
 def test_a_stored_first_part_without_the_rest_is_a_miss_that_leads(cmesh) -> None:
     """A multi-part answer whose part 1 is gone (expired, or never put) is no answer: the
     lookup takes the lead (so someone recomputes) rather than waiting out `lead_wait`."""
