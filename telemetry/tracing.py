@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from opentelemetry import trace
@@ -159,13 +160,15 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
     `ErrorReply` (the actor contract's error answer, which any mesh call may return) marks the
     span as failed, and the reply still goes back unchanged. `observe(msg, result, seconds)`,
     if given, runs after each call inside the span: the call site's own attributes (what its
-    result means) and metrics go there, so this helper knows no service's messages."""
+    result means) and metrics go there, so this helper knows no service's messages. With
+    tracing off no span is made at all (one would record nothing and carry its parent's
+    context, which stays current instead): a no-op span costs ~5 µs, on every hop."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         async def inner(*args: Any, **kwargs: Any) -> Any:
             t0 = time.monotonic()
-            with tracer().start_as_current_span(name, kind=kind) as s:
+            with _current_span(name, kind) as s:
                 result = await fn(*args, **kwargs)
                 if isinstance(result, ErrorReply):
                     mark_error_reply(s, result)
@@ -174,6 +177,13 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
                 return result
         return inner  # type: ignore[return-value]
     return wrap
+
+
+def _current_span(name: str, kind: SpanKind) -> AbstractContextManager[Span]:
+    """A new current span `name`; with tracing off, none (the no-op span stands in)."""
+    if _provider is None:
+        return contextlib.nullcontext(trace.INVALID_SPAN)
+    return tracer().start_as_current_span(name, kind=kind)
 
 
 def current_ids() -> tuple[str, str]:
