@@ -44,6 +44,9 @@
 #                                       its own, alternated (ROUNDS=2 rounds)
 #   bash bench/gpu_session.sh colocate256  the engine alone and the mesh at 256 streams with the
 #                                       router hosted and as a process, alternated (ROUNDS=2)
+#   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
+#                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
+#                                       the result cache, with the router hosted (ROUNDS=1)
 # Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
 # bench/gpu_summary.py's table of them last.
 set -o pipefail
@@ -165,6 +168,15 @@ host)
   done
   timeout 120 python3 bench/host_step.py --model "$SMOL" --device cuda --steps 300 --arrivals \
     2>&1 | tail -1 | tee -a "$OUT/host.txt"
+  ;;
+hops)
+  for r in $(seq "${ROUNDS:-1}"); do
+    for how in default --no-result-cache --hosted-router; do
+      cpu_speed "hops $how $r"
+      timeout 120 python3 bench/hop_marks.py --model "$SMOL" --load-format dummy \
+        $([ $how = default ] || echo $how) 2>&1 | tee "$OUT/hops$how-$r.log" | tail -16
+    done
+  done
   ;;
 ttft)
   for r in 1 2; do
