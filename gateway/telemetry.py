@@ -3,7 +3,8 @@
 Contract:
 - `middleware` (put it first, outside the error middleware, so it sees final statuses) opens a
   SERVER span `"<METHOD> <route>"` for every API request, in the trace of an incoming W3C
-  `traceparent` header when there is one. It sets `http.request.method`, `http.route`,
+  `traceparent` header when there is one (with tracing off and no such header it makes none:
+  it would record nothing and carry nothing on). It sets `http.request.method`, `http.route`,
   `url.path`, `http.response.status_code`, and for an error response `error.type` (the OpenAI
   error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.

@@ -10,7 +10,8 @@ Contract:
 - Tracing is ON only when an OTLP endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and neither `OTEL_SDK_DISABLED=true` nor
   `OTEL_TRACES_EXPORTER=none` says otherwise. When it is off, no SDK is installed: the API's
-  no-op tracer hands out non-recording spans, so every helper below costs a function call.
+  no-op tracer hands out non-recording spans, so every helper below costs a function call,
+  and `traced` makes no span at all.
 - `shutdown_tracing()` flushes what is queued and stops the exporter; call it on exit.
 - `span(name, **attrs)` (context manager) and `traced(name)` (decorator for async handlers) are
   the helpers other code uses: one line opens a span that is current inside, records an
