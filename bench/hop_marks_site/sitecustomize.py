@@ -38,7 +38,11 @@ def _step_has_tokens(args: tuple[Any, ...], _result: Any) -> bool:
 
 
 def _made_tokens(_args: tuple[Any, ...], result: Any) -> bool:
-    return bool(result.outputs)  # the overlapped loop's prompt call hands out none
+    return bool(result.outputs)
+
+
+def _launched_prompt(_args: tuple[Any, ...], result: Any) -> bool:
+    return bool(result.prefills) and not result.outputs  # the overlapped loop's prompt call
 
 
 POINTS: dict[str, list[Point]] = {
@@ -54,6 +58,8 @@ POINTS: dict[str, list[Point]] = {
                          ("Worker._on_step", "worker_step", "entry", _step_has_tokens),
                          ("Worker.publish", "worker_publishes", "entry", _gateway_inbox)],
     "inference.engine_loop": [("EngineLoop._add", "engine_has_it", "entry", None),
+                              ("EngineLoop._step", "engine_prompt_launched", "return",
+                               _launched_prompt),
                               ("EngineLoop._step", "engine_token_out", "return", _made_tokens)],
 }
 

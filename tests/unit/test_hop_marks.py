@@ -57,3 +57,13 @@ def test_a_request_is_followed_only_through_its_whole_chain() -> None:
              (205, "b"), (220, "a")]  # request 2: its only a comes after its first bytes
     rows = hop_marks.follow(marks, [(100, 115), (200, 215)], chain)
     assert rows == {"a": [5e-6], "b": [7e-6], "client_first_bytes": [15e-6]}
+
+
+def test_an_optional_point_may_be_missed() -> None:
+    """The plain loop (CPU) has no prompt-only call: its chain skips that point."""
+    chain = ["a", "engine_prompt_launched", "b"]
+    rows = hop_marks.follow([(105, "a"), (107, "b")], [(100, 115)], chain)
+    assert rows["b"] == [7e-6] and rows["engine_prompt_launched"] == []
+    with_it = hop_marks.follow([(105, "a"), (106, "engine_prompt_launched"), (107, "b")],
+                               [(100, 115)], chain)
+    assert with_it["engine_prompt_launched"] == [6e-6]
