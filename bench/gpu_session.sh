@@ -179,23 +179,25 @@ hops)
   done
   ;;
 ttft)
+  in_tree() {  # run "$@" in tree $1 (its own code on PYTHONPATH)
+    local tree=$1; shift
+    (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && "$@")
+  }
   for r in 1 2; do
     for tree in "$PWD" ${BASE:+"$BASE"}; do
       tag=$([ "$tree" = "$PWD" ] && echo this || echo base)
       cpu_speed "ttft $tag $r"
-      (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
-        timeout 150 python3 bench/engine_ttft.py --model "$SMOL" --load-format dummy \
-        --out "$OUT/ttft-$tag-$r" 2>&1 | tail -1 | sed "s/^/$tag-$r /" \
-        | tee -a "$OUT/engine_ttft.txt")
+      in_tree "$tree" timeout 150 python3 bench/engine_ttft.py --model "$SMOL" \
+        --load-format dummy --out "$OUT/ttft-$tag-$r" 2>&1 | tail -1 | sed "s/^/$tag-$r /" \
+        | tee -a "$OUT/engine_ttft.txt"
     done
   done
   for tree in "$PWD" ${BASE:+"$BASE"}; do
     tag=$([ "$tree" = "$PWD" ] && echo this || echo base)
-    (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && \
-      timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy --levels 1 \
-      --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
+    in_tree "$tree" timeout 150 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+      --levels 1 --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
       --out "$OUT/small-one-$tag" 2>&1 | tee "$OUT/small-one-$tag.log" \
-      | grep -E '^engine|"streams"' | cut -c1-400)
+      | grep -E '^engine|"streams"' | cut -c1-400
   done
   ;;
 colocate)
