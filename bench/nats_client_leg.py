@@ -5,12 +5,14 @@
 Issue 12's 1-stream TTFT misses its target by about a millisecond, and three of the first
 token's hops are NATS legs. This bench asks how much of a leg is the client library: a
 requester sends a 300-byte request to a responder in another process and waits for the answer
-(two legs through a local `nats-server`), back to back (2,000 requests) and with a 50 ms sleep
-before each (60 requests: every process idle in between, as at one stream). Both sides are
-either nats-py (a subscription callback, the handler in a task, as `kvmesh.actor` runs it) or a
-bare asyncio protocol that parses `MSG` lines in `data_received` and writes `PUB` straight to
-the socket (no flusher task, no per-subscription queue; no reconnects, no headers: not a
-client to ship, only the floor a leaner one could reach). Medians and P90s in µs.
+(two legs through a local `nats-server`), back to back (2,000 requests) and with a 4 or 50 ms
+sleep before each (60 requests: every process idle in between, as at one stream; 4 ms is
+about one stream's pause between a request's end and the next). Both sides are nats-py (a
+subscription callback, the handler in a task), kvmesh's client on nats-py
+(kvmesh/nats_client.py: the callback from the reader, publishes written at once; the mesh's
+services run it), or a bare asyncio protocol that parses `MSG` lines in `data_received` and
+writes `PUB` straight to the socket (no reconnects, no headers: not a client to ship, only the
+floor a leaner one could reach). Medians and P90s in µs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
 from kvmesh.cli import procs
+from kvmesh.nats_client import NatsClient
 
 OnMsg = Callable[[bytes, bytes | None, bytes], None]
 
@@ -93,18 +99,23 @@ def bare_responder(port: int) -> None:
     asyncio.run(main())
 
 
-def natspy_responder(port: int) -> None:
-    import nats
+async def _connect(port: int, kind: str) -> Client:
+    nc = NatsClient() if kind == "kvmesh" else Client()
+    await nc.connect(f"nats://127.0.0.1:{port}")
+    return nc
 
+
+def natspy_responder(port: int, kind: str) -> None:
     async def main() -> None:
-        nc = await nats.connect(f"nats://127.0.0.1:{port}")
+        nc = await _connect(port, kind)
 
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        async def on_msg(msg: Msg) -> None:
             async def handle() -> None:
                 await nc.publish(msg.reply, msg.data)
             asyncio.get_running_loop().create_task(handle())
 
-        await nc.subscribe("svc", queue="q", cb=on_msg)
+        extra = {"direct": True} if kind == "kvmesh" else {}
+        await nc.subscribe("svc", queue="q", cb=on_msg, **extra)
         await asyncio.Event().wait()
     asyncio.run(main())
 
@@ -128,10 +139,8 @@ async def bare_requests(port: int, n: int, gap: float) -> list[int]:
     return out
 
 
-async def natspy_requests(port: int, n: int, gap: float) -> list[int]:
-    import nats
-
-    nc = await nats.connect(f"nats://127.0.0.1:{port}")
+async def natspy_requests(port: int, n: int, gap: float, kind: str) -> list[int]:
+    nc = await _connect(port, kind)
     out = []
     for _ in range(n):
         await asyncio.sleep(gap)
@@ -143,12 +152,14 @@ async def natspy_requests(port: int, n: int, gap: float) -> list[int]:
 
 
 def measure(kind: str, port: int, gap: float) -> tuple[float, float]:
-    responder = mp.Process(target=natspy_responder if kind == "nats-py" else bare_responder,
-                           args=(port,), daemon=True)
+    bare = kind == "bare"
+    responder = mp.Process(target=bare_responder if bare else natspy_responder,
+                           args=(port,) if bare else (port, kind), daemon=True)
     responder.start()
     time.sleep(1.0)
-    ask = natspy_requests if kind == "nats-py" else bare_requests
-    times = asyncio.run(ask(port, 60 if gap else 2000, gap))[5:]
+    n = 60 if gap else 2000
+    times = asyncio.run(bare_requests(port, n, gap) if bare else
+                        natspy_requests(port, n, gap, kind))[5:]
     responder.kill()
     responder.join()
     return statistics.median(times) / 1e3, sorted(times)[int(len(times) * 0.9)] / 1e3
@@ -165,8 +176,8 @@ def main() -> None:
         procs.wait_port(port, 10, server)
         print("| client | round | gap | median µs | P90 µs |\n|---|---|---|---|---|")
         for r in range(args.rounds):
-            for kind in ("nats-py", "bare"):
-                for gap in (0.0, 0.05):
+            for kind in ("nats-py", "kvmesh", "bare"):
+                for gap in (0.0, 0.004, 0.05):
                     med, p90 = measure(kind, port, gap)
                     print(f"| {kind} | {r + 1} | {gap * 1e3:.0f} ms | {med:.0f} | {p90:.0f} |",
                           flush=True)

@@ -72,9 +72,8 @@ async def open_cached(mesh: MeshClient, cache: ResultCacheClient, req: ParsedReq
 
 
 async def _let_leave() -> None:
-    """Yield twice: the route's task, scheduled just before, runs up to its NATS publish (the
-    client queues the frame and wakes its flusher task); then that flusher writes it."""
-    await asyncio.sleep(0)
+    """Yield once: the route's task, scheduled just before, runs up to its NATS publish, which
+    writes the frame at once (kvmesh/nats_client.py)."""
     await asyncio.sleep(0)
 
 

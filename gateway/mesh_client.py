@@ -116,7 +116,7 @@ class MeshClient(Actor):
         then on, so no request leaves before its deltas have somewhere to go."""
         nc = await self.connect()
         self.inbox = nc.new_inbox()
-        await nc.subscribe(self.inbox, cb=self._on_deltas, pending_msgs_limit=1 << 20)
+        await nc.subscribe(self.inbox, cb=self._on_deltas, direct=True)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
         for hook in self.on_join:
             await hook()

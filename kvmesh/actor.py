@@ -4,7 +4,9 @@ Contract:
 - `connect` retries until the server answers, then keeps reconnecting forever on loss; an
   error that repeats (a server that stays down) is logged every `ERROR_LOG_S`, not per try.
 - `serve(subject, kinds, handler)` subscribes (in a queue group when `queue` is given) and runs
-  at most `max_concurrency` handlers at once; further messages wait in NATS' pending buffer.
+  at most `max_concurrency` handlers at once; further messages wait their turn as tasks, up to
+  `MAX_WAITING`; one past that gets an `ErrorReply` (503, `overloaded`). The subscription is
+  direct (kvmesh/nats_client.py): a message's task is made as the reader parses it.
   A frame that does not decode gets an `ErrorReply` (400, `invalid_frame`) when it has a reply
   subject, and a log line; it never kills the actor. A handler that raises gets a 500 reply.
   A handler's return value, if not None, is sent to the message's reply subject.
@@ -34,18 +36,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
-import nats
 import nats.errors
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from kvmesh import wire
+from kvmesh.nats_client import FastClient, NatsClient, PlainClient
 from kvmesh.wire import ErrorReply, Message, WireError
 
 log = logging.getLogger(__name__)
 CLOSE_S = 2.0  # for an unsubscribe or a close, which can hang on a connection being lost
 ERROR_LOG_S = 10.0  # the same NATS error (a server that stays down) is logged this often
+MAX_WAITING = 65536  # a service's messages waiting for a handler slot (nats-py's own default)
 HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
@@ -111,7 +113,7 @@ class Actor:
         self.propagation = propagation
         self.nats_url = nats_url
         self.grace_period = grace_period
-        self.nc: Client | None = None
+        self.nc: FastClient | PlainClient | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -121,7 +123,7 @@ class Actor:
 
     # -- connection ------------------------------------------------------------------------
 
-    async def connect(self) -> Client:
+    async def connect(self) -> FastClient | PlainClient:
         """Connect, retrying every half second until the server answers (nats-py's own loop:
         `max_reconnect_attempts=-1` covers the first connection too), then reconnect for ever
         on loss. A failure that repeats is logged once per `ERROR_LOG_S`, not per attempt."""
@@ -142,17 +144,19 @@ class Actor:
             last.clear()
             log.info("%s: reconnected to nats", self.name)
 
-        self.nc = await nats.connect(
+        nc = NatsClient()
+        await nc.connect(
             self.nats_url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             connect_timeout=2, error_cb=on_error, disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect)
-        return self.nc
+        self.nc = nc
+        return nc
 
     @property
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
-    def _client(self) -> Client:
+    def _client(self) -> FastClient | PlainClient:
         if self.nc is None:
             raise NotConnected(f"{self.name}: not connected to nats yet")
         return self.nc
@@ -198,38 +202,43 @@ class Actor:
         `through_drain`: keep listening while draining (cancels, stats), until close."""
         limit = asyncio.Semaphore(max_concurrency)
 
-        async def on_msg(raw: Msg) -> None:
-            try:
-                message = wire.decode(raw.data, *kinds)
-            except WireError as exc:
-                log.warning("%s: bad frame on %s: %s", self.name, raw.subject, exc)
-                await self._reply(raw, ErrorReply(400, "invalid_request_error",
-                                                  f"undecodable frame: {exc}",
-                                                  code="invalid_frame"))
-                return
-            await limit.acquire()
-            task = asyncio.create_task(self._handle(handler, message, raw, limit))
+        async def on_msg(raw: Msg) -> None:  # from the connection's reader: must not block
+            waiting = len(self._inflight) - max_concurrency >= MAX_WAITING
+            task = asyncio.create_task(self._refuse(raw) if waiting else
+                                       self._handle(handler, kinds, raw, limit))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-        sub = await self._client().subscribe(subject, queue=queue, cb=on_msg,
-                                             pending_msgs_limit=65536)
+        sub = await self._client().subscribe(subject, queue=queue, cb=on_msg, direct=True)
         if not through_drain:
             self._subs.append(sub)
         return sub
 
-    async def _handle(self, handler: Handler, message: Message, raw: Msg,
+    async def _handle(self, handler: Handler, kinds: tuple[type[Message], ...], raw: Msg,
                       limit: asyncio.Semaphore) -> None:
         try:
-            with self.propagation.attach(raw.headers):
-                answer = await handler(message, raw)
-        except Exception as exc:
-            log.exception("%s: handler failed on %s", self.name, raw.subject)
-            answer = ErrorReply(500, "internal_error", f"{self.name}: {exc}")
-        finally:
-            limit.release()
+            message = wire.decode(raw.data, *kinds)
+        except WireError as exc:
+            log.warning("%s: bad frame on %s: %s", self.name, raw.subject, exc)
+            await self._reply(raw, ErrorReply(400, "invalid_request_error",
+                                              f"undecodable frame: {exc}",
+                                              code="invalid_frame"))
+            return
+        async with limit:
+            try:
+                with self.propagation.attach(raw.headers):
+                    answer = await handler(message, raw)
+            except Exception as exc:
+                log.exception("%s: handler failed on %s", self.name, raw.subject)
+                answer = ErrorReply(500, "internal_error", f"{self.name}: {exc}")
         if answer is not None:
             await self._reply(raw, answer)
+
+    async def _refuse(self, raw: Msg) -> None:
+        log.warning("%s: %d messages wait for a handler; refusing one on %s", self.name,
+                    MAX_WAITING, raw.subject)
+        await self._reply(raw, ErrorReply(503, "service_unavailable", f"{self.name} is overloaded",
+                                          code="overloaded"))
 
     async def _reply(self, raw: Msg, answer: Message) -> None:
         if not raw.reply:

@@ -1,0 +1,176 @@
+"""kvmesh's NATS client (kvmesh/nats_client.py) against a real nats-server: a direct callback
+runs from the connection's reader, a publish is written at once, order holds when publishes
+fall back to nats-py's queue, and a failing callback is reported without losing the next
+message; the actor's handlers wait as tasks and one past `MAX_WAITING` is refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from kvmesh import actor as actor_module
+from kvmesh import nats_client, wire
+from kvmesh.actor import Actor
+from kvmesh.nats_client import FastClient
+from kvmesh.wire import ErrorReply, Message, Ping
+
+
+async def _connect(nats_url: str, **options: object) -> FastClient:
+    assert nats_client.FAST, "the installed nats-py lacks the hooks kvmesh/nats_client.py uses"
+    nc = FastClient()
+    await nc.connect(nats_url, **options)
+    return nc
+
+
+async def _until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+async def test_a_direct_callback_runs_from_the_reader(nats_url: str) -> None:
+    nc = await _connect(nats_url)
+    try:
+        ran_in: dict[str, asyncio.Task[object] | None] = {}
+
+        def recorder(name: str):  # type: ignore[no-untyped-def]
+            async def cb(_msg: Msg) -> None:
+                ran_in[name] = asyncio.current_task()
+            return cb
+
+        await nc.subscribe("t.direct", cb=recorder("direct"), direct=True)
+        await nc.subscribe("t.queued", cb=recorder("queued"))
+        await nc.publish("t.direct", b"1")
+        await nc.publish("t.queued", b"2")
+        await _until(lambda: len(ran_in) == 2)
+        assert ran_in["direct"] is nc._reading_task
+        assert ran_in["queued"] is not nc._reading_task  # nats-py's path: the sub's own task
+    finally:
+        await nc.close()
+
+
+async def test_replies_to_requests_come_from_the_reader(nats_url: str) -> None:
+    nc = await _connect(nats_url)
+    try:
+        async def echo(msg: Msg) -> None:
+            await nc.publish(msg.reply, msg.data)
+
+        await nc.subscribe("t.echo", cb=echo, direct=True)
+        assert (await nc.request("t.echo", b"hi", timeout=5)).data == b"hi"
+        assert nc._resp_sub_prefix is not None
+        resp_sids = [sid for sid, sub in nc._subs.items()
+                     if sub.subject.startswith(nc._resp_sub_prefix.decode())]
+        assert resp_sids and set(resp_sids) <= nc._direct
+    finally:
+        await nc.close()
+
+
+async def test_a_publish_is_written_at_once(nats_url: str) -> None:
+    nc, plain = await _connect(nats_url), await nats.connect(nats_url)
+    try:
+        await nc.publish("t.now", b"x" * 300)
+        assert nc._pending_data_size == 0 and nc._pending == []  # on the socket already
+        await plain.publish("t.now", b"x" * 300)
+        assert plain._pending_data_size > 0  # nats-py: still queued for its flusher task
+    finally:
+        await nc.close()
+        await plain.close()
+
+
+async def test_order_holds_when_publishes_fall_back_to_the_queue(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sender, receiver = await _connect(nats_url), await _connect(nats_url)
+    try:
+        got: list[int] = []
+
+        async def cb(msg: Msg) -> None:
+            got.append(int(msg.data))
+
+        await receiver.subscribe("t.order", cb=cb, direct=True)
+        await receiver.flush()
+        queued = 0
+        for i in range(3000):
+            if i % 100 == 0:  # a full socket buffer every other hundred: nats-py's queue
+                limit = 0 if (i // 100) % 2 else nats_client.WRITE_BUFFER_LIMIT
+                monkeypatch.setattr(nats_client, "WRITE_BUFFER_LIMIT", limit)
+            await sender.publish("t.order", str(i).encode())
+            queued += sender._pending_data_size > 0
+            if i % 7 == 0:
+                await asyncio.sleep(0)  # let the flusher run now and then, mid-hundred
+        await sender.flush()
+        await _until(lambda: len(got) == 3000)
+        assert got == list(range(3000))
+        assert queued > 0  # the fallback was taken
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_failing_direct_callback_is_reported_and_the_next_message_arrives(
+        nats_url: str) -> None:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await _connect(nats_url, error_cb=on_error)
+    try:
+        got: list[bytes] = []
+
+        async def cb(msg: Msg) -> None:
+            if msg.data == b"bad":
+                raise ValueError("a handler bug")
+            got.append(msg.data)
+
+        await nc.subscribe("t.fail", cb=cb, direct=True)
+        await nc.publish("t.fail", b"bad")
+        await nc.publish("t.fail", b"good")
+        await _until(lambda: got == [b"good"])
+        assert [str(e) for e in errors] == ["a handler bug"]
+    finally:
+        await nc.close()
+
+
+async def test_handlers_past_the_waiting_limit_are_refused(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One handler runs, two wait their turn as tasks, the fourth is refused with a 503; the
+    three others are answered once the first handler returns."""
+    monkeypatch.setattr(actor_module, "MAX_WAITING", 2)
+    svc = Actor("probe", nats_url)
+    await svc.connect()
+    release = asyncio.Event()
+
+    async def slow(_msg: Message, _raw: Msg) -> Message:
+        await release.wait()
+        return Ping()
+
+    await svc.serve("t.slow", (Ping,), slow, max_concurrency=1)
+    asker: Client = await nats.connect(nats_url)
+    try:
+        asks = [asyncio.ensure_future(asker.request("t.slow", wire.encode(Ping()), timeout=10))
+                for _ in range(4)]
+        await _until(lambda: any(a.done() for a in asks))
+        refused = [a for a in asks if a.done()]
+        assert len(refused) == 1
+        err = wire.decode(refused[0].result().data, ErrorReply)
+        assert err.status == 503 and "overloaded" in err.message
+        release.set()
+        answers = await asyncio.gather(*(a for a in asks if a not in refused))
+        assert all(isinstance(wire.decode(r.data), Ping) for r in answers)
+    finally:
+        await asker.close()
+        assert svc.nc is not None
+        await svc.nc.close()
+
+
+def test_a_changed_nats_py_leaves_its_client_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert nats_client._has_hooks()
+
+    async def renamed(self: Client, raw_headers: bytes) -> None: ...
+
+    monkeypatch.setattr(Client, "_process_headers", renamed)
+    assert not nats_client._has_hooks()
