@@ -12,7 +12,8 @@ Contract:
 - A publish writes its frame to the socket at once (with any frames queued before it, in
   order) while the connection is up, its flusher runs and the socket's write buffer holds less
   than `WRITE_BUFFER_LIMIT`; otherwise nats-py's own path queues it for the flusher, whose
-  `drain` and pending-size limit keep the backpressure they always had.
+  `drain` and pending-size limit keep the backpressure they always had. A write that fails
+  (the connection closing before nats-py noticed) leaves the frames queued, as nats-py would.
 - `subscribe(..., direct=True)`: the callback runs from the connection's reader as each message
   is parsed, in order, instead of from the subscription's task. It must not block: the
   connection's other messages, replies to this process's requests among them, wait behind it.
@@ -103,7 +104,10 @@ class FastClient(Client):
     async def _flush_pending(self, force_flush: bool = False) -> Any:  # callers ignore it
         if force_flush or not self._writes_at_once():
             return await super()._flush_pending(force_flush)
-        self._transport.writelines(self._pending)
+        try:
+            self._transport.writelines(self._pending)
+        except (OSError, RuntimeError):  # a connection closing unnoticed: nats-py's path
+            return await super()._flush_pending(force_flush)  # (its flusher or a reconnect)
         self._pending = []
         self._pending_data_size = 0
         return None

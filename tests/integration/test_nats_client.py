@@ -1,7 +1,8 @@
 """kvmesh's NATS client (kvmesh/nats_client.py) against a real nats-server: a direct callback
 runs from the connection's reader, a publish is written at once, order holds when publishes
-fall back to nats-py's queue, and a failing callback is reported without losing the next
-message; the actor's handlers wait as tasks and one past `MAX_WAITING` is refused."""
+fall back to nats-py's queue, a failed write leaves its frame queued, and a failing callback
+is reported without losing the next message; the actor's handlers wait as tasks and one past
+`MAX_WAITING` is refused."""
 
 from __future__ import annotations
 
@@ -105,6 +106,38 @@ async def test_order_holds_when_publishes_fall_back_to_the_queue(
         await _until(lambda: len(got) == 3000)
         assert got == list(range(3000))
         assert queued > 0  # the fallback was taken
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_failed_write_leaves_the_frame_to_nats_py(
+        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that raises (a connection closing before nats-py noticed) does not fail the
+    publish: the frame stays queued and nats-py's flusher sends it."""
+    sender, receiver = await _connect(nats_url), await _connect(nats_url)
+    try:
+        got: list[bytes] = []
+
+        async def cb(msg: Msg) -> None:
+            got.append(msg.data)
+
+        await receiver.subscribe("t.retry", cb=cb, direct=True)
+        await receiver.flush()
+        transport = sender._transport
+        real = transport.writelines
+        failed: list[bool] = []
+
+        def once(payload: list[bytes]) -> None:
+            if not failed:
+                failed.append(True)
+                raise RuntimeError("unable to perform operation: the handler is closed")
+            real(payload)
+
+        monkeypatch.setattr(transport, "writelines", once)
+        await sender.publish("t.retry", b"kept")
+        assert failed and sender._pending_data_size > 0  # queued, not lost
+        await _until(lambda: got == [b"kept"])
     finally:
         await sender.close()
         await receiver.close()
