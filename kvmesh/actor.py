@@ -47,7 +47,7 @@ from kvmesh.wire import ErrorReply, Message, WireError
 log = logging.getLogger(__name__)
 CLOSE_S = 2.0  # for an unsubscribe or a close, which can hang on a connection being lost
 ERROR_LOG_S = 10.0  # the same NATS error (a server that stays down) is logged this often
-MAX_WAITING = 65536  # a service's messages waiting for a handler slot (nats-py's own default)
+MAX_WAITING = 65536  # messages waiting for a handler slot (the subscriptions' pending limit was)
 HOOK_SLACK_S = 5.0  # past the grace period, for drain hooks to abort and report what is left
 M = TypeVar("M", bound=Message)
 Handler = Callable[[Message, Msg], Awaitable[Message | None]]
