@@ -365,9 +365,11 @@ class Worker(Actor):
 
     async def _publisher(self) -> None:
         """The one task that publishes outputs, so frames leave in the order they were made.
-        A step's telemetry comes right after its frames in the queue (its KV events after it);
-        the yield before it lets the NATS client's flusher task, woken by those publishes,
-        write the frames to the socket before anything else is encoded."""
+        A step's telemetry comes right after its frames in the queue (its KV events after it).
+        The frames are on the socket when their publishes return, unless the NATS client
+        queued them for its flusher task (kvmesh/nats_client.py: a full socket buffer, or
+        nats-py's own client); the yield before the telemetry lets that task write them
+        before anything else is encoded."""
         while True:
             item = await self._out.get()
             try:
