@@ -39,6 +39,9 @@
 #                                       (bench/engine_ttft.py, two rounds), then 1 stream
 #                                       through the mesh (1 gateway, 1 client); BASE=<tree>:
 #                                       each run followed by one of that tree
+#   bash bench/gpu_session.sh one       issue 12's 1-stream target: ROUNDS (4) fresh meshes, 1
+#                                       gateway, 1 client, each with its own engine-alone run
+#                                       first; BASE=<tree>: each followed by one of that tree
 #   bash bench/gpu_session.sh colocate  1 and 32 streams (4 gateways, 8 clients), each gateway
 #                                       process hosting its router and the router a process of
 #                                       its own, alternated (ROUNDS=2 rounds)
@@ -117,6 +120,11 @@ mesh256() {  # the mesh (4 gateways, 8 clients), 256 staggered streams; $1 label
     | cut -c1-900)
 }
 
+in_tree() {  # run "$@" in tree $1 (its own code on PYTHONPATH)
+  local tree=$1; shift
+  (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && "$@")
+}
+
 core_pair() {  # A and B: two CPUs that share a core (bench/cpu_siblings.py), found once per $OUT
   [ -s "$OUT/pair.txt" ] || python3 bench/cpu_siblings.py > "$OUT/pair.txt"
   read -r _ A B RATIO < "$OUT/pair.txt"
@@ -179,10 +187,6 @@ hops)
   done
   ;;
 ttft)
-  in_tree() {  # run "$@" in tree $1 (its own code on PYTHONPATH)
-    local tree=$1; shift
-    (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && "$@")
-  }
   for r in 1 2; do
     for tree in "$PWD" ${BASE:+"$BASE"}; do
       tag=$([ "$tree" = "$PWD" ] && echo this || echo base)
@@ -198,6 +202,17 @@ ttft)
       --levels 1 --duration 10 --warmup 3 --engine-duration 4 --clients 1 --gateways 1 \
       --out "$OUT/small-one-$tag" 2>&1 | tee "$OUT/small-one-$tag.log" \
       | grep -E '^engine|"streams"' | cut -c1-400
+  done
+  ;;
+one)
+  for r in $(seq "${ROUNDS:-4}"); do
+    for tree in "$PWD" ${BASE:+"$BASE"}; do
+      label=small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r
+      cpu_speed "$label"
+      in_tree "$tree" timeout 60 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+        --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
+        --out "$OUT/$label" > "$OUT/$label.log" 2>&1
+    done
   done
   ;;
 colocate)
@@ -292,7 +307,7 @@ structured)
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
     "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
-    "ttft | colocate | colocate256"
+    "ttft | one | colocate | colocate256 | hops"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

@@ -4,8 +4,9 @@
 
 Why: a device call brings back only a few of its files, so the call's last lines must carry
 the numbers. Reads, when present: `alone.txt` (the engine alone at 256 streams, one line per
-run), `mesh-<label>.log` (the mesh's level rows), `small-<label>.log` (`pinned-small`: the
-engine's TTFT and decode step, then 1 and 32 streams), `engine_ttft.txt` (`ttft`: the engine's
+run), `mesh-<label>.log` (the mesh's level rows), `small-<label>.log` (`pinned-small`, `ttft`,
+`one`: the engine's TTFT and decode step, then 1 and 32 streams; at 1 stream, the mesh's TTFT
+less the engine's), `engine_ttft.txt` (`ttft`: the engine's
 first token by idle gap, bench/engine_ttft.py; a line may start with its tree and round),
 `pair.txt` and `cpu_speed.txt` (the slow-CPU count before each run). Rows keep the order the
 runs were made in.
@@ -36,7 +37,7 @@ def _slow(out: Path) -> dict[str, str]:
     slow = {}
     speed = out / "cpu_speed.txt"
     for line in speed.read_text().splitlines() if speed.exists() else []:
-        m = re.match(r"(\S+ \S+) cpu_speed .*?(\d+/\d+) CPUs", line)
+        m = re.match(r"(.+?) cpu_speed .*?(\d+/\d+) CPUs", line)
         if m:
             slow[m.group(1)] = m.group(2)
     return slow
@@ -70,10 +71,13 @@ def summary(out: Path) -> list[str]:
                          f"{engine['decode_step_ms']:.2f} ms")
         for row in _rows(log):
             means = row.get("means", {})
+            gap = (f"  mesh - engine {row['ttft_p50_ms'] - engine['ttft_ms']:+.2f} ms"
+                   if engine and row["streams"] == 1 else "")
             lines.append(f"{log.stem:<16} {row['streams']:>3} streams  TTFT "
-                         f"{row['ttft_p50_ms']:.2f} ms  ITL {row['itl_p50_ms']:.2f} ms  route "
-                         f"{means.get('route_ms', 0)} ms  worker TTFT "
-                         f"{means.get('worker_ttft_ms', 0)} ms  errors {row['errors']}")
+                         f"{row['ttft_p50_ms']:.2f} ms{gap}  ITL {row['itl_p50_ms']:.2f} ms  "
+                         f"route {means.get('route_ms', 0)} ms  worker TTFT "
+                         f"{means.get('worker_ttft_ms', 0)} ms  errors {row['errors']}  slow CPUs "
+                         f"{slow.get(log.stem, '?')}")
     ttft = out / "engine_ttft.txt"
     for line in ttft.read_text().splitlines() if ttft.exists() else []:
         # `<tree>-<round> {...}` (the `ttft` phase), or the JSON alone
