@@ -86,7 +86,7 @@ class FastClient(Client):
                            headers: bytes) -> None:
         sub = self._subs.get(sid)
         if sub is None or sid not in self._direct or sub._max_msgs > 0:
-            self._direct.discard(sid)  # unsubscribed (sids are never reused)
+            self._direct.discard(sid)  # gone, or ending after max_msgs: nats-py's path
             await super()._process_msg(sid, subject, reply, data, headers)
             return
         self.stats["in_msgs"] += 1
