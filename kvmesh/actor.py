@@ -5,8 +5,9 @@ Contract:
   error that repeats (a server that stays down) is logged every `ERROR_LOG_S`, not per try.
 - `serve(subject, kinds, handler)` subscribes (in a queue group when `queue` is given) and runs
   at most `max_concurrency` handlers at once; further messages wait their turn as tasks, up to
-  `MAX_WAITING`; one past that gets an `ErrorReply` (503, `overloaded`). The subscription is
-  direct (kvmesh/nats_client.py): a message's task is made as the reader parses it.
+  `MAX_WAITING`; one past that gets an `ErrorReply` (503, code `overloaded`; logged once
+  every `ERROR_LOG_S`). The subscription is direct (kvmesh/nats_client.py): a message's task
+  is made as the reader parses it.
   A frame that does not decode gets an `ErrorReply` (400, `invalid_frame`) when it has a reply
   subject, and a log line; it never kills the actor. A handler that raises gets a 500 reply.
   A handler's return value, if not None, is sent to the message's reply subject.
@@ -116,6 +117,7 @@ class Actor:
         self.nc: FastClient | PlainClient | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()
+        self._refused_logged = -ERROR_LOG_S  # when the last refusal was logged (monotonic)
         self._stop = asyncio.Event()
         self._lost = asyncio.Event()  # set while the connection is down
         self.draining = False
@@ -235,8 +237,11 @@ class Actor:
             await self._reply(raw, answer)
 
     async def _refuse(self, raw: Msg) -> None:
-        log.warning("%s: %d messages wait for a handler; refusing one on %s", self.name,
-                    MAX_WAITING, raw.subject)
+        now = time.monotonic()
+        if now - self._refused_logged >= ERROR_LOG_S:  # once a while, not per message
+            self._refused_logged = now
+            log.warning("%s: %d messages wait for a handler; refusing one on %s", self.name,
+                        MAX_WAITING, raw.subject)
         await self._reply(raw, ErrorReply(503, "service_unavailable", f"{self.name} is overloaded",
                                           code="overloaded"))
 
