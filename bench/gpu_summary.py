@@ -6,10 +6,10 @@ Why: a device call brings back only a few of its files, so the call's last lines
 the numbers. Reads, when present: `alone.txt` (the engine alone at 256 streams, one line per
 run), `mesh-<label>.log` (the mesh's level rows), `small-<label>.log` (`pinned-small`, `ttft`,
 `one`: the engine's TTFT and decode step, then 1 and 32 streams; at 1 stream, the mesh's TTFT
-less the engine's), `engine_ttft.txt` (`ttft`: the engine's
-first token by idle gap, bench/engine_ttft.py; a line may start with its tree and round),
-`pair.txt` and `cpu_speed.txt` (the slow-CPU count before each run). Rows keep the order the
-runs were made in.
+less the engine's), `engine_ttft.txt` (`ttft`: the engine's first token by idle gap,
+bench/engine_ttft.py; a line may start with its tree and round), `pair.txt` and
+`cpu_speed.txt` (the slow-CPU count before each run). Rows keep the order the runs were made
+in.
 """
 
 from __future__ import annotations
