@@ -2,17 +2,17 @@
 
     python bench/nats_client_leg.py [--rounds 2]
 
-Issue 12's 1-stream TTFT misses its target by about a millisecond, and three of the first
-token's hops are NATS legs. This bench asks how much of a leg is the client library: a
-requester sends a 300-byte request to a responder in another process and waits for the answer
-(two legs through a local `nats-server`), back to back (2,000 requests) and with a 4 or 50 ms
-sleep before each (60 requests: every process idle in between, as at one stream; 4 ms is
-about one stream's pause between a request's end and the next). Both sides are nats-py (a
-subscription callback, the handler in a task), kvmesh's client on nats-py
-(kvmesh/nats_client.py: the callback from the reader, publishes written at once; the mesh's
-services run it), or a bare asyncio protocol that parses `MSG` lines in `data_received` and
-writes `PUB` straight to the socket (no reconnects, no headers: not a client to ship, only the
-floor a leaner one could reach). Medians and P90s in µs.
+Issue 12's 1-stream TTFT target (the engine's + 3 ms) is met on some hosts and missed on others
+by tenths of a millisecond, and three of the first token's hops are NATS legs. This bench asks
+how much of a leg is the client library: a requester sends a 300-byte request to a responder in
+another process and waits for the answer (two legs through a local `nats-server`), back to back
+(2,000 requests) and with a 4 or 50 ms sleep before each (60 requests: every process idle in
+between, as at one stream; 4 ms is about one stream's pause between a request's end and the
+next). Both sides are nats-py (a subscription callback, the handler in a task), kvmesh's client
+on nats-py (kvmesh/nats_client.py: the callback from the reader, publishes written at once; the
+mesh's services run it), or a bare asyncio protocol that parses `MSG` lines in `data_received`
+and writes `PUB` straight to the socket (no reconnects, no headers: not a client to ship, only
+the floor a leaner one could reach). Medians and P90s in µs.
 """
 
 from __future__ import annotations
