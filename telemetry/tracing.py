@@ -11,7 +11,7 @@ Contract:
   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and neither `OTEL_SDK_DISABLED=true` nor
   `OTEL_TRACES_EXPORTER=none` says otherwise. When it is off, no SDK is installed: the API's
   no-op tracer hands out non-recording spans, so every helper below costs a function call,
-  and `traced` makes no span at all.
+  and `traced` and `current_span` without a context to carry on make no span at all.
 - `shutdown_tracing()` flushes what is queued and stops the exporter; call it on exit.
 - `span(name, **attrs)` (context manager) and `traced(name)` (decorator for async handlers) are
   the helpers other code uses: one line opens a span that is current inside, records an
@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from kvmesh.wire.message import ErrorReply
@@ -169,7 +170,7 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
         @functools.wraps(fn)
         async def inner(*args: Any, **kwargs: Any) -> Any:
             t0 = time.monotonic()
-            with _current_span(name, kind) as s:
+            with current_span(name, kind) as s:
                 result = await fn(*args, **kwargs)
                 if isinstance(result, ErrorReply):
                     mark_error_reply(s, result)
@@ -180,11 +181,15 @@ def traced(name: str, kind: SpanKind = SpanKind.INTERNAL,
     return wrap
 
 
-def _current_span(name: str, kind: SpanKind) -> AbstractContextManager[Span]:
-    """A new current span `name`; with tracing off, none (the no-op span stands in)."""
-    if _provider is None:
+def current_span(name: str, kind: SpanKind = SpanKind.INTERNAL, context: Context | None = None,
+                 **start: Any) -> AbstractContextManager[Span]:
+    """A new span `name`, current inside (`start`: `start_as_current_span`'s other arguments),
+    under `context` when given. With tracing off and no `context` to carry on, none is made
+    (`trace.INVALID_SPAN` stands in): it would record nothing, and the context current now
+    stays current; with a `context`, the no-op span is what makes it current downstream."""
+    if _provider is None and context is None:
         return contextlib.nullcontext(trace.INVALID_SPAN)
-    return tracer().start_as_current_span(name, kind=kind)
+    return tracer().start_as_current_span(name, context=context, kind=kind, **start)
 
 
 def current_ids() -> tuple[str, str]:

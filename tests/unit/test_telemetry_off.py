@@ -94,3 +94,25 @@ def test_a_traced_call_makes_no_span_but_still_observes(monkeypatch) -> None:
     monkeypatch.setattr(tracing, "tracer", no_tracer)
     assert asyncio.run(Service().call("hi")) == "HI"
     assert seen == [("hi", "HI")]
+
+
+def test_a_current_span_carries_an_incoming_context_and_makes_none_without(monkeypatch) -> None:
+    """The gateway's server span with tracing off: an incoming `traceparent` is still made
+    current, so it goes on to the next hop; with none, no span is asked for."""
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    incoming = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7,
+                           is_remote=True, trace_flags=TraceFlags(1))
+    with tracing.current_span("POST /v1/completions", SpanKind.SERVER,
+                              set_span_in_context(NonRecordingSpan(incoming))) as s:
+        assert not s.is_recording()
+        headers = propagation.inject({})
+    assert headers is not None and headers["traceparent"].startswith(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-")
+
+    def no_tracer() -> None:
+        raise AssertionError("a span was made with tracing off and nothing to carry on")
+
+    monkeypatch.setattr(tracing, "tracer", no_tracer)
+    with tracing.current_span("POST /v1/completions", SpanKind.SERVER) as s:
+        assert propagation.inject({}) == {}
