@@ -11,7 +11,7 @@ Contract:
   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and neither `OTEL_SDK_DISABLED=true` nor
   `OTEL_TRACES_EXPORTER=none` says otherwise. When it is off, no SDK is installed: the API's
   no-op tracer hands out non-recording spans, so every helper below costs a function call,
-  and `traced` and `current_span` without a context to carry on make no span at all.
+  and `span`, `traced` and `current_span` without a context to carry on make no span at all.
 - `shutdown_tracing()` flushes what is queued and stops the exporter; call it on exit.
 - `span(name, **attrs)` (context manager) and `traced(name)` (decorator for async handlers) are
   the helpers other code uses: one line opens a span that is current inside, records an
@@ -131,7 +131,7 @@ def start_span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attrs: Any) -> S
 @contextlib.contextmanager
 def span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attrs: Any) -> Iterator[Span]:
     """`with span("cache.lookup", kvmesh__request_id=rid) as s: ... s.set_attribute(...)`."""
-    with tracer().start_as_current_span(name, kind=kind, attributes=_attrs(attrs)) as s:
+    with current_span(name, kind, attributes=_attrs(attrs)) as s:
         yield s
 
 
