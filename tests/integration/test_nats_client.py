@@ -169,9 +169,10 @@ async def test_a_failing_direct_callback_is_reported_and_the_next_message_arrive
 
 
 async def test_handlers_past_the_waiting_limit_are_refused(
-        nats_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One handler runs, two wait their turn as tasks, the fourth is refused with a 503; the
-    three others are answered once the first handler returns."""
+        nats_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """One handler runs, two wait their turn as tasks, the fourth and fifth are refused with a
+    503 (logged once, not per refusal); the three others are answered once the first handler
+    returns."""
     monkeypatch.setattr(actor_module, "MAX_WAITING", 2)
     svc = Actor("probe", nats_url)
     await svc.connect()
@@ -185,12 +186,14 @@ async def test_handlers_past_the_waiting_limit_are_refused(
     asker: Client = await nats.connect(nats_url)
     try:
         asks = [asyncio.ensure_future(asker.request("t.slow", wire.encode(Ping()), timeout=10))
-                for _ in range(4)]
-        await _until(lambda: any(a.done() for a in asks))
+                for _ in range(5)]
+        await _until(lambda: sum(a.done() for a in asks) == 2)
         refused = [a for a in asks if a.done()]
-        assert len(refused) == 1
-        err = wire.decode(refused[0].result().data, ErrorReply)
-        assert err.status == 503 and "overloaded" in err.message
+        assert len(refused) == 2
+        for ask in refused:
+            err = wire.decode(ask.result().data, ErrorReply)
+            assert err.status == 503 and "overloaded" in err.message
+        assert sum("wait for a handler" in r.getMessage() for r in caplog.records) == 1
         release.set()
         answers = await asyncio.gather(*(a for a in asks if a not in refused))
         assert all(isinstance(wire.decode(r.data), Ping) for r in answers)
