@@ -47,6 +47,12 @@
 #                                       its own, alternated (ROUNDS=2 rounds)
 #   bash bench/gpu_session.sh colocate256  the engine alone and the mesh at 256 streams with the
 #                                       router hosted and as a process, alternated (ROUNDS=2)
+#   bash bench/gpu_session.sh fused     the batch-1 and batch-8 decode step's kernels
+#                                       (bench/decode_profile.py) of this tree and of each tree
+#                                       in TREES (space-separated paths: kernel variants, the
+#                                       base), each its own process, alternated (ROUNDS=1; four
+#                                       trees beside this one fit one call), then the kernel and
+#                                       engine GPU tests
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
 #                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
 #                                       the result cache, with the router hosted (ROUNDS=1)
@@ -264,6 +270,20 @@ serving)
     --load-format dummy --levels 1,256 --duration 10 --warmup 3 --engine-duration 8 \
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_8b.log" | tail -10
   ;;
+fused)
+  for r in $(seq "${ROUNDS:-1}"); do
+    for tree in "$PWD" $TREES; do
+      for batch in 1 8; do
+        in_tree "$tree" timeout 120 python3 bench/decode_profile.py --batch $batch \
+          --out "$OUT" 2>&1 | grep -E "engine step|failed" | sed "s|^|$(basename "$tree") r$r |"
+      done
+    done
+  done | tee "$OUT/fused.log"
+  KVMESH_TOKENIZER_JSON=$TOK timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 100 \
+    tests/gpu/test_triton_kernels.py tests/gpu/test_engine_gpu.py \
+    tests/gpu/test_async_scheduling_gpu.py tests/gpu/test_fp8_kv.py 2>&1 \
+    | tee "$OUT/gpu_tests.log" | tail -3
+  ;;
 profile)
   timeout 280 python3 bench/decode_profile.py --out "$OUT" 2>&1 | tee "$OUT/profile_b1.log"
   timeout 200 python3 bench/decode_profile.py --batch 64 --out "$OUT" 2>&1 \
@@ -307,7 +327,7 @@ structured)
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
     "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
-    "ttft | one | colocate | colocate256 | hops"
+    "ttft | one | colocate | colocate256 | fused | hops"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

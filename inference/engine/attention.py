@@ -12,7 +12,9 @@ Sequence b owns query rows `query_start_loc[b]:query_start_loc[b+1]`; after this
 that causal attention. Backends may precompute per-step state in `begin_step`, which the runner
 calls once before the model's forward. A backend whose `fuses_rope` is True also takes `rope`
 (positions and the cos/sin tables): q and k come unrotated, and it applies RoPE itself (to q
-in place, to the keys as it writes them), one kernel fewer a layer.
+in place, to the keys as it writes them), one kernel fewer a layer; and it offers `attend`,
+the attention alone, for a caller that has already written this step's rotated keys and its
+values into the pool (the model's small-batch QKV kernel does, another kernel fewer).
 """
 
 from __future__ import annotations
@@ -75,3 +77,10 @@ class AttentionBackend(ABC):
         rope: Rope | None = None,  # only for a backend that `fuses_rope`
     ) -> torch.Tensor:  # [T, heads, head_dim]
         ...
+
+    def attend(
+        self, q: torch.Tensor, kv_layer: torch.Tensor, meta: AttentionMetadata, scale: float
+    ) -> torch.Tensor:
+        """`forward` without the write: q rotated, the step's K/V already at their slots.
+        Only a backend that `fuses_rope` has it."""
+        raise NotImplementedError(f"{type(self).__name__} writes its own K/V")

@@ -16,8 +16,11 @@ embedding and LM head by vocabulary rows. A rank's heads and KV heads are `self.
 At TP=1 every layer is the plain one and no collective runs.
 
 On CUDA a batch of up to 16 rows (small-batch decode) runs its projections through the skinny
-kernel (`_project`, `triton_kernels/skinny_linear.py`) instead of cuBLAS, and at one row the
-MLP's SiLU·mul inside the down projection's kernel.
+kernel (`_project`, `triton_kernels/skinny_linear.py`) instead of cuBLAS, with the element-wise
+kernels next to them folded in where that saves a launch (issue 16): the QKV projection
+rotates q and k and writes k and v to the pool itself (`triton_kernels/qkv_rope_cache.py`;
+not Qwen3), so attention only attends; and at one row the down projection computes the MLP's
+SiLU·mul as it loads its input.
 """
 
 from __future__ import annotations
@@ -92,7 +95,26 @@ class Attention(nn.Module):
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        qkv = _project(self.qkv_proj, x)
+        """The O projection's output for the normed `x`; this step's keys and values go into
+        `kv[self.layer]`."""
+        if self._rope_in_projection(x):  # one launch: projection, RoPE, KV write
+            q = _fused.qkv_rope_cache(
+                x, self.qkv_proj.weight, self.qkv_proj.bias, self.heads, kv[self.layer],
+                meta.slot_mapping, positions, self.rope.cos, self.rope.sin)
+            out = self.backend.attend(q, kv[self.layer], meta, self.scale)
+        else:
+            out = self._attend(positions, _project(self.qkv_proj, x), kv, meta)
+        return _project(self.o_proj, out.reshape(-1, self.q_size))
+
+    def _rope_in_projection(self, x: torch.Tensor) -> bool:
+        """Whether the QKV kernel itself rotates and writes the cache: a small CUDA batch
+        through a backend that takes the pool written (not Qwen3: its per-head q/k norm
+        comes between the projection and RoPE)."""
+        return (_fused is not None and x.is_cuda and self.backend.fuses_rope
+                and not self.qk_norm and _fused.skinny(x, self.qkv_proj.weight))
+
+    def _attend(self, positions: torch.Tensor, qkv: torch.Tensor, kv: torch.Tensor,
+                meta: AttentionMetadata) -> torch.Tensor:
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(-1, self.heads, self.head_dim)
         k = k.view(-1, self.kv_heads, self.head_dim)
@@ -101,11 +123,9 @@ class Attention(nn.Module):
         v = v.view(-1, self.kv_heads, self.head_dim)
         if self.backend.fuses_rope:  # CUDA's hot path: RoPE inside the KV write
             rope = Rope(positions, self.rope.cos, self.rope.sin)
-            out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale, rope)
-        else:
-            q, k = self.rope(positions, q, k)
-            out = self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
-        return _project(self.o_proj, out.reshape(-1, self.q_size))
+            return self.backend.forward(q, k, v, kv[self.layer], meta, self.scale, rope)
+        q, k = self.rope(positions, q, k)
+        return self.backend.forward(q, k, v, kv[self.layer], meta, self.scale)
 
 
 def _project(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:

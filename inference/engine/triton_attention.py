@@ -61,6 +61,11 @@ class TritonAttentionBackend(AttentionBackend):
             reshape_and_cache(k, v, kv_layer, meta.slot_mapping)
         else:  # one kernel: q rotated in place, keys rotated into the pool
             rope_and_cache(q, k, v, kv_layer, meta.slot_mapping, *rope)
+        return self.attend(q, kv_layer, meta, scale)
+
+    def attend(
+        self, q: torch.Tensor, kv_layer: torch.Tensor, meta: AttentionMetadata, scale: float
+    ) -> torch.Tensor:
         num_tokens, num_heads, head_dim = q.shape
         out = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=q.device)
         num_seqs = meta.seq_lens.shape[0]

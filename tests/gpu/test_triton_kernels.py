@@ -23,6 +23,7 @@ from inference.engine.triton_kernels.decode_attention import decode_attention  #
 from inference.engine.triton_kernels.kv_write import reshape_and_cache  # noqa: E402
 from inference.engine.triton_kernels.norm import fused_add_rms_norm, rms_norm  # noqa: E402
 from inference.engine.triton_kernels.prefill_attention import prefill_attention  # noqa: E402
+from inference.engine.triton_kernels.qkv_rope_cache import qkv_rope_cache  # noqa: E402
 from inference.engine.triton_kernels.rope import apply_rope  # noqa: E402
 from inference.engine.triton_kernels.rope_cache import rope_and_cache  # noqa: E402
 from inference.engine.triton_kernels.skinny_linear import Tile, skinny_linear  # noqa: E402
@@ -292,6 +293,88 @@ def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, device):
     ref = want_x.float() @ w.float().T + bias.float()
     assert y.shape == (rows, n)
     assert rel_err(y, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (4, 2, 128)])
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_qkv_rope_cache_equals_the_projection_then_rope_and_cache(dtype, heads, kv_heads,
+                                                                   head_dim, rows, device):
+    """One launch gives the separate kernels' queries and pool (a bias, padding slots
+    skipped, rows at their own positions, untouched slots unchanged), within an ulp here and
+    there: the same tile's dot may be compiled to other MMA instructions for the interleaved
+    columns."""
+    gen = torch.Generator().manual_seed(rows * heads)
+    k, max_pos, blocks = 96, 512, 4
+    n = (heads + 2 * kv_heads) * head_dim
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_pos).float(), inv_freq)
+    cos, sin = freqs.cos().to(device), freqs.sin().to(device)
+    x = (2 * torch.randn(rows, k, generator=gen)).to(dtype).to(device)
+    w = (0.1 * torch.randn(n, k, generator=gen)).to(dtype).to(device)
+    bias = torch.randn(n, generator=gen).to(dtype).to(device)
+    pos = torch.randint(0, max_pos, (rows,), generator=gen).to(device)
+    slots = torch.randperm(blocks * PAGE, generator=gen)[:rows]
+    slots[rows - 1] = -1 if rows > 1 else slots[0]  # graph padding writes nothing
+    slots = slots.to(device)
+    pool = torch.randn(2, blocks, PAGE, kv_heads, head_dim, generator=gen).to(dtype).to(device)
+    got_pool, want_pool = pool.clone(), pool.clone()
+
+    qkv = skinny_linear(x, w, bias).view(rows, heads + 2 * kv_heads, head_dim)
+    want_q, kk, vv = qkv[:, :heads], qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:]
+    rope_and_cache(want_q, kk, vv, want_pool, slots, pos, cos, sin)
+    q = qkv_rope_cache(x, w, bias, heads, got_pool, slots, pos, cos, sin)
+    tol = TOL[dtype] / 4
+    print(f"q {rel_err(q, want_q):.2e} pool {rel_err(got_pool, want_pool):.2e}")
+    assert rel_err(q, want_q) < tol and rel_err(got_pool, want_pool) < tol
+    untouched = torch.ones(blocks * PAGE, dtype=torch.bool)
+    untouched[slots[slots >= 0].cpu()] = False
+    assert torch.equal(got_pool.flatten(1, 2)[:, untouched.to(device)],
+                       pool.flatten(1, 2)[:, untouched.to(device)])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_models_attention_with_rope_in_the_projection_equals_the_separate_kernels(
+        bias, monkeypatch, device):
+    """The decoder's attention block, decode step of three sequences whose last token ends
+    mid-block: with the QKV kernel rotating and writing the pool (`attend` after it), the
+    output and the pool are the separate kernels' (projection, RoPE + KV write, attention)
+    within the dot's rounding. Wiring the queries to the wrong heads fails by far."""
+    from inference.engine import model
+    from inference.engine.config import ModelConfig
+    from inference.engine.rotary import RotaryEmbedding
+
+    torch.manual_seed(bias)
+    cfg = ModelConfig(vocab_size=64, hidden_size=96, intermediate_size=128, num_layers=1,
+                      num_heads=6, num_kv_heads=2, head_dim=32, max_position=256,
+                      attention_bias=bias)
+    backend = TritonAttentionBackend(block_size=PAGE, num_sms=4)
+    attn = model.Attention(cfg, 0, backend, RotaryEmbedding(cfg, 256)).half().to(device)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.2)
+    ctx = torch.tensor([5, 17, 30], device=device)  # tokens in the pool; each step adds one
+    tables = torch.arange(6, dtype=torch.int32, device=device).view(3, 2)
+    slots = tables.long().gather(1, (ctx // PAGE)[:, None])[:, 0] * PAGE + ctx % PAGE
+    meta = AttentionMetadata(slot_mapping=slots, query_start_loc=torch.arange(
+        4, dtype=torch.int32, device=device), seq_lens=(ctx + 1).int(), block_tables=tables,
+        max_query_len=1, max_seq_len=64, num_decodes=3)
+    pool = torch.randn(1, 2, 8, PAGE, 2, 32, device=device).half()
+    x = torch.randn(3, 96, device=device).half()
+
+    def run(fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        monkeypatch.setattr(model.Attention, "_rope_in_projection", lambda self, x: fused)
+        kv = pool.clone()
+        backend.begin_step(meta)
+        with torch.no_grad():
+            return attn(ctx, x, kv, meta), kv
+
+    (want, want_pool), (got, got_pool) = run(False), run(True)
+    assert rel_err(got, want) < TOL[torch.float16] and rel_err(got_pool, want_pool) < 1e-3
+    project = model._fused.qkv_rope_cache
+    monkeypatch.setattr(model._fused, "qkv_rope_cache",
+                        lambda *args: project(*args).flip(1))  # query heads reversed
+    assert rel_err(run(True)[0], want) > 0.1
 
 
 @pytest.mark.skipif(INTERPRET or torch.cuda.get_device_capability()[0] < 9,

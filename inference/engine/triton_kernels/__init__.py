@@ -13,14 +13,17 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
 - `norm.rms_norm`, `norm.fused_add_rms_norm`, `activation.silu_and_mul`: the cheap fusions
   on the model's hot path.
 - `rope_cache.rope_and_cache`: RoPE and the KV write in one kernel (the Triton backend's
-  write of every step); `rope.apply_rope` is RoPE alone, its tested reference, with the
-  rotation both share.
+  write where the QKV kernel does not write the pool: steps of more than a small batch, and
+  Qwen3); `rope.apply_rope` is RoPE alone, its tested reference, with the rotation all three
+  share.
 - `skinny_linear.skinny_linear`: the projections of a batch of up to 16 rows (cuBLAS
   beyond), with SiLU·mul fused into the down projection at one row.
+- `qkv_rope_cache.qkv_rope_cache`: a small batch's QKV projection (the skinny kernel's loop)
+  that rotates q and k and writes k and v to the pool itself.
 - `gumbel_sample.gumbel_sample`: temperature sampling in one read of the logits (Gumbel-max),
   the sampler's CUDA path for rows without top-k, top-p or a seed of their own.
 - `pdl`: programmatic dependent launch on Hopper. The decode step's kernels (norms,
-  SiLU·mul, skinny projections, RoPE + KV write, decode attention) start with `pdl.begin`
-  and launch with `pdl.options`; prefill attention, the plain KV write and RoPE alone launch
-  plainly.
+  SiLU·mul, skinny projections, QKV + RoPE + KV write, RoPE + KV write, decode attention)
+  start with `pdl.begin` and launch with `pdl.options`; prefill attention, the plain KV write
+  and RoPE alone launch plainly.
 """

@@ -6,8 +6,9 @@ into the frequencies). They are rounded to the activation dtype and each product
 transformers does (`q * cos + rotate_half(q) * sin` in that dtype). `q` and `k` may be strided
 views of the fused QKV output (last dim contiguous).
 
-The model's CUDA path runs `rope_cache.py` (RoPE inside the KV write), which shares this
-file's rotation; `apply_rope` is that kernel's tested reference.
+The model's CUDA path runs `qkv_rope_cache.py` (RoPE inside a small batch's QKV projection)
+or `rope_cache.py` (RoPE inside the KV write); both share this file's rotation, and
+`apply_rope` is their tested reference.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ import triton.language as tl
 def rotated(ptr, mask, c, s, HALF: tl.constexpr):
     """The two halves at `ptr` rotated, in the tensor's dtype, each product rounded to it as
     transformers' rotate_half does."""
-    dt = ptr.dtype.element_ty
-    x1 = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(ptr + HALF, mask=mask, other=0.0).to(tl.float32)
-    o1 = (x1 * c).to(dt).to(tl.float32) - (x2 * s).to(dt).to(tl.float32)
-    o2 = (x2 * c).to(dt).to(tl.float32) + (x1 * s).to(dt).to(tl.float32)
+    x1 = tl.load(ptr, mask=mask, other=0.0)
+    x2 = tl.load(ptr + HALF, mask=mask, other=0.0)
+    return rotate_pair(x1, x2, c, s)
+
+
+@triton.jit
+def rotate_pair(x1, x2, c, s):
+    """Halves `x1`, `x2` (the activations' dtype) rotated by `c`, `s` (float32, already
+    rounded to that dtype), each product rounded as transformers' rotate_half does."""
+    dt = x1.dtype
+    a, b = x1.to(tl.float32), x2.to(tl.float32)
+    o1 = (a * c).to(dt).to(tl.float32) - (b * s).to(dt).to(tl.float32)
+    o2 = (b * c).to(dt).to(tl.float32) + (a * s).to(dt).to(tl.float32)
     return o1.to(dt), o2.to(dt)
 
 

@@ -42,14 +42,14 @@ def _rope_cache_kernel(
         v1 = tl.load(v_ptr, mask=mask)
         v2 = tl.load(v_ptr + HALF, mask=mask)
         dst = Cache + slot * cache_slot_stride + offs_h * cache_head_stride + offs_d
-        _store(dst, k1, mask, FP8_MAX)
-        _store(dst + HALF, k2, mask, FP8_MAX)
-        _store(dst + cache_kv_stride, v1, mask, FP8_MAX)
-        _store(dst + cache_kv_stride + HALF, v2, mask, FP8_MAX)
+        store_pool(dst, k1, mask, FP8_MAX)
+        store_pool(dst + HALF, k2, mask, FP8_MAX)
+        store_pool(dst + cache_kv_stride, v1, mask, FP8_MAX)
+        store_pool(dst + cache_kv_stride + HALF, v2, mask, FP8_MAX)
 
 
 @triton.jit
-def _store(ptr, x, mask, FP8_MAX: tl.constexpr):
+def store_pool(ptr, x, mask, FP8_MAX: tl.constexpr):
     """`x` into the pool's dtype; into float8 saturated first, as kv_write does."""
     if FP8_MAX > 0:
         x = tl.minimum(tl.maximum(x.to(tl.float32), -FP8_MAX), FP8_MAX)

@@ -15,7 +15,9 @@ input is bit for bit the separate kernel's and a launch is saved. The engine fus
 one row: that row's element-wise work is computed once and placed into row 0 of the padded
 tile, while at more rows the padded tile's element-wise work costs more than the launch.
 (An RMSNorm prologue was measured and dropped: its pass over the whole row before the weight
-stream starts cost 5-18 µs per 8B projection, far more than the norm's own launch.)
+stream starts cost 5-18 µs per 8B projection, far more than the norm's own launch; on
+SmolLM2's 576-wide rows it saved two launches a layer but no time at one row, and an 8-row
+step's graph took 22 % longer.)
 
 The products accumulate in float32 in K order per tile (not cuBLAS's order), so the outputs
 equal `F.linear` within float32 rounding of the sum, not bit for bit. Half dtypes only
@@ -45,19 +47,33 @@ def _skinny_linear_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRO_M: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    """One program: `BLOCK_N` output columns of every row. The SiLU·mul runs on `PRO_M` rows:
-    `BLOCK_M`, or 1 for a one-row batch, whose row is then placed as row 0 of the dot's
-    zero-padded tile, so padding rows cost no element-wise work."""
+    """One program: `BLOCK_N` output columns of every row."""
     begin(PDL)
-    pid = tl.program_id(0)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    acc = stream(X, W, M, K, stride_x, stride_w, cols, col_ok,
+                 SILU_MUL, BLOCK_M, BLOCK_N, BLOCK_K, PRO_M)
+    if HAS_BIAS:
+        acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    rows = tl.arange(0, BLOCK_M)
+    tl.store(Y + rows[:, None] * stride_y + cols[None, :], acc.to(Y.dtype.element_ty),
+             mask=(rows < M)[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def stream(X, W, M, K, stride_x, stride_w, cols, col_ok, SILU_MUL: tl.constexpr,
+           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+           PRO_M: tl.constexpr):
+    """`x @ W[cols].T` in float32, `[BLOCK_M, BLOCK_N]`: the weight rows `cols` streamed
+    through the dot one K tile at a time (`qkv_rope_cache.py` runs the same loop). With
+    `SILU_MUL`, x is `silu(gate) * up` of `X = [gate | up]`, computed as each tile loads on
+    `PRO_M` rows: `BLOCK_M`, or 1 for a one-row batch, whose row is then placed as row 0 of
+    the dot's zero-padded tile, so padding rows cost no element-wise work."""
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
     prow = tl.arange(0, PRO_M)
-    cols = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    col_ok = cols < N
     ks = tl.arange(0, BLOCK_K)
-    dtype = Y.dtype.element_ty
-
+    dtype = X.dtype.element_ty
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + ks
@@ -80,10 +96,7 @@ def _skinny_linear_kernel(
             acc = tl.dot(x, tl.trans(w), acc)
         else:  # one or a few rows: plain FMAs, no padding
             acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], 2)
-    if HAS_BIAS:
-        acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(Y + rows[:, None] * stride_y + cols[None, :], acc.to(dtype),
-             mask=row_ok[:, None] & col_ok[None, :])
+    return acc
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
