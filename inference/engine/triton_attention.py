@@ -12,6 +12,8 @@ Keeps the `AttentionBackend` contract (see `attention.py`): write the step's new
 - Slots < 0 are padding: nothing is written (graph padding rows use them).
 - It fuses RoPE (`fuses_rope`): given `rope`, one kernel rotates the queries in place and
   writes the rotated keys and the values into the pool (`triton_kernels/rope_cache.py`).
+  `attend` is the attention alone, for the model's small-batch path, whose QKV kernel has
+  already rotated the queries and written the pool (`triton_kernels/qkv_rope_cache.py`).
 - The pool's dtype is the model's or float8 e4m3 (`kv_cache_dtype="fp8"`): the write kernel
   converts on store, the attention kernels upcast on load; nothing else here depends on it.
 
