@@ -192,7 +192,7 @@ async def test_handlers_past_the_waiting_limit_are_refused(
         assert len(refused) == 2
         for ask in refused:
             err = wire.decode(ask.result().data, ErrorReply)
-            assert err.status == 503 and "overloaded" in err.message
+            assert err.status == 503 and err.code == "overloaded" and "overloaded" in err.message
         assert sum("wait for a handler" in r.getMessage() for r in caplog.records) == 1
         release.set()
         answers = await asyncio.gather(*(a for a in asks if a not in refused))

@@ -3,10 +3,11 @@ straight into their pool slots and its values copied beside them, one program pe
 
 The same function as `rope.apply_rope` followed by `kv_write.reshape_and_cache`, bit for bit
 (the same rotation and rounding, the same fp8 saturation), in one launch that reads each key
-once. A decode step runs it once a layer; at batch 1 a launch costs more than the work, so
-this takes one of the ~11 kernels of each layer away (issue 16). Keys are not rotated in their
-own tensor: every attention kernel reads them back from the pool. A negative slot (CUDA-graph
-padding) writes nothing to the pool; its query is still rotated.
+once. A step runs it once a layer, except a small batch of a model without q/k norm, whose QKV
+kernel rotates and writes itself (`qkv_rope_cache.py`): at batch 1 a launch costs more than
+the work, so each fusion takes a kernel of each layer away (issue 16). Keys are not rotated in
+their own tensor: every attention kernel reads them back from the pool. A negative slot
+(CUDA-graph padding) writes nothing to the pool; its query is still rotated.
 """
 
 from __future__ import annotations
