@@ -279,16 +279,18 @@ HALF = [torch.float16] + ([] if INTERPRET else [torch.bfloat16])
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("silu_mul", [False, True])
 @pytest.mark.parametrize("rows,block_m", [(1, 16), (3, 16), (16, 16), (1, 4), (3, 4)])
-def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, device):
+@pytest.mark.parametrize("block_k", [64, 512])
+def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, block_k, device):
     """Plain and with SiLU·mul in front (at 1 row its one-row path), at 1, 3 and 16 rows, on
-    the dot's tile and on the FMA tile, N and K that are no multiple of the tile, a bias:
-    equal to the float32 product of the separate kernel's input."""
+    the dot's tile and on the FMA tile, K streamed and K in one tile, N and K that are no
+    multiple of the tile, a bias: equal to the float32 product of the separate kernel's
+    input."""
     gen = torch.Generator().manual_seed(rows + 7 * silu_mul)
     n, k = 200, 328
     x = (2 * torch.randn(rows, 2 * k if silu_mul else k, generator=gen)).to(dtype).to(device)
     w = (0.05 * torch.randn(n, k, generator=gen)).to(dtype).to(device)
     bias = torch.randn(n, generator=gen).to(dtype).to(device)
-    y = skinny_linear(x, w, bias, silu_mul, tile=Tile(block_m, 16, 64, 4, 2))
+    y = skinny_linear(x, w, bias, silu_mul, tile=Tile(block_m, 16, block_k, 4, 2))
     want_x = silu_and_mul(x) if silu_mul else x
     ref = want_x.float() @ w.float().T + bias.float()
     assert y.shape == (rows, n)

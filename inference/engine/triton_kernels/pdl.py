@@ -5,12 +5,15 @@ it the gap between one kernel's last program and the next kernel's first. Launch
 a kernel may be scheduled while the kernel before it in the stream is still finishing, so
 that gap overlaps the other kernel's tail.
 
-The contract every kernel launched this way keeps (`begin`, its first statement): it waits
-(`gdc_wait`) for the kernel before it to complete and its writes to be visible before it
-reads or writes any memory, then lets the kernel after it be scheduled
-(`gdc_launch_dependents`). Since each waits for its predecessor, which waited for its own,
-a kernel also sees everything written two or more launches back. A kernel launched without
-PDL (cuBLAS, PyTorch's own, ours where it is off) is ordered by the stream as always.
+The contract every kernel launched this way keeps (`begin`): it waits (`gdc_wait`) for the
+kernel before it to complete and its writes to be visible before it reads or writes any
+memory that a kernel may write, then lets the kernel after it be scheduled
+(`gdc_launch_dependents`). Only a model's weights, which no kernel writes, may be read (or
+prefetched) before `begin`, so their trip from memory overlaps the kernel before
+(`skinny_linear.stream`); everything else of a kernel comes after it. Since each waits for
+its predecessor, which waited for its own, a kernel also sees everything written two or more
+launches back. A kernel launched without PDL (cuBLAS, PyTorch's own, ours where it is off)
+is ordered by the stream as always.
 
 Off (every launch plain) on GPUs before Hopper, under `TRITON_INTERPRET=1`, and with a Triton
 that lacks grid dependency control.
@@ -33,7 +36,8 @@ except ImportError:  # an older Triton: `enabled` is False, so `begin` never com
 
 @triton.jit
 def begin(PDL: tl.constexpr):
-    """A PDL-launched kernel's first statement (a no-op when PDL is False)."""
+    """The wait of a PDL-launched kernel, before any memory access but the weights' (a no-op
+    when PDL is False)."""
     if PDL:
         gdc_wait()
         gdc_launch_dependents()

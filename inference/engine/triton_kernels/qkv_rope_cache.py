@@ -23,7 +23,6 @@ import triton
 import triton.language as tl
 
 from . import pdl
-from .pdl import begin
 from .rope import rotate_pair
 from .rope_cache import store_pool
 from .skinny_linear import MAX_ROWS, stream, tile_for
@@ -36,10 +35,9 @@ def _qkv_rope_cache_kernel(
     cache_kv_stride, cache_slot_stride, cache_head_stride,
     Q_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HALF: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, FP8_MAX: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_K: tl.constexpr, WHOLE: tl.constexpr, FP8_MAX: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program: `BLOCK_N / 2` rotation pairs of one head, for every row."""
-    begin(PDL)
     first = tl.program_id(0) * (BLOCK_N // 2)  # this program's first pair, of all heads'
     head = first // HALF
     j = first % HALF + tl.arange(0, BLOCK_N // 2)  # pair index within the head
@@ -47,7 +45,7 @@ def _qkv_rope_cache_kernel(
     cols = head * 2 * HALF + first % HALF + i // 2 + (i % 2) * HALF  # lo, hi, lo, hi, ...
     col_ok = cols < (Q_HEADS + 2 * KV_HEADS) * 2 * HALF
     acc = stream(X, W, M, K, stride_x, stride_w, cols, col_ok,
-                 False, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_M)
+                 False, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_M, WHOLE, PDL)
     if HAS_BIAS:
         acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     lo, hi = tl.split(tl.reshape(acc.to(Q.dtype.element_ty), [BLOCK_M, BLOCK_N // 2, 2]))
@@ -109,7 +107,7 @@ def qkv_rope_cache(
         kv_layer.stride(0), kv_layer.stride(2), kv_layer.stride(3),
         Q_HEADS=heads, KV_HEADS=kv_heads, HALF=half,
         HAS_BIAS=bias is not None, BLOCK_M=t.block_m, BLOCK_N=block_n, BLOCK_K=t.block_k,
-        FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
+        WHOLE=k <= t.block_k, FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
         num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )
     return q

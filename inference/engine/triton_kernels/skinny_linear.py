@@ -36,6 +36,9 @@ from . import pdl
 from .pdl import begin
 
 MAX_ROWS = 16  # the dot's row tile: a batch of up to this many rows runs in one tile
+# The longest K loaded as one tile, before the PDL wait; longer rows stream. At 2048,
+# SmolLM2's down projection (K = 1536) would spill registers (tests/gpu/test_skinny_compile.py).
+WHOLE_MAX_K = 1024
 
 
 @triton.jit
@@ -45,14 +48,13 @@ def _skinny_linear_kernel(
     stride_x, stride_w, stride_y,
     SILU_MUL: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRO_M: tl.constexpr,
-    PDL: tl.constexpr,
+    WHOLE: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program: `BLOCK_N` output columns of every row."""
-    begin(PDL)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < N
     acc = stream(X, W, M, K, stride_x, stride_w, cols, col_ok,
-                 SILU_MUL, BLOCK_M, BLOCK_N, BLOCK_K, PRO_M)
+                 SILU_MUL, BLOCK_M, BLOCK_N, BLOCK_K, PRO_M, WHOLE, PDL)
     if HAS_BIAS:
         acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     rows = tl.arange(0, BLOCK_M)
@@ -63,40 +65,83 @@ def _skinny_linear_kernel(
 @triton.jit
 def stream(X, W, M, K, stride_x, stride_w, cols, col_ok, SILU_MUL: tl.constexpr,
            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-           PRO_M: tl.constexpr):
+           PRO_M: tl.constexpr, WHOLE: tl.constexpr, PDL: tl.constexpr):
     """`x @ W[cols].T` in float32, `[BLOCK_M, BLOCK_N]`: the weight rows `cols` streamed
     through the dot one K tile at a time (`qkv_rope_cache.py` runs the same loop). With
     `SILU_MUL`, x is `silu(gate) * up` of `X = [gate | up]`, computed as each tile loads on
     `PRO_M` rows: `BLOCK_M`, or 1 for a one-row batch, whose row is then placed as row 0 of
-    the dot's zero-padded tile, so padding rows cost no element-wise work."""
+    the dot's zero-padded tile, so padding rows cost no element-wise work.
+
+    It holds the kernel's `begin(PDL)`, which the caller must not have run, and nothing of the
+    caller before it may touch memory. No kernel of a step writes a weight, so the weight's
+    trip from memory starts before the wait and overlaps the previous kernel's tail: with
+    `WHOLE` (one tile covers K) the whole tile is loaded first; otherwise the first two
+    tiles' lines are prefetched into L2."""
     rows = tl.arange(0, BLOCK_M)
     row_ok = rows < M
-    prow = tl.arange(0, PRO_M)
     ks = tl.arange(0, BLOCK_K)
-    dtype = X.dtype.element_ty
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + ks
-        k_ok = kk < K
-        if SILU_MUL:
-            mask = (prow < M)[:, None] & k_ok[None, :]
-            gate = tl.load(X + prow[:, None] * stride_x + kk[None, :], mask=mask, other=0.0)
-            up = tl.load(X + prow[:, None] * stride_x + K + kk[None, :], mask=mask, other=0.0)
-            g = gate.to(tl.float32)
-            act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
-            x = (act * up.to(tl.float32)).to(dtype)
-            if PRO_M < BLOCK_M:  # the one row into row 0 of the padded tile
-                x = tl.where(rows[:, None] == 0, x, 0.0).to(dtype)
-        else:
-            x = tl.load(X + rows[:, None] * stride_x + kk[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        w = tl.load(W + cols[:, None] * stride_w + kk[None, :],
+    if WHOLE:
+        k_ok = ks < K
+        w = tl.load(W + cols[:, None] * stride_w + ks[None, :],
                     mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-        if BLOCK_M >= 16:  # tensor cores; the padding rows are zeros
-            acc = tl.dot(x, tl.trans(w), acc)
-        else:  # one or a few rows: plain FMAs, no padding
-            acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], 2)
+        begin(PDL)
+        x = _x_tile(X, M, K, stride_x, rows, row_ok, ks, k_ok, SILU_MUL, BLOCK_M, PRO_M)
+        acc = _product(x, w, acc, BLOCK_M)
+    else:
+        if PDL:
+            _prefetch_l2(W, K, stride_w, cols, col_ok, 2 * BLOCK_K)
+        begin(PDL)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + ks
+            k_ok = kk < K
+            x = _x_tile(X, M, K, stride_x, rows, row_ok, kk, k_ok, SILU_MUL, BLOCK_M, PRO_M)
+            w = tl.load(W + cols[:, None] * stride_w + kk[None, :],
+                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = _product(x, w, acc, BLOCK_M)
     return acc
+
+
+@triton.jit
+def _x_tile(X, M, K, stride_x, rows, row_ok, kk, k_ok, SILU_MUL: tl.constexpr,
+            BLOCK_M: tl.constexpr, PRO_M: tl.constexpr):
+    """The activations' K tile `kk` (zeros past K and M), `[BLOCK_M, len(kk)]`."""
+    if SILU_MUL:
+        prow = tl.arange(0, PRO_M)
+        mask = (prow < M)[:, None] & k_ok[None, :]
+        gate = tl.load(X + prow[:, None] * stride_x + kk[None, :], mask=mask, other=0.0)
+        up = tl.load(X + prow[:, None] * stride_x + K + kk[None, :], mask=mask, other=0.0)
+        g = gate.to(tl.float32)
+        dtype = X.dtype.element_ty
+        act = (g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32)
+        x = (act * up.to(tl.float32)).to(dtype)
+        if PRO_M < BLOCK_M:  # the one row into row 0 of the padded tile
+            x = tl.where(rows[:, None] == 0, x, 0.0).to(dtype)
+    else:
+        x = tl.load(X + rows[:, None] * stride_x + kk[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    return x
+
+
+@triton.jit
+def _product(x, w, acc, BLOCK_M: tl.constexpr):
+    """`acc + x @ w.T` in float32."""
+    if BLOCK_M >= 16:  # tensor cores; the padding rows are zeros
+        acc = tl.dot(x, tl.trans(w), acc)
+    else:  # one or a few rows: plain FMAs, no padding
+        acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], 2)
+    return acc
+
+
+@triton.jit
+def _prefetch_l2(W, K, stride_w, cols, col_ok, SPAN: tl.constexpr):
+    """Hint L2 to fetch the weight rows `cols`' first `SPAN` columns, one 128-byte line per
+    address (addresses out of range fall back to `W`, which is valid)."""
+    kk = tl.arange(0, SPAN // 64) * 64  # a line is 64 elements of a half dtype
+    ok = col_ok[:, None] & (kk < K)[None, :]
+    lines = tl.where(ok, W + cols[:, None] * stride_w + kk[None, :], W)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [lines],
+                              dtype=tl.int32, is_pure=False, pack=1)
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -121,7 +166,8 @@ def tile_for(m: int, n: int, k: int) -> Tile:
     """The tile for `m` rows of an N x K weight, fitted to an H200 sweep of the Llama-3.1-8B
     and SmolLM2 projections (`bench/skinny_linear.py --sweep`, docs/BENCHMARKS.md): enough
     programs to cover the SMs, long K loads where the weight is tall enough to keep the
-    pipeline fed, and stages that fit shared memory (block_n * block_k * 2 B each)."""
+    pipeline fed, and stages that fit shared memory (block_n * block_k * 2 B each). A K of at
+    most `WHOLE_MAX_K` is one tile, which `stream` loads before the PDL wait."""
     block_n = 16 if n <= 1024 else 64 if 4096 < n <= 8192 else 32
     if n >= 16384 or (k < 1024 and n > 2048):
         block_k = 128
@@ -129,7 +175,8 @@ def tile_for(m: int, n: int, k: int) -> Tile:
         block_k = 512
     else:
         block_k = 256
-    block_k = min(block_k, max(16, triton.next_power_of_2(k)))
+    if k <= WHOLE_MAX_K:  # one tile: the weights load before the PDL wait (`stream`)
+        block_k = max(16, triton.next_power_of_2(k))
     return Tile(MAX_ROWS, block_n, block_k, 4, 3 if n >= 16384 else 4)
 
 
@@ -159,7 +206,7 @@ def skinny_linear(
         x.stride(0), weight.stride(0), y.stride(0),
         SILU_MUL=silu_mul, HAS_BIAS=bias is not None,
         BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
-        PRO_M=1 if m == 1 else t.block_m,
+        PRO_M=1 if m == 1 else t.block_m, WHOLE=k <= t.block_k,
         num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )
     return y
