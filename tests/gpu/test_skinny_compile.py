@@ -3,7 +3,7 @@ weights' loads fall against the PDL wait, and that no tile spills registers.
 
 `skinny_linear.stream` fetches weights before `begin`'s `griddepcontrol.wait` (`pdl.py`'s
 contract allows only them there): a one-tile K loads the whole weight tile first, a streamed
-K prefetches its first tiles' lines into L2 and loads nothing before the wait. Compiled with
+K prefetches its first tile's lines into L2 and loads nothing before the wait. Compiled with
 the JIT's alignment hints (16-byte pointers, strides and K), with the `ptxas` that Triton
 carries; skipped where Triton or its NVIDIA backend is missing (CI's CPU machine).
 """
@@ -101,8 +101,8 @@ def test_streamed_weights_prefetch_before_the_wait(n, k, silu_mul, tmp_path):
     c, t = _skinny(rows, n, k, silu_mul, tmp_path)
     assert t.block_k < k
     assert c.loads_before_wait == 0
-    # two tiles' 128-byte lines, spread over the threads
-    assert c.prefetches_before_wait == t.block_n * 2 * t.block_k // 64 // (32 * t.warps)
+    # the first tile's 128-byte lines, spread over the threads (each thread at least one)
+    assert c.prefetches_before_wait == max(1, t.block_n * t.block_k // 64 // (32 * t.warps))
     assert c.local_bytes == 0, f"{c.registers} registers, {c.local_bytes} B spilled"
 
 
