@@ -96,7 +96,7 @@ def qkv_rope_cache(
     q = torch.empty(m, heads, head_dim, dtype=x.dtype, device=x.device)
     if m == 0:
         return q
-    t = tile_for(m, n, k)
+    t = tile_for(m, n, k, pdl.enabled(x))
     half = head_dim // 2
     block_n = min(t.block_n, 2 * half)  # a program's pairs never span two heads
     assert half % (block_n // 2) == 0

@@ -163,12 +163,14 @@ class Tile(NamedTuple):
     stages: int
 
 
-def tile_for(m: int, n: int, k: int) -> Tile:
+def tile_for(m: int, n: int, k: int, early: bool = True) -> Tile:
     """The tile for `m` rows of an N x K weight, fitted to an H200 sweep of the Llama-3.1-8B
     and SmolLM2 projections (`bench/skinny_linear.py --sweep`, docs/BENCHMARKS.md): enough
     programs to cover the SMs, long K loads where the weight is tall enough to keep the
     pipeline fed, and stages that fit shared memory (block_n * block_k * 2 B each). A K of at
-    most `WHOLE_MAX_K` is one tile, which `stream` loads before the PDL wait."""
+    most `WHOLE_MAX_K` is one tile where the weights load `early`, before the PDL wait
+    (`stream`); loaded after the wait, one tile was slower than the pipelined stream (H100,
+    docs/BENCHMARKS.md), so without PDL K streams."""
     block_n = 16 if n <= 1024 else 64 if 4096 < n <= 8192 else 32
     if n >= 16384 or (k < 1024 and n > 2048):
         block_k = 128
@@ -176,7 +178,8 @@ def tile_for(m: int, n: int, k: int) -> Tile:
         block_k = 512
     else:
         block_k = 256
-    if k <= WHOLE_MAX_K:  # one tile: the weights load before the PDL wait (`stream`)
+    block_k = min(block_k, max(16, triton.next_power_of_2(k)))
+    if early and k <= WHOLE_MAX_K:
         block_k = max(16, triton.next_power_of_2(k))
     return Tile(MAX_ROWS, block_n, block_k, 4, 3 if n >= 16384 else 4)
 
@@ -199,7 +202,7 @@ def skinny_linear(
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return y
-    t = tile or tile_for(m, n, k)
+    t = tile or tile_for(m, n, k, pdl.enabled(x))
     assert x.stride(-1) == 1 and weight.stride(-1) == 1 and m <= t.block_m
     _skinny_linear_kernel[(triton.cdiv(n, t.block_n),)](
         x, weight, bias if bias is not None else weight, y,
