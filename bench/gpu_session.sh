@@ -53,6 +53,8 @@
 #                                       base), each its own process, alternated (ROUNDS=1; four
 #                                       trees beside this one fit one call), then the kernel and
 #                                       engine GPU tests
+#   bash bench/gpu_session.sh targets   the open H200 targets in one call: `one` (ROUNDS, 3),
+#                                       `mesh256` (one round), the batch-1 decode profile
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
 #                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
 #                                       the result cache, with the router hosted (ROUNDS=1)
@@ -131,6 +133,28 @@ in_tree() {  # run "$@" in tree $1 (its own code on PYTHONPATH)
   (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && "$@")
 }
 
+one_rounds() {  # $1 rounds of 1 stream through a fresh mesh (1 gateway, 1 client), each after
+  # its own engine-alone run; with BASE, each followed by one of that tree
+  for r in $(seq "$1"); do
+    for tree in "$PWD" ${BASE:+"$BASE"}; do
+      label=small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r
+      cpu_speed "$label"
+      in_tree "$tree" timeout 60 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+        --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
+        --out "$OUT/$label" > "$OUT/$label.log" 2>&1
+    done
+  done
+}
+
+mesh256_rounds() {  # $1 rounds of the engine alone, then the mesh, at 256 staggered streams;
+  # with BASE, each round also runs that tree's mesh
+  for r in $(seq "$1"); do
+    alone256 "$r"
+    mesh256 "tree-$r"
+    if [ -n "$BASE" ]; then mesh256 "base-$r" "$BASE"; fi
+  done
+}
+
 core_pair() {  # A and B: two CPUs that share a core (bench/cpu_siblings.py), found once per $OUT
   [ -s "$OUT/pair.txt" ] || python3 bench/cpu_siblings.py > "$OUT/pair.txt"
   read -r _ A B RATIO < "$OUT/pair.txt"
@@ -139,11 +163,7 @@ core_pair() {  # A and B: two CPUs that share a core (bench/cpu_siblings.py), fo
 
 case "$1" in
 mesh256)
-  for r in $(seq "${ROUNDS:-2}"); do
-    alone256 "$r"
-    mesh256 "tree-$r"
-    if [ -n "$BASE" ]; then mesh256 "base-$r" "$BASE"; fi
-  done
+  mesh256_rounds "${ROUNDS:-2}"
   ;;
 interval)
   for r in 1 2; do
@@ -211,15 +231,13 @@ ttft)
   done
   ;;
 one)
-  for r in $(seq "${ROUNDS:-4}"); do
-    for tree in "$PWD" ${BASE:+"$BASE"}; do
-      label=small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r
-      cpu_speed "$label"
-      in_tree "$tree" timeout 60 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
-        --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
-        --out "$OUT/$label" > "$OUT/$label.log" 2>&1
-    done
-  done
+  one_rounds "${ROUNDS:-4}"
+  ;;
+targets)
+  one_rounds "${ROUNDS:-3}"
+  mesh256_rounds 1
+  timeout 120 python3 bench/decode_profile.py --out "$OUT" 2>&1 | grep -E "engine step|failed" \
+    | tee "$OUT/profile_b1.log"
   ;;
 colocate)
   for r in $(seq "${ROUNDS:-2}"); do
