@@ -61,10 +61,11 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
         add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg, local_router)
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
-                           keepalive_timeout=cfg.header_timeout)  # idle or slow headers: closed
+                           keepalive_timeout=cfg.header_timeout,  # idle or slow headers: closed
+                           shutdown_timeout=mesh.grace_period)
     await runner.setup()  # the app's start-up hooks register their on_join subscriptions
     joining = await _join(mesh)
-    site = web.TCPSite(runner, cfg.host, cfg.port, shutdown_timeout=mesh.grace_period,
+    site = web.TCPSite(runner, cfg.host, cfg.port,
                        reuse_port=True)  # several gateway processes may share the port
     await site.start()
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
