@@ -7,7 +7,9 @@ bound by memory, and at SmolLM2's size by the latency of each launch. One progra
 tensor-core dot (rows padded to 16); tiles are fitted per weight shape (`tile_for`). On the
 H200, at one row, this beats cuBLAS at every projection of the Llama-3.1-8B and SmolLM2
 shapes by 2-15 % and saves cuBLAS's split-K reduce launch on the down projection; at 8 and
-16 rows it is within 2 % of cuBLAS or faster (docs/BENCHMARKS.md).
+16 rows it is within 2 % of cuBLAS or faster (docs/BENCHMARKS.md). Launched with PDL, a
+program fetches its weights before it waits for the kernel before it (`stream`): a short K
+as one tile, loaded whole, a long one's first tile prefetched into L2.
 
 With `silu_mul`, x is the gate-up output `[rows, 2K]` (gate then up) and the kernel computes
 `silu(gate) * up` as it loads each K tile, rounding as `activation.py` does, so the product's
