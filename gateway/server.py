@@ -65,8 +65,8 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
                            shutdown_timeout=mesh.grace_period)
     await runner.setup()  # the app's start-up hooks register their on_join subscriptions
     joining = await _join(mesh)
-    site = web.TCPSite(runner, cfg.host, cfg.port,
-                       reuse_port=True)  # several gateway processes may share the port
+    # several gateway processes may share the port
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_port=True)
     await site.start()
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
     serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
