@@ -299,8 +299,8 @@ fused)
   done | tee "$OUT/fused.log"
   KVMESH_TOKENIZER_JSON=$TOK timeout 200 python3 -m pytest -q -p no:cacheprovider --timeout 100 \
     tests/gpu/test_skinny_compile.py tests/gpu/test_triton_kernels.py \
-    tests/gpu/test_engine_gpu.py tests/gpu/test_async_scheduling_gpu.py tests/gpu/test_fp8_kv.py 2>&1 \
-    | tee "$OUT/gpu_tests.log" | tail -3
+    tests/gpu/test_engine_gpu.py tests/gpu/test_async_scheduling_gpu.py \
+    tests/gpu/test_fp8_kv.py 2>&1 | tee "$OUT/gpu_tests.log" | tail -3
   ;;
 profile)
   timeout 280 python3 bench/decode_profile.py --out "$OUT" 2>&1 | tee "$OUT/profile_b1.log"

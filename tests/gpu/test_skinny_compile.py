@@ -59,7 +59,6 @@ class Compiled:
                                capture_output=True, text=True, check=True).stdout
         self.registers = int(re.search(r"REG:(\d+)", usage).group(1))
         self.local_bytes = int(re.search(r"LOCAL:(\d+)", usage).group(1))  # spills
-        self.warps = warps
         before, wait, _ = self.ptx.partition("griddepcontrol.wait")
         assert wait, "no PDL wait compiled"
         self.loads_before_wait = len(re.findall(r"\bld\.global", before))

@@ -24,6 +24,7 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   the sampler's CUDA path for rows without top-k, top-p or a seed of their own.
 - `pdl`: programmatic dependent launch on Hopper. The decode step's kernels (norms,
   SiLU·mul, skinny projections, QKV + RoPE + KV write, RoPE + KV write, decode attention)
-  start with `pdl.begin` and launch with `pdl.options`; prefill attention, the plain KV write
-  and RoPE alone launch plainly.
+  launch with `pdl.options` and call `pdl.begin` before touching memory (the projections
+  fetch their weights first); prefill attention, the plain KV write and RoPE alone launch
+  plainly.
 """

@@ -86,8 +86,7 @@ def stream(X, W, M, K, stride_x, stride_w, cols, col_ok, SILU_MUL: tl.constexpr,
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if WHOLE:
         k_ok = ks < K
-        w = tl.load(W + cols[:, None] * stride_w + ks[None, :],
-                    mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+        w = _w_tile(W, stride_w, cols, col_ok, ks, k_ok)
         begin(PDL)
         x = _x_tile(X, M, K, stride_x, rows, row_ok, ks, k_ok, SILU_MUL, BLOCK_M, PRO_M)
         acc = _product(x, w, acc, BLOCK_M)
@@ -99,8 +98,7 @@ def stream(X, W, M, K, stride_x, stride_w, cols, col_ok, SILU_MUL: tl.constexpr,
             kk = k0 + ks
             k_ok = kk < K
             x = _x_tile(X, M, K, stride_x, rows, row_ok, kk, k_ok, SILU_MUL, BLOCK_M, PRO_M)
-            w = tl.load(W + cols[:, None] * stride_w + kk[None, :],
-                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            w = _w_tile(W, stride_w, cols, col_ok, kk, k_ok)
             acc = _product(x, w, acc, BLOCK_M)
     return acc
 
@@ -124,6 +122,13 @@ def _x_tile(X, M, K, stride_x, rows, row_ok, kk, k_ok, SILU_MUL: tl.constexpr,
         x = tl.load(X + rows[:, None] * stride_x + kk[None, :],
                     mask=row_ok[:, None] & k_ok[None, :], other=0.0)
     return x
+
+
+@triton.jit
+def _w_tile(W, stride_w, cols, col_ok, kk, k_ok):
+    """The weight rows `cols`' K tile `kk` (zeros past N and K), `[len(cols), len(kk)]`."""
+    return tl.load(W + cols[:, None] * stride_w + kk[None, :],
+                   mask=col_ok[:, None] & k_ok[None, :], other=0.0)
 
 
 @triton.jit
