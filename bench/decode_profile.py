@@ -119,7 +119,8 @@ def main() -> None:
                                "--batch", str(args.batch)], capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            print(f"{preset} failed:\n{done.stderr[-3000:]}", flush=True)
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            print(f"{preset} failed: {why}\n{done.stderr[-3000:]}", flush=True)
             continue
         r = json.loads(line.removeprefix("RESULT "))
         report.append(r)

@@ -213,13 +213,17 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
     deadline = time.monotonic() + 600
     assert proc.stdout is not None
     said = []
-    for line in proc.stdout:
-        said.append(line)
-        m = re.search(r"API key .*: (kvm_\S+)", line)
-        if m:
-            return proc, m.group(1)
-        if time.monotonic() > deadline:
-            break
+    try:
+        for line in proc.stdout:
+            said.append(line)
+            m = re.search(r"API key .*: (kvm_\S+)", line)
+            if m:
+                return proc, m.group(1)
+            if time.monotonic() > deadline:
+                break
+    except BaseException:  # a SIGTERM (`timeout`) while it comes up: take the mesh with us
+        stop_mesh(proc)
+        raise
     stop_mesh(proc)
     raise RuntimeError(f"kvmesh up did not come up; logs in {logs}:\n{''.join(said[-30:])}")
 
@@ -517,6 +521,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
+    # `timeout` sends SIGTERM: unwind through the `finally`s, so the mesh (its own session,
+    # an engine holding GPU memory) stops with this process instead of outliving it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parser().parse_args()
     if args.engine_only:
         engine_main(args)

@@ -139,7 +139,7 @@ one_rounds() {  # $1 rounds of 1 stream through a fresh mesh (1 gateway, 1 clien
     for tree in "$PWD" ${BASE:+"$BASE"}; do
       label=small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r
       cpu_speed "$label"
-      in_tree "$tree" timeout 60 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+      in_tree "$tree" timeout 120 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
         --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
         --out "$OUT/$label" > "$OUT/$label.log" 2>&1
     done
@@ -236,8 +236,8 @@ one)
 targets)
   one_rounds "${ROUNDS:-3}"
   mesh256_rounds 1
-  timeout 120 python3 bench/decode_profile.py --out "$OUT" 2>&1 | grep -E "engine step|failed" \
-    | tee "$OUT/profile_b1.log"
+  timeout 120 python3 bench/decode_profile.py --out "$OUT" > "$OUT/profile_b1.log" 2>&1
+  grep -E "engine step|failed" "$OUT/profile_b1.log"
   ;;
 colocate)
   for r in $(seq "${ROUNDS:-2}"); do
