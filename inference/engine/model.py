@@ -20,7 +20,9 @@ kernel (`_project`, `triton_kernels/skinny_linear.py`) instead of cuBLAS, with t
 kernels next to them folded in where that saves a launch (issue 16): the QKV projection
 rotates q and k and writes k and v to the pool itself (`triton_kernels/qkv_rope_cache.py`;
 not Qwen3), so attention only attends; and at one row the down projection computes the MLP's
-SiLU·mul as it loads its input.
+SiLU·mul as it loads its input. Where `skinny_linear.takes_norm` says so (one row of a small
+model) the layers run `forward_summed`: the O and down projections add the residual, and the
+QKV and gate-up projections apply the RMSNorm before them, with no norm kernel.
 """
 
 from __future__ import annotations
@@ -97,14 +99,25 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """The O projection's output for the normed `x`; this step's keys and values go into
         `kv[self.layer]`."""
-        if self._rope_in_projection(x):  # one launch: projection, RoPE, KV write
+        return _project(self.o_proj, self.heads_out(positions, x, kv, meta))
+
+    def heads_out(self, positions: torch.Tensor, x: torch.Tensor, kv: torch.Tensor,
+                  meta: AttentionMetadata, norm: RMSNorm | None = None,
+                  sums: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention's output before the O projection, `[T, heads * head_dim]`. With `norm`,
+        `x` is the residual stream that `norm` normalises first, and `sums` its partial sums
+        of squares (`Summed.sumsq`): the QKV kernel norms it as it loads."""
+        if self._rope_in_projection(x):  # one launch: (norm,) projection, RoPE, KV write
             q = _fused.qkv_rope_cache(
                 x, self.qkv_proj.weight, self.qkv_proj.bias, self.heads, kv[self.layer],
-                meta.slot_mapping, positions, self.rope.cos, self.rope.sin)
+                meta.slot_mapping, positions, self.rope.cos, self.rope.sin,
+                None if norm is None else _fused.RowNorm(sums, norm.weight, norm.eps))
             out = self.backend.attend(q, kv[self.layer], meta, self.scale)
         else:
+            if norm is not None:
+                x = _fused.rms_norm(x, norm.weight, norm.eps)
             out = self._attend(positions, _project(self.qkv_proj, x), kv, meta)
-        return _project(self.o_proj, out.reshape(-1, self.q_size))
+        return out.reshape(-1, self.q_size)
 
     def _rope_in_projection(self, x: torch.Tensor) -> bool:
         """Whether the QKV kernel itself rotates and writes the cache: a small CUDA batch
@@ -188,6 +201,33 @@ class DecoderLayer(nn.Module):
         h, residual = self.post_attention_layernorm(h, residual)
         return self.mlp(h), residual
 
+    def forward_summed(
+        self,
+        positions: torch.Tensor,
+        x: torch.Tensor | _fused.Summed,
+        kv: torch.Tensor,
+        meta: AttentionMetadata,
+    ) -> _fused.Summed:
+        """`forward` for one row of a small model on CUDA (`DecoderLM.norms_in_projections`)
+        with no norm kernel: the O and down projections add the residual and leave its sums
+        of squares, and the QKV and gate-up projections norm their input as they load it.
+        `x` is the previous layer's `Summed`, or the embeddings (then the first norm runs
+        apart). Returns the residual stream after this layer, the MLP's output added."""
+        attn, mlp = self.self_attn, self.mlp
+        if isinstance(x, _fused.Summed):
+            residual = x.stream
+            h = attn.heads_out(positions, residual, kv, meta, self.input_layernorm, x.sumsq)
+        else:
+            residual = x
+            h = attn.heads_out(positions, self.input_layernorm(x)[0], kv, meta)
+        mid = _fused.skinny_linear_add(h, attn.o_proj.weight, residual)
+        post = self.post_attention_layernorm
+        gate_up = _fused.skinny_linear(mid.stream, mlp.gate_up_proj.weight,
+                                       norm=_fused.RowNorm(mid.sumsq, post.weight, post.eps))
+        # SiLU·mul inside the down projection, as MLP.forward does at one row
+        return _fused.skinny_linear_add(gate_up, mlp.down_proj.weight, mid.stream,
+                                        silu_mul=True)
+
 
 class DecoderLM(nn.Module):
     """The one decoder-only language model the engine runs: every family the module docstring
@@ -219,10 +259,23 @@ class DecoderLM(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
+        if self.norms_in_projections(x):
+            for layer in self.layers:
+                x = layer.forward_summed(positions, x, kv_cache, meta)
+            return self.norm(x.stream)[0]
         residual = None
         for layer in self.layers:
             x, residual = layer(positions, x, residual, kv_cache, meta)
         return self.norm(x, residual)[0]
+
+    def norms_in_projections(self, x: torch.Tensor) -> bool:
+        """Whether the layers run `forward_summed` (two launches fewer a layer): a batch the
+        skinny kernel takes and that gains by it (`skinny_linear.takes_norm`: one row of a
+        hidden size the projections load as one tile), at TP=1 (the O and down
+        projections' all-reduce would come between the product and the residual add)."""
+        return (_fused is not None and x.is_cuda and self.tp.size == 1
+                and _fused.skinny(x, self.layers[0].mlp.gate_up_proj.weight)
+                and _fused.takes_norm(x, self.config.hidden_size))
 
     @property
     def kv_heads(self) -> int:

@@ -133,20 +133,29 @@ def test_split_replay_packs_prompts_into_several_mixed_graphs():
 
 
 @torch.inference_mode()
-def test_graph_replay_hidden_states_match_eager_in_bfloat16():
+@pytest.mark.parametrize("n", [1, 3])
+def test_graph_replay_hidden_states_match_eager_in_bfloat16(n, monkeypatch):
+    """A decode graph of `n` rows against the model run eagerly with its norm kernels: at one
+    row on Hopper the graph runs `forward_summed` (the norms inside the projections)."""
+    from inference.engine.model import DecoderLM
+
     llm = make_llm("bfloat16")
     llm.generate(prompts(2), GREEDY)  # fills some blocks with real K/V
     eng = llm.engine
     dec, runner = eng.graph_decoder, eng.runner
-    n, dev = 3, "cuda"
+    dev = "cuda"
     tables = torch.arange(1, 1 + n * 8, dtype=torch.int32, device=dev).view(n, 8)
-    lens = torch.tensor([5, 77, 128], dtype=torch.int32, device=dev)
+    lens = torch.tensor([5, 77, 128][-n:], dtype=torch.int32, device=dev)
     pos = (lens - 1).long()
     slots = (tables.gather(1, (pos // 16)[:, None])[:, 0].long() * 16 + pos % 16)
     meta = AttentionMetadata(slots, torch.arange(n + 1, dtype=torch.int32, device=dev), lens,
                              tables, 1, eng.max_model_len)
     ids = torch.randint(0, 49152, (n,), device=dev)
+    hidden = torch.empty(n, 576, dtype=torch.bfloat16, device=dev)
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert runner.model.norms_in_projections(hidden) == (n == 1 and hopper)
     got = dec.run(ids, pos, meta).clone()
+    monkeypatch.setattr(DecoderLM, "norms_in_projections", lambda self, x: False)
     runner.backend.begin_step(meta)
     ref = runner.model(ids, pos, runner.kv_cache, meta)
     err = (got.float() - ref.float()).norm() / ref.float().norm()

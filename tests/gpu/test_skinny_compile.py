@@ -36,7 +36,9 @@ from inference.engine.triton_kernels.skinny_linear import (  # noqa: E402
 ALIGNED = ("X", "W", "Bias", "Y", "Q", "Cache", "K", "stride_x", "stride_w", "stride_y",
            "stride_q", "cache_kv_stride", "cache_slot_stride", "cache_head_stride")
 POINTERS = {"X": "*bf16", "W": "*bf16", "Bias": "*bf16", "Y": "*bf16", "Q": "*bf16",
-            "Cache": "*bf16", "Pos": "*i64", "Cos": "*fp32", "Sin": "*fp32", "Slots": "*i64"}
+            "Cache": "*bf16", "Pos": "*i64", "Cos": "*fp32", "Sin": "*fp32", "Slots": "*i64",
+            "Res": "*bf16", "SumsqOut": "*fp32", "NormSumsq": "*fp32", "NormW": "*bf16",
+            "eps": "fp32"}
 
 
 class Compiled:
@@ -65,10 +67,14 @@ class Compiled:
         self.prefetches_before_wait = len(re.findall(r"prefetch\.global\.L2", before))
 
 
-def _skinny(m: int, n: int, k: int, silu_mul: bool, tmp: Path) -> tuple[Compiled, object]:
+def _skinny(m: int, n: int, k: int, silu_mul: bool, role: str, tmp: Path
+            ) -> tuple[Compiled, object]:
+    """`role`: "plain", "add" (`skinny_linear_add`) or "norm" (a `RowNorm` over the sums of
+    128 programs, as the 8B's O and down projections leave them)."""
     t = tile_for(m, n, k)
-    constexprs = dict(SILU_MUL=silu_mul, HAS_BIAS=False, BLOCK_M=t.block_m, BLOCK_N=t.block_n,
-                      BLOCK_K=t.block_k, PRO_M=1 if m == 1 else t.block_m,
+    constexprs = dict(SILU_MUL=silu_mul, HAS_BIAS=False, ADD=role == "add",
+                      NORM=role == "norm", BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+                      BLOCK_K=t.block_k, PRO_M=1 if m == 1 else t.block_m, BLOCK_P=128,
                       WHOLE=k <= t.block_k, PDL=True)
     return Compiled(_skinny_linear_kernel, constexprs, t.warps, t.stages, tmp), t
 
@@ -78,26 +84,30 @@ def _tile_vectors(block_n: int, block_k: int, warps: int) -> int:
     return block_n * block_k * 2 // 16 // (32 * warps)
 
 
-# (n, k, silu_mul): SmolLM2-135M's QKV, O, gate-up, down; Llama-3.1-8B's
-SMOL_ONE_TILE = [(960, 576, False), (576, 576, False), (3072, 576, False)]
-STREAMED = [(576, 1536, True), (6144, 4096, False), (4096, 4096, False),
-            (28672, 4096, False), (4096, 14336, True)]
+# (n, k, silu_mul, role in the decoder's forward_summed): SmolLM2-135M's QKV, O, gate-up,
+# down; Llama-3.1-8B's; each compiled plain too
+SMOL_ONE_TILE = [(960, 576, False, "norm"), (576, 576, False, "add"),
+                 (3072, 576, False, "norm")]
+STREAMED = [(576, 1536, True, "add"), (6144, 4096, False, "norm"), (4096, 4096, False, "add"),
+            (28672, 4096, False, "norm"), (4096, 14336, True, "add")]
 
 
+@pytest.mark.parametrize("summed", [False, True])
 @pytest.mark.parametrize("rows", [1, 8])
-@pytest.mark.parametrize("n,k,silu_mul", SMOL_ONE_TILE)
-def test_one_tile_weights_load_before_the_wait(rows, n, k, silu_mul, tmp_path):
-    c, t = _skinny(rows, n, k, silu_mul, tmp_path)
+@pytest.mark.parametrize("n,k,silu_mul,role", SMOL_ONE_TILE)
+def test_one_tile_weights_load_before_the_wait(rows, n, k, silu_mul, role, summed, tmp_path):
+    c, t = _skinny(rows, n, k, silu_mul, role if summed else "plain", tmp_path)
     assert t.block_k >= k
     assert c.loads_before_wait == _tile_vectors(t.block_n, t.block_k, t.warps)
     assert c.prefetches_before_wait == 0
     assert c.local_bytes == 0, f"{c.registers} registers, {c.local_bytes} B spilled"
 
 
-@pytest.mark.parametrize("n,k,silu_mul", STREAMED)
-def test_streamed_weights_prefetch_before_the_wait(n, k, silu_mul, tmp_path):
+@pytest.mark.parametrize("summed", [False, True])
+@pytest.mark.parametrize("n,k,silu_mul,role", STREAMED)
+def test_streamed_weights_prefetch_before_the_wait(n, k, silu_mul, role, summed, tmp_path):
     rows = 1 if silu_mul else MAX_ROWS
-    c, t = _skinny(rows, n, k, silu_mul, tmp_path)
+    c, t = _skinny(rows, n, k, silu_mul, role if summed else "plain", tmp_path)
     assert t.block_k < k
     assert c.loads_before_wait == 0
     # the first tile's 128-byte lines, spread over the threads (each thread at least one)
@@ -105,16 +115,18 @@ def test_streamed_weights_prefetch_before_the_wait(n, k, silu_mul, tmp_path):
     assert c.local_bytes == 0, f"{c.registers} registers, {c.local_bytes} B spilled"
 
 
+@pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("heads,kv_heads,head_dim,k", [(9, 3, 64, 576), (32, 8, 128, 4096)])
-def test_qkv_rope_cache_fetches_weights_before_the_wait(heads, kv_heads, head_dim, k,
+def test_qkv_rope_cache_fetches_weights_before_the_wait(heads, kv_heads, head_dim, k, norm,
                                                         tmp_path):
     n = (heads + 2 * kv_heads) * head_dim
     t = tile_for(1, n, k)
     block_n = min(t.block_n, head_dim)
     whole = k <= t.block_k
     constexprs = dict(Q_HEADS=heads, KV_HEADS=kv_heads, HALF=head_dim // 2, HAS_BIAS=False,
-                      BLOCK_M=t.block_m, BLOCK_N=block_n, BLOCK_K=t.block_k, WHOLE=whole,
-                      FP8_MAX=0.0, PDL=True)
+                      NORM=norm, BLOCK_M=t.block_m, BLOCK_N=block_n, BLOCK_K=t.block_k,
+                      PRO_M=1 if norm else t.block_m, BLOCK_P=128, WHOLE=whole, FP8_MAX=0.0,
+                      PDL=True)
     c = Compiled(_qkv_rope_cache_kernel, constexprs, t.warps, t.stages, tmp_path)
     if whole:
         assert c.loads_before_wait == _tile_vectors(block_n, t.block_k, t.warps)

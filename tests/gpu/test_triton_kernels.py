@@ -26,7 +26,12 @@ from inference.engine.triton_kernels.prefill_attention import prefill_attention 
 from inference.engine.triton_kernels.qkv_rope_cache import qkv_rope_cache  # noqa: E402
 from inference.engine.triton_kernels.rope import apply_rope  # noqa: E402
 from inference.engine.triton_kernels.rope_cache import rope_and_cache  # noqa: E402
-from inference.engine.triton_kernels.skinny_linear import Tile, skinny_linear  # noqa: E402
+from inference.engine.triton_kernels.skinny_linear import (  # noqa: E402
+    RowNorm,
+    Tile,
+    skinny_linear,
+    skinny_linear_add,
+)
 
 DTYPES = [torch.float32, torch.float16] + ([] if INTERPRET else [torch.bfloat16])
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
@@ -298,6 +303,36 @@ def test_skinny_linear_equals_linear(dtype, silu_mul, rows, block_m, block_k, de
 
 
 @pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("rows,block_m", [(1, 16), (3, 16), (16, 16), (3, 4)])
+@pytest.mark.parametrize("block_k", [64, 512])
+def test_the_residual_added_in_the_epilogue_and_the_norm_in_the_prologue(dtype, rows, block_m,
+                                                                          block_k, device):
+    """`skinny_linear_add` is the projection rounded, plus the residual rounded (bit for bit
+    what the projection and `fused_add_rms_norm` give), with each program's sums of squares;
+    a projection given those sums (`RowNorm`) equals the same projection of `rms_norm`'s
+    output, K streamed and in one tile. Sums that miss a program's columns fail."""
+    gen = torch.Generator().manual_seed(rows * block_k)
+    n, k, n2 = 200, 328, 72
+    tile = Tile(block_m, 16, block_k, 4, 2)
+    x = (2 * torch.randn(rows, k, generator=gen)).to(dtype).to(device)
+    w = (0.05 * torch.randn(n, k, generator=gen)).to(dtype).to(device)
+    r = torch.randn(rows, n, generator=gen).to(dtype).to(device)
+    nw = (1 + 0.1 * torch.randn(n, generator=gen)).to(dtype).to(device)
+    w2 = (0.05 * torch.randn(n2, n, generator=gen)).to(dtype).to(device)
+    got = skinny_linear_add(x, w, r, tile=tile)
+    want = fused_add_rms_norm(skinny_linear(x, w, tile=tile), r, nw, 1e-5)
+    assert torch.equal(got.stream, want[1])
+    assert got.sumsq.shape == (rows, 13)  # cdiv(200, 16) programs
+    sq = got.stream.float().pow(2).sum(1)
+    assert torch.allclose(got.sumsq.sum(1), sq, rtol=1e-5)
+    normed = skinny_linear(got.stream, w2, tile=tile, norm=RowNorm(got.sumsq, nw, 1e-5))
+    ref = skinny_linear(want[0], w2, tile=tile)
+    assert rel_err(normed, ref) < TOL[dtype] / 10
+    short = RowNorm(got.sumsq[:, :7].contiguous(), nw, 1e-5)  # six programs' sums missing
+    assert rel_err(skinny_linear(got.stream, w2, tile=tile, norm=short), ref) > TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("heads,kv_heads,head_dim", [(9, 3, 64), (4, 2, 128)])
 @pytest.mark.parametrize("rows", [1, 5, 16])
 def test_qkv_rope_cache_equals_the_projection_then_rope_and_cache(dtype, heads, kv_heads,
@@ -329,6 +364,16 @@ def test_qkv_rope_cache_equals_the_projection_then_rope_and_cache(dtype, heads, 
     tol = TOL[dtype] / 4
     print(f"q {rel_err(q, want_q):.2e} pool {rel_err(got_pool, want_pool):.2e}")
     assert rel_err(q, want_q) < tol and rel_err(got_pool, want_pool) < tol
+    # x as a residual stream with its sums of squares: normed as it loads, as rms_norm would
+    nw = (1 + 0.1 * torch.randn(k, generator=gen)).to(dtype).to(device)
+    normed_pool = pool.clone()
+    q_normed = qkv_rope_cache(rms_norm(x, nw, 1e-5), w, bias, heads, normed_pool, slots, pos,
+                              cos, sin)
+    sums = RowNorm(x.float().pow(2).view(rows, 3, -1).sum(2), nw, 1e-5)  # three "programs"
+    norm_pool = pool.clone()
+    q_norm = qkv_rope_cache(x, w, bias, heads, norm_pool, slots, pos, cos, sin, sums)
+    assert rel_err(q_norm, q_normed) < tol and rel_err(norm_pool, normed_pool) < tol
+    assert rel_err(q_norm, q) > 10 * tol  # the norm did something
     untouched = torch.ones(blocks * PAGE, dtype=torch.bool)
     untouched[slots[slots >= 0].cpu()] = False
     assert torch.equal(got_pool.flatten(1, 2)[:, untouched.to(device)],
@@ -377,6 +422,58 @@ def test_the_models_attention_with_rope_in_the_projection_equals_the_separate_ke
     monkeypatch.setattr(model._fused, "qkv_rope_cache",
                         lambda *args: project(*args).flip(1))  # query heads reversed
     assert rel_err(run(True)[0], want) > 0.1
+
+
+def test_the_decoder_with_norms_in_its_projections_equals_the_norm_kernels(monkeypatch,
+                                                                           device):
+    """Two decoder layers and the final norm over a one-row decode step: the layers'
+    `forward_summed` (no norm kernel) gives the hidden states `forward` gives with its norm
+    kernels, within the dot's rounding; a wrong norm weight fails by far."""
+    from inference.engine import model
+    from inference.engine.config import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, hidden_size=96, intermediate_size=160, num_layers=2,
+                      num_heads=6, num_kv_heads=2, head_dim=32, max_position=256)
+    backend = TritonAttentionBackend(block_size=PAGE, num_sms=4)
+    lm = model.DecoderLM(cfg, backend, 256).half().to(device)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            p.copy_(1 + 0.1 * torch.randn_like(p) if "norm" in name else 0.2 * torch.randn_like(p))
+    ctx = torch.tensor([17], device=device)  # the sequence's last token ends mid-block
+    tables = torch.tensor([[3, 1]], dtype=torch.int32, device=device)
+    slots = tables.long()[0, ctx // PAGE] * PAGE + ctx % PAGE
+    meta = AttentionMetadata(slot_mapping=slots, query_start_loc=torch.tensor(
+        [0, 1], dtype=torch.int32, device=device), seq_lens=(ctx + 1).int(),
+        block_tables=tables, max_query_len=1, max_seq_len=64, num_decodes=1)
+    pool = torch.randn(2, 2, 8, PAGE, 2, 32, device=device).half()
+    ids = torch.tensor([11], device=device)
+
+    def run(summed: bool) -> torch.Tensor:
+        monkeypatch.setattr(model.DecoderLM, "norms_in_projections", lambda self, x: summed)
+        backend.begin_step(meta)
+        with torch.no_grad():
+            return lm(ids, ctx, pool.clone(), meta)
+
+    want, got = run(False), run(True)
+    assert rel_err(got, want) < TOL[torch.float16]
+    with torch.no_grad():
+        lm.layers[1].post_attention_layernorm.weight.mul_(-1)
+    assert rel_err(run(True), want) > 0.1
+
+
+@pytest.mark.skipif(INTERPRET or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs a Hopper GPU")
+def test_norms_go_into_the_projections_only_where_they_were_measured_faster():
+    """One row of a hidden size loaded as one tile (SmolLM2's 576) with PDL: yes; eight rows,
+    or the 8B's 4096, or without PDL: the norm kernels stay (`takes_norm`)."""
+    from inference.engine.triton_kernels import pdl
+    from inference.engine.triton_kernels.skinny_linear import takes_norm
+
+    one, eight = torch.empty(1, 576, device="cuda"), torch.empty(8, 576, device="cuda")
+    assert takes_norm(one, 576)
+    assert not takes_norm(eight, 576) and not takes_norm(one, 4096)
+    assert not takes_norm(one.cpu(), 576) and pdl.enabled(one)
 
 
 @pytest.mark.skipif(INTERPRET or torch.cuda.get_device_capability()[0] < 9,

@@ -17,7 +17,9 @@ imports it lazily, on CUDA only, so the CPU path (and CI) never touches it.
   Qwen3); `rope.apply_rope` is RoPE alone, its tested reference, with the rotation all three
   share.
 - `skinny_linear.skinny_linear`: the projections of a batch of up to 16 rows (cuBLAS
-  beyond), with SiLU·mul fused into the down projection at one row.
+  beyond), with SiLU·mul fused into the down projection at one row; `skinny_linear_add`
+  adds the residual and leaves the sums of squares by which the next projection applies
+  an RMSNorm itself (`RowNorm`, where `takes_norm`).
 - `qkv_rope_cache.qkv_rope_cache`: a small batch's QKV projection (the skinny kernel's loop)
   that rotates q and k and writes k and v to the pool itself.
 - `gumbel_sample.gumbel_sample`: temperature sampling in one read of the logits (Gumbel-max),

@@ -25,17 +25,18 @@ import triton.language as tl
 from . import pdl
 from .rope import rotate_pair
 from .rope_cache import store_pool
-from .skinny_linear import MAX_ROWS, stream, tile_for
+from .skinny_linear import MAX_ROWS, RowNorm, stream, tile_for
 
 
 @triton.jit
 def _qkv_rope_cache_kernel(
-    X, W, Bias, Q, Cache, Pos, Cos, Sin, Slots,
-    M, K, stride_x, stride_w, stride_q, stride_cos,
+    X, W, Bias, Q, Cache, Pos, Cos, Sin, Slots, NormSumsq, NormW,
+    M, K, NP, eps, stride_x, stride_w, stride_q, stride_cos,
     cache_kv_stride, cache_slot_stride, cache_head_stride,
     Q_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HALF: tl.constexpr,
-    HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, WHOLE: tl.constexpr, FP8_MAX: tl.constexpr, PDL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, PRO_M: tl.constexpr, BLOCK_P: tl.constexpr, WHOLE: tl.constexpr,
+    FP8_MAX: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program: `BLOCK_N / 2` rotation pairs of one head, for every row."""
     first = tl.program_id(0) * (BLOCK_N // 2)  # this program's first pair, of all heads'
@@ -44,8 +45,9 @@ def _qkv_rope_cache_kernel(
     i = tl.arange(0, BLOCK_N)
     cols = head * 2 * HALF + first % HALF + i // 2 + (i % 2) * HALF  # lo, hi, lo, hi, ...
     col_ok = cols < (Q_HEADS + 2 * KV_HEADS) * 2 * HALF
-    acc = stream(X, W, M, K, stride_x, stride_w, cols, col_ok,
-                 False, BLOCK_M, BLOCK_N, BLOCK_K, BLOCK_M, WHOLE, PDL)
+    acc = stream(X, W, M, K, stride_x, stride_w, cols, col_ok, False,
+                 NORM, NormSumsq, NormW, NP, eps,
+                 BLOCK_M, BLOCK_N, BLOCK_K, PRO_M, BLOCK_P, WHOLE, PDL)
     if HAS_BIAS:
         acc += tl.load(Bias + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
     lo, hi = tl.split(tl.reshape(acc.to(Q.dtype.element_ty), [BLOCK_M, BLOCK_N // 2, 2]))
@@ -84,6 +86,7 @@ def qkv_rope_cache(
     positions: torch.Tensor,  # [M] int
     cos: torch.Tensor,  # [max_position, head_dim // 2] float32
     sin: torch.Tensor,  # [max_position, head_dim // 2] float32
+    norm: RowNorm | None = None,  # x is a `Summed.stream` to RMSNorm first (skinny_linear)
 ) -> torch.Tensor:
     """The rotated queries `[M, heads, head_dim]` (a new tensor); the step's keys and values
     are written to the pool."""
@@ -97,17 +100,22 @@ def qkv_rope_cache(
     if m == 0:
         return q
     t = tile_for(m, n, k, pdl.enabled(x))
+    parts = norm.sumsq.shape[1] if norm is not None else 1
     half = head_dim // 2
     block_n = min(t.block_n, 2 * half)  # a program's pairs never span two heads
     assert half % (block_n // 2) == 0
     _qkv_rope_cache_kernel[(n // block_n,)](
         x, weight, bias if bias is not None else weight, q,
         kv_layer, positions, cos, sin, slot_mapping,
-        m, k, x.stride(0), weight.stride(0), q.stride(0), cos.stride(0),
+        norm.sumsq if norm is not None else q, norm.weight if norm is not None else weight,
+        m, k, parts, norm.eps if norm is not None else 0.0,
+        x.stride(0), weight.stride(0), q.stride(0), cos.stride(0),
         kv_layer.stride(0), kv_layer.stride(2), kv_layer.stride(3),
         Q_HEADS=heads, KV_HEADS=kv_heads, HALF=half,
-        HAS_BIAS=bias is not None, BLOCK_M=t.block_m, BLOCK_N=block_n, BLOCK_K=t.block_k,
-        WHOLE=k <= t.block_k, FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
+        HAS_BIAS=bias is not None, NORM=norm is not None, BLOCK_M=t.block_m, BLOCK_N=block_n,
+        BLOCK_K=t.block_k, PRO_M=1 if m == 1 and norm is not None else t.block_m,
+        BLOCK_P=triton.next_power_of_2(parts), WHOLE=k <= t.block_k,
+        FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
         num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )
     return q
