@@ -86,10 +86,9 @@ def stream(X, W, M, K, stride_x, stride_w, cols, col_ok, SILU_MUL: tl.constexpr,
     `SILU_MUL`, x is `silu(gate) * up` of `X = [gate | up]`, computed as each tile loads on
     `PRO_M` rows: `BLOCK_M`, or 1 for a one-row batch, whose row is then placed as row 0 of
     the dot's zero-padded tile, so padding rows cost no element-wise work. With `NORM` (on
-    `PRO_M` rows likewise), x is
-    `rms_norm(X) * NormW`, each row scaled as its tiles load by the root of the mean of its
-    squares, summed from the `NP` partial sums the projection that wrote X left in
-    `NormSumsq` (`[M, NP]`, `skinny_linear_add`).
+    `PRO_M` rows likewise), x is `rms_norm(X) * NormW`: each row is scaled as its tiles load,
+    by the mean of its squares summed from the `NP` partial sums that the projection which
+    wrote X left in `NormSumsq` (`[M, NP]`, `skinny_linear_add`).
 
     It holds the kernel's `begin(PDL)`, which the caller must not have run, and nothing of the
     caller before it may touch memory. No kernel of a step writes a weight, so the weight's
