@@ -3,7 +3,9 @@ weights' loads fall against the PDL wait, and that no tile spills registers.
 
 `skinny_linear.stream` fetches weights before `begin`'s `griddepcontrol.wait` (`pdl.py`'s
 contract allows only them there): a one-tile K loads the whole weight tile first, a streamed
-K prefetches its first tile's lines into L2 and loads nothing before the wait. Compiled with
+K prefetches its first tile's lines into L2 and loads nothing before the wait. Each shape is
+compiled plain and in its role in `DecoderLayer.forward_summed` (the residual added in the
+epilogue, or the norm applied as x loads): neither may move a load across the wait. Compiled with
 the JIT's alignment hints (16-byte pointers, strides and K), with the `ptxas` that Triton
 carries; skipped where Triton or its NVIDIA backend is missing (CI's CPU machine).
 """
