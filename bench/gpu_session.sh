@@ -58,8 +58,10 @@
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
 #                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
 #                                       the result cache, with the router hosted (ROUNDS=1)
-# Needs the wheels in .whl (carry .whl and .bench_models); writes logs under $OUT and prints
-# bench/gpu_summary.py's table of them last.
+# Needs the wheels in .whl (`python bench/device_wheels.py` fetches them) and the model folders
+# in .bench_models (`python bench/shaped_model.py smollm2 .bench_models/SmolLM2-135M-Instruct`,
+# `... llama-3.1-8b .bench_models/llama-3.1-8b-shaped`); carry both. Writes logs under $OUT and
+# prints bench/gpu_summary.py's table of them last.
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
