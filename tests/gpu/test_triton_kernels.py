@@ -310,7 +310,7 @@ def test_the_residual_added_in_the_epilogue_and_the_norm_in_the_prologue(dtype, 
     """`skinny_linear_add` is the projection rounded, plus the residual rounded (bit for bit
     what the projection and `fused_add_rms_norm` give), with each program's sums of squares;
     a projection given those sums (`RowNorm`) equals the same projection of `rms_norm`'s
-    output, K streamed and in one tile. Sums that miss a program's columns fail."""
+    output, K streamed and in one tile. Sums that miss some programs' columns fail."""
     gen = torch.Generator().manual_seed(rows * block_k)
     n, k, n2 = 200, 328, 72
     tile = Tile(block_m, 16, block_k, 4, 2)
