@@ -102,16 +102,14 @@ class Attention(nn.Module):
         return _project(self.o_proj, self.heads_out(positions, x, kv, meta))
 
     def heads_out(self, positions: torch.Tensor, x: torch.Tensor, kv: torch.Tensor,
-                  meta: AttentionMetadata, norm: RMSNorm | None = None,
-                  sums: torch.Tensor | None = None) -> torch.Tensor:
+                  meta: AttentionMetadata, norm: _fused.RowNorm | None = None) -> torch.Tensor:
         """Attention's output before the O projection, `[T, heads * head_dim]`. With `norm`,
-        `x` is the residual stream that `norm` normalises first, and `sums` its partial sums
-        of squares (`Summed.sumsq`): the QKV kernel norms it as it loads."""
+        `x` is the residual stream (`Summed.stream`) that `norm` normalises first: the QKV
+        kernel norms it as it loads."""
         if self._rope_in_projection(x):  # one launch: (norm,) projection, RoPE, KV write
             q = _fused.qkv_rope_cache(
                 x, self.qkv_proj.weight, self.qkv_proj.bias, self.heads, kv[self.layer],
-                meta.slot_mapping, positions, self.rope.cos, self.rope.sin,
-                None if norm is None else _fused.RowNorm(sums, norm.weight, norm.eps))
+                meta.slot_mapping, positions, self.rope.cos, self.rope.sin, norm)
             out = self.backend.attend(q, kv[self.layer], meta, self.scale)
         else:
             if norm is not None:
@@ -215,8 +213,9 @@ class DecoderLayer(nn.Module):
         apart). Returns the residual stream after this layer, the MLP's output added."""
         attn, mlp = self.self_attn, self.mlp
         if isinstance(x, _fused.Summed):
-            residual = x.stream
-            h = attn.heads_out(positions, residual, kv, meta, self.input_layernorm, x.sumsq)
+            residual, norm = x.stream, self.input_layernorm
+            h = attn.heads_out(positions, residual, kv, meta,
+                               _fused.RowNorm(x.sumsq, norm.weight, norm.eps))
         else:
             residual = x
             h = attn.heads_out(positions, self.input_layernorm(x)[0], kv, meta)

@@ -1,4 +1,5 @@
-"""RMSNorm, alone and fused with the residual add that precedes it in every decoder layer.
+"""RMSNorm, alone and fused with the residual add that precedes it in every decoder layer
+(at one row of a small model the projections around it do both: `skinny_linear.RowNorm`).
 
 Rounding follows Hugging Face's `LlamaRMSNorm` step for step (normalise in float32, round to
 the activation dtype, multiply by the weight in that dtype; the residual sum rounded to the

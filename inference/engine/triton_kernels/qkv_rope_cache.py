@@ -25,7 +25,7 @@ import triton.language as tl
 from . import pdl
 from .rope import rotate_pair
 from .rope_cache import store_pool
-from .skinny_linear import MAX_ROWS, RowNorm, stream, tile_for
+from .skinny_linear import MAX_ROWS, RowNorm, norm_operands, stream, tile_for
 
 
 @triton.jit
@@ -100,21 +100,20 @@ def qkv_rope_cache(
     if m == 0:
         return q
     t = tile_for(m, n, k, pdl.enabled(x))
-    parts = norm.sumsq.shape[1] if norm is not None else 1
+    norm_sumsq, norm_w, parts, eps, block_p = norm_operands(norm, q)
     half = head_dim // 2
     block_n = min(t.block_n, 2 * half)  # a program's pairs never span two heads
     assert half % (block_n // 2) == 0
     _qkv_rope_cache_kernel[(n // block_n,)](
         x, weight, bias if bias is not None else weight, q,
         kv_layer, positions, cos, sin, slot_mapping,
-        norm.sumsq if norm is not None else q, norm.weight if norm is not None else weight,
-        m, k, parts, norm.eps if norm is not None else 0.0,
+        norm_sumsq, norm_w, m, k, parts, eps,
         x.stride(0), weight.stride(0), q.stride(0), cos.stride(0),
         kv_layer.stride(0), kv_layer.stride(2), kv_layer.stride(3),
         Q_HEADS=heads, KV_HEADS=kv_heads, HALF=half,
         HAS_BIAS=bias is not None, NORM=norm is not None, BLOCK_M=t.block_m, BLOCK_N=block_n,
         BLOCK_K=t.block_k, PRO_M=1 if m == 1 and norm is not None else t.block_m,
-        BLOCK_P=triton.next_power_of_2(parts), WHOLE=k <= t.block_k,
+        BLOCK_P=block_p, WHOLE=k <= t.block_k,
         FP8_MAX=448.0 if kv_layer.dtype == torch.float8_e4m3fn else 0.0,
         num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )

@@ -263,6 +263,16 @@ class RowNorm(NamedTuple):
     eps: float
 
 
+def norm_operands(norm: RowNorm | None, spare: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, int, float, int]:
+    """The kernels' `NormSumsq, NormW, NP, eps` for `norm` and its `BLOCK_P`; without one,
+    `spare` (any tensor, never read) stands in for the pointers."""
+    if norm is None:
+        return spare, spare, 1, 0.0, 1
+    parts = norm.sumsq.shape[1]
+    return norm.sumsq, norm.weight, parts, norm.eps, triton.next_power_of_2(parts)
+
+
 def skinny_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -316,19 +326,18 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, si
     assert x.stride(-1) == 1 and weight.stride(-1) == 1 and m <= t.block_m
     if residual is not None:
         assert residual.shape == y.shape and residual.stride(-1) == 1
-    parts = norm.sumsq.shape[1] if norm is not None else 1
+    norm_sumsq, norm_w, parts, eps, block_p = norm_operands(norm, y)
     _skinny_linear_kernel[(programs,)](
         x, weight, bias if bias is not None else weight, y,
         residual if residual is not None else y, sumsq if sumsq is not None else y,
-        norm.sumsq if norm is not None else y, norm.weight if norm is not None else weight,
-        m, n, k, parts, norm.eps if norm is not None else 0.0,
+        norm_sumsq, norm_w,
+        m, n, k, parts, eps,
         x.stride(0), weight.stride(0), y.stride(0),
         residual.stride(0) if residual is not None else 0,
         SILU_MUL=silu_mul, HAS_BIAS=bias is not None, ADD=residual is not None,
         NORM=norm is not None,
         BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
-        PRO_M=1 if m == 1 else t.block_m, BLOCK_P=triton.next_power_of_2(parts),
-        WHOLE=k <= t.block_k,
+        PRO_M=1 if m == 1 else t.block_m, BLOCK_P=block_p, WHOLE=k <= t.block_k,
         num_warps=t.warps, num_stages=t.stages, **pdl.options(x),
     )
     return y, sumsq
