@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None, colocate: Colocate | None = None,
         await serve(replace(cfg, processes=1), local_router=local)
 
     try:
-        eventloop.run(loop_lag.probed(run(), "gateway"))
+        eventloop.run(loop_lag.probed(run(), "gateway"), cfg.busy_poll)
     finally:
         telemetry.shutdown()
     return 0

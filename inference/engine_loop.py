@@ -1,14 +1,15 @@
 """The engine process: one `LLMEngine`, driven by commands from its worker over a pipe.
 
 Contract:
-- `run(spec, config, torch_threads, commands, steps, cpus)` is the process's target: commands
-  come in on one pipe, steps go out on the other. With `cpus` it first moves itself onto those
-  CPUs (every thread it starts later inherits them) and uses at most that many torch threads.
-  It loads the model, sends
-  `EngineReady` (or `EngineFailed` and returns), starts preparing constrained decoding in a
-  thread (`Grammars.warm`), then loops: take every pending command, run one
-  step when any request is unfinished, send one `EngineStep` when the step produced anything.
-  With nothing to do it blocks on the pipe, so an idle engine costs no CPU.
+- `run(spec, config, torch_threads, commands, steps, cpus, busy_poll)` is the process's
+  target: commands come in on one pipe, steps go out on the other. With `cpus` it first moves
+  itself onto those CPUs (every thread it starts later inherits them) and uses at most that
+  many torch threads. It loads the model, sends `EngineReady` (or `EngineFailed` and returns),
+  starts preparing constrained decoding in a thread (`Grammars.warm`), then loops: take every
+  pending command, run one step when any request is unfinished, send one `EngineStep` when the
+  step produced anything.
+  With nothing to do it polls the pipe `busy_poll` seconds, then blocks on it, so an idle
+  engine costs no CPU once that much time has passed (kvmesh/busy_poll.py).
 - The worker owns this process's life: the loop ends on `Stop` or when the pipe closes (the
   worker exited or was killed), never on a signal; SIGINT and SIGTERM sent to the worker's
   process group are ignored here so a draining worker can still finish its requests.
@@ -54,7 +55,7 @@ log = logging.getLogger("kvmesh.engine")
 
 
 def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Connection,
-        steps: Connection, cpus: tuple[int, ...] = ()) -> None:
+        steps: Connection, cpus: tuple[int, ...] = (), busy_poll: float = 0.0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -68,7 +69,8 @@ def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Co
                      daemon=True).start()
     try:
         with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
-            EngineLoop(engine, commands, steps).run()  # until Stop, or the worker is gone
+            # until Stop, or the worker is gone
+            EngineLoop(engine, commands, steps, busy_poll).run()
     finally:
         tp_launch.shutdown()  # the other tensor-parallel ranks, if any
 
@@ -104,7 +106,8 @@ def _load(spec: str | None, config: EngineConfig, torch_threads: int,
 
 
 class EngineLoop:
-    def __init__(self, engine: LLMEngine, commands: Connection, steps: Connection) -> None:
+    def __init__(self, engine: LLMEngine, commands: Connection, steps: Connection,
+                 busy_poll: float = 0.0) -> None:
         """Drives `engine`, which from now on leaves the text of outputs without stop strings
         to the worker (inference/output_text.py): per-sequence work off this process."""
         self.engine = engine
@@ -113,11 +116,12 @@ class EngineLoop:
         self.steps = steps
         self.stopped = False
         self.want_snapshot = False
+        self.busy_poll = busy_poll
         self.reader: CommandReader  # made by `run`: a loop driven by hand (tests) has no pipe
 
     def run(self) -> None:
         engine = self.engine
-        self.reader = CommandReader(self.commands)
+        self.reader = CommandReader(self.commands, self.busy_poll)
         while not self.stopped:
             busy = engine.has_unfinished()
             rejected = self._take_commands(block=not busy)

@@ -13,11 +13,13 @@ Contract:
   buffer is full) is buffered by the transport and written when the engine reads, in order.
   It never blocks the loop.
 - `StepReader` is the read end's protocol: each whole frame is unpickled and handed to
-  `on_frame` on the loop, in order; a frame read half-way waits for its rest. `on_closed()`
-  runs once when the engine's end closes (it exited, or crashed).
+  `on_frame` on the loop, in order, and keeps the loop polling (`busy_poll.touch`); a frame
+  read half-way waits for its rest. `on_closed()` runs once when the engine's end closes (it
+  exited, or crashed).
 - `CommandReader.take(block)` is the engine's read end: every whole frame the pipe holds now,
   unpickled, in order, in one `read` (a frame written half-way is waited for); with `block`,
-  it waits for the first. EOFError once the worker's end is closed and every frame was taken.
+  it waits for the first. A wait reads in a loop for `busy_poll` seconds before it sleeps in
+  `poll` (kvmesh/busy_poll.py). EOFError once the worker's end is closed and every frame was taken.
   Not `Connection.poll` and `recv`: between two steps they cost a selector, a poll and two
   reads per command (py-spy: 2.7 % of the engine process at 256 streams on the H200).
 - Why on the loop and not in threads: a thread hand-off costs a wake-up and, more, waiting for
@@ -33,9 +35,12 @@ import os
 import pickle
 import select
 import struct
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
+
+from kvmesh import busy_poll as polling
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
@@ -109,6 +114,7 @@ class StepReader(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Hot path: once per read; a step usually arrives whole in one read."""
+        polling.touch()
         buf = self._buf
         buf += data
         pos = 0
@@ -139,8 +145,9 @@ class StepReader(asyncio.Protocol):
 class CommandReader:
     """The command pipe's read end in the engine process (see the module contract)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, busy_poll: float = 0.0) -> None:
         self._conn = conn  # keeps the descriptor open
+        self._busy_poll = busy_poll
         self._fd = conn.fileno()
         os.set_blocking(self._fd, False)  # this process's end only (the module contract)
         self._poll = select.poll()
@@ -159,6 +166,9 @@ class CommandReader:
 
     def _wait(self) -> None:
         """Wait until the pipe holds more, and append it."""
+        if self._busy_poll > 0 and polling.spin_until(time.monotonic() + self._busy_poll,
+                                                      self._read):
+            return
         while True:
             self._poll.poll()  # readable, or the worker's end closed
             if self._read():

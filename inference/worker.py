@@ -143,7 +143,7 @@ class Worker(Actor):
         cfg = self.cfg
         self.engine = await EngineClient.start(cfg.model, cfg.engine, cfg.torch_threads,
                                                self._on_step, self._on_engine_exit,
-                                               parse_cpus(cfg.engine_cpus))
+                                               parse_cpus(cfg.engine_cpus), cfg.busy_poll)
         engine = self.engine
         self.telemetry = worker_telemetry.GenerationTelemetry(  # spans and metrics, from steps
             self.model_name, self.worker_id, lambda: engine.stats)
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics.worker(vllm_names=cfg.vllm_metrics)  # before anything observes
     try:
         return run_service("worker", cfg.worker_id, serve(cfg), cfg.log_level, cfg.metrics_port,
-                           cfg.metrics_host)
+                           cfg.metrics_host, cfg.busy_poll)
     except EngineStartError as exc:  # the model or a setting: one log line, not a traceback
         log.error("worker %s: the engine did not start: %s", cfg.worker_id, exc)
         return 1

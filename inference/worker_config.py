@@ -36,6 +36,9 @@ class WorkerConfig(Ranged):
     vllm_metrics: bool = True  # also export vLLM's metric names (inference/vllm_names.py)
     grace_period: float = 30.0  # seconds to finish in-flight requests on SIGTERM
     log_level: str = "INFO"
+    # Seconds the worker's loop, and its engine process's wait for commands, poll without
+    # sleeping after each message or step (kvmesh/busy_poll.py): a core each while it lasts.
+    busy_poll: float = 0.0
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval", "stream_interval"})

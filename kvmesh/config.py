@@ -97,6 +97,9 @@ class GatewayConfig(Ranged):
     # the router's variables (KVMESH_ROUTER_*); `kvmesh up --hosted-router true` turns this on.
     # Slower under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
     colocate_router: bool = False
+    # Seconds the event loop polls without sleeping after each message, so the next one finds
+    # it running (kvmesh/busy_poll.py): one core while it lasts; 0 = sleep at once.
+    busy_poll: float = 0.0
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
         "chunk_timeout", "stream_write_timeout", "worker_dead_after", "max_body_bytes",
@@ -132,6 +135,9 @@ class RouterConfig(Ranged):
     # 150-word prompts waited 14-24 ms to be routed, at 0 under 3 (H200, docs/BENCHMARKS.md,
     # issue 12, nineteenth session).
     inline_tokenize_chars: int = 256
+    # Seconds the event loop polls without sleeping after each message, so the next one finds
+    # it running (kvmesh/busy_poll.py): one core while it lasts; 0 = sleep at once.
+    busy_poll: float = 0.0
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"accept_timeout", "worker_dead_after",
         "max_attempts", "max_concurrency", "overload_queue", "overload_kv_usage",
@@ -216,6 +222,9 @@ class LaunchConfig(Ranged):
     # One CPU set per worker ("3,11/4,12"): worker i's engine process runs on set i, and nothing
     # else started here runs on any of them (kvmesh/cpu_sets.py); "" = the OS places everything.
     engine_cpus: str = ""
+    # Seconds the gateways, router, workers and engines poll after each message before they
+    # sleep (kvmesh/busy_poll.py); None = `busy_poll.default_window` of the CPUs they may use.
+    busy_poll: float | None = None
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",
         "ready_timeout"})

@@ -21,6 +21,8 @@ Contract:
   subscription has no pending queue, so nats-py's slow-consumer limits do not apply to it.
   The subscription nats-py makes for the replies to `request` is direct too (its callback
   only resolves the waiting request's future).
+- Every message keeps the process's loop polling for a while (`busy_poll.touch`,
+  kvmesh/busy_poll.py).
 - Both rest on nats-py internals (checked against 2.16). If the installed nats-py lacks the
   hooks this module overrides, with the parameters it expects, the client is nats-py's own,
   unchanged (`FAST` is False, `NatsClient` is `PlainClient`; a warning says so once).
@@ -37,6 +39,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.aio.transport import TcpTransport
+
+from kvmesh import busy_poll
 
 WRITE_BUFFER_LIMIT = 1 << 20  # bytes the socket may hold unsent before publishes queue again
 
@@ -84,6 +88,7 @@ class FastClient(Client):
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
                            headers: bytes) -> None:
+        busy_poll.touch()
         sub = self._subs.get(sid)
         if sub is None or sid not in self._direct or sub._max_msgs > 0:
             self._direct.discard(sid)  # gone, or ending after max_msgs: nats-py's path

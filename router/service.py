@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     instance = f"router-{os.getpid()}"
     try:
         return run_service("router", instance, serve(cfg), cfg.log_level, cfg.metrics_port,
-                           cfg.metrics_host)
+                           cfg.metrics_host, cfg.busy_poll)
     except RouterStartError as exc:  # one log line, not a traceback
         log.error("router: the tokenizer did not load: %s", exc)
         return 1

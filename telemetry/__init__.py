@@ -57,16 +57,17 @@ def setup(service: str, instance_id: str, log_level: str = "INFO",
 
 def run_service(
     service: str, instance_id: str, main: Coroutine[Any, Any, None], log_level: str,
-    metrics_port: int = 0, metrics_host: str = "127.0.0.1",
+    metrics_port: int = 0, metrics_host: str = "127.0.0.1", busy_poll: float = 0.0,
 ) -> int:
     """A service process: telemetry up, `main` to the end with its loop's lag measured
-    (telemetry/loop_lag.py), telemetry flushed whatever happens."""
+    (telemetry/loop_lag.py) and polling `busy_poll` seconds after each message
+    (kvmesh/busy_poll.py), telemetry flushed whatever happens."""
     from kvmesh import eventloop
     from telemetry import loop_lag
 
     setup(service, instance_id, log_level, metrics_port, metrics_host)
     try:
-        eventloop.run(loop_lag.probed(main, service))
+        eventloop.run(loop_lag.probed(main, service), busy_poll)
     finally:
         shutdown()
     return 0

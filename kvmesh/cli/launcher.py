@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from kvmesh import busy_poll
 from kvmesh.cli import local_nats, procs
 from kvmesh.cli.supervisor import Supervisor
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace
@@ -174,6 +175,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
     tel_env, where = telemetry_env(cfg.otlp_endpoint, cfg.metrics_port)
     env.update(tel_env)
     print(where, flush=True)
+    env["KVMESH_BUSY_POLL"] = str(_busy_poll(cfg))
 
     def log(name: str) -> IO[bytes]:
         return open(logs / f"{name}.log", "ab")  # appended across restarts
@@ -226,6 +228,16 @@ def _place_engines(cfg: LaunchConfig) -> list[str]:
     print(f"kvmesh: engine CPUs {cfg.engine_cpus}; everything else on {cpu_text(rest)}",
           flush=True)
     return [cpu_text(group) for group in groups]
+
+
+def _busy_poll(cfg: LaunchConfig) -> float:
+    """The services' polling window: the one given, else the default for the CPUs this process
+    (and so every service it starts) may run on."""
+    cpus = len(os.sched_getaffinity(0))
+    window = busy_poll.default_window(cpus) if cfg.busy_poll is None else cfg.busy_poll
+    print(f"kvmesh: services poll {window:g} s after each message before they sleep "
+          f"({cpus} CPUs; --busy-poll sets it, 0 = off)", flush=True)
+    return window
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:

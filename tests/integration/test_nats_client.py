@@ -1,8 +1,8 @@
 """kvmesh's NATS client (kvmesh/nats_client.py) against a real nats-server: a direct callback
 runs from the connection's reader, a publish is written at once, order holds when publishes
-fall back to nats-py's queue, a failed write leaves its frame queued, and a failing callback
-is reported without losing the next message; the actor's handlers wait as tasks and one past
-`MAX_WAITING` is refused."""
+fall back to nats-py's queue, a failed write leaves its frame queued, a failing callback
+is reported without losing the next message, and a message keeps the loop polling; the
+actor's handlers wait as tasks and one past `MAX_WAITING` is refused."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from kvmesh import actor as actor_module
-from kvmesh import nats_client, wire
+from kvmesh import busy_poll, nats_client, wire
 from kvmesh.actor import Actor
 from kvmesh.nats_client import FastClient
 from kvmesh.wire import ErrorReply, Message, Ping
@@ -67,6 +67,29 @@ async def test_replies_to_requests_come_from_the_reader(nats_url: str) -> None:
                      if sub.subject.startswith(nc._resp_sub_prefix.decode())]
         assert resp_sids and set(resp_sids) <= nc._direct
     finally:
+        await nc.close()
+
+
+async def test_a_message_keeps_the_loop_polling(nats_url: str) -> None:
+    """Each message read keeps the process's loop from sleeping for its window
+    (kvmesh/busy_poll.py): the next hop's message finds it running."""
+    nc = await _connect(nats_url)
+    busy_poll.install(0.2)
+    try:
+        got = asyncio.Event()
+
+        async def cb(_msg: Msg) -> None:
+            got.set()
+
+        await nc.subscribe("t.poll", cb=cb, direct=True)
+        assert busy_poll._process is not None and busy_poll._process.task is None
+        await nc.publish("t.poll", b"1")
+        await asyncio.wait_for(got.wait(), 5)
+        task = busy_poll._process.task
+        assert task is not None and not task.done()
+        await asyncio.wait_for(task, 5)  # ends with its window
+    finally:
+        busy_poll.install(0.0)
         await nc.close()
 
 

@@ -1,0 +1,160 @@
+"""Polling after a message (kvmesh/busy_poll.py): a touched loop polls without sleeping for its
+window and then sleeps again; a window of 0 never polls; the engine's command pipe is read in a
+loop for its window instead of waiting in `poll`; the step pipe's reader touches the loop;
+`kvmesh up` gives its services the window it was told, else the default for its CPUs, and each
+on-path service reads the setting from its variable."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import select
+import threading
+import time
+
+import pytest
+
+from inference.engine_pipe import CommandReader, StepReader, frame
+from inference.worker_config import WorkerConfig
+from kvmesh import busy_poll
+from kvmesh.busy_poll import BusyPoll
+from kvmesh.cli import launcher
+from kvmesh.config import ConfigError, GatewayConfig, LaunchConfig, RouterConfig, load
+
+
+def _recording_loop() -> tuple[asyncio.AbstractEventLoop, list[tuple[float, float | None]]]:
+    """A selector loop that records (when, timeout) of every poll it makes."""
+    loop = asyncio.SelectorEventLoop()
+    selects: list[tuple[float, float | None]] = []
+    real = loop._selector.select  # type: ignore[attr-defined]
+
+    def select_(timeout: float | None = None):  # type: ignore[no-untyped-def]
+        selects.append((time.monotonic(), timeout))
+        return real(timeout)
+
+    loop._selector.select = select_  # type: ignore[attr-defined]
+    return loop, selects
+
+
+def test_a_touched_loop_polls_for_its_window_then_sleeps() -> None:
+    loop, selects = _recording_loop()
+    poll = BusyPoll(0.1)
+
+    async def main() -> None:
+        poll.touch()
+        await asyncio.sleep(0.4)  # a timer: a sleeping loop waits for it in one poll
+
+    try:
+        start = time.monotonic()
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    during = [t for at, t in selects if start <= at < poll.until - 0.01]
+    after = [t for at, t in selects if at > poll.until - 0.01]
+    assert len(during) > 20 and all(t == 0 for t in during)  # polled, never slept
+    assert after and max(t or 0 for t in after) > 0.2  # slept through the rest of the timer
+    assert poll.task is None
+
+
+def test_a_window_of_zero_never_polls() -> None:
+    loop, selects = _recording_loop()
+    poll = BusyPoll(0.0)
+
+    async def main() -> None:
+        poll.touch()
+        await asyncio.sleep(0.1)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert poll.task is None
+    assert len(selects) < 5  # the timer's wait, not a loop of polls
+
+
+def test_the_process_wide_poll_follows_install() -> None:
+    async def touched() -> bool:
+        busy_poll.touch()
+        polling = busy_poll._process is not None and busy_poll._process.task is not None
+        if polling:
+            await busy_poll._process.task  # type: ignore[union-attr]
+        return polling
+
+    try:
+        busy_poll.install(0.05)
+        assert asyncio.run(touched())
+        busy_poll.install(0.0)
+        assert not asyncio.run(touched())
+    finally:
+        busy_poll.install(0.0)
+
+
+def test_the_step_readers_frames_keep_the_loop_polling() -> None:
+    frames: list[object] = []
+
+    async def main() -> bool:
+        reader = StepReader(frames.append, lambda: None)
+        reader.data_received(frame({"step": 1}))
+        task = busy_poll._process.task  # type: ignore[union-attr]
+        if task is not None:
+            await task
+        return task is not None
+
+    try:
+        busy_poll.install(0.05)
+        assert asyncio.run(main())
+    finally:
+        busy_poll.install(0.0)
+    assert frames == [{"step": 1}]
+
+
+class _CountingPoll:
+    """`select.poll` that counts its waits."""
+
+    def __init__(self) -> None:
+        self.inner = select.poll()
+        self.waits = 0
+
+    def register(self, fd: int, mask: int) -> None:
+        self.inner.register(fd, mask)
+
+    def poll(self, *timeout: float) -> list[tuple[int, int]]:
+        self.waits += 1
+        return self.inner.poll(*timeout)
+
+
+@pytest.mark.parametrize("window, waits", [(5.0, 0), (0.0, 1)])
+def test_the_engines_wait_for_a_command_reads_in_a_loop_for_its_window(
+        window: float, waits: int) -> None:
+    read, write = multiprocessing.Pipe(duplex=False)
+    reader = CommandReader(read, window)
+    reader._poll = _CountingPoll()  # type: ignore[assignment]
+    reader._poll.register(reader._fd, select.POLLIN)
+    threading.Timer(0.1, write.send, args=("hello",)).start()
+    assert reader.take(block=True) == ["hello"]
+    assert reader._poll.waits == waits  # type: ignore[attr-defined]
+
+
+def test_a_spin_gives_up_at_its_deadline() -> None:
+    assert not busy_poll.spin_until(time.monotonic() + 0.02, lambda: False)
+    assert busy_poll.spin_until(time.monotonic() + 10, lambda: True)
+
+
+@pytest.mark.parametrize("cpus, window", [(2, 0.0), (15, 0.0), (16, busy_poll.AUTO_WINDOW),
+                                          (64, busy_poll.AUTO_WINDOW)])
+def test_kvmesh_up_polls_by_default_only_with_cpus_to_spare(
+        monkeypatch: pytest.MonkeyPatch, cpus: int, window: float) -> None:
+    monkeypatch.setattr(launcher.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    assert launcher._busy_poll(LaunchConfig()) == window
+    assert launcher._busy_poll(LaunchConfig(busy_poll=0.0)) == 0.0  # told: as told
+    assert launcher._busy_poll(LaunchConfig(busy_poll=0.2)) == 0.2
+
+
+@pytest.mark.parametrize("config", [GatewayConfig, RouterConfig, WorkerConfig])
+def test_each_service_on_the_path_reads_its_window(config: type) -> None:
+    assert load(config, env={}).busy_poll == 0.0  # served alone: off unless told
+    assert load(config, env={"KVMESH_BUSY_POLL": "0.5"}).busy_poll == 0.5  # as kvmesh up sets
+    assert load(config, ["--busy-poll", "0.25"], env={"KVMESH_BUSY_POLL": "0.5"}).busy_poll \
+        == 0.25
+    with pytest.raises(ConfigError, match="busy_poll"):
+        load(config, ["--busy-poll", "-1"], env={})
