@@ -117,7 +117,7 @@ class MeshClient(Actor):
         nc = await self.connect()
         self.inbox = nc.new_inbox()
         await nc.subscribe(self.inbox, cb=self._on_deltas, direct=True)
-        await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+        await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat, polls=False)
         for hook in self.on_join:
             await hook()
         if self.local_router is not None:

@@ -199,9 +199,10 @@ class Actor:
 
     async def serve(self, subject: str, kinds: tuple[type[Message], ...], handler: Handler,
                     queue: str = "", max_concurrency: int = 64,
-                    through_drain: bool = False) -> Subscription:
+                    through_drain: bool = False, polls: bool = True) -> Subscription:
         """Run `handler(message, raw)` for each frame on `subject`, at most N at once.
-        `through_drain`: keep listening while draining (cancels, stats), until close."""
+        `through_drain`: keep listening while draining (cancels, stats), until close.
+        `polls=False`: its frames do not keep the loop polling (kvmesh/nats_client.py)."""
         limit = asyncio.Semaphore(max_concurrency)
 
         async def on_msg(raw: Msg) -> None:  # from the connection's reader: must not block
@@ -211,7 +212,8 @@ class Actor:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-        sub = await self._client().subscribe(subject, queue=queue, cb=on_msg, direct=True)
+        sub = await self._client().subscribe(subject, queue=queue, cb=on_msg, direct=True,
+                                             polls=polls)
         if not through_drain:
             self._subs.append(sub)
         return sub

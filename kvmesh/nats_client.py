@@ -22,7 +22,8 @@ Contract:
   The subscription nats-py makes for the replies to `request` is direct too (its callback
   only resolves the waiting request's future).
 - Every message keeps the process's loop polling for a while (`busy_poll.touch`,
-  kvmesh/busy_poll.py).
+  kvmesh/busy_poll.py), but those of a subscription made with `polls=False`: messages that
+  come on their own clock (heartbeats) would keep an idle process polling for ever.
 - Both rest on nats-py internals (checked against 2.16). If the installed nats-py lacks the
   hooks this module overrides, with the parameters it expects, the client is nats-py's own,
   unchanged (`FAST` is False, `NatsClient` is `PlainClient`; a warning says so once).
@@ -67,7 +68,8 @@ class PlainClient(Client):
     """nats-py's client as it is; `direct` is accepted and changes nothing."""
 
     async def subscribe(self, subject: str, queue: str = "", cb: Callback | None = None,
-                        *args: Any, direct: bool = False, **kwargs: Any) -> Subscription:
+                        *args: Any, direct: bool = False, polls: bool = True,
+                        **kwargs: Any) -> Subscription:
         return await super().subscribe(subject, queue, cb, *args, **kwargs)
 
 
@@ -77,10 +79,14 @@ class FastClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._direct: set[int] = set()  # sids whose callback runs from the reader
+        self._quiet: set[int] = set()  # sids whose messages leave the loop free to sleep
 
     async def subscribe(self, subject: str, queue: str = "", cb: Callback | None = None,
-                        *args: Any, direct: bool = False, **kwargs: Any) -> Subscription:
+                        *args: Any, direct: bool = False, polls: bool = True,
+                        **kwargs: Any) -> Subscription:
         sub = await super().subscribe(subject, queue, cb, *args, **kwargs)
+        if not polls:
+            self._quiet.add(sub._id)
         if direct or cb == self._request_sub_callback:  # requests' replies: sets a future
             assert cb is not None, "a direct subscription needs a callback"
             self._direct.add(sub._id)
@@ -88,7 +94,8 @@ class FastClient(Client):
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
                            headers: bytes) -> None:
-        busy_poll.touch()
+        if sid not in self._quiet:
+            busy_poll.touch()
         sub = self._subs.get(sid)
         if sub is None or sid not in self._direct or sub._max_msgs > 0:
             self._direct.discard(sid)  # gone, or ending after max_msgs: nats-py's path

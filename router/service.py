@@ -101,7 +101,7 @@ class Router(Actor):
         await self.connect()
         route_telemetry.watch_workers(self.workers.live_count)
         await self.serve(wire.KV_EVENTS, (KVEvent,), self._on_kv_event)
-        await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat)
+        await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat, polls=False)
         await self.publish(wire.KV_RESYNC, KVResync())  # a fresh router rebuilds its index
         await self.serve(wire.ROUTER_GENERATE, (GenerateRequest, EmbedRequest), self._generate,
                          queue="router", max_concurrency=self.cfg.max_concurrency)

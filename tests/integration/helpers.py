@@ -4,8 +4,10 @@ mesh that is yet to bind them."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -87,3 +89,23 @@ def free_ports(singles: int, run: int) -> tuple[list[int], int]:
             taken.add(port)
             singles_out.append(port)
     return singles_out, first
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids = (task / "children").read_text().split()
+        out += [int(k) for k in kids]
+    return out
+
+
+def engine_pid(worker_pid: int, timeout: float = 30) -> int:
+    """The worker's engine process: its child that runs multiprocessing's spawn entry."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in children(worker_pid):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+        time.sleep(0.2)
+    raise AssertionError(f"worker {worker_pid} has no engine process")

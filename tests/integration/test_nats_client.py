@@ -72,7 +72,8 @@ async def test_replies_to_requests_come_from_the_reader(nats_url: str) -> None:
 
 async def test_a_message_keeps_the_loop_polling(nats_url: str) -> None:
     """Each message read keeps the process's loop from sleeping for its window
-    (kvmesh/busy_poll.py): the next hop's message finds it running."""
+    (kvmesh/busy_poll.py): the next hop's message finds it running; but a message of a
+    subscription made with `polls=False` does not."""
     nc = await _connect(nats_url)
     busy_poll.install(0.2)
     try:
@@ -82,7 +83,16 @@ async def test_a_message_keeps_the_loop_polling(nats_url: str) -> None:
             got.set()
 
         await nc.subscribe("t.poll", cb=cb, direct=True)
+        beats = asyncio.Event()
+
+        async def beat(_msg: Msg) -> None:
+            beats.set()
+
+        await nc.subscribe("t.beat", cb=beat, direct=True, polls=False)  # as heartbeats are
         assert busy_poll._process is not None and busy_poll._process.task is None
+        await nc.publish("t.beat", b"0")
+        await asyncio.wait_for(beats.wait(), 5)
+        assert busy_poll._process.task is None  # an idle process's beats let it sleep
         await nc.publish("t.poll", b"1")
         await asyncio.wait_for(got.wait(), 5)
         task = busy_poll._process.task

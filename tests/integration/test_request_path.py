@@ -13,7 +13,7 @@ from typing import Any
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh
-from tests.integration.helpers import open_stream, post, sse_events
+from tests.integration.helpers import engine_pid, open_stream, post, sse_events
 from tests.integration.private_mesh import private_mesh
 
 LONG = {"model": MODEL, "prompt": "Count: one, two,", "max_tokens": 300, "temperature": 0,
@@ -54,30 +54,11 @@ def test_streamed_choices_and_logprobs_equal_the_gathered_answer(mesh: Mesh) -> 
     assert sorted(reasons) == sorted(c["finish_reason"] for c in whole["choices"])
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids = (task / "children").read_text().split()
-        out += [int(k) for k in kids]
-    return out
-
-
-def _engine_pid(worker_pid: int, timeout: float = 30) -> int:
-    """The worker's engine process: its child that runs multiprocessing's spawn entry."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in _children(worker_pid):
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return child
-        time.sleep(0.2)
-    raise AssertionError(f"worker {worker_pid} has no engine process")
-
-
 def test_a_killed_engine_process_ends_its_stream_and_takes_the_worker_down(
         tmp_path: Path) -> None:
     with private_mesh(tmp_path, workers=("solo",)) as (m, _):
         worker = m.workers["solo"].proc
-        engine = _engine_pid(worker.pid)
+        engine = engine_pid(worker.pid)
         with open_stream(m.base_url + "/v1/completions", LONG) as resp:
             events = sse_events(resp)
             assert json.loads(next(events))["choices"][0]["text"] is not None
