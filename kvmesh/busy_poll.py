@@ -19,9 +19,10 @@ Contract:
 - `install(window)` makes one process-wide `BusyPoll` that `touch()` (the module function, for
   the places messages arrive: kvmesh/nats_client.py, inference/engine_pipe.py) reaches;
   without it `touch()` does nothing. `eventloop.run` installs it from the service's config.
-- `default_window(cpus)`: what `kvmesh up` gives its services when not told: `AUTO_WINDOW` on
-  a machine with at least `AUTO_MIN_CPUS` CPUs for them (a GPU host: a polling gateway,
-  router, worker and engine take four), else 0 (a laptop or CI runner, where four polling
+- `default_window(cpus, pollers)`: what `kvmesh up` gives its services when not told:
+  `AUTO_WINDOW` where the `pollers` processes that would poll take at most one CPU in
+  `CPUS_PER_POLLER` (a GPU host of 16 CPUs with one gateway, router, worker and engine), else
+  0 (a laptop or CI runner, or more gateways and workers than the CPUs spare: polling
   processes would starve the rest).
 - `spin_until(deadline, ready)` is the engine process's form (no event loop there): call
   `ready()` until it is true or the monotonic clock passes `deadline`; its result is `ready`'s.
@@ -34,12 +35,13 @@ import time
 from collections.abc import Callable
 
 AUTO_WINDOW = 0.5  # seconds: longer than one stream's request, so the router stays awake
-AUTO_MIN_CPUS = 16
+CPUS_PER_POLLER = 4
 
 
-def default_window(cpus: int) -> float:
-    """The window `kvmesh up` uses on `cpus` CPUs when not told one (see the module contract)."""
-    return AUTO_WINDOW if cpus >= AUTO_MIN_CPUS else 0.0
+def default_window(cpus: int, pollers: int) -> float:
+    """The window `kvmesh up` uses on `cpus` CPUs with `pollers` processes that would poll
+    when not told one (see the module contract)."""
+    return AUTO_WINDOW if cpus >= CPUS_PER_POLLER * pollers else 0.0
 
 
 class BusyPoll:

@@ -232,11 +232,14 @@ def _place_engines(cfg: LaunchConfig) -> list[str]:
 
 def _busy_poll(cfg: LaunchConfig) -> float:
     """The services' polling window: the one given, else the default for the CPUs this process
-    (and so every service it starts) may run on."""
+    (and so every service it starts) may run on and the processes that would poll: the
+    gateways, the router unless they host it, each worker and its engine."""
     cpus = len(os.sched_getaffinity(0))
-    window = busy_poll.default_window(cpus) if cfg.busy_poll is None else cfg.busy_poll
+    pollers = max(1, cfg.gateways) + (0 if cfg.hosted_router else 1) + 2 * cfg.workers
+    window = busy_poll.default_window(cpus, pollers) if cfg.busy_poll is None else cfg.busy_poll
     print(f"kvmesh: services poll {window:g} s after each message before they sleep "
-          f"({cpus} CPUs; --busy-poll sets it, 0 = off)", flush=True)
+          f"({cpus} CPUs, {pollers} processes that poll; --busy-poll sets it, 0 = off)",
+          flush=True)
     return window
 
 
