@@ -53,6 +53,10 @@
 #                                       base), each its own process, alternated (ROUNDS=1; four
 #                                       trees beside this one fit one call), then the kernel and
 #                                       engine GPU tests
+#   bash bench/gpu_session.sh poll      1 stream through fresh meshes with kvmesh up's polling
+#                                       (kvmesh/busy_poll.py) as it chooses and with
+#                                       KVMESH_BUSY_POLL=0, alternated (ROUNDS, 3), then a NATS
+#                                       round trip with both ends polling and not
 #   bash bench/gpu_session.sh targets   the open H200 targets in one call: `one` (ROUNDS, 3),
 #                                       `mesh256` (one round), the batch-1 decode profile
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
@@ -135,15 +139,18 @@ in_tree() {  # run "$@" in tree $1 (its own code on PYTHONPATH)
   (cd "$tree" && export PYTHONPATH=$([ -d /tmp/site ] && echo /tmp/site:)$tree && "$@")
 }
 
-one_rounds() {  # $1 rounds of 1 stream through a fresh mesh (1 gateway, 1 client), each after
-  # its own engine-alone run; with BASE, each followed by one of that tree
+one_stream() {  # 1 stream through a fresh mesh (1 gateway, 1 client) after its own
+  # engine-alone run, in tree $1, labelled $2
+  cpu_speed "$2"
+  in_tree "$1" timeout 120 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
+    --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
+    --out "$OUT/$2" > "$OUT/$2.log" 2>&1
+}
+
+one_rounds() {  # $1 rounds of one_stream; with BASE, each followed by one of that tree
   for r in $(seq "$1"); do
     for tree in "$PWD" ${BASE:+"$BASE"}; do
-      label=small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r
-      cpu_speed "$label"
-      in_tree "$tree" timeout 120 python3 bench/gpu_serving.py --model "$SMOL" --load-format dummy \
-        --levels 1 --duration 8 --warmup 2 --engine-duration 3 --clients 1 --gateways 1 \
-        --out "$OUT/$label" > "$OUT/$label.log" 2>&1
+      one_stream "$tree" "small-one-$([ "$tree" = "$PWD" ] && echo this || echo base)-$r"
     done
   done
 }
@@ -234,6 +241,13 @@ ttft)
   ;;
 one)
   one_rounds "${ROUNDS:-4}"
+  ;;
+poll)
+  for r in $(seq "${ROUNDS:-3}"); do
+    one_stream "$PWD" "small-one-polled-$r"
+    KVMESH_BUSY_POLL=0 one_stream "$PWD" "small-one-asleep-$r"
+  done
+  timeout 200 python3 bench/nats_client_leg.py --rounds 1 --poll none,both 2>&1 | tail -20
   ;;
 targets)
   one_rounds "${ROUNDS:-3}"
@@ -347,7 +361,7 @@ structured)
   ;;
 *) echo "phase: tests | engine8b | serving | profile | latency | graphs | kernels | engine |"\
     "gaps | structured | mesh256 | spy | interval | pinned | pinned-small | host | tracing |"\
-    "ttft | one | colocate | colocate256 | fused | hops"
+    "ttft | one | poll | colocate | colocate256 | fused | hops"
   exit 2 ;;
 esac
 python3 bench/gpu_summary.py "$OUT"  # the call's numbers, last: only a few files come back

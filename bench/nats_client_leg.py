@@ -1,6 +1,6 @@
 """What nats-py adds to one request through nats-server, against a bare protocol client.
 
-    python bench/nats_client_leg.py [--rounds 2]
+    python bench/nats_client_leg.py [--rounds 2] [--poll none,both]
 
 Issue 12's 1-stream TTFT target (the engine's + 3 ms) is met on some hosts and missed on others
 by tenths of a millisecond, and three of the first token's hops are NATS legs. This bench asks
@@ -12,7 +12,9 @@ next). Both sides are nats-py (a subscription callback, the handler in a task), 
 on nats-py (kvmesh/nats_client.py: the callback from the reader, publishes written at once; the
 mesh's services run it), or a bare asyncio protocol that parses `MSG` lines in `data_received`
 and writes `PUB` straight to the socket (no reconnects, no headers: not a client to ship, only
-the floor a leaner one could reach). Medians and P90s in µs.
+the floor a leaner one could reach). `--poll`: for each of these, the runs where neither process,
+the responder, the requester or both keep their loop polling for the whole run
+(kvmesh/busy_poll.py's polling, without its window). Medians and P90s in µs.
 """
 
 from __future__ import annotations
@@ -32,10 +34,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from kvmesh.busy_poll import BusyPoll
 from kvmesh.cli import procs
 from kvmesh.nats_client import NatsClient
 
 OnMsg = Callable[[bytes, bytes | None, bytes], None]
+POLLS = {"none": (), "responder": ("responder",), "requester": ("requester",),
+         "both": ("responder", "requester")}
+
+
+def poll_if(polls: tuple[str, ...], role: str) -> BusyPoll | None:
+    """A poll that keeps this process's loop from sleeping for the rest of the run, when
+    `role` is among `polls` (kept by the caller: the loop holds its task weakly)."""
+    if role not in polls:
+        return None
+    poll = BusyPoll(float("inf"))
+    poll.touch()
+    return poll
 
 
 class BareNats(asyncio.Protocol):
@@ -83,8 +98,9 @@ async def bare_connect(port: int, on_msg: OnMsg) -> BareNats:
     return proto
 
 
-def bare_responder(port: int) -> None:
+def bare_responder(port: int, polls: tuple[str, ...]) -> None:
     async def main() -> None:
+        poll = poll_if(polls, "responder")  # noqa: F841 - held for the run
         proto: BareNats | None = None
 
         def on_msg(_subject: bytes, reply: bytes | None, payload: bytes) -> None:
@@ -105,8 +121,9 @@ async def _connect(port: int, kind: str) -> Client:
     return nc
 
 
-def natspy_responder(port: int, kind: str) -> None:
+def natspy_responder(port: int, kind: str, polls: tuple[str, ...]) -> None:
     async def main() -> None:
+        poll = poll_if(polls, "responder")  # noqa: F841 - held for the run
         nc = await _connect(port, kind)
 
         async def on_msg(msg: Msg) -> None:
@@ -120,7 +137,8 @@ def natspy_responder(port: int, kind: str) -> None:
     asyncio.run(main())
 
 
-async def bare_requests(port: int, n: int, gap: float) -> list[int]:
+async def bare_requests(port: int, n: int, gap: float, polls: tuple[str, ...]) -> list[int]:
+    poll = poll_if(polls, "requester")  # noqa: F841 - held for the run
     waiter: list[asyncio.Future[int]] = []
 
     def on_msg(_subject: bytes, _reply: bytes | None, _payload: bytes) -> None:
@@ -139,7 +157,9 @@ async def bare_requests(port: int, n: int, gap: float) -> list[int]:
     return out
 
 
-async def natspy_requests(port: int, n: int, gap: float, kind: str) -> list[int]:
+async def natspy_requests(port: int, n: int, gap: float, kind: str,
+                          polls: tuple[str, ...]) -> list[int]:
+    poll = poll_if(polls, "requester")  # noqa: F841 - held for the run
     nc = await _connect(port, kind)
     out = []
     for _ in range(n):
@@ -151,15 +171,15 @@ async def natspy_requests(port: int, n: int, gap: float, kind: str) -> list[int]
     return out
 
 
-def measure(kind: str, port: int, gap: float) -> tuple[float, float]:
+def measure(kind: str, port: int, gap: float, polls: tuple[str, ...]) -> tuple[float, float]:
     bare = kind == "bare"
     responder = mp.Process(target=bare_responder if bare else natspy_responder,
-                           args=(port,) if bare else (port, kind), daemon=True)
+                           args=(port, polls) if bare else (port, kind, polls), daemon=True)
     responder.start()
     time.sleep(1.0)
     n = 60 if gap else 2000
-    times = asyncio.run(bare_requests(port, n, gap) if bare else
-                        natspy_requests(port, n, gap, kind))[5:]
+    times = asyncio.run(bare_requests(port, n, gap, polls) if bare else
+                        natspy_requests(port, n, gap, kind, polls))[5:]
     responder.kill()
     responder.join()
     return statistics.median(times) / 1e3, sorted(times)[int(len(times) * 0.9)] / 1e3
@@ -168,19 +188,25 @@ def measure(kind: str, port: int, gap: float) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--poll", default="none", help=f"comma-separated, of {', '.join(POLLS)}")
     args = ap.parse_args()
+    polls = args.poll.split(",")
+    if unknown := set(polls) - set(POLLS):
+        ap.error(f"--poll: not one of {', '.join(POLLS)}: {', '.join(sorted(unknown))}")
     port = procs.free_port()
     server = subprocess.Popen([procs.nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         procs.wait_port(port, 10, server)
-        print("| client | round | gap | median µs | P90 µs |\n|---|---|---|---|---|")
+        print("| client | who polls | round | gap | median µs | P90 µs |\n"
+              "|---|---|---|---|---|---|")
         for r in range(args.rounds):
             for kind in ("nats-py", "kvmesh", "bare"):
-                for gap in (0.0, 0.004, 0.05):
-                    med, p90 = measure(kind, port, gap)
-                    print(f"| {kind} | {r + 1} | {gap * 1e3:.0f} ms | {med:.0f} | {p90:.0f} |",
-                          flush=True)
+                for poll in polls:
+                    for gap in (0.0, 0.004, 0.05):
+                        med, p90 = measure(kind, port, gap, POLLS[poll])
+                        print(f"| {kind} | {poll} | {r + 1} | {gap * 1e3:.0f} ms | {med:.0f} | "
+                              f"{p90:.0f} |", flush=True)
     finally:
         server.kill()
 
