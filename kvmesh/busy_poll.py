@@ -19,11 +19,12 @@ Contract:
 - `install(window)` makes one process-wide `BusyPoll` that `touch()` (the module function, for
   the places messages arrive: kvmesh/nats_client.py, inference/engine_pipe.py) reaches;
   without it `touch()` does nothing. `eventloop.run` installs it from the service's config.
-- `default_window(cpus, pollers)`: what `kvmesh up` gives its services when not told:
-  `AUTO_WINDOW` where the `pollers` processes that would poll take at most one CPU in
-  `CPUS_PER_POLLER` (a GPU host of 16 CPUs with one gateway, router, worker and engine), else
-  0 (a laptop or CI runner, or more gateways and workers than the CPUs spare: polling
-  processes would starve the rest).
+- `default_window(cpus, pollers, gpu)`: what `kvmesh up` gives its services when not told:
+  `AUTO_WINDOW` where the engines run on a GPU and the `pollers` processes that would poll
+  take at most one CPU in `CPUS_PER_POLLER` (a GPU host of 16 CPUs with one gateway, router,
+  worker and engine), else 0: on a laptop or CI runner, or with more gateways and workers than
+  the CPUs spare, polling processes would starve the rest, and a CPU engine's torch threads
+  want every core.
 - `spin_until(deadline, ready)` is the engine process's form (no event loop there): call
   `ready()` until it is true or the monotonic clock passes `deadline`; its result is `ready`'s.
 """
@@ -38,10 +39,10 @@ AUTO_WINDOW = 0.5  # seconds: longer than one stream's request, so the router st
 CPUS_PER_POLLER = 4
 
 
-def default_window(cpus: int, pollers: int) -> float:
-    """The window `kvmesh up` uses on `cpus` CPUs with `pollers` processes that would poll
-    when not told one (see the module contract)."""
-    return AUTO_WINDOW if cpus >= CPUS_PER_POLLER * pollers else 0.0
+def default_window(cpus: int, pollers: int, gpu: bool) -> float:
+    """The window `kvmesh up` uses on `cpus` CPUs with `pollers` processes that would poll,
+    engines on a GPU or not, when not told one (see the module contract)."""
+    return AUTO_WINDOW if gpu and cpus >= CPUS_PER_POLLER * pollers else 0.0
 
 
 class BusyPoll:

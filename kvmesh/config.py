@@ -223,8 +223,8 @@ class LaunchConfig(Ranged):
     # else started here runs on any of them (kvmesh/cpu_sets.py); "" = the OS places everything.
     engine_cpus: str = ""
     # Seconds the gateways, router, workers and engines poll after each message before they
-    # sleep (kvmesh/busy_poll.py); None = `busy_poll.default_window`: on where they take at
-    # most a quarter of the CPUs.
+    # sleep (kvmesh/busy_poll.py); None = `busy_poll.default_window`: on for GPU engines where
+    # they take at most a quarter of the CPUs.
     busy_poll: float | None = None
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -232,15 +233,34 @@ def _place_engines(cfg: LaunchConfig) -> list[str]:
 
 def _busy_poll(cfg: LaunchConfig) -> float:
     """The services' polling window: the one given, else the default for the CPUs this process
-    (and so every service it starts) may run on and the processes that would poll: the
-    gateways, the router unless they host it, each worker and its engine."""
+    (and so every service it starts) may run on, the processes that would poll (the gateways,
+    the router unless they host it, each worker and its engine) and the engines' device."""
     cpus = len(os.sched_getaffinity(0))
     pollers = max(1, cfg.gateways) + (0 if cfg.hosted_router else 1) + 2 * cfg.workers
-    window = busy_poll.default_window(cpus, pollers) if cfg.busy_poll is None else cfg.busy_poll
+    window = cfg.busy_poll
+    if window is None:
+        spare = cpus >= busy_poll.CPUS_PER_POLLER * pollers
+        window = busy_poll.default_window(cpus, pollers, spare and _engines_on_gpu())
     print(f"kvmesh: services poll {window:g} s after each message before they sleep "
           f"({cpus} CPUs, {pollers} processes that poll; --busy-poll sets it, 0 = off)",
           flush=True)
     return window
+
+
+def _engines_on_gpu() -> bool:
+    """Whether the workers' engines will run on a GPU: as their device setting says, else as
+    torch, asked in a child process with the workers' environment, finds one (the launcher
+    itself keeps no torch)."""
+    device = os.environ.get("KVMESH_WORKER_DEVICE") or os.environ.get("KVMESH_DEVICE") or "auto"
+    if device != "auto":
+        return device.startswith("cuda")
+    try:
+        probe = subprocess.run([sys.executable, "-c",
+                                "import torch; print(torch.cuda.is_available())"],
+                               capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.stdout.strip() == "True"
 
 
 def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:

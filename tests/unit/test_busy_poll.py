@@ -152,9 +152,35 @@ def test_kvmesh_up_polls_by_default_only_with_cpus_to_spare(
         monkeypatch: pytest.MonkeyPatch, cpus: int, mesh: dict[str, object],
         window: float) -> None:
     monkeypatch.setattr(launcher.os, "sched_getaffinity", lambda _pid: set(range(cpus)))
+    monkeypatch.setattr(launcher, "_engines_on_gpu", lambda: True)
     assert launcher._busy_poll(LaunchConfig(**mesh)) == window  # type: ignore[arg-type]
     assert launcher._busy_poll(LaunchConfig(busy_poll=0.0, **mesh)) == 0.0  # told: as told
     assert launcher._busy_poll(LaunchConfig(busy_poll=0.2, **mesh)) == 0.2
+    monkeypatch.setattr(launcher, "_engines_on_gpu", lambda: False)  # a CPU engine's cores
+    assert launcher._busy_poll(LaunchConfig(**mesh)) == 0.0  # type: ignore[arg-type]
+    assert launcher._busy_poll(LaunchConfig(busy_poll=0.2, **mesh)) == 0.2
+
+
+@pytest.mark.parametrize("env, gpu", [({"KVMESH_WORKER_DEVICE": "cpu"}, False),
+                                      ({"KVMESH_DEVICE": "cuda"}, True),
+                                      ({"KVMESH_DEVICE": "cuda:1"}, True),
+                                      ({"KVMESH_WORKER_DEVICE": "cpu", "KVMESH_DEVICE": "cuda"},
+                                       False)])
+def test_the_engines_device_is_what_the_workers_are_told(
+        monkeypatch: pytest.MonkeyPatch, env: dict[str, str], gpu: bool) -> None:
+    for name in ("KVMESH_WORKER_DEVICE", "KVMESH_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert launcher._engines_on_gpu() == gpu
+
+
+def test_an_auto_device_is_what_torch_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    for name in ("KVMESH_WORKER_DEVICE", "KVMESH_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    assert launcher._engines_on_gpu() == torch.cuda.is_available()
 
 
 @pytest.mark.parametrize("config", [GatewayConfig, RouterConfig, WorkerConfig])
