@@ -21,9 +21,10 @@ Contract:
   subscription has no pending queue, so nats-py's slow-consumer limits do not apply to it.
   The subscription nats-py makes for the replies to `request` is direct too (its callback
   only resolves the waiting request's future).
-- Every message keeps the process's loop polling for a while (`busy_poll.touch`,
-  kvmesh/busy_poll.py), but those of a subscription made with `polls=False`: messages that
-  come on their own clock (heartbeats) would keep an idle process polling for ever.
+- Every message `FastClient` reads keeps the process's loop polling for a while
+  (`busy_poll.touch`, kvmesh/busy_poll.py), but those of a subscription made with
+  `polls=False`: messages that come on their own clock (heartbeats) would keep an idle
+  process polling for ever.
 - Both rest on nats-py internals (checked against 2.16). If the installed nats-py lacks the
   hooks this module overrides, with the parameters it expects, the client is nats-py's own,
   unchanged (`FAST` is False, `NatsClient` is `PlainClient`; a warning says so once).
@@ -65,7 +66,8 @@ def _has_hooks() -> bool:
 
 
 class PlainClient(Client):
-    """nats-py's client as it is; `direct` is accepted and changes nothing."""
+    """nats-py's client as it is; `direct` and `polls` are accepted and change nothing (its
+    messages never keep the loop polling)."""
 
     async def subscribe(self, subject: str, queue: str = "", cb: Callback | None = None,
                         *args: Any, direct: bool = False, polls: bool = True,
