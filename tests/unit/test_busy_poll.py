@@ -1,8 +1,9 @@
 """Polling after a message (kvmesh/busy_poll.py): a touched loop polls without sleeping for its
 window and then sleeps again; a window of 0 never polls; the engine's command pipe is read in a
 loop for its window instead of waiting in `poll`; the step pipe's reader touches the loop;
-`kvmesh up` gives its services the window it was told, else the default for its CPUs, and each
-on-path service reads the setting from its variable."""
+`kvmesh up` gives its services the window it was told, else the default for its CPUs, its
+polling processes and its engines' device, and each on-path service reads the setting from its
+variable."""
 
 from __future__ import annotations
 
