@@ -46,7 +46,7 @@ from typing import IO
 from kvmesh import busy_poll
 from kvmesh.cli import local_nats, procs
 from kvmesh.cli.supervisor import Supervisor
-from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace
+from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, load
 from kvmesh.cpu_sets import parse_groups
 from kvmesh.cpu_sets import text as cpu_text
 
@@ -248,10 +248,12 @@ def _busy_poll(cfg: LaunchConfig) -> float:
 
 
 def _engines_on_gpu() -> bool:
-    """Whether the workers' engines will run on a GPU: as their device setting says, else as
-    torch, asked in a child process with the workers' environment, finds one (the launcher
-    itself keeps no torch)."""
-    device = os.environ.get("KVMESH_WORKER_DEVICE") or os.environ.get("KVMESH_DEVICE") or "auto"
+    """Whether the workers' engines will run on a GPU: as their device setting says (read as
+    a worker reads it), else as torch, asked in a child process with the workers' environment,
+    finds one (the launcher itself keeps no torch)."""
+    from inference.worker_config import WorkerConfig
+
+    device = load(WorkerConfig).engine.device
     if device != "auto":
         return device.startswith("cuda")
     try:

@@ -176,6 +176,13 @@ def test_the_engines_device_is_what_the_workers_are_told(
     assert launcher._engines_on_gpu() == gpu
 
 
+def test_a_probe_that_cannot_run_means_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KVMESH_WORKER_DEVICE", "KVMESH_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launcher.sys, "executable", "/nonexistent/python")  # OSError
+    assert launcher._engines_on_gpu() is False
+
+
 def test_an_auto_device_is_what_torch_finds(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
