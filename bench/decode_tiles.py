@@ -26,37 +26,43 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.graph_timing import graph_us
+from inference.engine.decode_splits import decode_num_splits
 from inference.engine.triton_kernels import decode_attention as da
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 32, 8, 128, 16
 SHAPES = {"mid-run": (181, 100, 1800), "full": (256, 600, 1600), "b1": (1, 128, 129)}
 
 
-def problem(batch: int, lo: int, hi: int, seed: int = 0):
-    """Query, a float32 pool, block tables and context lengths for `batch` sequences."""
+def problem(batch: int, lo: int, hi: int, seed: int = 0, heads: tuple[int, int, int] = (
+        HEADS, KV_HEADS, HEAD_DIM)):
+    """Query, a float32 pool, block tables and context lengths for `batch` sequences;
+    `heads`: query heads, KV heads, head dim."""
+    num_heads, kv_heads, head_dim = heads
     gen = torch.Generator().manual_seed(seed)
     lens = torch.randint(lo, hi, (batch,), generator=gen)
     blocks = (lens + PAGE - 1) // PAGE
     tables = torch.randint(1, int(blocks.sum()) + 1, (batch, int(blocks.max())), generator=gen)
-    pool = torch.randn(2, int(blocks.sum()) + 1, PAGE, KV_HEADS, HEAD_DIM, device="cuda")
-    q = torch.randn(batch, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    pool = torch.randn(2, int(blocks.sum()) + 1, PAGE, kv_heads, head_dim, device="cuda")
+    q = torch.randn(batch, num_heads, head_dim, device="cuda", dtype=torch.bfloat16)
     return q, pool, tables.to(torch.int32).cuda(), lens.to(torch.int32).cuda()
 
 
 def time_us(q, kv, tables, lens, splits: int) -> tuple[float, torch.Tensor]:
     """Microseconds per call (`graph_timing.graph_us`) and the output."""
-    out = da.decode_attention(q, kv, tables, lens, HEAD_DIM**-0.5, splits)  # compiles
-    ws = da.decode_workspace(q.shape[0], HEADS, HEAD_DIM, splits, q.device) if splits > 1 \
+    batch, num_heads, head_dim = q.shape
+    scale = head_dim**-0.5
+    out = da.decode_attention(q, kv, tables, lens, scale, splits)  # compiles
+    ws = da.decode_workspace(batch, num_heads, head_dim, splits, q.device) if splits > 1 \
         else None
-    us = graph_us(lambda: da.decode_attention(q, kv, tables, lens, HEAD_DIM**-0.5, splits,
-                                              out=out, workspace=ws))
+    us = graph_us(lambda: da.decode_attention(q, kv, tables, lens, scale, splits, out=out,
+                                              workspace=ws))
     return us, out.float()
 
 
 def sweep(name: str, batch: int, lo: int, hi: int) -> dict:
     q, pool, tables, lens = problem(batch, lo, hi)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    graph_splits = da.decode_num_splits(batch, KV_HEADS, 4096, HEAD_DIM, sms)
+    graph_splits = decode_num_splits(batch, KV_HEADS, 4096, HEAD_DIM, sms)
     res: dict = {"shape": name, "batch": batch, "context_tokens": int(lens.sum()),
                  "graph_splits": graph_splits, "dtypes": {}}
     for label, dtype in (("bf16", torch.bfloat16), ("fp8", torch.float8_e4m3fn)):

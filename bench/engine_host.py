@@ -100,13 +100,16 @@ def peer_child(preset: str, mode: str) -> dict:
 
 def decode_graph_step(llm, batch: int):
     """A function that runs one decode step's GPU work for `batch` rows and nothing else:
-    the captured graph of the smallest size that holds them, the LM head and argmax."""
+    the captured graph the engine would replay for the sequences its buffers hold now (the
+    smallest size that holds `batch` rows, the shortest span that holds their contexts), the
+    LM head and argmax."""
     eng = llm.engine
     graphs = eng.graph_decoder
     model = eng.runner.model
+    longest = int(graphs.seq_lens[:batch].max())
 
     def once():
-        return model.compute_logits(graphs.replay_decode(batch)).argmax(dim=-1)
+        return model.compute_logits(graphs.replay_decode(batch, longest)).argmax(dim=-1)
 
     return once
 

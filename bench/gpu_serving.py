@@ -216,6 +216,8 @@ def start_mesh(args: argparse.Namespace, logs: Path, otlp: str) -> tuple[subproc
     try:
         for line in proc.stdout:
             said.append(line)
+            if line.startswith("kvmesh:"):  # how it chose to run (polling, CPUs), for the log
+                print(line.rstrip(), flush=True)
             m = re.search(r"API key .*: (kvm_\S+)", line)
             if m:
                 return proc, m.group(1)

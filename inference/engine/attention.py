@@ -65,6 +65,14 @@ class AttentionBackend(ABC):
     def begin_step(self, meta: AttentionMetadata) -> None:  # noqa: B027 - optional hook
         """Precompute per-step state shared by every layer."""
 
+    def decode_spans(self, num_seqs: int, kv_heads: int, head_dim: int,
+                     max_model_len: int) -> tuple[int, ...]:
+        """The longest contexts to capture a decode graph of `num_seqs` rows for, ascending,
+        the last `max_model_len`. A decode step's launch may depend on `meta.max_seq_len`
+        only through these spans: a graph captured for a span must compute every step whose
+        longest context fits it."""
+        return (max_model_len,)
+
     @abstractmethod
     def forward(
         self,

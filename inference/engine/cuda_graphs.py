@@ -6,7 +6,11 @@ replayed graph launches them all at once. Two families, captured once at start-u
 sharing one memory pool (captured largest first, so the smaller graphs reuse its blocks):
 
 - Decode graphs, one per batch size of a ladder (1, 2, 4, 8, then every 8 up to
-  `max_num_seqs`): one token per sequence, the split-K decode kernel.
+  `max_num_seqs`) and span: one token per sequence, the split-K decode kernel. A span is the
+  longest context a graph's attention was launched for; the backend names them
+  (`decode_spans`): `max_model_len`, and a short one where short contexts launch fewer
+  kernels (one split, no merge: `decode_splits.py`). A step replays the shortest span that
+  holds its longest context.
 - Mixed graphs, one per token bucket (16, 32, 64, .. up to `max_mixed_tokens`), each for up to
   `MIXED_SEQS` sequences: prefill chunks, prefix-cache hits and decode rows in one step, the
   varlen prefill kernel. Its grid is `(tokens / BLOCK_M, MIXED_SEQS, heads)` whatever the
@@ -30,9 +34,11 @@ rare (a long prompt, a burst of arrivals), and a large model's GPU work outweigh
 launches.
 
 Invariants a captured graph relies on:
-- the attention metadata's `max_seq_len` is pinned to `max_model_len` in decode graphs, so
-  the decode kernel's split count (and grid) is the same on every replay; a mixed graph's
-  `max_query_len` is pinned to its bucket, which fixes the prefill kernel's grid and tiles;
+- the attention metadata's `max_seq_len` is pinned to the graph's span in decode graphs
+  (`max_model_len` in mixed ones), so the decode kernel's split count (and grid) is the same
+  on every replay, and a step replays a span no shorter than its longest context; a mixed
+  graph's `max_query_len` is pinned to its bucket, which fixes the prefill kernel's grid and
+  tiles;
 - padding token rows belong to no sequence: their outputs are garbage that never reaches a
   real row (every layer is row-wise outside attention, and attention reads only the pool);
 - the KV pool tensor and the model's parameters never move after capture;
@@ -76,11 +82,13 @@ def token_buckets(max_tokens: int) -> list[int]:
 
 @dataclass(frozen=True)
 class _Shape:
-    """One graph: `tokens` rows, `seqs` sequences, decode (query length 1) or mixed."""
+    """One graph: `tokens` rows, `seqs` sequences, decode (query length 1) or mixed, for
+    contexts of at most `span` tokens."""
 
     tokens: int
     seqs: int
     decode: bool
+    span: int
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class CudaGraphDecoder:
         self.sizes = batch_size_ladder(max_num_seqs)
         self.buckets = token_buckets(max_mixed_tokens)
         self.mixed_seqs = min(MIXED_SEQS, max_num_seqs)
+        kv_heads, head_dim = kv_cache.shape[-2:]
+        self.spans = {b: backend.decode_spans(b, kv_heads, head_dim, max_model_len)
+                      for b in self.sizes}
         rows = max([self.sizes[-1], *self.buckets])
         seqs = max(self.sizes[-1], self.mixed_seqs)
         device = kv_cache.device
@@ -145,7 +156,7 @@ class CudaGraphDecoder:
             seq_lens=self.seq_lens[:s],
             block_tables=self.block_tables[:s],
             max_query_len=1 if shape.decode else shape.tokens,
-            max_seq_len=self.max_model_len,
+            max_seq_len=shape.span,
         )
 
     def _forward(self, shape: _Shape) -> torch.Tensor:
@@ -156,9 +167,12 @@ class CudaGraphDecoder:
 
     def _shapes(self) -> list[_Shape]:
         """Every graph to capture, largest first (the pool is sized by the first)."""
-        shapes = [_Shape(b, b, True) for b in self.sizes]
-        shapes += [_Shape(t, self.mixed_seqs, False) for t in self.buckets]
-        return sorted(shapes, key=lambda s: (s.tokens, s.decode), reverse=True)
+        shapes = [_Shape(b, b, True, span) for b in self.sizes for span in self.spans[b]]
+        shapes += [self._mixed(t) for t in self.buckets]
+        return sorted(shapes, key=lambda s: (s.tokens, s.decode, s.span), reverse=True)
+
+    def _mixed(self, tokens: int) -> _Shape:
+        return _Shape(tokens, self.mixed_seqs, False, self.max_model_len)
 
     @torch.inference_mode()
     def capture(self) -> float:
@@ -175,47 +189,49 @@ class CudaGraphDecoder:
             pool = graph.pool()
             self.graphs[shape] = graph
         if self.buckets:
-            out = self.outputs[_Shape(self.sizes[-1], self.sizes[-1], True)]
+            out = self.outputs[_Shape(self.sizes[-1], self.sizes[-1], True,
+                                      self.max_model_len)]
             rows = self.sizes[-1] + MAX_TAIL_GRAPHS * self.buckets[-1]
             self.joined = out.new_empty(rows, *out.shape[1:])
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
         log.info(
             "captured %d decode graphs (batch 1..%d) and %d mixed graphs (up to %d tokens) "
-            "in %.2f s", len(self.sizes), self.sizes[-1], len(self.buckets),
+            "in %.2f s", sum(map(len, self.spans.values())), self.sizes[-1], len(self.buckets),
             self.buckets[-1] if self.buckets else 0, self.capture_seconds,
         )
         return self.capture_seconds
 
     def fits(self, query_lens: list[int], decodes: int) -> bool:
         """Whether a step whose sequences compute `query_lens` tokens each, the first
-        `decodes` of them one, replays graphs rather than running eagerly."""
-        return bool(self._plan(query_lens, decodes))
+        `decodes` of them one, replays graphs rather than running eagerly (whatever their
+        contexts: every decode batch size has a graph of span `max_model_len`)."""
+        return bool(self._plan(query_lens, decodes, self.max_model_len))
 
-    def _plan(self, query_lens: list[int], decodes: int) -> tuple[_Part, ...]:
-        """The replays that run a step: one graph for all of it; or a decode graph for the
-        leading `decodes` rows (if any) and up to `MAX_TAIL_GRAPHS` mixed graphs for the
-        rest; or none (eager)."""
+    def _plan(self, query_lens: list[int], decodes: int, longest: int) -> tuple[_Part, ...]:
+        """The replays that run a step whose longest context is `longest` tokens: one graph
+        for all of it; or a decode graph for the leading `decodes` rows (if any) and up to
+        `MAX_TAIL_GRAPHS` mixed graphs for the rest; or none (eager)."""
         if not self.graphs:
             return ()
         n, seqs = sum(query_lens), len(query_lens)
-        whole = self._whole(n, seqs, decodes == seqs)
+        whole = self._whole(n, seqs, decodes == seqs, longest)
         if whole:
             return whole
         if decodes == seqs or not self.buckets:
             return ()
         plan = []
         if decodes:
-            head = self._fit(decodes, decodes, True)
+            head = self._fit(decodes, decodes, True, longest)
             if head is None:
                 return ()
             plan.append(_Part(head, 0, decodes, 0, decodes))
         tail = self._pack(query_lens, decodes)
         return (*plan, *tail) if tail else ()
 
-    def _whole(self, n: int, seqs: int, decode: bool) -> tuple[_Part, ...]:
+    def _whole(self, n: int, seqs: int, decode: bool, longest: int) -> tuple[_Part, ...]:
         """One graph for the whole step of `n` rows over `seqs` sequences, or none."""
-        shape = self._fit(n, seqs, decode)
+        shape = self._fit(n, seqs, decode, longest)
         return () if shape is None else (_Part(shape, 0, seqs, 0, n),)
 
     def _pack(self, query_lens: list[int], first: int) -> list[_Part]:
@@ -228,30 +244,34 @@ class CudaGraphDecoder:
             q = query_lens[i] if i < len(query_lens) else 0
             if i == len(query_lens) or tokens + q > cap or i - start == self.mixed_seqs:
                 t = next(t for t in self.buckets if t >= tokens)
-                parts.append(_Part(_Shape(t, self.mixed_seqs, False), start, i, row,
-                                   row + tokens))
+                parts.append(_Part(self._mixed(t), start, i, row, row + tokens))
                 if len(parts) > MAX_TAIL_GRAPHS or q > cap:
                     return []
                 start, row, tokens = i, row + tokens, 0
             tokens += q
         return parts
 
-    def _fit(self, n: int, seqs: int, decode: bool) -> _Shape | None:
+    def _fit(self, n: int, seqs: int, decode: bool, longest: int) -> _Shape | None:
+        """The graph for `n` rows over `seqs` sequences whose longest context is `longest`
+        tokens: the smallest that holds them, of the shortest span that holds that."""
         if not self.graphs:
             return None
         if decode:
             bs = next((b for b in self.sizes if b >= n), None)
-            return None if bs is None else _Shape(bs, bs, True)
+            if bs is None:
+                return None
+            span = next((s for s in self.spans[bs] if s >= longest), None)
+            return None if span is None else _Shape(bs, bs, True, span)
         if seqs > self.mixed_seqs:
             return None
         t = next((t for t in self.buckets if t >= n), None)
-        return None if t is None else _Shape(t, self.mixed_seqs, False)
+        return None if t is None else self._mixed(t)
 
-    def replay_decode(self, batch: int) -> torch.Tensor:
-        """Replay the decode graph that holds `batch` rows on whatever its buffers hold (the
-        GPU work of one decode step and nothing else, for benchmarks); its first `batch`
-        output rows."""
-        shape = self._fit(batch, batch, True)
+    def replay_decode(self, batch: int, longest: int) -> torch.Tensor:
+        """Replay the decode graph that holds `batch` rows with contexts of at most `longest`
+        tokens on whatever its buffers hold (the GPU work of one decode step and nothing else,
+        for benchmarks); its first `batch` output rows."""
+        shape = self._fit(batch, batch, True, longest)
         if shape is None:
             raise ValueError(f"no decode graph holds {batch} rows")
         self.graphs[shape].replay()
@@ -262,9 +282,9 @@ class CudaGraphDecoder:
     ) -> torch.Tensor:
         n, seqs = input_ids.shape[0], meta.seq_lens.shape[0]
         if meta.is_decode or meta.query_lens is None:  # decodes (hot path), or no lengths:
-            plan = self._whole(n, seqs, meta.is_decode)  # one graph or none
+            plan = self._whole(n, seqs, meta.is_decode, meta.max_seq_len)  # one graph or none
         else:
-            plan = self._plan(meta.query_lens, meta.num_decodes)
+            plan = self._plan(meta.query_lens, meta.num_decodes, meta.max_seq_len)
         if not plan:
             self.eager_steps += 1
             self.backend.begin_step(meta)

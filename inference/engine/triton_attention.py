@@ -5,8 +5,9 @@ Keeps the `AttentionBackend` contract (see `attention.py`): write the step's new
 
 - A pure-decode step (`max_query_len == 1`, one row per sequence) runs split-K decode
   attention; its number of splits depends only on the batch size, the head counts and
-  `meta.max_seq_len`, which the CUDA-graph decoder pins to the model's maximum length, so the
-  launch is the same on every replay. No host sync, no host value read from a device tensor.
+  `meta.max_seq_len` (`decode_splits.py`), which the CUDA-graph decoder pins to the span of
+  the graph it captures (`decode_spans`), so the launch is the same on every replay. No host
+  sync, no host value read from a device tensor.
 - Any other step (prefill chunks, prefix-cache hits, mixed prefill + decode) runs the varlen
   prefill kernel over the cached prefix.
 - Slots < 0 are padding: nothing is written (graph padding rows use them).
@@ -26,11 +27,8 @@ from __future__ import annotations
 import torch
 
 from .attention import AttentionBackend, AttentionMetadata, Rope
-from .triton_kernels.decode_attention import (
-    decode_attention,
-    decode_num_splits,
-    decode_workspace,
-)
+from .decode_splits import decode_num_splits, decode_spans
+from .triton_kernels.decode_attention import decode_attention, decode_workspace
 from .triton_kernels.kv_write import reshape_and_cache
 from .triton_kernels.prefill_attention import prefill_attention
 from .triton_kernels.rope_cache import rope_and_cache
@@ -48,6 +46,10 @@ class TritonAttentionBackend(AttentionBackend):
 
     def begin_step(self, meta: AttentionMetadata) -> None:
         self._workspace = None
+
+    def decode_spans(self, num_seqs: int, kv_heads: int, head_dim: int,
+                     max_model_len: int) -> tuple[int, ...]:
+        return decode_spans(num_seqs, kv_heads, head_dim, max_model_len, self.num_sms)
 
     def forward(
         self,

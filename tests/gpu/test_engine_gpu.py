@@ -57,6 +57,28 @@ def test_graph_replay_equals_eager():
     assert token_ids(graphs.generate(ps, GREEDY)) == token_ids(eager.generate(ps, GREEDY))
 
 
+def test_decode_graphs_of_both_spans_replay_and_equal_eager():
+    """A sequence whose context grows past the short span (`decode_splits.ONE_SPLIT_SPAN`)
+    decodes first through the one-split graph, then through the full span's split graph,
+    and its tokens are the eager engine's."""
+    from inference.engine.decode_splits import ONE_SPLIT_SPAN
+
+    ps = prompts(2, lengths=(ONE_SPLIT_SPAN - 12, 3))
+    llm = make_llm()
+    dec = llm.engine.graph_decoder
+    assert dec.spans[2] == (ONE_SPLIT_SPAN, 1024)
+    replayed: dict[int, int] = {}
+    for shape, graph in dec.graphs.items():
+        if shape.decode and shape.seqs == 2:
+            def counted(replay=graph.replay, span=shape.span):
+                replayed[span] = replayed.get(span, 0) + 1
+                replay()
+            graph.replay = counted
+    got = token_ids(llm.generate(ps, GREEDY))
+    assert replayed.get(ONE_SPLIT_SPAN, 0) >= 5 and replayed.get(1024, 0) >= 5
+    assert got == token_ids(make_llm(enforce_eager=True).generate(ps, GREEDY))
+
+
 def test_mixed_graph_replay_equals_eager():
     """Prefill chunks, prefix-cache hits and decode rows mixed into prompt steps, replayed
     from the mixed graphs (128-token budget: a 300-token prompt takes three chunks beside the

@@ -8,7 +8,8 @@ un-normalised partial (output, log-sum-exp); a second kernel merges the splits. 
 the first kernel writes the final output directly.
 
 CUDA-graph safe: the grid depends only on static shapes (`num_seqs`, `kv_heads`) and a
-`num_splits` fixed by the caller from an upper bound on the context length; each program reads
+`num_splits` fixed by the caller from an upper bound on the context length
+(`decode_splits.decode_num_splits`); each program reads
 its real context length from `seq_lens` on the device. A sequence with `seq_len == 0` (graph
 padding) gets a zero output.
 
@@ -18,12 +19,11 @@ the query's dtype on load (exact), so an fp8 pool halves the bytes read and noth
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
 
+from ..decode_splits import decode_block_n
 from . import pdl
 from .paged_tile import LOG2E, attend_tile
 from .pdl import begin
@@ -125,10 +125,6 @@ def _decode_merge_kernel(
              mask=offs_d < HEAD_DIM)
 
 
-def decode_block_n(head_dim: int) -> int:
-    return 64 if head_dim <= 128 else 32
-
-
 # (BLOCK_N, num_stages, num_warps) per pool dtype, for a bf16/fp16 query; a dtype not listed
 # gets `(decode_block_n(head_dim), 2, 4)`. The upcast between load and dot changes how Triton
 # pipelines an fp8 pool's loads, so fp8 has its own tile. bench/decode_tiles.py times
@@ -147,15 +143,6 @@ def decode_tile(head_dim: int, kv_dtype: torch.dtype, q_dtype: torch.dtype
     if tile is not None and q_dtype != torch.float32:
         return tile
     return decode_block_n(head_dim), 2, 4
-
-
-def decode_num_splits(num_seqs: int, kv_heads: int, max_seq_len: int, head_dim: int,
-                      num_sms: int = 132) -> int:
-    """Splits so that about two programs run per multiprocessor, never more than there are
-    tiles in `max_seq_len`. Depends only on static values: safe to fix at graph capture."""
-    tiles = max(1, math.ceil(max_seq_len / decode_block_n(head_dim)))
-    want = math.ceil(2 * num_sms / max(1, num_seqs * kv_heads))
-    return max(1, min(tiles, want, 64))
 
 
 def decode_workspace(num_seqs: int, num_heads: int, head_dim: int, num_splits: int,

@@ -1,0 +1,83 @@
+"""Where one split stops paying: decode attention with one split against the split count of
+the full-span decode graph, by batch and context (`inference/engine/decode_splits.py`'s
+`ONE_SPLIT_SPAN`).
+
+    python bench/decode_splits.py [--out DIR]
+
+For SmolLM2's heads (9 query, 3 KV, dim 64) and Llama-3.1-8B's (32, 8, 128), a bf16 pool,
+batches 1..32 with every sequence at the same context: the kernel's microseconds per call
+(split + merge where it splits) inside a CUDA graph of 20 launches (`graph_timing.graph_us`),
+with one split and with the splits a graph captured for 4,096 tokens launches. Prints a
+table per head shape and, per batch, the longest context at which one split is no slower;
+`decode_splits.json` under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.decode_tiles import problem, time_us
+from inference.engine.decode_splits import decode_num_splits
+
+HEADS = {"smollm2": (9, 3, 64), "8b": (32, 8, 128)}
+BATCHES = (1, 2, 4, 8, 16, 32)
+CONTEXTS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
+SPAN = 4096
+
+
+def sweep(name: str, sms: int) -> dict:
+    _, kv_heads, head_dim = HEADS[name]
+    rows = {}
+    for batch in BATCHES:
+        splits = decode_num_splits(batch, kv_heads, SPAN, head_dim, sms)
+        if splits == 1:
+            continue
+        row = {"splits": splits, "contexts": {}}
+        for ctx in CONTEXTS:
+            q, pool, tables, lens = problem(batch, ctx, ctx + 1, heads=HEADS[name])
+            kv = pool.to(torch.bfloat16)
+            one, out1 = time_us(q, kv, tables, lens, 1)
+            many, outn = time_us(q, kv, tables, lens, splits)
+            err = ((out1 - outn).norm() / outn.norm()).item()
+            row["contexts"][ctx] = {"one_us": round(one, 2), "split_us": round(many, 2),
+                                    "rel_err": err}
+        row["one_split_up_to"] = max((c for c in CONTEXTS if all(
+            row["contexts"][d]["one_us"] <= row["contexts"][d]["split_us"]
+            for d in CONTEXTS if d <= c)), default=0)
+        rows[batch] = row
+    return {"heads": name, "shape": HEADS[name], "batches": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    results = [sweep(name, sms) for name in HEADS]
+    with open(os.path.join(args.out, "decode_splits.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    for r in results:
+        print(f"\n{r['heads']} heads {r['shape']}: us with one split / with the 4,096-token "
+              "graph's splits")
+        print("| batch (splits) | " + " | ".join(str(c) for c in CONTEXTS)
+              + " | one split no slower up to |")
+        for batch, row in r["batches"].items():
+            cells = [f"{v['one_us']:.1f} / {v['split_us']:.1f}"
+                     for v in row["contexts"].values()]
+            print(f"| {batch} ({row['splits']}) | " + " | ".join(cells)
+                  + f" | {row['one_split_up_to']} |")
+        bad = [(b, c) for b, row in r["batches"].items() for c, v in row["contexts"].items()
+               if v["rel_err"] > 0.01]
+        if bad:
+            print(f"outputs differ (> 1 %) at {bad}")
+
+
+if __name__ == "__main__":
+    main()
