@@ -3,8 +3,10 @@
 Split-K decode attention (`triton_kernels/decode_attention.py`) runs `(sequences, KV heads,
 splits)` programs and, with more than one split, a second kernel that merges them. Splitting
 spreads a long context over the GPU; at a short one the merge's launch costs more than the
-split saves (8B heads, batch 1, a 128-token context: 7.0 µs a layer with the 33 splits sized
-for 4,096 tokens, 3.9 µs with one; bench/decode_splits.py measures where this turns).
+split saves. bench/decode_splits.py measures where this turns: on an H100, one split was no
+slower up to 256 tokens at every batch that splits, for SmolLM2's heads and the 8B's (batch
+1 at 128 tokens: 2.7 against 4.4 µs for SmolLM2, 3.5 against 6.0 for the 8B), and slower from
+384 or 512 on at most batches (batch 1 at 512: 6.2 against 4.7, 9.0 against 6.3).
 
 A CUDA graph fixes the launch, so the graph decoder captures a decode graph per span, the
 longest context it holds (`decode_spans`), and a step replays the shortest span that holds
@@ -17,7 +19,7 @@ import math
 
 # Contexts of at most this many tokens attend in one split: each program walks its whole
 # context and writes the output itself; no merge kernel runs.
-ONE_SPLIT_SPAN = 512
+ONE_SPLIT_SPAN = 256
 MAX_SPLITS = 64
 
 
