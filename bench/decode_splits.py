@@ -9,7 +9,9 @@ batches 1..32 with every sequence at the same context: the kernel's microseconds
 (split + merge where it splits) inside a CUDA graph of 20 launches (`graph_timing.graph_us`),
 with one split and with the splits a graph captured for 4,096 tokens launches. Prints a
 table per head shape and, per batch, the longest context at which one split is no slower;
-`decode_splits.json` under --out.
+`decode_splits.json` under --out. `--tiles`: also one split under every candidate tile
+(`TILE_CANDIDATES`) at batches 1 and 8 and contexts 256-1,024, the best of them beside the
+tile in use.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.decode_tiles import problem, time_us
 from inference.engine.decode_splits import decode_num_splits
+from inference.engine.triton_kernels import decode_attention as da
 
 HEADS = {"smollm2": (9, 3, 64), "8b": (32, 8, 128)}
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -55,14 +58,42 @@ def sweep(name: str, sms: int) -> dict:
     return {"heads": name, "shape": HEADS[name], "batches": rows}
 
 
+def one_split_tiles(name: str) -> list[dict]:
+    """One split under each candidate tile: does another tile move the turn later?"""
+    rows = []
+    for batch in (1, 8):
+        for ctx in (256, 512, 1024):
+            q, pool, tables, lens = problem(batch, ctx, ctx + 1, heads=HEADS[name])
+            kv = pool.to(torch.bfloat16)
+            current = time_us(q, kv, tables, lens, 1)[0]
+            saved, timed = da.TILES[torch.bfloat16], {}
+            try:
+                for tile in da.TILE_CANDIDATES:
+                    da.TILES[torch.bfloat16] = tile
+                    try:
+                        timed[tile] = time_us(q, kv, tables, lens, 1)[0]
+                    except Exception:  # out of shared memory or registers for this tile
+                        continue
+            finally:
+                da.TILES[torch.bfloat16] = saved
+            best = min(timed, key=timed.get)
+            rows.append({"heads": name, "batch": batch, "context": ctx, "current_us": current,
+                         "best_tile": list(best), "best_us": timed[best]})
+            print(f"{name} batch {batch} context {ctx}: one split {current:.1f} us with "
+                  f"{saved}, {timed[best]:.1f} with {best}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--tiles", action="store_true")
     args = ap.parse_args()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     results = [sweep(name, sms) for name in HEADS]
+    tiles = [r for name in HEADS for r in one_split_tiles(name)] if args.tiles else []
     with open(os.path.join(args.out, "decode_splits.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump({"splits": results, "one_split_tiles": tiles}, f, indent=1)
     for r in results:
         print(f"\n{r['heads']} heads {r['shape']}: us with one split / with the 4,096-token "
               "graph's splits")
