@@ -185,6 +185,8 @@ class ModelRunner:
         self.last_hidden = hidden
         if not sample_rows:
             return hidden.new_empty(0, self.model.config.vocab_size, dtype=torch.float32)
+        if len(sample_rows) == hidden.shape[0]:  # one token a sequence, every one sampled:
+            return self.model.compute_logits(hidden)  # the rows are 0..n-1, no gather
         return self.model.compute_logits(hidden[rows])
 
     def forward(

@@ -18,8 +18,8 @@ programs. An all-greedy batch of fewer rows than the GPU has SMs goes through it
 torch's argmax reduces a row in one thread block, which at batch 1 takes 28 µs of a
 128,256-token row on an H200; from a row per SM on, that fills the GPU, and argmax is one
 launch with no temperatures to send (vLLM's all-greedy path), where the kernel's host side is
-two Triton launches and a copy. The seed comes
-from the engine's generator, read and advanced on the host (only when some row samples), so
+two Triton launches (an all-greedy batch's zero temperatures stay on the device). The seed
+comes from the engine's generator, read and advanced on the host (only when some row samples), so
 the draws are reproducible from the engine's seed and nothing waits for the GPU.
 
 Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
@@ -43,6 +43,7 @@ from .sampling_params import SamplingParams
 from .transfer import to_device
 
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
+_ZEROS: dict[torch.device, torch.Tensor] = {}
 
 
 class Row(Protocol):
@@ -145,8 +146,11 @@ def sample(
 
         fused = bool(random) or len(rows) < num_sms(device)
     if fused:
-        temps = to_device(plan.temps, torch.float32, device)
-        seed = _next_seed(default_generator) if random else 0  # greedy rows draw no noise
+        if random:
+            temps = to_device(plan.temps, torch.float32, device)
+            seed = _next_seed(default_generator)
+        else:  # greedy rows draw no noise, and their temperatures need no upload
+            temps, seed = _zeros(len(rows), device), 0
         tokens = gumbel_sample(logits, temps, seed)
     elif not random:  # all greedy: no row gather, no scatter (a [N, vocab] copy each)
         tokens = logits.argmax(dim=-1)
@@ -159,6 +163,15 @@ def sample(
         probs = _truncated_probs(logits[idx], [rows[i].params for i in random])
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
     return _with_logprobs(DeviceSample(tokens), logits, rows, plan.logprob_rows)
+
+
+def _zeros(rows: int, device: torch.device) -> torch.Tensor:
+    """`rows` float32 zeros on `device`, a view of one buffer kept per device (nothing writes
+    it): an all-greedy batch's temperatures without a host-to-device copy each step."""
+    buf = _ZEROS.get(device)
+    if buf is None or buf.shape[0] < rows:
+        buf = _ZEROS[device] = torch.zeros(max(rows, 256), dtype=torch.float32, device=device)
+    return buf[:rows]
 
 
 def _next_seed(gen: torch.Generator) -> int:
