@@ -273,7 +273,7 @@ class CudaGraphDecoder:
         for benchmarks); its first `batch` output rows."""
         shape = self._fit(batch, batch, True, longest)
         if shape is None:
-            raise ValueError(f"no decode graph holds {batch} rows")
+            raise ValueError(f"no decode graph holds {batch} rows of {longest} tokens")
         self.graphs[shape].replay()
         return self.outputs[shape][:batch]
 

@@ -19,8 +19,8 @@ torch's argmax reduces a row in one thread block, which at batch 1 takes 28 µs 
 128,256-token row on an H200; from a row per SM on, that fills the GPU, and argmax is one
 launch with no temperatures to send (vLLM's all-greedy path), where the kernel's host side is
 two Triton launches (an all-greedy batch's zero temperatures stay on the device). The seed
-comes from the engine's generator, read and advanced on the host (only when some row samples), so
-the draws are reproducible from the engine's seed and nothing waits for the GPU.
+comes from the engine's generator, read and advanced on the host (only when some row
+samples), so the draws are reproducible from the engine's seed and nothing waits for the GPU.
 
 Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
 grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
