@@ -59,6 +59,9 @@
 #                                       round trip with both ends polling and not
 #   bash bench/gpu_session.sh targets   the open H200 targets in one call: `one` (ROUNDS, 3),
 #                                       `mesh256` (one round), the batch-1 decode profile
+#   bash bench/gpu_session.sh splits    decode attention with one split against the full-span
+#                                       graph's splits by batch and context, and one split
+#                                       under every candidate tile (bench/decode_splits.py)
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
 #                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
 #                                       the result cache, with the router hosted (ROUNDS=1)
@@ -254,6 +257,9 @@ targets)
   mesh256_rounds 1
   timeout 120 python3 bench/decode_profile.py --out "$OUT" > "$OUT/profile_b1.log" 2>&1
   grep -E "engine step|failed" "$OUT/profile_b1.log"
+  ;;
+splits)
+  timeout 300 python3 bench/decode_splits.py --tiles --out "$OUT" 2>&1 | tee "$OUT/splits.log"
   ;;
 colocate)
   for r in $(seq "${ROUNDS:-2}"); do
