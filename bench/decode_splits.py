@@ -10,8 +10,9 @@ batches 1..32 with every sequence at the same context: the kernel's microseconds
 with one split and with the splits a graph captured for 4,096 tokens launches. Prints a
 table per head shape and, per batch, the longest context at which one split is no slower;
 `decode_splits.json` under --out. `--tiles`: also one split under every candidate tile
-(`TILE_CANDIDATES`) at batches 1 and 8 and contexts 256-1,024, the best of them beside the
-tile in use.
+(`TILE_CANDIDATES`, and 256-token tiles: one split walks its context alone, so a longer tile
+may pay there) at batches 1 and 8 and contexts 256-1,024, the best of them beside the tile
+in use.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ HEADS = {"smollm2": (9, 3, 64), "8b": (32, 8, 128)}
 BATCHES = (1, 2, 4, 8, 16, 32)
 CONTEXTS = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 SPAN = 4096
+ONE_SPLIT_TILES = [*da.TILE_CANDIDATES, *((256, st, w) for st in (2, 3) for w in (4, 8))]
 
 
 def sweep(name: str, sms: int) -> dict:
@@ -68,7 +70,7 @@ def one_split_tiles(name: str) -> list[dict]:
             current = time_us(q, kv, tables, lens, 1)[0]
             saved, timed = da.TILES[torch.bfloat16], {}
             try:
-                for tile in da.TILE_CANDIDATES:
+                for tile in ONE_SPLIT_TILES:
                     da.TILES[torch.bfloat16] = tile
                     try:
                         timed[tile] = time_us(q, kv, tables, lens, 1)[0]
