@@ -1,6 +1,6 @@
 """How a step is planned over the captured CUDA graphs (cuda_graphs.py), on the CPU: which
-graphs replay which sequences and rows. The replays themselves are checked against the eager
-engine on a GPU (tests/gpu/test_engine_gpu.py)."""
+graphs, of which span, replay which sequences and rows. The replays themselves are checked
+against the eager engine on a GPU (tests/gpu/test_engine_gpu.py)."""
 
 from __future__ import annotations
 
