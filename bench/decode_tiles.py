@@ -6,7 +6,9 @@ Llama-3.1-8B heads (32 query, 8 KV, head_dim 128), page 16, random pools and tab
 - `mid-run`: 181 sequences with contexts uniform in 100..1800 (the nano-vllm workload mid-run);
 - `full`: 256 sequences, contexts uniform in 600..1600 (its early decode steps);
 - `b1`: one sequence with a 128-token context, at every split count from 1 to the one the
-  decode graph uses (its splits are fixed from `max_model_len` 4096 at capture).
+  full-span decode graph uses (fixed from `max_model_len` 4096 at capture; the engine
+  replays a one-split graph for contexts this short, inference/engine/decode_splits.py).
+Every shape is timed at the full-span graph's split count.
 For each pool dtype (bf16, fp8) and each candidate tile of `TILE_CANDIDATES`, the kernel's
 time (CUDA events over a CUDA graph of 20 launches, so host launch time stays out) and the KV
 bytes it must read over that time; a tile whose output differs from the default tile's by

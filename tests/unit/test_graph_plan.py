@@ -120,6 +120,7 @@ def test_short_contexts_replay_the_short_span_and_long_ones_the_full():
     assert dec._plan([1] * 70 + [40], 70, 100)[0].shape == _Shape(72, 72, True, short)
     assert dec._plan([1] * 70 + [40], 70, 700)[0].shape == _Shape(72, 72, True, L)
     assert dec.fits([1], 1)
+    assert dec._plan([1], 1, L + 1) == ()  # longer than any span: eager
     wide = planner(max_num_seqs=256, backend=SplitSpans(16))
     assert wide.spans[88] == (L,)  # 88 x 3 programs fill the GPU twice: never split
     assert _Shape(88, 88, True, short) not in wide.graphs
