@@ -69,9 +69,9 @@ def _tile(w, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BK: tl.con
 
 @triton.jit
 def _apply(tile, x, y, res, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
-           BK: tl.constexpr, GLU: tl.constexpr, RES: tl.constexpr, ON):
-    """y[cols] = tile @ x (+ res[cols] with RES; x read whole; with GLU, x = silu(x[:K]) *
-    x[K:2K])."""
+           BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, ON):
+    """y[cols] = tile @ x (+ res[cols] with RES): x read whole, RMS-normed with NORM (no
+    weight), or silu(x[:K]) * x[K:2K] with GLU."""
     ks = tl.arange(0, BK)
     if GLU:
         g = tl.load(x + ks, mask=ks < K, other=0.0)
@@ -79,6 +79,8 @@ def _apply(tile, x, y, res, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.conste
         v = g / (1.0 + tl.exp(-g)) * u
     else:
         v = tl.load(x + ks, mask=ks < K, other=0.0)
+    if NORM:
+        v = v * tl.math.rsqrt(tl.sum(v * v, axis=0) / K + 1e-6)
     acc = tl.sum(tile.to(tl.float32) * v[None, :], axis=1)
     cols = pid * BN + tl.arange(0, BN)
     if RES:
@@ -115,7 +117,7 @@ def _persistent(wq, wo, wg, wd, kc, vc, x, q, a, o, g, counter, layers, P: tl.co
         wd_l = wd + layer * 576 * 1536
         if not PREFETCH:
             tq = _tile(wq_l, pid, 960, 576, 8, 1024, WORK)
-        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, False, WORK)
+        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, True, False, WORK)
         if PREFETCH:
             to = _tile(wo_l, pid, 576, 576, 8, 1024, WORK)
         _grid_sync(counter, (layer * 5 + 1) * P)
@@ -123,19 +125,19 @@ def _persistent(wq, wo, wg, wd, kc, vc, x, q, a, o, g, counter, layers, P: tl.co
         _grid_sync(counter, (layer * 5 + 2) * P)
         if not PREFETCH:
             to = _tile(wo_l, pid, 576, 576, 8, 1024, WORK)
-        _apply(to, a, o, x, pid, 576, 576, 8, 1024, False, True, WORK)
+        _apply(to, a, o, x, pid, 576, 576, 8, 1024, False, False, True, WORK)
         if PREFETCH:
             tg = _tile(wg_l, pid, 3072, 576, 32, 1024, WORK)
         _grid_sync(counter, (layer * 5 + 3) * P)
         if not PREFETCH:
             tg = _tile(wg_l, pid, 3072, 576, 32, 1024, WORK)
-        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, False, WORK)
+        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, True, False, WORK)
         if PREFETCH:
             td = _tile(wd_l, pid, 576, 1536, 8, 2048, WORK)
         _grid_sync(counter, (layer * 5 + 4) * P)
         if not PREFETCH:
             td = _tile(wd_l, pid, 576, 1536, 8, 2048, WORK)
-        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, True, WORK)
+        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, False, True, WORK)
         if PREFETCH:
             tq = _tile(wq_l + 960 * 576, pid, 960, 576, 8, 1024, WORK & (layer + 1 < layers))
         _grid_sync(counter, (layer * 5 + 5) * P)
@@ -148,15 +150,16 @@ def _attention_launch(q, kc, vc, a):
 
 @triton.jit
 def _one_phase(w, x, y, res, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
-               BK: tl.constexpr, GLU: tl.constexpr, RES: tl.constexpr):
+               BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
     pid = tl.program_id(0)
-    _apply(_tile(w, pid, N, K, BN, BK, True), x, y, res, pid, N, K, BN, BK, GLU, RES, True)
+    _apply(_tile(w, pid, N, K, BN, BK, True), x, y, res, pid, N, K, BN, BK, GLU, NORM, RES,
+           True)
 
 
 class Chain:
     """The probe's weights, caches and activations: x (576) -> q (960) -> attention a (576)
     -> o = x + O(a) (576) -> g (3072) -> x = o + down(g), through `layers` layers, float32
-    activations (no norms: the residual keeps the scale)."""
+    activations; the QKV and gate-up projections RMS-norm their input (no norm weight)."""
 
     def __init__(self, layers: int, device: torch.device) -> None:
         gen = torch.Generator(device=device).manual_seed(0)
@@ -182,12 +185,12 @@ class Chain:
     def reference(self) -> torch.Tensor:
         x = self.x0.clone()
         for i in range(self.layers):
-            q = (self.wq[i].float() @ x)[:HIDDEN].view(HEADS, 1, HEAD_DIM)
+            q = (self.wq[i].float() @ _rms(x))[:HIDDEN].view(HEADS, 1, HEAD_DIM)
             kv = torch.arange(HEADS, device=x.device) // (HEADS // KV_HEADS)
             k, v = self.kc[i].float()[kv], self.vc[i].float()[kv]
             p = torch.softmax((q @ k.transpose(1, 2)) * HEAD_DIM**-0.5, dim=-1)
             o = x + self.wo[i].float() @ (p @ v).reshape(HIDDEN)
-            g = self.wg[i].float() @ o
+            g = self.wg[i].float() @ _rms(o)
             x = o + self.wd[i].float() @ (torch.nn.functional.silu(g[:INTER]) * g[INTER:])
         return x
 
@@ -201,19 +204,24 @@ class Chain:
     def launches(self) -> None:
         self.x.copy_(self.x0)
         for i in range(self.layers):
-            self._phase(self.wq[i], self.x, self.q, None, PHASES["qkv"], False)
+            self._phase(self.wq[i], self.x, self.q, None, PHASES["qkv"], norm=True)
             _attention_launch[(HEADS,)](self.q, self.kc[i], self.vc[i], self.a, num_warps=8)
-            self._phase(self.wo[i], self.a, self.o, self.x, PHASES["o"], False)
-            self._phase(self.wg[i], self.o, self.g, None, PHASES["gate_up"], False)
-            self._phase(self.wd[i], self.g, self.x, self.o, PHASES["down"], True)
+            self._phase(self.wo[i], self.a, self.o, self.x, PHASES["o"])
+            self._phase(self.wg[i], self.o, self.g, None, PHASES["gate_up"], norm=True)
+            self._phase(self.wd[i], self.g, self.x, self.o, PHASES["down"], glu=True)
 
     @staticmethod
     def _phase(w: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
-               res: torch.Tensor | None, shape: tuple[int, int, int], glu: bool) -> None:
+               res: torch.Tensor | None, shape: tuple[int, int, int], glu: bool = False,
+               norm: bool = False) -> None:
         n, k, bn = shape
         _one_phase[(triton.cdiv(n, bn),)](w, src, dst, dst if res is None else res, N=n, K=k,
                                           BN=bn, BK=triton.next_power_of_2(k), GLU=glu,
-                                          RES=res is not None, num_warps=8)
+                                          NORM=norm, RES=res is not None, num_warps=8)
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean() + 1e-6)
 
 
 def main() -> None:
