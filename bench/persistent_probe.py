@@ -17,7 +17,9 @@ head), `--layers` layers:
 - `persistent`: the projections in one launch, a barrier after each phase;
 - `persistent_prefetch`: the same, each program loading its next phase's weights before it
   waits at the barrier;
-- `launches`: the same phases, one launch each (no PDL).
+- `launches`: the same phases, one launch each (no PDL);
+- `only_<phase>`: the persistent kernel with one phase's work on (all barriers): what that
+  phase adds over `barriers`, per layer, is `phase_us_over_barriers`.
 
 Each variant's output is checked against torch's chain; the barrier counter's final value
 must equal programs x barriers (one arrival a program a barrier). Prints one JSON line (and
@@ -27,6 +29,7 @@ must equal programs x barriers (one arrival a program a barrier). Prints one JSO
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -41,6 +44,7 @@ from bench.graph_timing import graph_us
 
 HIDDEN, QKV, INTER = 576, 960, 1536
 HEADS, KV_HEADS, HEAD_DIM, CONTEXT = 9, 3, 64, 256
+PHASE_NAMES = ("qkv", "attend", "out", "gate_up", "down")
 # (N, K, BLOCK_N): one block of columns per program at 132 SMs, the whole K in one tile.
 PHASES = {"qkv": (QKV, HIDDEN, 8), "o": (HIDDEN, HIDDEN, 8), "gate_up": (2 * INTER, HIDDEN, 32),
           "down": (HIDDEN, INTER, 8)}
@@ -107,39 +111,41 @@ def _attend(q, kc, vc, a, pid, ON):
 
 @triton.jit
 def _persistent(wq, wo, wg, wd, kc, vc, x, q, a, o, g, counter, layers, P: tl.constexpr,
-                WORK: tl.constexpr, PREFETCH: tl.constexpr):
+                QKV: tl.constexpr, ATTEND: tl.constexpr, OUT: tl.constexpr, GATE_UP: tl.constexpr,
+                DOWN: tl.constexpr, PREFETCH: tl.constexpr):
+    """The chain, each phase's work on where its flag says (its barrier always)."""
     pid = tl.program_id(0)
-    tq = _tile(wq, pid, 960, 576, 8, 1024, WORK)
+    tq = _tile(wq, pid, 960, 576, 8, 1024, QKV)
     for layer in range(layers):
         wq_l = wq + layer * 960 * 576
         wo_l = wo + layer * 576 * 576
         wg_l = wg + layer * 3072 * 576
         wd_l = wd + layer * 576 * 1536
         if not PREFETCH:
-            tq = _tile(wq_l, pid, 960, 576, 8, 1024, WORK)
-        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, True, False, WORK)
+            tq = _tile(wq_l, pid, 960, 576, 8, 1024, QKV)
+        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, True, False, QKV)
         if PREFETCH:
-            to = _tile(wo_l, pid, 576, 576, 8, 1024, WORK)
+            to = _tile(wo_l, pid, 576, 576, 8, 1024, OUT)
         _grid_sync(counter, (layer * 5 + 1) * P)
-        _attend(q, kc + layer * 3 * 256 * 64, vc + layer * 3 * 256 * 64, a, pid, WORK)
+        _attend(q, kc + layer * 3 * 256 * 64, vc + layer * 3 * 256 * 64, a, pid, ATTEND)
         _grid_sync(counter, (layer * 5 + 2) * P)
         if not PREFETCH:
-            to = _tile(wo_l, pid, 576, 576, 8, 1024, WORK)
-        _apply(to, a, o, x, pid, 576, 576, 8, 1024, False, False, True, WORK)
+            to = _tile(wo_l, pid, 576, 576, 8, 1024, OUT)
+        _apply(to, a, o, x, pid, 576, 576, 8, 1024, False, False, True, OUT)
         if PREFETCH:
-            tg = _tile(wg_l, pid, 3072, 576, 32, 1024, WORK)
+            tg = _tile(wg_l, pid, 3072, 576, 32, 1024, GATE_UP)
         _grid_sync(counter, (layer * 5 + 3) * P)
         if not PREFETCH:
-            tg = _tile(wg_l, pid, 3072, 576, 32, 1024, WORK)
-        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, True, False, WORK)
+            tg = _tile(wg_l, pid, 3072, 576, 32, 1024, GATE_UP)
+        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, True, False, GATE_UP)
         if PREFETCH:
-            td = _tile(wd_l, pid, 576, 1536, 8, 2048, WORK)
+            td = _tile(wd_l, pid, 576, 1536, 8, 2048, DOWN)
         _grid_sync(counter, (layer * 5 + 4) * P)
         if not PREFETCH:
-            td = _tile(wd_l, pid, 576, 1536, 8, 2048, WORK)
-        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, False, True, WORK)
+            td = _tile(wd_l, pid, 576, 1536, 8, 2048, DOWN)
+        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, False, True, DOWN)
         if PREFETCH:
-            tq = _tile(wq_l + 960 * 576, pid, 960, 576, 8, 1024, WORK & (layer + 1 < layers))
+            tq = _tile(wq_l + 960 * 576, pid, 960, 576, 8, 1024, QKV & (layer + 1 < layers))
         _grid_sync(counter, (layer * 5 + 5) * P)
 
 
@@ -194,12 +200,14 @@ class Chain:
             x = o + self.wd[i].float() @ (torch.nn.functional.silu(g[:INTER]) * g[INTER:])
         return x
 
-    def persistent(self, programs: int, work: bool, prefetch: bool) -> None:
+    def persistent(self, programs: int, work: tuple[str, ...], prefetch: bool) -> None:
+        """One launch of the chain; `work`: the phases (of `PHASE_NAMES`) that do theirs."""
         self.x.copy_(self.x0)
         self.counter.zero_()
+        on = {name.upper(): name in work for name in PHASE_NAMES}
         _persistent[(programs,)](self.wq, self.wo, self.wg, self.wd, self.kc, self.vc, self.x,
                                  self.q, self.a, self.o, self.g, self.counter, self.layers,
-                                 P=programs, WORK=work, PREFETCH=prefetch, num_warps=8)
+                                 P=programs, PREFETCH=prefetch, num_warps=8, **on)
 
     def launches(self) -> None:
         self.x.copy_(self.x0)
@@ -237,10 +245,12 @@ def main() -> None:
     result = {"gpu": torch.cuda.get_device_name(device), "programs": programs,
               "layers": args.layers, "barriers": barriers, "us": {}, "rel_err": {}}
     variants = {
-        "barriers": lambda: chain.persistent(programs, False, False),
-        "persistent": lambda: chain.persistent(programs, True, False),
-        "persistent_prefetch": lambda: chain.persistent(programs, True, True),
+        "barriers": lambda: chain.persistent(programs, (), False),
+        "persistent": lambda: chain.persistent(programs, PHASE_NAMES, False),
+        "persistent_prefetch": lambda: chain.persistent(programs, PHASE_NAMES, True),
         "launches": chain.launches,
+        **{f"only_{p}": functools.partial(chain.persistent, programs, (p,), False)
+           for p in PHASE_NAMES},
     }
     for name, call in variants.items():
         call()
@@ -248,7 +258,7 @@ def main() -> None:
         if name != "launches":
             arrived = int(chain.counter.item())
             assert arrived == programs * barriers, f"{name}: {arrived} arrivals"
-        if name != "barriers":
+        if name != "barriers" and not name.startswith("only_"):
             err = ((chain.x - want).norm() / want.norm()).item()
             result["rel_err"][name] = err
             assert err < 2e-2, f"{name}: relative error {err}"
@@ -256,6 +266,8 @@ def main() -> None:
     us = result["us"]
     result["us_per_barrier"] = round(us["barriers"] / barriers, 3)
     result["us_per_layer"] = {k: round(v / args.layers, 2) for k, v in us.items()}
+    result["phase_us_over_barriers"] = {p: round((us[f"only_{p}"] - us["barriers"]) / args.layers,
+                                                 2) for p in PHASE_NAMES}
     line = json.dumps(result)
     print(line)
     if args.out:
