@@ -62,6 +62,9 @@
 #   bash bench/gpu_session.sh splits    decode attention with one split against the full-span
 #                                       graph's splits by batch and context, and one split
 #                                       under every candidate tile (bench/decode_splits.py)
+#   bash bench/gpu_session.sh probe     SmolLM2's one-row layer chain in one persistent launch
+#                                       (grid barriers) against one launch a phase, and each
+#                                       phase's own cost (bench/persistent_probe.py)
 #   bash bench/gpu_session.sh hops      one stream's first token hop by hop from marks in every
 #                                       process (bench/hop_marks.py): as `kvmesh up` runs, without
 #                                       the result cache, with the router hosted (ROUNDS=1)
@@ -257,6 +260,9 @@ targets)
   mesh256_rounds 1
   timeout 120 python3 bench/decode_profile.py --out "$OUT" > "$OUT/profile_b1.log" 2>&1
   grep -E "engine step|failed" "$OUT/profile_b1.log"
+  ;;
+probe)
+  timeout 150 python3 bench/persistent_probe.py --out "$OUT" 2>&1 | tee "$OUT/probe.log" | tail -1
   ;;
 splits)
   timeout 300 python3 bench/decode_splits.py --tiles --out "$OUT" 2>&1 | tee "$OUT/splits.log"
