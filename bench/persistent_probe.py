@@ -21,8 +21,9 @@ head), `--layers` layers:
 - `only_<phase>`: the persistent kernel with one phase's work on (all barriers): what that
   phase adds over `barriers`, per layer, is `phase_us_over_barriers`.
 
-Each variant's output is checked against torch's chain; the barrier counter's final value
-must equal programs x barriers (one arrival a program a barrier). Prints one JSON line (and
+The whole chains' outputs (`persistent`, `persistent_prefetch`, `launches`) are checked
+against torch's; after every persistent variant the barrier counter must equal programs x
+barriers (one arrival a program a barrier). Prints one JSON line (and
 `persistent_probe.json` under --out).
 """
 
@@ -46,14 +47,16 @@ HIDDEN, QKV, INTER = 576, 960, 1536
 HEADS, KV_HEADS, HEAD_DIM, CONTEXT = 9, 3, 64, 256
 PHASE_NAMES = ("qkv", "attend", "out", "gate_up", "down")
 # (N, K, BLOCK_N): one block of columns per program at 132 SMs, the whole K in one tile.
-PHASES = {"qkv": (QKV, HIDDEN, 8), "o": (HIDDEN, HIDDEN, 8), "gate_up": (2 * INTER, HIDDEN, 32),
-          "down": (HIDDEN, INTER, 8)}
+# `_persistent` spells the same shapes out as literals (its tiles' shapes must be constexpr).
+PHASES = {"qkv": (QKV, HIDDEN, 8), "out": (HIDDEN, HIDDEN, 8),
+          "gate_up": (2 * INTER, HIDDEN, 32), "down": (HIDDEN, INTER, 8)}
 
 
 @triton.jit
 def _grid_sync(counter, target):
     """Every program arrives, then waits until `target` arrivals: all writes before it, by
-    any program, are visible after it."""
+    any program, are visible after it. The counter starts each launch at zero, and every
+    program of the grid must be resident at once (one program per SM)."""
     tl.debug_barrier()
     tl.atomic_add(counter, 1, sem="release", scope="gpu")
     seen = tl.atomic_add(counter, 0, sem="acquire", scope="gpu")
@@ -214,7 +217,7 @@ class Chain:
         for i in range(self.layers):
             self._phase(self.wq[i], self.x, self.q, None, PHASES["qkv"], norm=True)
             _attention_launch[(HEADS,)](self.q, self.kc[i], self.vc[i], self.a, num_warps=8)
-            self._phase(self.wo[i], self.a, self.o, self.x, PHASES["o"])
+            self._phase(self.wo[i], self.a, self.o, self.x, PHASES["out"])
             self._phase(self.wg[i], self.o, self.g, None, PHASES["gate_up"], norm=True)
             self._phase(self.wd[i], self.g, self.x, self.o, PHASES["down"], glu=True)
 
