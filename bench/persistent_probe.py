@@ -19,7 +19,10 @@ head), `--layers` layers:
   waits at the barrier;
 - `launches`: the same phases, one launch each (no PDL);
 - `only_<phase>`: the persistent kernel with one phase's work on (all barriers): what that
-  phase adds over `barriers`, per layer, is `phase_us_over_barriers`.
+  phase adds over `barriers`, per layer, is `phase_us_over_barriers`;
+- `..._split<n>`: attention spread over n chunks of each head's context (n x 9 programs),
+  the chunks merged as the O phase loads its input (flash-decoding's merge, no extra
+  barrier); without the suffix one program a head.
 
 The whole chains' outputs (`persistent`, `persistent_prefetch`, `launches`) are checked
 against torch's; after every persistent variant the barrier counter must equal programs x
@@ -46,6 +49,8 @@ from bench.graph_timing import graph_us
 HIDDEN, QKV, INTER = 576, 960, 1536
 HEADS, KV_HEADS, HEAD_DIM, CONTEXT = 9, 3, 64, 256
 PHASE_NAMES = ("qkv", "attend", "out", "gate_up", "down")
+MAX_SPLIT = 8  # attention's chunks a head, at most (32 tokens each)
+SPLITS = (4, 8)  # the chunk counts timed beside one program a head
 # (N, K, BLOCK_N): one block of columns per program at 132 SMs, the whole K in one tile.
 # `_persistent` spells the same shapes out as literals (its tiles' shapes must be constexpr).
 PHASES = {"qkv": (QKV, HIDDEN, 8), "out": (HIDDEN, HIDDEN, 8),
@@ -76,11 +81,15 @@ def _tile(w, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr, BK: tl.con
 
 @triton.jit
 def _apply(tile, x, y, res, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
-           BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, ON):
+           BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr, ON,
+           stats, SPLIT: tl.constexpr):
     """y[cols] = tile @ x (+ res[cols] with RES): x read whole, RMS-normed with NORM (no
-    weight), or silu(x[:K]) * x[K:2K] with GLU."""
+    weight), or silu(x[:K]) * x[K:2K] with GLU, or (SPLIT > 0) attention's output merged
+    from the partials `_attend` left in x and `stats`."""
     ks = tl.arange(0, BK)
-    if GLU:
+    if SPLIT > 0:
+        v = _merged(x, stats, ks, K, SPLIT)
+    elif GLU:
         g = tl.load(x + ks, mask=ks < K, other=0.0)
         u = tl.load(x + K + ks, mask=ks < K, other=0.0)
         v = g / (1.0 + tl.exp(-g)) * u
@@ -96,27 +105,51 @@ def _apply(tile, x, y, res, pid, N: tl.constexpr, K: tl.constexpr, BN: tl.conste
 
 
 @triton.jit
-def _attend(q, kc, vc, a, pid, ON):
-    """Program `pid` < 9: query head `pid` over its KV head's 256 cached keys and values
-    (`[3, 256, 64]` each), softmax in float32; its 64 outputs into `a`."""
-    on = ON & (pid < 9)
+def _attend(q, kc, vc, part, stats, pid, ON, SPLIT: tl.constexpr):
+    """Program `pid` < 9 x SPLIT: query head `pid // SPLIT` over chunk `pid % SPLIT` of its
+    KV head's 256 cached keys and values (`[3, 256, 64]` each), in float32: the chunk's
+    un-normalised output into `part[pid]` (64), its score max and exp-sum into `stats[pid]`."""
+    on = ON & (pid < 9 * SPLIT)
+    head, chunk = pid // SPLIT, pid % SPLIT
     d = tl.arange(0, 64)
-    t = tl.arange(0, 256)
-    kv = (pid // 3) * 256 * 64
-    qh = tl.load(q + pid * 64 + d, mask=on, other=0.0)
+    t = chunk * (256 // SPLIT) + tl.arange(0, 256 // SPLIT)
+    kv = (head // 3) * 256 * 64
+    qh = tl.load(q + head * 64 + d, mask=on, other=0.0)
     k = tl.load(kc + kv + t[:, None] * 64 + d[None, :], mask=on, other=0.0).to(tl.float32)
     s = tl.sum(k * qh[None, :], axis=1) * 0.125
-    p = tl.exp(s - tl.max(s, axis=0))
-    p = p / tl.sum(p, axis=0)
+    m = tl.max(s, axis=0)
+    p = tl.exp(s - m)
     v = tl.load(vc + kv + t[:, None] * 64 + d[None, :], mask=on, other=0.0).to(tl.float32)
-    tl.store(a + pid * 64 + d, tl.sum(p[:, None] * v, axis=0), mask=on & (d < 64))
+    tl.store(part + pid * 64 + d, tl.sum(p[:, None] * v, axis=0), mask=on & (d < 64))
+    tl.store(stats + pid * 2, m, mask=on)
+    tl.store(stats + pid * 2 + 1, tl.sum(p, axis=0), mask=on)
 
 
 @triton.jit
-def _persistent(wq, wo, wg, wd, kc, vc, x, q, a, o, g, counter, layers, P: tl.constexpr,
-                QKV: tl.constexpr, ATTEND: tl.constexpr, OUT: tl.constexpr, GATE_UP: tl.constexpr,
-                DOWN: tl.constexpr, PREFETCH: tl.constexpr):
-    """The chain, each phase's work on where its flag says (its barrier always)."""
+def _merged(part, stats, ks, K: tl.constexpr, SPLIT: tl.constexpr):
+    """Attention's output at columns `ks` (< K = 9 heads x 64): each head's SPLIT chunks
+    merged by their score maxima."""
+    ok = ks < K
+    first = (ks // 64) * SPLIT  # the head's first chunk
+    top = tl.full(ks.shape, -float("inf"), tl.float32)
+    for c in tl.static_range(SPLIT):
+        top = tl.maximum(top, tl.load(stats + (first + c) * 2, mask=ok, other=0.0))
+    num = tl.zeros(ks.shape, tl.float32)
+    den = tl.zeros(ks.shape, tl.float32)
+    for c in tl.static_range(SPLIT):
+        w = tl.exp(tl.load(stats + (first + c) * 2, mask=ok, other=0.0) - top)
+        num += w * tl.load(part + (first + c) * 64 + ks % 64, mask=ok, other=0.0)
+        den += w * tl.load(stats + (first + c) * 2 + 1, mask=ok, other=1.0)
+    return tl.where(ok, num / den, 0.0)
+
+
+@triton.jit
+def _persistent(wq, wo, wg, wd, kc, vc, x, q, part, stats, o, g, counter, layers,
+                P: tl.constexpr, QKV: tl.constexpr, ATTEND: tl.constexpr, OUT: tl.constexpr,
+                GATE_UP: tl.constexpr, DOWN: tl.constexpr, PREFETCH: tl.constexpr,
+                SPLIT: tl.constexpr):
+    """The chain, each phase's work on where its flag says (its barrier always); attention
+    in SPLIT chunks a head, merged by the O phase."""
     pid = tl.program_id(0)
     tq = _tile(wq, pid, 960, 576, 8, 1024, QKV)
     for layer in range(layers):
@@ -126,49 +159,53 @@ def _persistent(wq, wo, wg, wd, kc, vc, x, q, a, o, g, counter, layers, P: tl.co
         wd_l = wd + layer * 576 * 1536
         if not PREFETCH:
             tq = _tile(wq_l, pid, 960, 576, 8, 1024, QKV)
-        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, True, False, QKV)
+        _apply(tq, x, q, x, pid, 960, 576, 8, 1024, False, True, False, QKV, stats, 0)
         if PREFETCH:
             to = _tile(wo_l, pid, 576, 576, 8, 1024, OUT)
         _grid_sync(counter, (layer * 5 + 1) * P)
-        _attend(q, kc + layer * 3 * 256 * 64, vc + layer * 3 * 256 * 64, a, pid, ATTEND)
+        _attend(q, kc + layer * 3 * 256 * 64, vc + layer * 3 * 256 * 64, part, stats, pid,
+                ATTEND, SPLIT)
         _grid_sync(counter, (layer * 5 + 2) * P)
         if not PREFETCH:
             to = _tile(wo_l, pid, 576, 576, 8, 1024, OUT)
-        _apply(to, a, o, x, pid, 576, 576, 8, 1024, False, False, True, OUT)
+        _apply(to, part, o, x, pid, 576, 576, 8, 1024, False, False, True, OUT, stats, SPLIT)
         if PREFETCH:
             tg = _tile(wg_l, pid, 3072, 576, 32, 1024, GATE_UP)
         _grid_sync(counter, (layer * 5 + 3) * P)
         if not PREFETCH:
             tg = _tile(wg_l, pid, 3072, 576, 32, 1024, GATE_UP)
-        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, True, False, GATE_UP)
+        _apply(tg, o, g, o, pid, 3072, 576, 32, 1024, False, True, False, GATE_UP, stats,
+               0)
         if PREFETCH:
             td = _tile(wd_l, pid, 576, 1536, 8, 2048, DOWN)
         _grid_sync(counter, (layer * 5 + 4) * P)
         if not PREFETCH:
             td = _tile(wd_l, pid, 576, 1536, 8, 2048, DOWN)
-        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, False, True, DOWN)
+        _apply(td, g, x, o, pid, 576, 1536, 8, 2048, True, False, True, DOWN, stats, 0)
         if PREFETCH:
             tq = _tile(wq_l + 960 * 576, pid, 960, 576, 8, 1024, QKV & (layer + 1 < layers))
         _grid_sync(counter, (layer * 5 + 5) * P)
 
 
 @triton.jit
-def _attention_launch(q, kc, vc, a):
-    _attend(q, kc, vc, a, tl.program_id(0), True)
+def _attention_launch(q, kc, vc, part, stats, SPLIT: tl.constexpr):
+    _attend(q, kc, vc, part, stats, tl.program_id(0), True, SPLIT)
 
 
 @triton.jit
-def _one_phase(w, x, y, res, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
-               BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr):
+def _one_phase(w, x, y, res, stats, N: tl.constexpr, K: tl.constexpr, BN: tl.constexpr,
+               BK: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, RES: tl.constexpr,
+               SPLIT: tl.constexpr):
     pid = tl.program_id(0)
     _apply(_tile(w, pid, N, K, BN, BK, True), x, y, res, pid, N, K, BN, BK, GLU, NORM, RES,
-           True)
+           True, stats, SPLIT)
 
 
 class Chain:
-    """The probe's weights, caches and activations: x (576) -> q (960) -> attention a (576)
-    -> o = x + O(a) (576) -> g (3072) -> x = o + down(g), through `layers` layers, float32
-    activations; the QKV and gate-up projections RMS-norm their input (no norm weight)."""
+    """The probe's weights, caches and activations: x (576) -> q (960) -> attention's
+    partials (up to `MAX_SPLIT` chunks a head) -> o = x + O(merged) (576) -> g (3072) -> x =
+    o + down(g), through `layers` layers, float32 activations; the QKV and gate-up
+    projections RMS-norm their input (no norm weight)."""
 
     def __init__(self, layers: int, device: torch.device) -> None:
         gen = torch.Generator(device=device).manual_seed(0)
@@ -186,7 +223,8 @@ class Chain:
         self.x0 = torch.randn(HIDDEN, device=device, generator=gen)
         self.x = self.x0.clone()
         self.q = torch.zeros(QKV, device=device)
-        self.a = torch.zeros(HIDDEN, device=device)
+        self.part = torch.zeros(HEADS * MAX_SPLIT, HEAD_DIM, device=device)
+        self.stats = torch.zeros(HEADS * MAX_SPLIT, 2, device=device)
         self.o = torch.zeros(HIDDEN, device=device)
         self.g = torch.zeros(2 * INTER, device=device)
         self.counter = torch.zeros(1, dtype=torch.int32, device=device)
@@ -203,32 +241,38 @@ class Chain:
             x = o + self.wd[i].float() @ (torch.nn.functional.silu(g[:INTER]) * g[INTER:])
         return x
 
-    def persistent(self, programs: int, work: tuple[str, ...], prefetch: bool) -> None:
-        """One launch of the chain; `work`: the phases (of `PHASE_NAMES`) that do theirs."""
+    def persistent(self, programs: int, work: tuple[str, ...], prefetch: bool,
+                   split: int = 1) -> None:
+        """One launch of the chain; `work`: the phases (of `PHASE_NAMES`) that do theirs;
+        attention in `split` chunks a head."""
         self.x.copy_(self.x0)
         self.counter.zero_()
         on = {name.upper(): name in work for name in PHASE_NAMES}
         _persistent[(programs,)](self.wq, self.wo, self.wg, self.wd, self.kc, self.vc, self.x,
-                                 self.q, self.a, self.o, self.g, self.counter, self.layers,
-                                 P=programs, PREFETCH=prefetch, num_warps=8, **on)
+                                 self.q, self.part, self.stats, self.o, self.g, self.counter,
+                                 self.layers, P=programs, PREFETCH=prefetch, SPLIT=split,
+                                 num_warps=8, **on)
 
-    def launches(self) -> None:
+    def launches(self, split: int = 1) -> None:
         self.x.copy_(self.x0)
         for i in range(self.layers):
             self._phase(self.wq[i], self.x, self.q, None, PHASES["qkv"], norm=True)
-            _attention_launch[(HEADS,)](self.q, self.kc[i], self.vc[i], self.a, num_warps=8)
-            self._phase(self.wo[i], self.a, self.o, self.x, PHASES["out"])
+            _attention_launch[(HEADS * split,)](self.q, self.kc[i], self.vc[i], self.part,
+                                                self.stats, SPLIT=split, num_warps=8)
+            self._phase(self.wo[i], self.part, self.o, self.x, PHASES["out"], split=split)
             self._phase(self.wg[i], self.o, self.g, None, PHASES["gate_up"], norm=True)
             self._phase(self.wd[i], self.g, self.x, self.o, PHASES["down"], glu=True)
 
-    @staticmethod
-    def _phase(w: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
+    def _phase(self, w: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
                res: torch.Tensor | None, shape: tuple[int, int, int], glu: bool = False,
-               norm: bool = False) -> None:
+               norm: bool = False, split: int = 0) -> None:
+        """One phase's launch; `split` > 0: `src` holds attention's partials in that many
+        chunks a head, merged as they load."""
         n, k, bn = shape
-        _one_phase[(triton.cdiv(n, bn),)](w, src, dst, dst if res is None else res, N=n, K=k,
-                                          BN=bn, BK=triton.next_power_of_2(k), GLU=glu,
-                                          NORM=norm, RES=res is not None, num_warps=8)
+        _one_phase[(triton.cdiv(n, bn),)](w, src, dst, dst if res is None else res,
+                                          self.stats, N=n, K=k, BN=bn,
+                                          BK=triton.next_power_of_2(k), GLU=glu, NORM=norm,
+                                          RES=res is not None, SPLIT=split, num_warps=8)
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +298,12 @@ def main() -> None:
         "launches": chain.launches,
         **{f"only_{p}": functools.partial(chain.persistent, programs, (p,), False)
            for p in PHASE_NAMES},
+        **{f"persistent_split{n}": functools.partial(chain.persistent, programs, PHASE_NAMES,
+                                                     False, n) for n in SPLITS},
+        **{f"only_attend_split{n}": functools.partial(chain.persistent, programs, ("attend",),
+                                                      False, n) for n in SPLITS},
+        **{f"only_out_split{n}": functools.partial(chain.persistent, programs, ("out",),
+                                                   False, n) for n in SPLITS},
     }
     for name, call in variants.items():
         call()
@@ -269,8 +319,9 @@ def main() -> None:
     us = result["us"]
     result["us_per_barrier"] = round(us["barriers"] / barriers, 3)
     result["us_per_layer"] = {k: round(v / args.layers, 2) for k, v in us.items()}
-    result["phase_us_over_barriers"] = {p: round((us[f"only_{p}"] - us["barriers"]) / args.layers,
-                                                 2) for p in PHASE_NAMES}
+    only = [k.removeprefix("only_") for k in us if k.startswith("only_")]
+    result["phase_us_over_barriers"] = {
+        p: round((us[f"only_{p}"] - us["barriers"]) / args.layers, 2) for p in only}
     line = json.dumps(result)
     print(line)
     if args.out:
