@@ -11,7 +11,7 @@ can load the next phase's weights before it waits. Timed here, each in a CUDA gr
 (`graph_timing.graph_us`), one row, bf16 weights of SmolLM2's shapes (QKV 576->960, O
 576->576, gate-up 576->3072, down 1536->576) and attention between QKV and O (9 query heads
 on 3 KV heads of 64, a 256-token context in a contiguous cache per layer, one program a
-head), `--layers` layers:
+head or, with `_split<n>`, a chunk of one), `--layers` layers:
 
 - `barriers`: the persistent kernel with every phase's work masked off: five barriers a layer;
 - `persistent`: the projections in one launch, a barrier after each phase;
@@ -24,10 +24,10 @@ head), `--layers` layers:
   the chunks merged as the O phase loads its input (flash-decoding's merge, no extra
   barrier); without the suffix one program a head.
 
-The whole chains' outputs (`persistent`, `persistent_prefetch`, `launches`) are checked
-against torch's; after every persistent variant the barrier counter must equal programs x
-barriers (one arrival a program a barrier). Prints one JSON line (and
-`persistent_probe.json` under --out).
+The whole chains' outputs (`persistent`, `persistent_prefetch`, `persistent_split<n>`,
+`launches`) are checked against torch's; after every persistent variant the barrier
+counter must equal programs x barriers (one arrival a program a barrier). Prints one JSON
+line (and `persistent_probe.json` under --out).
 """
 
 from __future__ import annotations
