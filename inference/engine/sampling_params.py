@@ -20,8 +20,11 @@ from .errors import InvalidParameter
 class SamplingParams:
     """How to sample one request. `temperature == 0` means greedy.
 
-    `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` makes sampling
-    reproducible whatever else is in the batch; choice i uses seed + i. `priority`: a higher
+    `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` gives the
+    request noise of its own, whatever else is in the batch; choice i uses seed + i. Its
+    tokens repeat exactly when its logits do (alone, or in a batch of the same shapes); a
+    batch of other shapes may round the logits differently, in bfloat16 above all, and so
+    flip a close draw (vLLM promises no more). `priority`: a higher
     value is admitted first and preempted last. `grammar_kind`/`grammar` constrain decoding
     (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
     pickle across processes, and the engine compiles them. `cache_salt` roots the request's
