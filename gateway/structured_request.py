@@ -2,18 +2,22 @@
 
 Fields (chat and completions unless said):
 - `response_format`: `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
-  `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`.
+  `{"type": "json_schema", "json_schema": {"name", "description", "schema", "strict"}}`.
 - vLLM's extensions (sent through `extra_body`): `guided_json` (a schema), `guided_regex`,
   `guided_choice` (a list of strings), `guided_grammar` (llguidance Lark).
 - chat only: `tools` (functions with JSON-Schema `parameters`), `tool_choice` (`none`, `auto`,
   `required` or `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
 
+A key these objects (and `tools[i]`, `tools[i].function`) do not define is a 400 naming it
+(gateway/nested_keys.py): `response_format.schema` beside `json_object` is refused, not dropped.
 At most one of `response_format` (other than text) and the `guided_*` fields may be set.
 `tool_choice` `required` or a named function constrains the answer to tool calls (a
 `tool_calls` grammar, which replaces any other); `auto` leaves the answer free and the
-gateway parses any calls (gateway/tool_calls.py). Every schema and grammar is compiled here
-(llguidance, no tokenizer) so a bad one is a 400 naming the user's field, never a worker
-error.
+gateway parses any calls (gateway/tool_calls.py); with `parallel_tool_calls: false` it keeps
+the first complete call and drops the rest (a grammar would have to constrain the free text
+too, and a `guided_*` grammar of the caller's may ask for several). Every schema and grammar
+is compiled here (llguidance, no tokenizer) so a bad one is a 400 naming the user's field,
+never a worker error.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ import re
 from typing import Any
 
 from gateway.errors import bad_field
+from gateway.nested_keys import check_keys
 from kvmesh.grammar import grammar_error, tool_calls_source
 from kvmesh.wire import SamplingFields, ToolDef
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_FORMAT_KEYS = {"text": ("type",), "json_object": ("type",), "json_schema": ("type", "json_schema")}
+_SCHEMA_KEYS = ("name", "description", "schema", "strict")
+_TOOL_KEYS = ("type", "function")
+_FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 _GUIDED = {"guided_json": "json_schema", "guided_regex": "regex", "guided_choice": "choice",
            "guided_grammar": "lark"}
 
@@ -60,17 +69,21 @@ def _response_format(rf: Any) -> tuple[str, str, str] | None:
     if not isinstance(rf, dict):
         raise bad_field("response_format", "must be an object")
     kind = rf.get("type")
+    if kind not in _FORMAT_KEYS:
+        raise bad_field("response_format.type", "must be text, json_object or json_schema")
+    check_keys(rf, _FORMAT_KEYS[kind], "response_format")  # json_object takes no schema
     if kind == "text":
         return None
     if kind == "json_object":
         return "response_format", "json_schema", '{"type": "object"}'
-    if kind != "json_schema":
-        raise bad_field("response_format.type", "must be text, json_object or json_schema")
     spec = rf.get("json_schema")
     if not isinstance(spec, dict):
         raise bad_field("response_format.json_schema", "required, an object")
+    check_keys(spec, _SCHEMA_KEYS, "response_format.json_schema")
     if not isinstance(spec.get("name", ""), str):
         raise bad_field("response_format.json_schema.name", "must be a string")
+    if not isinstance(spec.get("description", ""), str):
+        raise bad_field("response_format.json_schema.description", "must be a string")
     if not isinstance(spec.get("strict", False), bool | None):
         raise bad_field("response_format.json_schema.strict", "must be a boolean")
     schema = spec.get("schema", {})
@@ -106,9 +119,11 @@ def _tools(raw: Any) -> list[ToolDef]:
         where = f"tools[{i}]"
         if not isinstance(t, dict) or t.get("type") != "function":
             raise bad_field(f"{where}.type", "must be 'function'")
+        check_keys(t, _TOOL_KEYS, where)
         fn = t.get("function")
         if not isinstance(fn, dict):
             raise bad_field(f"{where}.function", "required, an object")
+        check_keys(fn, _FUNCTION_KEYS, f"{where}.function")
         name = fn.get("name")
         if not isinstance(name, str) or not _TOOL_NAME.match(name):
             raise bad_field(f"{where}.function.name", "must match ^[a-zA-Z0-9_-]{1,64}$")
@@ -117,6 +132,8 @@ def _tools(raw: Any) -> list[ToolDef]:
         desc = fn.get("description", "")
         if not isinstance(desc, str | None):
             raise bad_field(f"{where}.function.description", "must be a string")
+        if not isinstance(fn.get("strict", False), bool | None):
+            raise bad_field(f"{where}.function.strict", "must be a boolean")
         params = fn.get("parameters")
         if params is not None and not isinstance(params, dict):
             raise bad_field(f"{where}.function.parameters", "must be a JSON Schema object")
@@ -136,6 +153,8 @@ def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None
         return raw, None
     if isinstance(raw, dict) and raw.get("type") == "function" \
             and isinstance(raw.get("function"), dict):
+        check_keys(raw, _TOOL_KEYS, "tool_choice")
+        check_keys(raw["function"], ("name",), "tool_choice.function")
         name = raw["function"].get("name")
         if any(t.name == name for t in tools):
             return "function", name
