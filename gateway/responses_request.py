@@ -10,10 +10,13 @@ the labels go on the trace).
 A chat error is renamed to the Responses field it came from (`text.format.schema`,
 `tools[1].parameters`), so every 400 names a field of the request the caller sent.
 
-Refused with 400 naming the field: every field not in `SUPPORTED` (OpenAI refuses unknown
-fields too), every key of `text` and `text.format` that OpenAI does not define for it
-(`text.foo`), and among OpenAI's fields those we do not implement (`background: true`,
-`conversation`, `include`, `reasoning`, hosted tools, `truncation: "auto"`, ...), unless null.
+Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (code
+`unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that
+it does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
+`unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
+implement (`background: true`, `conversation`, `include`, `reasoning`, hosted tools,
+`truncation: "auto"`, ...; `unsupported_parameter`) unless null or their no-op value. A
+`REFUSED` field of the wrong JSON type is `invalid_type` (`background: 0` is not false).
 `input` is a string or a list of items: messages (`role` user, assistant, system or
 developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
 (an assistant's call, fed back) and `function_call_output` items (its result).
@@ -22,12 +25,15 @@ developer; `content` a string or `input_text`/`output_text` parts), `function_ca
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.api_fields import json_type
 from gateway.errors import ApiError, bad_field
+from gateway.nested_keys import check_keys
 from gateway.openai_request import ParsedRequest, parse_chat
 from kvmesh.wire import ChatMessage, ToolCall
 
@@ -36,14 +42,29 @@ SUPPORTED = frozenset({
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
 })
-# OpenAI fields we do not implement: refused unless null (or the value that changes nothing).
-REFUSED: dict[str, tuple[Any, ...]] = {
-    "background": (False,), "conversation": (), "include": ([],), "max_tool_calls": (),
-    "prompt": (), "reasoning": (), "service_tier": ("auto", "default"),
-    "top_logprobs": (0,), "truncation": ("disabled",), "prompt_cache_retention": (),
+# OpenAI fields we do not implement: refused unless null or the value that changes nothing
+# here; name -> (its JSON types, those values). The type is checked first: 0 == False in
+# Python, so `background: 0` would otherwise pass as false.
+REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
+    "background": (("boolean",), (False,)), "conversation": (("string", "object"), ()),
+    "include": (("array",), ([],)), "max_tool_calls": (("integer",), ()),
+    "prompt": (("object",), ()), "reasoning": (("object",), ()),
+    "service_tier": (("string",), ("auto", "default")), "top_logprobs": (("integer",), (0,)),
+    "truncation": (("string",), ("disabled",)), "prompt_cache_retention": (("string",), ()),
 }
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_KEYS = frozenset({"format", "verbosity"})
+TOOL_KEYS = frozenset({"type", "name", "description", "parameters", "strict"})
+# keys of an input item, by its type (`id` and `status` are echoes: they change nothing)
+ITEM_KEYS = {
+    "message": frozenset({"type", "role", "content", "id", "status"}),
+    "function_call": frozenset({"type", "call_id", "name", "arguments", "id", "status"}),
+    "function_call_output": frozenset({"type", "call_id", "output", "id", "status"}),
+}
+# keys of a message's content part, by its type: a fed-back answer's `annotations` and
+# `logprobs` describe its text and are not part of the prompt
+PART_KEYS = {"input_text": frozenset({"type", "text"}),
+             "output_text": frozenset({"type", "text", "annotations", "logprobs"})}
 FORMAT_KEYS = {"text": frozenset({"type"}), "json_object": frozenset({"type"}),
                "json_schema": frozenset({"type", "name", "schema", "description", "strict"})}
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
@@ -91,12 +112,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     for name, value in body.items():
-        if name in SUPPORTED or value is None:
-            continue
-        if name in REFUSED and value not in REFUSED[name]:
-            raise bad_field(name, "not supported by this server")
-        if name not in REFUSED:
-            raise bad_field(name, "unknown parameter")
+        if name not in SUPPORTED:
+            _unsupported(name, value)
     turn, items = _input(body.get("input"))
     instructions = _opt_str(body, "instructions")
     chat = _chat_body(body, turn, instructions)
@@ -131,6 +148,23 @@ def parse_responses(body: Any) -> ResponsesRequest:
                         "is always in response.completed")
     req.with_history([])
     return req
+
+
+def _unsupported(name: str, value: Any) -> None:
+    """Refuse field `name` (not in `SUPPORTED`) unless null or a `REFUSED` field's no-op."""
+    if value is None:
+        return
+    if name not in REFUSED:
+        raise ApiError(400, f"{name}: unknown parameter", param=name, code="unknown_parameter")
+    types, no_ops = REFUSED[name]
+    if json_type(value) not in types:
+        raise ApiError(400, f"{name}: must be {' or '.join(types)}, got {json_type(value)}",
+                       param=name, code="invalid_type")
+    if value not in no_ops:
+        why = "not supported by this server"
+        if no_ops:
+            why += f"; only {' or '.join(json.dumps(v) for v in no_ops)} is accepted"
+        raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
 
 
 def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
@@ -172,7 +206,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(text, dict):
         raise bad_field("text", "must be an object")
-    _known_keys(text, TEXT_KEYS, "text")
+    check_keys(text, TEXT_KEYS, "text")
     if text.get("verbosity") not in (None, "medium"):
         raise bad_field("text.verbosity", "only medium (the default) is supported")
     fmt = text.get("format")
@@ -180,7 +214,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
         raise bad_field("text.format.type", "must be text, json_object or json_schema")
-    _known_keys(fmt, FORMAT_KEYS[fmt["type"]], "text.format")
+    check_keys(fmt, FORMAT_KEYS[fmt["type"]], "text.format")
     if fmt["type"] != "json_schema":
         return {"type": fmt["type"]}
     if not isinstance(fmt.get("schema"), dict):
@@ -191,12 +225,6 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": spec}
 
 
-def _known_keys(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
-    for key in obj:
-        if key not in known:
-            raise bad_field(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
-
-
 def _tools(raw: Any) -> Any:
     if not isinstance(raw, list):
         return raw  # the chat validator says why
@@ -204,7 +232,8 @@ def _tools(raw: Any) -> Any:
     for i, t in enumerate(raw):
         if not isinstance(t, dict) or t.get("type") != "function":
             raise bad_field(f"tools[{i}].type", "only function tools are supported")
-        fn = {k: t[k] for k in ("name", "description", "parameters") if k in t}
+        check_keys(t, TOOL_KEYS, f"tools[{i}]")
+        fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}
         out.append({"type": "function", "function": fn})
     return out
 
@@ -213,6 +242,7 @@ def _tool_choice(raw: Any) -> Any:
     if isinstance(raw, dict):
         if raw.get("type") != "function":
             raise bad_field("tool_choice.type", "only none, auto, required or a function")
+        check_keys(raw, ("type", "name"), "tool_choice")
         return {"type": "function", "function": {"name": raw.get("name")}}
     return raw
 
@@ -230,6 +260,8 @@ def _input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
         if not isinstance(item, dict):
             raise bad_field(where, "must be an object")
         kind = item.get("type", "message")
+        if kind in ITEM_KEYS:
+            check_keys(item, ITEM_KEYS[kind], where)
         if kind == "message":
             msg, norm = _message(item, where)
             messages.append(msg)
@@ -265,10 +297,11 @@ def _message(item: dict[str, Any], where: str) -> tuple[ChatMessage, dict[str, A
     elif isinstance(content, list):
         texts = []
         for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text") \
+            if not isinstance(part, dict) or part.get("type") not in PART_KEYS \
                     or not isinstance(part.get("text"), str):
                 raise bad_field(f"{where}.content[{j}]", "only input_text and output_text parts "
                                 "with a string text are supported")
+            check_keys(part, PART_KEYS[part["type"]], f"{where}.content[{j}]")
             texts.append(part["text"])
         text = "".join(texts)
     else:
