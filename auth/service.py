@@ -9,9 +9,11 @@ Contract (every subject in queue group "auth", so replicas share the work; state
   seconds more (gateways renew a few times per lease while the request lives).
 - `AUTH_SETTLE` Settle -> AuthOk: gives back the token reservation, charges the real usage,
   frees the concurrency slot; idempotent (see auth/ratelimit.py).
-- `AUTH_ADMIN` AdminRequest -> AdminReply; a bad argument is a 400 naming it, an unknown tenant
-  or key a 404. `key.revoke` and `tenant.put` publish `Revoked` on `AUTH_REVOKED` after Redis
-  holds the change, so every gateway drops its cached identities within milliseconds.
+- `AUTH_ADMIN` AdminRequest -> AdminReply; a bad or unknown argument is a 400 naming it (code
+  `invalid_value`, `invalid_type` or `unknown_parameter`), an unknown tenant or key a 404
+  (`tenant_not_found`, `key_not_found`). `key.revoke` and `tenant.put` publish `Revoked` on
+  `AUTH_REVOKED` after Redis holds the change, so every gateway drops its cached identities
+  within milliseconds.
 - Plain keys are never logged; log lines name key ids only.
 - Redis down or slower than `redis_timeout`: verification and admin ops answer 503
   `auth_unavailable` with `retry_after` (a key is never accepted unchecked). Admission fails
@@ -73,9 +75,12 @@ def identity(key_id: str, tenant: Tenant) -> Identity:
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+    """An admin operation refused: its status, the argument at fault and the error code."""
+
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 code: str = "invalid_value") -> None:
         super().__init__(message)
-        self.status, self.param = status, param
+        self.status, self.param, self.code = status, param, code
 
 
 class AuthService(Actor):
@@ -178,7 +183,7 @@ class AuthService(Actor):
         try:
             return AdminReply(await self._run_admin(msg.op, args))
         except AdminError as exc:
-            return ErrorReply(exc.status, "invalid_request_error", str(exc), exc.param)
+            return ErrorReply(exc.status, "invalid_request_error", str(exc), exc.param, exc.code)
 
     async def _run_admin(self, op: str, args: dict[str, Any]) -> Any:
         store = self.store
@@ -186,7 +191,7 @@ class AuthService(Actor):
             try:
                 tenant = Tenant.from_dict(args)
             except TenantError as exc:
-                raise AdminError(400, str(exc), exc.param) from None
+                raise AdminError(400, str(exc), exc.param, exc.code) from None
             await store.put_tenant(tenant)
             await self.publish(wire.AUTH_REVOKED, Revoked(tenant=tenant.name))
             log.info("tenant %s saved", tenant.name)
@@ -196,13 +201,15 @@ class AuthService(Actor):
         if op == "tenant.get":
             tenant = await store.get_tenant(str(args.get("name")))
             if tenant is None:
-                raise AdminError(404, f"no tenant {args.get('name')!r}", "name")
+                raise AdminError(404, f"no tenant {args.get('name')!r}", "name",
+                                 "tenant_not_found")
             return tenant.to_dict()
         if op == "key.create":
-            name = args.get("tenant")
-            if not isinstance(name, str) or await store.get_tenant(name) is None:
-                raise AdminError(404, f"no tenant {name!r}; create it first", "tenant")
-            plain, rec = await store.create_key(name, str(args.get("name") or ""))
+            name, key_name = _new_key_args(args)
+            if await store.get_tenant(name) is None:
+                raise AdminError(404, f"no tenant {name!r}; create it first", "tenant",
+                                 "tenant_not_found")
+            plain, rec = await store.create_key(name, key_name)
             log.info("key %s created for tenant %s", rec.key_id, name)
             return {**rec.public(), "key": plain}
         if op == "key.list":
@@ -216,11 +223,25 @@ class AuthService(Actor):
         if op == "key.revoke":
             rec = await store.revoke_key(str(args.get("id")))
             if rec is None:
-                raise AdminError(404, f"no key {args.get('id')!r}", "id")
+                raise AdminError(404, f"no key {args.get('id')!r}", "id", "key_not_found")
             await self.publish(wire.AUTH_REVOKED, Revoked(key_ids=[rec.key_id]))
             log.info("key %s of tenant %s revoked", rec.key_id, rec.tenant)
             return rec.public()
         raise AdminError(400, f"unknown admin operation {op!r}", "op")
+
+
+def _new_key_args(args: dict[str, Any]) -> tuple[str, str]:
+    """(tenant, key name) of a `key.create`; AdminError 400 for any other or mistyped key."""
+    for key in args:
+        if key not in ("tenant", "name"):
+            raise AdminError(400, f"{key}: unknown field (known: name, tenant)", key,
+                             "unknown_parameter")
+    tenant, name = args.get("tenant"), args.get("name")
+    if not isinstance(tenant, str):
+        raise AdminError(400, "tenant: required, a tenant's name", "tenant", "invalid_type")
+    if not isinstance(name, str | None):
+        raise AdminError(400, "name: must be a string", "name", "invalid_type")
+    return tenant, name or ""
 
 
 async def serve(cfg: AuthConfig) -> None:

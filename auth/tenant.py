@@ -31,11 +31,12 @@ LIMIT = 1 << 53  # limits run as Lua numbers (doubles) in Redis: exact below thi
 
 
 class TenantError(ValueError):
-    """A tenant field with a bad value; the message names the field."""
+    """A tenant field with a bad value, or one a tenant does not have; the message names the
+    field, `code` says which (as the gateway's 400s do)."""
 
-    def __init__(self, param: str, why: str) -> None:
+    def __init__(self, param: str, why: str, code: str = "invalid_value") -> None:
         super().__init__(f"{param}: {why}")
-        self.param = param
+        self.param, self.code = param, code
 
 
 @dataclass
@@ -74,6 +75,11 @@ class Tenant:
         """Validate a JSON object into a Tenant; TenantError names the bad field."""
         if not isinstance(body, dict):
             raise TenantError("body", "expected a JSON object")
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in body:  # a misspelt limit must not leave the tenant unlimited unnoticed
+            if key not in known:
+                raise TenantError(key, f"unknown field (known: {', '.join(sorted(known))})",
+                                  "unknown_parameter")
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):  # match() took "a\n"
             raise TenantError("name", "1-64 characters of letters, digits, '.', '_' or '-'")

@@ -10,7 +10,10 @@ Routes (JSON in and out, errors in the OpenAI shape):
 - `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
 - `DELETE /admin/keys/{id}` (or `POST /admin/keys/{id}/revoke`): revoke; every gateway
   refuses the key within a second.
-A missing or bad key is 401; a valid key of a tenant that is not admin is 403.
+A missing or bad key is 401; a valid key of a tenant that is not admin is 403. The auth
+actor validates the bodies (auth/service.py): a key they do not define is a 400 naming it
+(code `unknown_parameter`), a bad value a 400 (`invalid_value`, `invalid_type`), an unknown
+tenant or key a 404 (`tenant_not_found`, `key_not_found`).
 """
 
 from __future__ import annotations
