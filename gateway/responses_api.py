@@ -130,7 +130,7 @@ def _soon(work: Any) -> None:
 async def _gather(request: web.Request, frame: ResponseFrame,
                   stream: RequestStream | ReplayStream, headers: dict[str, str]) -> web.Response:
     req = frame.req
-    gather = Gather(1, False, req.tool_names)
+    gather = Gather(1, False, req.tool_names, req.parallel_tool_calls)
     rec = telemetry_http.record(request)
     while batch := await stream.batch():
         rec.on_chunks(batch)
@@ -153,8 +153,9 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     """The event stream, and whether the response finished (and was stored, if asked)."""
     req = frame.req
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status
-    events = EventStream(frame, StreamShape("chat", frame.rid, frame.created_at, req.model,
-                                            False, req.tool_names))
+    shape = StreamShape("chat", frame.rid, frame.created_at, req.model, False, req.tool_names,
+                        parallel_tool_calls=req.parallel_tool_calls)
+    events = EventStream(frame, shape)
     sse = SseWriter(request, request.app[AUTH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **headers})
     await sse.start()

@@ -9,6 +9,10 @@ Two forms are recognised:
   (optionally after `<|python_tag|>`).
 A call is only taken when its name is one of the request's tools and its arguments are a JSON
 object; anything else stays content, so a model that writes about tools is not misread.
+With `parallel` false (the request's `parallel_tool_calls: false`) only the first call is
+taken: later calls, and a later one cut off unfinished, are dropped, neither calls nor content,
+so a stream never shows any of them. (Under `tool_choice` `required` or a named function the
+tool grammar already allows one call; under `auto` nothing constrains the text.)
 """
 
 from __future__ import annotations
@@ -47,9 +51,10 @@ def parse_call(text: str, names: frozenset[str]) -> ToolCall | None:
     return ToolCall(new_call_id(), obj["name"], json.dumps(args, ensure_ascii=False))
 
 
-def split_tool_calls(text: str, names: frozenset[str]) -> tuple[str | None, list[ToolCall]]:
+def split_tool_calls(text: str, names: frozenset[str],
+                     parallel: bool = True) -> tuple[str | None, list[ToolCall]]:
     """(the content left, the calls) of a whole answer; content None when nothing is left."""
-    stream = ToolCallStream(names)
+    stream = ToolCallStream(names, parallel)
     events = [*stream.feed(text), *stream.finish()]
     content = "".join(e for e in events if isinstance(e, str))
     calls = [e for e in events if isinstance(e, ToolCall)]
@@ -68,6 +73,7 @@ class ToolCallStream:
     """
 
     names: frozenset[str]
+    parallel: bool = True  # False: the first call only (see the module docstring)
     _buf: str = ""
     _in_call: bool = False
     _started: bool = False  # some content was released
@@ -92,8 +98,9 @@ class ToolCallStream:
                     self._emit(out, TOOL_CALL_OPEN + body + TOOL_CALL_CLOSE)
                 else:
                     self._ws = ""
-                    out.append(call)
-                    self.calls += 1
+                    if self.parallel or not self.calls:  # else a second one: dropped
+                        out.append(call)
+                        self.calls += 1
                 continue
             if not self._started and not self.calls:
                 head = self._buf.lstrip()
@@ -132,8 +139,9 @@ class ToolCallStream:
             if call is not None:
                 self.calls += 1
                 return [call]
-        elif self._in_call:  # cut off inside a call (max_tokens): show what was written
-            return [TOOL_CALL_OPEN + buf]
+        elif self._in_call:  # cut off inside a call (max_tokens): show what was written,
+            # unless a call was taken and `parallel` is false (a second one is dropped)
+            return [TOOL_CALL_OPEN + buf] if self.parallel or not self.calls else []
         return [buf] if buf else []
 
 
