@@ -19,6 +19,8 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   routed the same way among the workers whose heartbeat declares a pooling (400
   `model_not_embedding` when none does; 400 `context_length_exceeded` naming the input when
   one is longer than every such worker's context); its first input's prefix scores overlap.
+  A worker's refusal of its token ids (the engine's prompt check names `prompt`) is renamed
+  to `input`, the field the caller sent them in.
 - The reply is the worker's `Accepted` (which names the worker, for cancels), or an
   `ErrorReply`: 404 for a model no worker serves, 503 with `retry_after` when no worker is
   live or none accepted.
@@ -32,6 +34,7 @@ of the model's live workers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -160,8 +163,7 @@ class Router(Actor):
         try:
             ids, strs = await asyncio.to_thread(self.tokenizer.tokenize, msg)
         except ValueError as exc:
-            return ErrorReply(400, "invalid_request_error", str(exc),
-                              _prompt_param(msg))
+            return _bad_value(_prompt_param(msg), str(exc))
         longest = max(v.beat.max_model_len for v in self.workers.live(msg.model))
         return TokenizeReply(ids, longest, strs)
 
@@ -172,7 +174,7 @@ class Router(Actor):
         try:
             return DetokenizeReply(self.tokenizer.detokenize(msg))
         except ValueError as exc:
-            return ErrorReply(400, "invalid_request_error", f"tokens: {exc}", "tokens")
+            return _bad_value("tokens", f"tokens: {exc}")
 
     async def _generate(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, GenerateRequest | EmbedRequest)
@@ -208,7 +210,7 @@ class Router(Actor):
             try:
                 ids = await self._encode(req)
             except ValueError as exc:
-                return ErrorReply(400, "invalid_request_error", str(exc), _prompt_param(req))
+                return _bad_value(_prompt_param(req), str(exc))
         fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting:
             return _context_exceeded(len(ids), req.max_tokens,
@@ -237,8 +239,9 @@ class Router(Actor):
                               f"{len(inputs[longest])} tokens; this model's context is {ctx} "
                               f"(at most {ctx - 1} tokens per input)", "input",
                               "context_length_exceeded")
-        return await self._forward(TokenizedEmbed.of(req, inputs), fitting, req.session,
-                                   headers)
+        reply = await self._forward(TokenizedEmbed.of(req, inputs), fitting, req.session,
+                                    headers)
+        return _named_input(reply)
 
     async def _encode(self, req: GenerateRequest) -> list[int]:
         size = len(req.prompt or "") + sum(len(m.content) for m in req.messages or [])
@@ -329,6 +332,19 @@ class Router(Actor):
 def _prompt_param(req: GenerateRequest | TokenizeRequest) -> str:
     """The request field that holds the prompt: `messages` (chat) or `prompt` (completions)."""
     return "messages" if req.messages is not None else "prompt"
+
+
+def _bad_value(param: str, message: str) -> ErrorReply:
+    return ErrorReply(400, "invalid_request_error", message, param, "invalid_value")
+
+
+def _named_input(reply: Message) -> Message:
+    """An embedding's refusal, naming `input` where the worker's prompt check named the
+    prompt (`prompt`, or `messages` for its length): the caller sent the ids as `input`."""
+    if not isinstance(reply, ErrorReply) or reply.param not in ("prompt", "messages"):
+        return reply
+    why = reply.message.removeprefix(f"{reply.param}: ")
+    return dataclasses.replace(reply, param="input", message=f"input: {why}")
 
 
 def _context_exceeded(n: int, max_tokens: int | None, largest: int,
