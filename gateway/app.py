@@ -3,7 +3,8 @@
 Contract:
 - `POST /v1/chat/completions`, `POST /v1/completions`: validate (400 naming the field, 404 for a
   model no live worker serves, 503 with Retry-After when no worker serves anything, 413 for a
-  body over `max_body_bytes`), route through the mesh, answer as one JSON object or as SSE.
+  body over `max_body_bytes` as sent or once decompressed; bodies may be gzip or deflate
+  encoded, gateway/json_body.py), route through the mesh, answer as one JSON object or as SSE.
 - `/v1/responses` (create, retrieve, delete, input_items) is gateway/responses_api.py: create
   runs this same generation path through its `Prepare`/`Respond` hooks.
 - `POST /v1/embeddings`: validated the same way (gateway/embeddings_request.py), routed
@@ -48,7 +49,7 @@ from gateway.cache_route import open_cached
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, no_worker
-from gateway.json_body import parse_json
+from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
@@ -75,9 +76,13 @@ Respond = Callable[[web.Request, ParsedRequest, str, "RequestStream | ReplayStre
 
 
 def build_app(mesh: MeshClient) -> web.Application:
+    # auto_decompress off: gateway/json_body.py undoes a body's Content-Encoding itself, so a
+    # corrupt or unsupported coding is a 400 in the OpenAI shape (aiohttp's own is a 500 or a
+    # text/plain reply written before any middleware runs)
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
                           middlewares=[request_id.middleware, telemetry_http.middleware,
-                                       error_middleware])
+                                       error_middleware],
+                          handler_args={"auto_decompress": False})
     app.on_response_prepare.append(request_id.on_prepare)
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
@@ -184,7 +189,7 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     it used."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
-    req = parse(await _read_json(request))
+    req = parse(await read_json(request, mesh.cfg.max_body_bytes))
     if not mesh.connected:  # at once, not after the router's timeout
         raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     if ident is not None:
@@ -197,23 +202,6 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
         if run is not None:
             return await run(request, req, ticket)
         return await _generate(request, req, ticket, respond or _respond)
-
-
-async def _read_json(request: web.Request) -> Any:
-    limit = request.app[MESH].cfg.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(request.content_length, limit)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large(None, limit) from None
-    return parse_json(raw)
-
-
-def _too_large(size: int | None, limit: int) -> ApiError:
-    got = f"{size} bytes" if size is not None else "more"
-    return ApiError(413, f"request body is {got}; the limit is {limit} bytes",
-                    code="body_too_large")
 
 
 def _check_model(mesh: MeshClient, model: str) -> None:

@@ -1,27 +1,94 @@
 """Request bodies as JSON values that every later hop can carry.
 
-`parse_json(raw)` returns the JSON value of a body, or raises `ApiError` 400 (code
-`invalid_json`) naming the problem, for anything the mesh could not pass on intact:
-- not JSON, or not UTF-8;
-- nested deeper than `MAX_DEPTH` arrays/objects (msgpack, the wire format, stops at 512, and
-  Python's parser at about 1000 with a RecursionError);
-- a string holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder accepts;
-- an integer outside the 64-bit range msgpack can carry (-2^63 .. 2^64-1).
+`read_json(request, limit)` reads a body, undoes its `Content-Encoding` and returns its JSON
+value. Every failure is an `ApiError` in the OpenAI shape, never a 500 or a text/plain reply:
+- 413 (code `body_too_large`) for a body over `limit` bytes, as sent or once decompressed (a
+  small gzip body may inflate to gigabytes, so inflating stops past the limit);
+- 400 (code `unsupported_encoding`) for a coding other than gzip, deflate and identity;
+- 400 (code `invalid_body`) for a body that is not valid in its coding (corrupt, truncated);
+- 400 (code `invalid_json`) from `parse_json(raw)`, for anything the mesh could not pass on
+  intact:
+  - not JSON (`NaN` and `Infinity` are not JSON either), or not UTF-8;
+  - nested deeper than `MAX_DEPTH` arrays/objects (msgpack, the wire format, stops at 512,
+    and Python's parser at about 1000 with a RecursionError);
+  - a string holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder accepts;
+  - an integer outside the 64-bit range msgpack can carry (-2^63 .. 2^64-1).
+
+The gateway's app turns aiohttp's own decompression off (gateway/app.py), so that this module
+sees every coding and answers for each.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
+
+from aiohttp import web
 
 from gateway.errors import ApiError
 
 MAX_DEPTH = 64
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
+# zlib's wbits per coding: 31 reads a gzip header, 15 a zlib (RFC 1950) one
+CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 def invalid(why: str) -> ApiError:
     return ApiError(400, f"body is not valid JSON: {why}", code="invalid_json")
+
+
+def too_large(limit: int, size: int | None = None) -> ApiError:
+    """The 413 of a body over `limit` bytes (`size`, when the client said it)."""
+    got = "" if size is None else f" ({size} bytes)"
+    return ApiError(413, f"request body is more than {limit} bytes{got}", code="body_too_large")
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The JSON value of `request`'s body, decoded from its Content-Encoding (see above)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit, request.content_length)
+    try:
+        raw = await request.read()  # the app's client_max_size is `limit`
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large(limit) from None
+    return parse_json(decode(raw, request.headers.get("Content-Encoding", ""), limit))
+
+
+def decode(raw: bytes, encoding: str, limit: int) -> bytes:
+    """`raw` with the codings of a Content-Encoding header undone, last applied first."""
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        if coding == "identity":
+            continue
+        if coding not in CODINGS:
+            raise ApiError(400, f"Content-Encoding {coding!r} is not supported; send the body "
+                           "uncompressed, gzip or deflate", code="unsupported_encoding")
+        raw = _inflate(raw, coding, limit)
+    return raw
+
+
+def _inflate(raw: bytes, coding: str, limit: int) -> bytes:
+    wbits = CODINGS[coding]
+    if coding == "deflate" and raw and raw[0] & 0xF != 8:
+        wbits = -15  # raw deflate without the zlib header: some clients send it (aiohttp's rule)
+    out = bytearray()
+    try:
+        while raw:  # a gzip body may hold several members, one after another
+            inflater = zlib.decompressobj(wbits)
+            out += inflater.decompress(raw, limit + 1 - len(out))  # stop one byte past it
+            if len(out) > limit:
+                raise too_large(limit)
+            if not inflater.eof:
+                raise _undecodable(coding, "the compressed data ends early")
+            raw = inflater.unused_data
+    except zlib.error as exc:
+        raise _undecodable(coding, str(exc)) from None
+    return bytes(out)
+
+
+def _undecodable(coding: str, why: str) -> ApiError:
+    return ApiError(400, f"body is not valid {coding} (its Content-Encoding): {why}",
+                    code="invalid_body")
 
 
 def _int(text: str) -> int:
@@ -31,9 +98,13 @@ def _int(text: str) -> int:
     return value
 
 
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # Python's parser would take it
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        body = json.loads(raw, parse_int=_int)
+        body = json.loads(raw, parse_int=_int, parse_constant=_constant)
     except OverflowError as exc:
         raise invalid(f"the integer {str(exc)[:40]} is outside the 64-bit range") from None
     except RecursionError:
