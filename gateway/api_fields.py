@@ -18,6 +18,7 @@ Contract:
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def only(*values: Any, why: str) -> Check:
     def check(value: Any, body: Mapping[str, Any]) -> str | None:
         if any(value == v and type(value) is type(v) for v in values):
             return None
-        shown = ", ".join(repr(v) for v in values).replace("'", '"')
+        shown = ", ".join(json.dumps(v) for v in values)  # JSON's words: false, not False
         return f"only {shown} is accepted here ({why})"
     check.values = values  # type: ignore[attr-defined]  # gateway/openapi.py's enum
     return check
@@ -134,9 +135,12 @@ def _extensions(kind: str) -> list[Field]:
 CHAT_FIELDS: tuple[Field, ...] = (
     *_common("chat"),
     Field("messages", (ARR,), SUPPORTED,
-          "roles system, developer, user, assistant (with `tool_calls`), tool; text content "
-          "(a string or text parts; other parts are a 400 naming them)"),
-    Field("max_completion_tokens", (INT,), SUPPORTED, "as `max_tokens`, and wins over it"),
+          "roles system, developer (as system), user, assistant (with `tool_calls`, or a "
+          "`refusal` as its text), tool; text content (a string or text parts; other parts are "
+          "a 400 naming them); `name` shown to the model; any other key is a 400 naming it "
+          "(see \"Chat messages\")"),
+    Field("max_completion_tokens", (INT,), SUPPORTED,
+          "as `max_tokens`, and wins over it (a bad `max_tokens` beside it is still a 400)"),
     Field("logprobs", (BOOL,), SUPPORTED, "logprobs of the chosen tokens"),
     Field("top_logprobs", (INT,), SUPPORTED, "[0, 20] alternatives; needs `logprobs: true`"),
     Field("response_format", (OBJ,), SUPPORTED,
@@ -144,7 +148,8 @@ CHAT_FIELDS: tuple[Field, ...] = (
           "(docs/STRUCTURED.md)"),
     Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128"),
     Field("tool_choice", (STR, OBJ), SUPPORTED, "`none`, `auto`, `required` or a named function"),
-    Field("parallel_tool_calls", (BOOL,), SUPPORTED, "whether a forced answer may call several"),
+    Field("parallel_tool_calls", (BOOL,), SUPPORTED,
+          "whether an answer may call several functions; only with `tools` (else a 400)"),
     Field("metadata", (OBJ,), SUPPORTED,
           f"up to 16 string pairs (keys ≤ 64 chars, values ≤ 512), {_TRACE} as "
           "`kvmesh.metadata.<key>`; answers are not stored"),
@@ -191,10 +196,10 @@ TOKENIZE_FIELDS: tuple[Field, ...] = (
     Field("model", (STR,), SUPPORTED, "a model with a live worker"),
     Field("prompt", (STR,), SUPPORTED, "text to tokenise (or `messages`)"),
     Field("messages", (ARR,), SUPPORTED, "chat messages, through the model's chat template"),
-    Field("tools", (ARR,), SUPPORTED, "with `messages`: functions, rendered by the chat "
-          "template as on chat"),
-    Field("add_generation_prompt", (BOOL,), SUPPORTED,
-          "with `messages`: end with the assistant's turn opener (default true)"),
+    Field("tools", (ARR,), SUPPORTED, "with `messages` (with `prompt` a 400): functions, "
+          "rendered by the chat template as on chat"),
+    Field("add_generation_prompt", (BOOL,), SUPPORTED, "with `messages` (with `prompt` a 400): "
+          "end with the assistant's turn opener (default true)"),
     Field("add_special_tokens", (BOOL,), SUPPORTED,
           "add the checkpoint's BOS/EOS (default false: as a generation's prompt is tokenised)"),
     Field("return_token_strs", (BOOL,), SUPPORTED, "also return each token's string"),

@@ -3,14 +3,15 @@ with the tokenizer generations use (router/tokenize.py).
 
 Contract:
 - `/tokenize` takes `model` and exactly one of `prompt` (text) or `messages` (chat, through the
-  template; `tools`, `add_generation_prompt`), plus `add_special_tokens` and
-  `return_token_strs`; it answers `{"count", "max_model_len", "tokens", "token_strs"}`
-  (`token_strs` null unless asked).
+  template; `tools`, `add_generation_prompt`: with a prompt, a 400 naming them), plus
+  `add_special_tokens` and `return_token_strs`; it answers `{"count", "max_model_len",
+  "tokens", "token_strs"}` (`token_strs` null unless asked).
 - `/detokenize` takes `model` and `tokens` (ids inside the vocabulary, else 400 naming
   `tokens`) and answers `{"prompt"}`.
 - Authenticated like generations: 401 without a valid key, 403 for a model outside the
   tenant's scopes; 404 for a model no live worker serves, 503 with no worker or router. No
-  rate limit is charged: nothing is generated. Fields are gateway/api_fields.py's; an unknown
+  rate limit is charged: nothing is generated. Bodies are read as a generation's (size limit,
+  Content-Encoding: gateway/json_body.py). Fields are gateway/api_fields.py's; an unknown
   one or a wrong type is a 400 naming it.
 """
 
@@ -23,16 +24,16 @@ from aiohttp import web
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
 from gateway.errors import ApiError, bad_field
-from gateway.json_body import parse_json
+from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient
-from gateway.openai_request import _messages
+from gateway.openai_request import parse_messages
 from gateway.structured_request import parse_tools
 from kvmesh import wire
 
 
 def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) -> None:
     async def tokenize(request: web.Request) -> web.Response:
-        body = await _body(request, TOKENIZE_FIELDS)
+        body = await _body(request, request.app[mesh_key], TOKENIZE_FIELDS)
         msg = tokenize_request(body)
         reply = await request.app[mesh_key].ask_router(wire.ROUTER_TOKENIZE, msg,
                                                        wire.TokenizeReply)
@@ -41,7 +42,7 @@ def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) 
                                   "token_strs": reply.token_strs})
 
     async def detokenize(request: web.Request) -> web.Response:
-        body = await _body(request, DETOKENIZE_FIELDS)
+        body = await _body(request, request.app[mesh_key], DETOKENIZE_FIELDS)
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or any(type(t) is not int or not 0 <= t < 1 << 63
                                                for t in tokens):
@@ -55,10 +56,12 @@ def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) 
     app.router.add_post("/detokenize", detokenize)
 
 
-async def _body(request: web.Request, fields: tuple[Any, ...]) -> dict[str, Any]:
-    """401, then the body's fields (400), then 403 for the model."""
+async def _body(request: web.Request, mesh: MeshClient,
+                fields: tuple[Any, ...]) -> dict[str, Any]:
+    """401, then the body (413, 400 as a generation's) and its fields (400), then 403 for the
+    model."""
     ident = await request.app[AUTH].identify(request)
-    body = parse_json(await request.read())
+    body = await read_json(request, mesh.cfg.max_body_bytes)
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object", code="invalid_json")
     check_fields(body, fields)
@@ -78,10 +81,11 @@ def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:
                                return_token_strs=bool(body.get("return_token_strs")),
                                add_generation_prompt=body.get("add_generation_prompt") is not False)
     if has_prompt:
-        if body.get("tools") is not None:  # tools are rendered by the chat template only
-            raise bad_field("tools", "only with messages (a prompt is tokenised as it is)")
+        for name in ("tools", "add_generation_prompt"):  # only the chat template reads them
+            if body.get(name) is not None:
+                raise bad_field(name, "only with messages (a prompt is tokenised as it is)")
         msg.prompt = body["prompt"]
     else:
-        msg.messages = _messages(body)
+        msg.messages = parse_messages(body)
         msg.tools = parse_tools(body)[0]
     return msg

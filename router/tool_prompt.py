@@ -9,11 +9,18 @@ A template without tool support (SmolLM2's) gets the documented fallback instead
   message, or a new one);
 - each assistant call written into its content in that form;
 - each `tool` turn as a `user` turn whose content is `<tool_response>...</tool_response>`.
+
+Every template gets a `developer` turn as a `system` turn (OpenAI's meaning: it replaces the
+template's default system prompt as `system` does), and each message's `name`. A template
+that does not show names (found once per template by rendering a probe turn,
+`renders_names`) gets the name written before the message's text instead (`"bob: hi"`), so
+the model sees who spoke.
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from kvmesh.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
@@ -24,6 +31,7 @@ FALLBACK_PROMPT = (
     f'{TOOL_CALL_OPEN}{{"name": <function name>, "arguments": <arguments object>}}'
     f"{TOOL_CALL_CLOSE} and nothing else. The functions, as JSON:\n"
 )
+_NAME_PROBE = "kvmesh-name-probe-5c1e"  # a name no template prints unless it prints names
 
 
 def knows_tools(template: str | None) -> bool:
@@ -31,11 +39,28 @@ def knows_tools(template: str | None) -> bool:
     return bool(template) and "tools" in template and "tool_calls" in template  # type: ignore[operator]
 
 
+@lru_cache(maxsize=64)
+def renders_names(template: str | None) -> bool:
+    """Whether a chat template shows a message's `name`: a probe turn rendered (once per
+    template) holds the probe name."""
+    if not template:
+        return False
+    from inference.engine.tokenizer import _compile_template  # the sandbox prompts render in
+
+    probe = [{"role": "user", "content": "hi", "name": _NAME_PROBE}]
+    try:
+        text = _compile_template(template).render(messages=probe, add_generation_prompt=False,
+                                                  bos_token="", eos_token="")
+    except Exception:  # a template that refuses the probe: the written-in name still shows
+        return False
+    return _NAME_PROBE in text
+
+
 def template_inputs(messages: list[ChatMessage], tools: list[ToolDef] | None,
                     template: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(messages as dicts, extra template variables) for `apply_chat_template`."""
-    native = knows_tools(template)
-    out = [_message(m, native) for m in messages]
+    native, named = knows_tools(template), renders_names(template)
+    out = [_message(m, native, named) for m in messages]
     if not tools:
         return out, {}
     specs = [_tool_spec(t) for t in tools]
@@ -55,23 +80,27 @@ def _tool_spec(t: ToolDef) -> dict[str, Any]:
             "function": {"name": t.name, "description": t.description, "parameters": params}}
 
 
-def _message(m: ChatMessage, native: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
+def _message(m: ChatMessage, native: bool, named: bool) -> dict[str, Any]:
+    content = m.content
+    if m.name is not None and content and not named:
+        content = f"{m.name}: {content}"
+    out: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role,
+                           "content": content}
+    if m.name is not None:
+        out["name"] = m.name
     if native:
         if m.tool_calls:
             out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
                 "name": c.name, "arguments": _arguments(c)}} for c in m.tool_calls]
         if m.tool_call_id is not None:
             out["tool_call_id"] = m.tool_call_id
-        if m.name is not None:
-            out["name"] = m.name
         return out
     if m.tool_calls:
         calls = "\n".join(TOOL_CALL_OPEN + json.dumps({"name": c.name, "arguments": _arguments(c)})
                           + TOOL_CALL_CLOSE for c in m.tool_calls)
-        out["content"] = (m.content + "\n" if m.content else "") + calls
+        out["content"] = (content + "\n" if content else "") + calls
     if m.role == "tool":
-        out = {"role": "user", "content": f"<tool_response>\n{m.content}\n</tool_response>"}
+        out = {"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"}
     return out
 
 

@@ -14,8 +14,10 @@ from gateway.api_fields import (
     EMBEDDINGS_FIELDS,
     ENDPOINT_FIELDS,
     EXTENSION,
+    check_fields,
     markdown_table,
 )
+from gateway.errors import ApiError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 BLOCK = re.compile(r"<!-- fields: (\S+) -->\n(.*?)\n<!-- /fields -->", re.S)
@@ -44,3 +46,14 @@ def test_every_openai_request_field_is_in_the_registry(module: str, kind: str,
     ours = {f.name for f in fields}
     assert openai_names <= ours, sorted(openai_names - ours)
     assert {f.name for f in fields if f.status == EXTENSION}.isdisjoint(openai_names)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({"store": True}, "only false is accepted"),
+    ({"modalities": ["audio"]}, 'only ["text"] is accepted'),
+    ({"service_tier": "flex"}, 'only "auto", "default" is accepted'),
+])
+def test_limited_values_are_named_in_json_words(body: dict, words: str) -> None:
+    with pytest.raises(ApiError) as info:
+        check_fields(body, CHAT_FIELDS)
+    assert words in info.value.message

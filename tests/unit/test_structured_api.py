@@ -63,7 +63,7 @@ def test_response_format_becomes_a_grammar() -> None:
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
     ({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": 3}}]}]},
-     "messages[0].tool_calls[0]"),
+     "messages[0].tool_calls[0].function.name"),
 ])
 def test_bad_structured_fields_are_400s_naming_the_field(body, param) -> None:
     with pytest.raises(ApiError) as err:
