@@ -76,13 +76,15 @@ _SCHEMA_OBJECT = {"type": "object", "description": "a JSON Schema; compiled at o
 _RESPONSE_FORMAT = _nullable({
     "type": "object",
     "required": ["type"],
+    "additionalProperties": False,
     "properties": {
         "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
-        "json_schema": {"type": "object", "properties": {
-            "name": {"type": "string"}, "strict": _nullable({"type": "boolean"}),
-            "schema": _SCHEMA_OBJECT}},
+        "json_schema": {"type": "object", "additionalProperties": False, "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "strict": _nullable({"type": "boolean"}), "schema": _SCHEMA_OBJECT}},
     },
-    "description": "json_schema requires json_schema.schema; see docs/STRUCTURED.md",
+    "description": "json_schema only with (and required by) type json_schema; see "
+                   "docs/STRUCTURED.md",
 })
 _METADATA = _nullable({"type": "object", "maxProperties": 16,
                        "additionalProperties": {"type": "string", "maxLength": 512}})
@@ -96,13 +98,15 @@ _GUIDED: dict[str, Any] = {
 _TOOL = {
     "type": "object",
     "required": ["type", "function"],
+    "additionalProperties": False,
     "properties": {
         "type": {"type": "string", "enum": ["function"]},
-        "function": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
-            "description": _nullable({"type": "string"}),
-            "parameters": _nullable(_SCHEMA_OBJECT),
-            "strict": _nullable({"type": "boolean"})}},
+        "function": {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {
+                         "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                         "description": _nullable({"type": "string"}),
+                         "parameters": _nullable(_SCHEMA_OBJECT),
+                         "strict": _nullable({"type": "boolean"})}},
     },
 }
 _TOOL_CALL = {
