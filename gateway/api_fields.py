@@ -96,7 +96,9 @@ def _common(kind: str) -> list[Field]:
         Field("temperature", (NUM,), SUPPORTED, "[0, 2]; 0 is greedy"),
         Field("top_p", (NUM,), SUPPORTED, "(0, 1]"),
         Field("n", (INT,), SUPPORTED, "[1, 128] choices, sharing the prompt's KV blocks"),
-        Field("seed", (INT,), SUPPORTED, "reproducible sampling whatever else is in the batch"),
+        Field("seed", (INT,), SUPPORTED, "noise of the request's own, whatever else runs; "
+              "its tokens repeat where its logits do (a batch of other shapes may round "
+              "bfloat16 logits apart)"),
         Field("stop", (STR, ARR), SUPPORTED, "a string or up to 16"),
         Field("logit_bias", (OBJ,), SUPPORTED,
               "token id → bias in [-100, 100], added to the logits before sampling; ids "
@@ -118,7 +120,8 @@ def _extensions(kind: str) -> list[Field]:
     out = [
         Field("top_k", (INT,), EXTENSION, "-1 (off) or a positive integer"),
         Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
-        Field("stop_token_ids", (ARR,), EXTENSION, "token ids that end the answer"),
+        Field("stop_token_ids", (ARR,), EXTENSION,
+              "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,
               "scheduling order with auth off; with auth on the tenant's class decides"),
         Field("guided_json", (OBJ, STR), EXTENSION, "vLLM's: a JSON Schema the answer follows"),

@@ -55,7 +55,7 @@ from inference import telemetry as worker_telemetry
 from inference.engine.embedding import PoolingParams
 from inference.engine.errors import InvalidParameter, RequestRejected
 from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
-from inference.engine.prompt_check import check_logit_bias, check_prompt
+from inference.engine.prompt_check import check_prompt, check_token_ids
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient, EngineStartError
 from inference.engine_protocol import EngineStep
@@ -206,7 +206,7 @@ class Worker(Actor):
         try:
             check_prompt(ids, req.max_tokens, limits)
             params = sampling_params(req, max_tokens)
-            check_logit_bias(params.logit_bias, limits)
+            check_token_ids(params.logit_bias, params.stop_token_ids, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
         refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None,

@@ -30,7 +30,7 @@ from .grammar import Grammars
 from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched, Received
 from .outputs import StepOutput
-from .prompt_check import PromptLimits, check_logit_bias, check_prompt
+from .prompt_check import PromptLimits, check_prompt, check_token_ids
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
 from .sampler import sample
@@ -112,7 +112,7 @@ class LLMEngine:
             # the vocabulary-parallel head is a collective that only the runner's step joins
             raise InvalidParameter("logprobs", "prompt logprobs (echo with logprobs) are not "
                                    "served by a tensor-parallel worker")
-        check_logit_bias(params.logit_bias, self.limits)
+        check_token_ids(params.logit_bias, params.stop_token_ids, self.limits)
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state

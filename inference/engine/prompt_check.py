@@ -1,6 +1,6 @@
-"""The one check of a prompt (and of token ids a request names, like `logit_bias`) against
-what an engine can hold, shared by the engine (on `add_request`) and the worker (before it
-accepts, so a refusal is a reply, not a stream error).
+"""The one check of a prompt (and of the token ids a request names: `logit_bias`,
+`stop_token_ids`) against what an engine can hold, shared by the engine (on `add_request`)
+and the worker (before it accepts, so a refusal is a reply, not a stream error).
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ def check_prompt(ids: Sequence[int], max_tokens: int | None, limits: PromptLimit
         raise InvalidParameter("prompt", f"token ids must be in [0, {vocab})")
 
 
-def check_logit_bias(bias: Mapping[int, float], limits: PromptLimits) -> None:
-    """Raise `InvalidParameter` unless every biased token id is in the vocabulary."""
+def check_token_ids(bias: Mapping[int, float], stop_token_ids: Sequence[int],
+                    limits: PromptLimits) -> None:
+    """Raise `InvalidParameter` naming the field unless every token id a request names (its
+    `logit_bias` keys, its `stop_token_ids`) is in the vocabulary."""
     vocab = limits.vocab_size
-    if bias and (min(bias) < 0 or max(bias) >= vocab):
-        bad = next(t for t in bias if not 0 <= t < vocab)
-        raise InvalidParameter("logit_bias", f"token id {bad} is outside the vocabulary "
-                               f"[0, {vocab})")
+    for param, ids in (("logit_bias", bias), ("stop_token_ids", stop_token_ids)):
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidParameter(param, f"token id {bad} is outside the vocabulary "
+                                   f"[0, {vocab})")

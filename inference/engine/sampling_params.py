@@ -6,7 +6,7 @@ in between). The worker makes them from the wire's fields, whose types the codec
 checked, so a bad value becomes a 400 with `param` set before the request reaches the engine
 process. Types are not checked here beyond that: a caller outside the mesh (`inference.LLM`)
 passes Python values as it likes. Token ids in `logit_bias` are checked against the
-vocabulary apart (`prompt_check.check_logit_bias`), since only the model knows its size.
+vocabulary apart (`prompt_check.check_token_ids`), since only the model knows its size.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SamplingParams:
     (prompt_logprobs.py); such a request computes its whole prompt, skipping the prefix cache.
     `logit_bias` maps token ids to a bias in [-100, 100] added to their logits before
     sampling (and before logprobs, which are of the biased distribution); ids are checked
-    against the vocabulary where it is known (`prompt_check.check_logit_bias`).
+    against the vocabulary where it is known (`prompt_check.check_token_ids`).
     """
 
     max_tokens: int = 16
