@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
 from gateway.errors import ApiError
-from gateway.json_body import parse_json
+from gateway.json_body import read_json
 
 
 def add_admin_routes(app: web.Application) -> None:
@@ -44,7 +44,10 @@ async def _admin(request: web.Request) -> Authenticator:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    body = parse_json(await request.read() or b"{}")
+    """The JSON object of an admin body, read as the API's bodies are (json_body.py); none is
+    `{}`."""
+    limit = request.app[AUTH].cfg.max_body_bytes
+    body = await read_json(request, limit) if request.can_read_body else {}
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object", code="invalid_json")
     return body

@@ -177,14 +177,14 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
         "stream_options": body.get("stream_options"),
         "max_completion_tokens": body.get("max_output_tokens"),
         "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-        "parallel_tool_calls": body.get("parallel_tool_calls"),
         **{name: body.get(name)
            for name in ("user", "prompt_cache_key", "safety_identifier", "metadata")},
     }
     if (rf := _response_format(body.get("text"))) is not None:
         chat["response_format"] = rf
-    if body.get("tools") is not None:
+    if body.get("tools") is not None:  # chat takes parallel_tool_calls only beside tools
         chat["tools"] = _tools(body["tools"])
+        chat["parallel_tool_calls"] = body.get("parallel_tool_calls")
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     return {k: v for k, v in chat.items() if v is not None}

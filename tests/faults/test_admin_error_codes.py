@@ -4,6 +4,10 @@ carries a code, as the rest of the gateway's do."""
 
 from __future__ import annotations
 
+import gzip
+import json
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -51,3 +55,21 @@ def test_every_admin_error_has_a_code(fmesh: FakeMesh, method: str, path: str,
                                       code: str) -> None:
     err = _error(fmesh, method, path, body, status)
     assert (err["param"], err["code"]) == (param, code), err
+
+
+def test_admin_bodies_are_read_as_the_api_reads_its_own(fmesh: FakeMesh) -> None:
+    """gzip is decoded (the gateway, not aiohttp, undoes codings), a corrupt body is a 400."""
+    body = gzip.compress(json.dumps({"name": "zipped", "rpm": 7}).encode())
+    req = urllib.request.Request(fmesh.auth_url + "/admin/tenants", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                                          "Content-Type": "application/json",
+                                          "Content-Encoding": "gzip"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 200
+    got, tenant, _ = call("GET", fmesh.auth_url + "/admin/tenants/zipped", None, ADMIN_KEY)
+    assert (got, tenant["rpm"]) == (200, 7), tenant
+    req.data = b"not gzip"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["error"]["code"] == "invalid_body"

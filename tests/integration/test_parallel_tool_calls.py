@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests.integration.conftest import MODEL
 from tests.integration.helpers import open_stream, post, sse_events
 
@@ -18,9 +16,6 @@ BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Call f and g."
         "tools": [F, G], "tool_choice": "auto", "temperature": 0, "max_tokens": 60,
         "guided_regex": r'<tool_call>\{"name": "f", "arguments": \{\}\}</tool_call>\n'
                         r'<tool_call>\{"name": "g", "arguments": \{\}\}</tool_call>'}
-NEEDS_APP = pytest.mark.xfail(strict=True, reason=(
-    "gateway/app.py must pass req.parallel_tool_calls to Gather (_gather) and StreamShape "
-    "(_stream), as gateway/responses_api.py does; remove this mark with that change"))
 
 
 def _calls(mesh: Any, **extra: Any) -> list[str]:
@@ -47,12 +42,10 @@ def test_the_regex_writes_two_calls_which_parallel_calls_keep(mesh) -> None:
     assert _calls(mesh) == ["f", "g"]
 
 
-@NEEDS_APP
 def test_parallel_false_answers_only_the_first_call(mesh) -> None:
     assert _calls(mesh, parallel_tool_calls=False) == ["f"]
 
 
-@NEEDS_APP
 def test_parallel_false_streams_no_delta_of_a_second_call(mesh) -> None:
     deltas = _streamed_calls(mesh)
     assert deltas and {d["index"] for d in deltas} == {0}

@@ -104,3 +104,13 @@ def test_errors_after_parsing_name_the_responses_fields() -> None:
                            "model's context of 8 tokens", param="max_tokens"))
     assert err.param == "max_output_tokens" and "plus max_output_tokens (9)" in err.message
     assert renamed(ApiError(400, "the prompt has 9 tokens", param="messages")).param == "input"
+
+
+def test_parallel_tool_calls_is_kept_beside_tools_and_harmless_without() -> None:
+    """Responses clients send `parallel_tool_calls` whether or not they pass tools; chat takes
+    it only beside tools (a 400 there), so without tools it changes nothing and is dropped."""
+    assert parse_responses({"model": "m", "input": "hi",
+                            "parallel_tool_calls": False}).parallel_tool_calls
+    req = parse_responses({"model": "m", "input": "hi", "tools": [TOOL],
+                           "parallel_tool_calls": False})
+    assert req.parallel_tool_calls is False
