@@ -112,33 +112,45 @@ _TOOL = {
 _TOOL_CALL = {
     "type": "object",
     "required": ["function"],
+    "additionalProperties": False,
     "properties": {
         "id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
-        "function": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string"}, "arguments": {"type": "string"}}},
+        "index": {"type": "integer"},
+        "function": {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string"},
+                                    "arguments": {"type": "string"}}},
     },
 }
 
 _TEXT_PART = {
     "type": "object",
     "required": ["type", "text"],
+    "additionalProperties": False,
     "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
 }
 
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
+    "additionalProperties": False,
     "properties": {
         "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
         "content": {
             "oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}],
             "nullable": True,
         },
+        "name": _nullable({"type": "string", "minLength": 1}),
         "tool_calls": _nullable({"type": "array", "items": _TOOL_CALL}),
         "tool_call_id": _nullable({"type": "string"}),
-        "name": _nullable({"type": "string"}),
+        "refusal": _nullable({"type": "string"}),
+        "reasoning_content": _nullable({"type": "string"}),
+        "annotations": _nullable({"type": "array", "maxItems": 0}),
     },
-    "description": "a tool message needs tool_call_id",
+    "description": "content is required but on an assistant message with tool_calls or a "
+                   "refusal; tool_calls, refusal, reasoning_content and annotations only on "
+                   "an assistant message (which may also carry audio and function_call as "
+                   "null, as an echoed answer does); a tool message needs tool_call_id; "
+                   "developer is system",
 }
 
 def _from_registry(fields: tuple[Field, ...], written: dict[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from aiohttp import web
 
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
+from gateway.chat_messages import parse_messages
 from gateway.errors import ApiError, bad_field
 from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient
-from gateway.openai_request import parse_messages
 from gateway.structured_request import parse_tools
 from kvmesh import wire
 
