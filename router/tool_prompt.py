@@ -23,6 +23,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from inference.engine.tokenizer import compile_template  # the sandbox prompts render in
 from kvmesh.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from kvmesh.wire import ChatMessage, ToolCall, ToolDef
 
@@ -45,11 +46,9 @@ def renders_names(template: str | None) -> bool:
     template) holds the probe name."""
     if not template:
         return False
-    from inference.engine.tokenizer import _compile_template  # the sandbox prompts render in
-
     probe = [{"role": "user", "content": "hi", "name": _NAME_PROBE}]
     try:
-        text = _compile_template(template).render(messages=probe, add_generation_prompt=False,
+        text = compile_template(template).render(messages=probe, add_generation_prompt=False,
                                                   bos_token="", eos_token="")
     except Exception:  # a template that refuses the probe: the written-in name still shows
         return False

@@ -234,7 +234,7 @@ class Tokenizer:
         if self.chat_template is None:
             raise ValueError("this model has no chat template; send a plain completion instead")
         if self._template is None:
-            self._template = _compile_template(self.chat_template)
+            self._template = compile_template(self.chat_template)
         return self._template.render(
             messages=messages,
             add_generation_prompt=add_generation_prompt,
@@ -253,7 +253,7 @@ def _rebuilt(tok_json: str, chat_template: str | None, bos_token_id: int | None,
                      bos_token_id=bos_token_id, eos_token_ids=eos_token_ids)
 
 
-def _compile_template(source: str) -> Any:
+def compile_template(source: str) -> Any:
     """Compile a chat template in the sandbox with transformers' globals and filters."""
     from jinja2.exceptions import TemplateError
     from jinja2.ext import loopcontrols

@@ -183,7 +183,7 @@ def test_fallback_prompt_for_a_template_without_tools(smollm_gguf) -> None:
 
 
 def test_a_tool_template_gets_tools_natively() -> None:
-    from inference.engine.tokenizer import _compile_template
+    from inference.engine.tokenizer import compile_template
     from router.tool_prompt import template_inputs
 
     template = ("{% for t in tools %}T:{{ t.function.name }};{% endfor %}{% for m in messages %}"
@@ -193,7 +193,7 @@ def test_a_tool_template_gets_tools_natively() -> None:
         "id": "c1", "type": "function",
         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}]).to_wire("r", "i")
     messages, extra = template_inputs(req.messages, req.tools, template)
-    out = _compile_template(template).render(messages=messages, **extra)
+    out = compile_template(template).render(messages=messages, **extra)
     assert out == "T:get_weather;user:hi;assistant:C:Oslo;"
 
 
