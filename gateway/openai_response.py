@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.reasoning import ReasoningSplit, split_reasoning
 from gateway.tool_calls import ToolCallStream, call_json, split_tool_calls
-from kvmesh.wire import Chunk, Logprob, PromptEcho, ToolCall, UsageInfo
+from kvmesh.wire import Chunk, Logprob, PromptEcho, ToolCall, TopLogprob, UsageInfo
 
 
 def usage_json(u: UsageInfo | None) -> dict[str, Any] | None:
@@ -43,10 +43,16 @@ def chat_logprobs(lps: list[Logprob] | None) -> dict[str, Any] | None:
     if lps is None:
         return None
     return {"content": [
-        {"token": lp.token, "logprob": lp.logprob, "bytes": list(lp.token.encode()),
-         "top_logprobs": [{"token": t.token, "logprob": t.logprob,
-                           "bytes": list(t.token.encode())} for t in lp.top]}
+        {"token": lp.token, "logprob": lp.logprob, "bytes": token_bytes(lp),
+         "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": token_bytes(t)}
+                          for t in lp.top]}
         for lp in lps]}
+
+
+def token_bytes(lp: Logprob | TopLogprob) -> list[int]:
+    """A token's bytes as OpenAI lists them: joined over a character's tokens they give the
+    character, where each token's text shows U+FFFD (kvmesh/wire: `token_bytes`)."""
+    return list(lp.token.encode() if lp.token_bytes is None else lp.token_bytes)
 
 
 def completion_logprobs(lps: list[Logprob] | None, offset: int,

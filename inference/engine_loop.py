@@ -178,8 +178,12 @@ class EngineLoop:
         seconds, batch = time.perf_counter() - t0, engine.last_batch
         step = EngineStep(outputs, engine.stats(), batch.prefills, start_ns, seconds,
                           batch_size=len(batch), batch_tokens=sum(batch.num_tokens))
-        if any(o.logprobs or (o.prompt and o.prompt.logprobs) for o in outputs):
+        # an echoed prompt of one token has logprobs `[]`, and still its token's text
+        if any(o.logprobs or (o.prompt and o.prompt.logprobs is not None) for o in outputs):
             step.token_text = _token_text(engine, outputs)
+            if engine.tokenizer is not None:
+                step.token_bytes = {i: engine.tokenizer.token_bytes(i)
+                                    for i, text in step.token_text.items() if "\ufffd" in text}
         return step
 
 

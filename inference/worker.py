@@ -300,10 +300,10 @@ class Worker(Actor):
             if st is None:
                 continue  # cancelled
             text = o.text if st.texts is None else st.texts.text(o.index, token_ids, finish)
-            lps = _logprobs(o.logprobs, step.token_text) if st.want_logprobs else None
+            lps = _logprobs(o.logprobs, step) if st.want_logprobs else None
             chunk = Chunk(rid, 0, o.index, text, token_ids, lps, finish)
             if o.prompt is not None:
-                chunk.prompt = _prompt_echo(o.prompt, step.token_text)
+                chunk.prompt = _prompt_echo(o.prompt, step)
             if interval > 1:
                 self._emit_held(frames, st, chunk, o.usage, interval)
             else:
@@ -437,18 +437,21 @@ class _Frames:
             self.out.put_nowait((subject, f))
 
 
-def _logprobs(lps: Sequence[TokenLogprob] | None, text: dict[int, str]) -> list[Logprob] | None:
+def _logprobs(lps: Sequence[TokenLogprob] | None, step: EngineStep) -> list[Logprob] | None:
     if lps is None:
         return None
+    text, raw = step.token_text, step.token_bytes
     return [Logprob(lp.token_id, text.get(lp.token_id, ""), lp.logprob,
-                    [TopLogprob(t, text.get(t, ""), v) for t, v in lp.top]) for lp in lps]
+                    [TopLogprob(t, text.get(t, ""), v, raw.get(t)) for t, v in lp.top],
+                    raw.get(lp.token_id)) for lp in lps]
 
 
-def _prompt_echo(p: PromptOutput, text: dict[int, str]) -> PromptEcho:
+def _prompt_echo(p: PromptOutput, step: EngineStep) -> PromptEcho:
     """Each token's text only with logprobs: only echoed logprobs show it."""
     if p.logprobs is None:
         return PromptEcho(p.text, [])
-    return PromptEcho(p.text, [text.get(t, "") for t in p.token_ids], _logprobs(p.logprobs, text))
+    return PromptEcho(p.text, [step.token_text.get(t, "") for t in p.token_ids],
+                      _logprobs(p.logprobs, step))
 
 
 def sampling_params(req: wire.SamplingFields, max_tokens: int) -> SamplingParams:

@@ -19,6 +19,7 @@ Contract:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ _GGUF_CONTROL = 3
 _GGUF_USER_DEFINED = 4
 
 # Turn-end markers of common chat templates; a model stops on these as well as on eos.
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a sentencepiece byte token's spelling
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 _LLAMA3_SPLIT = (
@@ -202,6 +204,21 @@ class Tokenizer:
                 [token_id], skip_special_tokens=skip_special_tokens)
         return text
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes `token_id` stands for (OpenAI's logprob `bytes`, which clients join to
+        rebuild a character split over tokens): its text's UTF-8, except for a token holding
+        part of a character, whose text shows U+FFFD in its place: then its byte-level
+        spelling's bytes (GPT-2's alphabet), or a sentencepiece byte token's `<0xNN>`."""
+        text = self.token_text(token_id)
+        if "\ufffd" not in text:
+            return text.encode()
+        spelling = self._tok.id_to_token(token_id) or ""
+        if self.decodes_bytewise and all(c in _BYTE_OF_CHAR for c in spelling):
+            return bytes(_BYTE_OF_CHAR[c] for c in spelling)
+        if byte := _BYTE_FALLBACK.fullmatch(spelling):
+            return bytes([int(byte[1], 16)])
+        return text.encode()
+
     def token_text_memo(self, skip_special_tokens: bool = True) -> dict[int, str]:
         """The dict `token_text` fills for this flag (token id -> text): a hot caller looks
         there first and calls `token_text` on a miss. Read it; never write it."""
@@ -245,6 +262,18 @@ class Tokenizer:
 
     def _token_or_empty(self, token_id: int | None) -> str:
         return "" if token_id is None else (self._tok.id_to_token(token_id) or "")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet inverted: the character a byte-level vocabulary spells each
+    byte with -> that byte (printable Latin-1 bytes as themselves, the rest from U+0100 on)."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)}
+    shifted = iter(range(256, 512))
+    return {chr(b if b in printable else next(shifted)): b for b in range(256)}
+
+
+_BYTE_OF_CHAR = _byte_level_alphabet()
 
 
 def _rebuilt(tok_json: str, chat_template: str | None, bos_token_id: int | None,

@@ -151,17 +151,24 @@ class Accepted(Message):
 
 @dataclass
 class TopLogprob:
+    """`token_bytes`: the token's bytes where its text does not hold them (part of a
+    character, shown as U+FFFD), else None: they are the text's UTF-8."""
+
     token_id: int
     token: str
     logprob: float
+    token_bytes: bytes | None = None
 
 
 @dataclass
 class Logprob:
+    """As `TopLogprob`, with the top alternatives."""
+
     token_id: int
     token: str
     logprob: float
     top: list[TopLogprob] = field(default_factory=list)
+    token_bytes: bytes | None = None
 
 
 @dataclass
