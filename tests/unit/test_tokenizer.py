@@ -152,3 +152,12 @@ def test_long_text_matches_transformers(ours: Tokenizer, reference) -> None:
     want = reference.encode(text, add_special_tokens=False)
     assert ours.encode(text) == want
     assert ours.encode(text) == want
+
+
+def test_token_bytes_rebuild_characters_split_over_tokens(ours: Tokenizer) -> None:
+    """Each token of a split character decodes to U+FFFD alone; its bytes are its own."""
+    tok = ours
+    for text in (" 🚀", "héllo 中文字符 😀😀", "plain"):
+        ids = list(tok.encode(text))
+        assert b"".join(tok.token_bytes(i) for i in ids) == text.encode()
+    assert any("\ufffd" in tok.token_text(i) for i in tok.encode(" 🚀"))
