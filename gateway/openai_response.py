@@ -25,14 +25,14 @@ from kvmesh.wire import Chunk, Logprob, PromptEcho, ToolCall, TopLogprob, UsageI
 
 
 def usage_json(u: UsageInfo | None) -> dict[str, Any] | None:
+    """Chat and completions usage. `prompt_tokens_details.cached_tokens` is always there (0 on
+    a prefix-cache miss), as OpenAI sends it, so a client reads it without a None check.
+    `completion_tokens_details` is left out: the gateway does not count reasoning tokens."""
     if u is None:
         return None
-    out: dict[str, Any] = {"prompt_tokens": u.prompt_tokens,
-                           "completion_tokens": u.completion_tokens,
-                           "total_tokens": u.prompt_tokens + u.completion_tokens}
-    if u.cached_tokens:
-        out["prompt_tokens_details"] = {"cached_tokens": u.cached_tokens}
-    return out
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
 
 
 def finish_reason(reason: str | None) -> str | None:

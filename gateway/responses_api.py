@@ -13,7 +13,9 @@ Routes:
   the answer is sent (the first write, `in_progress`, is in `_respond`: after a worker
   accepted the request, so generation may have begun); one lost mid-way fails the request
   the same way (JSON) or with an `error` event (stream). A response that did not finish is
-  stored as `failed`.
+  stored as `failed`, with the error its client was told (`responses_shape.response_error`:
+  OpenAI's code, kvmesh's in the message); a stream's `response.failed` is stored before it
+  is sent.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one.
@@ -38,7 +40,13 @@ from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
-from gateway.responses_shape import EventStream, ResponseFrame, as_message, status_of
+from gateway.responses_shape import (
+    EventStream,
+    ResponseFrame,
+    as_message,
+    response_error,
+    status_of,
+)
 from gateway.responses_store_client import STORE
 from gateway.sse import SseWriter
 from kvmesh.coalesce import coalesce
@@ -89,18 +97,18 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
                    headers: dict[str, str]) -> web.StreamResponse:
     assert isinstance(req, ResponsesRequest)
     frame = ResponseFrame(rid, req)
-    finished = False
+    settled = False  # the store holds the response's last state
     try:
         if req.store:
             await _store(request, frame, frame.body("in_progress", []), None)
         if req.stream:
-            answer, finished = await _stream(request, frame, stream, headers)
+            answer, settled = await _stream(request, frame, stream, headers)
             return answer
         answer = await _gather(request, frame, stream, headers)
-        finished = True
+        settled = True
         return answer
     finally:
-        if req.store and not finished:
+        if req.store and not settled:
             _soon(_store_failed(request, frame))
 
 
@@ -113,10 +121,13 @@ async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any
     await request.app[STORE].put(req.tenant, record, req.store_ttl)
 
 
-async def _store_failed(request: web.Request, frame: ResponseFrame) -> None:
-    error = {"code": "server_error", "message": "the response did not complete"}
+async def _store_failed(request: web.Request, frame: ResponseFrame,
+                        output: list[dict[str, Any]] | None = None) -> None:
+    """Store the response as `failed`: its `frame.error`, else (the client went away) a
+    server_error saying it did not complete."""
+    error = frame.error or response_error(None, "the response did not complete")
     try:
-        await _store(request, frame, frame.body("failed", [], error=error), None)
+        await _store(request, frame, frame.body("failed", output or [], error=error), None)
     except ApiError as err:
         log.warning("could not mark %s failed in the store: %s", frame.rid, err)
 
@@ -132,10 +143,14 @@ async def _gather(request: web.Request, frame: ResponseFrame,
     req = frame.req
     gather = Gather(1, False, req.tool_names, req.parallel_tool_calls)
     rec = telemetry_http.record(request)
-    while batch := await stream.batch():
-        rec.on_chunks(batch)
-        for chunk in batch:
-            gather.add(chunk)
+    try:
+        while batch := await stream.batch():
+            rec.on_chunks(batch)
+            for chunk in batch:
+                gather.add(chunk)
+    except ApiError as err:  # the client hears it as an HTTP error, the store as this
+        frame.error = response_error(err.code, err.message)
+        raise
     choice = gather.chat(frame.rid, frame.created_at, req.model)["choices"][0]
     text = choice["message"]["content"] or ""
     calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
@@ -150,7 +165,7 @@ async def _gather(request: web.Request, frame: ResponseFrame,
 async def _stream(request: web.Request, frame: ResponseFrame,
                   stream: RequestStream | ReplayStream,
                   headers: dict[str, str]) -> tuple[web.StreamResponse, bool]:
-    """The event stream, and whether the response finished (and was stored, if asked)."""
+    """The event stream, and whether the store (if asked) holds its last state."""
     req = frame.req
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status
     shape = StreamShape("chat", frame.rid, frame.created_at, req.model, False, req.tool_names,
@@ -173,9 +188,12 @@ async def _stream(request: web.Request, frame: ResponseFrame,
         await _send(sse, closing)
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)
-        await _send(sse, events.failed(err.code, err.message))
+        failed = events.failed(err.code, err.message)
+        if req.store:  # stored first: a retrieve after response.failed reads the same error
+            await _store_failed(request, frame, events.output)
+        await _send(sse, failed)
         await sse.response.write_eof()
-        return sse.response, False
+        return sse.response, True
     await sse.response.write_eof()
     return sse.response, True
 

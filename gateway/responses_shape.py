@@ -11,8 +11,9 @@ which already splits tool calls out of the text) into Responses events, in OpenA
 for a message `response.content_part.added`, `response.output_text.delta`...,
 `response.output_text.done`, `response.content_part.done`, for a call
 `response.function_call_arguments.delta`/`.done`, then `response.output_item.done`; last
-`response.completed` (or `response.incomplete`). Every event carries `sequence_number`
-0, 1, 2... Work is per batch of chunks, never per token.
+`response.completed` (or `response.incomplete`). An error after the stream started is an `error`
+event (kvmesh's code), then `response.failed` (OpenAI's code: `response_error`). Every event
+carries `sequence_number` 0, 1, 2... Work is per batch of chunks, never per token.
 """
 
 from __future__ import annotations
@@ -27,13 +28,29 @@ from kvmesh.wire import ChatMessage, Chunk, ToolCall, UsageInfo
 
 
 def usage_json(u: UsageInfo | None) -> dict[str, Any] | None:
+    """A Response's usage, every field openai-python's `ResponseUsage` requires. Nothing is
+    billed as a cache write (the prefix cache fills by itself) and reasoning tokens are not
+    counted, so `cache_write_tokens` and `reasoning_tokens` are 0."""
     if u is None:
         return None
     return {"input_tokens": u.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": u.cached_tokens},
+            "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
             "output_tokens": u.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": u.prompt_tokens + u.completion_tokens}
+
+
+# kvmesh's error codes that have an equal among the `code`s openai-python's `ResponseError`
+# allows (types/responses/response_error.py, a Literal); every other one is `server_error`.
+RESPONSE_ERROR_CODES = {"rate_limit_exceeded": "rate_limit_exceeded",
+                        "context_length_exceeded": "invalid_prompt"}
+
+
+def response_error(code: str | None, message: str) -> dict[str, Any]:
+    """A failed Response's `error`: OpenAI's code for kvmesh's `code`, and the message, which
+    names kvmesh's own code (`worker_died`, `worker_timeout`, ...) since it says more."""
+    return {"code": RESPONSE_ERROR_CODES.get(code or "", "server_error"),
+            "message": f"{message} ({code})" if code else message}
 
 
 def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
@@ -66,6 +83,7 @@ class ResponseFrame:
     rid: str
     req: ResponsesRequest
     created_at: int = field(default_factory=lambda: int(time.time()))
+    error: dict[str, Any] | None = None  # a failed response's `error` (`response_error`)
 
     def body(self, status: str, output: list[dict[str, Any]],
              usage: UsageInfo | None = None, error: dict[str, Any] | None = None
@@ -201,7 +219,9 @@ class EventStream:
         return out
 
     def failed(self, code: str | None, message: str) -> list[dict[str, Any]]:
-        error = {"code": code or "server_error", "message": message}
+        """The `error` event (kvmesh's own `code`), then `response.failed`, whose Response
+        carries the `response_error` of it."""
+        self.frame.error = response_error(code, message)
+        body = self.frame.body("failed", self.output, error=self.frame.error)
         return [self.event("error", code=code, message=message, param=None),
-                self.event("response.failed",
-                           response=self.frame.body("failed", self.output, error=error))]
+                self.event("response.failed", response=body)]
