@@ -353,7 +353,8 @@ def _cache_key(request: web.Request, req: ParsedRequest) -> str:
 
 async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[str, str],
                   rec: telemetry_http.RequestRecord) -> web.Response:
-    gather = Gather(req.n, req.logprobs is not None, req.tool_names, req.parallel_tool_calls)
+    gather = Gather(req.n, req.logprobs is not None, req.tool_names, req.parallel_tool_calls,
+                    named_tool=req.tool_name)
     while batch := await stream.batch():
         rec.on_chunks(batch)
         for chunk in batch:
@@ -371,7 +372,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: St
     """SSE from the first chunk on. What does not need it is made while it is awaited, and each
     batch is written before its telemetry (issue 12: the first token's path is short)."""
     shape = StreamShape(req.kind, rid, int(time.time()), req.model, req.include_usage,
-                        req.tool_names, req.n, req.parallel_tool_calls)
+                        req.tool_names, req.n, req.parallel_tool_calls, named_tool=req.tool_name)
     sse = SseWriter(request, request.app[MESH].cfg.stream_write_timeout)
     rec = telemetry_http.record(request)
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status

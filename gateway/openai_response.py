@@ -6,7 +6,9 @@ non-streaming request; `StreamShape` makes the SSE payloads of a streaming one. 
 (`tool_names` not empty) a chat answer's tool calls are parsed out of its text
 (gateway/tool_calls.py) into `message.tool_calls`, or streamed as tool-call deltas (id and name
 first, then the arguments), and `finish_reason` is `tool_calls`; with `parallel_tool_calls`
-false only the first call is kept, streamed or not. A reasoning model's leading
+false only the first call is kept, streamed or not. A call cut off by max_tokens is still a
+call (its arguments as far as written; `named_tool`, the function `tool_choice` names, names
+one cut off before its name), and `finish_reason` stays `length`. A reasoning model's leading
 `<think>...</think>` goes to `reasoning_content` (gateway/reasoning.py). With `echo`, a
 completion's choices start with the prompt (a chunk's `prompt`, which covers choices index ..
 index + n - 1): its text, and with logprobs its tokens (the first with `null` logprob and top
@@ -104,6 +106,7 @@ class Gather:
     want_logprobs: bool
     tool_names: frozenset[str] = frozenset()
     parallel_tool_calls: bool = True
+    named_tool: str | None = None
     choices: dict[int, Choice] = field(default_factory=dict)
     usage: UsageInfo | None = None
     echoes: dict[int, PromptEcho] = field(default_factory=dict)  # by first choice index
@@ -132,7 +135,8 @@ class Gather:
         if not self.tool_names:
             return {"message": {"role": "assistant", "content": text, **extra},
                     "finish_reason": c.finish_reason}
-        content, calls = split_tool_calls(text, self.tool_names, self.parallel_tool_calls)
+        content, calls = split_tool_calls(text, self.tool_names, self.parallel_tool_calls,
+                                          self.named_tool)
         message: dict[str, Any] = {"role": "assistant", "content": content, **extra}
         if calls:
             message["tool_calls"] = [call_json(t) for t in calls]
@@ -163,6 +167,7 @@ class StreamShape:
     tool_names: frozenset[str] = frozenset()
     n: int = 1  # choices per prompt: an echoed prompt starts n of them
     parallel_tool_calls: bool = True
+    named_tool: str | None = None
     text_len: dict[int, int] = field(default_factory=dict)
     tool_streams: dict[int, ToolCallStream] = field(default_factory=dict)
     calls_sent: dict[int, int] = field(default_factory=dict)  # tool calls streamed, by choice
@@ -212,7 +217,7 @@ class StreamShape:
             payload = self.delta(dataclasses.replace(c, text=text))
             return out if payload is None else [*out, payload]
         stream = self.tool_streams.setdefault(
-            c.index, ToolCallStream(self.tool_names, self.parallel_tool_calls))
+            c.index, ToolCallStream(self.tool_names, self.parallel_tool_calls, self.named_tool))
         events = stream.feed(text)
         if c.finish_reason is not None:
             events += stream.finish()

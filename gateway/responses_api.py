@@ -141,7 +141,8 @@ def _soon(work: Any) -> None:
 async def _gather(request: web.Request, frame: ResponseFrame,
                   stream: RequestStream | ReplayStream, headers: dict[str, str]) -> web.Response:
     req = frame.req
-    gather = Gather(1, False, req.tool_names, req.parallel_tool_calls)
+    gather = Gather(1, False, req.tool_names, req.parallel_tool_calls,
+                    named_tool=req.tool_name)
     rec = telemetry_http.record(request)
     try:
         while batch := await stream.batch():
@@ -169,7 +170,7 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     req = frame.req
     batch = await stream.batch()  # errors before the first chunk keep their HTTP status
     shape = StreamShape("chat", frame.rid, frame.created_at, req.model, False, req.tool_names,
-                        parallel_tool_calls=req.parallel_tool_calls)
+                        parallel_tool_calls=req.parallel_tool_calls, named_tool=req.tool_name)
     events = EventStream(frame, shape)
     sse = SseWriter(request, request.app[AUTH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **headers})

@@ -11,13 +11,15 @@ which already splits tool calls out of the text) into Responses events, in OpenA
 for a message `response.content_part.added`, `response.output_text.delta`...,
 `response.output_text.done`, `response.content_part.done`, for a call
 `response.function_call_arguments.delta`/`.done`, then `response.output_item.done`; last
-`response.completed` (or `response.incomplete`). An error after the stream started is an `error`
+`response.completed` (or `response.incomplete`). A call cut off by max_output_tokens is a
+`function_call` item of status `incomplete`. An error after the stream started is an `error`
 event (kvmesh's code), then `response.failed` (OpenAI's code: `response_error`). Every event
 carries `sequence_number` 0, 1, 2... Work is per batch of chunks, never per token.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +69,16 @@ def call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
             "arguments": call.arguments if status != "in_progress" else "", "status": status}
 
 
+def call_status(call: ToolCall) -> str:
+    """A finished call item's status: `incomplete` when max_output_tokens cut its arguments
+    off (they are no JSON object yet: gateway/tool_calls.py `cut_off_call`)."""
+    try:
+        whole = isinstance(json.loads(call.arguments), dict)
+    except ValueError:
+        whole = False
+    return "completed" if whole else "incomplete"
+
+
 def status_of(finish_reason: str | None) -> str:
     return "incomplete" if finish_reason == "length" else "completed"
 
@@ -109,7 +121,7 @@ class ResponseFrame:
         """The output items of a finished answer: its text (when any, or when nothing else
         came) as a message, then its calls."""
         items = [message_item(new_id("msg"), text, status)] if text or not calls else []
-        return items + [call_item(new_id("fc"), c, "completed") for c in calls]
+        return items + [call_item(new_id("fc"), c, call_status(c)) for c in calls]
 
 
 @dataclass
@@ -201,7 +213,7 @@ class EventStream:
                               output_index=index, delta=arguments))
         out.append(self.event("response.function_call_arguments.done", item_id=item["id"],
                               output_index=index, arguments=arguments))
-        done = {**item, "arguments": arguments, "status": "completed"}
+        done = {**item, "arguments": arguments, "status": call_status(call)}
         out.append(self.event("response.output_item.done", output_index=index, item=done))
         self.output.append(done)
         self.calls.append(call)

@@ -9,8 +9,12 @@ Two forms are recognised:
   (optionally after `<|python_tag|>`).
 A call is only taken when its name is one of the request's tools and its arguments are a JSON
 object; anything else stays content, so a model that writes about tools is not misread.
+A call cut off unfinished (by max_tokens) is still a call, as OpenAI answers one, once its
+name is written whole (or the request's `tool_choice` named the function): its arguments are
+the text written so far, maybe not yet JSON (`cut_off_call`). One whose name was not written
+is dropped, so the `<tool_call>` markup never reaches a client as content.
 With `parallel` false (the request's `parallel_tool_calls: false`) only the first call is
-taken: later calls, and a later one cut off unfinished, are dropped, neither calls nor content,
+taken: later calls, cut off or not, are dropped, neither calls nor content,
 so a stream never shows any of them. (Under `tool_choice` `required` or a named function the
 tool grammar already allows one call; under `auto` nothing constrains the text.)
 """
@@ -18,6 +22,7 @@ tool grammar already allows one call; under `auto` nothing constrains the text.)
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +31,11 @@ from kvmesh.grammar import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from kvmesh.wire import ToolCall
 
 _PYTHON_TAG = "<|python_tag|>"
+# A call's head as the tool grammar writes it, name first; then its arguments' key (Llama
+# 3.1's `parameters`) and the arguments, or that key cut off while it was written.
+_NAME = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*')
+_ARGUMENTS = re.compile(r',\s*"(?:arguments|parameters)"\s*:\s*(.*)', re.DOTALL)
+_KEY_CUT = re.compile(r'(,\s*("[a-z]*"?\s*)?)?')
 
 
 def new_call_id() -> str:
@@ -51,10 +61,33 @@ def parse_call(text: str, names: frozenset[str]) -> ToolCall | None:
     return ToolCall(new_call_id(), obj["name"], json.dumps(args, ensure_ascii=False))
 
 
-def split_tool_calls(text: str, names: frozenset[str],
-                     parallel: bool = True) -> tuple[str | None, list[ToolCall]]:
+def cut_off_call(text: str, names: frozenset[str], named: str | None) -> ToolCall | None:
+    """The call that `text`, a call's JSON cut off unfinished, was writing: whole when only
+    its closing tag is missing; else, when its name is written and one of `names`, or the
+    request named the function (`named`), that function with the arguments written so far
+    ("" before them). None when it is no call (whole JSON that is not one, an unknown name,
+    or a name cut off with no function named)."""
+    text = text[:len(text) - _partial_suffix(text, TOOL_CALL_CLOSE)]
+    try:
+        json.loads(text)
+    except ValueError:
+        pass  # unfinished: read as far as it goes
+    else:
+        return parse_call(text.strip(), names)
+    name, arguments = named, ""
+    if (head := _NAME.match(text)) is not None:
+        rest = text[head.end():]
+        if (args := _ARGUMENTS.match(rest)) is not None:
+            name, arguments = head.group(1), args.group(1)
+        elif _KEY_CUT.fullmatch(rest):
+            name = head.group(1)
+    return ToolCall(new_call_id(), name, arguments) if name in names else None
+
+
+def split_tool_calls(text: str, names: frozenset[str], parallel: bool = True,
+                     named: str | None = None) -> tuple[str | None, list[ToolCall]]:
     """(the content left, the calls) of a whole answer; content None when nothing is left."""
-    stream = ToolCallStream(names, parallel)
+    stream = ToolCallStream(names, parallel, named)
     events = [*stream.feed(text), *stream.finish()]
     content = "".join(e for e in events if isinstance(e, str))
     calls = [e for e in events if isinstance(e, ToolCall)]
@@ -65,7 +98,8 @@ def split_tool_calls(text: str, names: frozenset[str],
 
 @dataclass
 class ToolCallStream:
-    """Feeds text pieces in, gets content pieces (str) and complete `ToolCall`s out, in order.
+    """Feeds text pieces in, gets content pieces (str) and `ToolCall`s out, in order: a call
+    as soon as it is complete, and from `finish` one the answer was cut off in.
 
     Content is held back only while it could be the start of `<tool_call>`, or, at the start
     of the answer, while it could be a Llama-3.1 JSON call (then until the answer ends).
@@ -74,6 +108,7 @@ class ToolCallStream:
 
     names: frozenset[str]
     parallel: bool = True  # False: the first call only (see the module docstring)
+    named: str | None = None  # the function `tool_choice` names, if it names one
     _buf: str = ""
     _in_call: bool = False
     _started: bool = False  # some content was released
@@ -130,19 +165,33 @@ class ToolCallStream:
         self._started = True
 
     def finish(self) -> list[str | ToolCall]:
-        """Everything still held, at the end of the answer."""
+        """Everything still held, at the end of the answer. An answer that ends inside a
+        call, or inside its `<tool_call>` tag, was cut off writing it: `_cut_off`."""
         buf, self._buf = self._buf, ""
+        if self._in_call:
+            return self._cut_off(buf)
         if not self.calls:
             buf, self._ws = self._ws + buf, ""
         if self._whole_json:
-            call = parse_call(buf.strip().removeprefix(_PYTHON_TAG).strip(), self.names)
-            if call is not None:
+            text = buf.strip().removeprefix(_PYTHON_TAG).strip()
+            if (call := cut_off_call(text, self.names, self.named)) is not None:
                 self.calls += 1
                 return [call]
-        elif self._in_call:  # cut off inside a call (max_tokens): show what was written,
-            # unless a call was taken and `parallel` is false (a second one is dropped)
-            return [TOOL_CALL_OPEN + buf] if self.parallel or not self.calls else []
+        elif opened := _partial_suffix(buf, TOOL_CALL_OPEN):
+            text = buf[:len(buf) - opened].rstrip()
+            return ([text] if text else []) + self._cut_off("")
         return [buf] if buf else []
+
+    def _cut_off(self, body: str) -> list[str | ToolCall]:
+        """The call an answer was cut off in (`body`: its text after `<tool_call>`), or
+        nothing: `cut_off_call` finds none, or it is a second call and `parallel` is false."""
+        if self.calls and not self.parallel:
+            return []
+        call = cut_off_call(body, self.names, self.named)
+        if call is None:
+            return []
+        self.calls += 1
+        return [call]
 
 
 def _partial_suffix(text: str, tag: str) -> int:
