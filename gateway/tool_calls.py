@@ -177,7 +177,9 @@ class ToolCallStream:
             if (call := cut_off_call(text, self.names, self.named)) is not None:
                 self.calls += 1
                 return [call]
-        elif opened := _partial_suffix(buf, TOOL_CALL_OPEN):
+        elif (opened := _partial_suffix(buf, TOOL_CALL_OPEN)) > 1 or (opened and self.named):
+            # a lone "<" may end a free answer ("a <"); longer, or when a call was forced,
+            # it is the tag cut off
             text = buf[:len(buf) - opened].rstrip()
             return ([text] if text else []) + self._cut_off("")
         return [buf] if buf else []

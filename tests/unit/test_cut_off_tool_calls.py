@@ -87,3 +87,14 @@ def test_the_stream_says_what_the_gathered_answer_says(size, text, named) -> Non
     assert [(c["function"]["name"], c["function"]["arguments"]) for c in streamed.values()] \
         == [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
     assert all("<tool" not in json.dumps(d) for d in deltas)
+
+
+@pytest.mark.parametrize(("text", "named", "content"), [
+    ("if a <", None, "if a <"),  # a free answer may end in "<": it stays
+    ("if a <t", None, "if a"),  # the tag begun: cut off, dropped
+    ("<", "get_weather", None),  # a forced call: even "<" is the tag
+])
+def test_an_answer_ending_in_part_of_the_tag(text, named, content) -> None:
+    got, calls = split_tool_calls(text, NAMES, named=named)
+    assert got == content
+    assert [c.name for c in calls] == (["get_weather"] if named else [])
