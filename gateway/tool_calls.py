@@ -12,7 +12,8 @@ object; anything else stays content, so a model that writes about tools is not m
 A call cut off unfinished (by max_tokens) is still a call, as OpenAI answers one, once its
 name is written whole (or the request's `tool_choice` named the function): its arguments are
 the text written so far, maybe not yet JSON (`cut_off_call`). One whose name was not written
-is dropped, so the `<tool_call>` markup never reaches a client as content.
+is dropped, so the `<tool_call>` markup never reaches a client as content (but a free
+answer's lone trailing `<`, which may be its own).
 With `parallel` false (the request's `parallel_tool_calls: false`) only the first call is
 taken: later calls, cut off or not, are dropped, neither calls nor content,
 so a stream never shows any of them. (Under `tool_choice` `required` or a named function the
