@@ -1,5 +1,5 @@
-"""Small helpers for integration tests: raw HTTP calls (status codes, SSE lines) and ports for a
-mesh that is yet to bind them."""
+"""Small helpers for integration tests: raw HTTP calls (status codes, SSE lines), ports for a
+mesh that is yet to bind them, and waiting on a condition (never on a guessed sleep)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,11 @@ def engine_pid(worker_pid: int, timeout: float = 30) -> int:
                 return child
         time.sleep(0.2)
     raise AssertionError(f"worker {worker_pid} has no engine process")
+
+
+def wait_until(ok: Callable[[], Any], what: str, timeout: float = 60) -> None:
+    """Poll `ok` until it is true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
+        time.sleep(0.1)

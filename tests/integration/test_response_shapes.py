@@ -9,9 +9,8 @@ Redis) and a gateway of its own without the result cache, so every answer is gen
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from openai.types.responses import Response
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, open_stream, post, sse_events
+from tests.integration.helpers import call, open_stream, post, sse_events, wait_until
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {
@@ -38,20 +37,14 @@ def base(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[str]:
         "KVMESH_CACHE_REDIS_URL": redis_url}, log=open(logs_dir / "cache-shapes.log", "ab"))  # noqa: SIM115
     gateway, url = start_gateway(mesh.nats_url, logs_dir, "gateway-shapes", result_cache="0")
     try:
-        _wait(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
-        _wait(lambda: call("GET", url + "/v1/responses/resp_" + "0" * 32)[0] == 404,
+        wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
+        wait_until(lambda: call("GET", url + "/v1/responses/resp_" + "0" * 32)[0] == 404,
               "the responses store answers")
         yield url
     finally:
         gateway.stop()
         store.stop()
 
-
-def _wait(ok: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
-        time.sleep(0.2)
 
 
 def _streamed(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
-from tests.integration.helpers import call
+from tests.integration.helpers import call, wait_until
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 ORDER = ["response.created", "response.in_progress", "response.output_item.added",
@@ -51,7 +51,7 @@ class ResponsesMesh:
         self.gateway, self.base = start_gateway(
             self.mesh.nats_url, self.logs, "gateway-responses", auth="1", admin_key=ADMIN_KEY,
             result_cache="0")
-        _wait(lambda: call("GET", self.base + "/ready")[0] == 200, "gateway ready")
+        wait_until(lambda: call("GET", self.base + "/ready")[0] == 200, "gateway ready")
 
     def restart_gateway(self) -> None:
         assert self.gateway is not None
@@ -67,12 +67,6 @@ class ResponsesMesh:
         self.children.append(self.store)
 
 
-def _wait(ok: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
-        time.sleep(0.1)
-
 
 @pytest.fixture(scope="module")
 def rmesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[ResponsesMesh]:
@@ -83,7 +77,7 @@ def rmesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[ResponsesMesh]
     rm.start_store()
     rm.start_gateway()
     try:
-        _wait(lambda: call("GET", rm.base + "/admin/tenants", key=ADMIN_KEY)[0] == 200, "auth")
+        wait_until(lambda: call("GET", rm.base + "/admin/tenants", key=ADMIN_KEY)[0] == 200, "auth")
         for tenant in ("a", "b"):
             name = f"resp-{tenant}-{uuid.uuid4().hex[:6]}"
             assert call("POST", rm.base + "/admin/tenants", {"name": name}, ADMIN_KEY)[0] == 200
@@ -254,7 +248,7 @@ def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMes
     rmesh.keys["ttl"] = call("POST", rmesh.base + "/admin/keys", {"tenant": name},
                              ADMIN_KEY)[1]["key"]
     client = rmesh.client("ttl")
-    _wait(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
+    wait_until(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
                        key=rmesh.keys["ttl"])[0] == 404, "the new store answers")
     short = create(client, "Hi.")
     assert client.responses.retrieve(short.id).id == short.id
@@ -265,7 +259,7 @@ def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMes
             return False
         except openai.NotFoundError:
             return True
-    _wait(gone, "the tenant's 3 s TTL")
+    wait_until(gone, "the tenant's 3 s TTL")
 
     a = rmesh.client("a")
     pad = "word " * 300  # each stored response holds its input twice: about 3.5 KB
@@ -285,7 +279,7 @@ def test_store_unreachable_is_503_naming_the_store(rmesh: ResponsesMesh) -> None
     for phase in ("no store", "no redis"):
         if phase == "no redis":
             rmesh.start_store(dead_redis)
-            _wait(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
+            wait_until(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
                                key=rmesh.keys["a"])[1]["error"]["message"].find("redis") > 0,
                   "the store without redis answers")
         started = time.monotonic()

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from openai.types.responses import Response, ResponseError
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh
-from tests.integration.helpers import call, engine_pid, open_stream, post
+from tests.integration.helpers import call, engine_pid, open_stream, post, wait_until
 from tests.integration.private_mesh import private_mesh
 from tests.integration.test_cancel import serving_worker
 
@@ -30,12 +28,6 @@ NUMBERS = {"type": "json_schema", "name": "numbers", "schema": {
 BODY = {"model": MODEL, "input": "List numbers.", "max_output_tokens": 900, "temperature": 0,
         "text": {"format": NUMBERS}}
 
-
-def _wait(ok: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
-        time.sleep(0.2)
 
 
 def _kill_serving_engine(m: Mesh) -> None:
@@ -70,8 +62,11 @@ def _gathered_failure(m: Mesh) -> tuple[int, dict[str, Any], str]:
     asker = threading.Thread(target=lambda: answer.append(post(m.base_url + "/v1/responses",
                                                                BODY)))
     asker.start()
-    serving_worker(m)
-    time.sleep(1.0)  # some tokens reach the gateway: a death now is not routed again
+    wid = serving_worker(m)
+    # the answer has grown two blocks (32 tokens), so its first deltas reached the gateway
+    # steps ago: a death now is not routed again
+    start = m.stats(wid).used_blocks
+    wait_until(lambda: m.stats(wid).used_blocks >= start + 2, "the answer grows two blocks")
     _kill_serving_engine(m)
     asker.join(60)
     status, body, headers = answer[0]
@@ -85,7 +80,7 @@ def test_a_failed_response_is_stored_with_the_error_it_told(tmp_path: Path,
             "KVMESH_NATS_URL": m.nats_url, "KVMESH_CACHE_METRICS_PORT": "0",
             "KVMESH_CACHE_REDIS_URL": redis_url}, log=open(tmp_path / "cache.log", "ab"))  # noqa: SIM115
         try:
-            _wait(lambda: call("GET", m.base_url + "/v1/responses/resp_" + "0" * 32)[0] == 404,
+            wait_until(lambda: call("GET", m.base_url + "/v1/responses/resp_" + "0" * 32)[0] == 404,
                   "the responses store answers")
             events = _streamed_failure(m)
             assert [e["type"] for e in events[-2:]] == ["error", "response.failed"], events[-3:]
@@ -95,11 +90,11 @@ def test_a_failed_response_is_stored_with_the_error_it_told(tmp_path: Path,
             assert "worker_died" in failed.error.message
             stored = _stored(m.base_url, failed.id)
             assert stored == events[-1]["response"]  # stored before it was streamed
-            _wait(lambda: len(m.live_worker_ids()) == 1, "the killed worker exits")
+            wait_until(lambda: len(m.live_worker_ids()) == 1, "the killed worker exits")
 
             status, told, rid = _gathered_failure(m)
             assert status == 502 and told["error"]["code"] == "worker_died", told
-            _wait(lambda: _stored(m.base_url, rid)["status"] == "failed", "stored as failed")
+            wait_until(lambda: _stored(m.base_url, rid)["status"] == "failed", "stored as failed")
             error = ResponseError.model_validate(_stored(m.base_url, rid)["error"])
             assert error.code == "server_error" and told["error"]["message"] in error.message
         finally:
