@@ -5,8 +5,9 @@ params are made and again when `LLMEngine.add_request` takes them (a dataclass c
 in between). The worker makes them from the wire's fields, whose types the codec has already
 checked, so a bad value becomes a 400 with `param` set before the request reaches the engine
 process. Types are not checked here beyond that: a caller outside the mesh (`inference.LLM`)
-passes Python values as it likes. Token ids in `logit_bias` are checked against the
-vocabulary apart (`prompt_check.check_token_ids`), since only the model knows its size.
+passes Python values as it likes. Token ids in `logit_bias` and `stop_token_ids` are
+checked against the vocabulary apart (`prompt_check.check_token_ids`), since only the model
+knows its size.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ from inference.engine.split_encode import SegmentEncoder, splittable
 _GGUF_CONTROL = 3
 _GGUF_USER_DEFINED = 4
 
-# Turn-end markers of common chat templates; a model stops on these as well as on eos.
 _BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # a sentencepiece byte token's spelling
+# Turn-end markers of common chat templates; a model stops on these as well as on eos.
 _TURN_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
 _LLAMA3_SPLIT = (
