@@ -23,8 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
-from gateway.errors import ApiError
-from gateway.json_body import read_json
+from gateway.json_body import json_object, read_json
 
 
 def add_admin_routes(app: web.Application) -> None:
@@ -47,10 +46,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     """The JSON object of an admin body, read as the API's bodies are (json_body.py); none is
     `{}`."""
     limit = request.app[AUTH].cfg.max_body_bytes
-    body = await read_json(request, limit) if request.can_read_body else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object", code="invalid_json")
-    return body
+    return json_object(await read_json(request, limit)) if request.can_read_body else {}
 
 
 def _list(items: Any) -> web.Response:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.api_fields import EMBEDDINGS_FIELDS, check_fields
-from gateway.errors import ApiError, bad_field
+from gateway.errors import bad_field
+from gateway.json_body import json_object
 from kvmesh.wire import EmbedRequest
 
 MAX_INPUTS = 2048  # OpenAI's cap on inputs per request
@@ -63,8 +64,7 @@ class EmbeddingsRequest:
 
 
 def parse_embeddings(body: Any) -> EmbeddingsRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    body = json_object(body)
     check_fields(body, EMBEDDINGS_FIELDS)
     model = body.get("model")
     if not isinstance(model, str) or not model:

@@ -102,6 +102,13 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")  # Python's parser would take it
 
 
+def json_object(body: Any) -> dict[str, Any]:
+    """`body`, a decoded request body, if it is a JSON object: every endpoint takes one."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    return body
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         body = json.loads(raw, parse_int=_int, parse_constant=_constant)

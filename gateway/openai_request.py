@@ -22,8 +22,9 @@ from typing import Any
 from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, check_fields, json_type
 from gateway.chat_messages import parse_messages
 from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
-from gateway.errors import ApiError, bad_field
+from gateway.errors import bad_field
 from gateway.field_values import typed
+from gateway.json_body import json_object
 from gateway.request_extras import parse_extras, session_hint
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
 from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolDef, sampling_of
@@ -76,7 +77,7 @@ class ParsedRequest(SamplingFields):
 
 
 def parse_chat(body: Any) -> ParsedRequest:
-    body = _object(body)
+    body = json_object(body)
     check_fields(body, CHAT_FIELDS)
     req = ParsedRequest("chat", _model(body))
     _common(body, req)
@@ -101,7 +102,7 @@ def parse_chat(body: Any) -> ParsedRequest:
 
 
 def parse_completion(body: Any) -> ParsedRequest:
-    body = _object(body)
+    body = json_object(body)
     check_fields(body, COMPLETION_FIELDS)
     req = ParsedRequest("completion", _model(body))
     _common(body, req)
@@ -118,12 +119,6 @@ def parse_completion(body: Any) -> ParsedRequest:
 def _given(body: dict[str, Any], *names: str) -> str:
     """The first of `names` set (not null) in `body`, else ""."""
     return next((n for n in names if body.get(n) is not None), "")
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
-    return body
 
 
 def _model(body: dict[str, Any]) -> str:

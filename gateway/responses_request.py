@@ -33,6 +33,7 @@ from typing import Any
 
 from gateway.api_fields import json_type
 from gateway.errors import ApiError, bad_field
+from gateway.json_body import json_object
 from gateway.nested_keys import check_keys
 from gateway.openai_request import ParsedRequest, parse_chat
 from kvmesh.wire import ChatMessage, ToolCall
@@ -109,8 +110,7 @@ class ResponsesRequest(ParsedRequest):
 
 
 def parse_responses(body: Any) -> ResponsesRequest:
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    body = json_object(body)
     for name, value in body.items():
         if name not in SUPPORTED:
             _unsupported(name, value)

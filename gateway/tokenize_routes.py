@@ -24,8 +24,8 @@ from aiohttp import web
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
 from gateway.chat_messages import parse_messages
-from gateway.errors import ApiError, bad_field
-from gateway.json_body import read_json
+from gateway.errors import bad_field
+from gateway.json_body import json_object, read_json
 from gateway.mesh_client import MeshClient
 from gateway.structured_request import parse_tools
 from kvmesh import wire
@@ -61,9 +61,7 @@ async def _body(request: web.Request, mesh: MeshClient,
     """401, then the body (413, 400 as a generation's) and its fields (400), then 403 for the
     model."""
     ident = await request.app[AUTH].identify(request)
-    body = await read_json(request, mesh.cfg.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    body = json_object(await read_json(request, mesh.cfg.max_body_bytes))
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_field("model", "required, a non-empty string")

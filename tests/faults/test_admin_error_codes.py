@@ -73,3 +73,8 @@ def test_admin_bodies_are_read_as_the_api_reads_its_own(fmesh: FakeMesh) -> None
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 400
     assert json.loads(err.value.read())["error"]["code"] == "invalid_body"
+
+
+def test_an_admin_body_that_is_no_json_object_is_invalid_json(fmesh: FakeMesh) -> None:
+    got, reply, _ = call("POST", fmesh.auth_url + "/admin/tenants", b"[1]", ADMIN_KEY)
+    assert (got, reply["error"]["code"]) == (400, "invalid_json"), reply
