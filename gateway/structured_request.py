@@ -12,12 +12,16 @@ A key these objects (and `tools[i]`, `tools[i].function`) do not define is a 400
 (gateway/nested_keys.py): `response_format.schema` beside `json_object` is refused, not dropped.
 At most one of `response_format` (other than text) and the `guided_*` fields may be set.
 `tool_choice` `required` or a named function constrains the answer to tool calls (a
-`tool_calls` grammar, which replaces any other); `auto` leaves the answer free and the
+`tool_calls` grammar, which replaces any other). `auto` leaves the answer free and the
 gateway parses any calls (gateway/tool_calls.py); with `parallel_tool_calls: false` it keeps
-the first complete call and drops the rest (a grammar would have to constrain the free text
-too, and a `guided_*` grammar of the caller's may ask for several). Every schema and grammar
-is compiled here (llguidance, no tokenizer) so a bad one is a 400 naming the user's field,
-never a worker error.
+the first complete call and drops the rest. Under `auto`, when a function is `strict` and
+the request has no grammar of its own, a `free` `tool_calls` grammar holds every call to a
+tool's parameters (a strict one's schema, any object for the others) and leaves the text
+around calls free; with `parallel_tool_calls: false` it allows one call, which ends the
+answer. A caller's `response_format` or `guided_*` grammar wins over it: the answer then
+follows that grammar, as without strict. Every schema and grammar is compiled here
+(llguidance, no tokenizer) so a bad one is a 400 naming the user's field, never a worker
+error.
 """
 
 from __future__ import annotations
@@ -132,7 +136,8 @@ def _tools(raw: Any) -> list[ToolDef]:
         desc = fn.get("description", "")
         if not isinstance(desc, str | None):
             raise bad_field(f"{where}.function.description", "must be a string")
-        if not isinstance(fn.get("strict", False), bool | None):
+        strict = fn.get("strict")
+        if not isinstance(strict, bool | None):
             raise bad_field(f"{where}.function.strict", "must be a boolean")
         params = fn.get("parameters")
         if params is not None and not isinstance(params, dict):
@@ -140,7 +145,7 @@ def _tools(raw: Any) -> list[ToolDef]:
         source = "" if params is None else json.dumps(params)
         if source:
             _check(f"{where}.function.parameters", "json_schema", source)
-        out.append(ToolDef(name, desc or "", source))
+        out.append(ToolDef(name, desc or "", source, bool(strict)))
     return out
 
 
@@ -163,12 +168,23 @@ def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None
                     '{"type": "function", "function": {"name": ...}}')
 
 
-def tool_grammar(tools: list[ToolDef], choice: str, name: str | None,
-                 parallel: bool) -> str | None:
-    """The `tool_calls` grammar source forcing calls (`required` or a named function), else
-    None. The engine picks the calls' form from the model's template."""
+def tool_grammar(tools: list[ToolDef], choice: str, name: str | None, parallel: bool,
+                 own_grammar: bool = False) -> str | None:
+    """The `tool_calls` grammar source: forcing calls (`required` or a named function), or,
+    under `auto` with a `strict` function and no grammar of the request's own
+    (`own_grammar`), holding calls to their tools in a free answer; else None. Forced calls
+    match every chosen tool's parameters, strict or not; a free answer's calls to a function
+    that is not strict take any arguments object. The engine picks the calls' form from the
+    model's template."""
+    if choice == "auto" and any(t.strict for t in tools) and not own_grammar:
+        pairs = [(t.name, _parameters(t) if t.strict else {}) for t in tools]
+        return tool_calls_source(pairs, parallel, free=True)
     if choice not in ("required", "function"):
         return None
     chosen = [t for t in tools if choice == "required" or t.name == name]
-    pairs = [(t.name, json.loads(t.parameters) if t.parameters else {}) for t in chosen]
+    pairs = [(t.name, _parameters(t)) for t in chosen]
     return tool_calls_source(pairs, parallel and choice == "required")
+
+
+def _parameters(tool: ToolDef) -> dict[str, Any]:
+    return json.loads(tool.parameters) if tool.parameters else {}

@@ -17,7 +17,8 @@ answer's lone trailing `<`, which may be its own).
 With `parallel` false (the request's `parallel_tool_calls: false`) only the first call is
 taken: later calls, cut off or not, are dropped, neither calls nor content,
 so a stream never shows any of them. (Under `tool_choice` `required` or a named function the
-tool grammar already allows one call; under `auto` nothing constrains the text.)
+tool grammar already allows one call, and so does `auto`'s grammar when a function is strict;
+else nothing constrains the text.)
 """
 
 from __future__ import annotations

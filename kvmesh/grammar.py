@@ -11,11 +11,14 @@ to the engine process); only the engine compiles them (inference/engine/grammar.
 | `choice`      | a JSON array of strings                 | `guided_choice`                   |
 | `lark`        | llguidance's Lark dialect (may `%json`) | `guided_grammar`                  |
 | `tool_calls`  | `{"tools": [[name, parameters], ...],   | `tools` with `tool_choice`        |
-|               | "parallel": bool}` as JSON              | `required` or a named function    |
+|               | "parallel": bool, "free": bool}` (JSON) | `required` or a named function,   |
+|               |                                         | or `auto` with a `strict` function|
 
 A `tool_calls` spec becomes a grammar only where the chat template is known (the engine): the
 calls take the form that template teaches (`tool_call_form`), Hermes `<tool_call>` blocks by
-default, or Llama 3.1's bare `{"name", "parameters"}` JSON.
+default, or Llama 3.1's bare `{"name", "parameters"}` JSON. With `free` the answer may be text
+instead of calls, or beside them (`tool_call_lark` says where); every call it makes is held to
+its tool's parameters.
 
 The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
 `grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a
@@ -46,8 +49,8 @@ def to_llguidance(kind: str, source: str, template: str | None = None) -> str:
     if kind == "tool_calls":
         spec = json.loads(source)
         tools = [(name, params) for name, params in spec["tools"]]
-        return llguidance.LLMatcher.grammar_from_lark(
-            tool_call_lark(tools, bool(spec.get("parallel")), tool_call_form(template)))
+        return llguidance.LLMatcher.grammar_from_lark(tool_call_lark(
+            tools, bool(spec.get("parallel")), tool_call_form(template), bool(spec.get("free"))))
     if kind == "json_schema":
         # Compact JSON unless the schema's "x-guidance" says otherwise: free whitespace lets
         # a small model loop on newlines and spaces until max_tokens.
@@ -116,7 +119,7 @@ def grammar_error(kind: str, source: str) -> str:
                                  or not all(isinstance(v, str) for v in value)):
             return "must be a non-empty array of strings"
     if kind == "tool_calls" and not _tool_calls_ok(json.loads(source)):
-        return 'must be {"tools": [[name, parameters object], ...], "parallel": bool}'
+        return 'must be {"tools": [[name, parameters object], ...], "parallel": bool, "free": bool}'
 
     import llguidance
 
@@ -134,9 +137,11 @@ def _tool_calls_ok(spec: Any) -> bool:
                 and isinstance(t[1], dict) for t in spec["tools"])
 
 
-def tool_calls_source(tools: list[tuple[str, dict[str, Any]]], parallel: bool) -> str:
-    """The `grammar` of a `tool_calls` spec: calls to any of `tools` (name, parameters)."""
-    return json.dumps({"tools": [list(t) for t in tools], "parallel": parallel})
+def tool_calls_source(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
+                      free: bool = False) -> str:
+    """The `grammar` of a `tool_calls` spec: calls to any of `tools` (name, parameters), and
+    with `free` text instead of them or around them."""
+    return json.dumps({"tools": [list(t) for t in tools], "parallel": parallel, "free": free})
 
 
 def tool_call_form(template: str | None) -> str:
@@ -162,8 +167,14 @@ def tool_call_schema(tools: list[tuple[str, dict[str, Any]]],
 
 
 def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
-                   form: str = "hermes") -> str:
-    """A Lark grammar for one (or, with `parallel`, one or more) tool calls in `form`.
+                   form: str = "hermes", free: bool = False) -> str:
+    """A Lark grammar for one (or, with `parallel`, one or more) tool calls in `form`; with
+    `free`, for an answer that may also be text (`tool_choice` auto):
+    - Hermes, parallel: text, then any number of calls, each after its own text. The text
+      before a call ends at its `<tool_call>` (a lazy lexeme, so `<tool_call>` in the text
+      always opens a call), and the call must match a tool; text may follow the last call.
+    - Hermes, one call: text, or text and one call, which ends the answer.
+    - Llama 3.1: text that does not open with `{`, or one call.
 
     Hermes parallel calls follow each other with no separator: after `</tool_call>` the model
     chooses between ending and `<tool_call>`. With a newline allowed there, a small model
@@ -171,8 +182,14 @@ def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
     has one call per answer."""
     if form == "llama3_json":
         schema = json.dumps(tool_call_schema(tools, "parameters"), separators=(",", ":"))
+        if free:  # the whole answer is a call exactly when it opens with "{"
+            return f"start: TEXT | call\ncall: %json {schema}\nTEXT: /\\s*([^\\s{{](?s:.*))?/\n"
         return f"start: %json {schema}\n"
     schema = json.dumps(tool_call_schema(tools), separators=(",", ":"))
+    if free:
+        start = "start: called* TEXT" if parallel else "start: TEXT | called"
+        return (f"{start}\ncalled: before %json {schema} \"{TOOL_CALL_CLOSE}\"\n"
+                f"before[lazy]: TEXT \"{TOOL_CALL_OPEN}\"\nTEXT: /(?s:.*)/\n")
     call = f'call: "{TOOL_CALL_OPEN}" %json {schema} "{TOOL_CALL_CLOSE}"'
     start = "start: call+" if parallel else "start: call"
     return f"{start}\n{call}\n"

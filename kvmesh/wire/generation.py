@@ -40,7 +40,6 @@ def worker_stats(worker_id: str) -> str:
 
 
 @dataclass
-@dataclass
 class ToolCall:
     """A function call the assistant made; `arguments` is JSON text, as OpenAI sends it."""
 
@@ -52,11 +51,13 @@ class ToolCall:
 @dataclass
 class ToolDef:
     """A function the model may call; `parameters` is its JSON Schema as JSON text ("" for
-    none), kept as text so the wire stays typed whatever the schema holds."""
+    none), kept as text so the wire stays typed whatever the schema holds. `strict`: its
+    calls must match `parameters` even where the answer is free (`tool_choice` auto)."""
 
     name: str
     description: str = ""
     parameters: str = ""
+    strict: bool = False
 
 
 @dataclass

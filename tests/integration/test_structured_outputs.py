@@ -165,6 +165,61 @@ def test_a_streamed_tool_call_reassembles_to_the_non_streamed_one(client) -> Non
         (c.function.name, json.loads(c.function.arguments)) for c in whole]
 
 
+KELVIN = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                           "unit": {"enum": ["kelvin"]}},
+          "required": ["city", "unit"], "additionalProperties": False}
+
+
+def _few_shot(cities: list[str]) -> list[dict]:
+    """Earlier turns that called get_weather with unit celsius: the model copies them, so an
+    unconstrained answer calls with celsius (12 of 12 seeds here), which KELVIN refuses."""
+    turns: list[dict] = []
+    for i, city in enumerate(cities):
+        args = json.dumps({"city": city, "unit": "celsius"})
+        turns += [{"role": "user", "content": f"Weather in {city}?"},
+                  {"role": "assistant", "content": None, "tool_calls": [{
+                      "id": f"call_{i}", "type": "function",
+                      "function": {"name": "get_weather", "arguments": args}}]},
+                  {"role": "tool", "tool_call_id": f"call_{i}", "content": "Sunny."},
+                  {"role": "assistant", "content": f"Sunny in {city}."}]
+    return [*turns, {"role": "user", "content": "Weather in Paris?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_strict_function_holds_calls_under_auto(client, stream) -> None:
+    tool = {"type": "function", "function": {**WEATHER["function"], "parameters": KELVIN,
+                                             "strict": True}}
+    calls = 0
+    for seed in range(4):
+        kwargs = dict(model=MODEL, messages=_few_shot(["Oslo", "Rome", "Lima"]), tools=[tool],
+                      max_tokens=60, temperature=1.0, seed=seed)
+        if stream:
+            content, made = _streamed_answer(client.chat.completions.create(stream=True,
+                                                                            **kwargs))
+        else:
+            msg = client.chat.completions.create(**kwargs).choices[0].message
+            content, made = msg.content or "", [
+                (c.function.name, c.function.arguments) for c in msg.tool_calls or []]
+        assert "<tool_call" not in content
+        for name, arguments in made:
+            assert name == "get_weather"
+            jsonschema.validate(json.loads(arguments), KELVIN)
+        calls += len(made)
+    assert calls >= 2  # the few-shot turns make calls likely; each one was held to KELVIN
+
+
+def _streamed_answer(stream) -> tuple[str, list[tuple[str, str]]]:
+    content, calls = "", {}
+    for chunk in stream:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            for tc in choice.delta.tool_calls or []:
+                name, args = calls.get(tc.index, ("", ""))
+                calls[tc.index] = (name + (tc.function.name or ""),
+                                   args + (tc.function.arguments or ""))
+    return content, list(calls.values())
+
+
 def test_a_conversation_with_tool_results_continues(client) -> None:
     messages = [{"role": "user", "content": "What's the weather in Oslo?"}]
     first = client.chat.completions.create(model=MODEL, messages=messages, tools=[WEATHER],

@@ -1,0 +1,113 @@
+"""A `strict` function under `tool_choice` auto: the answer stays free, but every call it makes
+is held to its tool's parameters by a `free` tool-call grammar (kvmesh/grammar.py), in each
+form a template teaches. The grammar runs on the real SmolLM2 tokenizer (llguidance); what it
+accepts, the gateway's parser reads back as calls."""
+
+from __future__ import annotations
+
+import json
+
+import llguidance
+import pytest
+
+from gateway.openai_request import parse_chat
+from gateway.tool_calls import split_tool_calls
+from kvmesh.grammar import grammar_error, to_llguidance
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"},
+                                         "unit": {"enum": ["kelvin"]}},
+        "required": ["city", "unit"]}
+
+
+def _tool(name: str, params: dict, strict: bool | None) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": params,
+                                             "strict": strict}}
+
+
+WEATHER = _tool("get_weather", CITY, True)
+LOOSE = _tool("note", {"type": "object", "properties": {"text": {"type": "string"}}}, None)
+NAMES = frozenset({"get_weather", "note"})
+LLAMA31 = '{{- "<|python_tag|>" }}'  # enough for tool_call_form to pick Llama 3.1's form
+
+
+def chat(**body):
+    return parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}], **body})
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm_gguf):
+    from router.tokenize import PromptTokenizer
+
+    return PromptTokenizer.load(str(smollm_gguf)).tokenizer
+
+
+def _accepts(tokenizer, req, text: str, template: str | None = None) -> tuple[bool, bool]:
+    """(whether the request's grammar takes `text`, whether it then must end)."""
+    matcher = llguidance.LLMatcher(llguidance.LLTokenizer(tokenizer.to_json()),
+                                   to_llguidance(req.grammar_kind, req.grammar, template))
+    ok = all(matcher.consume_token(t) for t in tokenizer.encode(text))
+    return ok and matcher.is_accepting(), matcher.is_stopped()
+
+
+def _call(name: str, args: dict, key: str = "arguments") -> str:
+    return json.dumps({"name": name, key: args}, separators=(",", ":"))
+
+
+GOOD = f'<tool_call>{_call("get_weather", {"city": "Oslo", "unit": "kelvin"})}</tool_call>'
+BAD_ARGS = f'<tool_call>{_call("get_weather", {"city": "Oslo", "unit": "celsius"})}</tool_call>'
+UNKNOWN = f'<tool_call>{_call("get_time", {})}</tool_call>'
+ANY_NOTE = f'<tool_call>{_call("note", {"anything": [1, 2]})}</tool_call>'
+
+
+def test_a_strict_function_under_auto_gets_a_free_grammar() -> None:
+    req = chat(tools=[WEATHER, LOOSE])
+    assert req.grammar_kind == "tool_calls" and req.tool_choice == "auto"
+    spec = json.loads(req.grammar)
+    assert spec["free"] and spec["parallel"]
+    # the strict function's schema; any object for the one that is not strict
+    assert spec["tools"] == [["get_weather", CITY], ["note", {}]]
+    assert not grammar_error(req.grammar_kind, req.grammar)
+    assert json.loads(chat(tools=[WEATHER], parallel_tool_calls=False).grammar)["parallel"] \
+        is False
+
+
+def test_without_strict_or_beside_a_grammar_of_its_own_auto_stays_unconstrained() -> None:
+    assert chat(tools=[LOOSE, _tool("f", CITY, False)]).grammar_kind == ""
+    own = chat(tools=[WEATHER], response_format={"type": "json_object"})
+    assert own.grammar_kind == "json_schema"  # the caller's grammar wins, as without strict
+    assert chat(tools=[WEATHER], tool_choice="none").grammar_kind == ""
+    forced = json.loads(chat(tools=[WEATHER, LOOSE], tool_choice="required").grammar)
+    assert not forced["free"] and forced["tools"][1] == ["note", LOOSE["function"]["parameters"]]
+
+
+@pytest.mark.parametrize(("text", "calls"), [
+    ("The weather is fine.", 0), ("", 0), ("a < b, and <tool_ca is text", 0),
+    (GOOD, 1), (f"Let me look.{GOOD}", 1), (f"{GOOD}{GOOD} Both asked.", 2), (ANY_NOTE, 1)])
+def test_free_text_and_calls_that_match_their_tools_are_taken(tokenizer, text, calls) -> None:
+    assert _accepts(tokenizer, chat(tools=[WEATHER, LOOSE]), text) == (True, False)
+    assert len(split_tool_calls(text, NAMES)[1]) == calls
+
+
+@pytest.mark.parametrize("text", [BAD_ARGS, UNKNOWN, f"First {GOOD} then {BAD_ARGS}",
+                                  '<tool_call>{"city": "Oslo"}</tool_call>'])
+def test_a_call_that_breaks_its_schema_cannot_be_written(tokenizer, text) -> None:
+    assert _accepts(tokenizer, chat(tools=[WEATHER, LOOSE]), text)[0] is False
+
+
+def test_one_call_ends_the_answer_when_parallel_calls_are_off(tokenizer) -> None:
+    req = chat(tools=[WEATHER], parallel_tool_calls=False)
+    assert _accepts(tokenizer, req, "Just text.") == (True, False)
+    assert _accepts(tokenizer, req, f"Looking.{GOOD}") == (True, True)  # nothing may follow
+    assert _accepts(tokenizer, req, f"{GOOD} more")[0] is False
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("It is sunny.", True), ("", True), ("  Plain text.", True),
+    (_call("get_weather", {"city": "Oslo", "unit": "kelvin"}, "parameters"), True),
+    (_call("get_weather", {"city": "Oslo", "unit": "celsius"}, "parameters"), False),
+    ('{"temperature": 3}', False), (' {"name": "get_weather"', False)])
+def test_the_llama31_form_is_text_or_one_call(tokenizer, text, ok) -> None:
+    req = chat(tools=[WEATHER])
+    assert _accepts(tokenizer, req, text, LLAMA31)[0] is ok
+    if ok and text.startswith("{"):
+        assert split_tool_calls(text, NAMES)[1][0].name == "get_weather"
