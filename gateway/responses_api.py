@@ -141,7 +141,7 @@ def _soon(work: Any) -> None:
 async def _gather(request: web.Request, frame: ResponseFrame,
                   stream: RequestStream | ReplayStream, headers: dict[str, str]) -> web.Response:
     req = frame.req
-    gather = Gather(1, False, req.tool_names, req.parallel_tool_calls,
+    gather = Gather(1, req.logprobs is not None, req.tool_names, req.parallel_tool_calls,
                     named_tool=req.tool_name)
     rec = telemetry_http.record(request)
     try:
@@ -157,7 +157,8 @@ async def _gather(request: web.Request, frame: ResponseFrame,
     calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
              for c in choice["message"].get("tool_calls") or []]
     status = status_of(choice["finish_reason"])
-    body = frame.body(status, frame.output(text, calls, status), gather.usage)
+    logprobs = (choice["logprobs"] or {}).get("content")
+    body = frame.body(status, frame.output(text, calls, status, logprobs), gather.usage)
     if req.store:
         await _store(request, frame, body, as_message(text, calls))
     return web.json_response(body, headers={**route_headers(stream), **headers})

@@ -1,12 +1,13 @@
 """`POST /v1/responses` bodies validated into a `ResponsesRequest`: a chat request underneath.
 
 The Responses fields map onto the chat path, which validates them with its own rules
-(gateway/openai_request.py): `input` and `instructions` become messages, `max_output_tokens`
-is `max_completion_tokens`, `text.format` is `response_format`, function `tools` and
-`tool_choice` are the chat ones; `user`, `prompt_cache_key`, `safety_identifier`, `metadata`
-and `stream_options` go to the chat request under their own names, so its rules apply
-(gateway/request_extras.py: `prompt_cache_key` wins over `user` as the session-affinity hint,
-the labels go on the trace).
+(gateway/openai_request.py): `input` and `instructions` become messages, `max_output_tokens` is
+`max_completion_tokens`, `text.format` is `response_format`, function `tools` and `tool_choice`
+are the chat ones, `include: ["message.output_text.logprobs"]` with `top_logprobs` is chat's
+`logprobs: true` with its `top_logprobs`; `user`, `prompt_cache_key`, `safety_identifier`,
+`metadata` and `stream_options` go to the chat request under their own names, so its rules
+apply (gateway/request_extras.py: `prompt_cache_key` wins over `user` as the session-affinity
+hint, the labels go on the trace).
 A chat error is renamed to the Responses field it came from (`text.format.schema`,
 `tools[1].parameters`), so every 400 names a field of the request the caller sent.
 
@@ -14,8 +15,10 @@ Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (
 `unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that
 it does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
-implement (`background: true`, `conversation`, `include`, `reasoning`, hosted tools,
-`truncation: "auto"`, ...; `unsupported_parameter`) unless null or their no-op value. A
+implement (`background: true`, `conversation`, every other `include` value, `reasoning`,
+hosted tools, `truncation: "auto"`, ...; `unsupported_parameter`) unless null or their no-op
+value. Logprobs beside `tools` are refused (`include`): a call's tokens have no place in a
+Response, and which logprobs belong to the text around calls is not tracked. A
 `REFUSED` field of the wrong JSON type is `invalid_type` (`background: 0` is not false).
 `input` is a string or a list of items: messages (`role` user, assistant, system or
 developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
@@ -42,15 +45,17 @@ SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
+    "include", "top_logprobs",
 })
+LOGPROBS = "message.output_text.logprobs"  # the one `include` value implemented
 # OpenAI fields we do not implement: refused unless null or the value that changes nothing
 # here; name -> (its JSON types, those values). The type is checked first: 0 == False in
 # Python, so `background: 0` would otherwise pass as false.
 REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
     "background": (("boolean",), (False,)), "conversation": (("string", "object"), ()),
-    "include": (("array",), ([],)), "max_tool_calls": (("integer",), ()),
+    "max_tool_calls": (("integer",), ()),
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
-    "service_tier": (("string",), ("auto", "default")), "top_logprobs": (("integer",), (0,)),
+    "service_tier": (("string",), ("auto", "default")),
     "truncation": (("string",), ("disabled",)), "prompt_cache_retention": (("string",), ()),
 }
 ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -102,6 +107,7 @@ class ResponsesRequest(ParsedRequest):
     tool_choice_json: Any = "auto"
     user: str | None = None
     max_output_tokens: int | None = None
+    top_logprobs: int | None = None  # echoed
     store_ttl: int = 0  # the tenant's responses_ttl (0: the store's default)
 
     def with_history(self, history: list[ChatMessage]) -> None:
@@ -132,6 +138,7 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req.metadata = dict(body.get("metadata") or {})  # checked by the chat parse
     req.user = body.get("user")
     req.max_output_tokens = req.max_tokens
+    req.top_logprobs = body.get("top_logprobs")
     if base.max_tokens_param:  # the tenant's cap names the field the caller sent
         req.max_tokens_param = "max_output_tokens"
     if "response_format" in chat:
@@ -182,12 +189,35 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
     }
     if (rf := _response_format(body.get("text"))) is not None:
         chat["response_format"] = rf
+    if _logprobs(body):
+        chat["logprobs"], chat["top_logprobs"] = True, body.get("top_logprobs")
     if body.get("tools") is not None:  # chat takes parallel_tool_calls only beside tools
         chat["tools"] = _tools(body["tools"])
         chat["parallel_tool_calls"] = body.get("parallel_tool_calls")
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     return {k: v for k, v in chat.items() if v is not None}
+
+
+def _logprobs(body: dict[str, Any]) -> bool:
+    """Whether `include` asks for the text's logprobs; `top_logprobs` (0-20, checked as
+    chat's) only with them, since alone it would change nothing."""
+    include, top = body.get("include"), body.get("top_logprobs")
+    for name, value, kind in (("include", include, "array"), ("top_logprobs", top, "integer")):
+        if value is not None and json_type(value) != kind:
+            raise ApiError(400, f"{name}: must be {kind}, got {json_type(value)}",
+                           param=name, code="invalid_type")
+    for i, value in enumerate(include or []):
+        if value != LOGPROBS:
+            raise ApiError(400, f"include[{i}]: {json.dumps(value)} is not supported by this "
+                           f"server; only {json.dumps(LOGPROBS)} is", param=f"include[{i}]",
+                           code="unsupported_parameter")
+    wanted = bool(include)  # null and [] ask for nothing
+    if wanted and body.get("tools") is not None:
+        raise bad_field("include", f"{LOGPROBS} cannot be combined with tools here")
+    if not wanted and top not in (None, 0):
+        raise bad_field("top_logprobs", f"requires include to name {LOGPROBS}")
+    return wanted
 
 
 def renamed(err: ApiError) -> ApiError:

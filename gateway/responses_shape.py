@@ -11,7 +11,10 @@ which already splits tool calls out of the text) into Responses events, in OpenA
 for a message `response.content_part.added`, `response.output_text.delta`...,
 `response.output_text.done`, `response.content_part.done`, for a call
 `response.function_call_arguments.delta`/`.done`, then `response.output_item.done`; last
-`response.completed` (or `response.incomplete`). A call cut off by max_output_tokens is a
+`response.completed` (or `response.incomplete`). With logprobs asked for (`include`), each
+`response.output_text.delta` carries those of its tokens, and the `output_text` part and
+`response.output_text.done` all of them, in chat's shape (`token`, `logprob`, `bytes`,
+`top_logprobs`). A call cut off by max_output_tokens is a
 `function_call` item of status `incomplete`. An error after the stream started is an `error`
 event (kvmesh's code), then `response.failed` (OpenAI's code: `response_error`). Every event
 carries `sequence_number` 0, 1, 2... Work is per batch of chunks, never per token.
@@ -55,13 +58,14 @@ def response_error(code: str | None, message: str) -> dict[str, Any]:
             "message": f"{message} ({code})" if code else message}
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def message_item(item_id: str, text: str, status: str,
+                 logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "role": "assistant", "status": status,
-            "content": [] if status == "in_progress" else [_text_part(text)]}
+            "content": [] if status == "in_progress" else [_text_part(text, logprobs)]}
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
 def call_item(item_id: str, call: ToolCall, status: str) -> dict[str, Any]:
@@ -112,15 +116,18 @@ class ResponseFrame:
             "model": r.model, "output": output, "parallel_tool_calls": r.parallel_tool_calls,
             "previous_response_id": r.previous_response_id, "reasoning": None,
             "store": r.store, "temperature": r.temperature, "text": {"format": r.text_format},
-            "tool_choice": r.tool_choice_json, "tools": r.tools_json, "top_p": r.top_p,
+            "tool_choice": r.tool_choice_json, "tools": r.tools_json,
+            "top_logprobs": r.top_logprobs, "top_p": r.top_p,
             "truncation": "disabled", "usage": usage_json(usage), "user": r.user,
             "metadata": r.metadata,
         }
 
-    def output(self, text: str, calls: list[ToolCall], status: str) -> list[dict[str, Any]]:
+    def output(self, text: str, calls: list[ToolCall], status: str,
+               logprobs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The output items of a finished answer: its text (when any, or when nothing else
-        came) as a message, then its calls."""
-        items = [message_item(new_id("msg"), text, status)] if text or not calls else []
+        came) as a message, with its tokens' `logprobs` (chat's shape), then its calls."""
+        items = [message_item(new_id("msg"), text, status, logprobs)] \
+            if text or not calls else []
         return items + [call_item(new_id("fc"), c, call_status(c)) for c in calls]
 
 
@@ -137,6 +144,7 @@ class EventStream:
     finish_reason: str | None = None
     _open: dict[str, Any] | None = None  # the message item being written
     _open_text: list[str] = field(default_factory=list)
+    _open_logprobs: list[dict[str, Any]] = field(default_factory=list)
     _call: tuple[dict[str, Any], ToolCall] | None = None  # a call whose arguments come next
 
     def event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -157,9 +165,9 @@ class EventStream:
         return out
 
     def _choice(self, choice: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        delta = choice["delta"]
-        if delta.get("content"):
-            self._text(delta["content"], out)
+        delta, logprobs = choice["delta"], (choice.get("logprobs") or {}).get("content")
+        if delta.get("content") or logprobs:  # a token without text (an EOS) has logprobs
+            self._text(delta.get("content") or "", out, logprobs)
         for tc in delta.get("tool_calls") or []:
             if "id" in tc:
                 self._close_message(out)
@@ -173,30 +181,34 @@ class EventStream:
         if choice.get("finish_reason") is not None:
             self.finish_reason = choice["finish_reason"]
 
-    def _text(self, text: str, out: list[dict[str, Any]]) -> None:
+    def _text(self, text: str, out: list[dict[str, Any]],
+              logprobs: list[dict[str, Any]] | None = None) -> None:
+        """Text and, when asked for, its tokens' logprobs: chat sends the two in one payload
+        when the request has no tools, and Responses refuses logprobs beside tools."""
         if self._open is None:
             self._open = message_item(new_id("msg"), "", "in_progress")
-            self._open_text = []
+            self._open_text, self._open_logprobs = [], []
             out.append(self.event("response.output_item.added", output_index=len(self.output),
                                   item=self._open))
             out.append(self.event("response.content_part.added", item_id=self._open["id"],
                                   output_index=len(self.output), content_index=0,
                                   part=_text_part("")))
-        if not text:
+        if not text and not logprobs:
             return
         self._open_text.append(text)
+        self._open_logprobs += logprobs or []
         self.text.append(text)
         out.append(self.event("response.output_text.delta", item_id=self._open["id"],
                               output_index=len(self.output), content_index=0, delta=text,
-                              logprobs=[]))
+                              logprobs=logprobs or []))
 
     def _close_message(self, out: list[dict[str, Any]], status: str = "completed") -> None:
         if self._open is None:
             return
         item_id, text, index = self._open["id"], "".join(self._open_text), len(self.output)
-        done = message_item(item_id, text, status)
+        done = message_item(item_id, text, status, self._open_logprobs)
         out.append(self.event("response.output_text.done", item_id=item_id, output_index=index,
-                              content_index=0, text=text, logprobs=[]))
+                              content_index=0, text=text, logprobs=self._open_logprobs))
         out.append(self.event("response.content_part.done", item_id=item_id,
                               output_index=index, content_index=0, part=done["content"][0]))
         out.append(self.event("response.output_item.done", output_index=index, item=done))

@@ -186,7 +186,11 @@ def test_store_false_is_not_retrievable_and_delete_removes(rmesh: ResponsesMesh)
 
 @pytest.mark.parametrize(("extra", "param"), [
     ({"background": True}, "background"),
-    ({"include": ["reasoning.encrypted_content"]}, "include"),
+    ({"include": ["reasoning.encrypted_content"]}, "include[0]"),
+    ({"top_logprobs": 2}, "top_logprobs"),  # without include, it would change nothing
+    ({"include": ["message.output_text.logprobs"], "top_logprobs": 21}, "top_logprobs"),
+    ({"include": ["message.output_text.logprobs"],
+      "tools": [{"type": "function", "name": "f"}]}, "include"),
     ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"truncation": "auto"}, "truncation"),
     ({"no_such_field": 1}, "no_such_field"),
@@ -223,6 +227,32 @@ def test_function_tools_answer_function_call_items(rmesh: ResponsesMesh) -> None
         {"type": "function_call_output", "call_id": fc.call_id, "output": "sunny, 21 C"}])
     assert follow.status in ("completed", "incomplete")
     assert follow.usage.input_tokens > resp.usage.input_tokens
+
+
+def test_logprobs_come_with_the_text_streamed_and_stored(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 3}
+    resp = create(client, "Name a fruit.", **asked)
+    part = resp.output[0].content[0]
+    assert "".join(lp.token for lp in part.logprobs) == part.text  # one per token, in order
+    assert len(part.logprobs) == resp.usage.output_tokens
+    assert b"".join(bytes(lp.bytes) for lp in part.logprobs).decode() == part.text
+    for lp in part.logprobs:
+        assert lp.logprob <= 0 and len(lp.top_logprobs) == 3
+        assert lp.top_logprobs[0].logprob >= lp.logprob  # greedy: the best one was taken
+    assert resp.top_logprobs == 3
+    assert client.responses.retrieve(resp.id).output[0].content[0].logprobs == part.logprobs
+    events = list(create(client, "Name a fruit.", stream=True, **asked))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert [lp.token for e in deltas for lp in e.logprobs] == [lp.token for lp in part.logprobs]
+    assert all("".join(lp.token for lp in e.logprobs) == e.delta for e in deltas)
+    (done,) = [e for e in events if e.type == "response.output_text.done"]
+    assert [lp.logprob for lp in done.logprobs] == pytest.approx(
+        [lp.logprob for lp in part.logprobs], abs=1e-4)
+    final = events[-1].response.output[0].content[0].logprobs
+    assert [(lp.token, lp.logprob) for lp in final] == [
+        (lp.token, lp.logprob) for lp in done.logprobs]
+    assert create(client, "Name a fruit.").output[0].content[0].logprobs == []  # not asked
 
 
 class Pet(BaseModel):

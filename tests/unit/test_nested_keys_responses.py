@@ -61,11 +61,15 @@ def test_an_unknown_field_is_unknown_parameter() -> None:
 
 
 @pytest.mark.parametrize("extra", [{"background": True}, {"reasoning": {"effort": "low"}},
-                                   {"include": ["reasoning.encrypted_content"]},
-                                   {"service_tier": "flex"}, {"top_logprobs": 3}])
+                                   {"service_tier": "flex"}])
 def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
     assert (err.param, err.code) == (next(iter(extra)), "unsupported_parameter")
+
+
+def test_an_include_value_not_implemented_is_unsupported_parameter() -> None:
+    err = refusal(include=["message.output_text.logprobs", "reasoning.encrypted_content"])
+    assert (err.param, err.code) == ("include[1]", "unsupported_parameter")
 
 
 @pytest.mark.parametrize("extra", [{"background": 0}, {"top_logprobs": False},

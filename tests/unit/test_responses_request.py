@@ -51,7 +51,11 @@ def test_fields_map_onto_the_chat_request() -> None:
     ({"tools": [{**TOOL, "parameters": 3}]}, "tools[0].parameters"),
     ({"tools": [TOOL], "tool_choice": {"type": "function", "name": "g"}}, "tool_choice.name"),
     ({"tools": [{"type": "file_search"}]}, "tools[0].type"),
-    ({"include": ["x"]}, "include"),
+    ({"include": ["x"]}, "include[0]"),
+    ({"include": ["message.output_text.logprobs", "x"]}, "include[1]"),
+    ({"include": "message.output_text.logprobs"}, "include"),
+    ({"top_logprobs": False}, "top_logprobs"),
+    ({"top_logprobs": 1}, "top_logprobs"),
     ({"unknown": 1}, "unknown"),
     ({"metadata": {"k": 1}}, "metadata"),
     ({"input": [{"type": "reasoning"}]}, "input[0].type"),
@@ -81,6 +85,15 @@ def test_refusals_name_the_responses_field(extra: dict[str, Any], param: str) ->
 def test_null_and_no_op_values_of_unsupported_fields_are_accepted() -> None:
     parse_responses({"model": "m", "input": "hi", "reasoning": None, "include": [],
                      "background": False, "truncation": "disabled", "service_tier": "auto"})
+
+
+def test_logprobs_are_chats_when_include_asks_for_them() -> None:
+    req = parse_responses({"model": "m", "input": "hi", "top_logprobs": 4,
+                           "include": ["message.output_text.logprobs"]})
+    assert (req.logprobs, req.top_logprobs) == (4, 4)
+    assert parse_responses({"model": "m", "input": "hi", "top_logprobs": 0}).logprobs is None
+    assert parse_responses({"model": "m", "input": "hi",
+                            "include": ["message.output_text.logprobs"]}).logprobs == 0
 
 
 def test_labels_and_hints_are_chats() -> None:
