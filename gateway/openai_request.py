@@ -87,7 +87,8 @@ def parse_chat(body: Any) -> ParsedRequest:
         raise bad_field("parallel_tool_calls", "only with tools")  # as OpenAI
     req.tools, req.tool_choice, req.tool_name, req.parallel_tool_calls = parse_tools(body)
     if req.tools and (calls := tool_grammar(req.tools, req.tool_choice, req.tool_name,
-                                            req.parallel_tool_calls, bool(req.grammar_kind))):
+                                            req.parallel_tool_calls, req.grammar_kind,
+                                            req.grammar)):
         req.grammar_kind, req.grammar = "tool_calls", calls
     legacy = _opt_int(body, "max_tokens", 1)  # checked even where max_completion_tokens wins
     req.max_tokens = _opt_int(body, "max_completion_tokens", 1)

@@ -14,14 +14,15 @@ At most one of `response_format` (other than text) and the `guided_*` fields may
 `tool_choice` `required` or a named function constrains the answer to tool calls (a
 `tool_calls` grammar, which replaces any other). `auto` leaves the answer free and the
 gateway parses any calls (gateway/tool_calls.py); with `parallel_tool_calls: false` it keeps
-the first complete call and drops the rest. Under `auto`, when a function is `strict` and
-the request has no grammar of its own, a `free` `tool_calls` grammar holds every call to a
-tool's parameters (a strict one's schema, any object for the others) and leaves the text
-around calls free; with `parallel_tool_calls: false` it allows one call, which ends the
-answer. A caller's `response_format` or `guided_*` grammar wins over it: the answer then
-follows that grammar, as without strict. Every schema and grammar is compiled here
-(llguidance, no tokenizer) so a bad one is a 400 naming the user's field, never a worker
-error.
+the first complete call and drops the rest. Two cases of `auto` get a `tool_calls` grammar
+too, whose calls match a tool's parameters (a `strict` one's schema, any object for the
+others): beside a JSON `response_format` (or `guided_json`), the answer is that JSON or calls,
+so a caller who wants both a format and tools gets either; and, with no grammar of the
+request's own, when a function is `strict`, text stays free around the calls (with
+`parallel_tool_calls: false` one call is allowed, and it ends the answer). Beside a
+`guided_regex`, `guided_choice` or `guided_grammar`, that grammar holds the answer and no tool
+can be called. Every schema and grammar is compiled here (llguidance, no tokenizer) so a bad
+one is a 400 naming the user's field, never a worker error.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from gateway.errors import bad_field
 from gateway.nested_keys import check_keys
-from kvmesh.grammar import grammar_error, tool_calls_source
+from kvmesh.grammar import ToolCallSpec, grammar_error
 from kvmesh.wire import SamplingFields, ToolDef
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -169,21 +170,26 @@ def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None
 
 
 def tool_grammar(tools: list[ToolDef], choice: str, name: str | None, parallel: bool,
-                 own_grammar: bool = False) -> str | None:
-    """The `tool_calls` grammar source: forcing calls (`required` or a named function), or,
-    under `auto` with a `strict` function and no grammar of the request's own
-    (`own_grammar`), holding calls to their tools in a free answer; else None. Forced calls
-    match every chosen tool's parameters, strict or not; a free answer's calls to a function
-    that is not strict take any arguments object. The engine picks the calls' form from the
-    model's template."""
-    if choice == "auto" and any(t.strict for t in tools) and not own_grammar:
-        pairs = [(t.name, _parameters(t) if t.strict else {}) for t in tools]
-        return tool_calls_source(pairs, parallel, free=True)
+                 own_kind: str = "", own_source: str = "") -> str | None:
+    """The `tool_calls` grammar source of a request with `tools`, or None when the answer
+    keeps its own grammar (`own_kind`, `own_source`; "" for none) or none. Forced calls
+    (`required` or a named function) match every chosen tool's parameters, strict or not,
+    and replace any grammar of the request's own. Under `auto`, beside a JSON grammar the
+    answer is that JSON or calls; with no grammar and a `strict` function, text or calls; a
+    free or JSON answer's calls to a function that is not strict take any arguments object.
+    The engine picks the calls' form from the model's template."""
+    if choice == "auto":
+        loose = tuple((t.name, _parameters(t) if t.strict else {}) for t in tools)
+        if own_kind == "json_schema":
+            return ToolCallSpec(loose, parallel, answer=json.loads(own_source)).source()
+        if not own_kind and any(t.strict for t in tools):
+            return ToolCallSpec(loose, parallel, free=True).source()
+        return None
     if choice not in ("required", "function"):
         return None
-    chosen = [t for t in tools if choice == "required" or t.name == name]
-    pairs = [(t.name, _parameters(t)) for t in chosen]
-    return tool_calls_source(pairs, parallel and choice == "required")
+    chosen = tuple((t.name, _parameters(t)) for t in tools
+                   if choice == "required" or t.name == name)
+    return ToolCallSpec(chosen, parallel and choice == "required").source()
 
 
 def _parameters(tool: ToolDef) -> dict[str, Any]:

@@ -10,15 +10,15 @@ to the engine process); only the engine compiles them (inference/engine/grammar.
 | `regex`       | a regular expression (Rust `regex`)     | `guided_regex`                    |
 | `choice`      | a JSON array of strings                 | `guided_choice`                   |
 | `lark`        | llguidance's Lark dialect (may `%json`) | `guided_grammar`                  |
-| `tool_calls`  | `{"tools": [[name, parameters], ...],   | `tools` with `tool_choice`        |
-|               | "parallel": bool, "free": bool}` (JSON) | `required` or a named function,   |
-|               |                                         | or `auto` with a `strict` function|
+| `tool_calls`  | a `ToolCallSpec` as JSON: the tools     | `tools` with `tool_choice`        |
+|               | (name, parameters), `parallel`, `free`, | `required` or a named function;   |
+|               | `answer`                                | `auto` with a `strict` function   |
+|               |                                         | or beside a JSON `response_format`|
 
 A `tool_calls` spec becomes a grammar only where the chat template is known (the engine): the
 calls take the form that template teaches (`tool_call_form`), Hermes `<tool_call>` blocks by
-default, or Llama 3.1's bare `{"name", "parameters"}` JSON. With `free` the answer may be text
-instead of calls, or beside them (`tool_call_lark` says where); every call it makes is held to
-its tool's parameters.
+default, or Llama 3.1's bare `{"name", "parameters"}` JSON. Beside the calls the answer may be
+free text (`free`) or JSON of a schema (`answer`): `tool_call_lark` says where.
 
 The backend is llguidance (Rust, no Python dependencies, abi3 wheels): see docs/STRUCTURED.md.
 `grammar_error` needs llguidance but neither torch nor a tokenizer, so the gateway can refuse a
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("json_schema", "regex", "choice", "lark", "tool_calls")
@@ -47,10 +48,8 @@ def to_llguidance(kind: str, source: str, template: str | None = None) -> str:
     import llguidance
 
     if kind == "tool_calls":
-        spec = json.loads(source)
-        tools = [(name, params) for name, params in spec["tools"]]
-        return llguidance.LLMatcher.grammar_from_lark(tool_call_lark(
-            tools, bool(spec.get("parallel")), tool_call_form(template), bool(spec.get("free"))))
+        return llguidance.LLMatcher.grammar_from_lark(
+            tool_call_lark(ToolCallSpec.parse(source), tool_call_form(template)))
     if kind == "json_schema":
         # Compact JSON unless the schema's "x-guidance" says otherwise: free whitespace lets
         # a small model loop on newlines and spaces until max_tokens.
@@ -118,8 +117,11 @@ def grammar_error(kind: str, source: str) -> str:
         if kind == "choice" and (not isinstance(value, list) or not value
                                  or not all(isinstance(v, str) for v in value)):
             return "must be a non-empty array of strings"
-    if kind == "tool_calls" and not _tool_calls_ok(json.loads(source)):
-        return 'must be {"tools": [[name, parameters object], ...], "parallel": bool, "free": bool}'
+    if kind == "tool_calls":
+        try:
+            ToolCallSpec.parse(source)
+        except ValueError as exc:
+            return str(exc)
 
     import llguidance
 
@@ -131,17 +133,38 @@ def grammar_error(kind: str, source: str) -> str:
     return "" if err.startswith("WARNING") else err
 
 
-def _tool_calls_ok(spec: Any) -> bool:
-    return isinstance(spec, dict) and isinstance(spec.get("tools"), list) and bool(spec["tools"]) \
-        and all(isinstance(t, list) and len(t) == 2 and isinstance(t[0], str)
-                and isinstance(t[1], dict) for t in spec["tools"])
+@dataclass(frozen=True)
+class ToolCallSpec:
+    """What a `tool_calls` grammar allows: calls to `tools` (name, parameters schema), several
+    of them with `parallel`. Beside the calls, with `free`, text (instead of calls or around
+    them); with `answer` (a JSON Schema), a JSON answer of that schema instead of calls; with
+    neither, calls only. `free` and `answer` exclude each other."""
 
+    tools: tuple[tuple[str, dict[str, Any]], ...]
+    parallel: bool = False
+    free: bool = False
+    answer: dict[str, Any] | None = None
 
-def tool_calls_source(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
-                      free: bool = False) -> str:
-    """The `grammar` of a `tool_calls` spec: calls to any of `tools` (name, parameters), and
-    with `free` text instead of them or around them."""
-    return json.dumps({"tools": [list(t) for t in tools], "parallel": parallel, "free": free})
+    def source(self) -> str:
+        """The spec as the `grammar` string of a `tool_calls` request."""
+        return json.dumps({"tools": [list(t) for t in self.tools], "parallel": self.parallel,
+                           "free": self.free, "answer": self.answer})
+
+    @classmethod
+    def parse(cls, source: str) -> ToolCallSpec:
+        """The spec of a `grammar` string; ValueError saying what is wrong with it."""
+        spec = json.loads(source)
+        if not isinstance(spec, dict) or not isinstance(spec.get("tools"), list) \
+                or not spec["tools"] or not all(
+                    isinstance(t, list) and len(t) == 2 and isinstance(t[0], str)
+                    and isinstance(t[1], dict) for t in spec["tools"]):
+            raise ValueError('must be {"tools": [[name, parameters object], ...], "parallel": '
+                             'bool, "free": bool, "answer": schema or null}')
+        answer = spec.get("answer")
+        if answer is not None and (not isinstance(answer, dict) or spec.get("free")):
+            raise ValueError("answer: must be a JSON Schema object, and not beside free")
+        return cls(tuple((name, params) for name, params in spec["tools"]),
+                   bool(spec.get("parallel")), bool(spec.get("free")), answer)
 
 
 def tool_call_form(template: str | None) -> str:
@@ -166,30 +189,36 @@ def tool_call_schema(tools: list[tuple[str, dict[str, Any]]],
     return {**schema, "x-guidance": COMPACT_JSON}
 
 
-def tool_call_lark(tools: list[tuple[str, dict[str, Any]]], parallel: bool,
-                   form: str = "hermes", free: bool = False) -> str:
-    """A Lark grammar for one (or, with `parallel`, one or more) tool calls in `form`; with
-    `free`, for an answer that may also be text (`tool_choice` auto):
-    - Hermes, parallel: text, then any number of calls, each after its own text. The text
-      before a call ends at its `<tool_call>` (a lazy lexeme, so `<tool_call>` in the text
-      always opens a call), and the call must match a tool; text may follow the last call.
-    - Hermes, one call: text, or text and one call, which ends the answer.
-    - Llama 3.1: text that does not open with `{`, or one call.
+def tool_call_lark(spec: ToolCallSpec, form: str = "hermes") -> str:
+    """A Lark grammar for `spec`'s calls in `form`: one call, or with `parallel` one or more.
+    - `free`, Hermes: text, then any number of calls (one without `parallel`, which ends the
+      answer), each after text of its own. The text before a call ends at its `<tool_call>`
+      (a lazy lexeme, so `<tool_call>` in the text always opens a call), and the call must
+      match a tool; with `parallel`, text may follow the last call.
+    - `free`, Llama 3.1: text that does not open with `{`, or one call.
+    - `answer`: the answer's JSON, or the calls (in the Llama 3.1 form, JSON that is the
+      answer or a call: the parser tells them apart by the tool's name).
 
     Hermes parallel calls follow each other with no separator: after `</tool_call>` the model
     chooses between ending and `<tool_call>`. With a newline allowed there, a small model
     takes the newline and then repeats the same call until max_tokens. The Llama 3.1 form
     has one call per answer."""
+    args_key = "parameters" if form == "llama3_json" else "arguments"
+    schema = _compact(tool_call_schema(list(spec.tools), args_key))
+    answer = "" if spec.answer is None else \
+        f"answer: %json {_compact({**closed_objects(spec.answer), 'x-guidance': COMPACT_JSON})}\n"
     if form == "llama3_json":
-        schema = json.dumps(tool_call_schema(tools, "parameters"), separators=(",", ":"))
-        if free:  # the whole answer is a call exactly when it opens with "{"
+        if spec.free:  # the whole answer is a call exactly when it opens with "{"
             return f"start: TEXT | call\ncall: %json {schema}\nTEXT: /\\s*([^\\s{{](?s:.*))?/\n"
-        return f"start: %json {schema}\n"
-    schema = json.dumps(tool_call_schema(tools), separators=(",", ":"))
-    if free:
-        start = "start: called* TEXT" if parallel else "start: TEXT | called"
+        return f"start: {'answer | ' if answer else ''}call\ncall: %json {schema}\n{answer}"
+    if spec.free:
+        start = "start: called* TEXT" if spec.parallel else "start: TEXT | called"
         return (f"{start}\ncalled: before %json {schema} \"{TOOL_CALL_CLOSE}\"\n"
                 f"before[lazy]: TEXT \"{TOOL_CALL_OPEN}\"\nTEXT: /(?s:.*)/\n")
-    call = f'call: "{TOOL_CALL_OPEN}" %json {schema} "{TOOL_CALL_CLOSE}"'
-    start = "start: call+" if parallel else "start: call"
-    return f"{start}\n{call}\n"
+    calls = "call+" if spec.parallel else "call"
+    return (f"start: {'answer | ' if answer else ''}{calls}\n"
+            f'call: "{TOOL_CALL_OPEN}" %json {schema} "{TOOL_CALL_CLOSE}"\n{answer}')
+
+
+def _compact(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, separators=(",", ":"))

@@ -208,6 +208,24 @@ def test_a_strict_function_holds_calls_under_auto(client, stream) -> None:
     assert calls >= 2  # the few-shot turns make calls likely; each one was held to KELVIN
 
 
+def test_a_json_format_beside_tools_answers_that_json_or_calls(client) -> None:
+    """As agent frameworks send an output type with tools: the answer is either."""
+    tool = {"type": "function", "function": {**WEATHER["function"], "parameters": KELVIN,
+                                             "strict": True}}
+    asked = client.chat.completions.parse(model=MODEL, messages=ASK, tools=[tool],
+                                          response_format=Person, max_tokens=200, temperature=0)
+    msg = asked.choices[0].message
+    assert isinstance(msg.parsed, Person) and not msg.tool_calls
+    assert asked.choices[0].finish_reason == "stop"
+    called = client.chat.completions.parse(model=MODEL, messages=_few_shot(["Oslo", "Rome"]),
+                                           tools=[tool], response_format=Person,
+                                           max_tokens=60, temperature=0)
+    msg = called.choices[0].message
+    assert called.choices[0].finish_reason == "tool_calls" and msg.content is None
+    assert [c.function.name for c in msg.tool_calls] == ["get_weather"]
+    jsonschema.validate(json.loads(msg.tool_calls[0].function.arguments), KELVIN)
+
+
 def _streamed_answer(stream) -> tuple[str, list[tuple[str, str]]]:
     content, calls = "", {}
     for chunk in stream:

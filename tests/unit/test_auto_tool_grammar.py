@@ -1,7 +1,8 @@
-"""A `strict` function under `tool_choice` auto: the answer stays free, but every call it makes
-is held to its tool's parameters by a `free` tool-call grammar (kvmesh/grammar.py), in each
-form a template teaches. The grammar runs on the real SmolLM2 tokenizer (llguidance); what it
-accepts, the gateway's parser reads back as calls."""
+"""The grammars of `tool_choice` auto (kvmesh/grammar.py `ToolCallSpec`), in each form a
+template teaches: with a `strict` function the answer stays free, but every call it makes is
+held to its tool's parameters; beside a JSON `response_format` the answer is that JSON or
+calls. The grammars run on the real SmolLM2 tokenizer (llguidance); what they accept, the
+gateway's parser reads back as calls or content."""
 
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ def test_a_strict_function_under_auto_gets_a_free_grammar() -> None:
 
 def test_without_strict_or_beside_a_grammar_of_its_own_auto_stays_unconstrained() -> None:
     assert chat(tools=[LOOSE, _tool("f", CITY, False)]).grammar_kind == ""
-    own = chat(tools=[WEATHER], response_format={"type": "json_object"})
-    assert own.grammar_kind == "json_schema"  # the caller's grammar wins, as without strict
+    regex = chat(tools=[WEATHER], guided_regex="[0-9]+")
+    assert regex.grammar_kind == "regex"  # the caller's grammar wins: no call can be made
     assert chat(tools=[WEATHER], tool_choice="none").grammar_kind == ""
     forced = json.loads(chat(tools=[WEATHER, LOOSE], tool_choice="required").grammar)
     assert not forced["free"] and forced["tools"][1] == ["note", LOOSE["function"]["parameters"]]
@@ -111,3 +112,35 @@ def test_the_llama31_form_is_text_or_one_call(tokenizer, text, ok) -> None:
     assert _accepts(tokenizer, req, text, LLAMA31)[0] is ok
     if ok and text.startswith("{"):
         assert split_tool_calls(text, NAMES)[1][0].name == "get_weather"
+
+
+PET = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+@pytest.mark.parametrize("rf", [
+    {"type": "json_schema", "json_schema": {"name": "pet", "schema": PET}},
+    {"type": "json_object"}])
+def test_a_json_format_beside_tools_is_that_json_or_calls(tokenizer, rf) -> None:
+    req = chat(tools=[WEATHER, LOOSE], response_format=rf)
+    spec = json.loads(req.grammar)
+    assert req.grammar_kind == "tool_calls" and not spec["free"]
+    assert spec["answer"] == json.loads(chat(response_format=rf).grammar)
+    pet = '{"name":"Rex"}'
+    assert _accepts(tokenizer, req, pet) == (True, True)
+    assert split_tool_calls(pet, NAMES) == (pet, [])  # the answer stays content
+    assert _accepts(tokenizer, req, GOOD + ANY_NOTE)[0]
+    assert [c.name for c in split_tool_calls(GOOD + ANY_NOTE, NAMES)[1]] == ["get_weather", "note"]
+    for text in ("Rex is a dog.", f"Sure.{GOOD}", BAD_ARGS, f"{pet}{GOOD}"):
+        assert _accepts(tokenizer, req, text)[0] is False, text
+
+
+def test_the_llama31_form_beside_a_json_format_is_that_json_or_one_call(tokenizer) -> None:
+    rf = {"type": "json_schema", "json_schema": {"name": "pet", "schema": PET}}
+    req = chat(tools=[WEATHER], response_format=rf)
+    call = _call("get_weather", {"city": "Oslo", "unit": "kelvin"}, "parameters")
+    assert _accepts(tokenizer, req, '{"name":"Rex"}', LLAMA31)[0]
+    assert _accepts(tokenizer, req, call, LLAMA31)[0]
+    assert split_tool_calls(call, NAMES)[1][0].name == "get_weather"
+    bad = _call("get_weather", {"city": "Oslo", "unit": "celsius"}, "parameters")
+    assert _accepts(tokenizer, req, bad, LLAMA31)[0] is False
+    assert _accepts(tokenizer, req, "Rex", LLAMA31)[0] is False
