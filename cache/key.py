@@ -6,7 +6,8 @@ Contract:
 - The key is a SHA-256 over a canonical JSON of everything that can change the answer: the
   model name and revision, the tenant (tenants never share entries), the request kind, the
   prompt (messages with their tool calls, text, or token ids), the tools and `tool_choice`
-  (they change the prompt and how the answer is parsed) and every sampling parameter
+  (they change the prompt and how the answer is parsed), Responses' `truncation: auto` (an
+  answer where the same prompt untruncated is a 400) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
   logprobs, `logit_bias`, and the grammar of `response_format`/`guided_*`/a forced tool call).
   Delivery options (`stream`, `include_usage`), scheduling hints (`priority`, the session:
@@ -48,6 +49,8 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
             dataclasses.astuple(t) for t in req.tools],
         "tool_choice": [getattr(req, "tool_choice", "none"), getattr(req, "tool_name", None),
                         getattr(req, "parallel_tool_calls", True)],
+        # only when set, so every other key stays as it was
+        **({"truncate": True} if getattr(req, "truncate", False) else {}),
         # Every sampling field, so one added to the wire is in the key without an edit here;
         # priority only orders the work and the salt only picks KV blocks: same answer.
         **{k: v for k, v in sampling_of(req).items() if k not in ANSWER_NEUTRAL},

@@ -51,6 +51,7 @@ class ParsedRequest(SamplingFields):
     parallel_tool_calls: bool = True
     trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
     max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
+    truncate: bool = False  # drop the oldest turns to fit the context (Responses' truncation)
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -72,7 +73,7 @@ class ParsedRequest(SamplingFields):
             request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
             messages=self.messages, prompt_token_ids=self.prompt_token_ids,
             tenant=tenant or self.tenant, session=self.session, tools=self.tools,
-            **sampling_of(self),
+            truncate=self.truncate, **sampling_of(self),
         )
 
 

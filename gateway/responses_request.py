@@ -12,14 +12,16 @@ A chat error is renamed to the Responses field it came from (`text.format.schema
 `tools[1].parameters`), so every 400 names a field of the request the caller sent.
 
 Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (code
-`unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that
-it does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
+`unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that it
+does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
-implement (`background: true`, `conversation`, every other `include` value, `reasoning`,
-hosted tools, `truncation: "auto"`, ...; `unsupported_parameter`) unless null or their no-op
-value. Logprobs beside `tools` are refused (`include`): a call's tokens have no place in a
-Response, and which logprobs belong to the text around calls is not tracked. A
-`REFUSED` field of the wrong JSON type is `invalid_type` (`background: 0` is not false).
+implement (`background: true`, `conversation`, every other `include` value, `reasoning`, hosted
+tools, ...; `unsupported_parameter`) unless null or their no-op value. `truncation` is
+`disabled` (a prompt over the context is 400) or `auto` (the router drops the oldest turns
+until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
+`tools` are refused (`include`): a call's tokens have no place in a Response, and which
+logprobs belong to the text around calls is not tracked. A `REFUSED` field of the wrong JSON
+type is `invalid_type` (`background: 0` is not false).
 `input` is a string or a list of items: messages (`role` user, assistant, system or
 developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
 (an assistant's call, fed back) and `function_call_output` items (its result).
@@ -45,7 +47,7 @@ SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-    "include", "top_logprobs",
+    "include", "top_logprobs", "truncation",
 })
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value implemented
 # OpenAI fields we do not implement: refused unless null or the value that changes nothing
@@ -56,7 +58,7 @@ REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
     "max_tool_calls": (("integer",), ()),
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
     "service_tier": (("string",), ("auto", "default")),
-    "truncation": (("string",), ("disabled",)), "prompt_cache_retention": (("string",), ()),
+    "prompt_cache_retention": (("string",), ()),
 }
 ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_KEYS = frozenset({"format", "verbosity"})
@@ -139,6 +141,7 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req.user = body.get("user")
     req.max_output_tokens = req.max_tokens
     req.top_logprobs = body.get("top_logprobs")
+    req.truncate = _truncation(body.get("truncation"))
     if base.max_tokens_param:  # the tenant's cap names the field the caller sent
         req.max_tokens_param = "max_output_tokens"
     if "response_format" in chat:
@@ -197,6 +200,18 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
     if body.get("tool_choice") is not None:
         chat["tool_choice"] = _tool_choice(body["tool_choice"])
     return {k: v for k, v in chat.items() if v is not None}
+
+
+def _truncation(value: Any) -> bool:
+    """Whether `truncation` is `auto`; `disabled` (the default) or null is False."""
+    if value is None or value == "disabled":
+        return False
+    if value == "auto":
+        return True
+    if not isinstance(value, str):
+        raise ApiError(400, f"truncation: must be string, got {json_type(value)}",
+                       param="truncation", code="invalid_type")
+    raise bad_field("truncation", "must be auto or disabled")
 
 
 def _logprobs(body: dict[str, Any]) -> bool:

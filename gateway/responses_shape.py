@@ -118,7 +118,8 @@ class ResponseFrame:
             "store": r.store, "temperature": r.temperature, "text": {"format": r.text_format},
             "tool_choice": r.tool_choice_json, "tools": r.tools_json,
             "top_logprobs": r.top_logprobs, "top_p": r.top_p,
-            "truncation": "disabled", "usage": usage_json(usage), "user": r.user,
+            "truncation": "auto" if r.truncate else "disabled", "usage": usage_json(usage),
+            "user": r.user,
             "metadata": r.metadata,
         }
 

@@ -6,7 +6,10 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   Workers get a `TokenizedRequest`.
 - The context check lives here: only workers whose own context holds the prompt (plus
   `max_tokens`, when given) are candidates; when none does, the answer is 400
-  `context_length_exceeded`, without a worker round trip.
+  `context_length_exceeded`, without a worker round trip, unless the request may be
+  truncated (`truncate`, chat messages): then its oldest turns are dropped until it fits
+  (router/truncation.py), and only a conversation whose last turn alone does not fit is
+  refused.
 - Workers serving the model (live by heartbeat, circuit closed, not in `exclude_workers`) are
   ranked by the configured `router.policy` using the KV index (`router.kv_index`, fed by the
   workers' KV events and the prompts it sent them; a fresh router and a reappearing worker
@@ -76,6 +79,7 @@ from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
+from router.truncation import truncate
 from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
@@ -212,6 +216,11 @@ class Router(Actor):
             except ValueError as exc:
                 return _bad_value(_prompt_param(req), str(exc))
         fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
+        if not fitting and req.truncate and req.messages:
+            ids = await asyncio.to_thread(
+                truncate, req.messages, lambda m: self.tokenizer.encode_chat(m, req.tools),
+                lambda n: any(v.fits(n, req.max_tokens) for v in candidates)) or ids
+            fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting:
             return _context_exceeded(len(ids), req.max_tokens,
                                      max(v.beat.max_model_len for v in candidates),

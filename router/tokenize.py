@@ -32,10 +32,15 @@ class PromptTokenizer:
     def encode(self, req: GenerateRequest) -> list[int]:
         """Token ids of `req`'s prompt; ValueError when it has none."""
         if req.messages is not None:
-            return list(self.tokenizer.encode(self.chat_text(req.messages, req.tools)))
+            return self.encode_chat(req.messages, req.tools)
         if req.prompt is not None:
             return list(self.tokenizer.encode(req.prompt))
         raise ValueError("request has neither messages nor a prompt")
+
+    def encode_chat(self, messages: list[ChatMessage], tools: list[ToolDef] | None
+                    ) -> list[int]:
+        """Token ids of the chat template's text for `messages` (and `tools`)."""
+        return list(self.tokenizer.encode(self.chat_text(messages, tools)))
 
     def chat_text(self, messages: list[ChatMessage], tools: list[ToolDef] | None,
                   add_generation_prompt: bool = True) -> str:

@@ -119,6 +119,7 @@ class GenerateRequest(Message, SamplingFields):
     session: str = ""  # session-affinity hint (the OpenAI `user` field or a header)
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
     tools: list[ToolDef] | None = None  # reach the chat template (router/tool_prompt.py)
+    truncate: bool = False  # drop the oldest turns until the prompt fits (router/truncation.py)
 
 
 @dataclass

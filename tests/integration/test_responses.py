@@ -192,7 +192,7 @@ def test_store_false_is_not_retrievable_and_delete_removes(rmesh: ResponsesMesh)
     ({"include": ["message.output_text.logprobs"],
       "tools": [{"type": "function", "name": "f"}]}, "include"),
     ({"reasoning": {"effort": "low"}}, "reasoning"),
-    ({"truncation": "auto"}, "truncation"),
+    ({"truncation": "middle"}, "truncation"),
     ({"no_such_field": 1}, "no_such_field"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "nope"}}}},
@@ -253,6 +253,23 @@ def test_logprobs_come_with_the_text_streamed_and_stored(rmesh: ResponsesMesh) -
     assert [(lp.token, lp.logprob) for lp in final] == [
         (lp.token, lp.logprob) for lp in done.logprobs]
     assert create(client, "Name a fruit.").output[0].content[0].logprobs == []  # not asked
+
+
+def test_truncation_auto_drops_the_oldest_turns_to_fit(rmesh: ResponsesMesh) -> None:
+    client = rmesh.client()
+    history = []
+    for i in range(6):  # ~1,500 tokens: over the test workers' 1,024
+        history += [{"role": "user", "content": f"Tell me about topic {i}. " + "word " * 200},
+                    {"role": "assistant", "content": f"Topic {i} is fine."}]
+    turn = [*history, {"role": "user", "content": "Say hi."}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=MODEL, input=turn, max_output_tokens=8, store=False)
+    assert err.value.body["code"] == "context_length_exceeded"
+    resp = client.responses.create(model=MODEL, input=turn, max_output_tokens=8,
+                                   instructions="Be brief.", truncation="auto")
+    assert resp.truncation == "auto" and resp.status in ("completed", "incomplete")
+    assert 200 < resp.usage.input_tokens <= 1024 - 8  # some turns kept, the rest dropped
+    assert len(client.responses.input_items.list(resp.id).data) == len(turn)  # stored whole
 
 
 class Pet(BaseModel):

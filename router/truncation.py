@@ -1,0 +1,46 @@
+"""Dropping a conversation's oldest turns until its prompt fits (Responses `truncation: auto`).
+
+Contract: `truncate(messages, encode, fits)` gives the token ids of the longest tail of the
+conversation that fits, or None when even the shortest does not.
+- The leading system (and developer) messages are always kept: they are the instructions.
+- The kept conversation starts at a user message (every template expects one after the
+  system turns; a tool result without its call, or an answer without its question, is not a
+  turn a model was trained on), and always holds the last user message and all after it.
+- Fewer turns never make a longer prompt, so the cut is found by bisection: about log2(turns)
+  renders and tokenizations, each of a shorter conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kvmesh.wire import ChatMessage
+
+_INSTRUCTIONS = frozenset({"system", "developer"})
+
+
+def cut_points(messages: list[ChatMessage]) -> list[int]:
+    """The indices where a kept tail may start: each user message after the instructions,
+    the first (the whole conversation) first."""
+    head = next((i for i, m in enumerate(messages) if m.role not in _INSTRUCTIONS),
+                len(messages))
+    return [i for i in range(head, len(messages)) if messages[i].role == "user"]
+
+
+def truncate(messages: list[ChatMessage], encode: Callable[[list[ChatMessage]], list[int]],
+             fits: Callable[[int], bool]) -> list[int] | None:
+    """Token ids of the instructions plus the longest tail that `fits` (a prompt length), or
+    None when none does (or the conversation has no user message to keep)."""
+    cuts = cut_points(messages)
+    if not cuts:
+        return None
+    head = messages[:cuts[0]]
+    lo, hi, best = 0, len(cuts) - 1, None  # cuts[hi] keeps the least
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        ids = encode([*head, *messages[cuts[mid]:]])
+        if fits(len(ids)):
+            best, hi = ids, mid - 1
+        else:
+            lo = mid + 1
+    return best

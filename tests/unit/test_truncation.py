@@ -1,0 +1,71 @@
+"""Responses' `truncation: auto`: the router drops a conversation's oldest turns until its
+prompt fits (router/truncation.py), rendered and tokenized as served (the real SmolLM2 chat
+template and tokenizer); the gateway's field and the result-cache key."""
+
+from __future__ import annotations
+
+import pytest
+
+from cache.key import cache_key
+from gateway.errors import ApiError
+from gateway.responses_request import parse_responses
+from kvmesh.wire import ChatMessage, ToolCall
+from router.truncation import cut_points, truncate
+
+SYSTEM = ChatMessage("system", "You answer briefly.")
+
+
+def _turns(n: int) -> list[ChatMessage]:
+    """n exchanges, each a question, a tool call and its result, and an answer."""
+    out: list[ChatMessage] = []
+    for i in range(n):
+        call = ToolCall(f"c{i}", "lookup", f'{{"q": {i}}}')
+        out += [ChatMessage("user", f"Question {i}: " + "words " * 30),
+                ChatMessage("assistant", "", tool_calls=[call]),
+                ChatMessage("tool", f"result {i}", tool_call_id=f"c{i}"),
+                ChatMessage("assistant", f"Answer {i}.")]
+    return out
+
+
+@pytest.fixture(scope="module")
+def prompts(smollm_gguf):
+    from router.tokenize import PromptTokenizer
+
+    return PromptTokenizer.load(str(smollm_gguf))
+
+
+def test_a_kept_tail_starts_at_a_user_turn_after_the_instructions() -> None:
+    msgs = [SYSTEM, ChatMessage("developer", "Be kind."), *_turns(3)]
+    assert cut_points(msgs) == [2, 6, 10]
+    assert cut_points([SYSTEM]) == []
+
+
+@pytest.mark.parametrize("budget_turns", [1, 2, 4])
+def test_the_longest_tail_that_fits_is_kept(prompts, budget_turns) -> None:
+    msgs = [SYSTEM, *_turns(6), ChatMessage("user", "And now?")]
+    encode = lambda m: prompts.encode_chat(m, None)  # noqa: E731
+    tails = [[SYSTEM, *msgs[i:]] for i in cut_points(msgs)]  # longest first
+    budget = len(encode(tails[-budget_turns]))  # exactly the last `budget_turns` user turns
+    ids = truncate(msgs, encode, lambda n: n <= budget)
+    assert ids == encode(tails[-budget_turns])
+    assert len(encode(tails[-budget_turns - 1])) > budget  # one more turn would not fit
+    assert prompts.tokenizer.decode(ids).count("You answer briefly.") == 1  # instructions kept
+
+
+def test_nothing_fits_when_the_last_turn_alone_is_too_long(prompts) -> None:
+    msgs = [SYSTEM, *_turns(2), ChatMessage("user", "long " * 400)]
+    assert truncate(msgs, lambda m: prompts.encode_chat(m, None), lambda n: n <= 100) is None
+
+
+def test_the_field_and_the_cache_key() -> None:
+    body = {"model": "m", "input": "hi"}
+    assert parse_responses(body).truncate is False
+    assert parse_responses({**body, "truncation": "disabled"}).truncate is False
+    auto = parse_responses({**body, "truncation": "auto"})
+    assert auto.truncate is True
+    # an answer where the same prompt untruncated is a 400: never served from the other's entry
+    assert cache_key(auto, "t", "r") != cache_key(parse_responses(body), "t", "r")
+    for bad, code in (("sometimes", "invalid_value"), (1, "invalid_type")):
+        with pytest.raises(ApiError) as err:
+            parse_responses({**body, "truncation": bad})
+        assert err.value.param == "truncation" and err.value.code == code
