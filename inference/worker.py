@@ -205,7 +205,7 @@ class Worker(Actor):
             else limits.max_model_len - len(ids)
         try:
             check_prompt(ids, req.max_tokens, limits)
-            params = sampling_params(req, max_tokens)
+            params = sampling_params(req, max_tokens, share_of(req))
             check_token_ids(params.logit_bias, params.stop_token_ids, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
@@ -239,7 +239,7 @@ class Worker(Actor):
         if refusal is not None:
             return refusal
         self._engine().add_embedding(req.request_id, req.inputs, PoolingParams(
-            req.dimensions, req.priority, req.cache_salt))
+            req.dimensions, req.priority, req.cache_salt, share_of(req)))
         return Accepted(req.request_id, self.worker_id, sum(map(len, req.inputs)))
 
     def _admit(self, request_id: str, st: Active) -> ErrorReply | None:
@@ -454,12 +454,19 @@ def _prompt_echo(p: PromptOutput, step: EngineStep) -> PromptEcho:
                       _logprobs(p.logprobs, step))
 
 
-def sampling_params(req: wire.SamplingFields, max_tokens: int) -> SamplingParams:
+def sampling_params(req: wire.SamplingFields, max_tokens: int, share: str = "") -> SamplingParams:
     """The engine's SamplingParams from the wire's sampling fields, by name (every one of
-    them); raises `InvalidParameter` naming a field out of bounds."""
+    them), in fair-share group `share`; raises `InvalidParameter` naming a field out of
+    bounds."""
     fields = {name: getattr(req, name) for name in SAMPLING_NAMES}
     fields["max_tokens"] = max_tokens
-    return SamplingParams(**fields)
+    return SamplingParams(**fields, share=share)
+
+
+def share_of(req: TokenizedRequest | TokenizedEmbed) -> str:
+    """A request's fair-share group in the engine: its tenant, so tenants take turns; without
+    one (auth off), the request itself, so requests take turns."""
+    return f"tenant:{req.tenant}" if req.tenant else f"request:{req.request_id}"
 
 
 def served_name(spec: str | None) -> str:

@@ -54,15 +54,17 @@ def resolve_pooling(setting: str, model: ModelConfig) -> str | None:
 @dataclass
 class PoolingParams:
     """Per-request embedding options. `dimensions`: keep the first this many values (None:
-    all of them). `priority` and `cache_salt` as in `SamplingParams`."""
+    all of them). `priority`, `cache_salt` and `share` as in `SamplingParams`."""
 
     dimensions: int | None = None
     priority: int = 0
     cache_salt: str = ""
+    share: str = ""
 
     def sampling(self) -> SamplingParams:
         """The params an embedding sequence carries through the scheduler and the KV cache."""
-        return SamplingParams(max_tokens=1, priority=self.priority, cache_salt=self.cache_salt)
+        return SamplingParams(max_tokens=1, priority=self.priority, cache_salt=self.cache_salt,
+                              share=self.share)
 
 
 @dataclass

@@ -21,22 +21,24 @@ from .errors import InvalidParameter
 class SamplingParams:
     """How to sample one request. `temperature == 0` means greedy.
 
-    `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` gives the
-    request noise of its own, whatever else is in the batch; choice i uses seed + i. Its
-    tokens repeat exactly when its logits do (alone, or in a batch of the same shapes); a
-    batch of other shapes may round the logits differently, in bfloat16 above all, and so
-    flip a close draw (vLLM promises no more). `priority`: a higher
-    value is admitted first and preempted last. `grammar_kind`/`grammar` constrain decoding
-    (kvmesh/grammar.py says what each kind's source is); they are plain strings so the params
-    pickle across processes, and the engine compiles them. `cache_salt` roots the request's
-    prefix-cache chain (kvmesh/block_hash.py): only requests with the same salt share cached
-    blocks. `echo`: the request's first output reports its prompt (ids and text), and then
-    `max_tokens` may be 0 (prefill only, finishing with "length"). `prompt_logprobs`: with
-    echo, the logprob of every prompt token after the first, with this many top alternatives
-    (prompt_logprobs.py); such a request computes its whole prompt, skipping the prefix cache.
-    `logit_bias` maps token ids to a bias in [-100, 100] added to their logits before
-    sampling (and before logprobs, which are of the biased distribution); ids are checked
-    against the vocabulary where it is known (`prompt_check.check_token_ids`).
+    `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` gives the request
+    noise of its own, whatever else is in the batch; choice i uses seed + i. Its tokens repeat
+    exactly when its logits do (alone, or in a batch of the same shapes); a batch of other
+    shapes may round the logits differently, in bfloat16 above all, and so flip a close draw
+    (vLLM promises no more). `priority`: a higher value is admitted first and preempted last.
+    `share`: the fair-share group (a served worker's tenant): within a priority, waiting
+    sequences of different groups take turns (scheduler.py), so one group's many sequences
+    never hold back another's. `grammar_kind`/`grammar` constrain decoding (kvmesh/grammar.py
+    says what each kind's source is); they are plain strings so the params pickle across
+    processes, and the engine compiles them. `cache_salt` roots the request's prefix-cache
+    chain (kvmesh/block_hash.py): only requests with the same salt share cached blocks. `echo`:
+    the request's first output reports its prompt (ids and text), and then `max_tokens` may be
+    0 (prefill only, finishing with "length"). `prompt_logprobs`: with echo, the logprob of
+    every prompt token after the first, with this many top alternatives (prompt_logprobs.py);
+    such a request computes its whole prompt, skipping the prefix cache. `logit_bias` maps
+    token ids to a bias in [-100, 100] added to their logits before sampling (and before
+    logprobs, which are of the biased distribution); ids are checked against the vocabulary
+    where it is known (`prompt_check.check_token_ids`).
     """
 
     max_tokens: int = 16
@@ -53,6 +55,7 @@ class SamplingParams:
     grammar_kind: str = ""  # "" (free), or one of kvmesh.grammar.KINDS
     grammar: str = ""  # the grammar's source (a JSON schema, a regex, ...)
     cache_salt: str = ""
+    share: str = ""
     echo: bool = False
     prompt_logprobs: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
@@ -87,8 +90,9 @@ class SamplingParams:
                       f"{self.prompt_logprobs!r}")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
             raise bad("stop", "must be at most 16 non-empty strings")
-        if not isinstance(self.cache_salt, str):
-            raise bad("cache_salt", f"must be a string, got {self.cache_salt!r}")
+        for name in ("cache_salt", "share"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(name, f"must be a string, got {getattr(self, name)!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
         if any(not isinstance(t, int) or t < 0 or not -100.0 <= float(b) <= 100.0

@@ -11,6 +11,13 @@ Budget rules, per step:
   waiting sequence may preempt only running sequences of strictly lower priority.
 - Admission is in order: if the head of the queue does not fit, nothing behind it is admitted
   (no starvation of long prompts by short ones of the same class).
+- Fair share within a priority (start-time fair queueing over sequences): a sequence first
+  queued gets the tag max(its group's last tag, the tag of the latest admitted sequence) + 1,
+  where its group is `params.share` (a served worker's tenant), and the queue is ordered by
+  tag. A group's sequences keep their order; a group that arrives behind another's thousand
+  waiting sequences is admitted next, not after them. With one group, tags follow arrival:
+  first come, first served. A preempted sequence keeps its tag (its place), and a forked
+  choice gets a tag as it joins.
 """
 
 from __future__ import annotations
@@ -65,15 +72,28 @@ class Scheduler:
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._vtime = 0  # the fair-share tag of the latest admitted sequence
+        self._last_tag: dict[str, int] = {}  # each group's latest tag, while it is ahead
 
     def add(self, seq: Sequence) -> None:
+        if seq.queue_key[1] == 0:  # first queued: a preempted sequence keeps its place
+            self._tag(seq)
         seq.status = SequenceStatus.WAITING
         self.waiting.insert(bisect.bisect(self.waiting, seq.queue_key, key=_BY_QUEUE_KEY), seq)
 
     def add_running(self, seq: Sequence) -> None:
         """A forked child joins the running set with the blocks it shares."""
+        self._tag(seq)
         seq.status = SequenceStatus.RUNNING
         bisect.insort(self.running, seq, key=_BY_QUEUE_KEY)
+
+    def _tag(self, seq: Sequence) -> None:
+        group = seq.params.share
+        tag = max(self._last_tag.get(group, 0), self._vtime) + 1
+        self._last_tag[group] = tag
+        seq.queue_key = (seq.queue_key[0], tag, seq.queue_key[2])
+        if len(self._last_tag) > 4096:  # a group at or behind the virtual time needs no entry
+            self._last_tag = {g: t for g, t in self._last_tag.items() if t > self._vtime}
 
     def remove(self, seq: Sequence) -> None:
         """Drop a finished or aborted sequence and free its blocks."""
@@ -110,6 +130,7 @@ class Scheduler:
             if not self._make_room_to_admit(seq, n, batch):
                 break
             self.waiting.pop(0)
+            self._vtime = max(self._vtime, seq.queue_key[1])
             cached = self.kv.admit(seq)
             if seq.num_cached_tokens == 0:
                 seq.num_cached_tokens = cached

@@ -59,16 +59,17 @@ class Sequence:
     pooled: bool = False
     reuse_prefix: bool = True
     table_row: int = -1  # its row in the KV manager's BlockTables (block_tables.py); -1: none
-    # The scheduler's order: higher priority first, then older, then created first. Fixed
-    # for the sequence's life, so computed once (the scheduler sorts by it every step).
-    queue_key: tuple[int, float, int] = field(init=False, repr=False)
+    # The scheduler's order: higher priority first, then its fair-share tag (set by the
+    # scheduler when it first queues the sequence, scheduler.py), then created first. Fixed
+    # from then on, so computed once (the scheduler sorts by it every step).
+    queue_key: tuple[int, int, int] = field(init=False, repr=False)
     # The length at which it ends with "length": its prompt and `max_tokens`, at most
     # `max_len` (its model's context) when given. Fixed for its life, read every step.
     stop_len: int = field(init=False, repr=False)
     max_len: InitVar[int | None] = None
 
     def __post_init__(self, max_len: int | None) -> None:
-        self.queue_key = (-self.params.priority, self.arrival, self.seq_id)
+        self.queue_key = (-self.params.priority, 0, self.seq_id)
         self.stop_len = self.num_prompt_tokens + self.params.max_tokens
         if max_len is not None:
             self.stop_len = min(self.stop_len, max_len)

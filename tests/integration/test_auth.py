@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, open_stream, sse_events
+from tests.integration.helpers import call, open_stream, sse_events, wait_until
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 WINDOW_S = 4
@@ -542,3 +542,33 @@ def test_embeddings_need_a_key_a_scope_and_spend_the_tenants_tokens(
         assert time.monotonic() < deadline, "the overdrawn token budget never refused"
         time.sleep(0.1)
     assert reply[0] == 429 and "tokens" in reply[1]["error"]["message"]
+
+
+def test_a_tenants_big_batches_do_not_hold_back_another_tenants_chat(
+        mesh: Mesh, auth_mesh: AuthMesh) -> None:
+    """The engine lets tenants take turns (inference/engine/scheduler.py): a chat sent while
+    another tenant's embeddings batches of many steps wait on every worker is admitted at
+    its worker's next step, so it is answered first. Served first come, first served, it
+    would wait for the whole batch ahead of it."""
+    _, big = new_tenant(auth_mesh.a)
+    _, small = new_tenant(auth_mesh.a)
+    done: list[str] = []
+    body = {"model": MODEL, "input": [f"input {i}: " + "word " * 16 for i in range(600)]}
+
+    def batch() -> None:
+        status, got, _ = call("POST", auth_mesh.a + "/v1/embeddings", body, big, timeout=300)
+        assert status == 200, got
+        done.append("batch")
+
+    threads = [threading.Thread(target=batch) for _ in mesh.workers]
+    for t in threads:
+        t.start()
+    try:  # one batch waits on each worker (the router spreads them by load)
+        wait_until(lambda: all(mesh.stats(w).waiting for w in mesh.workers), "batches queued")
+        status, got, _ = complete(auth_mesh.a, small, max_tokens=2)
+        assert status == 200, got
+        done.append("chat")
+    finally:
+        for t in threads:
+            t.join(300)
+    assert done == ["chat", "batch", "batch"]
