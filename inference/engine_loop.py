@@ -128,7 +128,7 @@ class EngineLoop:
             if self.stopped:
                 return
             step = self._step() if engine.has_unfinished() else EngineStep([], engine.stats())
-            step.rejected = rejected
+            step.rejected = rejected + engine.take_failures()
             step.embeddings = engine.embedder.take_outputs()
             step.stored, step.evicted = engine.take_kv_events()
             if self.want_snapshot:

@@ -90,7 +90,8 @@ PrefillRow = tuple[str, int]
 
 @dataclass
 class EngineStep:
-    """Everything one engine iteration produced. `rejected`: requests refused on add (typed);
+    """Everything one engine iteration produced. `rejected`: requests refused on add, or
+    failed while running (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
     `token_text`: the text of every token id in this step's logprobs and prompts, and
     `token_bytes` the bytes of those whose text is not theirs (part of a character, shown as

@@ -7,6 +7,9 @@ prefill completes and diverge by copy-on-write. An `echo` request reports its pr
 prompt logprobs) when its prefill completes (prompt_logprobs.py); with `max_tokens` 0 it then
 ends, every choice empty, with "length". Embedding requests (`add_embedding`) run in the same
 steps as prefill-only sequences; their vectors come out of `embedder.take_outputs()`.
+A request whose grammar breaks while it decodes (llguidance stops a parser that outgrows its
+limits) is aborted, and `take_failures()` says why (`InvalidParameter` naming `grammar`): its
+choices end with "abort", never with a "stop" the grammar did not reach.
 
 `detokenize` (True unless set otherwise before requests are added) makes each output's text;
 off, the outputs of a request without stop strings carry token ids and no text, for a caller
@@ -25,7 +28,7 @@ from .config import EngineConfig, ModelConfig
 from .embedding import Embedder, PoolingParams, resolve_pooling
 from .engine_setup import LoadWeights, build_runtime, open_model
 from .engine_stats import EngineStats
-from .errors import DuplicateRequest, InvalidParameter
+from .errors import DuplicateRequest, InvalidParameter, RequestRejected
 from .grammar import Grammars
 from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched, Received
@@ -73,6 +76,7 @@ class LLMEngine:
         self._seq_ids = itertools.count()
         self._generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self._pending: list[StepOutput] = []
+        self._failures: list[tuple[str, RequestRejected]] = []
         self._inflight: InFlight | None = None  # the launched step whose tokens are coming
         self._held: ScheduledBatch | None = None  # scheduled, launched on the next call
         self._unsampled: Launched | None = None  # its sampling left to the next call (`step`)
@@ -184,6 +188,12 @@ class LLMEngine:
         if outs:
             outs[-1].usage = state.usage()
         self._pending.extend(outs)
+
+    def take_failures(self) -> list[tuple[str, RequestRejected]]:
+        """(request id, why) of each request that failed while it ran since the last call;
+        each was aborted (its outputs end with "abort")."""
+        out, self._failures = self._failures, []
+        return out
 
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
@@ -346,15 +356,28 @@ class LLMEngine:
     def _emit(self, got: Received) -> list[StepOutput]:
         """The received tokens as outputs (detokenised, stop strings checked); a choice that
         finishes leaves the scheduler, and the last of its request carries the usage."""
-        requests, outs = self._requests, []
+        requests, outs, broken = self._requests, [], set()
         for seq, token, logprob, grammar_done in zip(got.seqs, got.tokens, got.logprobs,
                                                      got.grammar_done, strict=True):
+            if grammar_done and seq.grammar_error:
+                broken.add(seq.request_id)
+                continue
             state = requests[seq.request_id]  # hot path: no call a row but `on_token`
             out = state.choices[seq.index].on_token(token, logprob, grammar_done)
             if out.finish_reason is not None:
                 self._finished(seq, state, out)
             outs.append(out)
-        return outs
+        return self._fail_broken(broken, outs) if broken else outs
+
+    def _fail_broken(self, broken: set[str], outs: list[StepOutput]) -> list[StepOutput]:
+        """Abort each request of `broken` (a choice's grammar broke) and record why; `outs`
+        without theirs."""
+        for rid in broken:
+            why = next(c.seq.grammar_error for c in self._requests[rid].choices
+                       if c.seq.grammar_error)
+            self._failures.append((rid, InvalidParameter("grammar", why)))
+            self.abort(rid)
+        return [o for o in outs if o.request_id not in broken]
 
     def _finished(self, seq: Sequence, state: RequestState, out: StepOutput) -> None:
         """`seq`'s choice just finished with `out`: free it; after a request's last, `out`

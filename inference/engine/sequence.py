@@ -55,6 +55,7 @@ class Sequence:
     num_cached_tokens: int = 0
     matcher: Any = None
     grammar_lane: int = 0
+    grammar_error: str = ""  # why its grammar broke ("" while it holds): grammar.py
     last_token_in_flight: bool = False
     pooled: bool = False
     reuse_prefix: bool = True

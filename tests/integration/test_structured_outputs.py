@@ -252,6 +252,24 @@ def test_a_conversation_with_tool_results_continues(client) -> None:
     assert not second.choices[0].message.tool_calls
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_grammar_that_breaks_in_the_worker_is_an_error_not_an_answer(client, stream) -> None:
+    """It passes the gateway's check (it compiles) and outgrows the parser at its first
+    token: the caller gets the error, never a cut text with finish_reason "stop"; greedy, it
+    would be a result-cache entry if it were an answer, so it is asked twice."""
+    huge = "start: " + " | ".join(f'"t{i}"' for i in range(5000))
+    for _ in range(2):
+        with pytest.raises(openai.APIError) as err:
+            resp = client.chat.completions.create(
+                model=MODEL, messages=ASK, max_tokens=8, temperature=0, stream=stream,
+                extra_body={"guided_grammar": huge})
+            for _ in resp if stream else ():
+                pass
+        assert "max is 2000" in str(err.value)
+        if not stream:  # a stream's error event comes after its 200
+            assert err.value.status_code == 400 and err.value.body["param"] == "grammar"
+
+
 def test_a_bad_schema_is_a_400_naming_the_field(client) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(

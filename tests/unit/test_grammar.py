@@ -96,6 +96,22 @@ def test_regex_and_choice_constrain_the_text(engine) -> None:
     assert reasons == {"regex": "stop", "choice": "stop"}
 
 
+def test_a_grammar_that_breaks_mid_answer_fails_its_request_alone(engine) -> None:
+    """A Lark grammar of 5,000 alternatives compiles, then outgrows llguidance's parser limit
+    (2,000 items a row) at its first token: the request fails naming `grammar`, and ends with
+    "abort", never with a "stop" its grammar did not reach; a request beside it is whole."""
+    ids = _prompt(engine, "Go.")
+    huge = "start: " + " | ".join(f'"t{i}"' for i in range(5000))
+    broken = SamplingParams(max_tokens=20, temperature=0, grammar_kind="lark", grammar=huge)
+    free = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    texts, _, reasons = drain(engine, {"broken": (ids, broken), "free": (ids, free)})
+    assert reasons == {"broken": "abort", "free": "length"} and texts["broken"] == ""
+    (failure,) = engine.take_failures()
+    assert failure[0] == "broken" and failure[1].param == "grammar"
+    assert "max is 2000" in str(failure[1]) and "\n" not in str(failure[1])
+    assert engine.take_failures() == []
+
+
 def test_compiled_grammars_are_cached_by_source(engine) -> None:
     before = engine.grammars.stats.compiles, engine.grammars.stats.cache_hits
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
