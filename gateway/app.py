@@ -21,7 +21,8 @@ Contract:
 - `GET /v1/models` lists models with a live worker, `GET /v1/models/{id}` one of them (404
   otherwise); `POST /tokenize`, `/detokenize`: gateway/tokenize_routes.py; `GET /health` is
   200 while the process runs; `GET /ready` is 200 when NATS is connected, a router answers
-  (in a process that hosts its router: that router holds its NATS link) and a worker is live.
+  (in a process that hosts its router: that router holds its NATS link) and a worker is live;
+  it needs no key and says how many models are served, never which.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
 - A completions batch (several prompts) runs each prompt as its own request, cached and
   cancelled like a single one, and answers as one response (gateway/prompt_batch.py).
@@ -129,9 +130,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
+    # Counts, not names: the check needs no key, and a key learns nothing of the models
+    # outside its scopes (`GET /v1/models` lists those it may use).
     checks = {"nats": mesh.connected, "router": mesh.connected and await mesh.router_ready(),
-              "workers": sorted(mesh.models())}
-    ok = bool(checks["nats"] and checks["router"] and checks["workers"])
+              "models": len(mesh.models())}
+    ok = bool(checks["nats"] and checks["router"] and checks["models"])
     return web.json_response({"ready": ok, **checks}, status=200 if ok else 503)
 
 

@@ -86,6 +86,8 @@ def test_health_ready_and_models(mesh: Mesh) -> None:
     for path in ("/health", "/ready"):
         with urllib.request.urlopen(mesh.base_url + path, timeout=5) as resp:
             assert resp.status == 200
+            body = resp.read().decode()
+    assert json.loads(body)["models"] == 1 and MODEL not in body  # /ready needs no key
     with urllib.request.urlopen(mesh.base_url + "/v1/models", timeout=5) as resp:
         models = json.loads(resp.read())
     assert [m["id"] for m in models["data"]] == [MODEL]
