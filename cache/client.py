@@ -7,9 +7,12 @@ Contract:
   cache never fails a request.
 - `store_soon` / `release_soon` publish a `CachePut` without waiting; only the leader of a key
   stores (it is the one the actor expects a put from), and a leader that did not finish
-  releases the lease so a waiter computes instead. An answer over the NATS max payload is put
-  in parts, each within it (`split_puts`); one that cannot be put (a single chunk too large,
-  NATS down) releases the lease instead and logs a warning, so nobody waits out the lease.
+  releases the lease so a waiter computes instead. While it leads, the client renews the key's
+  lease every `renew_s` (one task renews them all), so a long answer keeps it and a
+  gateway that died loses it within the cache's `lease`. An answer over the NATS max payload is
+  put in parts, each within it (`split_puts`); one that cannot be put (a single chunk too
+  large, NATS down) releases the lease instead and logs a warning, so nobody waits out the
+  lease.
 - A hit stored in parts is fetched part by part and handed over whole; a part that cannot be
   had makes the lookup a plain miss.
 - `ReplayStream` serves a cached answer through the same interface as a `RequestStream`, so the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
@@ -32,14 +36,20 @@ from telemetry.tracing import traced
 
 log = logging.getLogger("kvmesh.gateway.cache")
 DEFAULT_MAX_PAYLOAD = 1 << 20  # nats-server's default, when the connection has not said
+MAX_LEAD_S = 1800.0  # the longest a lease is renewed: longer answers are computed twice
 HEADROOM = 16 << 10  # a put's own fields and its NATS headers (trace context, request id)
 
 
 class ResultCacheClient:
-    def __init__(self, actor: Actor, lookup_timeout: float, lead_wait: float) -> None:
+    def __init__(self, actor: Actor, lookup_timeout: float, lead_wait: float,
+                 renew_s: float = 5.0) -> None:
         self.actor = actor
         self.lookup_timeout = lookup_timeout
         self.lead_wait = lead_wait
+        self.renew_s = renew_s
+        self.leading: dict[str, float] = {}  # keys whose lease this client holds -> when
+        # renewing stops (a key never stored nor released, a bug, cannot hold its lease long)
+        self._renewer: asyncio.Future[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         client_metrics()  # exported from the gateway's start, before any lookup
 
@@ -57,6 +67,8 @@ class ResultCacheClient:
             )
             if isinstance(found, CacheHit) and found.parts > 1:
                 return await self._rest(found)
+            if isinstance(found, CacheMiss) and found.lead:
+                self._lead(key)
             return found
         except (MeshError, wire.WireError) as exc:
             log.debug("cache lookup failed (%s): a miss", exc)
@@ -74,10 +86,31 @@ class ResultCacheClient:
         return CacheHit(first.key, chunks)
 
     def store_soon(self, key: str, chunks: list[Chunk]) -> None:
+        self.leading.pop(key, None)
         self._soon(self._store(key, chunks))
 
     def release_soon(self, key: str) -> None:
+        self.leading.pop(key, None)
         self._soon(self._release(key))
+
+    def _lead(self, key: str) -> None:
+        self.leading[key] = time.monotonic() + MAX_LEAD_S
+        if self._renewer is None:
+            self._renewer = asyncio.ensure_future(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        """Every `renew_s`, one `CachePut(renew=True)` per key led (none while none is)."""
+        while True:
+            await asyncio.sleep(self.renew_s)
+            now = time.monotonic()
+            for key, until in list(self.leading.items()):
+                if now > until:
+                    del self.leading[key]
+                    continue
+                try:
+                    await self.actor.publish(wire.CACHE_PUT, CachePut(key, [], renew=True))
+                except Exception as exc:  # the lease expires by itself: others compute
+                    log.debug("renewing the cache lease of %s failed (%s)", key, exc)
 
     async def _store(self, key: str, chunks: list[Chunk]) -> None:
         nc = self.actor.nc

@@ -201,6 +201,9 @@ class ResultCache(Actor):
     async def _put(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, CachePut)
         key = msg.key
+        if msg.renew:  # an expired lease stays expired: another caller may lead by now
+            await self._renew(key)
+            return
         done = not msg.chunks  # a release frees the lease at once
         try:
             if msg.chunks:
@@ -215,6 +218,12 @@ class ResultCache(Actor):
             event = self._ready.pop(key, None) if done else None
             if event is not None:
                 event.set()
+
+    async def _renew(self, key: str) -> None:
+        try:
+            await self._call("pexpire", "kvmesh:rc:lease:" + key, int(self.cfg.lease * 1000))
+        except RedisDown as exc:
+            log.warning("renewing the lease of %s failed (%s)", key, exc)
 
     async def _store_part(self, msg: CachePut) -> bool:
         """Store one part of an answer; True when it was the last one missing."""

@@ -149,7 +149,9 @@ CHAT_FIELDS: tuple[Field, ...] = (
     Field("response_format", (OBJ,), SUPPORTED,
           "`text`, `json_object`, `json_schema`: decoding constrained by a grammar "
           "(docs/STRUCTURED.md)"),
-    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128"),
+    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128; a "
+          "function's `strict: true` holds its calls to `parameters` under every "
+          "`tool_choice` (docs/STRUCTURED.md)"),
     Field("tool_choice", (STR, OBJ), SUPPORTED, "`none`, `auto`, `required` or a named function"),
     Field("parallel_tool_calls", (BOOL,), SUPPORTED,
           "whether an answer may call several functions; only with `tools` (else a 400)"),

@@ -13,7 +13,10 @@ Contract:
   (the client left) gets a cancel, so no worker that accepts it late runs it for nobody.
 - `RequestStream.batch()` returns every chunk that arrived since the last call, in `seq` order
   (waiting for at least one), and `[]` once the chunk with usage was returned. It raises
-  `ApiError`: the worker's error, 502 when the worker stops heartbeating (it died), 504 when
+  `ApiError`: the worker's error, 502 when the worker stops heartbeating (it died), 502
+  `stream_gap` when a chunk was lost in transit (core NATS delivers at most once: a frame in
+  flight when NATS restarts is gone, and a worker's frames reach this process in order, so a
+  later chunk that waits `GAP_GRACE_S` for an earlier one waits for nothing), 504 when
   nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
   (no timer per request or per chunk).
 - A worker that dies before the request's first chunk is not the client's problem: the stream
@@ -72,6 +75,7 @@ from telemetry.propagation import request_id_var
 log = logging.getLogger("kvmesh.gateway.mesh")
 M = TypeVar("M", bound=Message)
 WATCH_S = 0.25
+GAP_GRACE_S = 1.0  # how long a later chunk waits for a missing one before the stream fails
 
 
 class LocalRouter(Protocol):
@@ -259,7 +263,8 @@ class RequestStream:
         self.done = self.completed = False
         self._pending: list[Chunk] = []
         self._next = 0  # the seq expected next
-        self._held: dict[int, Chunk] = {}  # out-of-order arrivals (not seen in practice)
+        self._held: dict[int, Chunk] = {}  # chunks after a missing one (see `check`)
+        self._gap_since = 0.0  # when the oldest held chunk arrived (0: nothing held)
         self._error: ApiError | None = None
         self._wake: asyncio.Future[None] | None = None
         self._heard = self._accepted_at = time.monotonic()
@@ -290,10 +295,13 @@ class RequestStream:
         self._heard = time.monotonic()
         if chunk.seq != self._next:
             self._held[chunk.seq] = chunk
+            self._gap_since = self._gap_since or self._heard
             return
         self._take(chunk)
         while self._next in self._held:
             self._take(self._held.pop(self._next))
+        if not self._held:
+            self._gap_since = 0.0
         self._wakeup()
 
     def _take(self, chunk: Chunk) -> None:
@@ -312,6 +320,11 @@ class RequestStream:
         if self.mesh.workers.presumed_dead(self.worker_id, self._accepted_at):
             self.fail(ApiError(502, f"worker {self.worker_id} died while serving the request",
                                "bad_gateway", code="worker_died"))
+        elif self._gap_since and now - self._gap_since > GAP_GRACE_S:
+            self.fail(ApiError(502, f"part of the answer from worker {self.worker_id} was lost "
+                               f"in transit (chunk {self._next} never came; NATS may have "
+                               "restarted); send the request again", "bad_gateway",
+                               code="stream_gap"))
         elif now - self._heard > self.mesh.cfg.chunk_timeout:
             self.fail(ApiError(504, f"worker {self.worker_id} sent nothing for "
                                f"{self.mesh.cfg.chunk_timeout:g}s", "timeout",
@@ -364,6 +377,8 @@ class RequestStream:
         log.info("worker %s died before %s's first token; routing it again",
                  self.worker_id, self.request_id)
         self._error = None
+        self._held.clear()  # the dead worker's (this one was waiting for its chunk 0)
+        self._gap_since = 0.0
         self.accepted = Accepted(self.request_id, "", 0)
         await self.route()
 

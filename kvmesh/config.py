@@ -83,6 +83,8 @@ class GatewayConfig(Ranged):
     result_cache: bool = True  # ask the cache actor for deterministic requests
     cache_lookup_timeout: float = 0.5  # seconds for a plain lookup before treating it as a miss
     cache_lead_wait: float = 60.0  # seconds a request waits for an identical one in flight
+    cache_lease_renew: float = 5.0  # seconds between renewals of each single-flight lease held
+    # (the cache's `lease` must be longer: a leader that died frees its keys within that)
     cache_route_overlap: bool = True  # route while the lookup runs; drop the route on a hit
     retry_before_first_token: int = 2  # re-routes when a worker dies before its first token
     prompt_batch_window: int = 16  # prompts of one completions batch in flight at once
@@ -103,7 +105,7 @@ class GatewayConfig(Ranged):
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
         "chunk_timeout", "stream_write_timeout", "worker_dead_after", "max_body_bytes",
-        "prompt_batch_window", "header_timeout", "store_timeout"})
+        "prompt_batch_window", "header_timeout", "store_timeout", "cache_lease_renew"})
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,9 @@ class CacheConfig(Ranged):
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
     ttl: float = 3600.0  # seconds a result stays cached
-    lease: float = 120.0  # seconds a single-flight leader may take before others compute too
+    lease: float = 15.0  # seconds a single-flight lease lives unless its leader renews it (each
+    # gateway renews the leases it holds every `cache_lease_renew`, 5 s): a leader that died
+    # lets the requests waiting on it compute within this
     redis_timeout: float = 0.5  # seconds per Redis call; slower counts as down (a miss)
     max_concurrency: int = 256
     grace_period: float = 5.0

@@ -62,13 +62,15 @@ class CacheMiss(Message):
 class CachePut(Message):
     """Store a finished result (`chunks` empty: give the lease up without storing). An answer
     over the NATS max payload is put in `parts` messages, `part` 0, 1, ...; the lease is freed
-    when the last of them is stored."""
+    when the last of them is stored. `renew`: nothing is stored or freed; the leader, still
+    computing, extends its lease to a full `lease` again."""
 
     KIND: ClassVar[str] = "cache_put"
     key: str
     chunks: list[Chunk]
     part: int = 0
     parts: int = 1
+    renew: bool = False
 
 
 @dataclass

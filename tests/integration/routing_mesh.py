@@ -24,8 +24,12 @@ def own_mesh(
     router_env: dict[str, str] | None = None,
     workers: tuple[str, ...] = ("a", "b"),
     num_kv_blocks: int = 256,
+    cache_env: dict[str, str] | None = None,
+    gateway_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Mesh, procs.Child]]:
-    """Yield (the mesh, its redis-server); `mesh.others` holds router, cache and gateway."""
+    """Yield (the mesh, its redis-server); `mesh.others` holds router, cache and gateway.
+    `cache_env`, `gateway_env`: more variables for the cache actor and the gateway
+    (`KVMESH_GATEWAY_*` names, as `start_gateway` takes them, lower-cased)."""
     logs.mkdir(parents=True, exist_ok=True)
     nats_port, redis_port = procs.free_port(), procs.free_port()
     nats = procs.start_nats(nats_port, log=_log(logs / "nats.log"))
@@ -46,10 +50,11 @@ def own_mesh(
         env={
             "KVMESH_NATS_URL": nats_url,
             "KVMESH_CACHE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            **(cache_env or {}),
         },
         log=_log(logs / "cache.log"),
     )
-    gateway, base_url = start_gateway(nats_url, logs)
+    gateway, base_url = start_gateway(nats_url, logs, **(gateway_env or {}))
     m = Mesh(nats_url, base_url, logs, others=[router, cache, gateway])
     for w in workers:
         m.start_worker(w, num_kv_blocks)

@@ -5,6 +5,7 @@ cached; with Redis stopped, requests still succeed."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,20 +13,26 @@ from pathlib import Path
 
 import nats
 import pytest
+from openai import OpenAI
 
 from cache.key import cache_key
 from gateway.openai_request import parse_completion
 from kvmesh import wire
 from kvmesh.cli import procs
 from kvmesh.wire import CacheStats, Ping
-from tests.integration.conftest import MODEL, Mesh
+from tests.integration.conftest import MODEL, Mesh, start_gateway
+from tests.integration.helpers import call, wait_until
 from tests.integration.routing_mesh import own_mesh
+
+LEASE_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def cmesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, procs.Child]]:
     logs: Path = tmp_path_factory.mktemp("cache-mesh")
-    with own_mesh(logs, workers=("c1",)) as pair:
+    # short single-flight leases, renewed often: a leader that died frees its key in 2 s
+    with own_mesh(logs, workers=("c1",), cache_env={"KVMESH_CACHE_LEASE": str(LEASE_S)},
+                  gateway_env={"cache_lease_renew": str(LEASE_S / 4)}) as pair:
         yield pair
 
 
@@ -127,6 +134,44 @@ def test_identical_concurrent_requests_compute_once(cmesh, cclient) -> None:
     assert after.leads - before.leads == 1
     assert after.waited_hits - before.waited_hits >= 1
     wait_idle(cmesh[0])  # the followers' overlapped routes were dropped at the worker
+
+
+LONG = {"ignore_eos": True, "max_completion_tokens": 300}  # over chat()'s max_tokens
+
+
+def test_a_leader_keeps_its_lease_past_the_lease_and_loses_it_when_it_dies(
+        cmesh, cclient) -> None:
+    """A leader's gateway renews its lease while it computes, so a follower of an answer that
+    takes longer than the lease still waits for it (one computation); a leader whose gateway
+    is killed lets the follower compute once the lease runs out, not after the 60 s
+    `cache_lead_wait` (gateway/cache_route.py, cache/client.py)."""
+    mesh = cmesh[0]
+    doomed, doomed_url = start_gateway(mesh.nats_url, mesh.logs, "gateway-doomed",
+                                       cache_lease_renew=str(LEASE_S / 4))
+    other = OpenAI(base_url=doomed_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    wait_until(lambda: call("GET", doomed_url + "/ready")[0] == 200, "the gateway is ready")
+    try:
+        for kill in (False, True):
+            ask = f"Write a long story about a {'cat' if kill else 'dog'}."
+            before = cache_stats(mesh)
+            with ThreadPoolExecutor(1) as pool:
+                lead = pool.submit(chat, other, ask, extra_body=LONG)
+                wait_until(lambda b=before, f=lead: f.done() or cache_stats(mesh).leads > b.leads,
+                           "a leader")
+                assert not lead.done(), lead.result()  # the leader computes
+                if kill:
+                    doomed.stop(sig=signal.SIGKILL)
+                started = time.monotonic()
+                follower = chat(cclient, ask, extra_body=LONG)
+                waited = time.monotonic() - started
+                if not kill:  # it waited out several leases for the leader's answer
+                    assert follower[0] == "hit" and follower[1] == lead.result()[1]
+                    assert waited > 2 * LEASE_S
+            if kill:  # computed again once the dead leader's lease ran out
+                assert follower[0] == "miss" and follower[2]["completion_tokens"] == 300
+                assert waited < 60  # the follower's `cache_lead_wait`: it did not wait it out
+    finally:
+        doomed.stop()
 
 
 def wait_idle(mesh: Mesh, worker_id: str = "c1", timeout: float = 15.0) -> None:

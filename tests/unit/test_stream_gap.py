@@ -1,0 +1,56 @@
+"""A chunk lost in transit (core NATS delivers at most once; a frame in flight when NATS
+restarts is gone) fails its stream within `GAP_GRACE_S` with 502 `stream_gap`: the later
+chunks held behind it are never delivered out of order, and the client does not wait for the
+60 s `chunk_timeout` to hear a false "sent nothing" (gateway/mesh_client.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.errors import ApiError
+from gateway.mesh_client import GAP_GRACE_S, MeshClient, RequestStream
+from kvmesh.config import GatewayConfig
+from kvmesh.wire import Accepted, Chunk, GenerateRequest, UsageInfo
+
+
+def _stream() -> RequestStream:
+    stream = RequestStream(MeshClient(GatewayConfig()),
+                           GenerateRequest(request_id="r", model="m", reply_to="inbox"), False)
+    stream.accepted = Accepted("r", "w0", 1)
+    return stream
+
+
+def _chunk(seq: int, last: bool = False) -> Chunk:
+    return Chunk("r", seq, 0, f"t{seq}", [seq], usage=UsageInfo(1, seq + 1, 0) if last else None)
+
+
+def _texts(stream: RequestStream) -> list[str]:
+    return [c.text for c in asyncio.run(stream.batch())]
+
+
+def test_a_late_chunk_fills_its_gap_within_the_grace() -> None:
+    stream = _stream()
+    stream.push(_chunk(0))
+    stream.push(_chunk(2))
+    assert _texts(stream) == ["t0"]  # t2 waits for t1
+    stream.check(time.monotonic() + GAP_GRACE_S / 2)
+    stream.push(_chunk(1))
+    stream.push(_chunk(3, last=True))
+    stream.check(time.monotonic() + 2 * GAP_GRACE_S)  # no gap left: nothing to fail
+    assert _texts(stream) == ["t1", "t2", "t3"] and stream.completed
+
+
+def test_a_chunk_that_never_comes_fails_the_stream_with_stream_gap() -> None:
+    stream = _stream()
+    stream.push(_chunk(0))
+    assert _texts(stream) == ["t0"]
+    stream.push(_chunk(2))
+    stream.push(_chunk(3))
+    stream.check(time.monotonic() + GAP_GRACE_S + 0.1)
+    with pytest.raises(ApiError) as err:
+        asyncio.run(stream.batch())
+    assert (err.value.status, err.value.code) == (502, "stream_gap")
+    assert "chunk 1 never came" in err.value.message
