@@ -19,8 +19,8 @@ def typed(body: dict[str, Any], name: str, tp: type, default: Any, param: str = 
     ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
     if not ok:
         raise bad_field(param or name, f"must be {type_word(tp)}, got {json_type(value)}")
-    if tp is int and not -INT_LIMIT <= value < INT_LIMIT:  # the wire (msgpack) holds int64
-        raise bad_field(param or name, f"must be in [-2^63, 2^63), got {value}")
+    if tp is int and value >= INT_LIMIT:  # the wire (msgpack) holds int64; the body parser
+        raise bad_field(param or name, f"must be below 2^63, got {value}")  # took the rest
     return value
 
 

@@ -12,7 +12,8 @@ value. Every failure is an `ApiError` in the OpenAI shape, never a 500 or a text
   - nested deeper than `MAX_DEPTH` arrays/objects (msgpack, the wire format, stops at 512,
     and Python's parser at about 1000 with a RecursionError);
   - a string holding a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 encoder accepts;
-  - an integer outside the 64-bit range msgpack can carry (-2^63 .. 2^64-1).
+  - an integer outside the 64-bit range msgpack can carry (-2^63 .. 2^64-1); the error names
+    the field that holds it (`seed`, `messages[0].content[1].x`), found by a second parse.
 
 The gateway's app turns aiohttp's own decompression off (gateway/app.py), so that this module
 sees every coding and answers for each.
@@ -98,6 +99,34 @@ def _int(text: str) -> int:
     return value
 
 
+class _TooBig(int):
+    """An integer `_overflow_path` found outside the range."""
+
+
+def _overflow_path(raw: bytes) -> str:
+    """The path of the first integer outside the range in `raw` (valid JSON but for it), ""
+    when it is at the top."""
+    def mark(text: str) -> int:
+        value = int(text)
+        return value if INT_MIN <= value <= INT_MAX else _TooBig(value)
+
+    def find(value: Any, path: str) -> str | None:
+        if isinstance(value, _TooBig):
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value) \
+            if isinstance(value, list) else ()
+        for key, item in items:
+            sub = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+            if (found := find(item, sub)) is not None:
+                return found
+        return None
+
+    try:
+        return (find(json.loads(raw, parse_int=mark), "") or "").lstrip(".")
+    except (ValueError, RecursionError):
+        return ""
+
+
 def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")  # Python's parser would take it
 
@@ -113,7 +142,10 @@ def parse_json(raw: bytes) -> Any:
     try:
         body = json.loads(raw, parse_int=_int, parse_constant=_constant)
     except OverflowError as exc:
-        raise invalid(f"the integer {str(exc)[:40]} is outside the 64-bit range") from None
+        path = _overflow_path(raw)
+        raise ApiError(400, f"{path + ': ' if path else ''}the integer {str(exc)[:40]} is "
+                       "outside the 64-bit range", param=path or None,
+                       code="invalid_value" if path else "invalid_json") from None
     except RecursionError:
         raise invalid("nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:

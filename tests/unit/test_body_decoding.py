@@ -63,3 +63,24 @@ def test_nan_and_infinity_are_not_json(raw: bytes) -> None:
         parse_json(raw)
     assert (info.value.status, info.value.code) == (400, "invalid_json")
     assert "is not a JSON value" in info.value.message
+
+
+@pytest.mark.parametrize(("raw", "param"), [
+    (b'{"seed": 1180591620717411303424}', "seed"),
+    (b'{"messages": [{"role": "user", "x": [1, -99999999999999999999]}]}', "messages[0].x[1]"),
+    (b"99999999999999999999", None)])
+def test_an_integer_past_64_bits_is_named_by_its_field(raw: bytes, param: str | None) -> None:
+    with pytest.raises(ApiError) as info:
+        parse_json(raw)
+    assert (info.value.status, info.value.param) == (400, param)
+    assert info.value.code == ("invalid_value" if param else "invalid_json")
+    assert "outside the 64-bit range" in info.value.message
+
+
+def test_a_field_between_2_63_and_2_64_says_its_bound() -> None:
+    from gateway.openai_request import parse_chat
+
+    with pytest.raises(ApiError) as info:
+        parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 1 << 63})
+    assert info.value.param == "max_tokens" and "below 2^63" in info.value.message
