@@ -23,10 +23,13 @@ TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl")
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = sub.add_parser("keys", help="manage API keys and tenants")
     keys.add_argument(
-        "--redis-url", default=os.environ.get("KVMESH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        "--redis-url", default=os.environ.get("KVMESH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="default $KVMESH_REDIS_URL; kvmesh up's (it has a password): the URL in "
+             "<state dir>/redis.url"
     )
     keys.add_argument(
-        "--nats-url", default=os.environ.get("KVMESH_NATS_URL", "nats://127.0.0.1:4222")
+        "--nats-url", default=os.environ.get("KVMESH_NATS_URL", "nats://127.0.0.1:4222"),
+        help="default $KVMESH_NATS_URL; kvmesh up's: the URL in <state dir>/nats-ops.url"
     )
     action = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     create = action.add_parser("create", help="create a key (and its tenant when new)")

@@ -1,5 +1,6 @@
 """Mixed traffic for a running mesh, so that every dashboard panel has something to show:
-`python scripts/demo_traffic.py --url http://127.0.0.1:8000 --redis-url redis://... --seconds 600`.
+`python scripts/demo_traffic.py --url http://127.0.0.1:8000 --redis-url redis://... --seconds 600`
+(`kvmesh up`'s Redis has a password: its URL is in `~/.cache/kvmesh/redis.url`).
 
 Three tenants (keys created in the mesh's Redis): `globex` without limits sends chat with a
 shared system prompt (prefix-cache hits) and repeats greedy questions (result-cache hits);
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import threading
@@ -63,7 +65,8 @@ def client_loop(url: str, key: str, model: str, label: str, greedy: bool, until:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--redis-url", default=os.environ.get("KVMESH_REDIS_URL",
+                                                         "redis://127.0.0.1:6379/0"))
     p.add_argument("--model", default="SmolLM2-135M-Instruct")
     p.add_argument("--seconds", type=float, default=600)
     args = p.parse_args()

@@ -10,6 +10,8 @@ Contract:
   answers 200, then prints the URL with a curl and an openai example.
 - NATS runs with a user per service and the permissions compose uses, with fresh passwords
   each run (kvmesh/cli/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
+- Redis requires a fresh password each run (kvmesh/cli/local_redis.py), given to the services
+  in `KVMESH_REDIS_URL`; the operator's URL is in `<state_dir>/redis.url`.
 - Creates a development API key (tenant `dev`: every model, admin, no limits) that the
   banner prints once, in the examples.
 - Pulls the default model first when it is missing.
@@ -44,7 +46,7 @@ from pathlib import Path
 from typing import IO
 
 from kvmesh import busy_poll
-from kvmesh.cli import local_nats, procs
+from kvmesh.cli import local_nats, local_redis, procs
 from kvmesh.cli.supervisor import Supervisor
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, load
 from kvmesh.cpu_sets import parse_groups
@@ -133,10 +135,10 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
     sup = Supervisor()
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _start_all(cfg, logs, sup)
+        redis_url = _start_all(cfg, logs, sup)
         url = f"http://{cfg.host}:{cfg.port}"
         _wait_ready(url, cfg.ready_timeout, sup, logs)
-        print(_banner(url, cfg, _dev_key(cfg)), flush=True)
+        print(_banner(url, cfg, _dev_key(redis_url)), flush=True)
         while True:
             time.sleep(0.5)
             _report(sup, logs)
@@ -163,10 +165,12 @@ def _report(sup: Supervisor, logs: Path) -> None:
         raise RuntimeError(f"gave up on {lost}; the mesh cannot serve without it. Stopping.")
 
 
-def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
+def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> str:
+    """Add every child to `sup`; answer the Redis URL (password included) they use."""
     engine_cpus = _place_engines(cfg)  # first: every child inherits where it may run
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
-    env = {"KVMESH_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
+    redis = local_redis.prepare(logs.parent, cfg.redis_port)
+    env = {"KVMESH_REDIS_URL": redis.url(),
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
            "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
@@ -190,7 +194,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
     sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), True,
                                              str(nats.config), nats.server_env()))
     sup.add("redis", lambda: procs.start_redis(cfg.redis_port, str(logs), log("redis"),
-                                               die_with_parent=True))
+                                               die_with_parent=True, config=str(redis.config)))
     hosted: dict[str, str] = {}
     if cfg.hosted_router:  # the router each gateway process hosts uses the router's NATS user
         hosted = {"KVMESH_GATEWAY_COLOCATE_ROUTER": "1",
@@ -212,6 +216,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> None:
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
             "gateway", "--host", cfg.host, "--port", str(cfg.port)),
             {"KVMESH_GATEWAY_METRICS_PORT": str(cache_port + 1 + i), **hosted})
+    return redis.url()
 
 
 def _place_engines(cfg: LaunchConfig) -> list[str]:
@@ -307,13 +312,13 @@ def _tail(path: Path, lines: int = 20) -> str:
     return ""
 
 
-def _dev_key(cfg: LaunchConfig) -> str:
+def _dev_key(redis_url: str) -> str:
     """A fresh key of the development tenant `dev` (every model, admin, no limits)."""
     import asyncio
 
     from auth.cli import create_key
 
-    plain, _ = asyncio.run(create_key(f"redis://127.0.0.1:{cfg.redis_port}/0", {
+    plain, _ = asyncio.run(create_key(redis_url, {
         "name": "dev", "models": ["*"], "admin": True}, "kvmesh up"))
     return plain
 
@@ -343,6 +348,7 @@ router {"(in the gateways)" if cfg.hosted_router else f":{cfg.metrics_port}/metr
 cache :{cache_port}/metrics
 
   operator NATS URL (kvmesh keys --nats-url, stats): {Path(cfg.state_dir).expanduser()}/nats-ops.url
+  operator Redis URL (kvmesh keys --redis-url): {Path(cfg.state_dir).expanduser()}/redis.url
 
 Ctrl-C stops everything.
 """

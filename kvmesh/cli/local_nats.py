@@ -35,7 +35,8 @@ class LocalNats:
         return role_url(role, self.passwords[role], HOST, self.port)
 
 
-def _private(path: Path, text: str) -> None:
+def private_file(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by the owner only (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -45,8 +46,8 @@ def _private(path: Path, text: str) -> None:
 def prepare(state: Path, port: int) -> LocalNats:
     nats = LocalNats(port, state / "nats.conf",
                      {r.name: _password() for r in ROLES})
-    _private(nats.config, render(port, http_port=None, store_dir=None, host=HOST))
-    _private(state / "nats-ops.url", nats.url("ops") + "\n")
+    private_file(nats.config, render(port, http_port=None, store_dir=None, host=HOST))
+    private_file(state / "nats-ops.url", nats.url("ops") + "\n")
     return nats
 
 

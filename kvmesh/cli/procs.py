@@ -167,9 +167,14 @@ def start_nats(port: int, log: IO[bytes] | int | None = None,
 
 
 def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None,
-                die_with_parent: bool = False) -> Child:
-    child = start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", workdir], log=log,
+                die_with_parent: bool = False, config: str | None = None) -> Child:
+    """redis-server on 127.0.0.1:`port`, nothing saved, in `workdir`, with no password. With
+    `config` (kvmesh/cli/local_redis.py writes it: the same settings and a password) that file
+    says all of it instead, and the command line holds nothing but the file's path: `ps` shows
+    every command line to every local user."""
+    settings = [config] if config else ["--port", str(port), "--bind", "127.0.0.1",
+                                        "--save", "", "--appendonly", "no", "--dir", workdir]
+    child = start("redis", [redis_server_binary(), *settings], log=log,
                   die_with_parent=die_with_parent)
     wait_port(port, 10, child.proc)
     return child

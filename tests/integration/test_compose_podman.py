@@ -60,6 +60,7 @@ def _settings(publish_port: int, otlp: str) -> dict[str, str]:
     env = compose_file.env_example()
     # a letter first: nats-server reads a value that starts with a digit as a number
     env.update({f"KVMESH_NATS_{r}_PASSWORD": "p" + secrets.token_urlsafe(18) for r in ROLES})
+    env["KVMESH_REDIS_PASSWORD"] = "p" + secrets.token_urlsafe(18)
     env.update({
         "COMPOSE_PROFILES": "cpu",
         "KVMESH_IMAGE": "localhost/kvmesh:latest",

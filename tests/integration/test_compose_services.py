@@ -1,9 +1,9 @@
 """compose.yaml's services, run here as compose would run them: the same commands (the image's
 entrypoint `kvmesh` is `python -m kvmesh.cli`) and the same environment, interpolated from
 .env.example, with only the addresses moved onto this machine: nats-server with the generated
-per-service users and permissions, redis-server, an OTLP receiver in Jaeger's place, free
-ports. The health-check commands of compose.yaml decide when each service is up, as Docker's
-would; then an API key and a chat request go through the gateway."""
+per-service users and permissions, redis-server with the .env password, an OTLP receiver in
+Jaeger's place, free ports. The health-check commands of compose.yaml decide when each service
+is up, as Docker's would; then an API key and a chat request go through the gateway."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pytest
 
 from inference.engine.model_store import model_dir
 from kvmesh import wire
-from kvmesh.cli import nats_permissions, procs
+from kvmesh.cli import local_redis, nats_permissions, procs
 from tests.deploy import compose_file
 from tests.integration.otlp_receiver import OtlpReceiver
 
@@ -40,6 +40,7 @@ class ComposeHere:
         self.env_file = compose_file.env_example()
         self.services = compose_file.load(self.env_file)["services"]
         self.nats_port, self.redis_port = procs.free_port(), procs.free_port()
+        self.redis_url = ""  # with the password, once start_infra has started Redis
         self.gateway_port = procs.free_port()
         self.otlp = OtlpReceiver(procs.free_port())
         self.children: dict[str, procs.Child] = {}
@@ -56,7 +57,7 @@ class ComposeHere:
         env = {k: str(v) for k, v in self.services[name]["environment"].items()}
         for key, value in env.items():
             value = value.replace("@nats:4222", f"@127.0.0.1:{self.nats_port}")
-            value = value.replace("redis://redis:6379", f"redis://127.0.0.1:{self.redis_port}")
+            value = value.replace("@redis:6379", f"@127.0.0.1:{self.redis_port}")
             env[key] = value.replace("http://jaeger:4318", self.otlp.endpoint)
         env["KVMESH_MODEL_DIR"] = str(model_dir())
         if "KVMESH_GATEWAY_PORT" in env:
@@ -80,8 +81,11 @@ class ComposeHere:
         self.children["nats"] = procs.start("nats", [procs.nats_server_binary(), "-c", str(conf)],
                                             env=nats_env, log=self._log("nats"))
         procs.wait_port(self.nats_port, 10, self.children["nats"].proc)
+        password = self.services["redis"]["environment"]["REDISCLI_AUTH"]
+        redis = local_redis.prepare(self.logs, self.redis_port, password)
+        self.redis_url = redis.url()
         self.children["redis"] = procs.start_redis(self.redis_port, str(self.logs),
-                                                   self._log("redis"))
+                                                   self._log("redis"), config=str(redis.config))
         self.otlp.start()
 
     def run_models_pull(self) -> None:
@@ -146,8 +150,8 @@ def compose_here(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeHe
 def _api_key(here: ComposeHere) -> str:
     from auth.cli import create_key
 
-    plain, _ = asyncio.run(create_key(f"redis://127.0.0.1:{here.redis_port}/0",
-                                      {"name": "compose-test", "models": ["*"]}, "compose"))
+    plain, _ = asyncio.run(create_key(here.redis_url, {"name": "compose-test", "models": ["*"]},
+                                      "compose"))
     return plain
 
 

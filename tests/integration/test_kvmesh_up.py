@@ -1,15 +1,18 @@
-"""`kvmesh up` as a user runs it: serves a chat completion, then stops on SIGINT leaving no
-process behind."""
+"""`kvmesh up` as a user runs it: serves a chat completion, keeps its Redis behind a password,
+then stops on SIGINT leaving no process behind."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL
@@ -56,6 +59,7 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         resp = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=5)
         assert resp.choices[0].message.content
+        _redis_refuses_strangers_and_serves_its_url(tmp_path, redis_port)
         needles = (f"127.0.0.1:{nats_port}", f"-p {nats_port}", str(redis_port))
         children = processes_mentioning(*needles)
         assert len(children) >= 5  # nats, redis, router, worker, gateway (auth, cache)
@@ -71,6 +75,36 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _redis_refuses_strangers_and_serves_its_url(state: Path, port: int) -> None:
+    """Another local user's client gets NOAUTH; the URL in `<state>/redis.url` works; that file
+    and the config holding the password are the owner's alone; no command line (what `ps` shows
+    everyone) and no log line holds the password."""
+    import redis
+
+    for name in ("redis.url", "redis.conf"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as stranger:
+        stranger.sendall(b"SET kvmesh:stranger 1\r\n")
+        assert stranger.recv(128).startswith(b"-NOAUTH")
+    url = (state / "redis.url").read_text().strip()
+    with redis.Redis.from_url(url) as client:
+        assert client.ping()
+    password = unquote(urlsplit(url).password or "")
+    assert len(password) >= 32
+    cmdlines = [_read(p) for p in Path("/proc").glob("[0-9]*/cmdline")]
+    assert not [c for c in cmdlines if password.encode() in c]
+    for log in (state / "logs").glob("*.log"):
+        assert password not in log.read_text(errors="replace"), log.name
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; none when it is gone or not ours to read (a process that ended)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def _pids_with_all(*needles: str) -> list[int]:
@@ -105,7 +139,7 @@ def test_killed_worker_is_restarted_the_mesh_serves_throughout_and_a_killed_laun
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
     at_nats = f"127.0.0.1:{nats_port}"  # in every child's command line or environment
-    needles = (at_nats, f"-p\0{nats_port}", f"--port\0{redis_port}")
+    needles = (at_nats, f"-p\0{nats_port}", f"127.0.0.1:{redis_port}")  # redis: its title
     try:
         banner = read_banner(up, 240)
         assert "router (in the gateways)" in banner  # no router port to scrape
@@ -198,7 +232,7 @@ def test_engine_cpus_give_the_engine_its_cpus_and_keep_everything_else_off_them(
          "--metrics-port", str(mport), "--state-dir", str(tmp_path), "--engine-cpus", str(cpu)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
-    needles = (f"127.0.0.1:{nats_port}", f"-p\0{nats_port}", f"--port\0{redis_port}")
+    needles = (f"127.0.0.1:{nats_port}", f"-p\0{nats_port}", f"127.0.0.1:{redis_port}")
     try:
         banner = read_banner(up, 180)
         assert f"engine CPUs {cpu};" in banner

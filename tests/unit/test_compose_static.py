@@ -194,6 +194,26 @@ def test_each_service_connects_to_nats_as_its_own_user() -> None:
         assert role.password_var in services["nats"]["environment"]
 
 
+def test_redis_requires_the_env_password_and_every_service_and_the_health_check_give_it() -> None:
+    services = compose_file.load()["services"]
+    password = compose_file.env_example()["KVMESH_REDIS_PASSWORD"]
+    for name in KVMESH_SERVICES:
+        assert services[name]["environment"]["KVMESH_REDIS_URL"] == \
+            f"redis://:{password}@redis:6379/0", name
+    redis = services["redis"]
+    assert redis["environment"]["REDISCLI_AUTH"] == password  # redis-cli ping authenticates
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    script = redis["command"][-1]
+    assert "requirepass $REDISCLI_AUTH" in script  # read from a config on stdin, not argv
+    assert password not in " ".join(redis["command"])
+
+
+def test_compose_refuses_to_start_without_the_redis_password() -> None:
+    env = {k: v for k, v in compose_file.env_example().items() if k != "KVMESH_REDIS_PASSWORD"}
+    with pytest.raises(ValueError, match="KVMESH_REDIS_PASSWORD"):
+        compose_file.load(env)
+
+
 # -- configuration: every variable read is documented, every variable set is read ------------
 
 
