@@ -1,9 +1,10 @@
 """`kvmesh up`'s Redis requires the password of its private config: a client without it gets
 NOAUTH, the URL written beside it connects, and the password reaches no command line and no log
-line."""
+line. A Redis killed and started again keeps its data; a new run starts empty."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import stat
 from pathlib import Path
@@ -32,11 +33,22 @@ def test_redis_refuses_a_client_without_the_password_and_serves_the_url(tmp_path
         assert url == local.url()
         with redis.Redis.from_url(url) as client:
             assert client.ping()
-            assert client.config_get("dir")["dir"] == str(state)
+            assert client.config_get("dir")["dir"] == str(state / "redis-data")
+            client.set("kvmesh:key:dev", "record")
     finally:
-        child.stop()
+        child.stop(sig=signal.SIGKILL)  # as a crash: the append-only file is all that is left
     for name in ("redis.conf", "redis.url"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    again = procs.start_redis(port, str(state), open(state / "redis.log", "ab"),  # noqa: SIM115
+                              config=str(local.config))
+    try:  # a restart keeps the run's keys: the write is in the append-only file (the OS
+        # holds it without the fsync, which comes every second)
+        with redis.Redis.from_url(url) as client:
+            assert client.get("kvmesh:key:dev") == b"record"
+    finally:
+        again.stop()
+    local_redis.prepare(state, port, ODD)  # a new run starts empty
+    assert not any((state / "redis-data").iterdir())
 
 
 def test_fresh_passwords_differ_and_the_url_carries_them_quoted_and_redacted(
