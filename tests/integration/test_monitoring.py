@@ -58,8 +58,8 @@ def up_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
         assert f"router :{mport}/metrics" in banner  # the router process's port, scraped below
         key = next(ln.split(": ")[-1] for ln in banner.splitlines() if "API key" in ln)
         nats_url = (state / "nats-ops.url").read_text().strip()  # NATS has a user per role
-        yield UpMesh(f"http://127.0.0.1:{port}", key, nats_url,
-                     f"redis://127.0.0.1:{redis_port}/0", mport)
+        redis_url = (state / "redis.url").read_text().strip()  # so has Redis, a password
+        yield UpMesh(f"http://127.0.0.1:{port}", key, nats_url, redis_url, mport)
     finally:
         up.terminate()
         try:
