@@ -3,7 +3,8 @@
 Budget rules, per step:
 - At most `max_num_batched_tokens` tokens and `max_num_seqs` sequences.
 - Running decodes go first (one token each), then running prefills continue in chunks, then
-  waiting sequences are admitted, highest priority first, then oldest first; a prefill takes
+  waiting sequences are admitted, highest priority first, then in fair-share turns (below),
+  oldest first within a group; a prefill takes
   whatever budget is left (chunked prefill), so a long prompt never stalls the decodes.
 - When the pool cannot hold a running sequence's next tokens, the running sequence of lowest
   priority (newest among equals) is preempted: its blocks are freed and it goes back to the

@@ -144,3 +144,12 @@ def test_the_llama31_form_beside_a_json_format_is_that_json_or_one_call(tokenize
     bad = _call("get_weather", {"city": "Oslo", "unit": "celsius"}, "parameters")
     assert _accepts(tokenizer, req, bad, LLAMA31)[0] is False
     assert _accepts(tokenizer, req, "Rex", LLAMA31)[0] is False
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ({"tools": [], "parallel": True}, "must be {"),
+    ({"tools": [["f", "not a schema"]]}, "must be {"),
+    ({"tools": [["f", {}]], "free": True, "answer": PET}, "not beside free"),
+    ({"tools": [["f", {}]], "answer": [1]}, "answer: must be a JSON Schema object")])
+def test_a_malformed_tool_call_spec_says_what_is_wrong(spec, why) -> None:
+    assert why in grammar_error("tool_calls", json.dumps(spec))
