@@ -12,7 +12,8 @@ Contract:
   gateway that died loses it within the cache's `lease`. An answer over the NATS max payload is
   put in parts, each within it (`split_puts`); one that cannot be put (a single chunk too
   large, NATS down) releases the lease instead and logs a warning, so nobody waits out the
-  lease.
+  lease. `close` (the gateway's cleanup, after its streams ended) stops the renewing and
+  releases any lease still held, so no waiter waits out a lease its gateway left behind.
 - A hit stored in parts is fetched part by part and handed over whole; a part that cannot be
   had makes the lookup a plain miss.
 - `ReplayStream` serves a cached answer through the same interface as a `RequestStream`, so the
@@ -111,6 +112,15 @@ class ResultCacheClient:
                     await self.actor.publish(wire.CACHE_PUT, CachePut(key, [], renew=True))
                 except Exception as exc:  # the lease expires by itself: others compute
                     log.debug("renewing the cache lease of %s failed (%s)", key, exc)
+
+    async def close(self) -> None:
+        """Stop renewing; release every lease still held and wait (briefly) for the puts."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+        for key in list(self.leading):
+            self.release_soon(key)
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.lookup_timeout)
 
     async def _store(self, key: str, chunks: list[Chunk]) -> None:
         nc = self.actor.nc

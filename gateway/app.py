@@ -91,6 +91,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     add_admin_routes(app)
     app[RESULT_CACHE] = ResultCacheClient(mesh, mesh.cfg.cache_lookup_timeout,
                                           mesh.cfg.cache_lead_wait, mesh.cfg.cache_lease_renew)
+    app.on_cleanup.append(lambda app: app[RESULT_CACHE].close())
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)

@@ -54,3 +54,40 @@ def test_a_chunk_that_never_comes_fails_the_stream_with_stream_gap() -> None:
         asyncio.run(stream.batch())
     assert (err.value.status, err.value.code) == (502, "stream_gap")
     assert "chunk 1 never came" in err.value.message
+
+
+class _NextWorker:
+    """A hosted router (gateway/mesh_client.py `LocalRouter`) that sends every request to
+    worker w1: what the real one answers once w0 is excluded."""
+
+    connected = True
+
+    async def start(self) -> None: ...
+
+    async def route(self, req: GenerateRequest, headers: dict[str, str] | None) -> Accepted:
+        assert req.exclude_workers == ["w0"]  # the dead worker is not chosen again
+        return Accepted(req.request_id, "w1", 1)
+
+    async def drain(self) -> None: ...
+
+
+def test_a_reroute_drops_the_chunks_held_from_the_dead_worker() -> None:
+    """w0 sent chunk 1 (its chunk 0 was lost) and died: the request goes to w1, whose chunks
+    number from 0 again. w0's held chunk 1 must not be handed out after w1's chunk 0."""
+
+    async def run() -> list[str]:
+        stream = RequestStream(
+            MeshClient(GatewayConfig(retry_before_first_token=1), _NextWorker()),
+            GenerateRequest(request_id="r", model="m", reply_to="inbox"), False)
+        stream.accepted = Accepted("r", "w0", 1)
+        stream.push(Chunk("r", 1, 0, "dead", [1]))
+        stream.fail(ApiError(502, "worker w0 died", "bad_gateway", code="worker_died"))
+        first = asyncio.ensure_future(stream.batch())
+        while stream.worker_id != "w1":
+            await asyncio.sleep(0)
+        stream.push(Chunk("r", 0, 0, "w1-0", [0]))
+        texts = [c.text for c in await asyncio.wait_for(first, 5)]
+        stream.push(Chunk("r", 1, 0, "w1-1", [1], usage=UsageInfo(1, 2, 0)))
+        return texts + [c.text for c in await asyncio.wait_for(stream.batch(), 5)]
+
+    assert asyncio.run(run()) == ["w1-0", "w1-1"]
