@@ -73,15 +73,7 @@ def _best_of(value: Any, body: Mapping[str, Any]) -> str | None:
     return f"only best_of equal to n ({n}) is accepted: answers are not ranked server-side"
 
 
-def _zero(why: str) -> Check:
-    def check(value: Any, body: Mapping[str, Any]) -> str | None:
-        return None if value == 0 else f"only 0 is accepted ({why})"
-    check.values = (0,)  # type: ignore[attr-defined]
-    return check
-
-
 STR, INT, NUM, BOOL, ARR, OBJ = "string", "integer", "number", "boolean", "array", "object"
-_NO_PENALTY = "repetition penalties are not implemented in the sampler"
 _TRACE = "recorded on the request's trace"
 
 
@@ -103,10 +95,10 @@ def _common(kind: str) -> list[Field]:
         Field("logit_bias", (OBJ,), SUPPORTED,
               "token id → bias in [-100, 100], added to the logits before sampling; ids "
               "outside the vocabulary are a 400"),
-        Field("frequency_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
-              _zero(_NO_PENALTY)),
-        Field("presence_penalty", (NUM,), LIMITED, "0 only: " + _NO_PENALTY,
-              _zero(_NO_PENALTY)),
+        Field("frequency_penalty", (NUM,), SUPPORTED,
+              "[-2, 2]: each generated token's logit lowered by this times its count so far"),
+        Field("presence_penalty", (NUM,), SUPPORTED,
+              "[-2, 2]: each token already generated has its logit lowered by this"),
         Field("user", (STR,), SUPPORTED,
               f"a session-affinity hint for routing, and {_TRACE} (`gen_ai.request.user`)"),
         Field("max_tokens", (INT,), SUPPORTED,
@@ -119,6 +111,9 @@ def _common(kind: str) -> list[Field]:
 def _extensions(kind: str) -> list[Field]:
     out = [
         Field("top_k", (INT,), EXTENSION, "-1 (off) or a positive integer"),
+        Field("repetition_penalty", (NUM,), EXTENSION,
+              "vLLM's: (0, 2], 1 is off; every token seen (prompt too) has a positive logit "
+              "divided by it, a negative one multiplied"),
         Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
         Field("stop_token_ids", (ARR,), EXTENSION,
               "token ids that end the answer; ids outside the vocabulary are a 400"),

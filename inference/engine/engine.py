@@ -33,6 +33,7 @@ from .grammar import Grammars
 from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched, Received
 from .outputs import StepOutput
+from .penalties import Penalties
 from .prompt_check import PromptLimits, check_prompt, check_token_ids
 from .prompt_logprobs import PromptReports
 from .request_state import RequestState
@@ -69,6 +70,7 @@ class LLMEngine:
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
         self.fill = MaskFill(self.grammars, pinned=self.device.type == "cuda")  # beside `_emit`
         self.prompts = PromptReports(tokenizer)
+        self.penalties = Penalties(model_config.vocab_size, self.device)
         self._requests: dict[str, RequestState] = {}
         # Requests with n > 1 whose other choices are not forked yet (their prompt is still
         # running): while there are none, a step makes no pass over its rows for forks.
@@ -183,6 +185,7 @@ class LLMEngine:
         for choice in state.choices:
             if choice.finish_reason is None:
                 self.scheduler.remove(choice.seq)
+                self.penalties.release(choice.seq.seq_id)
                 choice.finish_reason = "abort"
                 outs.append(StepOutput(request_id, choice.seq.index, [], "", finish_reason="abort"))
         if outs:
@@ -328,7 +331,7 @@ class LLMEngine:
         if not seqs:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
-        drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs))
+        drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs), self.penalties)
         return InFlight.launch(seqs, drawn, launched.firsts)
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:
@@ -383,6 +386,7 @@ class LLMEngine:
         """`seq`'s choice just finished with `out`: free it; after a request's last, `out`
         carries its usage and the request is gone."""
         self.scheduler.remove(seq)
+        self.penalties.release(seq.seq_id)
         if state.finished:
             out.usage = state.usage()
             del self._requests[seq.request_id]

@@ -22,8 +22,9 @@ two Triton launches (an all-greedy batch's zero temperatures stay on the device)
 comes from the engine's generator, read and advanced on the host (only when some row
 samples), so the draws are reproducible from the engine's seed and nothing waits for the GPU.
 
-Rows with a `logit_bias` get their biases added first (inference/engine/logit_bias.py), then
-grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
+Penalised rows (presence, frequency, repetition: inference/engine/penalties.py) are penalised
+first, then rows with a `logit_bias` get their biases added (inference/engine/logit_bias.py),
+then grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
 in place and for those rows only; the other rows are untouched.
 """
 
@@ -39,6 +40,7 @@ import torch
 from .grammar import GrammarMask
 from .logit_bias import apply_logit_bias
 from .outputs import TokenLogprob
+from .penalties import Penalties, penalized
 from .sampling_params import SamplingParams
 from .transfer import to_device
 
@@ -71,10 +73,11 @@ class _Plan:
     plain: bool  # every row temperature-only: no top-k, no top-p, no generator of its own
     biased: bool  # some row has a logit_bias
     logprob_rows: list[int]  # rows that asked for logprobs
+    penalized: list[int]  # rows with a presence, frequency or repetition penalty
 
     @classmethod
     def of(cls, rows: PySequence[Row]) -> _Plan:
-        plan = cls([], [], [], True, False, [])
+        plan = cls([], [], [], True, False, [], [])
         for i, row in enumerate(rows):
             p = row.params
             plan.temps.append(p.temperature)
@@ -85,6 +88,8 @@ class _Plan:
                 plan.biased = True
             if p.logprobs is not None:
                 plan.logprob_rows.append(i)
+            if penalized(p):
+                plan.penalized.append(i)
         return plan
 
 
@@ -130,10 +135,19 @@ def sample(
     rows: PySequence[Row],
     default_generator: torch.Generator,
     grammar: GrammarMask | None = None,
+    penalties: Penalties | None = None,
 ) -> DeviceSample:
-    """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows.
+    """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows;
+    `penalties` holds the penalised rows' counts (needed when a row has a penalty: such rows
+    are engine sequences, see penalties.py), and counts the tokens drawn for them.
     Hot path: queues device work only; no host value is read back (see `transfer.py`)."""
     plan = _Plan.of(rows)
+    applied = None
+    if plan.penalized:
+        if penalties is None:
+            raise ValueError("penalised rows need the engine's Penalties")
+        applied = penalties.apply(logits, [rows[i] for i in plan.penalized],
+                                  plan.penalized)
     if plan.biased:
         apply_logit_bias(logits, [r.params for r in rows])
     if grammar is not None:
@@ -162,6 +176,8 @@ def sample(
         idx = to_device(random, torch.long, device)
         probs = _truncated_probs(logits[idx], [rows[i].params for i in random])
         tokens[idx] = _race(probs, [rows[i].generator for i in random], default_generator)
+    if applied is not None:
+        penalties.count(applied, tokens)
     return _with_logprobs(DeviceSample(tokens), logits, rows, plan.logprob_rows)
 
 

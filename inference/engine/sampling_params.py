@@ -38,7 +38,10 @@ class SamplingParams:
     such a request computes its whole prompt, skipping the prefix cache. `logit_bias` maps
     token ids to a bias in [-100, 100] added to their logits before sampling (and before
     logprobs, which are of the biased distribution); ids are checked against the vocabulary
-    where it is known (`prompt_check.check_token_ids`).
+    where it is known (`prompt_check.check_token_ids`). `presence_penalty` and
+    `frequency_penalty` (OpenAI's, in [-2, 2]) lower the logits of tokens the choice has
+    generated, once and per use; `repetition_penalty` (vLLM's, in (0, 2], 1 is off) scales
+    those of every token seen, prompt included (penalties.py says how).
     """
 
     max_tokens: int = 16
@@ -59,6 +62,9 @@ class SamplingParams:
     echo: bool = False
     prompt_logprobs: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -98,6 +104,11 @@ class SamplingParams:
         if any(not isinstance(t, int) or t < 0 or not -100.0 <= float(b) <= 100.0
                for t, b in self.logit_bias.items()):
             raise bad("logit_bias", "must map token ids to biases in [-100, 100]")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= float(getattr(self, name)) <= 2.0:
+                raise bad(name, f"must be in [-2, 2], got {getattr(self, name)!r}")
+        if not 0.0 < float(self.repetition_penalty) <= 2.0:
+            raise bad("repetition_penalty", f"must be in (0, 2], got {self.repetition_penalty!r}")
         if self.grammar_kind or self.grammar:
             self._validate_grammar()
 

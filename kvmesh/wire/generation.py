@@ -96,6 +96,9 @@ class SamplingFields:
     echo: bool = False  # the first chunk carries the prompt (`PromptEcho`); max_tokens may be 0
     prompt_logprobs: int | None = None  # with echo: the prompt's logprobs, this many top ones
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    presence_penalty: float = 0.0  # OpenAI's, on generated tokens
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # vLLM's, on every token seen; 1 is off
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:

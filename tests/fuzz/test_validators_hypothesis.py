@@ -75,7 +75,9 @@ VALID_COMMON = {
     "top_k": st.sampled_from([-1, 1, 40]), "user": st.text(max_size=8),
     "ignore_eos": st.booleans(), "logit_bias": st.dictionaries(
         st.integers(0, 1 << 40).map(str), st.floats(-100, 100), max_size=4),
-    "frequency_penalty": st.just(0), "presence_penalty": st.just(None),
+    "frequency_penalty": st.floats(-2, 2), "presence_penalty": st.one_of(st.none(),
+                                                                          st.floats(-2, 2)),
+    "repetition_penalty": st.floats(0.01, 2),
 }
 
 

@@ -107,6 +107,27 @@ def test_logit_bias_forces_and_bans_tokens_on_the_real_model(mesh: Mesh, client:
     assert banned.choices[0].text != plain.choices[0].text
 
 
+def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
+    """Each penalty changes a greedy answer that repeats itself (the formulas are checked
+    against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""
+    prompt = "Repeat after me: the cat sat on the mat. The cat sat on the mat. The cat"
+
+    def answer(**extra: float) -> str:
+        out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=16,
+                                        temperature=0, extra_body=extra)
+        return out.choices[0].text
+
+    plain = answer()
+    for extra in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0},
+                  {"repetition_penalty": 1.5}):
+        assert answer(**extra) != plain, extra
+    for field, value in (("frequency_penalty", -2.5), ("presence_penalty", 3),
+                         ("repetition_penalty", 0), ("repetition_penalty", "x")):
+        with pytest.raises(openai.BadRequestError) as err:
+            answer(**{field: value})
+        assert err.value.body["param"] == field, (field, value)
+
+
 def test_logit_bias_outside_the_vocabulary_or_range_is_a_400(client: Any) -> None:
     for bias in ({"999999999": 1}, {"5": 101}, {"x": 1}):
         with pytest.raises(openai.BadRequestError) as err:
@@ -118,7 +139,7 @@ def test_logit_bias_outside_the_vocabulary_or_range_is_a_400(client: Any) -> Non
 @pytest.mark.parametrize(("field", "value"), [
     ("tools", "notalist"), ("response_format", 42), ("stop", 5), ("n", "x"),
     ("logprobs", "yes"), ("metadata", 3), ("user", 7), ("audio", {"voice": "alloy"}),
-    ("store", True), ("reasoning_effort", "low"), ("frequency_penalty", 0.5),
+    ("store", True), ("reasoning_effort", "low"), ("frequency_penalty", 2.5),
 ])
 def test_chat_fields_refused_or_malformed_are_400_naming_them(client: Any, field: str,
                                                                value: Any) -> None:

@@ -3,11 +3,12 @@
 With async scheduling, step N+1 is scheduled and launched before step N's tokens are read:
 placeholders stand for the tokens in flight (inflight.py). These tests run one workload through
 both loops and compare every choice's tokens, under continuous arrivals, chunked prefill,
-preemption by recompute, prefix-cache hits, n > 1, seeded sampling, stop tokens, logprobs and
-aborts, checking the KV cache's invariants after every step. Each test runs twice: once as
-on the CPU, where a step's tokens are back before the next launch (the engine receives them
-first), and once with them still in flight at every launch, as on a GPU that is the slower
-side (the next step reads them from the device through placeholders).
+preemption by recompute, prefix-cache hits, n > 1, seeded sampling, penalties (their counts
+are kept on the device), stop tokens, logprobs and aborts, checking the KV cache's invariants
+after every step. Each test runs twice: once as on the CPU, where a step's tokens are back
+before the next launch (the engine receives them first), and once with them still in flight
+at every launch, as on a GPU that is the slower side (the next step reads them from the device
+through placeholders).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingPara
     reqs = []
     for i, (at, prompt) in enumerate(arrivals(seed, n)):
         kind = i % 5
-        if kind == 0:
-            params = greedy(4 + i)
+        if kind == 0:  # penalised by the tokens before it: one may still be in flight
+            params = greedy(4 + i, frequency_penalty=0.7, repetition_penalty=1.2)
         elif kind == 1:  # seeded sampling: its draws are its own, whatever else runs
             params = SamplingParams(max_tokens=12, temperature=1.0, seed=i, ignore_eos=True)
         elif kind == 2:  # n > 1 forks after the prompt
             params = SamplingParams(max_tokens=9, temperature=1.0, seed=i, n=3,
-                                    ignore_eos=True)
+                                    ignore_eos=True, presence_penalty=0.5)
         elif kind == 3:  # ends early on a stop token the model is likely to emit
             params = greedy(40, stop_token_ids=list(range(3, 512, 3)))
         else:

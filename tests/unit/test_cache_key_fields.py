@@ -17,7 +17,7 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}
 # Fields that only change how or to whom an answer is delivered, or where it is scheduled.
 NEUTRAL = {"stream", "stream_options", "user", "metadata", "safety_identifier",
            "prompt_cache_key", "priority", "store", "service_tier", "modalities",
-           "prompt_cache_retention", "frequency_penalty", "presence_penalty", "echo", "best_of"}
+           "prompt_cache_retention", "echo", "best_of"}
 # For each answer-changing field: (the request without it, the request with it), as additions
 # to the base request (a field that needs another is sent with it in both).
 T = {"tools": [TOOL]}
@@ -30,6 +30,9 @@ CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "max_tokens": ({}, {"max_tokens": 9}),
     "max_completion_tokens": ({}, {"max_completion_tokens": 9}),
     "logit_bias": ({}, {"logit_bias": {"42": 5}}), "top_k": ({}, {"top_k": 5}),
+    "frequency_penalty": ({}, {"frequency_penalty": 0.5}),
+    "presence_penalty": ({}, {"presence_penalty": -0.5}),
+    "repetition_penalty": ({}, {"repetition_penalty": 1.2}),
     "ignore_eos": ({}, {"ignore_eos": True}), "stop_token_ids": ({}, {"stop_token_ids": [3]}),
     "logprobs": ({}, {"logprobs": 2}),  # completions; chat's is below
     "top_logprobs": ({"logprobs": True}, {"logprobs": True, "top_logprobs": 2}),
@@ -47,7 +50,7 @@ NEUTRAL_VALUES: dict[str, Any] = {
     "stream": True, "user": "u", "metadata": {"k": "v"},
     "safety_identifier": "s", "prompt_cache_key": "p", "priority": 3, "store": False,
     "service_tier": "default", "modalities": ["text"], "prompt_cache_retention": "in_memory",
-    "frequency_penalty": 0, "presence_penalty": 0, "echo": False, "best_of": 1}
+    "echo": False, "best_of": 1}
 BASES = {"chat": (parse_chat, CHAT_FIELDS, {"model": "m", "temperature": 0,
                                             "messages": [{"role": "user", "content": "hi"}]}),
          "completion": (parse_completion, COMPLETION_FIELDS,
