@@ -192,5 +192,10 @@ def tool_grammar(tools: list[ToolDef], choice: str, name: str | None, parallel: 
     return ToolCallSpec(chosen, parallel and choice == "required").source()
 
 
+# A function without `parameters` takes none (OpenAI: "an empty parameter list"): its calls'
+# arguments are `{}`, as the prompt shows it (router/tool_prompt.py), never any object.
+NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
 def _parameters(tool: ToolDef) -> dict[str, Any]:
-    return json.loads(tool.parameters) if tool.parameters else {}
+    return json.loads(tool.parameters) if tool.parameters else NO_PARAMETERS

@@ -143,6 +143,17 @@ def test_a_named_tool_choice_calls_that_function(client) -> None:
     _check_call(calls[0], "get_time")
 
 
+def test_a_function_without_parameters_is_called_with_no_arguments(client) -> None:
+    """OpenAI: leaving `parameters` out defines a function with an empty parameter list."""
+    now = {"type": "function", "function": {"name": "now", "description": "The time now."}}
+    resp = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What time is it?"}],
+        tools=[now], tool_choice="required", max_tokens=40, temperature=0)
+    calls = resp.choices[0].message.tool_calls
+    assert resp.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("now", {})]
+
+
 def test_a_streamed_tool_call_reassembles_to_the_non_streamed_one(client) -> None:
     kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Weather in Rome?"}],
                   tools=[WEATHER], tool_choice="required", max_tokens=120, temperature=0,
