@@ -95,8 +95,11 @@ def _message(m: ChatMessage, native: bool, named: bool) -> dict[str, Any]:
             out["tool_call_id"] = m.tool_call_id
         return out
     if m.tool_calls:
-        calls = "\n".join(TOOL_CALL_OPEN + json.dumps({"name": c.name, "arguments": _arguments(c)})
-                          + TOOL_CALL_CLOSE for c in m.tool_calls)
+        # compact and back to back, as the tool-call grammar writes them (kvmesh/grammar.py):
+        # the model sees its past calls in the form it is held to
+        calls = "".join(TOOL_CALL_OPEN + json.dumps({"name": c.name, "arguments": _arguments(c)},
+                                                    separators=(",", ":"))
+                        + TOOL_CALL_CLOSE for c in m.tool_calls)
         out["content"] = (content + "\n" if content else "") + calls
     if m.role == "tool":
         out = {"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"}

@@ -153,3 +153,19 @@ def test_the_llama31_form_beside_a_json_format_is_that_json_or_one_call(tokenize
     ({"tools": [["f", {}]], "answer": [1]}, "answer: must be a JSON Schema object")])
 def test_a_malformed_tool_call_spec_says_what_is_wrong(spec, why) -> None:
     assert why in grammar_error("tool_calls", json.dumps(spec))
+
+
+def test_past_parallel_calls_are_shown_in_the_form_the_grammar_writes(tokenizer) -> None:
+    """A template without tools shows an earlier turn's calls as the calls grammar would
+    have written them, back to back: the model sees its past calls in the form it is held
+    to (router/tool_prompt.py)."""
+    from kvmesh.wire import ChatMessage, ToolCall
+    from router.tool_prompt import template_inputs
+
+    turn = ChatMessage("assistant", "", tool_calls=[
+        ToolCall("a", "get_weather", '{"city":"Oslo","unit":"kelvin"}'),
+        ToolCall("b", "get_weather", '{"city":"Rome","unit":"kelvin"}')])
+    messages, _ = template_inputs([ChatMessage("user", "hi"), turn], None, template=None)
+    shown = messages[-1]["content"]
+    req = chat(tools=[WEATHER], tool_choice="required")
+    assert _accepts(tokenizer, req, shown) == (True, False)

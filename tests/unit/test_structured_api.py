@@ -178,7 +178,7 @@ def test_fallback_prompt_for_a_template_without_tools(smollm_gguf) -> None:
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]).to_wire("r", "i")
     text = tok.tokenizer.decode(tok.encode(req), skip_special_tokens=False)
     assert "You can call functions" in text and '"name": "get_weather"' in text
-    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>' in text
+    assert '<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call>' in text
     assert "<tool_response>\nsunny\n</tool_response>" in text
 
 
