@@ -6,6 +6,12 @@ Contract (subjects in `kvmesh.wire`, queue group "cache"):
   `responses_max_bytes` is 413 `response_too_large`. After the put, the tenant's responses
   that expired are dropped from its index and, while the tenant holds more than
   `responses_tenant_bytes`, its oldest responses are evicted (never the one just put).
+- Only an `in_progress` record creates a response (the gateway stores one first, before any
+  of the answer is sent); a finished one (`completed`, `incomplete`, `failed`) only replaces a
+  record still stored, else the put does nothing and still answers `ResponseAck`. So a
+  response deleted while it was generated stays deleted when it finishes (as one expired or
+  evicted then does), and its client still gets its answer. The check and the write are one
+  Lua script: no delete can fall between them.
 - `ResponseGet(tenant, id, chain)` on `RESPONSES_GET` answers `ResponseFound`: the record, or
   with `chain` the record and every one it continues, oldest first, each without its `body`
   and `input_items` (empty: a continuation reads only ids, statuses and messages, and a long
@@ -52,8 +58,10 @@ RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")  # what the gateway makes; anythi
 MAX_CHAIN = 10_000  # links followed for one conversation (a guard, not a product limit)
 _Failure = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS: entry, index, sizes, bytes. ARGV: id, frame, ttl ms, now ms, tenant cap, entry prefix.
+# KEYS: entry, index, sizes, bytes. ARGV: id, frame, ttl ms, now ms, tenant cap, entry prefix,
+# "1" when the record only replaces (a finished one). Returns the evicted count, -1 for none put.
 _PUT = """
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
@@ -160,11 +168,15 @@ class ResponseStore:
                               f"the response is {len(frame)} bytes stored; the store's limit is "
                               f"{self.cfg.responses_max_bytes}", code="response_too_large")
         ttl_ms = min(int((msg.ttl or self.cfg.responses_ttl) * 1000), 1 << 53)
+        replace_only = rec.status != "in_progress"  # see the module doc: deletes stick
         evicted = await self._redis(self._put_script(
             keys=_keys(msg.tenant, rec.id),
             args=[rec.id, frame, ttl_ms, int(time.time() * 1000),
-                  self.cfg.responses_tenant_bytes, _prefix(msg.tenant)]))
-        if evicted:
+                  self.cfg.responses_tenant_bytes, _prefix(msg.tenant), int(replace_only)]))
+        if evicted < 0:
+            log.info("responses store: %s finished after it was deleted (or expired, or "
+                     "evicted); not stored again", rec.id)
+        elif evicted:
             log.info("responses store: tenant %r over %d bytes; evicted its %d oldest",
                      msg.tenant, self.cfg.responses_tenant_bytes, evicted)
         return ResponseAck(rec.id)

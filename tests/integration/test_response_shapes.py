@@ -3,8 +3,8 @@
 validates with `openai.types.responses.Response`; a forced tool call cut off by max_tokens is a
 tool call (`finish_reason` `length`, a `function_call` item), never `<tool_call>` markup.
 
-The module adds to the session mesh a cache actor (the responses store, on the session's
-Redis) and a gateway of its own without the result cache, so every answer is generated."""
+The module adds to the session mesh a responses store and a gateway of its own without the
+result cache, so every answer is generated (tests/integration/responses_gateway.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import pytest
 from openai import OpenAI
 from openai.types.responses import Response
 
-from kvmesh.cli import procs
-from tests.integration.conftest import MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, open_stream, post, sse_events, wait_until
+from tests.integration.conftest import MODEL, Mesh
+from tests.integration.helpers import call, open_stream, post, sse_events
+from tests.integration.responses_gateway import responses_gateway
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {
@@ -32,19 +32,8 @@ FORCED = {"model": MODEL, "messages": PARIS, "tools": [WEATHER], "temperature": 
 
 @pytest.fixture(scope="module")
 def base(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[str]:
-    store = procs.start("cache-shapes", procs.service_argv("cache"), env={
-        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_CACHE_METRICS_PORT": "0",
-        "KVMESH_CACHE_REDIS_URL": redis_url}, log=open(logs_dir / "cache-shapes.log", "ab"))  # noqa: SIM115
-    gateway, url = start_gateway(mesh.nats_url, logs_dir, "gateway-shapes", result_cache="0")
-    try:
-        wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
-        wait_until(lambda: call("GET", url + "/v1/responses/resp_" + "0" * 32)[0] == 404,
-              "the responses store answers")
+    with responses_gateway(mesh, redis_url, logs_dir, "shapes") as url:
         yield url
-    finally:
-        gateway.stop()
-        store.stop()
-
 
 
 def _streamed(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
