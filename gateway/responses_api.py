@@ -5,7 +5,9 @@ Routes:
   like a chat request (gateway/app.py), answered as a Response object or as the Responses
   event stream (gateway/responses_shape.py). With `previous_response_id` the stored chain
   (every input and output before, oldest first; not their instructions) becomes the chat
-  history; a response the tenant does not hold is 400 `previous_response_not_found`.
+  history; a response the tenant does not hold is 400 `previous_response_not_found`, and
+  calls and outputs that do not pair up over history and input are 400 `input`
+  (gateway/responses_calls.py).
 - With `store` (the default) the response is stored before it is answered: `in_progress`
   once a worker accepted it, then finished (`completed`/`incomplete`) before the answer or
   the `response.completed` event goes out, so a client that has its answer can retrieve it.
@@ -18,7 +20,9 @@ Routes:
   is sent.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
-  caller's tenant's responses only; another tenant's id is 404, like an unknown one.
+  caller's tenant's responses only; another tenant's id is 404, like an unknown one. A
+  delete of a response still being generated sticks: the store does not let its finished
+  record back in (cache/responses_store.py).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from gateway.errors import ApiError, bad_field
 from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
+from gateway.responses_calls import check_calls_answered
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import (
     EventStream,
@@ -90,6 +95,7 @@ async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | N
             raise bad_field("previous_response_id", f"{rec.id} is {rec.status}; only a "
                             "finished response can be continued")
     req.with_history([m for rec in chain for m in rec.messages])
+    check_calls_answered(req.messages)  # the last response's calls need their outputs here
 
 
 async def _respond(request: web.Request, req: ParsedRequest, rid: str,

@@ -21,10 +21,16 @@ tools, ...; `unsupported_parameter`) unless null or their no-op value. `truncati
 until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
 `tools` are refused (`include`): a call's tokens have no place in a Response, and which
 logprobs belong to the text around calls is not tracked. A `REFUSED` field of the wrong JSON
-type is `invalid_type` (`background: 0` is not false).
-`input` is a string or a list of items: messages (`role` user, assistant, system or
-developer; `content` a string or `input_text`/`output_text` parts), `function_call` items
-(an assistant's call, fed back) and `function_call_output` items (its result).
+type is `invalid_type` (`background: 0` is not false). A `json_schema` `text.format`
+needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_calls` must be
+a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
+but is still echoed as sent).
+`input` (its items, their ids, statuses and parts) is gateway/responses_input.py's; its
+calls and their outputs must pair up, history included (gateway/responses_calls.py).
+
+What a Response echoes of the request is kept here too: `tool_choice` (`auto` unless sent,
+tools or not, as OpenAI), `prompt_cache_key`, `safety_identifier`, `text` (`verbosity`
+`medium`, the only one served).
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ from gateway.errors import ApiError, bad_field
 from gateway.json_body import json_object
 from gateway.nested_keys import check_keys
 from gateway.openai_request import ParsedRequest, parse_chat
-from kvmesh.wire import ChatMessage, ToolCall
+from gateway.responses_calls import check_calls_answered
+from gateway.responses_input import parse_input
+from kvmesh.wire import ChatMessage
 
 SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
@@ -60,19 +68,8 @@ REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
     "service_tier": (("string",), ("auto", "default")),
     "prompt_cache_retention": (("string",), ()),
 }
-ROLES = frozenset({"user", "assistant", "system", "developer"})
 TEXT_KEYS = frozenset({"format", "verbosity"})
 TOOL_KEYS = frozenset({"type", "name", "description", "parameters", "strict"})
-# keys of an input item, by its type (`id` and `status` are echoes: they change nothing)
-ITEM_KEYS = {
-    "message": frozenset({"type", "role", "content", "id", "status"}),
-    "function_call": frozenset({"type", "call_id", "name", "arguments", "id", "status"}),
-    "function_call_output": frozenset({"type", "call_id", "output", "id", "status"}),
-}
-# keys of a message's content part, by its type: a fed-back answer's `annotations` and
-# `logprobs` describe its text and are not part of the prompt
-PART_KEYS = {"input_text": frozenset({"type", "text"}),
-             "output_text": frozenset({"type", "text", "annotations", "logprobs"})}
 FORMAT_KEYS = {"text": frozenset({"type"}), "json_object": frozenset({"type"}),
                "json_schema": frozenset({"type", "name", "schema", "description", "strict"})}
 _RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
@@ -108,6 +105,8 @@ class ResponsesRequest(ParsedRequest):
     tools_json: list[dict[str, Any]] = field(default_factory=list)  # echoed in the Response
     tool_choice_json: Any = "auto"
     user: str | None = None
+    prompt_cache_key: str | None = None  # echoed (the chat parse checked its type)
+    safety_identifier: str | None = None  # echoed
     max_output_tokens: int | None = None
     top_logprobs: int | None = None  # echoed
     store_ttl: int = 0  # the tenant's responses_ttl (0: the store's default)
@@ -122,7 +121,9 @@ def parse_responses(body: Any) -> ResponsesRequest:
     for name, value in body.items():
         if name not in SUPPORTED:
             _unsupported(name, value)
-    turn, items = _input(body.get("input"))
+    turn, items = parse_input(body.get("input"))
+    # typed here, tools or not: the chat request carries it only beside tools
+    parallel = _bool(body, "parallel_tool_calls", True)
     instructions = _opt_str(body, "instructions")
     chat = _chat_body(body, turn, instructions)
     try:
@@ -139,6 +140,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req.instructions, req.turn, req.input_items = instructions, turn, items
     req.metadata = dict(body.get("metadata") or {})  # checked by the chat parse
     req.user = body.get("user")
+    req.prompt_cache_key, req.safety_identifier = (body.get("prompt_cache_key"),
+                                                   body.get("safety_identifier"))
     req.max_output_tokens = req.max_tokens
     req.top_logprobs = body.get("top_logprobs")
     req.truncate = _truncation(body.get("truncation"))
@@ -148,7 +151,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
         req.text_format = body["text"]["format"]
     req.tools_json = [{"description": None, "parameters": None, "strict": None, **t}
                       for t in body.get("tools") or []]
-    req.tool_choice_json = body.get("tool_choice") or ("auto" if req.tools else "none")
+    req.tool_choice_json = body.get("tool_choice") or "auto"  # OpenAI's default, tools or not
+    req.parallel_tool_calls = parallel  # echoed as sent; without tools it changes nothing
     opts = body.get("stream_options") or {}  # its keys and types were checked as chat's
     if opts.get("include_obfuscation"):
         raise bad_field("stream_options.include_obfuscation",
@@ -157,6 +161,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
         raise bad_field("stream_options.include_usage", "not a Responses option; the usage "
                         "is always in response.completed")
     req.with_history([])
+    if req.previous_response_id is None:  # a continuation's calls are paired with its
+        check_calls_answered(req.messages)  # history's (gateway/responses_api.py `_prepare`)
     return req
 
 
@@ -266,7 +272,11 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         raise bad_field("text.format.schema", "required, a JSON Schema object")
     if not isinstance(fmt.get("description", ""), str):
         raise bad_field("text.format.description", "must be a string")
+    if fmt.get("name") is None:  # OpenAI requires it, and openai-python's echo needs it
+        raise ApiError(400, "text.format.name: missing required parameter",
+                       param="text.format.name", code="missing_required_parameter")
     spec = {k: fmt[k] for k in ("name", "schema", "strict") if fmt.get(k) is not None}
+    # its type and pattern are checked as chat's (renamed back to text.format.name)
     return {"type": "json_schema", "json_schema": spec}
 
 
@@ -290,81 +300,6 @@ def _tool_choice(raw: Any) -> Any:
         check_keys(raw, ("type", "name"), "tool_choice")
         return {"type": "function", "function": {"name": raw.get("name")}}
     return raw
-
-
-def _input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
-    """(the input as chat messages, the input items as `input_items` lists them)."""
-    if isinstance(raw, str):
-        raw = [{"role": "user", "content": raw}]
-    if not isinstance(raw, list) or not raw:
-        raise bad_field("input", "required, a string or a non-empty array of input items")
-    messages: list[ChatMessage] = []
-    items = []
-    for i, item in enumerate(raw):
-        where = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise bad_field(where, "must be an object")
-        kind = item.get("type", "message")
-        if kind in ITEM_KEYS:
-            check_keys(item, ITEM_KEYS[kind], where)
-        if kind == "message":
-            msg, norm = _message(item, where)
-            messages.append(msg)
-        elif kind == "function_call":
-            call = ToolCall(_str(item, "call_id", where), _str(item, "name", where),
-                            _str(item, "arguments", where))
-            last = messages[-1] if messages else None
-            if last is not None and last.role == "assistant":
-                last.tool_calls = [*(last.tool_calls or []), call]
-            else:
-                messages.append(ChatMessage("assistant", "", tool_calls=[call]))
-            norm = {"id": item.get("id") or new_id("fc"), "type": kind, "call_id": call.id,
-                    "name": call.name, "arguments": call.arguments, "status": "completed"}
-        elif kind == "function_call_output":
-            call_id, output = _str(item, "call_id", where), _str(item, "output", where)
-            messages.append(ChatMessage("tool", output, tool_call_id=call_id))
-            norm = {"id": item.get("id") or new_id("fco"), "type": kind, "call_id": call_id,
-                    "output": output, "status": "completed"}
-        else:
-            raise bad_field(f"{where}.type", "must be message, function_call or "
-                            "function_call_output")
-        items.append(norm)
-    return messages, items
-
-
-def _message(item: dict[str, Any], where: str) -> tuple[ChatMessage, dict[str, Any]]:
-    role = item.get("role")
-    if role not in ROLES:
-        raise bad_field(f"{where}.role", f"must be one of {sorted(ROLES)}")
-    content = item.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in PART_KEYS \
-                    or not isinstance(part.get("text"), str):
-                raise bad_field(f"{where}.content[{j}]", "only input_text and output_text parts "
-                                "with a string text are supported")
-            check_keys(part, PART_KEYS[part["type"]], f"{where}.content[{j}]")
-            texts.append(part["text"])
-        text = "".join(texts)
-    else:
-        raise bad_field(f"{where}.content", "must be a string or an array of text parts")
-    part_type = "output_text" if role == "assistant" else "input_text"
-    part: dict[str, Any] = {"type": part_type, "text": text}
-    if part_type == "output_text":
-        part["annotations"] = []
-    norm = {"id": item.get("id") or new_id("msg"), "type": "message", "role": role,
-            "content": [part], "status": "completed"}
-    return ChatMessage(role, text), norm
-
-
-def _str(item: dict[str, Any], name: str, where: str) -> str:
-    value = item.get(name)
-    if not isinstance(value, str):
-        raise bad_field(f"{where}.{name}", "required, a string")
-    return value
 
 
 def _opt_str(body: dict[str, Any], name: str) -> str | None:

@@ -115,11 +115,14 @@ class ResponseFrame:
             "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
             "model": r.model, "output": output, "parallel_tool_calls": r.parallel_tool_calls,
             "previous_response_id": r.previous_response_id, "reasoning": None,
-            "store": r.store, "temperature": r.temperature, "text": {"format": r.text_format},
+            "store": r.store, "temperature": r.temperature,
+            "text": {"format": r.text_format, "verbosity": "medium"},  # the only one served
             "tool_choice": r.tool_choice_json, "tools": r.tools_json,
             "top_logprobs": r.top_logprobs, "top_p": r.top_p,
             "truncation": "auto" if r.truncate else "disabled", "usage": usage_json(usage),
-            "user": r.user,
+            "user": r.user, "prompt_cache_key": r.prompt_cache_key,
+            "safety_identifier": r.safety_identifier,
+            "service_tier": "default",  # what served it: `auto` and `default` are one tier here
             "metadata": r.metadata,
         }
 

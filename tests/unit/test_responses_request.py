@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from openai.types.responses import Response
 
 from gateway.errors import ApiError
 from gateway.responses_request import parse_responses, renamed
+from gateway.responses_shape import ResponseFrame
 from kvmesh.wire import ChatMessage, ToolCall
 
 TOOL = {"type": "function", "name": "f",
@@ -71,6 +73,8 @@ def test_fields_map_onto_the_chat_request() -> None:
     ({"text": {"format": {"type": "json_schema", "schema": {}, "foo": 1}}}, "text.format.foo"),
     ({"text": {"format": {"type": "json_schema", "schema": {}, "description": 1}}},
      "text.format.description"),
+    ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
+    ({"text": {"format": {"type": "json_schema", "name": 3, "schema": {}}}}, "text.format.name"),
     ({"user": 1}, "user"),
     ({"prompt_cache_key": 1}, "prompt_cache_key"),
     ({"metadata": {"k" * 65: "v"}}, "metadata"),
@@ -119,11 +123,33 @@ def test_errors_after_parsing_name_the_responses_fields() -> None:
     assert renamed(ApiError(400, "the prompt has 9 tokens", param="messages")).param == "input"
 
 
-def test_parallel_tool_calls_is_kept_beside_tools_and_harmless_without() -> None:
+def test_parallel_tool_calls_is_typed_and_echoed_tools_or_not() -> None:
     """Responses clients send `parallel_tool_calls` whether or not they pass tools; chat takes
-    it only beside tools (a 400 there), so without tools it changes nothing and is dropped."""
-    assert parse_responses({"model": "m", "input": "hi",
-                            "parallel_tool_calls": False}).parallel_tool_calls
-    req = parse_responses({"model": "m", "input": "hi", "tools": [TOOL],
-                           "parallel_tool_calls": False})
-    assert req.parallel_tool_calls is False
+    it only beside tools (a 400 there), so without tools it changes nothing, but it is still
+    a boolean and the Response echoes what was sent."""
+    for tools in ({}, {"tools": [TOOL]}):
+        req = parse_responses({"model": "m", "input": "hi", "parallel_tool_calls": False,
+                               **tools})
+        assert req.parallel_tool_calls is False
+        assert ResponseFrame("resp_1", req).body("completed", [])["parallel_tool_calls"] is False
+        assert parse_responses({"model": "m", "input": "hi", **tools}).parallel_tool_calls
+        with pytest.raises(ApiError) as err:
+            parse_responses({"model": "m", "input": "hi", "parallel_tool_calls": "yes", **tools})
+        assert (err.value.status, err.value.param) == (400, "parallel_tool_calls")
+
+
+def test_the_response_echoes_what_was_sent_and_openais_defaults() -> None:
+    """`prompt_cache_key` and `safety_identifier` as sent; `service_tier` the tier that served
+    it (one: `default`); `text.verbosity` `medium`; `tool_choice` `auto` unless sent, tools or
+    not. The echo validates as openai-python's `Response`."""
+    sent = parse_responses({"model": "m", "input": "hi", "prompt_cache_key": "p1",
+                            "safety_identifier": "s1", "service_tier": "auto"})
+    body = ResponseFrame("resp_1", sent).body("completed", [])
+    assert (body["prompt_cache_key"], body["safety_identifier"]) == ("p1", "s1")
+    assert (body["service_tier"], body["tool_choice"]) == ("default", "auto")
+    assert body["text"] == {"format": {"type": "text"}, "verbosity": "medium"}
+    Response.model_validate(body)
+    unsent = ResponseFrame("resp_2", parse_responses({"model": "m", "input": "hi"}))
+    body = unsent.body("completed", [])
+    assert (body["prompt_cache_key"], body["safety_identifier"]) == (None, None)
+    assert (body["service_tier"], body["tool_choice"]) == ("default", "auto")
