@@ -49,7 +49,7 @@ from gateway.auth_client import AUTH, Authenticator
 from gateway.cache_route import open_cached
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
-from gateway.errors import ApiError, no_worker
+from gateway.errors import ApiError, model_not_found, no_worker
 from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
@@ -159,8 +159,7 @@ async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     n = request.app[MESH].models().get(name)
     if n is None or (ident is not None and "*" not in ident.models and name not in ident.models):
-        raise ApiError(404, f"the model {name!r} does not exist", param="model",
-                       code="model_not_found")
+        raise model_not_found(name)
     return web.json_response(_model_card(name, n))
 
 
@@ -188,7 +187,7 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
                             prepare: Prepare | None = None, respond: Respond | None = None,
                             run: Run | None = None) -> web.StreamResponse:
     """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
-    they use the model (403) and does it exist (404), within their limits (429), the
+    they use the model and does it exist (404 alike), within their limits (429), the
     endpoint's own preparation, then generate (or `run` it: embeddings) and settle the tokens
     it used."""
     mesh, auth = request.app[MESH], request.app[AUTH]
@@ -198,7 +197,7 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
         raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     if ident is not None:
         telemetry_http.identified(request, ident.tenant, req.model)
-    admission = auth.admission(ident, req)  # 403 for a model outside the tenant's scopes
+    admission = auth.admission(ident, req)  # 404 for a model outside the tenant's scopes
     _check_model(mesh, req.model)
     async with admission as ticket:  # 429; released however it ends
         if prepare is not None:
@@ -214,8 +213,7 @@ def _check_model(mesh: MeshClient, model: str) -> None:
     if model not in models:
         if not models:
             raise no_worker("no inference worker is running", mesh.cfg.retry_after)
-        raise ApiError(404, f"the model {model!r} does not exist", param="model",
-                       code="model_not_found")
+        raise model_not_found(model)
 
 
 Stream = RequestStream | ReplayStream | PromptBatch

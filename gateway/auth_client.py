@@ -9,11 +9,11 @@ Contract:
   A `Revoked` broadcast drops the matching entries at once (by key id, or every key of a
   changed tenant), and a verification in flight while one arrives is not cached, so a revoked
   key fails on every gateway as soon as the broadcast lands.
-- `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 403 for a
-  model outside the tenant's scopes, the tenant's priority class and name onto the request,
-  its `max_tokens` cap applied (`cap_max_tokens`: a 400 over it, unless the tenant clamps),
-  then admission (429 with Retry-After when over a limit), renewal and
-  release as gateway/admission.py says; the handler reports usage with `ticket.settle`.
+- `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 404 for a
+  model outside the tenant's scopes (as for one that does not exist), the tenant's priority
+  class and name onto the request, its `max_tokens` cap applied (`cap_max_tokens`: a 400 over
+  it, unless the tenant clamps), then admission (429 with Retry-After when over a limit),
+  renewal and release as gateway/admission.py says; the handler reports usage with `ticket.settle`.
 - 503 with Retry-After when no auth actor answers: a gateway never lets a caller through
   because auth is down.
 """
@@ -31,7 +31,7 @@ from aiohttp import web
 from auth.keys import MalformedKey, fingerprint, parse
 from gateway import telemetry as telemetry_http
 from gateway.admission import Admission, Ticket, reservation
-from gateway.errors import ApiError
+from gateway.errors import ApiError, model_not_found
 from gateway.mesh_client import MeshClient
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
@@ -168,20 +168,16 @@ class Authenticator:
 
     @staticmethod
     def require_model(ident: Identity | None, model: str) -> None:
-        """403 unless `ident` (None: auth is off) may use `model`."""
+        """404 `model_not_found` unless `ident` (None: auth is off) may use `model`: the
+        answer a model that does not exist gets, so a key learns nothing of the models
+        outside its scopes (OpenAI answers both alike)."""
         if ident is not None and "*" not in ident.models and model not in ident.models:
-            raise ApiError(
-                403,
-                f"tenant {ident.tenant!r} may not use the model {model!r}",
-                "permission_error",
-                "model",
-                "model_not_allowed",
-            )
+            raise model_not_found(model)
 
     def admission(self, ident: Identity | None,
                   req: ParsedRequest) -> contextlib.AbstractAsyncContextManager[Ticket]:
         """`async with auth.admission(ident, req) as ticket:` around a generation of `ident`
-        (from `identify`, before the body was read): 403 for a model outside the tenant's
+        (from `identify`, before the body was read): 404 for a model outside the tenant's
         scopes; the tenant's name, priority class and prefix-cache salt onto `req`, its
         `max_tokens` cap applied (400 over it, unless the tenant clamps); then the tenant's
         limits held for the block (gateway/admission.py). The handler reports the

@@ -51,3 +51,10 @@ def bad_field(param: str, why: str) -> ApiError:
 
 def no_worker(why: str, retry_after: float) -> ApiError:
     return ApiError(503, why, "service_unavailable", code="no_worker", retry_after=retry_after)
+
+
+def model_not_found(model: str) -> ApiError:
+    """OpenAI's 404 for a model that does not exist or that the key may not use: one answer
+    for both, so a key learns nothing of the models outside its scopes."""
+    return ApiError(404, f"the model {model!r} does not exist or you do not have access to it",
+                    param="model", code="model_not_found")

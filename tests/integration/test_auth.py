@@ -131,11 +131,16 @@ def test_openai_client_with_a_key_and_without(auth_mesh: AuthMesh) -> None:
         bad.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
 
 
-def test_model_outside_scopes_gets_403_and_is_not_listed(auth_mesh: AuthMesh) -> None:
+def test_a_model_outside_scopes_is_not_found_and_not_listed(auth_mesh: AuthMesh) -> None:
+    """Answered as a model that does not exist (OpenAI's way), so a key learns nothing of
+    the models outside its scopes: the same 404, the same message but for the name."""
     _, key = new_tenant(auth_mesh.a, models=["some-other-model"])
     status, body, _ = complete(auth_mesh.a, key)
-    assert status == 403
-    assert body["error"]["param"] == "model" and body["error"]["code"] == "model_not_allowed"
+    _, missing, _ = complete(auth_mesh.a, key, model="no-such-model")
+    assert status == 404 and body["error"]["param"] == "model"
+    assert body["error"]["code"] == missing["error"]["code"] == "model_not_found"
+    assert body["error"]["message"].replace(MODEL, "x") == \
+        missing["error"]["message"].replace("no-such-model", "x")
     status, listed, _ = call("GET", auth_mesh.a + "/v1/models", key=key)
     assert status == 200 and MODEL not in [m["id"] for m in listed["data"]]
 
@@ -235,12 +240,12 @@ def test_auth_metrics_count_verifications_and_admissions(auth_mesh: AuthMesh) ->
 def test_refusals_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
     name, key = new_tenant(auth_mesh.a, rpm=1, models=[MODEL])
     assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 429]
-    assert complete(auth_mesh.a, key, model="not-allowed")[0] == 403
+    assert complete(auth_mesh.a, key, model="not-allowed")[0] == 404
     text = call_text(auth_mesh.a + "/metrics", ADMIN_KEY)
     counted = {(s.labels["status"], s.labels["tenant"])
                for fam in text_string_to_metric_families(text) for s in fam.samples
                if s.name == "kvmesh_gateway_requests_total"}
-    assert {("429", name), ("403", name)} <= counted, counted
+    assert {("429", name), ("404", name)} <= counted, counted
 
 
 def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
@@ -533,7 +538,7 @@ def test_embeddings_need_a_key_a_scope_and_spend_the_tenants_tokens(
 
     assert embed(None)[0] == 401
     _, other = new_tenant(auth_mesh.a, models=["some-other-model"])
-    assert embed(other)[0] == 403
+    assert embed(other)[0] == 404  # outside its scopes: as if it did not exist
     _, key = new_tenant(auth_mesh.a, tpm=10)
     status, body, _ = embed(key)
     assert status == 200 and body["usage"]["prompt_tokens"] > 10  # overdraws 10
