@@ -5,7 +5,8 @@ Contract:
 - `input` is a string (one user message) or a non-empty array of items: `message` (`role`
   user, assistant, system or developer; `content` a string or an array of parts),
   `function_call` (an assistant's call, fed back: it joins the assistant turn before it) and
-  `function_call_output` (its result, a tool turn). Another item type is 400 `input[i].type`.
+  `function_call_output` (its result, a tool turn: `output` a string or an array of
+  `input_text` parts, joined like a message's). Another item type is 400 `input[i].type`.
 - A part's type suits its role, as OpenAI's: `input_text` in a user, system or developer
   message; `output_text` or `refusal` in an assistant's. Another of those three is 400
   naming the part (`input[0].content[1]`) with OpenAI's words ("Invalid value: 'input_text'.
@@ -94,7 +95,13 @@ def _item(item: dict[str, Any], kind: str, where: str,
         else:
             messages.append(ChatMessage("assistant", "", tool_calls=[call]))
         return {"call_id": call.id, "name": call.name, "arguments": call.arguments}
-    call_id, output = _str(item, "call_id", where), _str(item, "output", where)
+    call_id, output = _str(item, "call_id", where), item.get("output")
+    if isinstance(output, list):  # OpenAI's other form: text parts (images, files refused)
+        parts = [_part(p, SPEAKER_PARTS, f"{where}.output[{j}]") for j, p in enumerate(output)]
+        text = "".join(p["text"] for p in parts)
+        messages.append(ChatMessage("tool", text, tool_call_id=call_id))
+        return {"call_id": call_id, "output": parts}
+    output = _str(item, "output", where)  # a string, or the 400 that says so
     messages.append(ChatMessage("tool", output, tool_call_id=call_id))
     return {"call_id": call_id, "output": output}
 

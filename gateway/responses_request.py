@@ -24,7 +24,8 @@ logprobs belong to the text around calls is not tracked. A `REFUSED` field of th
 type is `invalid_type` (`background: 0` is not false). A `json_schema` `text.format`
 needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_calls` must be
 a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
-but is still echoed as sent).
+but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and then a
+`tool_choice` of `auto` or `none` changes nothing.
 `input` (its items, their ids, statuses and parts) is gateway/responses_input.py's; its
 calls and their outputs must pair up, history included (gateway/responses_calls.py).
 
@@ -200,11 +201,14 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
         chat["response_format"] = rf
     if _logprobs(body):
         chat["logprobs"], chat["top_logprobs"] = True, body.get("top_logprobs")
-    if body.get("tools") is not None:  # chat takes parallel_tool_calls only beside tools
-        chat["tools"] = _tools(body["tools"])
+    tools = body.get("tools")
+    if tools is not None and tools != []:  # chat takes parallel_tool_calls only beside tools
+        chat["tools"] = _tools(tools)
         chat["parallel_tool_calls"] = body.get("parallel_tool_calls")
-    if body.get("tool_choice") is not None:
-        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    choice = body.get("tool_choice")
+    # `tools: []` is no tools (agent SDKs send it): `auto` or `none` then changes nothing
+    if choice is not None and not (tools == [] and choice in ("auto", "none")):
+        chat["tool_choice"] = _tool_choice(choice)
     return {k: v for k, v in chat.items() if v is not None}
 
 
@@ -234,7 +238,7 @@ def _logprobs(body: dict[str, Any]) -> bool:
                            f"server; only {json.dumps(LOGPROBS)} is", param=f"include[{i}]",
                            code="unsupported_parameter")
     wanted = bool(include)  # null and [] ask for nothing
-    if wanted and body.get("tools") is not None:
+    if wanted and body.get("tools"):
         raise bad_field("include", f"{LOGPROBS} cannot be combined with tools here")
     if not wanted and top not in (None, 0):
         raise bad_field("top_logprobs", f"requires include to name {LOGPROBS}")

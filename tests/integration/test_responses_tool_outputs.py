@@ -53,3 +53,19 @@ def test_a_continuation_pairs_its_outputs_with_the_stored_calls(base: str) -> No
              f"{fc['call_id']}.", input=answered)  # no history: nothing called it
     status, got = _create(base, input=answered, **after)
     assert status == 200 and got["status"] in ("completed", "incomplete"), got
+
+
+def test_an_agent_sdks_shapes_are_served(base: str) -> None:
+    """What the OpenAI Agents SDK sends: `tools: []` and `include: []` for an agent without
+    tools, and a tool's structured result as `input_text` parts; `input_items` keeps them."""
+    status, plain = _create(base, input="Hi", tools=[], include=[], tool_choice="auto")
+    assert status == 200 and plain["tools"] == [], plain
+    status, called = _create(base, input="Weather in Paris?",
+                             tool_choice={"type": "function", "name": "get_weather"})
+    (fc,) = [o for o in called["output"] if o["type"] == "function_call"]
+    parts = [{"type": "input_text", "text": "22"}, {"type": "input_text", "text": "C"}]
+    status, got = _create(base, previous_response_id=called["id"], input=[
+        {"type": "function_call_output", "call_id": fc["call_id"], "output": parts}])
+    assert status == 200, got
+    status, items, _ = call("GET", f"{base}/v1/responses/{got['id']}/input_items")
+    assert status == 200 and items["data"][0]["output"] == parts, items

@@ -79,3 +79,24 @@ def test_a_part_type_its_role_cannot_hold_is_400_naming_the_part(role: str, part
         {"type": part, **text}]}])
     assert err.param == "input[1].content[1]"
     assert err.message.endswith(f"Invalid value: '{part}'. Supported values are: {supported}.")
+
+
+CALL = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+
+
+def test_a_call_output_may_be_text_parts_joined_for_the_model_and_kept() -> None:
+    """OpenAI's other form of `output` (the Agents SDK sends it for structured results)."""
+    parts = [{"type": "input_text", "text": "22"}, {"type": "input_text", "text": "C"}]
+    req = parsed([{"role": "user", "content": "weather?"}, CALL,
+                  {"type": "function_call_output", "call_id": "c1", "output": parts}])
+    assert req.messages[-1].role == "tool" and req.messages[-1].content == "22C"
+    assert req.input_items[-1]["output"] == parts
+
+
+def test_a_call_output_part_that_is_not_text_is_400_naming_it() -> None:
+    image = {"type": "input_image", "image_url": "https://example.com/a.png"}
+    err = refusal([{"role": "user", "content": "weather?"}, CALL,
+                   {"type": "function_call_output", "call_id": "c1", "output": [image]}])
+    assert err.param == "input[2].output[0]"
+    assert refusal([{"role": "user", "content": "x"}, CALL, {
+        "type": "function_call_output", "call_id": "c1", "output": 5}]).param == "input[2].output"

@@ -33,6 +33,17 @@ def test_input_items_become_chat_messages_after_the_instructions() -> None:
     assert [m.content for m in req.messages][:2] == ["Be brief.", "before"]
 
 
+def test_an_empty_tools_list_is_no_tools() -> None:
+    """Agent SDKs send `tools: []` (and `include: []`) for an agent without tools."""
+    for choice in (None, "auto", "none"):
+        req = parse_responses({"model": "m", "input": "hi", "tools": [], "include": [],
+                               **({"tool_choice": choice} if choice else {})})
+        assert req.tools is None and req.grammar_kind == "" and req.tools_json == []
+    with pytest.raises(ApiError) as err:
+        parse_responses({"model": "m", "input": "hi", "tools": [], "tool_choice": "required"})
+    assert err.value.param == "tool_choice"
+
+
 def test_fields_map_onto_the_chat_request() -> None:
     req = parse_responses({"model": "m", "input": "hi", "max_output_tokens": 7,
                            "temperature": 0, "user": "u1", "tools": [TOOL],
