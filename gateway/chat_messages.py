@@ -6,6 +6,11 @@ A key its role does not have (`MESSAGE_KEYS`) is a 400 naming its path (`message
 on an assistant turn with `tool_calls` or a `refusal` (the assistant's text when given); an
 assistant's `function_call`, `audio` and non-empty `annotations` are refused. `developer` and
 `name` reach the template as router/tool_prompt.py says.
+
+A chat request's calls and their results pair up as OpenAI requires (`check_tool_turns`): an
+assistant turn with `tool_calls` is followed by one `tool` turn per call, and a `tool` turn
+answers a call of the assistant turn before those results. A model shown a call without its
+result, or a result of no call, answers a conversation that never happened.
 """
 
 from __future__ import annotations
@@ -43,6 +48,34 @@ def parse_messages(body: dict[str, Any]) -> list[ChatMessage]:
     if not isinstance(raw, list) or not raw:
         raise bad_field("messages", "required, a non-empty array of messages")
     return [_message(m, f"messages[{i}]") for i, m in enumerate(raw)]
+
+
+def check_tool_turns(messages: list[ChatMessage]) -> None:
+    """400 naming the turn unless every call of an assistant turn is answered by the `tool`
+    turns right after it, and every `tool` turn answers one of those calls."""
+    open_calls: set[str] = set()  # the calls of the last assistant turn not answered yet
+    asked = -1  # the index of that turn; -1: no tool turn may come now
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            if asked < 0:
+                raise bad_field(f"messages[{i}].role", "messages with role 'tool' must be a "
+                                "response to a preceding message with 'tool_calls'")
+            if m.tool_call_id not in open_calls:
+                raise bad_field(f"messages[{i}].tool_call_id", f"{m.tool_call_id!r} answers no "
+                                f"unanswered call of messages[{asked}].tool_calls")
+            open_calls.discard(m.tool_call_id)
+            continue
+        _all_answered(open_calls, asked)
+        open_calls = {c.id for c in m.tool_calls or []}
+        asked = i if open_calls else -1
+    _all_answered(open_calls, asked)
+
+
+def _all_answered(open_calls: set[str], asked: int) -> None:
+    if open_calls:
+        raise bad_field(f"messages[{asked}].tool_calls", "an assistant message with "
+                        "'tool_calls' must be followed by tool messages responding to each "
+                        "'tool_call_id'; these have none: " + ", ".join(sorted(open_calls)))
 
 
 def _message(m: Any, where: str) -> ChatMessage:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, check_fields, json_type
-from gateway.chat_messages import parse_messages
+from gateway.chat_messages import check_tool_turns, parse_messages
 from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
 from gateway.errors import bad_field
 from gateway.field_values import typed
@@ -83,6 +83,7 @@ def parse_chat(body: Any) -> ParsedRequest:
     req = ParsedRequest("chat", _model(body))
     _common(body, req)
     req.messages = parse_messages(body)
+    check_tool_turns(req.messages)
     parse_grammar(body, req)
     if body.get("parallel_tool_calls") is not None and body.get("tools") is None:
         raise bad_field("parallel_tool_calls", "only with tools")  # as OpenAI

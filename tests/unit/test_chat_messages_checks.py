@@ -133,3 +133,32 @@ def test_max_completion_tokens_wins_over_max_tokens() -> None:
 def test_parallel_tool_calls_needs_tools() -> None:
     assert refused(HI, parallel_tool_calls=False).param == "parallel_tool_calls"
     assert chat(HI, parallel_tool_calls=False, tools=[TOOL]).parallel_tool_calls is False
+
+
+def _asked(*ids: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{**CALL, "id": i} for i in ids]}
+
+
+def _answer(call_id: str) -> dict[str, Any]:
+    return {"role": "tool", "content": "4", "tool_call_id": call_id}
+
+
+def test_calls_answered_by_the_tool_turns_after_them_are_accepted() -> None:
+    req = chat(HI, _asked("a", "b"), _answer("b"), _answer("a"), HI, _asked("c"), _answer("c"))
+    assert req.messages is not None and [m.role for m in req.messages][-2:] == ["assistant",
+                                                                                "tool"]
+
+
+@pytest.mark.parametrize(("messages", "param", "says"), [
+    ([HI, _answer("a")], "messages[1].role", "must be a response to a preceding message"),
+    ([HI, _asked("a"), _answer("b")], "messages[2].tool_call_id", "'b' answers no unanswered"),
+    ([HI, _asked("a"), _answer("a"), _answer("a")], "messages[3].tool_call_id", "'a' answers"),
+    ([HI, _asked("a", "b"), _answer("a")], "messages[1].tool_calls", "these have none: b"),
+    ([HI, _asked("a"), HI, _answer("a")], "messages[1].tool_calls", "these have none: a"),
+])
+def test_calls_and_results_that_do_not_pair_are_400_naming_the_turn(
+        messages: list[dict[str, Any]], param: str, says: str) -> None:
+    """OpenAI's rule: each call answered by a `tool` turn right after its assistant turn."""
+    err = refused(*messages)
+    assert err.param == param and says in err.message, err.message

@@ -167,6 +167,9 @@ def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> N
         "echo": True,
         "prompt_logprobs": 1,
         "logit_bias": {5: 1.0},
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "repetition_penalty": 1.1,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():

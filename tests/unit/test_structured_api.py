@@ -107,9 +107,13 @@ def test_tools_and_tool_history_change_the_cache_key() -> None:
         != cache_key(chat(temperature=0, tools=[WEATHER]), "t", "r")
     assert cache_key(chat(temperature=0, response_format={"type": "json_object"}), "t", "r") \
         != base
-    a = chat(temperature=0, messages=[{"role": "tool", "tool_call_id": "1", "content": "x"}])
-    b = chat(temperature=0, messages=[{"role": "tool", "tool_call_id": "2", "content": "x"}])
-    assert cache_key(a, "t", "r") != cache_key(b, "t", "r")
+    def answered(call_id: str):
+        return chat(temperature=0, messages=[
+            {"role": "assistant", "tool_calls": [{"id": call_id, "type": "function", "function": {
+                "name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": "x"}])
+
+    assert cache_key(answered("1"), "t", "r") != cache_key(answered("2"), "t", "r")
 
 
 NAMES = frozenset({"get_weather", "get_time"})
@@ -191,10 +195,11 @@ def test_a_tool_template_gets_tools_natively() -> None:
                 "C:{{ c.function.arguments.city }}{% endfor %};{% endfor %}")
     req = chat(tools=[WEATHER], messages=[*HI, {"role": "assistant", "tool_calls": [{
         "id": "c1", "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}]).to_wire("r", "i")
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]).to_wire("r", "i")
     messages, extra = template_inputs(req.messages, req.tools, template)
     out = compile_template(template).render(messages=messages, **extra)
-    assert out == "T:get_weather;user:hi;assistant:C:Oslo;"
+    assert out == "T:get_weather;user:hi;assistant:C:Oslo;tool:sunny;"
 
 
 @pytest.mark.parametrize(("text", "reasoning", "content"), [
