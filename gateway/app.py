@@ -117,12 +117,26 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return ApiError(exc.status, exc.reason or "error", code=str(exc.status)).response()
+        return _http_error(request, exc)
     except ConnectionResetError:
         raise  # the client left (even just after [DONE]): a 499 for the access log, not a 500
     except Exception as exc:
         log.exception("unhandled error on %s", request.path)
         return ApiError(500, f"internal error: {exc}", "internal_error").response()
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no route, a method the route lacks) in OpenAI's shape: its
+    words for an unknown URL, and the methods a path takes in `Allow`."""
+    if exc.status == 404:
+        return ApiError(404, f"Invalid URL ({request.method} {request.path})").response()
+    if exc.status == 405:
+        allow = exc.headers.get("Allow", "")
+        out = ApiError(405, f"{request.method} is not allowed on {request.path}; it takes "
+                       f"{allow.replace(',', ', ')}", code="method_not_allowed").response()
+        out.headers["Allow"] = allow
+        return out
+    return ApiError(exc.status, exc.reason or "error", code=str(exc.status)).response()
 
 
 async def health(request: web.Request) -> web.Response:

@@ -73,6 +73,7 @@ def add_responses_routes(app: web.Application, serve: Callable[..., Any]) -> Non
     app.router.add_get("/v1/responses/{id}", retrieve)
     app.router.add_delete("/v1/responses/{id}", delete)
     app.router.add_get("/v1/responses/{id}/input_items", input_items)
+    app.router.add_post("/v1/responses/{id}/cancel", cancel)
 
 
 # -- create --------------------------------------------------------------------------------
@@ -240,6 +241,14 @@ async def delete(request: web.Request) -> web.Response:
     response_id = request.match_info["id"]
     await request.app[STORE].delete(tenant, response_id)
     return web.json_response({"id": response_id, "object": "response", "deleted": True})
+
+
+async def cancel(request: web.Request) -> web.Response:
+    """OpenAI cancels only a `background` response, which this server never makes (it refuses
+    `background: true`): a stored response is 400 saying so, an unknown one 404."""
+    await _record(request)
+    raise ApiError(400, "Only responses created with background=true can be cancelled; this "
+                   "server does not run background responses", code="invalid_value")
 
 
 async def input_items(request: web.Request) -> web.Response:

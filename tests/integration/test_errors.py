@@ -10,7 +10,7 @@ import pytest
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
-from tests.integration.helpers import post
+from tests.integration.helpers import call, post
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -80,6 +80,14 @@ def test_unknown_route_is_404_in_openai_shape(mesh: Mesh) -> None:
     status, body, _ = post(mesh.base_url + "/v1/nothing", {})
     assert status == 404
     assert_openai_error(body)
+    assert body["error"]["message"] == "Invalid URL (POST /v1/nothing)"  # OpenAI's words
+
+
+def test_a_method_the_route_lacks_is_405_naming_those_it_takes(mesh: Mesh) -> None:
+    status, body, headers = call("GET", mesh.base_url + "/v1/chat/completions")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert_openai_error(body)
+    assert headers["Allow"] == "POST" and "it takes POST" in body["error"]["message"]
 
 
 def test_health_ready_and_models(mesh: Mesh) -> None:

@@ -57,3 +57,17 @@ def test_a_field_that_could_not_echo_is_400_naming_it(base: str, extra: dict[str
                                                        param: str) -> None:
     status, got, _ = call("POST", base + "/v1/responses", {**SENT, **extra})
     assert status == 400 and got["error"]["param"] == param, got
+
+
+def test_cancel_says_only_background_responses_cancel(base: str) -> None:
+    """What `client.responses.cancel(id)` gets: OpenAI's refusal for a response that was not
+    made in the background (none is, here); an unknown id is 404 as on retrieve."""
+    import openai
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+    made = client.responses.create(model=MODEL, input="Hi", max_output_tokens=2)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.cancel(made.id)
+    assert "background=true" in err.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.cancel("resp_" + "0" * 32)
