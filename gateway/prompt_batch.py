@@ -11,10 +11,11 @@ Contract:
   numbering) and no `usage` except on the very last chunk, which carries the sum of every
   prompt's; then `[]`. Chunks are copies: a prompt's own chunks (kept for the result cache)
   are never changed.
-- The first prompt that fails fails the whole request: `batch()` raises its `ApiError` (the
-  message names the prompt) and every other prompt is cancelled, at its worker too. `aclose()`
-  (the handler's end, a client that left) cancels whatever still runs and waits for every
-  prompt to end; it is idempotent.
+- The first prompt that fails fails the whole request: `batch()` raises its `ApiError` (it
+  names the prompt: `param` `prompt[i]` when the fault is the prompt's, else the message)
+  and every other prompt is cancelled, at its worker too. `aclose()` (the handler's end, a
+  client that left) cancels whatever still runs and waits for every prompt to end; it is
+  idempotent.
 - `used_tokens` is the prompt + completion tokens of every prompt started, for the tenant's
   token budget.
 """
@@ -111,7 +112,12 @@ class PromptBatch:
 
 
 def _named(i: int, exc: BaseException) -> BaseException:
-    """A prompt's error, saying which prompt it was."""
+    """A prompt's error, saying which prompt it was: `param` `prompt[i]` where the prompt
+    itself is at fault (an id outside the vocabulary, too long), else a message starting
+    `prompt i:`."""
     if not isinstance(exc, ApiError):
         return exc
+    if exc.param == "prompt":
+        why = exc.message.removeprefix("prompt: ")
+        return dataclasses.replace(exc, param=f"prompt[{i}]", message=f"prompt[{i}]: {why}")
     return dataclasses.replace(exc, message=f"prompt {i}: {exc.message}")

@@ -11,7 +11,7 @@ import openai
 import pytest
 import torch
 
-from tests.integration.conftest import MODEL
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL
 from tests.integration.helpers import open_stream, post, sse_events
 
 PROMPT = "The capital of France is"
@@ -117,6 +117,11 @@ def test_one_failing_prompt_fails_the_batch_naming_it(mesh) -> None:
         "model": MODEL, "prompt": [PROMPT, [1] * 2000], "max_tokens": 2})
     assert status == 400
     assert body["error"]["code"] == "context_length_exceeded"
+    assert body["error"]["param"] == "prompt[1]", body
+    assert body["error"]["message"].startswith("prompt[1]: ")
+    status, body, _ = post(mesh.base_url + "/v1/completions", {
+        "model": MODEL, "prompt": [PROMPT, [1] * 1000], "max_tokens": MAX_MODEL_LEN - 500})
+    assert status == 400 and body["error"]["param"] == "max_tokens", body
     assert body["error"]["message"].startswith("prompt 1: ")
 
 
