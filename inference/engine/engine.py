@@ -70,7 +70,7 @@ class LLMEngine:
         self.grammars = Grammars(tokenizer, model_config.vocab_size, self.eos_ids)
         self.fill = MaskFill(self.grammars, pinned=self.device.type == "cuda")  # beside `_emit`
         self.prompts = PromptReports(tokenizer)
-        self.penalties = Penalties(model_config.vocab_size, self.device)
+        self.penalties = Penalties(model_config.vocab_size, self.device, config.max_num_seqs)
         self._requests: dict[str, RequestState] = {}
         # Requests with n > 1 whose other choices are not forked yet (their prompt is still
         # running): while there are none, a step makes no pass over its rows for forks.

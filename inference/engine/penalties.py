@@ -8,12 +8,17 @@ Contract:
 - The sampler applies them to the model's logits, before `logit_bias` and grammar masks, so
   logprobs are of the penalised distribution (as they are of a biased one).
 - Each penalised sequence's counts live on the logits' device, in a row ("slot") of
-  `counts` and of `seen` (its prompt's tokens), taken the first time it is sampled, kept
-  through preemption (recomputing changes no token) and given back by `release` when it
-  leaves the engine. The token a step draws is counted on the device (`count`), so the next
-  step needs nothing from the host: in the overlapped loop that token is still on its way.
-  All of a slot's device work is queued on one stream in order, so a slot given back while a
-  count for it is in flight is cleared only after that count lands.
+  `counts` and of `seen` (its prompt's tokens), taken the first time it is sampled and given
+  back by `release` when it leaves the engine. The token a step draws is counted on the
+  device (`count`), so the next step needs nothing from the host: in the overlapped loop that
+  token is still on its way. All of a slot's device work is queued on one stream in order,
+  so a slot given back while a count for it is in flight is cleared only after that count
+  lands.
+- The slots stay within `cap` (the engine's `max_num_seqs`, the most sequences a step
+  samples) while they can: when none is free, the slots of preempted sequences (waiting to
+  be recomputed) are given back first, and grown past `cap` only when every holder runs. A
+  sequence that takes a slot again has its counts rebuilt from its generated tokens, every
+  one of them real by then (it was recomputed from them).
 - A batch without a penalised row costs nothing here (the sampler's plan says so).
 """
 
@@ -26,6 +31,7 @@ from typing import Protocol
 import torch
 
 from .sampling_params import SamplingParams
+from .sequence import SequenceStatus
 from .transfer import to_device
 
 FIRST_SLOTS = 8  # slots made at the first penalised row; doubled when they run out
@@ -38,6 +44,7 @@ class PenalizedRow(Protocol):
     token_ids: list[int]
     num_prompt_tokens: int
     params: SamplingParams
+    status: SequenceStatus
 
 
 def penalized(p: SamplingParams) -> bool:
@@ -56,11 +63,11 @@ class Applied:
 class Penalties:
     """The penalised sequences' token counts on `device`, for a vocabulary of `vocab`."""
 
-    def __init__(self, vocab: int, device: torch.device) -> None:
-        self.vocab, self.device = vocab, device
+    def __init__(self, vocab: int, device: torch.device, cap: int) -> None:
+        self.vocab, self.device, self.cap = vocab, device, cap
         self.counts = torch.zeros(0, vocab, dtype=torch.int32, device=device)
         self.seen = torch.zeros(0, vocab, dtype=torch.bool, device=device)  # prompt tokens
-        self.slots: dict[int, int] = {}  # seq_id -> its slot
+        self.slots: dict[int, tuple[int, PenalizedRow]] = {}  # seq_id -> (its slot, itself)
         self._free: list[int] = []
 
     @torch.inference_mode()  # the runner's logits are inference tensors: written in place here
@@ -92,30 +99,47 @@ class Penalties:
 
     def release(self, seq_id: int) -> None:
         """The sequence left the engine: its slot is free for another."""
-        slot = self.slots.pop(seq_id, None)
-        if slot is not None:
-            self._free.append(slot)
+        held = self.slots.pop(seq_id, None)
+        if held is not None:
+            self._free.append(held[0])
 
     def _column(self, values: list[float]) -> torch.Tensor:
         return to_device(values, torch.float32, self.device)[:, None]
 
     def _slot(self, row: PenalizedRow) -> int:
-        slot = self.slots.get(row.seq_id)
-        if slot is not None:
-            return slot
-        if not self._free:
+        held = self.slots.get(row.seq_id)
+        if held is not None:
+            return held[0]
+        if not self._free and not self._give_back_waiting():
             self._grow()
-        slot = self.slots[row.seq_id] = self._free.pop()
+        slot = self._free.pop()
+        self.slots[row.seq_id] = (slot, row)
         self.counts[slot].zero_()
         self.seen[slot].zero_()
         prompt = row.token_ids[:row.num_prompt_tokens]
         if prompt:
             self.seen[slot, to_device(prompt, torch.long, self.device)] = True
+        generated = row.token_ids[row.num_prompt_tokens:]
+        if generated:  # back from preemption: its counts again
+            ids = to_device(generated, torch.long, self.device)
+            self.counts[slot].index_add_(0, ids, torch.ones_like(ids, dtype=torch.int32))
         return slot
+
+    def _give_back_waiting(self) -> bool:
+        """At `cap`, free the slots of sequences waiting to be recomputed; whether any was."""
+        if self.counts.shape[0] < self.cap:
+            return False
+        waiting = [sid for sid, (_, r) in self.slots.items()
+                   if r.status is SequenceStatus.WAITING]
+        for sid in waiting:
+            self.release(sid)
+        return bool(waiting)
 
     def _grow(self) -> None:
         old = self.counts.shape[0]
-        new = max(FIRST_SLOTS, 2 * old)
+        new = max(min(FIRST_SLOTS, self.cap), 2 * old)
+        if old < self.cap:
+            new = min(new, self.cap)
         counts = torch.zeros(new, self.vocab, dtype=torch.int32, device=self.device)
         seen = torch.zeros(new, self.vocab, dtype=torch.bool, device=self.device)
         counts[:old], seen[:old] = self.counts, self.seen

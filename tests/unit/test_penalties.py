@@ -12,8 +12,9 @@ from inference import LLM, SamplingParams
 from inference.engine.errors import InvalidParameter
 from inference.engine.penalties import Penalties
 from inference.engine.sampler import SampleRow, sample
-from inference.engine.sequence import Sequence
+from inference.engine.sequence import Sequence, SequenceStatus
 
+from .engine_driver import arrivals, greedy, run, tiny_engine
 from .hf_reference import hf_logits, hf_twin
 
 CPU = torch.device("cpu")
@@ -22,7 +23,8 @@ VOCAB = 12
 
 def _seq(seq_id: int, prompt: list[int], **params: float) -> Sequence:
     return Sequence(seq_id, f"r{seq_id}", 0, list(prompt), len(prompt),
-                    SamplingParams(temperature=0.0, **params), 0.0)
+                    SamplingParams(temperature=0.0, **params), 0.0,
+                    status=SequenceStatus.RUNNING)
 
 
 def _want(logits: torch.Tensor, seq: Sequence, generated: list[int]) -> torch.Tensor:
@@ -41,7 +43,7 @@ def test_each_row_gets_its_own_penalties_step_after_step() -> None:
     rows = [_seq(0, [1, 2], frequency_penalty=0.5, presence_penalty=0.25),
             _seq(1, [3], repetition_penalty=1.5),
             _seq(2, [4])]  # no penalty: untouched
-    penalties = Penalties(VOCAB, CPU)
+    penalties = Penalties(VOCAB, CPU, cap=64)
     gen = torch.Generator().manual_seed(0)
     generated: list[list[int]] = [[], [], []]
     for step in range(6):
@@ -56,19 +58,19 @@ def test_each_row_gets_its_own_penalties_step_after_step() -> None:
 
 
 def test_a_released_slot_is_reused_clean() -> None:
-    penalties = Penalties(VOCAB, CPU)
+    penalties = Penalties(VOCAB, CPU, cap=64)
     first = _seq(0, [5, 5, 6], repetition_penalty=2.0, frequency_penalty=1.0)
     sample(torch.ones(1, VOCAB), [first], torch.Generator(), penalties=penalties)
     penalties.release(0)
     second = _seq(1, [7], repetition_penalty=2.0, frequency_penalty=1.0)
     logits = torch.ones(1, VOCAB)
     sample(logits, [second], torch.Generator(), penalties=penalties)
-    assert penalties.slots == {1: 0}  # the same slot, none of `first`'s tokens or prompt
+    assert penalties.slots == {1: (0, second)}  # the same slot, none of `first`'s tokens
     assert torch.equal(logits[0], _want(torch.ones(VOCAB), second, []))
 
 
 def test_slots_grow_past_the_first_ones_keeping_their_counts() -> None:
-    penalties = Penalties(VOCAB, CPU)
+    penalties = Penalties(VOCAB, CPU, cap=64)
     seqs = [_seq(i, [i % VOCAB], frequency_penalty=1.0) for i in range(20)]
     for seq in seqs:  # one at a time: the slots double twice while others hold theirs
         sample(torch.zeros(1, VOCAB), [seq], torch.Generator(), penalties=penalties)
@@ -76,6 +78,28 @@ def test_slots_grow_past_the_first_ones_keeping_their_counts() -> None:
     sample(logits, seqs, torch.Generator(), penalties=penalties)
     assert (logits.min(dim=1).values == -1.0).all()  # each row's first token counted once
     assert len(set(penalties.slots.values())) == 20
+
+
+def test_at_the_cap_preempted_sequences_give_their_slots_back_and_rebuild_them() -> None:
+    """Slots stay within the cap while preempted sequences hold some; one that comes back
+    has its counts rebuilt from its tokens (all real once it was recomputed)."""
+    penalties = Penalties(VOCAB, CPU, cap=4)
+    seqs = [_seq(i, [i], frequency_penalty=1.0) for i in range(4)]
+    for _ in range(2):  # two tokens each
+        drawn = sample(torch.zeros(4, VOCAB), seqs, torch.Generator(), penalties=penalties)
+        for seq, token in zip(seqs, drawn.tokens.tolist(), strict=True):
+            seq.token_ids.append(token)
+    seqs[1].status = seqs[2].status = SequenceStatus.WAITING  # preempted
+    newcomer = _seq(9, [9], frequency_penalty=1.0)
+    sample(torch.zeros(1, VOCAB), [newcomer], torch.Generator(), penalties=penalties)
+    assert penalties.counts.shape[0] == 4 and set(penalties.slots) == {0, 3, 9}
+    seqs[1].status = SequenceStatus.RUNNING  # recomputed
+    logits = torch.zeros(1, VOCAB)
+    sample(logits, [seqs[1]], torch.Generator(), penalties=penalties)
+    assert torch.equal(logits[0], _want(torch.zeros(VOCAB), seqs[1], seqs[1].token_ids[1:]))
+    everyone = [seqs[0], seqs[1], seqs[3], newcomer, _seq(10, [1], frequency_penalty=1.0)]
+    sample(torch.zeros(5, VOCAB), everyone, torch.Generator(), penalties=penalties)
+    assert penalties.counts.shape[0] == 8  # all of them run: past the cap
 
 
 def test_a_penalised_row_without_the_engine_state_is_refused() -> None:
@@ -91,6 +115,25 @@ def test_values_out_of_range_are_refused_naming_the_field(field: str, value: flo
     with pytest.raises(InvalidParameter) as err:
         SamplingParams(**{field: value})
     assert err.value.param == field
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True])
+def test_preemption_and_a_small_cap_leave_penalised_answers_unchanged(async_scheduling) -> None:
+    """Greedy penalised answers with a roomy engine equal those of an engine whose tiny KV
+    pool preempts them (later requests of a higher priority take the room, and are sampled
+    while the preempted wait) and whose cap of 3 sequences a step makes the waiting give
+    their slots back and rebuild them: the counts come back exactly."""
+    reqs = [(at + 6 * (i >= 4), prompt, greedy(24, priority=5 * (i >= 4), frequency_penalty=0.9,
+                                                presence_penalty=0.3, repetition_penalty=1.3))
+            for i, (at, prompt) in enumerate(arrivals(7, 8))]
+    roomy = run(tiny_engine(async_scheduling=async_scheduling), reqs)
+    cramped = tiny_engine(async_scheduling=async_scheduling, num_kv_blocks=17, max_num_seqs=3)
+    gave_back = []
+    spy = cramped.penalties._give_back_waiting
+    cramped.penalties._give_back_waiting = lambda: gave_back.append(spy()) or gave_back[-1]
+    assert run(cramped, reqs) == roomy
+    assert cramped.stats().preemptions > 0 and any(gave_back)
+    assert not cramped.penalties.slots and cramped.penalties.counts.shape[0] == 3
 
 
 # ---- the real model, float32, against transformers ----------------------------------------
