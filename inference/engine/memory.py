@@ -2,7 +2,9 @@
 
 `profile_kv_memory` runs the model once on `max_num_batched_tokens` tokens (prefill, split into
 sequences no longer than the model's context) plus the LM head on `max_num_seqs` rows and a
-softmax like the sampler's, against a one-block dummy pool whose slots are all "skip" (-1).
+softmax like the sampler's, against a one-block dummy pool whose slots are all "skip" (-1),
+while the penalties' counts for `max_num_seqs` sequences are held (penalties.py: 5 bytes a
+vocabulary entry; they live beside every later step's activations).
 The peak that forward allocates above the resident weights is the activation reserve. Then
 
     kv_bytes = min(total * gpu_memory_utilization - (this process's memory) - activation peak,
@@ -27,6 +29,7 @@ import torch
 
 from .attention import AttentionMetadata
 from .config import EngineConfig
+from .penalties import BYTES_PER_ENTRY as PENALTY_BYTES
 
 log = logging.getLogger("kvmesh.engine.memory")
 CONTEXT_ALLOWANCE = 1 << 30  # a CUDA context with cuBLAS and Triton: ~0.5-1 GiB
@@ -86,6 +89,8 @@ def _profile_forward(model, config: EngineConfig, max_len: int,
         max_seq_len=seq_len,
     )
     ids = torch.randint(0, cfg.vocab_size, (tokens,), device=device)
+    penalty_counts = torch.empty(config.max_num_seqs * cfg.vocab_size * PENALTY_BYTES,
+                                 dtype=torch.uint8, device=device)
     positions = torch.cat([torch.arange(n, device=device) for n in lens])
     model.layers[0].self_attn.backend.begin_step(meta)
     hidden = model(ids, positions, kv, meta)
@@ -93,6 +98,7 @@ def _profile_forward(model, config: EngineConfig, max_len: int,
     logits = model.compute_logits(hidden[:rows])
     logits.softmax(-1).argmax(-1)
     torch.cuda.synchronize(device)
+    del penalty_counts  # held through the forward: the peak counts it
 
 
 def profile_kv_memory(model, config: EngineConfig, bytes_per_block: int,

@@ -35,6 +35,7 @@ from .sequence import SequenceStatus
 from .transfer import to_device
 
 FIRST_SLOTS = 8  # slots made at the first penalised row; doubled when they run out
+BYTES_PER_ENTRY = 5  # a slot's int32 count and bool seen flag, per vocabulary entry
 
 
 class PenalizedRow(Protocol):
