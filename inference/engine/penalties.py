@@ -48,10 +48,6 @@ class PenalizedRow(Protocol):
     status: SequenceStatus
 
 
-def penalized(p: SamplingParams) -> bool:
-    return bool(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0)
-
-
 @dataclass
 class Applied:
     """The rows a step penalised (their places in the batch) and their slots, on the device:

@@ -40,7 +40,7 @@ import torch
 from .grammar import GrammarMask
 from .logit_bias import apply_logit_bias
 from .outputs import TokenLogprob
-from .penalties import Penalties, penalized
+from .penalties import Penalties
 from .sampling_params import SamplingParams
 from .transfer import to_device
 
@@ -88,7 +88,7 @@ class _Plan:
                 plan.biased = True
             if p.logprobs is not None:
                 plan.logprob_rows.append(i)
-            if penalized(p):
+            if p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0:
                 plan.penalized.append(i)
         return plan
 
