@@ -161,7 +161,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     ident = await request.app[AUTH].identify(request)  # only the models it may use
-    data = [_model_card(name, n) for name, n in sorted(mesh.models().items())
+    data = [_model_card(mesh, name, n) for name, n in sorted(mesh.models().items())
             if ident is None or "*" in ident.models or name in ident.models]
     return web.json_response({"object": "list", "data": data})
 
@@ -174,12 +174,12 @@ async def get_model(request: web.Request) -> web.Response:
     n = request.app[MESH].models().get(name)
     if n is None or (ident is not None and "*" not in ident.models and name not in ident.models):
         raise model_not_found(name)
-    return web.json_response(_model_card(name, n))
+    return web.json_response(_model_card(request.app[MESH], name, n))
 
 
-def _model_card(name: str, max_model_len: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "kvmesh",
-            "max_model_len": max_model_len}
+def _model_card(mesh: MeshClient, name: str, max_model_len: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": mesh.workers.created(name),
+            "owned_by": "kvmesh", "max_model_len": max_model_len}
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -124,7 +124,7 @@ class Worker(Actor):
         self.cfg = cfg
         self.worker_id = worker_id
         self.model_name = cfg.served_name or served_name(cfg.model)
-        self.revision = model_revision(cfg.model)
+        self.revision, self.created = model_revision(cfg.model)
         self.engine: EngineClient | None = None
         self.active: dict[str, Active] = {}
         self.cancelled: dict[str, float] = {}
@@ -403,7 +403,7 @@ class Worker(Actor):
             num_blocks=s.num_blocks, free_blocks=s.free_blocks, used_blocks=s.used_blocks,
             cached_blocks=s.cached_blocks, max_model_len=ready.limits.max_model_len,
             block_size=ready.block_size, draining=self.draining, sent_at=time.time(),
-            revision=self.revision, pooling=ready.pooling or "",
+            revision=self.revision, pooling=ready.pooling or "", created=self.created,
         )
 
 
@@ -478,17 +478,18 @@ def served_name(spec: str | None) -> str:
     return Path(spec.removeprefix("dummy:")).name.removesuffix(".gguf")
 
 
-def model_revision(spec: str | None) -> str:
-    """Identity of the model files behind `spec` (name, size, mtime): a new file is a new
-    revision, so the result cache never serves one model's answer for another's."""
+def model_revision(spec: str | None) -> tuple[str, int]:
+    """(identity of the model files behind `spec`: name, size, mtime; their mtime in Unix
+    seconds, 0 when unknown). A new file is a new revision, so the result cache never serves
+    one model's answer for another's; the mtime is the model's `created` in GET /v1/models."""
     from inference.engine.model_store import resolve_model
 
     try:
         path = resolve_model(spec)
         st = path.stat()
     except Exception:
-        return spec or ""
-    return f"{path.name}:{st.st_size}:{int(st.st_mtime)}"
+        return spec or "", 0
+    return f"{path.name}:{st.st_size}:{int(st.st_mtime)}", int(st.st_mtime)
 
 
 async def serve(cfg: WorkerConfig) -> None:

@@ -116,6 +116,11 @@ class WorkerRegistry:
             out[m] = max(out.get(m, 0), v.beat.max_model_len)
         return out
 
+    def created(self, model: str) -> int:
+        """When `model`'s files were made (Unix seconds), the oldest among its live workers
+        that know; 0 when none does."""
+        return min((v.beat.created for v in self.live(model) if v.beat.created), default=0)
+
     def revision(self, model: str) -> str:
         """The revisions live workers serve `model` at, joined (for result-cache keys)."""
         return ",".join(sorted({v.beat.revision for v in self.live(model)}))

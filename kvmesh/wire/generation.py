@@ -265,6 +265,7 @@ class Heartbeat(Message):
     sent_at: float = 0.0
     revision: str = ""  # the model files' identity (name, size, mtime), for result-cache keys
     pooling: str = ""  # how it pools embeddings (last, mean); "" = it serves none
+    created: int = 0  # the model files' mtime, Unix seconds (GET /v1/models' `created`)
 
 
 @dataclass

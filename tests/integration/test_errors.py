@@ -99,6 +99,7 @@ def test_health_ready_and_models(mesh: Mesh) -> None:
     with urllib.request.urlopen(mesh.base_url + "/v1/models", timeout=5) as resp:
         models = json.loads(resp.read())
     assert [m["id"] for m in models["data"]] == [MODEL]
+    assert models["data"][0]["created"] > 1_600_000_000  # the model file's mtime, not 0
 
 
 def test_no_worker_is_503_with_retry_after(logs_dir: Path) -> None:
