@@ -111,6 +111,8 @@ def _common(kind: str) -> list[Field]:
 def _extensions(kind: str) -> list[Field]:
     out = [
         Field("top_k", (INT,), EXTENSION, "-1 (off) or a positive integer"),
+        Field("min_p", (NUM,), EXTENSION, "vLLM's: [0, 1], 0 is off; tokens less likely than "
+              "this times the likeliest one are dropped (after temperature)"),
         Field("repetition_penalty", (NUM,), EXTENSION,
               "vLLM's: (0, 2], 1 is off; every token seen (prompt too) has a positive logit "
               "divided by it, a negative one multiplied"),

@@ -3,7 +3,7 @@
 Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which fields exist,
 their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
-`top_k`, `repetition_penalty`, `stop_token_ids`, `priority`. Structured output and tools
+`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `priority`. Structured output and tools
 (`response_format`, `guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
 gateway/structured_request.py; `logit_bias`, session hints and trace labels in
 gateway/request_extras.py; a completion's prompt or batch of prompts, `echo` and `suffix` in
@@ -150,6 +150,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.0, 2.0)
     if req.repetition_penalty == 0.0:
         raise bad_field("repetition_penalty", "must be greater than 0")
+    req.min_p = _number(body, "min_p", 0.0, 0.0, 1.0)
     req.top_k = typed(body, "top_k", int, -1)
     if req.top_k == 0 or req.top_k < -1:
         raise bad_field("top_k", "must be -1 (off) or a positive integer")

@@ -58,6 +58,7 @@ _COMMON: dict[str, Any] = {
     "temperature": _nullable({"type": "number", "minimum": 0, "maximum": 2}),
     "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1, "exclusiveMinimum": True}),
     "top_k": _nullable({"oneOf": [{"type": "integer", "enum": [-1]}, _int(1)]}),
+    "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
     "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
     "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
     "repetition_penalty": _nullable({"type": "number", "minimum": 0, "maximum": 2,

@@ -1,7 +1,8 @@
 """Turns the logits of the rows being sampled into next tokens (and logprobs).
 
-Greedy rows take the argmax. Other rows apply temperature, then top-k and top-p on one sort,
-then draw by the exponential race (argmax of p / Exp(1)), which equals multinomial sampling.
+Greedy rows take the argmax. Other rows apply temperature, then min-p, then top-k and top-p on
+one sort, then draw by the exponential race (argmax of p / Exp(1)), which equals multinomial
+sampling.
 A row with its own generator (a seeded request) draws its noise from that generator alone, so
 its tokens do not depend on what else is in the batch. Logprobs are of the model's
 distribution (before temperature and truncation), as OpenAI reports them; a biased or
@@ -70,7 +71,7 @@ class _Plan:
     greedy: list[int]  # rows at temperature 0
     random: list[int]  # the others
     temps: list[float]  # every row's temperature
-    plain: bool  # every row temperature-only: no top-k, no top-p, no generator of its own
+    plain: bool  # every row temperature-only: no top-k/p, no min-p, no generator of its own
     biased: bool  # some row has a logit_bias
     logprob_rows: list[int]  # rows that asked for logprobs
     penalized: list[int]  # rows with a presence, frequency or repetition penalty
@@ -82,7 +83,7 @@ class _Plan:
             p = row.params
             plan.temps.append(p.temperature)
             (plan.greedy if p.greedy else plan.random).append(i)
-            if row.generator is not None or p.top_k != -1 or p.top_p != 1.0:
+            if row.generator is not None or p.top_k != -1 or p.top_p != 1.0 or p.min_p:
                 plan.plain = False
             if p.logit_bias:
                 plan.biased = True
@@ -232,6 +233,11 @@ def forbidden_on(bits: torch.Tensor, vocab: int) -> torch.Tensor:
 def _truncated_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
     temps = to_device([p.temperature for p in params], torch.float32, logits.device)
     logits = logits / temps[:, None]
+    if any(p.min_p for p in params):  # vLLM's order: min-p on the whole distribution first
+        probs = logits.softmax(dim=-1)
+        min_p = to_device([p.min_p for p in params], torch.float32, logits.device)
+        floor = min_p[:, None] * probs.max(dim=-1, keepdim=True).values
+        logits = logits.masked_fill(probs < floor, float("-inf"))
     if all(p.top_k == -1 and p.top_p == 1.0 for p in params):
         return logits.softmax(dim=-1)
     vocab = logits.shape[-1]

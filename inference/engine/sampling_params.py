@@ -19,7 +19,9 @@ from .errors import InvalidParameter
 
 @dataclass
 class SamplingParams:
-    """How to sample one request. `temperature == 0` means greedy.
+    """How to sample one request. `temperature == 0` means greedy. `min_p` (vLLM's; 0 is off)
+    drops every token whose probability, after temperature, is below `min_p` times the most
+    likely token's, before top-k and top-p.
 
     `n` choices share the prompt's KV blocks (forked, copy-on-write). `seed` gives the request
     noise of its own, whatever else is in the batch; choice i uses seed + i. Its tokens repeat
@@ -48,6 +50,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
+    min_p: float = 0.0
     seed: int | None = None
     n: int = 1
     stop: list[str] = field(default_factory=list)
@@ -82,6 +85,8 @@ class SamplingParams:
             raise bad("temperature", f"must be in [0, 100], got {self.temperature!r}")
         if not 0.0 < float(self.top_p) <= 1.0:
             raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if not 0.0 <= float(self.min_p) <= 1.0:
+            raise bad("min_p", f"must be in [0, 1], got {self.min_p!r}")
         if not isinstance(self.top_k, int) or (self.top_k < 1 and self.top_k != -1):
             raise bad("top_k", f"must be -1 (off) or a positive integer, got {self.top_k!r}")
         if not isinstance(self.n, int) or not 1 <= self.n <= 128:

@@ -83,6 +83,7 @@ class SamplingFields:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
+    min_p: float = 0.0  # vLLM's: drop tokens below min_p x the likeliest one's probability
     seed: int | None = None
     n: int = 1
     stop: list[str] = field(default_factory=list)

@@ -77,7 +77,7 @@ VALID_COMMON = {
         st.integers(0, 1 << 40).map(str), st.floats(-100, 100), max_size=4),
     "frequency_penalty": st.floats(-2, 2), "presence_penalty": st.one_of(st.none(),
                                                                           st.floats(-2, 2)),
-    "repetition_penalty": st.floats(0.01, 2),
+    "repetition_penalty": st.floats(0.01, 2), "min_p": st.floats(0, 1),
 }
 
 

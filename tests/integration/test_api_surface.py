@@ -107,6 +107,17 @@ def test_logit_bias_forces_and_bans_tokens_on_the_real_model(mesh: Mesh, client:
     assert banned.choices[0].text != plain.choices[0].text
 
 
+def test_min_p_of_1_samples_only_the_likeliest_token(client: Any) -> None:
+    """`min_p: 1` keeps only the likeliest token: a hot sampled answer is the greedy one."""
+    def answer(**extra: Any) -> str:
+        return client.completions.create(model=MODEL, prompt="Once upon a time",
+                                         max_tokens=12, **extra).choices[0].text
+
+    greedy = answer(temperature=0)
+    assert answer(temperature=1.5, seed=3, extra_body={"min_p": 1.0}) == greedy
+    assert answer(temperature=1.5, seed=3) != greedy  # the same draw without it strays
+
+
 def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
     """Each penalty changes a greedy answer that repeats itself (the formulas are checked
     against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""
@@ -122,7 +133,8 @@ def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -
                   {"repetition_penalty": 1.5}):
         assert answer(**extra) != plain, extra
     for field, value in (("frequency_penalty", -2.5), ("presence_penalty", 3),
-                         ("repetition_penalty", 0), ("repetition_penalty", "x")):
+                         ("repetition_penalty", 0), ("repetition_penalty", "x"),
+                         ("min_p", 1.5)):
         with pytest.raises(openai.BadRequestError) as err:
             answer(**{field: value})
         assert err.value.body["param"] == field, (field, value)

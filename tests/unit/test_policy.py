@@ -154,6 +154,7 @@ def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> N
         "temperature": 0.5,
         "top_p": 0.5,
         "top_k": 3,
+        "min_p": 0.1,
         "seed": 1,
         "n": 2,
         "stop": ["x"],

@@ -1,4 +1,5 @@
-"""Sampling: seeds reproduce across batch compositions; top-k / top-p stay in their sets."""
+"""Sampling: seeds reproduce across batch compositions; top-k / top-p / min-p stay in their
+sets."""
 
 from __future__ import annotations
 
@@ -38,6 +39,23 @@ def test_top_p_never_samples_outside_the_nucleus():
         tokens, _ = draw(logits, _rows(32, top_p=0.75), gen)
         seen.update(tokens)
     assert seen == {0, 1}, "0.5 + 0.3 reaches 0.75: exactly the first two tokens"
+
+
+def test_min_p_drops_tokens_below_its_share_of_the_likeliest():
+    probs = torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]]).repeat(32, 1)
+    gen = torch.Generator().manual_seed(2)
+    seen, plain = set(), set()
+    for _ in range(50):
+        seen.update(draw(probs.log(), _rows(32, min_p=0.25), gen)[0])  # floor 0.125
+        plain.update(draw(probs.log(), _rows(32), gen)[0])
+    assert seen == {0, 1} and plain == {0, 1, 2, 3, 4}
+    # after temperature: at 0.5 the probabilities go as p^2 (0.70, 0.25, ...), and 0.25 is
+    # below 0.4 x 0.70, where at temperature 1, 0.3 is above 0.4 x 0.5
+    sharp, warm = set(), set()
+    for _ in range(50):
+        sharp.update(draw(probs.log(), _rows(32, min_p=0.4, temperature=0.5), gen)[0])
+        warm.update(draw(probs.log(), _rows(32, min_p=0.4), gen)[0])
+    assert sharp == {0} and warm == {0, 1}
 
 
 def test_sampling_follows_the_distribution():
