@@ -114,7 +114,7 @@ def _extensions(kind: str) -> list[Field]:
         Field("min_p", (NUM,), EXTENSION, "vLLM's: [0, 1], 0 is off; tokens less likely than "
               "this times the likeliest one are dropped (after temperature)"),
         Field("repetition_penalty", (NUM,), EXTENSION,
-              "vLLM's: (0, 2], 1 is off; every token seen (prompt too) has a positive logit "
+              "vLLM's: [0.01, 2], 1 is off; every token seen (prompt too) has a positive logit "
               "divided by it, a negative one multiplied"),
         Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
         Field("stop_token_ids", (ARR,), EXTENSION,

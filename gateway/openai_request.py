@@ -147,9 +147,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
         raise bad_field("top_p", "must be greater than 0")
     req.presence_penalty = _number(body, "presence_penalty", 0.0, -2.0, 2.0)
     req.frequency_penalty = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
-    req.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.0, 2.0)
-    if req.repetition_penalty == 0.0:
-        raise bad_field("repetition_penalty", "must be greater than 0")
+    req.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.01, 2.0)
     req.min_p = _number(body, "min_p", 0.0, 0.0, 1.0)
     req.top_k = typed(body, "top_k", int, -1)
     if req.top_k == 0 or req.top_k < -1:

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidParameter
 
+GREEDY_BELOW = 1e-5  # a temperature below this samples greedily
+MIN_REPETITION_PENALTY = 0.01  # a logit divided by less could overflow float32
+
 
 @dataclass
 class SamplingParams:
-    """How to sample one request. `temperature == 0` means greedy. `min_p` (vLLM's; 0 is off)
+    """How to sample one request. `temperature == 0` means greedy (below `GREEDY_BELOW` it is
+    made 0). `min_p` (vLLM's; 0 is off)
     drops every token whose probability, after temperature, is below `min_p` times the most
     likely token's, before top-k and top-p.
 
@@ -42,7 +46,7 @@ class SamplingParams:
     logprobs, which are of the biased distribution); ids are checked against the vocabulary
     where it is known (`prompt_check.check_token_ids`). `presence_penalty` and
     `frequency_penalty` (OpenAI's, in [-2, 2]) lower the logits of tokens the choice has
-    generated, once and per use; `repetition_penalty` (vLLM's, in (0, 2], 1 is off) scales
+    generated, once and per use; `repetition_penalty` (vLLM's, in [0.01, 2], 1 is off) scales
     those of every token seen, prompt included (penalties.py says how).
     """
 
@@ -72,6 +76,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
+        if isinstance(self.temperature, int | float) and 0 < self.temperature < GREEDY_BELOW:
+            self.temperature = 0.0  # dividing logits by it would overflow them (vLLM's rule)
         self.validate()
 
     def validate(self) -> None:
@@ -112,8 +118,9 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             if not -2.0 <= float(getattr(self, name)) <= 2.0:
                 raise bad(name, f"must be in [-2, 2], got {getattr(self, name)!r}")
-        if not 0.0 < float(self.repetition_penalty) <= 2.0:
-            raise bad("repetition_penalty", f"must be in (0, 2], got {self.repetition_penalty!r}")
+        if not MIN_REPETITION_PENALTY <= float(self.repetition_penalty) <= 2.0:
+            raise bad("repetition_penalty", f"must be in [{MIN_REPETITION_PENALTY}, 2], got "
+                      f"{self.repetition_penalty!r}")
         if self.grammar_kind or self.grammar:
             self._validate_grammar()
 

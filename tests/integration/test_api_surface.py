@@ -133,7 +133,8 @@ def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -
                   {"repetition_penalty": 1.5}):
         assert answer(**extra) != plain, extra
     for field, value in (("frequency_penalty", -2.5), ("presence_penalty", 3),
-                         ("repetition_penalty", 0), ("repetition_penalty", "x"),
+                         ("repetition_penalty", 0), ("repetition_penalty", 1e-38),
+                         ("repetition_penalty", "x"),
                          ("min_p", 1.5)):
         with pytest.raises(openai.BadRequestError) as err:
             answer(**{field: value})

@@ -110,7 +110,7 @@ def test_a_penalised_row_without_the_engine_state_is_refused() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("presence_penalty", 2.5), ("frequency_penalty", -2.1), ("repetition_penalty", 0.0),
-    ("repetition_penalty", 2.5)])
+    ("repetition_penalty", 1e-38), ("repetition_penalty", 2.5)])
 def test_values_out_of_range_are_refused_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(InvalidParameter) as err:
         SamplingParams(**{field: value})

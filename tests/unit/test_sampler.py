@@ -58,6 +58,15 @@ def test_min_p_drops_tokens_below_its_share_of_the_likeliest():
     assert sharp == {0} and warm == {0, 1}
 
 
+def test_a_temperature_too_small_to_divide_by_is_greedy():
+    """1e-40 would overflow the logits it divides (empty or special tokens came out)."""
+    assert SamplingParams(temperature=1e-40).greedy and SamplingParams(temperature=1e-6).greedy
+    assert not SamplingParams(temperature=1e-4).greedy
+    logits = torch.randn(8, 50, generator=torch.Generator().manual_seed(4)) * 30
+    tokens, _ = draw(logits, _rows(8, temperature=1e-40, min_p=0.5), torch.Generator())
+    assert tokens == logits.argmax(dim=-1).tolist()
+
+
 def test_sampling_follows_the_distribution():
     logits = torch.tensor([[0.0, 1.0, 2.0]]).repeat(4000, 1)
     tokens, _ = draw(logits, _rows(4000), torch.Generator().manual_seed(3))
