@@ -136,12 +136,19 @@ def _no_unsupported(m: dict[str, Any], where: str) -> None:
 
 
 def _tool_calls(raw: Any, where: str) -> list[ToolCall] | None:
+    """The turn's calls, each with its own id: a `tool` turn answers a call by it."""
     if not isinstance(raw, list):
         raise bad_field(where, "must be an array")
-    return [_tool_call(c, f"{where}[{j}]", j) for j, c in enumerate(raw)] or None
+    calls: list[ToolCall] = []
+    for j, c in enumerate(raw):
+        call = _tool_call(c, f"{where}[{j}]")
+        if any(call.id == other.id for other in calls):
+            raise bad_field(f"{where}[{j}].id", f"duplicate id {call.id!r} in this turn's calls")
+        calls.append(call)
+    return calls or None
 
 
-def _tool_call(c: Any, where: str, j: int) -> ToolCall:
+def _tool_call(c: Any, where: str) -> ToolCall:
     if not isinstance(c, dict):
         raise bad_field(where, 'must be {"id", "type": "function", '
                         '"function": {"name", "arguments": a JSON string}}')
@@ -156,7 +163,9 @@ def _tool_call(c: Any, where: str, j: int) -> ToolCall:
         raise bad_field(f"{where}.function.name", "required, a string")
     arguments = typed(fn, "arguments", str, "", f"{where}.function.arguments")
     call_id = typed(c, "id", str, None, f"{where}.id")
-    return ToolCall(call_id or f"call_{j}", fn["name"], arguments or "{}")
+    if not call_id:
+        raise bad_field(f"{where}.id", "required, a non-empty string (a tool turn answers it)")
+    return ToolCall(call_id, fn["name"], arguments or "{}")
 
 
 def _content(content: Any, where: str) -> str:

@@ -151,6 +151,10 @@ def test_calls_answered_by_the_tool_turns_after_them_are_accepted() -> None:
 
 
 @pytest.mark.parametrize(("messages", "param", "says"), [
+    ([HI, _asked(""), _answer("")], "messages[1].tool_calls[0].id", "required, a non-empty"),
+    ([HI, {"role": "assistant", "tool_calls": [{**CALL, "id": None}]}],
+     "messages[1].tool_calls[0].id", "required"),
+    ([HI, _asked("a", "a"), _answer("a")], "messages[1].tool_calls[1].id", "duplicate id 'a'"),
     ([HI, _answer("a")], "messages[1].role", "must be a response to a preceding message"),
     ([HI, _asked("a"), _answer("b")], "messages[2].tool_call_id", "'b' answers no unanswered"),
     ([HI, _asked("a"), _answer("a"), _answer("a")], "messages[3].tool_call_id", "'a' answers"),
