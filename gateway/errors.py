@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kvmesh import wire
 from kvmesh.wire import ErrorReply
 
 
@@ -54,7 +55,5 @@ def no_worker(why: str, retry_after: float) -> ApiError:
 
 
 def model_not_found(model: str) -> ApiError:
-    """OpenAI's 404 for a model that does not exist or that the key may not use: one answer
-    for both, so a key learns nothing of the models outside its scopes."""
-    return ApiError(404, f"the model {model!r} does not exist or you do not have access to it",
-                    param="model", code="model_not_found")
+    """`kvmesh.wire.model_not_found`'s 404 (the router's too), raised in the gateway."""
+    return ApiError.from_reply(wire.model_not_found(model))

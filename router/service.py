@@ -156,8 +156,7 @@ class Router(Actor):
         if self.workers.live(model):
             return None
         if self.workers.live():
-            return ErrorReply(404, "invalid_request_error", f"the model {model!r} does not exist",
-                              "model", "model_not_found")
+            return wire.model_not_found(model)
         return self._unavailable(f"no live worker serves {model!r}")
 
     async def _tokenize(self, msg: Message, raw: Any) -> Message:
@@ -203,9 +202,7 @@ class Router(Actor):
         route_telemetry.candidates(req, candidates)
         if not candidates:
             if self.workers.live() and req.model not in self.workers.models():
-                return ErrorReply(404, "invalid_request_error",
-                                  f"the model {req.model!r} does not exist", "model",
-                                  "model_not_found")
+                return wire.model_not_found(req.model)
             return self._unavailable(f"no live worker serves {req.model!r}")
         if isinstance(req, EmbedRequest):
             return await self._embed(req, candidates, headers)

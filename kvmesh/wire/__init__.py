@@ -96,6 +96,7 @@ from kvmesh.wire.message import (
     REQUEST_ID_HEADER,
     ErrorReply,
     Message,
+    model_not_found,
 )
 from kvmesh.wire.tokenize import (
     ROUTER_DETOKENIZE,
@@ -179,6 +180,7 @@ __all__ = [
     "WireError",
     "decode",
     "encode",
+    "model_not_found",
     "sampling_of",
     "worker_generate",
     "worker_stats",

@@ -36,3 +36,12 @@ class ErrorReply(Message):
 
 
 codec.register(ErrorReply)  # any subject may answer with it (kvmesh.actor does, on a failure)
+
+
+def model_not_found(model: str) -> ErrorReply:
+    """OpenAI's 404 for a model that does not exist or that the key may not use: one answer
+    for both, whichever hop gives it, so a key learns nothing of the models outside its
+    scopes."""
+    return ErrorReply(404, "invalid_request_error",
+                      f"the model {model!r} does not exist or you do not have access to it",
+                      "model", "model_not_found")

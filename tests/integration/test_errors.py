@@ -47,6 +47,10 @@ def test_unknown_model_is_404(mesh: Mesh) -> None:
     assert status == 404
     assert_openai_error(body, "model")
     assert body["error"]["code"] == "model_not_found"
+    # the router's answer (tokenize checks no scope in the gateway) is the gateway's, word for
+    # word: one 404 for a model that does not exist or that a key may not use
+    status, tok, _ = post(mesh.base_url + "/tokenize", {"model": "no-such-model", "prompt": "x"})
+    assert status == 404 and tok == body
 
 
 def test_prompt_over_context_is_400_context_length_exceeded(mesh: Mesh) -> None:
