@@ -97,11 +97,12 @@ def _item(item: dict[str, Any], kind: str, where: str,
         return {"call_id": call.id, "name": call.name, "arguments": call.arguments}
     call_id, output = _str(item, "call_id", where), item.get("output")
     if isinstance(output, list):  # OpenAI's other form: text parts (images, files refused)
-        parts = [_part(p, SPEAKER_PARTS, f"{where}.output[{j}]") for j, p in enumerate(output)]
+        parts = [_output_part(p, f"{where}.output[{j}]") for j, p in enumerate(output)]
         text = "".join(p["text"] for p in parts)
         messages.append(ChatMessage("tool", text, tool_call_id=call_id))
         return {"call_id": call_id, "output": parts}
-    output = _str(item, "output", where)  # a string, or the 400 that says so
+    if not isinstance(output, str):
+        raise bad_field(f"{where}.output", "required, a string or an array of input_text parts")
     messages.append(ChatMessage("tool", output, tool_call_id=call_id))
     return {"call_id": call_id, "output": output}
 
@@ -158,6 +159,14 @@ def _part(part: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]:
     check_keys(part, PART_KEYS[kind], where)
     _str(part, PART_TEXT[kind], where)
     return _stored_part(part)
+
+
+def _output_part(part: Any, where: str) -> dict[str, Any]:
+    """A part of a call's output: `input_text` only here (OpenAI's images and files are not
+    supported)."""
+    if not isinstance(part, dict) or part.get("type") != "input_text":
+        raise bad_field(where, "only input_text parts are supported in a function call's output")
+    return _part(part, SPEAKER_PARTS, where)
 
 
 def _stored_part(part: dict[str, Any]) -> dict[str, Any]:

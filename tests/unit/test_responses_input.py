@@ -97,6 +97,7 @@ def test_a_call_output_part_that_is_not_text_is_400_naming_it() -> None:
     image = {"type": "input_image", "image_url": "https://example.com/a.png"}
     err = refusal([{"role": "user", "content": "weather?"}, CALL,
                    {"type": "function_call_output", "call_id": "c1", "output": [image]}])
-    assert err.param == "input[2].output[0]"
-    assert refusal([{"role": "user", "content": "x"}, CALL, {
-        "type": "function_call_output", "call_id": "c1", "output": 5}]).param == "input[2].output"
+    assert err.param == "input[2].output[0]" and "only input_text parts" in err.message
+    err = refusal([{"role": "user", "content": "x"}, CALL, {
+        "type": "function_call_output", "call_id": "c1", "output": 5}])
+    assert err.param == "input[2].output" and "or an array of input_text parts" in err.message
