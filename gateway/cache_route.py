@@ -113,7 +113,7 @@ def _drop(mesh: MeshClient, route: asyncio.Future[RequestStream], wire_id: str) 
         return  # it never reached a worker that accepted it
     else:
         route.result().close()
-    mesh.cancel_soon(wire_id)
+    mesh.cancel_soon(wire_id, superseded=True)  # not a client that left: the cache answered
 
 
 def _close_given(route: asyncio.Future[RequestStream]) -> None:

@@ -235,13 +235,14 @@ class MeshClient(Actor):
         if self.local_router is not None:  # after this client's streams: they route no more
             await self.local_router.drain()
 
-    async def cancel(self, request_id: str) -> None:
+    async def cancel(self, request_id: str, superseded: bool = False) -> None:
         with contextlib.suppress(Exception):
-            await self.publish(wire.CANCEL, Cancel(request_id))
+            await self.publish(wire.CANCEL, Cancel(request_id, superseded))
 
-    def cancel_soon(self, request_id: str) -> None:
-        """Publish a cancel from a handler that is itself being cancelled."""
-        self._spawn(self.cancel(request_id))
+    def cancel_soon(self, request_id: str, superseded: bool = False) -> None:
+        """Publish a cancel from a handler that is itself being cancelled (`superseded`: see
+        `wire.Cancel`)."""
+        self._spawn(self.cancel(request_id, superseded))
 
 
 def _router_timeout() -> ApiError:

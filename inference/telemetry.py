@@ -195,12 +195,18 @@ class GenerationTelemetry:
 
     # -- requests that will not finish -----------------------------------------------------
 
-    def cancelled(self, rid: str) -> None:
+    def cancelled(self, rid: str, superseded: bool = False) -> None:
+        """`rid` was cancelled: a 499, unless `superseded` (the result cache answered it; its
+        span says so and no request is counted)."""
         rt = self.requests.pop(rid, None)
         if rt is not None:
-            self.metrics.requests.labels(self.model, "499").inc()
-            if rt.span.is_recording():
-                rt.span.set_attributes({"kvmesh.cancelled": True, "error.type": "cancelled"})
+            if superseded:
+                rt.span.set_attribute("kvmesh.superseded", True)
+            else:
+                self.metrics.requests.labels(self.model, "499").inc()
+                if rt.span.is_recording():
+                    rt.span.set_attributes({"kvmesh.cancelled": True,
+                                            "error.type": "cancelled"})
             rt.span.end()
 
     def abort_all(self, why: str) -> None:

@@ -265,8 +265,9 @@ class Worker(Actor):
         rid = msg.request_id
         if self.active.pop(rid, None) is not None:
             self._engine().abort(rid)
-            self.telemetry.cancelled(rid)
-            log.info("cancelled %s", rid)
+            self.telemetry.cancelled(rid, msg.superseded)
+            log.info("%s %s", "dropped (the result cache answered it)" if msg.superseded
+                     else "cancelled", rid)
             return
         now = time.monotonic()
         self.cancelled[rid] = now

@@ -236,8 +236,12 @@ class Deltas(Message):
 
 @dataclass
 class Cancel(Message):
+    """Stop a request. `superseded`: nobody left; the result cache answered the request its
+    gateway routed alongside the lookup, so the worker does not count it a cancel (499)."""
+
     KIND: ClassVar[str] = "cancel"
     request_id: str
+    superseded: bool = False
 
 
 @dataclass
