@@ -273,8 +273,8 @@ _GENERATION_ERRORS = {
     "400": {**_ERR, "description": "bad JSON, a bad field (param names it), or a prompt (plus "
                    "max_tokens) longer than the context (code context_length_exceeded)"},
     "401": {**_ERR, "description": "missing or unknown API key"},
-    "403": {**_ERR, "description": "model outside the key's scopes"},
-    "404": {**_ERR, "description": "unknown model"},
+    "404": {**_ERR, "description": "unknown model, or one outside the key's scopes (the same "
+                   "answer)"},
     "413": {**_ERR, "description": "body or prompt too large"},
     "429": {**_ERR, "description": "rate limit or quota", "headers": _RETRY},
     "502": {**_ERR, "description": "the worker died"},
@@ -326,7 +326,7 @@ DETOKENIZE_REQUEST = {
 
 
 def _tokenize(schema_ref: str, summary: str) -> dict[str, Any]:
-    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "403", "404", "503", "504")}
+    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "404", "503", "504")}
     return {"post": {
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {
