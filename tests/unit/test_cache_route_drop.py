@@ -20,7 +20,7 @@ class Stream:
 
 async def _scenario(swallow: bool) -> SimpleNamespace:
     mesh = SimpleNamespace(streams={}, cancelled=[])
-    mesh.cancel_soon = mesh.cancelled.append
+    mesh.cancel_soon = lambda rid, superseded=False: mesh.cancelled.append((rid, superseded))
     reply = asyncio.get_running_loop().create_future()
 
     async def route() -> Stream:
@@ -44,9 +44,9 @@ async def _scenario(swallow: bool) -> SimpleNamespace:
 
 def test_a_dropped_route_whose_cancel_is_lost_closes_its_stream():
     mesh = asyncio.run(_scenario(swallow=True))
-    assert mesh.streams == {} and mesh.cancelled == ["r1"]
+    assert mesh.streams == {} and mesh.cancelled == [("r1", True)]  # superseded: the cache answered
 
 
 def test_a_dropped_route_cancelled_in_flight_closes_its_stream():
     mesh = asyncio.run(_scenario(swallow=False))
-    assert mesh.streams == {} and mesh.cancelled == ["r1"]
+    assert mesh.streams == {} and mesh.cancelled == [("r1", True)]  # superseded: the cache answered
