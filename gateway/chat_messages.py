@@ -52,7 +52,9 @@ def parse_messages(body: dict[str, Any]) -> list[ChatMessage]:
 
 def check_tool_turns(messages: list[ChatMessage]) -> None:
     """400 naming the turn unless every call of an assistant turn is answered by the `tool`
-    turns right after it, and every `tool` turn answers one of those calls."""
+    turns right after it, and every `tool` turn answers one of those calls. Chat's rule, kept
+    apart from gateway/responses_calls.py's: a Responses conversation pairs a call with an
+    output anywhere after it, and names `input`."""
     open_calls: set[str] = set()  # the calls of the last assistant turn not answered yet
     asked = -1  # the index of that turn; -1: no tool turn may come now
     for i, m in enumerate(messages):
