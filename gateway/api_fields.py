@@ -117,6 +117,9 @@ def _extensions(kind: str) -> list[Field]:
               "vLLM's: [0.01, 2], 1 is off; every token seen (prompt too) has a positive logit "
               "divided by it, a negative one multiplied"),
         Field("ignore_eos", (BOOL,), EXTENSION, "generate past the end-of-sequence token"),
+        Field("min_tokens", (INT,), EXTENSION, "vLLM's: at least this many tokens (at most the "
+              "token limit) before an end-of-sequence or stop token, or a stop string, can end "
+              "a choice; not with structured output or tools"),
         Field("stop_token_ids", (ARR,), EXTENSION,
               "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,

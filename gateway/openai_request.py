@@ -3,14 +3,15 @@
 Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which fields exist,
 their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
-`top_k`, `min_p`, `repetition_penalty`, `stop_token_ids`, `priority`. Structured output and tools
-(`response_format`, `guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
-gateway/structured_request.py; `logit_bias`, session hints and trace labels in
+`top_k`, `min_p`, `repetition_penalty`, `min_tokens`, `stop_token_ids`, `priority`. Structured
+output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`)
+are parsed in gateway/structured_request.py; `logit_bias`, session hints and trace labels in
 gateway/request_extras.py; a completion's prompt or batch of prompts, `echo` and `suffix` in
 gateway/completion_prompts.py.
 
 `messages` are gateway/chat_messages.py's. `max_tokens` is checked even where
-`max_completion_tokens` wins; `parallel_tool_calls` is a 400 without `tools`.
+`max_completion_tokens` wins; `parallel_tool_calls` is a 400 without `tools`; `min_tokens` is
+a 400 over the token limit or beside a grammar.
 """
 
 from __future__ import annotations
@@ -101,7 +102,20 @@ def parse_chat(body: Any) -> ParsedRequest:
         req.logprobs = _opt_int(body, "top_logprobs", 0, 20) or 0
     elif body.get("top_logprobs") is not None:
         raise bad_field("top_logprobs", "requires logprobs to be true")
+    _check_min_tokens(req)
     return req
+
+
+def _check_min_tokens(req: ParsedRequest) -> None:
+    """`min_tokens` at most the token limit when one is given (without one the worker checks
+    it against the context left), and never with a grammar, which ends the answer itself."""
+    if req.max_tokens is not None and req.min_tokens > req.max_tokens:
+        limit = req.max_tokens_param or "max_tokens"  # a completion's default, 16
+        raise bad_field("min_tokens", f"must be at most {limit} ({req.max_tokens}), got "
+                        f"{req.min_tokens}")
+    if req.min_tokens and req.grammar_kind:
+        raise bad_field("min_tokens", "cannot be combined with structured output or tools "
+                        "(the grammar ends the answer)")
 
 
 def parse_completion(body: Any) -> ParsedRequest:
@@ -116,6 +130,7 @@ def parse_completion(body: Any) -> ParsedRequest:
     req.max_tokens_param = _given(body, "max_tokens")
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     parse_echo(body, req)
+    _check_min_tokens(req)
     return req
 
 
@@ -149,6 +164,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.frequency_penalty = _number(body, "frequency_penalty", 0.0, -2.0, 2.0)
     req.repetition_penalty = _number(body, "repetition_penalty", 1.0, 0.01, 2.0)
     req.min_p = _number(body, "min_p", 0.0, 0.0, 1.0)
+    req.min_tokens = _opt_int(body, "min_tokens", 0) or 0
     req.top_k = typed(body, "top_k", int, -1)
     if req.top_k == 0 or req.top_k < -1:
         raise bad_field("top_k", "must be -1 (off) or a positive integer")

@@ -59,6 +59,7 @@ _COMMON: dict[str, Any] = {
     "top_p": _nullable({"type": "number", "minimum": 0, "maximum": 1, "exclusiveMinimum": True}),
     "top_k": _nullable({"oneOf": [{"type": "integer", "enum": [-1]}, _int(1)]}),
     "min_p": _nullable({"type": "number", "minimum": 0, "maximum": 1}),
+    "min_tokens": _nullable(_int(0)),
     "presence_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
     "frequency_penalty": _nullable({"type": "number", "minimum": -2, "maximum": 2}),
     "repetition_penalty": _nullable({"type": "number", "minimum": 0.01, "maximum": 2}),
@@ -194,7 +195,8 @@ CHAT_REQUEST = {
     }),
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
-                   "of response_format (not text) and guided_*.",
+                   "of response_format (not text) and guided_*; min_tokens at most "
+                   "max_completion_tokens (or max_tokens), and not with those or tools.",
 }
 
 _PROMPT = {"type": "string", "minLength": 1}
@@ -220,7 +222,8 @@ COMPLETION_REQUEST = {
         "stream_options": _STREAM_OPTIONS,
     }),
     "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
-                   "with echo. A list of prompts is answered as one response (choice index = "
+                   "with echo; min_tokens at most max_tokens, and not with guided_* or "
+                   "response_format. A list of prompts is answered as one response (choice index = "
                    "prompt_i * n + j). suffix is refused.",
 }
 

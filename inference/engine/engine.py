@@ -331,7 +331,8 @@ class LLMEngine:
         if not seqs:
             return None
         seqs, logits = self._fork_new_choices(seqs, logits)
-        drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs), self.penalties)
+        drawn = sample(logits, seqs, self._generator, self.fill.masks(seqs), self.penalties,
+                       self.eos_ids)
         return InFlight.launch(seqs, drawn, launched.firsts)
 
     def _finish(self, inflight: InFlight, upcoming: list[Sequence]) -> list[StepOutput]:

@@ -33,12 +33,14 @@ def _hidden(stop_token_ids: tuple[int, ...], ignore_eos: bool,
 @dataclass
 class ChoiceState:
     """Turns one choice's sampled tokens into safe text deltas and a finish reason.
-    `hidden`: `hidden_ids` of its request."""
+    `hidden`: `hidden_ids` of its request; `min_tokens`: its request's, the tokens whose
+    text no stop string is looked for in (vLLM's rule; min_tokens.py)."""
 
     seq: Sequence
     detok: IncrementalDetokenizer | None
     stops: StopStringFilter
     hidden: frozenset[int]
+    min_tokens: int = 0
     finish_reason: str | None = None
 
     def on_token(
@@ -64,7 +66,8 @@ class ChoiceState:
             if reason is not None:
                 text += self.detok.flush()
             if self.stops.stops:  # else every text goes out as it is
-                text = self.stops.feed(text, final=reason is not None)
+                text = self.stops.feed(text, final=reason is not None,
+                                       look=seq.num_output_tokens > self.min_tokens)
                 if self.stops.stopped:
                     reason = "stop"
         self.finish_reason = reason
@@ -106,6 +109,6 @@ class RequestState:
         """A choice of this request; `tokenizer` None: it makes no text."""
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
         choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop),
-                             hidden_ids(self.params, eos_ids))
+                             hidden_ids(self.params, eos_ids), self.params.min_tokens)
         self.choices.append(choice)
         return choice

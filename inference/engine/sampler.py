@@ -25,8 +25,9 @@ samples), so the draws are reproducible from the engine's seed and nothing waits
 
 Penalised rows (presence, frequency, repetition: inference/engine/penalties.py) are penalised
 first, then rows with a `logit_bias` get their biases added (inference/engine/logit_bias.py),
-then grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf,
-in place and for those rows only; the other rows are untouched.
+then rows short of their `min_tokens` have their ending tokens set to -inf (min_tokens.py), then
+grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf, in
+place and for those rows only; the other rows are untouched.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch
 
 from .grammar import GrammarMask
 from .logit_bias import apply_logit_bias
+from .min_tokens import forbid_endings
 from .outputs import TokenLogprob
 from .penalties import Penalties
 from .sampling_params import SamplingParams
@@ -75,10 +77,11 @@ class _Plan:
     biased: bool  # some row has a logit_bias
     logprob_rows: list[int]  # rows that asked for logprobs
     penalized: list[int]  # rows with a presence, frequency or repetition penalty
+    floored: list[int]  # rows with a `min_tokens`
 
     @classmethod
     def of(cls, rows: PySequence[Row]) -> _Plan:
-        plan = cls([], [], [], True, False, [], [])
+        plan = cls([], [], [], True, False, [], [], [])
         for i, row in enumerate(rows):
             p = row.params
             plan.temps.append(p.temperature)
@@ -91,6 +94,8 @@ class _Plan:
                 plan.logprob_rows.append(i)
             if p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1.0:
                 plan.penalized.append(i)
+            if p.min_tokens:
+                plan.floored.append(i)
         return plan
 
 
@@ -137,10 +142,13 @@ def sample(
     default_generator: torch.Generator,
     grammar: GrammarMask | None = None,
     penalties: Penalties | None = None,
+    eos_ids: frozenset[int] = frozenset(),
 ) -> DeviceSample:
     """`logits`: [N, vocab] float32, one row per entry of `rows`; `grammar` masks some rows;
     `penalties` holds the penalised rows' counts (needed when a row has a penalty: such rows
-    are engine sequences, see penalties.py), and counts the tokens drawn for them.
+    are engine sequences, see penalties.py), and counts the tokens drawn for them. A row with
+    `min_tokens` must be an engine sequence too (it reads its generated count); `eos_ids` are
+    the model's end-of-sequence ids, which such a row cannot draw until it has enough.
     Hot path: queues device work only; no host value is read back (see `transfer.py`)."""
     plan = _Plan.of(rows)
     applied = None
@@ -151,6 +159,8 @@ def sample(
                                   plan.penalized)
     if plan.biased:
         apply_logit_bias(logits, [r.params for r in rows])
+    if plan.floored:
+        forbid_endings(logits, [rows[i] for i in plan.floored], plan.floored, eos_ids)
     if grammar is not None:
         apply_grammar(logits, grammar)
     greedy, random = plan.greedy, plan.random

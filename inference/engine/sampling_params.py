@@ -47,7 +47,9 @@ class SamplingParams:
     where it is known (`prompt_check.check_token_ids`). `presence_penalty` and
     `frequency_penalty` (OpenAI's, in [-2, 2]) lower the logits of tokens the choice has
     generated, once and per use; `repetition_penalty` (vLLM's, in [0.01, 2], 1 is off) scales
-    those of every token seen, prompt included (penalties.py says how).
+    those of every token seen, prompt included (penalties.py says how). `min_tokens` (vLLM's):
+    each choice generates at least this many tokens before an end-of-sequence or stop token can
+    be drawn or a stop string can end it (min_tokens.py); at most `max_tokens`.
     """
 
     max_tokens: int = 16
@@ -72,6 +74,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
+    min_tokens: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -87,6 +90,9 @@ class SamplingParams:
         least = 0 if self.echo else 1  # 0 with echo: score the prompt, generate nothing
         if not isinstance(self.max_tokens, int) or self.max_tokens < least:
             raise bad("max_tokens", f"must be an integer >= {least}, got {self.max_tokens!r}")
+        if not isinstance(self.min_tokens, int) or not 0 <= self.min_tokens <= self.max_tokens:
+            raise bad("min_tokens", f"must be an integer in [0, max_tokens={self.max_tokens}], "
+                      f"got {self.min_tokens!r}")
         if not 0.0 <= float(self.temperature) <= 100.0:
             raise bad("temperature", f"must be in [0, 100], got {self.temperature!r}")
         if not 0.0 < float(self.top_p) <= 1.0:
@@ -127,9 +133,10 @@ class SamplingParams:
     def _validate_grammar(self) -> None:
         from kvmesh.grammar import grammar_error
 
-        if self.ignore_eos:
-            raise InvalidParameter("ignore_eos", "cannot be combined with a grammar (it ends the "
-                                   "answer)")
+        for name in ("ignore_eos", "min_tokens"):
+            if getattr(self, name):
+                raise InvalidParameter(name, "cannot be combined with a grammar (its end ends "
+                                       "the answer)")
         try:
             err = grammar_error(self.grammar_kind, self.grammar)
         except ImportError:

@@ -2,7 +2,9 @@
 
 `StopStringFilter.feed(text)` returns what is safe to show now. It holds back the longest
 tail that could still grow into a stop string; when a stop string appears, everything from
-its start on is dropped and `stopped` is set.
+its start on is dropped and `stopped` is set. Text fed with `look=False` (a choice's first
+`min_tokens` tokens) is shown at once and no stop string is looked for in it: a stop string
+counts only if it starts after every text shown, so what was shown is never taken back.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ class StopStringFilter:
         self._emitted = 0
         self.stopped = False
 
-    def feed(self, delta: str, final: bool = False) -> str:
+    def feed(self, delta: str, final: bool = False, look: bool = True) -> str:
         if self.stopped:
             return ""
         if not self.stops:  # the common case, per token: nothing to hold back or keep
             return delta
         self._text += delta
-        # A new match must end inside the new text, so it starts after this point.
+        if not look:
+            return self._release(len(self._text))
+        # A new match must end inside the new text, so it starts after this point, and after
+        # the text already shown.
         longest = max(map(len, self.stops))
-        lo = max(0, len(self._text) - len(delta) - longest + 1)
+        lo = max(self._emitted, len(self._text) - len(delta) - longest + 1)
         hits = [i for i in (self._text.find(s, lo) for s in self.stops) if i != -1]
         if hits:
             self.stopped = True
@@ -32,7 +37,7 @@ class StopStringFilter:
 
     def _held_tail(self) -> int:
         text = self._text
-        for n in range(min(len(text), max(map(len, self.stops)) - 1), 0, -1):
+        for n in range(min(len(text) - self._emitted, max(map(len, self.stops)) - 1), 0, -1):
             if any(s.startswith(text[-n:]) for s in self.stops):
                 return n
         return 0

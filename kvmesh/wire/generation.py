@@ -100,6 +100,7 @@ class SamplingFields:
     presence_penalty: float = 0.0  # OpenAI's, on generated tokens
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0  # vLLM's, on every token seen; 1 is off
+    min_tokens: int = 0  # vLLM's: no end-of-sequence, stop token or stop string before this many
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:

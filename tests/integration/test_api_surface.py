@@ -118,6 +118,37 @@ def test_min_p_of_1_samples_only_the_likeliest_token(client: Any) -> None:
     assert answer(temperature=1.5, seed=3) != greedy  # the same draw without it strays
 
 
+def test_min_tokens_holds_off_the_end_and_its_bad_values_are_400(client: Any) -> None:
+    """A short greedy answer runs on to `min_tokens` (streamed too), its stop string unseen
+    there; `min_tokens` over the token limit, or beside a grammar, is a 400 naming it."""
+    plain = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=60,
+                                           temperature=0)
+    short = plain.usage.completion_tokens
+    assert plain.choices[0].finish_reason == "stop" and short < 40
+    held = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=60,
+                                          temperature=0, extra_body={"min_tokens": 40})
+    assert held.usage.completion_tokens > 40
+    assert held.choices[0].message.content.startswith(plain.choices[0].message.content)
+    first = plain.choices[0].message.content.split()[0]
+    stream = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=40, temperature=0, stream=True,
+        stream_options={"include_usage": True}, stop=[first], extra_body={"min_tokens": 40})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens == 40 and text.startswith(first)
+    assert held.choices[0].message.content.startswith(text)
+    for extra in ({"min_tokens": 61}, {"min_tokens": -1}, {"min_tokens": "3"},
+                  {"min_tokens": 2, "response_format": {"type": "json_object"}}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=60,
+                                           extra_body=extra)
+        assert err.value.body["param"] == "min_tokens", extra
+    with pytest.raises(openai.BadRequestError) as err:  # no limit given: the context's is
+        client.chat.completions.create(model=MODEL, messages=HELLO,
+                                       extra_body={"min_tokens": MAX_MODEL_LEN})
+    assert err.value.body["param"] == "min_tokens"
+
+
 def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
     """Each penalty changes a greedy answer that repeats itself (the formulas are checked
     against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""

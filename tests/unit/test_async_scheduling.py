@@ -39,8 +39,9 @@ def _workload(seed: int, n: int = 10) -> list[tuple[int, list[int], SamplingPara
         elif kind == 2:  # n > 1 forks after the prompt
             params = SamplingParams(max_tokens=9, temperature=1.0, seed=i, n=3,
                                     ignore_eos=True, presence_penalty=0.5)
-        elif kind == 3:  # ends early on a stop token the model is likely to emit
-            params = greedy(40, stop_token_ids=list(range(3, 512, 3)))
+        elif kind == 3:  # ends early on a stop token the model is likely to emit, from the
+            # min_tokens-th on (counted with the token in flight)
+            params = greedy(40, stop_token_ids=list(range(3, 512, 3)), min_tokens=i % 4)
         else:
             params = greedy(10, logprobs=3)
         reqs.append((at, prompt, params))
