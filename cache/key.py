@@ -6,7 +6,9 @@ Contract:
 - The key is a SHA-256 over a canonical JSON of everything that can change the answer: the
   model name and revision, the tenant (tenants never share entries), the request kind, the
   prompt (messages with their tool calls, text, or token ids), the tools and `tool_choice`
-  (they change the prompt and how the answer is parsed), Responses' `truncation: auto` (an
+  (they change the prompt and how the answer is parsed), the chat-template options
+  (`add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`: they change the
+  prompt; in the key only when not the defaults), Responses' `truncation: auto` (an
   answer where the same prompt untruncated is a 400) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
   logprobs, `logit_bias`, and the grammar of `response_format`/`guided_*`/a forced tool call).
@@ -24,10 +26,11 @@ import hashlib
 import json
 from typing import Any
 
-from kvmesh.wire import sampling_of
+from kvmesh.wire import ChatTemplateOptions, sampling_of
 
 KEY_VERSION = 3  # bump when the cached entry's meaning changes
 ANSWER_NEUTRAL = frozenset({"priority", "cache_salt"})  # sampling fields that leave it alone
+DEFAULT_TEMPLATE = ChatTemplateOptions()
 
 
 def cacheable(req: Any) -> bool:
@@ -51,6 +54,8 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
                         getattr(req, "parallel_tool_calls", True)],
         # only when set, so every other key stays as it was
         **({"truncate": True} if getattr(req, "truncate", False) else {}),
+        **({"template": dataclasses.astuple(req.template)}
+           if getattr(req, "template", DEFAULT_TEMPLATE) != DEFAULT_TEMPLATE else {}),
         # Every sampling field, so one added to the wire is in the key without an edit here;
         # priority only orders the work and the salt only picks KV blocks: same answer.
         **{k: v for k, v in sampling_of(req).items() if k not in ANSWER_NEUTRAL},

@@ -135,6 +135,21 @@ def _extensions(kind: str) -> list[Field]:
     return out
 
 
+def _template_fields(when: str) -> list[Field]:
+    """vLLM's chat-template fields (gateway/chat_template_fields.py): chat and /tokenize."""
+    return [
+        Field("add_generation_prompt", (BOOL,), EXTENSION, f"vLLM's: {when}end with the "
+              "assistant's turn opener (default true)"),
+        Field("continue_final_message", (BOOL,), EXTENSION, f"vLLM's: {when}the last message "
+              "(an assistant's, with text) is left open and the answer continues it; needs "
+              "`add_generation_prompt: false`"),
+        Field("chat_template_kwargs", (OBJ,), EXTENSION, f"vLLM's: {when}more variables for "
+              "the chat template (e.g. `enable_thinking`); `messages`, `tools`, "
+              "`add_generation_prompt`, `continue_final_message`, `bos_token`, `eos_token` are "
+              "the server's (a 400)"),
+    ]
+
+
 CHAT_FIELDS: tuple[Field, ...] = (
     *_common("chat"),
     Field("messages", (ARR,), SUPPORTED,
@@ -181,6 +196,7 @@ CHAT_FIELDS: tuple[Field, ...] = (
     Field("moderation", (OBJ,), REFUSED, "no moderation runs here"),
     Field("prompt_cache_options", (OBJ,), REFUSED, "prefix caching is automatic; no breakpoints"),
     *_extensions("chat"),
+    *_template_fields(""),
 )
 
 COMPLETION_FIELDS: tuple[Field, ...] = (
@@ -203,8 +219,7 @@ TOKENIZE_FIELDS: tuple[Field, ...] = (
     Field("messages", (ARR,), SUPPORTED, "chat messages, through the model's chat template"),
     Field("tools", (ARR,), SUPPORTED, "with `messages` (with `prompt` a 400): functions, "
           "rendered by the chat template as on chat"),
-    Field("add_generation_prompt", (BOOL,), SUPPORTED, "with `messages` (with `prompt` a 400): "
-          "end with the assistant's turn opener (default true)"),
+    *_template_fields("with `messages` (with `prompt` a 400): "),
     Field("add_special_tokens", (BOOL,), SUPPORTED,
           "add the checkpoint's BOS/EOS (default false: as a generation's prompt is tokenised)"),
     Field("return_token_strs", (BOOL,), SUPPORTED, "also return each token's string"),

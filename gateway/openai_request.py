@@ -11,7 +11,8 @@ gateway/completion_prompts.py.
 
 `messages` are gateway/chat_messages.py's. `max_tokens` is checked even where
 `max_completion_tokens` wins; `parallel_tool_calls` is a 400 without `tools`; `min_tokens` is
-a 400 over the token limit or beside a grammar.
+a 400 over the token limit or beside a grammar. vLLM's template fields (`add_generation_prompt`,
+`continue_final_message`, `chat_template_kwargs`) are gateway/chat_template_fields.py's.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ from typing import Any
 
 from gateway.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, check_fields, json_type
 from gateway.chat_messages import check_tool_turns, parse_messages
+from gateway.chat_template_fields import parse_template_options
 from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
 from gateway.errors import bad_field
 from gateway.field_values import typed
 from gateway.json_body import json_object
 from gateway.request_extras import parse_extras, session_hint
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
-from kvmesh.wire import ChatMessage, GenerateRequest, SamplingFields, ToolDef, sampling_of
+from kvmesh.wire import (
+    ChatMessage,
+    ChatTemplateOptions,
+    GenerateRequest,
+    SamplingFields,
+    ToolDef,
+    sampling_of,
+)
 
 
 @dataclass
@@ -53,6 +62,7 @@ class ParsedRequest(SamplingFields):
     trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
     max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
     truncate: bool = False  # drop the oldest turns to fit the context (Responses' truncation)
+    template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)  # chat only
 
     @property
     def tool_names(self) -> frozenset[str]:
@@ -74,7 +84,7 @@ class ParsedRequest(SamplingFields):
             request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
             messages=self.messages, prompt_token_ids=self.prompt_token_ids,
             tenant=tenant or self.tenant, session=self.session, tools=self.tools,
-            truncate=self.truncate, **sampling_of(self),
+            truncate=self.truncate, template=self.template, **sampling_of(self),
         )
 
 
@@ -85,6 +95,7 @@ def parse_chat(body: Any) -> ParsedRequest:
     _common(body, req)
     req.messages = parse_messages(body)
     check_tool_turns(req.messages)
+    req.template = parse_template_options(body, req.messages)
     parse_grammar(body, req)
     if body.get("parallel_tool_calls") is not None and body.get("tools") is None:
         raise bad_field("parallel_tool_calls", "only with tools")  # as OpenAI

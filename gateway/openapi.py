@@ -196,7 +196,9 @@ CHAT_REQUEST = {
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
                    "of response_format (not text) and guided_*; min_tokens at most "
-                   "max_completion_tokens (or max_tokens), and not with those or tools.",
+                   "max_completion_tokens (or max_tokens), and not with those or tools; "
+                   "continue_final_message needs add_generation_prompt false and a last "
+                   "assistant message with text.",
 }
 
 _PROMPT = {"type": "string", "minLength": 1}

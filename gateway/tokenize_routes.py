@@ -3,7 +3,8 @@ with the tokenizer generations use (router/tokenize.py).
 
 Contract:
 - `/tokenize` takes `model` and exactly one of `prompt` (text) or `messages` (chat, through the
-  template; `tools`, `add_generation_prompt`: with a prompt, a 400 naming them), plus
+  template; `tools` and the template fields of gateway/chat_template_fields.py: with a prompt,
+  a 400 naming them), plus
   `add_special_tokens` and `return_token_strs`; it answers `{"count", "max_model_len",
   "tokens", "token_strs"}` (`token_strs` null unless asked).
 - `/detokenize` takes `model` and `tokens` (ids inside the vocabulary, else 400 naming
@@ -24,6 +25,7 @@ from aiohttp import web
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
 from gateway.chat_messages import parse_messages
+from gateway.chat_template_fields import TEMPLATE_FIELDS, parse_template_options
 from gateway.errors import bad_field
 from gateway.json_body import json_object, read_json
 from gateway.mesh_client import MeshClient
@@ -76,14 +78,14 @@ def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:
         raise bad_field("prompt", "give exactly one of prompt and messages")
     msg = wire.TokenizeRequest(body["model"],
                                add_special_tokens=bool(body.get("add_special_tokens", False)),
-                               return_token_strs=bool(body.get("return_token_strs")),
-                               add_generation_prompt=body.get("add_generation_prompt") is not False)
+                               return_token_strs=bool(body.get("return_token_strs")))
     if has_prompt:
-        for name in ("tools", "add_generation_prompt"):  # only the chat template reads them
+        for name in ("tools", *TEMPLATE_FIELDS):  # only the chat template reads them
             if body.get(name) is not None:
                 raise bad_field(name, "only with messages (a prompt is tokenised as it is)")
         msg.prompt = body["prompt"]
     else:
         msg.messages = parse_messages(body)
         msg.tools = parse_tools(body)[0]
+        msg.template = parse_template_options(body, msg.messages)
     return msg

@@ -214,8 +214,9 @@ class Router(Actor):
                 return _bad_value(_prompt_param(req), str(exc))
         fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting and req.truncate and req.messages:
+            encode = self.tokenizer.encode_chat
             ids = await asyncio.to_thread(
-                truncate, req.messages, lambda m: self.tokenizer.encode_chat(m, req.tools),
+                truncate, req.messages, lambda m: encode(m, req.tools, req.template),
                 lambda n: any(v.fits(n, req.max_tokens) for v in candidates)) or ids
             fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting:

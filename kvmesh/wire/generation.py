@@ -72,6 +72,19 @@ class ChatMessage:
     name: str | None = None
 
 
+@dataclass
+class ChatTemplateOptions:
+    """How `messages` become a prompt (vLLM's chat fields; router/tokenize.py renders them).
+    `continue_final_message`: the last message (an assistant's) is left open and the answer
+    continues it (then `add_generation_prompt` is False). `kwargs`: `chat_template_kwargs`, a
+    JSON object's text ("" for none), more variables for the template (e.g. Qwen3's
+    `enable_thinking`); never one the renderer sets itself."""
+
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    kwargs: str = ""
+
+
 @dataclass(kw_only=True)
 class SamplingFields:
     """The sampling parameters, declared once for every hop that carries them: the gateway's
@@ -125,6 +138,7 @@ class GenerateRequest(Message, SamplingFields):
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
     tools: list[ToolDef] | None = None  # reach the chat template (router/tool_prompt.py)
     truncate: bool = False  # drop the oldest turns until the prompt fits (router/truncation.py)
+    template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)
 
 
 @dataclass

@@ -6,11 +6,11 @@ it tokenises generations with, so the ids are the ones a generation's prompt wou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from kvmesh.wire import codec
-from kvmesh.wire.generation import ChatMessage, ToolDef
+from kvmesh.wire.generation import ChatMessage, ChatTemplateOptions, ToolDef
 from kvmesh.wire.message import Message
 
 ROUTER_TOKENIZE = "kvmesh.router.tokenize"  # TokenizeRequest -> TokenizeReply | ErrorReply
@@ -28,8 +28,8 @@ class TokenizeRequest(Message):
     messages: list[ChatMessage] | None = None
     tools: list[ToolDef] | None = None
     add_special_tokens: bool = False
-    add_generation_prompt: bool = True
     return_token_strs: bool = False  # the reply's token_strs; None unless asked
+    template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)
 
 
 @dataclass

@@ -149,6 +149,38 @@ def test_min_tokens_holds_off_the_end_and_its_bad_values_are_400(client: Any) ->
     assert err.value.body["param"] == "min_tokens"
 
 
+def test_a_continued_assistant_message_is_answered_as_its_prompt_is(mesh: Mesh,
+                                                                     client: Any) -> None:
+    """`continue_final_message`: the answer continues the assistant's prefill, token for token
+    what a completion of the same prompt (the /tokenize of those fields) gives; template
+    variables the template does not read change nothing; a reserved one is a 400."""
+    msgs = [{"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is"}]
+    fields = {"add_generation_prompt": False, "continue_final_message": True}
+    status, tok, _ = post(mesh.base_url + "/tokenize", {"model": MODEL, "messages": msgs,
+                                                         **fields})
+    assert status == 200, tok
+    status, text, _ = post(mesh.base_url + "/detokenize", {"model": MODEL,
+                                                            "tokens": tok["tokens"]})
+    assert text["prompt"].endswith("The capital of France is")  # left open: no end of turn
+    chat = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=8,
+                                          temperature=0, extra_body=fields)
+    done = client.completions.create(model=MODEL, prompt=tok["tokens"], max_tokens=8,
+                                     temperature=0)
+    assert chat.choices[0].message.content == done.choices[0].text
+    assert chat.usage.prompt_tokens == tok["count"]
+    plain = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8,
+                                           temperature=0)
+    unread = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, temperature=0,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert unread.choices[0].message.content == plain.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8,
+                                       extra_body={"chat_template_kwargs": {"tools": []}})
+    assert err.value.body["param"] == "chat_template_kwargs"
+
+
 def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
     """Each penalty changes a greedy answer that repeats itself (the formulas are checked
     against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""

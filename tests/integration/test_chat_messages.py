@@ -74,10 +74,12 @@ def test_refused_messages_and_fields_are_400s_naming_them(mesh: Mesh, fields: di
     assert (body["error"]["param"], body["error"]["code"]) == (param, code)
 
 
-@pytest.mark.parametrize("field", ["add_generation_prompt", "tools"])
-def test_tokenize_refuses_chat_only_fields_with_a_prompt(mesh: Mesh, field: str) -> None:
-    value = False if field == "add_generation_prompt" else [{"type": "function", "function": {
-        "name": "f"}}]
+@pytest.mark.parametrize(("field", "value"), [
+    ("add_generation_prompt", False), ("continue_final_message", False),
+    ("chat_template_kwargs", {"a": 1}), ("tools", [{"type": "function", "function": {
+        "name": "f"}}])])
+def test_tokenize_refuses_chat_only_fields_with_a_prompt(mesh: Mesh, field: str,
+                                                        value: Any) -> None:
     status, body, _ = post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": "hi",
                                                           field: value})
     assert status == 400, body

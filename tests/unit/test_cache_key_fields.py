@@ -21,6 +21,8 @@ NEUTRAL = {"stream", "stream_options", "user", "metadata", "safety_identifier",
 # For each answer-changing field: (the request without it, the request with it), as additions
 # to the base request (a field that needs another is sent with it in both).
 T = {"tools": [TOOL]}
+OPEN = {"add_generation_prompt": False, "messages": [{"role": "user", "content": "hi"},
+                                                     {"role": "assistant", "content": "Hel"}]}
 CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "model": ({}, {"model": "other"}),
     "messages": ({}, {"messages": [{"role": "user", "content": "bye"}]}),
@@ -45,6 +47,9 @@ CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "guided_json": ({}, {"guided_json": SCHEMA}), "guided_regex": ({}, {"guided_regex": "a+"}),
     "guided_choice": ({}, {"guided_choice": ["a", "b"]}),
     "guided_grammar": ({}, {"guided_grammar": 'start: "a"'}),
+    "add_generation_prompt": ({}, {"add_generation_prompt": False}),
+    "continue_final_message": (OPEN, {**OPEN, "continue_final_message": True}),
+    "chat_template_kwargs": ({}, {"chat_template_kwargs": {"enable_thinking": False}}),
 }
 CHAT_LOGPROBS = ({}, {"logprobs": True})
 NEUTRAL_VALUES: dict[str, Any] = {
