@@ -24,6 +24,7 @@ Contract:
   (in a process that hosts its router: that router holds its NATS link) and a worker is live;
   it needs no key and says how many models are served, never which.
 - Every error, including unknown routes and unexpected failures, is in the OpenAI shape.
+- Browser pages of other origins may call it only as `cors_origins` allows (gateway/cors.py).
 - A completions batch (several prompts) runs each prompt as its own request, cached and
   cancelled like a single one, and answers as one response (gateway/prompt_batch.py).
 """
@@ -41,7 +42,7 @@ from aiohttp import web
 
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
-from gateway import request_id
+from gateway import cors, request_id
 from gateway import telemetry as telemetry_http
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
@@ -105,6 +106,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_document)
+    cors.install(app, mesh.cfg.cors_origins)
     return app
 
 

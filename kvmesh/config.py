@@ -102,6 +102,9 @@ class GatewayConfig(Ranged):
     # Seconds the event loop polls without sleeping after each message, so the next one finds
     # it running (kvmesh/busy_poll.py): one core while it lasts; 0 = sleep at once.
     busy_poll: float = 0.0
+    # Origins whose browser pages may call the API (gateway/cors.py): "" none (no CORS
+    # header), "*" any, or a comma-separated list of exact origins.
+    cors_origins: str = ""
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"auth_timeout", "router_timeout",
         "chunk_timeout", "stream_write_timeout", "worker_dead_after", "max_body_bytes",
