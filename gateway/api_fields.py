@@ -120,6 +120,9 @@ def _extensions(kind: str) -> list[Field]:
         Field("min_tokens", (INT,), EXTENSION, "vLLM's: at least this many tokens (at most the "
               "token limit) before an end-of-sequence or stop token, or a stop string, can end "
               "a choice; not with structured output or tools"),
+        Field("include_stop_str_in_output", (BOOL,), EXTENSION,
+              "vLLM's: the `stop` string that ended a choice ends its text (default false: "
+              "dropped)"),
         Field("stop_token_ids", (ARR,), EXTENSION,
               "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,

@@ -108,7 +108,8 @@ class RequestState:
                    eos_ids: frozenset[int]) -> ChoiceState:
         """A choice of this request; `tokenizer` None: it makes no text."""
         detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
-        choice = ChoiceState(seq, detok, StopStringFilter(self.params.stop),
+        stops = StopStringFilter(self.params.stop, self.params.include_stop_str_in_output)
+        choice = ChoiceState(seq, detok, stops,
                              hidden_ids(self.params, eos_ids), self.params.min_tokens)
         self.choices.append(choice)
         return choice

@@ -50,6 +50,8 @@ class SamplingParams:
     those of every token seen, prompt included (penalties.py says how). `min_tokens` (vLLM's):
     each choice generates at least this many tokens before an end-of-sequence or stop token can
     be drawn or a stop string can end it (min_tokens.py); at most `max_tokens`.
+    `include_stop_str_in_output` (vLLM's): the stop string that ended a choice ends its text too
+    (it is dropped by default).
     """
 
     max_tokens: int = 16
@@ -75,6 +77,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     min_tokens: int = 0
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

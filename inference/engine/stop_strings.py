@@ -2,17 +2,19 @@
 
 `StopStringFilter.feed(text)` returns what is safe to show now. It holds back the longest
 tail that could still grow into a stop string; when a stop string appears, everything from
-its start on is dropped and `stopped` is set. Text fed with `look=False` (a choice's first
-`min_tokens` tokens) is shown at once and no stop string is looked for in it: a stop string
-counts only if it starts after every text shown, so what was shown is never taken back.
+its start on is dropped (with `keep`, everything after its end) and `stopped` is set. Text
+fed with `look=False` (a choice's first `min_tokens` tokens) is shown at once and no stop
+string is looked for in it: a stop string counts only if it starts after every text shown,
+so what was shown is never taken back.
 """
 
 from __future__ import annotations
 
 
 class StopStringFilter:
-    def __init__(self, stops: list[str]):
+    def __init__(self, stops: list[str], keep: bool = False):
         self.stops = stops
+        self.keep = keep  # the stop string found is shown, the text ending with it
         self._text = ""
         self._emitted = 0
         self.stopped = False
@@ -29,10 +31,12 @@ class StopStringFilter:
         # the text already shown.
         longest = max(map(len, self.stops))
         lo = max(self._emitted, len(self._text) - len(delta) - longest + 1)
-        hits = [i for i in (self._text.find(s, lo) for s in self.stops) if i != -1]
+        hits = [(i, i + len(s)) for i, s in ((self._text.find(s, lo), s) for s in self.stops)
+                if i != -1]
         if hits:
             self.stopped = True
-            return self._release(min(hits))
+            start, end = min(hits)  # the first to start; of two there, the shorter
+            return self._release(end if self.keep else start)
         return self._release(len(self._text) if final else len(self._text) - self._held_tail())
 
     def _held_tail(self) -> int:

@@ -38,6 +38,21 @@ def test_stop_string_ends_text_before_it(client) -> None:
     assert resp.choices[0].finish_reason == "stop"
 
 
+def test_include_stop_str_in_output_ends_the_text_with_it(client) -> None:
+    base = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    stop = base.split()[2]
+    want = base[:base.index(stop) + len(stop)]
+    kept = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0,
+                                     stop=[stop], extra_body={"ignore_eos": True,
+                                                              "include_stop_str_in_output": True})
+    assert kept.choices[0].text == want and kept.choices[0].finish_reason == "stop"
+    streamed = client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop], stream=True,
+        extra_body={"ignore_eos": True, "include_stop_str_in_output": True})
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == want
+
+
 def test_seed_reproduces_sampled_text(client) -> None:
     def run(seed: int) -> str:
         return client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8,

@@ -172,6 +172,7 @@ def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> N
         "frequency_penalty": -0.5,
         "repetition_penalty": 1.1,
         "min_tokens": 3,
+        "include_stop_str_in_output": True,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():

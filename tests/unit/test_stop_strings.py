@@ -31,3 +31,11 @@ def test_held_tail_is_flushed_at_the_end():
 
 def test_no_stops_passes_everything():
     assert _stream(["a", "b"], []) == ("ab", False)
+
+
+def test_keep_shows_the_stop_string_and_drops_what_follows() -> None:
+    f = StopStringFilter(["STOP", "ST"], keep=True)
+    assert f.feed("abc S") == "abc "  # "S" could grow into either
+    assert f.feed("TOP and more") == "ST" and f.stopped  # "ST" starts there and is shorter
+    g = StopStringFilter(["\n\n"], keep=True)
+    assert g.feed("one\n") == "one" and g.feed("\ntwo") == "\n\n" and g.stopped
