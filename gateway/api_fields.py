@@ -123,6 +123,9 @@ def _extensions(kind: str) -> list[Field]:
         Field("include_stop_str_in_output", (BOOL,), EXTENSION,
               "vLLM's: the `stop` string that ended a choice ends its text (default false: "
               "dropped)"),
+        Field("skip_special_tokens", (BOOL,), EXTENSION,
+              "vLLM's: special tokens show no text (default true); false shows theirs, except "
+              "the token that ends the answer"),
         Field("stop_token_ids", (ARR,), EXTENSION,
               "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,

@@ -4,8 +4,8 @@ Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which
 their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
 `top_k`, `min_p`, `repetition_penalty`, `min_tokens`, `stop_token_ids`,
-`include_stop_str_in_output`, `priority`. Structured output and tools (`response_format`,
-`guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
+`include_stop_str_in_output`, `skip_special_tokens`, `priority`. Structured output and tools
+(`response_format`, `guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
 gateway/structured_request.py; `logit_bias`, session hints and trace labels in
 gateway/request_extras.py; a completion's prompt or batch of prompts, `echo` and `suffix` in
 gateway/completion_prompts.py.
@@ -189,6 +189,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.stop_token_ids = ids
     req.ignore_eos = typed(body, "ignore_eos", bool, False)
     req.include_stop_str_in_output = typed(body, "include_stop_str_in_output", bool, False)
+    req.skip_special_tokens = typed(body, "skip_special_tokens", bool, True)
     req.priority = typed(body, "priority", int, 0)
     req.session = session_hint(body)
     req.trace_labels = parse_extras(body, req)

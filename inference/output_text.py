@@ -30,12 +30,13 @@ class ChoiceTexts:
         self._tok = tokenizer
         self._detoks: dict[int, IncrementalDetokenizer] = {}
         self._hidden = hidden_ids(params, eos_ids)
+        self._skip = params.skip_special_tokens
 
     def text(self, index: int, token_ids: list[int], finish: str | None) -> str:
         """Hot path (a row per choice per step): the new text of choice `index`'s row."""
         detok = self._detoks.get(index)
         if detok is None:
-            detok = self._detoks[index] = IncrementalDetokenizer(self._tok)
+            detok = self._detoks[index] = IncrementalDetokenizer(self._tok, self._skip)
         if finish is None:
             return detok.push_one(token_ids[0]) if len(token_ids) == 1 else detok.push(token_ids)
         if not token_ids:  # aborted, or ended before sampling: the engine adds no text

@@ -107,7 +107,8 @@ class RequestState:
     def new_choice(self, seq: Sequence, tokenizer: Tokenizer | None,
                    eos_ids: frozenset[int]) -> ChoiceState:
         """A choice of this request; `tokenizer` None: it makes no text."""
-        detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        detok = None if tokenizer is None else \
+            IncrementalDetokenizer(tokenizer, self.params.skip_special_tokens)
         stops = StopStringFilter(self.params.stop, self.params.include_stop_str_in_output)
         choice = ChoiceState(seq, detok, stops,
                              hidden_ids(self.params, eos_ids), self.params.min_tokens)

@@ -51,7 +51,8 @@ class SamplingParams:
     each choice generates at least this many tokens before an end-of-sequence or stop token can
     be drawn or a stop string can end it (min_tokens.py); at most `max_tokens`.
     `include_stop_str_in_output` (vLLM's): the stop string that ended a choice ends its text too
-    (it is dropped by default).
+    (it is dropped by default). `skip_special_tokens` (vLLM's, default True): special tokens
+    show no text; False shows theirs (the token that ends a choice still shows none).
     """
 
     max_tokens: int = 16
@@ -78,6 +79,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

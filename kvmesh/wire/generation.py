@@ -115,6 +115,7 @@ class SamplingFields:
     repetition_penalty: float = 1.0  # vLLM's, on every token seen; 1 is off
     min_tokens: int = 0  # vLLM's: no end-of-sequence, stop token or stop string before this many
     include_stop_str_in_output: bool = False  # vLLM's: the stop string found ends the text
+    skip_special_tokens: bool = True  # vLLM's: special tokens show no text
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:

@@ -79,7 +79,7 @@ VALID_COMMON = {
                                                                           st.floats(-2, 2)),
     "repetition_penalty": st.floats(0.01, 2), "min_p": st.floats(0, 1),
     "min_tokens": st.integers(0, 1),  # at most max_tokens: 1 is below every valid one
-    "include_stop_str_in_output": st.booleans(),
+    "include_stop_str_in_output": st.booleans(), "skip_special_tokens": st.booleans(),
 }
 
 

@@ -181,6 +181,22 @@ def test_a_continued_assistant_message_is_answered_as_its_prompt_is(mesh: Mesh,
     assert err.value.body["param"] == "chat_template_kwargs"
 
 
+def test_skip_special_tokens_false_shows_them(client: Any) -> None:
+    """Past its end of turn (`ignore_eos`) the answer holds SmolLM2's special tokens: their
+    text shows only with `skip_special_tokens: false`, streamed or not."""
+    def answer(stream: bool = False, **extra: Any) -> str:
+        out = client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=60, temperature=0, stream=stream,
+            extra_body={"ignore_eos": True, **extra})
+        if stream:
+            return "".join(c.choices[0].delta.content or "" for c in out if c.choices)
+        return out.choices[0].message.content
+
+    shown = answer(skip_special_tokens=False)
+    assert "<|im_end|>" in shown and "<|im_end|>" not in answer()
+    assert answer(stream=True, skip_special_tokens=False) == shown
+
+
 def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
     """Each penalty changes a greedy answer that repeats itself (the formulas are checked
     against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""

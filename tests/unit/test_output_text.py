@@ -42,8 +42,10 @@ def _engine_rows(tok: Tokenizer, ids: list[int], params: SamplingParams, finish_
     return rows
 
 
+@pytest.mark.parametrize("skip_special_tokens", [True, False])
 @pytest.mark.parametrize("finish_at", ["eos", "stop_token", "length"])
-def test_rows_carry_the_engines_text(tok: Tokenizer, finish_at: str) -> None:
+def test_rows_carry_the_engines_text(tok: Tokenizer, finish_at: str,
+                                     skip_special_tokens: bool) -> None:
     rng = random.Random(7)
     stop_token = tok.encode(" the")[0]
     for text in HOSTILE + [" ".join(rng.sample(HOSTILE, 3)) for _ in range(20)]:
@@ -54,12 +56,16 @@ def test_rows_carry_the_engines_text(tok: Tokenizer, finish_at: str) -> None:
             ids.append(tok.eos_token_ids[0])
         elif finish_at == "stop_token":
             ids.append(stop_token)
-        params = SamplingParams(max_tokens=1000, stop_token_ids=[stop_token])
+        params = SamplingParams(max_tokens=1000, stop_token_ids=[stop_token],
+                                skip_special_tokens=skip_special_tokens)
         want = _engine_rows(tok, ids, params, finish_at)
         texts = ChoiceTexts(tok, params, frozenset(tok.eos_token_ids))
         got = [texts.text(0, r.token_ids, r.finish_reason) for r in want]
         assert got == [r.text for r in want]
         assert want[-1].finish_reason == ("length" if finish_at == "length" else "stop")
+        shown = "".join(got)  # the ending token shows no text either way
+        specials = "<|im_start|>" in tok.decode(ids, skip_special_tokens=False)
+        assert ("<|im_start|>" in shown) == (specials and not skip_special_tokens)
 
 
 def test_an_eos_token_is_shown_with_ignore_eos(tok: Tokenizer) -> None:
