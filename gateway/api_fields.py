@@ -126,6 +126,9 @@ def _extensions(kind: str) -> list[Field]:
         Field("skip_special_tokens", (BOOL,), EXTENSION,
               "vLLM's: special tokens show no text (default true); false shows theirs, except "
               "the token that ends the answer"),
+        Field("allowed_token_ids", (ARR,), EXTENSION,
+              "vLLM's: only these token ids (inside the vocabulary) can be drawn; not with "
+              "structured output, tools or `min_tokens`"),
         Field("stop_token_ids", (ARR,), EXTENSION,
               "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,

@@ -4,11 +4,11 @@ Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which
 their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
 `top_k`, `min_p`, `repetition_penalty`, `min_tokens`, `stop_token_ids`,
-`include_stop_str_in_output`, `skip_special_tokens`, `priority`. Structured output and tools
-(`response_format`, `guided_*`, `tools`, `tool_choice`, `parallel_tool_calls`) are parsed in
-gateway/structured_request.py; `logit_bias`, session hints and trace labels in
-gateway/request_extras.py; a completion's prompt or batch of prompts, `echo` and `suffix` in
-gateway/completion_prompts.py.
+`include_stop_str_in_output`, `skip_special_tokens`, `allowed_token_ids`, `priority`.
+Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
+`parallel_tool_calls`) are parsed in gateway/structured_request.py; `logit_bias`, session
+hints and trace labels in gateway/request_extras.py; a completion's prompt or batch of
+prompts, `echo` and `suffix` in gateway/completion_prompts.py.
 
 `messages` are gateway/chat_messages.py's. `max_tokens` is checked even where
 `max_completion_tokens` wins; `parallel_tool_calls` is a 400 without `tools`; `min_tokens` is
@@ -114,13 +114,15 @@ def parse_chat(body: Any) -> ParsedRequest:
         req.logprobs = _opt_int(body, "top_logprobs", 0, 20) or 0
     elif body.get("top_logprobs") is not None:
         raise bad_field("top_logprobs", "requires logprobs to be true")
-    _check_min_tokens(req)
+    _check_token_masks(req)
     return req
 
 
-def _check_min_tokens(req: ParsedRequest) -> None:
+def _check_token_masks(req: ParsedRequest) -> None:
     """`min_tokens` at most the token limit when one is given (without one the worker checks
-    it against the context left), and never with a grammar, which ends the answer itself."""
+    it against the context left), and never with a grammar, which ends the answer itself;
+    `allowed_token_ids` neither with a grammar nor with `min_tokens` (their masks could leave
+    no token to draw)."""
     if req.max_tokens is not None and req.min_tokens > req.max_tokens:
         limit = req.max_tokens_param or "max_tokens"  # a completion's default, 16
         raise bad_field("min_tokens", f"must be at most {limit} ({req.max_tokens}), got "
@@ -128,6 +130,11 @@ def _check_min_tokens(req: ParsedRequest) -> None:
     if req.min_tokens and req.grammar_kind:
         raise bad_field("min_tokens", "cannot be combined with structured output or tools "
                         "(the grammar ends the answer)")
+    if req.allowed_token_ids and req.grammar_kind:
+        raise bad_field("allowed_token_ids", "cannot be combined with structured output or "
+                        "tools (the grammar could allow none of them)")
+    if req.allowed_token_ids and req.min_tokens:
+        raise bad_field("min_tokens", "cannot be combined with allowed_token_ids")
 
 
 def parse_completion(body: Any) -> ParsedRequest:
@@ -142,7 +149,7 @@ def parse_completion(body: Any) -> ParsedRequest:
     req.max_tokens_param = _given(body, "max_tokens")
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     parse_echo(body, req)
-    _check_min_tokens(req)
+    _check_token_masks(req)
     return req
 
 
@@ -187,12 +194,22 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     if any(type(t) is not int or not 0 <= t < INT_LIMIT for t in ids):
         raise bad_field("stop_token_ids", "must be a list of non-negative integers")
     req.stop_token_ids = ids
+    req.allowed_token_ids = _token_ids(body, "allowed_token_ids")
     req.ignore_eos = typed(body, "ignore_eos", bool, False)
     req.include_stop_str_in_output = typed(body, "include_stop_str_in_output", bool, False)
     req.skip_special_tokens = typed(body, "skip_special_tokens", bool, True)
     req.priority = typed(body, "priority", int, 0)
     req.session = session_hint(body)
     req.trace_labels = parse_extras(body, req)
+
+
+def _token_ids(body: dict[str, Any], name: str) -> list[int] | None:
+    """A non-empty list of token ids (checked against the vocabulary at the worker), or None."""
+    ids = typed(body, name, list, None)
+    if ids is not None and (not ids or any(type(t) is not int or not 0 <= t < INT_LIMIT
+                                           for t in ids)):
+        raise bad_field(name, "must be a non-empty list of non-negative integers")
+    return ids
 
 
 def _stop(stop: Any) -> list[str]:

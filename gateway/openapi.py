@@ -196,7 +196,8 @@ CHAT_REQUEST = {
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
                    "of response_format (not text) and guided_*; min_tokens at most "
-                   "max_completion_tokens (or max_tokens), and not with those or tools; "
+                   "max_completion_tokens (or max_tokens), and not with those or tools "
+                   "(nor allowed_token_ids, nor min_tokens beside it); "
                    "continue_final_message needs add_generation_prompt false and a last "
                    "assistant message with text.",
 }
@@ -225,7 +226,8 @@ COMPLETION_REQUEST = {
     }),
     "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
                    "with echo; min_tokens at most max_tokens, and not with guided_* or "
-                   "response_format. A list of prompts is answered as one response (choice index = "
+                   "response_format (nor allowed_token_ids, nor min_tokens beside it). A list "
+                   "of prompts is answered as one response (choice index = "
                    "prompt_i * n + j). suffix is refused.",
 }
 

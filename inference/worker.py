@@ -206,7 +206,7 @@ class Worker(Actor):
         try:
             check_prompt(ids, req.max_tokens, limits)
             params = sampling_params(req, max_tokens, share_of(req))
-            check_token_ids(params.logit_bias, params.stop_token_ids, limits)
+            check_token_ids(params, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
         refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None,

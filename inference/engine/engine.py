@@ -118,7 +118,7 @@ class LLMEngine:
             # the vocabulary-parallel head is a collective that only the runner's step joins
             raise InvalidParameter("logprobs", "prompt logprobs (echo with logprobs) are not "
                                    "served by a tensor-parallel worker")
-        check_token_ids(params.logit_bias, params.stop_token_ids, self.limits)
+        check_token_ids(params, self.limits)
         seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state

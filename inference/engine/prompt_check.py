@@ -1,14 +1,16 @@
 """The one check of a prompt (and of the token ids a request names: `logit_bias`,
-`stop_token_ids`) against what an engine can hold, shared by the engine (on `add_request`)
-and the worker (before it accepts, so a refusal is a reply, not a stream error).
+`stop_token_ids`, `allowed_token_ids`) against what an engine can hold, shared by the engine
+(on `add_request`) and the worker (before it accepts, so a refusal is a reply, not a stream
+error).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ContextLengthExceeded, InvalidParameter
+from .sampling_params import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,13 @@ def check_prompt(ids: Sequence[int], max_tokens: int | None, limits: PromptLimit
         raise InvalidParameter("prompt", f"token ids must be in [0, {vocab})")
 
 
-def check_token_ids(bias: Mapping[int, float], stop_token_ids: Sequence[int],
-                    limits: PromptLimits) -> None:
+def check_token_ids(params: SamplingParams, limits: PromptLimits) -> None:
     """Raise `InvalidParameter` naming the field unless every token id a request names (its
-    `logit_bias` keys, its `stop_token_ids`) is in the vocabulary."""
+    `logit_bias` keys, `stop_token_ids`, `allowed_token_ids`) is in the vocabulary."""
     vocab = limits.vocab_size
-    for param, ids in (("logit_bias", bias), ("stop_token_ids", stop_token_ids)):
+    for param, ids in (("logit_bias", params.logit_bias),
+                       ("stop_token_ids", params.stop_token_ids),
+                       ("allowed_token_ids", params.allowed_token_ids or ())):
         bad = next((t for t in ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise InvalidParameter(param, f"token id {bad} is outside the vocabulary "

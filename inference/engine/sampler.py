@@ -25,7 +25,8 @@ samples), so the draws are reproducible from the engine's seed and nothing waits
 
 Penalised rows (presence, frequency, repetition: inference/engine/penalties.py) are penalised
 first, then rows with a `logit_bias` get their biases added (inference/engine/logit_bias.py),
-then rows short of their `min_tokens` have their ending tokens set to -inf (min_tokens.py), then
+then rows with `allowed_token_ids` have every other token set to -inf (allowed_tokens.py), then
+rows short of their `min_tokens` have their ending tokens set to -inf (min_tokens.py), then
 grammar-constrained rows (`GrammarMask`) have the tokens their grammar forbids set to -inf, in
 place and for those rows only; the other rows are untouched.
 """
@@ -39,6 +40,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .allowed_tokens import keep_allowed
 from .grammar import GrammarMask
 from .logit_bias import apply_logit_bias
 from .min_tokens import forbid_endings
@@ -78,10 +80,11 @@ class _Plan:
     logprob_rows: list[int]  # rows that asked for logprobs
     penalized: list[int]  # rows with a presence, frequency or repetition penalty
     floored: list[int]  # rows with a `min_tokens`
+    restricted: list[int]  # rows with `allowed_token_ids`
 
     @classmethod
     def of(cls, rows: PySequence[Row]) -> _Plan:
-        plan = cls([], [], [], True, False, [], [], [])
+        plan = cls([], [], [], True, False, [], [], [], [])
         for i, row in enumerate(rows):
             p = row.params
             plan.temps.append(p.temperature)
@@ -96,6 +99,8 @@ class _Plan:
                 plan.penalized.append(i)
             if p.min_tokens:
                 plan.floored.append(i)
+            if p.allowed_token_ids:
+                plan.restricted.append(i)
         return plan
 
 
@@ -159,6 +164,8 @@ def sample(
                                   plan.penalized)
     if plan.biased:
         apply_logit_bias(logits, [r.params for r in rows])
+    if plan.restricted:
+        keep_allowed(logits, [rows[i].params for i in plan.restricted], plan.restricted)
     if plan.floored:
         forbid_endings(logits, [rows[i] for i in plan.floored], plan.floored, eos_ids)
     if grammar is not None:

@@ -5,9 +5,9 @@ params are made and again when `LLMEngine.add_request` takes them (a dataclass c
 in between). The worker makes them from the wire's fields, whose types the codec has already
 checked, so a bad value becomes a 400 with `param` set before the request reaches the engine
 process. Types are not checked here beyond that: a caller outside the mesh (`inference.LLM`)
-passes Python values as it likes. Token ids in `logit_bias` and `stop_token_ids` are
-checked against the vocabulary apart (`prompt_check.check_token_ids`), since only the model
-knows its size.
+passes Python values as it likes. Token ids in `logit_bias`, `stop_token_ids` and
+`allowed_token_ids` are checked against the vocabulary apart (`prompt_check.check_token_ids`),
+since only the model knows its size.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class SamplingParams:
     `include_stop_str_in_output` (vLLM's): the stop string that ended a choice ends its text too
     (it is dropped by default). `skip_special_tokens` (vLLM's, default True): special tokens
     show no text; False shows theirs (the token that ends a choice still shows none).
+    `allowed_token_ids` (vLLM's): when set, only these tokens can be drawn (allowed_tokens.py);
+    not with a grammar, whose mask could leave none.
     """
 
     max_tokens: int = 16
@@ -80,6 +82,7 @@ class SamplingParams:
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
+    allowed_token_ids: list[int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -123,6 +126,11 @@ class SamplingParams:
                 raise bad(name, f"must be a string, got {getattr(self, name)!r}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise bad("stop_token_ids", "must be non-negative integers")
+        if self.allowed_token_ids is not None and (not self.allowed_token_ids or any(
+                not isinstance(t, int) or t < 0 for t in self.allowed_token_ids)):
+            raise bad("allowed_token_ids", "must be a non-empty list of token ids")
+        if self.allowed_token_ids and self.min_tokens:  # their masks could leave no token
+            raise bad("min_tokens", "cannot be combined with allowed_token_ids")
         if any(not isinstance(t, int) or t < 0 or not -100.0 <= float(b) <= 100.0
                for t, b in self.logit_bias.items()):
             raise bad("logit_bias", "must map token ids to biases in [-100, 100]")
@@ -138,7 +146,7 @@ class SamplingParams:
     def _validate_grammar(self) -> None:
         from kvmesh.grammar import grammar_error
 
-        for name in ("ignore_eos", "min_tokens"):
+        for name in ("ignore_eos", "min_tokens", "allowed_token_ids"):
             if getattr(self, name):
                 raise InvalidParameter(name, "cannot be combined with a grammar (its end ends "
                                        "the answer)")

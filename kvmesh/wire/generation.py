@@ -116,6 +116,7 @@ class SamplingFields:
     min_tokens: int = 0  # vLLM's: no end-of-sequence, stop token or stop string before this many
     include_stop_str_in_output: bool = False  # vLLM's: the stop string found ends the text
     skip_special_tokens: bool = True  # vLLM's: special tokens show no text
+    allowed_token_ids: list[int] | None = None  # vLLM's: only these can be drawn
 
 
 def sampling_of(obj: SamplingFields) -> dict[str, Any]:

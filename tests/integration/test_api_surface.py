@@ -197,6 +197,22 @@ def test_skip_special_tokens_false_shows_them(client: Any) -> None:
     assert answer(stream=True, skip_special_tokens=False) == shown
 
 
+def test_allowed_token_ids_hold_the_answer_to_them(mesh: Mesh, client: Any) -> None:
+    ids = [post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": w})[1]["tokens"][0]
+           for w in (" yes", " no")]
+    for seed in range(3):
+        out = client.completions.create(model=MODEL, prompt="Is the sky green? Answer:",
+                                        max_tokens=3, temperature=1.5, seed=seed,
+                                        logprobs=1, extra_body={"allowed_token_ids": ids})
+        assert out.usage.completion_tokens == 3  # no end of sequence among them
+        assert set(out.choices[0].logprobs.tokens) <= {" yes", " no"}, out.choices[0]
+    for value in ([10**9], [], ["x"]):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=MODEL, prompt="Hi", max_tokens=1,
+                                      extra_body={"allowed_token_ids": value})
+        assert err.value.body["param"] == "allowed_token_ids", value
+
+
 def test_penalties_reach_the_engine_and_out_of_range_ones_are_400(client: Any) -> None:
     """Each penalty changes a greedy answer that repeats itself (the formulas are checked
     against transformers in tests/unit/test_penalties.py); a value out of range is a 400."""

@@ -34,6 +34,7 @@ CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "logit_bias": ({}, {"logit_bias": {"42": 5}}), "top_k": ({}, {"top_k": 5}),
     "min_p": ({}, {"min_p": 0.1}), "min_tokens": ({}, {"min_tokens": 2}),
     "skip_special_tokens": ({}, {"skip_special_tokens": False}),
+    "allowed_token_ids": ({}, {"allowed_token_ids": [5, 6]}),
     "include_stop_str_in_output": ({"stop": ["x"]},
                                    {"stop": ["x"], "include_stop_str_in_output": True}),
     "frequency_penalty": ({}, {"frequency_penalty": 0.5}),

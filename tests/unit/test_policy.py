@@ -174,6 +174,7 @@ def test_every_sampling_field_but_priority_and_salt_changes_the_cache_key() -> N
         "min_tokens": 3,
         "include_stop_str_in_output": True,
         "skip_special_tokens": False,
+        "allowed_token_ids": [4, 5],
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingFields)}
     for name, value in changed.items():
