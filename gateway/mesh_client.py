@@ -5,7 +5,9 @@ Contract:
 - One NATS subscription per gateway process (`inbox`) receives every worker's `Deltas` frames
   for this process's requests; they are demultiplexed by request id into `RequestStream`s. A
   stream is registered before its request is sent, so a delta that overtakes the router's
-  `Accepted` is kept, not lost.
+  `Accepted` is kept, not lost. A stream takes deltas and errors only from the worker that
+  accepted its request (those that came before the `Accepted` wait for it): a worker the
+  request was first sent to, paused past its turn and resumed, never mixes its output in.
 - `generate` sends the request to the router and returns a `RequestStream` once a worker
   accepted, or raises `ApiError`: the router's or worker's `ErrorReply` as is, 503 when no
   router listens (or NATS is down), 504 when the router does not answer in time, 413 when the
@@ -20,7 +22,8 @@ Contract:
   nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
   (no timer per request or per chunk).
 - A worker that dies before the request's first chunk is not the client's problem: the stream
-  re-routes the request (that worker excluded) up to `retry_before_first_token` times.
+  re-routes the request (that worker excluded, and told to cancel it should it come back) up
+  to `retry_before_first_token` times.
 - Per-request state is bounded: a stream keeps its chunks only when asked to (`keep`: the
   result cache stores them); otherwise it keeps the usage and a token count.
 - The registry of workers (`kvmesh.worker_registry`, fed by heartbeats) answers which models
@@ -150,15 +153,15 @@ class MeshClient(Actor):
         except wire.WireError as exc:
             log.warning("bad deltas frame: %s", exc)
             return
-        streams = self.streams
+        streams, worker = self.streams, frame.worker_id
         for chunk in frame.chunks:
             stream = streams.get(chunk.request_id)
             if stream is not None:
-                stream.push(chunk)
+                stream.push(chunk, worker)
         for err in frame.errors:
             stream = streams.get(err.request_id)
             if stream is not None:
-                stream.fail(ApiError.from_reply(err.error))
+                stream.fail(ApiError.from_reply(err.error), worker)
 
     async def _watchdog(self) -> None:
         """Fail streams whose worker died or went quiet (one task for every stream)."""
@@ -235,14 +238,16 @@ class MeshClient(Actor):
         if self.local_router is not None:  # after this client's streams: they route no more
             await self.local_router.drain()
 
-    async def cancel(self, request_id: str, superseded: bool = False) -> None:
+    async def cancel(self, request_id: str, superseded: bool = False,
+                     worker_id: str = "") -> None:
         with contextlib.suppress(Exception):
-            await self.publish(wire.CANCEL, Cancel(request_id, superseded))
+            await self.publish(wire.CANCEL, Cancel(request_id, superseded, worker_id))
 
-    def cancel_soon(self, request_id: str, superseded: bool = False) -> None:
-        """Publish a cancel from a handler that is itself being cancelled (`superseded`: see
-        `wire.Cancel`)."""
-        self._spawn(self.cancel(request_id, superseded))
+    def cancel_soon(self, request_id: str, superseded: bool = False,
+                    worker_id: str = "") -> None:
+        """Publish a cancel from a handler that is itself being cancelled (`superseded`,
+        `worker_id`: see `wire.Cancel`)."""
+        self._spawn(self.cancel(request_id, superseded, worker_id))
 
 
 def _router_timeout() -> ApiError:
@@ -270,6 +275,8 @@ class RequestStream:
         self._wake: asyncio.Future[None] | None = None
         self._heard = self._accepted_at = time.monotonic()
         self._reroutes = mesh.cfg.retry_before_first_token
+        # (worker, chunk or error) that came before the router's Accepted named the worker
+        self._early: list[tuple[str, Chunk | ApiError]] = []
 
     @property
     def worker_id(self) -> str:
@@ -288,11 +295,29 @@ class RequestStream:
             if not isinstance(exc, ApiError) or exc.code == "router_timeout":
                 self.mesh.cancel_soon(self.request_id)
             raise
+        finally:
+            early, self._early = self._early, []
         self._heard = self._accepted_at = time.monotonic()
+        for worker, item in early:
+            if isinstance(item, ApiError):
+                self.fail(item, worker)
+            else:
+                self.push(item, worker)
 
     # -- filled by the mesh client (loop thread) -------------------------------------------
 
-    def push(self, chunk: Chunk) -> None:
+    def _ours(self, worker: str, item: Chunk | ApiError) -> bool:
+        """Whether `worker`'s chunk or error is this stream's: its accepting worker's. Before
+        the Accepted came, it is kept for `route` to sort."""
+        accepted = self.accepted.worker_id
+        if not accepted:
+            self._early.append((worker, item))
+        return worker == accepted
+
+    def push(self, chunk: Chunk, worker: str) -> None:
+        """Hot path: a chunk of the request from `worker`."""
+        if worker != self.accepted.worker_id and not self._ours(worker, chunk):
+            return
         self._heard = time.monotonic()
         if chunk.seq != self._next:
             self._held[chunk.seq] = chunk
@@ -309,7 +334,11 @@ class RequestStream:
         self._next += 1
         self._pending.append(chunk)
 
-    def fail(self, err: ApiError) -> None:
+    def fail(self, err: ApiError, worker: str = "") -> None:
+        """End the stream with `err`: `worker`'s (only the accepting worker's counts), or
+        this process's own ("")."""
+        if worker and not self._ours(worker, err):
+            return
         if self._error is None:
             self._error = err
         self._wakeup()
@@ -377,6 +406,7 @@ class RequestStream:
         self.wreq.exclude_workers = [*self.wreq.exclude_workers, self.worker_id]
         log.info("worker %s died before %s's first token; routing it again",
                  self.worker_id, self.request_id)
+        self.mesh.cancel_soon(self.request_id, worker_id=self.worker_id)  # if it comes back
         self._error = None
         self._held.clear()  # the dead worker's (this one was waiting for its chunk 0)
         self._gap_since = 0.0

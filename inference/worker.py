@@ -262,6 +262,8 @@ class Worker(Actor):
 
     async def _cancel(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, Cancel)
+        if msg.worker_id not in ("", self.worker_id):
+            return  # the request was sent on from that worker, maybe to this one
         rid = msg.request_id
         if self.active.pop(rid, None) is not None:
             self._engine().abort(rid)

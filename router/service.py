@@ -16,7 +16,10 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   trigger a `KVResync`). The router asks each in turn to accept (`accept_timeout`), with
   backoff and jitter between tries, moving on when a worker has no responders, times out or
   refuses with 503 (each counts against its circuit breaker, `router.health`). Another
-  refusal goes back to the caller unchanged.
+  refusal goes back to the caller unchanged. A worker that timed out may still take the
+  request later (a paused process): it gets a `Cancel` naming it, so it drops the request on
+  arrival and never runs it beside the worker that took it on (its output would reach the
+  same gateway; the gateway keeps only the accepting worker's, gateway/mesh_client.py).
 - `Accepted.prefix_overlap` carries the cached prefix blocks the router counted on.
 - An `EmbedRequest` (same subject) is tokenised input by input into a `TokenizedEmbed` and
   routed the same way among the workers whose heartbeat declares a pooling (400
@@ -37,6 +40,7 @@ of the model's live workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -58,6 +62,7 @@ from kvmesh.block_hash import BlockHash, hash_prefix_blocks
 from kvmesh.config import RouterConfig, load
 from kvmesh.wire import (
     Accepted,
+    Cancel,
     DetokenizeReply,
     DetokenizeRequest,
     EmbedRequest,
@@ -284,6 +289,11 @@ class Router(Actor):
                                  is_overloaded(v, self.policy.params), keys))
         return out
 
+    async def _cancel_at(self, worker_id: str, request_id: str) -> None:
+        """Cancel `request_id` at `worker_id` only (`Cancel.worker_id`)."""
+        with contextlib.suppress(Exception):  # a lost cancel costs work, not correctness
+            await self.publish(wire.CANCEL, Cancel(request_id, worker_id=worker_id))
+
     async def _forward(self, req: TokenizedRequest | TokenizedEmbed, views: list[WorkerView],
                        session: str, headers: dict[str, str] | None) -> Message:
         """Try the ranked workers in turn (backoff with jitter between tries) until one
@@ -325,6 +335,8 @@ class Router(Actor):
                 log.warning("worker %s did not accept %s: %s", wid, req.request_id, exc)
                 self.breakers.failure(wid)
                 self.workers.forget(wid)
+                if isinstance(exc, RequestTimeout):  # it may have it, or take it later
+                    await self._cancel_at(wid, req.request_id)
                 continue
             self.breakers.success(wid)
             if isinstance(req, TokenizedRequest):  # it caches the prompt's blocks once prefilled

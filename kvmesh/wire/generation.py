@@ -255,11 +255,14 @@ class Deltas(Message):
 @dataclass
 class Cancel(Message):
     """Stop a request. `superseded`: nobody left; the result cache answered the request its
-    gateway routed alongside the lookup, so the worker does not count it a cancel (499)."""
+    gateway routed alongside the lookup, so the worker does not count it a cancel (499).
+    `worker_id`: only that worker stops it ("" every worker): a request sent on to another
+    worker is cancelled where it was first sent, and only there."""
 
     KIND: ClassVar[str] = "cancel"
     request_id: str
     superseded: bool = False
+    worker_id: str = ""
 
 
 @dataclass
