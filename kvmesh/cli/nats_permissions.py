@@ -58,8 +58,9 @@ ROLES: tuple[Role, ...] = (
                   wire.CACHE_GET, wire.CACHE_PUT,
                   wire.RESPONSES_PUT, wire.RESPONSES_GET, wire.RESPONSES_DELETE),
          subscribe=(wire.HEARTBEAT, wire.AUTH_REVOKED, INBOX)),
-    Role("router", doc="routes to workers; hears heartbeats and KV events",
-         publish=(wire.worker_generate(ANY_WORKER), wire.KV_RESYNC),
+    Role("router", doc="routes to workers, cancels at one too slow to accept; hears "
+         "heartbeats and KV events",
+         publish=(wire.worker_generate(ANY_WORKER), wire.KV_RESYNC, wire.CANCEL),
          subscribe=(wire.ROUTER_GENERATE, wire.ROUTER_PING, wire.ROUTER_TOKENIZE,
                     wire.ROUTER_DETOKENIZE, wire.HEARTBEAT, wire.KV_EVENTS, INBOX),
          allow_responses=True),
