@@ -12,7 +12,7 @@ Contract:
   cannot take yet is buffered and written as it reads), and steps are read and unpickled on the
   loop as they arrive. No thread stands between the loop and the engine: a thread hand-off
   cost a wake-up and a wait for the GIL on every request and every step.
-- `add`, `add_embedding`, `abort` and `snapshot` send a command and return at once.
+- `add`, `add_embedding`, `abort`, `snapshot` and `probe` send a command and return at once.
 - `on_step(step)` runs on the event loop for every `EngineStep`, in order, after `stats` took
   the step's counters.
 - `on_exit(why)` runs once, on the loop, when the engine process is gone (crashed, killed, or
@@ -41,6 +41,7 @@ from inference.engine_protocol import (
     EngineFailed,
     EngineReady,
     EngineStep,
+    Probe,
     Snapshot,
     Stop,
 )
@@ -104,6 +105,10 @@ class EngineClient:
 
     def snapshot(self) -> None:
         self._send(Snapshot())
+
+    def probe(self) -> None:
+        """Ask for a step at once (`Probe`): one arrives when the engine runs."""
+        self._send(Probe())
 
     def _send(self, cmd: object) -> None:
         assert self._commands is not None, "the engine is not started"

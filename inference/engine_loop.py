@@ -7,7 +7,7 @@ Contract:
   many torch threads. It loads the model, sends `EngineReady` (or `EngineFailed` and returns),
   starts preparing constrained decoding in a thread (`Grammars.warm`), then loops: take every
   pending command, run one step when any request is unfinished, send one `EngineStep` when the
-  step produced anything.
+  step produced anything (or a `Probe` asked for one).
   With nothing to do it polls the pipe `busy_poll` seconds, then blocks on it, so an idle
   engine costs no CPU once that much time has passed (kvmesh/busy_poll.py).
 - The worker owns this process's life: the loop ends on `Stop` or when the pipe closes (the
@@ -46,6 +46,7 @@ from inference.engine_protocol import (
     EngineFailed,
     EngineReady,
     EngineStep,
+    Probe,
     Snapshot,
     Stop,
 )
@@ -116,6 +117,7 @@ class EngineLoop:
         self.steps = steps
         self.stopped = False
         self.want_snapshot = False
+        self.probed = False  # a `Probe` came: the next step goes out even if empty
         self.busy_poll = busy_poll
         self.reader: CommandReader  # made by `run`: a loop driven by hand (tests) has no pipe
 
@@ -137,7 +139,9 @@ class EngineLoop:
             # `prefills`: a prompt's first step has no tokens yet with the overlapped loop,
             # and the worker times its queue by that step.
             if (step.outputs or step.prefills or step.rejected or step.crashed or step.stored
-                    or step.evicted or step.snapshot is not None or step.embeddings):
+                    or step.evicted or step.snapshot is not None or step.embeddings
+                    or self.probed):
+                self.probed = False
                 self.steps.send_bytes(dumps(step))  # hot path: see engine_pipe.dumps
 
     def _take_commands(self, block: bool) -> list[tuple[str, RequestRejected]]:
@@ -153,6 +157,8 @@ class EngineLoop:
                 self.engine.abort(cmd.request_id)
             elif isinstance(cmd, Snapshot):
                 self.want_snapshot = True
+            elif isinstance(cmd, Probe):
+                self.probed = True
             elif isinstance(cmd, Stop):
                 self.stopped = True
                 return rejected

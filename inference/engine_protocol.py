@@ -50,6 +50,12 @@ class Snapshot:
 
 
 @dataclass
+class Probe:
+    """Send a step at once, an empty one if nothing else: the worker asks whether an engine
+    it found stalled (inference/engine_watch.py) runs again."""
+
+
+@dataclass
 class Stop:
     """Finish nothing more: exit the engine process."""
 

@@ -43,6 +43,11 @@ def overloaded(capacity: int) -> ErrorReply:
                       code="overloaded", retry_after=1.0)
 
 
+def engine_stalled(seconds: float) -> ErrorReply:
+    return ErrorReply(503, "service_unavailable", f"the worker's engine has made no step for "
+                      f"over {seconds:g}s", code="engine_stalled", retry_after=1.0)
+
+
 def cancelled() -> ErrorReply:
     return ErrorReply(499, "cancelled", "request was cancelled", code="cancelled")
 

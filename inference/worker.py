@@ -35,6 +35,10 @@ Contract:
   worker, so a flood ends in 503s with Retry-After, not in a queue that outlives its timeouts.
 - SIGTERM drains: heartbeats say `draining`, no new requests, in-flight ones finish within the
   grace period (then they end with a 503 error), then the engine process stops and we exit.
+- An engine process that holds requests and makes no step for `engine_stall_timeout` seconds
+  (paused, stuck) stops the heartbeats and new requests get 503 `engine_stalled`, until it
+  steps again (inference/engine_watch.py): the mesh counts the worker dead meanwhile, so its
+  clients are failed or re-routed in seconds, not at the gateway's `chunk_timeout`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from inference.engine.prompt_check import check_prompt, check_token_ids
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient, EngineStartError
 from inference.engine_protocol import EngineStep
+from inference.engine_watch import StallWatch
 from inference.output_text import ChoiceTexts
 from inference.stream_interval import Held
 from inference.worker_config import WorkerConfig
@@ -129,6 +134,7 @@ class Worker(Actor):
         self.active: dict[str, Active] = {}
         self.cancelled: dict[str, float] = {}
         self.engine_gone: str | None = None
+        self.watch = StallWatch(cfg.engine_stall_timeout)  # a paused or stuck engine process
         self._out: asyncio.Queue[tuple[str, Message] | _StepTelemetry] = asyncio.Queue()
         self._kv_seq = 0  # KVEvent.seq of the last event sent
         self.on_drain.append(self._finish_inflight)
@@ -195,6 +201,8 @@ class Worker(Actor):
         req = msg
         if self.draining:
             return error_table.draining()
+        if self.watch.stalled:
+            return error_table.engine_stalled(self.watch.timeout)
         if req.model != self.model_name:
             return error_table.other_model(self.model_name, req.model)
         if isinstance(req, TokenizedEmbed):
@@ -249,6 +257,8 @@ class Worker(Actor):
         capacity = self.cfg.engine.max_num_seqs + self.cfg.max_waiting
         if self.cfg.max_waiting > 0 and len(self.active) >= capacity:  # a queue that never
             return error_table.overloaded(capacity)  # drains times out anyway: refuse it now
+        if not self.active:
+            self.watch.busy()
         self.active[request_id] = st
         return None
 
@@ -283,6 +293,9 @@ class Worker(Actor):
         """Hot path, once per engine step: one `Deltas` frame per destination gateway (more
         when embedding vectors would make one too big), then the step's telemetry."""
         arrived = time.monotonic()
+        if self.watch.stalled:
+            log.warning("engine process steps again")
+        self.watch.stepped(arrived)
         frames = _Frames(self.worker_id, self._out)
         held = bool(self.active)
         if step.crashed is not None:
@@ -391,11 +404,23 @@ class Worker(Actor):
 
     async def _heartbeats(self) -> None:
         while True:
-            try:
-                await self.publish(wire.HEARTBEAT, self.heartbeat())
-            except Exception as exc:
-                log.warning("heartbeat failed: %s", exc)
+            if self._stalled():
+                self._engine().probe()  # a step answers once the engine runs again
+            else:
+                try:
+                    await self.publish(wire.HEARTBEAT, self.heartbeat())
+                except Exception as exc:
+                    log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.cfg.heartbeat_interval)
+
+    def _stalled(self) -> bool:
+        """The watch's verdict (inference/engine_watch.py), logged when it turns."""
+        was = self.watch.stalled
+        if self.watch.check(bool(self.active)) and not was:
+            log.warning("engine process made no step for %gs while holding %d requests: "
+                        "no heartbeats and no new requests until it steps again",
+                        self.watch.timeout, len(self.active))
+        return self.watch.stalled
 
     def heartbeat(self) -> Heartbeat:
         engine = self._engine()

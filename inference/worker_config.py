@@ -39,6 +39,10 @@ class WorkerConfig(Ranged):
     # Seconds the worker's loop, and its engine process's wait for commands, poll without
     # sleeping after each message or step (kvmesh/busy_poll.py): a core each while it lasts.
     busy_poll: float = 0.0
+    # Seconds the engine process may hold requests without making a step before the worker
+    # counts it stalled (inference/engine_watch.py): no heartbeats, new requests refused,
+    # until it steps again. Above the longest step this model can take here; 0 = off.
+    engine_stall_timeout: float = 20.0
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval", "stream_interval"})
