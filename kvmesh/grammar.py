@@ -179,14 +179,44 @@ def tool_call_form(template: str | None) -> str:
 def tool_call_schema(tools: list[tuple[str, dict[str, Any]]],
                      args_key: str = "arguments") -> dict[str, Any]:
     """JSON Schema of one call `{"name": ..., "<args_key>": {...}}` to any of `tools`
-    (name, parameters schema); parameter objects are closed as in `closed_objects`."""
-    options = [{"type": "object",
-                "properties": {"name": {"const": name},
-                               args_key: closed_objects(params) or {"type": "object"}},
-                "required": ["name", args_key], "additionalProperties": False}
-               for name, params in tools]
+    (name, parameters schema); parameter objects are closed as in `closed_objects`.
+
+    A tool's parameters that refer to their own root (`$ref` "#/$defs/...", "#/definitions/...",
+    "#": what pydantic writes for an enum or a nested model) would point at this schema's root
+    once nested under `<args_key>`: such parameters move to `$defs/tool<i>` of this schema,
+    their refs re-rooted there, and the call refers to them."""
+    defs: dict[str, Any] = {}
+    options = []
+    for i, (name, params) in enumerate(tools):
+        args = closed_objects(params) or {"type": "object"}
+        if _has_local_ref(args):
+            key = f"tool{i}"
+            defs[key] = _rerooted(args, f"#/$defs/{key}")
+            args = {"$ref": f"#/$defs/{key}"}
+        options.append({"type": "object", "properties": {"name": {"const": name}, args_key: args},
+                        "required": ["name", args_key], "additionalProperties": False})
     schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return {**schema, "x-guidance": COMPACT_JSON}
+    return {**schema, **({"$defs": defs} if defs else {}), "x-guidance": COMPACT_JSON}
+
+
+def _is_local_ref(key: str, value: Any) -> bool:
+    return key == "$ref" and isinstance(value, str) and (value == "#" or value.startswith("#/"))
+
+
+def _has_local_ref(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        return any(_is_local_ref(k, v) or _has_local_ref(v) for k, v in schema.items())
+    return isinstance(schema, list) and any(_has_local_ref(v) for v in schema)
+
+
+def _rerooted(schema: Any, base: str) -> Any:
+    """`schema` with every local `$ref` moved under `base` (a pointer such as "#/$defs/t0")."""
+    if isinstance(schema, dict):
+        return {k: base + v[1:] if _is_local_ref(k, v) else _rerooted(v, base)
+                for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_rerooted(v, base) for v in schema]
+    return schema
 
 
 def tool_call_lark(spec: ToolCallSpec, form: str = "hermes") -> str:

@@ -219,6 +219,35 @@ def test_a_strict_function_holds_calls_under_auto(client, stream) -> None:
     assert calls >= 2  # the few-shot turns make calls likely; each one was held to KELVIN
 
 
+class Unit(StrEnum):
+    kelvin = "kelvin"
+
+
+class Place(BaseModel):
+    city: str = Field(max_length=30)
+
+
+class GetWeather(BaseModel):
+    place: Place
+    unit: Unit
+
+
+def test_pydantic_tools_with_refs_are_held_to_their_models(client) -> None:
+    """`pydantic_function_tool` writes an enum and a nested model as `$defs` and `$ref`s
+    (strict): calls resolve them and keep to them (the few-shot turns pull towards celsius)."""
+    tools = [openai.pydantic_function_tool(GetWeather, name="get_weather"),
+             openai.pydantic_function_tool(Person)]
+    assert all("$defs" in t["function"]["parameters"] for t in tools)
+    for seed in range(2):
+        resp = client.chat.completions.parse(
+            model=MODEL, messages=_few_shot(["Oslo", "Rome"]), tools=tools,
+            tool_choice="required", max_tokens=120, temperature=1.0, seed=seed)
+        calls = resp.choices[0].message.tool_calls
+        assert calls and resp.choices[0].finish_reason == "tool_calls"
+        for call in calls:
+            assert isinstance(call.function.parsed_arguments, GetWeather | Person)
+
+
 def test_a_json_format_beside_tools_answers_that_json_or_calls(client) -> None:
     """As agent frameworks send an output type with tools: the answer is either."""
     tool = {"type": "function", "function": {**WEATHER["function"], "parameters": KELVIN,

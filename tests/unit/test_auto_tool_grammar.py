@@ -169,3 +169,38 @@ def test_past_parallel_calls_are_shown_in_the_form_the_grammar_writes(tokenizer)
     shown = messages[-1]["content"]
     req = chat(tools=[WEATHER], tool_choice="required")
     assert _accepts(tokenizer, req, shown) == (True, False)
+
+
+REFS = {"type": "object", "required": ["place", "unit"],
+        "properties": {"place": {"$ref": "#/$defs/Place"}, "unit": {"$ref": "#/$defs/Unit"}},
+        "$defs": {"Unit": {"enum": ["kelvin"]},
+                  "Place": {"type": "object", "required": ["city", "near"],
+                            "properties": {"city": {"type": "string"},
+                                           "near": {"anyOf": [{"$ref": "#/$defs/Place"},
+                                                              {"type": "null"}]}}}}}
+OLD_STYLE = {"type": "object", "required": ["n", "again"],
+             "properties": {"n": {"$ref": "#/definitions/N"},
+                            "again": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
+             "definitions": {"N": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize("choice", ["auto", "required"])
+def test_parameters_that_refer_to_their_own_root_resolve(tokenizer, choice) -> None:
+    """pydantic's `$defs` (an enum, a nested and recursive model), `definitions` and `#`:
+    each tool's refs resolve inside its own parameters, two tools' alike-named defs apart."""
+    req = chat(tools=[_tool("get_weather", REFS, True), _tool("count", OLD_STYLE, True),
+                      _tool("near", {**REFS, "$defs": {**REFS["$defs"],
+                                                       "Unit": {"enum": ["celsius"]}}}, True)],
+               tool_choice=choice)
+    assert grammar_error(req.grammar_kind, req.grammar) == ""
+    place = {"city": "Oslo", "near": {"city": "Bergen", "near": None}}
+
+    def call(name: str, args: dict) -> str:
+        return f"<tool_call>{_call(name, args)}</tool_call>"
+
+    assert _accepts(tokenizer, req, call("get_weather", {"place": place, "unit": "kelvin"}))[0]
+    assert not _accepts(tokenizer, req, call("get_weather", {"place": place,
+                                                            "unit": "celsius"}))[0]
+    assert _accepts(tokenizer, req, call("near", {"place": place, "unit": "celsius"}))[0]
+    assert _accepts(tokenizer, req, call("count", {"n": 3, "again": {"n": 4, "again": None}}))[0]
+    assert not _accepts(tokenizer, req, call("count", {"n": "3", "again": None}))[0]
