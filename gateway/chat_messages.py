@@ -22,21 +22,24 @@ from gateway.field_values import typed
 from gateway.nested_keys import check_keys
 from kvmesh.wire import ChatMessage, ToolCall
 
-# The keys of each role's message: OpenAI's, and two more. A tool turn's `name` (the function's)
-# is sent by some clients and reaches the template; `reasoning_content` is what our own answers
-# carry (gateway/reasoning.py), so an echoed answer is accepted; it is not shown to the model,
-# as reasoning templates drop past turns' reasoning.
+# The keys of each role's message: OpenAI's, and three more. A tool turn's `name` (the
+# function's) is sent by some clients and reaches the template; `reasoning_content` is what our
+# own answers carry (gateway/reasoning.py), so an echoed answer is accepted; it is not shown to
+# the model, as reasoning templates drop past turns' reasoning. `parsed` (and a call's
+# `parsed_arguments`) are the openai SDK's: `chat.completions.parse()` puts them on the message
+# it returns, which clients append to the conversation as it is; they repeat the content and
+# arguments, and are ignored.
 _SPEAKER_KEYS = frozenset({"role", "content", "name"})
 MESSAGE_KEYS = {
     "system": _SPEAKER_KEYS, "developer": _SPEAKER_KEYS, "user": _SPEAKER_KEYS,
     "assistant": _SPEAKER_KEYS | {"tool_calls", "refusal", "audio", "function_call",
-                                  "annotations", "reasoning_content"},
+                                  "annotations", "reasoning_content", "parsed"},
     "tool": frozenset({"role", "content", "tool_call_id", "name"}),
 }
 # `index` is what a streamed answer's tool_calls deltas carry: clients fold them into the
 # message they send back
 _TOOL_CALL_KEYS = ("id", "type", "function", "index")
-_FUNCTION_KEYS = ("name", "arguments")
+_FUNCTION_KEYS = ("name", "arguments", "parsed_arguments")
 _TEXT_PART_KEYS = ("type", "text")
 
 

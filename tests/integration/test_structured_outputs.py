@@ -248,6 +248,22 @@ def test_pydantic_tools_with_refs_are_held_to_their_models(client) -> None:
             assert isinstance(call.function.parsed_arguments, GetWeather | Person)
 
 
+def test_a_parsed_message_goes_back_into_the_conversation(client) -> None:
+    """The SDK's loop: append what `parse()` returned (with its `parsed` and `parsed_arguments`)
+    and the tool results, and ask again."""
+    messages = _few_shot(["Oslo"])
+    tools = [openai.pydantic_function_tool(GetWeather, name="get_weather")]
+    first = client.chat.completions.parse(model=MODEL, messages=messages, tools=tools,
+                                          tool_choice="required", max_tokens=80, temperature=0)
+    msg = first.choices[0].message
+    messages.append(msg)
+    messages += [{"role": "tool", "tool_call_id": c.id, "content": "Cold."}
+                 for c in msg.tool_calls]
+    second = client.chat.completions.parse(model=MODEL, messages=messages, tools=tools,
+                                           max_tokens=20, temperature=0)
+    assert second.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_a_json_format_beside_tools_answers_that_json_or_calls(client) -> None:
     """As agent frameworks send an output type with tools: the answer is either."""
     tool = {"type": "function", "function": {**WEATHER["function"], "parameters": KELVIN,
