@@ -182,8 +182,12 @@ class StreamShape:
         return out
 
     def role(self, index: int) -> dict[str, Any]:
-        """The chat stream's first chunk of a choice: the role, empty content."""
-        return self._wrap([{"index": index, "delta": {"role": "assistant", "content": ""},
+        """The chat stream's first chunk of a choice: the role, and content "" (OpenAI's first
+        chunk of a text answer), or null when the request has tools: the answer may be calls
+        alone, whose content is null (as OpenAI streams it, and as the non-streamed answer
+        says; a client that folds the deltas gets null, not "")."""
+        content = None if self.tool_names else ""
+        return self._wrap([{"index": index, "delta": {"role": "assistant", "content": content},
                             "logprobs": None, "finish_reason": None}])
 
     def delta(self, c: Chunk) -> dict[str, Any] | None:

@@ -108,7 +108,7 @@ class ResponseFrame:
         return {
             "id": self.rid, "object": "response", "created_at": self.created_at,
             "status": status,
-            "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
+            "completed_at": int(time.time()) if status == "completed" else None,  # OpenAI's
             "background": False, "error": error,
             "incomplete_details": {"reason": "max_output_tokens"}
             if status == "incomplete" else None,

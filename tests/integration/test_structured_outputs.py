@@ -248,6 +248,19 @@ def test_pydantic_tools_with_refs_are_held_to_their_models(client) -> None:
             assert isinstance(call.function.parsed_arguments, GetWeather | Person)
 
 
+def test_a_streamed_call_only_answer_has_null_content_as_the_whole_one(client) -> None:
+    kwargs = dict(model=MODEL, messages=_few_shot(["Oslo"]), tools=[WEATHER],
+                  tool_choice="required", max_tokens=60, temperature=0)
+    whole = client.chat.completions.create(**kwargs).choices[0].message
+    with client.chat.completions.stream(**kwargs) as stream:
+        folded = stream.get_final_completion().choices[0].message
+    assert whole.content is None and folded.content is None
+    assert [c.function.arguments for c in folded.tool_calls] == \
+        [c.function.arguments for c in whole.tool_calls]
+    plain = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, stream=True)
+    assert next(iter(plain)).choices[0].delta.content == ""  # no tools: OpenAI's first chunk
+
+
 def test_a_parsed_message_goes_back_into_the_conversation(client) -> None:
     """The SDK's loop: append what `parse()` returned (with its `parsed` and `parsed_arguments`)
     and the tool results, and ask again."""
