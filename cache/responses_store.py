@@ -143,10 +143,11 @@ class ResponseStore:
         async def guarded(msg: Message, raw: Any) -> Message:
             try:
                 return await handler(msg)  # type: ignore[no-any-return]
-            except StoreDown as exc:
+            except StoreDown as exc:  # Redis's words (its address) go to the log only
+                log.warning("responses store: %s", exc)
                 return ErrorReply(503, "service_unavailable",
-                                  f"the responses store is unavailable ({exc}); retry, or "
-                                  "send store: false", param="store",
+                                  "the responses store is unavailable (its database is "
+                                  "unreachable); retry, or send store: false", param="store",
                                   code="store_unavailable", retry_after=1.0)
         return guarded
 

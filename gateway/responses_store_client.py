@@ -9,6 +9,8 @@ store's Redis is down. A caller never waits longer than `store_timeout`.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from gateway.errors import ApiError
@@ -23,6 +25,8 @@ from kvmesh.wire import (
     ResponsePut,
     StoredResponse,
 )
+
+log = logging.getLogger("kvmesh.gateway.responses")
 
 
 class ResponsesStoreClient:
@@ -53,9 +57,10 @@ class ResponsesStoreClient:
         except PayloadTooLarge as exc:
             raise ApiError(413, f"the response is too large to store: {exc}",
                            code="response_too_large") from None
-        except MeshError as exc:
-            raise ApiError(503, f"the responses store is unavailable ({exc}); retry, or send "
-                           "store: false", "service_unavailable", param="store",
+        except MeshError as exc:  # what failed inside the mesh goes to the log only
+            log.warning("responses store unreachable: %s", exc)
+            raise ApiError(503, "the responses store is unavailable (it did not answer); "
+                           "retry, or send store: false", "service_unavailable", param="store",
                            code="store_unavailable", retry_after=self.retry_after) from None
 
 
