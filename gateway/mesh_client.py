@@ -21,6 +21,8 @@ Contract:
   later chunk that waits `GAP_GRACE_S` for an earlier one waits for nothing), 504 when
   nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
   (no timer per request or per chunk).
+- The process publishes a `GatewayBeat` naming its inbox every `GATEWAY_BEAT_S`: should it
+  crash, workers stop its requests rather than generate for nobody.
 - A worker that dies before the request's first chunk is not the client's problem: the stream
   re-routes the request (that worker excluded, and told to cancel it should it come back) up
   to `retry_before_first_token` times.
@@ -65,6 +67,7 @@ from kvmesh.wire import (
     Deltas,
     EmbedRequest,
     ErrorReply,
+    GatewayBeat,
     GenerateRequest,
     Heartbeat,
     Message,
@@ -130,6 +133,7 @@ class MeshClient(Actor):
         if self.local_router is not None:
             await self.local_router.start()
         self._spawn(self._watchdog())
+        self._spawn(self._beats())
         self._joined = True
         log.info("gateway joined the mesh at %s", self.nats_url)
 
@@ -162,6 +166,15 @@ class MeshClient(Actor):
             stream = streams.get(err.request_id)
             if stream is not None:
                 stream.fail(ApiError.from_reply(err.error), worker)
+
+    async def _beats(self) -> None:
+        """Say every `GATEWAY_BEAT_S` that this process reads its inbox: workers stop the
+        requests of a gateway whose beats stopped (inference/worker.py)."""
+        beat = GatewayBeat(self.inbox)
+        while True:
+            with contextlib.suppress(Exception):  # NATS down: the next beat tries again
+                await self.publish(wire.GATEWAY_HEARTBEAT, beat)
+            await asyncio.sleep(wire.GATEWAY_BEAT_S)
 
     async def _watchdog(self) -> None:
         """Fail streams whose worker died or went quiet (one task for every stream)."""

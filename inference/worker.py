@@ -11,6 +11,8 @@ Contract:
   1 a request's chunks go every N tokens, coalesced (inference/stream_interval.py).
 - A `Cancel` on `CANCEL` aborts the request in the engine (its KV blocks are freed at once);
   a cancel that overtakes its request is remembered for a while and honoured on arrival.
+  Requests whose gateway stopped beating (`GatewayBeat`) `gateway_dead_after` seconds ago are
+  aborted as if cancelled: a crashed gateway reads nothing, and sends no cancel.
 - Publishes a `Heartbeat` every `heartbeat_interval` on `HEARTBEAT`, and one at once when a
   step leaves it holding no request (after that step's frames and KV events): a router counts
   the requests it sent since a worker's last heartbeat as its load, and without it a worker
@@ -77,6 +79,7 @@ from kvmesh.wire import (
     Chunk,
     Deltas,
     ErrorReply,
+    GatewayBeat,
     Heartbeat,
     KVEvent,
     KVResync,
@@ -135,6 +138,7 @@ class Worker(Actor):
         self.cancelled: dict[str, float] = {}
         self.engine_gone: str | None = None
         self.watch = StallWatch(cfg.engine_stall_timeout)  # a paused or stuck engine process
+        self.gateways: dict[str, float] = {}  # a gateway's inbox -> when it last beat
         self._out: asyncio.Queue[tuple[str, Message] | _StepTelemetry] = asyncio.Queue()
         self._kv_seq = 0  # KVEvent.seq of the last event sent
         self.on_drain.append(self._finish_inflight)
@@ -162,6 +166,8 @@ class Worker(Actor):
                          through_drain=True)
         await self.serve(wire.CANCEL, (Cancel,), self._cancel, through_drain=True)
         await self.serve(wire.KV_RESYNC, (KVResync,), self._resync)
+        await self.serve(wire.GATEWAY_HEARTBEAT, (GatewayBeat,), self._gateway_beat,
+                         through_drain=True, polls=False)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
         ready = engine.ready
         log.info("worker %s serving %s on %s, %s: %s%s", self.worker_id, self.model_name,
@@ -402,8 +408,35 @@ class Worker(Actor):
             finally:
                 self._out.task_done()
 
+    async def _gateway_beat(self, msg: Message, raw: Any) -> None:
+        assert isinstance(msg, GatewayBeat)
+        self.gateways[msg.inbox] = time.monotonic()
+
+    def _drop_orphans(self) -> None:
+        """Stop the requests of gateways whose beats stopped `gateway_dead_after` ago (they
+        crashed: nobody reads those deltas). A gateway never heard from is left alone: its
+        version may not beat."""
+        after = self.cfg.gateway_dead_after
+        if not after or not self.gateways:
+            return
+        now = time.monotonic()
+        dead = {inbox for inbox, seen in self.gateways.items() if now - seen > after}
+        if not dead:
+            return
+        for inbox in dead:
+            del self.gateways[inbox]
+        orphans = [rid for rid, st in self.active.items() if st.reply_to in dead]
+        for rid in orphans:
+            del self.active[rid]
+            self._engine().abort(rid)
+            self.telemetry.cancelled(rid, False)
+        if orphans:
+            log.warning("stopped %d requests of %d gateways silent for %gs (nobody reads "
+                        "them)", len(orphans), len(dead), after)
+
     async def _heartbeats(self) -> None:
         while True:
+            self._drop_orphans()
             if self._stalled():
                 self._engine().probe()  # a step answers once the engine runs again
             else:

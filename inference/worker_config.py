@@ -43,6 +43,9 @@ class WorkerConfig(Ranged):
     # counts it stalled (inference/engine_watch.py): no heartbeats, new requests refused,
     # until it steps again. Above the longest step this model can take here; 0 = off.
     engine_stall_timeout: float = 20.0
+    # Seconds without a gateway's beat (`GatewayBeat`) after which the requests whose deltas go
+    # to it are stopped: it crashed, nobody reads them. 0 = never.
+    gateway_dead_after: float = 10.0
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"heartbeat_interval", "stream_interval"})

@@ -51,9 +51,10 @@ class Role:
 
 
 ROLES: tuple[Role, ...] = (
-    Role("gateway", doc="OpenAI edge: asks auth, cache and the router; hears heartbeats",
+    Role("gateway", doc="OpenAI edge: asks auth, cache and the router; hears heartbeats, "
+         "beats itself",
          publish=(wire.ROUTER_GENERATE, wire.ROUTER_PING, wire.ROUTER_TOKENIZE,
-                  wire.ROUTER_DETOKENIZE, wire.CANCEL, wire.AUTH_VERIFY,
+                  wire.ROUTER_DETOKENIZE, wire.CANCEL, wire.GATEWAY_HEARTBEAT, wire.AUTH_VERIFY,
                   wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_RENEW, wire.AUTH_ADMIN,
                   wire.CACHE_GET, wire.CACHE_PUT,
                   wire.RESPONSES_PUT, wire.RESPONSES_GET, wire.RESPONSES_DELETE),
@@ -67,7 +68,7 @@ ROLES: tuple[Role, ...] = (
     Role("worker", doc="inference: streams chunks to the gateway's inbox",
          publish=(wire.HEARTBEAT, wire.KV_EVENTS, INBOX),
          subscribe=(wire.worker_generate(ANY_WORKER), wire.worker_stats(ANY_WORKER),
-                    wire.CANCEL, wire.KV_RESYNC),
+                    wire.CANCEL, wire.KV_RESYNC, wire.GATEWAY_HEARTBEAT),
          allow_responses=True),
     Role("auth", doc="keys, tenants, rate limits; announces revocations",
          publish=(wire.AUTH_REVOKED,),

@@ -62,6 +62,8 @@ from kvmesh.wire.codec import (
 )
 from kvmesh.wire.generation import (
     CANCEL,
+    GATEWAY_BEAT_S,
+    GATEWAY_HEARTBEAT,
     HEARTBEAT,
     KV_EVENTS,
     KV_RESYNC,
@@ -74,6 +76,7 @@ from kvmesh.wire.generation import (
     Chunk,
     Deltas,
     EmbedRequest,
+    GatewayBeat,
     GenerateRequest,
     Heartbeat,
     KVEvent,
@@ -119,6 +122,8 @@ __all__ = [
     "CACHE_PUT",
     "CACHE_STATS",
     "CANCEL",
+    "GATEWAY_BEAT_S",
+    "GATEWAY_HEARTBEAT",
     "HEARTBEAT",
     "KV_EVENTS",
     "KV_RESYNC",
@@ -150,6 +155,7 @@ __all__ = [
     "DetokenizeRequest",
     "EmbedRequest",
     "ErrorReply",
+    "GatewayBeat",
     "GenerateRequest",
     "Heartbeat",
     "Identity",

@@ -29,6 +29,7 @@ HEARTBEAT = "kvmesh.worker.heartbeat"
 KV_EVENTS = "kvmesh.worker.kv_events"
 CANCEL = "kvmesh.cancel"
 KV_RESYNC = "kvmesh.worker.kv_resync"  # a router asks workers to resend their whole KV set
+GATEWAY_HEARTBEAT = "kvmesh.gateway.heartbeat"  # a gateway process says its inbox is read
 
 
 def worker_generate(worker_id: str) -> str:
@@ -295,6 +296,19 @@ class Heartbeat(Message):
 
 
 @dataclass
+class GatewayBeat(Message):
+    """A gateway process is alive and reads `inbox`, published every `GATEWAY_BEAT_S`: a
+    worker stops the requests whose deltas go to an inbox whose beats stopped (the gateway
+    crashed: nobody reads them), inference/worker.py."""
+
+    KIND: ClassVar[str] = "gateway_heartbeat"
+    inbox: str
+
+
+GATEWAY_BEAT_S = 1.0
+
+
+@dataclass
 class KVEvent(Message):
     """Block hashes a worker stored or evicted since its last event. `full`: `stored` is the
     worker's whole set (an answer to `KVResync`) and replaces what a router knew. `seq` counts
@@ -363,5 +377,5 @@ class TokenizedEmbed(Message):
 
 codec.register(
     GenerateRequest, TokenizedRequest, Accepted, Chunk, Deltas, Cancel, Ping, Heartbeat,
-    KVEvent, KVResync, EmbedRequest, TokenizedEmbed,
+    KVEvent, KVResync, EmbedRequest, TokenizedEmbed, GatewayBeat,
 )

@@ -47,6 +47,7 @@ class Mesh:
             "KVMESH_WORKER_TORCH_THREADS": "1", "KVMESH_WORKER_DTYPE": "float32",
             "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
             "KVMESH_WORKER_NUM_KV_BLOCKS": str(num_kv_blocks),
+            "KVMESH_WORKER_GATEWAY_DEAD_AFTER": "5",  # test_gateway_crash waits for it
         }, log=log)
 
     def stats(self, worker_id: str) -> Heartbeat:
