@@ -22,7 +22,8 @@ Contract:
   nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
   (no timer per request or per chunk).
 - The process publishes a `GatewayBeat` naming its inbox every `GATEWAY_BEAT_S`: should it
-  crash, workers stop its requests rather than generate for nobody.
+  crash, workers stop its requests rather than generate for nobody. It hears the others'
+  beats too (`gateway_gone`: a stored Response another one was generating when it crashed).
 - A worker that dies before the request's first chunk is not the client's problem: the stream
   re-routes the request (that worker excluded, and told to cancel it should it come back) up
   to `retry_before_first_token` times.
@@ -79,6 +80,7 @@ from telemetry import propagation
 from telemetry.propagation import request_id_var
 
 log = logging.getLogger("kvmesh.gateway.mesh")
+GATEWAY_GONE_S = 10.0  # a gateway process silent this long crashed (`gateway_gone`)
 M = TypeVar("M", bound=Message)
 WATCH_S = 0.25
 GAP_GRACE_S = 1.0  # how long a later chunk waits for a missing one before the stream fails
@@ -113,6 +115,8 @@ class MeshClient(Actor):
         self.workers = WorkerRegistry(cfg.worker_dead_after)
         self.streams: dict[str, RequestStream] = {}
         self.inbox = ""
+        self.gateways: dict[str, float] = {}  # other gateway processes' inboxes -> last beat
+        self._joined_at = 0.0
         self.instance = f"{socket.gethostname()}-{os.getpid()}"  # x-kvmesh-gateway
         self._background: set[asyncio.Future[Any]] = set()
         self._joined = False
@@ -128,6 +132,9 @@ class MeshClient(Actor):
         self.inbox = nc.new_inbox()
         await nc.subscribe(self.inbox, cb=self._on_deltas, direct=True)
         await self.serve(wire.HEARTBEAT, (Heartbeat,), self._on_heartbeat, polls=False)
+        await self.serve(wire.GATEWAY_HEARTBEAT, (GatewayBeat,), self._on_gateway_beat,
+                         polls=False)
+        self._joined_at = time.monotonic()
         for hook in self.on_join:
             await hook()
         if self.local_router is not None:
@@ -149,6 +156,18 @@ class MeshClient(Actor):
     async def _on_heartbeat(self, msg: Message, raw: object) -> None:
         assert isinstance(msg, Heartbeat)
         self.workers.observe(msg)
+
+    async def _on_gateway_beat(self, msg: Message, raw: object) -> None:
+        assert isinstance(msg, GatewayBeat)
+        self.gateways[msg.inbox] = time.monotonic()
+
+    def gateway_gone(self, inbox: str) -> bool:
+        """Whether the gateway process reading `inbox` has not beaten for `GATEWAY_GONE_S`
+        (one never heard counts once this process has listened that long)."""
+        if inbox == self.inbox or not self._joined_at:
+            return False
+        now = time.monotonic()
+        return now - self.gateways.get(inbox, self._joined_at) > GATEWAY_GONE_S
 
     async def _on_deltas(self, raw: Any) -> None:
         """Hot path: one frame per worker step; each chunk goes to its request's stream."""

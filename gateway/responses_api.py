@@ -22,12 +22,15 @@ Routes:
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one. A
   delete of a response still being generated sticks: the store does not let its finished
-  record back in (cache/responses_store.py).
+  record back in (cache/responses_store.py). An `in_progress` record names the gateway
+  process generating it; should that process crash (its beats stop, `MeshClient.gateway_gone`),
+  the record is read, and stored again, as `failed`, not left in progress for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -86,6 +89,7 @@ async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | N
         return
     try:
         chain = await request.app[STORE].get(req.tenant, req.previous_response_id, chain=True)
+        chain = [await _settled(request, req.tenant, rec) for rec in chain]
     except ApiError as err:
         if err.status != 404:
             raise
@@ -123,9 +127,30 @@ async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any
                  answer: ChatMessage | None) -> None:
     req = frame.req
     messages = req.turn if answer is None else [*req.turn, answer]
+    store = request.app[STORE]
+    generator = store.generator if body["status"] == "in_progress" else ""
     record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
-                            json.dumps(req.input_items), messages, req.previous_response_id)
-    await request.app[STORE].put(req.tenant, record, req.store_ttl)
+                            json.dumps(req.input_items), messages, req.previous_response_id,
+                            generator)
+    await store.put(req.tenant, record, req.store_ttl)
+
+
+async def _settled(request: web.Request, tenant: str, rec: StoredResponse) -> StoredResponse:
+    """`rec`, or, when the gateway process generating it crashed (it would stay in_progress
+    for good), the same response `failed`: stored so (a delete since still sticks, the store
+    only replaces a record it holds) and returned."""
+    store = request.app[STORE]
+    if not store.orphaned(rec):
+        return rec
+    body = json.loads(rec.body)
+    body.update(status="failed", completed_at=None, error=response_error(
+        None, "the gateway generating this response stopped before it finished"))
+    failed = dataclasses.replace(rec, status="failed", body=json.dumps(body), gateway="")
+    try:
+        await store.put(tenant, failed, 0)
+    except ApiError as err:
+        log.warning("could not mark %s failed in the store: %s", rec.id, err)
+    return failed
 
 
 async def _store_failed(request: web.Request, frame: ResponseFrame,
@@ -228,7 +253,7 @@ async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
 async def _record(request: web.Request, allowed: tuple[str, ...] = ()) -> StoredResponse:
     tenant = await _tenant(request, allowed)
     (rec,) = await request.app[STORE].get(tenant, request.match_info["id"])
-    return rec
+    return await _settled(request, tenant, rec)
 
 
 async def retrieve(request: web.Request) -> web.Response:

@@ -14,8 +14,9 @@ import logging
 from aiohttp import web
 
 from gateway.errors import ApiError
+from gateway.mesh_client import MeshClient
 from kvmesh import wire
-from kvmesh.actor import Actor, MeshError, PayloadTooLarge, RemoteError
+from kvmesh.actor import MeshError, PayloadTooLarge, RemoteError
 from kvmesh.wire import (
     Message,
     ResponseAck,
@@ -30,10 +31,20 @@ log = logging.getLogger("kvmesh.gateway.responses")
 
 
 class ResponsesStoreClient:
-    def __init__(self, actor: Actor, timeout: float, retry_after: float) -> None:
+    def __init__(self, actor: MeshClient, timeout: float, retry_after: float) -> None:
         self.actor = actor
         self.timeout = timeout
         self.retry_after = retry_after
+
+    @property
+    def generator(self) -> str:
+        """What an `in_progress` record this process stores names as its generator."""
+        return self.actor.inbox
+
+    def orphaned(self, rec: StoredResponse) -> bool:
+        """`rec` is in progress at a gateway process that crashed: nobody will finish it."""
+        return rec.status == "in_progress" and bool(rec.gateway) \
+            and self.actor.gateway_gone(rec.gateway)
 
     async def put(self, tenant: str, record: StoredResponse, ttl: float) -> None:
         await self._ask(wire.RESPONSES_PUT, ResponsePut(tenant, record, ttl), ResponseAck)

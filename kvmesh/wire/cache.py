@@ -107,6 +107,7 @@ class StoredResponse(Message):
     input_items: str
     messages: list[ChatMessage]
     previous_response_id: str | None = None
+    gateway: str = ""  # in_progress: the inbox of the gateway process generating it
 
 
 @dataclass

@@ -5,6 +5,7 @@ its client still gets the whole answer."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.integration.conftest import MODEL, Mesh
+from gateway.mesh_client import GATEWAY_GONE_S
+from tests.integration.conftest import MODEL, Mesh, start_gateway
 from tests.integration.helpers import call, open_stream, post, sse_events, wait_until
 from tests.integration.responses_gateway import responses_gateway
 
@@ -76,3 +78,24 @@ def test_a_plain_response_deleted_mid_way_stays_deleted(base: str, redis_url: st
     status, body, _ = answer[0]
     assert status == 200 and body["id"] == rid and body["status"] == "incomplete", body
     assert _stored_status(base, rid) is None
+
+
+def test_a_response_whose_gateway_crashed_is_failed_not_in_progress_for_good(
+        mesh: Mesh, base: str, logs_dir: Path) -> None:
+    """Its gateway process killed mid-stream, a stored response is read (from another
+    gateway) as `failed` once that process's beats have stopped for `GATEWAY_GONE_S`, and
+    cannot be continued."""
+    gw, url = start_gateway(mesh.nats_url, logs_dir, "gateway-doomed", result_cache="0")
+    wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
+    events = sse_events(open_stream(url + "/v1/responses", BODY))
+    rid = next(json.loads(e)["response"]["id"] for e in events
+               if json.loads(e)["type"] == "response.created")
+    wait_until(lambda: _stored_status(base, rid) == "in_progress", "it is stored in progress")
+    gw.stop(timeout=0, sig=signal.SIGKILL)
+    wait_until(lambda: _stored_status(base, rid) == "failed", "it stays in progress",
+               timeout=GATEWAY_GONE_S + 10)
+    status, body, _ = call("GET", f"{base}/v1/responses/{rid}")
+    assert body["error"]["code"] == "server_error" and "gateway" in body["error"]["message"]
+    assert body["completed_at"] is None
+    status, body, _ = post(base + "/v1/responses", {**BODY, "previous_response_id": rid})
+    assert status == 400 and "failed" in body["error"]["message"]
