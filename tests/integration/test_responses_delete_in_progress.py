@@ -77,6 +77,7 @@ def test_a_plain_response_deleted_mid_way_stays_deleted(base: str, redis_url: st
     asker.join(60)
     status, body, _ = answer[0]
     assert status == 200 and body["id"] == rid and body["status"] == "incomplete", body
+    assert body["completed_at"] is None  # only a completed response has it (OpenAI's)
     assert _stored_status(base, rid) is None
 
 
