@@ -138,6 +138,7 @@ class Worker(Actor):
         self.cancelled: dict[str, float] = {}
         self.engine_gone: str | None = None
         self.watch = StallWatch(cfg.engine_stall_timeout)  # a paused or stuck engine process
+        self._probing = False  # a Probe is in the engine's pipe (no step came since)
         self.gateways: dict[str, float] = {}  # a gateway's inbox -> when it last beat
         self._out: asyncio.Queue[tuple[str, Message] | _StepTelemetry] = asyncio.Queue()
         self._kv_seq = 0  # KVEvent.seq of the last event sent
@@ -302,6 +303,7 @@ class Worker(Actor):
         if self.watch.stalled:
             log.warning("engine process steps again")
         self.watch.stepped(arrived)
+        self._probing = False
         frames = _Frames(self.worker_id, self._out)
         held = bool(self.active)
         if step.crashed is not None:
@@ -438,7 +440,9 @@ class Worker(Actor):
         while True:
             self._drop_orphans()
             if self._stalled():
-                self._engine().probe()  # a step answers once the engine runs again
+                if not self._probing:  # one in the pipe at a time, however long it sleeps
+                    self._probing = True
+                    self._engine().probe()  # a step answers once the engine runs again
             else:
                 try:
                     await self.publish(wire.HEARTBEAT, self.heartbeat())
