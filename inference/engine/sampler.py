@@ -6,7 +6,8 @@ sampling.
 A row with its own generator (a seeded request) draws its noise from that generator alone, so
 its tokens do not depend on what else is in the batch. Logprobs are of the model's
 distribution (before temperature and truncation), as OpenAI reports them; a biased or
-constrained row's logprobs are of its biased, masked distribution (forbidden tokens are -inf).
+constrained row's logprobs are of its biased, masked distribution, where a forbidden token's
+logprob is `LOGPROB_FLOOR` (-9999, what OpenAI and vLLM report for it: JSON has no -inf).
 
 `sample` only queues device work and returns a `DeviceSample`: the engine copies it to the host
 without blocking (`transfer.HostCopy`) so the next step can be launched first.
@@ -49,6 +50,7 @@ from .penalties import Penalties
 from .sampling_params import SamplingParams
 from .transfer import to_device
 
+LOGPROB_FLOOR = -9999.0  # the logprob reported for a token that cannot be drawn
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 _ZEROS: dict[torch.device, torch.Tensor] = {}
 
@@ -297,7 +299,7 @@ def _with_logprobs(out: DeviceSample, logits: torch.Tensor, rows: PySequence[Row
     if not wanted:
         return out
     idx = to_device(wanted, torch.long, logits.device)
-    lp = logits[idx].log_softmax(dim=-1)
+    lp = logits[idx].log_softmax(dim=-1).clamp_(min=LOGPROB_FLOOR)
     out.logprob_rows = wanted
     out.logprob_ks = [rows[i].params.logprobs or 0 for i in wanted]
     out.top_values, out.top_ids = lp.topk(max(max(out.logprob_ks), 1), dim=-1)

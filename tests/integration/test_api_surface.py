@@ -203,9 +203,11 @@ def test_allowed_token_ids_hold_the_answer_to_them(mesh: Mesh, client: Any) -> N
     for seed in range(3):
         out = client.completions.create(model=MODEL, prompt="Is the sky green? Answer:",
                                         max_tokens=3, temperature=1.5, seed=seed,
-                                        logprobs=1, extra_body={"allowed_token_ids": ids})
+                                        logprobs=4, extra_body={"allowed_token_ids": ids})
         assert out.usage.completion_tokens == 3  # no end of sequence among them
         assert set(out.choices[0].logprobs.tokens) <= {" yes", " no"}, out.choices[0]
+        tops = [v for top in out.choices[0].logprobs.top_logprobs for v in top.values()]
+        assert min(tops) == -9999.0  # forbidden alternatives: OpenAI's floor, not -inf/null
     for value in ([10**9], [], ["x"]):
         with pytest.raises(openai.BadRequestError) as err:
             client.completions.create(model=MODEL, prompt="Hi", max_tokens=1,

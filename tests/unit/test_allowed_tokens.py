@@ -30,6 +30,7 @@ def test_only_the_allowed_logits_stay_and_other_rows_are_untouched() -> None:
         assert {t for t in range(VOCAB) if logits[row, t] != float("-inf")} == kept
         assert torch.equal(logits[row, sorted(kept)], raw[row, sorted(kept)])
     assert drawn.top_ids[0, 0].item() == 7 and drawn.chosen[0].item() == 0.0  # all its mass
+    assert drawn.top_values[0, 1].item() == -9999.0  # a forbidden alternative: OpenAI's floor
 
 
 @pytest.mark.parametrize("async_scheduling", [False, True])
