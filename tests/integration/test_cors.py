@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import MODEL, Mesh, start_gateway
+from tests.integration.helpers import call, wait_until
 
 APP = "https://app.example"
 CHAT = "/v1/chat/completions"
@@ -22,8 +23,14 @@ PREFLIGHT = {"Access-Control-Request-Method": "POST",
 def cors_url(mesh: Mesh) -> Iterator[str]:
     gw, url = start_gateway(mesh.nats_url, mesh.logs, "gateway-cors",
                             cors_origins=f"{APP}, http://localhost:3000", auth="1")
+    _ready(url)
     yield url
     gw.stop()
+
+
+def _ready(url: str) -> None:
+    """Once it has heard a worker (before that a generation is a 503)."""
+    wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
 
 
 def test_an_allowed_origins_preflight_is_answered_before_auth(cors_url: str) -> None:
@@ -51,6 +58,7 @@ def test_answers_to_an_allowed_origin_carry_the_headers(mesh: Mesh, cors_url: st
 def test_a_streamed_answer_carries_them_too(mesh: Mesh) -> None:
     gw, url = start_gateway(mesh.nats_url, mesh.logs, "gateway-cors-any", cors_origins="*")
     try:
+        _ready(url)
         _stream_from_anyone(url)
     finally:
         gw.stop()
