@@ -69,7 +69,7 @@ async def _scenario(nats_url: str, worker_id: str, pid: int) -> None:
         held_at = time.monotonic()
         await until(lambda: beats and time.monotonic() - beats[-1] > 1.5, 10,
                     "heartbeats went on while the engine was paused")
-        assert beats[-1] - held_at < STALL_S + 2.0  # they stopped at the stall timeout
+        assert beats[-1] - held_at < STALL_S + 4.0  # they stopped near the stall timeout
         refused = await send("new")
         assert isinstance(refused, ErrorReply) and refused.status == 503
         assert refused.code == "engine_stalled"
