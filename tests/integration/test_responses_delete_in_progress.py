@@ -87,12 +87,15 @@ def test_a_response_whose_gateway_crashed_is_failed_not_in_progress_for_good(
     gateway) as `failed` once that process's beats have stopped for `GATEWAY_GONE_S`, and
     cannot be continued."""
     gw, url = start_gateway(mesh.nats_url, logs_dir, "gateway-doomed", result_cache="0")
-    wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
-    events = sse_events(open_stream(url + "/v1/responses", BODY))
-    rid = next(json.loads(e)["response"]["id"] for e in events
-               if json.loads(e)["type"] == "response.created")
-    wait_until(lambda: _stored_status(base, rid) == "in_progress", "it is stored in progress")
-    gw.stop(timeout=0, sig=signal.SIGKILL)
+    try:
+        wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
+        events = sse_events(open_stream(url + "/v1/responses", BODY))
+        rid = next(json.loads(e)["response"]["id"] for e in events
+                   if json.loads(e)["type"] == "response.created")
+        wait_until(lambda: _stored_status(base, rid) == "in_progress",
+                   "it is stored in progress")
+    finally:
+        gw.stop(timeout=0, sig=signal.SIGKILL)
     wait_until(lambda: _stored_status(base, rid) == "failed", "it stays in progress",
                timeout=GATEWAY_GONE_S + 10)
     status, body, _ = call("GET", f"{base}/v1/responses/{rid}")
