@@ -26,11 +26,10 @@ import hashlib
 import json
 from typing import Any
 
-from kvmesh.wire import ChatTemplateOptions, sampling_of
+from kvmesh.wire import DEFAULT_TEMPLATE, sampling_of
 
 KEY_VERSION = 3  # bump when the cached entry's meaning changes
 ANSWER_NEUTRAL = frozenset({"priority", "cache_salt"})  # sampling fields that leave it alone
-DEFAULT_TEMPLATE = ChatTemplateOptions()
 
 
 def cacheable(req: Any) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvmesh.wire import (
+    DEFAULT_TEMPLATE,
     ChatMessage,
     ChatTemplateOptions,
     DetokenizeRequest,
@@ -26,8 +27,6 @@ from kvmesh.wire import (
     ToolDef,
 )
 from router.tool_prompt import template_inputs
-
-DEFAULT_TEMPLATE = ChatTemplateOptions()
 
 
 @dataclass

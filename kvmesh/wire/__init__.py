@@ -62,6 +62,7 @@ from kvmesh.wire.codec import (
 )
 from kvmesh.wire.generation import (
     CANCEL,
+    DEFAULT_TEMPLATE,
     GATEWAY_BEAT_S,
     GATEWAY_HEARTBEAT,
     HEARTBEAT,
@@ -122,6 +123,7 @@ __all__ = [
     "CACHE_PUT",
     "CACHE_STATS",
     "CANCEL",
+    "DEFAULT_TEMPLATE",
     "GATEWAY_BEAT_S",
     "GATEWAY_HEARTBEAT",
     "HEARTBEAT",

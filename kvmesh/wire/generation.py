@@ -86,6 +86,9 @@ class ChatTemplateOptions:
     kwargs: str = ""
 
 
+DEFAULT_TEMPLATE = ChatTemplateOptions()  # a plain chat: compare with it, never change it
+
+
 @dataclass(kw_only=True)
 class SamplingFields:
     """The sampling parameters, declared once for every hop that carries them: the gateway's
