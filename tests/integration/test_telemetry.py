@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL
-from tests.integration.helpers import post
+from tests.integration.helpers import post, wait_until
 from tests.integration.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 SERVER, INTERNAL = 2, 1  # OTLP span kinds
@@ -360,6 +360,9 @@ def hosting_url(traced_mesh: TracedMesh) -> Iterator[str]:
         log=open(traced_mesh.logs / "gateway-hosting.log", "ab"))  # noqa: SIM115
     try:
         _wait_ready(f"http://127.0.0.1:{port}", [child], traced_mesh.logs)
+        # ready is the gateway's registry; its hosted router hears the workers on its own
+        wait_until(lambda: _chat(traced_mesh, base_url=f"http://127.0.0.1:{port}")[0] != 503,
+                   "the hosted router knows no worker", timeout=30)
         yield f"http://127.0.0.1:{port}"
     finally:
         child.stop()
