@@ -194,6 +194,17 @@ class Authenticator:
             reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
 
 
+    def counted(self, ident: Identity | None) -> contextlib.AbstractAsyncContextManager[Ticket]:
+        """`async with auth.counted(ident):` around a request that generates nothing
+        (`/tokenize`, `/detokenize`): one request from the tenant's `rpm` and one of its
+        `max_concurrency` slots while the block runs, no tokens from `tpm` (429 as a
+        generation's); with auth off it limits nothing."""
+        if ident is None:
+            return self._admission.hold(Ticket())
+        return self._admission.hold(Ticket(ident.tenant, rpm=ident.rpm,
+                                           max_concurrency=ident.max_concurrency))
+
+
 def cap_max_tokens(req: ParsedRequest, ident: Identity) -> None:
     """The tenant's `max_tokens` cap: an absent `max_tokens` becomes the cap; one over it is
     a 400 naming the field and the cap, or lowered to it for a tenant that clamps."""

@@ -11,7 +11,9 @@ Contract:
   `tokens`) and answers `{"prompt"}`.
 - Authenticated like generations: 401 without a valid key, 403 for a model outside the
   tenant's scopes; 404 for a model no live worker serves, 503 with no worker or router. No
-  rate limit is charged: nothing is generated. Bodies are read as a generation's (size limit,
+  one request is charged against the tenant's `rpm` and one of its `max_concurrency` slots is
+  held while the router answers (429 as a generation's), no tokens against `tpm`: nothing is
+  generated. Bodies are read as a generation's (size limit,
   Content-Encoding: gateway/json_body.py). Fields are gateway/api_fields.py's; an unknown
   one or a wrong type is a 400 naming it.
 """
@@ -31,27 +33,30 @@ from gateway.json_body import json_object, read_json
 from gateway.mesh_client import MeshClient
 from gateway.structured_request import parse_tools
 from kvmesh import wire
+from kvmesh.wire import Identity
 
 
 def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) -> None:
     async def tokenize(request: web.Request) -> web.Response:
-        body = await _body(request, request.app[mesh_key], TOKENIZE_FIELDS)
+        ident, body = await _body(request, request.app[mesh_key], TOKENIZE_FIELDS)
         msg = tokenize_request(body)
-        reply = await request.app[mesh_key].ask_router(wire.ROUTER_TOKENIZE, msg,
-                                                       wire.TokenizeReply)
+        async with request.app[AUTH].counted(ident):
+            reply = await request.app[mesh_key].ask_router(wire.ROUTER_TOKENIZE, msg,
+                                                           wire.TokenizeReply)
         return web.json_response({"count": len(reply.tokens), "max_model_len":
                                   reply.max_model_len, "tokens": reply.tokens,
                                   "token_strs": reply.token_strs})
 
     async def detokenize(request: web.Request) -> web.Response:
-        body = await _body(request, request.app[mesh_key], DETOKENIZE_FIELDS)
+        ident, body = await _body(request, request.app[mesh_key], DETOKENIZE_FIELDS)
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or any(type(t) is not int or not 0 <= t < 1 << 63
                                                for t in tokens):
             raise bad_field("tokens", "required, an array of token ids")
-        reply = await request.app[mesh_key].ask_router(
-            wire.ROUTER_DETOKENIZE, wire.DetokenizeRequest(body["model"], tokens),
-            wire.DetokenizeReply)
+        async with request.app[AUTH].counted(ident):
+            reply = await request.app[mesh_key].ask_router(
+                wire.ROUTER_DETOKENIZE, wire.DetokenizeRequest(body["model"], tokens),
+                wire.DetokenizeReply)
         return web.json_response({"prompt": reply.prompt})
 
     app.router.add_post("/tokenize", tokenize)
@@ -59,16 +64,16 @@ def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) 
 
 
 async def _body(request: web.Request, mesh: MeshClient,
-                fields: tuple[Any, ...]) -> dict[str, Any]:
-    """401, then the body (413, 400 as a generation's) and its fields (400), then 403 for the
-    model."""
+                fields: tuple[Any, ...]) -> tuple[Identity | None, dict[str, Any]]:
+    """The caller (None: auth off) and the body: 401, then the body (413, 400 as a
+    generation's) and its fields (400), then 404 for a model outside the caller's scopes."""
     ident = await request.app[AUTH].identify(request)
     body = json_object(await read_json(request, mesh.cfg.max_body_bytes))
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_field("model", "required, a non-empty string")
     request.app[AUTH].require_model(ident, body["model"])
-    return body
+    return ident, body
 
 
 def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:

@@ -248,6 +248,21 @@ def test_refusals_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
     assert {("429", name), ("404", name)} <= counted, counted
 
 
+def test_tokenize_and_detokenize_count_against_rpm_and_not_tpm(auth_mesh: AuthMesh) -> None:
+    """A flood of /tokenize calls (each may carry a megabyte for the router to tokenise) is
+    held to the tenant's rpm, shared with its generations; tpm is not charged."""
+    _, key = new_tenant(auth_mesh.a, rpm=3, tpm=5)
+    tokenize = {"model": MODEL, "prompt": "Hello " * 50}
+    status, body, _ = call("POST", auth_mesh.a + "/tokenize", tokenize, key)
+    assert status == 200 and body["count"] > 5  # more tokens than tpm: none were charged
+    status, _, _ = call("POST", auth_mesh.b + "/detokenize", {"model": MODEL, "tokens": [1]}, key)
+    assert status == 200
+    assert complete(auth_mesh.a, key, max_tokens=1)[0] == 200  # the third request of rpm 3
+    status, body, headers = call("POST", auth_mesh.a + "/tokenize", tokenize, key)
+    assert status == 429 and "requests" in body["error"]["message"], body
+    assert body["error"]["code"] == "rate_limit_exceeded" and int(headers["Retry-After"]) >= 1
+
+
 def test_two_gateways_enforce_one_shared_limit(auth_mesh: AuthMesh) -> None:
     _, key = new_tenant(auth_mesh.a, rpm=3)
     statuses = [
