@@ -138,7 +138,6 @@ class Worker(Actor):
         self.cancelled: dict[str, float] = {}
         self.engine_gone: str | None = None
         self.watch = StallWatch(cfg.engine_stall_timeout)  # a paused or stuck engine process
-        self._probing = False  # a Probe is in the engine's pipe (no step came since)
         self.gateways: dict[str, float] = {}  # a gateway's inbox -> when it last beat
         self._out: asyncio.Queue[tuple[str, Message] | _StepTelemetry] = asyncio.Queue()
         self._kv_seq = 0  # KVEvent.seq of the last event sent
@@ -303,7 +302,6 @@ class Worker(Actor):
         if self.watch.stalled:
             log.warning("engine process steps again")
         self.watch.stepped(arrived)
-        self._probing = False
         frames = _Frames(self.worker_id, self._out)
         held = bool(self.active)
         if step.crashed is not None:
@@ -439,11 +437,11 @@ class Worker(Actor):
     async def _heartbeats(self) -> None:
         while True:
             self._drop_orphans()
-            if self._stalled():
-                if not self._probing:  # one in the pipe at a time, however long it sleeps
-                    self._probing = True
-                    self._engine().probe()  # a step answers once the engine runs again
-            else:
+            now = time.monotonic()
+            if self.watch.wants_probe(bool(self.active), now):  # stalled, or idle a while
+                self.watch.probed(now)
+                self._engine().probe()  # a step answers once the engine runs
+            if not self._stalled():
                 try:
                     await self.publish(wire.HEARTBEAT, self.heartbeat())
                 except Exception as exc:
@@ -454,7 +452,7 @@ class Worker(Actor):
         """The watch's verdict (inference/engine_watch.py), logged when it turns."""
         was = self.watch.stalled
         if self.watch.check(bool(self.active)) and not was:
-            log.warning("engine process made no step for %gs while holding %d requests: "
+            log.warning("engine process made no step for %gs (holding %d requests): "
                         "no heartbeats and no new requests until it steps again",
                         self.watch.timeout, len(self.active))
         return self.watch.stalled

@@ -39,7 +39,8 @@ class WorkerConfig(Ranged):
     # Seconds the worker's loop, and its engine process's wait for commands, poll without
     # sleeping after each message or step (kvmesh/busy_poll.py): a core each while it lasts.
     busy_poll: float = 0.0
-    # Seconds the engine process may hold requests without making a step before the worker
+    # Seconds the engine process may hold requests without making a step (or, idle, leave a
+    # probe unanswered: it is probed after half of this without a step) before the worker
     # counts it stalled (inference/engine_watch.py): no heartbeats, new requests refused,
     # until it steps again. Above the longest step this model can take here; 0 = off.
     engine_stall_timeout: float = 20.0

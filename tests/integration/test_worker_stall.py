@@ -1,7 +1,8 @@
 """A worker whose engine process is paused (SIGSTOP: alive, not stepping) while it holds a
 request stops its heartbeats within `engine_stall_timeout` and refuses new requests with 503
 `engine_stalled`, so the mesh counts it dead and sends it nothing; resumed, it beats again and
-finishes what it held (inference/engine_watch.py). A real worker and engine process, real
+finishes what it held (inference/engine_watch.py). An idle one is probed, so its paused engine
+takes it out before any request is sent to it. A real worker and engine process, real
 NATS, requests sent to the worker as a router sends them."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import nats
+import pytest
 
 from kvmesh import wire
 from kvmesh.cli import procs
@@ -33,7 +35,7 @@ def _start(nats_url: str, worker_id: str, logs: Path) -> procs.Child:
         log=open(logs / f"{worker_id}.log", "ab"))
 
 
-async def _scenario(nats_url: str, worker_id: str, pid: int) -> None:
+async def _scenario(nats_url: str, worker_id: str, pid: int, idle: bool) -> None:
     nc = await nats.connect(nats_url)
     beats: list[float] = []
     deltas: asyncio.Queue[Deltas] = asyncio.Queue()
@@ -65,11 +67,12 @@ async def _scenario(nats_url: str, worker_id: str, pid: int) -> None:
     engine = engine_pid(pid)
     os.kill(engine, signal.SIGSTOP)
     try:
-        assert isinstance(await send("held"), Accepted)  # the worker takes it; nothing steps
+        if not idle:
+            assert isinstance(await send("held"), Accepted)  # the worker takes it; no step
         held_at = time.monotonic()
         await until(lambda: beats and time.monotonic() - beats[-1] > 1.5, 10,
                     "heartbeats went on while the engine was paused")
-        assert beats[-1] - held_at < STALL_S + 4.0  # they stopped near the stall timeout
+        assert beats[-1] - held_at < 1.5 * STALL_S + 4.0  # they stopped near the timeout
         refused = await send("new")
         assert isinstance(refused, ErrorReply) and refused.status == 503
         assert refused.code == "engine_stalled"
@@ -79,17 +82,18 @@ async def _scenario(nats_url: str, worker_id: str, pid: int) -> None:
     await until(lambda: beats[-1] > resumed_at, 10, "no heartbeat after the engine resumed")
     assert isinstance(await send("after"), Accepted)
     done: set[str] = set()
-    while done != {"held", "after"}:
+    while done != ({"after"} if idle else {"held", "after"}):
         frame = await asyncio.wait_for(deltas.get(), 30)
         done |= {c.request_id for c in frame.chunks if c.usage is not None}
     await nc.close()
 
 
-def test_a_paused_engine_takes_its_worker_out_until_it_steps_again(nats_url: str,
-                                                                     logs_dir: Path) -> None:
+@pytest.mark.parametrize("idle", [False, True], ids=["holding", "idle"])
+def test_a_paused_engine_takes_its_worker_out_until_it_steps_again(
+        nats_url: str, logs_dir: Path, idle: bool) -> None:
     worker_id = f"stall-{uuid.uuid4().hex[:6]}"
     child = _start(nats_url, worker_id, logs_dir)
     try:
-        asyncio.run(_scenario(nats_url, worker_id, child.proc.pid))
+        asyncio.run(_scenario(nats_url, worker_id, child.proc.pid, idle))
     finally:
         child.stop()
