@@ -38,6 +38,7 @@ from inference.engine import tp_launch
 from inference.engine.config import EngineConfig
 from inference.engine.engine import LLMEngine
 from inference.engine.errors import RequestRejected
+from inference.engine.tokenizer import Tokenizer
 from inference.engine_pipe import CommandReader, dumps
 from inference.engine_protocol import (
     Abort,
@@ -188,6 +189,7 @@ class EngineLoop:
         if any(o.logprobs or (o.prompt and o.prompt.logprobs is not None) for o in outputs):
             step.token_text = _token_text(engine, outputs)
             if engine.tokenizer is not None:
+                step.special_text = _special_text(engine.tokenizer, step.token_text)
                 step.token_bytes = {i: engine.tokenizer.token_bytes(i)
                                     for i, text in step.token_text.items() if "\ufffd" in text}
         return step
@@ -207,3 +209,9 @@ def _token_text(engine: LLMEngine, outputs: list) -> dict[int, str]:
     if tok is None:
         return {i: f"<{i}>" for i in ids}
     return {i: tok.token_text(i) for i in ids}
+
+
+def _special_text(tok: Tokenizer, token_text: dict[int, str]) -> dict[int, str]:
+    """The text of the special tokens among `token_text` (whose text there is skipped)."""
+    return {i: shown for i, text in token_text.items()
+            if not text and (shown := tok.token_text(i, False))}

@@ -99,9 +99,11 @@ class EngineStep:
     """Everything one engine iteration produced. `rejected`: requests refused on add, or
     failed while running (typed);
     `crashed`: the step raised, every running request was aborted (the message says why);
-    `token_text`: the text of every token id in this step's logprobs and prompts, and
-    `token_bytes` the bytes of those whose text is not theirs (part of a character, shown as
-    U+FFFD: `Tokenizer.token_bytes`); `embeddings`:
+    `token_text`: the text of every token id in this step's logprobs and prompts, special
+    tokens skipped (""), `special_text` the text of those special ones (shown in echoed
+    prompts, and in answers with `skip_special_tokens: false`), and `token_bytes` the bytes
+    of those whose text is not theirs (part of a character, shown as U+FFFD:
+    `Tokenizer.token_bytes`); `embeddings`:
     the vectors of embedding inputs this step finished. The step ran `batch_size` sequences,
     `batch_tokens` tokens; `prefills` holds a row for each that computed part of its prompt (a
     request's first step is one), which the worker's telemetry reads for queue time and
@@ -121,6 +123,7 @@ class EngineStep:
     evicted: list[int] = field(default_factory=list)
     snapshot: list[int] | None = None  # every cached key, when a resync asked for it
     token_text: dict[int, str] = field(default_factory=dict)
+    special_text: dict[int, str] = field(default_factory=dict)
     token_bytes: dict[int, bytes] = field(default_factory=dict)
     embeddings: list[EmbeddingOutput] = field(default_factory=list)
 

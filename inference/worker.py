@@ -120,6 +120,7 @@ class Active:
 
     reply_to: str
     want_logprobs: bool
+    show_special: bool = False  # `skip_special_tokens: false`: logprob entries show them too
     texts: ChoiceTexts | None = None  # this worker makes the text (inference/output_text.py)
     seq: int = 0  # the next chunk's
     held: Held = field(default_factory=Held)  # stream_interval > 1: chunks not yet sent
@@ -223,8 +224,9 @@ class Worker(Actor):
             check_token_ids(params, limits)
         except RequestRejected as exc:
             return error_table.rejected(exc)
-        refusal = self._admit(req.request_id, Active(req.reply_to, req.logprobs is not None,
-                                                     self._texts(params)))
+        refusal = self._admit(req.request_id, Active(
+            req.reply_to, req.logprobs is not None, not req.skip_special_tokens,
+            self._texts(params)))
         if refusal is not None:
             return refusal
         self._engine().add(req.request_id, ids, params)
@@ -316,16 +318,19 @@ class Worker(Actor):
                 frames.get(st.reply_to).errors.append(
                     StreamError(rid, error_table.rejected(exc)))
         active, interval = self.active, self.cfg.stream_interval
+        skipped, raw = step.token_text, step.token_bytes  # logprob entries' texts
+        shown = {**skipped, **step.special_text} if step.special_text else skipped
         for o in step.outputs:
             rid, token_ids, finish = o.request_id, o.token_ids, o.finish_reason
             st = active.get(rid)
             if st is None:
                 continue  # cancelled
             text = o.text if st.texts is None else st.texts.text(o.index, token_ids, finish)
-            lps = _logprobs(o.logprobs, step) if st.want_logprobs else None
+            lps = (_logprobs(o.logprobs, shown if st.show_special else skipped, raw)
+                   if st.want_logprobs else None)
             chunk = Chunk(rid, 0, o.index, text, token_ids, lps, finish)
             if o.prompt is not None:
-                chunk.prompt = _prompt_echo(o.prompt, step)
+                chunk.prompt = _prompt_echo(o.prompt, shown, raw)
             if interval > 1:
                 self._emit_held(frames, st, chunk, o.usage, interval)
             else:
@@ -500,21 +505,24 @@ class _Frames:
             self.out.put_nowait((subject, f))
 
 
-def _logprobs(lps: Sequence[TokenLogprob] | None, step: EngineStep) -> list[Logprob] | None:
+def _logprobs(lps: Sequence[TokenLogprob] | None, text: dict[int, str],
+              raw: dict[int, bytes]) -> list[Logprob] | None:
+    """The wire's logprob entries, each token's text from `text` (the step's, with special
+    tokens shown or skipped as the answer's text has them: joined, the entries give it)."""
     if lps is None:
         return None
-    text, raw = step.token_text, step.token_bytes
     return [Logprob(lp.token_id, text.get(lp.token_id, ""), lp.logprob,
                     [TopLogprob(t, text.get(t, ""), v, raw.get(t)) for t, v in lp.top],
                     raw.get(lp.token_id)) for lp in lps]
 
 
-def _prompt_echo(p: PromptOutput, step: EngineStep) -> PromptEcho:
-    """Each token's text only with logprobs: only echoed logprobs show it."""
+def _prompt_echo(p: PromptOutput, text: dict[int, str], raw: dict[int, bytes]) -> PromptEcho:
+    """Each token's text only with logprobs: only echoed logprobs show it. `text` shows
+    special tokens: the prompt's text holds them."""
     if p.logprobs is None:
         return PromptEcho(p.text, [])
-    return PromptEcho(p.text, [step.token_text.get(t, "") for t in p.token_ids],
-                      _logprobs(p.logprobs, step))
+    return PromptEcho(p.text, [text.get(t, "") for t in p.token_ids],
+                      _logprobs(p.logprobs, text, raw))
 
 
 def sampling_params(req: wire.SamplingFields, max_tokens: int, share: str = "") -> SamplingParams:

@@ -80,7 +80,8 @@ class PromptReports:
         if report is None:
             return None
         tok = self.tokenizer
-        text = tok.decode(report.token_ids) if tok is not None else ""
+        # the prompt as it was given: its special tokens are part of it
+        text = tok.decode(report.token_ids, skip_special_tokens=False) if tok is not None else ""
         prompt = PromptOutput(report.token_ids, text, report.logprobs())
         return StepOutput(request_id, 0, [], "", prompt=prompt)
 

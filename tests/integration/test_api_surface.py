@@ -197,6 +197,25 @@ def test_skip_special_tokens_false_shows_them(client: Any) -> None:
     assert answer(stream=True, skip_special_tokens=False) == shown
 
 
+@pytest.mark.parametrize("skip", [True, False])
+def test_logprob_tokens_join_to_the_text_with_or_without_special_tokens(client: Any,
+                                                                        skip: bool) -> None:
+    out = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=40, temperature=0, logprobs=True,
+        extra_body={"ignore_eos": True, "skip_special_tokens": skip})
+    choice = out.choices[0]
+    assert ("<|im_end|>" in choice.message.content) is not skip
+    assert "".join(e.token for e in choice.logprobs.content) == choice.message.content
+
+
+def test_an_echoed_prompts_special_tokens_show_in_its_logprob_tokens(client: Any) -> None:
+    prompt = "<|im_start|>user\nHi<|im_end|>\n"
+    out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True,
+                                    logprobs=0)
+    tokens = out.choices[0].logprobs.tokens
+    assert "<|im_start|>" in tokens and "".join(tokens) == prompt == out.choices[0].text
+
+
 def test_allowed_token_ids_hold_the_answer_to_them(mesh: Mesh, client: Any) -> None:
     ids = [post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": w})[1]["tokens"][0]
            for w in (" yes", " no")]
