@@ -137,6 +137,9 @@ def _extensions(kind: str) -> list[Field]:
         Field("guided_regex", (STR,), EXTENSION, "vLLM's: a regex the answer matches"),
         Field("guided_choice", (ARR,), EXTENSION, "vLLM's: the answer is one of these strings"),
         Field("guided_grammar", (STR,), EXTENSION, "vLLM's: an llguidance Lark grammar"),
+        Field("structured_outputs", (OBJ,), EXTENSION,
+              "vLLM's newer form of `guided_*`: one of `json`, `regex`, `choice`, `grammar` "
+              "or `json_object: true`"),
     ]
     if kind == "completion":
         out.append(Field("response_format", (OBJ,), EXTENSION,

@@ -99,6 +99,12 @@ _GUIDED: dict[str, Any] = {
     "guided_regex": _nullable({"type": "string"}),
     "guided_choice": _nullable({"type": "array", "minItems": 1, "items": {"type": "string"}}),
     "guided_grammar": _nullable({"type": "string", "description": "llguidance Lark"}),
+    "structured_outputs": _nullable({
+        "type": "object", "additionalProperties": False,
+        "description": "one of json, regex, choice, grammar or json_object: true",
+        "properties": {"json": {"type": ["object", "string"]}, "regex": {"type": "string"},
+                       "choice": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                       "grammar": {"type": "string"}, "json_object": {"type": "boolean"}}}),
 }
 _TOOL = {
     "type": "object",
@@ -195,9 +201,9 @@ CHAT_REQUEST = {
     }),
     "description": "stream_options only with stream true; top_logprobs only with logprobs true; "
                    "tool_choice only with tools (a named one must be among them); at most one "
-                   "of response_format (not text) and guided_*; min_tokens at most "
-                   "max_completion_tokens (or max_tokens), and not with those or tools "
-                   "(nor allowed_token_ids, nor min_tokens beside it); "
+                   "of response_format (not text), guided_* and structured_outputs; "
+                   "min_tokens at most max_completion_tokens (or max_tokens), and not with "
+                   "those or tools (nor allowed_token_ids, nor min_tokens beside it); "
                    "continue_final_message needs add_generation_prompt false and a last "
                    "assistant message with text.",
 }
@@ -225,10 +231,10 @@ COMPLETION_REQUEST = {
         "stream_options": _STREAM_OPTIONS,
     }),
     "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
-                   "with echo; min_tokens at most max_tokens, and not with guided_* or "
-                   "response_format (nor allowed_token_ids, nor min_tokens beside it). A list "
-                   "of prompts is answered as one response (choice index = "
-                   "prompt_i * n + j). suffix is refused.",
+                   "with echo; min_tokens at most max_tokens, and not with guided_*, "
+                   "structured_outputs or response_format (nor allowed_token_ids, nor "
+                   "min_tokens beside it). A list of prompts is answered as one response "
+                   "(choice index = prompt_i * n + j). suffix is refused.",
 }
 
 _TOKEN = _int(0, (1 << 31) - 1)

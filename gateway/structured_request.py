@@ -4,13 +4,16 @@ Fields (chat and completions unless said):
 - `response_format`: `{"type": "text"}`, `{"type": "json_object"}` (any JSON object) or
   `{"type": "json_schema", "json_schema": {"name", "description", "schema", "strict"}}`.
 - vLLM's extensions (sent through `extra_body`): `guided_json` (a schema), `guided_regex`,
-  `guided_choice` (a list of strings), `guided_grammar` (llguidance Lark).
+  `guided_choice` (a list of strings), `guided_grammar` (llguidance Lark), and their newer
+  form `structured_outputs`: an object with one of `json`, `regex`, `choice`, `grammar` (the
+  same values) or `json_object: true` (any JSON object); its other keys are a 400.
 - chat only: `tools` (functions with JSON-Schema `parameters`), `tool_choice` (`none`, `auto`,
   `required` or `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
 
 A key these objects (and `tools[i]`, `tools[i].function`) do not define is a 400 naming it
 (gateway/nested_keys.py): `response_format.schema` beside `json_object` is refused, not dropped.
-At most one of `response_format` (other than text) and the `guided_*` fields may be set.
+At most one of `response_format` (other than text), the `guided_*` fields and
+`structured_outputs` may be set.
 `tool_choice` `required` or a named function constrains the answer to tool calls (a
 `tool_calls` grammar, which replaces any other). `auto` leaves the answer free and the
 gateway parses any calls (gateway/tool_calls.py); with `parallel_tool_calls: false` it keeps
@@ -43,29 +46,54 @@ _TOOL_KEYS = ("type", "function")
 _FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 _GUIDED = {"guided_json": "json_schema", "guided_regex": "regex", "guided_choice": "choice",
            "guided_grammar": "lark"}
+_STRUCTURED = {"json": "json_schema", "regex": "regex", "choice": "choice", "grammar": "lark"}
+ANY_OBJECT = '{"type": "object"}'
 
 
 def parse_grammar(body: dict[str, Any], req: SamplingFields) -> None:
-    """Set `req.grammar_kind`/`req.grammar` from `response_format` or a `guided_*` field."""
+    """Set `req.grammar_kind`/`req.grammar` from `response_format`, a `guided_*` field or
+    `structured_outputs`."""
     specs: list[tuple[str, str, str]] = []  # (param, kind, source)
     if (rf := _response_format(body.get("response_format"))) is not None:
         specs.append(rf)
-    for name, kind in _GUIDED.items():
-        value = body.get(name)
-        if value is None:
-            continue
-        if kind in ("regex", "lark") and not isinstance(value, str):
-            raise bad_field(name, "must be a string")
-        if kind == "json_schema" and not isinstance(value, dict | str):
-            raise bad_field(name, "must be a JSON Schema object")
-        source = value if isinstance(value, str) else json.dumps(value)
-        specs.append((name, kind, source))
+    specs += [_guided(name, kind, body[name]) for name, kind in _GUIDED.items()
+              if body.get(name) is not None]
+    specs += _structured_outputs(body.get("structured_outputs"))
     if len(specs) > 1:
         raise bad_field(specs[1][0], f"cannot be combined with {specs[0][0]}")
     if specs:
         param, kind, source = specs[0]
         _check(param, kind, source)
         req.grammar_kind, req.grammar = kind, source
+
+
+def _guided(param: str, kind: str, value: Any) -> tuple[str, str, str]:
+    """(param, kind, source) of one guided value (a schema, regex, choice list or grammar)."""
+    if kind in ("regex", "lark") and not isinstance(value, str):
+        raise bad_field(param, "must be a string")
+    if kind == "json_schema" and not isinstance(value, dict | str):
+        raise bad_field(param, "must be a JSON Schema object")
+    return param, kind, value if isinstance(value, str) else json.dumps(value)
+
+
+def _structured_outputs(so: Any) -> list[tuple[str, str, str]]:
+    """vLLM's `structured_outputs` object as the guided fields' specs (one of them)."""
+    if so is None:
+        return []
+    if not isinstance(so, dict):
+        raise bad_field("structured_outputs", "must be an object")
+    check_keys(so, (*_STRUCTURED, "json_object"), "structured_outputs")
+    json_object = so.get("json_object")
+    if json_object is not None and not isinstance(json_object, bool):
+        raise bad_field("structured_outputs.json_object", "must be a boolean")
+    specs = [_guided(f"structured_outputs.{key}", kind, so[key])
+             for key, kind in _STRUCTURED.items() if so.get(key) is not None]
+    if json_object:
+        specs.append(("structured_outputs.json_object", "json_schema", ANY_OBJECT))
+    if len(specs) != 1:
+        raise bad_field("structured_outputs", "give exactly one of json, regex, choice, "
+                        "grammar and json_object: true")
+    return specs
 
 
 def _response_format(rf: Any) -> tuple[str, str, str] | None:
@@ -80,7 +108,7 @@ def _response_format(rf: Any) -> tuple[str, str, str] | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        return "response_format", "json_schema", '{"type": "object"}'
+        return "response_format", "json_schema", ANY_OBJECT
     spec = rf.get("json_schema")
     if not isinstance(spec, dict):
         raise bad_field("response_format.json_schema", "required, an object")

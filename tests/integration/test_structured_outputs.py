@@ -112,6 +112,17 @@ def test_completions_take_response_format_and_guided_choice(client) -> None:
     assert len(resp.choices[0].text) == 4 and resp.choices[0].text[:2] in ("19", "20")
 
 
+def test_structured_outputs_holds_the_answer_as_vllms_newer_clients_send_it(client) -> None:
+    resp = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Is the sky blue?"}], max_tokens=10,
+        temperature=1.0, n=4, extra_body={"structured_outputs": {"choice": ["yes", "no"]}})
+    assert {c.message.content for c in resp.choices} <= {"yes", "no"}
+    year = {"regex": "(19|20)[0-9]{2}"}
+    resp = client.completions.create(model=MODEL, prompt="A year:", max_tokens=10,
+                                     extra_body={"structured_outputs": year})
+    assert len(resp.choices[0].text) == 4 and resp.choices[0].text[:2] in ("19", "20")
+
+
 def _check_call(call, name: str | None = None) -> dict:
     assert call.type == "function" and call.id.startswith("call_")
     assert name is None or call.function.name == name

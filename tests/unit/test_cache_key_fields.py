@@ -51,6 +51,7 @@ CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "guided_json": ({}, {"guided_json": SCHEMA}), "guided_regex": ({}, {"guided_regex": "a+"}),
     "guided_choice": ({}, {"guided_choice": ["a", "b"]}),
     "guided_grammar": ({}, {"guided_grammar": 'start: "a"'}),
+    "structured_outputs": ({}, {"structured_outputs": {"regex": "a+"}}),
     "add_generation_prompt": ({}, {"add_generation_prompt": False}),
     "continue_final_message": (OPEN, {**OPEN, "continue_final_message": True}),
     "chat_template_kwargs": ({}, {"chat_template_kwargs": {"enable_thinking": False}}),

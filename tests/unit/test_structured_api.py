@@ -39,6 +39,19 @@ def test_response_format_becomes_a_grammar() -> None:
     assert chat(guided_regex="[0-9]+").grammar_kind == "regex"
 
 
+@pytest.mark.parametrize(("value", "kind", "grammar"), [
+    ({"json": {"type": "object"}}, "json_schema", '{"type": "object"}'),
+    ({"regex": "[0-9]+"}, "regex", "[0-9]+"),
+    ({"choice": ["a", "b"]}, "choice", '["a", "b"]'),
+    ({"grammar": 'start: "a"'}, "lark", 'start: "a"'),
+    ({"json_object": True, "regex": None}, "json_schema", '{"type": "object"}'),
+])
+def test_structured_outputs_is_the_guided_fields_newer_form(value, kind, grammar) -> None:
+    for req in (chat(structured_outputs=value),
+                parse_completion({"model": "m", "prompt": "p", "structured_outputs": value})):
+        assert (req.grammar_kind, req.grammar) == (kind, grammar)
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"response_format": {"type": "xml"}}, "response_format.type"),
     ({"response_format": "json"}, "response_format"),
@@ -48,6 +61,15 @@ def test_response_format_becomes_a_grammar() -> None:
     ({"guided_regex": "a("}, "guided_regex"),
     ({"guided_choice": []}, "guided_choice"),
     ({"guided_regex": "a", "response_format": {"type": "json_object"}}, "guided_regex"),
+    ({"structured_outputs": {"regex": "a("}}, "structured_outputs.regex"),
+    ({"structured_outputs": {"choice": "a"}}, "structured_outputs.choice"),
+    ({"structured_outputs": {"json": 3}}, "structured_outputs.json"),
+    ({"structured_outputs": {"structural_tag": "x"}}, "structured_outputs.structural_tag"),
+    ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
+    ({"structured_outputs": {"json_object": False}}, "structured_outputs"),
+    ({"structured_outputs": {"json_object": "yes"}}, "structured_outputs.json_object"),
+    ({"structured_outputs": "json"}, "structured_outputs"),
+    ({"structured_outputs": {"regex": "a"}, "guided_regex": "b"}, "structured_outputs.regex"),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]},
      "tools[0].function.name"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
