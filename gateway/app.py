@@ -211,10 +211,10 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     req = parse(await read_json(request, mesh.cfg.max_body_bytes))
     if not mesh.connected:  # at once, not after the router's timeout
         raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
-    if ident is not None:
-        telemetry_http.identified(request, ident.tenant, req.model)
+    telemetry_http.identified(request, "" if ident is None else ident.tenant)
     admission = auth.admission(ident, req)  # 404 for a model outside the tenant's scopes
     _check_model(mesh, req.model)
+    telemetry_http.served_model(request, req.model)
     async with admission as ticket:  # 429; released however it ends
         if prepare is not None:
             await prepare(request, req, ident)
@@ -414,6 +414,7 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: St
             await sse.send(payload)
     except ApiError as err:
         log.warning("stream %s failed: %s", rid, err)
+        rec.failed_in_stream(err.status, err.code or err.type, err.message)
         await sse.send(err.body())
     await sse.done()
     return sse.response

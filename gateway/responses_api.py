@@ -222,6 +222,7 @@ async def _stream(request: web.Request, frame: ResponseFrame,
         await _send(sse, closing)
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)
+        rec.failed_in_stream(err.status, err.code or err.type, err.message)
         failed = events.failed(err.code, err.message)
         if req.store:  # stored first: a retrieve after response.failed reads the same error
             await _store_failed(request, frame, events.output)

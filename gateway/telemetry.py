@@ -8,8 +8,11 @@ Contract:
   `url.path`, `http.response.status_code`, and for an error response `error.type` (the OpenAI
   error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
-- Auth calls `identified(request, tenant, model)` once it knows the caller, so refusals (403,
-  429) count under their tenant. Handlers annotate the request through `record(request)`:
+- The handler calls `identified(request, tenant)` once it knows the caller, so refusals (404,
+  429) count under their tenant; the handler calls `served_model(request, model)` once the model
+  is known to be served. Until then a generation's `model` label is `unknown`: a label holds
+  only served names, whatever a caller sends (each value is a series, kept for the process's
+  life). Handlers annotate the request through `record(request)`:
   `model`, `tenant`, `request_id` (the response id), and `on_chunks(chunks)` for every batch
   of chunks from a worker, which observes time to first token, inter-token latency (per
   choice), finish reasons and token usage.
@@ -17,6 +20,9 @@ Contract:
   `propagation.request_id_var`, which gateway/request_id.py sets).
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
   route, status, model, tenant; end-to-end latency) and the span's `gen_ai.*` attributes.
+  A stream that ended with an error event (`failed_in_stream`: its HTTP status was 200 when
+  the error came) counts under that error's status, so error-ratio alerts see a worker that
+  died mid-stream; its span keeps the HTTP status and carries the error.
 - `metrics_handler` answers `GET /metrics` (every family in the process: the gateway's, and the
   result-cache client's from cache/telemetry.py).
 - `auth_verified` is the `observe` hook of `@traced("auth.verify")` in gateway/auth_client.py:
@@ -43,6 +49,7 @@ from telemetry.token_clock import TokenClock
 
 log = logging.getLogger("kvmesh.gateway.access")
 UNTRACED = frozenset({"/metrics", "/health", "/ready"})
+UNKNOWN_MODEL = "unknown"  # the label of a model not (yet) known to be served
 
 
 class GatewayMetrics:
@@ -85,6 +92,7 @@ class RequestRecord:
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.finish_reasons: list[str] = []
+        self.stream_error: tuple[int, str, str] | None = None  # (status, code, message)
         self._ttft: Any = None
         self._itl: Any = None
 
@@ -117,11 +125,18 @@ class RequestRecord:
                 self.prompt_tokens, self.completion_tokens = u.prompt_tokens, u.completion_tokens
                 self.cached_tokens = u.cached_tokens
 
+    def failed_in_stream(self, status: int, code: str, message: str) -> None:
+        """The stream (HTTP 200 already sent) ended with this error event."""
+        self.stream_error = (status, code, message)
+
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
         m = metrics()
         tenant = self.tenant or "none"
         model = self.model or "none"
-        m.requests.labels(self.route, str(status), model, tenant).inc()
+        counted = status
+        if self.stream_error is not None and status < 400:
+            counted, error = self.stream_error[0], self.stream_error[1:]
+        m.requests.labels(self.route, str(counted), model, tenant).inc()
         m.e2e.labels(self.route, model).observe(time.monotonic() - self.start)
         if self.completion_tokens or self.prompt_tokens:
             m.prompt_tokens.labels(model, tenant).inc(self.prompt_tokens)
@@ -143,8 +158,8 @@ class RequestRecord:
             span.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
         if error is not None:
             span.set_attributes({"error.type": error[0], "kvmesh.error.message": error[1]})
-        if status >= 500 or status == 499:
-            span.set_status(Status(StatusCode.ERROR, error[1] if error else str(status)))
+        if counted >= 500 or counted == 499:
+            span.set_status(Status(StatusCode.ERROR, error[1] if error else str(counted)))
 
 
 RECORD = web.RequestKey("kvmesh.telemetry", RequestRecord)  # the record in the aiohttp request
@@ -156,11 +171,17 @@ def _operation(route: str) -> str:
     return "embeddings" if "embeddings" in route else "text_completion"
 
 
-def identified(request: web.Request, tenant: str, model: str) -> None:
-    """Auth knows who asks: a request refused from here on (403, 429) counts for its tenant
-    and model, not as `none`."""
+def identified(request: web.Request, tenant: str) -> None:
+    """The caller is known (`tenant` "" with auth off) and the body read: a request refused
+    from here on (404, 429) counts for its tenant, not as `none`, and its model as `unknown`
+    until `served_model`."""
     rec = record(request)
-    rec.tenant, rec.model = tenant, rec.model or model
+    rec.tenant, rec.model = tenant or rec.tenant, rec.model or UNKNOWN_MODEL
+
+
+def served_model(request: web.Request, model: str) -> None:
+    """`model` is served (checked against the live workers): the label may name it."""
+    record(request).model = model
 
 
 def record(request: web.Request) -> RequestRecord:
@@ -217,7 +238,9 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         finally:
             m.in_flight.dec()
             rec.finish(span, status, error)
-            log.info("%s %s %d %.1f ms", request.method, request.path, status,
+            failed = rec.stream_error
+            log.info("%s %s %d%s %.1f ms", request.method, request.path, status,
+                     f" (stream ended by {failed[0]} {failed[1]})" if failed else "",
                      (time.monotonic() - rec.start) * 1e3)
 
 

@@ -12,6 +12,8 @@ depends on a marker in the prompt or the last message:
   1 MiB max payload, each well within it);
 - `fake:huge-chunk`  accepts, then sends one chunk of `HUGE_TEXT`, just within the payload;
 - `fake:slow`  accepts, then sends `SLOW_CHUNKS` one-token chunks `SLOW_PAUSE_S` apart;
+- `fake:fail-mid`  accepts, sends one chunk, then fails the request (502 `worker_died`, as a
+  worker whose engine died mid-answer does);
 - anything else: accepts and sends two chunks, the last with `finish_reason` "stop" and usage.
 
 An `EmbedRequest` is accepted and answered with one chunk per input, each carrying a vector of
@@ -39,9 +41,11 @@ from kvmesh.wire import (
     Chunk,
     Deltas,
     EmbedRequest,
+    ErrorReply,
     GenerateRequest,
     Heartbeat,
     Ping,
+    StreamError,
     UsageInfo,
 )
 
@@ -100,6 +104,8 @@ class FakeBackend:
                 return
             if "fake:slow" in text:
                 task = asyncio.create_task(self._slow(nc, req))
+            elif "fake:fail-mid" in text:
+                task = asyncio.create_task(self._fail_mid(nc, req))
             elif "fake:big" in text or "fake:huge-chunk" in text:
                 texts = [BIG_TEXT] * BIG_CHUNKS if "fake:big" in text else [HUGE_TEXT]
                 task = asyncio.create_task(self._texts(nc, req, texts))
@@ -165,6 +171,13 @@ class FakeBackend:
                 req.request_id, seq, 0, "x", [1], finish_reason="length" if last else None,
                 usage=UsageInfo(3, SLOW_CHUNKS) if last else None))
             await asyncio.sleep(SLOW_PAUSE_S)
+
+    async def _fail_mid(self, nc: nats.NATS, req: GenerateRequest) -> None:
+        await self._send(nc, req, Chunk(req.request_id, 0, 0, "Hel", [1]))
+        error = ErrorReply(502, "bad_gateway", "the worker's engine stopped: fake",
+                           code="worker_died")
+        await nc.publish(req.reply_to, wire.encode(Deltas(
+            FAKE_WORKER, errors=[StreamError(req.request_id, error)])))
 
     async def _answer(self, nc: nats.NATS, req: GenerateRequest, flood: bool) -> None:
         rid = req.request_id

@@ -11,9 +11,11 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh import wire
 from tests.faults.fake_backend import FAKE_MODEL
@@ -40,6 +42,28 @@ def test_fake_backend_answers(fmesh: FakeMesh) -> None:
     status, body, _ = post(fmesh.open_url + CHAT, chat("hi"))
     assert status == 200, body
     assert body["choices"][0]["message"]["content"] == "Hello!"
+
+
+def _counted(fmesh: FakeMesh, status: str) -> float:
+    """The open gateway's chat requests of FAKE_MODEL counted under `status`."""
+    with urllib.request.urlopen(fmesh.open_url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "kvmesh_gateway_requests_total" and s.labels["route"] == CHAT
+               and s.labels["model"] == FAKE_MODEL and s.labels["status"] == status)
+
+
+def test_a_stream_that_fails_after_its_200_counts_under_the_errors_status(
+        fmesh: FakeMesh) -> None:
+    """A worker dying mid-answer reaches the client as an error event after a 200; the
+    gateway's request counter says 502, so error-ratio alerts (`status=~"5.."`) see it."""
+    before = _counted(fmesh, "502"), _counted(fmesh, "200")
+    with open_stream(fmesh.open_url + CHAT, chat("fake:fail-mid")) as resp:
+        assert resp.status == 200
+        events = list(sse_events(resp))
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "worker_died"
+    after = _counted(fmesh, "502"), _counted(fmesh, "200")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
 # -- timeouts: each bound fires ---------------------------------------------------------------

@@ -222,6 +222,23 @@ def _value(samples: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix))
 
 
+def test_a_model_nobody_serves_is_labelled_unknown_not_by_its_name(
+        traced_mesh: TracedMesh) -> None:
+    """Each label value is a series kept for the gateway's life: a caller's made-up model
+    names must not add series (an audit grew /metrics to 20 MB with 404s)."""
+    url = traced_mesh.metrics["gateway"]
+    before = _scrape(url)
+    names = [f"made-up-{secrets.token_hex(4)}" for _ in range(3)]
+    for name in names:
+        body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+        assert post(traced_mesh.base_url + "/v1/chat/completions", body)[0] == 404
+    after = _scrape(url)
+    assert not [k for k in after if any(name in k for name in names)]
+    key = ("kvmesh_gateway_requests_total{model=unknown,route=/v1/chat/completions,"
+           "status=404,tenant=none}")
+    assert after[key] - before.get(key, 0) == 3
+
+
 def test_metrics_move_with_traffic(traced_mesh: TracedMesh) -> None:
     before = {svc: _scrape(url) for svc, url in traced_mesh.metrics.items()}
     for _ in range(2):
