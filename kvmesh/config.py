@@ -32,19 +32,28 @@ class ConfigError(ValueError):
     """A setting that does not convert to its field's type, or that its config refuses."""
 
 
-def check_ranges(cfg: object, positive: frozenset[str] = frozenset()) -> None:
-    """Refuse, naming the field, a number of `cfg` out of its range: every number is finite and
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def check_ranges(cfg: object, positive: frozenset[str] = frozenset(),
+                 ratios: frozenset[str] = frozenset()) -> None:
+    """Refuse, naming the field, a setting of `cfg` out of its range: every number is finite and
     not negative, those named in `positive` are above zero (a zero timeout, limit or count that
-    would fail or stall every request), and ports (fields named `port`, `*_port`) at most 65535.
-    Raises ValueError; `from_namespace` reports it as a ConfigError."""
+    would fail or stall every request), those in `ratios` at most 1, ports (fields named `port`,
+    `*_port`) at most 65535, and a `log_level` one of `LOG_LEVELS` (any case). Raises
+    ValueError; `from_namespace` reports it as a ConfigError."""
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
+        if f.name == "log_level" and str(value).upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level={value!r}: must be one of {', '.join(LOG_LEVELS)}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{f.name}={value}: must be a finite number, not negative")
         if f.name in positive and value == 0:
             raise ValueError(f"{f.name}=0: must be above 0")
+        if f.name in ratios and value > 1:
+            raise ValueError(f"{f.name}={value}: a share, at most 1")
         if f.name.endswith("port") and value > 65535:
             raise ValueError(f"{f.name}={value}: must be a port number, at most 65535")
 
@@ -53,13 +62,14 @@ ROUTING_POLICIES = ("kv", "least-loaded", "round-robin")  # router/policy.py ran
 
 
 class Ranged:
-    """A service config whose numbers `check_ranges` checks on construction; `POSITIVE` names
-    those that must be above zero."""
+    """A service config whose settings `check_ranges` checks on construction; `POSITIVE` names
+    the numbers that must be above zero, `RATIOS` those at most 1."""
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset()
+    RATIOS: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
-        check_ranges(self, self.POSITIVE)
+        check_ranges(self, self.POSITIVE, self.RATIOS)
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class RouterConfig(Ranged):
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"accept_timeout", "worker_dead_after",
         "max_attempts", "max_concurrency", "overload_queue", "overload_kv_usage",
         "breaker_failures"})
+    RATIOS: ClassVar[frozenset[str]] = frozenset({"overload_kv_usage"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,6 +244,10 @@ class LaunchConfig(Ranged):
     # sleep (kvmesh/busy_poll.py); None = `busy_poll.default_window`: on for GPU engines where
     # they take at most a quarter of the CPUs.
     busy_poll: float | None = None
+    # Seconds each service started here gets to finish open requests on SIGTERM, a worker
+    # restarted alone included (a service's own variable, KVMESH_WORKER_GRACE_PERIOD, wins).
+    # Short, so Ctrl-C stops the mesh within `grace_period` + 5 s.
+    grace_period: float = 5.0
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",
         "ready_timeout"})

@@ -15,8 +15,9 @@ Contract:
 - Creates a development API key (tenant `dev`: every model, admin, no limits) that the
   banner prints once, in the examples.
 - Pulls the default model first when it is missing.
-- Ctrl-C (SIGINT) or SIGTERM stops every child within 10 s (SIGTERM, then SIGKILL of each
-  group), so no process is left behind. Children get SIGTERM when the launcher dies however it
+- Ctrl-C (SIGINT) or SIGTERM stops every child within `--grace-period` (default 5 s) + 5 s
+  (SIGTERM, each service finishing its open requests within its grace period; then SIGKILL of
+  each group), so no process is left behind. Children get SIGTERM when the launcher dies however it
   dies (kvmesh/cli/parent_death.py), so a killed launcher leaves nothing holding the ports.
 - A child that dies on its own is restarted with backoff while the rest serve on
   (kvmesh/cli/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
@@ -52,7 +53,7 @@ from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, 
 from kvmesh.cpu_sets import parse_groups
 from kvmesh.cpu_sets import text as cpu_text
 
-STOP_BUDGET_S = 8.0  # of the 10 s a user waits after Ctrl-C
+EXIT_S = 1.5  # after its grace period, how long a service may take to exit before SIGKILL
 
 
 class Interrupted(Exception):
@@ -150,7 +151,7 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
-        _stop_all(sup.children)
+        _stop_all(sup.children, cfg.grace_period)
         for s, handler in old.items():
             signal.signal(s, handler)
 
@@ -171,7 +172,7 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> str:
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
     redis = local_redis.prepare(logs.parent, cfg.redis_port)
     env = {"KVMESH_REDIS_URL": redis.url(),
-           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": "5",
+           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": str(cfg.grace_period),
            "KVMESH_METRICS_HOST": cfg.host}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
@@ -290,11 +291,13 @@ def _wait_ready(url: str, timeout: float, sup: Supervisor, logs: Path) -> None:
     raise TimeoutError(f"the mesh was not ready within {timeout:g}s; logs in {logs}")
 
 
-def _stop_all(children: list[procs.Child]) -> None:
-    """Stop services first (in parallel), then redis and nats; each group ends up killed."""
+def _stop_all(children: list[procs.Child], grace_period: float) -> None:
+    """Stop services first (in parallel, each given `grace_period` to finish its open
+    requests: one given longer by its own variable is killed then), then redis and nats;
+    each group ends up killed."""
     services = [c for c in children if c.name not in ("nats", "redis")]
     infra = [c for c in children if c.name in ("nats", "redis")]
-    for group, budget in ((services, STOP_BUDGET_S - 1.5), (infra, 1.0)):
+    for group, budget in ((services, grace_period + EXIT_S), (infra, 1.0)):
         for c in group:
             if c.alive:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -41,7 +41,7 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
     up = subprocess.Popen(
         [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
          "--nats-port", str(nats_port), "--redis-port", str(redis_port),
-         "--state-dir", str(tmp_path), "--workers", "1"],
+         "--state-dir", str(tmp_path), "--workers", "1", "--grace-period", "3"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=Path(__file__).resolve().parents[2])
     try:
@@ -64,6 +64,9 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         children = processes_mentioning(*needles)
         assert len(children) >= 5  # nats, redis, router, worker, gateway (auth, cache)
         assert len(_pids_with_all("kvmesh.cli.serve\0router", str(nats_port))) == 1
+        # every service drains for --grace-period (kvmesh up gives it to each)
+        assert len(_pids_with_all("kvmesh.cli.serve\0worker", str(nats_port),
+                                  "KVMESH_GRACE_PERIOD=3.0\0")) == 1
 
         started = time.monotonic()
         up.send_signal(signal.SIGINT)

@@ -101,6 +101,9 @@ SERVICE_OUT_OF_RANGE = [  # (config, field, value, what the error says)
     (CacheConfig, "ttl", math.nan, "ttl=nan: must be a finite number"),
     (AuthConfig, "rate_window", 0.0, "rate_window=0: must be above 0"),
     (LaunchConfig, "gateways", 0, "gateways=0: must be above 0"),
+    (LaunchConfig, "log_level", "loud", "log_level='loud': must be one of DEBUG, INFO"),
+    (WorkerConfig, "log_level", "debugg", "log_level='debugg': must be one of"),
+    (RouterConfig, "overload_kv_usage", 5.0, "overload_kv_usage=5.0: a share, at most 1"),
     (WorkerConfig, "heartbeat_interval", -0.5, "heartbeat_interval=-0.5: must be a finite"),
 ]
 
@@ -120,7 +123,8 @@ def test_service_defaults_and_the_zeros_that_mean_something_are_accepted() -> No
     GatewayConfig(port=0, processes=0, metrics_port=0, retry_after=0, cache_lookup_timeout=0,
                   auth_cache_ttl=0, grace_period=0, retry_before_first_token=0)
     RouterConfig(metrics_port=0, retry_backoff=0, kv_load_weight=0, affinity_bonus=0)
-    WorkerConfig(max_waiting=0, torch_threads=0, metrics_port=0)
+    WorkerConfig(max_waiting=0, torch_threads=0, metrics_port=0, log_level="debug")
+    RouterConfig(overload_kv_usage=1.0)
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -129,6 +133,8 @@ def test_service_defaults_and_the_zeros_that_mean_something_are_accepted() -> No
     (["serve", "cache", "--ttl", "0"], "kvmesh serve cache: ttl=0"),
     (["serve", "auth", "--max-concurrency", "0"], "kvmesh serve auth: max_concurrency=0"),
     (["up", "--workers", "0"], "kvmesh up: workers=0: must be above 0"),
+    (["up", "--log-level", "loud"], "kvmesh up: log_level='loud'"),
+    (["serve", "gateway", "--log-level", "debugg"], "kvmesh serve gateway: log_level='debugg'"),
 ])
 def test_a_bad_service_setting_is_one_line_and_status_2(argv: list[str], says: str) -> None:
     done = subprocess.run([sys.executable, "-m", "kvmesh.cli", *argv], cwd=ROOT,
