@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 from typing import Any
 
 from auth.store import AuthStore
 from auth.tenant import PRIORITY_CLASSES, Tenant, TenantError
+from kvmesh import local_urls
 
 TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl")
 
@@ -23,13 +23,14 @@ TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl")
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = sub.add_parser("keys", help="manage API keys and tenants")
     keys.add_argument(
-        "--redis-url", default=os.environ.get("KVMESH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        help="default $KVMESH_REDIS_URL; kvmesh up's (it has a password): the URL in "
-             "<state dir>/redis.url"
+        "--redis-url", default=local_urls.redis_url(),
+        help="default $KVMESH_REDIS_URL, else kvmesh up's (<state dir>/redis.url, it has a "
+             "password), else redis://127.0.0.1:6379/0"
     )
     keys.add_argument(
-        "--nats-url", default=os.environ.get("KVMESH_NATS_URL", "nats://127.0.0.1:4222"),
-        help="default $KVMESH_NATS_URL; kvmesh up's: the URL in <state dir>/nats-ops.url"
+        "--nats-url", default=local_urls.nats_url(),
+        help="default $KVMESH_NATS_URL, else kvmesh up's (<state dir>/nats-ops.url), else "
+             "nats://127.0.0.1:4222"
     )
     action = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     create = action.add_parser("create", help="create a key (and its tenant when new)")

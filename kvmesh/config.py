@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_STATE_DIR = "~/.cache/kvmesh"  # kvmesh up's: logs, locks, the operator's URLs
 
 
 def check_ranges(cfg: object, positive: frozenset[str] = frozenset(),
@@ -228,7 +229,7 @@ class LaunchConfig(Ranged):
     tensor_parallel_size: int = 1  # ranks (GPUs) per worker: docs/OPERATIONS.md
     gateways: int = 1  # gateway processes sharing the port (SO_REUSEPORT)
     model: str | None = None
-    state_dir: str = "~/.cache/kvmesh"
+    state_dir: str = DEFAULT_STATE_DIR
     ready_timeout: float = 300.0
     metrics_port: int = 9101  # the router's /metrics; worker i takes metrics_port + 1 + i
     # True: each gateway process hosts a router (GatewayConfig.colocate_router) in place of the

@@ -219,7 +219,7 @@ def local_endpoints(host: str, gateway_port: int, first: int, last: int) -> list
     """The gateway's /metrics and every port in [first, last] (`kvmesh up` puts the router,
     the workers, auth, cache and each gateway process on consecutive ports from
     `--metrics-port`; a router a gateway hosts, with `--hosted-router true`, reports on its
-    gateway's)."""
-    return [Endpoint(f"http://{host}:{gateway_port}/metrics")] + [
+    gateway's). All optional: a gateway with its own metrics port has none on the API port."""
+    return [Endpoint(f"http://{host}:{gateway_port}/metrics", optional=True)] + [
         Endpoint(f"http://{host}:{p}/metrics", optional=True) for p in range(first, last + 1)]
 

@@ -55,12 +55,12 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
 
 def _add_top(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    import os
+    from kvmesh import local_urls
 
     top = sub.add_parser("top", help="live view of a running mesh (q quits)")
-    top.add_argument("--nats-url", default=os.environ.get("KVMESH_NATS_URL",
-                                                         "nats://127.0.0.1:4222"),
-                     help="NATS, for heartbeats; env KVMESH_NATS_URL (default %(default)s)")
+    top.add_argument("--nats-url", default=local_urls.nats_url(),
+                     help="NATS, for heartbeats; default $KVMESH_NATS_URL, else kvmesh up's "
+                          "(<state dir>/nats-ops.url), else nats://127.0.0.1:4222")
     top.add_argument("--metrics", action="append", default=[], metavar="URL",
                      help="a /metrics URL to scrape (repeat it); default: kvmesh up's ports")
     top.add_argument("--host", default="127.0.0.1", help="host of kvmesh up's services")
