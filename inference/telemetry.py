@@ -83,9 +83,7 @@ class GenerationTelemetry:
                                            attributes=_request_attrs(req, self))
 
     def admitted(self, req: Any, span: Any) -> None:
-        tokens = _prompt_tokens(req)
-        self.requests[req.request_id] = RequestTrace(span, time.monotonic(), tokens)
-        self.metrics.prompt_tokens.labels(self.model).inc(tokens)
+        self.requests[req.request_id] = RequestTrace(span, time.monotonic(), _prompt_tokens(req))
 
     def refused(self, span: Any, reply: Any) -> None:
         self.metrics.requests.labels(self.model, str(reply.status)).inc()
@@ -153,6 +151,9 @@ class GenerationTelemetry:
             if rt.scheduled_at is None:  # never before admission: `started` is an estimate
                 rt.scheduled_at = max(started, rt.admitted)
                 m.queue_time.labels(self.model).observe(rt.scheduled_at - rt.admitted)
+                # counted once the engine starts it (as vLLM counts): not one the result
+                # cache answered first, whose cancel came while it waited
+                m.prompt_tokens.labels(self.model).inc(rt.prompt_tokens)
             if rt.span.is_recording():
                 traced[rid] = rt.span.get_span_context()
         return traced
