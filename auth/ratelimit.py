@@ -24,7 +24,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-HELD_S = 3600  # a reservation nobody settles (its gateway died) is forgotten this long after
+# The held-reservations hash expires this long (+ the window) after the tenant's last
+# admission; a reservation nobody settles (its gateway died) stays in it until then (an entry
+# a crash leaves, never refunded: the reservation was the safe side).
+HELD_S = 3600
 
 _PRELUDE = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end

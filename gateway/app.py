@@ -205,7 +205,8 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
     they use the model and does it exist (404 alike), within their limits (429), the
     endpoint's own preparation, then generate (or `run` it: embeddings) and settle the tokens
-    it used."""
+    it used: none for a request refused before a worker took it (a router's or worker's 400,
+    no worker, a timeout routing it)."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
     req = parse(await read_json(request, mesh.cfg.max_body_bytes))
@@ -216,11 +217,16 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     _check_model(mesh, req.model)
     telemetry_http.served_model(request, req.model)
     async with admission as ticket:  # 429; released however it ends
-        if prepare is not None:
-            await prepare(request, req, ident)
-        if run is not None:
-            return await run(request, req, ticket)
-        return await _generate(request, req, ticket, respond or _respond)
+        try:
+            if prepare is not None:
+                await prepare(request, req, ident)
+            if run is not None:
+                return await run(request, req, ticket)
+            return await _generate(request, req, ticket, respond or _respond)
+        except ApiError:
+            if ticket.used is None:  # refused before a worker took it: nothing was generated
+                ticket.settle(0)
+            raise
 
 
 def _check_model(mesh: MeshClient, model: str) -> None:

@@ -48,7 +48,8 @@ class WorkerMetrics:
                         "choice", ["model"], buckets=ITL_BUCKETS)
         self.e2e = twin(Histogram, "e2e_request_latency_seconds", "Admission to the last token",
                         ["model"], buckets=E2E_BUCKETS)
-        self.prompt_tokens = twin(Counter, "prompt_tokens", "Prompt tokens of requests the engine started", ["model"])
+        self.prompt_tokens = twin(Counter, "prompt_tokens",
+                                  "Prompt tokens of requests the engine started", ["model"])
         self.generation_tokens = twin(Counter, "generation_tokens", "Tokens generated",
                                       ["model"])
         self.step_time = Histogram(p + "engine_step_seconds", "Engine step wall time",

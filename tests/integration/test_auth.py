@@ -194,6 +194,18 @@ def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
     assert complete(auth_mesh.a, key)[0] == 200
 
 
+def test_a_request_the_worker_refuses_is_charged_nothing(auth_mesh: AuthMesh) -> None:
+    """Admission reserves prompt + max_tokens; a request refused after it (a worker's 400)
+    generated nothing and gives the whole reservation back (it used to be charged it)."""
+    _, key = new_tenant(auth_mesh.a, tpm=100)
+    for _ in range(3):
+        status, body, _ = complete(auth_mesh.a, key, max_tokens=80,
+                                   logit_bias={"99999999": 1})  # outside the vocabulary
+        assert status == 400 and body["error"]["param"] == "logit_bias", body
+    status, body, _ = complete(auth_mesh.a, key, max_tokens=80)
+    assert status == 200, body
+
+
 def test_ten_parallel_requests_stay_within_a_small_tpm(auth_mesh: AuthMesh) -> None:
     """Each admission reserves its prompt estimate + max_tokens, so 10 parallel requests of up
     to 31 tokens against tpm=100 serve at most 100 tokens (issue 13: 910 were served)."""
