@@ -193,7 +193,6 @@ class Authenticator:
             ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
             reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
 
-
     def counted(self, ident: Identity | None) -> contextlib.AbstractAsyncContextManager[Ticket]:
         """`async with auth.counted(ident):` around a request that generates nothing
         (`/tokenize`, `/detokenize`): one request from the tenant's `rpm` and one of its
