@@ -272,8 +272,11 @@ class MeshClient(Actor):
 
     async def cancel(self, request_id: str, superseded: bool = False,
                      worker_id: str = "") -> None:
+        """Publish the cancel, with the HTTP request's id (the workers' log lines name it)."""
+        rid = request_id_var.get()
         with contextlib.suppress(Exception):
-            await self.publish(wire.CANCEL, Cancel(request_id, superseded, worker_id))
+            await self.publish(wire.CANCEL, Cancel(request_id, superseded, worker_id),
+                               {wire.REQUEST_ID_HEADER: rid} if rid else None)
 
     def cancel_soon(self, request_id: str, superseded: bool = False,
                     worker_id: str = "") -> None:

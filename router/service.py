@@ -289,10 +289,12 @@ class Router(Actor):
                                  is_overloaded(v, self.policy.params), keys))
         return out
 
-    async def _cancel_at(self, worker_id: str, request_id: str) -> None:
-        """Cancel `request_id` at `worker_id` only (`Cancel.worker_id`)."""
+    async def _cancel_at(self, worker_id: str, request_id: str,
+                         headers: dict[str, str] | None) -> None:
+        """Cancel `request_id` at `worker_id` only (`Cancel.worker_id`); `headers` carry the
+        request's id, so the worker's log line names it."""
         with contextlib.suppress(Exception):  # a lost cancel costs work, not correctness
-            await self.publish(wire.CANCEL, Cancel(request_id, worker_id=worker_id))
+            await self.publish(wire.CANCEL, Cancel(request_id, worker_id=worker_id), headers)
 
     async def _forward(self, req: TokenizedRequest | TokenizedEmbed, views: list[WorkerView],
                        session: str, headers: dict[str, str] | None) -> Message:
@@ -336,7 +338,7 @@ class Router(Actor):
                 self.breakers.failure(wid)
                 self.workers.forget(wid)
                 if isinstance(exc, RequestTimeout):  # it may have it, or take it later
-                    await self._cancel_at(wid, req.request_id)
+                    await self._cancel_at(wid, req.request_id, headers)
                 continue
             self.breakers.success(wid)
             if isinstance(req, TokenizedRequest):  # it caches the prompt's blocks once prefilled

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh
-from tests.integration.helpers import call, open_stream, post
+from tests.integration.helpers import call, open_stream, post, wait_until
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 
@@ -32,6 +32,22 @@ def test_a_client_request_id_comes_back_on_success_stream_and_error(client: Any)
         client.chat.completions.create(model=MODEL, messages=HELLO, tools="notalist",
                                        extra_headers={"X-Request-Id": mine + "-e"})
     assert err.value.request_id == mine + "-e" and err.value.body["param"] == "tools"
+
+
+def test_a_cancel_reaches_the_worker_log_under_the_clients_request_id(mesh: Mesh,
+                                                                     client: Any) -> None:
+    """A stream the client drops is cancelled at its worker; that log line carries the HTTP
+    request's id, as every other hop's do."""
+    mine = f"cancel-{uuid.uuid4().hex}"
+    with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=HELLO, max_tokens=200, stream=True,
+            extra_body={"ignore_eos": True}, extra_headers={"X-Request-Id": mine}) as stream:
+        next(stream.iter_lines())  # the request runs at a worker; then the client leaves
+
+    def logged() -> bool:
+        return any(mine in line and "cancelled" in line for log in mesh.logs.glob("w*.log")
+                   for line in log.read_text(errors="replace").splitlines())
+    wait_until(logged, "a worker log line naming the cancelled request's id", 30)
 
 
 def test_without_a_valid_client_id_the_response_id_or_ours_is_used(mesh: Mesh,
