@@ -71,7 +71,10 @@ class ResultCache(Actor):
         self.redis = redis_client(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)
         self._read_or_claim = self.redis.register_script(_READ_OR_CLAIM)
         self.stats = CacheStats()
-        self._ready: dict[str, asyncio.Event] = {}  # keys put through this replica
+        # Keys lookups here wait on, each with its event (set by a put through this replica)
+        # and how many wait: an event lives only while someone waits on it.
+        self._ready: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
         self._down_until = 0.0
 
     async def start(self) -> None:
@@ -170,10 +173,24 @@ class ResultCache(Actor):
             if time.monotonic() > deadline:
                 self.stats.misses += 1
                 return CacheMiss(key, lead=False)
-            event = self._ready.setdefault(key, asyncio.Event())
+            await self._wait_put(key)
+            waited = True
+
+    async def _wait_put(self, key: str) -> None:
+        """Wait until a put of `key` through this replica, or `POLL_S` (a put through another
+        replica is seen only by asking Redis again). The last waiter to leave drops the event,
+        so a put that lands between a lookup's read and its wait leaves nothing behind."""
+        event = self._ready.setdefault(key, asyncio.Event())
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), POLL_S)
-            waited = True
+        finally:
+            left = self._waiting.pop(key) - 1
+            if left:
+                self._waiting[key] = left
+            elif self._ready.get(key) is event:
+                del self._ready[key]
 
     async def _load_or_lead(self, key: str) -> tuple[CacheHit | None, bool]:
         """(the stored answer, or whether this lookup took the lead), in one Redis round trip
