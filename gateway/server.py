@@ -53,6 +53,10 @@ JOIN_WAIT_S = 5.0
 Colocate = Callable[[], Awaitable[LocalRouter]]  # builds the router a gateway process hosts
 
 
+class ListenError(Exception):
+    """The gateway could not open its port."""
+
+
 async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
                 local_router: LocalRouter | None = None) -> None:
     """Serve until `stop` is set or a SIGTERM/SIGINT arrives; route through `local_router`
@@ -67,7 +71,10 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
     joining = await _join(mesh)
     # several gateway processes may share the port
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_port=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # a host that does not resolve or is not ours, a port taken
+        raise ListenError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
     serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
     stop = stop or asyncio.Event()
@@ -172,6 +179,9 @@ def main(argv: Sequence[str] | None = None, colocate: Colocate | None = None,
 
     try:
         eventloop.run(loop_lag.probed(run(), "gateway"), cfg.busy_poll)
+    except ListenError as exc:  # one log line, not a traceback
+        log.error("gateway: %s", exc)
+        return 1
     finally:
         telemetry.shutdown()
     return 0

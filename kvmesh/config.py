@@ -22,6 +22,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, Union
+from urllib.parse import urlsplit
 
 from kvmesh.cpu_sets import check_exist, parse_groups
 
@@ -33,6 +34,7 @@ class ConfigError(ValueError):
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+URL_SCHEMES = {"nats_url": ("nats", "tls", "ws", "wss"), "redis_url": ("redis", "rediss", "unix")}
 DEFAULT_STATE_DIR = "~/.cache/kvmesh"  # kvmesh up's: logs, locks, the operator's URLs
 
 
@@ -41,12 +43,15 @@ def check_ranges(cfg: object, positive: frozenset[str] = frozenset(),
     """Refuse, naming the field, a setting of `cfg` out of its range: every number is finite and
     not negative, those named in `positive` are above zero (a zero timeout, limit or count that
     would fail or stall every request), those in `ratios` at most 1, ports (fields named `port`,
-    `*_port`) at most 65535, and a `log_level` one of `LOG_LEVELS` (any case). Raises
+    `*_port`) at most 65535, a `log_level` one of `LOG_LEVELS` (any case), and a NATS or
+    Redis URL (`nats_url`, `redis_url`) a URL of its scheme (`URL_SCHEMES`). Raises
     ValueError; `from_namespace` reports it as a ConfigError."""
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
         if f.name == "log_level" and str(value).upper() not in LOG_LEVELS:
             raise ValueError(f"log_level={value!r}: must be one of {', '.join(LOG_LEVELS)}")
+        if f.name in URL_SCHEMES:
+            _check_url(f.name, str(value), URL_SCHEMES[f.name])
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if not math.isfinite(value) or value < 0:
@@ -57,6 +62,13 @@ def check_ranges(cfg: object, positive: frozenset[str] = frozenset(),
             raise ValueError(f"{f.name}={value}: a share, at most 1")
         if f.name.endswith("port") and value > 65535:
             raise ValueError(f"{f.name}={value}: must be a port number, at most 65535")
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    """A URL of one of `schemes` (its text is not shown: it may hold a password)."""
+    if urlsplit(url).scheme not in schemes:
+        raise ValueError(f"{name}: must be a URL starting with "
+                         f"{' or '.join(s + '://' for s in schemes)}")
 
 
 ROUTING_POLICIES = ("kv", "least-loaded", "round-robin")  # router/policy.py ranks by each

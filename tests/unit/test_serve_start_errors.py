@@ -85,6 +85,11 @@ def test_a_bad_setting_is_one_line_and_status_2(flags: tuple[str, ...], says: st
     assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
+def test_a_gateway_that_cannot_listen_is_one_error_line_and_status_1() -> None:
+    done = _serve("gateway", "--host", "no.such.host.invalid", "--auth", "false")
+    _assert_one_error_log_line(done, "cannot listen on no.such.host.invalid", "gateway")
+
+
 def test_a_model_that_does_not_load_is_one_error_line_and_status_1(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.gguf"
     done = _serve("worker", "--model", str(missing))
@@ -104,6 +109,8 @@ SERVICE_OUT_OF_RANGE = [  # (config, field, value, what the error says)
     (LaunchConfig, "log_level", "loud", "log_level='loud': must be one of DEBUG, INFO"),
     (WorkerConfig, "log_level", "debugg", "log_level='debugg': must be one of"),
     (RouterConfig, "overload_kv_usage", 5.0, "overload_kv_usage=5.0: a share, at most 1"),
+    (AuthConfig, "redis_url", "notaurl", "redis_url: must be a URL starting with redis://"),
+    (GatewayConfig, "nats_url", "127.0.0.1:4222", "nats_url: must be a URL starting with nats://"),
     (WorkerConfig, "heartbeat_interval", -0.5, "heartbeat_interval=-0.5: must be a finite"),
 ]
 
