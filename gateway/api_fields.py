@@ -124,8 +124,9 @@ def _extensions(kind: str) -> list[Field]:
               "vLLM's: the `stop` string that ended a choice ends its text (default false: "
               "dropped)"),
         Field("skip_special_tokens", (BOOL,), EXTENSION,
-              "vLLM's: special tokens show no text (default true); false shows theirs, in the "
-              "text and the logprob entries, except the token that ends the answer"),
+              "vLLM's: special tokens show no text (default true); false shows theirs in the "
+              "text (but the token that ends the answer) and in the logprob entries (that one "
+              "too, as vLLM's do)"),
         Field("allowed_token_ids", (ARR,), EXTENSION,
               "vLLM's: only these token ids (inside the vocabulary) can be drawn; not with "
               "structured output, tools or `min_tokens`"),
