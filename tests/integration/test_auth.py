@@ -270,8 +270,12 @@ def test_tokenize_and_detokenize_count_against_rpm_and_not_tpm(auth_mesh: AuthMe
     status, _, _ = call("POST", auth_mesh.b + "/detokenize", {"model": MODEL, "tokens": [1]}, key)
     assert status == 200
     assert complete(auth_mesh.a, key, max_tokens=1)[0] == 200  # the third request of rpm 3
-    status, body, headers = call("POST", auth_mesh.a + "/tokenize", tokenize, key)
-    assert status == 429 and "requests" in body["error"]["message"], body
+    # the bucket refills 3 per window (4 s): a burst of six outruns it whatever the timing
+    replies = [call("POST", auth_mesh.a + "/tokenize", tokenize, key) for _ in range(6)]
+    refused = [(body, headers) for status, body, headers in replies if status == 429]
+    assert refused and {status for status, _, _ in replies} <= {200, 429}
+    body, headers = refused[0]
+    assert "requests" in body["error"]["message"], body
     assert body["error"]["code"] == "rate_limit_exceeded" and int(headers["Retry-After"]) >= 1
 
 
