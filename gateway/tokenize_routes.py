@@ -9,12 +9,12 @@ Contract:
   "tokens", "token_strs"}` (`token_strs` null unless asked).
 - `/detokenize` takes `model` and `tokens` (ids inside the vocabulary, else 400 naming
   `tokens`) and answers `{"prompt"}`.
-- Authenticated like generations: 401 without a valid key, 403 for a model outside the
-  tenant's scopes; 404 for a model no live worker serves, 503 with no worker or router. No
-  one request is charged against the tenant's `rpm` and one of its `max_concurrency` slots is
-  held while the router answers (429 as a generation's), no tokens against `tpm`: nothing is
-  generated. Bodies are read as a generation's (size limit,
-  Content-Encoding: gateway/json_body.py). Fields are gateway/api_fields.py's; an unknown
+- Authenticated like generations: 401 without a valid key, 404 for a model outside the
+  tenant's scopes as for one no live worker serves, 503 with no worker or router. One
+  request is charged against the tenant's `rpm` and one of its `max_concurrency` slots is
+  held while the router answers (429 as a generation's); no tokens against `tpm`: nothing is
+  generated. Bodies are read as a generation's (size limit, Content-Encoding:
+  gateway/json_body.py). Fields are gateway/api_fields.py's; an unknown
   one or a wrong type is a 400 naming it.
 """
 
