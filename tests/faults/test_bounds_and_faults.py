@@ -44,25 +44,34 @@ def test_fake_backend_answers(fmesh: FakeMesh) -> None:
     assert body["choices"][0]["message"]["content"] == "Hello!"
 
 
-def _counted(fmesh: FakeMesh, status: str) -> float:
-    """The open gateway's chat requests of FAKE_MODEL counted under `status`."""
+def _counted(fmesh: FakeMesh, route: str, status: str) -> float:
+    """The open gateway's requests of FAKE_MODEL on `route` counted under `status`."""
     with urllib.request.urlopen(fmesh.open_url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == "kvmesh_gateway_requests_total" and s.labels["route"] == CHAT
+               if s.name == "kvmesh_gateway_requests_total" and s.labels["route"] == route
                and s.labels["model"] == FAKE_MODEL and s.labels["status"] == status)
 
 
+@pytest.mark.parametrize("route", [CHAT, "/v1/responses"])
 def test_a_stream_that_fails_after_its_200_counts_under_the_errors_status(
-        fmesh: FakeMesh) -> None:
+        fmesh: FakeMesh, route: str) -> None:
     """A worker dying mid-answer reaches the client as an error event after a 200; the
     gateway's request counter says 502, so error-ratio alerts (`status=~"5.."`) see it."""
-    before = _counted(fmesh, "502"), _counted(fmesh, "200")
-    with open_stream(fmesh.open_url + CHAT, chat("fake:fail-mid")) as resp:
+    def counts() -> tuple[float, float]:
+        return _counted(fmesh, route, "502"), _counted(fmesh, route, "200")
+    body = (chat("fake:fail-mid") if route == CHAT else
+            {"model": FAKE_MODEL, "input": "fake:fail-mid", "store": False})
+    before = counts()
+    with open_stream(fmesh.open_url + route, body) as resp:
         assert resp.status == 200
-        events = list(sse_events(resp))
-    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "worker_died"
-    after = _counted(fmesh, "502"), _counted(fmesh, "200")
+        events = [json.loads(e) for e in sse_events(resp) if e != "[DONE]"]
+    last = events[-1]
+    if route == CHAT:
+        assert last["error"]["code"] == "worker_died", last
+    else:  # OpenAI's Responses error codes name no worker: a server_error
+        assert last["type"] == "response.failed" and last["response"]["error"], last
+    after = counts()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
