@@ -280,8 +280,9 @@ def test_result_cache_lookup_and_store_are_spans(traced_mesh: TracedMesh) -> Non
     status, first = _chat(traced_mesh, content=prompt, unique=False)
     assert status == 200
     spans = _trace_of(traced_mesh, first["id"], "cache.lookup", "cache.store",
-                      "inference.generate")
-    gw = next(s for s in spans if s.kind == SERVER and s.service == "kvmesh-gateway")
+                      "inference.generate", "POST /v1/chat/completions")
+    gw = _one(spans, "POST /v1/chat/completions")
+    assert gw.kind == SERVER and gw.service == "kvmesh-gateway"
     lookup, store = _one(spans, "cache.lookup"), _one(spans, "cache.store")
     assert lookup.attrs["kvmesh.cache.hit"] is False and lookup.parent_id == gw.span_id
     assert store.service == "kvmesh-cache" and store.parent_id == gw.span_id
