@@ -9,7 +9,8 @@ Contract:
   (they change the prompt and how the answer is parsed), the chat-template options
   (`add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`: they change the
   prompt; in the key only when not the defaults), Responses' `truncation: auto` (an
-  answer where the same prompt untruncated is a 400) and every sampling parameter
+  answer where the same prompt untruncated is a 400), vLLM's `truncate_prompt_tokens` (it
+  changes the prompt) and every sampling parameter
   (`max_tokens`, temperature, top_p, top_k, seed, n, stop, stop_token_ids, ignore_eos,
   logprobs, `logit_bias`, and the grammar of `response_format`/`guided_*`/a forced tool call).
   Delivery options (`stream`, `include_usage`), scheduling hints (`priority`, the session:
@@ -53,6 +54,8 @@ def cache_key(req: Any, tenant: str, revision: str) -> str:
                         getattr(req, "parallel_tool_calls", True)],
         # only when set, so every other key stays as it was
         **({"truncate": True} if getattr(req, "truncate", False) else {}),
+        **({"tail": req.truncate_prompt_tokens}
+           if getattr(req, "truncate_prompt_tokens", None) is not None else {}),
         **({"template": dataclasses.astuple(req.template)}
            if getattr(req, "template", DEFAULT_TEMPLATE) != DEFAULT_TEMPLATE else {}),
         # Every sampling field, so one added to the wire is in the key without an edit here;

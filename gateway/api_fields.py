@@ -75,6 +75,9 @@ def _best_of(value: Any, body: Mapping[str, Any]) -> str | None:
 
 STR, INT, NUM, BOOL, ARR, OBJ = "string", "integer", "number", "boolean", "array", "object"
 _TRACE = "recorded on the request's trace"
+_TRUNCATE = ("vLLM's: keep the prompt's last this many tokens (a positive integer, at most the "
+             "model's context), or -1 for as many as fit beside `max_tokens`; `usage` counts "
+             "the tokens kept")
 
 
 def _common(kind: str) -> list[Field]:
@@ -134,6 +137,7 @@ def _extensions(kind: str) -> list[Field]:
               "token ids that end the answer; ids outside the vocabulary are a 400"),
         Field("priority", (INT,), EXTENSION,
               "scheduling order with auth off; with auth on the tenant's class decides"),
+        Field("truncate_prompt_tokens", (INT,), EXTENSION, _TRUNCATE),
         Field("guided_json", (OBJ, STR), EXTENSION, "vLLM's: a JSON Schema the answer follows"),
         Field("guided_regex", (STR,), EXTENSION, "vLLM's: a regex the answer matches"),
         Field("guided_choice", (ARR,), EXTENSION, "vLLM's: the answer is one of these strings"),
@@ -254,6 +258,9 @@ EMBEDDINGS_FIELDS: tuple[Field, ...] = (
     Field("dimensions", (INT,), SUPPORTED, "keep the first this many values, renormalised; 1 "
           "to the model's hidden size"),
     Field("user", (STR,), SUPPORTED, "a session hint for routing, like `x-kvmesh-session`"),
+    Field("truncate_prompt_tokens", (INT,), EXTENSION,
+          "vLLM's: keep each input's last this many tokens (a positive integer, at most the "
+          "model's context), or -1 for as many as fit"),
 )
 
 ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS,

@@ -4,9 +4,10 @@ Fields, as OpenAI's: `model`; `input`: a string, an array of strings, an array o
 or an array of arrays of token ids (1 to `MAX_INPUTS` inputs, none empty); `encoding_format`:
 `float` (the default) or `base64` (little-endian float32 bytes); `dimensions`: a positive
 integer (the worker refuses one over the model's hidden size); `user`: a string (a session
-hint, as on generations). Which fields exist and their JSON types is gateway/api_fields.py's
-registry (`EMBEDDINGS_FIELDS`), checked first: every other field, and every value of the
-wrong type, is a 400 naming the field (`param`).
+hint, as on generations); vLLM's `truncate_prompt_tokens`: keep each input's last tokens (the
+router cuts them). Which fields exist and their JSON types is gateway/api_fields.py's
+registry (`EMBEDDINGS_FIELDS`), checked first: every other field, and every value of the wrong
+type, is a 400 naming the field (`param`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from gateway.api_fields import EMBEDDINGS_FIELDS, check_fields
 from gateway.errors import bad_field
+from gateway.field_values import prompt_tail
 from gateway.json_body import json_object
 from kvmesh.wire import EmbedRequest
 
@@ -37,6 +39,7 @@ class EmbeddingsRequest:
     tenant: str = ""
     priority: int = 0
     cache_salt: str = ""
+    truncate_prompt_tokens: int | None = None  # vLLM's: keep each input's last tokens
     # what the tenant's token reservation reads (gateway/admission.py): no completion
     n: int = 1
     max_tokens: int = 0
@@ -60,7 +63,8 @@ class EmbeddingsRequest:
         return EmbedRequest(request_id, self.model, reply_to, inputs=self.texts,
                             input_token_ids=self.token_ids, dimensions=self.dimensions,
                             tenant=self.tenant, session=self.session, priority=self.priority,
-                            cache_salt=self.cache_salt)
+                            cache_salt=self.cache_salt,
+                            truncate_prompt_tokens=self.truncate_prompt_tokens)
 
 
 def parse_embeddings(body: Any) -> EmbeddingsRequest:
@@ -78,6 +82,7 @@ def parse_embeddings(body: Any) -> EmbeddingsRequest:
             raise bad_field("dimensions", "must be a positive integer")
         req.dimensions = dims
     req.session = body.get("user") or ""
+    req.truncate_prompt_tokens = prompt_tail(body)
     return req
 
 

@@ -27,3 +27,13 @@ def typed(body: dict[str, Any], name: str, tp: type, default: Any, param: str = 
 def type_word(tp: type) -> str:
     return {bool: "a boolean", int: "an integer", str: "a string", list: "an array",
             dict: "an object"}.get(tp, tp.__name__)
+
+
+def prompt_tail(body: dict[str, Any]) -> int | None:
+    """vLLM's `truncate_prompt_tokens`: how many of the prompt's last tokens to keep, -1 for
+    as many as fit (the router sizes it, router/truncation.py), or None to keep them all."""
+    keep = typed(body, "truncate_prompt_tokens", int, None)
+    if keep is not None and keep != -1 and keep < 1:
+        raise bad_field("truncate_prompt_tokens", "must be -1 (as many as fit) or a positive "
+                        f"integer, got {keep}")
+    return keep

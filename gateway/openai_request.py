@@ -4,7 +4,8 @@ Every bad field raises `ApiError(400)` naming the field (`param`) and why. Which
 their JSON types, and which are refused or limited is gateway/api_fields.py's registry, checked
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
 `top_k`, `min_p`, `repetition_penalty`, `min_tokens`, `stop_token_ids`,
-`include_stop_str_in_output`, `skip_special_tokens`, `allowed_token_ids`, `priority`.
+`include_stop_str_in_output`, `skip_special_tokens`, `allowed_token_ids`, `priority`,
+`truncate_prompt_tokens` (applied by the router, which knows the context).
 Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
 `parallel_tool_calls`) are parsed in gateway/structured_request.py; `logit_bias`, session
 hints and trace labels in gateway/request_extras.py; a completion's prompt or batch of
@@ -27,7 +28,7 @@ from gateway.chat_messages import check_tool_turns, parse_messages
 from gateway.chat_template_fields import parse_template_options
 from gateway.completion_prompts import INT_LIMIT, Prompt, parse_echo, parse_prompts
 from gateway.errors import bad_field
-from gateway.field_values import typed
+from gateway.field_values import prompt_tail, typed
 from gateway.json_body import json_object
 from gateway.request_extras import parse_extras, session_hint
 from gateway.structured_request import parse_grammar, parse_tools, tool_grammar
@@ -63,6 +64,7 @@ class ParsedRequest(SamplingFields):
     trace_labels: dict[str, str] = field(default_factory=dict)  # span attributes: user, ...
     max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
     truncate: bool = False  # drop the oldest turns to fit the context (Responses' truncation)
+    truncate_prompt_tokens: int | None = None  # vLLM's: keep the prompt's last tokens
     template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)  # chat only
 
     @property
@@ -85,7 +87,8 @@ class ParsedRequest(SamplingFields):
             request_id=request_id, model=self.model, reply_to=reply_to, prompt=self.prompt,
             messages=self.messages, prompt_token_ids=self.prompt_token_ids,
             tenant=tenant or self.tenant, session=self.session, tools=self.tools,
-            truncate=self.truncate, template=self.template, **sampling_of(self),
+            truncate=self.truncate, truncate_prompt_tokens=self.truncate_prompt_tokens,
+            template=self.template, **sampling_of(self),
         )
 
 
@@ -199,6 +202,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.include_stop_str_in_output = typed(body, "include_stop_str_in_output", bool, False)
     req.skip_special_tokens = typed(body, "skip_special_tokens", bool, True)
     req.priority = typed(body, "priority", int, 0)
+    req.truncate_prompt_tokens = prompt_tail(body)
     req.session = session_hint(body)
     req.trace_labels = parse_extras(body, req)
 

@@ -52,6 +52,9 @@ _STREAM_OPTIONS = _nullable({"type": "object", "additionalProperties": False, "p
     "include_usage": _nullable({"type": "boolean"}),
     "include_obfuscation": _nullable({"type": "boolean"})}})
 
+_TAIL = _nullable({"oneOf": [{"type": "integer", "enum": [-1]}, _int(1)],
+                   "description": "vLLM's: keep the prompt's last this many tokens; -1: as "
+                                  "many as fit"})
 _COMMON: dict[str, Any] = {
     "model": {"type": "string", "minLength": 1},
     "stream": _nullable({"type": "boolean"}),
@@ -69,6 +72,7 @@ _COMMON: dict[str, Any] = {
     "stop_token_ids": _nullable({"type": "array", "items": _int(0)}),
     "ignore_eos": _nullable({"type": "boolean"}),
     "priority": _nullable(_int()),
+    "truncate_prompt_tokens": _TAIL,
     "user": _nullable({"type": "string"}),
     "logit_bias": _nullable({"type": "object", "maxProperties": 1024, "additionalProperties": {
         "type": "number", "minimum": -100, "maximum": 100},
@@ -255,6 +259,7 @@ EMBEDDINGS_REQUEST = {
         "encoding_format": _nullable({"type": "string", "enum": ["float", "base64"]}),
         "dimensions": _nullable(_int(1, (1 << 31) - 1)),
         "user": _nullable({"type": "string"}),
+        "truncate_prompt_tokens": _TAIL,
     },
     "description": "every other field is refused (400 naming it); dimensions over the model's "
                    "hidden size is a 400 from the worker; docs/API.md, Embeddings.",

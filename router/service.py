@@ -9,7 +9,9 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   `context_length_exceeded`, without a worker round trip, unless the request may be
   truncated (`truncate`, chat messages): then its oldest turns are dropped until it fits
   (router/truncation.py), and only a conversation whose last turn alone does not fit is
-  refused.
+  refused. Before that check, `truncate_prompt_tokens` keeps the prompt's (each embedding
+  input's) last tokens, sized on the largest context of the model's workers; a size over
+  that context is a 400 naming it.
 - Workers serving the model (live by heartbeat, circuit closed, not in `exclude_workers`) are
   ranked by the configured `router.policy` using the KV index (`router.kv_index`, fed by the
   workers' KV events and the prompts it sent them; a fresh router and a reappearing worker
@@ -84,7 +86,7 @@ from router.health import Breakers, backoff
 from router.kv_index import KVIndex
 from router.policy import Candidate, Policy, PolicyParams, is_overloaded
 from router.tokenize import PromptTokenizer
-from router.truncation import truncate
+from router.truncation import tail_size, truncate
 from telemetry import propagation, run_service
 from telemetry.tracing import traced
 
@@ -217,6 +219,10 @@ class Router(Actor):
                 ids = await self._encode(req)
             except ValueError as exc:
                 return _bad_value(_prompt_param(req), str(exc))
+        kept = _kept(req.truncate_prompt_tokens, candidates, max(req.max_tokens or 0, 1))
+        if isinstance(kept, ErrorReply):
+            return kept
+        ids = ids if kept is None else ids[-kept:]
         fitting = [v for v in candidates if v.fits(len(ids), req.max_tokens)]
         if not fitting and req.truncate and req.messages:
             encode = self.tokenizer.encode_chat
@@ -243,6 +249,11 @@ class Router(Actor):
             texts = req.inputs or []
             inputs = self.tokenizer.encode_texts(texts) if self._inline(sum(map(len, texts))) \
                 else await asyncio.to_thread(self.tokenizer.encode_texts, texts)
+        kept = _kept(req.truncate_prompt_tokens, pooling, 1)
+        if isinstance(kept, ErrorReply):
+            return kept
+        if kept is not None:
+            inputs = [ids[-kept:] for ids in inputs]
         longest = max(range(len(inputs)), key=lambda i: len(inputs[i]))
         fitting = [v for v in pooling if v.fits(len(inputs[longest]))]
         if not fitting:
@@ -353,6 +364,17 @@ class Router(Actor):
 def _prompt_param(req: GenerateRequest | TokenizeRequest) -> str:
     """The request field that holds the prompt: `messages` (chat) or `prompt` (completions)."""
     return "messages" if req.messages is not None else "prompt"
+
+
+def _kept(keep: int | None, views: list[WorkerView], reserved: int) -> int | ErrorReply | None:
+    """How many tokens `truncate_prompt_tokens` keeps of a prompt (None: all of it) on the
+    largest context among `views`, or its 400 (router/truncation.py `tail_size`)."""
+    if keep is None:
+        return None
+    try:
+        return tail_size(keep, max(v.beat.max_model_len for v in views), reserved)
+    except ValueError as exc:
+        return _bad_value("truncate_prompt_tokens", str(exc))
 
 
 def _bad_value(param: str, message: str) -> ErrorReply:

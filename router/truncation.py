@@ -1,4 +1,5 @@
-"""Dropping a conversation's oldest turns until its prompt fits (Responses `truncation: auto`).
+"""Cutting a prompt to fit: a conversation's oldest turns dropped (Responses `truncation:
+auto`), or a prompt's tokens kept from the end (vLLM's `truncate_prompt_tokens`).
 
 Contract: `truncate(messages, encode, fits)` gives the token ids of the longest tail of the
 conversation that fits, or None when even the shortest does not.
@@ -8,6 +9,10 @@ conversation that fits, or None when even the shortest does not.
   turn a model was trained on), and always holds the last user message and all after it.
 - Fewer turns never make a longer prompt, so the cut is found by bisection: about log2(turns)
   renders and tokenizations, each of a shorter conversation.
+
+`tail_size(keep, context, reserved)` is how many of a prompt's last tokens
+`truncate_prompt_tokens: keep` keeps: `keep` (at most the context, else ValueError), or for -1
+the most that leave `reserved` tokens of the context free.
 """
 
 from __future__ import annotations
@@ -44,3 +49,17 @@ def truncate(messages: list[ChatMessage], encode: Callable[[list[ChatMessage]], 
         else:
             lo = mid + 1
     return best
+
+
+def tail_size(keep: int, context: int, reserved: int) -> int:
+    """Tokens kept from a prompt's end under `truncate_prompt_tokens: keep` on a model whose
+    largest context is `context`, with `reserved` tokens needed after the prompt (its
+    `max_tokens`, at least 1: a prompt leaves room for a token). -1 keeps the most that fit
+    (at least one: a prompt that cannot fit then fails the context check, naming
+    `max_tokens`); a `keep` over the context raises ValueError, as vLLM refuses it."""
+    if keep == -1:
+        return max(1, context - reserved)
+    if keep > context:
+        raise ValueError(f"truncate_prompt_tokens ({keep}) is greater than this model's "
+                         f"context ({context} tokens)")
+    return keep

@@ -146,6 +146,8 @@ class GenerateRequest(Message, SamplingFields):
     tools: list[ToolDef] | None = None  # reach the chat template (router/tool_prompt.py)
     truncate: bool = False  # drop the oldest turns until the prompt fits (router/truncation.py)
     template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)
+    # vLLM's: keep the prompt's last this many tokens; -1: the longest tail that fits
+    truncate_prompt_tokens: int | None = None
 
 
 @dataclass
@@ -355,6 +357,7 @@ class EmbedRequest(Message):
     priority: int = 0
     cache_salt: str = ""
     exclude_workers: list[str] = field(default_factory=list)  # a retry skips these
+    truncate_prompt_tokens: int | None = None  # as GenerateRequest's, for each input
 
 
 @dataclass

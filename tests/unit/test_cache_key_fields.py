@@ -55,6 +55,7 @@ CHANGED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "add_generation_prompt": ({}, {"add_generation_prompt": False}),
     "continue_final_message": (OPEN, {**OPEN, "continue_final_message": True}),
     "chat_template_kwargs": ({}, {"chat_template_kwargs": {"enable_thinking": False}}),
+    "truncate_prompt_tokens": ({}, {"truncate_prompt_tokens": 5}),
 }
 CHAT_LOGPROBS = ({}, {"logprobs": True})
 NEUTRAL_VALUES: dict[str, Any] = {

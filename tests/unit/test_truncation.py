@@ -1,16 +1,20 @@
 """Responses' `truncation: auto`: the router drops a conversation's oldest turns until its
 prompt fits (router/truncation.py), rendered and tokenized as served (the real SmolLM2 chat
-template and tokenizer); the gateway's field and the result-cache key."""
+template and tokenizer); the gateway's field and the result-cache key. vLLM's
+`truncate_prompt_tokens`: the size kept and the field on every endpoint that takes it (through
+the mesh in tests/integration/test_truncate_prompt_tokens.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from cache.key import cache_key
+from gateway.embeddings_request import parse_embeddings
 from gateway.errors import ApiError
+from gateway.openai_request import parse_chat, parse_completion
 from gateway.responses_request import parse_responses
 from kvmesh.wire import ChatMessage, ToolCall
-from router.truncation import cut_points, truncate
+from router.truncation import cut_points, tail_size, truncate
 
 SYSTEM = ChatMessage("system", "You answer briefly.")
 
@@ -69,3 +73,37 @@ def test_the_field_and_the_cache_key() -> None:
         with pytest.raises(ApiError) as err:
             parse_responses({**body, "truncation": bad})
         assert err.value.param == "truncation" and err.value.code == code
+
+
+@pytest.mark.parametrize("keep, reserved, kept", [
+    (5, 1, 5), (100, 50, 100), (100, 1, 100),  # as asked, up to the context
+    (-1, 1, 99), (-1, 30, 70), (-1, 100, 1), (-1, 500, 1),  # the most that fit, at least one
+])
+def test_the_size_kept(keep: int, reserved: int, kept: int) -> None:
+    assert tail_size(keep, 100, reserved) == kept
+
+
+def test_a_size_over_the_context_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"truncate_prompt_tokens \(101\) is greater"):
+        tail_size(101, 100, 1)
+
+
+BODIES = [(parse_completion, {"model": "m", "prompt": "hi"}),
+          (parse_chat, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+          (parse_embeddings, {"model": "m", "input": "hi"})]
+
+
+@pytest.mark.parametrize("parse, body", BODIES)
+def test_truncate_prompt_tokens_reaches_the_wire(parse, body) -> None:
+    assert parse(body).to_wire("r", "inbox").truncate_prompt_tokens is None
+    for keep in (-1, 1, 4096):
+        assert parse({**body, "truncate_prompt_tokens": keep}).to_wire(
+            "r", "inbox").truncate_prompt_tokens == keep
+
+
+@pytest.mark.parametrize("parse, body", BODIES)
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "3"])
+def test_truncate_prompt_tokens_not_minus_one_nor_positive_is_a_400(parse, body, bad) -> None:
+    with pytest.raises(ApiError) as err:
+        parse({**body, "truncate_prompt_tokens": bad})
+    assert err.value.status == 400 and err.value.param == "truncate_prompt_tokens"
