@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from auth.store import AuthStore
-from auth.tenant import PRIORITY_CLASSES, Tenant, TenantError
+from auth.tenant import PRIORITY_CLASSES, TenantError, updated
 from kvmesh import local_urls
 
 TENANT_FIELDS = ("rpm", "tpm", "max_concurrency", "max_tokens", "responses_ttl")
@@ -82,8 +82,7 @@ async def create_key(
     store = AuthStore.from_url(redis_url)
     try:
         old = await store.get_tenant(tenant["name"])
-        merged = {**(old.to_dict() if old else {}), **tenant}
-        t = Tenant.from_dict(merged)
+        t = updated(old, tenant)
         if old is None or old != t:
             await store.put_tenant(t)
             if old is not None and nats_url:

@@ -34,7 +34,7 @@ import redis.exceptions
 from auth import telemetry as auth_telemetry
 from auth.ratelimit import Limits, RateLimiter
 from auth.store import AuthStore, VerifyError
-from auth.tenant import Tenant, TenantError
+from auth.tenant import Tenant, TenantError, updated
 from kvmesh import wire
 from kvmesh.actor import Actor
 from kvmesh.config import AuthConfig, load
@@ -188,8 +188,10 @@ class AuthService(Actor):
     async def _run_admin(self, op: str, args: dict[str, Any]) -> Any:
         store = self.store
         if op == "tenant.put":
+            name = args.get("name")
+            old = await store.get_tenant(name) if isinstance(name, str) and name else None
             try:
-                tenant = Tenant.from_dict(args)
+                tenant = updated(old, args)
             except TenantError as exc:
                 raise AdminError(400, str(exc), exc.param, exc.code) from None
             await store.put_tenant(tenant)

@@ -90,9 +90,10 @@ class Tenant:
         if (
             not isinstance(models, list)
             or not models
-            or not all(isinstance(m, str) and m for m in models)
+            or not all(isinstance(m, str) and m and m == m.strip() for m in models)
         ):
-            raise TenantError("models", "a non-empty list of model names, or ['*']")
+            raise TenantError("models", "a non-empty list of model names (no blank one), or "
+                              "['*']")
         t.models = list(models)
         admin = body.get("admin", False)
         if not isinstance(admin, bool):
@@ -120,3 +121,14 @@ class Tenant:
                               "empty (private), or 1-64 letters, digits, '.', '_' or '-'")
         t.prefix_cache_group = group
         return t
+
+
+def updated(old: Tenant | None, fields: Any) -> Tenant:
+    """The tenant `fields` (the admin API's body) makes of `old` (None: a new one): each field
+    given replaces the stored one, and one left out or null keeps it (a new tenant's default),
+    so raising one limit never resets the others or widens `models`. TenantError as
+    `Tenant.from_dict`."""
+    if not isinstance(fields, dict):
+        raise TenantError("body", "expected a JSON object")
+    given = {k: v for k, v in fields.items() if v is not None}
+    return Tenant.from_dict({**(old.to_dict() if old is not None else {}), **given})

@@ -2,15 +2,17 @@
 
 Routes (JSON in and out, errors in the OpenAI shape):
 - `POST /admin/tenants` {name, models, admin, priority, rpm, tpm, max_concurrency,
-  max_tokens, clamp_max_tokens, prefix_cache_group, responses_ttl}: create or replace a tenant
-  (gateways drop its cached identities at once).
+  max_tokens, clamp_max_tokens, prefix_cache_group, responses_ttl}: create a tenant, or
+  update the fields given of one that exists (a field left out or null keeps its value; a new
+  tenant's is the default); gateways drop its cached identities at once.
 - `GET /admin/tenants`, `GET /admin/tenants/{name}`.
 - `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
   only time the key is ever shown.
 - `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
 - `DELETE /admin/keys/{id}` (or `POST /admin/keys/{id}/revoke`): revoke; every gateway
   refuses the key within a second.
-A missing or bad key is 401; a valid key of a tenant that is not admin is 403. The auth
+A missing or bad key is 401; a valid key of a tenant that is not admin is 403; a query
+parameter a route does not take is a 400 naming it. The auth
 actor validates the bodies (auth/service.py): a key they do not define is a 400 naming it
 (code `unknown_parameter`), a bad value a 400 (`invalid_value`, `invalid_type`), an unknown
 tenant or key a 404 (`tenant_not_found`, `key_not_found`).
@@ -23,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
+from gateway.errors import check_query
 from gateway.json_body import json_object, read_json
 
 
@@ -36,9 +39,12 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/keys/{id}/revoke", revoke_key)
 
 
-async def _admin(request: web.Request) -> Authenticator:
+async def _admin(request: web.Request, query: tuple[str, ...] = ()) -> Authenticator:
+    """The authenticator, once the caller is known to be an admin and the query holds only
+    `query`'s parameters."""
     auth = request.app[AUTH]
     await auth.require_admin(request)
+    check_query(request, query)
     return auth
 
 
@@ -74,7 +80,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    auth = await _admin(request)
+    auth = await _admin(request, query=("tenant",))
     return _list(await auth.admin("key.list", {"tenant": request.query.get("tenant")}))
 
 

@@ -50,6 +50,14 @@ def bad_field(param: str, why: str) -> ApiError:
     return ApiError(400, f"{param}: {why}", param=param, code="invalid_value")
 
 
+def check_query(request: web.Request, allowed: tuple[str, ...] = ()) -> None:
+    """A 400 naming the first query parameter of `request` outside `allowed`: a misspelt
+    filter must not silently widen an answer."""
+    for name in request.query:
+        if name not in allowed:
+            raise bad_field(name, "query parameter not supported")
+
+
 def no_worker(why: str, retry_after: float) -> ApiError:
     return ApiError(503, why, "service_unavailable", code="no_worker", retry_after=retry_after)
 

@@ -42,7 +42,7 @@ from aiohttp import web
 from cache.client import ReplayStream, route_headers
 from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
-from gateway.errors import ApiError, bad_field
+from gateway.errors import ApiError, bad_field, check_query
 from gateway.mesh_client import RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
@@ -245,9 +245,7 @@ async def _send(sse: SseWriter, events: list[dict[str, Any]]) -> None:
 
 async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
     ident = await request.app[AUTH].identify(request)
-    for name in request.query:
-        if name not in allowed:
-            raise bad_field(name, "query parameter not supported")
+    check_query(request, allowed)
     return ident.tenant if ident is not None else ""
 
 

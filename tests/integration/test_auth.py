@@ -335,6 +335,36 @@ def test_admin_api_refuses_non_admin_keys(auth_mesh: AuthMesh) -> None:
     assert call("GET", url, key=ADMIN_KEY)[0] == 200
 
 
+def test_updating_a_tenant_changes_only_the_fields_given(auth_mesh: AuthMesh) -> None:
+    """Raising one limit (the runbook's fix for a throttled tenant) keeps the tenant's scopes
+    and other limits: a partial body used to reset them to the defaults (every model, none)."""
+    name, key = new_tenant(auth_mesh.a, models=["other-model"], max_concurrency=1, tpm=2000,
+                           priority="low", prefix_cache_group="g1")
+    status, body, _ = call("POST", auth_mesh.b + "/admin/tenants", {"name": name, "rpm": 50,
+                                                                     "tpm": None}, ADMIN_KEY)
+    assert status == 200, body
+    assert body == {**body, "models": ["other-model"], "max_concurrency": 1, "tpm": 2000,
+                    "priority": "low", "prefix_cache_group": "g1", "rpm": 50}  # null: kept
+    assert call("GET", f"{auth_mesh.a}/admin/tenants/{name}", key=ADMIN_KEY)[1] == body
+    assert call("GET", f"{auth_mesh.a}/v1/models/{MODEL}", key=key)[0] == 404  # still scoped
+    status, body, _ = call("POST", auth_mesh.a + "/admin/tenants",
+                           {"name": name, "models": ["*"], "max_concurrency": 0}, ADMIN_KEY)
+    assert body["models"] == ["*"] and body["max_concurrency"] == 0 and body["rpm"] == 50
+    status, body, _ = call("POST", auth_mesh.a + "/admin/tenants",
+                           {"name": name, "models": [" "]}, ADMIN_KEY)
+    assert status == 400 and body["error"]["param"] == "models"
+
+
+def test_admin_routes_refuse_query_parameters_they_do_not_take(auth_mesh: AuthMesh) -> None:
+    name, _ = new_tenant(auth_mesh.a)
+    status, body, _ = call("GET", f"{auth_mesh.a}/admin/keys?tenant={name}", key=ADMIN_KEY)
+    assert status == 200 and {k["tenant"] for k in body["data"]} == {name}
+    for path, param in (("/admin/keys?tenat=x", "tenat"), ("/admin/tenants?name=x", "name"),
+                        (f"/admin/tenants/{name}?x=1", "x")):
+        status, body, _ = call("GET", auth_mesh.a + path, key=ADMIN_KEY)
+        assert status == 400 and body["error"]["param"] == param, (path, body)
+
+
 def test_keys_never_appear_in_plain_text_in_redis_or_logs(auth_mesh: AuthMesh) -> None:
     plain = [new_tenant(auth_mesh.a)[1] for _ in range(2)]
     for key in plain:
