@@ -37,6 +37,7 @@ from aiohttp import web
 
 import telemetry
 from gateway.app import build_app
+from gateway.bad_requests_log import BadRequestLog
 from gateway.errors import ApiError
 from gateway.mesh_client import LocalRouter, MeshClient
 from kvmesh import eventloop
@@ -65,6 +66,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
         add_secret(secret)  # never in a log line
     mesh = MeshClient(cfg, local_router)
     runner = web.AppRunner(build_app(mesh), handler_cancellation=True, access_log=None,
+                           logger=BadRequestLog(),  # an unparsable request is no ERROR
                            keepalive_timeout=cfg.header_timeout,  # idle or slow headers: closed
                            shutdown_timeout=mesh.grace_period)
     await runner.setup()  # the app's start-up hooks register their on_join subscriptions

@@ -10,7 +10,7 @@ import pytest
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, post
+from tests.integration.helpers import call, post, wait_until
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hi"}]
@@ -78,6 +78,27 @@ def test_oversize_body_is_413(mesh: Mesh) -> None:
     status, body, _ = post(mesh.base_url + CHAT, big)
     assert status == 413
     assert_openai_error(body)
+
+
+def test_a_header_too_large_to_parse_is_a_400_and_one_warning_not_an_error(mesh: Mesh) -> None:
+    """aiohttp refuses it before any handler runs; its log line must not be an ERROR with a
+    traceback (any client could write them at will) nor quote the header (a key, perhaps)."""
+    log = mesh.logs / "gateway.log"
+
+    def warnings() -> list[str]:
+        return [line for line in log.read_text().splitlines() if "HTTP parser refused" in line]
+    before = len(warnings())
+    secret = "kvm_" + "s" * 9000
+    req = urllib.request.Request(mesh.base_url + "/v1/models",
+                                 headers={"Authorization": f"Bearer {secret}"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    assert info.value.code == 400
+    wait_until(lambda: len(warnings()) > before, "the parser's refusal in the gateway log")
+    line = json.loads(warnings()[-1])
+    assert line["level"] == "WARNING" and "LineTooLong (400)" in line["msg"], line
+    text = log.read_text()
+    assert "sssssssss" not in text and '"logger": "aiohttp.server", "msg": "Error' not in text
 
 
 def test_unknown_route_is_404_in_openai_shape(mesh: Mesh) -> None:
