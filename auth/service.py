@@ -11,9 +11,9 @@ Contract (every subject in queue group "auth", so replicas share the work; state
   frees the concurrency slot; idempotent (see auth/ratelimit.py).
 - `AUTH_ADMIN` AdminRequest -> AdminReply; a bad or unknown argument is a 400 naming it (code
   `invalid_value`, `invalid_type` or `unknown_parameter`), an unknown tenant or key a 404
-  (`tenant_not_found`, `key_not_found`). `key.revoke` and `tenant.put` publish `Revoked` on
-  `AUTH_REVOKED` after Redis holds the change, so every gateway drops its cached identities
-  within milliseconds.
+  (`tenant_not_found`, `key_not_found`). `key.revoke`, `tenant.put` and `tenant.delete` (the
+  tenant gone, its keys revoked) publish `Revoked` on `AUTH_REVOKED` after Redis holds the
+  change, so every gateway drops its cached identities within milliseconds.
 - Plain keys are never logged; log lines name key ids only.
 - Redis down or slower than `redis_timeout`: verification and admin ops answer 503
   `auth_unavailable` with `retry_after` (a key is never accepted unchecked). Admission fails
@@ -206,6 +206,14 @@ class AuthService(Actor):
                 raise AdminError(404, f"no tenant {args.get('name')!r}", "name",
                                  "tenant_not_found")
             return tenant.to_dict()
+        if op == "tenant.delete":
+            name = str(args.get("name"))
+            revoked = await store.delete_tenant(name)
+            if revoked is None:
+                raise AdminError(404, f"no tenant {name!r}", "name", "tenant_not_found")
+            await self.publish(wire.AUTH_REVOKED, Revoked(key_ids=revoked, tenant=name))
+            log.info("tenant %s deleted, %d keys revoked", name, len(revoked))
+            return {"name": name, "keys_revoked": len(revoked)}
         if op == "key.create":
             name, key_name = _new_key_args(args)
             if await store.get_tenant(name) is None:

@@ -81,6 +81,20 @@ class AuthStore:
                 out.append(t)
         return out
 
+    async def delete_tenant(self, name: str) -> list[KeyId] | None:
+        """Delete the tenant and revoke its keys (their records stay, revoked, for the audit
+        trail): the ids revoked, or None when there is no such tenant."""
+        if await self.get_tenant(name) is None:
+            return None
+        live = [r.key_id for r in await self.list_keys(name) if not r.revoked]
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(NS + f"tenant:{name}")
+            p.srem(NS + "tenants", name)
+            for key_id in live:
+                p.hset(NS + f"key:{key_id}", "revoked", "1")
+            await p.execute()
+        return live
+
     # -- keys ------------------------------------------------------------------------------
 
     async def create_key(self, tenant: str, name: str = "") -> tuple[str, KeyRecord]:

@@ -19,6 +19,9 @@ Contract (subjects in `kvmesh.wire`, queue group "cache"):
   hold (another tenant's, expired, evicted, deleted, or not a response id) is 404
   `response_not_found`, as is a chain with a link missing (the message names the link).
 - `ResponseDelete(tenant, id)` on `RESPONSES_DELETE` answers `ResponseAck`, or 404.
+- `ResponsesPurge(tenant)` on `RESPONSES_PURGE` deletes every response of the tenant (its
+  tenant is being deleted) and answers `ResponsesPurged` with how many were stored. A record
+  in progress then never comes back: its finished put only replaces.
 - Redis down or slower than `redis_timeout` is 503 `store_unavailable` at once: a caller that
   asked to store must learn that it was not stored.
 - Redis layout, every key of a tenant in one hash slot (`{t:<tenant>}`, so it runs on Redis
@@ -50,6 +53,8 @@ from kvmesh.wire import (
     ResponseFound,
     ResponseGet,
     ResponsePut,
+    ResponsesPurge,
+    ResponsesPurged,
     StoredResponse,
 )
 
@@ -97,6 +102,16 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: index, sizes, bytes. ARGV: entry prefix. Returns the number of records deleted.
+_PURGE = """
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  n = n + redis.call('DEL', ARGV[1] .. id)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return n
+"""
+
 
 class StoreDown(Exception):
     pass
@@ -125,6 +140,7 @@ class ResponseStore:
         self.redis = client
         self._put_script = client.register_script(_PUT)
         self._delete_script = client.register_script(_DELETE)
+        self._purge_script = client.register_script(_PURGE)
 
     async def start(self) -> None:
         n = self.cfg.max_concurrency
@@ -134,6 +150,8 @@ class ResponseStore:
                                queue="cache", max_concurrency=n)
         await self.actor.serve(wire.RESPONSES_DELETE, (ResponseDelete,),
                                self._guard(self._delete), queue="cache", max_concurrency=n)
+        await self.actor.serve(wire.RESPONSES_PURGE, (ResponsesPurge,),
+                               self._guard(self._purge), queue="cache", max_concurrency=n)
         log.info("responses store: ttl %gs, %d bytes per response, %d per tenant",
                  self.cfg.responses_ttl, self.cfg.responses_max_bytes,
                  self.cfg.responses_tenant_bytes)
@@ -220,3 +238,10 @@ class ResponseStore:
         removed = await self._redis(self._delete_script(keys=_keys(msg.tenant, msg.id),
                                                         args=[msg.id]))
         return ResponseAck(msg.id) if removed else not_found(msg.id)
+
+    async def _purge(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponsesPurge)
+        keys = _keys(msg.tenant, "")[1:]
+        deleted = await self._redis(self._purge_script(keys=keys, args=[_prefix(msg.tenant)]))
+        log.info("responses store: tenant %r purged (%d responses)", msg.tenant, deleted)
+        return ResponsesPurged(int(deleted))

@@ -6,6 +6,9 @@ Routes (JSON in and out, errors in the OpenAI shape):
   update the fields given of one that exists (a field left out or null keeps its value; a new
   tenant's is the default); gateways drop its cached identities at once.
 - `GET /admin/tenants`, `GET /admin/tenants/{name}`.
+- `DELETE /admin/tenants/{name}`: delete a tenant, revoke its keys (gateways refuse them
+  within a second) and delete its stored responses: `{name, deleted, keys_revoked,
+  responses_deleted}`. Its cached results and rate-limit state expire on their own.
 - `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
   only time the key is ever shown.
 - `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
@@ -25,14 +28,16 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
-from gateway.errors import check_query
+from gateway.errors import ApiError, check_query
 from gateway.json_body import json_object, read_json
+from gateway.responses_store_client import STORE
 
 
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/admin/tenants", put_tenant)
     app.router.add_get("/admin/tenants", list_tenants)
     app.router.add_get("/admin/tenants/{name}", get_tenant)
+    app.router.add_delete("/admin/tenants/{name}", delete_tenant)
     app.router.add_post("/admin/keys", create_key)
     app.router.add_get("/admin/keys", list_keys)
     app.router.add_delete("/admin/keys/{id}", revoke_key)
@@ -72,6 +77,26 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def get_tenant(request: web.Request) -> web.Response:
     auth = await _admin(request)
     return web.json_response(await auth.admin("tenant.get", {"name": request.match_info["name"]}))
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    """The tenant and its keys first (nobody can then store more for it), then its stored
+    responses. Idempotent: a retry after the store failed (503) finds no tenant and still
+    purges; 404 only when neither the tenant nor any response of it was there."""
+    auth = await _admin(request)
+    name = request.match_info["name"]
+    try:
+        out = await auth.admin("tenant.delete", {"name": name})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        out = None
+    purged = await request.app[STORE].purge(name)
+    if out is None and not purged:
+        raise ApiError(404, f"no tenant {name!r}", param="name", code="tenant_not_found")
+    return web.json_response({"name": name, "deleted": True,
+                              "keys_revoked": out["keys_revoked"] if out else 0,
+                              "responses_deleted": purged})
 
 
 async def create_key(request: web.Request) -> web.Response:

@@ -1,8 +1,8 @@
 """The gateway's side of the `/v1/responses` store (cache/responses_store.py), over NATS.
 
-Contract: `put`, `get` and `delete` answer as the store does, or raise `ApiError`: the store's
-own errors as they are (404 `response_not_found`, 413 `response_too_large`, also for a
-record over the NATS max payload), and 503 `store_unavailable` with
+Contract: `put`, `get`, `delete` and `purge` answer as the store does, or raise `ApiError`:
+the store's own errors as they are (404 `response_not_found`, 413 `response_too_large`, also
+for a record over the NATS max payload), and 503 `store_unavailable` with
 Retry-After when no store answers within `store_timeout` (no cache actor, NATS down) or the
 store's Redis is down. A caller never waits longer than `store_timeout`.
 """
@@ -24,6 +24,8 @@ from kvmesh.wire import (
     ResponseFound,
     ResponseGet,
     ResponsePut,
+    ResponsesPurge,
+    ResponsesPurged,
     StoredResponse,
 )
 
@@ -59,6 +61,12 @@ class ResponsesStoreClient:
 
     async def delete(self, tenant: str, response_id: str) -> None:
         await self._ask(wire.RESPONSES_DELETE, ResponseDelete(tenant, response_id), ResponseAck)
+
+    async def purge(self, tenant: str) -> int:
+        """Delete every stored response of `tenant`; how many there were."""
+        done = await self._ask(wire.RESPONSES_PURGE, ResponsesPurge(tenant), ResponsesPurged)
+        assert isinstance(done, ResponsesPurged)
+        return done.deleted
 
     async def _ask(self, subject: str, msg: Message, expected: type[Message]) -> Message:
         try:

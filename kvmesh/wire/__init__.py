@@ -41,6 +41,7 @@ from kvmesh.wire.cache import (
     CACHE_STATS,
     RESPONSES_DELETE,
     RESPONSES_GET,
+    RESPONSES_PURGE,
     RESPONSES_PUT,
     CacheGet,
     CacheHit,
@@ -52,6 +53,8 @@ from kvmesh.wire.cache import (
     ResponseFound,
     ResponseGet,
     ResponsePut,
+    ResponsesPurge,
+    ResponsesPurged,
     StoredResponse,
 )
 from kvmesh.wire.codec import (
@@ -132,6 +135,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "RESPONSES_DELETE",
     "RESPONSES_GET",
+    "RESPONSES_PURGE",
     "RESPONSES_PUT",
     "ROUTER_DETOKENIZE",
     "ROUTER_GENERATE",
@@ -173,6 +177,8 @@ __all__ = [
     "ResponseFound",
     "ResponseGet",
     "ResponsePut",
+    "ResponsesPurge",
+    "ResponsesPurged",
     "Revoked",
     "SamplingFields",
     "Settle",

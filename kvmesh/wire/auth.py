@@ -91,7 +91,7 @@ class AuthOk(Message):
 
 @dataclass
 class AdminRequest(Message):
-    """An admin operation (`op`: tenant.put, tenant.list, key.create, key.list, key.revoke)."""
+    """An admin operation (`op`: tenant.put, tenant.get, tenant.list, tenant.delete, key.create, key.list, key.revoke)."""
 
     KIND: ClassVar[str] = "auth_admin"
     op: str

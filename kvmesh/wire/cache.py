@@ -19,6 +19,7 @@ CACHE_STATS = "kvmesh.cache.stats"  # Ping -> CacheStats
 RESPONSES_PUT = "kvmesh.responses.put"  # ResponsePut -> ResponseAck | ErrorReply(503, 413)
 RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorReply(404, 503)
 RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
+RESPONSES_PURGE = "kvmesh.responses.purge"  # ResponsesPurge -> ResponsesPurged | ErrorReply(503)
 
 
 @dataclass
@@ -152,5 +153,22 @@ class ResponseAck(Message):
     id: str
 
 
+@dataclass
+class ResponsesPurge(Message):
+    """Delete every stored response of `tenant` (the tenant is being deleted)."""
+
+    KIND: ClassVar[str] = "responses_purge"
+    tenant: str
+
+
+@dataclass
+class ResponsesPurged(Message):
+    """A purge removed `deleted` stored responses."""
+
+    KIND: ClassVar[str] = "responses_purged"
+    deleted: int
+
+
 codec.register(
-    StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck)
+    StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck,
+    ResponsesPurge, ResponsesPurged)

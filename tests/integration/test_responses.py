@@ -283,6 +283,39 @@ def test_text_format_gives_structured_output(rmesh: ResponsesMesh) -> None:
     assert isinstance(parsed.output_parsed, Pet)
 
 
+def test_deleting_a_tenant_revokes_its_keys_and_deletes_its_responses(
+        rmesh: ResponsesMesh, redis_url: str) -> None:
+    import redis
+
+    name = "resp-del-" + uuid.uuid4().hex[:6]
+    assert call("POST", rmesh.base + "/admin/tenants", {"name": name}, ADMIN_KEY)[0] == 200
+    keys = [call("POST", rmesh.base + "/admin/keys", {"tenant": name}, ADMIN_KEY)[1]["key"]
+            for _ in range(2)]
+    client = OpenAI(base_url=rmesh.base + "/v1", api_key=keys[0], max_retries=0, timeout=60)
+    first = create(client, "Hi.")
+    create(client, "Bye.", previous_response_id=first.id)
+    kept = create(rmesh.client("b"), "Keep me.")
+    status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=rmesh.keys["a"])
+    assert status == 403  # an admin route
+
+    status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=ADMIN_KEY)
+    assert status == 200 and body == {"name": name, "deleted": True, "keys_revoked": 2,
+                                      "responses_deleted": 2}
+    for key in keys:
+        wait_until(lambda k=key: call("GET", rmesh.base + "/v1/models", key=k)[0] == 401,
+                   "the deleted tenant's keys refused", timeout=5)
+    assert redis.Redis.from_url(redis_url).keys(f"kvmesh:resp:{{t:{name}}}:*") == []
+    assert rmesh.client("b").responses.retrieve(kept.id).id == kept.id  # another tenant's stay
+    # the name taken again is a new tenant: nothing of the old one is reachable
+    assert call("POST", rmesh.base + "/admin/tenants", {"name": name}, ADMIN_KEY)[0] == 200
+    new_key = call("POST", rmesh.base + "/admin/keys", {"tenant": name}, ADMIN_KEY)[1]["key"]
+    assert call("GET", f"{rmesh.base}/v1/responses/{first.id}", key=new_key)[0] == 404
+    assert call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=ADMIN_KEY)[1][
+        "keys_revoked"] == 1
+    status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=ADMIN_KEY)
+    assert status == 404 and body["error"]["code"] == "tenant_not_found"
+
+
 def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMesh) -> None:
     """A store whose tenants may keep 6 KB each, and a tenant whose responses live 3 s."""
     assert rmesh.store is not None
