@@ -91,7 +91,8 @@ class AuthOk(Message):
 
 @dataclass
 class AdminRequest(Message):
-    """An admin operation (`op`: tenant.put, tenant.get, tenant.list, tenant.delete, key.create, key.list, key.revoke)."""
+    """An admin operation (`op`: tenant.put, tenant.get, tenant.list, tenant.delete,
+    key.create, key.list, key.revoke)."""
 
     KIND: ClassVar[str] = "auth_admin"
     op: str
