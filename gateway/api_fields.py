@@ -138,6 +138,9 @@ def _extensions(kind: str) -> list[Field]:
         Field("priority", (INT,), EXTENSION,
               "scheduling order with auth off; with auth on the tenant's class decides"),
         Field("truncate_prompt_tokens", (INT,), EXTENSION, _TRUNCATE),
+        Field("return_tokens_as_token_ids", (BOOL,), EXTENSION,
+              "vLLM's: logprob entries name each token `token_id:<id>` (their `bytes` and "
+              "text offsets those of that name), so the exact ids come back"),
         Field("guided_json", (OBJ, STR), EXTENSION, "vLLM's: a JSON Schema the answer follows"),
         Field("guided_regex", (STR,), EXTENSION, "vLLM's: a regex the answer matches"),
         Field("guided_choice", (ARR,), EXTENSION, "vLLM's: the answer is one of these strings"),

@@ -60,6 +60,7 @@ from gateway.prompt_batch import PromptBatch
 from gateway.responses_api import add_responses_routes
 from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
+from gateway.token_ids import named_by_id
 from gateway.tokenize_routes import add_tokenize_routes
 from kvmesh.coalesce import coalesce, compact
 from kvmesh.wire import Identity
@@ -381,7 +382,7 @@ async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[st
                     named_tool=req.tool_name)
     while batch := await stream.batch():
         rec.on_chunks(batch)
-        for chunk in batch:
+        for chunk in named_by_id(batch) if req.tokens_as_ids else batch:
             gather.add(chunk)
     created = int(time.time())
     body = gather.chat(rid, created, req.model) if req.kind == "chat" \
@@ -408,7 +409,8 @@ async def _stream(request: web.Request, req: ParsedRequest, rid: str, stream: St
         lead = [shape.role(i) for i in range(req.n)] if req.kind == "chat" else []
         while batch:
             try:
-                await sse.send(*lead, *(p for c in coalesce(batch) for p in shape.payloads(c)))
+                chunks = coalesce(named_by_id(batch) if req.tokens_as_ids else batch)
+                await sse.send(*lead, *(p for c in chunks for p in shape.payloads(c)))
                 lead = []
             finally:
                 rec.on_chunks(batch)

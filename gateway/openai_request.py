@@ -5,7 +5,8 @@ their JSON types, and which are refused or limited is gateway/api_fields.py's re
 first (an unknown field is a 400 too: nothing is silently ignored). Extensions: `ignore_eos`,
 `top_k`, `min_p`, `repetition_penalty`, `min_tokens`, `stop_token_ids`,
 `include_stop_str_in_output`, `skip_special_tokens`, `allowed_token_ids`, `priority`,
-`truncate_prompt_tokens` (applied by the router, which knows the context).
+`truncate_prompt_tokens` (applied by the router, which knows the context),
+`return_tokens_as_token_ids` (applied to the chunks by gateway/app.py).
 Structured output and tools (`response_format`, `guided_*`, `tools`, `tool_choice`,
 `parallel_tool_calls`) are parsed in gateway/structured_request.py; `logit_bias`, session
 hints and trace labels in gateway/request_extras.py; a completion's prompt or batch of
@@ -65,6 +66,7 @@ class ParsedRequest(SamplingFields):
     max_tokens_param: str = ""  # the field the client set max_tokens with ("" for a default)
     truncate: bool = False  # drop the oldest turns to fit the context (Responses' truncation)
     truncate_prompt_tokens: int | None = None  # vLLM's: keep the prompt's last tokens
+    tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids (gateway/token_ids.py)
     template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)  # chat only
 
     @property
@@ -203,6 +205,7 @@ def _common(body: dict[str, Any], req: ParsedRequest) -> None:
     req.skip_special_tokens = typed(body, "skip_special_tokens", bool, True)
     req.priority = typed(body, "priority", int, 0)
     req.truncate_prompt_tokens = prompt_tail(body)
+    req.tokens_as_ids = typed(body, "return_tokens_as_token_ids", bool, False)
     req.session = session_hint(body)
     req.trace_labels = parse_extras(body, req)
 

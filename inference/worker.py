@@ -522,7 +522,7 @@ def _prompt_echo(p: PromptOutput, text: dict[int, str], raw: dict[int, bytes]) -
     if p.logprobs is None:
         return PromptEcho(p.text, [])
     return PromptEcho(p.text, [text.get(t, "") for t in p.token_ids],
-                      _logprobs(p.logprobs, text, raw))
+                      _logprobs(p.logprobs, text, raw), list(p.token_ids))
 
 
 def sampling_params(req: wire.SamplingFields, max_tokens: int, share: str = "") -> SamplingParams:

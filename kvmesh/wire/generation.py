@@ -204,12 +204,13 @@ class Logprob:
 @dataclass
 class PromptEcho:
     """An `echo` request's prompt: its text, and with `prompt_logprobs` each token's text and
-    one `Logprob` per token after the first, which has nothing to condition on (`tokens` is
-    empty without them)."""
+    one `Logprob` per token after the first, which has nothing to condition on (`tokens` and
+    `token_ids` are empty without them)."""
 
     text: str
     tokens: list[str]
     logprobs: list[Logprob] | None = None
+    token_ids: list[int] = field(default_factory=list)  # with `tokens`: each one's id
 
 
 @dataclass

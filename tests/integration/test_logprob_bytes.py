@@ -1,11 +1,14 @@
 """Logprob tokens through the whole mesh: a character split over tokens shows U+FFFD in each
 token's text, and the tokens' `bytes` joined give the character back (OpenAI's contract for
-`bytes`); an echoed one-token prompt keeps its token's text."""
+`bytes`); an echoed one-token prompt keeps its token's text; vLLM's
+`return_tokens_as_token_ids` names them by id."""
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.conftest import MODEL, Mesh
-from tests.integration.helpers import post
+from tests.integration.helpers import open_stream, post, sse_events
 
 
 def test_bytes_of_a_split_character_rebuild_it(mesh: Mesh) -> None:
@@ -26,3 +29,45 @@ def test_an_echoed_one_token_prompt_keeps_its_token_text(mesh: Mesh) -> None:
         "model": MODEL, "prompt": "hi", "max_tokens": 0, "echo": True, "logprobs": 1})
     assert status == 200, body
     assert body["choices"][0]["logprobs"]["tokens"] == ["hi"]
+
+
+def _ids(tokens: list[str]) -> list[int]:
+    assert all(t.startswith("token_id:") for t in tokens), tokens
+    return [int(t.removeprefix("token_id:")) for t in tokens]
+
+
+def test_tokens_as_token_ids_give_the_exact_ids_of_a_split_character(mesh: Mesh) -> None:
+    """vLLM's `return_tokens_as_token_ids`: where the texts show U+FFFD, the ids rebuild the
+    answer; the numbers are the plain request's."""
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "A rocket emoji, please."}],
+           "guided_regex": " 🚀 中", "max_tokens": 16, "logprobs": True, "top_logprobs": 2}
+    plain = post(mesh.base_url + "/v1/chat/completions", ask)[1]["choices"][0]
+    status, body, _ = post(mesh.base_url + "/v1/chat/completions",
+                           {**ask, "return_tokens_as_token_ids": True})
+    assert status == 200, body
+    entries = body["choices"][0]["logprobs"]["content"]
+    ids = _ids([e["token"] for e in entries])
+    assert all(e["bytes"] == list(e["token"].encode()) for e in entries)  # vLLM's bytes
+    assert all(_ids([t["token"] for t in e["top_logprobs"]]) for e in entries)
+    assert [e["logprob"] for e in entries] == [
+        e["logprob"] for e in plain["logprobs"]["content"]]
+    status, text, _ = post(mesh.base_url + "/detokenize", {"model": MODEL, "tokens": ids})
+    assert text["prompt"] == body["choices"][0]["message"]["content"] == " 🚀 中"
+
+
+def test_tokens_as_token_ids_on_an_echoed_completion_streamed_or_not(mesh: Mesh) -> None:
+    prompt = "The capital of France is"
+    ask = {"model": MODEL, "prompt": prompt, "max_tokens": 4, "temperature": 0, "echo": True,
+           "logprobs": 1, "return_tokens_as_token_ids": True}
+    status, body, _ = post(mesh.base_url + "/v1/completions", ask)
+    assert status == 200, body
+    lp = body["choices"][0]["logprobs"]
+    ids = _ids(lp["tokens"])
+    want = post(mesh.base_url + "/tokenize", {"model": MODEL, "prompt": prompt})[1]["tokens"]
+    assert ids[:len(want)] == want  # the echoed prompt's ids, its first token's too
+    assert all(_ids(list(top)) for top in lp["top_logprobs"][1:])
+    status, text, _ = post(mesh.base_url + "/detokenize", {"model": MODEL, "tokens": ids})
+    assert text["prompt"] == body["choices"][0]["text"]
+    with open_stream(mesh.base_url + "/v1/completions", ask) as resp:
+        streamed = [json.loads(e) for e in sse_events(resp) if e != "[DONE]"]
+    assert [t for e in streamed for t in e["choices"][0]["logprobs"]["tokens"]] == lp["tokens"]

@@ -17,7 +17,7 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": SCHEMA}}
 # Fields that only change how or to whom an answer is delivered, or where it is scheduled.
 NEUTRAL = {"stream", "stream_options", "user", "metadata", "safety_identifier",
            "prompt_cache_key", "priority", "store", "service_tier", "modalities",
-           "prompt_cache_retention", "echo", "best_of"}
+           "prompt_cache_retention", "echo", "best_of", "return_tokens_as_token_ids"}
 # For each answer-changing field: (the request without it, the request with it), as additions
 # to the base request (a field that needs another is sent with it in both).
 T = {"tools": [TOOL]}
@@ -62,7 +62,7 @@ NEUTRAL_VALUES: dict[str, Any] = {
     "stream": True, "user": "u", "metadata": {"k": "v"},
     "safety_identifier": "s", "prompt_cache_key": "p", "priority": 3, "store": False,
     "service_tier": "default", "modalities": ["text"], "prompt_cache_retention": "in_memory",
-    "echo": False, "best_of": 1}
+    "echo": False, "best_of": 1, "return_tokens_as_token_ids": True}
 BASES = {"chat": (parse_chat, CHAT_FIELDS, {"model": "m", "temperature": 0,
                                             "messages": [{"role": "user", "content": "hi"}]}),
          "completion": (parse_completion, COMPLETION_FIELDS,
