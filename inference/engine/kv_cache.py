@@ -216,6 +216,7 @@ class KVCacheManager:
         child.prefix_keys = list(parent.prefix_keys)
         child.num_computed_tokens = parent.num_computed_tokens
         child.num_cached_tokens = parent.num_cached_tokens
+        child.admitted = parent.admitted
 
     def free(self, seq: Sequence) -> None:
         """Drop the sequence's references. Tail blocks are freed first so that, under LRU

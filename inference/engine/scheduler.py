@@ -133,8 +133,8 @@ class Scheduler:
             self.waiting.pop(0)
             self._vtime = max(self._vtime, seq.queue_key[1])
             cached = self.kv.admit(seq)
-            if seq.num_cached_tokens == 0:
-                seq.num_cached_tokens = cached
+            if not seq.admitted:  # re-admitted after preemption: its own blocks, not hits
+                seq.admitted, seq.num_cached_tokens = True, cached
             n = min(seq.num_new_tokens, budget)
             self.kv.reserve(seq, n)
             seq.status = SequenceStatus.RUNNING

@@ -52,7 +52,8 @@ class Sequence:
     prefix_keys: list[BlockHash] = field(default_factory=list)
     num_keyed_blocks: int = 0
     num_computed_tokens: int = 0
-    num_cached_tokens: int = 0
+    num_cached_tokens: int = 0  # prompt tokens its first admission found cached
+    admitted: bool = False  # admitted once: a re-admission after preemption counts no hits
     matcher: Any = None
     grammar_lane: int = 0
     grammar_error: str = ""  # why its grammar broke ("" while it holds): grammar.py

@@ -43,6 +43,20 @@ def test_batched_greedy_equals_one_at_a_time(overrides):
     assert engine.stats().free_blocks == engine.stats().num_blocks
 
 
+def test_cached_tokens_count_the_first_admissions_hits_not_a_preempted_ones_own_blocks():
+    """A sequence preempted and admitted again finds its own recomputed blocks cached: they
+    are not prompt-cache hits (`cached_tokens` once counted them, even past `prompt_tokens`).
+    Prompts that share nothing have none."""
+    rng = random.Random(5)
+    reqs = [(i, [rng.randrange(3, 512) for _ in range(16 + i)], greedy(16)) for i in range(4)]
+    engine = tiny_engine(num_kv_blocks=17)
+    usage = {}
+    run(engine, reqs, watch=lambda e, outs: usage.update(
+        {o.request_id: o.usage for o in outs if o.usage is not None}))
+    assert engine.stats().preemptions > 0
+    assert {rid: u.cached_tokens for rid, u in usage.items()} == dict.fromkeys(usage, 0)
+
+
 @pytest.mark.parametrize("overlap", [False, True], ids=["plain", "overlapped"])
 @pytest.mark.parametrize("seqs, tokens", [(2, 64), (6, 4)], ids=["few-seqs", "few-tokens"])
 def test_no_step_goes_past_its_sequence_or_token_budget(overlap, seqs, tokens):
