@@ -59,16 +59,19 @@ def token_bytes(lp: Logprob | TopLogprob) -> list[int]:
 
 def completion_logprobs(lps: list[Logprob] | None, offset: int,
                         echo: PromptEcho | None = None) -> dict[str, Any] | None:
-    """Legacy completions logprobs; `offset` is the text length before these tokens. With
-    `echo` (holding prompt logprobs) the prompt's tokens come first and `offset` counts from
-    the prompt's end."""
+    """Legacy completions logprobs; `offset` is the first token's `text_offset`. A token's
+    offset is the sum of the lengths of the tokens before it in its choice (an echoed
+    prompt's too), streamed or not: where a stop string held text back, or a character split
+    over tokens shows U+FFFD in each, the texts joined and the text differ, and offsets
+    counted from the text would differ between the two. With `echo` (holding prompt
+    logprobs) the prompt's tokens come first."""
     if lps is None:
         return None
     out: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
                            "text_offset": []}
     if echo is not None and echo.logprobs is not None:
         out = prompt_logprobs(echo)
-        offset += len(echo.text)
+        offset += sum(map(len, echo.tokens))
     for lp in lps:
         out["text_offset"].append(offset)
         offset += len(lp.token)
@@ -168,7 +171,7 @@ class StreamShape:
     n: int = 1  # choices per prompt: an echoed prompt starts n of them
     parallel_tool_calls: bool = True
     named_tool: str | None = None
-    text_len: dict[int, int] = field(default_factory=dict)
+    token_len: dict[int, int] = field(default_factory=dict)  # the next `text_offset`, by choice
     tool_streams: dict[int, ToolCallStream] = field(default_factory=dict)
     calls_sent: dict[int, int] = field(default_factory=dict)  # tool calls streamed, by choice
     reasoning: dict[int, ReasoningSplit] = field(default_factory=dict)
@@ -199,8 +202,9 @@ class StreamShape:
             delta: dict[str, Any] = {"content": c.text} if c.text or c.logprobs else {}
             return self._wrap([{"index": c.index, "delta": delta,
                                 "logprobs": chat_logprobs(c.logprobs), "finish_reason": reason}])
-        offset = self.text_len.get(c.index, 0)
-        self.text_len[c.index] = offset + len(c.text)
+        offset = self.token_len.get(c.index, 0)
+        if c.logprobs:
+            self.token_len[c.index] = offset + sum(len(lp.token) for lp in c.logprobs)
         return self._wrap([{"index": c.index, "text": c.text,
                             "logprobs": completion_logprobs(c.logprobs, offset),
                             "finish_reason": reason}])
@@ -248,7 +252,7 @@ class StreamShape:
         lps = None if echo.logprobs is None else prompt_logprobs(echo)
         out = []
         for index in range(first, first + self.n):
-            self.text_len[index] = len(echo.text)
+            self.token_len[index] = sum(map(len, echo.tokens))
             out.append(self._wrap([{"index": index, "text": echo.text, "logprobs": lps,
                                     "finish_reason": None}]))
         return out

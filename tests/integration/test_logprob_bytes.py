@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.conftest import MODEL, Mesh
 from tests.integration.helpers import open_stream, post, sse_events
 
@@ -71,3 +73,30 @@ def test_tokens_as_token_ids_on_an_echoed_completion_streamed_or_not(mesh: Mesh)
     with open_stream(mesh.base_url + "/v1/completions", ask) as resp:
         streamed = [json.loads(e) for e in sse_events(resp) if e != "[DONE]"]
     assert [t for e in streamed for t in e["choices"][0]["logprobs"]["tokens"]] == lp["tokens"]
+
+
+def _offsets(mesh: Mesh, ask: dict) -> tuple[list[int], list[int], list[str]]:
+    """`text_offset` of the answer to `ask`, whole and streamed, and its tokens."""
+    status, body, _ = post(mesh.base_url + "/v1/completions", ask)
+    assert status == 200, body
+    with open_stream(mesh.base_url + "/v1/completions", ask) as resp:
+        events = [json.loads(e) for e in sse_events(resp) if e != "[DONE]"]
+    streamed = [o for e in events for c in e["choices"] if c["logprobs"]
+                for o in c["logprobs"]["text_offset"]]
+    lp = body["choices"][0]["logprobs"]
+    return lp["text_offset"], streamed, lp["tokens"]
+
+
+@pytest.mark.parametrize("ask", [
+    # a token of 80 '#'; the stop string holds the text back while it might match
+    {"prompt": "x", "allowed_token_ids": [45855], "stop": ["#\n"], "max_tokens": 3},
+    # characters split over tokens: each token's text shows U+FFFD
+    {"prompt": "Emoji party: 😀😃😄😁😆😅🤣😂🙂🙃😉😊😇🥰😍🤩😘 ", "max_tokens": 6},
+    {"prompt": "Emoji 😀 ok", "max_tokens": 4, "echo": True},
+])
+def test_text_offsets_are_the_same_streamed_or_not(mesh: Mesh, ask: dict) -> None:
+    whole, streamed, tokens = _offsets(mesh, {"model": MODEL, "temperature": 0, "logprobs": 1,
+                                              **ask})
+    assert whole == streamed, (whole, streamed)
+    # each token starts where the one before ends: an echoed prompt's tokens included
+    assert whole == [sum(map(len, tokens[:i])) for i in range(len(tokens))], (whole, tokens)
