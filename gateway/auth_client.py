@@ -8,7 +8,9 @@ Contract:
   caches the `Identity` for `auth_cache_ttl` seconds under a hash of the key (never the key).
   A `Revoked` broadcast drops the matching entries at once (by key id, or every key of a
   changed tenant), and a verification in flight while one arrives is not cached, so a revoked
-  key fails on every gateway as soon as the broadcast lands.
+  key fails on every gateway as soon as the broadcast lands. The requests a revoked key has
+  running end too: with a 401 `key_revoked` (an error event then `[DONE]` once streaming),
+  and their workers stop (`MeshClient.end_streams`).
 - `admission(ident, req)` holds a generation of `ident` within its tenant's limits: 404 for a
   model outside the tenant's scopes (as for one that does not exist), the tenant's priority
   class and name onto the request, its `max_tokens` cap applied (`cap_max_tokens`: a 400 over
@@ -77,6 +79,9 @@ class Authenticator:
         for fp, (ident, _) in list(self._cache.items()):
             if ident.key_id in ids or (msg.tenant and ident.tenant == msg.tenant):
                 self._cache.pop(fp, None)
+        if ids:  # a leaked key stops generating too, not only starting
+            self.mesh.end_streams(ids, ApiError(401, "the API key was revoked while this "
+                                                "request ran", code="key_revoked"))
 
     # -- who is calling --------------------------------------------------------------------
 
@@ -187,6 +192,7 @@ class Authenticator:
         self.require_model(ident, req.model)
         req.priority = ident.priority
         req.tenant = ident.tenant
+        req.key_id = ident.key_id  # a revocation ends its streams (`_on_revoked`)
         req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
         cap_max_tokens(req, ident)
         return self._admission.hold(Ticket(

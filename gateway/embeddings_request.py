@@ -37,6 +37,7 @@ class EmbeddingsRequest:
     session: str = ""  # the `user` field (or the x-kvmesh-session header)
     # set from the caller's key by auth (gateway/auth_client.py), as on a generation
     tenant: str = ""
+    key_id: str = ""
     priority: int = 0
     cache_salt: str = ""
     truncate_prompt_tokens: int | None = None  # vLLM's: keep each input's last tokens

@@ -225,7 +225,7 @@ class MeshClient(Actor):
                        keep: bool = False) -> RequestStream:
         """Route `req` (a generation, or embeddings: one chunk per input) and return its
         stream once a worker accepted it."""
-        stream = RequestStream(self, req.to_wire(request_id, self.inbox), keep)
+        stream = RequestStream(self, req.to_wire(request_id, self.inbox), keep, req.key_id)
         await stream.route()
         return stream
 
@@ -278,6 +278,13 @@ class MeshClient(Actor):
             await self.publish(wire.CANCEL, Cancel(request_id, superseded, worker_id),
                                {wire.REQUEST_ID_HEADER: rid} if rid else None)
 
+    def end_streams(self, key_ids: set[str], err: ApiError) -> None:
+        """End with `err` every stream of a request made with one of `key_ids` (revoked);
+        each handler then cancels its request at the worker."""
+        for stream in list(self.streams.values()):
+            if stream.key_id in key_ids:
+                stream.fail(err)
+
     def cancel_soon(self, request_id: str, superseded: bool = False,
                     worker_id: str = "") -> None:
         """Publish a cancel from a handler that is itself being cancelled (`superseded`,
@@ -293,9 +300,10 @@ class RequestStream:
     """The chunks of one request, as its worker sends them (see the module contract)."""
 
     def __init__(self, mesh: MeshClient, wreq: GenerateRequest | EmbedRequest,
-                 keep: bool) -> None:
+                 keep: bool, key_id: str = "") -> None:
         self.mesh = mesh
         self.wreq = wreq
+        self.key_id = key_id  # the caller's API key ("" with auth off)
         self.request_id = wreq.request_id
         self.accepted = Accepted(wreq.request_id, "", 0)
         self.chunks: list[Chunk] | None = [] if keep else None

@@ -7,6 +7,7 @@ rate window is 4 s instead of a minute, so "per minute" limits refill within a t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -315,6 +316,27 @@ def test_revocation_reaches_every_gateway_within_a_second(auth_mesh: AuthMesh) -
         assert time.monotonic() - revoked_at < 1.0, "gateway b still accepts a revoked key"
         time.sleep(0.02)
     assert call("GET", auth_mesh.a + "/v1/models", key=key)[0] == 401
+
+
+def test_a_revoked_keys_running_streams_end_and_its_tenants_other_keys_go_on(
+        auth_mesh: AuthMesh) -> None:
+    name, leaked = new_tenant(auth_mesh.a)
+    other = call("POST", auth_mesh.a + "/admin/keys", {"tenant": name}, ADMIN_KEY)[1]["key"]
+    body = {"model": MODEL, "prompt": "Count:", "max_tokens": 400, "ignore_eos": True}
+    with open_stream(auth_mesh.b + "/v1/completions", body, key=leaked) as cut, \
+            open_stream(auth_mesh.a + "/v1/completions", body, key=other) as kept:
+        cut_events, kept_events = sse_events(cut), sse_events(kept)
+        next(cut_events), next(kept_events)  # both are generating
+        key_id = leaked.split("_")[1]
+        assert call("DELETE", f"{auth_mesh.a}/admin/keys/{key_id}", key=ADMIN_KEY)[0] == 200
+        revoked_at = time.monotonic()
+        rest = list(cut_events)
+        assert time.monotonic() - revoked_at < 10, "the revoked key's stream ran on"
+        assert rest[-1] == "[DONE]" and json.loads(rest[-2])["error"]["code"] == "key_revoked"
+        tokens = sum(1 for e in rest[:-2] if json.loads(e)["choices"])
+        assert tokens < 399, tokens
+        for _ in range(5):  # the tenant's other key is not revoked: its stream goes on
+            assert json.loads(next(kept_events))["choices"]
 
 
 def test_admin_api_refuses_non_admin_keys(auth_mesh: AuthMesh) -> None:
