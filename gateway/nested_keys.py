@@ -1,7 +1,8 @@
 """Keys inside a request's nested objects (`response_format.json_schema`, `tools[0].function`,
 Responses `input[2]`): one not defined there is a 400 naming its whole path (`param`
 `tools[0].function.foo`), code `unknown_parameter`, as an unknown top-level field is
-(gateway/api_fields.py). Accepting it would silently ignore what the caller asked for.
+(gateway/api_fields.py). Accepting it would silently ignore what the caller asked for. A key
+sent as null is one left out (`given` reads a key so).
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from gateway.errors import ApiError
+
+
+def given(obj: Mapping[str, Any], key: str, default: Any) -> Any:
+    """`obj[key]`, or `default` when it is absent or null (null is the same as absent)."""
+    value = obj.get(key)
+    return default if value is None else value
 
 
 def check_keys(obj: Mapping[str, Any], known: Collection[str], where: str) -> None:

@@ -30,7 +30,7 @@ import uuid
 from typing import Any
 
 from gateway.errors import bad_field
-from gateway.nested_keys import check_keys
+from gateway.nested_keys import check_keys, given
 from kvmesh.wire import ChatMessage, ToolCall
 
 ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -67,7 +67,7 @@ def parse_input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
         where = f"input[{i}]"
         if not isinstance(item, dict):
             raise bad_field(where, "must be an object")
-        kind = item.get("type", "message")
+        kind = given(item, "type", "message")
         if kind not in ITEM_KEYS:
             raise bad_field(f"{where}.type", "must be message, function_call or "
                             "function_call_output")

@@ -46,7 +46,7 @@ from typing import Any
 from gateway.api_fields import json_type
 from gateway.errors import ApiError, bad_field
 from gateway.json_body import json_object
-from gateway.nested_keys import check_keys
+from gateway.nested_keys import check_keys, given
 from gateway.openai_request import ParsedRequest, parse_chat
 from gateway.responses_calls import check_calls_answered
 from gateway.responses_input import parse_input
@@ -274,7 +274,7 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         return {"type": fmt["type"]}
     if not isinstance(fmt.get("schema"), dict):
         raise bad_field("text.format.schema", "required, a JSON Schema object")
-    if not isinstance(fmt.get("description", ""), str):
+    if not isinstance(given(fmt, "description", ""), str):
         raise bad_field("text.format.description", "must be a string")
     if fmt.get("name") is None:  # OpenAI requires it, and openai-python's echo needs it
         raise ApiError(400, "text.format.name: missing required parameter",

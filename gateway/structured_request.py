@@ -35,7 +35,7 @@ import re
 from typing import Any
 
 from gateway.errors import bad_field
-from gateway.nested_keys import check_keys
+from gateway.nested_keys import check_keys, given
 from kvmesh.grammar import ToolCallSpec, grammar_error
 from kvmesh.wire import SamplingFields, ToolDef
 
@@ -113,13 +113,13 @@ def _response_format(rf: Any) -> tuple[str, str, str] | None:
     if not isinstance(spec, dict):
         raise bad_field("response_format.json_schema", "required, an object")
     check_keys(spec, _SCHEMA_KEYS, "response_format.json_schema")
-    if not isinstance(spec.get("name", ""), str):
+    if not isinstance(given(spec, "name", ""), str):
         raise bad_field("response_format.json_schema.name", "must be a string")
-    if not isinstance(spec.get("description", ""), str):
+    if not isinstance(given(spec, "description", ""), str):
         raise bad_field("response_format.json_schema.description", "must be a string")
-    if not isinstance(spec.get("strict", False), bool | None):
+    if not isinstance(given(spec, "strict", False), bool):
         raise bad_field("response_format.json_schema.strict", "must be a boolean")
-    schema = spec.get("schema", {})
+    schema = given(spec, "schema", {})
     if not isinstance(schema, dict):
         raise bad_field("response_format.json_schema.schema", "must be a JSON Schema object")
     return "response_format.json_schema.schema", "json_schema", json.dumps(schema)
@@ -136,7 +136,7 @@ def parse_tools(body: dict[str, Any]) -> tuple[list[ToolDef] | None, str, str | 
     for legacy in ("functions", "function_call"):
         if body.get(legacy) is not None:
             raise bad_field(legacy, "deprecated and not supported; use tools and tool_choice")
-    parallel = body.get("parallel_tool_calls", True)
+    parallel = given(body, "parallel_tool_calls", True)
     if not isinstance(parallel, bool):
         raise bad_field("parallel_tool_calls", "must be a boolean")
     tools = None if raw is None else _tools(raw)

@@ -56,3 +56,20 @@ def test_every_key_openai_defines_is_accepted_and_null_is_absent() -> None:
                tool_choice={"type": "function", "function": {"name": "f"}})
     assert req.tool_name == "f"
     assert chat(response_format={"type": "json_object", "schema": None}).grammar_kind
+
+
+@pytest.mark.parametrize("key", ["name", "description", "strict"])
+def test_a_json_schema_key_sent_as_null_is_one_left_out(key: str) -> None:
+    spec = {**SCHEMA, key: None}
+    left_out = {k: v for k, v in SCHEMA.items() if k != key}
+    assert chat(response_format={"type": "json_schema", "json_schema": spec}).grammar == \
+        chat(response_format={"type": "json_schema", "json_schema": left_out}).grammar
+
+
+def test_null_parallel_tool_calls_and_schema_are_the_defaults() -> None:
+    """The openai client sends `parallel_tool_calls=None` as null (audit c)."""
+    tools = [{"type": "function", "function": FN}]
+    assert chat(tools=tools, parallel_tool_calls=None).parallel_tool_calls is True
+    spec = {"name": "x", "schema": None}
+    assert chat(response_format={"type": "json_schema", "json_schema": spec}).grammar == \
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}).grammar

@@ -164,3 +164,16 @@ def test_the_response_echoes_what_was_sent_and_openais_defaults() -> None:
     body = unsent.body("completed", [])
     assert (body["prompt_cache_key"], body["safety_identifier"]) == (None, None)
     assert (body["service_tier"], body["tool_choice"]) == ("default", "auto")
+
+
+def test_a_key_sent_as_null_is_one_left_out_in_the_format_and_the_input_items() -> None:
+    """A client that sends back a retrieved Response's `text` (its description null), or an
+    item with `type: null` (audit c)."""
+    fmt = {"type": "json_schema", "name": "x", "schema": {"type": "object"}}
+    base = {"model": "m", "input": "hi"}
+    assert parse_responses({**base, "text": {"format": {**fmt, "description": None}}}).grammar \
+        == parse_responses({**base, "text": {"format": fmt}}).grammar
+    typed = parse_responses({"model": "m", "input": [{"role": "user", "content": "hi",
+                                                      "type": None}]})
+    assert typed.messages == parse_responses({"model": "m", "input": [
+        {"role": "user", "content": "hi"}]}).messages
