@@ -50,7 +50,7 @@ from gateway.auth_client import AUTH, Authenticator
 from gateway.cache_route import open_cached
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
-from gateway.errors import ApiError, model_not_found, no_worker
+from gateway.errors import ApiError, check_query, model_not_found, no_worker
 from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
@@ -164,6 +164,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     ident = await request.app[AUTH].identify(request)  # only the models it may use
+    check_query(request)
     data = [_model_card(mesh, name, n) for name, n in sorted(mesh.models().items())
             if ident is None or "*" in ident.models or name in ident.models]
     return web.json_response({"object": "list", "data": data})
@@ -173,6 +174,7 @@ async def get_model(request: web.Request) -> web.Response:
     """One model in OpenAI's shape; 404 (OpenAI's shape) for a model the caller may not use
     or no live worker serves, so a key learns nothing of models outside its scopes."""
     ident = await request.app[AUTH].identify(request)
+    check_query(request)
     name = request.match_info["model"]
     n = request.app[MESH].models().get(name)
     if n is None or (ident is not None and "*" not in ident.models and name not in ident.models):
@@ -203,13 +205,14 @@ Run = Callable[[web.Request, Any, Ticket], Awaitable[web.StreamResponse]]
 async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
                             prepare: Prepare | None = None, respond: Respond | None = None,
                             run: Run | None = None) -> web.StreamResponse:
-    """The handler, top to bottom: who asks (401), what (400, 413), the mesh is up (503), may
-    they use the model and does it exist (404 alike), within their limits (429), the
-    endpoint's own preparation, then generate (or `run` it: embeddings) and settle the tokens
-    it used: none for a request refused before a worker took it (a router's or worker's 400,
-    no worker, a timeout routing it)."""
+    """The handler, top to bottom: who asks (401), what (400, 413; a query parameter is a
+    400), the mesh is up (503), may they use the model and does it exist (404 alike), within
+    their limits (429), the endpoint's own preparation, then generate (or `run` it:
+    embeddings) and settle the tokens it used: none for a request refused before a worker took
+    it (a router's or worker's 400, no worker, a timeout routing it)."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
+    check_query(request)  # a query parameter is no field: 400, never ignored
     req = parse(await read_json(request, mesh.cfg.max_body_bytes))
     if not mesh.connected:  # at once, not after the router's timeout
         raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)

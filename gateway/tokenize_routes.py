@@ -28,7 +28,7 @@ from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
 from gateway.chat_messages import parse_messages
 from gateway.chat_template_fields import TEMPLATE_FIELDS, parse_template_options
-from gateway.errors import bad_field
+from gateway.errors import bad_field, check_query
 from gateway.json_body import json_object, read_json
 from gateway.mesh_client import MeshClient
 from gateway.structured_request import parse_tools
@@ -68,6 +68,7 @@ async def _body(request: web.Request, mesh: MeshClient,
     """The caller (None: auth off) and the body: 401, then the body (413, 400 as a
     generation's) and its fields (400), then 404 for a model outside the caller's scopes."""
     ident = await request.app[AUTH].identify(request)
+    check_query(request)
     body = json_object(await read_json(request, mesh.cfg.max_body_bytes))
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:

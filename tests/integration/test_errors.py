@@ -101,6 +101,22 @@ def test_a_header_too_large_to_parse_is_a_400_and_one_warning_not_an_error(mesh:
     assert "sssssssss" not in text and '"logger": "aiohttp.server", "msg": "Error' not in text
 
 
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", CHAT, {"model": MODEL, "messages": HELLO, "max_tokens": 1}),
+    ("POST", "/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": 1}),
+    ("POST", "/v1/embeddings", {"model": MODEL, "input": "hi"}),
+    ("POST", "/tokenize", {"model": MODEL, "prompt": "hi"}),
+    ("GET", "/v1/models", None),
+    ("GET", f"/v1/models/{MODEL}", None),
+])
+def test_a_query_parameter_is_a_400_naming_it_not_ignored(mesh: Mesh, method: str, path: str,
+                                                        body: dict | None) -> None:
+    """`?temperature=2` on a chat was served as if absent (audit c)."""
+    status, out, _ = call(method, f"{mesh.base_url}{path}?temperature=2", body)
+    assert status == 400 and out["error"]["param"] == "temperature", out
+    assert_openai_error(out)
+
+
 def test_unknown_route_is_404_in_openai_shape(mesh: Mesh) -> None:
     status, body, _ = post(mesh.base_url + "/v1/nothing", {})
     assert status == 404
