@@ -227,7 +227,7 @@ def _stop(stop: Any) -> list[str]:
         stop = [stop]
     if not isinstance(stop, list) or len(stop) > 16 \
             or not all(isinstance(s, str) and s for s in stop):
-        raise bad_field("stop", "must be a non-empty string or up to 16 of them")
+        raise bad_field("stop", "must be a non-empty string, or an array of at most 16 of them")
     return stop
 
 

@@ -31,22 +31,25 @@ def _int(lo: int | None = None, hi: int | None = None) -> dict[str, Any]:
     return out
 
 
+_NULL = {"type": "string", "nullable": True, "enum": [None], "description": "null: absent"}
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
+    """`schema` or null. OpenAPI 3.0's `nullable` counts only beside `type`: a schema without
+    one (`oneOf`, `enum`) gets null as one more alternative."""
+    if "type" in schema:
+        return {**schema, "nullable": True}
+    if "oneOf" in schema:
+        return {**schema, "oneOf": [*schema["oneOf"], _NULL]}
+    return {"oneOf": [schema, _NULL]}
 
 
-_STOP = {
+_STOP = _nullable({
     "oneOf": [
         {"type": "string", "minLength": 1},
-        {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 16,
-            "items": {"type": "string", "minLength": 1},
-        },
+        {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}},
     ],
-    "nullable": True,
-}
+})
 
 _STREAM_OPTIONS = _nullable({"type": "object", "additionalProperties": False, "properties": {
     "include_usage": _nullable({"type": "boolean"}),
@@ -70,6 +73,7 @@ _COMMON: dict[str, Any] = {
     "n": _nullable(_int(1, 128)),
     "stop": _STOP,
     "stop_token_ids": _nullable({"type": "array", "items": _int(0)}),
+    "allowed_token_ids": _nullable({"type": "array", "minItems": 1, "items": _int(0)}),
     "ignore_eos": _nullable({"type": "boolean"}),
     "priority": _nullable(_int()),
     "truncate_prompt_tokens": _TAIL,
@@ -99,14 +103,15 @@ _METADATA = _nullable({"type": "object", "maxProperties": 16,
                        "additionalProperties": {"type": "string", "maxLength": 512}})
 _GUIDED: dict[str, Any] = {
     "response_format": _RESPONSE_FORMAT,
-    "guided_json": _nullable(_SCHEMA_OBJECT),
+    "guided_json": _nullable({"oneOf": [_SCHEMA_OBJECT, {"type": "string"}]}),
     "guided_regex": _nullable({"type": "string"}),
     "guided_choice": _nullable({"type": "array", "minItems": 1, "items": {"type": "string"}}),
     "guided_grammar": _nullable({"type": "string", "description": "llguidance Lark"}),
     "structured_outputs": _nullable({
         "type": "object", "additionalProperties": False,
         "description": "one of json, regex, choice, grammar or json_object: true",
-        "properties": {"json": {"type": ["object", "string"]}, "regex": {"type": "string"},
+        "properties": {"json": {"oneOf": [{"type": "object"}, {"type": "string"}]},
+                       "regex": {"type": "string"},
                        "choice": {"type": "array", "minItems": 1, "items": {"type": "string"}},
                        "grammar": {"type": "string"}, "json_object": {"type": "boolean"}}}),
 }
@@ -126,15 +131,19 @@ _TOOL = {
 }
 _TOOL_CALL = {
     "type": "object",
-    "required": ["function"],
+    "required": ["id", "function"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
-        "index": {"type": "integer"},
+        "id": {"type": "string", "minLength": 1},
+        "type": _nullable({"type": "string", "enum": ["function"]}),
+        "index": _nullable({"type": "integer"}),
         "function": {"type": "object", "required": ["name"], "additionalProperties": False,
                      "properties": {"name": {"type": "string"},
-                                    "arguments": {"type": "string"}}},
+                                    "arguments": _nullable({"type": "string"}),
+                                    "parsed_arguments": {"description": "the openai SDK's "
+                                                         "parse(); ignored"}}},
     },
+    "description": "ids unique within the turn",
 }
 
 _TEXT_PART = {
@@ -144,28 +153,36 @@ _TEXT_PART = {
     "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
 }
 
+_CONTENT = {"oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}
+_NAME = _nullable({"type": "string", "minLength": 1})
+_ONLY_NULL = {**_NULL, "description": "only null (an echoed answer's)"}
+
+
+def _role(roles: tuple[str, ...], required: tuple[str, ...],
+          properties: dict[str, Any]) -> dict[str, Any]:
+    """The message schema of `roles`."""
+    return {"type": "object", "required": ["role", *required], "additionalProperties": False,
+            "properties": {"role": {"type": "string", "enum": list(roles)}, **properties}}
+
+
 _MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "additionalProperties": False,
-    "properties": {
-        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
-        "content": {
-            "oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}],
-            "nullable": True,
-        },
-        "name": _nullable({"type": "string", "minLength": 1}),
-        "tool_calls": _nullable({"type": "array", "items": _TOOL_CALL}),
-        "tool_call_id": _nullable({"type": "string"}),
-        "refusal": _nullable({"type": "string"}),
-        "reasoning_content": _nullable({"type": "string"}),
-        "annotations": _nullable({"type": "array", "maxItems": 0}),
-    },
-    "description": "content is required but on an assistant message with tool_calls or a "
-                   "refusal; tool_calls, refusal, reasoning_content and annotations only on "
-                   "an assistant message (which may also carry audio and function_call as "
-                   "null, as an echoed answer does); a tool message needs tool_call_id; "
-                   "developer is system",
+    "oneOf": [
+        _role(("system", "developer", "user"), ("content",),
+              {"content": _CONTENT, "name": _NAME}),
+        _role(("assistant",), (), {
+            "content": _nullable(_CONTENT), "name": _NAME,
+            "tool_calls": _nullable({"type": "array", "items": _TOOL_CALL}),
+            "refusal": _nullable({"type": "string"}),
+            "reasoning_content": _nullable({"type": "string"}),
+            "annotations": _nullable({"type": "array", "maxItems": 0}),
+            "audio": _ONLY_NULL, "function_call": _ONLY_NULL,
+            "parsed": {"description": "the openai SDK's parse(); ignored"}}),
+        _role(("tool",), ("content", "tool_call_id"), {
+            "content": _CONTENT, "tool_call_id": {"type": "string"}, "name": _NAME}),
+    ],
+    "description": "an assistant message needs content, tool_calls or a refusal (not content "
+                   "and a refusal); a tool message answers a call of the assistant message "
+                   "before it, and each call is answered; developer is system",
 }
 
 def _from_registry(fields: tuple[Field, ...], written: dict[str, Any]) -> dict[str, Any]:
@@ -196,10 +213,12 @@ CHAT_REQUEST = {
         "tools": _nullable({"type": "array", "minItems": 1, "maxItems": 128, "items": _TOOL}),
         "tool_choice": _nullable({"oneOf": [
             {"type": "string", "enum": ["none", "auto", "required"]},
-            {"type": "object", "required": ["type", "function"], "properties": {
-                "type": {"type": "string", "enum": ["function"]},
-                "function": {"type": "object", "required": ["name"],
-                             "properties": {"name": {"type": "string"}}}}}]}),
+            {"type": "object", "required": ["type", "function"], "additionalProperties": False,
+             "properties": {
+                 "type": {"type": "string", "enum": ["function"]},
+                 "function": {"type": "object", "required": ["name"],
+                              "additionalProperties": False,
+                              "properties": {"name": {"type": "string"}}}}}]}),
         "parallel_tool_calls": _nullable({"type": "boolean"}),
         "metadata": _METADATA,
     }),
@@ -224,7 +243,7 @@ COMPLETION_REQUEST = {
             "oneOf": [
                 _PROMPT,
                 _TOKENS,
-                {"type": "array", "minItems": 2, "maxItems": MAX_PROMPTS,
+                {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
                  "items": {"oneOf": [_PROMPT, _TOKENS]}},
             ]
         },
@@ -344,7 +363,7 @@ DETOKENIZE_REQUEST = {
 
 
 def _tokenize(schema_ref: str, summary: str) -> dict[str, Any]:
-    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "404", "503", "504")}
+    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "404", "413", "429", "503", "504")}
     return {"post": {
         "summary": summary,
         "requestBody": {"required": True, "content": {"application/json": {
