@@ -1,7 +1,8 @@
 """The gateway's OpenAPI 3.0 document, served at `GET /openapi.json`.
 
 It is written from the validators (`gateway/openai_request.py`, `completion_prompts.py`,
-`embeddings_request.py`, `tokenize_routes.py`) and must stay in step with them: every bound
+`embeddings_request.py`, `responses_request.py`, `tokenize_routes.py`) and must stay in step
+with them (a Responses input item is only described: docs/API.md has its shapes): every bound
 here is the bound the validator enforces (tests/fuzz/test_openapi_fuzz.py fuzzes a live
 gateway against this document, and tests/fuzz/test_validators_hypothesis.py checks that bodies
 valid by this document pass the validators). Fields without a hand-written
@@ -347,6 +348,87 @@ def _generation(schema_ref: str, summary: str, stream: bool = True) -> dict[str,
     }
 
 
+_RESPONSE_PATH = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_RESPONSE_TOOL = {
+    "type": "object", "required": ["type", "name"], "additionalProperties": False,
+    "properties": {"type": {"type": "string", "enum": ["function"]},
+                   "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
+                   "description": _nullable({"type": "string"}),
+                   "parameters": _nullable(_SCHEMA_OBJECT),
+                   "strict": _nullable({"type": "boolean"})}}
+_ITEM = {"type": "object", "description": "a message (`role`, `content`: a string or parts), a "
+         "`function_call` or a `function_call_output` item, as OpenAI's (docs/API.md, "
+         "Responses)"}
+RESPONSES_REQUEST = {
+    "type": "object", "required": ["model", "input"], "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"oneOf": [{"type": "string"},
+                            {"type": "array", "minItems": 1, "items": _ITEM}]},
+        "instructions": _nullable({"type": "string"}),
+        "previous_response_id": _nullable({"type": "string"}),
+        "store": _nullable({"type": "boolean"}), "stream": _nullable({"type": "boolean"}),
+        "stream_options": _nullable({"type": "object", "additionalProperties": False,
+                                     "properties": {"include_obfuscation": _nullable(
+                                         {"type": "boolean", "enum": [False]})}}),
+        "max_output_tokens": _nullable(_int(1)),
+        "temperature": _COMMON["temperature"], "top_p": _COMMON["top_p"],
+        "metadata": _METADATA,
+        "user": _nullable({"type": "string"}),
+        "prompt_cache_key": _nullable({"type": "string"}),
+        "safety_identifier": _nullable({"type": "string"}),
+        "text": _nullable({"type": "object", "additionalProperties": False, "properties": {
+            "format": _nullable({"type": "object", "required": ["type"], "properties": {
+                "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}}}),
+            "verbosity": _nullable({"type": "string", "enum": ["medium"]})}}),
+        "tools": _nullable({"type": "array", "maxItems": 128, "items": _RESPONSE_TOOL}),
+        "tool_choice": _nullable({"oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            {"type": "object", "required": ["type", "name"], "additionalProperties": False,
+             "properties": {"type": {"type": "string", "enum": ["function"]},
+                            "name": {"type": "string"}}}]}),
+        "parallel_tool_calls": _nullable({"type": "boolean"}),
+        "include": _nullable({"type": "array", "items": {
+            "type": "string", "enum": ["message.output_text.logprobs"]}}),
+        "top_logprobs": _nullable(_int(0, 20)),
+        "truncation": _nullable({"type": "string", "enum": ["auto", "disabled"]}),
+        "background": _nullable({"type": "boolean", "enum": [False]}),
+        "service_tier": _nullable({"type": "string", "enum": ["auto", "default"]}),
+        **{name: _ONLY_NULL for name in ("conversation", "max_tool_calls", "prompt",
+                                         "reasoning", "prompt_cache_retention")},
+    },
+    "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
+                   "logprobs; a json_schema text.format needs name and schema; calls and "
+                   "their outputs pair up over the stored history and input",
+}
+
+
+def _responses_paths() -> dict[str, Any]:
+    """`/v1/responses` and its stored responses' routes."""
+    json_ok = {"description": "ok", "content": {"application/json": {"schema": {
+        "type": "object"}}}}
+    by_id = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "404", "503")}
+    return {
+        "/v1/responses": {"post": {**_generation("ResponsesRequest", "a Response")["post"]}},
+        "/v1/responses/{id}": {
+            "get": {"summary": "a stored Response", "parameters": _RESPONSE_PATH,
+                    "responses": {"200": json_ok, **by_id}},
+            "delete": {"summary": "delete a stored Response", "parameters": _RESPONSE_PATH,
+                       "responses": {"200": json_ok, **by_id}}},
+        "/v1/responses/{id}/input_items": {"get": {
+            "summary": "a stored Response's input items", "responses": {"200": json_ok,
+                                                                         **by_id},
+            "parameters": [*_RESPONSE_PATH,
+                           {"name": "order", "in": "query", "schema": {
+                               "type": "string", "enum": ["asc", "desc"]}},
+                           {"name": "limit", "in": "query", "schema": _int(1, 100)},
+                           {"name": "after", "in": "query", "schema": {"type": "string"}}]}},
+        "/v1/responses/{id}/cancel": {"post": {
+            "summary": "cancel a background Response (none is: background is refused)",
+            "parameters": _RESPONSE_PATH, "responses": by_id}},
+    }
+
+
 TOKENIZE_REQUEST = {
     "type": "object", "required": ["model"], "additionalProperties": False,
     "properties": _from_registry(TOKENIZE_FIELDS, {
@@ -399,6 +481,7 @@ DOCUMENT: dict[str, Any] = {
             "TokenizeRequest": TOKENIZE_REQUEST,
             "DetokenizeRequest": DETOKENIZE_REQUEST,
             "EmbeddingsRequest": EMBEDDINGS_REQUEST,
+            "ResponsesRequest": RESPONSES_REQUEST,
             "Error": ERROR,
         },
     },
@@ -413,6 +496,7 @@ DOCUMENT: dict[str, Any] = {
                                        "parameters": [{"name": "model", "in": "path",
                                                        "required": True,
                                                        "schema": {"type": "string"}}]}},
+        **_responses_paths(),
         "/tokenize": _tokenize("TokenizeRequest", "token ids of a prompt (vLLM's shape)"),
         "/detokenize": _tokenize("DetokenizeRequest", "text of token ids (vLLM's shape)"),
         "/health": {

@@ -12,6 +12,7 @@ from openapi_spec_validator import OpenAPIV30SpecValidator
 
 from gateway.openai_request import parse_chat, parse_completion
 from gateway.openapi import DOCUMENT
+from gateway.responses_request import parse_responses
 
 SCHEMAS = DOCUMENT["components"]["schemas"]
 CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -55,3 +56,19 @@ def test_bodies_the_validators_serve_are_valid_by_the_document(schema: str, pars
 ])
 def test_messages_the_validators_refuse_are_invalid_by_the_document(message: dict) -> None:
     assert not _valid("ChatCompletionRequest", {"model": "m", "messages": [message]})
+
+
+@pytest.mark.parametrize("body", [
+    {"input": "hi"},
+    {"input": [{"role": "user", "content": "hi"}], "instructions": "Be brief.",
+     "max_output_tokens": 16, "store": False, "background": False, "reasoning": None,
+     "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+     "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+     "tool_choice": {"type": "function", "name": "f"}, "truncation": "auto"},
+    {"input": "hi", "include": ["message.output_text.logprobs"], "top_logprobs": 2},
+])
+def test_responses_bodies_served_are_valid_by_the_document(body: dict[str, Any]) -> None:
+    body = {"model": "m", **body}
+    parse_responses(body)
+    assert _valid("ResponsesRequest", body)
+    assert not _valid("ResponsesRequest", {**body, "background": True})
