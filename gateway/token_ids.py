@@ -35,7 +35,7 @@ def _entry(lp: Logprob) -> Logprob:
 
 
 def _echo(p: PromptEcho) -> PromptEcho:
-    if p.logprobs is None:
+    if p.logprobs is None or len(p.token_ids) != len(p.tokens):  # an older worker's: no ids
         return p
     return dataclasses.replace(p, tokens=[_name(t) for t in p.token_ids],
                                logprobs=[_entry(lp) for lp in p.logprobs])
