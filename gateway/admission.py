@@ -57,16 +57,23 @@ class Ticket:
         self.used = max(0, int(tokens))
 
 
-def prompt_estimate(req: ParsedRequest) -> int:
-    """Tokens the prompt will take, from its size (the gateway does not tokenise)."""
+def prompt_estimate(req: ParsedRequest, context_len: int = 0) -> int:
+    """Tokens the prompt will take, from its size (the gateway does not tokenise), at most
+    what `truncate_prompt_tokens` keeps of each prompt (-1: the `context_len`, when known)."""
     if req.prompts:  # a completions batch: every prompt, measured where it stands
-        return sum(len(p) if isinstance(p, list) else len(p.encode()) // BYTES_PER_TOKEN + 1
+        size = sum(len(p) if isinstance(p, list) else len(p.encode()) // BYTES_PER_TOKEN + 1
                    for p in req.prompts)
-    if req.prompt_token_ids is not None:
-        return len(req.prompt_token_ids)
-    size = len((req.prompt or "").encode())
-    size += sum(len(m.content.encode()) + 4 * BYTES_PER_TOKEN for m in req.messages or [])
-    return size // BYTES_PER_TOKEN + 1
+    elif req.prompt_token_ids is not None:
+        size = len(req.prompt_token_ids)
+    else:
+        size = len((req.prompt or "").encode())
+        size += sum(len(m.content.encode()) + 4 * BYTES_PER_TOKEN for m in req.messages or [])
+        size = size // BYTES_PER_TOKEN + 1
+    keep = getattr(req, "truncate_prompt_tokens", None)
+    kept = context_len if keep == -1 else keep or 0
+    if kept > 0:  # each prompt (each embedding input) keeps at most this many
+        size = min(size, kept * len(req.prompts or [None]) * getattr(req, "size", 1))
+    return size
 
 
 def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> int:
@@ -76,7 +83,7 @@ def reservation(req: ParsedRequest, ident: Identity, context_len: int = 0) -> in
     `tpm`."""
     if not ident.tpm:
         return 0
-    prompt = prompt_estimate(req)
+    prompt = prompt_estimate(req, context_len)
     if req.max_tokens is not None:
         completion = req.max_tokens
     elif context_len:

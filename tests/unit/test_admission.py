@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.admission import prompt_estimate, reservation
+from gateway.embeddings_request import parse_embeddings
 from gateway.openai_request import parse_chat, parse_completion
 from kvmesh.wire import Identity
 
@@ -31,3 +32,18 @@ def test_without_max_tokens_the_rest_of_the_context_is_reserved() -> None:
 def test_token_ids_count_exactly() -> None:
     req = parse_completion({"model": "m", "prompt": [1, 2, 3, 4], "max_tokens": 1})
     assert prompt_estimate(req) == 4 and reservation(req, _ident(50)) == 5
+
+
+def test_a_truncated_prompt_reserves_what_is_kept() -> None:
+    """A 60,000-byte prompt cut to its last 100 tokens reserves 100, not ~15,000 (audit d)."""
+    body = {"model": "m", "prompt": " one" * 15_000, "max_tokens": 5}
+    req = parse_completion({**body, "truncate_prompt_tokens": 100})
+    assert prompt_estimate(req) == 100 and reservation(req, _ident(3000)) == 105
+    batch = parse_completion({**body, "prompt": ["x" * 4000, [1, 2]], "truncate_prompt_tokens": 50})
+    assert prompt_estimate(batch) == 100  # at most 50 per prompt
+    rest = parse_completion({**body, "truncate_prompt_tokens": -1})
+    assert prompt_estimate(rest, context_len=2048) == 2048
+    assert prompt_estimate(rest) == prompt_estimate(parse_completion(body))  # context unknown
+    embed = parse_embeddings({"model": "m", "input": ["x" * 4000] * 3,
+                              "truncate_prompt_tokens": 10})
+    assert prompt_estimate(embed) == 30
