@@ -81,12 +81,10 @@ async def create_key(
     where absent) and a key for it: (plain key, key id)."""
     store = AuthStore.from_url(redis_url)
     try:
-        old = await store.get_tenant(tenant["name"])
-        t = updated(old, tenant)
-        if old is None or old != t:
-            await store.put_tenant(t)
-            if old is not None and nats_url:
-                await _broadcast(nats_url, tenant=t.name)
+        name_ = updated(None, tenant).name  # checked before anything is read
+        old, t = await store.update_tenant(name_, lambda old: updated(old, tenant))
+        if old is not None and old != t and nats_url:
+            await _broadcast(nats_url, tenant=t.name)
         plain, rec = await store.create_key(t.name, name)
         return plain, rec.key_id
     finally:

@@ -188,13 +188,11 @@ class AuthService(Actor):
     async def _run_admin(self, op: str, args: dict[str, Any]) -> Any:
         store = self.store
         if op == "tenant.put":
-            name = args.get("name")
-            old = await store.get_tenant(name) if isinstance(name, str) and name else None
             try:
-                tenant = updated(old, args)
+                tenant = updated(None, args)  # its name and fields checked before any read
+                _, tenant = await store.update_tenant(tenant.name, lambda old: updated(old, args))
             except TenantError as exc:
                 raise AdminError(400, str(exc), exc.param, exc.code) from None
-            await store.put_tenant(tenant)
             await self.publish(wire.AUTH_REVOKED, Revoked(tenant=tenant.name))
             log.info("tenant %s saved", tenant.name)
             return tenant.to_dict()

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from auth import keys
 from auth.keys import KeyId
@@ -67,6 +69,27 @@ class AuthStore:
             p.set(NS + f"tenant:{tenant.name}", json.dumps(tenant.to_dict()))
             p.sadd(NS + "tenants", tenant.name)
             await p.execute()
+
+    async def update_tenant(self, name: str, change: Callable[[Tenant | None], Tenant]
+                            ) -> tuple[Tenant | None, Tenant]:
+        """Store `change(the stored tenant or None)` as tenant `name`: (old, new). Atomic: a
+        write by another caller between the read and the write makes it read and change
+        again (WATCH), so concurrent updates of different fields all land."""
+        key = NS + f"tenant:{name}"
+        async with self.redis.pipeline(transaction=True) as p:
+            while True:
+                try:
+                    await p.watch(key)
+                    raw = await p.get(key)
+                    old = None if raw is None else Tenant(**json.loads(raw))
+                    new = change(old)
+                    p.multi()
+                    p.set(key, json.dumps(new.to_dict()))
+                    p.sadd(NS + "tenants", name)
+                    await p.execute()
+                    return old, new
+                except WatchError:
+                    continue
 
     async def get_tenant(self, name: str) -> Tenant | None:
         raw = await self.redis.get(NS + f"tenant:{name}")

@@ -73,13 +73,7 @@ class Tenant:
     @classmethod
     def from_dict(cls, body: Any) -> Tenant:
         """Validate a JSON object into a Tenant; TenantError names the bad field."""
-        if not isinstance(body, dict):
-            raise TenantError("body", "expected a JSON object")
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in body:  # a misspelt limit must not leave the tenant unlimited unnoticed
-            if key not in known:
-                raise TenantError(key, f"unknown field (known: {', '.join(sorted(known))})",
-                                  "unknown_parameter")
+        _check_known(body)
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):  # match() took "a\n"
             raise TenantError("name", "1-64 characters of letters, digits, '.', '_' or '-'")
@@ -123,12 +117,23 @@ class Tenant:
         return t
 
 
+def _check_known(body: Any) -> None:
+    """TenantError unless `body` is an object of Tenant's fields only (null ones too: a
+    misspelt limit must not leave the tenant unlimited unnoticed)."""
+    if not isinstance(body, dict):
+        raise TenantError("body", "expected a JSON object")
+    known = [f.name for f in dataclasses.fields(Tenant)]
+    for key in body:
+        if key not in known:
+            raise TenantError(key, f"unknown field (known: {', '.join(sorted(known))})",
+                              "unknown_parameter")
+
+
 def updated(old: Tenant | None, fields: Any) -> Tenant:
     """The tenant `fields` (the admin API's body) makes of `old` (None: a new one): each field
     given replaces the stored one, and one left out or null keeps it (a new tenant's default),
     so raising one limit never resets the others or widens `models`. TenantError as
     `Tenant.from_dict`."""
-    if not isinstance(fields, dict):
-        raise TenantError("body", "expected a JSON object")
+    _check_known(fields)
     given = {k: v for k, v in fields.items() if v is not None}
     return Tenant.from_dict({**(old.to_dict() if old is not None else {}), **given})
