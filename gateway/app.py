@@ -292,7 +292,18 @@ async def _generate_batch(request: web.Request, req: ParsedRequest, rid: str, ti
 
 async def _open(request: web.Request, req: ParsedRequest, rid: str) -> Source:
     """Start one request: from the result cache, else through the mesh (the two overlapped,
-    gateway/cache_route.py)."""
+    gateway/cache_route.py); 401 `key_revoked` when its key was revoked while it waited (a
+    stream already open is ended by the revocation itself, `MeshClient.end_streams`)."""
+    source = await _open_source(request, req, rid)
+    try:
+        request.app[AUTH].check_revoked(req.key_id)
+    except ApiError:
+        _end(request, source)
+        raise
+    return source
+
+
+async def _open_source(request: web.Request, req: ParsedRequest, rid: str) -> Source:
     mesh = request.app[MESH]
     if not mesh.cfg.result_cache or not cacheable(req):  # never looked up (cache/key.py)
         return Source(await mesh.generate(req, rid), None, {})

@@ -44,8 +44,15 @@ from telemetry.tracing import traced
 log = logging.getLogger("kvmesh.gateway.auth")
 
 
+REVOKED_KEPT = 65_536  # key ids remembered for `check_revoked`: far more than run at once
+
+
 def unauthorized(message: str) -> ApiError:
     return ApiError(401, message, code="invalid_api_key")
+
+
+def key_revoked() -> ApiError:
+    return ApiError(401, "the API key was revoked while this request ran", code="key_revoked")
 
 
 class Authenticator:
@@ -55,6 +62,7 @@ class Authenticator:
         self.enabled = mesh.cfg.auth
         self._cache: dict[str, tuple[Identity, float]] = {}
         self._generation = 0  # bumped by every revocation
+        self._revoked: dict[str, None] = {}  # key ids revoked while this process ran, oldest first
         self._admission = Admission(lambda subject, msg: self._ask(subject, msg, AuthOk),
                                     self.cfg.auth_timeout)
 
@@ -80,8 +88,16 @@ class Authenticator:
             if ident.key_id in ids or (msg.tenant and ident.tenant == msg.tenant):
                 self._cache.pop(fp, None)
         if ids:  # a leaked key stops generating too, not only starting
-            self.mesh.end_streams(ids, ApiError(401, "the API key was revoked while this "
-                                                "request ran", code="key_revoked"))
+            self._revoked.update(dict.fromkeys(ids))
+            while len(self._revoked) > REVOKED_KEPT:
+                del self._revoked[next(iter(self._revoked))]
+            self.mesh.end_streams(ids, key_revoked())
+
+    def check_revoked(self, key_id: str) -> None:
+        """401 `key_revoked` when `key_id` was revoked after its request was admitted: one
+        that waited meanwhile (on a result-cache leader) must not be served or routed."""
+        if key_id and key_id in self._revoked:
+            raise key_revoked()
 
     # -- who is calling --------------------------------------------------------------------
 
