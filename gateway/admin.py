@@ -91,9 +91,19 @@ async def delete_tenant(request: web.Request) -> web.Response:
         if exc.status != 404:
             raise
         out = None
-    purged = await request.app[STORE].purge(name)
+    try:
+        purged = await request.app[STORE].purge(name)
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        raise ApiError(503, f"tenant {name!r} is deleted and its keys revoked, but its stored "
+                       "responses could not be deleted (the responses store did not answer); "
+                       "send this DELETE again", "service_unavailable", code="store_unavailable",
+                       retry_after=exc.retry_after) from None
     if out is None and not purged:
-        raise ApiError(404, f"no tenant {name!r}", param="name", code="tenant_not_found")
+        raise ApiError(404, f"no tenant {name!r}, and no stored response of it to delete (a "
+                       "DELETE retried after a 503 finds none once the store finished it)",
+                       param="name", code="tenant_not_found")
     return web.json_response({"name": name, "deleted": True,
                               "keys_revoked": out["keys_revoked"] if out else 0,
                               "responses_deleted": purged})

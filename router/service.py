@@ -249,7 +249,7 @@ class Router(Actor):
             texts = req.inputs or []
             inputs = self.tokenizer.encode_texts(texts) if self._inline(sum(map(len, texts))) \
                 else await asyncio.to_thread(self.tokenizer.encode_texts, texts)
-        kept = _kept(req.truncate_prompt_tokens, pooling, 1)
+        kept = _kept(req.truncate_prompt_tokens, pooling, 1, embedding=True)
         if isinstance(kept, ErrorReply):
             return kept
         if kept is not None:
@@ -366,13 +366,16 @@ def _prompt_param(req: GenerateRequest | TokenizeRequest) -> str:
     return "messages" if req.messages is not None else "prompt"
 
 
-def _kept(keep: int | None, views: list[WorkerView], reserved: int) -> int | ErrorReply | None:
+def _kept(keep: int | None, views: list[WorkerView], reserved: int,
+          embedding: bool = False) -> int | ErrorReply | None:
     """How many tokens `truncate_prompt_tokens` keeps of a prompt (None: all of it) on the
-    largest context among `views`, or its 400 (router/truncation.py `tail_size`)."""
+    largest context among `views`, or its 400 (router/truncation.py `tail_size`); an
+    embedding input may keep at most the context less one (what it may be)."""
     if keep is None:
         return None
+    context = max(v.beat.max_model_len for v in views)
     try:
-        return tail_size(keep, max(v.beat.max_model_len for v in views), reserved)
+        return tail_size(keep, context, reserved, context - 1 if embedding else None)
     except ValueError as exc:
         return _bad_value("truncate_prompt_tokens", str(exc))
 

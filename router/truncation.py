@@ -51,15 +51,17 @@ def truncate(messages: list[ChatMessage], encode: Callable[[list[ChatMessage]], 
     return best
 
 
-def tail_size(keep: int, context: int, reserved: int) -> int:
+def tail_size(keep: int, context: int, reserved: int, most: int | None = None) -> int:
     """Tokens kept from a prompt's end under `truncate_prompt_tokens: keep` on a model whose
     largest context is `context`, with `reserved` tokens needed after the prompt (its
     `max_tokens`, at least 1: a prompt leaves room for a token). -1 keeps the most that fit
     (at least one: a prompt that cannot fit then fails the context check, naming
-    `max_tokens`); a `keep` over the context raises ValueError, as vLLM refuses it."""
+    `max_tokens`); a `keep` over `most` (the context unless given: an embedding input's
+    limit is one less) raises ValueError, as vLLM refuses one over the context."""
     if keep == -1:
         return max(1, context - reserved)
-    if keep > context:
+    most = context if most is None else most
+    if keep > most:
         raise ValueError(f"truncate_prompt_tokens ({keep}) is greater than this model's "
-                         f"context ({context} tokens)")
+                         f"limit ({most} tokens)")
     return keep

@@ -81,6 +81,19 @@ def test_embeddings_keep_each_inputs_last_tokens(mesh, ids) -> None:
     assert status == 200 and body["usage"]["prompt_tokens"] == MAX_MODEL_LEN - 1
 
 
+def test_an_embedding_keeps_at_most_the_context_less_one(mesh) -> None:
+    """An input may be the context less one token: a size that can never fit is refused for
+    what it is (audit d: it passed, then failed `context_length_exceeded`)."""
+    url = mesh.base_url + "/v1/embeddings"
+    status, body, _ = post(url, {"model": MODEL, "input": "hi",
+                                 "truncate_prompt_tokens": MAX_MODEL_LEN})
+    assert status == 400 and body["error"]["param"] == "truncate_prompt_tokens"
+    assert f"limit ({MAX_MODEL_LEN - 1} tokens)" in body["error"]["message"]
+    status, body, _ = post(url, {"model": MODEL, "input": LONG + LONG,
+                                 "truncate_prompt_tokens": MAX_MODEL_LEN - 1})
+    assert status == 200 and body["usage"]["prompt_tokens"] == MAX_MODEL_LEN - 1
+
+
 @pytest.mark.parametrize("path, body", [
     ("/v1/completions", {"prompt": "hi"}),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
@@ -88,7 +101,7 @@ def test_embeddings_keep_each_inputs_last_tokens(mesh, ids) -> None:
 ])
 @pytest.mark.parametrize("value, says", [
     (0, "must be -1"), (-2, "must be -1"), ("5", "must be an integer"),
-    (MAX_MODEL_LEN + 1, f"greater than this model's context ({MAX_MODEL_LEN} tokens)"),
+    (MAX_MODEL_LEN + 1, "is greater than this model's limit"),
 ])
 def test_a_bad_size_is_a_400_naming_the_field(mesh, path, body, value, says) -> None:
     status, out, _ = post(mesh.base_url + path, {"model": MODEL, **body,

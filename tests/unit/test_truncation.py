@@ -86,6 +86,9 @@ def test_the_size_kept(keep: int, reserved: int, kept: int) -> None:
 def test_a_size_over_the_context_is_refused() -> None:
     with pytest.raises(ValueError, match=r"truncate_prompt_tokens \(101\) is greater"):
         tail_size(101, 100, 1)
+    assert tail_size(99, 100, 1, most=99) == 99
+    with pytest.raises(ValueError, match=r"limit \(99 tokens\)"):
+        tail_size(100, 100, 1, most=99)  # an embedding input: the context less one
 
 
 BODIES = [(parse_completion, {"model": "m", "prompt": "hi"}),
