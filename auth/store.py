@@ -64,12 +64,6 @@ class AuthStore:
 
     # -- tenants ---------------------------------------------------------------------------
 
-    async def put_tenant(self, tenant: Tenant) -> None:
-        async with self.redis.pipeline(transaction=True) as p:
-            p.set(NS + f"tenant:{tenant.name}", json.dumps(tenant.to_dict()))
-            p.sadd(NS + "tenants", tenant.name)
-            await p.execute()
-
     async def update_tenant(self, name: str, change: Callable[[Tenant | None], Tenant]
                             ) -> tuple[Tenant | None, Tenant]:
         """Store `change(the stored tenant or None)` as tenant `name`: (old, new). Atomic: a

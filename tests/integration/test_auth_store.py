@@ -20,7 +20,7 @@ def _tenant() -> str:
 async def test_key_verifies_until_revoked_and_is_stored_only_hashed(redis_url: str) -> None:
     store = AuthStore.from_url(redis_url)
     name = _tenant()
-    await store.put_tenant(Tenant(name, models=["m"], priority="high"))
+    await store.update_tenant(name, lambda _: Tenant(name, models=["m"], priority="high"))
     plain, rec = await store.create_key(name)
     got, tenant = await store.verify(plain)
     assert got.key_id == rec.key_id and tenant.priority == "high"

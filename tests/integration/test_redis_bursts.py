@@ -25,7 +25,7 @@ async def test_a_burst_of_verifications_past_the_pool_size_all_verify(redis_url:
     store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)
     try:
         name = "t-" + uuid.uuid4().hex[:8]
-        await store.put_tenant(Tenant(name, models=["m"]))
+        await store.update_tenant(name, lambda _: Tenant(name, models=["m"]))
         plain, _ = await store.create_key(name)
         svc = AuthService(cfg, store)
         verify = svc._redis_down(svc._verify)
