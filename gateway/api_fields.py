@@ -263,7 +263,7 @@ EMBEDDINGS_FIELDS: tuple[Field, ...] = (
     Field("user", (STR,), SUPPORTED, "a session hint for routing, like `x-kvmesh-session`"),
     Field("truncate_prompt_tokens", (INT,), EXTENSION,
           "vLLM's: keep each input's last this many tokens (a positive integer, at most the "
-          "model's context), or -1 for as many as fit"),
+          "model's context less one, an input's limit), or -1 for as many as fit"),
 )
 
 ENDPOINT_FIELDS = {"/v1/chat/completions": CHAT_FIELDS, "/v1/completions": COMPLETION_FIELDS,
