@@ -241,7 +241,7 @@ class ResponseStore:
 
     async def _purge(self, msg: Message) -> Message:
         assert isinstance(msg, ResponsesPurge)
-        keys = _keys(msg.tenant, "")[1:]
+        keys = _keys(msg.tenant, "")[1:]  # the tenant's index, sizes and bytes
         deleted = await self._redis(self._purge_script(keys=keys, args=[_prefix(msg.tenant)]))
         log.info("responses store: tenant %r purged (%d responses)", msg.tenant, deleted)
         return ResponsesPurged(int(deleted))

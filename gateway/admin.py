@@ -13,7 +13,7 @@ Routes (JSON in and out, errors in the OpenAI shape):
   only time the key is ever shown.
 - `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
 - `DELETE /admin/keys/{id}` (or `POST /admin/keys/{id}/revoke`): revoke; every gateway
-  refuses the key within a second.
+  refuses the key within a second and ends its running requests (401 `key_revoked`).
 A missing or bad key is 401; a valid key of a tenant that is not admin is 403; a query
 parameter a route does not take is a 400 naming it. The auth
 actor validates the bodies (auth/service.py): a key they do not define is a 400 naming it

@@ -255,7 +255,8 @@ EMBEDDINGS_FIELDS: tuple[Field, ...] = (
           "workers serve no embeddings (`--pooling none`)"),
     Field("input", (STR, ARR), SUPPORTED, "a string, an array of strings, an array of token ids "
           "or an array of arrays of token ids: 1 to 2048 inputs, none empty, each at most "
-          "`max_model_len - 1` tokens (else 400 `context_length_exceeded`)"),
+          "`max_model_len - 1` tokens (else 400 `context_length_exceeded`, unless "
+          "`truncate_prompt_tokens` cuts it)"),
     Field("encoding_format", (STR,), SUPPORTED, "`float` (default) or `base64` (each vector's "
           "little-endian float32 bytes)", only("float", "base64", why="OpenAI's two encodings")),
     Field("dimensions", (INT,), SUPPORTED, "keep the first this many values, renormalised; 1 "

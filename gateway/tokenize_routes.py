@@ -15,7 +15,7 @@ Contract:
   held while the router answers (429 as a generation's); no tokens against `tpm`: nothing is
   generated. Bodies are read as a generation's (size limit, Content-Encoding:
   gateway/json_body.py). Fields are gateway/api_fields.py's; an unknown
-  one or a wrong type is a 400 naming it.
+  one, a wrong type or any query parameter is a 400 naming it.
 """
 
 from __future__ import annotations
