@@ -99,7 +99,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app[STORE] = ResponsesStoreClient(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
-    add_responses_routes(app, _serve_generation)
+    add_responses_routes(app, _serve_generation, mesh)
     app.router.add_get("/v1/models/{model}", get_model)
     add_tokenize_routes(app, MESH)
     app.router.add_get("/health", health)

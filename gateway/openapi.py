@@ -392,14 +392,15 @@ RESPONSES_REQUEST = {
             "type": "string", "enum": ["message.output_text.logprobs"]}}),
         "top_logprobs": _nullable(_int(0, 20)),
         "truncation": _nullable({"type": "string", "enum": ["auto", "disabled"]}),
-        "background": _nullable({"type": "boolean", "enum": [False]}),
+        "background": _nullable({"type": "boolean"}),
         "service_tier": _nullable({"type": "string", "enum": ["auto", "default"]}),
         **{name: _ONLY_NULL for name in ("conversation", "max_tool_calls", "prompt",
                                          "reasoning", "prompt_cache_retention")},
     },
     "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
                    "logprobs; a json_schema text.format needs name and schema; calls and "
-                   "their outputs pair up over the stored history and input",
+                   "their outputs pair up over the stored history and input; background "
+                   "needs store and is not streamed",
 }
 
 
@@ -424,8 +425,8 @@ def _responses_paths() -> dict[str, Any]:
                            {"name": "limit", "in": "query", "schema": _int(1, 100)},
                            {"name": "after", "in": "query", "schema": {"type": "string"}}]}},
         "/v1/responses/{id}/cancel": {"post": {
-            "summary": "cancel a background Response (none is: background is refused)",
-            "parameters": _RESPONSE_PATH, "responses": by_id}},
+            "summary": "cancel a background Response: it, cancelled or as it finished first",
+            "parameters": _RESPONSE_PATH, "responses": {"200": json_ok, **by_id}}},
     }
 
 

@@ -18,6 +18,11 @@ Routes:
   stored as `failed`, with the error its client was told (`responses_shape.response_error`:
   OpenAI's code, kvmesh's in the message); a stream's `response.failed` is stored before it
   is sent.
+- With `background` (and `store`) the answer is the response `in_progress` once a worker
+  accepted it; the generation runs on past the HTTP request (gateway/responses_background.py)
+  and stores how it ended. `POST /v1/responses/{id}/cancel` stops it at whichever gateway
+  process runs it and answers the response `cancelled` (or as it finished first); a response
+  not made in the background is 400 there.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one. A
@@ -43,9 +48,10 @@ from cache.client import ReplayStream, route_headers
 from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
 from gateway.errors import ApiError, bad_field, check_query
-from gateway.mesh_client import RequestStream
+from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
+from gateway.responses_background import JOBS, BackgroundJobs
 from gateway.responses_calls import check_calls_answered
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import (
@@ -64,11 +70,15 @@ log = logging.getLogger("kvmesh.gateway.responses")
 _background: set[asyncio.Future[None]] = set()
 
 
-def add_responses_routes(app: web.Application, serve: Callable[..., Any]) -> None:
+def add_responses_routes(app: web.Application, serve: Callable[..., Any],
+                         mesh: MeshClient) -> None:
     """`serve` is the generation handler of gateway/app.py, which takes our hooks."""
+    jobs = app[JOBS] = BackgroundJobs(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
+    app.on_shutdown.append(lambda app: jobs.finish())
+
     async def create(request: web.Request) -> web.StreamResponse:
         try:
-            return await serve(request, parse_responses, _prepare, _respond)  # type: ignore[no-any-return]
+            return await jobs.run(request, serve(request, parse_responses, _prepare, _respond))
         except ApiError as err:  # the router's and the tenant cap's errors name chat fields
             raise renamed(err) from None
 
@@ -112,6 +122,10 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
     try:
         if req.store:
             await _store(request, frame, frame.body("in_progress", []), None)
+        if req.background:  # answered now; the rest runs on (gateway/responses_background.py)
+            answer = web.json_response(frame.body("in_progress", []),
+                                       headers={**route_headers(stream), **headers})
+            request.app[JOBS].detach(request, rid, req.tenant, answer)
         if req.stream:
             answer, settled = await _stream(request, frame, stream, headers)
             return answer
@@ -120,7 +134,10 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
         return answer
     finally:
         if req.store and not settled:
-            _soon(_store_failed(request, frame))
+            if req.background:  # a cancel waits for the job, and with it for this
+                await _store_ended(request, frame)
+            else:
+                _soon(_store_ended(request, frame))
 
 
 async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any],
@@ -153,15 +170,20 @@ async def _settled(request: web.Request, tenant: str, rec: StoredResponse) -> St
     return failed
 
 
-async def _store_failed(request: web.Request, frame: ResponseFrame,
-                        output: list[dict[str, Any]] | None = None) -> None:
-    """Store the response as `failed`: its `frame.error`, else (the client went away) a
-    server_error saying it did not complete."""
-    error = frame.error or response_error(None, "the response did not complete")
+async def _store_ended(request: web.Request, frame: ResponseFrame,
+                       output: list[dict[str, Any]] | None = None) -> None:
+    """Store the response as it ended unfinished: `cancelled` (a background response's
+    cancel), else `failed` with its `frame.error` or (the client went away) a server_error
+    saying it did not complete."""
+    if request.app[JOBS].was_cancelled(frame.rid):
+        body = frame.body("cancelled", output or [])
+    else:
+        error = frame.error or response_error(None, "the response did not complete")
+        body = frame.body("failed", output or [], error=error)
     try:
-        await _store(request, frame, frame.body("failed", output or [], error=error), None)
+        await _store(request, frame, body, None)
     except ApiError as err:
-        log.warning("could not mark %s failed in the store: %s", frame.rid, err)
+        log.warning("could not store %s %s: %s", frame.rid, body["status"], err)
 
 
 def _soon(work: Any) -> None:
@@ -225,7 +247,7 @@ async def _stream(request: web.Request, frame: ResponseFrame,
         rec.failed_in_stream(err.status, err.code or err.type, err.message)
         failed = events.failed(err.code, err.message)
         if req.store:  # stored first: a retrieve after response.failed reads the same error
-            await _store_failed(request, frame, events.output)
+            await _store_ended(request, frame, events.output)
         await _send(sse, failed)
         await sse.response.write_eof()
         return sse.response, True
@@ -268,11 +290,20 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def cancel(request: web.Request) -> web.Response:
-    """OpenAI cancels only a `background` response, which this server never makes (it refuses
-    `background: true`): a stored response is 400 saying so, an unknown one 404."""
-    await _record(request)
-    raise ApiError(400, "Only responses created with background=true can be cancelled; this "
-                   "server does not run background responses", code="invalid_value")
+    """Stop a background response wherever it runs and answer it as it ended: `cancelled`,
+    or as it finished first (a cancel of a finished one changes nothing, as OpenAI's). A
+    response not made in the background is 400, an unknown one 404."""
+    tenant = await _tenant(request)
+    store, response_id = request.app[STORE], request.match_info["id"]
+    (rec,) = await store.get(tenant, response_id)
+    rec = await _settled(request, tenant, rec)
+    if not json.loads(rec.body).get("background"):
+        raise ApiError(400, "Only responses created with background=true can be cancelled",
+                       code="invalid_value")
+    if rec.status == "in_progress":
+        await request.app[JOBS].cancel(tenant, rec.id, rec.gateway)
+        (rec,) = await store.get(tenant, response_id)  # as it ended
+    return web.Response(text=rec.body, content_type="application/json")
 
 
 async def input_items(request: web.Request) -> web.Response:

@@ -15,13 +15,14 @@ Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (
 `unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that it
 does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
-implement (`background: true`, `conversation`, every other `include` value, `reasoning`, hosted
-tools, ...; `unsupported_parameter`) unless null or their no-op value. `truncation` is
+implement (`conversation`, every other `include` value, `reasoning`, hosted tools, ...;
+`unsupported_parameter`) unless null or their no-op value. `background: true` needs `store`
+(400 `background` without it) and is not streamed (400 `stream`). `truncation` is
 `disabled` (a prompt over the context is 400) or `auto` (the router drops the oldest turns
 until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
 `tools` are refused (`include`): a call's tokens have no place in a Response, and which
 logprobs belong to the text around calls is not tracked. A `REFUSED` field of the wrong JSON
-type is `invalid_type` (`background: 0` is not false). A `json_schema` `text.format`
+type is `invalid_type` (`max_tool_calls: false` is not 0). A `json_schema` `text.format`
 needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_calls` must be
 a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
 but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and then a
@@ -56,14 +57,14 @@ SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-    "include", "top_logprobs", "truncation",
+    "include", "top_logprobs", "truncation", "background",
 })
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value implemented
 # OpenAI fields we do not implement: refused unless null or the value that changes nothing
 # here; name -> (its JSON types, those values). The type is checked first: 0 == False in
-# Python, so `background: 0` would otherwise pass as false.
+# Python, so `max_tool_calls: false` would otherwise pass as 0.
 REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
-    "background": (("boolean",), (False,)), "conversation": (("string", "object"), ()),
+    "conversation": (("string", "object"), ()),
     "max_tool_calls": (("integer",), ()),
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
     "service_tier": (("string",), ("auto", "default")),
@@ -97,6 +98,7 @@ class ResponsesRequest(ParsedRequest):
     [instructions] + the conversation so far (filled from the store) + `turn`."""
 
     store: bool = True
+    background: bool = False  # answered in_progress, generated on (responses_background.py)
     previous_response_id: str | None = None
     instructions: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -134,6 +136,13 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req = ResponsesRequest(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
     req.kind = "responses"
     req.store = _bool(body, "store", True)
+    req.background = _bool(body, "background", False)
+    if req.background and not req.store:
+        raise bad_field("background", "a background response is polled from the store: "
+                        "it needs store: true")
+    if req.background and req.stream:
+        raise bad_field("stream", "a background response is not streamed here: poll "
+                        "GET /v1/responses/{id} (or cancel it) instead")
     req.previous_response_id = _opt_str(body, "previous_response_id")
     if req.previous_response_id is not None \
             and not _RESPONSE_ID.fullmatch(req.previous_response_id):

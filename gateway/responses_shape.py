@@ -109,7 +109,7 @@ class ResponseFrame:
             "id": self.rid, "object": "response", "created_at": self.created_at,
             "status": status,
             "completed_at": int(time.time()) if status == "completed" else None,  # OpenAI's
-            "background": False, "error": error,
+            "background": r.background, "error": error,
             "incomplete_details": {"reason": "max_output_tokens"}
             if status == "incomplete" else None,
             "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,

@@ -23,6 +23,9 @@ Contract:
   A stream that ended with an error event (`failed_in_stream`: its HTTP status was 200 when
   the error came) counts under that error's status, so error-ratio alerts see a worker that
   died mid-stream; its span keeps the HTTP status and carries the error.
+- A background Response is answered before it is generated: `carry_on(request)` gives its
+  work a record of its own, whose tokens count when the work ends (its span was the HTTP
+  request's, ended with the answer; the worker's spans still join the request's trace).
 - `metrics_handler` answers `GET /metrics` (every family in the process: the gateway's, and the
   result-cache client's from cache/telemetry.py).
 - `auth_verified` is the `observe` hook of `@traced("auth.verify")` in gateway/auth_client.py:
@@ -129,6 +132,23 @@ class RequestRecord:
         """The stream (HTTP 200 already sent) ended with this error event."""
         self.stream_error = (status, code, message)
 
+    def carried_on(self) -> RequestRecord:
+        """A record for the rest of a request that outlives its HTTP exchange (a background
+        Response): the same route, model, tenant, id and clock. The middleware finishes
+        this one (the request, its status, its latency); the work reports its chunks to the
+        new one and calls its `count_tokens` when it ends."""
+        rec = RequestRecord(self.route)
+        rec.model, rec.tenant, rec.request_id = self.model, self.tenant, self.request_id
+        rec.start, rec.clock = self.start, self.clock
+        return rec
+
+    def count_tokens(self) -> None:
+        """Add the request's usage to the token counters (once, at its end)."""
+        if self.completion_tokens or self.prompt_tokens:
+            m, tenant = metrics(), self.tenant or "none"
+            m.prompt_tokens.labels(self.model or "none", tenant).inc(self.prompt_tokens)
+            m.generation_tokens.labels(self.model or "none", tenant).inc(self.completion_tokens)
+
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
         m = metrics()
         tenant = self.tenant or "none"
@@ -138,9 +158,7 @@ class RequestRecord:
             counted, error = self.stream_error[0], self.stream_error[1:]
         m.requests.labels(self.route, str(counted), model, tenant).inc()
         m.e2e.labels(self.route, model).observe(time.monotonic() - self.start)
-        if self.completion_tokens or self.prompt_tokens:
-            m.prompt_tokens.labels(model, tenant).inc(self.prompt_tokens)
-            m.generation_tokens.labels(model, tenant).inc(self.completion_tokens)
+        self.count_tokens()
         if not span.is_recording():
             return
         span.set_attribute("http.response.status_code", status)
@@ -182,6 +200,14 @@ def identified(request: web.Request, tenant: str) -> None:
 def served_model(request: web.Request, model: str) -> None:
     """`model` is served (checked against the live workers): the label may name it."""
     record(request).model = model
+
+
+def carry_on(request: web.Request) -> RequestRecord:
+    """Give `request` a record of its own for work that goes on past its answer
+    (`RequestRecord.carried_on`); `record(request)` returns it from now on."""
+    rec = record(request).carried_on()
+    request[RECORD] = rec
+    return rec
 
 
 def record(request: web.Request) -> RequestRecord:

@@ -52,14 +52,17 @@ class Role:
 
 ROLES: tuple[Role, ...] = (
     Role("gateway", doc="OpenAI edge: asks auth, cache and the router; hears heartbeats "
-         "(workers' and gateways'), beats itself",
+         "(workers' and gateways'), beats itself; cancels background responses at the "
+         "gateway running them",
          publish=(wire.ROUTER_GENERATE, wire.ROUTER_PING, wire.ROUTER_TOKENIZE,
                   wire.ROUTER_DETOKENIZE, wire.CANCEL, wire.GATEWAY_HEARTBEAT, wire.AUTH_VERIFY,
                   wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_RENEW, wire.AUTH_ADMIN,
                   wire.CACHE_GET, wire.CACHE_PUT,
                   wire.RESPONSES_PUT, wire.RESPONSES_GET, wire.RESPONSES_DELETE,
-                  wire.RESPONSES_PURGE),
-         subscribe=(wire.HEARTBEAT, wire.GATEWAY_HEARTBEAT, wire.AUTH_REVOKED, INBOX)),
+                  wire.RESPONSES_PURGE, wire.RESPONSES_CANCEL),
+         subscribe=(wire.HEARTBEAT, wire.GATEWAY_HEARTBEAT, wire.AUTH_REVOKED,
+                    wire.RESPONSES_CANCEL, INBOX),
+         allow_responses=True),
     Role("router", doc="routes to workers, cancels at one too slow to accept; hears "
          "heartbeats and KV events",
          publish=(wire.worker_generate(ANY_WORKER), wire.KV_RESYNC, wire.CANCEL),

@@ -2,6 +2,8 @@
 
 Gateways ask the cache actor (cache/service.py for the result cache, cache/responses_store.py
 for stored responses), queue group "cache". `CACHE_STATS` answers the cache's counters.
+`RESPONSES_CANCEL` goes from gateway to gateway: every gateway process hears it, the one that
+runs the background response answers (gateway/responses_background.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ RESPONSES_PUT = "kvmesh.responses.put"  # ResponsePut -> ResponseAck | ErrorRepl
 RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorReply(404, 503)
 RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
 RESPONSES_PURGE = "kvmesh.responses.purge"  # ResponsesPurge -> ResponsesPurged | ErrorReply(503)
+RESPONSES_CANCEL = "kvmesh.responses.cancel"  # ResponseCancel -> ResponseAck (from its gateway)
 
 
 @dataclass
@@ -103,7 +106,7 @@ class StoredResponse(Message):
     KIND: ClassVar[str] = "stored_response"
     id: str
     created_at: int
-    status: str  # in_progress, completed, incomplete, failed (OpenAI's response status)
+    status: str  # in_progress, completed, incomplete, failed, cancelled (OpenAI's statuses)
     body: str
     input_items: str
     messages: list[ChatMessage]
@@ -154,6 +157,18 @@ class ResponseAck(Message):
 
 
 @dataclass
+class ResponseCancel(Message):
+    """Stop the background response `id` of `tenant` that the gateway process reading inbox
+    `gateway` runs; that process answers `ResponseAck` once it has ended (its last state
+    stored), the others stay silent."""
+
+    KIND: ClassVar[str] = "response_cancel"
+    tenant: str
+    id: str
+    gateway: str
+
+
+@dataclass
 class ResponsesPurge(Message):
     """Delete every stored response of `tenant` (the tenant is being deleted)."""
 
@@ -171,4 +186,4 @@ class ResponsesPurged(Message):
 
 codec.register(
     StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck,
-    ResponsesPurge, ResponsesPurged)
+    ResponseCancel, ResponsesPurge, ResponsesPurged)

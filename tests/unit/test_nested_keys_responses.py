@@ -1,7 +1,7 @@
 """Responses bodies: keys an input item, a content part or a tool does not define are 400s
 naming their path; unknown fields are `unknown_parameter`, refused ones
 `unsupported_parameter`, and a refused field's no-op value must have its JSON type too
-(`background: 0` is not `false`)."""
+(`max_tool_calls: false` is not `0`)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_an_unknown_field_is_unknown_parameter() -> None:
     assert (err.param, err.code) == ("foo", "unknown_parameter")
 
 
-@pytest.mark.parametrize("extra", [{"background": True}, {"reasoning": {"effort": "low"}},
+@pytest.mark.parametrize("extra", [{"max_tool_calls": 3}, {"reasoning": {"effort": "low"}},
                                    {"service_tier": "flex"}])
 def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
@@ -72,7 +72,7 @@ def test_an_include_value_not_implemented_is_unsupported_parameter() -> None:
     assert (err.param, err.code) == ("include[1]", "unsupported_parameter")
 
 
-@pytest.mark.parametrize("extra", [{"background": 0}, {"top_logprobs": False},
+@pytest.mark.parametrize("extra", [{"max_tool_calls": False}, {"top_logprobs": False},
                                    {"include": {}}, {"truncation": False}])
 def test_a_no_op_value_of_the_wrong_type_is_refused(extra: dict[str, Any]) -> None:
     err = refusal(**extra)

@@ -71,4 +71,4 @@ def test_responses_bodies_served_are_valid_by_the_document(body: dict[str, Any])
     body = {"model": "m", **body}
     parse_responses(body)
     assert _valid("ResponsesRequest", body)
-    assert not _valid("ResponsesRequest", {**body, "background": True})
+    assert not _valid("ResponsesRequest", {**body, "reasoning": {"effort": "low"}})
