@@ -161,6 +161,7 @@ class Authenticator:
         if admin_key and hmac.compare_digest(key.encode(), admin_key.encode()):
             return
         ident = await self.verify(key)
+        telemetry_http.caller(request, ident.tenant)
         if not ident.admin:
             raise ApiError(
                 403,

@@ -9,13 +9,13 @@ Contract:
   error code) with the message; 5xx (and a client that left, 499) set status ERROR, as the
   HTTP semantic conventions ask of server spans. `/metrics`, `/health` and `/ready` get no span.
 - The handler calls `identified(request, tenant)` once it knows the caller, so refusals (404,
-  429) count under their tenant; the handler calls `served_model(request, model)` once the model
-  is known to be served. Until then a generation's `model` label is `unknown`: a label holds
-  only served names, whatever a caller sends (each value is a series, kept for the process's
-  life). Handlers annotate the request through `record(request)`:
-  `model`, `tenant`, `request_id` (the response id), and `on_chunks(chunks)` for every batch
-  of chunks from a worker, which observes time to first token, inter-token latency (per
-  choice), finish reasons and token usage.
+  429) count under their tenant (`caller` on a route about no model: the admin API); the
+  handler calls `served_model(request, model)` once the model is known to be served. Until
+  then a generation's `model` label is `unknown`: a label holds only served names, whatever
+  a caller sends (each value is a series, kept for the process's life). Handlers annotate
+  the request through `record(request)`: `model`, `tenant`, `request_id` (the response
+  id), and `on_chunks(chunks)` for every batch of chunks from a worker, which observes time
+  to first token, inter-token latency (per choice), finish reasons and token usage.
 - The span records the request's `x-request-id` (`kvmesh.x_request_id`, read from
   `propagation.request_id_var`, which gateway/request_id.py sets).
 - When the response is done the record feeds the gateway's Prometheus metrics (requests by
@@ -184,7 +184,7 @@ RECORD = web.RequestKey("kvmesh.telemetry", RequestRecord)  # the record in the 
 
 
 def _operation(route: str) -> str:
-    if "chat" in route:
+    if "chat" in route or "responses" in route:  # a Response is a chat underneath
         return "chat"
     return "embeddings" if "embeddings" in route else "text_completion"
 
@@ -195,6 +195,12 @@ def identified(request: web.Request, tenant: str) -> None:
     until `served_model`."""
     rec = record(request)
     rec.tenant, rec.model = tenant or rec.tenant, rec.model or UNKNOWN_MODEL
+
+
+def caller(request: web.Request, tenant: str) -> None:
+    """The caller of a route about no model (the admin API) is `tenant`."""
+    rec = record(request)
+    rec.tenant = tenant or rec.tenant
 
 
 def served_model(request: web.Request, model: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import telemetry as telemetry_http
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
 from gateway.chat_messages import parse_messages
@@ -73,7 +74,10 @@ async def _body(request: web.Request, mesh: MeshClient,
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_field("model", "required, a non-empty string")
+    telemetry_http.identified(request, "" if ident is None else ident.tenant)
     request.app[AUTH].require_model(ident, body["model"])
+    if body["model"] in mesh.models():  # a label holds only served names
+        telemetry_http.served_model(request, body["model"])
     return ident, body
 
 

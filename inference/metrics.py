@@ -6,7 +6,8 @@ Contract:
   decides whether vLLM's names are exported too; `WorkerConfig.vllm_metrics`). Names start
   with `kvmesh_worker_`; label `model` (the served model name).
 - Each measurement vLLM also exports is observed under vLLM's name too (`vllm:*`, label
-  `model_name`; inference/vllm_names.py), at the same call.
+  `model_name`; inference/vllm_names.py), at the same call; vLLM's request-level histograms
+  (`RequestHistograms`) are observed once per finished request.
 - `WorkerMetrics.watch_engine(model, stats)` registers an `EngineCollector`: running/waiting,
   KV usage, prefix-cache and grammar counters from the engine's latest `EngineStats`, read at
   scrape time (from the metrics thread, so `stats()` must only read).
@@ -26,6 +27,9 @@ from telemetry.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, once
 
 STEP_BUCKETS = (.001, .0025, .005, .01, .02, .03, .05, .075, .1, .2, .5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# vLLM's 1-2-5 series for token counts (it stops at max_model_len; this at 200k)
+TOKEN_BUCKETS = tuple(m * 10 ** e for e in range(6) for m in (1, 2, 5))[:-1]
+N_BUCKETS = (1, 2, 5, 10, 20)
 
 
 class WorkerMetrics:
@@ -52,6 +56,7 @@ class WorkerMetrics:
                                   "Prompt tokens of requests the engine started", ["model"])
         self.generation_tokens = twin(Counter, "generation_tokens", "Tokens generated",
                                       ["model"])
+        self.per_request = RequestHistograms(twin)
         self.step_time = Histogram(p + "engine_step_seconds", "Engine step wall time",
                                    ["model"], buckets=STEP_BUCKETS)
         self.batch_size = Histogram(p + "engine_batch_size", "Sequences per engine step",
@@ -66,6 +71,34 @@ class WorkerMetrics:
     def watch_engine(self, model: str, stats: Callable[[], Any]) -> None:
         """Export the engine's live counters (`EngineStats`), read at scrape time."""
         REGISTRY.register(EngineCollector(model, stats, self.vllm_names))
+
+
+class RequestHistograms:
+    """vLLM's request-level histograms, each observed once when a request finishes (label
+    `model`): its sizes, what it asked for, and where its time went after it was scheduled
+    (prefill: to its first token; decode: from there to its last; inference: both)."""
+
+    def __init__(self, twin: Callable[..., Twin]) -> None:
+        def tokens(name: str, doc: str) -> Twin:
+            return twin(Histogram, name, doc, ["model"], buckets=TOKEN_BUCKETS)
+
+        def seconds(name: str, doc: str) -> Twin:
+            return twin(Histogram, name, doc, ["model"], buckets=E2E_BUCKETS)
+
+        self.prompt_tokens = tokens("request_prompt_tokens", "Prompt tokens of a request")
+        self.generation_tokens = tokens("request_generation_tokens",
+                                        "Tokens a request generated (every choice)")
+        self.max_generation_tokens = tokens("request_max_num_generation_tokens",
+                                            "Tokens of a request's longest choice")
+        self.max_tokens = tokens("request_params_max_tokens", "A request's max_tokens")
+        self.n = twin(Histogram, "request_params_n", "A request's n", ["model"],
+                      buckets=N_BUCKETS)
+        self.prefill = seconds("request_prefill_time_seconds",
+                               "A request's first scheduled step to its first token")
+        self.decode = seconds("request_decode_time_seconds",
+                              "A request's first token to its last")
+        self.inference = seconds("request_inference_time_seconds",
+                                 "A request's first scheduled step to its last token")
 
 
 class EngineCollector(Collector):

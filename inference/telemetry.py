@@ -56,12 +56,18 @@ class RequestTrace:
     span: Any
     admitted: float  # time.monotonic()
     prompt_tokens: int
+    generates: bool = True  # False: an embedding request
+    max_tokens: int | None = None  # None: as many as the context holds
+    n: int = 1
     scheduled_at: float | None = None
     clock: TokenClock = field(init=False)
     finish_reasons: list[str] = field(default_factory=list)
+    choice_tokens: list[int] | None = None  # tokens per choice, counted only when n > 1
 
     def __post_init__(self) -> None:
         self.clock = TokenClock(self.admitted)
+        if self.n > 1:
+            self.choice_tokens = [0] * self.n
 
 
 class GenerationTelemetry:
@@ -83,7 +89,10 @@ class GenerationTelemetry:
                                            attributes=_request_attrs(req, self))
 
     def admitted(self, req: Any, span: Any) -> None:
-        self.requests[req.request_id] = RequestTrace(span, time.monotonic(), _prompt_tokens(req))
+        generates = getattr(req, "inputs", None) is None
+        self.requests[req.request_id] = RequestTrace(
+            span, time.monotonic(), _prompt_tokens(req), generates,
+            getattr(req, "max_tokens", None), getattr(req, "n", 1))
 
     def refused(self, span: Any, reply: Any) -> None:
         self.metrics.requests.labels(self.model, str(reply.status)).inc()
@@ -119,6 +128,8 @@ class GenerationTelemetry:
                 gap = rt.clock.tokens(o.index, len(token_ids), now, self._ttft)
                 if gap is not None:
                     gaps.append(gap)
+                if rt.choice_tokens is not None:
+                    rt.choice_tokens[o.index] += len(token_ids)
             if finish:
                 rt.finish_reasons.append(finish)
                 m.finish.labels(self.model, finish).inc()
@@ -177,6 +188,7 @@ class GenerationTelemetry:
         m = self.metrics
         m.requests.labels(self.model, "200").inc()
         m.e2e.labels(self.model).observe(now - rt.admitted)
+        self._per_request(rt, usage, now)
         s = rt.span
         if not s.is_recording():
             s.end()
@@ -193,6 +205,24 @@ class GenerationTelemetry:
             attrs["kvmesh.ttft_ms"] = rt.clock.ttft_ms
         s.set_attributes(attrs)
         s.end(end_time=_epoch_ns(now))  # when its last step arrived, not when this runs
+
+    def _per_request(self, rt: RequestTrace, usage: Any, now: float) -> None:
+        """vLLM's request-level histograms (inference/metrics.py `RequestHistograms`)."""
+        h, model = self.metrics.per_request, self.model
+        h.prompt_tokens.labels(model).observe(usage.prompt_tokens)
+        if not rt.generates:  # an embedding request: no generation to describe
+            return
+        h.generation_tokens.labels(model).observe(usage.completion_tokens)
+        longest = max(rt.choice_tokens) if rt.choice_tokens else usage.completion_tokens
+        h.max_generation_tokens.labels(model).observe(longest)
+        if rt.max_tokens is not None:  # as vLLM: only a request that set it
+            h.max_tokens.labels(model).observe(rt.max_tokens)
+        h.n.labels(model).observe(rt.n)
+        first, scheduled = rt.clock.first_token_at, rt.scheduled_at
+        if first is not None and scheduled is not None:
+            h.prefill.labels(model).observe(max(0.0, first - scheduled))
+            h.decode.labels(model).observe(now - first)
+            h.inference.labels(model).observe(now - scheduled)
 
     # -- requests that will not finish -----------------------------------------------------
 
@@ -228,7 +258,7 @@ def _prompt_tokens(req: Any) -> int:
 
 
 def _operation(request_id: str) -> str:
-    if request_id.startswith("chatcmpl"):
+    if request_id.startswith(("chatcmpl", "resp_")):  # a Response is a chat underneath
         return "chat"
     return "embeddings" if request_id.startswith("embd") else "text_completion"
 

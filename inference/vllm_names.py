@@ -42,6 +42,15 @@ VLLM_NAMES: dict[str, str] = {
     "prompt_tokens": "vllm:prompt_tokens",
     "generation_tokens": "vllm:generation_tokens",
     "finish_reason": "vllm:request_success",
+    # observed once per finished request (vLLM's request-level histograms)
+    "request_prompt_tokens": "vllm:request_prompt_tokens",
+    "request_generation_tokens": "vllm:request_generation_tokens",
+    "request_max_num_generation_tokens": "vllm:request_max_num_generation_tokens",
+    "request_params_max_tokens": "vllm:request_params_max_tokens",
+    "request_params_n": "vllm:request_params_n",
+    "request_prefill_time_seconds": "vllm:request_prefill_time_seconds",
+    "request_decode_time_seconds": "vllm:request_decode_time_seconds",
+    "request_inference_time_seconds": "vllm:request_inference_time_seconds",
 }
 COUNTERS = frozenset({"prefix_cache_query_tokens", "prefix_cache_hit_tokens", "preemptions",
                       "prompt_tokens", "generation_tokens", "finish_reason"})

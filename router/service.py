@@ -166,6 +166,7 @@ class Router(Actor):
             return wire.model_not_found(model)
         return self._unavailable(f"no live worker serves {model!r}")
 
+    @traced("router.tokenize")
     async def _tokenize(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, TokenizeRequest)
         if (err := self._model_error(msg.model)) is not None:
@@ -177,6 +178,7 @@ class Router(Actor):
         longest = max(v.beat.max_model_len for v in self.workers.live(msg.model))
         return TokenizeReply(ids, longest, strs)
 
+    @traced("router.detokenize")
     async def _detokenize(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, DetokenizeRequest)
         if (err := self._model_error(msg.model)) is not None:

@@ -250,15 +250,20 @@ def test_auth_metrics_count_verifications_and_admissions(auth_mesh: AuthMesh) ->
     assert moved("kvmesh_auth_admissions_total", result="rate_limited", limit="requests") == 1
 
 
-def test_refusals_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
+def test_refusals_and_admin_calls_are_counted_with_the_tenant(auth_mesh: AuthMesh) -> None:
     name, key = new_tenant(auth_mesh.a, rpm=1, models=[MODEL])
     assert [complete(auth_mesh.a, key)[0] for _ in range(2)] == [200, 429]
     assert complete(auth_mesh.a, key, model="not-allowed")[0] == 404
+    admin, admin_key = new_tenant(auth_mesh.a, admin=True)
+    assert call("GET", auth_mesh.a + "/admin/tenants", key=admin_key)[0] == 200
+    assert call("GET", auth_mesh.a + "/admin/tenants", key=key)[0] == 403
     text = call_text(auth_mesh.a + "/metrics", ADMIN_KEY)
-    counted = {(s.labels["status"], s.labels["tenant"])
+    counted = {(s.labels["route"], s.labels["status"], s.labels["tenant"])
                for fam in text_string_to_metric_families(text) for s in fam.samples
                if s.name == "kvmesh_gateway_requests_total"}
-    assert {("429", name), ("404", name)} <= counted, counted
+    generation = "/v1/completions"
+    assert {(generation, "429", name), (generation, "404", name),
+            ("/admin/tenants", "200", admin), ("/admin/tenants", "403", name)} <= counted
 
 
 def test_tokenize_and_detokenize_count_against_rpm_and_not_tpm(auth_mesh: AuthMesh) -> None:

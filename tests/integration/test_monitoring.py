@@ -99,12 +99,16 @@ def test_worker_exports_every_vllm_name_with_kvmesh_values(up_mesh: UpMesh) -> N
              ("e2e_request_latency_seconds_sum", "vllm:e2e_request_latency_seconds_sum"),
              ("num_requests_running", "vllm:num_requests_running"),
              ("kv_cache_usage_ratio", "vllm:kv_cache_usage_perc"),
-             ("prefix_cache_query_tokens_total", "vllm:prefix_cache_queries_total")]
+             ("prefix_cache_query_tokens_total", "vllm:prefix_cache_queries_total"),
+             ("request_prompt_tokens_sum", "vllm:request_prompt_tokens_sum"),
+             ("request_generation_tokens_count", "vllm:request_generation_tokens_count"),
+             ("request_decode_time_seconds_sum", "vllm:request_decode_time_seconds_sum")]
     for ours, theirs in pairs:
         mine = _one(s, "kvmesh_worker_" + ours, model=MODEL)
         assert _one(s, theirs, model_name=MODEL) == mine, (ours, theirs)
     assert _one(s, "vllm:prompt_tokens_total", model_name=MODEL) > 0
     assert _one(s, "vllm:time_to_first_token_seconds_count", model_name=MODEL) >= 1
+    assert _one(s, "vllm:request_generation_tokens_count", model_name=MODEL) >= 1
 
 
 def test_every_service_measures_its_event_loop_lag(up_mesh: UpMesh) -> None:

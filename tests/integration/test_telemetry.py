@@ -204,6 +204,74 @@ def test_failed_request_span_carries_the_error(traced_mesh: TracedMesh) -> None:
     assert gw.attrs["error.type"] == "context_length_exceeded"
 
 
+def _traced_post(mesh: TracedMesh, path: str, body: dict) -> tuple[int, dict, str]:
+    """POST in a trace of the test's own; (status, body, that trace's id)."""
+    trace_id = secrets.token_hex(16)
+    req = urllib.request.Request(mesh.base_url + path, data=json.dumps(body).encode(), headers={
+        "Content-Type": "application/json",
+        "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return resp.status, json.loads(resp.read()), trace_id
+
+
+def _spans_of(mesh: TracedMesh, trace_id: str, *names: str) -> list[ReceivedSpan]:
+    return [s for s in mesh.otlp.wait_for(lambda spans: set(names) <= {
+        s.name for s in spans if s.trace_id == trace_id}) if s.trace_id == trace_id]
+
+
+def test_tokenize_is_traced_at_the_router_and_counted_under_its_model(
+        traced_mesh: TracedMesh) -> None:
+    url = traced_mesh.metrics["gateway"]
+    before = _scrape(url)
+    for path, body in (("/tokenize", {"model": MODEL, "prompt": "Hello there"}),
+                       ("/detokenize", {"model": MODEL, "tokens": [19556, 665]})):
+        status, _, trace_id = _traced_post(traced_mesh, path, body)
+        assert status == 200
+        name = "router." + path.strip("/")
+        spans = _spans_of(traced_mesh, trace_id, "POST " + path, name)
+        gw, router = _one(spans, "POST " + path), _one(spans, name)
+        assert router.service == "kvmesh-router" and router.parent_id == gw.span_id
+    after = _scrape(url)
+    for route in ("/tokenize", "/detokenize"):
+        key = f"kvmesh_gateway_requests_total{{model={MODEL},route={route},status=200,tenant=none}}"
+        assert after.get(key, 0) - before.get(key, 0) == 1, route
+
+
+def test_a_response_is_a_chat_operation(traced_mesh: TracedMesh) -> None:
+    body = {"model": MODEL, "input": f"Hi {secrets.token_hex(4)}", "max_output_tokens": 3,
+            "store": False}
+    status, _, trace_id = _traced_post(traced_mesh, "/v1/responses", body)
+    assert status == 200
+    spans = _spans_of(traced_mesh, trace_id, "POST /v1/responses", "inference.generate")
+    for name in ("POST /v1/responses", "inference.generate"):
+        assert _one(spans, name).attrs["gen_ai.operation.name"] == "chat", name
+
+
+def test_the_worker_exports_vllms_request_histograms(traced_mesh: TracedMesh) -> None:
+    """One finished request moves each of them by one observation, under both names."""
+    url = traced_mesh.metrics["worker"]
+    names = ("request_prompt_tokens", "request_generation_tokens",
+             "request_max_num_generation_tokens", "request_params_max_tokens",
+             "request_params_n", "request_prefill_time_seconds",
+             "request_decode_time_seconds", "request_inference_time_seconds")
+    before = _scrape(url)
+    status, body = _chat(traced_mesh, max_tokens=3)
+    assert status == 200
+    wait_until(lambda: _value(_scrape(url), "vllm:request_inference_time_seconds_count")
+               > _value(before, "vllm:request_inference_time_seconds_count"),
+               "the worker observes the finished request")
+    after = _scrape(url)
+    for name in names:
+        for prefix in ("kvmesh_worker_", "vllm:"):
+            count = prefix + name + "_count"
+            assert _value(after, count) - _value(before, count) == 1, count
+    moved = {name: _value(after, f"vllm:{name}_sum") - _value(before, f"vllm:{name}_sum")
+             for name in names}
+    assert moved["request_prompt_tokens"] == body["usage"]["prompt_tokens"]
+    assert moved["request_generation_tokens"] == body["usage"]["completion_tokens"]
+    assert moved["request_params_max_tokens"] == 3 and moved["request_params_n"] == 1
+
+
 def _scrape(url: str) -> dict[str, float]:
     """Sample name + sorted labels -> value."""
     with urllib.request.urlopen(url, timeout=5) as resp:
