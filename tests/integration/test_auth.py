@@ -323,6 +323,48 @@ def test_revocation_reaches_every_gateway_within_a_second(auth_mesh: AuthMesh) -
     assert call("GET", auth_mesh.a + "/v1/models", key=key)[0] == 401
 
 
+def _in_flight(base: str) -> float:
+    text = call_text(base + "/metrics", ADMIN_KEY)
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == "kvmesh_gateway_requests_in_flight")
+
+
+def test_a_request_waiting_on_a_result_cache_leader_is_refused_once_its_key_is_revoked(
+        auth_mesh: AuthMesh, mesh: Mesh, redis_url: str) -> None:
+    """A follower has no stream for the revocation to end: it waits on the leader computing
+    the same answer (its gateway makes no route beside the lookup). Once that answer is found,
+    the follower's key is checked again (app.py `_open`): 401 `key_revoked`, never the
+    answer."""
+    cache = procs.start("cache-revoke", procs.service_argv("cache"), env={
+        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_CACHE_REDIS_URL": redis_url,
+        "KVMESH_CACHE_METRICS_PORT": "0"},
+        log=open(auth_mesh.logs / "cache-revoke.log", "ab"))  # noqa: SIM115 - the child owns it
+    gateway, waiting = start_gateway(mesh.nats_url, auth_mesh.logs, "gateway-auth-wait",
+                                     auth="1", admin_key=ADMIN_KEY, cache_route_overlap="0")
+    try:
+        wait_until(lambda: call("GET", waiting + "/ready")[0] == 200, "the gateway is ready")
+        name, leader = new_tenant(auth_mesh.a)
+        follower = call("POST", auth_mesh.a + "/admin/keys", {"tenant": name},
+                        ADMIN_KEY)[1]["key"]
+        body = {"model": MODEL, "prompt": f"Count {uuid.uuid4().hex}:", "max_tokens": 150,
+                "temperature": 0, "ignore_eos": True}
+        with ThreadPoolExecutor(2) as pool:
+            led = pool.submit(call, "POST", auth_mesh.a + "/v1/completions", body, leader)
+            wait_until(lambda: any(mesh.stats(w).running for w in mesh.live_worker_ids()),
+                       "the leader is generating")
+            followed = pool.submit(call, "POST", waiting + "/v1/completions", body, follower)
+            wait_until(lambda: _in_flight(waiting) >= 1, "the follower is in its gateway")
+            key_id = follower.split("_")[1]
+            assert call("DELETE", f"{auth_mesh.a}/admin/keys/{key_id}", key=ADMIN_KEY)[0] == 200
+            status, answer, headers = led.result(120)
+            assert status == 200 and headers.get("x-kvmesh-cache") == "miss", answer
+            status, refused, _ = followed.result(120)
+        assert status == 401 and refused["error"]["code"] == "key_revoked", refused
+    finally:
+        gateway.stop()
+        cache.stop()
+
+
 def test_a_revoked_keys_running_streams_end_and_its_tenants_other_keys_go_on(
         auth_mesh: AuthMesh) -> None:
     name, leaked = new_tenant(auth_mesh.a)
