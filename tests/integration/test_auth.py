@@ -454,6 +454,32 @@ def test_admin_routes_refuse_query_parameters_they_do_not_take(auth_mesh: AuthMe
         assert status == 400 and body["error"]["param"] == param, (path, body)
 
 
+def test_a_tenant_delete_without_a_responses_store_is_503_and_its_retry_finishes_it(
+        auth_mesh: AuthMesh, mesh: Mesh, redis_url: str) -> None:
+    """No cache actor runs for this module's gateways: the tenant and its keys go at once, its
+    stored responses cannot; the 503 says so, and the DELETE sent again (a store answering
+    now) finds nothing left (404)."""
+    name, key = new_tenant(auth_mesh.a)
+    assert complete(auth_mesh.a, key)[0] == 200
+    status, body, headers = call("DELETE", f"{auth_mesh.a}/admin/tenants/{name}", key=ADMIN_KEY)
+    assert status == 503 and body["error"]["code"] == "store_unavailable", body
+    assert "deleted and its keys revoked" in body["error"]["message"]
+    assert "Retry-After" in headers
+    wait_until(lambda: complete(auth_mesh.b, key)[0] == 401, "the key is revoked everywhere")
+    assert call("GET", f"{auth_mesh.a}/admin/tenants/{name}", key=ADMIN_KEY)[0] == 404
+    cache = procs.start("cache-tenant-delete", procs.service_argv("cache"), env={
+        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_CACHE_REDIS_URL": redis_url,
+        "KVMESH_CACHE_METRICS_PORT": "0"},
+        log=open(auth_mesh.logs / "cache-tenant-delete.log", "ab"))  # noqa: SIM115
+    try:
+        wait_until(lambda: call("DELETE", f"{auth_mesh.a}/admin/tenants/{name}",
+                                key=ADMIN_KEY)[0] != 503, "the store answers")
+        status, body, _ = call("DELETE", f"{auth_mesh.a}/admin/tenants/{name}", key=ADMIN_KEY)
+        assert status == 404 and body["error"]["code"] == "tenant_not_found", body
+    finally:
+        cache.stop()
+
+
 def test_keys_never_appear_in_plain_text_in_redis_or_logs(auth_mesh: AuthMesh) -> None:
     plain = [new_tenant(auth_mesh.a)[1] for _ in range(2)]
     for key in plain:
