@@ -394,8 +394,9 @@ RESPONSES_REQUEST = {
         "truncation": _nullable({"type": "string", "enum": ["auto", "disabled"]}),
         "background": _nullable({"type": "boolean"}),
         "service_tier": _nullable({"type": "string", "enum": ["auto", "default"]}),
-        **{name: _ONLY_NULL for name in ("conversation", "max_tool_calls", "prompt",
-                                         "reasoning", "prompt_cache_retention")},
+        "max_tool_calls": _nullable(_int(1)),
+        "prompt_cache_retention": _nullable({"type": "string", "enum": ["in_memory"]}),
+        **{name: _ONLY_NULL for name in ("conversation", "prompt", "reasoning")},
     },
     "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
                    "logprobs; a json_schema text.format needs name and schema; calls and "

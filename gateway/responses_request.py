@@ -22,7 +22,7 @@ implement (`conversation`, every other `include` value, `reasoning`, hosted tool
 until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
 `tools` are refused (`include`): a call's tokens have no place in a Response, and which
 logprobs belong to the text around calls is not tracked. A `REFUSED` field of the wrong JSON
-type is `invalid_type` (`max_tool_calls: false` is not 0). A `json_schema` `text.format`
+type is `invalid_type` (`prompt: false` is not null). A `json_schema` `text.format`
 needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_calls` must be
 a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
 but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and then a
@@ -31,8 +31,9 @@ but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and 
 calls and their outputs must pair up, history included (gateway/responses_calls.py).
 
 What a Response echoes of the request is kept here too: `tool_choice` (`auto` unless sent,
-tools or not, as OpenAI), `prompt_cache_key`, `safety_identifier`, `text` (`verbosity`
-`medium`, the only one served).
+tools or not, as OpenAI), `prompt_cache_key`, `prompt_cache_retention`, `safety_identifier`,
+`max_tool_calls` (a cap on built-in tools' calls: none here, so any positive one holds),
+`text` (`verbosity` `medium`, the only one served).
 """
 
 from __future__ import annotations
@@ -57,18 +58,17 @@ SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-    "include", "top_logprobs", "truncation", "background",
+    "include", "top_logprobs", "truncation", "background", "max_tool_calls",
 })
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value implemented
 # OpenAI fields we do not implement: refused unless null or the value that changes nothing
-# here; name -> (its JSON types, those values). The type is checked first: 0 == False in
-# Python, so `max_tool_calls: false` would otherwise pass as 0.
+# here; name -> (its JSON types, those values). The type is checked first, so a no-op value
+# of another type (`service_tier: ["auto"]`) is `invalid_type`.
 REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
     "conversation": (("string", "object"), ()),
-    "max_tool_calls": (("integer",), ()),
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
     "service_tier": (("string",), ("auto", "default")),
-    "prompt_cache_retention": (("string",), ()),
+    "prompt_cache_retention": (("string",), ("in_memory",)),  # the workers' KV pools
 }
 TEXT_KEYS = frozenset({"format", "verbosity"})
 TOOL_KEYS = frozenset({"type", "name", "description", "parameters", "strict"})
@@ -109,8 +109,10 @@ class ResponsesRequest(ParsedRequest):
     tool_choice_json: Any = "auto"
     user: str | None = None
     prompt_cache_key: str | None = None  # echoed (the chat parse checked its type)
+    prompt_cache_retention: str | None = None  # echoed: `in_memory` or null (`REFUSED`)
     safety_identifier: str | None = None  # echoed
     max_output_tokens: int | None = None
+    max_tool_calls: int | None = None  # echoed; it caps built-in tools' calls, none here
     top_logprobs: int | None = None  # echoed
     store_ttl: int = 0  # the tenant's responses_ttl (0: the store's default)
 
@@ -150,10 +152,12 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req.instructions, req.turn, req.input_items = instructions, turn, items
     req.metadata = dict(body.get("metadata") or {})  # checked by the chat parse
     req.user = body.get("user")
+    req.prompt_cache_retention = body.get("prompt_cache_retention")
     req.prompt_cache_key, req.safety_identifier = (body.get("prompt_cache_key"),
                                                    body.get("safety_identifier"))
     req.max_output_tokens = req.max_tokens
     req.top_logprobs = body.get("top_logprobs")
+    req.max_tool_calls = _max_tool_calls(body.get("max_tool_calls"))
     req.truncate = _truncation(body.get("truncation"))
     if base.max_tokens_param:  # the tenant's cap names the field the caller sent
         req.max_tokens_param = "max_output_tokens"
@@ -219,6 +223,19 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
     if choice is not None and not (tools == [] and choice in ("auto", "none")):
         chat["tool_choice"] = _tool_choice(choice)
     return {k: v for k, v in chat.items() if v is not None}
+
+
+def _max_tool_calls(value: Any) -> int | None:
+    """OpenAI's cap on calls to built-in tools, which this server has none of (function
+    tools are not counted): any positive integer is honoured as it is, and echoed."""
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ApiError(400, f"max_tool_calls: must be integer, got {json_type(value)}",
+                       param="max_tool_calls", code="invalid_type")
+    if value < 1:
+        raise bad_field("max_tool_calls", "must be at least 1")
+    return value
 
 
 def _truncation(value: Any) -> bool:

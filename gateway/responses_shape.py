@@ -113,6 +113,7 @@ class ResponseFrame:
             "incomplete_details": {"reason": "max_output_tokens"}
             if status == "incomplete" else None,
             "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
+            "max_tool_calls": r.max_tool_calls,
             "model": r.model, "output": output, "parallel_tool_calls": r.parallel_tool_calls,
             "previous_response_id": r.previous_response_id, "reasoning": None,
             "store": r.store, "temperature": r.temperature,
@@ -121,6 +122,7 @@ class ResponseFrame:
             "top_logprobs": r.top_logprobs, "top_p": r.top_p,
             "truncation": "auto" if r.truncate else "disabled", "usage": usage_json(usage),
             "user": r.user, "prompt_cache_key": r.prompt_cache_key,
+            "prompt_cache_retention": r.prompt_cache_retention,
             "safety_identifier": r.safety_identifier,
             "service_tier": "default",  # what served it: `auto` and `default` are one tier here
             "metadata": r.metadata,

@@ -1,5 +1,6 @@
 """A Response echoes the request as OpenAI's does, created, streamed and retrieved:
-`parallel_tool_calls`, `prompt_cache_key` and `safety_identifier` as sent (tools or not),
+`parallel_tool_calls`, `prompt_cache_key`, `prompt_cache_retention`, `max_tool_calls` and
+`safety_identifier` as sent (tools or not),
 `service_tier` `default`, `text.verbosity` `medium`, `tool_choice` `auto` unless sent; each
 validates as openai-python's `Response`. A field that could not echo so is a 400 naming it."""
 
@@ -19,9 +20,11 @@ from tests.integration.responses_gateway import responses_gateway
 
 SENT = {"model": MODEL, "input": "Name a colour.", "max_output_tokens": 4, "temperature": 0,
         "parallel_tool_calls": False, "prompt_cache_key": "colours", "safety_identifier": "u-1",
-        "service_tier": "auto", "text": {"verbosity": "medium"}}
+        "service_tier": "auto", "text": {"verbosity": "medium"}, "max_tool_calls": 2,
+        "prompt_cache_retention": "in_memory"}
 ECHO = {"parallel_tool_calls": False, "prompt_cache_key": "colours", "safety_identifier": "u-1",
-        "service_tier": "default", "tool_choice": "auto",
+        "service_tier": "default", "tool_choice": "auto", "max_tool_calls": 2,
+        "prompt_cache_retention": "in_memory", "background": False,
         "text": {"format": {"type": "text"}, "verbosity": "medium"}}
 
 

@@ -1,7 +1,7 @@
 """Responses bodies: keys an input item, a content part or a tool does not define are 400s
 naming their path; unknown fields are `unknown_parameter`, refused ones
 `unsupported_parameter`, and a refused field's no-op value must have its JSON type too
-(`max_tool_calls: false` is not `0`)."""
+(`prompt: false` is not null)."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_an_unknown_field_is_unknown_parameter() -> None:
     assert (err.param, err.code) == ("foo", "unknown_parameter")
 
 
-@pytest.mark.parametrize("extra", [{"max_tool_calls": 3}, {"reasoning": {"effort": "low"}},
-                                   {"service_tier": "flex"}])
+@pytest.mark.parametrize("extra", [{"prompt_cache_retention": "24h"},
+                                   {"reasoning": {"effort": "low"}}, {"service_tier": "flex"}])
 def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
     assert (err.param, err.code) == (next(iter(extra)), "unsupported_parameter")
@@ -72,11 +72,20 @@ def test_an_include_value_not_implemented_is_unsupported_parameter() -> None:
     assert (err.param, err.code) == ("include[1]", "unsupported_parameter")
 
 
-@pytest.mark.parametrize("extra", [{"max_tool_calls": False}, {"top_logprobs": False},
+@pytest.mark.parametrize("extra", [{"prompt": False}, {"max_tool_calls": False},
+                                   {"top_logprobs": False},
                                    {"include": {}}, {"truncation": False}])
 def test_a_no_op_value_of_the_wrong_type_is_refused(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
     assert (err.param, err.code) == (next(iter(extra)), "invalid_type")
+
+
+def test_max_tool_calls_is_a_positive_integer_echoed() -> None:
+    req = parse_responses({"model": "m", "input": "hi", "max_tool_calls": 3,
+                           "prompt_cache_retention": "in_memory"})
+    assert (req.max_tool_calls, req.prompt_cache_retention) == (3, "in_memory")
+    err = refusal(max_tool_calls=0)
+    assert (err.param, err.code) == ("max_tool_calls", "invalid_value")
 
 
 def test_no_op_values_of_their_own_type_pass() -> None:
