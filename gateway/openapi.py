@@ -396,7 +396,9 @@ RESPONSES_REQUEST = {
         "service_tier": _nullable({"type": "string", "enum": ["auto", "default"]}),
         "max_tool_calls": _nullable(_int(1)),
         "prompt_cache_retention": _nullable({"type": "string", "enum": ["in_memory"]}),
-        **{name: _ONLY_NULL for name in ("conversation", "prompt", "reasoning")},
+        **{name: _ONLY_NULL for name in (
+            "conversation", "prompt", "reasoning", "access_programs", "background_options",
+            "context_management", "image", "moderation", "prompt_cache_options")},
     },
     "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
                    "logprobs; a json_schema text.format needs name and schema; calls and "

@@ -69,6 +69,11 @@ REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
     "service_tier": (("string",), ("auto", "default")),
     "prompt_cache_retention": (("string",), ("in_memory",)),  # the workers' KV pools
+    # OpenAI's own services: programs, completion windows, context compaction, images,
+    # moderation, explicit cache breakpoints
+    "access_programs": (("object",), ()), "background_options": (("object",), ()),
+    "context_management": (("array",), ()), "image": (("object",), ()),
+    "moderation": (("object",), ()), "prompt_cache_options": (("object",), ()),
 }
 TEXT_KEYS = frozenset({"format", "verbosity"})
 TOOL_KEYS = frozenset({"type", "name", "description", "parameters", "strict"})

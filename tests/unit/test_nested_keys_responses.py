@@ -61,7 +61,9 @@ def test_an_unknown_field_is_unknown_parameter() -> None:
 
 
 @pytest.mark.parametrize("extra", [{"prompt_cache_retention": "24h"},
-                                   {"reasoning": {"effort": "low"}}, {"service_tier": "flex"}])
+                                   {"reasoning": {"effort": "low"}}, {"service_tier": "flex"},
+                                   {"context_management": [{"type": "compaction"}]},
+                                   {"moderation": {"input": {"mode": "block"}}}])
 def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
     assert (err.param, err.code) == (next(iter(extra)), "unsupported_parameter")
