@@ -20,9 +20,11 @@ Routes:
   is sent.
 - With `background` (and `store`) the answer is the response `in_progress` once a worker
   accepted it; the generation runs on past the HTTP request (gateway/responses_background.py)
-  and stores how it ended. `POST /v1/responses/{id}/cancel` stops it at whichever gateway
-  process runs it and answers the response `cancelled` (or as it finished first); a response
-  not made in the background is 400 there.
+  and stores how it ended (that last put retried through a store outage for up to
+  `FINAL_PUT_S`: it is all its client will see). `POST /v1/responses/{id}/cancel` stops it at
+  whichever gateway process runs it and answers the response `cancelled` (or as it finished
+  first); a response not made in the background is 400 there. A DELETE of one still running
+  cancels it first.
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one. A
@@ -38,6 +40,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -61,13 +64,14 @@ from gateway.responses_shape import (
     response_error,
     status_of,
 )
-from gateway.responses_store_client import STORE
+from gateway.responses_store_client import STORE, ResponsesStoreClient
 from gateway.sse import SseWriter
 from kvmesh.coalesce import coalesce
 from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
 
 log = logging.getLogger("kvmesh.gateway.responses")
 _background: set[asyncio.Future[None]] = set()
+FINAL_PUT_S = 300.0  # how long a background response's last state is retried (503s)
 
 
 def add_responses_routes(app: web.Application, serve: Callable[..., Any],
@@ -118,10 +122,11 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
                    headers: dict[str, str]) -> web.StreamResponse:
     assert isinstance(req, ResponsesRequest)
     frame = ResponseFrame(rid, req)
-    settled = False  # the store holds the response's last state
+    created = settled = False  # the store holds a record of it; its last state
     try:
         if req.store:
             await _store(request, frame, frame.body("in_progress", []), None)
+            created = True
         if req.background:  # answered now; the rest runs on (gateway/responses_background.py)
             answer = web.json_response(frame.body("in_progress", []),
                                        headers={**route_headers(stream), **headers})
@@ -133,7 +138,7 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
         settled = True
         return answer
     finally:
-        if req.store and not settled:
+        if created and not settled:  # no record made (the store failed): none to end
             if req.background:  # a cancel waits for the job, and with it for this
                 await _store_ended(request, frame)
             else:
@@ -149,7 +154,30 @@ async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any
     record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
                             json.dumps(req.input_items), messages, req.previous_response_id,
                             generator)
-    await store.put(req.tenant, record, req.store_ttl)
+    if req.background and record.status != "in_progress":
+        await _put_until_stored(store, req.tenant, record, req.store_ttl)
+    else:
+        await store.put(req.tenant, record, req.store_ttl)
+
+
+async def _put_until_stored(store: ResponsesStoreClient, tenant: str, record: StoredResponse,
+                            ttl: float) -> None:
+    """A background response's last state is all its client will see: a put the store did
+    not answer (503) is tried again, 0.25 s apart doubling to 8 s, for up to `FINAL_PUT_S`;
+    the store's own refusals (413) end it at once. The put replaces a record, so a retry of
+    one that landed unanswered changes nothing."""
+    delay, deadline = 0.25, time.monotonic() + FINAL_PUT_S
+    while True:
+        try:
+            await store.put(tenant, record, ttl)
+            return
+        except ApiError as err:
+            if err.status != 503 or time.monotonic() + delay > deadline:
+                raise
+            log.info("storing %s %s: the store did not answer; retrying in %.2f s",
+                     record.id, record.status, delay)
+        await asyncio.sleep(delay)
+        delay = min(8.0, 2 * delay)
 
 
 async def _settled(request: web.Request, tenant: str, rec: StoredResponse) -> StoredResponse:
@@ -283,10 +311,27 @@ async def retrieve(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
+    """Delete a stored response; one still generated in the background is cancelled first
+    (its slot and its worker freed: a deleted response cannot be cancelled any more)."""
     tenant = await _tenant(request)
     response_id = request.match_info["id"]
+    await _stop_running(request, tenant, response_id)
     await request.app[STORE].delete(tenant, response_id)
     return web.json_response({"id": response_id, "object": "response", "deleted": True})
+
+
+async def _stop_running(request: web.Request, tenant: str, response_id: str) -> None:
+    try:
+        (rec,) = await request.app[STORE].get(tenant, response_id)
+    except ApiError as err:
+        if err.status == 404:
+            return  # the delete answers it
+        raise
+    if rec.status == "in_progress" and json.loads(rec.body).get("background"):
+        try:
+            await request.app[JOBS].cancel(tenant, rec.id, rec.gateway)
+        except ApiError as err:  # deleted all the same: its finished state cannot come back
+            log.warning("deleting %s: its generation could not be stopped: %s", rec.id, err)
 
 
 async def cancel(request: web.Request) -> web.Response:

@@ -91,7 +91,7 @@ class BackgroundJobs:
 
     def _ended(self, rid: str, task: asyncio.Task[Any]) -> None:
         job = self.jobs.pop(rid)
-        job.record.count_tokens()
+        job.record.finish_detached(_status(job, task))
         if not task.cancelled() and isinstance(task.exception(), ApiError):
             log.info("background response %s failed: %s", rid, task.exception())
         elif not task.cancelled() and task.exception() is not None:
@@ -144,6 +144,17 @@ class BackgroundJobs:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=FINISH_WAIT_S)
+
+
+def _status(job: Job, task: asyncio.Task[Any]) -> int:
+    """What a finished job counts as: 200, its error's status, 499 cancelled by a client,
+    503 cancelled by the gateway's shutdown."""
+    if task.cancelled():
+        return 499 if job.cancelled else 503
+    err = task.exception()
+    if err is None:
+        return 200
+    return err.status if isinstance(err, ApiError) else 500
 
 
 JOBS = web.AppKey("background_jobs", BackgroundJobs)

@@ -24,8 +24,10 @@ Contract:
   the error came) counts under that error's status, so error-ratio alerts see a worker that
   died mid-stream; its span keeps the HTTP status and carries the error.
 - A background Response is answered before it is generated: `carry_on(request)` gives its
-  work a record of its own, whose tokens count when the work ends (its span was the HTTP
-  request's, ended with the answer; the worker's spans still join the request's trace).
+  work a record of its own, which counts the request (with the status it ended with: 200,
+  its error's, 499 cancelled), its latency and its tokens when the work ends; the HTTP
+  exchange is not counted apart. Its span was the HTTP request's, ended with the answer;
+  the worker's spans still join the request's trace.
 - `metrics_handler` answers `GET /metrics` (every family in the process: the gateway's, and the
   result-cache client's from cache/telemetry.py).
 - `auth_verified` is the `observe` hook of `@traced("auth.verify")` in gateway/auth_client.py:
@@ -96,6 +98,7 @@ class RequestRecord:
         self.cached_tokens = 0
         self.finish_reasons: list[str] = []
         self.stream_error: tuple[int, str, str] | None = None  # (status, code, message)
+        self.deferred = False  # counted by the record it was carried on to (`carried_on`)
         self._ttft: Any = None
         self._itl: Any = None
 
@@ -134,31 +137,37 @@ class RequestRecord:
 
     def carried_on(self) -> RequestRecord:
         """A record for the rest of a request that outlives its HTTP exchange (a background
-        Response): the same route, model, tenant, id and clock. The middleware finishes
-        this one (the request, its status, its latency); the work reports its chunks to the
-        new one and calls its `count_tokens` when it ends."""
+        Response): the same route, model, tenant, id and clock. The middleware's `finish` of
+        this one then only annotates the span; the work reports its chunks to the new one,
+        and its `finish_detached(status)` counts the request when it ends, with the status
+        it ended with."""
         rec = RequestRecord(self.route)
         rec.model, rec.tenant, rec.request_id = self.model, self.tenant, self.request_id
         rec.start, rec.clock = self.start, self.clock
+        self.deferred = True
         return rec
 
-    def count_tokens(self) -> None:
-        """Add the request's usage to the token counters (once, at its end)."""
+    def _count(self, status: int) -> None:
+        """The request, its end-to-end latency and its tokens, in the metrics (once)."""
+        m = metrics()
+        tenant, model = self.tenant or "none", self.model or "none"
+        m.requests.labels(self.route, str(status), model, tenant).inc()
+        m.e2e.labels(self.route, model).observe(time.monotonic() - self.start)
         if self.completion_tokens or self.prompt_tokens:
-            m, tenant = metrics(), self.tenant or "none"
-            m.prompt_tokens.labels(self.model or "none", tenant).inc(self.prompt_tokens)
-            m.generation_tokens.labels(self.model or "none", tenant).inc(self.completion_tokens)
+            m.prompt_tokens.labels(model, tenant).inc(self.prompt_tokens)
+            m.generation_tokens.labels(model, tenant).inc(self.completion_tokens)
+
+    def finish_detached(self, status: int) -> None:
+        """The work carried on past its HTTP exchange ended with `status` (200, the error's,
+        499 when cancelled)."""
+        self._count(status)
 
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:
-        m = metrics()
-        tenant = self.tenant or "none"
-        model = self.model or "none"
         counted = status
         if self.stream_error is not None and status < 400:
             counted, error = self.stream_error[0], self.stream_error[1:]
-        m.requests.labels(self.route, str(counted), model, tenant).inc()
-        m.e2e.labels(self.route, model).observe(time.monotonic() - self.start)
-        self.count_tokens()
+        if not self.deferred:
+            self._count(counted)
         if not span.is_recording():
             return
         span.set_attribute("http.response.status_code", status)

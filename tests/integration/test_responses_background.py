@@ -1,11 +1,17 @@
 """Background Responses (`background: true`): answered `in_progress` at once, generated on past
-the HTTP request and stored as they end; cancelled from any gateway process, which stops the
-generation at its worker; failed, not left in progress, when their gateway shuts down."""
+the HTTP request and stored as they end (through a store outage too); cancelled from any
+gateway process, or deleted, which stops the generation at its worker; failed, not left in
+progress, when their gateway shuts down; counted once, with the status they ended with."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +19,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
 from tests.integration.helpers import call, wait_until
-from tests.integration.responses_gateway import responses_gateway
+from tests.integration.responses_gateway import NO_SUCH_RESPONSE
 from tests.integration.test_cancel import serving_worker
 
 # 300 numbers asked of the grammar, 900 tokens allowed: a generation of tens of seconds on
@@ -29,17 +36,47 @@ SHORT = {"model": MODEL, "input": "Name three colours.", "max_output_tokens": 12
          "temperature": 0}
 
 
+@dataclass
+class Gateways:
+    """Two gateway processes on one store (the cache actor `store`): a cancel sent to either
+    reaches the job."""
+
+    first: str
+    second: str
+    store: procs.Child
+    log: Path  # the first gateway's
+
+
 @pytest.fixture(scope="module")
-def gateways(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[tuple[str, str]]:
-    """Two gateway processes on one store: a cancel sent to either reaches the job."""
-    with responses_gateway(mesh, redis_url, logs_dir, "background") as first:
-        child, second = start_gateway(mesh.nats_url, logs_dir, "gateway-background-2",
-                                      result_cache="0")
-        try:
-            wait_until(lambda: call("GET", second + "/ready")[0] == 200, "the gateway is ready")
-            yield first, second
-        finally:
+def gateways(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[Gateways]:
+    store = procs.start("cache-background", procs.service_argv("cache"), env={
+        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_CACHE_METRICS_PORT": "0",
+        "KVMESH_CACHE_REDIS_URL": redis_url},
+        log=open(logs_dir / "cache-background.log", "ab"))  # noqa: SIM115 - the child owns it
+    children = [store]
+    try:
+        urls = []
+        for name in ("gateway-background-1", "gateway-background-2"):
+            child, url = start_gateway(mesh.nats_url, logs_dir, name, result_cache="0")
+            children.append(child)
+            urls.append(url)
+            wait_until(lambda url=url: call("GET", url + "/ready")[0] == 200,
+                       "the gateway is ready")
+        wait_until(lambda: call("GET", urls[0] + NO_SUCH_RESPONSE)[0] == 404,
+                   "the responses store answers")
+        yield Gateways(urls[0], urls[1], store, logs_dir / "gateway-background-1.log")
+    finally:
+        for child in reversed(children):
             child.stop()
+
+
+@contextmanager
+def _store_paused(store: procs.Child) -> Iterator[None]:
+    os.kill(store.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(store.proc.pid, signal.SIGCONT)
 
 
 def _client(base: str) -> openai.OpenAI:
@@ -52,19 +89,32 @@ def _status(base: str, rid: str) -> str:
     return str(body["status"])
 
 
-def _generated_tokens(base: str) -> float:
+def _counted(base: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples on the gateway's /metrics whose labels include `labels`."""
     with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name == "kvmesh_gateway_generation_tokens_total"
-               and s.labels.get("model") == MODEL)
+               if s.name == name and labels.items() <= s.labels.items())
+
+
+def _requests(base: str, status: str) -> float:
+    return _counted(base, "kvmesh_gateway_requests_total", route="/v1/responses",
+                    status=status)
+
+
+def _long_running(gw: Gateways, mesh: Mesh) -> tuple[str, str]:
+    """A background response the worker is generating: (its id, that worker)."""
+    status, made, _ = call("POST", gw.first + "/v1/responses", LONG)
+    assert status == 200 and made["status"] == "in_progress", made
+    return made["id"], serving_worker(mesh)
 
 
 def test_a_background_response_is_answered_in_progress_and_stored_when_done(
-        gateways: tuple[str, str]) -> None:
-    first, _ = gateways
+        gateways: Gateways) -> None:
+    first = gateways.first
     client = _client(first)
-    tokens_before = _generated_tokens(first)
+    tokens_before = _counted(first, "kvmesh_gateway_generation_tokens_total", model=MODEL)
+    ok_before = _requests(first, "200")
     made = client.responses.create(**SHORT, background=True)
     assert made.status == "in_progress" and made.background is True and made.output == []
     wait_until(lambda: _status(first, made.id) != "in_progress", "the response finishes")
@@ -73,33 +123,74 @@ def test_a_background_response_is_answered_in_progress_and_stored_when_done(
     assert done.status == alone.status and done.background is True
     assert done.output_text == alone.output_text and done.output_text
     assert done.usage is not None and done.usage.output_tokens == alone.usage.output_tokens
-    # its tokens count once it ends, though its HTTP request ended before
-    wait_until(lambda: _generated_tokens(first) >= tokens_before + 2 * done.usage.output_tokens,
+    # counted once each (the background one when it ended), with their tokens
+    wait_until(lambda: _counted(first, "kvmesh_gateway_generation_tokens_total", model=MODEL)
+               >= tokens_before + 2 * done.usage.output_tokens,
                "the background response's tokens are counted")
+    assert _requests(first, "200") == ok_before + 2
     again = client.responses.cancel(made.id)  # a finished one: as it finished
     assert again.status == done.status and again.output_text == done.output_text
 
 
 @pytest.mark.parametrize("where", ["its own gateway", "another gateway"])
-def test_a_cancel_stops_the_generation_wherever_it_runs(mesh: Mesh, gateways: tuple[str, str],
+def test_a_cancel_stops_the_generation_wherever_it_runs(mesh: Mesh, gateways: Gateways,
                                                          where: str) -> None:
-    first, second = gateways
-    status, made, _ = call("POST", first + "/v1/responses", LONG)
-    assert status == 200 and made["status"] == "in_progress", made
-    worker = serving_worker(mesh)
-    status, cancelled, _ = call("POST", f"{first if where == 'its own gateway' else second}"
-                                f"/v1/responses/{made['id']}/cancel", {})
+    cancelled_before = _requests(gateways.first, "499")
+    rid, worker = _long_running(gateways, mesh)
+    via = gateways.first if where == "its own gateway" else gateways.second
+    status, cancelled, _ = call("POST", f"{via}/v1/responses/{rid}/cancel", {})
     assert status == 200 and cancelled["status"] == "cancelled", cancelled
-    assert cancelled["id"] == made["id"] and cancelled["error"] is None
-    assert _status(first, made["id"]) == "cancelled"
+    assert cancelled["id"] == rid and cancelled["error"] is None
+    assert _status(gateways.first, rid) == "cancelled"
     wait_until(lambda: mesh.stats(worker).running == 0, "the worker stops the generation")
-    status, again, _ = call("POST", f"{second}/v1/responses/{made['id']}/cancel", {})
+    status, again, _ = call("POST", f"{gateways.second}/v1/responses/{rid}/cancel", {})
     assert status == 200 and again["status"] == "cancelled", again  # idempotent
+    wait_until(lambda: _requests(gateways.first, "499") == cancelled_before + 1,
+               "the cancelled response counts as a 499 where it ran")
+
+
+def test_a_delete_of_a_running_background_response_stops_it(mesh: Mesh,
+                                                              gateways: Gateways) -> None:
+    rid, worker = _long_running(gateways, mesh)
+    status, body, _ = call("DELETE", f"{gateways.second}/v1/responses/{rid}")
+    assert status == 200 and body["deleted"] is True, body
+    # well before its 900 tokens would end (tens of seconds on the test workers)
+    wait_until(lambda: mesh.stats(worker).running == 0, "the worker stops the generation",
+               timeout=10)
+    assert call("GET", f"{gateways.first}/v1/responses/{rid}")[0] == 404
+
+
+def test_its_last_state_is_stored_through_a_store_outage(mesh: Mesh,
+                                                         gateways: Gateways) -> None:
+    """The store stops answering while the response finishes: its final put is tried again
+    until the store is back, never left `in_progress`."""
+    # a second or more of generation: the store is paused before it ends
+    status, made, _ = call("POST", gateways.first + "/v1/responses",
+                           {**LONG, "max_output_tokens": 40})
+    assert status == 200, made
+    seen = gateways.log.read_text().count("the store did not answer; retrying")
+    with _store_paused(gateways.store):
+        wait_until(lambda: gateways.log.read_text().count("the store did not answer; "
+                                                          "retrying") > seen,
+                   "the final put is retried")
+    wait_until(lambda: _status(gateways.first, made["id"]) != "in_progress",
+               "the response is stored finished")
+    assert _status(gateways.first, made["id"]) in ("completed", "incomplete")
+
+
+def test_a_create_with_the_store_down_waits_once(gateways: Gateways) -> None:
+    """503 after one `store_timeout` (2 s): no second put for a record never made."""
+    with _store_paused(gateways.store):
+        began = time.monotonic()
+        status, body, _ = call("POST", gateways.first + "/v1/responses",
+                               {**SHORT, "background": True})
+        waited = time.monotonic() - began
+    assert status == 503 and body["error"]["code"] == "store_unavailable", body
+    assert waited < 3.5, waited
 
 
 def test_a_background_response_fails_when_its_gateway_shuts_down(
-        mesh: Mesh, gateways: tuple[str, str], logs_dir: Path) -> None:
-    first, _ = gateways
+        mesh: Mesh, gateways: Gateways, logs_dir: Path) -> None:
     child, base = start_gateway(mesh.nats_url, logs_dir, "gateway-background-3",
                                 result_cache="0", grace_period="1")
     try:
@@ -110,7 +201,7 @@ def test_a_background_response_fails_when_its_gateway_shuts_down(
         assert child.stop(timeout=20) == 0
     finally:
         child.stop()
-    status, ended, _ = call("GET", f"{first}/v1/responses/{made['id']}")
+    status, ended, _ = call("GET", f"{gateways.first}/v1/responses/{made['id']}")
     assert status == 200 and ended["status"] == "failed", ended
     assert "shutting down" in ended["error"]["message"], ended
     wait_until(lambda: mesh.stats(worker).running == 0, "the worker stops the generation")
@@ -122,7 +213,7 @@ def test_a_background_response_fails_when_its_gateway_shuts_down(
     ({"background": 1}, "background"),
 ])
 def test_what_a_background_response_cannot_be_is_400_naming_it(
-        gateways: tuple[str, str], extra: dict[str, Any], param: str) -> None:
-    status, body, _ = call("POST", gateways[0] + "/v1/responses",
+        gateways: Gateways, extra: dict[str, Any], param: str) -> None:
+    status, body, _ = call("POST", gateways.first + "/v1/responses",
                            {**SHORT, "background": True, **extra})
     assert status == 400 and body["error"]["param"] == param, body
