@@ -67,28 +67,140 @@ def to_llguidance(kind: str, source: str, template: str | None = None) -> str:
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SCHEMA_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains")
+_IN_PLACE = ("allOf", "anyOf", "oneOf")  # subschemas that describe the same object as theirs
 
 
 def closed_objects(schema: Any) -> Any:
     """`schema` with `additionalProperties: false` on every object schema that lists
     `properties` and says nothing of extra ones: OpenAI's strict subset requires it, and
     xgrammar (vLLM's default) assumes it. Without it a small model invents keys until
-    max_tokens. A schema that allows extra properties says so and keeps them."""
+    max_tokens. A schema that allows extra properties says so and keeps them.
+
+    An object composed of several schemas (`allOf` of two or more, or `allOf` or `$ref`
+    beside `properties`: a base and its extension) is closed as a whole instead: each part's
+    `additionalProperties` sees only that part's `properties`, so closing the parts would
+    forbid each other's keys. Its parts (their `allOf`/`anyOf`/`oneOf` entries and the local
+    `$ref` targets within, `$defs` included) stay open, and the composing schema lists every
+    key they name and forbids the rest, unless a part allows extra keys (then all stay open)."""
     if isinstance(schema, list):
         return [closed_objects(s) for s in schema]
+    open_at, keys_at = _compositions(schema)
+    return _closed(schema, "", open_at, keys_at)
+
+
+def _closed(schema: Any, at: str, open_at: set[str],
+            keys_at: dict[str, list[str]]) -> Any:
+    """`schema` (at JSON pointer `at` of the root) closed as `closed_objects` says."""
     if not isinstance(schema, dict):
         return schema
     out = dict(schema)
     for key in _SCHEMA_MAPS:
         if isinstance(out.get(key), dict):
-            out[key] = {k: closed_objects(v) for k, v in out[key].items()}
+            out[key] = {k: _closed(v, f"{at}/{key}/{_escaped(k)}", open_at, keys_at)
+                        for k, v in out[key].items()}
     for key in (*_SCHEMA_LISTS, *_SCHEMA_ONE):
-        if key in out:
-            out[key] = closed_objects(out[key])
-    if "properties" in out and "additionalProperties" not in out \
-            and "patternProperties" not in out:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(v, f"{at}/{key}/{i}", open_at, keys_at)
+                        for i, v in enumerate(out[key])]
+        elif key in out:
+            out[key] = _closed(out[key], f"{at}/{key}", open_at, keys_at)
+    if at in open_at or "additionalProperties" in out or "patternProperties" in out:
+        return out
+    if at in keys_at and isinstance(out.get("properties", {}), dict):
+        # the parts' keys, each allowed here as the parts have it (`true`: the parts check it)
+        out["properties"] = {**dict.fromkeys(keys_at[at], True),
+                             **out.get("properties", {})}
+    if "properties" in out:
         out["additionalProperties"] = False
     return out
+
+
+def _compositions(root: Any) -> tuple[set[str], dict[str, list[str]]]:
+    """The JSON pointers of the parts of every composed object in `root` (to stay open), and
+    for each outermost composing schema that can be closed, the keys its parts name (in the
+    parts' order, then its own)."""
+    composed = {at: (node, dict(_parts(root, node, at, {at})))
+                for at, node in _subschemas(root, "") if _composes(node)}
+    open_at = {p for _, parts in composed.values() for p in parts}
+    keys_at = {}
+    for at, (node, parts) in composed.items():
+        if at in open_at:
+            continue  # a part of a bigger composition, which lists its keys
+        schemas = [*parts.values(), node]
+        if any("patternProperties" in s or s.get("additionalProperties", False) is not False
+               for s in schemas):
+            open_at.add(at)  # a part takes extra keys, so the whole does
+            continue
+        keys = (k for s in schemas for k in (*_names(s.get("properties")),
+                                             *_names(s.get("required"))))
+        keys_at[at] = list(dict.fromkeys(keys))
+    return open_at, keys_at
+
+
+def _composes(node: Any) -> bool:
+    if not isinstance(node, dict):
+        return False
+    branches = node.get("allOf")
+    sources = (len(branches) if isinstance(branches, list) else 0) + ("$ref" in node) \
+        + ("properties" in node or "patternProperties" in node)
+    return sources >= 2
+
+
+def _parts(root: Any, node: dict[str, Any], at: str, seen: set[str]):
+    """(pointer, schema) of each schema that describes the same object as `node` at `at`:
+    its in-place entries and local `$ref` targets, recursively (`seen` guards cycles)."""
+    found = [(f"{at}/{key}/{i}", part) for key in _IN_PLACE
+             if isinstance(node.get(key), list) for i, part in enumerate(node[key])]
+    ref = node.get("$ref")
+    if _is_local_ref("$ref", ref):
+        found.append((ref[1:], _resolved(root, ref[1:])))
+    for pointer, part in found:
+        if pointer not in seen and isinstance(part, dict):
+            seen.add(pointer)
+            yield pointer, part
+            yield from _parts(root, part, pointer, seen)
+
+
+def _subschemas(schema: Any, at: str):
+    """(pointer, schema) of `schema` and of every schema within it."""
+    yield at, schema
+    if not isinstance(schema, dict):
+        return
+    for key in _SCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            for k, v in schema[key].items():
+                yield from _subschemas(v, f"{at}/{key}/{_escaped(k)}")
+    for key in (*_SCHEMA_LISTS, *_SCHEMA_ONE):
+        if isinstance(schema.get(key), list):
+            for i, v in enumerate(schema[key]):
+                yield from _subschemas(v, f"{at}/{key}/{i}")
+        elif key in schema:
+            yield from _subschemas(schema[key], f"{at}/{key}")
+
+
+def _resolved(root: Any, pointer: str) -> Any:
+    """The schema at JSON `pointer` ("" is the root) of `root`; None when there is none."""
+    node = root
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict):
+            node = node.get(token)
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return None
+    return node
+
+
+def _escaped(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _names(value: Any) -> list[str]:
+    """The keys a `properties` object or a `required` list names."""
+    if isinstance(value, dict):
+        return list(value)
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def limits() -> Any:
