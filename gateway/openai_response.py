@@ -139,7 +139,7 @@ class Gather:
             return {"message": {"role": "assistant", "content": text, **extra},
                     "finish_reason": c.finish_reason}
         content, calls = split_tool_calls(text, self.tool_names, self.parallel_tool_calls,
-                                          self.named_tool)
+                                          self.named_tool, c.finish_reason == "length")
         message: dict[str, Any] = {"role": "assistant", "content": content, **extra}
         if calls:
             message["tool_calls"] = [call_json(t) for t in calls]
@@ -228,7 +228,7 @@ class StreamShape:
             c.index, ToolCallStream(self.tool_names, self.parallel_tool_calls, self.named_tool))
         events = stream.feed(text)
         if c.finish_reason is not None:
-            events += stream.finish()
+            events += stream.finish(cut_off=c.finish_reason == "length")
         for e in events:
             if isinstance(e, ToolCall):
                 k = self.calls_sent.get(c.index, 0)

@@ -9,6 +9,9 @@ Two forms are recognised:
   (optionally after `<|python_tag|>`).
 A call is only taken when its name is one of the request's tools and its arguments are a JSON
 object; anything else stays content, so a model that writes about tools is not misread.
+A call ends at the first `</tool_call>` outside its JSON's strings (`CloseTagScan`): an argument
+may hold the tag itself. (When the model ends the answer with a string of a call's JSON still
+open and a tag after it, the JSON is broken: that call ends at that tag, and stays content.)
 A call cut off unfinished (by max_tokens) is still a call, as OpenAI answers one, once its
 name is written whole (or the request's `tool_choice` named the function): its arguments are
 the text written so far, maybe not yet JSON (`cut_off_call`). One whose name was not written
@@ -38,6 +41,9 @@ _PYTHON_TAG = "<|python_tag|>"
 _NAME = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]*)"\s*')
 _ARGUMENTS = re.compile(r',\s*"(?:arguments|parameters)"\s*:\s*(.*)', re.DOTALL)
 _KEY_CUT = re.compile(r'(,\s*("[a-z]*"?\s*)?)?')
+_JSON_START = re.compile(r"\S")
+_JSON_MARK = re.compile(r'["{}\[\]<]')  # what changes a call's JSON state, or may open the tag
+_STRING_MARK = re.compile(r'["\\]')
 
 
 def new_call_id() -> str:
@@ -69,7 +75,10 @@ def cut_off_call(text: str, names: frozenset[str], named: str | None) -> ToolCal
     request named the function (`named`), that function with the arguments written so far
     ("" before them). None when it is no call (whole JSON that is not one, an unknown name,
     or a name cut off with no function named)."""
-    text = text[:len(text) - _partial_suffix(text, TOOL_CALL_CLOSE)]
+    scan = CloseTagScan()
+    scan.find(text)
+    if not scan.in_string:  # a close tag cut off; inside a string it is the argument's text
+        text = text[:len(text) - _partial_suffix(text, TOOL_CALL_CLOSE)]
     try:
         json.loads(text)
     except ValueError:
@@ -87,15 +96,82 @@ def cut_off_call(text: str, names: frozenset[str], named: str | None) -> ToolCal
 
 
 def split_tool_calls(text: str, names: frozenset[str], parallel: bool = True,
-                     named: str | None = None) -> tuple[str | None, list[ToolCall]]:
-    """(the content left, the calls) of a whole answer; content None when nothing is left."""
+                     named: str | None = None,
+                     cut_off: bool = False) -> tuple[str | None, list[ToolCall]]:
+    """(the content left, the calls) of a whole answer; content None when nothing is left.
+    `cut_off`: max_tokens ended the answer, not the model (see `ToolCallStream.finish`)."""
     stream = ToolCallStream(names, parallel, named)
-    events = [*stream.feed(text), *stream.finish()]
+    events = [*stream.feed(text), *stream.finish(cut_off)]
     content = "".join(e for e in events if isinstance(e, str))
     calls = [e for e in events if isinstance(e, ToolCall)]
     if calls:
         return (content if content.strip() else None), calls
     return content, calls
+
+
+@dataclass
+class CloseTagScan:
+    """Finds the `</tool_call>` that ends a call, outside the strings of the call's JSON (an
+    argument may hold the tag), in the call's text after `<tool_call>` as it grows: each
+    `find` reads on from where the last one stopped, so a streamed call is read once.
+
+    When the call's text does not open with `{` (no JSON to track), or once its JSON has
+    closed, the first tag ends the call; so does a tag inside the JSON but outside its strings
+    (the JSON is broken there: it is no call)."""
+
+    pos: int = 0  # where the next find reads on from
+    depth: int = 0  # open objects and arrays
+    in_string: bool = False
+    plain: bool = False  # no JSON to track (any more): the first tag ends the call
+
+    def find(self, body: str) -> int:
+        """Where the close tag starts in `body` (the text given to the last `find` and what
+        has been added to it since), or -1 while it is not there whole."""
+        while not self.plain:
+            step = self._string if self.in_string else self._json if self.depth else self._open
+            if (found := step(body)) is not None:
+                return found
+        end = body.find(TOOL_CALL_CLOSE, self.pos)
+        if end < 0:  # a tag begun at the end is read again with what follows
+            self.pos = max(self.pos, len(body) - len(TOOL_CALL_CLOSE) + 1)
+        return end
+
+    # Each step reads on from `pos`: None when it moved on, else what `find` returns (-1 at
+    # the end of the text so far, `pos` left where reading must go on).
+
+    def _open(self, body: str) -> int | None:
+        if (first := _JSON_START.search(body, self.pos)) is None:
+            self.pos = len(body)
+            return -1
+        self.plain, self.depth, self.pos = first.group() != "{", 1, first.end()
+        return None
+
+    def _string(self, body: str) -> int | None:
+        mark = _STRING_MARK.search(body, self.pos)
+        if mark is None or (mark.group() == "\\" and mark.end() == len(body)):
+            self.pos = len(body) if mark is None else mark.start()  # the escaped one to come
+            return -1
+        self.in_string = mark.group() == "\\"  # an escape: skip the character it escapes
+        self.pos = mark.end() + self.in_string
+        return None
+
+    def _json(self, body: str) -> int | None:
+        if (mark := _JSON_MARK.search(body, self.pos)) is None:
+            self.pos = len(body)
+            return -1
+        char, at = mark.group(), mark.start()
+        if char == "<" and TOOL_CALL_CLOSE.startswith(body[at:at + len(TOOL_CALL_CLOSE)]):
+            self.pos = at  # the tag, or its beginning at the end of the text so far
+            return at if body.startswith(TOOL_CALL_CLOSE, at) else -1
+        self.pos = mark.end()
+        if char in "{[":
+            self.depth += 1
+        elif char in "}]":
+            self.depth -= 1
+            self.plain = self.depth == 0  # the JSON is whole: what follows is no JSON
+        elif char == '"':
+            self.in_string = True
+        return None
 
 
 @dataclass
@@ -116,6 +192,7 @@ class ToolCallStream:
     _started: bool = False  # some content was released
     _whole_json: bool = False  # the answer opened like a bare JSON call: hold it all
     _ws: str = ""  # whitespace not yet known to be content
+    _scan: CloseTagScan = field(default_factory=CloseTagScan)  # of the call being read
     calls: int = field(default=0)
 
     def feed(self, text: str) -> list[str | ToolCall]:
@@ -125,7 +202,7 @@ class ToolCallStream:
             if self._whole_json:
                 return out
             if self._in_call:
-                end = self._buf.find(TOOL_CALL_CLOSE)
+                end = self._scan.find(self._buf)
                 if end < 0:
                     return out
                 body, self._buf = self._buf[:end], self._buf[end + len(TOOL_CALL_CLOSE):]
@@ -150,7 +227,7 @@ class ToolCallStream:
             if start >= 0:
                 self._emit(out, self._buf[:start])
                 self._buf = self._buf[start + len(TOOL_CALL_OPEN):]
-                self._in_call = True
+                self._in_call, self._scan = True, CloseTagScan()
                 continue
             keep = _partial_suffix(self._buf, TOOL_CALL_OPEN)
             self._emit(out, self._buf[: len(self._buf) - keep])
@@ -166,9 +243,18 @@ class ToolCallStream:
         self._ws = text[len(body):]
         self._started = True
 
-    def finish(self) -> list[str | ToolCall]:
+    def finish(self, cut_off: bool = False) -> list[str | ToolCall]:
         """Everything still held, at the end of the answer. An answer that ends inside a
-        call, or inside its `<tool_call>` tag, was cut off writing it: `_cut_off`."""
+        call, or inside its `<tool_call>` tag, was cut off writing it: `_cut_off`. But when
+        the model ended it (not `cut_off` by max_tokens) inside a string of a call's JSON
+        that a tag follows, the JSON is broken: the call ends at that tag, and is no call."""
+        out: list[str | ToolCall] = []
+        while not cut_off and self._in_call and TOOL_CALL_CLOSE in self._buf:
+            self._scan.plain, self._scan.pos = True, 0
+            out += self.feed("")
+        return out + self._rest()
+
+    def _rest(self) -> list[str | ToolCall]:
         buf, self._buf = self._buf, ""
         if self._in_call:
             return self._cut_off(buf)
