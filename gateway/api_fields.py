@@ -184,7 +184,8 @@ CHAT_FIELDS: tuple[Field, ...] = (
     Field("response_format", (OBJ,), SUPPORTED,
           "`text`, `json_object`, `json_schema`: decoding constrained by a grammar "
           "(docs/STRUCTURED.md)"),
-    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters`), at most 128; a "
+    Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters` of an object: "
+          "another `type` is a 400), at most 128; a "
           "function's `strict: true` holds its calls to `parameters` under every "
           "`tool_choice` (docs/STRUCTURED.md)"),
     Field("tool_choice", (STR, OBJ), SUPPORTED, "`none`, `auto`, `required` or a named function"),

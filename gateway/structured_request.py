@@ -7,8 +7,9 @@ Fields (chat and completions unless said):
   `guided_choice` (a list of strings), `guided_grammar` (llguidance Lark), and their newer
   form `structured_outputs`: an object with one of `json`, `regex`, `choice`, `grammar` (the
   same values) or `json_object: true` (any JSON object); its other keys are a 400.
-- chat only: `tools` (functions with JSON-Schema `parameters`), `tool_choice` (`none`, `auto`,
-  `required` or `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
+- chat only: `tools` (functions with JSON-Schema `parameters`, an object's: a `type` other
+  than "object" is a 400), `tool_choice` (`none`, `auto`, `required` or
+  `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`.
 
 A key these objects (and `tools[i]`, `tools[i].function`) do not define is a 400 naming it
 (gateway/nested_keys.py): `response_format.schema` beside `json_object` is refused, not dropped.
@@ -168,14 +169,28 @@ def _tools(raw: Any) -> list[ToolDef]:
         strict = fn.get("strict")
         if not isinstance(strict, bool | None):
             raise bad_field(f"{where}.function.strict", "must be a boolean")
-        params = fn.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise bad_field(f"{where}.function.parameters", "must be a JSON Schema object")
-        source = "" if params is None else json.dumps(params)
-        if source:
-            _check(f"{where}.function.parameters", "json_schema", source)
+        source = _parameters_source(fn.get("parameters"), f"{where}.function.parameters")
         out.append(ToolDef(name, desc or "", source, bool(strict)))
     return out
+
+
+def _parameters_source(params: Any, param: str) -> str:
+    """A function's `parameters` as schema text ("" when absent: it takes none). Arguments
+    are a JSON object (OpenAI's, and the only kind the answer's parser takes as a call), so a
+    schema whose `type` is not "object" is refused: its grammar would force calls that are
+    never returned. A schema without `type` (`properties` alone) is taken as an object's."""
+    if params is None:
+        return ""
+    if not isinstance(params, dict):
+        raise bad_field(param, "must be a JSON Schema object")
+    kind = params.get("type", "object")
+    if kind != "object" and not (isinstance(kind, list) and kind
+                                 and all(k == "object" for k in kind)):
+        raise bad_field(param, f'must be an object schema (type "object"), got type '
+                        f"{json.dumps(kind)}: a function's arguments are a JSON object")
+    source = json.dumps(params)
+    _check(param, "json_schema", source)
+    return source
 
 
 def _tool_choice(raw: Any, tools: list[ToolDef] | None) -> tuple[str, str | None]:

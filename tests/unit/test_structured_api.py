@@ -93,6 +93,34 @@ def test_bad_structured_fields_are_400s_naming_the_field(body, param) -> None:
     assert err.value.status == 400 and err.value.param == param
 
 
+@pytest.mark.parametrize("params", [
+    {"type": "string"}, {"type": "array", "items": {"type": "integer"}},
+    {"type": ["object", "null"]}, {"type": []}, {"type": "null", "properties": {}}])
+def test_parameters_that_are_no_object_schema_are_refused(params) -> None:
+    """A call's arguments are an object: a grammar for other arguments would force calls the
+    answer's parser never takes (a forced call that is never returned)."""
+    from gateway.responses_request import parse_responses
+
+    fn = {"name": "f", "parameters": params}
+    with pytest.raises(ApiError) as err:
+        chat(tools=[WEATHER, {"type": "function", "function": fn}], tool_choice="required")
+    assert (err.value.status, err.value.code, err.value.param) == (
+        400, "invalid_value", "tools[1].function.parameters")
+    assert err.value.message.startswith("tools[1].function.parameters: must be an object")
+    with pytest.raises(ApiError) as err:
+        parse_responses({"model": "m", "input": "hi", "tools": [{"type": "function", **fn}]})
+    assert (err.value.status, err.value.param) == (400, "tools[0].parameters")
+    assert err.value.message.startswith("tools[0].parameters: must be an object")
+
+
+@pytest.mark.parametrize("params", [
+    {"type": "object"}, {"type": ["object"]}, {"properties": {"a": {"type": "integer"}}}, {}])
+def test_object_parameters_with_or_without_a_type_are_taken(params) -> None:
+    req = chat(tools=[{"type": "function", "function": {"name": "f", "parameters": params}}],
+               tool_choice="required")
+    assert json.loads(req.grammar)["tools"] == [["f", params]]
+
+
 def test_tools_on_completions_are_refused() -> None:
     with pytest.raises(ApiError) as err:
         parse_completion({"model": "m", "prompt": "p", "tools": [WEATHER]})
