@@ -111,9 +111,11 @@ class EngineLoop:
     def __init__(self, engine: LLMEngine, commands: Connection, steps: Connection,
                  busy_poll: float = 0.0) -> None:
         """Drives `engine`, which from now on leaves the text of outputs without stop strings
-        to the worker (inference/output_text.py): per-sequence work off this process."""
+        to the worker (inference/output_text.py): per-sequence work off this process; and
+        compiles new grammars off its thread (`LLMEngine.compile_aside`)."""
         self.engine = engine
         engine.detokenize = False
+        engine.compile_aside = True  # a new grammar compiles beside the others' steps
         self.commands = commands
         self.steps = steps
         self.stopped = False

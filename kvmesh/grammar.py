@@ -205,10 +205,15 @@ def _names(value: Any) -> list[str]:
 
 def limits() -> Any:
     """Parser limits: a grammar that would take too long per token errors instead of hanging
-    the worker (llguidance counts lexer "fuel" per step and caps the grammar's size)."""
+    the worker (llguidance counts lexer "fuel" per step and caps the grammar's size). The
+    initial fuel bounds what compiling one costs before its first mask: at llguidance's
+    default (1,000,000) a regex like `(a{1000}){1000}` spent ~1 s and ~150 MB of lexer states
+    before it failed (an audit sent a new one each request); at 100,000 it fails in ~50 ms
+    holding nothing, while schemas of 2,000 properties or 3,000-value enums compile the
+    same (their cost is the grammar's size, which `max_grammar_size` caps)."""
     import llguidance
 
-    return llguidance.LLParserLimits(step_lexer_fuel=1_000_000, initial_lexer_fuel=1_000_000,
+    return llguidance.LLParserLimits(step_lexer_fuel=1_000_000, initial_lexer_fuel=100_000,
                                      max_grammar_size=500_000)
 
 

@@ -11,6 +11,12 @@ A request whose grammar breaks while it decodes (llguidance stops a parser that 
 limits) is aborted, and `take_failures()` says why (`InvalidParameter` naming `grammar`): its
 choices end with "abort", never with a "stop" the grammar did not reach.
 
+`compile_aside` (off unless set, as the worker's engine loop does): a constrained request
+whose grammar is not compiled yet waits while it compiles on the grammar thread (grammar.py
+`Grammars.ready`) and is queued at the first step after; one whose grammar does not compile
+then fails through `take_failures()` (no output), not from `add_request`. Off, `add_request`
+compiles it (and raises) in place, as `LLM.generate` wants.
+
 `detokenize` (True unless set otherwise before requests are added) makes each output's text;
 off, the outputs of a request without stop strings carry token ids and no text, for a caller
 that makes the text elsewhere (the worker: inference/output_text.py). A request with stop
@@ -32,7 +38,7 @@ from .errors import DuplicateRequest, InvalidParameter, RequestRejected
 from .grammar import Grammars
 from .grammar_fill import MaskFill
 from .inflight import InFlight, Launched, Received
-from .outputs import StepOutput
+from .outputs import StepOutput, Usage
 from .penalties import Penalties
 from .prompt_check import PromptLimits, check_prompt, check_token_ids
 from .prompt_logprobs import PromptReports
@@ -43,6 +49,8 @@ from .scheduler import ScheduledBatch, Scheduler
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import Tokenizer
 from .transfer import to_device
+
+COMPILE_POLL_S = 0.005  # an engine with nothing but compiles to wait for waits this long a step
 
 
 class LLMEngine:
@@ -88,6 +96,10 @@ class LLMEngine:
         self.embedder = Embedder(resolve_pooling(config.pooling, model_config),
                                  config.normalize_embeddings, model_config.hidden_size)
         self.detokenize = True  # see the module doc
+        # Compile a new grammar off this thread, its request held back meanwhile (the module
+        # doc); a served engine's loop turns it on (engine_loop.py)
+        self.compile_aside = False
+        self._compiling: dict[str, tuple[list[int], SamplingParams]] = {}
 
     @classmethod
     def from_model(cls, spec: str | None = None, config: EngineConfig | None = None) -> LLMEngine:
@@ -119,7 +131,14 @@ class LLMEngine:
             raise InvalidParameter("logprobs", "prompt logprobs (echo with logprobs) are not "
                                    "served by a tensor-parallel worker")
         check_token_ids(params, self.limits)
-        seq = self._new_seq(request_id, 0, list(prompt_token_ids), params)  # compiles a grammar
+        if self.compile_aside and not self.grammars.ready(params):
+            self._compiling[request_id] = (list(prompt_token_ids), params)
+            return
+        self._queue(request_id, list(prompt_token_ids), params)
+
+    def _queue(self, request_id: str, prompt_token_ids: list[int],
+               params: SamplingParams) -> None:
+        seq = self._new_seq(request_id, 0, prompt_token_ids, params)  # compiles a grammar
         state = RequestState(request_id, params, len(prompt_token_ids))
         self._requests[request_id] = state
         state.new_choice(seq, self._text_tokenizer(params), self.eos_ids)
@@ -140,8 +159,23 @@ class LLMEngine:
         """The tokenizer a request's choices make their text with here; None: no text."""
         return self.tokenizer if self.detokenize or params.stop else None
 
+    def _admit_compiled(self) -> None:
+        """Queue the requests whose grammar is now compiled (`compile_aside`); one whose
+        grammar did not compile fails (`take_failures`) without an output. With nothing else
+        to run, wait a moment for a compile rather than spin."""
+        if not self.has_work():
+            self.grammars.wait_compiling(COMPILE_POLL_S)
+        for rid, (ids, params) in list(self._compiling.items()):
+            if self.grammars.ready(params):
+                del self._compiling[rid]
+                try:
+                    self._queue(rid, ids, params)
+                except RequestRejected as exc:
+                    self._failures.append((rid, exc))
+
     def _check_new(self, request_id: str) -> None:
-        if request_id in self._requests or request_id in self.embedder:
+        if request_id in self._requests or request_id in self.embedder \
+                or request_id in self._compiling:
             raise DuplicateRequest("request_id", f"{request_id!r} is already running")
 
     @property
@@ -176,6 +210,9 @@ class LLMEngine:
         request just ends)."""
         if self.embedder.abort(request_id, self.scheduler):
             return
+        if (waiting := self._compiling.pop(request_id, None)) is not None:
+            self._abort_compiling(request_id, *waiting)
+            return
         state = self._requests.pop(request_id, None)
         if state is None:
             return
@@ -192,6 +229,16 @@ class LLMEngine:
             outs[-1].usage = state.usage()
         self._pending.extend(outs)
 
+    def _abort_compiling(self, request_id: str, ids: list[int], params: SamplingParams) -> None:
+        """A request aborted while its grammar compiled: never started, each choice ends
+        with no token; the compile is dropped unless another request waits for it."""
+        if not any(p.grammar == params.grammar and p.grammar_kind == params.grammar_kind
+                   for _, p in self._compiling.values()):
+            self.grammars.abandon(params)
+        outs = [StepOutput(request_id, i, [], "", finish_reason="abort") for i in range(params.n)]
+        outs[-1].usage = Usage(len(ids), 0)
+        self._pending.extend(outs)
+
     def take_failures(self) -> list[tuple[str, RequestRejected]]:
         """(request id, why) of each request that failed while it ran since the last call;
         each was aborted (its outputs end with "abort")."""
@@ -201,10 +248,15 @@ class LLMEngine:
     def abort_all(self) -> None:
         """Abort every request (after a failed step: nothing running can be trusted)."""
         self._inflight = self._held = self._unsampled = None
-        for request_id in [*self._requests, *self.embedder.request_ids()]:
+        for request_id in [*self._requests, *self.embedder.request_ids(), *self._compiling]:
             self.abort(request_id)
 
     def has_unfinished(self) -> bool:
+        return self.has_work() or bool(self._compiling)
+
+    def has_work(self) -> bool:
+        """Anything to schedule, run or hand out now (requests waiting on their grammar's
+        compile are not: `_admit_compiled`)."""
         return (bool(self._requests) or bool(self._pending) or self._inflight is not None
                 or self._unsampled is not None or bool(self.embedder))
 
@@ -223,6 +275,8 @@ class LLMEngine:
         work (inflight.py); the device, still computing the step's forward pass, has the
         sampling queued long before it gets there.
         """
+        if self._compiling:
+            self._admit_compiled()
         outputs, self._pending = self._pending, []
         self._draw_unsampled()
         batch = self._take_held() or self.scheduler.schedule()

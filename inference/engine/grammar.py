@@ -6,7 +6,12 @@ Contract:
   ((None, 0) when unconstrained). Compiled grammars are cached by a hash of (kind, source),
   LRU, `cache_size` entries; a new sequence gets a `deep_copy` of a cached pristine matcher,
   so a schema compiles once (plus its lanes, below). A grammar that does not compile raises
-  `InvalidParameter` (a ValueError) naming `grammar`.
+  `InvalidParameter` (a ValueError) naming `grammar`, and is not cached; one whose parser
+  breaks while a sequence decodes (`advance`) leaves the cache.
+- `ready(params)` compiles a new grammar off the caller's thread (one grammar thread): the
+  engine holds a constrained request back until its grammar is ready, so compiling one
+  (up to a second or more within llguidance's limits, the GIL dropped) never stalls the
+  steps of the others.
 - Lanes: the deep copies of one compiled matcher share its lexer state behind one lock (held
   for a whole mask or token), so their masks are computed one at a time however many threads
   fill them (measured on the H200's host: 64 copies, 4.0 ms a step with 1 thread, 5.2 with 8).
@@ -57,6 +62,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +144,10 @@ class Grammars:
         self.spare_lanes = spare_lanes  # lanes beyond each grammar's first, cache-wide
         self._spares = 0  # of them compiled, in the cache now
         self.stats = GrammarStats()
+        # grammars compiling off the engine's thread (`ready`), by key; one thread, so one
+        # caller's costly grammars queue behind each other, never beside the engine's steps
+        self._compiling: dict[str, Future[Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def _ll_tokenizer(self) -> Any:
         with self._lock:
@@ -162,16 +172,52 @@ class Grammars:
             return
         self._fill([matcher], torch.empty((1, (self.vocab_size + 31) // 32), dtype=torch.int32))
 
+    def ready(self, params: SamplingParams) -> bool:
+        """Whether `new_matcher(params)` answers at once: unconstrained, cached, or compiled
+        in the background since. Else the grammar starts compiling on the grammar thread (one
+        compile per grammar however many ask) and this says False until it is done, so a
+        costly grammar (llguidance compiles up to its `limits()`: a second or more) delays its
+        own request only, never the engine's steps. Engine thread only."""
+        if not params.grammar_kind:
+            return True
+        key = _key(params)
+        if key in self._cache:
+            return True
+        pending = self._compiling.get(key)
+        if pending is None:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="grammar-compile")
+            self._compiling[key] = self._pool.submit(self._compile, params.grammar_kind,
+                                                     params.grammar)
+            return False
+        return pending.done()
+
+    def abandon(self, params: SamplingParams) -> None:
+        """No request waits for this grammar any more: its compile, when done, is dropped
+        rather than kept for nobody."""
+        self._compiling.pop(_key(params), None)
+
+    def wait_compiling(self, timeout: float) -> None:
+        """Return when a background compile is done, or after `timeout` seconds."""
+        if self._compiling:
+            wait(list(self._compiling.values()), timeout, FIRST_COMPLETED)
+
     def new_matcher(self, params: SamplingParams) -> tuple[Any, int]:
         """A fresh matcher for a sequence of `params` and its lane, or (None, 0) when it is
-        unconstrained."""
+        unconstrained. A grammar not cached is taken from its background compile when that
+        is done (`ready`), else compiled here; one that does not compile raises
+        `InvalidParameter` and is not cached (a request sending it again compiles it
+        again)."""
         if not params.grammar_kind:
             return None, 0
         kind, source = params.grammar_kind, params.grammar
-        key = hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()
+        key = _key(params)
         entry = self._cache.get(key)
         if entry is None:
-            entry = self._cache[key] = _Entry([self._compile(kind, source)])
+            pending = self._compiling.pop(key, None)
+            matcher = pending.result() if pending is not None and pending.done() \
+                else self._compile(kind, source)
+            entry = self._cache[key] = _Entry([matcher])
             self.stats.compiles += 1
             if len(self._cache) > self._cache_size:
                 self._spares -= len(self._cache.popitem(last=False)[1].pristine) - 1
@@ -249,7 +295,20 @@ class Grammars:
                 done[i] = not m.consume_token(token) or m.is_stopped()
                 if done[i] and m.is_error():
                     seq.grammar_error = _first_line(m.get_error())
+                    self._forget(seq.params)
         return done
+
+    def _forget(self, params: SamplingParams) -> None:
+        """Drop a grammar whose parser broke (a state past llguidance's limits, which every
+        sequence of it would reach again): its matchers may hold hundreds of MB of lexer
+        states, and a cache of such grammars must not keep them."""
+        entry = self._cache.pop(_key(params), None)
+        if entry is not None:
+            self._spares -= len(entry.pristine) - 1
+
+
+def _key(params: SamplingParams) -> str:
+    return hashlib.sha256(f"{params.grammar_kind}\0{params.grammar}".encode()).hexdigest()
 
 
 def _first_line(error: str) -> str:
