@@ -80,6 +80,15 @@ _TRUNCATE = ("vLLM's: keep the prompt's last this many tokens (a positive intege
              "the tokens kept")
 
 
+def _no_stop_beside(kind: str) -> str:
+    """Where `stop` and `stop_token_ids` are refused (gateway/openai_request.py's
+    `_check_stops`)."""
+    if kind == "completion":
+        return "not with structured output (it would cut the answer short of its grammar)"
+    return ("not with structured output, nor with tools unless `tool_choice` is `none` (it "
+            "would cut the JSON or the call short)")
+
+
 def _common(kind: str) -> list[Field]:
     """Fields both endpoints share, in OpenAI's terms."""
     return [
@@ -94,7 +103,7 @@ def _common(kind: str) -> list[Field]:
         Field("seed", (INT,), SUPPORTED, "noise of the request's own, whatever else runs; "
               "its tokens repeat where its logits do (a batch of other shapes may round "
               "bfloat16 logits apart)"),
-        Field("stop", (STR, ARR), SUPPORTED, "a string or up to 16"),
+        Field("stop", (STR, ARR), SUPPORTED, f"a string or up to 16; {_no_stop_beside(kind)}"),
         Field("logit_bias", (OBJ,), SUPPORTED,
               "token id → bias in [-100, 100], added to the logits before sampling; ids "
               "outside the vocabulary are a 400"),
@@ -134,7 +143,8 @@ def _extensions(kind: str) -> list[Field]:
               "vLLM's: only these token ids (inside the vocabulary) can be drawn; not with "
               "structured output, tools or `min_tokens`"),
         Field("stop_token_ids", (ARR,), EXTENSION,
-              "token ids that end the answer; ids outside the vocabulary are a 400"),
+              "token ids that end the answer; ids outside the vocabulary are a 400; "
+              + _no_stop_beside(kind)),
         Field("priority", (INT,), EXTENSION,
               "scheduling order with auth off; with auth on the tenant's class decides"),
         Field("truncate_prompt_tokens", (INT,), EXTENSION, _TRUNCATE),

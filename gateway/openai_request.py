@@ -14,8 +14,10 @@ prompts, `echo` and `suffix` in gateway/completion_prompts.py.
 
 `messages` are gateway/chat_messages.py's. `max_tokens` is checked even where
 `max_completion_tokens` wins; `parallel_tool_calls` is a 400 without `tools`; `min_tokens` is
-a 400 over the token limit or beside a grammar. vLLM's template fields (`add_generation_prompt`,
-`continue_final_message`, `chat_template_kwargs`) are gateway/chat_template_fields.py's.
+a 400 over the token limit or beside a grammar; `stop` and `stop_token_ids` are 400s beside a
+grammar or tools that may be called (`_check_stops`). vLLM's template fields
+(`add_generation_prompt`, `continue_final_message`, `chat_template_kwargs`) are
+gateway/chat_template_fields.py's.
 """
 
 from __future__ import annotations
@@ -121,7 +123,22 @@ def parse_chat(body: Any) -> ParsedRequest:
     elif body.get("top_logprobs") is not None:
         raise bad_field("top_logprobs", "requires logprobs to be true")
     _check_token_masks(req)
+    _check_stops(req)
     return req
+
+
+def _check_stops(req: ParsedRequest) -> None:
+    """No `stop` string nor `stop_token_ids` beside a grammar (structured output, forced or
+    strict tool calls) or tools that may be called (`tool_choice` other than none): a stop
+    would end the answer inside its JSON or a call, served as a whole answer (`stop`,
+    `tool_calls`) whose JSON or `arguments` the client cannot parse. The grammar's end, or
+    the model's, ends such an answer. An empty list is no stop."""
+    if not (req.grammar_kind or req.tool_names):
+        return
+    for name in ("stop", "stop_token_ids"):
+        if getattr(req, name):
+            raise bad_field(name, "cannot be combined with structured output or tools (it "
+                            "would cut the JSON or the tool call short)")
 
 
 def _check_token_masks(req: ParsedRequest) -> None:
@@ -156,6 +173,7 @@ def parse_completion(body: Any) -> ParsedRequest:
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     parse_echo(body, req)
     _check_token_masks(req)
+    _check_stops(req)
     return req
 
 

@@ -228,8 +228,9 @@ CHAT_REQUEST = {
                    "of response_format (not text), guided_* and structured_outputs; "
                    "min_tokens at most max_completion_tokens (or max_tokens), and not with "
                    "those or tools (nor allowed_token_ids, nor min_tokens beside it); "
-                   "continue_final_message needs add_generation_prompt false and a last "
-                   "assistant message with text.",
+                   "stop and stop_token_ids not with those, nor with tools unless tool_choice "
+                   "is none; continue_final_message needs add_generation_prompt false and a "
+                   "last assistant message with text.",
 }
 
 _PROMPT = {"type": "string", "minLength": 1}
@@ -257,8 +258,9 @@ COMPLETION_REQUEST = {
     "description": "stream_options only with stream true. max_tokens defaults to 16; 0 only "
                    "with echo; min_tokens at most max_tokens, and not with guided_*, "
                    "structured_outputs or response_format (nor allowed_token_ids, nor "
-                   "min_tokens beside it). A list of prompts is answered as one response "
-                   "(choice index = prompt_i * n + j). suffix is refused.",
+                   "min_tokens beside it); stop and stop_token_ids not with those. A list of "
+                   "prompts is answered as one response (choice index = prompt_i * n + j). "
+                   "suffix is refused.",
 }
 
 _TOKEN = _int(0, (1 << 31) - 1)
