@@ -82,7 +82,8 @@ class BackgroundJobs:
     def detach(self, request: web.Request, rid: str, tenant: str,
                answer: web.StreamResponse) -> None:
         """Called by the work, in its task: `answer` goes out now and the work carries on,
-        its chunks on a telemetry record of its own (its tokens counted when it ends)."""
+        its chunks on a telemetry record of its own (the request counted, with its tokens
+        and the status it ended with, when it ends)."""
         task = asyncio.current_task()
         assert task is not None
         self.jobs[rid] = Job(task, tenant, telemetry_http.carry_on(request))
