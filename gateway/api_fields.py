@@ -193,7 +193,8 @@ CHAT_FIELDS: tuple[Field, ...] = (
     Field("top_logprobs", (INT,), SUPPORTED, "[0, 20] alternatives; needs `logprobs: true`"),
     Field("response_format", (OBJ,), SUPPORTED,
           "`text`, `json_object`, `json_schema`: decoding constrained by a grammar "
-          "(docs/STRUCTURED.md)"),
+          "(docs/STRUCTURED.md); a schema's `name`, when given, as OpenAI's "
+          "(`^[a-zA-Z0-9_-]{1,64}$`)"),
     Field("tools", (ARR,), SUPPORTED, "functions (JSON-Schema `parameters` of an object: "
           "another `type` is a 400), at most 128; a "
           "function's `strict: true` holds its calls to `parameters` under every "

@@ -114,8 +114,10 @@ def _response_format(rf: Any) -> tuple[str, str, str] | None:
     if not isinstance(spec, dict):
         raise bad_field("response_format.json_schema", "required, an object")
     check_keys(spec, _SCHEMA_KEYS, "response_format.json_schema")
-    if not isinstance(given(spec, "name", ""), str):
-        raise bad_field("response_format.json_schema.name", "must be a string")
+    name = given(spec, "name", None)
+    if name is not None and (not isinstance(name, str) or not _TOOL_NAME.match(name)):
+        # OpenAI's rule for a schema's name, as for a function's
+        raise bad_field("response_format.json_schema.name", "must match ^[a-zA-Z0-9_-]{1,64}$")
     if not isinstance(given(spec, "description", ""), str):
         raise bad_field("response_format.json_schema.description", "must be a string")
     if not isinstance(given(spec, "strict", False), bool):

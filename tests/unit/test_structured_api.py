@@ -326,3 +326,17 @@ def test_a_grammar_too_big_is_refused_naming_the_field() -> None:
             "name": "big", "schema": {"type": "object", "properties": props}}})
     assert err.value.param == "response_format.json_schema.schema"
     assert "limit" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["bad name!", "x" * 65, "", 7])
+def test_a_schema_name_outside_openais_rule_is_refused(name) -> None:
+    with pytest.raises(ApiError) as err:
+        chat(response_format={"type": "json_schema", "json_schema": {
+            "name": name, "schema": {"type": "object"}}})
+    assert err.value.param == "response_format.json_schema.name"
+
+
+@pytest.mark.parametrize("name", ["Person", "calendar_event-2", "x" * 64, None])
+def test_a_schema_name_by_openais_rule_or_none_is_taken(name) -> None:
+    chat(response_format={"type": "json_schema", "json_schema": {
+        "name": name, "schema": {"type": "object"}}})
