@@ -76,8 +76,9 @@ def closed_objects(schema: Any) -> Any:
     xgrammar (vLLM's default) assumes it. Without it a small model invents keys until
     max_tokens. A schema that allows extra properties says so and keeps them.
 
-    An object composed of several schemas (`allOf` of two or more, or `allOf` or `$ref`
-    beside `properties`: a base and its extension) is closed as a whole instead: each part's
+    An object composed of several schemas (`allOf` of two or more, or `allOf`, `$ref`,
+    `anyOf` or `oneOf` beside `properties`: a base and its extensions or options) is closed
+    as a whole instead: each part's
     `additionalProperties` sees only that part's `properties`, so closing the parts would
     forbid each other's keys. Its parts (their `allOf`/`anyOf`/`oneOf` entries and the local
     `$ref` targets within, `$defs` included) stay open, and the composing schema lists every
@@ -141,8 +142,11 @@ def _composes(node: Any) -> bool:
     if not isinstance(node, dict):
         return False
     branches = node.get("allOf")
+    own = "properties" in node or "patternProperties" in node
+    # options beside its own keys (`anyOf`/`oneOf` adding keys) extend the object as parts do
+    options = own and any(isinstance(node.get(k), list) for k in ("anyOf", "oneOf"))
     sources = (len(branches) if isinstance(branches, list) else 0) + ("$ref" in node) \
-        + ("properties" in node or "patternProperties" in node)
+        + own + options
     return sources >= 2
 
 

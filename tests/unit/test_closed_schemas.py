@@ -1,7 +1,8 @@
 """Closed objects (kvmesh/grammar.py `closed_objects`): an object schema that says nothing of
 extra keys forbids them, so that a small model cannot invent keys; an object composed of
-several schemas (`allOf`, a `$ref` base beside its own `properties`) is closed as a whole, so
-that each part's keys stay allowed. The grammars run on the real SmolLM2 tokenizer."""
+several schemas (`allOf`, a `$ref` base or `anyOf` options beside its own `properties`) is
+closed as a whole, so that each part's keys stay allowed. The grammars run on the real
+SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
@@ -75,3 +76,19 @@ def test_a_part_that_takes_extra_keys_leaves_the_whole_open(tokenizer) -> None:
     loose = {"allOf": [{"properties": {"a": INT}, "additionalProperties": True},
                        {"properties": {"b": INT}}]}
     assert _accepts(tokenizer, loose, {"a": 1, "b": 2, "c": 3})
+
+
+def test_options_beside_its_own_keys_are_parts_too(tokenizer) -> None:
+    """`anyOf` options that add keys to an object with keys of its own: before, each was
+    closed, so no option's key was allowed beside the object's."""
+    options = {"type": "object", "properties": {"kind": {"type": "string"}},
+               "required": ["kind"],
+               "anyOf": [{"properties": {"a": INT}, "required": ["a"]},
+                         {"properties": {"b": INT}, "required": ["b"]}]}
+    # (the grammar writes the parts' keys first, then the object's own)
+    assert _accepts(tokenizer, options, {"a": 1, "kind": "x"})
+    assert _accepts(tokenizer, options, {"b": 2, "kind": "y"})
+    assert not _accepts(tokenizer, options, {"kind": "x"})  # an option must hold
+    assert not _accepts(tokenizer, options, {"a": 1, "kind": "x", "c": 3})  # closed as a whole
+    nullable = {"anyOf": [{"type": "object", "properties": {"a": INT}}, {"type": "null"}]}
+    assert not _accepts(tokenizer, nullable, {"a": 1, "c": 3})  # no keys of its own: as before
