@@ -405,7 +405,7 @@ RESPONSES_REQUEST = {
     "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
                    "logprobs; a json_schema text.format needs name and schema; calls and "
                    "their outputs pair up over the stored history and input; background "
-                   "needs store and is not streamed",
+                   "needs store",
 }
 
 

@@ -19,7 +19,8 @@ Routes:
   OpenAI's code, kvmesh's in the message); a stream's `response.failed` is stored before it
   is sent.
 - With `background` (and `store`) the answer is the response `in_progress` once a worker
-  accepted it; the generation runs on past the HTTP request (gateway/responses_background.py)
+  accepted it (with `stream`, the events, as without `background`, but a client that leaves
+  stops nothing); the generation runs on past the HTTP request (gateway/responses_background.py)
   and stores how it ended (that last put retried through a store outage for up to
   `FINAL_PUT_S`: it is all its client will see). `POST /v1/responses/{id}/cancel` stops it at
   whichever gateway process runs it and answers the response `cancelled` (or as it finished
@@ -41,7 +42,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -127,9 +128,9 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
         if req.store:
             await _store(request, frame, frame.body("in_progress", []), None)
             created = True
-        if req.background:  # answered now; the rest runs on (gateway/responses_background.py)
-            answer = web.json_response(frame.body("in_progress", []),
-                                       headers={**route_headers(stream), **headers})
+        if req.background:  # answered now (or streamed): the rest runs on, client or not
+            answer = None if req.stream else web.json_response(
+                frame.body("in_progress", []), headers={**route_headers(stream), **headers})
             request.app[JOBS].detach(request, rid, req.tenant, answer)
         if req.stream:
             answer, settled = await _stream(request, frame, stream, headers)
@@ -257,37 +258,63 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     events = EventStream(frame, shape)
     sse = SseWriter(request, request.app[AUTH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **headers})
-    await sse.start()
+    reader = _Reader(sse, req.background)
+    await reader.guard(sse.start)
+    if req.background:
+        BackgroundJobs.streaming(request, sse.response)
     rec = telemetry_http.record(request)
     try:
-        await _send(sse, events.start())
+        await reader.send(events.start())
         while batch:
             rec.on_chunks(batch)
-            await _send(sse, [e for c in coalesce(batch) for e in events.feed(c)])
+            await reader.send([e for c in coalesce(batch) for e in events.feed(c)])
             batch = await stream.batch()
         closing = events.finish(stream.usage)
         if req.store:  # stored before the client hears it is complete
             await _store(request, frame, closing[-1]["response"],
                          as_message("".join(events.text), events.calls))
-        await _send(sse, closing)
+        await reader.send(closing)
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)
         rec.failed_in_stream(err.status, err.code or err.type, err.message)
         failed = events.failed(err.code, err.message)
         if req.store:  # stored first: a retrieve after response.failed reads the same error
             await _store_ended(request, frame, events.output)
-        await _send(sse, failed)
-        await sse.response.write_eof()
-        return sse.response, True
-    await sse.response.write_eof()
+        await reader.send(failed)
+    except asyncio.CancelledError:  # a background response cancelled: its stream ends here
+        if req.background:
+            await reader.guard(sse.response.write_eof)
+        raise
+    await reader.guard(sse.response.write_eof)
     return sse.response, True
 
 
-async def _send(sse: SseWriter, events: list[dict[str, Any]]) -> None:
-    """Events as OpenAI frames them: an `event:` line naming the type, then the data."""
-    if events:
-        await sse.write(b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e)
-                                 + b"\n\n" for e in events))
+class _Reader:
+    """The client of an event stream. A background response goes on without it once it has
+    left (the writes then do nothing, and the store gets its end as ever); any other's
+    leaving ends its request (`ConnectionResetError`, a 499)."""
+
+    def __init__(self, sse: SseWriter, background: bool) -> None:
+        self.sse, self.background, self.gone = sse, background, False
+
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        """Events as OpenAI frames them: an `event:` line naming the type, then the data."""
+        if events:
+            data = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e)
+                            + b"\n\n" for e in events)
+            await self.guard(lambda: self.sse.write(data))
+
+    async def guard(self, write: Callable[[], Awaitable[Any]]) -> None:
+        """Run `write` unless the client has left (see the class doc)."""
+        if self.gone:
+            return
+        try:
+            await write()
+        except ConnectionResetError:
+            if not self.background:
+                raise
+            self.gone = True
+            log.info("a background response's stream lost its client; it goes on")
 
 
 # -- retrieve, delete, input items ----------------------------------------------------------

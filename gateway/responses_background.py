@@ -3,8 +3,9 @@
 Contract:
 - `run(request, work)` runs the create handler's `work` as a task of its own and answers with
   what the work answers (a refusal, or a response not made in the background), unless the
-  work first calls `detach(request, rid, tenant, answer)`: then `answer` goes out at once,
-  and the work goes on alone, holding its admission slot, its worker's stream and its store
+  work first calls `detach(request, rid, tenant, answer)`: then `answer` goes out at once
+  (or, None, the work streams its own answer and `run` waits for it), and the work goes on
+  alone, holding its admission slot, its worker's stream and its store
   writes, until it ends, is cancelled, or the gateway shuts down (its stream then fails with
   503 `gateway_shutdown`, and the work stores that). A client that leaves before the detach
   cancels the work, as for any request; after it, nothing the client does stops the work.
@@ -39,6 +40,7 @@ from kvmesh.wire import Message, ResponseAck, ResponseCancel
 log = logging.getLogger("kvmesh.gateway.responses")
 FINISH_WAIT_S = 5.0  # at shutdown, how long jobs whose streams have ended get to store it
 _DETACHED = web.RequestKey("kvmesh.detached", asyncio.Future)  # the answer sent at once
+_STREAM = web.RequestKey("kvmesh.detached_stream", web.StreamResponse)  # or the one it streams
 
 
 @dataclass
@@ -65,25 +67,37 @@ class BackgroundJobs:
 
     async def run(self, request: web.Request,
                   work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
-        detached: asyncio.Future[web.StreamResponse] = asyncio.get_running_loop().create_future()
+        detached: asyncio.Future[web.StreamResponse | None] = \
+            asyncio.get_running_loop().create_future()
         request[_DETACHED] = detached
         task = asyncio.ensure_future(work)
         try:
             await asyncio.wait((task, detached), return_when=asyncio.FIRST_COMPLETED)
+            if not detached.done():
+                detached.cancel()
+                return task.result()  # its answer, or its error
+            answer = detached.result()
+            # a stream is the work's own to write: wait for it, but a client that leaves
+            # (this handler cancelled) no longer cancels the work
+            return answer if answer is not None else await asyncio.shield(task)
         except asyncio.CancelledError:
             if not detached.done():  # the client left first: the request ends, as any
                 task.cancel()
+            elif task.cancelled() and _STREAM in request and not _cancelling():
+                return request[_STREAM]  # the work was cancelled: its stream has ended
             raise
-        if not detached.done():
-            detached.cancel()
-            return task.result()  # its answer, or its error
-        return detached.result()
+
+    @staticmethod
+    def streaming(request: web.Request, response: web.StreamResponse) -> None:
+        """The work of a detached request streams its answer in `response` (prepared)."""
+        request[_STREAM] = response
 
     def detach(self, request: web.Request, rid: str, tenant: str,
-               answer: web.StreamResponse) -> None:
-        """Called by the work, in its task: `answer` goes out now and the work carries on,
-        its chunks on a telemetry record of its own (the request counted, with its tokens
-        and the status it ended with, when it ends)."""
+               answer: web.StreamResponse | None) -> None:
+        """Called by the work, in its task: `answer` goes out now (None: the work streams
+        its own, `run` waits for it) and the work carries on, its chunks on a telemetry
+        record of its own (the request counted, with its tokens and the status it ended
+        with, when it ends)."""
         task = asyncio.current_task()
         assert task is not None
         self.jobs[rid] = Job(task, tenant, telemetry_http.carry_on(request))
@@ -145,6 +159,12 @@ class BackgroundJobs:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=FINISH_WAIT_S)
+
+
+def _cancelling() -> bool:
+    """Whether the running task (a handler) is being cancelled: its client left."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _status(job: Job, task: asyncio.Task[Any]) -> int:

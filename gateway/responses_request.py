@@ -17,7 +17,7 @@ does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
 implement (`conversation`, every other `include` value, `reasoning`, hosted tools, ...;
 `unsupported_parameter`) unless null or their no-op value. `background: true` needs `store`
-(400 `background` without it) and is not streamed (400 `stream`). `truncation` is
+(400 `background` without it). `truncation` is
 `disabled` (a prompt over the context is 400) or `auto` (the router drops the oldest turns
 until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
 `tools` are refused (`include`): a call's tokens have no place in a Response, and which
@@ -147,9 +147,6 @@ def parse_responses(body: Any) -> ResponsesRequest:
     if req.background and not req.store:
         raise bad_field("background", "a background response is polled from the store: "
                         "it needs store: true")
-    if req.background and req.stream:
-        raise bad_field("stream", "a background response is not streamed here: poll "
-                        "GET /v1/responses/{id} (or cancel it) instead")
     req.previous_response_id = _opt_str(body, "previous_response_id")
     if req.previous_response_id is not None \
             and not _RESPONSE_ID.fullmatch(req.previous_response_id):

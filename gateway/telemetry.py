@@ -159,7 +159,9 @@ class RequestRecord:
 
     def finish_detached(self, status: int) -> None:
         """The work carried on past its HTTP exchange ended with `status` (200, the error's,
-        499 when cancelled)."""
+        499 when cancelled; a stream that ended with an error event, that error's)."""
+        if self.stream_error is not None and status < 400:
+            status = self.stream_error[0]
         self._count(status)
 
     def finish(self, span: Any, status: int, error: tuple[str, str] | None) -> None:

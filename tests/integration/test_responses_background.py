@@ -1,10 +1,12 @@
-"""Background Responses (`background: true`): answered `in_progress` at once, generated on past
-the HTTP request and stored as they end (through a store outage too); cancelled from any
+"""Background Responses (`background: true`): answered `in_progress` at once (or streamed, a
+client that leaves stopping nothing), generated on past the HTTP request and stored as they
+end (through a store outage too); cancelled from any
 gateway process, or deleted, which stops the generation at its worker; failed, not left in
 progress, when their gateway shuts down; counted once, with the status they ended with."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -21,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, wait_until
+from tests.integration.helpers import call, open_stream, sse_events, wait_until
 from tests.integration.responses_gateway import NO_SUCH_RESPONSE
 from tests.integration.test_cancel import serving_worker
 
@@ -207,9 +209,34 @@ def test_a_background_response_fails_when_its_gateway_shuts_down(
     wait_until(lambda: mesh.stats(worker).running == 0, "the worker stops the generation")
 
 
+def test_a_streamed_background_response_streams_as_any_and_outlives_its_client(
+        mesh: Mesh, gateways: Gateways) -> None:
+    client = _client(gateways.first)
+    events = list(client.responses.create(**SHORT, background=True, stream=True))
+    assert events[0].type == "response.created" and events[0].response.background is True
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    done = events[-1].response
+    assert client.responses.retrieve(done.id).output_text == done.output_text
+    # a client that leaves mid-way stops nothing: the response is stored finished
+    with open_stream(gateways.first + "/v1/responses", LONG | {"max_output_tokens": 60}) as resp:
+        rid = json.loads(next(sse_events(resp)))["response"]["id"]
+    wait_until(lambda: _status(gateways.first, rid) != "in_progress", "it finishes")
+    assert _status(gateways.first, rid) == "incomplete"  # cut at its 60 tokens, not failed
+
+
+def test_a_streamed_background_response_cancelled_ends_its_stream(
+        mesh: Mesh, gateways: Gateways) -> None:
+    with open_stream(gateways.first + "/v1/responses", LONG) as resp:
+        events = sse_events(resp)
+        rid = json.loads(next(events))["response"]["id"]
+        status, cancelled, _ = call("POST", f"{gateways.second}/v1/responses/{rid}/cancel", {})
+        assert status == 200 and cancelled["status"] == "cancelled", cancelled
+        rest = [json.loads(e)["type"] for e in events]  # the stream ends, cleanly
+    assert "response.completed" not in rest and "response.failed" not in rest
+
+
 @pytest.mark.parametrize(("extra", "param"), [
     ({"store": False}, "background"),
-    ({"stream": True}, "stream"),
     ({"background": 1}, "background"),
 ])
 def test_what_a_background_response_cannot_be_is_400_naming_it(
