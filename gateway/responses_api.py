@@ -123,15 +123,15 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
                    headers: dict[str, str]) -> web.StreamResponse:
     assert isinstance(req, ResponsesRequest)
     frame = ResponseFrame(rid, req)
-    created = settled = False  # the store holds a record of it; its last state
+    created = settled = False  # the store answered its record; holds its last state
     try:
         if req.store:
             await _store(request, frame, frame.body("in_progress", []), None)
             created = True
         if req.background:  # answered now (or streamed): the rest runs on, client or not
-            answer = None if req.stream else web.json_response(
+            at_once = None if req.stream else web.json_response(
                 frame.body("in_progress", []), headers={**route_headers(stream), **headers})
-            request.app[JOBS].detach(request, rid, req.tenant, answer)
+            request.app[JOBS].detach(request, rid, req.tenant, at_once)
         if req.stream:
             answer, settled = await _stream(request, frame, stream, headers)
             return answer
@@ -139,11 +139,12 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
         settled = True
         return answer
     finally:
-        if created and not settled:  # no record made (the store failed): none to end
-            if req.background:  # a cancel waits for the job, and with it for this
-                await _store_ended(request, frame)
-            else:
-                _soon(_store_ended(request, frame))
+        if req.store and not settled:
+            ending = _store_ended(request, frame)
+            if req.background and created:  # a cancel waits for the job, and with it this
+                await ending
+            else:  # nobody waits for it; without `created`, an unanswered put may land late
+                _soon(ending)
 
 
 async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any],
