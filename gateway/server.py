@@ -76,6 +76,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
     try:
         await site.start()
     except OSError as exc:  # a host that does not resolve or is not ours, a port taken
+        await _stop_joining(joining)
         raise ListenError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
     serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
@@ -85,7 +86,7 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    joining.cancel()  # still waiting for NATS: stop waiting
+    await _stop_joining(joining)  # still waiting for NATS: stop waiting
     await site.stop()  # no new connections; open ones go on
     await _finish_streams(mesh, cfg.grace_period)
     await runner.cleanup()
@@ -103,6 +104,18 @@ async def _join(mesh: MeshClient) -> asyncio.Task[None]:
         log.warning("nats at %s does not answer: serving 503 until it does", mesh.nats_url)
         joining.add_done_callback(_log_join_failure)
     return joining
+
+
+async def _stop_joining(joining: asyncio.Task[None]) -> None:
+    """Cancel a join still waiting for NATS, again while it goes on: nats-py's connect loop
+    retries on any Exception, and Python 3.11's `wait_for` can turn a cancel that comes as a
+    connect attempt fails into that attempt's error, so one cancel may be lost (the process
+    then hung at exit, its loop waiting for the join to end)."""
+    for _ in range(50):
+        if joining.done():
+            return
+        joining.cancel()
+        await asyncio.wait({joining}, timeout=0.1)
 
 
 def _log_join_failure(task: asyncio.Task[None]) -> None:

@@ -312,7 +312,10 @@ class Router(Actor):
     async def _forward(self, req: TokenizedRequest | TokenizedEmbed, views: list[WorkerView],
                        session: str, headers: dict[str, str] | None) -> Message:
         """Try the ranked workers in turn (backoff with jitter between tries) until one
-        accepts; no responders, a timeout or a 503 moves on and counts against the breaker."""
+        accepts; no responders, a timeout or a 503 moves on and counts against the breaker
+        (a 503 `overloaded` moves on but counts for it: the worker answered). Every attempt
+        ends its breaker's trial one way or the other: a half-open circuit whose trial stayed
+        out would shut its worker out for good."""
         ranked = self.policy.rank(self.candidates(req, views), session)
         if not ranked:
             return self._unavailable("every live worker's circuit is open")
@@ -334,16 +337,20 @@ class Router(Actor):
                 self.breakers.abandon(wid)  # a half-open circuit's trial must not stay out
                 raise
             except PayloadTooLarge as exc:  # many long embedding inputs, as token ids
+                self.breakers.abandon(wid)  # never sent: no verdict on the worker
                 return ErrorReply(413, "invalid_request_error", f"request too large: {exc}",
                                   code="payload_too_large")
             except NotConnected as exc:  # the router's own link is down: no worker's fault
+                self.breakers.abandon(wid)
                 return self._unavailable(f"the router lost NATS: {exc}")
             except RemoteError as exc:
+                if exc.reply.status != 503 or exc.reply.code == "overloaded":
+                    # it answered (a full worker is healthy, just busy): no failure of its own
+                    self.breakers.success(wid)
                 if exc.reply.status != 503:
-                    self.breakers.success(wid)  # it answered: the request is at fault
-                    return exc.reply
+                    return exc.reply  # the request is at fault
                 log.info("worker %s refused %s: %s", wid, req.request_id, exc)
-                if exc.reply.code != "overloaded":  # a full worker is healthy, just busy
+                if exc.reply.code != "overloaded":
                     self.breakers.failure(wid)
                 continue
             except (NoResponders, RequestTimeout) as exc:
