@@ -81,13 +81,14 @@ class Supervisor:
 
     def _died(self, s: Supervised, now: float) -> Event:
         lived = now - s.started_at
-        s.quick_deaths = s.quick_deaths + 1 if lived < self.quick_s else 1
+        # a long life ends a run of quick deaths: its own death is no quick one
+        s.quick_deaths = s.quick_deaths + 1 if lived < self.quick_s else 0
         code = s.child.proc.returncode
-        if lived < self.quick_s and s.quick_deaths >= self.give_up_after:
+        if s.quick_deaths >= self.give_up_after:
             s.given_up = True
             return Event(s.name, "gave_up", f": it exited ({code}) {s.quick_deaths} times in a "
                          f"row within {self.quick_s:g}s of starting; not restarting it")
-        pause = min(self.max_backoff_s, self.backoff_s * 2 ** (s.quick_deaths - 1))
+        pause = min(self.max_backoff_s, self.backoff_s * 2 ** max(0, s.quick_deaths - 1))
         s.restart_at = now + pause
         return Event(s.name, "exited", f" ({code}) after {lived:.0f}s; restarting in {pause:g}s")
 

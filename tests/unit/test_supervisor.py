@@ -53,6 +53,22 @@ def test_a_killed_child_is_restarted_and_a_long_life_resets_the_count() -> None:
         c.stop(timeout=1)
 
 
+def test_a_long_life_is_no_quick_death_of_the_next_count() -> None:
+    """A child that lived long, then died quickly once: one quick death in a row, not two
+    (an audit saw a worker given up after a drain and one crash)."""
+    sup = Supervisor(quick_s=0.5, give_up_after=2, backoff_s=0.05)
+    sup.add("w0", _python("w0", "import time; time.sleep(60)"))
+    while time.monotonic() - sup.services[0].started_at < 0.6:  # a long life
+        time.sleep(0.05)
+    sup.children[0].proc.send_signal(signal.SIGKILL)
+    _poll_until(sup, lambda ev: any(e.what == "restarted" for e in ev))
+    sup.children[0].proc.send_signal(signal.SIGKILL)  # at once: a quick death
+    events = _poll_until(sup, lambda ev: any(e.what in ("restarted", "gave_up") for e in ev))
+    assert [e.what for e in events] == ["exited", "restarted"], [str(e) for e in events]
+    for c in sup.children:
+        c.stop(timeout=1)
+
+
 def test_losing_every_worker_is_essential_but_losing_one_is_not() -> None:
     sup = Supervisor(give_up_after=1, backoff_s=0.05)
     sup.add("w0", _python("w0", "import sys; sys.exit(1)"))
