@@ -44,6 +44,13 @@ class Breakers:
         if c is not None and c.opened_at is not None:
             c.trial_out = True
 
+    def worker_ids(self) -> list[str]:
+        return list(self._circuits)
+
+    def forget(self, worker_id: str) -> None:
+        """A worker gone for good: its circuit goes with it."""
+        self._circuits.pop(worker_id, None)
+
     def abandon(self, worker_id: str) -> None:
         """An attempt that ended with no answer to judge by (cancelled)."""
         c = self._circuits.get(worker_id)

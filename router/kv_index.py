@@ -86,6 +86,9 @@ class KVIndex:
     def mark_stale(self, worker_id: str) -> None:
         self._workers.setdefault(worker_id, WorkerBlocks()).stale = True
 
+    def worker_ids(self) -> list[str]:
+        return list(self._workers)
+
     def drop(self, worker_id: str) -> None:
         """Forget a worker that died; when it comes back it resends its set."""
         self._workers.pop(worker_id, None)

@@ -96,6 +96,7 @@ log = logging.getLogger("kvmesh.router")
 # ~0.3 ms that nothing gains back. A longer one goes to the thread anyway, so a huge prompt or
 # batch of embedding inputs never holds the loop (and the requests arriving meanwhile) long.
 IDLE_INLINE_CHARS = 8192
+PRUNE_EVERY_S = 10.0  # how often the router drops the state of workers gone for good
 
 
 class Router(Actor):
@@ -110,6 +111,7 @@ class Router(Actor):
         self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown)
         self._resync_asked: dict[str, float] = {}
         self._routing = 0  # generate and embed requests being handled now
+        self._pruned_at = time.monotonic()
 
     async def start(self) -> None:
         await self.connect()
@@ -136,6 +138,24 @@ class Router(Actor):
             self.kv_index.mark_stale(wid)
         if self.kv_index.needs_resync(wid):
             await self._ask_resync(wid)
+        self._prune_departed()
+
+    def _prune_departed(self) -> None:
+        """Drop what the router keeps of workers its registry has forgotten (silent for 4 ×
+        `worker_dead_after`): their KV index (up to a pool's worth of keys each), circuit and
+        resync stamp. Compose names a worker `w-<uuid>` afresh at each start, so without this
+        every restart left its state here for good. At most every `PRUNE_EVERY_S`."""
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        self.workers.live()  # forgets the long dead
+        for wid in {*self.kv_index.worker_ids(), *self.breakers.worker_ids(),
+                    *self._resync_asked}:
+            if not self.workers.known(wid):
+                self.kv_index.drop(wid)
+                self.breakers.forget(wid)
+                self._resync_asked.pop(wid, None)
 
     async def _on_kv_event(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, KVEvent)
