@@ -240,8 +240,9 @@ class LLMEngine:
         self._pending.extend(outs)
 
     def take_failures(self) -> list[tuple[str, RequestRejected]]:
-        """(request id, why) of each request that failed while it ran since the last call;
-        each was aborted (its outputs end with "abort")."""
+        """(request id, why) of each request that failed since the last call: one that ran
+        was aborted (its outputs end with "abort"); one whose grammar did not compile
+        (`compile_aside`) never started, and has no output."""
         out, self._failures = self._failures, []
         return out
 
