@@ -78,11 +78,6 @@ class WorkerRegistry:
         """Drop a worker that did not answer; its next heartbeat brings it back."""
         self._workers.pop(worker_id, None)
 
-    def known(self, worker_id: str) -> bool:
-        """Still in the registry: heard from within 4 × `dead_after` (live or recently dead),
-        as of the last `live()` (which forgets the long dead)."""
-        return worker_id in self._workers
-
     def live(self, model: str | None = None) -> list[WorkerView]:
         """Live, non-draining workers (serving `model`, when given)."""
         now = time.monotonic()

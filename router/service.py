@@ -111,6 +111,7 @@ class Router(Actor):
         self.breakers = Breakers(cfg.breaker_failures, cfg.breaker_cooldown)
         self._resync_asked: dict[str, float] = {}
         self._routing = 0  # generate and embed requests being handled now
+        self._heard: dict[str, float] = {}  # worker id -> its last heartbeat (monotonic)
         self._pruned_at = time.monotonic()
 
     async def start(self) -> None:
@@ -133,6 +134,7 @@ class Router(Actor):
         was_live = self.workers.is_live(wid)
         if not self.workers.observe(msg):
             return
+        self._heard[wid] = time.monotonic()
         if not was_live:  # new, or back from the dead: rebuild from scratch
             self.kv_index.drop(wid)
             self.kv_index.mark_stale(wid)
@@ -141,21 +143,24 @@ class Router(Actor):
         self._prune_departed()
 
     def _prune_departed(self) -> None:
-        """Drop what the router keeps of workers its registry has forgotten (silent for 4 ×
-        `worker_dead_after`): their KV index (up to a pool's worth of keys each), circuit and
-        resync stamp. Compose names a worker `w-<uuid>` afresh at each start, so without this
-        every restart left its state here for good. At most every `PRUNE_EVERY_S`."""
+        """Drop what the router keeps of workers silent for 4 × `worker_dead_after` (gone
+        for good, as the registry counts them): their KV index (up to a pool's worth of keys
+        each), circuit and resync stamp. Compose names a worker `w-<uuid>` afresh at each
+        start, so without this every restart left its state here for good. By heartbeat, not
+        by the registry, which also forgets a worker that did not answer a request (its
+        circuit must outlast that). At most every `PRUNE_EVERY_S`."""
         now = time.monotonic()
         if now - self._pruned_at < PRUNE_EVERY_S:
             return
         self._pruned_at = now
-        self.workers.live()  # forgets the long dead
+        gone_after = 4 * self.cfg.worker_dead_after
         for wid in {*self.kv_index.worker_ids(), *self.breakers.worker_ids(),
-                    *self._resync_asked}:
-            if not self.workers.known(wid):
+                    *self._resync_asked, *self._heard}:
+            if now - self._heard.get(wid, -1e18) > gone_after:
                 self.kv_index.drop(wid)
                 self.breakers.forget(wid)
                 self._resync_asked.pop(wid, None)
+                self._heard.pop(wid, None)
 
     async def _on_kv_event(self, msg: Message, raw: Any) -> None:
         assert isinstance(msg, KVEvent)
