@@ -186,7 +186,6 @@ def test_store_false_is_not_retrievable_and_delete_removes(rmesh: ResponsesMesh)
 
 @pytest.mark.parametrize(("extra", "param"), [
     ({"background": True, "store": False}, "background"),
-    ({"background": True, "stream": True}, "stream"),
     ({"include": ["reasoning.encrypted_content"]}, "include[0]"),
     ({"top_logprobs": 2}, "top_logprobs"),  # without include, it would change nothing
     ({"include": ["message.output_text.logprobs"], "top_logprobs": 21}, "top_logprobs"),
