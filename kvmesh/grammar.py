@@ -78,11 +78,11 @@ def closed_objects(schema: Any) -> Any:
 
     An object composed of several schemas (`allOf` of two or more, or `allOf`, `$ref`,
     `anyOf` or `oneOf` beside `properties`: a base and its extensions or options) is closed
-    as a whole instead: each part's
-    `additionalProperties` sees only that part's `properties`, so closing the parts would
-    forbid each other's keys. Its parts (their `allOf`/`anyOf`/`oneOf` entries and the local
-    `$ref` targets within, `$defs` included) stay open, and the composing schema lists every
-    key they name and forbids the rest, unless a part allows extra keys (then all stay open)."""
+    as a whole instead: each part's `additionalProperties` sees only that part's
+    `properties`, so closing the parts would forbid each other's keys. Its parts (their
+    `allOf`/`anyOf`/`oneOf` entries and the local `$ref` targets within, `$defs` included)
+    stay open, and the composing schema lists every key they name (the parts' first) and
+    forbids the rest, unless a part allows extra keys (then all stay open)."""
     if isinstance(schema, list):
         return [closed_objects(s) for s in schema]
     open_at, keys_at = _compositions(schema)
