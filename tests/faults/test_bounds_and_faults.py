@@ -21,7 +21,7 @@ from kvmesh import wire
 from tests.faults.fake_backend import FAKE_MODEL
 from tests.faults.fake_mesh import ADMIN_KEY, BOUND_S, FakeMesh, new_key
 from tests.faults.garbage import send_garbage
-from tests.integration.helpers import call, open_stream, post, sse_events
+from tests.integration.helpers import call, open_stream, post, sse_events, wait_until
 
 CHAT = "/v1/chat/completions"
 
@@ -71,6 +71,8 @@ def test_a_stream_that_fails_after_its_200_counts_under_the_errors_status(
         assert last["error"]["code"] == "worker_died", last
     else:  # OpenAI's Responses error codes name no worker: a server_error
         assert last["type"] == "response.failed" and last["response"]["error"], last
+    # counted when the handler returns, which may be just after the client read the end
+    wait_until(lambda: counts() != before, "the stream is counted")
     after = counts()
     assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
