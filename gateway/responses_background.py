@@ -9,6 +9,8 @@ Contract:
   writes, until it ends, is cancelled, or the gateway shuts down (its stream then fails with
   503 `gateway_shutdown`, and the work stores that). A client that leaves before the detach
   cancels the work, as for any request; after it, nothing the client does stops the work.
+  Work that ended before its handler woke answers as it ended, though the client (having
+  read it all) left meanwhile: it counts with its own status, not as a 499.
 - A detached job is known by its response id in the process that runs it (the inbox its
   `in_progress` record names). `cancel(tenant, rid, gateway)` stops it wherever it runs: here
   directly, elsewhere through `wire.RESPONSES_CANCEL`, which every gateway process hears and
@@ -81,6 +83,8 @@ class BackgroundJobs:
             # (this handler cancelled) no longer cancels the work
             return answer if answer is not None else await asyncio.shield(task)
         except asyncio.CancelledError:
+            if task.done() and not task.cancelled():  # it ended before this handler woke:
+                return task.result()  # the client had it all, then left (not a 499)
             if not detached.done():  # the client left first: the request ends, as any
                 task.cancel()
             elif task.cancelled() and _STREAM in request and not _cancelling():
