@@ -28,6 +28,9 @@ Contract (subjects in `kvmesh.wire`, queue group "cache"):
   Cluster): `kvmesh:resp:{t:<tenant>}:<id>` = the record's frame (with its TTL);
   `...:index` = sorted set of ids by first put (ms); `...:sizes` = hash id -> frame bytes;
   `...:bytes` = their sum. Puts and deletes keep the four together in one Lua script.
+  A resumable stream's event log, `...:<id>:events` (cache/response_events.py), is counted in
+  `sizes` (as `<id>:events`) and `bytes` too, and goes with its record when that is
+  deleted, evicted or purged.
 """
 
 from __future__ import annotations
@@ -81,9 +84,11 @@ while true do
   local expired = redis.call('EXISTS', ARGV[6] .. oldest) == 0
   if not expired and total <= tonumber(ARGV[5]) then break end
   if not expired then evicted = evicted + 1 end
-  redis.call('DEL', ARGV[6] .. oldest)
-  total = redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], oldest) or '0'))
-  redis.call('HDEL', KEYS[3], oldest)
+  local log = oldest .. ':events'
+  redis.call('DEL', ARGV[6] .. oldest, ARGV[6] .. log)
+  total = redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], oldest) or '0')
+                     + tonumber(redis.call('HGET', KEYS[3], log) or '0'))
+  redis.call('HDEL', KEYS[3], oldest, log)
   redis.call('ZREM', KEYS[2], oldest)
 end
 for i = 2, 4 do
@@ -93,8 +98,12 @@ for i = 2, 4 do
 end
 return evicted
 """
-# KEYS: entry, index, sizes, bytes. ARGV: id.
+# KEYS: entry, index, sizes, bytes, event log. ARGV: id.
 _DELETE = """
+redis.call('DEL', KEYS[5])
+local log = ARGV[1] .. ':events'
+redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], log) or '0'))
+redis.call('HDEL', KEYS[3], log)
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'))
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -107,6 +116,7 @@ _PURGE = """
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   n = n + redis.call('DEL', ARGV[1] .. id)
+  redis.call('DEL', ARGV[1] .. id .. ':events')
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return n
@@ -121,9 +131,14 @@ def _prefix(tenant: str) -> str:
     return f"kvmesh:resp:{{t:{tenant}}}:"
 
 
-def _keys(tenant: str, response_id: str) -> list[str]:
+def record_keys(tenant: str, response_id: str) -> list[str]:
     p = _prefix(tenant)
     return [p + response_id, p + "index", p + "sizes", p + "bytes"]
+
+
+def events_key(tenant: str, response_id: str) -> str:
+    """The Redis list that logs a response's stream events (cache/response_events.py)."""
+    return _prefix(tenant) + response_id + ":events"
 
 
 def not_found(response_id: str) -> ErrorReply:
@@ -144,19 +159,19 @@ class ResponseStore:
 
     async def start(self) -> None:
         n = self.cfg.max_concurrency
-        await self.actor.serve(wire.RESPONSES_PUT, (ResponsePut,), self._guard(self._put),
+        await self.actor.serve(wire.RESPONSES_PUT, (ResponsePut,), self.guard(self._put),
                                queue="cache", max_concurrency=n)
-        await self.actor.serve(wire.RESPONSES_GET, (ResponseGet,), self._guard(self._get),
+        await self.actor.serve(wire.RESPONSES_GET, (ResponseGet,), self.guard(self._get),
                                queue="cache", max_concurrency=n)
         await self.actor.serve(wire.RESPONSES_DELETE, (ResponseDelete,),
-                               self._guard(self._delete), queue="cache", max_concurrency=n)
+                               self.guard(self._delete), queue="cache", max_concurrency=n)
         await self.actor.serve(wire.RESPONSES_PURGE, (ResponsesPurge,),
-                               self._guard(self._purge), queue="cache", max_concurrency=n)
+                               self.guard(self._purge), queue="cache", max_concurrency=n)
         log.info("responses store: ttl %gs, %d bytes per response, %d per tenant",
                  self.cfg.responses_ttl, self.cfg.responses_max_bytes,
                  self.cfg.responses_tenant_bytes)
 
-    def _guard(self, handler: Any) -> Any:
+    def guard(self, handler: Any) -> Any:
         """`handler` with Redis failures answered as 503 `store_unavailable`."""
         async def guarded(msg: Message, raw: Any) -> Message:
             try:
@@ -169,7 +184,7 @@ class ResponseStore:
                                   code="store_unavailable", retry_after=1.0)
         return guarded
 
-    async def _redis(self, work: Any) -> Any:
+    async def redis_call(self, work: Any) -> Any:
         try:
             return await asyncio.wait_for(work, self.cfg.redis_timeout * 2)
         except _Failure as exc:
@@ -188,8 +203,8 @@ class ResponseStore:
                               f"{self.cfg.responses_max_bytes}", code="response_too_large")
         ttl_ms = min(int((msg.ttl or self.cfg.responses_ttl) * 1000), 1 << 53)
         replace_only = rec.status != "in_progress"  # see the module doc: deletes stick
-        evicted = await self._redis(self._put_script(
-            keys=_keys(msg.tenant, rec.id),
+        evicted = await self.redis_call(self._put_script(
+            keys=record_keys(msg.tenant, rec.id),
             args=[rec.id, frame, ttl_ms, int(time.time() * 1000),
                   self.cfg.responses_tenant_bytes, _prefix(msg.tenant), int(replace_only)]))
         if evicted < 0:
@@ -205,7 +220,7 @@ class ResponseStore:
         records: list[StoredResponse] = []
         want: str | None = msg.id
         while want is not None and len(records) < MAX_CHAIN:
-            rec = await self._load(msg.tenant, want)
+            rec = await self.load(msg.tenant, want)
             if rec is None:
                 if not records:
                     return not_found(msg.id)
@@ -219,10 +234,10 @@ class ResponseStore:
         records.reverse()
         return ResponseFound(records)
 
-    async def _load(self, tenant: str, response_id: str) -> StoredResponse | None:
+    async def load(self, tenant: str, response_id: str) -> StoredResponse | None:
         if not RESPONSE_ID.fullmatch(response_id):
             return None
-        data = await self._redis(self.redis.get(_prefix(tenant) + response_id))
+        data = await self.redis_call(self.redis.get(_prefix(tenant) + response_id))
         if data is None:
             return None
         try:
@@ -235,13 +250,13 @@ class ResponseStore:
         assert isinstance(msg, ResponseDelete)
         if not RESPONSE_ID.fullmatch(msg.id):
             return not_found(msg.id)
-        removed = await self._redis(self._delete_script(keys=_keys(msg.tenant, msg.id),
-                                                        args=[msg.id]))
+        keys = [*record_keys(msg.tenant, msg.id), events_key(msg.tenant, msg.id)]
+        removed = await self.redis_call(self._delete_script(keys=keys, args=[msg.id]))
         return ResponseAck(msg.id) if removed else not_found(msg.id)
 
     async def _purge(self, msg: Message) -> Message:
         assert isinstance(msg, ResponsesPurge)
-        keys = _keys(msg.tenant, "")[1:]  # the tenant's index, sizes and bytes
-        deleted = await self._redis(self._purge_script(keys=keys, args=[_prefix(msg.tenant)]))
+        keys = record_keys(msg.tenant, "")[1:]  # the tenant's index, sizes and bytes
+        deleted = await self.redis_call(self._purge_script(keys=keys, args=[_prefix(msg.tenant)]))
         log.info("responses store: tenant %r purged (%d responses)", msg.tenant, deleted)
         return ResponsesPurged(int(deleted))

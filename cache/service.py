@@ -36,6 +36,7 @@ from typing import Any
 import redis.exceptions
 
 from cache import telemetry as cache_telemetry
+from cache.response_events import ResponseEventLogs
 from cache.responses_store import ResponseStore
 from kvmesh import wire
 from kvmesh.actor import Actor
@@ -94,7 +95,9 @@ class ResultCache(Actor):
             max_concurrency=self.cfg.max_concurrency,
         )
         await self.serve(wire.CACHE_STATS, (Ping,), self._stats, queue="cache")
-        await ResponseStore(self, self.cfg, self.redis).start()
+        store = ResponseStore(self, self.cfg, self.redis)
+        await store.start()
+        await ResponseEventLogs(store).start()
         self.on_drain.append(self._close_redis)
         cache_telemetry.metrics().watch(lambda: self.stats)
         log.info("result cache on %s (ttl %gs)", self.cfg.redis_url, self.cfg.ttl)

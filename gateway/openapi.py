@@ -417,8 +417,18 @@ def _responses_paths() -> dict[str, Any]:
     return {
         "/v1/responses": {"post": {**_generation("ResponsesRequest", "a Response")["post"]}},
         "/v1/responses/{id}": {
-            "get": {"summary": "a stored Response", "parameters": _RESPONSE_PATH,
-                    "responses": {"200": json_ok, **by_id}},
+            "get": {"summary": "a stored Response; with stream=true, a background stream's "
+                               "events again, from starting_after on",
+                    "parameters": [*_RESPONSE_PATH,
+                                   {"name": "stream", "in": "query", "schema": {
+                                       "type": "string", "enum": ["true", "false"]}},
+                                   {"name": "starting_after", "in": "query",
+                                    "schema": _int(0)},
+                                   {"name": "include_obfuscation", "in": "query", "schema": {
+                                       "type": "string", "enum": ["false"]}}],
+                    "responses": {"200": {**json_ok, "content": {
+                        **json_ok["content"],
+                        "text/event-stream": {"schema": {"type": "string"}}}}, **by_id}},
             "delete": {"summary": "delete a stored Response", "parameters": _RESPONSE_PATH,
                        "responses": {"200": json_ok, **by_id}}},
         "/v1/responses/{id}/input_items": {"get": {

@@ -25,7 +25,9 @@ Routes:
   `FINAL_PUT_S`: it is all its client will see). `POST /v1/responses/{id}/cancel` stops it at
   whichever gateway process runs it and answers the response `cancelled` (or as it finished
   first); a response not made in the background is 400 there. A DELETE of one still running
-  cancels it first.
+  cancels it first. A background stream logs its events, and `GET /v1/responses/{id}
+  ?stream=true&starting_after=N` streams them again from any gateway process, while it runs
+  and after (gateway/responses_event_log.py).
 - `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}` (`{"id", "object": "response",
   "deleted": true}`), `GET /v1/responses/{id}/input_items` (`order`, `limit`, `after`): the
   caller's tenant's responses only; another tenant's id is 404, like an unknown one. A
@@ -38,14 +40,12 @@ Routes:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from cache.client import ReplayStream, route_headers
@@ -57,6 +57,7 @@ from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
 from gateway.responses_background import JOBS, BackgroundJobs
 from gateway.responses_calls import check_calls_answered
+from gateway.responses_event_log import EventLogWriter, resume, resume_query
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import (
     EventStream,
@@ -66,7 +67,7 @@ from gateway.responses_shape import (
     status_of,
 )
 from gateway.responses_store_client import STORE, ResponsesStoreClient
-from gateway.sse import SseWriter
+from gateway.sse import SseWriter, typed_event
 from kvmesh.coalesce import coalesce
 from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
 
@@ -104,7 +105,7 @@ async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | N
         return
     try:
         chain = await request.app[STORE].get(req.tenant, req.previous_response_id, chain=True)
-        chain = [await _settled(request, req.tenant, rec) for rec in chain]
+        chain = [await request.app[STORE].settled(req.tenant, rec) for rec in chain]
     except ApiError as err:
         if err.status != 404:
             raise
@@ -155,7 +156,7 @@ async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any
     generator = store.generator if body["status"] == "in_progress" else ""
     record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
                             json.dumps(req.input_items), messages, req.previous_response_id,
-                            generator)
+                            generator, logged=req.background and req.stream)
     if req.background and record.status != "in_progress":
         await _put_until_stored(store, req.tenant, record, req.store_ttl)
     else:
@@ -180,24 +181,6 @@ async def _put_until_stored(store: ResponsesStoreClient, tenant: str, record: St
                      record.id, record.status, delay)
         await asyncio.sleep(delay)
         delay = min(8.0, 2 * delay)
-
-
-async def _settled(request: web.Request, tenant: str, rec: StoredResponse) -> StoredResponse:
-    """`rec`, or, when the gateway process generating it crashed (it would stay in_progress
-    for good), the same response `failed`: stored so (a delete since still sticks, the store
-    only replaces a record it holds) and returned."""
-    store = request.app[STORE]
-    if not store.orphaned(rec):
-        return rec
-    body = json.loads(rec.body)
-    body.update(status="failed", completed_at=None, error=response_error(
-        None, "the gateway generating this response stopped before it finished"))
-    failed = dataclasses.replace(rec, status="failed", body=json.dumps(body), gateway="")
-    try:
-        await store.put(tenant, failed, 0)
-    except ApiError as err:
-        log.warning("could not mark %s failed in the store: %s", rec.id, err)
-    return failed
 
 
 async def _store_ended(request: web.Request, frame: ResponseFrame,
@@ -259,7 +242,9 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     events = EventStream(frame, shape)
     sse = SseWriter(request, request.app[AUTH].cfg.stream_write_timeout)
     sse.response.headers.update({**route_headers(stream), **headers})
-    reader = _Reader(sse, req.background)
+    logged = EventLogWriter(request.app[STORE], req.tenant, frame.rid, req.store_ttl) \
+        if req.background else None
+    reader = _Reader(sse, req.background, logged)
     await reader.guard(sse.start)
     if req.background:
         BackgroundJobs.streaming(request, sse.response)
@@ -287,22 +272,27 @@ async def _stream(request: web.Request, frame: ResponseFrame,
             await reader.guard(sse.response.write_eof)
         raise
     await reader.guard(sse.response.write_eof)
+    if logged is not None:
+        await logged.close()
     return sse.response, True
 
 
 class _Reader:
     """The client of an event stream. A background response goes on without it once it has
-    left (the writes then do nothing, and the store gets its end as ever); any other's
-    leaving ends its request (`ConnectionResetError`, a 499)."""
+    left (the writes then do nothing, and the store gets its end as ever; its events are
+    logged, so the client can come back to them); any other's leaving ends its request
+    (`ConnectionResetError`, a 499)."""
 
-    def __init__(self, sse: SseWriter, background: bool) -> None:
-        self.sse, self.background, self.gone = sse, background, False
+    def __init__(self, sse: SseWriter, background: bool, logged: EventLogWriter | None) -> None:
+        self.sse, self.background, self.logged, self.gone = sse, background, logged, False
 
     async def send(self, events: list[dict[str, Any]]) -> None:
         """Events as OpenAI frames them: an `event:` line naming the type, then the data."""
         if events:
-            data = b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e)
-                            + b"\n\n" for e in events)
+            frames = [typed_event(e) for e in events]
+            if self.logged is not None:
+                self.logged.add(frames)
+            data = b"".join(frames)
             await self.guard(lambda: self.sse.write(data))
 
     async def guard(self, write: Callable[[], Awaitable[Any]]) -> None:
@@ -330,11 +320,20 @@ async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
 async def _record(request: web.Request, allowed: tuple[str, ...] = ()) -> StoredResponse:
     tenant = await _tenant(request, allowed)
     (rec,) = await request.app[STORE].get(tenant, request.match_info["id"])
-    return await _settled(request, tenant, rec)
+    return await request.app[STORE].settled(tenant, rec)
 
 
-async def retrieve(request: web.Request) -> web.Response:
-    rec = await _record(request)
+async def retrieve(request: web.Request) -> web.StreamResponse:
+    """The stored response; with `stream=true` (and `starting_after`), its logged stream
+    again (gateway/responses_event_log.py)."""
+    tenant = await _tenant(request, ("stream", "starting_after", "include_obfuscation"))
+    stream, after = resume_query(request)
+    store = request.app[STORE]
+    (rec,) = await store.get(tenant, request.match_info["id"])
+    rec = await store.settled(tenant, rec)
+    if stream:
+        return await resume(request, store, tenant, rec, after,
+                            request.app[AUTH].cfg.stream_write_timeout)
     return web.Response(text=rec.body, content_type="application/json")
 
 
@@ -369,7 +368,7 @@ async def cancel(request: web.Request) -> web.Response:
     tenant = await _tenant(request)
     store, response_id = request.app[STORE], request.match_info["id"]
     (rec,) = await store.get(tenant, response_id)
-    rec = await _settled(request, tenant, rec)
+    rec = await store.settled(tenant, rec)
     if not json.loads(rec.body).get("background"):
         raise ApiError(400, "Only responses created with background=true can be cancelled",
                        code="invalid_value")

@@ -1,26 +1,33 @@
 """The gateway's side of the `/v1/responses` store (cache/responses_store.py), over NATS.
 
-Contract: `put`, `get`, `delete` and `purge` answer as the store does, or raise `ApiError`:
-the store's own errors as they are (404 `response_not_found`, 413 `response_too_large`, also
-for a record over the NATS max payload), and 503 `store_unavailable` with
-Retry-After when no store answers within `store_timeout` (no cache actor, NATS down) or the
-store's Redis is down. A caller never waits longer than `store_timeout`.
+Contract: `put`, `get`, `delete`, `purge`, `append_events` and `events` answer as the store
+does, or raise `ApiError`: the store's own errors as they are (404 `response_not_found`, 409
+`event_gap`, 413 `response_too_large`, also for a record over the NATS max payload), and 503
+`store_unavailable` with Retry-After when no store answers within `store_timeout` (no cache
+actor, NATS down) or the store's Redis is down. A caller never waits longer than
+`store_timeout`. `settled` reads a record whose generating gateway crashed as `failed`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 
 from aiohttp import web
 
 from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
+from gateway.responses_shape import response_error
 from kvmesh import wire
 from kvmesh.actor import MeshError, PayloadTooLarge, RemoteError
 from kvmesh.wire import (
     Message,
     ResponseAck,
     ResponseDelete,
+    ResponseEvents,
+    ResponseEventsGet,
+    ResponseEventsPut,
     ResponseFound,
     ResponseGet,
     ResponsePut,
@@ -48,6 +55,22 @@ class ResponsesStoreClient:
         return rec.status == "in_progress" and bool(rec.gateway) \
             and self.actor.gateway_gone(rec.gateway)
 
+    async def settled(self, tenant: str, rec: StoredResponse) -> StoredResponse:
+        """`rec`, or, when the gateway process generating it crashed (it would stay in_progress
+        for good), the same response `failed`: stored so (a delete since still sticks, the
+        store only replaces a record it holds) and returned."""
+        if not self.orphaned(rec):
+            return rec
+        body = json.loads(rec.body)
+        body.update(status="failed", completed_at=None, error=response_error(
+            None, "the gateway generating this response stopped before it finished"))
+        failed = dataclasses.replace(rec, status="failed", body=json.dumps(body), gateway="")
+        try:
+            await self.put(tenant, failed, 0)
+        except ApiError as err:
+            log.warning("could not mark %s failed in the store: %s", rec.id, err)
+        return failed
+
     async def put(self, tenant: str, record: StoredResponse, ttl: float) -> None:
         await self._ask(wire.RESPONSES_PUT, ResponsePut(tenant, record, ttl), ResponseAck)
 
@@ -58,6 +81,19 @@ class ResponsesStoreClient:
                                 ResponseFound)
         assert isinstance(found, ResponseFound)
         return found.records
+
+    async def append_events(self, tenant: str, response_id: str, first: int,
+                            events: list[bytes], ttl: float) -> None:
+        """Log a resumable stream's events (cache/response_events.py)."""
+        await self._ask(wire.RESPONSES_EVENTS_PUT,
+                        ResponseEventsPut(tenant, response_id, first, events, ttl), ResponseAck)
+
+    async def events(self, tenant: str, response_id: str, after: int) -> ResponseEvents:
+        """The record as it stands and the logged events numbered after `after`."""
+        found = await self._ask(wire.RESPONSES_EVENTS_GET,
+                                ResponseEventsGet(tenant, response_id, after), ResponseEvents)
+        assert isinstance(found, ResponseEvents)
+        return found
 
     async def delete(self, tenant: str, response_id: str) -> None:
         await self._ask(wire.RESPONSES_DELETE, ResponseDelete(tenant, response_id), ResponseAck)

@@ -7,7 +7,8 @@ that fits under the transport's buffer limit returns at once and arms no timer; 
 that lets its buffer fill (it reads slower than we write) is waited for, at most
 `write_timeout` seconds, then dropped (`ConnectionResetError`, logged, counted as 499).
 The headers go out with the first events and `[DONE]` with the end of the body, so a
-one-token stream is two writes (each a send and a wake-up of the client), not four.
+one-token stream is two writes (each a send and a wake-up of the client), not four. The
+Responses stream frames each event with an `event:` line naming its type (`typed_event`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ BUFFER_LIMIT = 1 << 16  # aiohttp's transport high-water mark: a write past it w
 
 def event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def typed_event(payload: dict[str, Any]) -> bytes:
+    """An event as the Responses stream frames it: an `event:` line naming its type first."""
+    return b"event: " + payload["type"].encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
 class _SseResponse(web.StreamResponse):

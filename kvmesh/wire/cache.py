@@ -3,7 +3,8 @@
 Gateways ask the cache actor (cache/service.py for the result cache, cache/responses_store.py
 for stored responses), queue group "cache". `CACHE_STATS` answers the cache's counters.
 `RESPONSES_CANCEL` goes from gateway to gateway: every gateway process hears it, the one that
-runs the background response answers (gateway/responses_background.py).
+runs the background response answers (gateway/responses_background.py). `RESPONSES_EVENTS_*`
+log a background stream's events and read them back (cache/response_events.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ RESPONSES_GET = "kvmesh.responses.get"  # ResponseGet -> ResponseFound | ErrorRe
 RESPONSES_DELETE = "kvmesh.responses.delete"  # ResponseDelete -> ResponseAck | ErrorReply
 RESPONSES_PURGE = "kvmesh.responses.purge"  # ResponsesPurge -> ResponsesPurged | ErrorReply(503)
 RESPONSES_CANCEL = "kvmesh.responses.cancel"  # ResponseCancel -> ResponseAck (from its gateway)
+RESPONSES_EVENTS_PUT = "kvmesh.responses.events.put"  # ResponseEventsPut -> ResponseAck | Error
+RESPONSES_EVENTS_GET = "kvmesh.responses.events.get"  # ResponseEventsGet -> ResponseEvents | Error
 
 
 @dataclass
@@ -112,6 +115,7 @@ class StoredResponse(Message):
     messages: list[ChatMessage]
     previous_response_id: str | None = None
     gateway: str = ""  # in_progress: the inbox of the gateway process generating it
+    logged: bool = False  # its stream's events are logged (background with stream): resumable
 
 
 @dataclass
@@ -169,6 +173,40 @@ class ResponseCancel(Message):
 
 
 @dataclass
+class ResponseEventsPut(Message):
+    """Append `events` (each one stream event's JSON), numbered `first`, `first + 1`, ..., to
+    the event log of `tenant`'s response `id`, kept `ttl` seconds (0: the store's default)."""
+
+    KIND: ClassVar[str] = "response_events_put"
+    tenant: str
+    id: str
+    first: int
+    events: list[bytes]
+    ttl: float = 0.0
+
+
+@dataclass
+class ResponseEventsGet(Message):
+    """The logged events of `tenant`'s response `id` numbered after `after` (-1: all)."""
+
+    KIND: ClassVar[str] = "response_events_get"
+    tenant: str
+    id: str
+    after: int = -1
+
+
+@dataclass
+class ResponseEvents(Message):
+    """The record as it stands (its status and generator: no body, input items or messages)
+    and the next logged events; `more`: a page was full, more are stored."""
+
+    KIND: ClassVar[str] = "response_events"
+    record: StoredResponse
+    events: list[bytes]
+    more: bool = False
+
+
+@dataclass
 class ResponsesPurge(Message):
     """Delete every stored response of `tenant` (the tenant is being deleted)."""
 
@@ -186,4 +224,5 @@ class ResponsesPurged(Message):
 
 codec.register(
     StoredResponse, ResponsePut, ResponseGet, ResponseDelete, ResponseFound, ResponseAck,
-    ResponseCancel, ResponsesPurge, ResponsesPurged)
+    ResponseCancel, ResponseEventsPut, ResponseEventsGet, ResponseEvents, ResponsesPurge,
+    ResponsesPurged)

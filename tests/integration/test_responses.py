@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 from openai import OpenAI
 from pydantic import BaseModel
 
@@ -285,8 +286,6 @@ def test_text_format_gives_structured_output(rmesh: ResponsesMesh) -> None:
 
 def test_deleting_a_tenant_revokes_its_keys_and_deletes_its_responses(
         rmesh: ResponsesMesh, redis_url: str) -> None:
-    import redis
-
     name = "resp-del-" + uuid.uuid4().hex[:6]
     assert call("POST", rmesh.base + "/admin/tenants", {"name": name}, ADMIN_KEY)[0] == 200
     keys = [call("POST", rmesh.base + "/admin/keys", {"tenant": name}, ADMIN_KEY)[1]["key"]
@@ -294,13 +293,15 @@ def test_deleting_a_tenant_revokes_its_keys_and_deletes_its_responses(
     client = OpenAI(base_url=rmesh.base + "/v1", api_key=keys[0], max_retries=0, timeout=60)
     first = create(client, "Hi.")
     create(client, "Bye.", previous_response_id=first.id)
+    logged = list(create(client, "Go.", background=True, stream=True))  # it logs its events
+    assert logged[-1].type in ("response.completed", "response.incomplete")
     kept = create(rmesh.client("b"), "Keep me.")
     status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=rmesh.keys["a"])
     assert status == 403  # an admin route
 
     status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=ADMIN_KEY)
     assert status == 200 and body == {"name": name, "deleted": True, "keys_revoked": 2,
-                                      "responses_deleted": 2}
+                                      "responses_deleted": 3}
     for key in keys:
         wait_until(lambda k=key: call("GET", rmesh.base + "/v1/models", key=k)[0] == 401,
                    "the deleted tenant's keys refused", timeout=5)
@@ -343,9 +344,15 @@ def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMes
 
     a = rmesh.client("a")
     pad = "word " * 300  # each stored response holds its input twice: about 3.5 KB
-    first, second = create(a, pad + "One."), create(a, pad + "Two.")
+    first = list(create(a, pad + "One.", background=True, stream=True))[-1].response
+
+    def logged() -> list[Any]:  # its stream's event log
+        return redis.Redis.from_url(rmesh.redis_url).keys(f"kvmesh:resp:*:{first.id}:events")
+    assert logged()
+    second = create(a, pad + "Two.")
     with pytest.raises(openai.NotFoundError):
         a.responses.retrieve(first.id)  # evicted to make room: the oldest goes first
+    assert not logged()  # and its log with it
     assert a.responses.retrieve(second.id).id == second.id
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvmesh.cli import procs
@@ -244,3 +245,125 @@ def test_what_a_background_response_cannot_be_is_400_naming_it(
     status, body, _ = call("POST", gateways.first + "/v1/responses",
                            {**SHORT, "background": True, **extra})
     assert status == 400 and body["error"]["param"] == param, body
+
+
+def _resumed(base: str, rid: str, after: int | None = None) -> list[dict[str, Any]]:
+    """The events of `GET /v1/responses/{rid}?stream=true[&starting_after=after]`."""
+    query = "?stream=true" + ("" if after is None else f"&starting_after={after}")
+    with urllib.request.urlopen(f"{base}/v1/responses/{rid}{query}", timeout=60) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        return [json.loads(e) for e in sse_events(resp)]
+
+
+def test_a_background_stream_resumes_from_any_gateway_while_it_runs_and_after(
+        gateways: Gateways) -> None:
+    with open_stream(gateways.first + "/v1/responses", LONG | {"max_output_tokens": 80,
+                                                               "stream": True}) as resp:
+        events = sse_events(resp)
+        seen = [json.loads(next(events)) for _ in range(4)]  # then the client leaves
+    rid, last = seen[0]["response"]["id"], seen[-1]["sequence_number"]
+    assert [e["sequence_number"] for e in seen] == [0, 1, 2, 3]
+    # the official client, at the other gateway, from where the first client left
+    rest = [e.model_dump() for e in _client(gateways.second).responses.retrieve(
+        rid, stream=True, starting_after=last)]
+    assert [e["sequence_number"] for e in rest] == list(range(last + 1, last + 1 + len(rest)))
+    assert rest[-1]["type"] == "response.incomplete", rest[-1]  # cut at its 80 tokens
+    stored = _client(gateways.first).responses.retrieve(rid)
+    assert rest[-1]["response"]["output"][0]["content"][0]["text"] == stored.output_text
+    # after it ended, from the start: every event, the same as streamed
+    whole = _resumed(gateways.first, rid)
+    assert [e["sequence_number"] for e in whole] == list(range(len(whole)))
+    assert whole[:4] == seen and len(whole) == last + 1 + len(rest)
+    assert "".join(e["delta"] for e in whole if e["type"] == "response.output_text.delta") \
+        == stored.output_text
+
+
+def test_a_resumed_stream_of_a_cancelled_response_ends_without_a_last_event(
+        gateways: Gateways) -> None:
+    with open_stream(gateways.first + "/v1/responses", LONG | {"stream": True}) as resp:
+        rid = json.loads(next(sse_events(resp)))["response"]["id"]
+    status, cancelled, _ = call("POST", f"{gateways.second}/v1/responses/{rid}/cancel", {})
+    assert status == 200 and cancelled["status"] == "cancelled", cancelled
+    events = _resumed(gateways.second, rid)
+    assert events[0]["type"] == "response.created"
+    assert not {e["type"] for e in events} & {"response.completed", "response.failed"}
+
+
+def test_a_deleted_response_takes_its_event_log(gateways: Gateways, redis_url: str) -> None:
+    events = list(_client(gateways.first).responses.create(**SHORT, background=True,
+                                                           stream=True))
+    rid = events[-1].response.id
+    r = redis.Redis.from_url(redis_url)
+    log_key, sizes = f"kvmesh:resp:{{t:}}:{rid}:events", "kvmesh:resp:{t:}:sizes"
+    assert r.llen(log_key) == len(events) and r.hget(sizes, f"{rid}:events")
+    bytes_before = int(r.get("kvmesh:resp:{t:}:bytes"))
+    assert call("DELETE", f"{gateways.second}/v1/responses/{rid}")[0] == 200
+    assert not r.exists(log_key) and r.hget(sizes, f"{rid}:events") is None
+    assert int(r.get("kvmesh:resp:{t:}:bytes")) < bytes_before
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    ("?stream=yes", "stream"),
+    ("?starting_after=3", "starting_after"),
+    ("?stream=true&starting_after=-1", "starting_after"),
+    ("?stream=true&include_obfuscation=true", "include_obfuscation"),
+    ("?stream=true&include=message.output_text.logprobs", "include"),
+])
+def test_what_a_resume_cannot_be_is_400_naming_it(gateways: Gateways, query: str,
+                                                  param: str) -> None:
+    made = _client(gateways.first).responses.create(**SHORT, background=True)
+    status, body, _ = call("GET", f"{gateways.first}/v1/responses/{made.id}{query}")
+    assert status == 400 and body["error"]["param"] == param, body
+
+
+@pytest.mark.parametrize("extra", [{"background": True}, {"stream": True}])
+def test_only_a_background_stream_can_be_streamed_again(gateways: Gateways,
+                                                        extra: dict[str, Any]) -> None:
+    """A background response made without `stream`, or a streamed one made in the
+    foreground, logged no events: 400 naming `stream`."""
+    if extra.get("stream"):
+        with open_stream(gateways.first + "/v1/responses", SHORT) as resp:
+            rid = json.loads(next(sse_events(resp)))["response"]["id"]
+            list(sse_events(resp))
+    else:
+        status, made, _ = call("POST", gateways.first + "/v1/responses", {**SHORT, **extra})
+        assert status == 200, made
+        rid = made["id"]
+    wait_until(lambda: _status(gateways.first, rid) != "in_progress", "it finishes")
+    status, body, _ = call("GET", f"{gateways.first}/v1/responses/{rid}?stream=true")
+    assert status == 400 and body["error"]["param"] == "stream", body
+
+
+def test_a_resumed_stream_whose_gateway_crashed_ends_with_response_failed(
+        mesh: Mesh, gateways: Gateways, logs_dir: Path) -> None:
+    """The log of a gateway killed mid-stream has no last event: a reader (at another gateway)
+    gets what was logged, then, once that gateway is known gone, `response.failed` from the
+    record."""
+    gw, url = start_gateway(mesh.nats_url, logs_dir, "gateway-background-doomed",
+                            result_cache="0")
+    try:
+        wait_until(lambda: call("GET", url + "/ready")[0] == 200, "the gateway is ready")
+        with open_stream(url + "/v1/responses", LONG | {"stream": True}) as resp:
+            events = sse_events(resp)
+            rid = json.loads(next(events))["response"]["id"]
+            wait_until(lambda: len(_resumed_now(gateways.second, rid)) > 4, "events are logged")
+            gw.stop(timeout=0, sig=signal.SIGKILL)
+    finally:
+        gw.stop(timeout=0, sig=signal.SIGKILL)
+    events = _resumed(gateways.second, rid)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "response.failed", events[-1]
+    assert "gateway" in events[-1]["response"]["error"]["message"]
+    assert _status(gateways.first, rid) == "failed"
+
+
+def _resumed_now(base: str, rid: str) -> list[str]:
+    """The events logged so far, without waiting for the rest: the first page's lines."""
+    with urllib.request.urlopen(f"{base}/v1/responses/{rid}?stream=true", timeout=60) as resp:
+        seen = []
+        for raw in resp:
+            if raw.startswith(b"data: "):
+                seen.append(raw.decode())
+            if len(seen) > 4:
+                break
+        return seen

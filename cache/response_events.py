@@ -1,0 +1,118 @@
+"""The event logs of resumable Response streams, beside the stored responses they belong to.
+
+A background response created with `stream: true` logs its stream's events (each event's JSON,
+numbered by its `sequence_number`), so that any gateway process can stream it again from any
+point (`GET /v1/responses/{id}?stream=true&starting_after=N`) while it runs and after.
+
+Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache actor):
+- `ResponseEventsPut(tenant, id, first, events, ttl)` on `RESPONSES_EVENTS_PUT` appends
+  `events` as numbers `first`, `first + 1`, ... and answers `ResponseAck`. It is 404 when the
+  response is not stored (deleted: nothing will read its log), 409 `event_gap` when `first` is
+  not the log's length (an earlier append was lost: the log must never skip a number), 413
+  `response_too_large` when the log would outgrow `responses_max_bytes`. After any refusal the
+  writer stops logging; a reader then ends the stream from the record (gateway side).
+- `ResponseEventsGet(tenant, id, after)` on `RESPONSES_EVENTS_GET` answers `ResponseEvents`:
+  the record as it stands (its status and generator: no body, input items or messages) and the
+  events numbered after `after`, at most `PAGE_EVENTS` of them and about `PAGE_BYTES`
+  (always at least one, if any), `more` when more are stored. 404 as `ResponseGet`.
+- The log lives as long as its record (the same TTL), counts toward the tenant's bytes, and
+  goes when the record is deleted, evicted or purged (cache/responses_store.py).
+- Redis down or slow is 503 `store_unavailable`, as for the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from cache.responses_store import (
+    RESPONSE_ID,
+    ResponseStore,
+    events_key,
+    not_found,
+    record_keys,
+)
+from kvmesh import wire
+from kvmesh.wire import (
+    ErrorReply,
+    Message,
+    ResponseAck,
+    ResponseEvents,
+    ResponseEventsGet,
+    ResponseEventsPut,
+)
+
+PAGE_EVENTS = 1024  # events in one answer
+PAGE_BYTES = 256 * 1024  # about the bytes of one answer (well under NATS' 1 MiB)
+
+# KEYS: event log, record, sizes, bytes. ARGV: id, first, ttl ms, cap, events...
+# Returns 0 appended, -1 no record, -2 a gap, -3 over the cap.
+_APPEND = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return -2 end
+local n = 0
+for i = 5, #ARGV do n = n + string.len(ARGV[i]) end
+local field = ARGV[1] .. ':events'
+if tonumber(redis.call('HGET', KEYS[3], field) or '0') + n > tonumber(ARGV[4]) then
+  return -3
+end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('HINCRBY', KEYS[3], field, n)
+redis.call('INCRBY', KEYS[4], n)
+return 0
+"""
+
+
+class ResponseEventLogs:
+    """The event-log handlers, on the store's actor and Redis client (see the module doc)."""
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+        self._append_script = store.redis.register_script(_APPEND)
+
+    async def start(self) -> None:
+        store, n = self.store, self.store.cfg.max_concurrency
+        await store.actor.serve(wire.RESPONSES_EVENTS_PUT, (ResponseEventsPut,),
+                                store.guard(self._put), queue="cache", max_concurrency=n)
+        await store.actor.serve(wire.RESPONSES_EVENTS_GET, (ResponseEventsGet,),
+                                store.guard(self._get), queue="cache", max_concurrency=n)
+
+    async def _put(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponseEventsPut)
+        if not RESPONSE_ID.fullmatch(msg.id):
+            return not_found(msg.id)
+        cfg = self.store.cfg
+        ttl_ms = min(int((msg.ttl or cfg.responses_ttl) * 1000), 1 << 53)
+        record, _, sizes, total = record_keys(msg.tenant, msg.id)
+        done = await self.store.redis_call(self._append_script(
+            keys=[events_key(msg.tenant, msg.id), record, sizes, total],
+            args=[msg.id, msg.first, ttl_ms, cfg.responses_max_bytes, *msg.events]))
+        if done == -1:
+            return not_found(msg.id)
+        if done == -2:
+            return ErrorReply(409, "invalid_request_error", f"the event log of {msg.id} does "
+                              f"not end before event {msg.first}", code="event_gap")
+        if done == -3:
+            return ErrorReply(413, "invalid_request_error", f"the event log of {msg.id} would "
+                              f"outgrow {cfg.responses_max_bytes} bytes",
+                              code="response_too_large")
+        return ResponseAck(msg.id)
+
+    async def _get(self, msg: Message) -> Message:
+        assert isinstance(msg, ResponseEventsGet)
+        rec = await self.store.load(msg.tenant, msg.id)
+        if rec is None:
+            return not_found(msg.id)
+        first = max(msg.after + 1, 0)
+        fetched: list[Any] = await self.store.redis_call(self.store.redis.lrange(
+            events_key(msg.tenant, msg.id), first, first + PAGE_EVENTS - 1))
+        events, size = [], 0
+        for event in fetched:
+            if events and size + len(event) > PAGE_BYTES:
+                break
+            events.append(bytes(event))
+            size += len(event)
+        slim = dataclasses.replace(rec, body="", input_items="", messages=[])
+        return ResponseEvents(slim, events, more=len(events) < len(fetched)
+                              or len(fetched) == PAGE_EVENTS)

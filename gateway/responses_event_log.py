@@ -1,0 +1,146 @@
+"""Resumable Response streams: the event log a background stream writes, and its readers.
+
+A background response created with `stream: true` logs every event it streams, framed as sent
+(`event: <type>` and `data: <json>`), in the store (cache/response_events.py). Any gateway
+process can then stream it again: `GET /v1/responses/{id}?stream=true&starting_after=N` sends
+the events numbered after N (all of them without it), then those still to come, and ends
+after the last (`response.completed`, `response.incomplete` or `response.failed`), as
+OpenAI's resumable background streams do.
+
+Contract:
+- `EventLogWriter.add(frames)` queues a batch without waiting; at most one append is in flight
+  at a time and whatever queued meanwhile goes in the next, so a log costs one store request
+  per round trip however fast the engine writes. A refused or failed append stops logging for
+  good (the log never skips a number); `close()` waits for what was added.
+- `resume(...)` polls the store every `POLL_S` (at once while pages come back full). Once the
+  record has ended, the log's last event is waited for up to `FINAL_WAIT_S`; a log without
+  one (logging stopped, or the generating gateway crashed) ends with the record's own final
+  event: `response.completed`, `response.incomplete` or `response.failed` carrying the stored
+  response (a `cancelled` one ends with no event, as its live stream does). A response
+  deleted meanwhile, or a store that stops answering, ends the stream with an `error` event.
+- A response not logged (not made with `background` and `stream`) is 400 naming `stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from gateway.errors import ApiError, bad_field
+from gateway.responses_store_client import ResponsesStoreClient
+from gateway.sse import SseWriter, typed_event
+from kvmesh.wire import StoredResponse
+
+log = logging.getLogger("kvmesh.gateway.responses")
+POLL_S = 0.05  # a reader's wait between reads of a log that has nothing new
+FINAL_WAIT_S = 1.0  # how long a reader waits for the last event of a response that ended
+_LAST = {"completed": b"event: response.completed\n", "incomplete": b"event: response.incomplete\n",
+         "failed": b"event: response.failed\n"}  # each final status's event
+
+
+class EventLogWriter:
+    """The event log of one background stream (see the module contract)."""
+
+    def __init__(self, store: ResponsesStoreClient, tenant: str, response_id: str,
+                 ttl: float) -> None:
+        self.store, self.tenant, self.id, self.ttl = store, tenant, response_id, ttl
+        self.pending: list[bytes] = []
+        self.next = 0  # the number of pending[0]
+        self.stopped = False
+        self._flushing: asyncio.Task[None] | None = None
+
+    def add(self, frames: list[bytes]) -> None:
+        if self.stopped or not frames:
+            return
+        self.pending += frames
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def close(self) -> None:
+        """Return once every added event is logged, or logging stopped."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        while self.pending and not self.stopped:
+            batch, first = self.pending, self.next
+            self.pending, self.next = [], first + len(batch)
+            try:
+                await self.store.append_events(self.tenant, self.id, first, batch, self.ttl)
+            except ApiError as err:
+                log.warning("the event log of %s stops at event %d: %s", self.id, first, err)
+                self.stopped, self.pending = True, []
+
+
+def resume_query(request: web.Request) -> tuple[bool, int]:
+    """`stream` and `starting_after` of a retrieve (query parameters): whether to stream, and
+    the number of the last event the client has (-1: none)."""
+    stream = request.query.get("stream", "false")
+    if stream not in ("true", "false"):
+        raise bad_field("stream", "must be true or false")
+    if request.query.get("include_obfuscation", "false") != "false":  # as create refuses it
+        raise bad_field("include_obfuscation", "obfuscation is not supported; send false or "
+                        "leave it out")
+    after = request.query.get("starting_after")
+    if after is None:
+        return stream == "true", -1
+    if stream != "true":
+        raise bad_field("starting_after", "is only for stream=true")
+    if not after.isdigit():
+        raise bad_field("starting_after", "must be a non-negative integer")
+    return True, int(after)
+
+
+async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
+                 rec: StoredResponse, after: int, write_timeout: float) -> web.StreamResponse:
+    """Stream `rec`'s logged events numbered after `after`, then those to come (see the module
+    contract)."""
+    if not rec.logged:
+        raise bad_field("stream", f"{rec.id} was not created with background and stream; it "
+                        "has no stream to resume")
+    sse = SseWriter(request, write_timeout)
+    await sse.start()
+    ended_at = None
+    while True:
+        try:
+            page = await store.events(tenant, rec.id, after)
+            if page.events:
+                await sse.write(b"".join(page.events))
+                after += len(page.events)
+                if page.events[-1].startswith(tuple(_LAST.values())):
+                    break
+                if page.more:
+                    continue
+            if page.record.status != "in_progress" or store.orphaned(page.record):
+                ended_at = ended_at or time.monotonic()
+                if time.monotonic() - ended_at >= FINAL_WAIT_S:
+                    if last := await _last_event(store, tenant, rec.id, after + 1):
+                        await sse.write(last)
+                    break
+        except ApiError as err:
+            await sse.write(_error(after + 1, err))
+            break
+        await asyncio.sleep(POLL_S)
+    await sse.response.write_eof()
+    return sse.response
+
+
+async def _last_event(store: ResponsesStoreClient, tenant: str, response_id: str,
+                      seq: int) -> bytes:
+    """The final event of a response that ended with none logged, from its record (`failed`
+    if its gateway crashed); none for a `cancelled` one, whose live stream ends with none."""
+    (rec,) = await store.get(tenant, response_id)
+    rec = await store.settled(tenant, rec)
+    if rec.status not in _LAST:
+        return b""
+    return typed_event({"type": f"response.{rec.status}", "sequence_number": seq,
+                        "response": json.loads(rec.body)})
+
+
+def _error(seq: int, err: ApiError) -> bytes:
+    return typed_event({"type": "error", "sequence_number": seq, "code": err.code or err.type,
+                        "message": err.message, "param": None})
