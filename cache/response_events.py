@@ -12,9 +12,10 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache ac
   `response_too_large` when the log would outgrow `responses_max_bytes`. After any refusal the
   writer stops logging; a reader then ends the stream from the record (gateway side).
 - `ResponseEventsGet(tenant, id, after)` on `RESPONSES_EVENTS_GET` answers `ResponseEvents`:
-  the record as it stands (its status and generator: no body, input items or messages) and the
+  the record as it stands (its status and generator: no body, input items or messages), the
   events numbered after `after`, at most `PAGE_EVENTS` of them and about `PAGE_BYTES`
-  (always at least one, if any), `more` when more are stored. 404 as `ResponseGet`.
+  (always at least one, if any), how many are logged, and `more` when more are stored after
+  those. 404 as `ResponseGet`.
 - The log lives as long as its record (the same TTL), counts toward the tenant's bytes, and
   goes when the record is deleted, evicted or purged (cache/responses_store.py).
 - Redis down or slow is 503 `store_unavailable`, as for the store.
@@ -23,7 +24,6 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache ac
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from cache.responses_store import (
     RESPONSE_ID,
@@ -104,9 +104,10 @@ class ResponseEventLogs:
         rec = await self.store.load(msg.tenant, msg.id)
         if rec is None:
             return not_found(msg.id)
-        first = max(msg.after + 1, 0)
-        fetched: list[Any] = await self.store.redis_call(self.store.redis.lrange(
-            events_key(msg.tenant, msg.id), first, first + PAGE_EVENTS - 1))
+        first, key = max(msg.after + 1, 0), events_key(msg.tenant, msg.id)
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, first, first + PAGE_EVENTS - 1).llen(key)
+            fetched, logged = await self.store.redis_call(pipe.execute())
         events, size = [], 0
         for event in fetched:
             if events and size + len(event) > PAGE_BYTES:
@@ -114,5 +115,5 @@ class ResponseEventLogs:
             events.append(bytes(event))
             size += len(event)
         slim = dataclasses.replace(rec, body="", input_items="", messages=[])
-        return ResponseEvents(slim, events, more=len(events) < len(fetched)
+        return ResponseEvents(slim, events, logged, more=len(events) < len(fetched)
                               or len(fetched) == PAGE_EVENTS)

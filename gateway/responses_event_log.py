@@ -16,8 +16,9 @@ Contract:
   record has ended, the log's last event is waited for up to `FINAL_WAIT_S`; a log without
   one (logging stopped, or the generating gateway crashed) ends with the record's own final
   event: `response.completed`, `response.incomplete` or `response.failed` carrying the stored
-  response (a `cancelled` one ends with no event, as its live stream does). A response
-  deleted meanwhile, or a store that stops answering, ends the stream with an `error` event.
+  response (a `cancelled` one ends with no event, as its live stream does). A client that
+  starts after the log's last event gets nothing more. A response deleted meanwhile, or a
+  store that stops answering, ends the stream with an `error` event.
 - A response not logged (not made with `background` and `stream`) is 400 naming `stream`.
 """
 
@@ -38,8 +39,8 @@ from kvmesh.wire import StoredResponse
 log = logging.getLogger("kvmesh.gateway.responses")
 POLL_S = 0.05  # a reader's wait between reads of a log that has nothing new
 FINAL_WAIT_S = 1.0  # how long a reader waits for the last event of a response that ended
-_LAST = {"completed": b"event: response.completed\n", "incomplete": b"event: response.incomplete\n",
-         "failed": b"event: response.failed\n"}  # each final status's event
+_LAST = ("completed", "incomplete", "failed")  # the statuses whose event ends a stream
+_ENDS = tuple(f"event: response.{status}\n".encode() for status in _LAST)
 
 
 class EventLogWriter:
@@ -111,14 +112,14 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
             if page.events:
                 await sse.write(b"".join(page.events))
                 after += len(page.events)
-                if page.events[-1].startswith(tuple(_LAST.values())):
+                if _ends(page.events[-1]):
                     break
                 if page.more:
                     continue
             if page.record.status != "in_progress" or store.orphaned(page.record):
                 ended_at = ended_at or time.monotonic()
                 if time.monotonic() - ended_at >= FINAL_WAIT_S:
-                    if last := await _last_event(store, tenant, rec.id, after + 1):
+                    if last := await _last_event(store, tenant, rec.id, after, page.logged):
                         await sse.write(last)
                     break
         except ApiError as err:
@@ -130,15 +131,25 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
 
 
 async def _last_event(store: ResponsesStoreClient, tenant: str, response_id: str,
-                      seq: int) -> bytes:
-    """The final event of a response that ended with none logged, from its record (`failed`
-    if its gateway crashed); none for a `cancelled` one, whose live stream ends with none."""
+                      after: int, logged: int) -> bytes:
+    """The event that ends the stream of a response that ended, for a client that has the
+    events up to `after` of the `logged`: none when the log's last one ends it (the client
+    asked to start after it); else made from the record (`failed` if its gateway crashed),
+    and none for a `cancelled` one, whose live stream ends with none."""
+    if logged and after >= logged - 1:
+        tail = await store.events(tenant, response_id, logged - 2)
+        if tail.events and _ends(tail.events[0]):
+            return b""
     (rec,) = await store.get(tenant, response_id)
     rec = await store.settled(tenant, rec)
     if rec.status not in _LAST:
         return b""
-    return typed_event({"type": f"response.{rec.status}", "sequence_number": seq,
+    return typed_event({"type": f"response.{rec.status}", "sequence_number": after + 1,
                         "response": json.loads(rec.body)})
+
+
+def _ends(frame: bytes) -> bool:
+    return frame.startswith(_ENDS)
 
 
 def _error(seq: int, err: ApiError) -> bytes:

@@ -197,12 +197,14 @@ class ResponseEventsGet(Message):
 
 @dataclass
 class ResponseEvents(Message):
-    """The record as it stands (its status and generator: no body, input items or messages)
-    and the next logged events; `more`: a page was full, more are stored."""
+    """The record as it stands (its status and generator: no body, input items or messages),
+    the next logged events and how many are logged in all; `more`: a page was full, more
+    are stored."""
 
     KIND: ClassVar[str] = "response_events"
     record: StoredResponse
     events: list[bytes]
+    logged: int
     more: bool = False
 
 

@@ -276,6 +276,8 @@ def test_a_background_stream_resumes_from_any_gateway_while_it_runs_and_after(
     assert whole[:4] == seen and len(whole) == last + 1 + len(rest)
     assert "".join(e["delta"] for e in whole if e["type"] == "response.output_text.delta") \
         == stored.output_text
+    assert _resumed(gateways.second, rid, whole[-1]["sequence_number"]) == []  # has it all
+    assert _resumed(gateways.second, rid, len(whole) - 3) == whole[-2:]
 
 
 def test_a_resumed_stream_of_a_cancelled_response_ends_without_a_last_event(
