@@ -17,7 +17,8 @@ Contract:
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within `--grace-period` (default 5 s) + 5 s
   (SIGTERM, each service finishing its open requests within its grace period; then SIGKILL of
-  each group), so no process is left behind. Children get SIGTERM when the launcher dies however it
+  each group), so no process is left behind; a second Ctrl-C or SIGTERM meanwhile is ignored, so
+  it cannot cut the stop short. Children get SIGTERM when the launcher dies however it
   dies (kvmesh/cli/parent_death.py), so a killed launcher leaves nothing holding the ports.
 - A child that dies on its own is restarted with backoff while the rest serve on
   (kvmesh/cli/supervisor.py); after 3 quick deaths in a row the launcher gives up on it and says
@@ -117,8 +118,20 @@ def run_up(cfg: LaunchConfig) -> int:
         return 1
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _on_signal(signum: int, frame: object) -> None:
+    _ignore_stop_signals()  # from the first one on: the stop it starts must run to its end
     raise Interrupted(signal.Signals(signum).name)
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM: a second Ctrl-C, or a SIGTERM after a Ctrl-C, while the
+    mesh stops would otherwise raise `Interrupted` inside `_stop_all` and leave children
+    running, never SIGKILLed."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _up(cfg: LaunchConfig, state: Path) -> int:
@@ -134,7 +147,7 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     sup = Supervisor()
-    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
     try:
         redis_url = _start_all(cfg, logs, sup)
         url = f"http://{cfg.host}:{cfg.port}"
@@ -150,7 +163,7 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
         print(f"kvmesh: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        _ignore_stop_signals()  # stopping after an error: no signal may cut it short either
         _stop_all(sup.children, cfg.grace_period)
         for s, handler in old.items():
             signal.signal(s, handler)
