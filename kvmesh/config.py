@@ -44,10 +44,14 @@ def check_ranges(cfg: object, positive: frozenset[str] = frozenset(),
     not negative, those named in `positive` are above zero (a zero timeout, limit or count that
     would fail or stall every request), those in `ratios` at most 1, ports (fields named `port`,
     `*_port`) at most 65535, a `log_level` one of `LOG_LEVELS` (any case), and a NATS or
-    Redis URL (`nats_url`, `redis_url`) a URL of its scheme (`URL_SCHEMES`). Raises
-    ValueError; `from_namespace` reports it as a ConfigError."""
+    Redis URL (`nats_url`, `redis_url`) a URL of its scheme (`URL_SCHEMES`). A nested config
+    (the worker's `engine`) is checked the same way, field by field: none of its settings may
+    be negative either. Raises ValueError; `from_namespace` reports it as a ConfigError."""
     for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
         value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, positive, ratios)
+            continue
         if f.name == "log_level" and str(value).upper() not in LOG_LEVELS:
             raise ValueError(f"log_level={value!r}: must be one of {', '.join(LOG_LEVELS)}")
         if f.name in URL_SCHEMES:
@@ -243,12 +247,12 @@ class LaunchConfig(Ranged):
     model: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     ready_timeout: float = 300.0
-    metrics_port: int = 9101  # the router's /metrics; worker i takes metrics_port + 1 + i
+    metrics_port: int = 9101  # the router's /metrics, the rest after it (`metrics_ports`); 0 = off
     # True: each gateway process hosts a router (GatewayConfig.colocate_router) in place of the
     # router process, and metrics_port itself stays unused. Off by default: it saves a process
     # but costs TTFT under load (docs/ARCHITECTURE.md, "A router in the gateway's process").
     hosted_router: bool = False
-    otlp_endpoint: str = ""  # traces go here; "" = a Jaeger on localhost:4318 if one listens
+    otlp_endpoint: str = ""  # traces go here (http[s]://host); "" = a Jaeger on :4318 if any
     log_level: str = "INFO"
     # One CPU set per worker ("3,11/4,12"): worker i's engine process runs on set i, and nothing
     # else started here runs on any of them (kvmesh/cpu_sets.py); "" = the OS places everything.
@@ -262,11 +266,22 @@ class LaunchConfig(Ranged):
     # Short, so Ctrl-C stops the mesh within `grace_period` + 5 s.
     grace_period: float = 5.0
 
+    # Port 0 would let the OS pick the gateway's port (which the launcher never learns) or
+    # NATS' and Redis' (which the services would not find): refused, unlike metrics_port 0.
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"workers", "tensor_parallel_size", "gateways",
-        "ready_timeout"})
+        "ready_timeout", "port", "nats_port", "redis_port"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        last = max(self.metrics_ports().all())
+        if last > 65535:
+            raise ValueError(f"metrics_port={self.metrics_port}: the services' /metrics take "
+                             f"ports {self.metrics_port}..{last} (router, {self.workers} "
+                             f"worker(s), auth, cache, {self.gateways} gateway(s)); the last "
+                             "must be at most 65535")
+        if self.otlp_endpoint and not _is_http_url(self.otlp_endpoint):
+            raise ValueError("otlp_endpoint: must be a URL starting with http:// or https://, "
+                             "with a host")
         try:
             groups = parse_groups(self.engine_cpus)
             for group in groups:
@@ -280,6 +295,41 @@ class LaunchConfig(Ranged):
             raise ValueError("engine_cpus: a worker's CPU set is empty")
         if groups and self.tensor_parallel_size > 1:
             raise ValueError("engine_cpus: not with tensor_parallel_size > 1")
+
+    def metrics_ports(self) -> MetricsPorts:
+        """The /metrics port of each service started here: the router on `metrics_port`, then
+        one per worker, auth, cache, one per gateway process; every one 0 (off) when
+        `metrics_port` is 0."""
+        base, w, g = self.metrics_port, self.workers, self.gateways
+        if base == 0:
+            return MetricsPorts(0, (0,) * w, 0, 0, (0,) * g)
+        return MetricsPorts(router=base, workers=tuple(range(base + 1, base + 1 + w)),
+                            auth=base + w + 1, cache=base + w + 2,
+                            gateways=tuple(range(base + w + 3, base + w + 3 + g)))
+
+
+@dataclass(frozen=True)
+class MetricsPorts:
+    """Where `kvmesh up`'s services serve /metrics (`LaunchConfig.metrics_ports`); 0 = off.
+    With `hosted_router` no router process runs and `router` stays unused."""
+
+    router: int
+    workers: tuple[int, ...]
+    auth: int
+    cache: int
+    gateways: tuple[int, ...]
+
+    def all(self) -> list[int]:
+        return [self.router, *self.workers, self.auth, self.cache, *self.gateways]
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether `url` is an http:// or https:// URL naming a host (an OTLP/HTTP endpoint)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # "http://[::1" and the like
+        return False
 
 
 def load(cls: type[C], argv: Sequence[str] | None = None,

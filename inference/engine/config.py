@@ -200,7 +200,7 @@ class EngineConfig:
         obscure failure (or a worker that never schedules anything) later."""
         low = {"num_kv_blocks": 1, "kv_cache_memory": 1, "max_num_batched_tokens": 1,
                "max_num_seqs": 1, "max_model_len": 1, "cuda_graph_max_tokens": 0,
-               "tensor_parallel_size": 1}
+               "tensor_parallel_size": 1, "seed": 0}  # no field has a negative sentinel
         for name, least in low.items():
             value = getattr(self, name)
             if value is not None and value < least:
