@@ -12,8 +12,14 @@ Contract:
   each run (kvmesh/cli/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
 - Redis requires a fresh password each run (kvmesh/cli/local_redis.py), given to the services
   in `KVMESH_REDIS_URL`; the operator's URL is in `<state_dir>/redis.url`.
-- Creates a development API key (tenant `dev`: every model, admin, no limits) that the
-  banner prints once, in the examples.
+- Creates a development API key (tenant `dev`: every model, admin, no limits) once Redis runs,
+  before it waits for /ready (so the key works when /ready says 200); the banner prints it
+  once, in the examples, with the model name the workers serve (their served name, else
+  their model's).
+- Children inherit this process's environment. What kvmesh up adds that must be its own (NATS
+  and Redis URLs, worker ids, /metrics ports, `--engine-cpus` sets) wins; what it adds as a
+  default (a worker's torch threads, tensor parallel size...) yields to the operator's own
+  setting of it (`_start_all`). `--metrics-port 0` turns every service's /metrics off.
 - Pulls the default model first when it is missing.
 - Ctrl-C (SIGINT) or SIGTERM stops every child within `--grace-period` (default 5 s) + 5 s
   (SIGTERM, each service finishing its open requests within its grace period; then SIGKILL of
@@ -43,7 +49,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO
 
@@ -149,10 +156,11 @@ def _up(cfg: LaunchConfig, state: Path) -> int:
     sup = Supervisor()
     old = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
     try:
-        redis_url = _start_all(cfg, logs, sup)
-        url = f"http://{cfg.host}:{cfg.port}"
+        started = _start_all(cfg, logs, sup)
+        key = _dev_key(started.redis_url)  # before the gateway can say it is ready: it works then
+        url = http_url(cfg.host, cfg.port)
         _wait_ready(url, cfg.ready_timeout, sup, logs)
-        print(_banner(url, cfg, _dev_key(redis_url)), flush=True)
+        print(_banner(url, cfg, key, _model_name(started.worker_env)), flush=True)
         while True:
             time.sleep(0.5)
             _report(sup, logs)
@@ -179,19 +187,42 @@ def _report(sup: Supervisor, logs: Path) -> None:
         raise RuntimeError(f"gave up on {lost}; the mesh cannot serve without it. Stopping.")
 
 
-def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> str:
-    """Add every child to `sup`; answer the Redis URL (password included) they use."""
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 literal in brackets (`http://[::1]:8000`, RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Started:
+    """What `_start_all` started the mesh with: the Redis URL its services use (password
+    included) and the variables worker w0 got on top of this process's environment."""
+
+    redis_url: str
+    worker_env: dict[str, str]
+
+
+def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> Started:
+    """Add every child to `sup`.
+
+    Each child gets this process's environment plus variables of ours. Some are ours alone
+    and always win: the NATS and Redis URLs (this mesh's), a worker's id and every /metrics
+    port (unique per process), a gateway's --host/--port, the engines' CPU sets that
+    `--engine-cpus` placed. The rest are defaults (`_unless_set`): a setting the operator made
+    for the service wins over them."""
     engine_cpus = _place_engines(cfg)  # first: every child inherits where it may run
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
     redis = local_redis.prepare(logs.parent, cfg.redis_port)
+    ports = cfg.metrics_ports()
+    # kvmesh up's own settings, in their shared form: a service's own variable (which its
+    # config reads first: KVMESH_WORKER_GRACE_PERIOD) wins over them
     env = {"KVMESH_REDIS_URL": redis.url(),
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": str(cfg.grace_period),
-           "KVMESH_METRICS_HOST": cfg.host}
+           **_unless_set("", {"metrics_host": cfg.host}, os.environ)}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
     from kvmesh.cli.telemetry_env import telemetry_env
 
-    tel_env, where = telemetry_env(cfg.otlp_endpoint, cfg.metrics_port)
+    tel_env, where = telemetry_env(cfg.otlp_endpoint, ports.router)
     env.update(tel_env)
     print(where, flush=True)
     env["KVMESH_BUSY_POLL"] = str(_busy_poll(cfg))
@@ -199,11 +230,11 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> str:
     def log(name: str) -> IO[bytes]:
         return open(logs / f"{name}.log", "ab")  # appended across restarts
 
-    def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> None:
+    def service(name: str, argv: list[str], extra: dict[str, str] | None = None) -> dict[str, str]:
         role = argv[argv.index("kvmesh.cli.serve") + 1]  # the service: its NATS user
-        own = {f"KVMESH_{role.upper()}_NATS_URL": nats.url(role), **(extra or {})}
-        sup.add(name, lambda: procs.start(name, argv, {**env, **own}, log(name),
-                                          die_with_parent=True))
+        own = {**env, f"KVMESH_{role.upper()}_NATS_URL": nats.url(role), **(extra or {})}
+        sup.add(name, lambda: procs.start(name, argv, own, log(name), die_with_parent=True))
+        return own
 
     sup.add("nats", lambda: procs.start_nats(cfg.nats_port, log("nats"), True,
                                              str(nats.config), nats.server_env()))
@@ -215,22 +246,52 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> str:
                   "KVMESH_ROUTER_NATS_URL": nats.url("router")}
     else:
         service("router", procs.service_argv("router"))
-    auth_port, cache_port = _auxiliary_metrics_ports(cfg)
-    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(auth_port)})
-    service("cache", procs.service_argv("cache"), {"KVMESH_CACHE_METRICS_PORT": str(cache_port)})
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
-    for i in range(cfg.workers):
-        wid = f"w{i}"
-        service(wid, procs.service_argv("worker"), {
-            "KVMESH_WORKER_WORKER_ID": wid, "KVMESH_WORKER_TORCH_THREADS": threads,
-            "KVMESH_WORKER_ENGINE_CPUS": engine_cpus[i] if engine_cpus else "",
-            "KVMESH_WORKER_TENSOR_PARALLEL_SIZE": str(cfg.tensor_parallel_size),
-            "KVMESH_WORKER_METRICS_PORT": str(cfg.metrics_port + 1 + i)})
-    for i in range(max(1, cfg.gateways)):
+    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(ports.auth)})
+    service("cache", procs.service_argv("cache"),
+            {"KVMESH_CACHE_METRICS_PORT": str(ports.cache)})
+    workers = [service(f"w{i}", procs.service_argv("worker"),
+                       _worker_env(cfg, i, engine_cpus, port, os.environ))
+               for i, port in enumerate(ports.workers)]
+    for i, port in enumerate(ports.gateways):
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
             "gateway", "--host", cfg.host, "--port", str(cfg.port)),
-            {"KVMESH_GATEWAY_METRICS_PORT": str(cache_port + 1 + i), **hosted})
-    return redis.url()
+            {"KVMESH_GATEWAY_METRICS_PORT": str(port), **hosted})
+    return Started(redis.url(), workers[0])
+
+
+def _worker_env(cfg: LaunchConfig, i: int, engine_cpus: list[str], metrics_port: int,
+                environ: Mapping[str, str]) -> dict[str, str]:
+    """Worker i's own variables. Its id and /metrics port are ours (unique per process), and so
+    is its engine's CPU set when `--engine-cpus` placed it (everything else was moved off
+    it); its torch threads (the CPUs shared out among the workers), tensor parallel size and,
+    without `--engine-cpus`, CPU set (any) are defaults the operator's settings override."""
+    tunables = {"torch_threads": str(max(1, (os.cpu_count() or 1) // cfg.workers)),
+                "tensor_parallel_size": str(cfg.tensor_parallel_size)}
+    own = {"KVMESH_WORKER_WORKER_ID": f"w{i}", "KVMESH_WORKER_METRICS_PORT": str(metrics_port)}
+    if engine_cpus:
+        own["KVMESH_WORKER_ENGINE_CPUS"] = engine_cpus[i]
+    else:
+        tunables["engine_cpus"] = ""
+    return {**_unless_set("worker", tunables, environ), **own}
+
+
+def _unless_set(service: str, defaults: Mapping[str, str],
+                environ: Mapping[str, str]) -> dict[str, str]:
+    """`KVMESH_<SERVICE>_<FIELD>=value` (`KVMESH_<FIELD>` for service "") for each field and
+    value of `defaults`, but none where the operator set the field in `environ`: that very
+    variable, or the shared form `KVMESH_<FIELD>` of a field kvmesh up has none of (the shared
+    form of one it has, like `tensor_parallel_size`, set kvmesh up's own and so the value
+    given here already)."""
+    ours = {f.name for f in fields(LaunchConfig)}
+    out: dict[str, str] = {}
+    for name, value in defaults.items():
+        variable = f"KVMESH_{service.upper()}_{name.upper()}" if service else \
+            f"KVMESH_{name.upper()}"
+        shared = f"KVMESH_{name.upper()}"
+        if variable in environ or (shared in environ and name not in ours):
+            continue
+        out[variable] = value
+    return out
 
 
 def _place_engines(cfg: LaunchConfig) -> list[str]:
@@ -284,13 +345,6 @@ def _engines_on_gpu() -> bool:
     return probe.stdout.strip() == "True"
 
 
-def _auxiliary_metrics_ports(cfg: LaunchConfig) -> tuple[int, int]:
-    """/metrics ports of auth and cache: right after the workers' (router, w0.., auth, cache,
-    then one per gateway process)."""
-    after_workers = cfg.metrics_port + cfg.workers + 1
-    return after_workers, after_workers + 1
-
-
 def _wait_ready(url: str, timeout: float, sup: Supervisor, logs: Path) -> None:
     print(f"kvmesh: starting (logs in {logs}) ...", flush=True)
     deadline = time.monotonic() + timeout
@@ -339,11 +393,32 @@ def _dev_key(redis_url: str) -> str:
     return plain
 
 
-def _banner(url: str, cfg: LaunchConfig, key: str) -> str:
+def _model_name(worker_env: Mapping[str, str]) -> str:
+    """The model name a worker serves, read from its config as it reads it: this process's
+    environment with `worker_env` over it (its served name, else its model's)."""
     from inference.worker import served_name
+    from inference.worker_config import WorkerConfig
 
-    model = served_name(cfg.model)
-    auth_port, cache_port = _auxiliary_metrics_ports(cfg)
+    worker = load(WorkerConfig, env={**os.environ, **worker_env})
+    return worker.served_name or served_name(worker.model)
+
+
+def _metrics_line(cfg: LaunchConfig) -> str:
+    """Where the banner says each service's /metrics is."""
+    ports = cfg.metrics_ports()
+    if ports.router == 0:
+        return "metrics: off (--metrics-port 0)"
+    router = "(in the gateways)" if cfg.hosted_router else f":{ports.router}/metrics"
+    return (f"metrics (on {cfg.host}): gateways :{_span(ports.gateways)}/metrics, router "
+            f"{router}, workers :{_span(ports.workers)}/metrics, auth :{ports.auth}/metrics, "
+            f"cache :{ports.cache}/metrics")
+
+
+def _span(ports: tuple[int, ...]) -> str:
+    return f"{ports[0]}..{ports[-1]}"
+
+
+def _banner(url: str, cfg: LaunchConfig, key: str, model: str) -> str:
     return f"""
 kvmesh is up: {url}  ({cfg.workers} worker(s), {cfg.gateways} gateway(s), model {model})
 
@@ -358,10 +433,7 @@ c = OpenAI(base_url='{url}/v1', api_key='{key}')
 r = c.chat.completions.create(model='{model}', messages=[{{'role': 'user', 'content': 'Hello!'}}])
 print(r.choices[0].message.content)"
 
-  metrics (on {cfg.host}): gateways :{cache_port + 1}..{cache_port + cfg.gateways}/metrics, \
-router {"(in the gateways)" if cfg.hosted_router else f":{cfg.metrics_port}/metrics"}, workers \
-:{cfg.metrics_port + 1}..{cfg.metrics_port + cfg.workers}/metrics, auth :{auth_port}/metrics, \
-cache :{cache_port}/metrics
+  {_metrics_line(cfg)}
 
   operator NATS URL (kvmesh keys --nats-url, stats): {Path(cfg.state_dir).expanduser()}/nats-ops.url
   operator Redis URL (kvmesh keys --redis-url): {Path(cfg.state_dir).expanduser()}/redis.url
