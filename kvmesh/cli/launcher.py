@@ -56,6 +56,7 @@ from typing import IO
 
 from kvmesh import busy_poll
 from kvmesh.cli import local_nats, local_redis, procs
+from kvmesh.cli.serve import SERVICES
 from kvmesh.cli.supervisor import Supervisor
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, load
 from kvmesh.cpu_sets import parse_groups
@@ -75,8 +76,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     up.set_defaults(func=_up_command)
     serve = sub.add_parser("serve", help="run one service: gateway, router, worker, auth "
                                          "or cache",
-                           add_help=False)
-    serve.add_argument("service_args", nargs=argparse.REMAINDER)
+                           description="Run one mesh service in this process.")
+    serve.add_argument("service", choices=SERVICES, help="the service to run")
+    # Everything after the service is its own: `kvmesh serve worker --help` lists the
+    # worker's settings, while `kvmesh serve --help` (before any service) is this usage.
+    serve.add_argument("service_args", nargs=argparse.REMAINDER, metavar="...",
+                       help="the service's settings (kvmesh serve SERVICE --help lists them)")
     serve.set_defaults(func=_serve)
 
 
@@ -92,15 +97,19 @@ def _up_command(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from kvmesh.cli.serve import main
 
-    return main(args.service_args)
+    return main([args.service, *args.service_args])
 
 
 @contextlib.contextmanager
 def single_instance(state: Path) -> Iterator[None]:
-    """Hold `<state>/up.lock` for the block; raise RuntimeError if another process holds it."""
-    state.mkdir(parents=True, exist_ok=True)
+    """Hold `<state>/up.lock` for the block; raise RuntimeError if another process holds it,
+    or if `state` cannot hold it (`_unusable`)."""
     path = state / "up.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _unusable(state, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,9 +124,20 @@ def single_instance(state: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _unusable(state: Path, exc: OSError) -> RuntimeError:
+    """The one line for a state dir we cannot make or write in (a file in its place or above
+    it, no permission): it names the option, not a traceback."""
+    return RuntimeError(f"--state-dir {state}: cannot use it as kvmesh up's directory "
+                        f"({exc.strerror or exc})")
+
+
 def run_up(cfg: LaunchConfig) -> int:
     state = Path(cfg.state_dir).expanduser()
     try:
+        try:
+            (state / "logs").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unusable(state, exc) from None
         with single_instance(state):
             return _up(cfg, state)
     except RuntimeError as exc:

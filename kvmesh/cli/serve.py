@@ -51,8 +51,12 @@ def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: kvmesh serve {{{','.join(SERVICES)}}} [--help]"
+    if args[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
     if not args or args[0] not in SERVICES:
-        print(f"usage: kvmesh serve {{{','.join(SERVICES)}}} [--help]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     # A container's PID 1 ignores every signal it has no handler for, so without this a
     # service that is still starting ignores `docker stop` until the SIGKILL that follows.
