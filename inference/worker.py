@@ -573,6 +573,8 @@ async def serve(cfg: WorkerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`kvmesh serve worker`: 0 once stopped; 1 when its engine did not start or died, said in
+    one ERROR log line (no traceback), so a supervisor restarts it."""
     cfg = load(WorkerConfig, sys.argv[1:] if argv is None else argv)
     # One id for the worker's subjects, its heartbeats and its telemetry instance.
     cfg = replace(cfg, worker_id=cfg.worker_id or f"w-{uuid.uuid4().hex[:8]}")
@@ -582,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            cfg.metrics_host, cfg.busy_poll)
     except EngineStartError as exc:  # the model or a setting: one log line, not a traceback
         log.error("worker %s: the engine did not start: %s", cfg.worker_id, exc)
+        return 1
+    except EngineDied as exc:  # one log line, not a traceback; status 1 has it restarted
+        log.error("worker %s exits: %s", cfg.worker_id, exc)
         return 1
 
 
