@@ -356,6 +356,16 @@ def flat_fields(cls: type) -> list[tuple[str, Any, Any]]:
     return out
 
 
+def variable_names(cls: type) -> set[str]:
+    """Every environment variable `cls` reads: `KVMESH_<SERVICE>_<FIELD>` and the shared form
+    `KVMESH_<FIELD>` of each leaf field (nested configs' included)."""
+    service = getattr(cls, "SERVICE", "").upper()
+    names = set()
+    for name, _, _ in flat_fields(cls):
+        names |= {f"KVMESH_{service}_{name.upper()}", f"KVMESH_{name.upper()}"}
+    return names
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add `--field-name` for each leaf field of `cls` (values stay strings until
     `from_namespace`)."""

@@ -58,6 +58,7 @@ from kvmesh import busy_poll
 from kvmesh.cli import local_nats, local_redis, procs
 from kvmesh.cli.serve import SERVICES
 from kvmesh.cli.supervisor import Supervisor
+from kvmesh.cli.variables import warn_unknown
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, load
 from kvmesh.cpu_sets import parse_groups
 from kvmesh.cpu_sets import text as cpu_text
@@ -91,6 +92,7 @@ def _up_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a bad flag or variable: one line, not a traceback
         print(f"kvmesh up: {exc}", file=sys.stderr)
         return 2
+    warn_unknown("kvmesh up")  # a misspelt KVMESH_* variable would change nothing, silently
     return run_up(cfg)
 
 

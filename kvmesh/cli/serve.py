@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] not in SERVICES:
         print(usage, file=sys.stderr)
         return 2
+    from kvmesh.cli.variables import warn_unknown
+
+    warn_unknown(f"kvmesh serve {args[0]}")  # a misspelt variable would change nothing
     # A container's PID 1 ignores every signal it has no handler for, so without this a
     # service that is still starting ignores `docker stop` until the SIGKILL that follows.
     # The service replaces it with its draining handler once it serves.
