@@ -235,8 +235,8 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> Started:
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
     redis = local_redis.prepare(logs.parent, cfg.redis_port)
     ports = cfg.metrics_ports()
-    # kvmesh up's own settings, in their shared form: a service's own variable (which its
-    # config reads first: KVMESH_WORKER_GRACE_PERIOD) wins over them
+    # For every service: this mesh's Redis, and kvmesh up's own settings in their shared form,
+    # which a service's own variable (read first: KVMESH_WORKER_GRACE_PERIOD) overrides
     env = {"KVMESH_REDIS_URL": redis.url(),
            "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": str(cfg.grace_period),
            **_unless_set("", {"metrics_host": cfg.host}, os.environ)}
