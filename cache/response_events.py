@@ -6,18 +6,18 @@ point (`GET /v1/responses/{id}?stream=true&starting_after=N`) while it runs and 
 
 Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache actor):
 - `ResponseEventsPut(tenant, id, first, events, ttl)` on `RESPONSES_EVENTS_PUT` appends
-  `events` as numbers `first`, `first + 1`, ... and answers `ResponseAck`. It is 404 when the
-  response is not stored (deleted: nothing will read its log), 409 `event_gap` when `first` is
-  not the log's length (an earlier append was lost: the log must never skip a number), 413
-  `response_too_large` when the log would outgrow `responses_max_bytes`. After any refusal the
-  writer stops logging; a reader then ends the stream from the record (gateway side).
+  `events` as numbers `first`, `first + 1`, ... and answers `ResponseAck`; those of them
+  already logged (an earlier try whose answer was lost) are not logged twice. It is 404 when
+  the response is not stored (deleted: nothing will read its log), 409 `event_gap` when the
+  log ends before `first` (an earlier append was lost: the log must never skip a number),
+  413 `response_too_large` when the log would outgrow `responses_max_bytes`.
 - `ResponseEventsGet(tenant, id, after)` on `RESPONSES_EVENTS_GET` answers `ResponseEvents`:
-  the record as it stands (its status and generator: no body, input items or messages), the
-  events numbered after `after`, at most `PAGE_EVENTS` of them and about `PAGE_BYTES`
-  (always at least one, if any), how many are logged, and `more` when more are stored after
-  those. 404 as `ResponseGet`.
-- The log lives as long as its record (the same TTL), counts toward the tenant's bytes, and
-  goes when the record is deleted, evicted or purged (cache/responses_store.py).
+  the record as it stands (no body, input items or messages) and the events numbered after
+  `after`, at most `PAGE_EVENTS` of them and about `PAGE_BYTES` (always at least one, if
+  any), `more` when more are stored after those. 404 as `ResponseGet`.
+- The log lives as long as its record (the same TTL) and counts toward the tenant's bytes:
+  an append evicts the tenant's oldest responses past `responses_tenant_bytes` as a put does.
+  It goes when the record is deleted, evicted or purged (cache/responses_store.py).
 - Redis down or slow is 503 `store_unavailable`, as for the store.
 """
 
@@ -26,10 +26,12 @@ from __future__ import annotations
 import dataclasses
 
 from cache.responses_store import (
+    EVICT,
     RESPONSE_ID,
     ResponseStore,
     events_key,
     not_found,
+    prefix,
     record_keys,
 )
 from kvmesh import wire
@@ -45,22 +47,24 @@ from kvmesh.wire import (
 PAGE_EVENTS = 1024  # events in one answer
 PAGE_BYTES = 256 * 1024  # about the bytes of one answer (well under NATS' 1 MiB)
 
-# KEYS: event log, record, sizes, bytes. ARGV: id, first, ttl ms, cap, events...
-# Returns 0 appended, -1 no record, -2 a gap, -3 over the cap.
-_APPEND = """
+# KEYS: event log, record, index, sizes, bytes. ARGV: id, first, ttl ms, log cap, tenant cap,
+# entry prefix, events... Events an earlier try of the same append stored (its answer lost)
+# are not stored twice. Returns the evicted count, -1 no record, -2 a gap, -3 over the cap.
+_APPEND = EVICT + """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return -2 end
-local n = 0
-for i = 5, #ARGV do n = n + string.len(ARGV[i]) end
+local first, len = tonumber(ARGV[2]), redis.call('LLEN', KEYS[1])
+if len < first or len > first + #ARGV - 6 then return -2 end
+local from, n = 7 + len - first, 0
+for i = from, #ARGV do n = n + string.len(ARGV[i]) end
 local field = ARGV[1] .. ':events'
-if tonumber(redis.call('HGET', KEYS[3], field) or '0') + n > tonumber(ARGV[4]) then
+if tonumber(redis.call('HGET', KEYS[4], field) or '0') + n > tonumber(ARGV[4]) then
   return -3
 end
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+for i = from, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('HINCRBY', KEYS[3], field, n)
-redis.call('INCRBY', KEYS[4], n)
-return 0
+redis.call('HINCRBY', KEYS[4], field, n)
+local total = redis.call('INCRBY', KEYS[5], n)
+return evict(KEYS[3], KEYS[4], KEYS[5], ARGV[6], ARGV[1], total, tonumber(ARGV[5]))
 """
 
 
@@ -84,10 +88,10 @@ class ResponseEventLogs:
             return not_found(msg.id)
         cfg = self.store.cfg
         ttl_ms = min(int((msg.ttl or cfg.responses_ttl) * 1000), 1 << 53)
-        record, _, sizes, total = record_keys(msg.tenant, msg.id)
         done = await self.store.redis_call(self._append_script(
-            keys=[events_key(msg.tenant, msg.id), record, sizes, total],
-            args=[msg.id, msg.first, ttl_ms, cfg.responses_max_bytes, *msg.events]))
+            keys=[events_key(msg.tenant, msg.id), *record_keys(msg.tenant, msg.id)],
+            args=[msg.id, msg.first, ttl_ms, cfg.responses_max_bytes,
+                  cfg.responses_tenant_bytes, prefix(msg.tenant), *msg.events]))
         if done == -1:
             return not_found(msg.id)
         if done == -2:
@@ -104,10 +108,9 @@ class ResponseEventLogs:
         rec = await self.store.load(msg.tenant, msg.id)
         if rec is None:
             return not_found(msg.id)
-        first, key = max(msg.after + 1, 0), events_key(msg.tenant, msg.id)
-        async with self.store.redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, first, first + PAGE_EVENTS - 1).llen(key)
-            fetched, logged = await self.store.redis_call(pipe.execute())
+        first = max(msg.after + 1, 0)
+        fetched = await self.store.redis_call(self.store.redis.lrange(
+            events_key(msg.tenant, msg.id), first, first + PAGE_EVENTS - 1))
         events, size = [], 0
         for event in fetched:
             if events and size + len(event) > PAGE_BYTES:
@@ -115,5 +118,5 @@ class ResponseEventLogs:
             events.append(bytes(event))
             size += len(event)
         slim = dataclasses.replace(rec, body="", input_items="", messages=[])
-        return ResponseEvents(slim, events, logged, more=len(events) < len(fetched)
+        return ResponseEvents(slim, events, more=len(events) < len(fetched)
                               or len(fetched) == PAGE_EVENTS)

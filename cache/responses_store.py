@@ -2,7 +2,8 @@
 
 Contract (subjects in `kvmesh.wire`, queue group "cache"):
 - `ResponsePut(tenant, record, ttl)` on `RESPONSES_PUT` stores (or replaces) the record for
-  `ttl` seconds (0: `responses_ttl`) and answers `ResponseAck`. A record whose frame is over
+  `ttl` seconds (0: `responses_ttl`; below 0: what the stored record has left) and answers
+  `ResponseAck`. A record whose frame is over
   `responses_max_bytes` is 413 `response_too_large`. After the put, the tenant's responses
   that expired are dropped from its index and, while the tenant holds more than
   `responses_tenant_bytes`, its oldest responses are evicted (never the one just put).
@@ -66,34 +67,51 @@ RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")  # what the gateway makes; anythi
 MAX_CHAIN = 10_000  # links followed for one conversation (a guard, not a product limit)
 _Failure = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
-# KEYS: entry, index, sizes, bytes. ARGV: id, frame, ttl ms, now ms, tenant cap, entry prefix,
-# "1" when the record only replaces (a finished one). Returns the evicted count, -1 for none put.
-_PUT = """
+# Lua shared by the scripts that grow a tenant's bytes: drop the tenant's responses oldest
+# first (each with its event log), never `keep` nor any newer than it, while `total` is over
+# `cap`, and drop the expired ones met on the way. Returns the count evicted (expired ones
+# not counted).
+EVICT = """
+local function evict(index, sizes, bytes, prefix, keep, total, cap)
+  local evicted = 0
+  while true do
+    local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+    if not oldest or oldest == keep then break end
+    local expired = redis.call('EXISTS', prefix .. oldest) == 0
+    if not expired and total <= cap then break end
+    if not expired then evicted = evicted + 1 end
+    local log = oldest .. ':events'
+    redis.call('DEL', prefix .. oldest, prefix .. log)
+    total = redis.call('DECRBY', bytes, tonumber(redis.call('HGET', sizes, oldest) or '0')
+                       + tonumber(redis.call('HGET', sizes, log) or '0'))
+    redis.call('HDEL', sizes, oldest, log)
+    redis.call('ZREM', index, oldest)
+  end
+  return evicted
+end
+"""
+# KEYS: entry, index, sizes, bytes. ARGV: id, frame, ttl ms (-1: keep the record's), now ms,
+# tenant cap, entry prefix, "1" when the record only replaces (a finished one). Returns the
+# evicted count, -1 for none put.
+_PUT = EVICT + """
 if ARGV[7] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local ttl = tonumber(ARGV[3])
+if ttl < 0 then ttl = redis.call('PTTL', KEYS[1]) end
 local old = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 end
 redis.call('HSET', KEYS[3], ARGV[1], string.len(ARGV[2]))
 local total = redis.call('INCRBY', KEYS[4], string.len(ARGV[2]) - old)
-local evicted = 0
-while true do
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if not oldest or oldest == ARGV[1] then break end
-  local expired = redis.call('EXISTS', ARGV[6] .. oldest) == 0
-  if not expired and total <= tonumber(ARGV[5]) then break end
-  if not expired then evicted = evicted + 1 end
-  local log = oldest .. ':events'
-  redis.call('DEL', ARGV[6] .. oldest, ARGV[6] .. log)
-  total = redis.call('DECRBY', KEYS[4], tonumber(redis.call('HGET', KEYS[3], oldest) or '0')
-                     + tonumber(redis.call('HGET', KEYS[3], log) or '0'))
-  redis.call('HDEL', KEYS[3], oldest, log)
-  redis.call('ZREM', KEYS[2], oldest)
-end
+local evicted = evict(KEYS[2], KEYS[3], KEYS[4], ARGV[6], ARGV[1], total, tonumber(ARGV[5]))
 for i = 2, 4 do
-  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then
-    redis.call('PEXPIRE', KEYS[i], ARGV[3])
+  if ttl > 0 and redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
 return evicted
@@ -127,18 +145,18 @@ class StoreDown(Exception):
     pass
 
 
-def _prefix(tenant: str) -> str:
+def prefix(tenant: str) -> str:
     return f"kvmesh:resp:{{t:{tenant}}}:"
 
 
 def record_keys(tenant: str, response_id: str) -> list[str]:
-    p = _prefix(tenant)
+    p = prefix(tenant)
     return [p + response_id, p + "index", p + "sizes", p + "bytes"]
 
 
 def events_key(tenant: str, response_id: str) -> str:
     """The Redis list that logs a response's stream events (cache/response_events.py)."""
-    return _prefix(tenant) + response_id + ":events"
+    return prefix(tenant) + response_id + ":events"
 
 
 def not_found(response_id: str) -> ErrorReply:
@@ -201,12 +219,13 @@ class ResponseStore:
             return ErrorReply(413, "invalid_request_error",
                               f"the response is {len(frame)} bytes stored; the store's limit is "
                               f"{self.cfg.responses_max_bytes}", code="response_too_large")
-        ttl_ms = min(int((msg.ttl or self.cfg.responses_ttl) * 1000), 1 << 53)
+        ttl_ms = -1 if msg.ttl < 0 else min(int((msg.ttl or self.cfg.responses_ttl) * 1000),
+                                            1 << 53)
         replace_only = rec.status != "in_progress"  # see the module doc: deletes stick
         evicted = await self.redis_call(self._put_script(
             keys=record_keys(msg.tenant, rec.id),
             args=[rec.id, frame, ttl_ms, int(time.time() * 1000),
-                  self.cfg.responses_tenant_bytes, _prefix(msg.tenant), int(replace_only)]))
+                  self.cfg.responses_tenant_bytes, prefix(msg.tenant), int(replace_only)]))
         if evicted < 0:
             log.info("responses store: %s finished after it was deleted (or expired, or "
                      "evicted); not stored again", rec.id)
@@ -237,7 +256,7 @@ class ResponseStore:
     async def load(self, tenant: str, response_id: str) -> StoredResponse | None:
         if not RESPONSE_ID.fullmatch(response_id):
             return None
-        data = await self.redis_call(self.redis.get(_prefix(tenant) + response_id))
+        data = await self.redis_call(self.redis.get(prefix(tenant) + response_id))
         if data is None:
             return None
         try:
@@ -257,6 +276,6 @@ class ResponseStore:
     async def _purge(self, msg: Message) -> Message:
         assert isinstance(msg, ResponsesPurge)
         keys = record_keys(msg.tenant, "")[1:]  # the tenant's index, sizes and bytes
-        deleted = await self.redis_call(self._purge_script(keys=keys, args=[_prefix(msg.tenant)]))
+        deleted = await self.redis_call(self._purge_script(keys=keys, args=[prefix(msg.tenant)]))
         log.info("responses store: tenant %r purged (%d responses)", msg.tenant, deleted)
         return ResponsesPurged(int(deleted))

@@ -51,11 +51,13 @@ def bad_field(param: str, why: str) -> ApiError:
 
 
 def check_query(request: web.Request, allowed: tuple[str, ...] = ()) -> None:
-    """A 400 naming the first query parameter of `request` outside `allowed`: a misspelt
-    filter must not silently widen an answer."""
+    """A 400 naming the first query parameter of `request` outside `allowed`, or given more
+    than once: a misspelt filter must not silently widen an answer."""
     for name in request.query:
         if name not in allowed:
             raise bad_field(name, "query parameter not supported")
+        if len(request.query.getall(name)) > 1:  # which one would count is a guess
+            raise bad_field(name, "query parameter given more than once")
 
 
 def no_worker(why: str, retry_after: float) -> ApiError:

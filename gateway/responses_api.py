@@ -149,14 +149,17 @@ async def _respond(request: web.Request, req: ParsedRequest, rid: str,
 
 
 async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any],
-                 answer: ChatMessage | None) -> None:
+                 answer: ChatMessage | None, last_event: int = -1) -> None:
+    """Store the response as `body` says it stands (`last_event`: a stream's last event's
+    number, for one that ended)."""
     req = frame.req
     messages = req.turn if answer is None else [*req.turn, answer]
     store = request.app[STORE]
     generator = store.generator if body["status"] == "in_progress" else ""
     record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
                             json.dumps(req.input_items), messages, req.previous_response_id,
-                            generator, logged=req.background and req.stream)
+                            generator, logged=req.background and req.stream,
+                            last_event=last_event)
     if req.background and record.status != "in_progress":
         await _put_until_stored(store, req.tenant, record, req.store_ttl)
     else:
@@ -184,19 +187,24 @@ async def _put_until_stored(store: ResponsesStoreClient, tenant: str, record: St
 
 
 async def _store_ended(request: web.Request, frame: ResponseFrame,
-                       output: list[dict[str, Any]] | None = None) -> None:
+                       output: list[dict[str, Any]] | None = None, last_event: int = -1) -> None:
     """Store the response as it ended unfinished: `cancelled` (a background response's
     cancel), else `failed` with its `frame.error` or (the client went away) a server_error
-    saying it did not complete."""
+    saying it did not complete. One too large to store with its `output` is stored without
+    it."""
     if request.app[JOBS].was_cancelled(frame.rid):
-        body = frame.body("cancelled", output or [])
+        status, error = "cancelled", None
     else:
+        status = "failed"
         error = frame.error or response_error(None, "the response did not complete")
-        body = frame.body("failed", output or [], error=error)
-    try:
-        await _store(request, frame, body, None)
-    except ApiError as err:
-        log.warning("could not store %s %s: %s", frame.rid, body["status"], err)
+    for kept in (output or [], []):
+        try:
+            await _store(request, frame, frame.body(status, kept, error=error), None, last_event)
+            return
+        except ApiError as err:
+            if err.status != 413 or not kept:
+                log.warning("could not store %s %s: %s", frame.rid, status, err)
+                return
 
 
 def _soon(work: Any) -> None:
@@ -249,23 +257,28 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     if req.background:
         BackgroundJobs.streaming(request, sse.response)
     rec = telemetry_http.record(request)
+    unsent = None
     try:
         await reader.send(events.start())
         while batch:
             rec.on_chunks(batch)
             await reader.send([e for c in coalesce(batch) for e in events.feed(c)])
             batch = await stream.batch()
+        unsent = events.seq  # the closing events' numbers, taken back if they are not sent
         closing = events.finish(stream.usage)
         if req.store:  # stored before the client hears it is complete
             await _store(request, frame, closing[-1]["response"],
-                         as_message("".join(events.text), events.calls))
+                         as_message("".join(events.text), events.calls),
+                         closing[-1]["sequence_number"])
         await reader.send(closing)
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)
         rec.failed_in_stream(err.status, err.code or err.type, err.message)
+        if unsent is not None:  # the store refused the end: the stream's numbers go on
+            events.seq = unsent
         failed = events.failed(err.code, err.message)
         if req.store:  # stored first: a retrieve after response.failed reads the same error
-            await _store_ended(request, frame, events.output)
+            await _store_ended(request, frame, events.output, failed[-1]["sequence_number"])
         await reader.send(failed)
     except asyncio.CancelledError:  # a background response cancelled: its stream ends here
         if req.background:

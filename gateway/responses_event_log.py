@@ -10,15 +10,19 @@ OpenAI's resumable background streams do.
 Contract:
 - `EventLogWriter.add(frames)` queues a batch without waiting; at most one append is in flight
   at a time and whatever queued meanwhile goes in the next, so a log costs one store request
-  per round trip however fast the engine writes. A refused or failed append stops logging for
-  good (the log never skips a number); `close()` waits for what was added.
+  per round trip however fast the engine writes. Once an append fails for good, logging stops
+  (the log never skips a number); `close()` waits for what was added.
 - `resume(...)` polls the store every `POLL_S` (at once while pages come back full). Once the
   record has ended, the log's last event is waited for up to `FINAL_WAIT_S`; a log without
   one (logging stopped, or the generating gateway crashed) ends with the record's own final
   event: `response.completed`, `response.incomplete` or `response.failed` carrying the stored
-  response (a `cancelled` one ends with no event, as its live stream does). A client that
-  starts after the log's last event gets nothing more. A response deleted meanwhile, or a
-  store that stops answering, ends the stream with an `error` event.
+  response, numbered as it was streamed (a `cancelled` one ends with no event, as its live
+  stream does). A client that has the stream's last event gets nothing more. A response
+  deleted meanwhile, or a store that stops answering, ends the stream with an `error` event.
+- The writer tries an append the store does not answer again (the store keeps no event
+  twice) for up to `RETRY_S`, with what came meanwhile; an append carries at most about
+  `APPEND_BYTES`. Logging stops at a longer store outage, at a refusal, or when the log
+  outgrows `responses_max_bytes`.
 - A response not logged (not made with `background` and `stream`) is 400 naming `stream`.
 """
 
@@ -38,6 +42,10 @@ from kvmesh.wire import StoredResponse
 
 log = logging.getLogger("kvmesh.gateway.responses")
 POLL_S = 0.05  # a reader's wait between reads of a log that has nothing new
+RETRY_S = 60.0  # how long a writer tries an append the store does not answer (503)
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 4.0  # its wait between tries, doubling
+APPEND_BYTES = 256 * 1024  # about the most one append carries (well under NATS' 1 MiB)
+MAX_SEQUENCE = 1 << 53  # no stream numbers an event past this (JSON's exact integers)
 FINAL_WAIT_S = 1.0  # how long a reader waits for the last event of a response that ended
 _LAST = ("completed", "incomplete", "failed")  # the statuses whose event ends a stream
 _ENDS = tuple(f"event: response.{status}\n".encode() for status in _LAST)
@@ -67,14 +75,35 @@ class EventLogWriter:
             await asyncio.shield(self._flushing)
 
     async def _flush(self) -> None:
+        delay, failing_since = RETRY_FIRST_S, None
         while self.pending and not self.stopped:
-            batch, first = self.pending, self.next
-            self.pending, self.next = [], first + len(batch)
+            batch = _batch(self.pending)
+            self.pending = self.pending[len(batch):]
             try:
-                await self.store.append_events(self.tenant, self.id, first, batch, self.ttl)
+                await self.store.append_events(self.tenant, self.id, self.next, batch, self.ttl)
+                self.next += len(batch)
+                delay, failing_since = RETRY_FIRST_S, None
             except ApiError as err:
-                log.warning("the event log of %s stops at event %d: %s", self.id, first, err)
-                self.stopped, self.pending = True, []
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if err.status != 503 or now - failing_since > RETRY_S:
+                    log.warning("the event log of %s stops at event %d: %s", self.id,
+                                self.next, err)
+                    self.stopped, self.pending = True, []
+                    return
+                self.pending = batch + self.pending  # tried again, with what came meanwhile
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+
+
+def _batch(frames: list[bytes]) -> list[bytes]:
+    """The first of `frames`, up to `APPEND_BYTES` (at least one)."""
+    size = 0
+    for i, frame in enumerate(frames):
+        size += len(frame)
+        if i and size > APPEND_BYTES:
+            return frames[:i]
+    return frames
 
 
 def resume_query(request: web.Request) -> tuple[bool, int]:
@@ -91,8 +120,8 @@ def resume_query(request: web.Request) -> tuple[bool, int]:
         return stream == "true", -1
     if stream != "true":
         raise bad_field("starting_after", "is only for stream=true")
-    if not after.isdigit():
-        raise bad_field("starting_after", "must be a non-negative integer")
+    if not (after.isascii() and after.isdigit()) or int(after) > MAX_SEQUENCE:
+        raise bad_field("starting_after", f"must be an integer from 0 to {MAX_SEQUENCE}")
     return True, int(after)
 
 
@@ -116,10 +145,13 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
                     break
                 if page.more:
                     continue
-            if page.record.status != "in_progress" or store.orphaned(page.record):
+            ended = page.record
+            if ended.status != "in_progress" and 0 <= ended.last_event <= after:
+                break  # the client has the last event
+            if ended.status != "in_progress" or store.orphaned(ended):
                 ended_at = ended_at or time.monotonic()
                 if time.monotonic() - ended_at >= FINAL_WAIT_S:
-                    if last := await _last_event(store, tenant, rec.id, after, page.logged):
+                    if last := await _last_event(store, tenant, rec.id, after):
                         await sse.write(last)
                     break
         except ApiError as err:
@@ -131,20 +163,18 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
 
 
 async def _last_event(store: ResponsesStoreClient, tenant: str, response_id: str,
-                      after: int, logged: int) -> bytes:
-    """The event that ends the stream of a response that ended, for a client that has the
-    events up to `after` of the `logged`: none when the log's last one ends it (the client
-    asked to start after it); else made from the record (`failed` if its gateway crashed),
-    and none for a `cancelled` one, whose live stream ends with none."""
-    if logged and after >= logged - 1:
-        tail = await store.events(tenant, response_id, logged - 2)
-        if tail.events and _ends(tail.events[0]):
-            return b""
+                      after: int) -> bytes:
+    """The event that ends the stream of a response that ended, its log lacking it (for a
+    client that has the events up to `after`), made from the record: numbered as it was
+    streamed (`last_event`), or, where the stream never had one (its gateway crashed: the
+    record reads `failed`), next after `after`. None for one the client has, or for a
+    `cancelled` one, whose live stream ends with none."""
     (rec,) = await store.get(tenant, response_id)
     rec = await store.settled(tenant, rec)
-    if rec.status not in _LAST:
+    if rec.status not in _LAST or 0 <= rec.last_event <= after:
         return b""
-    return typed_event({"type": f"response.{rec.status}", "sequence_number": after + 1,
+    return typed_event({"type": f"response.{rec.status}",
+                        "sequence_number": rec.last_event if rec.last_event >= 0 else after + 1,
                         "response": json.loads(rec.body)})
 
 

@@ -66,7 +66,7 @@ class ResponsesStoreClient:
             None, "the gateway generating this response stopped before it finished"))
         failed = dataclasses.replace(rec, status="failed", body=json.dumps(body), gateway="")
         try:
-            await self.put(tenant, failed, 0)
+            await self.put(tenant, failed, -1)  # for the time the record has left
         except ApiError as err:
             log.warning("could not mark %s failed in the store: %s", rec.id, err)
         return failed

@@ -116,11 +116,13 @@ class StoredResponse(Message):
     previous_response_id: str | None = None
     gateway: str = ""  # in_progress: the inbox of the gateway process generating it
     logged: bool = False  # its stream's events are logged (background with stream): resumable
+    last_event: int = -1  # finished, streamed: the number of its stream's last event
 
 
 @dataclass
 class ResponsePut(Message):
-    """Store (or replace) `record` under `tenant` for `ttl` seconds (0: the store's default)."""
+    """Store (or replace) `record` under `tenant` for `ttl` seconds (0: the store's default;
+    below 0: what the stored record has left)."""
 
     KIND: ClassVar[str] = "response_put"
     tenant: str
@@ -197,14 +199,12 @@ class ResponseEventsGet(Message):
 
 @dataclass
 class ResponseEvents(Message):
-    """The record as it stands (its status and generator: no body, input items or messages),
-    the next logged events and how many are logged in all; `more`: a page was full, more
-    are stored."""
+    """The record as it stands (no body, input items or messages) and the next logged
+    events; `more`: a page was full, more are stored."""
 
     KIND: ClassVar[str] = "response_events"
     record: StoredResponse
     events: list[bytes]
-    logged: int
     more: bool = False
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pydantic import BaseModel
 
 from kvmesh.cli import procs
 from tests.integration.conftest import MODEL, Mesh, start_gateway
-from tests.integration.helpers import call, wait_until
+from tests.integration.helpers import call, open_stream, sse_events, wait_until
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 ORDER = ["response.created", "response.in_progress", "response.output_item.added",
@@ -354,6 +355,44 @@ def test_tenant_ttl_expires_and_tenant_cap_evicts_the_oldest(rmesh: ResponsesMes
         a.responses.retrieve(first.id)  # evicted to make room: the oldest goes first
     assert not logged()  # and its log with it
     assert a.responses.retrieve(second.id).id == second.id
+
+
+def test_a_stream_too_large_to_store_is_failed_not_in_progress(rmesh: ResponsesMesh) -> None:
+    """A store that keeps 8 KB a response, an answer of 120 tokens with their logprobs: the
+    stream ends with `error` and `response.failed`, its numbers without a gap; the record
+    reads `failed` (without its output), not `in_progress` for good; a background stream's
+    resume ends with that same last event, numbered as it was streamed."""
+    assert rmesh.store is not None
+    rmesh.store.stop()
+    rmesh.children.remove(rmesh.store)
+    rmesh.start_store(responses_max_bytes="8000")
+    key = rmesh.keys["a"]
+    wait_until(lambda: call("GET", rmesh.base + "/v1/responses/resp_" + "0" * 32,
+                            key=key)[0] == 404, "the new store answers")
+    body = {"model": MODEL, "input": "Count from 1 to 200.", "max_output_tokens": 120,
+            "temperature": 0, "top_logprobs": 5, "include": ["message.output_text.logprobs"]}
+    for background in (False, True):
+        with open_stream(rmesh.base + "/v1/responses", {**body, "background": background},
+                         key=key) as resp:
+            events = [json.loads(e) for e in sse_events(resp)]
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert [e["type"] for e in events[-2:]] == ["error", "response.failed"], events[-2:]
+        rid = events[0]["response"]["id"]
+        status, stored, _ = call("GET", f"{rmesh.base}/v1/responses/{rid}", key=key)
+        assert status == 200 and stored["status"] == "failed" and stored["output"] == []
+    resumed = _resumed(rmesh.base, rid, key)
+    assert resumed[-1]["type"] == "response.failed"
+    assert resumed[-1]["sequence_number"] == events[-1]["sequence_number"]
+    assert resumed[:-1] == events[:len(resumed) - 1]  # the log stopped at its own cap
+    assert _resumed(rmesh.base, rid, key, events[-1]["sequence_number"]) == []
+
+
+def _resumed(base: str, rid: str, key: str, after: int | None = None) -> list[dict[str, Any]]:
+    query = "?stream=true" + ("" if after is None else f"&starting_after={after}")
+    req = urllib.request.Request(f"{base}/v1/responses/{rid}{query}",
+                                 headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return [json.loads(e) for e in sse_events(resp)]
 
 
 def test_store_unreachable_is_503_naming_the_store(rmesh: ResponsesMesh) -> None:

@@ -310,6 +310,9 @@ def test_a_deleted_response_takes_its_event_log(gateways: Gateways, redis_url: s
     ("?stream=true&starting_after=-1", "starting_after"),
     ("?stream=true&include_obfuscation=true", "include_obfuscation"),
     ("?stream=true&include=message.output_text.logprobs", "include"),
+    ("?stream=true&starting_after=%C2%B2", "starting_after"),  # a digit to str.isdigit
+    ("?stream=true&starting_after=18446744073709551616", "starting_after"),
+    ("?stream=true&stream=false", "stream"),
 ])
 def test_what_a_resume_cannot_be_is_400_naming_it(gateways: Gateways, query: str,
                                                   param: str) -> None:
@@ -337,7 +340,7 @@ def test_only_a_background_stream_can_be_streamed_again(gateways: Gateways,
 
 
 def test_a_resumed_stream_whose_gateway_crashed_ends_with_response_failed(
-        mesh: Mesh, gateways: Gateways, logs_dir: Path) -> None:
+        mesh: Mesh, gateways: Gateways, logs_dir: Path, redis_url: str) -> None:
     """The log of a gateway killed mid-stream has no last event: a reader (at another gateway)
     gets what was logged, then, once that gateway is known gone, `response.failed` from the
     record."""
@@ -357,6 +360,9 @@ def test_a_resumed_stream_whose_gateway_crashed_ends_with_response_failed(
     assert events[-1]["type"] == "response.failed", events[-1]
     assert "gateway" in events[-1]["response"]["error"]["message"]
     assert _status(gateways.first, rid) == "failed"
+    # stored failed for the time it had left, not for a new store TTL
+    left = redis.Redis.from_url(redis_url).pttl(f"kvmesh:resp:{{t:}}:{rid}")
+    assert 0 < left < 30 * 86400 * 1000 - 5000, left
 
 
 def _resumed_now(base: str, rid: str) -> list[str]:
@@ -369,3 +375,19 @@ def _resumed_now(base: str, rid: str) -> list[str]:
             if len(seen) > 4:
                 break
         return seen
+
+
+def test_a_store_outage_mid_stream_leaves_the_log_whole(gateways: Gateways) -> None:
+    """The store paused for 3 s (longer than `store_timeout`) while a background stream runs:
+    its appends are tried again, and the log ends as the live stream did."""
+    with open_stream(gateways.first + "/v1/responses", LONG | {"max_output_tokens": 60,
+                                                               "stream": True}) as resp:
+        events = sse_events(resp)
+        live = [json.loads(next(events)) for _ in range(5)]
+        with _store_paused(gateways.store):
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                live.append(json.loads(next(events)))
+        live += [json.loads(e) for e in events]
+    assert live[-1]["type"] == "response.incomplete", live[-1]
+    assert _resumed(gateways.second, live[0]["response"]["id"]) == live

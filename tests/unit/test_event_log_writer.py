@@ -1,5 +1,6 @@
 """`EventLogWriter`: one append in flight at a time, what queued meanwhile in the next,
-numbered without a gap; a refused append stops the log for good."""
+numbered without a gap; an append the store did not answer is tried again; a refused one
+stops the log for good."""
 
 import asyncio
 
@@ -10,11 +11,11 @@ from gateway.responses_event_log import EventLogWriter
 class _Store:
     """The store's side of appends: each waits for the test to let it through."""
 
-    def __init__(self, refuse_at: int = -1) -> None:
+    def __init__(self, refuse_at: int = -1, status: int = 409) -> None:
         self.appends: list[tuple[int, list[bytes]]] = []
         self.gate = asyncio.Event()
         self.in_flight = 0
-        self.refuse_at = refuse_at
+        self.refuse_at, self.status = refuse_at, status
 
     async def append_events(self, tenant: str, response_id: str, first: int,
                             events: list[bytes], ttl: float) -> None:
@@ -23,12 +24,13 @@ class _Store:
         await self.gate.wait()
         self.in_flight -= 1
         if first == self.refuse_at:
-            raise ApiError(409, "a gap", code="event_gap")
+            self.refuse_at = -1 if self.status == 503 else first  # a 503 once; a 409 for good
+            raise ApiError(self.status, "refused")
         self.appends.append((first, events))
 
 
-async def _written(refuse_at: int = -1) -> _Store:
-    store = _Store(refuse_at)
+async def _written(refuse_at: int = -1, status: int = 409) -> _Store:
+    store = _Store(refuse_at, status)
     writer = EventLogWriter(store, "t", "resp_x", 0)  # type: ignore[arg-type]
     writer.add([b"0"])
     await asyncio.sleep(0)  # the first append is in flight
@@ -49,3 +51,8 @@ def test_batches_coalesce_while_one_append_is_in_flight() -> None:
 def test_a_refused_append_stops_the_log() -> None:
     store = asyncio.run(_written(refuse_at=1))
     assert store.appends == [(0, [b"0"])]  # nothing after the refusal, not even event 4
+
+
+def test_an_append_the_store_did_not_answer_is_tried_again_with_what_came_since() -> None:
+    store = asyncio.run(_written(refuse_at=1, status=503))
+    assert store.appends == [(0, [b"0"]), (1, [b"1", b"2", b"3"]), (4, [b"4"])]
