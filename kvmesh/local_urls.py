@@ -37,3 +37,8 @@ def nats_url() -> str:
 def redis_url() -> str:
     """The Redis URL an operator's command uses by default (kvmesh up's, password included)."""
     return local_url("KVMESH_REDIS_URL", "redis.url", "redis://127.0.0.1:6379/0")
+
+
+def http_url(host: str, port: int) -> str:
+    """`http://host:port`, an IPv6 literal in brackets (`http://[::1]:8000`, RFC 3986)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvmesh.local_urls import http_url
 from kvmesh.wire import Heartbeat
 
 Labels = tuple[tuple[str, str], ...]
@@ -220,6 +221,6 @@ def local_endpoints(host: str, gateway_port: int, first: int, last: int) -> list
     the workers, auth, cache and each gateway process on consecutive ports from
     `--metrics-port`; a router a gateway hosts, with `--hosted-router true`, reports on its
     gateway's). All optional: a gateway with its own metrics port has none on the API port."""
-    return [Endpoint(f"http://{host}:{gateway_port}/metrics", optional=True)] + [
-        Endpoint(f"http://{host}:{p}/metrics", optional=True) for p in range(first, last + 1)]
+    return [Endpoint(http_url(host, gateway_port) + "/metrics", optional=True)] + [
+        Endpoint(http_url(host, p) + "/metrics", optional=True) for p in range(first, last + 1)]
 

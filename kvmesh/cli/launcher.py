@@ -62,6 +62,7 @@ from kvmesh.cli.variables import warn_unknown
 from kvmesh.config import ConfigError, LaunchConfig, add_flags, from_namespace, load
 from kvmesh.cpu_sets import parse_groups
 from kvmesh.cpu_sets import text as cpu_text
+from kvmesh.local_urls import http_url
 
 EXIT_S = 1.5  # after its grace period, how long a service may take to exit before SIGKILL
 
@@ -207,11 +208,6 @@ def _report(sup: Supervisor, logs: Path) -> None:
     lost = sup.essential_lost()
     if lost is not None:
         raise RuntimeError(f"gave up on {lost}; the mesh cannot serve without it. Stopping.")
-
-
-def http_url(host: str, port: int) -> str:
-    """`http://host:port`, an IPv6 literal in brackets (`http://[::1]:8000`, RFC 3986)."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import pytest
 from inference.worker_config import WorkerConfig
 from kvmesh.cli import launcher, procs
 from kvmesh.config import AuthConfig, CacheConfig, GatewayConfig, LaunchConfig, RouterConfig, load
+from kvmesh.local_urls import http_url
 from tests.integration.helpers import free_ports
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -185,7 +186,7 @@ def test_an_ipv6_host_is_bracketed_in_every_url(up: Callable[..., Run]) -> None:
 
 
 def test_http_url_brackets_ipv6_literals_only() -> None:
-    assert launcher.http_url("::1", 8370) == "http://[::1]:8370"
-    assert launcher.http_url("::", 80) == "http://[::]:80"
-    assert launcher.http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
-    assert launcher.http_url("localhost", 8000) == "http://localhost:8000"
+    assert http_url("::1", 8370) == "http://[::1]:8370"
+    assert http_url("::", 80) == "http://[::]:80"
+    assert http_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert http_url("localhost", 8000) == "http://localhost:8000"
