@@ -1,8 +1,8 @@
 """The event logs of resumable Response streams, beside the stored responses they belong to.
 
-A background response created with `stream: true` logs its stream's events (each event's JSON,
-numbered by its `sequence_number`), so that any gateway process can stream it again from any
-point (`GET /v1/responses/{id}?stream=true&starting_after=N`) while it runs and after.
+A background response created with `stream: true` logs its stream's events (each framed as it
+was sent, numbered by its `sequence_number`), so that any gateway process can stream it again
+from any point (`GET /v1/responses/{id}?stream=true&starting_after=N`) while it runs and after.
 
 Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache actor):
 - `ResponseEventsPut(tenant, id, first, events, ttl)` on `RESPONSES_EVENTS_PUT` appends

@@ -176,8 +176,9 @@ class ResponseCancel(Message):
 
 @dataclass
 class ResponseEventsPut(Message):
-    """Append `events` (each one stream event's JSON), numbered `first`, `first + 1`, ..., to
-    the event log of `tenant`'s response `id`, kept `ttl` seconds (0: the store's default)."""
+    """Append `events` (each one stream event, framed as sent), numbered `first`, `first + 1`,
+    ..., to the event log of `tenant`'s response `id`, kept `ttl` seconds (0: the store's
+    default)."""
 
     KIND: ClassVar[str] = "response_events_put"
     tenant: str
