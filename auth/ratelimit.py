@@ -3,6 +3,8 @@
 Two token buckets per tenant, each refilling continuously at `limit / window` per second up to
 `limit` (so a tenant may burst a full window's worth, then proceeds at the average rate):
 - requests: `admit` takes one; a request needs a whole one.
+- A request is withdrawn by a `settle(..., withdraw=True)` when its client was refused or
+  left before its admission answered: whichever of the two lands first, it takes nothing.
 - tokens: `admit` reserves the request's worst case (`tokens`: its prompt estimate plus
   `max_tokens`, at most a full bucket) and refuses while the bucket holds less, so parallel
   requests cannot overshoot `tpm`; `settle` gives back the reservation and charges the real
@@ -55,6 +57,10 @@ _ADMIT = (
 local rpm, tpm, conc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local lease = tonumber(ARGV[6])
 local need = math.min(tonumber(ARGV[7]), tpm)
+if redis.call('HGET', KEYS[4], ARGV[5]) == 'void' then  -- withdrawn before it came: nothing
+  redis.call('HDEL', KEYS[4], ARGV[5])
+  return {'void', '0'}
+end
 local req, tok, inflight = 0, 0, 0
 if rpm > 0 then
   req = level(KEYS[1], rpm)
@@ -74,11 +80,9 @@ if conc > 0 then
   redis.call('PEXPIRE', KEYS[3], math.ceil(lease * 1000))
 end
 if rpm > 0 then store(KEYS[1], req - 1, rpm) end
-if tpm > 0 then
-  if need > 0 then store(KEYS[2], tok - need, tpm) end
-  redis.call('HSET', KEYS[4], ARGV[5], tostring(math.max(need, 0)))
-  redis.call('PEXPIRE', KEYS[4], math.ceil((window + HELD_S) * 1000))
-end
+if tpm > 0 and need > 0 then store(KEYS[2], tok - need, tpm) end
+redis.call('HSET', KEYS[4], ARGV[5], tostring(math.max(need, 0)))  -- admitted, until settled
+redis.call('PEXPIRE', KEYS[4], math.ceil((window + HELD_S) * 1000))
 local function left(v, cap)
   if cap > 0 then return tostring(v / cap) end
   return '-1'
@@ -101,20 +105,30 @@ return n
 """
 
 # KEYS: tokens bucket, in-flight set, held reservations. ARGV: window_s, tpm, tokens, request_id.
+# KEYS: tokens bucket, in-flight set, held reservations, requests bucket. ARGV: window_s, tpm,
+# tokens used, request_id, "1" to withdraw (refund everything), rpm. A withdrawal that comes
+# before its admission leaves a `void` mark the admission then takes nothing for.
 _SETTLE = (
     _PRELUDE
     + """
 local tpm, used = tonumber(ARGV[2]), tonumber(ARGV[3])
+local withdraw, rpm = ARGV[5] == '1', tonumber(ARGV[6])
 local held = redis.call('HGET', KEYS[3], ARGV[4])
+if held == 'void' then return 'ok' end
 if held then
   redis.call('HDEL', KEYS[3], ARGV[4])
   held = tonumber(held)
+  if withdraw then used = 0 end
   if tpm > 0 and used ~= held then store(KEYS[1], level(KEYS[1], tpm) + held - used, tpm) end
+  if withdraw and rpm > 0 then store(KEYS[4], level(KEYS[4], rpm) + 1, rpm) end
+elseif withdraw then
+  redis.call('HSET', KEYS[3], ARGV[4], 'void')
+  redis.call('PEXPIRE', KEYS[3], math.ceil((window + HELD_S) * 1000))
 end
 redis.call('ZREM', KEYS[2], ARGV[4])
 return 'ok'
 """
-)
+).replace("HELD_S", str(HELD_S))
 
 
 @dataclass
@@ -186,13 +200,18 @@ class RateLimiter:
         return bool(await self._renew(keys=[_keys(tenant)[2]],
                                       args=[request_id, self.lease_s]))
 
-    async def settle(self, tenant: str, request_id: str, limits: Limits, tokens: int) -> None:
+    async def settle(self, tenant: str, request_id: str, limits: Limits, tokens: int,
+                     withdraw: bool = False) -> None:
         """Give back the request's reservation, charge its real usage `tokens`, and free its
-        concurrency slot. Idempotent: a retry of a settle that landed changes nothing."""
-        if not (limits.tpm or limits.max_concurrency):
+        concurrency slot. Idempotent: a retry of a settle that landed changes nothing. With
+        `withdraw` (its client was refused, or left, before it was admitted) the request
+        takes nothing: its request and reservation are given back, and an admission that
+        comes later (it was still on its way) takes nothing either."""
+        if not (limits.rpm or limits.tpm or limits.max_concurrency):
             return
-        _, tok, inflight, held = _keys(tenant)
+        req, tok, inflight, held = _keys(tenant)
         await self._settle(
-            keys=[tok, inflight, held],
-            args=[self.window_s, limits.tpm, max(0, tokens), request_id],
+            keys=[tok, inflight, held, req],
+            args=[self.window_s, limits.tpm, max(0, tokens), request_id, int(withdraw),
+                  limits.rpm],
         )

@@ -145,6 +145,9 @@ class AuthService(Actor):
         refusal, headroom = await self.limiter.admit_with_headroom(
             msg.tenant, msg.request_id, Limits(msg.rpm, msg.tpm, msg.max_concurrency), msg.tokens
         )
+        if refusal is not None and refusal.limit == "void":  # its gateway gave up on it
+            return ErrorReply(409, "invalid_request_error", "the request was withdrawn before "
+                              "its admission", code="admission_withdrawn")
         auth_telemetry.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
         if refusal is None:
             auth_telemetry.metrics().admissions.labels("ok", "").inc()
@@ -167,9 +170,9 @@ class AuthService(Actor):
 
     async def _settle(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, Settle)
-        await self.limiter.settle(
-            msg.tenant, msg.request_id, Limits(0, msg.tpm, msg.max_concurrency), msg.tokens
-        )
+        await self.limiter.settle(msg.tenant, msg.request_id,
+                                  Limits(msg.rpm, msg.tpm, msg.max_concurrency), msg.tokens,
+                                  msg.withdraw)
         return AuthOk()
 
     async def _renew(self, msg: Message, raw: Any) -> Message:

@@ -209,7 +209,8 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     400), the mesh is up (503), may they use the model and does it exist (404 alike), within
     their limits (429), the endpoint's own preparation, then generate (or `run` it:
     embeddings) and settle the tokens it used: none for a request refused before a worker took
-    it (a router's or worker's 400, no worker, a timeout routing it)."""
+    it (a router's or worker's 400, no worker, a timeout routing it; one whose client left
+    before: gateway/admission.py)."""
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
     check_query(request)  # a query parameter is no field: 400, never ignored

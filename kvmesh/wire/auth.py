@@ -70,7 +70,9 @@ class Renew(Message):
 @dataclass
 class Settle(Message):
     """An admitted request ended: give back its reservation, charge its real token usage,
-    free its concurrency slot. Idempotent, so a gateway may retry it."""
+    free its concurrency slot. Idempotent, so a gateway may retry it. `withdraw`: the request
+    was never answered admitted (auth or Redis did not answer, or its client left first): it
+    takes nothing, its admission landing before or after this."""
 
     KIND: ClassVar[str] = "auth_settle"
     tenant: str
@@ -78,6 +80,8 @@ class Settle(Message):
     tokens: int
     tpm: int = 0
     max_concurrency: int = 0
+    rpm: int = 0
+    withdraw: bool = False
 
 
 @dataclass

@@ -141,3 +141,35 @@ async def test_a_renewed_slot_outlives_its_lease_and_an_abandoned_one_expires(
     assert await limiter.admit(tenant, "b", limits) is None
     assert not await limiter.renew(tenant, "a")  # gone, and a late renewal does not revive it
     await r.aclose()
+
+
+async def test_a_withdrawn_request_takes_nothing_whichever_lands_first(redis_url: str) -> None:
+    """A request its gateway gave up on before its admission answered (auth or Redis slow, or
+    the client left) is withdrawn: its request, reservation and slot come back if the
+    admission landed first, and a later admission takes nothing (audit i)."""
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, window_s=3600)  # no refill to speak of during the test
+    tenant, limits = _tenant(), Limits(rpm=2, tpm=100, max_concurrency=1)
+    assert await limiter.admit(tenant, "a", limits, tokens=90) is None  # landed, then withdrawn
+    await limiter.settle(tenant, "a", limits, 0, withdraw=True)
+    await limiter.settle(tenant, "b", limits, 0, withdraw=True)  # withdrawn, then it lands
+    refusal = await limiter.admit(tenant, "b", limits, tokens=90)
+    assert refusal is not None and refusal.limit == "void"
+    # the whole budget is there: two requests, 100 tokens, the slot
+    assert await limiter.admit(tenant, "c", limits, tokens=100) is None
+    await limiter.settle(tenant, "c", limits, 0)
+    assert await limiter.admit(tenant, "d", limits, tokens=100) is None
+    assert (await limiter.admit(tenant, "e", limits, tokens=1)).limit == "requests"  # type: ignore[union-attr]
+    await limiter.settle(tenant, "d", limits, 0)
+    assert await r.hgetall(f"kvmesh:rl:{{{tenant}}}:held") == {}  # every entry settled
+    await r.aclose()
+
+
+async def test_a_request_only_limited_tenants_settles_leave_no_entry(redis_url: str) -> None:
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter(r, window_s=60)
+    tenant, limits = _tenant(), Limits(rpm=5)
+    assert await limiter.admit(tenant, "a", limits) is None
+    await limiter.settle(tenant, "a", limits, 7)
+    assert await r.hgetall(f"kvmesh:rl:{{{tenant}}}:held") == {}
+    await r.aclose()

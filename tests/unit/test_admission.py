@@ -47,3 +47,11 @@ def test_a_truncated_prompt_reserves_what_is_kept() -> None:
     embed = parse_embeddings({"model": "m", "input": ["x" * 4000] * 3,
                               "truncate_prompt_tokens": 10})
     assert prompt_estimate(embed) == 30
+
+
+def test_a_prompt_longer_than_the_context_reserves_the_context_at_most() -> None:
+    """Its 400 (`context_length_exceeded`) must not be a 429 first (audit i)."""
+    req = parse_completion({"model": "m", "prompt": "hello " * 9000, "max_tokens": 20})
+    assert prompt_estimate(req, context_len=8192) == 8192
+    assert reservation(req, _ident(20_000), context_len=8192) == 8192 + 20
+    assert prompt_estimate(req) == 18_001  # context unknown: the estimate as it is
