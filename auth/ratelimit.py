@@ -3,8 +3,6 @@
 Two token buckets per tenant, each refilling continuously at `limit / window` per second up to
 `limit` (so a tenant may burst a full window's worth, then proceeds at the average rate):
 - requests: `admit` takes one; a request needs a whole one.
-- A request is withdrawn by a `settle(..., withdraw=True)` when its client was refused or
-  left before its admission answered: whichever of the two lands first, it takes nothing.
 - tokens: `admit` reserves the request's worst case (`tokens`: its prompt estimate plus
   `max_tokens`, at most a full bucket) and refuses while the bucket holds less, so parallel
   requests cannot overshoot `tpm`; `settle` gives back the reservation and charges the real
@@ -14,6 +12,10 @@ Two token buckets per tenant, each refilling continuously at `limit / window` pe
 - concurrency: a sorted set of in-flight request ids scored by a lease deadline. `admit` adds
   the id, `renew` pushes its deadline while the request lives, `settle` removes it; a gateway
   that dies (or cannot reach Redis to settle) leaks a slot only until the lease runs out.
+- A request is withdrawn by a `settle(..., withdraw=True)` when its client was refused or
+  left before its admission answered: whichever of the two lands first, it takes nothing
+  (the admission leaves its entry in the held-reservations hash until settled, a withdrawal
+  that comes first a `void` mark).
 
 Every script reads the clock with Redis `TIME`, so replicas with skewed clocks agree. Keys
 share the hash tag `{tenant}`, so each script touches one Redis Cluster slot. A refused
@@ -104,7 +106,6 @@ if n > 0 then redis.call('PEXPIRE', KEYS[1], math.ceil(lease * 1000)) end
 return n
 """
 
-# KEYS: tokens bucket, in-flight set, held reservations. ARGV: window_s, tpm, tokens, request_id.
 # KEYS: tokens bucket, in-flight set, held reservations, requests bucket. ARGV: window_s, tpm,
 # tokens used, request_id, "1" to withdraw (refund everything), rpm. A withdrawal that comes
 # before its admission leaves a `void` mark the admission then takes nothing for.
