@@ -3,6 +3,8 @@
 #   bash bench/gpu_session.sh tests     GPU tests, SmolLM2 engine from fresh processes, grammar bench
 #   bash bench/gpu_session.sh engine8b  8B engine from fresh processes, transformers peers
 #   bash bench/gpu_session.sh serving   the mesh against its engine, SmolLM2 and 8B shapes
+#   bash bench/gpu_session.sh serving8b the mesh against its engine, 8B shapes, 1 and 256
+#                                       staggered streams
 #   bash bench/gpu_session.sh profile   the decode graph's kernels, batch 1 and 64
 #   bash bench/gpu_session.sh latency   grammar host cost, TTFT hop by hop, 1 and 32 streams
 #   bash bench/gpu_session.sh graphs    GPU tests, then TTFT hop by hop and 1 and 32 streams
@@ -314,6 +316,11 @@ serving)
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_small.log" | tail -12
   timeout 260 python3 bench/gpu_serving.py --model .bench_models/llama-3.1-8b-shaped \
     --load-format dummy --levels 1,256 --duration 10 --warmup 3 --engine-duration 8 \
+    --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_8b.log" | tail -10
+  ;;
+serving8b)
+  timeout 300 python3 bench/gpu_serving.py --model .bench_models/llama-3.1-8b-shaped \
+    --load-format dummy --levels 1,256 --stagger --duration 10 --warmup 3 --engine-duration 8 \
     --clients 8 --gateways 4 --out "$OUT" 2>&1 | tee "$OUT/serving_8b.log" | tail -10
   ;;
 fused)
