@@ -17,7 +17,8 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", so replicas share the 
 - `Ping` on `CACHE_STATS` answers `CacheStats` (this replica's counters).
 - Redis down or slow (over `redis_timeout`) is a miss and a log line, never an error: callers
   compute as if there were no cache. After a Redis error the actor skips Redis for a second.
-- The same actor serves the `/v1/responses` store on the same Redis (cache/responses_store.py).
+- The same actor serves the `/v1/responses` store on the same Redis (cache/responses_store.py)
+  and the `/v1/conversations` store (cache/conversations_store.py).
 - Redis layout: `kvmesh:rc:<key>` = the encoded `CacheHit` (part 0), `kvmesh:rc:<key>#<i>`
   = part i; `kvmesh:rc:lease:<key>` = lease; `kvmesh:rc:parts:<key>` = parts stored so far.
 """
@@ -36,6 +37,7 @@ from typing import Any
 import redis.exceptions
 
 from cache import telemetry as cache_telemetry
+from cache.conversations_store import ConversationStore
 from cache.response_events import ResponseEventLogs
 from cache.responses_store import ResponseStore
 from kvmesh import wire
@@ -98,6 +100,7 @@ class ResultCache(Actor):
         store = ResponseStore(self, self.cfg, self.redis)
         await store.start()
         await ResponseEventLogs(store).start()
+        await ConversationStore(store).start()
         self.on_drain.append(self._close_redis)
         cache_telemetry.metrics().watch(lambda: self.stats)
         log.info("result cache on %s (ttl %gs)", self.cfg.redis_url, self.cfg.ttl)

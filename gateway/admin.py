@@ -7,8 +7,9 @@ Routes (JSON in and out, errors in the OpenAI shape):
   tenant's is the default); gateways drop its cached identities at once.
 - `GET /admin/tenants`, `GET /admin/tenants/{name}`.
 - `DELETE /admin/tenants/{name}`: delete a tenant, revoke its keys (gateways refuse them
-  within a second) and delete its stored responses: `{name, deleted, keys_revoked,
-  responses_deleted}`. Its cached results and rate-limit state expire on their own.
+  within a second) and delete its stored responses and conversations: `{name, deleted,
+  keys_revoked, responses_deleted, conversations_deleted}`. Its cached results and
+  rate-limit state expire on their own.
 - `POST /admin/keys` {tenant, name?}: 201 with the new key's record and its plain `key`, the
   only time the key is ever shown.
 - `GET /admin/keys[?tenant=...]`: records only (id, tenant, name, created, revoked).
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth_client import AUTH, Authenticator
+from gateway.conversations_store_client import CONVERSATIONS
 from gateway.errors import ApiError, check_query
 from gateway.json_body import json_object, read_json
 from gateway.responses_store_client import STORE
@@ -81,8 +83,9 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 async def delete_tenant(request: web.Request) -> web.Response:
     """The tenant and its keys first (nobody can then store more for it), then its stored
-    responses. Idempotent: a retry after the store failed (503) finds no tenant and still
-    purges; 404 only when neither the tenant nor any response of it was there."""
+    responses and conversations. Idempotent: a retry after the store failed (503) finds no
+    tenant and still purges; 404 only when neither the tenant nor any response or
+    conversation of it was there."""
     auth = await _admin(request)
     name = request.match_info["name"]
     try:
@@ -93,20 +96,22 @@ async def delete_tenant(request: web.Request) -> web.Response:
         out = None
     try:
         purged = await request.app[STORE].purge(name)
+        conversations = await request.app[CONVERSATIONS].purge(name)
     except ApiError as exc:
         if exc.status != 503:
             raise
         raise ApiError(503, f"tenant {name!r} is deleted and its keys revoked, but its stored "
-                       "responses could not be deleted (the responses store did not answer); "
-                       "send this DELETE again", "service_unavailable", code="store_unavailable",
-                       retry_after=exc.retry_after) from None
-    if out is None and not purged:
-        raise ApiError(404, f"no tenant {name!r}, and no stored response of it to delete (a "
-                       "DELETE retried after a 503 finds none once the store finished it)",
-                       param="name", code="tenant_not_found")
+                       "responses or conversations could not be deleted (the store did not "
+                       "answer); send this DELETE again", "service_unavailable",
+                       code="store_unavailable", retry_after=exc.retry_after) from None
+    if out is None and not purged and not conversations:
+        raise ApiError(404, f"no tenant {name!r}, and no stored response or conversation of it "
+                       "to delete (a DELETE retried after a 503 finds none once the store "
+                       "finished it)", param="name", code="tenant_not_found")
     return web.json_response({"name": name, "deleted": True,
                               "keys_revoked": out["keys_revoked"] if out else 0,
-                              "responses_deleted": purged})
+                              "responses_deleted": purged,
+                              "conversations_deleted": conversations})
 
 
 async def create_key(request: web.Request) -> web.Response:

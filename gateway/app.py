@@ -6,7 +6,8 @@ Contract:
   body over `max_body_bytes` as sent or once decompressed; bodies may be gzip or deflate
   encoded, gateway/json_body.py), route through the mesh, answer as one JSON object or as SSE.
 - `/v1/responses` (create, retrieve, delete, input_items) is gateway/responses_api.py: create
-  runs this same generation path through its `Prepare`/`Respond` hooks.
+  runs this same generation path through its `Prepare`/`Respond` hooks. `/v1/conversations`
+  is gateway/conversations_api.py.
 - `POST /v1/embeddings`: validated the same way (gateway/embeddings_request.py), routed
   through the mesh like a generation, answered as one JSON list (gateway/embeddings_response.py);
   not result-cached.
@@ -48,6 +49,8 @@ from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
 from gateway.cache_route import open_cached
+from gateway.conversations_api import add_conversations_routes
+from gateway.conversations_store_client import CONVERSATIONS, ConversationsStoreClient
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, check_query, model_not_found, no_worker
@@ -99,7 +102,10 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app[STORE] = ResponsesStoreClient(mesh, mesh.cfg.store_timeout, mesh.cfg.retry_after)
+    app[CONVERSATIONS] = ConversationsStoreClient(mesh, mesh.cfg.store_timeout,
+                                                  mesh.cfg.retry_after)
     add_responses_routes(app, _serve_generation, mesh)
+    add_conversations_routes(app)
     app.router.add_get("/v1/models/{model}", get_model)
     add_tokenize_routes(app, MESH)
     app.router.add_get("/health", health)

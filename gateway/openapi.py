@@ -369,6 +369,10 @@ RESPONSES_REQUEST = {
                             {"type": "array", "minItems": 1, "items": _ITEM}]},
         "instructions": _nullable({"type": "string"}),
         "previous_response_id": _nullable({"type": "string"}),
+        "conversation": _nullable({"oneOf": [
+            {"type": "string", "minLength": 1},
+            {"type": "object", "required": ["id"], "additionalProperties": False,
+             "properties": {"id": {"type": "string", "minLength": 1}}}]}),
         "store": _nullable({"type": "boolean"}), "stream": _nullable({"type": "boolean"}),
         "stream_options": _nullable({"type": "object", "additionalProperties": False,
                                      "properties": {"include_obfuscation": _nullable(
@@ -399,13 +403,14 @@ RESPONSES_REQUEST = {
         "max_tool_calls": _nullable(_int(1)),
         "prompt_cache_retention": _nullable({"type": "string", "enum": ["in_memory"]}),
         **{name: _ONLY_NULL for name in (
-            "conversation", "prompt", "reasoning", "access_programs", "background_options",
+            "prompt", "reasoning", "access_programs", "background_options",
             "context_management", "image", "moderation", "prompt_cache_options")},
     },
     "description": "docs/API.md, Responses: top_logprobs above 0 needs include naming the "
                    "logprobs; a json_schema text.format needs name and schema; calls and "
                    "their outputs pair up over the stored history and input; background "
-                   "needs store",
+                   "needs store; conversation (a conversation the tenant holds, else 404) "
+                   "not with previous_response_id",
 }
 
 
@@ -442,6 +447,63 @@ def _responses_paths() -> dict[str, Any]:
         "/v1/responses/{id}/cancel": {"post": {
             "summary": "cancel a background Response: it, cancelled or as it finished first",
             "parameters": _RESPONSE_PATH, "responses": {"200": json_ok, **by_id}}},
+    }
+
+
+_CONVERSATION_PATH = [{"name": "id", "in": "path", "required": True,
+                       "schema": {"type": "string"}}]
+_ITEM_PATH = [*_CONVERSATION_PATH, {"name": "item_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}]
+_CONVERSATION_ITEMS = {"type": "array", "maxItems": 20, "items": _ITEM}
+_INCLUDE = {"name": "include", "in": "query", "schema": {"type": "string", "enum": [""]},
+            "description": "refused unless empty: items have nothing more to include"}
+CONVERSATION_CREATE = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"items": _nullable(_CONVERSATION_ITEMS), "metadata": _METADATA,
+                   "safety_identifier": _nullable({"type": "string"})},
+}
+CONVERSATION_UPDATE = {"type": "object", "required": ["metadata"],
+                       "additionalProperties": False, "properties": {"metadata": _METADATA}}
+CONVERSATION_ITEMS_CREATE = {
+    "type": "object", "required": ["items"], "additionalProperties": False,
+    "properties": {"items": {**_CONVERSATION_ITEMS, "minItems": 1}},
+}
+
+
+def _conversations_paths() -> dict[str, Any]:
+    """`/v1/conversations` and its items (gateway/conversations_api.py)."""
+    json_ok = {"description": "ok", "content": {"application/json": {"schema": {
+        "type": "object"}}}}
+    codes = {c: _GENERATION_ERRORS[c] for c in ("400", "401", "404", "413", "503")}
+
+    def body(ref: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+    def op(summary: str, params: list[dict[str, Any]], ref: str | None = None
+           ) -> dict[str, Any]:
+        out = {"summary": summary, "parameters": params,
+               "responses": {"200": json_ok, **codes}}
+        return {**out, "requestBody": body(ref)} if ref else out
+    return {
+        "/v1/conversations": {"post": op("create a Conversation", [], "ConversationCreate")},
+        "/v1/conversations/{id}": {
+            "get": op("a Conversation", _CONVERSATION_PATH),
+            "post": op("replace a Conversation's metadata", _CONVERSATION_PATH,
+                       "ConversationUpdate"),
+            "delete": op("delete a Conversation and its items", _CONVERSATION_PATH)},
+        "/v1/conversations/{id}/items": {
+            "get": op("a page of a Conversation's items", [
+                *_CONVERSATION_PATH, _INCLUDE,
+                {"name": "order", "in": "query", "schema": {
+                    "type": "string", "enum": ["asc", "desc"]}},
+                {"name": "limit", "in": "query", "schema": _int(1, 100)},
+                {"name": "after", "in": "query", "schema": {"type": "string"}}]),
+            "post": op("append items to a Conversation: the list of those added",
+                       [*_CONVERSATION_PATH, _INCLUDE], "ConversationItemsCreate")},
+        "/v1/conversations/{id}/items/{item_id}": {
+            "get": op("one item of a Conversation", [*_ITEM_PATH, _INCLUDE]),
+            "delete": op("delete one item: the Conversation", _ITEM_PATH)},
     }
 
 
@@ -498,6 +560,9 @@ DOCUMENT: dict[str, Any] = {
             "DetokenizeRequest": DETOKENIZE_REQUEST,
             "EmbeddingsRequest": EMBEDDINGS_REQUEST,
             "ResponsesRequest": RESPONSES_REQUEST,
+            "ConversationCreate": CONVERSATION_CREATE,
+            "ConversationUpdate": CONVERSATION_UPDATE,
+            "ConversationItemsCreate": CONVERSATION_ITEMS_CREATE,
             "Error": ERROR,
         },
     },
@@ -513,6 +578,7 @@ DOCUMENT: dict[str, Any] = {
                                                        "required": True,
                                                        "schema": {"type": "string"}}]}},
         **_responses_paths(),
+        **_conversations_paths(),
         "/tokenize": _tokenize("TokenizeRequest", "token ids of a prompt (vLLM's shape)"),
         "/detokenize": _tokenize("DetokenizeRequest", "text of token ids (vLLM's shape)"),
         "/health": {

@@ -8,6 +8,8 @@ Routes:
   history; a response the tenant does not hold is 400 `previous_response_not_found`, and
   calls and outputs that do not pair up over history and input are 400 `input`
   (gateway/responses_calls.py).
+- With `conversation` its items are the history, and a response that finished appends its
+  input and output items to it before it is answered (gateway/responses_conversation.py).
 - With `store` (the default) the response is stored before it is answered: `in_progress`
   once a worker accepted it, then finished (`completed`/`incomplete`) before the answer or
   the `response.completed` event goes out, so a client that has its answer can retrieve it.
@@ -57,6 +59,7 @@ from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
 from gateway.responses_background import JOBS, BackgroundJobs
 from gateway.responses_calls import check_calls_answered
+from gateway.responses_conversation import append_turn, load_history
 from gateway.responses_event_log import EventLogWriter, resume, resume_query
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import (
@@ -101,6 +104,8 @@ def add_responses_routes(app: web.Application, serve: Callable[..., Any],
 async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | None) -> None:
     assert isinstance(req, ResponsesRequest)
     req.store_ttl = ident.responses_ttl if ident is not None else 0
+    if req.conversation_id is not None:
+        await load_history(request, req)
     if req.previous_response_id is None:
         return
     try:
@@ -236,6 +241,7 @@ async def _gather(request: web.Request, frame: ResponseFrame,
     body = frame.body(status, frame.output(text, calls, status, logprobs), gather.usage)
     if req.store:
         await _store(request, frame, body, as_message(text, calls))
+    await append_turn(request, req, body["output"])
     return web.json_response(body, headers={**route_headers(stream), **headers})
 
 
@@ -270,6 +276,7 @@ async def _stream(request: web.Request, frame: ResponseFrame,
             await _store(request, frame, closing[-1]["response"],
                          as_message("".join(events.text), events.calls),
                          closing[-1]["sequence_number"])
+        await append_turn(request, req, closing[-1]["response"]["output"])
         await reader.send(closing)
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)

@@ -54,17 +54,18 @@ ROLE_PARTS = {"assistant": ("output_text", "refusal")}
 SPEAKER_PARTS = ("input_text",)  # user, system, developer
 
 
-def parse_input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
-    """(the input as chat messages, the input items as `input_items` lists them)."""
+def parse_input(raw: Any, name: str = "input") -> tuple[list[ChatMessage], list[dict[str, Any]]]:
+    """(the input as chat messages, the input items as `input_items` lists them); errors name
+    the field `name` (`items` for a conversation's items)."""
     if isinstance(raw, str):
         raw = [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
-        raise bad_field("input", "required, a string or a non-empty array of input items")
+        raise bad_field(name, "required, a string or a non-empty array of input items")
     messages: list[ChatMessage] = []
     items: list[dict[str, Any]] = []
-    ids: dict[str, int] = {}  # a given id -> the index of its item
+    ids: dict[str, str] = {}  # a given id -> where its item is
     for i, item in enumerate(raw):
-        where = f"input[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(item, dict):
             raise bad_field(where, "must be an object")
         kind = given(item, "type", "message")
@@ -72,7 +73,7 @@ def parse_input(raw: Any) -> tuple[list[ChatMessage], list[dict[str, Any]]]:
             raise bad_field(f"{where}.type", "must be message, function_call or "
                             "function_call_output")
         check_keys(item, ITEM_KEYS[kind], where)
-        echo = {"id": _item_id(item, i, ids, kind), "type": kind,
+        echo = {"id": _item_id(item, where, ids, kind), "type": kind,
                 "status": _item_status(item, where)}
         items.append({**echo, **_item(item, kind, where, messages)})
     return messages, items
@@ -107,18 +108,18 @@ def _item(item: dict[str, Any], kind: str, where: str,
     return {"call_id": call_id, "output": output}
 
 
-def _item_id(item: dict[str, Any], i: int, ids: dict[str, int], kind: str) -> str:
+def _item_id(item: dict[str, Any], where: str, ids: dict[str, str], kind: str) -> str:
     """The item's id: the given one (a non-empty string no other item of the request has),
     else a fresh one."""
     given = item.get("id")
     if given is None:
         return f"{ID_PREFIX[kind]}_{uuid.uuid4().hex}"
     if not isinstance(given, str) or not given:
-        raise bad_field(f"input[{i}].id", "must be a non-empty string")
+        raise bad_field(f"{where}.id", "must be a non-empty string")
     if given in ids:
-        raise bad_field(f"input[{i}].id", f"duplicate id {given!r} (also input[{ids[given]}].id)"
+        raise bad_field(f"{where}.id", f"duplicate id {given!r} (also {ids[given]}.id)"
                         "; input_items pages by id, so each must be unique")
-    ids[given] = i
+    ids[given] = where
     return given
 
 

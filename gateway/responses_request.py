@@ -15,7 +15,7 @@ Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (
 `unknown_parameter`; OpenAI refuses unknown fields too), every key of an object below that it
 does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
-implement (`conversation`, every other `include` value, `reasoning`, hosted tools, ...;
+implement (every other `include` value, `reasoning`, hosted tools, ...;
 `unsupported_parameter`) unless null or their no-op value. `background: true` needs `store`
 (400 `background` without it). `truncation` is
 `disabled` (a prompt over the context is 400) or `auto` (the router drops the oldest turns
@@ -58,14 +58,13 @@ SUPPORTED = frozenset({
     "model", "input", "instructions", "previous_response_id", "store", "stream",
     "stream_options", "max_output_tokens", "temperature", "top_p", "metadata", "user", "text",
     "tools", "tool_choice", "parallel_tool_calls", "prompt_cache_key", "safety_identifier",
-    "include", "top_logprobs", "truncation", "background", "max_tool_calls",
+    "include", "top_logprobs", "truncation", "background", "max_tool_calls", "conversation",
 })
 LOGPROBS = "message.output_text.logprobs"  # the one `include` value implemented
 # OpenAI fields we do not implement: refused unless null or the value that changes nothing
 # here; name -> (its JSON types, those values). The type is checked first, so a no-op value
 # of another type (`service_tier: ["auto"]`) is `invalid_type`.
 REFUSED: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {
-    "conversation": (("string", "object"), ()),
     "prompt": (("object",), ()), "reasoning": (("object",), ()),
     "service_tier": (("string",), ("auto", "default")),
     "prompt_cache_retention": (("string",), ("in_memory",)),  # the workers' KV pools
@@ -105,6 +104,7 @@ class ResponsesRequest(ParsedRequest):
     store: bool = True
     background: bool = False  # answered in_progress, generated on (responses_background.py)
     previous_response_id: str | None = None
+    conversation_id: str | None = None  # its items are the history; the turn is appended
     instructions: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     turn: list[ChatMessage] = field(default_factory=list)  # this request's input as messages
@@ -151,6 +151,9 @@ def parse_responses(body: Any) -> ResponsesRequest:
     if req.previous_response_id is not None \
             and not _RESPONSE_ID.fullmatch(req.previous_response_id):
         raise bad_field("previous_response_id", "not a response id (resp_...)")
+    req.conversation_id = _conversation(body.get("conversation"))
+    if req.conversation_id is not None and req.previous_response_id is not None:
+        raise bad_field("conversation", "cannot be used together with previous_response_id")
     req.instructions, req.turn, req.input_items = instructions, turn, items
     req.metadata = dict(body.get("metadata") or {})  # checked by the chat parse
     req.user = body.get("user")
@@ -177,8 +180,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
         raise bad_field("stream_options.include_usage", "not a Responses option; the usage "
                         "is always in response.completed")
     req.with_history([])
-    if req.previous_response_id is None:  # a continuation's calls are paired with its
-        check_calls_answered(req.messages)  # history's (gateway/responses_api.py `_prepare`)
+    if req.previous_response_id is None and req.conversation_id is None:  # a continuation's
+        check_calls_answered(req.messages)  # calls pair with its history's (`_prepare`)
     return req
 
 
@@ -225,6 +228,24 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
     if choice is not None and not (tools == [] and choice in ("auto", "none")):
         chat["tool_choice"] = _tool_choice(choice)
     return {k: v for k, v in chat.items() if v is not None}
+
+
+def _conversation(value: Any) -> str | None:
+    """The conversation's id: `"conv_..."` or `{"id": "conv_..."}` (an id the tenant does not
+    hold is the store's 404, gateway/responses_conversation.py)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        check_keys(value, ("id",), "conversation")
+        value, where = value.get("id"), "conversation.id"
+    elif not isinstance(value, str):
+        raise ApiError(400, f"conversation: must be string or object, got {json_type(value)}",
+                       param="conversation", code="invalid_type")
+    else:
+        where = "conversation"
+    if not isinstance(value, str) or not value:
+        raise bad_field(where, "required, a conversation id (conv_...)")
+    return value
 
 
 def _max_tool_calls(value: Any) -> int | None:

@@ -105,7 +105,9 @@ class ResponseFrame:
              usage: UsageInfo | None = None, error: dict[str, Any] | None = None
              ) -> dict[str, Any]:
         r = self.req
+        conversation = {"conversation": {"id": r.conversation_id}} if r.conversation_id else {}
         return {
+            **conversation,
             "id": self.rid, "object": "response", "created_at": self.created_at,
             "status": status,
             "completed_at": int(time.time()) if status == "completed" else None,  # OpenAI's

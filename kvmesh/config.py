@@ -205,9 +205,19 @@ class CacheConfig(Ranged):
     # sets its own `responses_ttl`
     responses_max_bytes: int = 900_000  # one stored response, encoded (under NATS' 1 MiB)
     responses_tenant_bytes: int = 256 << 20  # one tenant's stored responses; oldest evicted
+    # the /v1/conversations store (cache/conversations_store.py)
+    conversations_ttl: float = 30 * 86400.0  # seconds a conversation lives after its last
+    # change (OpenAI keeps them for good; a store without a bound only grows)
+    conversations_max_items: int = 1000  # items in one conversation; more are refused
+    conversations_max_bytes: int = 900_000  # one conversation's items and metadata, encoded
+    # (its history travels in one NATS message, under 1 MiB)
+    conversations_tenant_bytes: int = 256 << 20  # one tenant's conversations; the least
+    # recently changed evicted
 
     POSITIVE: ClassVar[frozenset[str]] = frozenset({"ttl", "lease", "redis_timeout",
-        "max_concurrency", "responses_ttl", "responses_max_bytes", "responses_tenant_bytes"})
+        "max_concurrency", "responses_ttl", "responses_max_bytes", "responses_tenant_bytes",
+        "conversations_ttl", "conversations_max_items", "conversations_max_bytes",
+        "conversations_tenant_bytes"})
 
 
 @dataclass(frozen=True)

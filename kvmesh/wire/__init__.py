@@ -10,6 +10,7 @@ the codec:
   answers and load (`Accepted`, `Deltas`, heartbeats, KV events);
 - `tokenize.py`: `/tokenize` and `/detokenize`, answered by a router;
 - `cache.py`: the cache actor (result cache, `/v1/responses` store);
+- `conversations.py`: the cache actor's `/v1/conversations` store;
 - `auth.py`: the auth actor (keys, admission, admin).
 
 Every public name is re-exported here, so `from kvmesh import wire; wire.Chunk` and
@@ -69,6 +70,31 @@ from kvmesh.wire.codec import (
     WireError,
     decode,
     encode,
+)
+from kvmesh.wire.conversations import (
+    CONVERSATIONS_CREATE,
+    CONVERSATIONS_DELETE,
+    CONVERSATIONS_GET,
+    CONVERSATIONS_ITEM_DELETE,
+    CONVERSATIONS_ITEM_GET,
+    CONVERSATIONS_ITEMS_ADD,
+    CONVERSATIONS_ITEMS_LIST,
+    CONVERSATIONS_PURGE,
+    CONVERSATIONS_UPDATE,
+    ConversationCreate,
+    ConversationDelete,
+    ConversationFound,
+    ConversationGet,
+    ConversationItem,
+    ConversationItemDelete,
+    ConversationItemGet,
+    ConversationItemsAdd,
+    ConversationItemsList,
+    ConversationItemsPage,
+    ConversationsPurge,
+    ConversationsPurged,
+    ConversationUpdate,
+    StoredConversation,
 )
 from kvmesh.wire.generation import (
     CANCEL,
@@ -133,6 +159,15 @@ __all__ = [
     "CACHE_PUT",
     "CACHE_STATS",
     "CANCEL",
+    "CONVERSATIONS_CREATE",
+    "CONVERSATIONS_DELETE",
+    "CONVERSATIONS_GET",
+    "CONVERSATIONS_ITEMS_ADD",
+    "CONVERSATIONS_ITEMS_LIST",
+    "CONVERSATIONS_ITEM_DELETE",
+    "CONVERSATIONS_ITEM_GET",
+    "CONVERSATIONS_PURGE",
+    "CONVERSATIONS_UPDATE",
     "DEFAULT_TEMPLATE",
     "GATEWAY_BEAT_S",
     "GATEWAY_HEARTBEAT",
@@ -166,6 +201,19 @@ __all__ = [
     "ChatMessage",
     "ChatTemplateOptions",
     "Chunk",
+    "ConversationCreate",
+    "ConversationDelete",
+    "ConversationFound",
+    "ConversationGet",
+    "ConversationItem",
+    "ConversationItemDelete",
+    "ConversationItemGet",
+    "ConversationItemsAdd",
+    "ConversationItemsList",
+    "ConversationItemsPage",
+    "ConversationUpdate",
+    "ConversationsPurge",
+    "ConversationsPurged",
     "Deltas",
     "DetokenizeReply",
     "DetokenizeRequest",
@@ -196,6 +244,7 @@ __all__ = [
     "Revoked",
     "SamplingFields",
     "Settle",
+    "StoredConversation",
     "StoredResponse",
     "StreamError",
     "TokenizeReply",

@@ -302,7 +302,7 @@ def test_deleting_a_tenant_revokes_its_keys_and_deletes_its_responses(
 
     status, body, _ = call("DELETE", f"{rmesh.base}/admin/tenants/{name}", key=ADMIN_KEY)
     assert status == 200 and body == {"name": name, "deleted": True, "keys_revoked": 2,
-                                      "responses_deleted": 3}
+                                      "responses_deleted": 3, "conversations_deleted": 0}
     for key in keys:
         wait_until(lambda k=key: call("GET", rmesh.base + "/v1/models", key=k)[0] == 401,
                    "the deleted tenant's keys refused", timeout=5)

@@ -312,7 +312,7 @@ def test_the_gateway_may_not_publish_to_a_worker_or_as_a_router() -> None:
 _ROLE_SOURCES = {"gateway": ["gateway/*.py", "cache/client.py"], "router": ["router/*.py"],
                  "worker": ["inference/worker.py"], "auth": ["auth/service.py"],
                  "cache": ["cache/service.py", "cache/responses_store.py",
-                           "cache/response_events.py"]}
+                           "cache/response_events.py", "cache/conversations_store.py"]}
 
 
 def _subjects_used(patterns: list[str]) -> set[str]:
