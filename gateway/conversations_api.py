@@ -41,6 +41,7 @@ from kvmesh.wire import ConversationFound, ConversationItem, StoredConversation
 from telemetry import tracing
 
 MAX_ITEMS = 20  # items one request may add, as OpenAI
+INCLUDE = ("include", "include[]")  # query names of `include`, refused unless empty
 
 
 def add_conversations_routes(app: web.Application) -> None:
@@ -67,12 +68,12 @@ def stored_items(items: list[dict[str, Any]]) -> list[ConversationItem]:
 
 async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
     ident = await request.app[AUTH].identify(request)  # 401 first
-    check_query(request, (*allowed, "include"))
-    include = request.query.get("include")
-    if include:
-        raise ApiError(400, f"include: {include!r} is not supported by this server; a "
+    include = [v for name in INCLUDE for v in request.query.getall(name, []) if v]
+    if include:  # the openai client sends `include[]=...`, once per value
+        raise ApiError(400, f"include: {include[0]!r} is not supported by this server; a "
                        "conversation's items have nothing more to include", param="include",
                        code="unsupported_parameter")
+    check_query(request, (*allowed, *INCLUDE))
     return ident.tenant if ident is not None else ""
 
 
