@@ -45,13 +45,20 @@ class ConversationsMesh:
         return OpenAI(base_url=self.base + "/v1", api_key=self.keys[tenant], max_retries=0,
                       timeout=60)
 
-    def start_store(self, redis_url: str) -> None:
+    def start_store(self, redis_url: str, **env: str) -> None:
         self.store = procs.start("cache-conversations", procs.service_argv("cache"), env={
             "KVMESH_NATS_URL": self.mesh.nats_url, "KVMESH_CACHE_METRICS_PORT": "0",
             "KVMESH_CACHE_REDIS_URL": redis_url,
-            "KVMESH_CACHE_CONVERSATIONS_MAX_ITEMS": str(MAX_ITEMS)},
+            "KVMESH_CACHE_CONVERSATIONS_MAX_ITEMS": str(MAX_ITEMS),
+            **{f"KVMESH_CACHE_{k.upper()}": v for k, v in env.items()}},
             log=open(self.logs / "cache-conversations.log", "ab"))  # noqa: SIM115
         self.children.append(self.store)
+
+    def restart_store(self, redis_url: str, **env: str) -> None:
+        assert self.store is not None
+        self.store.stop()
+        self.children.remove(self.store)
+        self.start_store(redis_url, **env)
 
     def tenant(self, tenant: str) -> None:
         name = self.names[tenant] = f"conv-{tenant}-{uuid.uuid4().hex[:6]}"
@@ -323,14 +330,35 @@ def test_deleting_a_tenant_purges_its_conversations(cmesh: ConversationsMesh,
     assert call("GET", f"{cmesh.base}/v1/conversations/{convs[0].id}", key=new_key)[0] == 404
 
 
+def test_a_conversation_and_a_tenant_are_bounded_in_bytes(cmesh: ConversationsMesh) -> None:
+    """A store that keeps 2,000 bytes a conversation and 3,000 a tenant: an append past the
+    first is 413, and a write past the second evicts the least recently changed
+    conversation of that tenant."""
+    cmesh.restart_store(cmesh.redis_url, conversations_max_bytes="2000",
+                        conversations_tenant_bytes="3000")
+    cmesh.tenant("cap")
+    client = cmesh.client("cap")
+    wait_until(lambda: call("GET", f"{cmesh.base}/v1/conversations/{NO_SUCH}",
+                            key=cmesh.keys["cap"])[0] == 404, "the new store answers")
+    big = user("word " * 200)  # about 1,050 bytes stored
+    one = client.conversations.create(items=[big])
+    with pytest.raises(openai.APIStatusError) as err:
+        client.conversations.items.create(one.id, items=[big])
+    assert err.value.status_code == 413 and err.value.body["code"] == "conversation_too_large"
+    two = client.conversations.create(items=[big])
+    client.conversations.items.create(one.id, items=[user("Still here.")])  # one is newer now
+    three = client.conversations.create(items=[big])
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(two.id)
+    assert client.conversations.retrieve(one.id).id == one.id
+    assert client.conversations.retrieve(three.id).id == three.id
+
+
 def test_store_down_is_503(cmesh: ConversationsMesh) -> None:
     """Last: it leaves the store without its Redis."""
     client = cmesh.client()
     conv = client.conversations.create()
-    assert cmesh.store is not None
-    cmesh.store.stop()
-    cmesh.children.remove(cmesh.store)
-    cmesh.start_store(f"redis://127.0.0.1:{procs.free_port()}/0")
+    cmesh.restart_store(f"redis://127.0.0.1:{procs.free_port()}/0")
 
     def down() -> bool:
         status, body, _ = call("GET", f"{cmesh.base}/v1/conversations/{conv.id}",
