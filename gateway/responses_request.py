@@ -27,6 +27,8 @@ needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_c
 a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
 but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and then a
 `tool_choice` of `auto` or `none` changes nothing.
+`conversation` (`"conv_..."` or `{"id"}`) is an id here, read and appended to by
+gateway/responses_conversation.py; beside `previous_response_id` it is 400 naming it.
 `input` (its items, their ids, statuses and parts) is gateway/responses_input.py's; its
 calls and their outputs must pair up, history included (gateway/responses_calls.py).
 
