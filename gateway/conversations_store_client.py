@@ -10,15 +10,14 @@ waits longer than `store_timeout`.
 
 from __future__ import annotations
 
-import logging
 from typing import TypeVar
 
 from aiohttp import web
 
 from gateway.errors import ApiError
 from gateway.mesh_client import MeshClient
+from gateway.responses_store_client import ask_store
 from kvmesh import wire
-from kvmesh.actor import MeshError, PayloadTooLarge, RemoteError
 from kvmesh.wire import (
     ConversationCreate,
     ConversationDelete,
@@ -37,7 +36,6 @@ from kvmesh.wire import (
     StoredConversation,
 )
 
-log = logging.getLogger("kvmesh.gateway.conversations")
 Reply = TypeVar("Reply", bound=Message)
 
 
@@ -91,20 +89,12 @@ class ConversationsStoreClient:
         return done.deleted
 
     async def _ask(self, subject: str, msg: Message, expected: type[Reply]) -> Reply:
-        try:
-            reply = await self.actor.request(subject, msg, self.timeout, expected)
-        except RemoteError as exc:
-            raise ApiError.from_reply(exc.reply) from None
-        except PayloadTooLarge as exc:
-            raise ApiError(413, f"too large for the conversations store: {exc}",
-                           code="conversation_too_large") from None
-        except MeshError as exc:  # what failed inside the mesh goes to the log only
-            log.warning("conversations store unreachable: %s", exc)
-            raise ApiError(503, "the conversations store is unavailable (it did not answer); "
-                           "retry", "service_unavailable", code="store_unavailable",
-                           retry_after=self.retry_after) from None
+        reply = await ask_store(self.actor, subject, msg, self.timeout, expected, ApiError(
+            413, "too large for the conversations store", code="conversation_too_large"),
+            ApiError(503, "the conversations store is unavailable (it did not answer); retry",
+                     "service_unavailable", code="store_unavailable",
+                     retry_after=self.retry_after))
         assert isinstance(reply, expected)
         return reply
-
 
 CONVERSATIONS = web.AppKey("conversations_store", ConversationsStoreClient)

@@ -105,18 +105,28 @@ class ResponsesStoreClient:
         return done.deleted
 
     async def _ask(self, subject: str, msg: Message, expected: type[Message]) -> Message:
-        try:
-            return await self.actor.request(subject, msg, self.timeout, expected)
-        except RemoteError as exc:
-            raise ApiError.from_reply(exc.reply) from None
-        except PayloadTooLarge as exc:
-            raise ApiError(413, f"the response is too large to store: {exc}",
-                           code="response_too_large") from None
-        except MeshError as exc:  # what failed inside the mesh goes to the log only
-            log.warning("responses store unreachable: %s", exc)
-            raise ApiError(503, "the responses store is unavailable (it did not answer); "
-                           "retry, or send store: false", "service_unavailable", param="store",
-                           code="store_unavailable", retry_after=self.retry_after) from None
+        return await ask_store(self.actor, subject, msg, self.timeout, expected, ApiError(
+            413, "the response is too large to store", code="response_too_large"), ApiError(
+            503, "the responses store is unavailable (it did not answer); retry, or send "
+            "store: false", "service_unavailable", param="store", code="store_unavailable",
+            retry_after=self.retry_after))
+
+
+async def ask_store(actor: MeshClient, subject: str, msg: Message, timeout: float,
+                    expected: type[Message], too_large: ApiError,
+                    unavailable: ApiError) -> Message:
+    """Ask a store of the cache actor: its answer, its `ErrorReply` as an `ApiError`,
+    `too_large` (with the reason) for a request over the NATS max payload, `unavailable`
+    when it does not answer within `timeout` (what failed goes to the log only)."""
+    try:
+        return await actor.request(subject, msg, timeout, expected)
+    except RemoteError as exc:
+        raise ApiError.from_reply(exc.reply) from None
+    except PayloadTooLarge as exc:
+        raise dataclasses.replace(too_large, message=f"{too_large.message}: {exc}") from None
+    except MeshError as exc:
+        log.warning("%s: the store did not answer: %s", subject, exc)
+        raise unavailable from None
 
 
 STORE = web.AppKey("responses_store", ResponsesStoreClient)
