@@ -21,6 +21,10 @@ Contract:
   later chunk that waits `GAP_GRACE_S` for an earlier one waits for nothing), 504 when
   nothing came for `chunk_timeout` seconds. One watchdog task per process checks every stream
   (no timer per request or per chunk).
+- A chunk (not the last) of a request this process streams no more means its cancel was lost:
+  published while NATS restarted, before the workers had subscribed again, core NATS drops
+  it. The request is cancelled again at that worker, at most once per `STRAY_S` (counting
+  from this process's own cancel, so the frames in flight behind a cancel send no second).
 - The process publishes a `GatewayBeat` naming its inbox every `GATEWAY_BEAT_S`: should it
   crash, workers stop its requests rather than generate for nobody. It hears the others'
   beats too (`gateway_gone`: a stored Response another one was generating when it crashed).
@@ -84,6 +88,7 @@ GATEWAY_GONE_S = 10.0  # a gateway process silent this long crashed (`gateway_go
 M = TypeVar("M", bound=Message)
 WATCH_S = 0.25
 GAP_GRACE_S = 1.0  # how long a later chunk waits for a missing one before the stream fails
+STRAY_S = 1.0  # a request still running with no stream here is cancelled again this often
 
 
 class LocalRouter(Protocol):
@@ -119,6 +124,7 @@ class MeshClient(Actor):
         self._joined_at = 0.0
         self.instance = f"{socket.gethostname()}-{os.getpid()}"  # x-kvmesh-gateway
         self._background: set[asyncio.Future[Any]] = set()
+        self._cancels: dict[str, float] = {}  # request id -> when it was last cancelled
         self._joined = False
         # Subscriptions of the gateway's other clients (auth's revocations), made once NATS
         # answers: the gateway may serve HTTP (503s) before it does.
@@ -181,10 +187,20 @@ class MeshClient(Actor):
             stream = streams.get(chunk.request_id)
             if stream is not None:
                 stream.push(chunk, worker)
+            elif chunk.usage is None:  # the request still runs, for nobody
+                self._stray(chunk.request_id, worker)
         for err in frame.errors:
             stream = streams.get(err.request_id)
             if stream is not None:
                 stream.fail(ApiError.from_reply(err.error), worker)
+
+    def _stray(self, request_id: str, worker: str) -> None:
+        """Cancel again, at `worker`, a request whose stream is gone (see the contract)."""
+        now = time.monotonic()
+        if now - self._cancels.get(request_id, -STRAY_S) >= STRAY_S:
+            log.info("%s still runs at %s with no stream here; cancelling it again",
+                     request_id, worker)
+            self.cancel_soon(request_id, worker_id=worker)
 
     async def _beats(self) -> None:
         """Say every `GATEWAY_BEAT_S` that this process reads its inbox: workers stop the
@@ -202,6 +218,7 @@ class MeshClient(Actor):
             now = time.monotonic()
             for stream in list(self.streams.values()):
                 stream.check(now)
+            self._cancels = {rid: t for rid, t in self._cancels.items() if now - t < STRAY_S}
 
     def models(self) -> dict[str, int]:
         """Models with a live worker -> their largest context length."""
@@ -273,6 +290,7 @@ class MeshClient(Actor):
     async def cancel(self, request_id: str, superseded: bool = False,
                      worker_id: str = "") -> None:
         """Publish the cancel, with the HTTP request's id (the workers' log lines name it)."""
+        self._cancels[request_id] = time.monotonic()
         rid = request_id_var.get()
         with contextlib.suppress(Exception):
             await self.publish(wire.CANCEL, Cancel(request_id, superseded, worker_id),

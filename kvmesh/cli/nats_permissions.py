@@ -14,7 +14,12 @@ Contract:
 - Replies: a service that answers requests has `allow_responses` (it may publish to the reply
   subject of a message it received, once). A service that makes requests subscribes to
   `_INBOX.>`; a worker also publishes there, because its chunks go to the `reply_to` inbox
-  the gateway put in the request.
+  the gateway put in the request. So do router, auth and cache: `allow_responses` knows only
+  the requests the running nats-server delivered, so a restarted one refuses the reply to a
+  request received before it (a result-cache lookup that waits on its leader, a route, an
+  admission that waits for a slot), and its caller would wait out its timeout. Each of them
+  is already trusted with the answers it gives; the gateway, the exposed one, is not given
+  the right (its replies, background cancels, are short).
 - Passwords are never in the file: each is the environment variable
   `KVMESH_NATS_<ROLE>_PASSWORD` of the nats-server process (nats-server reads `$NAME` from the
   environment). Services connect as `nats://<role>:<password>@nats:4222`.
@@ -70,7 +75,7 @@ ROLES: tuple[Role, ...] = (
          allow_responses=True),
     Role("router", doc="routes to workers, cancels at one too slow to accept; hears "
          "heartbeats and KV events",
-         publish=(wire.worker_generate(ANY_WORKER), wire.KV_RESYNC, wire.CANCEL),
+         publish=(wire.worker_generate(ANY_WORKER), wire.KV_RESYNC, wire.CANCEL, INBOX),
          subscribe=(wire.ROUTER_GENERATE, wire.ROUTER_PING, wire.ROUTER_TOKENIZE,
                     wire.ROUTER_DETOKENIZE, wire.HEARTBEAT, wire.KV_EVENTS, INBOX),
          allow_responses=True),
@@ -80,12 +85,12 @@ ROLES: tuple[Role, ...] = (
                     wire.CANCEL, wire.KV_RESYNC, wire.GATEWAY_HEARTBEAT),
          allow_responses=True),
     Role("auth", doc="keys, tenants, rate limits; announces revocations",
-         publish=(wire.AUTH_REVOKED,),
+         publish=(wire.AUTH_REVOKED, INBOX),
          subscribe=(wire.AUTH_VERIFY, wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_RENEW,
                     wire.AUTH_ADMIN),
          allow_responses=True),
     Role("cache", doc="result cache, the /v1/responses and /v1/conversations stores",
-         publish=(),
+         publish=(INBOX,),
          subscribe=(wire.CACHE_GET, wire.CACHE_PUT, wire.CACHE_STATS,
                     wire.RESPONSES_PUT, wire.RESPONSES_GET, wire.RESPONSES_DELETE,
                     wire.RESPONSES_PURGE, wire.RESPONSES_EVENTS_PUT, wire.RESPONSES_EVENTS_GET,
