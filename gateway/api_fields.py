@@ -133,12 +133,13 @@ def _extensions(kind: str) -> list[Field]:
               "token limit) before an end-of-sequence or stop token, or a stop string, can end "
               "a choice; not with structured output or tools"),
         Field("include_stop_str_in_output", (BOOL,), EXTENSION,
-              "vLLM's: the `stop` string that ended a choice ends its text (default false: "
-              "dropped)"),
+              "vLLM's: the `stop` string or stop token (of `stop_token_ids`, or the end of "
+              "sequence) that ended a choice ends its text (default false: dropped); a special "
+              "token's text shows only with `skip_special_tokens` false"),
         Field("skip_special_tokens", (BOOL,), EXTENSION,
               "vLLM's: special tokens show no text (default true); false shows theirs in the "
-              "text (but the token that ends the answer) and in the logprob entries (that one "
-              "too, as vLLM's do)"),
+              "text (but the token that ends the answer, unless `include_stop_str_in_output`) "
+              "and in the logprob entries (that one too, as vLLM's do)"),
         Field("allowed_token_ids", (ARR,), EXTENSION,
               "vLLM's: only these token ids (inside the vocabulary) can be drawn; not with "
               "structured output, tools or `min_tokens`"),
@@ -236,7 +237,8 @@ COMPLETION_FIELDS: tuple[Field, ...] = (
     Field("prompt", (STR, ARR), SUPPORTED, "a string, an array of token ids, or a list of up to "
           "2048 of either, answered as one response (choice index = prompt_i * n + j)"),
     Field("logprobs", (INT,), SUPPORTED, "[0, 20]: logprobs of the chosen tokens and that many "
-          "alternatives"),
+          "alternatives; each position's `top_logprobs` holds its chosen token too (up to "
+          "`logprobs` + 1 entries, as OpenAI's)"),
     Field("best_of", (INT,), LIMITED, "equal to `n` only: answers are not ranked server-side",
           _best_of),
     Field("echo", (BOOL,), SUPPORTED, "the text starts with the prompt; with `logprobs`, the "

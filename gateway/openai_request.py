@@ -168,7 +168,7 @@ def parse_completion(body: Any) -> ParsedRequest:
     parse_prompts(body, req)
     parse_grammar(body, req)
     max_tokens = _opt_int(body, "max_tokens", 0)  # 0: with echo only (parse_echo)
-    req.max_tokens = 16 if "max_tokens" not in body else max_tokens  # OpenAI's default
+    req.max_tokens = 16 if max_tokens is None else max_tokens  # OpenAI's default; null alike
     req.max_tokens_param = _given(body, "max_tokens")
     req.logprobs = _opt_int(body, "logprobs", 0, 20)
     parse_echo(body, req)

@@ -64,7 +64,8 @@ def completion_logprobs(lps: list[Logprob] | None, offset: int,
     prompt's too), streamed or not: where a stop string held text back, or a character split
     over tokens shows U+FFFD in each, the texts joined and the text differ, and offsets
     counted from the text would differ between the two. With `echo` (holding prompt
-    logprobs) the prompt's tokens come first."""
+    logprobs) the prompt's tokens come first. Each position's `top_logprobs` holds its own
+    token beside the alternatives (`_top`)."""
     if lps is None:
         return None
     out: dict[str, Any] = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
@@ -77,8 +78,15 @@ def completion_logprobs(lps: list[Logprob] | None, offset: int,
         offset += len(lp.token)
     out["tokens"] += [lp.token for lp in lps]
     out["token_logprobs"] += [lp.logprob for lp in lps]
-    out["top_logprobs"] += [{t.token: t.logprob for t in lp.top} for lp in lps]
+    out["top_logprobs"] += [_top(lp) for lp in lps]
     return out
+
+
+def _top(lp: Logprob) -> dict[str, float]:
+    """A position's `top_logprobs` in legacy completions: the chosen token first, then the
+    alternatives, so up to `logprobs` + 1 entries (OpenAI: "the API will always return the
+    logprob of the sampled token"; vLLM alike, `logprobs: 0` giving the chosen one alone)."""
+    return {lp.token: lp.logprob, **{t.token: t.logprob for t in lp.top}}
 
 
 def prompt_logprobs(echo: PromptEcho) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def prompt_logprobs(echo: PromptEcho) -> dict[str, Any]:
         at += len(token)
     return {"tokens": list(echo.tokens),
             "token_logprobs": [None, *(lp.logprob for lp in lps)],
-            "top_logprobs": [None, *({t.token: t.logprob for t in lp.top} for lp in lps)],
+            "top_logprobs": [None, *map(_top, lps)],
             "text_offset": offsets}
 
 

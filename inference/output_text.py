@@ -10,7 +10,8 @@ text the engine must make to find them (and stop the sequence at once).
 Contract: for a request without stop strings, `ChoiceTexts.text(index, token_ids, finish)`
 over a choice's rows, in order, gives the text the engine itself would have put in those rows
 (`ChoiceState.on_token`): a token that ends its choice with "stop" because it is one of its
-`hidden_ids` (an end of sequence unless `ignore_eos`, a stop token id) shows no text, and the
+`hidden_ids` (an end of sequence unless `ignore_eos`, a stop token id) shows no text (unless
+`include_stop_str_in_output`), and the
 row that finishes a choice carries the rest of its text (`IncrementalDetokenizer.flush`).
 """
 
@@ -31,6 +32,7 @@ class ChoiceTexts:
         self._detoks: dict[int, IncrementalDetokenizer] = {}
         self._hidden = hidden_ids(params, eos_ids)
         self._skip = params.skip_special_tokens
+        self._show_stop = params.include_stop_str_in_output
 
     def text(self, index: int, token_ids: list[int], finish: str | None) -> str:
         """Hot path (a row per choice per step): the new text of choice `index`'s row."""
@@ -41,6 +43,6 @@ class ChoiceTexts:
             return detok.push_one(token_ids[0]) if len(token_ids) == 1 else detok.push(token_ids)
         if not token_ids:  # aborted, or ended before sampling: the engine adds no text
             return ""
-        if finish == "stop" and token_ids[-1] in self._hidden:
+        if finish == "stop" and token_ids[-1] in self._hidden and not self._show_stop:
             token_ids = token_ids[:-1]
         return (detok.push(token_ids) if token_ids else "") + detok.flush()

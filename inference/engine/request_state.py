@@ -33,14 +33,17 @@ def _hidden(stop_token_ids: tuple[int, ...], ignore_eos: bool,
 @dataclass
 class ChoiceState:
     """Turns one choice's sampled tokens into safe text deltas and a finish reason.
-    `hidden`: `hidden_ids` of its request; `min_tokens`: its request's, the tokens whose
-    text no stop string is looked for in (vLLM's rule; min_tokens.py)."""
+    `hidden`: `hidden_ids` of its request, whose text shows unless `show_stop` (its
+    `include_stop_str_in_output`, as vLLM's: a special token's text still follows
+    `skip_special_tokens`); `min_tokens`: its request's, the tokens whose text no stop string
+    is looked for in (vLLM's rule; min_tokens.py)."""
 
     seq: Sequence
     detok: IncrementalDetokenizer | None
     stops: StopStringFilter
     hidden: frozenset[int]
     min_tokens: int = 0
+    show_stop: bool = False
     finish_reason: str | None = None
 
     def on_token(
@@ -56,13 +59,13 @@ class ChoiceState:
         seq = self.seq
         reason = None
         hidden = token in self.hidden
-        if hidden or grammar_done:  # a stop token's text is never shown; a grammar's last is
+        if hidden or grammar_done:  # a stop token's text is not shown; a grammar's last is
             reason = "stop"
         elif len(seq.token_ids) >= seq.stop_len:
             reason = "length"
         text = ""
         if self.detok is not None:
-            text = "" if hidden else self.detok.push_one(token)
+            text = "" if hidden and not self.show_stop else self.detok.push_one(token)
             if reason is not None:
                 text += self.detok.flush()
             if self.stops.stops:  # else every text goes out as it is
@@ -110,7 +113,7 @@ class RequestState:
         detok = None if tokenizer is None else \
             IncrementalDetokenizer(tokenizer, self.params.skip_special_tokens)
         stops = StopStringFilter(self.params.stop, self.params.include_stop_str_in_output)
-        choice = ChoiceState(seq, detok, stops,
-                             hidden_ids(self.params, eos_ids), self.params.min_tokens)
+        choice = ChoiceState(seq, detok, stops, hidden_ids(self.params, eos_ids),
+                             self.params.min_tokens, self.params.include_stop_str_in_output)
         self.choices.append(choice)
         return choice

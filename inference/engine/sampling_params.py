@@ -50,9 +50,11 @@ class SamplingParams:
     those of every token seen, prompt included (penalties.py says how). `min_tokens` (vLLM's):
     each choice generates at least this many tokens before an end-of-sequence or stop token can
     be drawn or a stop string can end it (min_tokens.py); at most `max_tokens`.
-    `include_stop_str_in_output` (vLLM's): the stop string that ended a choice ends its text too
-    (it is dropped by default). `skip_special_tokens` (vLLM's, default True): special tokens
-    show no text; False shows theirs (the token that ends a choice still shows none).
+    `include_stop_str_in_output` (vLLM's): the stop string or stop token (a `stop_token_ids`
+    one, the end of sequence) that ended a choice ends its text too (dropped by default; a
+    special token's text only with `skip_special_tokens` False). `skip_special_tokens` (vLLM's,
+    default True): special tokens show no text; False shows theirs (the token that ends a
+    choice still shows none, unless `include_stop_str_in_output`).
     `allowed_token_ids` (vLLM's): when set, only these tokens can be drawn (allowed_tokens.py);
     not with a grammar, whose mask could leave none.
     """

@@ -3,9 +3,11 @@
 `StopStringFilter.feed(text)` returns what is safe to show now. It holds back the longest
 tail that could still grow into a stop string; when a stop string appears, everything from
 its start on is dropped (with `keep`, everything after its end) and `stopped` is set. Text
-fed with `look=False` (a choice's first `min_tokens` tokens) is shown at once and no stop
-string is looked for in it: a stop string counts only if it starts after every text shown,
-so what was shown is never taken back.
+fed with `look=False` (a choice's first `min_tokens` tokens) is not searched, but its tail
+that could begin a stop string is held back all the same, so one that begins there and ends
+in a later token is found (vLLM's rule: its check of a token reaches back over the text
+before it). A stop string counts only if it starts after every text shown, so what was shown
+is never taken back; one that ends inside the `look=False` text is never found.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class StopStringFilter:
             return delta
         self._text += delta
         if not look:
-            return self._release(len(self._text))
+            return self._release(len(self._text) if final else len(self._text) - self._held_tail())
         # A new match must end inside the new text, so it starts after this point, and after
         # the text already shown.
         longest = max(map(len, self.stops))

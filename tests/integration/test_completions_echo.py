@@ -43,8 +43,11 @@ def test_echo_logprobs_with_max_tokens_0_equal_transformers(client, smollm_gguf)
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n > 10
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # as OpenAI
     assert "".join(lp.tokens) == text and lp.text_offset[0] == 0
-    assert all(len(top) == 1 and max(top.values()) >= v
-               for top, v in zip(lp.top_logprobs[1:], lp.token_logprobs[1:], strict=True))
+    # the position's own token first, then the one alternative asked for (OpenAI's up to
+    # logprobs + 1), which may be that token
+    assert all(next(iter(top)) == t and top[t] == v and len(top) <= 2 and max(top.values()) >= v
+               for top, t, v in zip(lp.top_logprobs[1:], lp.tokens[1:], lp.token_logprobs[1:],
+                                    strict=True))
 
     ids = client.completions.create(model=MODEL, prompt=text, max_tokens=0, temperature=0,
                                     echo=True, logprobs=0)
@@ -155,3 +158,18 @@ def test_client_leaving_a_batch_cancels_every_prompt(mesh) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"workers still run the batch: {stats}")
+
+
+def test_top_logprobs_hold_the_sampled_token(client) -> None:
+    """OpenAI: "the API will always return the logprob of the sampled token": with
+    `logprobs: 0` each position's `top_logprobs` is that token alone; drawn far from greedy
+    (temperature 2), it stands beside the one alternative `logprobs: 1` asks for."""
+    for n_top in (0, 1):
+        resp = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8,
+                                         temperature=2.0, seed=8, logprobs=n_top,
+                                         extra_body={"ignore_eos": True})
+        lp = resp.choices[0].logprobs
+        for top, t, v in zip(lp.top_logprobs, lp.tokens, lp.token_logprobs, strict=True):
+            assert next(iter(top)) == t and top[t] == v and len(top) <= n_top + 1
+        if n_top:
+            assert any(len(top) == 2 for top in lp.top_logprobs), "every draw was the best"

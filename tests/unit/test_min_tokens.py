@@ -70,10 +70,21 @@ def test_an_answer_that_would_end_at_once_runs_to_min_tokens(async_scheduling: b
 
 def test_stop_strings_are_not_looked_for_in_the_first_tokens_text() -> None:
     f = StopStringFilter(["ab"])
-    assert f.feed("xab", look=False) == "xab" and not f.stopped
-    assert f.feed("a", look=False) == "a"
+    assert f.feed("xab", look=False) == "xab" and not f.stopped  # ends in it: never found
     assert f.feed("b") == "b" and not f.stopped  # "ab" began in text already shown
     assert f.feed("ca") == "c" and f.feed("b") == "" and f.stopped
+
+
+def test_a_stop_string_that_begins_in_the_first_tokens_and_ends_after_them_stops() -> None:
+    """vLLM's check of the first token past `min_tokens` reaches back over the text before
+    it (the audit's case: " Paris" within min_tokens 1, then ".", with stop "ris.")."""
+    f = StopStringFilter(["ris."])
+    assert f.feed(" Paris", look=False) == " Pa"  # "ris" held: it may begin the stop string
+    assert f.feed(".") == "" and f.stopped
+    g = StopStringFilter(["ris."])
+    assert g.feed(" Paris", look=False) == " Pa"
+    assert g.feed("h", look=False) == "rish"  # it did not grow into one: shown
+    assert g.feed("", final=True, look=False) == "" and not g.stopped
 
 
 @pytest.mark.parametrize(("params", "field"), [

@@ -68,6 +68,25 @@ def test_rows_carry_the_engines_text(tok: Tokenizer, finish_at: str,
         assert ("<|im_start|>" in shown) == (specials and not skip_special_tokens)
 
 
+@pytest.mark.parametrize("skip_special_tokens", [True, False])
+def test_include_stop_str_in_output_shows_the_token_that_stopped(
+        tok: Tokenizer, skip_special_tokens: bool) -> None:
+    """vLLM's: the stop token's text ends the answer (an end of sequence's only where special
+    tokens show), in the engine's text and the worker's alike."""
+    stop_token, eos = tok.encode(" the")[0], tok.eos_token_ids[0]
+    ids = tok.encode("a cat sat on")
+    eos_text = "" if skip_special_tokens else tok.decode([eos], skip_special_tokens=False)
+    for end, end_text in ((stop_token, " the"), (eos, eos_text)):
+        params = SamplingParams(max_tokens=1000, stop_token_ids=[stop_token],
+                                include_stop_str_in_output=True,
+                                skip_special_tokens=skip_special_tokens)
+        want = _engine_rows(tok, [*ids, end], params, "stop_token")
+        texts = ChoiceTexts(tok, params, frozenset(tok.eos_token_ids))
+        got = [texts.text(0, r.token_ids, r.finish_reason) for r in want]
+        assert got == [r.text for r in want] and want[-1].finish_reason == "stop"
+        assert "".join(got) == "a cat sat on" + end_text
+
+
 def test_an_eos_token_is_shown_with_ignore_eos(tok: Tokenizer) -> None:
     eos = tok.eos_token_ids[0]
     params = SamplingParams(max_tokens=2, ignore_eos=True)
