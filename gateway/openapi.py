@@ -413,6 +413,15 @@ RESPONSES_REQUEST = {
                    "not with previous_response_id",
 }
 
+INPUT_TOKENS_REQUEST = {  # gateway/responses_input_tokens.py `FIELDS`
+    **RESPONSES_REQUEST,
+    "properties": {**{name: RESPONSES_REQUEST["properties"][name] for name in (
+        "model", "input", "instructions", "previous_response_id", "conversation", "text",
+        "tools", "tool_choice", "parallel_tool_calls", "truncation", "reasoning")},
+        "personality": _ONLY_NULL},
+    "description": "docs/API.md, Counting input tokens: validated as a ResponsesRequest",
+}
+
 
 def _responses_paths() -> dict[str, Any]:
     """`/v1/responses` and its stored responses' routes."""
@@ -444,6 +453,9 @@ def _responses_paths() -> dict[str, Any]:
                                "type": "string", "enum": ["asc", "desc"]}},
                            {"name": "limit", "in": "query", "schema": _int(1, 100)},
                            {"name": "after", "in": "query", "schema": {"type": "string"}}]}},
+        "/v1/responses/input_tokens": {"post": {
+            **_generation("InputTokensRequest", "", stream=False)["post"],
+            "summary": "how many input tokens a Responses request would take"}},
         "/v1/responses/{id}/cancel": {"post": {
             "summary": "cancel a background Response: it, cancelled or as it finished first",
             "parameters": _RESPONSE_PATH, "responses": {"200": json_ok, **by_id}}},
@@ -560,6 +572,7 @@ DOCUMENT: dict[str, Any] = {
             "DetokenizeRequest": DETOKENIZE_REQUEST,
             "EmbeddingsRequest": EMBEDDINGS_REQUEST,
             "ResponsesRequest": RESPONSES_REQUEST,
+            "InputTokensRequest": INPUT_TOKENS_REQUEST,
             "ConversationCreate": CONVERSATION_CREATE,
             "ConversationUpdate": CONVERSATION_UPDATE,
             "ConversationItemsCreate": CONVERSATION_ITEMS_CREATE,

@@ -61,6 +61,7 @@ from gateway.responses_background import JOBS, BackgroundJobs
 from gateway.responses_calls import check_calls_answered
 from gateway.responses_conversation import append_turn, load_history
 from gateway.responses_event_log import EventLogWriter, resume, resume_query
+from gateway.responses_input_tokens import add_input_tokens_route
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
 from gateway.responses_shape import (
     EventStream,
@@ -87,7 +88,7 @@ def add_responses_routes(app: web.Application, serve: Callable[..., Any],
 
     async def create(request: web.Request) -> web.StreamResponse:
         try:
-            return await jobs.run(request, serve(request, parse_responses, _prepare, _respond))
+            return await jobs.run(request, serve(request, parse_responses, load_context, _respond))
         except ApiError as err:  # the router's and the tenant cap's errors name chat fields
             raise renamed(err) from None
 
@@ -96,12 +97,16 @@ def add_responses_routes(app: web.Application, serve: Callable[..., Any],
     app.router.add_delete("/v1/responses/{id}", delete)
     app.router.add_get("/v1/responses/{id}/input_items", input_items)
     app.router.add_post("/v1/responses/{id}/cancel", cancel)
+    add_input_tokens_route(app, mesh, load_context)
 
 
 # -- create --------------------------------------------------------------------------------
 
 
-async def _prepare(request: web.Request, req: ParsedRequest, ident: Identity | None) -> None:
+async def load_context(request: web.Request, req: ParsedRequest,
+                       ident: Identity | None) -> None:
+    """Once `req` is admitted: its store TTL, and its history (a conversation's items or
+    `previous_response_id`'s chain) before its input; 400/404 naming the field that named it."""
     assert isinstance(req, ResponsesRequest)
     req.store_ttl = ident.responses_ttl if ident is not None else 0
     if req.conversation_id is not None:

@@ -183,7 +183,7 @@ def parse_responses(body: Any) -> ResponsesRequest:
                         "is always in response.completed")
     req.with_history([])
     if req.previous_response_id is None and req.conversation_id is None:  # a continuation's
-        check_calls_answered(req.messages)  # calls pair with its history's (`_prepare`)
+        check_calls_answered(req.messages)  # calls pair with its history's (`load_context`)
     return req
 
 

@@ -200,8 +200,22 @@ class Router(Actor):
             ids, strs = await asyncio.to_thread(self.tokenizer.tokenize, msg)
         except ValueError as exc:
             return _bad_value(_prompt_param(msg), str(exc))
-        longest = max(v.beat.max_model_len for v in self.workers.live(msg.model))
-        return TokenizeReply(ids, longest, strs)
+        live = self.workers.live(msg.model)
+        if msg.truncate and msg.messages and not any(v.fits(len(ids)) for v in live):
+            ids, strs = await asyncio.to_thread(self._truncated, msg, live, ids, strs)
+        return TokenizeReply(ids, max(v.beat.max_model_len for v in live), strs)
+
+    def _truncated(self, msg: TokenizeRequest, live: list[WorkerView], ids: list[int],
+                   strs: list[str] | None) -> tuple[list[int], list[str] | None]:
+        """A `truncate` request's ids (and strings) with its oldest turns dropped until the
+        prompt fits some live worker, as `route` cuts a generation's; as they were when even
+        the last turn alone does not fit."""
+        kept = truncate(msg.messages or [],
+                        lambda m: self.tokenizer.encode_chat(m, msg.tools, msg.template),
+                        lambda n: any(v.fits(n) for v in live))
+        if kept is None:
+            return ids, strs
+        return kept, None if strs is None else self.tokenizer.token_strs(kept)
 
     @traced("router.detokenize")
     async def _detokenize(self, msg: Message, raw: Any) -> Message:

@@ -82,9 +82,11 @@ class PromptTokenizer:
         else:
             raise ValueError("request has neither messages nor a prompt")
         ids = list(self.tokenizer.encode(text, add_special_tokens=req.add_special_tokens))
-        if not req.return_token_strs:
-            return ids, None
-        return ids, [self.tokenizer.id_to_token(t) or "" for t in ids]
+        return ids, self.token_strs(ids) if req.return_token_strs else None
+
+    def token_strs(self, ids: list[int]) -> list[str]:
+        """Each id's token string (vLLM's `token_strs`)."""
+        return [self.tokenizer.id_to_token(t) or "" for t in ids]
 
     def detokenize(self, req: DetokenizeRequest) -> str:
         """The text of `req.tokens`, special tokens kept; ValueError for an id outside the

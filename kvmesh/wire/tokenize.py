@@ -20,7 +20,10 @@ ROUTER_DETOKENIZE = "kvmesh.router.detokenize"  # DetokenizeRequest -> Detokeniz
 @dataclass
 class TokenizeRequest(Message):
     """Token ids of a prompt, as a generation's prompt would be tokenised. Exactly one of
-    `prompt` and `messages` is set; `messages` go through the chat template (with `tools`)."""
+    `prompt` and `messages` is set; `messages` go through the chat template (with `tools`).
+    `truncate` (Responses' `truncation: auto`, messages only): the oldest turns are dropped
+    until the prompt fits the model's context with room for one token, as a generation's
+    would be (`token_strs` are then of what was kept)."""
 
     KIND: ClassVar[str] = "tokenize"
     model: str
@@ -30,6 +33,7 @@ class TokenizeRequest(Message):
     add_special_tokens: bool = False
     return_token_strs: bool = False  # the reply's token_strs; None unless asked
     template: ChatTemplateOptions = field(default_factory=ChatTemplateOptions)
+    truncate: bool = False
 
 
 @dataclass

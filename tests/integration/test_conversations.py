@@ -9,6 +9,7 @@ generated. The last test breaks the store.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,14 @@ class ConversationsMesh:
 
 @pytest.fixture(scope="module")
 def cmesh(mesh: Mesh, redis_url: str, logs_dir: Path) -> Iterator[ConversationsMesh]:
+    with conversations_mesh(mesh, redis_url, logs_dir) as cm:
+        yield cm
+
+
+@contextlib.contextmanager
+def conversations_mesh(mesh: Mesh, redis_url: str, logs_dir: Path
+                       ) -> Iterator[ConversationsMesh]:
+    """The module's parts beside the session mesh, two tenants made (see the module doc)."""
     cm = ConversationsMesh(mesh, redis_url, logs_dir)
     cm.children.append(procs.start("auth-conversations", procs.service_argv("auth"), env={
         "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_REDIS_URL": redis_url,
