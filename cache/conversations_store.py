@@ -5,7 +5,10 @@ Contract (subjects and messages in `kvmesh.wire`, queue group "cache"):
 - `ConversationCreate(tenant, conversation, items)` stores a new conversation with its first
   items; `ConversationItemsAdd(tenant, id, items)` appends items (oldest first); all of them
   or none. An item id the conversation already holds refuses the append: 400 naming
-  `items[i].id` (i counts within the append). Past `conversations_max_items` items it is 400
+  `items[i].id` (i counts within the append), unless the conversation holds every item of
+  the append as it is: then it is a retry of an append that landed unanswered (Redis paused
+  past `redis_timeout` runs a script it had already received once it resumes), and it
+  answers as that append did, adding nothing. Past `conversations_max_items` items it is 400
   `conversation_too_long`; past `conversations_max_bytes` (the conversation's frame and every
   item's JSON) 413 `conversation_too_large`, so that a conversation's whole history fits one
   NATS message. Both answer `ConversationFound` / `ConversationItemsPage` (the items added).
@@ -22,7 +25,9 @@ Contract (subjects and messages in `kvmesh.wire`, queue group "cache"):
   on the way are dropped from its count.
 - `ConversationsPurge(tenant)` deletes every conversation of the tenant (it is being deleted)
   and answers how many there were.
-- Redis down or slower than `redis_timeout` is 503 `store_unavailable` at once.
+- Redis down or slower than `redis_timeout` is 503 `store_unavailable` at once. The change
+  is then unconfirmed, not undone: a Redis that was only paused runs it when it resumes. An
+  append tried again with the same items is safe (see above).
 - Redis layout, every key of a tenant in one hash slot (`{t:<tenant>}`, Redis Cluster):
   `kvmesh:conv:{t:<tenant>}:<id>` = hash {conv: the `StoredConversation` frame, seq: the next
   item's number, bytes: the conversation's size}; `...:<id>:items` = hash item id -> JSON;
@@ -95,21 +100,30 @@ end
 # conversation's frame ("" keeps it), ttl ms, now ms, tenant cap, conversation cap, item cap,
 # key prefix, then item id, item JSON pairs. Returns {0, evicted, items}, or {-1} no such
 # conversation, {-2, items} too many, {-3, bytes} too large, {-4, i} item i's id is taken.
+# An append whose every item the conversation holds as it is (a retry of one that landed
+# unanswered) changes nothing and answers {0, 0, items}.
 _WRITE = _SHARED + """
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if (ARGV[2] == 'create') == exists then return {-1} end
 local n = (#ARGV - 9) / 2
+local held, taken = 0, -1
+for i = 0, n - 1 do
+  local body = redis.call('HGET', KEYS[2], ARGV[10 + 2 * i])
+  if body then
+    if taken < 0 then taken = i end
+    if body == ARGV[11 + 2 * i] then held = held + 1 end
+  end
+end
 local count = redis.call('ZCARD', KEYS[3])
+if n > 0 and held == n and ARGV[3] == '' then return {0, 0, count} end
+if taken >= 0 then return {-4, taken} end
 if count + n > tonumber(ARGV[8]) then return {-2, count} end
 local size = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
 local grow = 0
 if ARGV[3] ~= '' then
   grow = string.len(ARGV[3]) - string.len(redis.call('HGET', KEYS[1], 'conv') or '')
 end
-for i = 0, n - 1 do
-  if redis.call('HEXISTS', KEYS[2], ARGV[10 + 2 * i]) == 1 then return {-4, i} end
-  grow = grow + string.len(ARGV[11 + 2 * i])
-end
+for i = 0, n - 1 do grow = grow + string.len(ARGV[11 + 2 * i]) end
 if size + grow > tonumber(ARGV[7]) then return {-3, size + grow} end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'conv', ARGV[3]) end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
@@ -270,18 +284,18 @@ class ConversationStore:
                                int(time.time() * 1000), cfg.conversations_tenant_bytes,
                                cfg.conversations_max_bytes, cfg.conversations_max_items,
                                prefix(tenant), *pairs)
-        code = int(done[0])
+        code, param = int(done[0]), "items" if items else "metadata"
         if code == -1:
             return not_found(cid)
         if code == -2:
             return ErrorReply(400, "invalid_request_error", f"the conversation holds "
                               f"{int(done[1])} items; this store keeps at most "
-                              f"{cfg.conversations_max_items}", param="items",
+                              f"{cfg.conversations_max_items}", param=param,
                               code="conversation_too_long")
         if code == -3:
             return ErrorReply(413, "invalid_request_error", f"the conversation would be "
                               f"{int(done[1])} bytes stored; this store keeps at most "
-                              f"{cfg.conversations_max_bytes}", param="items",
+                              f"{cfg.conversations_max_bytes}", param=param,
                               code="conversation_too_large")
         if code == -4:
             i = int(done[1])

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateway.auth_client import AUTH
 from gateway.conversations_store_client import CONVERSATIONS
-from gateway.errors import ApiError, bad_field, check_query
+from gateway.errors import ApiError, bad_field, check_query, query_int
 from gateway.json_body import json_object, read_json
 from gateway.request_extras import trace_labels
 from gateway.responses_input import parse_input
@@ -151,10 +151,8 @@ async def list_items(request: web.Request) -> web.Response:
     order = request.query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise bad_field("order", "must be asc or desc")
-    limit = request.query.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= 100:
-        raise bad_field("limit", "must be an integer in [1, 100]")
-    page = await request.app[CONVERSATIONS].items(tenant, request.match_info["id"], int(limit),
+    limit = query_int(request, "limit", 20, 1, 100)
+    page = await request.app[CONVERSATIONS].items(tenant, request.match_info["id"], limit,
                                                   order, request.query.get("after", ""))
     return _list([json.loads(i.body) for i in page.items], page.has_more)
 

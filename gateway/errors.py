@@ -60,6 +60,18 @@ def check_query(request: web.Request, allowed: tuple[str, ...] = ()) -> None:
             raise bad_field(name, "query parameter given more than once")
 
 
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """Query parameter `name` as an integer in [lo, hi] (`default` when absent); a 400 naming
+    it otherwise. ASCII digits only: `int()` reads other scripts' digits, and a superscript
+    passes `isdigit()` but not `int()`."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
+        raise bad_field(name, f"must be an integer in [{lo}, {hi}]")
+    return int(raw)
+
+
 def no_worker(why: str, retry_after: float) -> ApiError:
     return ApiError(503, why, "service_unavailable", code="no_worker", retry_after=retry_after)
 

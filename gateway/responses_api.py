@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,7 +52,7 @@ from aiohttp import web
 from cache.client import ReplayStream, route_headers
 from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
-from gateway.errors import ApiError, bad_field, check_query
+from gateway.errors import ApiError, bad_field, check_query, query_int
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest
 from gateway.openai_response import Gather, StreamShape
@@ -70,7 +69,7 @@ from gateway.responses_shape import (
     response_error,
     status_of,
 )
-from gateway.responses_store_client import STORE, ResponsesStoreClient
+from gateway.responses_store_client import STORE, until_answered
 from gateway.sse import SseWriter, typed_event
 from kvmesh.coalesce import coalesce
 from kvmesh.wire import ChatMessage, Identity, StoredResponse, ToolCall
@@ -163,37 +162,23 @@ async def _store(request: web.Request, frame: ResponseFrame, body: dict[str, Any
     """Store the response as `body` says it stands (`last_event`: a stream's last event's
     number, for one that ended)."""
     req = frame.req
-    messages = req.turn if answer is None else [*req.turn, answer]
+    # a response made in a conversation keeps the items it was made from (OpenAI lists them
+    # among its input items), so a chain from it holds the conversation
+    turn = [*req.conversation_turns, *req.turn]
+    messages = turn if answer is None else [*turn, answer]
     store = request.app[STORE]
     generator = store.generator if body["status"] == "in_progress" else ""
     record = StoredResponse(frame.rid, frame.created_at, body["status"], json.dumps(body),
-                            json.dumps(req.input_items), messages, req.previous_response_id,
+                            json.dumps([*req.conversation_items, *req.input_items]), messages,
+                            req.previous_response_id,
                             generator, logged=req.background and req.stream,
                             last_event=last_event)
     if req.background and record.status != "in_progress":
-        await _put_until_stored(store, req.tenant, record, req.store_ttl)
+        # all its client will see: tried through a store outage (a put replaces a record)
+        await until_answered(lambda: store.put(req.tenant, record, req.store_ttl),
+                             FINAL_PUT_S, f"storing {record.id} {record.status}")
     else:
         await store.put(req.tenant, record, req.store_ttl)
-
-
-async def _put_until_stored(store: ResponsesStoreClient, tenant: str, record: StoredResponse,
-                            ttl: float) -> None:
-    """A background response's last state is all its client will see: a put the store did
-    not answer (503) is tried again, 0.25 s apart doubling to 8 s, for up to `FINAL_PUT_S`;
-    the store's own refusals (413) end it at once. The put replaces a record, so a retry of
-    one that landed unanswered changes nothing."""
-    delay, deadline = 0.25, time.monotonic() + FINAL_PUT_S
-    while True:
-        try:
-            await store.put(tenant, record, ttl)
-            return
-        except ApiError as err:
-            if err.status != 503 or time.monotonic() + delay > deadline:
-                raise
-            log.info("storing %s %s: the store did not answer; retrying in %.2f s",
-                     record.id, record.status, delay)
-        await asyncio.sleep(delay)
-        delay = min(8.0, 2 * delay)
 
 
 async def _store_ended(request: web.Request, frame: ResponseFrame,
@@ -234,19 +219,19 @@ async def _gather(request: web.Request, frame: ResponseFrame,
             rec.on_chunks(batch)
             for chunk in batch:
                 gather.add(chunk)
-    except ApiError as err:  # the client hears it as an HTTP error, the store as this
+        choice = gather.chat(frame.rid, frame.created_at, req.model)["choices"][0]
+        text = choice["message"]["content"] or ""
+        calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
+                 for c in choice["message"].get("tool_calls") or []]
+        status = status_of(choice["finish_reason"])
+        logprobs = (choice["logprobs"] or {}).get("content")
+        body = frame.body(status, frame.output(text, calls, status, logprobs), gather.usage)
+        if req.store:
+            await _store(request, frame, body, as_message(text, calls))
+        await append_turn(request, req, body["output"])
+    except ApiError as err:  # the client hears it as an HTTP error, the store (`failed`) as this
         frame.error = response_error(err.code, err.message)
         raise
-    choice = gather.chat(frame.rid, frame.created_at, req.model)["choices"][0]
-    text = choice["message"]["content"] or ""
-    calls = [ToolCall(c["id"], c["function"]["name"], c["function"]["arguments"])
-             for c in choice["message"].get("tool_calls") or []]
-    status = status_of(choice["finish_reason"])
-    logprobs = (choice["logprobs"] or {}).get("content")
-    body = frame.body(status, frame.output(text, calls, status, logprobs), gather.usage)
-    if req.store:
-        await _store(request, frame, body, as_message(text, calls))
-    await append_turn(request, req, body["output"])
     return web.json_response(body, headers={**route_headers(stream), **headers})
 
 
@@ -411,15 +396,13 @@ async def input_items(request: web.Request) -> web.Response:
         raise bad_field("order", "must be asc or desc")
     if order == "desc":
         items.reverse()
-    limit = request.query.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= 100:
-        raise bad_field("limit", "must be an integer in [1, 100]")
+    limit = query_int(request, "limit", 20, 1, 100)
     if (after := request.query.get("after")) is not None:
         ids = [i["id"] for i in items]
         if after not in ids:
             raise bad_field("after", f"no input item {after!r} in this response")
         items = items[ids.index(after) + 1:]
-    page = items[:int(limit)]
+    page = items[:limit]
     return web.json_response({"object": "list", "data": page,
                               "first_id": page[0]["id"] if page else None,
                               "last_id": page[-1]["id"] if page else None,

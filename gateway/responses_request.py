@@ -107,6 +107,10 @@ class ResponsesRequest(ParsedRequest):
     background: bool = False  # answered in_progress, generated on (responses_background.py)
     previous_response_id: str | None = None
     conversation_id: str | None = None  # its items are the history; the turn is appended
+    # the conversation's items as read (dicts) and as chat turns: stored with the response as
+    # its history, so `previous_response_id` naming it continues the whole conversation
+    conversation_items: list[dict[str, Any]] = field(default_factory=list)
+    conversation_turns: list[ChatMessage] = field(default_factory=list)
     instructions: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     turn: list[ChatMessage] = field(default_factory=list)  # this request's input as messages

@@ -6,13 +6,19 @@ does, or raise `ApiError`: the store's own errors as they are (404 `response_not
 `store_unavailable` with Retry-After when no store answers within `store_timeout` (no cache
 actor, NATS down) or the store's Redis is down. A caller never waits longer than
 `store_timeout`. `settled` reads a record whose generating gateway crashed as `failed`.
+`until_answered` tries a change again through a store outage, for changes a retry cannot
+make twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -127,6 +133,26 @@ async def ask_store(actor: MeshClient, subject: str, msg: Message, timeout: floa
     except MeshError as exc:
         log.warning("%s: the store did not answer: %s", subject, exc)
         raise unavailable from None
+
+
+T = TypeVar("T")
+
+
+async def until_answered(attempt: Callable[[], Awaitable[T]], bound_s: float, what: str) -> T:
+    """`attempt()`, tried again while the store does not answer (503), 0.25 s apart doubling
+    to 8 s, for up to `bound_s`; its other errors (the store's refusals) end it at once. For
+    changes a retry cannot make twice (a record replaced, items the store adds once), so an
+    attempt that landed unanswered changes nothing when tried again."""
+    delay, deadline = 0.25, time.monotonic() + bound_s
+    while True:
+        try:
+            return await attempt()
+        except ApiError as err:
+            if err.status != 503 or time.monotonic() + delay > deadline:
+                raise
+            log.info("%s: the store did not answer; retrying in %.2f s", what, delay)
+        await asyncio.sleep(delay)
+        delay = min(8.0, 2 * delay)
 
 
 STORE = web.AppKey("responses_store", ResponsesStoreClient)

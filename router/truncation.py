@@ -4,9 +4,11 @@ auto`), or a prompt's tokens kept from the end (vLLM's `truncate_prompt_tokens`)
 Contract: `truncate(messages, encode, fits)` gives the token ids of the longest tail of the
 conversation that fits, or None when even the shortest does not.
 - The leading system (and developer) messages are always kept: they are the instructions.
-- The kept conversation starts at a user message (every template expects one after the
-  system turns; a tool result without its call, or an answer without its question, is not a
-  turn a model was trained on), and always holds the last user message and all after it.
+- The kept conversation is the whole one, or a tail that starts at a user message (every
+  template expects one after the system turns; a tool result without its call, or an answer
+  without its question, is not a turn a model was trained on), and always holds the last
+  user message and all after it. Turns before the first user message (a conversation's
+  stored answer, say) go with the first cut.
 - Fewer turns never make a longer prompt, so the cut is found by bisection: about log2(turns)
   renders and tokenizations, each of a shorter conversation.
 
@@ -25,11 +27,11 @@ _INSTRUCTIONS = frozenset({"system", "developer"})
 
 
 def cut_points(messages: list[ChatMessage]) -> list[int]:
-    """The indices where a kept tail may start: each user message after the instructions,
-    the first (the whole conversation) first."""
+    """The indices where a kept tail may start: where the instructions end (the whole
+    conversation), then each user message after that."""
     head = next((i for i, m in enumerate(messages) if m.role not in _INSTRUCTIONS),
                 len(messages))
-    return [i for i in range(head, len(messages)) if messages[i].role == "user"]
+    return [head, *(i for i in range(head + 1, len(messages)) if messages[i].role == "user")]
 
 
 def truncate(messages: list[ChatMessage], encode: Callable[[list[ChatMessage]], list[int]],
@@ -37,7 +39,7 @@ def truncate(messages: list[ChatMessage], encode: Callable[[list[ChatMessage]], 
     """Token ids of the instructions plus the longest tail that `fits` (a prompt length), or
     None when none does (or the conversation has no user message to keep)."""
     cuts = cut_points(messages)
-    if not cuts:
+    if not any(m.role == "user" for m in messages[cuts[0]:]):
         return None
     head = messages[:cuts[0]]
     lo, hi, best = 0, len(cuts) - 1, None  # cuts[hi] keeps the least

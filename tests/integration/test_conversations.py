@@ -10,6 +10,7 @@ generated. The last test breaks the store.
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -201,7 +202,8 @@ def test_limits_and_bad_inputs_are_400s_naming_the_field(cmesh: ConversationsMes
     assert _bad(lambda: items.list(conv.id, include=["message.output_text.logprobs"])
                 )["param"] == "include"
     for query, param in (("order=up", "order"), ("limit=0", "limit"), ("limit=101", "limit"),
-                         ("after=nope", "after"), ("colour=red", "colour")):
+                         ("after=nope", "after"), ("colour=red", "colour"),
+                         ("limit=%C2%B2", "limit"), ("limit=%D9%A3", "limit")):  # "²", "٣"
         status, body, _ = call("GET", f"{cmesh.base}/v1/conversations/{conv.id}/items?{query}",
                                key=cmesh.keys["a"])
         assert status == 400 and body["error"]["param"] == param, (query, body)
@@ -361,6 +363,104 @@ def test_a_conversation_and_a_tenant_are_bounded_in_bytes(cmesh: ConversationsMe
         client.conversations.retrieve(two.id)
     assert client.conversations.retrieve(one.id).id == one.id
     assert client.conversations.retrieve(three.id).id == three.id
+
+
+def test_an_append_sent_again_as_it_was_adds_nothing(cmesh: ConversationsMesh) -> None:
+    """A 503 leaves a change unconfirmed, not undone (a paused Redis runs it on resuming), so
+    an append of items the conversation holds as sent is a retry: it adds nothing."""
+    client = cmesh.client()
+    conv = client.conversations.create()
+    items = client.conversations.items
+    batch = [user("one", id="r1"), user("two", id="r2")]
+    first = items.create(conv.id, items=batch)
+    again = items.create(conv.id, items=batch)
+    assert [i.id for i in again.data] == [i.id for i in first.data] == ["r1", "r2"]
+    assert len(items.list(conv.id).data) == 2
+    assert _bad(lambda: items.create(conv.id, items=[user("one", id="r1"), user("3", id="r3")])
+                )["param"] == "items[0].id"  # held in part: no retry
+    assert _bad(lambda: items.create(conv.id, items=[user("changed", id="r1")]))["param"] \
+        == "items[0].id"
+    status, body, _ = call("POST", f"{cmesh.base}/v1/conversations/{conv.id}",
+                           {"metadata": {"k": "v"}}, cmesh.keys["a"])
+    assert status == 200 and body["metadata"] == {"k": "v"}
+
+
+def test_a_turn_is_appended_through_a_short_store_outage(cmesh: ConversationsMesh) -> None:
+    """The store stops while the answer streams (`store: false`: only the append needs it)
+    and comes back while the gateway retries: the turn lands once, the response completes."""
+    client = cmesh.client()
+    conv = client.conversations.create()
+    log = cmesh.logs / "gateway-conversations.log"
+    retrying = f"appending a turn to {conv.id}: the store did not answer"
+    restarted = threading.Event()
+
+    def restart_when_retrying() -> None:
+        wait_until(lambda: retrying in log.read_text(), "the gateway retries the append")
+        cmesh.start_store(cmesh.redis_url)
+        restarted.set()
+
+    events = client.responses.create(model=MODEL, input="Tell me a story.", stream=True,
+                                     conversation=conv.id, store=False, max_output_tokens=24)
+    kinds = []
+    for event in events:
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta" and kinds.count(event.type) == 1:
+            assert cmesh.store is not None
+            cmesh.store.stop()
+            cmesh.children.remove(cmesh.store)
+            threading.Thread(target=restart_when_retrying, daemon=True).start()
+    assert restarted.is_set() and kinds[-1] in ("response.completed", "response.incomplete")
+    turn = client.conversations.items.list(conv.id, order="asc").data
+    assert [i.role for i in turn] == ["user", "assistant"]  # type: ignore[union-attr]
+
+
+def test_a_turn_the_store_refuses_fails_its_response_with_that_error(
+        cmesh: ConversationsMesh) -> None:
+    """A background JSON response whose conversation is deleted while it runs: stored
+    `failed`, with the store's refusal as its error (not a bare "did not complete")."""
+    client = cmesh.client()
+    conv = client.conversations.create()
+    resp = client.responses.create(model=MODEL, input="Tell a long story.", background=True,
+                                   conversation=conv.id, max_output_tokens=200,
+                                   extra_body={"temperature": 0})
+    client.conversations.delete(conv.id)
+    wait_until(lambda: client.responses.retrieve(resp.id).status != "in_progress",
+               "the response ends")
+    ended = client.responses.retrieve(resp.id)
+    assert ended.status == "failed" and ended.error is not None
+    assert "conversation_not_found" in ended.error.message, ended.error
+
+
+def test_a_chain_from_a_response_in_a_conversation_holds_the_conversation(
+        cmesh: ConversationsMesh) -> None:
+    """The stored response keeps the conversation's items it was made from (OpenAI prepends
+    them to its input items), so `previous_response_id` naming it sees them: a call made
+    in the conversation and answered there pairs up in the chain."""
+    client = cmesh.client()
+    tool = {"type": "function", "name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    conv = client.conversations.create(items=[user("My name is Ada.")])
+    asked = client.responses.create(model=MODEL, input="Weather in Oslo?", conversation=conv.id,
+                                    tools=[tool], tool_choice="required", temperature=0,
+                                    max_output_tokens=40)
+    call_id = asked.output[0].call_id  # type: ignore[union-attr]
+    answered = client.responses.create(model=MODEL, conversation=conv.id, tools=[tool],
+                                       input=[{"type": "function_call_output",
+                                               "call_id": call_id, "output": "sunny"}],
+                                       temperature=0, max_output_tokens=8)
+    listed = client.responses.input_items.list(answered.id, order="asc").data
+    assert listed[0].content[0].text == "My name is Ada."  # type: ignore[union-attr]
+    assert listed[-1].type == "function_call_output"
+    chained = client.responses.create(model=MODEL, input="What is my name?", tools=[tool],
+                                      previous_response_id=answered.id, temperature=0,
+                                      max_output_tokens=4)
+    inside = client.responses.create(model=MODEL, input="What is my name?", tools=[tool],
+                                     conversation=conv.id, temperature=0, max_output_tokens=4)
+    assert chained.usage is not None and inside.usage is not None
+    assert chained.usage.input_tokens == inside.usage.input_tokens
+    status, body, _ = call("GET", f"{cmesh.base}/v1/responses/{answered.id}/input_items"
+                           "?limit=%C2%B2", key=cmesh.keys["a"])  # "²": no int() of it
+    assert status == 400 and body["error"]["param"] == "limit"
 
 
 def test_store_down_is_503(cmesh: ConversationsMesh) -> None:

@@ -41,7 +41,22 @@ def prompts(smollm_gguf):
 def test_a_kept_tail_starts_at_a_user_turn_after_the_instructions() -> None:
     msgs = [SYSTEM, ChatMessage("developer", "Be kind."), *_turns(3)]
     assert cut_points(msgs) == [2, 6, 10]
-    assert cut_points([SYSTEM]) == []
+    assert cut_points([SYSTEM]) == [1]  # the whole: nothing to keep, truncate says None
+
+
+def test_turns_before_the_first_user_message_go_with_the_first_cut(prompts) -> None:
+    """A conversation's stored items may start with an answer (the audit: a long assistant
+    item, then "hi"): the whole is the first candidate, then the tails from each user turn,
+    so the long answer is dropped where the old cut kept whatever came before the first
+    user message."""
+    msgs = [SYSTEM, ChatMessage("assistant", "pear " * 400), ChatMessage("user", "hi"),
+            ChatMessage("assistant", "ok"), ChatMessage("user", "q")]
+    assert cut_points(msgs) == [1, 2, 4]
+    encode = lambda m: prompts.encode_chat(m, None)  # noqa: E731
+    ids = truncate(msgs, encode, lambda n: n <= 100)
+    assert ids == encode([SYSTEM, *msgs[2:]])
+    assert truncate([SYSTEM, ChatMessage("assistant", "only an answer")], encode,
+                    lambda n: True) is None  # no user message to keep
 
 
 @pytest.mark.parametrize("budget_turns", [1, 2, 4])
