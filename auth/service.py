@@ -69,6 +69,7 @@ def identity(key_id: str, tenant: Tenant) -> Identity:
         max_concurrency=tenant.max_concurrency,
         max_tokens=tenant.max_tokens,
         cache_salt=tenant.cache_salt,
+        scope=tenant.scope,
         responses_ttl=tenant.responses_ttl,
         clamp_max_tokens=tenant.clamp_max_tokens,
     )

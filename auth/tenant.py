@@ -16,12 +16,18 @@ A tenant is a named customer of the mesh; every API key belongs to one. Its fiel
 - `prefix_cache_group`: "" (the default) keeps the tenant's prefix-cache blocks to itself, so
   no other tenant can tell what it asked (kvmesh/block_hash.py); tenants that set the same
   group name share cached prefixes (e.g. a common system prompt) with each other only.
+- `incarnation`: set by the mesh when the tenant is created, never by the admin API (400):
+  a tenant deleted and created again under its name is another customer, so its result-cache
+  entries and its private prefix-cache blocks are keyed by name and incarnation, and the old
+  one's (which expire on their own) never reach the new one. Tenants stored before it have
+  "" (keyed by name alone, as then).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +58,7 @@ class Tenant:
     prefix_cache_group: str = ""
     responses_ttl: int = 0
     clamp_max_tokens: bool = False
+    incarnation: str = ""
 
     @property
     def priority_value(self) -> int:
@@ -62,7 +69,12 @@ class Tenant:
         """The salt at the root of this tenant's prefix-cache chain."""
         if self.prefix_cache_group:
             return "group:" + self.prefix_cache_group
-        return "tenant:" + self.name
+        return "tenant:" + self.scope
+
+    @property
+    def scope(self) -> str:
+        """The name, with the incarnation: what the tenant's cached state is keyed by."""
+        return f"{self.name}#{self.incarnation}" if self.incarnation else self.name
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -135,5 +147,9 @@ def updated(old: Tenant | None, fields: Any) -> Tenant:
     so raising one limit never resets the others or widens `models`. TenantError as
     `Tenant.from_dict`."""
     _check_known(fields)
+    if fields.get("incarnation") is not None:
+        raise TenantError("incarnation", "set by the mesh when the tenant is created")
     given = {k: v for k, v in fields.items() if v is not None}
-    return Tenant.from_dict({**(old.to_dict() if old is not None else {}), **given})
+    new = Tenant.from_dict({**(old.to_dict() if old is not None else {}), **given})
+    new.incarnation = old.incarnation if old is not None else secrets.token_hex(8)
+    return new

@@ -39,6 +39,7 @@ def cacheable(req: Any) -> bool:
 
 
 def cache_key(req: Any, tenant: str, revision: str) -> str:
+    """`tenant`: the owner's scope (its name and incarnation, auth/tenant.py)."""
     parts: dict[str, Any] = {
         "v": KEY_VERSION,
         "model": req.model,

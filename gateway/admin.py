@@ -58,8 +58,10 @@ async def _admin(request: web.Request, query: tuple[str, ...] = ()) -> Authentic
 async def _body(request: web.Request) -> dict[str, Any]:
     """The JSON object of an admin body, read as the API's bodies are (json_body.py); none is
     `{}`."""
-    limit = request.app[AUTH].cfg.max_body_bytes
-    return json_object(await read_json(request, limit)) if request.can_read_body else {}
+    cfg = request.app[AUTH].cfg
+    if not request.can_read_body:
+        return {}
+    return json_object(await read_json(request, cfg.max_body_bytes, cfg.body_timeout))
 
 
 def _list(items: Any) -> web.Response:

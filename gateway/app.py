@@ -48,13 +48,13 @@ from gateway import telemetry as telemetry_http
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
 from gateway.auth_client import AUTH, Authenticator
+from gateway.body_reads import BODIES, BodyReads
 from gateway.cache_route import open_cached
 from gateway.conversations_api import add_conversations_routes
 from gateway.conversations_store_client import CONVERSATIONS, ConversationsStoreClient
 from gateway.embeddings_request import EmbeddingsRequest, parse_embeddings
 from gateway.embeddings_response import EmbeddingsGather
 from gateway.errors import ApiError, check_query, model_not_found, no_worker
-from gateway.json_body import read_json
 from gateway.mesh_client import MeshClient, RequestStream
 from gateway.openai_request import ParsedRequest, parse_chat, parse_completion
 from gateway.openai_response import Gather, StreamShape
@@ -92,6 +92,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     app.on_response_prepare.append(request_id.on_prepare)
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
+    app[BODIES] = BodyReads(mesh.cfg)
     app.on_startup.append(app[AUTH].start)
     add_admin_routes(app)
     app[RESULT_CACHE] = ResultCacheClient(mesh, mesh.cfg.cache_lookup_timeout,
@@ -220,7 +221,7 @@ async def _serve_generation(request: web.Request, parse: Callable[[Any], Any],
     mesh, auth = request.app[MESH], request.app[AUTH]
     ident = await auth.identify(request)  # 401 before the body is read
     check_query(request)  # a query parameter is no field: 400, never ignored
-    req = parse(await read_json(request, mesh.cfg.max_body_bytes))
+    req = parse(await request.app[BODIES].json(request, "" if ident is None else ident.tenant))
     if not mesh.connected:  # at once, not after the router's timeout
         raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
     telemetry_http.identified(request, "" if ident is None else ident.tenant)
@@ -393,8 +394,7 @@ def _store_or_release(request: web.Request, key: str,
 
 def _cache_key(request: web.Request, req: ParsedRequest) -> str:
     """The result-cache key of a cacheable request (cache/key.py)."""
-    tenant = str(request.get("tenant") or getattr(req, "tenant", "") or "")
-    return cache_key(req, tenant, request.app[MESH].revision(req.model))
+    return cache_key(req, req.scope or req.tenant, request.app[MESH].revision(req.model))
 
 
 async def _gather(req: ParsedRequest, rid: str, stream: Stream, headers: dict[str, str],

@@ -211,20 +211,24 @@ class Authenticator:
         req.tenant = ident.tenant
         req.key_id = ident.key_id  # a revocation ends its streams (`_on_revoked`)
         req.cache_salt = ident.cache_salt  # its prefix cache is its own, unless it opted in
+        req.scope = ident.scope  # a tenant made again under its name gets none of its entries
         cap_max_tokens(req, ident)
         return self._admission.hold(Ticket(
             ident.tenant, rpm=ident.rpm, tpm=ident.tpm, max_concurrency=ident.max_concurrency,
             reserved=reservation(req, ident, self.mesh.models().get(req.model, 0))))
 
-    def counted(self, ident: Identity | None) -> contextlib.AbstractAsyncContextManager[Ticket]:
+    def counted(self, ident: Identity | None,
+                slot: bool = True) -> contextlib.AbstractAsyncContextManager[Ticket]:
         """`async with auth.counted(ident):` around a request that generates nothing
-        (`/tokenize`, `/detokenize`): one request from the tenant's `rpm` and one of its
-        `max_concurrency` slots while the block runs, no tokens from `tpm` (429 as a
-        generation's); with auth off it limits nothing."""
+        (`/tokenize`, `/detokenize`): one request from the tenant's `rpm` and (`slot`) one of
+        its `max_concurrency` slots while the block runs, no tokens from `tpm` (429 as a
+        generation's); with auth off it limits nothing. A change to a store takes no slot: a
+        tenant whose slots its generations hold can still cancel, delete and keep its
+        conversations."""
         if ident is None:
             return self._admission.hold(Ticket())
-        return self._admission.hold(Ticket(ident.tenant, rpm=ident.rpm,
-                                           max_concurrency=ident.max_concurrency))
+        return self._admission.hold(Ticket(ident.tenant, rpm=ident.rpm, max_concurrency=(
+            ident.max_concurrency if slot else 0)))
 
 
 def cap_max_tokens(req: ParsedRequest, ident: Identity) -> None:

@@ -24,20 +24,23 @@ one, `conversation_not_found`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from gateway.auth_client import AUTH
+from gateway.body_reads import BODIES
 from gateway.conversations_store_client import CONVERSATIONS
 from gateway.errors import ApiError, bad_field, check_query, query_int
-from gateway.json_body import json_object, read_json
+from gateway.json_body import json_object
 from gateway.request_extras import trace_labels
 from gateway.responses_input import parse_input
-from kvmesh.wire import ConversationFound, ConversationItem, StoredConversation
+from kvmesh.wire import ConversationFound, ConversationItem, Identity, StoredConversation
 from telemetry import tracing
 
 MAX_ITEMS = 20  # items one request may add, as OpenAI
@@ -67,6 +70,11 @@ def stored_items(items: list[dict[str, Any]]) -> list[ConversationItem]:
 
 
 async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
+    ident = await _caller(request, allowed)
+    return ident.tenant if ident is not None else ""
+
+
+async def _caller(request: web.Request, allowed: tuple[str, ...] = ()) -> Identity | None:
     ident = await request.app[AUTH].identify(request)  # 401 first
     include = [v for name in INCLUDE for v in request.query.getall(name, []) if v]
     if include:  # the openai client sends `include[]=...`, once per value
@@ -74,11 +82,21 @@ async def _tenant(request: web.Request, allowed: tuple[str, ...] = ()) -> str:
                        "conversation's items have nothing more to include", param="include",
                        code="unsupported_parameter")
     check_query(request, (*allowed, *INCLUDE))
-    return ident.tenant if ident is not None else ""
+    return ident
 
 
-async def _body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    body = json_object(await read_json(request, request.app[AUTH].cfg.max_body_bytes))
+@contextlib.asynccontextmanager
+async def _writing(request: web.Request) -> AsyncIterator[str]:
+    """`async with _writing(request) as tenant:` around a change to the store: one request
+    from the tenant's `rpm` (429 as a generation's), taken before its body is read; reads
+    are not counted (gateway/auth_client.py `counted`)."""
+    ident = await _caller(request)
+    async with request.app[AUTH].counted(ident, slot=False):
+        yield ident.tenant if ident is not None else ""
+
+
+async def _body(request: web.Request, tenant: str, allowed: frozenset[str]) -> dict[str, Any]:
+    body = json_object(await request.app[BODIES].json(request, tenant))
     for name, value in body.items():
         if name not in allowed and value is not None:
             raise ApiError(400, f"{name}: unknown parameter", param=name,
@@ -108,17 +126,18 @@ def _items(raw: Any, required: bool) -> list[ConversationItem]:
 
 
 async def create(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
-    body = await _body(request, frozenset({"items", "metadata", "safety_identifier"}))
-    items = _items(body.get("items"), required=False)
-    metadata = _metadata(body.get("metadata"))
-    safety = body.get("safety_identifier")
-    if safety is not None and not isinstance(safety, str):
-        raise bad_field("safety_identifier", "must be a string")
-    if safety:
-        tracing.set_attributes(**{"kvmesh.safety_identifier": safety})
-    conv = StoredConversation(f"conv_{uuid.uuid4().hex}", int(time.time()), metadata)
-    found = await request.app[CONVERSATIONS].create(tenant, conv, items)
+    async with _writing(request) as tenant:
+        body = await _body(request, tenant,
+                           frozenset({"items", "metadata", "safety_identifier"}))
+        items = _items(body.get("items"), required=False)
+        metadata = _metadata(body.get("metadata"))
+        safety = body.get("safety_identifier")
+        if safety is not None and not isinstance(safety, str):
+            raise bad_field("safety_identifier", "must be a string")
+        if safety:
+            tracing.set_attributes(**{"kvmesh.safety_identifier": safety})
+        conv = StoredConversation(f"conv_{uuid.uuid4().hex}", int(time.time()), metadata)
+        found = await request.app[CONVERSATIONS].create(tenant, conv, items)
     return web.json_response(conversation_json(found))
 
 
@@ -129,19 +148,19 @@ async def retrieve(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
-    body = await _body(request, frozenset({"metadata"}))
-    if "metadata" not in body:
-        raise ApiError(400, "metadata: missing required parameter", param="metadata",
-                       code="missing_required_parameter")
-    found = await request.app[CONVERSATIONS].update(tenant, request.match_info["id"],
-                                                    _metadata(body["metadata"]))
+    async with _writing(request) as tenant:
+        body = await _body(request, tenant, frozenset({"metadata"}))
+        if "metadata" not in body:
+            raise ApiError(400, "metadata: missing required parameter", param="metadata",
+                           code="missing_required_parameter")
+        found = await request.app[CONVERSATIONS].update(tenant, request.match_info["id"],
+                                                        _metadata(body["metadata"]))
     return web.json_response(conversation_json(found))
 
 
 async def delete(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
-    found = await request.app[CONVERSATIONS].delete(tenant, request.match_info["id"])
+    async with _writing(request) as tenant:
+        found = await request.app[CONVERSATIONS].delete(tenant, request.match_info["id"])
     return web.json_response({"id": found.conversation.id, "object": "conversation.deleted",
                               "deleted": True})
 
@@ -158,10 +177,10 @@ async def list_items(request: web.Request) -> web.Response:
 
 
 async def add_items(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
-    body = await _body(request, frozenset({"items"}))
-    items = _items(body.get("items"), required=True)
-    page = await request.app[CONVERSATIONS].add(tenant, request.match_info["id"], items)
+    async with _writing(request) as tenant:
+        body = await _body(request, tenant, frozenset({"items"}))
+        items = _items(body.get("items"), required=True)
+        page = await request.app[CONVERSATIONS].add(tenant, request.match_info["id"], items)
     return _list([json.loads(i.body) for i in page.items], False)
 
 
@@ -173,9 +192,9 @@ async def retrieve_item(request: web.Request) -> web.Response:
 
 
 async def delete_item(request: web.Request) -> web.Response:
-    tenant = await _tenant(request)
-    found = await request.app[CONVERSATIONS].delete_item(tenant, request.match_info["id"],
-                                                         request.match_info["item_id"])
+    async with _writing(request) as tenant:
+        found = await request.app[CONVERSATIONS].delete_item(tenant, request.match_info["id"],
+                                                             request.match_info["item_id"])
     return web.json_response(conversation_json(found))
 
 

@@ -37,6 +37,7 @@ class EmbeddingsRequest:
     session: str = ""  # the `user` field (or the x-kvmesh-session header)
     # set from the caller's key by auth (gateway/auth_client.py), as on a generation
     tenant: str = ""
+    scope: str = ""  # set by auth, as a generation's (gateway/openai_request.py)
     key_id: str = ""
     priority: int = 0
     cache_salt: str = ""

@@ -1,10 +1,13 @@
 """Request bodies as JSON values that every later hop can carry.
 
-`read_json(request, limit)` reads a body, undoes its `Content-Encoding` and returns its JSON
-value. Every failure is an `ApiError` in the OpenAI shape, never a 500 or a text/plain reply:
+`read_json(request, limit, timeout)` reads a body, undoes its `Content-Encoding` and returns
+its JSON value. Every failure is an `ApiError` in the OpenAI shape, never a 500 or a
+text/plain reply:
+- 408 (code `body_timeout`) for a body not whole within `timeout` seconds (0: no bound);
 - 413 (code `body_too_large`) for a body over `limit` bytes, as sent or once decompressed (a
   small gzip body may inflate to gigabytes, so inflating stops past the limit);
-- 400 (code `unsupported_encoding`) for a coding other than gzip, deflate and identity;
+- 400 (code `unsupported_encoding`) for a coding other than gzip, deflate and identity, or
+  more than `MAX_CODINGS` of them (each is inflated on the event loop);
 - 400 (code `invalid_body`) for a body that is not valid in its coding (corrupt, truncated);
 - 400 (code `invalid_json`) from `parse_json(raw)`, for anything the mesh could not pass on
   intact:
@@ -21,6 +24,7 @@ sees every coding and answers for each.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import Any
@@ -30,6 +34,7 @@ from aiohttp import web
 from gateway.errors import ApiError
 
 MAX_DEPTH = 64
+MAX_CODINGS = 2  # codings one body may stack (Content-Encoding: gzip, deflate)
 INT_MIN, INT_MAX = -(1 << 63), (1 << 64) - 1
 # zlib's wbits per coding: 31 reads a gzip header, 15 a zlib (RFC 1950) one
 CODINGS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
@@ -45,20 +50,28 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
     return ApiError(413, f"request body is more than {limit} bytes{got}", code="body_too_large")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
+async def read_json(request: web.Request, limit: int, timeout: float = 0.0) -> Any:
     """The JSON value of `request`'s body, decoded from its Content-Encoding (see above)."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit, request.content_length)
     try:
-        raw = await request.read()  # the app's client_max_size is `limit`
+        async with asyncio.timeout(timeout or None):
+            raw = await request.read()  # the app's client_max_size is `limit`
     except web.HTTPRequestEntityTooLarge:
         raise too_large(limit) from None
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s",
+                       code="body_timeout") from None
     return parse_json(decode(raw, request.headers.get("Content-Encoding", ""), limit))
 
 
 def decode(raw: bytes, encoding: str, limit: int) -> bytes:
     """`raw` with the codings of a Content-Encoding header undone, last applied first."""
-    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+    if len(codings) > MAX_CODINGS:
+        raise ApiError(400, f"Content-Encoding lists {len(codings)} codings; at most "
+                       f"{MAX_CODINGS} are undone", code="unsupported_encoding")
+    for coding in reversed(codings):
         if coding == "identity":
             continue
         if coding not in CODINGS:

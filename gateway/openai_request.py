@@ -59,6 +59,7 @@ class ParsedRequest(SamplingFields):
     prompt_token_ids: list[int] | None = None
     prompts: list[Prompt] | None = None  # a completions batch (2+ prompts); else None
     tenant: str = ""  # set by auth from the caller's key
+    scope: str = ""  # set by auth: the tenant's name and incarnation (result-cache entries)
     key_id: str = ""  # set by auth: the caller's key (its revocation ends the request)
     session: str = ""  # session-affinity hint: the `user` field (or the x-kvmesh-session header)
     tools: list[ToolDef] | None = None

@@ -350,10 +350,12 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 async def delete(request: web.Request) -> web.Response:
     """Delete a stored response; one still generated in the background is cancelled first
     (its slot and its worker freed: a deleted response cannot be cancelled any more)."""
-    tenant = await _tenant(request)
-    response_id = request.match_info["id"]
-    await _stop_running(request, tenant, response_id)
-    await request.app[STORE].delete(tenant, response_id)
+    ident = await request.app[AUTH].identify(request)
+    check_query(request)
+    tenant, response_id = ident.tenant if ident is not None else "", request.match_info["id"]
+    async with request.app[AUTH].counted(ident, slot=False):  # a change: one from `rpm`
+        await _stop_running(request, tenant, response_id)
+        await request.app[STORE].delete(tenant, response_id)
     return web.json_response({"id": response_id, "object": "response", "deleted": True})
 
 
@@ -375,16 +377,19 @@ async def cancel(request: web.Request) -> web.Response:
     """Stop a background response wherever it runs and answer it as it ended: `cancelled`,
     or as it finished first (a cancel of a finished one changes nothing, as OpenAI's). A
     response not made in the background is 400, an unknown one 404."""
-    tenant = await _tenant(request)
+    ident = await request.app[AUTH].identify(request)
+    check_query(request)
+    tenant = ident.tenant if ident is not None else ""
     store, response_id = request.app[STORE], request.match_info["id"]
-    (rec,) = await store.get(tenant, response_id)
-    rec = await store.settled(tenant, rec)
-    if not json.loads(rec.body).get("background"):
-        raise ApiError(400, "Only responses created with background=true can be cancelled",
-                       code="invalid_value")
-    if rec.status == "in_progress":
-        await request.app[JOBS].cancel(tenant, rec.id, rec.gateway)
-        (rec,) = await store.get(tenant, response_id)  # as it ended
+    async with request.app[AUTH].counted(ident, slot=False):  # a change: one from `rpm`
+        (rec,) = await store.get(tenant, response_id)
+        rec = await store.settled(tenant, rec)
+        if not json.loads(rec.body).get("background"):
+            raise ApiError(400, "Only responses created with background=true can be "
+                           "cancelled", code="invalid_value")
+        if rec.status == "in_progress":
+            await request.app[JOBS].cancel(tenant, rec.id, rec.gateway)
+            (rec,) = await store.get(tenant, response_id)  # as it ended
     return web.Response(text=rec.body, content_type="application/json")
 
 

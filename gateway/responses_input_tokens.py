@@ -27,8 +27,9 @@ from aiohttp import web
 
 from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
+from gateway.body_reads import BODIES
 from gateway.errors import ApiError, check_query, no_worker
-from gateway.json_body import json_object, read_json
+from gateway.json_body import json_object
 from gateway.mesh_client import MeshClient
 from gateway.openai_request import ParsedRequest
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
@@ -50,7 +51,8 @@ def add_input_tokens_route(app: web.Application, mesh: MeshClient,
         auth = request.app[AUTH]
         ident = await auth.identify(request)
         check_query(request)
-        req = parse_input_tokens(await read_json(request, mesh.cfg.max_body_bytes))
+        req = parse_input_tokens(await request.app[BODIES].json(
+            request, "" if ident is None else ident.tenant))
         if not mesh.connected:
             raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
         telemetry_http.identified(request, "" if ident is None else ident.tenant)

@@ -27,10 +27,11 @@ from aiohttp import web
 from gateway import telemetry as telemetry_http
 from gateway.api_fields import DETOKENIZE_FIELDS, TOKENIZE_FIELDS, check_fields
 from gateway.auth_client import AUTH
+from gateway.body_reads import BODIES
 from gateway.chat_messages import parse_messages
 from gateway.chat_template_fields import TEMPLATE_FIELDS, parse_template_options
 from gateway.errors import bad_field, check_query
-from gateway.json_body import json_object, read_json
+from gateway.json_body import json_object
 from gateway.mesh_client import MeshClient
 from gateway.structured_request import parse_tools
 from kvmesh import wire
@@ -70,7 +71,8 @@ async def _body(request: web.Request, mesh: MeshClient,
     generation's) and its fields (400), then 404 for a model outside the caller's scopes."""
     ident = await request.app[AUTH].identify(request)
     check_query(request)
-    body = json_object(await read_json(request, mesh.cfg.max_body_bytes))
+    body = json_object(await request.app[BODIES].json(request,
+                                                      "" if ident is None else ident.tenant))
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_field("model", "required, a non-empty string")

@@ -42,6 +42,7 @@ class Identity(Message):
     cache_salt: str = ""  # the tenant's prefix-cache salt (kvmesh/block_hash.py)
     responses_ttl: int = 0  # seconds its stored /v1/responses live; 0 = the store's default
     clamp_max_tokens: bool = False  # over max_tokens: lowered to it, not a 400
+    scope: str = ""  # the tenant's name and incarnation: its result-cache entries' owner
 
 
 @dataclass

@@ -651,7 +651,7 @@ def test_tenants_never_share_result_cache_entries(mesh: Mesh, auth_mesh: AuthMes
         log=open(auth_mesh.logs / "cache-tenants.log", "ab"),  # noqa: SIM115 - the child owns it
     )
     try:
-        _, key_a = new_tenant(auth_mesh.a)
+        name_a, key_a = new_tenant(auth_mesh.a)
         _, key_b = new_tenant(auth_mesh.a)
         body = {"prompt": f"Tenant isolation {uuid.uuid4().hex}", "temperature": 0, "max_tokens": 4}
         deadline = time.monotonic() + 30
@@ -667,6 +667,14 @@ def test_tenants_never_share_result_cache_entries(mesh: Mesh, auth_mesh: AuthMes
         assert status == 200, other
         assert headers.get("x-kvmesh-cache") == "miss", "tenant B was served tenant A's entry"
         assert other["choices"][0]["text"] == first["choices"][0]["text"]  # greedy: same text
+        # A deleted and made again under its name is another customer (the security audit
+        # saw the old one's answer served to the new one)
+        assert call("DELETE", f"{auth_mesh.a}/admin/tenants/{name_a}", key=ADMIN_KEY)[0] == 200
+        assert call("POST", auth_mesh.a + "/admin/tenants", {"name": name_a}, ADMIN_KEY)[0] == 200
+        status, made, _ = call("POST", auth_mesh.a + "/admin/keys", {"tenant": name_a}, ADMIN_KEY)
+        assert status == 201, made
+        status, again, headers = complete(auth_mesh.a, made["key"], **body)
+        assert status == 200 and headers.get("x-kvmesh-cache") == "miss", again
     finally:
         cache.stop()
 

@@ -463,6 +463,28 @@ def test_a_chain_from_a_response_in_a_conversation_holds_the_conversation(
     assert status == 400 and body["error"]["param"] == "limit"
 
 
+def test_changes_count_against_rpm_and_reads_do_not(cmesh: ConversationsMesh) -> None:
+    """A tenant with `rpm: 3` and one slot (the security audit's made 954 conversations of
+    840 KB in 25 s): three changes, then 429 for a fourth and for a stored response's
+    delete, while reads go on (polling never spends the budget)."""
+    cmesh.tenant("limited")
+    name = cmesh.names["limited"]
+    assert call("POST", cmesh.base + "/admin/tenants", {"name": name, "rpm": 3,
+                                                         "max_concurrency": 1},
+                ADMIN_KEY)[0] == 200
+    client = cmesh.client("limited")
+    conv = client.conversations.create()
+    client.conversations.items.create(conv.id, items=[user("a")])
+    client.conversations.update(conv.id, metadata={"k": "v"})
+    for change in (lambda: client.conversations.create(),
+                   lambda: client.responses.delete("resp_" + "0" * 32)):
+        with pytest.raises(openai.RateLimitError):
+            change()
+    for _ in range(3):
+        assert client.conversations.retrieve(conv.id).metadata == {"k": "v"}
+        assert len(client.conversations.items.list(conv.id).data) == 1
+
+
 def test_store_down_is_503(cmesh: ConversationsMesh) -> None:
     """Last: it leaves the store without its Redis."""
     client = cmesh.client()

@@ -49,6 +49,18 @@ def test_other_codings_are_unsupported_encoding(encoding: str) -> None:
     assert repr(encoding) in err.message
 
 
+def test_more_than_two_codings_are_refused_before_any_is_undone() -> None:
+    """Each coding is inflated on the gateway's event loop: 1,500 stacked gzip layers (a
+    1 MB body) held it for a second a request (the security audit)."""
+    raw = BODY
+    for _ in range(3):
+        raw = gzip.compress(raw, compresslevel=0)
+    err = fails(raw, "gzip, gzip, gzip")
+    assert (err.status, err.code) == (400, "unsupported_encoding")
+    assert "3 codings" in err.message
+    assert decode(gzip.compress(gzip.compress(BODY)), "gzip,gzip", LIMIT) == BODY
+
+
 def test_inflating_past_the_limit_is_413_and_stops_there() -> None:
     bomb = gzip.compress(b" " * (50 * LIMIT))  # 50 MiB of spaces in about 50 KiB
     err = fails(bomb, "gzip")
