@@ -117,7 +117,7 @@ class GatewayConfig(Ranged):
     prompt_batch_window: int = 16  # prompts of one completions batch in flight at once
     processes: int = 1  # gateway processes sharing the port (SO_REUSEPORT); 0 = one per core
     header_timeout: float = 15.0  # seconds a connection may idle, or take to send its headers
-    body_timeout: float = 30.0  # seconds a request's body may take to arrive once it is admitted
+    body_timeout: float = 30.0  # seconds a request's body may take to arrive after its headers
     body_reads: int = 32  # bodies one tenant may be sending to a gateway process at once
     metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
     metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
