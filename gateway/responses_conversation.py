@@ -17,9 +17,9 @@ Contract:
   same items: the store adds them once) for up to `RETRY_S`, `BACKGROUND_RETRY_S` for a
   background response, whose client is not waiting. The store's refusal (the conversation
   deleted meanwhile, over its item or byte cap, down past that) is raised naming
-  `conversation`: the response then fails
-  as any error after generation does (gateway/responses_api.py stores it `failed`), and a
-  failed or cancelled response appends nothing.
+  `conversation`: the response then fails as any error after generation does
+  (gateway/responses_api.py stores it `failed`), and a failed or cancelled response appends
+  nothing.
 """
 
 from __future__ import annotations

@@ -356,6 +356,9 @@ def test_a_conversation_and_a_tenant_are_bounded_in_bytes(cmesh: ConversationsMe
     with pytest.raises(openai.APIStatusError) as err:
         client.conversations.items.create(one.id, items=[big])
     assert err.value.status_code == 413 and err.value.body["code"] == "conversation_too_large"
+    with pytest.raises(openai.APIStatusError) as err:  # metadata past the cap names metadata
+        client.conversations.update(one.id, metadata={"a": "x" * 512, "b": "y" * 512})
+    assert err.value.status_code == 413 and err.value.body["param"] == "metadata"
     two = client.conversations.create(items=[big])
     client.conversations.items.create(one.id, items=[user("Still here.")])  # one is newer now
     three = client.conversations.create(items=[big])
