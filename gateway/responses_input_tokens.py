@@ -25,14 +25,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import telemetry as telemetry_http
 from gateway.auth_client import AUTH
-from gateway.body_reads import BODIES
-from gateway.errors import ApiError, check_query, no_worker
+from gateway.errors import ApiError
 from gateway.json_body import json_object
 from gateway.mesh_client import MeshClient
 from gateway.openai_request import ParsedRequest
 from gateway.responses_request import ResponsesRequest, parse_responses, renamed
+from gateway.tokenize_routes import admit_model, read_body
 from kvmesh import wire
 from kvmesh.wire import Identity
 
@@ -48,19 +47,11 @@ def add_input_tokens_route(app: web.Application, mesh: MeshClient,
     (gateway/responses_api.py)."""
 
     async def count(request: web.Request) -> web.Response:
-        auth = request.app[AUTH]
-        ident = await auth.identify(request)
-        check_query(request)
-        req = parse_input_tokens(await request.app[BODIES].json(
-            request, "" if ident is None else ident.tenant))
-        if not mesh.connected:
-            raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
-        telemetry_http.identified(request, "" if ident is None else ident.tenant)
-        auth.require_model(ident, req.model)
-        if req.model in mesh.models():  # a label holds only served names
-            telemetry_http.served_model(request, req.model)
+        ident, body = await read_body(request)
+        req = parse_input_tokens(body)
+        admit_model(request, mesh, ident, req.model)
         req.tenant = "" if ident is None else ident.tenant
-        async with auth.counted(ident):
+        async with request.app[AUTH].counted(ident):
             await load_context(request, req, ident)
             msg = wire.TokenizeRequest(req.model, messages=req.messages, tools=req.tools,
                                        template=req.template, truncate=req.truncate)

@@ -10,7 +10,7 @@ Contract:
 - `/detokenize` takes `model` and `tokens` (ids inside the vocabulary, else 400 naming
   `tokens`) and answers `{"prompt"}`.
 - Authenticated like generations: 401 without a valid key, 404 for a model outside the
-  tenant's scopes as for one no live worker serves, 503 with no worker or router. One
+  tenant's scopes as for one no live worker serves, 503 with no NATS, worker or router. One
   request is charged against the tenant's `rpm` and one of its `max_concurrency` slots is
   held while the router answers (429 as a generation's); no tokens against `tpm`: nothing is
   generated. Bodies are read as a generation's (size limit, Content-Encoding:
@@ -30,7 +30,7 @@ from gateway.auth_client import AUTH
 from gateway.body_reads import BODIES
 from gateway.chat_messages import parse_messages
 from gateway.chat_template_fields import TEMPLATE_FIELDS, parse_template_options
-from gateway.errors import bad_field, check_query
+from gateway.errors import bad_field, check_query, no_worker
 from gateway.json_body import json_object
 from gateway.mesh_client import MeshClient
 from gateway.structured_request import parse_tools
@@ -67,20 +67,36 @@ def add_tokenize_routes(app: web.Application, mesh_key: web.AppKey[MeshClient]) 
 
 async def _body(request: web.Request, mesh: MeshClient,
                 fields: tuple[Any, ...]) -> tuple[Identity | None, dict[str, Any]]:
-    """The caller (None: auth off) and the body: 401, then the body (413, 400 as a
-    generation's) and its fields (400), then 404 for a model outside the caller's scopes."""
-    ident = await request.app[AUTH].identify(request)
-    check_query(request)
-    body = json_object(await request.app[BODIES].json(request,
-                                                      "" if ident is None else ident.tenant))
+    """The caller (None: auth off) and the body, in `read_body`'s order, its fields checked
+    (400) before `admit_model`."""
+    ident, raw = await read_body(request)
+    body = json_object(raw)
     check_fields(body, fields)
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise bad_field("model", "required, a non-empty string")
-    telemetry_http.identified(request, "" if ident is None else ident.tenant)
-    request.app[AUTH].require_model(ident, body["model"])
-    if body["model"] in mesh.models():  # a label holds only served names
-        telemetry_http.served_model(request, body["model"])
+    admit_model(request, mesh, ident, body["model"])
     return ident, body
+
+
+async def read_body(request: web.Request) -> tuple[Identity | None, Any]:
+    """The caller (None: auth off) and the decoded body of a request to a route that asks the
+    mesh without generating: 401, then any query parameter (400), then the body (413, 408, 429
+    and 400 as a generation's: gateway/body_reads.py)."""
+    ident = await request.app[AUTH].identify(request)
+    check_query(request)
+    return ident, await request.app[BODIES].json(request, "" if ident is None else ident.tenant)
+
+
+def admit_model(request: web.Request, mesh: MeshClient, ident: Identity | None,
+                model: str) -> None:
+    """After the body's fields are checked: 503 without NATS, then 404 for a model outside
+    the caller's scopes; labels the request's telemetry with its tenant and served model."""
+    if not mesh.connected:
+        raise no_worker("the mesh is unreachable (no NATS connection)", mesh.cfg.retry_after)
+    telemetry_http.identified(request, "" if ident is None else ident.tenant)
+    request.app[AUTH].require_model(ident, model)
+    if model in mesh.models():  # a label holds only served names
+        telemetry_http.served_model(request, model)
 
 
 def tokenize_request(body: dict[str, Any]) -> wire.TokenizeRequest:

@@ -171,8 +171,9 @@ class Worker(Actor):
                          through_drain=True, polls=False)
         await self.publish(wire.HEARTBEAT, self.heartbeat())
         ready = engine.ready
-        log.info("worker %s serving %s on %s, %s: %s%s", self.worker_id, self.model_name,
-                 ready.device, ready.dtype, ready.dtype_reason,
+        log.info("worker %s serving %s on %s, %s: %s; context %d tokens%s", self.worker_id,
+                 self.model_name, ready.device, ready.dtype, ready.dtype_reason,
+                 ready.limits.max_model_len,
                  f"; engine process on CPUs {cfg.engine_cpus}" if cfg.engine_cpus else "")
 
     async def _finish_inflight(self) -> None:

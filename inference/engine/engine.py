@@ -180,8 +180,7 @@ class LLMEngine:
 
     @property
     def limits(self) -> PromptLimits:
-        return PromptLimits(self.max_model_len, self.kv.num_blocks * self.config.block_size,
-                            self.model_config.vocab_size)
+        return PromptLimits(self.max_model_len, self.model_config.vocab_size)
 
     def _new_seq(
         self, request_id: str, index: int, ids: list[int], params: SamplingParams

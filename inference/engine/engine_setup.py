@@ -4,11 +4,14 @@ the model comes from (`open_model`).
 
 Contract: `build_runtime` returns only when the model is loaded, the pool allocated and every
 decode graph captured; with tensor parallelism every rank builds the same pool size (the
-smallest any rank can hold).
+smallest any rank can hold). The context it serves (`Runtime.max_model_len`) is never more
+than the pool holds: a pool smaller than the model's context lowers the context, with a
+warning, so a request the pool could not finish is refused up front rather than cut short.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,8 @@ from .tp_runner import make_runner
 
 LoadWeights = Callable[[DecoderLM], None]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Runtime:
@@ -33,7 +38,7 @@ class Runtime:
     dtype: torch.dtype
     dtype_reason: str  # why `dtype` (placement.pick_dtype), for the start-up log
     kv_dtype: torch.dtype  # the pool's: the model's, or float8 e4m3
-    max_model_len: int
+    max_model_len: int  # the context served: the model's, bounded by the pool (module doc)
     kv: KVCacheManager
     runner: ModelRunner
     graph_decoder: Any  # a CudaGraphDecoder, or None (CPU, or enforce_eager)
@@ -57,6 +62,7 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
     own_blocks, kv_plan = _num_blocks(model, config, device, kv_dtype)
     num_blocks = all_reduce_min(own_blocks, device)
     kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
+    max_model_len = _served_context(max_model_len, num_blocks * config.block_size)
     runner = make_runner(  # rank 0 of a TP group sends each step's plan
         model, backend, num_blocks, config.block_size, device, kv_dtype, kv.tables
     )
@@ -73,6 +79,15 @@ def build_runtime(model_config: ModelConfig, config: EngineConfig,
         runner.graph_hook = graph_decoder.run
     return Runtime(device, dtype, dtype_reason, kv_dtype, max_model_len, kv, runner,
                    graph_decoder, kv_plan)
+
+
+def _served_context(max_model_len: int, pool_tokens: int) -> int:
+    if pool_tokens >= max_model_len:
+        return max_model_len
+    log.warning("the KV pool holds %d tokens, fewer than the context of %d: serving a context "
+                "of %d (raise num_kv_blocks, kv_cache_memory or gpu_memory_utilization, or "
+                "lower max_model_len, to silence this)", pool_tokens, max_model_len, pool_tokens)
+    return pool_tokens
 
 
 def _num_blocks(model: DecoderLM, config: EngineConfig, device: torch.device,

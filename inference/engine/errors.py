@@ -27,7 +27,8 @@ class InvalidParameter(RequestRejected):
 
 
 class ContextLengthExceeded(RequestRejected):
-    """The prompt, or the prompt plus `max_tokens`, does not fit the context (or the KV pool)."""
+    """The prompt, or the prompt plus `max_tokens`, does not fit the context (which the KV pool
+    bounds: engine_setup.py)."""
 
     code = "context_length_exceeded"
 

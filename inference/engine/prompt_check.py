@@ -15,10 +15,10 @@ from .sampling_params import SamplingParams
 
 @dataclass(frozen=True)
 class PromptLimits:
-    """What bounds a prompt: the context, the KV pool and the vocabulary."""
+    """What bounds a prompt: the context served (never more than the KV pool holds, see
+    engine_setup.py) and the vocabulary."""
 
     max_model_len: int
-    pool_tokens: int  # num_blocks * block_size
     vocab_size: int
 
 
@@ -36,9 +36,6 @@ def check_prompt(ids: Sequence[int], max_tokens: int | None, limits: PromptLimit
         raise ContextLengthExceeded(
             "max_tokens", f"the prompt ({n} tokens) plus max_tokens ({max_tokens}) exceeds "
             f"this model's context of {ctx} tokens")
-    if n + 1 > limits.pool_tokens:
-        raise ContextLengthExceeded(
-            "messages", f"the prompt has {n} tokens; the KV pool holds {limits.pool_tokens}")
     vocab = limits.vocab_size
     if min(ids) < 0 or max(ids) >= vocab:
         raise InvalidParameter("prompt", f"token ids must be in [0, {vocab})")

@@ -10,8 +10,10 @@ Contract:
   answers 200, then prints the URL with a curl and an openai example.
 - NATS runs with a user per service and the permissions compose uses, with fresh passwords
   each run (kvmesh/cli/local_nats.py); the operator's URL is in `<state_dir>/nats-ops.url`.
-- Redis requires a fresh password each run (kvmesh/cli/local_redis.py), given to the services
-  in `KVMESH_REDIS_URL`; the operator's URL is in `<state_dir>/redis.url`.
+- Redis requires a fresh password each run (kvmesh/cli/local_redis.py), given to the two
+  services that use Redis (auth and cache) in `KVMESH_AUTH_REDIS_URL` and
+  `KVMESH_CACHE_REDIS_URL`, and to no other child; the operator's URL is in
+  `<state_dir>/redis.url`.
 - Creates a development API key (tenant `dev`: every model, admin, no limits) once Redis runs,
   before it waits for /ready (so the key works when /ready says 200); the banner prints it
   once, in the examples, with the model name the workers serve (their served name, else
@@ -223,18 +225,17 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> Started:
     """Add every child to `sup`.
 
     Each child gets this process's environment plus variables of ours. Some are ours alone
-    and always win: the NATS and Redis URLs (this mesh's), a worker's id and every /metrics
-    port (unique per process), a gateway's --host/--port, the engines' CPU sets that
-    `--engine-cpus` placed. The rest are defaults (`_unless_set`): a setting the operator made
-    for the service wins over them."""
+    and always win: the NATS and Redis URLs (this mesh's; Redis's to auth and cache alone),
+    a worker's id and every /metrics port (unique per process), a gateway's --host/--port,
+    the engines' CPU sets that `--engine-cpus` placed. The rest are defaults (`_unless_set`):
+    a setting the operator made for the service wins over them."""
     engine_cpus = _place_engines(cfg)  # first: every child inherits where it may run
     nats = local_nats.prepare(logs.parent, cfg.nats_port)
     redis = local_redis.prepare(logs.parent, cfg.redis_port)
     ports = cfg.metrics_ports()
-    # For every service: this mesh's Redis, and kvmesh up's own settings in their shared form,
-    # which a service's own variable (read first: KVMESH_WORKER_GRACE_PERIOD) overrides
-    env = {"KVMESH_REDIS_URL": redis.url(),
-           "KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": str(cfg.grace_period),
+    # For every service: kvmesh up's own settings in their shared form, which a service's own
+    # variable (read first: KVMESH_WORKER_GRACE_PERIOD) overrides
+    env = {"KVMESH_LOG_LEVEL": cfg.log_level, "KVMESH_GRACE_PERIOD": str(cfg.grace_period),
            **_unless_set("", {"metrics_host": cfg.host}, os.environ)}
     if cfg.model is not None:
         env["KVMESH_MODEL"] = cfg.model
@@ -264,9 +265,11 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> Started:
                   "KVMESH_ROUTER_NATS_URL": nats.url("router")}
     else:
         service("router", procs.service_argv("router"))
-    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(ports.auth)})
+    # Redis's password goes to the two services that use it, and to no other process
+    service("auth", procs.service_argv("auth"), {"KVMESH_AUTH_METRICS_PORT": str(ports.auth),
+                                                 "KVMESH_AUTH_REDIS_URL": redis.url()})
     service("cache", procs.service_argv("cache"),
-            {"KVMESH_CACHE_METRICS_PORT": str(ports.cache)})
+            {"KVMESH_CACHE_METRICS_PORT": str(ports.cache), "KVMESH_CACHE_REDIS_URL": redis.url()})
     workers = [service(f"w{i}", procs.service_argv("worker"),
                        _worker_env(cfg, i, engine_cpus, port, os.environ))
                for i, port in enumerate(ports.workers)]

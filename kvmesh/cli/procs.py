@@ -143,7 +143,7 @@ def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
     """Start `argv` in a new process group with `env` added to ours. The source tree that
     holds this package leads PYTHONPATH, so `python -m kvmesh.cli.serve` works uninstalled."""
     if die_with_parent:
-        argv = [sys.executable, "-m", "kvmesh.cli.parent_death", str(os.getpid()), *argv]
+        argv = [sys.executable, "-P", "-m", "kvmesh.cli.parent_death", str(os.getpid()), *argv]
     full_env = {**os.environ, **(env or {})}
     root = str(Path(__file__).resolve().parent.parent)
     full_env["PYTHONPATH"] = os.pathsep.join(
@@ -181,5 +181,7 @@ def start_redis(port: int, workdir: str, log: IO[bytes] | int | None = None,
 
 
 def service_argv(service: str, *flags: str) -> list[str]:
-    """The command line of one mesh service run by this Python."""
-    return [sys.executable, "-m", "kvmesh.cli.serve", service, *flags]
+    """The command line of one mesh service run by this Python. `-P`: `-m` would put the
+    current directory first on `sys.path`, and a `cache.py` or `gateway.py` there would be
+    imported in place of kvmesh's package (the source tree comes from PYTHONPATH, `start`)."""
+    return [sys.executable, "-P", "-m", "kvmesh.cli.serve", service, *flags]

@@ -129,7 +129,11 @@ def start_gateway(nats_url: str, logs: Path, name: str = "gateway",
            **{f"KVMESH_GATEWAY_{k.upper()}": v for k, v in extra.items()}}
     child = procs.start(name, procs.service_argv("gateway"), env=env,
                         log=open(logs / f"{name}.log", "ab"))  # noqa: SIM115
-    procs.wait_port(port, 30, child.proc)
+    try:
+        procs.wait_port(port, 30, child.proc)
+    except BaseException:
+        child.stop()
+        raise
     return child, f"http://127.0.0.1:{port}"
 
 
@@ -138,11 +142,12 @@ def mesh(nats_url: str, redis_url: str, logs_dir: Path) -> Iterator[Mesh]:
     router = procs.start("router", procs.service_argv("router"), env={
         "KVMESH_NATS_URL": nats_url, "KVMESH_ROUTER_WORKER_DEAD_AFTER": "2",
         "KVMESH_ROUTER_ACCEPT_TIMEOUT": "3"}, log=open(logs_dir / "router.log", "ab"))  # noqa: SIM115
-    gateway, base_url = start_gateway(nats_url, logs_dir)
-    m = Mesh(nats_url, base_url, logs_dir, others=[router, gateway])
-    m.start_worker("w1")
-    m.start_worker("w2")
-    try:
+    m = Mesh(nats_url, "", logs_dir, others=[router])
+    try:  # whatever fails to start, what did start is stopped
+        gateway, m.base_url = start_gateway(nats_url, logs_dir)
+        m.others.append(gateway)
+        m.start_worker("w1")
+        m.start_worker("w2")
         m.wait_ready(2)
         yield m
     finally:

@@ -54,11 +54,12 @@ def own_mesh(
         },
         log=_log(logs / "cache.log"),
     )
-    gateway, base_url = start_gateway(nats_url, logs, **(gateway_env or {}))
-    m = Mesh(nats_url, base_url, logs, others=[router, cache, gateway])
-    for w in workers:
-        m.start_worker(w, num_kv_blocks)
-    try:
+    m = Mesh(nats_url, "", logs, others=[router, cache])
+    try:  # whatever fails to start, what did start is stopped
+        gateway, m.base_url = start_gateway(nats_url, logs, **(gateway_env or {}))
+        m.others.append(gateway)
+        for w in workers:
+            m.start_worker(w, num_kv_blocks)
         m.wait_ready(len(workers))
         yield m, redis
     finally:

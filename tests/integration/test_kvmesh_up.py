@@ -34,24 +34,34 @@ def processes_mentioning(*needles: str) -> list[int]:
     return found
 
 
+# Files a user's directory may well hold, named like kvmesh's packages.
+SHADOWS = ("cache", "gateway", "router", "auth", "inference")
+
+
 def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    """Run as the installed `kvmesh` command from a directory whose files are named like
+    kvmesh's packages: no child imports them in their place (RELIABILITY round ten, row 18)."""
     from openai import OpenAI
 
+    kvmesh = str(Path(sys.executable).parent / "kvmesh")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for name in SHADOWS:
+        (cwd / f"{name}.py").write_text(f"raise SystemExit('{name}.py of the current directory')\n")
+    state = tmp_path / "state"
     port, nats_port, redis_port = procs.free_port(), procs.free_port(), procs.free_port()
     up = subprocess.Popen(
-        [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(port),
+        [kvmesh, "up", "--port", str(port),
          "--nats-port", str(nats_port), "--redis-port", str(redis_port),
-         "--state-dir", str(tmp_path), "--workers", "1", "--grace-period", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=Path(__file__).resolve().parents[2])
+         "--state-dir", str(state), "--workers", "1", "--grace-period", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     try:
         banner = read_banner(up, 180)
         assert f"http://127.0.0.1:{port}" in banner
 
         second = subprocess.run(
-            [sys.executable, "-m", "kvmesh.cli", "up", "--port", str(procs.free_port()),
-             "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=60,
-            cwd=Path(__file__).resolve().parents[2])
+            [kvmesh, "up", "--port", str(procs.free_port()),
+             "--state-dir", str(state)], capture_output=True, text=True, timeout=60, cwd=cwd)
         assert second.returncode == 1 and "already running" in second.stderr
 
         key = next(line.split(": ")[-1] for line in banner.splitlines() if "API key" in line)
@@ -59,7 +69,7 @@ def test_kvmesh_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         resp = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hello!"}], max_tokens=5)
         assert resp.choices[0].message.content
-        _redis_refuses_strangers_and_serves_its_url(tmp_path, redis_port)
+        _redis_refuses_strangers_and_serves_its_url(state, redis_port)
         needles = (f"127.0.0.1:{nats_port}", f"-p {nats_port}", str(redis_port))
         children = processes_mentioning(*needles)
         assert len(children) >= 5  # nats, redis, router, worker, gateway (auth, cache)
@@ -98,8 +108,20 @@ def _redis_refuses_strangers_and_serves_its_url(state: Path, port: int) -> None:
     assert len(password) >= 32
     cmdlines = [_read(p) for p in Path("/proc").glob("[0-9]*/cmdline")]
     assert not [c for c in cmdlines if password.encode() in c]
+    # Only the two services that use Redis have its password in their environment: not the
+    # router, the workers, their engine processes or the gateway.
+    holders = [_read(p.parent / "cmdline").split(b"\0")
+               for p in Path("/proc").glob("[0-9]*/environ") if password.encode() in _read(p)]
+    assert sorted(_role(argv) for argv in holders) == [b"auth", b"cache"], holders
     for log in (state / "logs").glob("*.log"):
         assert password not in log.read_text(errors="replace"), log.name
+
+
+def _role(argv: list[bytes]) -> bytes:
+    """The service a `kvmesh.cli.serve` command line runs; else the whole command line."""
+    if b"kvmesh.cli.serve" in argv:
+        return argv[argv.index(b"kvmesh.cli.serve") + 1]
+    return b" ".join(argv)
 
 
 def _read(path: Path) -> bytes:

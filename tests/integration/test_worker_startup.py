@@ -1,16 +1,57 @@
-"""A worker's start-up line says what it serves, on which device, in which dtype and why."""
+"""A worker's start-up line says what it serves, on which device, in which dtype and why, and
+the context it serves; a worker whose KV pool is smaller than its context serves the pool's
+size, so the mesh refuses what the pool could not finish (RELIABILITY round ten, row 17)."""
 
 from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import MODEL, Mesh
+from kvmesh.cli import procs
+from tests.integration.conftest import MAX_MODEL_LEN, MODEL, Mesh
+from tests.integration.helpers import post, wait_until
+
+SMALL_POOL_MODEL = "smol-small-pool"
 
 
-def test_start_up_line_names_device_and_dtype(mesh: Mesh) -> None:
-    lines = [json.loads(line) for line in (mesh.logs / "w1.log").read_text().splitlines()
-             if line.startswith("{")]
-    serving = [rec["msg"] for rec in lines if " serving " in rec["msg"]]
+def _serving_lines(mesh: Mesh, worker_id: str) -> list[str]:
+    lines = [json.loads(line) for line in (mesh.logs / f"{worker_id}.log").read_text()
+             .splitlines() if line.startswith("{")]
+    return [rec["msg"] for rec in lines if " serving " in rec["msg"]]
+
+
+def test_start_up_line_names_device_dtype_and_context(mesh: Mesh) -> None:
     # The session mesh sets KVMESH_WORKER_DTYPE=float32 (conftest.py): the variable reaches
     # the engine, and the line says it was asked for.
-    assert serving == [f"worker w1 serving {MODEL} on cpu, float32: set by dtype"]
+    assert _serving_lines(mesh, "w1") == [
+        f"worker w1 serving {MODEL} on cpu, float32: set by dtype; context {MAX_MODEL_LEN} tokens"]
+
+
+def test_a_pool_smaller_than_the_context_is_the_context_served(mesh: Mesh) -> None:
+    worker = procs.start("wpool", procs.service_argv("worker"), env={
+        "KVMESH_NATS_URL": mesh.nats_url, "KVMESH_WORKER_WORKER_ID": "wpool",
+        "KVMESH_WORKER_SERVED_NAME": SMALL_POOL_MODEL, "KVMESH_WORKER_TORCH_THREADS": "1",
+        "KVMESH_WORKER_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+        "KVMESH_WORKER_NUM_KV_BLOCKS": "8",  # of 16 tokens: 128
+    }, log=open(mesh.logs / "wpool.log", "ab"))  # noqa: SIM115 - the child owns it
+    url = mesh.base_url + "/v1/completions"
+    prompt = " ".join(["word"] * 100)
+    try:
+        fits = {"model": SMALL_POOL_MODEL, "prompt": prompt, "max_tokens": 4}
+
+        def served() -> bool:
+            assert worker.alive, "the small-pool worker exited"
+            return post(url, fits)[0] == 200
+
+        wait_until(served, "the small-pool worker serves", timeout=120)
+        assert _serving_lines(mesh, "wpool")[0].endswith("; context 128 tokens")
+        log = (mesh.logs / "wpool.log").read_text()
+        assert "serving a context of 128" in log
+        status, body, _ = post(url, {**fits, "max_tokens": 100})
+        assert status == 400, body
+        assert body["error"]["param"] == "max_tokens"
+        assert "128" in body["error"]["message"]
+        status, body, _ = post(url, {**fits, "max_tokens": 20, "ignore_eos": True})
+        assert status == 200 and body["usage"]["completion_tokens"] == 20, body
+        assert body["choices"][0]["finish_reason"] == "length"
+    finally:
+        worker.stop()
