@@ -32,7 +32,7 @@ from typing import Any
 import redis.exceptions
 
 from auth import telemetry as auth_telemetry
-from auth.ratelimit import Limits, RateLimiter
+from auth.ratelimit import Headroom, Limits, RateLimiter
 from auth.store import AuthStore, VerifyError
 from auth.tenant import Tenant, TenantError, updated
 from kvmesh import wire
@@ -152,7 +152,7 @@ class AuthService(Actor):
         auth_telemetry.record_headroom(msg.tenant, refusal.limit if refusal else None, headroom)
         if refusal is None:
             auth_telemetry.metrics().admissions.labels("ok", "").inc()
-            return AuthOk(self.limiter.lease_s if msg.max_concurrency else 0.0)
+            return self._admitted(msg, headroom)
         auth_telemetry.metrics().admissions.labels("rate_limited", refusal.limit).inc()
         auth_telemetry.metrics().rate_limited.labels(msg.tenant, refusal.limit).inc()
         wait = float(max(1, math.ceil(refusal.retry_after)))  # whole seconds, never too early
@@ -168,6 +168,18 @@ class AuthService(Actor):
             code="rate_limit_exceeded",
             retry_after=wait,
         )
+
+    def _admitted(self, msg: Admit, headroom: Headroom) -> AuthOk:
+        """The yes to `msg`, with what is left of its tenant's `rpm` and `tpm` (AuthOk)."""
+        ok = AuthOk(self.limiter.lease_s if msg.max_concurrency else 0.0)
+        window = self.limiter.window_s
+        if msg.rpm and headroom.requests is not None:
+            ok.remaining_requests = _whole(headroom.requests * msg.rpm)
+            ok.reset_requests = (1 - headroom.requests) * window
+        if msg.tpm and headroom.tokens is not None:
+            ok.remaining_tokens = _whole(headroom.tokens * msg.tpm)
+            ok.reset_tokens = (1 - headroom.tokens) * window
+        return ok
 
     async def _settle(self, msg: Message, raw: Any) -> Message:
         assert isinstance(msg, Settle)
@@ -255,6 +267,11 @@ def _new_key_args(args: dict[str, Any]) -> tuple[str, str]:
         raise AdminError(400, "name: must be a string", "name", "invalid_type")
     return tenant, name or ""
 
+
+def _whole(level: float) -> int:
+    """A bucket's whole units: the share Redis answered is rounded to 14 digits, so 59 of 60
+    comes back as 58.99999999999998."""
+    return math.floor(level + 1e-6)
 
 async def serve(cfg: AuthConfig) -> None:
     store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)

@@ -3,7 +3,8 @@
 Contract (`Admission.hold(ticket)`, an async context manager the request handler enters):
 - On entry it asks auth to admit the request (`AUTH_ADMIT`): one request from `rpm`, a
   reservation of `ticket.reserved` tokens (prompt estimate + `max_tokens`, see `reservation`)
-  from `tpm`, a slot of `max_concurrency`. A refusal raises `ApiError` 429 and takes nothing.
+  from `tpm`, a slot of `max_concurrency`. A refusal raises `ApiError` 429 and takes nothing;
+  an admission's headroom goes to the response's `x-ratelimit-*` headers (rate_headers.py).
 - While the block runs, the slot's lease is renewed (`AUTH_RENEW`) every third of it, so a
   request may run for as long as it needs while a lost one frees its slot within one lease.
 - On exit, whatever happened (an error, the handler being cancelled), the claim is released
@@ -31,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gateway import rate_headers
 from gateway.errors import ApiError
 from gateway.openai_request import ParsedRequest
 from kvmesh import wire
@@ -126,6 +128,7 @@ class Admission:
         try:
             ok = await asyncio.shield(admit)  # a cancel here withdraws it (finally)
             assert isinstance(ok, AuthOk)
+            rate_headers.note(ok, ticket.rpm, ticket.tpm)
             lease = ok.lease
             if lease > 0:
                 renewer = asyncio.ensure_future(self._renew(ticket, lease))

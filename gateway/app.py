@@ -43,7 +43,7 @@ from aiohttp import web
 
 from cache.client import ReplayStream, ResultCacheClient, route_headers
 from cache.key import cache_key, cacheable
-from gateway import cors, request_id
+from gateway import cors, rate_headers, request_id
 from gateway import telemetry as telemetry_http
 from gateway.admin import add_admin_routes
 from gateway.admission import Ticket
@@ -86,10 +86,11 @@ def build_app(mesh: MeshClient) -> web.Application:
     # corrupt or unsupported coding is a 400 in the OpenAI shape (aiohttp's own is a 500 or a
     # text/plain reply written before any middleware runs)
     app = web.Application(client_max_size=mesh.cfg.max_body_bytes,
-                          middlewares=[request_id.middleware, telemetry_http.middleware,
-                                       error_middleware],
+                          middlewares=[request_id.middleware, rate_headers.middleware,
+                                       telemetry_http.middleware, error_middleware],
                           handler_args={"auto_decompress": False})
     app.on_response_prepare.append(request_id.on_prepare)
+    app.on_response_prepare.append(rate_headers.on_prepare)
     app[MESH] = mesh
     app[AUTH] = Authenticator(mesh)
     app[BODIES] = BodyReads(mesh.cfg)

@@ -8,7 +8,8 @@ Contract:
   (`https://app.example.com,http://localhost:3000`).
 - A request from an allowed origin gets `Access-Control-Allow-Origin` (`*`, or its origin with
   `Vary: Origin`) and `Access-Control-Expose-Headers` (`x-request-id`, `Retry-After`,
-  `x-kvmesh-gateway`) on every response: errors and streams too (set as headers go out).
+  `x-kvmesh-gateway`, the `x-ratelimit-*` ones) on every response: errors and streams too
+  (set as headers go out).
 - A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an allowed
   origin, on a path the gateway serves, is 204 with the path's methods, the request headers
   asked for, and `Access-Control-Max-Age`; it is answered before auth (browsers send no key
@@ -22,7 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-EXPOSED = "x-request-id, Retry-After, x-kvmesh-gateway"
+from gateway import rate_headers
+
+EXPOSED = ", ".join(("x-request-id", "Retry-After", "x-kvmesh-gateway", *rate_headers.NAMES))
 MAX_AGE_S = 600
 ALLOWED = web.AppKey("cors_origins", frozenset)
 

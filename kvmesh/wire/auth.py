@@ -88,10 +88,16 @@ class Settle(Message):
 @dataclass
 class AuthOk(Message):
     """Yes. To an `Admit` that took a concurrency slot, `lease` is the seconds the slot is
-    held without a `Renew`."""
+    held without a `Renew`. To an `Admit` under `rpm` or `tpm`, what is left of each right
+    after it (tokens after its reservation) and the seconds until that bucket is full again;
+    -1 where the tenant has no such limit (gateway/rate_headers.py sends them to the client)."""
 
     KIND: ClassVar[str] = "auth_ok"
     lease: float = 0.0
+    remaining_requests: int = -1
+    remaining_tokens: int = -1
+    reset_requests: float = 0.0
+    reset_tokens: float = 0.0
 
 
 @dataclass

@@ -181,6 +181,33 @@ def test_requests_over_the_limit_get_429_then_pass_after_the_window(auth_mesh: A
     assert complete(auth_mesh.a, key)[0] == 200
 
 
+def test_admitted_answers_say_what_is_left_of_the_limits(auth_mesh: AuthMesh) -> None:
+    """OpenAI's `x-ratelimit-*` headers: what the admission left (gateway/rate_headers.py)."""
+    _, key = new_tenant(auth_mesh.a, rpm=2, tpm=1000)
+    status, _, headers = complete(auth_mesh.a, key)
+    assert status == 200
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "1"
+    assert headers["x-ratelimit-reset-requests"] == "2s"  # half the bucket, of a 4 s window
+    assert headers["x-ratelimit-limit-tokens"] == "1000"
+    # its reservation: a prompt estimate of 2 tokens ("Hello") and max_tokens 1
+    assert headers["x-ratelimit-remaining-tokens"] == "997"
+    assert headers["x-ratelimit-reset-tokens"] == "12ms"
+    body = {"model": MODEL, "prompt": "Hello", "max_tokens": 1, "stream": True}
+    with open_stream(auth_mesh.b + "/v1/completions", body, 60, key) as resp:
+        assert int(resp.headers["x-ratelimit-remaining-requests"]) <= 1  # the bucket refills
+        assert resp.headers["x-ratelimit-limit-tokens"] == "1000"
+        list(sse_events(resp))
+    _, unlimited = new_tenant(auth_mesh.a)
+    status, _, headers = complete(auth_mesh.a, unlimited)
+    assert status == 200 and not [h for h in headers if h.lower().startswith("x-ratelimit")]
+    _, rpm_only = new_tenant(auth_mesh.a, rpm=10)
+    status, _, headers = call("POST", auth_mesh.a + "/tokenize",
+                              {"model": MODEL, "prompt": "Hello"}, rpm_only)
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "9"
+    assert "x-ratelimit-limit-tokens" not in headers
+
+
 def test_tokens_are_counted_from_real_usage(auth_mesh: AuthMesh) -> None:
     _, key = new_tenant(auth_mesh.a, tpm=10)
     status, body, _ = complete(auth_mesh.a, key, max_tokens=16, ignore_eos=True)
