@@ -10,7 +10,9 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache ac
   already logged (an earlier try whose answer was lost) are not logged twice. It is 404 when
   the response is not stored (deleted: nothing will read its log), 409 `event_gap` when the
   log ends before `first` (an earlier append was lost: the log must never skip a number),
-  413 `response_too_large` when the log would outgrow `responses_max_bytes`.
+  413 `response_too_large` when the log would outgrow `responses_max_bytes`. An append that
+  landed is told on `responses_events_added(id)` (a `ResponseAck`, best effort), for the
+  readers waiting on the log.
 - `ResponseEventsGet(tenant, id, after)` on `RESPONSES_EVENTS_GET` answers `ResponseEvents`:
   the record as it stands (no body, input items or messages) and the events numbered after
   `after`, at most `PAGE_EVENTS` of them and about `PAGE_BYTES` (always at least one, if
@@ -24,6 +26,7 @@ Contract (subjects in `kvmesh.wire`, queue group "cache", served by the cache ac
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from cache.responses_store import (
     EVICT,
@@ -44,6 +47,7 @@ from kvmesh.wire import (
     ResponseEventsPut,
 )
 
+log = logging.getLogger(__name__)
 PAGE_EVENTS = 1024  # events in one answer
 PAGE_BYTES = 256 * 1024  # about the bytes of one answer (well under NATS' 1 MiB)
 
@@ -101,7 +105,17 @@ class ResponseEventLogs:
             return ErrorReply(413, "invalid_request_error", f"the event log of {msg.id} would "
                               f"outgrow {cfg.responses_max_bytes} bytes",
                               code="response_too_large")
+        await self._tell(msg.id)
         return ResponseAck(msg.id)
+
+    async def _tell(self, response_id: str) -> None:
+        """Tell the readers of `response_id`'s log that it grew (they poll too, more slowly,
+        so a notice lost is late, never missed)."""
+        try:
+            await self.store.actor.publish(wire.responses_events_added(response_id),
+                                           ResponseAck(response_id))
+        except Exception as exc:  # the append landed: its answer must not say otherwise
+            log.debug("could not tell of new events of %s: %s", response_id, exc)
 
     async def _get(self, msg: Message) -> Message:
         assert isinstance(msg, ResponseEventsGet)

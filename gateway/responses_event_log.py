@@ -12,8 +12,9 @@ Contract:
   at a time and whatever queued meanwhile goes in the next, so a log costs one store request
   per round trip however fast the engine writes. Once an append fails for good, logging stops
   (the log never skips a number); `close()` waits for what was added.
-- `resume(...)` polls the store every `POLL_S` (at once while pages come back full). Once the
-  record has ended, the log's last event is waited for up to `FINAL_WAIT_S`; a log without
+- `resume(...)` reads the log when the store tells of new events, and at least every
+  `POLL_S` (at once while pages come back full). Once the record has ended, the log's last
+  event is waited for up to `FINAL_WAIT_S`; a log without
   one (logging stopped, or the generating gateway crashed) ends with the record's own final
   event: `response.completed`, `response.incomplete` or `response.failed` carrying the stored
   response, numbered as it was streamed (a `cancelled` one ends with no event, as its live
@@ -29,6 +30,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -38,10 +40,14 @@ from aiohttp import web
 from gateway.errors import ApiError, bad_field
 from gateway.responses_store_client import ResponsesStoreClient
 from gateway.sse import SseWriter, typed_event
+from kvmesh import wire
 from kvmesh.wire import StoredResponse
 
 log = logging.getLogger("kvmesh.gateway.responses")
-POLL_S = 0.05  # a reader's wait between reads of a log that has nothing new
+# A reader's longest wait between reads of a log that has nothing new: it reads as soon as
+# the store tells of new events (`responses_events_added`); this covers a notice lost (NATS
+# restarting) and an end the log does not show (a cancel, a crashed gateway).
+POLL_S = 0.5
 RETRY_S = 60.0  # how long a writer tries an append the store does not answer (503)
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 4.0  # its wait between tries, doubling
 APPEND_BYTES = 256 * 1024  # about the most one append carries (well under NATS' 1 MiB)
@@ -134,10 +140,21 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
                         "has no stream to resume")
     sse = SseWriter(request, write_timeout)
     await sse.start()
+    async with store.actor.notices(wire.responses_events_added(rec.id)) as added:
+        await _follow(sse, store, tenant, rec.id, after, added)
+    await sse.response.write_eof()
+    return sse.response
+
+
+async def _follow(sse: SseWriter, store: ResponsesStoreClient, tenant: str, response_id: str,
+                  after: int, added: asyncio.Event) -> None:
+    """Write the log's events after `after` as they come (`added`: set when events are
+    logged), and its last event, to `sse` (see the module contract)."""
     ended_at = None
     while True:
+        added.clear()  # before the read: a notice during it makes the next wait short
         try:
-            page = await store.events(tenant, rec.id, after)
+            page = await store.events(tenant, response_id, after)
             if page.events:
                 await sse.write(b"".join(page.events))
                 after += len(page.events)
@@ -151,15 +168,14 @@ async def resume(request: web.Request, store: ResponsesStoreClient, tenant: str,
             if ended.status != "in_progress" or store.orphaned(ended):
                 ended_at = ended_at or time.monotonic()
                 if time.monotonic() - ended_at >= FINAL_WAIT_S:
-                    if last := await _last_event(store, tenant, rec.id, after):
+                    if last := await _last_event(store, tenant, response_id, after):
                         await sse.write(last)
                     break
         except ApiError as err:
             await sse.write(_error(after + 1, err))
             break
-        await asyncio.sleep(POLL_S)
-    await sse.response.write_eof()
-    return sse.response
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(added.wait(), POLL_S)
 
 
 async def _last_event(store: ResponsesStoreClient, tenant: str, response_id: str,

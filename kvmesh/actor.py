@@ -11,6 +11,8 @@ Contract:
   A frame that does not decode gets an `ErrorReply` (400, `invalid_frame`) when it has a reply
   subject, and a log line; it never kills the actor. A handler that raises gets a 500 reply.
   A handler's return value, if not None, is sent to the message's reply subject.
+- `notices(subject)` sets an event for every message on `subject` while its block runs, for
+  readers that would otherwise poll (best effort: they poll still, more slowly).
 - `publish` and `request` refuse a frame over the server's max payload with `PayloadTooLarge`
   before sending it. `request` turns a timeout into `RequestTimeout`, no subscriber into
   `NoResponders`, and an `ErrorReply` answer into `RemoteError`; while the connection is down
@@ -33,7 +35,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
@@ -255,6 +257,26 @@ class Actor:
         except PayloadTooLarge as exc:
             await self._client().publish(raw.reply, wire.encode(
                 ErrorReply(413, "invalid_request_error", str(exc), code="payload_too_large")))
+
+    @contextlib.asynccontextmanager
+    async def notices(self, subject: str) -> AsyncIterator[asyncio.Event]:
+        """An event that every message on `subject` sets while the block runs (what a
+        message holds is not read: it says only that something happened). Without a
+        connection, or should subscribing fail, nothing sets it: the caller polls anyway."""
+        heard = asyncio.Event()
+
+        async def on_msg(_raw: Msg) -> None:
+            heard.set()
+
+        sub = None
+        with contextlib.suppress(Exception):  # best effort, as the contract says
+            sub = await asyncio.wait_for(self._client().subscribe(subject, cb=on_msg), CLOSE_S)
+        try:
+            yield heard
+        finally:
+            if sub is not None:
+                with contextlib.suppress(Exception):  # bounded, as `drain`'s
+                    await asyncio.wait_for(sub.unsubscribe(), CLOSE_S)
 
     # -- lifetime --------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ ROLES: tuple[Role, ...] = (
                   wire.CONVERSATIONS_ITEMS_ADD, wire.CONVERSATIONS_ITEMS_LIST,
                   wire.CONVERSATIONS_ITEM_GET, wire.CONVERSATIONS_ITEM_DELETE),
          subscribe=(wire.HEARTBEAT, wire.GATEWAY_HEARTBEAT, wire.AUTH_REVOKED,
-                    wire.RESPONSES_CANCEL, INBOX),
+                    wire.RESPONSES_CANCEL, wire.RESPONSES_EVENTS_ADDED, INBOX),
          allow_responses=True),
     Role("router", doc="routes to workers, cancels at one too slow to accept; hears "
          "heartbeats and KV events",
@@ -89,8 +89,9 @@ ROLES: tuple[Role, ...] = (
          subscribe=(wire.AUTH_VERIFY, wire.AUTH_ADMIT, wire.AUTH_SETTLE, wire.AUTH_RENEW,
                     wire.AUTH_ADMIN),
          allow_responses=True),
-    Role("cache", doc="result cache, the /v1/responses and /v1/conversations stores",
-         publish=(INBOX,),
+    Role("cache", doc="result cache, the /v1/responses and /v1/conversations stores; tells "
+         "resumed streams of new events",
+         publish=(wire.RESPONSES_EVENTS_ADDED, INBOX),
          subscribe=(wire.CACHE_GET, wire.CACHE_PUT, wire.CACHE_STATS,
                     wire.RESPONSES_PUT, wire.RESPONSES_GET, wire.RESPONSES_DELETE,
                     wire.RESPONSES_PURGE, wire.RESPONSES_EVENTS_PUT, wire.RESPONSES_EVENTS_GET,

@@ -42,6 +42,7 @@ from kvmesh.wire.cache import (
     CACHE_STATS,
     RESPONSES_CANCEL,
     RESPONSES_DELETE,
+    RESPONSES_EVENTS_ADDED,
     RESPONSES_EVENTS_GET,
     RESPONSES_EVENTS_PUT,
     RESPONSES_GET,
@@ -64,6 +65,7 @@ from kvmesh.wire.cache import (
     ResponsesPurge,
     ResponsesPurged,
     StoredResponse,
+    responses_events_added,
 )
 from kvmesh.wire.codec import (
     SCHEMA_VERSION,
@@ -177,6 +179,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "RESPONSES_CANCEL",
     "RESPONSES_DELETE",
+    "RESPONSES_EVENTS_ADDED",
     "RESPONSES_EVENTS_GET",
     "RESPONSES_EVENTS_PUT",
     "RESPONSES_GET",
@@ -260,6 +263,7 @@ __all__ = [
     "decode",
     "encode",
     "model_not_found",
+    "responses_events_added",
     "sampling_of",
     "worker_generate",
     "worker_stats",

@@ -4,7 +4,8 @@ Gateways ask the cache actor (cache/service.py for the result cache, cache/respo
 for stored responses), queue group "cache". `CACHE_STATS` answers the cache's counters.
 `RESPONSES_CANCEL` goes from gateway to gateway: every gateway process hears it, the one that
 runs the background response answers (gateway/responses_background.py). `RESPONSES_EVENTS_*`
-log a background stream's events and read them back (cache/response_events.py).
+log a background stream's events, read them back, and tell readers of new ones
+(cache/response_events.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ RESPONSES_PURGE = "kvmesh.responses.purge"  # ResponsesPurge -> ResponsesPurged 
 RESPONSES_CANCEL = "kvmesh.responses.cancel"  # ResponseCancel -> ResponseAck (from its gateway)
 RESPONSES_EVENTS_PUT = "kvmesh.responses.events.put"  # ResponseEventsPut -> ResponseAck | Error
 RESPONSES_EVENTS_GET = "kvmesh.responses.events.get"  # ResponseEventsGet -> ResponseEvents | Error
+# ResponseAck, no answer: the cache actor logged events of that response (a resumed stream
+# reads the log when told, instead of polling it)
+RESPONSES_EVENTS_ADDED = "kvmesh.responses.events.added.*"
+
+
+def responses_events_added(response_id: str) -> str:
+    """The subject that tells of events logged for `response_id` (a `resp_` id)."""
+    return RESPONSES_EVENTS_ADDED.removesuffix("*") + response_id
 
 
 @dataclass

@@ -6,23 +6,35 @@ progress, when their gateway shuts down; counted once, with the status they ende
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import nats
 import openai
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from kvmesh import wire
 from kvmesh.cli import procs
+from kvmesh.wire import (
+    ResponseAck,
+    ResponseEventsGet,
+    ResponseEventsPut,
+    ResponsePut,
+    StoredResponse,
+)
 from tests.integration.conftest import MODEL, Mesh, start_gateway
 from tests.integration.helpers import call, open_stream, sse_events, wait_until
 from tests.integration.responses_gateway import NO_SUCH_RESPONSE
@@ -391,3 +403,58 @@ def test_a_store_outage_mid_stream_leaves_the_log_whole(gateways: Gateways) -> N
         live += [json.loads(e) for e in events]
     assert live[-1]["type"] == "response.incomplete", live[-1]
     assert _resumed(gateways.second, live[0]["response"]["id"]) == live
+
+
+def test_a_resumed_stream_reads_the_log_when_the_store_tells_of_events(
+        mesh: Mesh, gateways: Gateways) -> None:
+    """A reader waits on the store's notices (`responses_events_added`) and reads at least
+    every `POLL_S` (0.5 s), where it used to read every 50 ms: over 2 s of a log with nothing
+    new it reads a handful of times, and an event logged then reaches it."""
+    asyncio.run(_notices_scenario(mesh.nats_url, gateways.second))
+
+
+def _frame(kind: str, seq: int) -> bytes:
+    return f'event: {kind}\ndata: {{"type": "{kind}", "sequence_number": {seq}}}\n\n'.encode()
+
+
+async def _notices_scenario(nats_url: str, base: str) -> None:
+    rid = "resp_" + uuid.uuid4().hex
+    nc = await nats.connect(nats_url)
+    reads: list[float] = []
+
+    async def on_read(msg: nats.aio.msg.Msg) -> None:  # a copy of each read; the store answers
+        if wire.decode(msg.data, ResponseEventsGet).id == rid:
+            reads.append(time.monotonic())
+
+    async def append(first: int, frame: bytes) -> None:
+        put = ResponseEventsPut("", rid, first, [frame])
+        wire.decode((await nc.request(wire.RESPONSES_EVENTS_PUT, wire.encode(put), 10)).data,
+                    ResponseAck)
+
+    told: list[bytes] = []
+
+    async def on_told(msg: nats.aio.msg.Msg) -> None:
+        told.append(msg.data)
+
+    try:
+        await nc.subscribe(wire.RESPONSES_EVENTS_GET, cb=on_read)
+        await nc.subscribe(wire.responses_events_added(rid), cb=on_told)
+        record = StoredResponse(rid, int(time.time()), "in_progress", "{}", "[]", [],
+                                logged=True)  # no gateway named: never taken for orphaned
+        await nc.request(wire.RESPONSES_PUT, wire.encode(ResponsePut("", record)), 10)
+        await append(0, _frame("response.created", 0))
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{base}/v1/responses/{rid}?stream=true") as resp:
+            lines = resp.content
+            assert b"response.created" in await asyncio.wait_for(lines.readline(), 30)
+            while not reads:  # the reader's first read is under way
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(2)
+            idle = len(reads)
+            assert idle <= 8, f"{idle} reads in 2 s of a log with nothing new"
+            await append(1, _frame("response.completed", 1))
+            rest = await asyncio.wait_for(resp.read(), 30)
+        assert b"response.completed" in rest
+        assert len(told) == 2  # each append landed was told
+    finally:
+        await nc.close()

@@ -317,7 +317,8 @@ _ROLE_SOURCES = {"gateway": ["gateway/*.py", "cache/client.py"], "router": ["rou
 
 def _subjects_used(patterns: list[str]) -> set[str]:
     """Subjects a service's source names: `wire.NAME`, names imported from kvmesh.wire, and
-    calls of `worker_generate`/`worker_stats` (with `*` for the id)."""
+    calls of `worker_generate`/`worker_stats`/`responses_events_added` (with `*` for the
+    id)."""
     subjects = nats_permissions.wire_subjects()
     names = {k for k, v in vars(wire).items() if isinstance(v, str) and v in subjects}
     used = set()
@@ -334,7 +335,7 @@ def _subjects_used(patterns: list[str]) -> set[str]:
                             used.add(getattr(wire, alias.name))
                 if name in names:
                     used.add(getattr(wire, name))
-                elif name in ("worker_generate", "worker_stats"):
+                elif name in ("worker_generate", "worker_stats", "responses_events_added"):
                     used.add(getattr(wire, name)("*"))
     return used
 
