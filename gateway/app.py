@@ -18,7 +18,8 @@ Contract:
   is cancelled there. A client that resets is a 499, never a 500.
 - Every response of a generation names its gateway process (`x-kvmesh-gateway`); every
   response of any kind carries `x-request-id` (gateway/request_id.py).
-- `GET /metrics` (when `metrics_port` is 0) needs the metrics or admin key with auth on.
+- `GET /metrics` (when `metrics_port` is 0 and `metrics` on) needs the metrics key or an admin
+  key (the configured one, or an admin tenant's) with auth on.
 - `GET /v1/models` lists models with a live worker, `GET /v1/models/{id}` one of them (404
   otherwise); `POST /tokenize`, `/detokenize`: gateway/tokenize_routes.py; `GET /health` is
   200 while the process runs; `GET /ready` is 200 when NATS is connected, a router answers
@@ -112,7 +113,7 @@ def build_app(mesh: MeshClient) -> web.Application:
     add_tokenize_routes(app, MESH)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    if not mesh.cfg.metrics_port:  # else gateway/server.py serves it on its own port
+    if mesh.cfg.metrics and not mesh.cfg.metrics_port:  # else server.py serves it (or none)
         app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_document)
     cors.install(app, mesh.cfg.cors_origins)
@@ -165,7 +166,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    request.app[AUTH].require_metrics_key(request)  # it lists tenant names
+    await request.app[AUTH].require_metrics_key(request)  # it lists tenant names
     return await telemetry_http.metrics_handler(request)
 
 

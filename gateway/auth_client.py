@@ -170,16 +170,23 @@ class Authenticator:
                 code="not_admin",
             )
 
-    def require_metrics_key(self, request: web.Request) -> None:
-        """With auth on, /metrics on the API port (it names tenants) needs the metrics key or
-        the admin key as a bearer token; else 401. With auth off it is open."""
+    async def require_metrics_key(self, request: web.Request) -> None:
+        """With auth on, /metrics on the API port (it names tenants) needs, as a bearer token,
+        the metrics key, the admin key or a key of an admin tenant; else 401 (a tenant's key
+        that is not an admin's: 403). With auth off it is open."""
         if not self.enabled:
             return
-        key = self.bearer(request).encode()
-        if not any(k and hmac.compare_digest(key, k.encode())
-                   for k in (self.cfg.metrics_key, self.cfg.admin_key)):
-            raise unauthorized("/metrics needs the metrics key (or the admin key); or serve "
-                               "it on its own port (metrics_port)")
+        key = self.bearer(request)
+        if any(k and hmac.compare_digest(key.encode(), k.encode())
+               for k in (self.cfg.metrics_key, self.cfg.admin_key)):
+            return
+        try:
+            await self.require_admin(request)
+        except ApiError as err:
+            if err.status != 401:
+                raise
+            raise unauthorized("/metrics needs the metrics key (or an admin key); or serve "
+                               "it on its own port (metrics_port)") from None
 
     async def admin(self, op: str, args: dict[str, Any]) -> Any:
         reply = await self._ask(wire.AUTH_ADMIN, wire.AdminRequest(op, args), wire.AdminReply)

@@ -79,7 +79,8 @@ async def serve(cfg: GatewayConfig, stop: asyncio.Event | None = None,
         await _stop_joining(joining)
         raise ListenError(f"cannot listen on {cfg.host}:{cfg.port}: {exc}") from None
     log.info("gateway listening on http://%s:%d (pid %d)", cfg.host, cfg.port, os.getpid())
-    serve_metrics(cfg.metrics_port, cfg.metrics_host)  # port 0: /metrics is on the API port
+    if cfg.metrics:  # port 0: /metrics is on the API port
+        serve_metrics(cfg.metrics_port, cfg.metrics_host)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

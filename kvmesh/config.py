@@ -121,6 +121,7 @@ class GatewayConfig(Ranged):
     body_reads: int = 32  # bodies one tenant may be sending to a gateway process at once
     metrics_port: int = 0  # 0 = /metrics on the API port (a key needed when auth is on); else here
     metrics_host: str = "127.0.0.1"  # address of the separate /metrics port
+    metrics: bool = True  # false: no /metrics anywhere (`kvmesh up --metrics-port 0`)
     metrics_key: str = ""  # bearer key for /metrics on the API port, besides the admin key
     store_timeout: float = 2.0  # seconds for the responses store (the cache actor) to answer
     # Host a router in each gateway process and route through it, not over NATS: one process

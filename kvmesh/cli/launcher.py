@@ -276,7 +276,8 @@ def _start_all(cfg: LaunchConfig, logs: Path, sup: Supervisor) -> Started:
     for i, port in enumerate(ports.gateways):
         service("gateway" if cfg.gateways <= 1 else f"gateway{i}", procs.service_argv(
             "gateway", "--host", cfg.host, "--port", str(cfg.port)),
-            {"KVMESH_GATEWAY_METRICS_PORT": str(port), **hosted})
+            {"KVMESH_GATEWAY_METRICS_PORT": str(port),  # 0 would put it on the API port
+             "KVMESH_GATEWAY_METRICS": str(bool(port)).lower(), **hosted})
     return Started(redis.url(), workers[0])
 
 

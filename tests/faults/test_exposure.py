@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvmesh.cli import procs
-from tests.faults.fake_mesh import ADMIN_KEY, FakeMesh
+from tests.faults.fake_mesh import ADMIN_KEY, FakeMesh, new_key
 from tests.integration.conftest import start_gateway
 from tests.integration.helpers import call
 
@@ -78,7 +78,30 @@ def test_gateway_metrics_need_a_key_when_auth_is_on(fmesh: FakeMesh) -> None:
     assert status == 401 and "metrics key" in body
     status, body = _get(fmesh.auth_url + "/metrics", ADMIN_KEY)
     assert status == 200 and "kvmesh_gateway_requests_total" in body
+    # an admin tenant's key is an admin key (README), a plain tenant's is not
+    status, body = _get(fmesh.auth_url + "/metrics", new_key(fmesh, admin=True))
+    assert status == 200 and "kvmesh_gateway_requests_total" in body
+    assert _get(fmesh.auth_url + "/metrics", new_key(fmesh))[0] == 403
     assert _get(fmesh.open_url + "/metrics")[0] == 200  # auth off: local development
+
+
+def test_gateway_metrics_off_are_nowhere(fmesh: FakeMesh) -> None:
+    """`metrics` false (`kvmesh up --metrics-port 0`): no /metrics on the API port, whatever
+    the key, and no port of its own."""
+    metrics_port = procs.free_port()
+    gw, url = start_gateway(fmesh.nats_url, fmesh.logs, "gateway-no-metrics", auth="1",
+                            admin_key=ADMIN_KEY, metrics="false")
+    try:
+        assert call("GET", url + "/metrics", key=ADMIN_KEY)[0] == 404
+    finally:
+        gw.stop(timeout=3)
+    gw, url = start_gateway(fmesh.nats_url, fmesh.logs, "gateway-no-metrics-port", auth="1",
+                            metrics="false", metrics_port=str(metrics_port))
+    try:
+        call("GET", url + "/v1/models")
+        assert listen_address(metrics_port) is None
+    finally:
+        gw.stop(timeout=3)
 
 
 @pytest.mark.parametrize("auth", ["1", "0"])

@@ -368,15 +368,20 @@ def _prometheus_config() -> dict:
     return yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
 
 
-def _metrics_port(service: str) -> int:
-    """The port a compose service serves /metrics on: its KVMESH_*_METRICS_PORT (the gateway:
-    its API port), else its config's default."""
-    svc = compose_file.load()["services"][service]
+def _metrics_ports(service: str) -> set[int]:
+    """The ports a compose service serves /metrics on: its KVMESH_*_METRICS_PORT, else its
+    config's default; the gateway's processes take that port and those after it, one each
+    (gateway/server.py), and none may serve it on the API port (it would need a key)."""
+    env = compose_file.load()["services"][service]["environment"]
     kind = _compose_command(service)
     cls = SERVICE_CONFIGS[kind]
-    field = "port" if kind == "gateway" else "metrics_port"
-    default = next(f.default for name, f, _ in config.flat_fields(cls) if name == field)
-    return int(svc["environment"].get(f"KVMESH_{kind.upper()}_{field.upper()}", default))
+    default = next(f.default for name, f, _ in config.flat_fields(cls) if name == "metrics_port")
+    port = int(env.get(f"KVMESH_{kind.upper()}_METRICS_PORT", default))
+    if kind != "gateway":
+        return {port}
+    assert port, "the gateway's /metrics is on its API port, which Prometheus cannot scrape"
+    processes = int(env["KVMESH_GATEWAY_PROCESSES"])  # its default: compose_file fills it in
+    return {port + i for i in range(processes)}
 
 
 def _container_ports(service: str) -> set[int]:
@@ -428,17 +433,17 @@ def test_every_kvmesh_service_and_replica_is_scraped_on_its_real_port() -> None:
     """dns_sd_configs type A on the compose service name resolves to every replica; the port
     must be the one the service serves /metrics on."""
     services = compose_file.load()["services"]
-    scraped: dict[str, int] = {}
+    scraped: dict[str, set[int]] = {}
     for job in _prometheus_config()["scrape_configs"]:
         for sd in job.get("dns_sd_configs", []):
             assert sd["type"] == "A", job["job_name"]
             for name in sd["names"]:
                 assert name in services, f"{job['job_name']} scrapes unknown service {name}"
-                scraped[name] = sd["port"]
+                scraped.setdefault(name, set()).add(sd["port"])
     assert set(KVMESH_SERVICES) <= set(scraped), set(KVMESH_SERVICES) - set(scraped)
-    for name, port in scraped.items():
-        assert port == _metrics_port(name), f"{name}: scraped on {port}, serves on " \
-                                            f"{_metrics_port(name)}"
+    for name, ports in scraped.items():
+        assert ports == _metrics_ports(name), f"{name}: scraped on {ports}, serves on " \
+                                              f"{_metrics_ports(name)}"
 
 
 def test_every_static_scrape_and_probe_target_is_a_real_service_port() -> None:

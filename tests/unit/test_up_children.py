@@ -132,6 +132,7 @@ def test_what_must_be_unique_per_process_stays_kvmesh_ups(
     gateways = [run.config(GatewayConfig, g) for g in ("gateway0", "gateway1")]
     ports = [c.metrics_port for c in workers + gateways]
     assert len(set(ports)) == 4 and 9999 not in ports and 9998 not in ports
+    assert all(g.metrics for g in gateways)
 
 
 def test_metrics_port_zero_turns_every_services_metrics_off(up: Callable[..., Run]) -> None:
@@ -141,6 +142,8 @@ def test_metrics_port_zero_turns_every_services_metrics_off(up: Callable[..., Ru
                 "gateway1": GatewayConfig}
     for child, cls in children.items():
         assert run.config(cls, child).metrics_port == 0, child
+    # a gateway's metrics_port 0 puts /metrics on its API port: `metrics` false turns it off
+    assert not any(run.config(GatewayConfig, g).metrics for g in ("gateway0", "gateway1"))
     assert "metrics: off" in run.banner
     assert "/metrics" not in run.banner
 
