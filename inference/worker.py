@@ -64,7 +64,7 @@ from inference.engine.outputs import PromptOutput, TokenLogprob, Usage
 from inference.engine.prompt_check import check_prompt, check_token_ids
 from inference.engine.sampling_params import SamplingParams
 from inference.engine_client import EngineClient, EngineStartError
-from inference.engine_protocol import EngineStep
+from inference.engine_protocol import EngineReady, EngineStep
 from inference.engine_watch import StallWatch
 from inference.output_text import ChoiceTexts
 from inference.stream_interval import Held
@@ -156,6 +156,7 @@ class Worker(Actor):
                                                self._on_step, self._on_engine_exit,
                                                parse_cpus(cfg.engine_cpus), cfg.busy_poll)
         engine = self.engine
+        self.revision = answers_revision(self.revision, engine.ready, cfg)
         self.telemetry = worker_telemetry.GenerationTelemetry(  # spans and metrics, from steps
             self.model_name, self.worker_id, lambda: engine.stats)
         await self.connect()
@@ -562,6 +563,20 @@ def model_revision(spec: str | None) -> tuple[str, int]:
     except Exception:
         return spec or "", 0
     return f"{path.name}:{st.st_size}:{int(st.st_mtime)}", int(st.st_mtime)
+
+
+def answers_revision(files: str, ready: EngineReady, cfg: WorkerConfig) -> str:
+    """`files` (`model_revision`) and what else decides this worker's answers to a request:
+    the dtype the engine chose, its KV cache's, its quantization, the context it serves (an
+    absent `max_tokens` runs to it) and, for random weights, their seed. Workers restarted
+    with other settings are a new revision, so the result cache never replays the old ones'
+    answers."""
+    engine = cfg.engine
+    parts = [files, ready.dtype, f"kv={engine.kv_cache_dtype}",
+             f"quant={engine.quantization or 'none'}", f"ctx={ready.limits.max_model_len}"]
+    if engine.load_format == "dummy" or (cfg.model or "").startswith("dummy:"):
+        parts.append(f"seed={engine.seed}")
+    return ";".join(parts)
 
 
 async def serve(cfg: WorkerConfig) -> None:

@@ -1,6 +1,7 @@
 """A worker's start-up line says what it serves, on which device, in which dtype and why, and
-the context it serves; a worker whose KV pool is smaller than its context serves the pool's
-size, so the mesh refuses what the pool could not finish (RELIABILITY round ten, row 17)."""
+the context it serves; its revision names the settings that change answers; a worker whose
+KV pool is smaller than its context serves the pool's size, so the mesh refuses what the pool
+could not finish (RELIABILITY round ten, row 17)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ def test_start_up_line_names_device_dtype_and_context(mesh: Mesh) -> None:
     # the engine, and the line says it was asked for.
     assert _serving_lines(mesh, "w1") == [
         f"worker w1 serving {MODEL} on cpu, float32: set by dtype; context {MAX_MODEL_LEN} tokens"]
+
+
+def test_the_revision_names_the_settings_that_change_answers(mesh: Mesh) -> None:
+    """The result cache keys on it: workers restarted with another dtype or context must not
+    be served the old ones' answers (the session's workers: float32, 1024 tokens)."""
+    files, *settings = mesh.stats("w1").revision.split(";")
+    assert files.startswith("SmolLM2-135M-Instruct") and files.count(":") == 2
+    assert settings == ["float32", "kv=auto", "quant=none", f"ctx={MAX_MODEL_LEN}"]
 
 
 def test_a_pool_smaller_than_the_context_is_the_context_served(mesh: Mesh) -> None:
