@@ -253,14 +253,13 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     if req.background:
         BackgroundJobs.streaming(request, sse.response)
     rec = telemetry_http.record(request)
-    unsent = None
+    closing: list[dict[str, Any]] = []  # the closing events: sent once the store has the end
     try:
         await reader.send(events.start())
         while batch:
             rec.on_chunks(batch)
             await reader.send([e for c in coalesce(batch) for e in events.feed(c)])
             batch = await stream.batch()
-        unsent = events.seq  # the closing events' numbers, taken back if they are not sent
         closing = events.finish(stream.usage)
         if req.store:  # stored before the client hears it is complete
             await _store(request, frame, closing[-1]["response"],
@@ -271,9 +270,10 @@ async def _stream(request: web.Request, frame: ResponseFrame,
     except ApiError as err:
         log.warning("response stream %s failed: %s", frame.rid, err)
         rec.failed_in_stream(err.status, err.code or err.type, err.message)
-        if unsent is not None:  # the store refused the end: the stream's numbers go on
-            events.seq = unsent
-        failed = events.failed(err.code, err.message)
+        if closing:  # the store refused the end: the items are whole (their closing events
+            await reader.send(closing[:-1])  # go out) and the response failed, in place of
+            events.seq = closing[-1]["sequence_number"]  # its last event
+        failed = events.failed(err.code, err.message, err.param)
         if req.store:  # stored first: a retrieve after response.failed reads the same error
             await _store_ended(request, frame, events.output, failed[-1]["sequence_number"])
         await reader.send(failed)

@@ -122,7 +122,6 @@ class ResponsesRequest(ParsedRequest):
     prompt_cache_key: str | None = None  # echoed (the chat parse checked its type)
     prompt_cache_retention: str | None = None  # echoed: `in_memory` or null (`REFUSED`)
     safety_identifier: str | None = None  # echoed
-    max_output_tokens: int | None = None
     max_tool_calls: int | None = None  # echoed; it caps built-in tools' calls, none here
     top_logprobs: int | None = None  # echoed
     store_ttl: int = 0  # the tenant's responses_ttl (0: the store's default)
@@ -166,7 +165,6 @@ def parse_responses(body: Any) -> ResponsesRequest:
     req.prompt_cache_retention = body.get("prompt_cache_retention")
     req.prompt_cache_key, req.safety_identifier = (body.get("prompt_cache_key"),
                                                    body.get("safety_identifier"))
-    req.max_output_tokens = req.max_tokens
     req.top_logprobs = body.get("top_logprobs")
     req.max_tool_calls = _max_tool_calls(body.get("max_tool_calls"))
     req.truncate = _truncation(body.get("truncation"))
@@ -205,7 +203,9 @@ def _unsupported(name: str, value: Any) -> None:
         why = "not supported by this server"
         if no_ops:
             why += f"; only {' or '.join(json.dumps(v) for v in no_ops)} is accepted"
-        raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+        # a limited field (some values accepted) refuses the others as chat does
+        raise ApiError(400, f"{name}: {why}", param=name,
+                       code="unsupported_value" if no_ops else "unsupported_parameter")
 
 
 def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
@@ -230,8 +230,9 @@ def _chat_body(body: dict[str, Any], turn: list[ChatMessage],
         chat["tools"] = _tools(tools)
         chat["parallel_tool_calls"] = body.get("parallel_tool_calls")
     choice = body.get("tool_choice")
-    # `tools: []` is no tools (agent SDKs send it): `auto` or `none` then changes nothing
-    if choice is not None and not (tools == [] and choice in ("auto", "none")):
+    # No tools (absent, or `[]` as agent SDKs send): `auto` or `none` then changes nothing,
+    # as leaving it out would (its echo is `auto` either way)
+    if choice is not None and not (not tools and choice in ("auto", "none")):
         chat["tool_choice"] = _tool_choice(choice)
     return {k: v for k, v in chat.items() if v is not None}
 
@@ -318,7 +319,8 @@ def _response_format(text: Any) -> dict[str, Any] | None:
         raise bad_field("text", "must be an object")
     check_keys(text, TEXT_KEYS, "text")
     if text.get("verbosity") not in (None, "medium"):
-        raise bad_field("text.verbosity", "only medium (the default) is supported")
+        raise ApiError(400, "text.verbosity: only medium (the default) is supported",
+                       param="text.verbosity", code="unsupported_value")
     fmt = text.get("format")
     if fmt is None:
         return None

@@ -114,7 +114,8 @@ class ResponseFrame:
             "background": r.background, "error": error,
             "incomplete_details": {"reason": "max_output_tokens"}
             if status == "incomplete" else None,
-            "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
+            # the limit applied: the one sent, or the tenant's cap (gateway/auth_client.py)
+            "instructions": r.instructions, "max_output_tokens": r.max_tokens,
             "max_tool_calls": r.max_tool_calls,
             "model": r.model, "output": output, "parallel_tool_calls": r.parallel_tool_calls,
             "previous_response_id": r.previous_response_id, "reasoning": None,
@@ -250,10 +251,11 @@ class EventStream:
         out.append(self.event(kind, response=self.frame.body(status, self.output, usage)))
         return out
 
-    def failed(self, code: str | None, message: str) -> list[dict[str, Any]]:
-        """The `error` event (kvmesh's own `code`), then `response.failed`, whose Response
-        carries the `response_error` of it."""
+    def failed(self, code: str | None, message: str,
+               param: str | None = None) -> list[dict[str, Any]]:
+        """The `error` event (kvmesh's own `code`, the field at fault), then
+        `response.failed`, whose Response carries the `response_error` of it."""
         self.frame.error = response_error(code, message)
         body = self.frame.body("failed", self.output, error=self.frame.error)
-        return [self.event("error", code=code, message=message, param=None),
+        return [self.event("error", code=code, message=message, param=param),
                 self.event("response.failed", response=body)]

@@ -434,6 +434,30 @@ def test_a_turn_the_store_refuses_fails_its_response_with_that_error(
     assert "conversation_not_found" in ended.error.message, ended.error
 
 
+def test_a_streamed_turn_the_store_refuses_closes_its_items_then_fails(
+        cmesh: ConversationsMesh) -> None:
+    """The conversation deleted while its turn streams: the answer's message is closed as
+    OpenAI's order has it (`output_text.done`, `content_part.done`, `output_item.done`), then
+    `error` naming `conversation` and `response.failed`, numbered without a gap."""
+    client = cmesh.client()
+    conv = client.conversations.create()
+    events = []
+    with client.responses.create(model=MODEL, input="Tell a long story.", stream=True,
+                                 conversation=conv.id, max_output_tokens=60,
+                                 extra_body={"temperature": 0}) as stream:
+        for event in stream:
+            events.append(event.model_dump())
+            if event.type == "response.output_text.delta" and len(events) == 5:
+                client.conversations.delete(conv.id)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    types = [e["type"] for e in events]
+    assert types[-5:] == ["response.output_text.done", "response.content_part.done",
+                          "response.output_item.done", "error", "response.failed"], types
+    assert events[-2]["code"] == "conversation_not_found", events[-2]
+    assert events[-2]["param"] == "conversation", events[-2]
+    assert events[-3]["item"] == events[-1]["response"]["output"][0]
+
+
 def test_a_chain_from_a_response_in_a_conversation_holds_the_conversation(
         cmesh: ConversationsMesh) -> None:
     """The stored response keeps the conversation's items it was made from (OpenAI prepends

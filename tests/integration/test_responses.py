@@ -156,6 +156,22 @@ def test_previous_response_id_continues_across_a_gateway_restart(
     assert client.responses.retrieve(first.id).output_text == first.output_text
 
 
+def test_the_echoed_max_output_tokens_is_the_limit_applied(rmesh: ResponsesMesh) -> None:
+    """A tenant's `max_tokens` cap given to a request without `max_output_tokens`, or lowered
+    onto one over it (`clamp_max_tokens`), is what the answer echoes beside the reason
+    `max_output_tokens` that cut it."""
+    for clamp, extra in ((False, {}), (True, {"max_output_tokens": 50})):
+        name = f"resp-cap-{uuid.uuid4().hex[:6]}"
+        assert call("POST", rmesh.base + "/admin/tenants", {
+            "name": name, "max_tokens": 6, "clamp_max_tokens": clamp}, ADMIN_KEY)[0] == 200
+        status, body, _ = call("POST", rmesh.base + "/admin/keys", {"tenant": name}, ADMIN_KEY)
+        assert status == 201, body
+        capped = OpenAI(base_url=rmesh.base + "/v1", api_key=body["key"], max_retries=0)
+        resp = capped.responses.create(model=MODEL, input="Tell a long story.", **extra)
+        assert resp.status == "incomplete" and resp.usage.output_tokens == 6, resp
+        assert resp.max_output_tokens == 6, resp.max_output_tokens
+
+
 def test_tenants_cannot_read_each_others_responses(rmesh: ResponsesMesh) -> None:
     a, b = rmesh.client("a"), rmesh.client("b")
     resp = create(a, "A secret of tenant a.")

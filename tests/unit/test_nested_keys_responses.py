@@ -60,13 +60,22 @@ def test_an_unknown_field_is_unknown_parameter() -> None:
     assert (err.param, err.code) == ("foo", "unknown_parameter")
 
 
-@pytest.mark.parametrize("extra", [{"prompt_cache_retention": "24h"},
-                                   {"reasoning": {"effort": "low"}}, {"service_tier": "flex"},
+@pytest.mark.parametrize("extra", [{"reasoning": {"effort": "low"}},
                                    {"context_management": [{"type": "compaction"}]},
                                    {"moderation": {"input": {"mode": "block"}}}])
 def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None:
     err = refusal(**extra)
     assert (err.param, err.code) == (next(iter(extra)), "unsupported_parameter")
+
+
+@pytest.mark.parametrize("extra,param", [({"prompt_cache_retention": "24h"}, None),
+                                         ({"service_tier": "flex"}, None),
+                                         ({"text": {"verbosity": "low"}}, "text.verbosity")])
+def test_a_limited_fields_other_values_are_unsupported_value(extra: dict[str, Any],
+                                                             param: str | None) -> None:
+    """As chat's limited fields (docs/API.md: the rules)."""
+    err = refusal(**extra)
+    assert (err.param, err.code) == (param or next(iter(extra)), "unsupported_value")
 
 
 def test_an_include_value_not_implemented_is_unsupported_parameter() -> None:

@@ -33,14 +33,16 @@ def test_input_items_become_chat_messages_after_the_instructions() -> None:
     assert [m.content for m in req.messages][:2] == ["Be brief.", "before"]
 
 
-def test_an_empty_tools_list_is_no_tools() -> None:
-    """Agent SDKs send `tools: []` (and `include: []`) for an agent without tools."""
+@pytest.mark.parametrize("tools", [{"tools": []}, {}], ids=["empty", "absent"])
+def test_an_empty_tools_list_is_no_tools(tools: dict[str, Any]) -> None:
+    """Agent SDKs send `tools: []` (and `include: []`) for an agent without tools; a client
+    may send the default `tool_choice` without tools at all."""
     for choice in (None, "auto", "none"):
-        req = parse_responses({"model": "m", "input": "hi", "tools": [], "include": [],
+        req = parse_responses({"model": "m", "input": "hi", **tools, "include": [],
                                **({"tool_choice": choice} if choice else {})})
-        assert req.tools is None and req.grammar_kind == "" and req.tools_json == []
+        assert req.tools is None and req.grammar_kind == ""
     with pytest.raises(ApiError) as err:
-        parse_responses({"model": "m", "input": "hi", "tools": [], "tool_choice": "required"})
+        parse_responses({"model": "m", "input": "hi", **tools, "tool_choice": "required"})
     assert err.value.param == "tool_choice"
 
 
