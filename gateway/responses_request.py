@@ -172,8 +172,8 @@ def parse_responses(body: Any) -> ResponsesRequest:
         req.max_tokens_param = "max_output_tokens"
     if "response_format" in chat:
         req.text_format = body["text"]["format"]
-    req.tools_json = [{"description": None, "parameters": None, "strict": None, **t}
-                      for t in body.get("tools") or []]
+    req.tools_json = [{"description": None, "parameters": None, **t,
+                       "strict": _strict(t.get("strict"))} for t in body.get("tools") or []]
     req.tool_choice_json = body.get("tool_choice") or "auto"  # OpenAI's default, tools or not
     req.parallel_tool_calls = parallel  # echoed as sent; without tools it changes nothing
     opts = body.get("stream_options") or {}  # its keys and types were checked as chat's
@@ -349,9 +349,17 @@ def _tools(raw: Any) -> Any:
         if not isinstance(t, dict) or t.get("type") != "function":
             raise bad_field(f"tools[{i}].type", "only function tools are supported")
         check_keys(t, TOOL_KEYS, f"tools[{i}]")
-        fn = {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}
+        fn = {k: t[k] for k in ("name", "description", "parameters") if k in t}
+        fn["strict"] = _strict(t.get("strict"))
         out.append({"type": "function", "function": fn})
     return out
+
+
+def _strict(value: Any) -> Any:
+    """A function tool's `strict`: absent or null is strict on Responses (OpenAI: "Responses
+    requests will normalize your schema into strict mode", where chat stays loose); `false`
+    opts out. A value of another type goes on for the chat validator to refuse."""
+    return True if value is None else value
 
 
 def _tool_choice(raw: Any) -> Any:

@@ -179,3 +179,15 @@ def test_a_key_sent_as_null_is_one_left_out_in_the_format_and_the_input_items() 
                                                       "type": None}]})
     assert typed.messages == parse_responses({"model": "m", "input": [
         {"role": "user", "content": "hi"}]}).messages
+
+
+@pytest.mark.parametrize("given,strict", [({}, True), ({"strict": None}, True),
+                                          ({"strict": True}, True), ({"strict": False}, False)])
+def test_a_function_tool_is_strict_unless_it_says_false(given: dict[str, Any],
+                                                        strict: bool) -> None:
+    """OpenAI's Responses makes a function without `strict` strict (chat keeps it loose): its
+    calls are held to its parameters under `auto` too, and the echo says so."""
+    req = parse_responses({"model": "m", "input": "hi", "tools": [{**TOOL, **given}]})
+    assert req.tools is not None and req.tools[0].strict is strict
+    assert req.tools_json[0]["strict"] is strict
+    assert (req.grammar_kind == "tool_calls") is strict  # the free tool-call grammar, or none
