@@ -273,6 +273,7 @@ def _whole(level: float) -> int:
     comes back as 58.99999999999998."""
     return math.floor(level + 1e-6)
 
+
 async def serve(cfg: AuthConfig) -> None:
     store = AuthStore.from_url(cfg.redis_url, cfg.redis_timeout, cfg.max_concurrency)
     service = AuthService(cfg, store)
