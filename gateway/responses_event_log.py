@@ -19,7 +19,10 @@ Contract:
   event: `response.completed`, `response.incomplete` or `response.failed` carrying the stored
   response, numbered as it was streamed (a `cancelled` one ends with no event, as its live
   stream does). A client that has the stream's last event gets nothing more. A response
-  deleted meanwhile, or a store that stops answering, ends the stream with an `error` event.
+  deleted meanwhile, or a store (or NATS) that answers 503 for longer than `OUTAGE_S`, ends
+  the stream with an `error` event, numbered after the last event sent (the reader's own,
+  not the log's: a client resumes after the last event it had before it); a shorter outage
+  (NATS restarting) is read through.
 - The writer tries an append the store does not answer again (the store keeps no event
   twice) for up to `RETRY_S`, with what came meanwhile; an append carries at most about
   `APPEND_BYTES`. Logging stops at a longer store outage, at a refusal, or when the log
@@ -53,6 +56,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.25, 4.0  # its wait between tries, doubling
 APPEND_BYTES = 256 * 1024  # about the most one append carries (well under NATS' 1 MiB)
 MAX_SEQUENCE = 1 << 53  # no stream numbers an event past this (JSON's exact integers)
 FINAL_WAIT_S = 1.0  # how long a reader waits for the last event of a response that ended
+OUTAGE_S = 30.0  # how long a reader reads on through the store (or NATS) answering 503
 _LAST = ("completed", "incomplete", "failed")  # the statuses whose event ends a stream
 _ENDS = tuple(f"event: response.{status}\n".encode() for status in _LAST)
 
@@ -150,7 +154,7 @@ async def _follow(sse: SseWriter, store: ResponsesStoreClient, tenant: str, resp
                   after: int, added: asyncio.Event) -> None:
     """Write the log's events after `after` as they come (`added`: set when events are
     logged), and its last event, to `sse` (see the module contract)."""
-    ended_at = None
+    ended_at = failing_since = None
     while True:
         added.clear()  # before the read: a notice during it makes the next wait short
         try:
@@ -171,9 +175,13 @@ async def _follow(sse: SseWriter, store: ResponsesStoreClient, tenant: str, resp
                     if last := await _last_event(store, tenant, response_id, after):
                         await sse.write(last)
                     break
+            failing_since = None
         except ApiError as err:
-            await sse.write(_error(after + 1, err))
-            break
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if err.status != 503 or now - failing_since > OUTAGE_S:
+                await sse.write(_error(after + 1, err))
+                break  # deleted, or the store (or NATS) out for longer than a restart
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(added.wait(), POLL_S)
 

@@ -289,6 +289,9 @@ def _logprobs(body: dict[str, Any]) -> bool:
             raise ApiError(400, f"{name}: must be {kind}, got {json_type(value)}",
                            param=name, code="invalid_type")
     for i, value in enumerate(include or []):
+        if not isinstance(value, str):
+            raise ApiError(400, f"include[{i}]: must be string, got {json_type(value)}",
+                           param=f"include[{i}]", code="invalid_type")
         if value != LOGPROBS:
             raise ApiError(400, f"include[{i}]: {json.dumps(value)} is not supported by this "
                            f"server; only {json.dumps(LOGPROBS)} is", param=f"include[{i}]",
@@ -318,6 +321,9 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, dict):
         raise bad_field("text", "must be an object")
     check_keys(text, TEXT_KEYS, "text")
+    if not isinstance(text.get("verbosity"), str | None):
+        raise ApiError(400, f"text.verbosity: must be string, got {json_type(text['verbosity'])}",
+                       param="text.verbosity", code="invalid_type")
     if text.get("verbosity") not in (None, "medium"):
         raise ApiError(400, "text.verbosity: only medium (the default) is supported",
                        param="text.verbosity", code="unsupported_value")

@@ -2,9 +2,10 @@
 so the model's steps and the worker's publishing never share a GIL.
 
 Contract:
-- `await EngineClient.start(spec, config, torch_threads, on_step, on_exit, cpus, busy_poll)`
-  spawns the engine process (on the CPUs `cpus` when given: kvmesh/cpu_sets.py; polling its
-  pipe `busy_poll` seconds before it sleeps: kvmesh/busy_poll.py) and returns once it
+- `await EngineClient.start(spec, config, torch_threads, on_step, on_exit, cpus, busy_poll,
+  log_level)` spawns the engine process (on the CPUs `cpus` when given: kvmesh/cpu_sets.py;
+  polling its pipe `busy_poll` seconds before it sleeps: kvmesh/busy_poll.py; logging as the
+  worker does, JSON lines on the stderr it shares, at `log_level`) and returns once it
   reports `EngineReady` (`client.ready`); it raises `EngineStartError` when the engine reports
   `EngineFailed` or dies while loading.
 - Two one-way pipes whose worker ends the event loop runs itself (inference/engine_pipe.py):
@@ -69,12 +70,13 @@ class EngineClient:
     async def start(cls, spec: str | None, config: EngineConfig, torch_threads: int,
                     on_step: Callable[[EngineStep], None],
                     on_exit: Callable[[str], None], cpus: tuple[int, ...] = (),
-                    busy_poll: float = 0.0) -> EngineClient:
+                    busy_poll: float = 0.0, log_level: str = "INFO") -> EngineClient:
         ctx = multiprocessing.get_context("spawn")  # no forked CUDA or event-loop state
         cmd_r, cmd_w = ctx.Pipe(duplex=False)
         step_r, step_w = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_engine,
-                           args=(spec, config, torch_threads, cmd_r, step_w, cpus, busy_poll),
+                           args=(spec, config, torch_threads, cmd_r, step_w, cpus, busy_poll,
+                                 log_level),
                            name="kvmesh-engine", daemon=True)
         proc.start()
         cmd_r.close()

@@ -52,12 +52,16 @@ from inference.engine_protocol import (
     Stop,
 )
 from kvmesh import gc_heap
+from telemetry.logs import setup_logging
 
 log = logging.getLogger("kvmesh.engine")
 
 
 def run(spec: str | None, config: EngineConfig, torch_threads: int, commands: Connection,
-        steps: Connection, cpus: tuple[int, ...] = (), busy_poll: float = 0.0) -> None:
+        steps: Connection, cpus: tuple[int, ...] = (), busy_poll: float = 0.0,
+        log_level: str = "INFO") -> None:
+    # its log lines go where the worker's go (the stderr it inherits), in the same shape
+    setup_logging("worker", log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:

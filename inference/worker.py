@@ -154,7 +154,8 @@ class Worker(Actor):
         cfg = self.cfg
         self.engine = await EngineClient.start(cfg.model, cfg.engine, cfg.torch_threads,
                                                self._on_step, self._on_engine_exit,
-                                               parse_cpus(cfg.engine_cpus), cfg.busy_poll)
+                                               parse_cpus(cfg.engine_cpus), cfg.busy_poll,
+                                               cfg.log_level)
         engine = self.engine
         self.revision = answers_revision(self.revision, engine.ready, cfg)
         self.telemetry = worker_telemetry.GenerationTelemetry(  # spans and metrics, from steps

@@ -8,7 +8,8 @@ heartbeat stream. One registry, one liveness rule and one context rule for both.
   under 2 tokens, usage outside [0, 1], negative counts) is refused and logged: one bad or forged
   heartbeat never changes how requests are routed or checked.
 - Each worker's context is its own (`fits`): one worker's smaller `max_model_len` never limits
-  requests that another worker can hold.
+  requests that another worker can hold. (The router sends a request without `max_tokens`,
+  which runs to its context's end, to the widest context that holds it: router/service.py.)
 - Between heartbeats a router counts requests it sent to a worker (`pending`) so that a burst
   does not all land on the worker that looked idle; a new heartbeat resets it, since the
   heartbeat then counts those requests itself.

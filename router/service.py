@@ -5,7 +5,8 @@ Contract, for each `GenerateRequest` on `ROUTER_GENERATE` (queue group "router")
   with the same tokenizer the worker's engine uses; a request that already has ids keeps them.
   Workers get a `TokenizedRequest`.
 - The context check lives here: only workers whose own context holds the prompt (plus
-  `max_tokens`, when given) are candidates; when none does, the answer is 400
+  `max_tokens`, when given) are candidates, and for a request without `max_tokens` (it runs
+  to its context's end) only those of the widest such context; when none does, the answer is 400
   `context_length_exceeded`, without a worker round trip, unless the request may be
   truncated (`truncate`, chat messages): then its oldest turns are dropped until it fits
   (router/truncation.py), and only a conversation whose last turn alone does not fit is
@@ -275,6 +276,9 @@ class Router(Actor):
             return _context_exceeded(len(ids), req.max_tokens,
                                      max(v.beat.max_model_len for v in candidates),
                                      _prompt_param(req))
+        if req.max_tokens is None:  # it runs to its context's end: the widest context's
+            widest = max(v.beat.max_model_len for v in fitting)
+            fitting = [v for v in fitting if v.beat.max_model_len == widest]
         return await self._forward(TokenizedRequest.of(req, ids), fitting, req.session,
                                    headers)
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 import urllib.request
 import uuid
@@ -458,3 +459,23 @@ async def _notices_scenario(nats_url: str, base: str) -> None:
         assert len(told) == 2  # each append landed was told
     finally:
         await nc.close()
+
+
+def test_a_resumed_stream_reads_through_a_short_store_outage(gateways: Gateways) -> None:
+    """The store paused for 3 s (its reads answer 503 after `store_timeout`) while a reader
+    follows a running background stream: the reader reads on once it is back, and gets every
+    event and the last, no `error` (it used to end at the first 503)."""
+    with open_stream(gateways.first + "/v1/responses", LONG | {"max_output_tokens": 200,
+                                                               "stream": True}) as resp:
+        rid = json.loads(next(sse_events(resp)))["response"]["id"]  # then the client leaves
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: events.extend(_resumed(gateways.second, rid)))
+    reader.start()
+    wait_until(lambda: len(_resumed_now(gateways.first, rid)) > 4, "events are logged")
+    with _store_paused(gateways.store):
+        time.sleep(3)
+    reader.join(120)
+    assert not reader.is_alive()
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert "error" not in {e["type"] for e in events}
+    assert events[-1]["type"] in ("response.completed", "response.incomplete"), events[-1]

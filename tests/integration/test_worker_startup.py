@@ -14,10 +14,14 @@ from tests.integration.helpers import post, wait_until
 SMALL_POOL_MODEL = "smol-small-pool"
 
 
+def _records(mesh: Mesh, worker_id: str) -> list[dict]:
+    return [json.loads(line) for line in (mesh.logs / f"{worker_id}.log").read_text()
+            .splitlines() if line.startswith("{")]
+
+
 def _serving_lines(mesh: Mesh, worker_id: str) -> list[str]:
-    lines = [json.loads(line) for line in (mesh.logs / f"{worker_id}.log").read_text()
-             .splitlines() if line.startswith("{")]
-    return [rec["msg"] for rec in lines if " serving " in rec["msg"]]
+    return [rec["msg"] for rec in _records(mesh, worker_id)
+            if rec["msg"].startswith(f"worker {worker_id} serving ")]
 
 
 def test_start_up_line_names_device_dtype_and_context(mesh: Mesh) -> None:
@@ -53,8 +57,9 @@ def test_a_pool_smaller_than_the_context_is_the_context_served(mesh: Mesh) -> No
 
         wait_until(served, "the small-pool worker serves", timeout=120)
         assert _serving_lines(mesh, "wpool")[0].endswith("; context 128 tokens")
-        log = (mesh.logs / "wpool.log").read_text()
-        assert "serving a context of 128" in log
+        warned = [rec for rec in _records(mesh, "wpool")  # a JSON line, as every other
+                  if "serving a context of 128" in rec["msg"]]
+        assert [rec["level"] for rec in warned] == ["WARNING"]
         status, body, _ = post(url, {**fits, "max_tokens": 100})
         assert status == 400, body
         assert body["error"]["param"] == "max_tokens"

@@ -68,6 +68,15 @@ def test_a_refused_field_is_unsupported_parameter(extra: dict[str, Any]) -> None
     assert (err.param, err.code) == (next(iter(extra)), "unsupported_parameter")
 
 
+@pytest.mark.parametrize("extra,param", [({"text": {"verbosity": 5}}, "text.verbosity"),
+                                         ({"include": [5]}, "include[0]"),
+                                         ({"service_tier": 5}, "service_tier")])
+def test_a_limited_field_of_the_wrong_type_is_invalid_type(extra: dict[str, Any],
+                                                           param: str) -> None:
+    err = refusal(**extra)
+    assert (err.param, err.code) == (param, "invalid_type")
+
+
 @pytest.mark.parametrize("extra,param", [({"prompt_cache_retention": "24h"}, None),
                                          ({"service_tier": "flex"}, None),
                                          ({"text": {"verbosity": "low"}}, "text.verbosity")])
