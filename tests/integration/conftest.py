@@ -60,7 +60,7 @@ class Mesh:
     def wait_ready(self, n_workers: int, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._stats_or_none(w) for w in list(self.live_worker_ids())[:n_workers]) \
+            if all(self.stats_or_none(w) for w in list(self.live_worker_ids())[:n_workers]) \
                     and self._ready():
                 return
             for c in [*self.workers.values(), *self.others]:
@@ -69,7 +69,7 @@ class Mesh:
             time.sleep(0.5)
         raise TimeoutError(f"mesh not ready in {timeout:g}s; logs in {self.logs}")
 
-    def _stats_or_none(self, worker_id: str) -> Heartbeat | None:
+    def stats_or_none(self, worker_id: str) -> Heartbeat | None:
         try:
             return self.stats(worker_id)
         except Exception:

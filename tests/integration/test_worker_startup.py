@@ -34,7 +34,13 @@ def test_start_up_line_names_device_dtype_and_context(mesh: Mesh) -> None:
 def test_the_revision_names_the_settings_that_change_answers(mesh: Mesh) -> None:
     """The result cache keys on it: workers restarted with another dtype or context must not
     be served the old ones' answers (the session's workers: float32, 1024 tokens)."""
-    files, *settings = mesh.stats("w1").revision.split(";")
+    # any live session worker (test_worker_failure kills one and starts a replacement)
+    revisions: list[str] = []
+    wait_until(lambda: revisions.extend(
+        beat.revision for w in sorted(mesh.live_worker_ids())
+        if (beat := mesh.stats_or_none(w)) is not None) or revisions,
+        "a session worker answers")
+    files, *settings = revisions[0].split(";")
     assert files.startswith("SmolLM2-135M-Instruct") and files.count(":") == 2
     assert settings == ["float32", "kv=auto", "quant=none", f"ctx={MAX_MODEL_LEN}"]
 
