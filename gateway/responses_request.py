@@ -16,7 +16,8 @@ Refused with 400 naming the field: every field not in `SUPPORTED` or `REFUSED` (
 does not define (`text.foo`, `input[0].foo`, `input[0].content[1].foo`, `tools[0].foo`;
 `unknown_parameter`, gateway/nested_keys.py), and among OpenAI's fields those we do not
 implement (every other `include` value, `reasoning`, hosted tools, ...;
-`unsupported_parameter`) unless null or their no-op value. `background: true` needs `store`
+`unsupported_parameter`) unless null or their no-op value; a limited field's other values
+(`service_tier: "flex"`) are `unsupported_value`, as chat's. `background: true` needs `store`
 (400 `background` without it). `truncation` is
 `disabled` (a prompt over the context is 400) or `auto` (the router drops the oldest turns
 until it fits, router/truncation.py; the stored conversation keeps them). Logprobs beside
@@ -25,8 +26,9 @@ logprobs belong to the text around calls is not tracked. A `REFUSED` field of th
 type is `invalid_type` (`prompt: false` is not null). A `json_schema` `text.format`
 needs its `name` (400 `missing_required_parameter`, as OpenAI). `parallel_tool_calls` must be
 a boolean, tools or not (chat takes it only beside tools; without them it changes nothing
-but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and then a
-`tool_choice` of `auto` or `none` changes nothing.
+but is still echoed as sent). `tools: []` is no tools (agent SDKs send it), and with no
+tools a `tool_choice` of `auto` or `none` changes nothing. A function tool without `strict`
+is strict (OpenAI's Responses default; chat's is loose); `strict: false` opts out.
 `conversation` (`"conv_..."` or `{"id"}`) is an id here, read and appended to by
 gateway/responses_conversation.py; beside `previous_response_id` it is 400 naming it.
 `input` (its items, their ids, statuses and parts) is gateway/responses_input.py's; its
@@ -35,7 +37,7 @@ calls and their outputs must pair up, history included (gateway/responses_calls.
 What a Response echoes of the request is kept here too: `tool_choice` (`auto` unless sent,
 tools or not, as OpenAI), `prompt_cache_key`, `prompt_cache_retention`, `safety_identifier`,
 `max_tool_calls` (a cap on built-in tools' calls: none here, so any positive one holds),
-`text` (`verbosity` `medium`, the only one served).
+`text` (`verbosity` `medium`, the only one served), each tool's `strict` as applied.
 """
 
 from __future__ import annotations
